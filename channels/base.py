@@ -1,0 +1,162 @@
+"""The channel interface: one abstract class, frozen requests and results.
+
+Declines are data (a ``ChannelResult`` with ``status="failed"``); faults are exceptions:
+``ChannelUnavailable`` means nothing reached the channel (safe to re-route),
+``ChannelTimeout`` means the outcome is unknown (never re-route: query it later).
+"""
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Mapping
+
+from app.domain.errors import ChannelError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from channels.config import ChannelSpec, Cost
+
+OPERATIONS = ("payment", "topup", "refund", "withdrawal")
+METHODS = ("card", "wallet", "bank_transfer")
+STATUSES = ("succeeded", "failed", "processing")
+Status = Literal["succeeded", "failed", "processing"]
+
+
+class ChannelUnavailable(ChannelError):
+    """The channel was not reached or refused the request unprocessed (nothing charged: safe to re-route)."""
+
+    code = "channel_unavailable"
+
+
+class ChannelTimeout(ChannelError):
+    """The channel did not answer in time: the outcome is unknown (never re-route; query later)."""
+
+    code = "channel_timeout"
+
+
+class OperationNotSupported(ChannelError):
+    """The adapter or channel instance does not support this operation."""
+
+    code = "operation_not_supported"
+
+
+class InvalidCallback(ChannelError):
+    """A callback is unsigned, forged, tampered with, stale or malformed."""
+
+    code = "invalid_callback"
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    operation: Literal["payment", "topup"]
+    reference: str  # our object id, e.g. pay_… or top_…
+    amount: int  # minor units
+    currency: str
+    payment_method: Mapping[str, Any]
+    callback_url: str | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class RefundRequest:
+    reference: str  # re_…
+    payment_channel_reference: str  # the channel's reference of the payment being refunded
+    amount: int
+    currency: str
+    callback_url: str | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class PayoutRequest:
+    reference: str  # wd_…
+    amount: int
+    currency: str
+    destination: Mapping[str, Any]
+    callback_url: str | None
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class ChannelResult:
+    status: Status
+    channel_reference: str | None
+    error_code: str | None = None
+    error_message: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallbackEvent:
+    channel_reference: str
+    reference: str  # our object id
+    status: Status
+    error_code: str | None
+    dedupe_key: str  # identical on every redelivery of the same event
+    raw: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    channel_reference: str
+    operation: str
+    amount: int
+    currency: str
+    status: str
+    fee: int
+    settled_at: dt.datetime
+
+
+class Channel(abc.ABC):
+    """One configured channel instance. Subclasses implement the protocol of one PSP."""
+
+    #: May a missing secret fall back to a deterministic dev secret (simulated channels only)?
+    allows_dev_secret = False
+
+    def __init__(self, spec: "ChannelSpec", secret: str):
+        self.spec = spec
+        self.secret = secret
+
+    id = property(lambda self: self.spec.id)
+    methods = property(lambda self: self.spec.methods)
+    currencies = property(lambda self: self.spec.currencies)
+    operations = property(lambda self: self.spec.operations)
+    timeout_ms = property(lambda self: self.spec.timeout_ms)
+
+    @property
+    def cost(self) -> "Cost":
+        return self.spec.cost
+
+    def supports(self, operation: str, currency: str, method: str | None = None) -> str | None:
+        """None if this instance can carry the operation, else the drop reason."""
+        if operation not in self.operations:
+            return "unsupported_operation"
+        if currency not in self.currencies:
+            return "unsupported_currency"
+        if method is not None and method not in self.methods:
+            return "unsupported_method"
+        return None
+
+    @abc.abstractmethod
+    def charge(self, req: ChargeRequest) -> ChannelResult:
+        """Collect money (a payment or a top-up)."""
+
+    def refund(self, req: RefundRequest) -> ChannelResult:
+        raise OperationNotSupported(f"channel {self.id} does not refund")
+
+    def payout(self, req: PayoutRequest) -> ChannelResult:
+        raise OperationNotSupported(f"channel {self.id} does not pay out")
+
+    @abc.abstractmethod
+    def query(self, reference: str, channel_reference: str | None = None) -> ChannelResult:
+        """Current status of an operation, by our reference (or the channel's, when known)."""
+
+    @abc.abstractmethod
+    def verify_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackEvent:
+        """Verify and parse a callback; raise InvalidCallback when it cannot be trusted."""
+
+    def statement(self, date: dt.date) -> list[StatementLine]:
+        raise OperationNotSupported(f"channel {self.id} serves no statement")
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id}>"

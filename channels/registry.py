@@ -1,0 +1,119 @@
+"""Channel instances by id, built from the channels file.
+
+An ``adapter`` is either the name of an entry point in group ``payrouter.channels``
+(a third-party package adds one without any project file changing) or a
+``"package.module:Class"`` path. Built-in adapters also resolve from a source checkout
+where the package is not installed (no entry points registered).
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+from typing import Iterator, Mapping
+
+from channels.base import Channel
+from channels.config import ChannelConfigError, ChannelSpec, UnknownChannel, read_channels_file, resolve_secret
+
+ENTRY_POINT_GROUP = "payrouter.channels"
+BUILTIN_ADAPTERS = {"sandbox": "channels.sandbox.adapter:SandboxChannel"}
+
+
+def _import_path(path: str) -> type:
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ChannelConfigError(f"adapter {path!r}: cannot import module {module_name!r}: {exc}") from exc
+    try:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError as exc:
+        raise ChannelConfigError(f"adapter {path!r}: module {module_name!r} has no {attr!r}") from exc
+    return obj
+
+
+def resolve_adapter(name: str) -> type[Channel]:
+    """The Channel subclass for an adapter name or ``module:Class`` path."""
+    if ":" in name:
+        cls = _import_path(name)
+    else:
+        found = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP, name=name)
+        if found:
+            try:
+                cls = next(iter(found)).load()
+            except (ImportError, AttributeError) as exc:
+                raise ChannelConfigError(f"adapter {name!r}: entry point failed to load: {exc}") from exc
+        elif name in BUILTIN_ADAPTERS:
+            cls = _import_path(BUILTIN_ADAPTERS[name])
+        else:
+            known = sorted({ep.name for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+                           | set(BUILTIN_ADAPTERS))
+            raise ChannelConfigError(
+                f"unknown adapter {name!r}: not an entry point of group {ENTRY_POINT_GROUP} "
+                f"(known: {', '.join(known)}) nor a 'package.module:Class' path")
+    if not (isinstance(cls, type) and issubclass(cls, Channel)):
+        raise ChannelConfigError(f"adapter {name!r} does not resolve to a channels.base.Channel subclass")
+    return cls
+
+
+def build_channel(spec: ChannelSpec, env: Mapping[str, str] | None = None) -> Channel:
+    """Instantiate one channel: resolve its adapter class and its secret."""
+    cls = resolve_adapter(spec.adapter)
+    return cls(spec, resolve_secret(spec, cls.allows_dev_secret, env))
+
+
+class ChannelRegistry:
+    """The configured channel instances, in file order."""
+
+    def __init__(self, channels: list[Channel]):
+        self._channels = {c.id: c for c in channels}
+
+    def get(self, channel_id: str) -> Channel:
+        try:
+            return self._channels[channel_id]
+        except KeyError:
+            raise UnknownChannel(f"no channel {channel_id!r} is configured") from None
+
+    def all(self) -> list[Channel]:
+        return list(self._channels.values())
+
+    def ids(self) -> list[str]:
+        return list(self._channels)
+
+    def __contains__(self, channel_id: object) -> bool:
+        return channel_id in self._channels
+
+    def __iter__(self) -> Iterator[Channel]:
+        return iter(self.all())
+
+    def __len__(self) -> int:
+        return len(self._channels)
+
+    def supports(self, channel_id: str, operation: str, currency: str, method: str | None = None) -> str | None:
+        """None if the channel can carry it, else a drop reason (``unknown_channel``,
+        ``channel_disabled``, ``unsupported_operation|currency|method``)."""
+        channel = self._channels.get(channel_id)
+        if channel is None:
+            return "unknown_channel"
+        if not channel.spec.enabled:
+            return "channel_disabled"
+        return channel.supports(operation, currency, method)
+
+    def filter(self, candidates: list[str], operation: str, currency: str, method: str | None = None):
+        """Split candidate ids into (kept ids, dropped [{"channel", "reason"}]), order kept."""
+        kept, dropped = [], []
+        for cid in candidates:
+            reason = self.supports(cid, operation, currency, method)
+            if reason:
+                dropped.append({"channel": cid, "reason": reason})
+            else:
+                kept.append(cid)
+        return kept, dropped
+
+
+def load_channels(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> ChannelRegistry:
+    """Read the channels file (default ``PAYROUTER_CHANNELS`` or channels/channels.yaml) into a registry."""
+    specs = read_channels_file(path, env)
+    return ChannelRegistry([build_channel(spec, env) for spec in specs])

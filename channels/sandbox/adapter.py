@@ -1,0 +1,95 @@
+"""The sandbox adapter: our requests to the sandbox's wire format and its answers back."""
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import json
+from typing import Mapping
+
+from channels.base import (CallbackEvent, Channel, ChannelResult, ChannelTimeout, ChargeRequest, InvalidCallback,
+                           OperationNotSupported, PayoutRequest, RefundRequest, StatementLine, STATUSES)
+from channels.sandbox import signing
+from channels.sandbox.client import SandboxClient
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8090"
+
+
+def _result(status_code: int, body: dict) -> ChannelResult:
+    """A sandbox answer as a ChannelResult; a refused request (4xx) is a failed result, never a fault."""
+    if status_code >= 400:
+        error = body.get("error") or {}
+        return ChannelResult("failed", None, error.get("code") or "channel_error", error.get("message"), body)
+    status = body.get("status")
+    if status not in STATUSES or not body.get("id"):
+        raise ChannelTimeout(f"sandbox answered an unexpected body (outcome unknown): {body!r}")
+    return ChannelResult(status, body["id"], body.get("error_code"), body.get("error_message"), body)
+
+
+class SandboxChannel(Channel):
+    """A channel instance served by the sandbox PSP (``payrouter sandbox``)."""
+
+    allows_dev_secret = True
+
+    def __init__(self, spec, secret: str):
+        super().__init__(spec, secret)
+        base_url = spec.config.get("base_url") or DEFAULT_BASE_URL
+        self.client = SandboxClient(base_url, spec.id, secret, spec.timeout_ms)
+
+    def _require(self, operation: str) -> None:
+        if operation not in self.operations:
+            raise OperationNotSupported(f"channel {self.id} is not configured for {operation}")
+
+    def charge(self, req: ChargeRequest) -> ChannelResult:
+        self._require(req.operation)
+        payload = {"operation": req.operation, "reference": req.reference, "amount": req.amount,
+                   "currency": req.currency, "payment_method": dict(req.payment_method),
+                   "callback_url": req.callback_url}
+        return _result(*self.client.post("/charges", payload, req.idempotency_key))
+
+    def refund(self, req: RefundRequest) -> ChannelResult:
+        self._require("refund")
+        payload = {"reference": req.reference, "payment": req.payment_channel_reference, "amount": req.amount,
+                   "currency": req.currency, "callback_url": req.callback_url}
+        return _result(*self.client.post("/refunds", payload, req.idempotency_key))
+
+    def payout(self, req: PayoutRequest) -> ChannelResult:
+        self._require("withdrawal")
+        payload = {"reference": req.reference, "amount": req.amount, "currency": req.currency,
+                   "destination": dict(req.destination), "callback_url": req.callback_url}
+        return _result(*self.client.post("/payouts", payload, req.idempotency_key))
+
+    def query(self, reference: str, channel_reference: str | None = None) -> ChannelResult:
+        """Status by the channel's reference if known, else by ours. Unknown at the channel →
+        failed with ``error_code="not_found"`` (it never received the operation)."""
+        if channel_reference:
+            status_code, body = self.client.get(f"/operations/{channel_reference}")
+        else:
+            status_code, body = self.client.get("/operations", {"reference": reference})
+        if status_code == 404:
+            return ChannelResult("failed", channel_reference, "not_found", "the channel has no such operation", body)
+        return _result(status_code, body)
+
+    def verify_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackEvent:
+        signing.verify(self.secret, headers, body)
+        try:
+            event = json.loads(body)
+            data = event["data"]
+            if event.get("channel") != self.id or data.get("channel") != self.id:
+                raise InvalidCallback(f"callback is for channel {event.get('channel')!r}, not {self.id!r}")
+            if data["status"] not in STATUSES:
+                raise InvalidCallback(f"callback has an unknown status {data['status']!r}")
+            return CallbackEvent(channel_reference=data["id"], reference=data["reference"], status=data["status"],
+                                 error_code=data.get("error_code"), dedupe_key=f"{self.id}:{event['id']}",
+                                 raw=event)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidCallback(f"callback body is malformed: {exc}") from None
+
+    def statement(self, date: dt.date) -> list[StatementLine]:
+        text = self.client.get_text(f"/statements/{date.isoformat()}", {"channel": self.id})
+        lines = []
+        for row in csv.DictReader(io.StringIO(text)):
+            settled = dt.datetime.fromisoformat(row["settled_at"].replace("Z", "+00:00"))
+            lines.append(StatementLine(row["channel_reference"], row["operation"], int(row["amount"]),
+                                       row["currency"], row["status"], int(row["fee"]), settled))
+        return lines

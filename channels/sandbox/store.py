@@ -1,0 +1,89 @@
+"""In-memory, thread-safe state of the sandbox PSP: operations, idempotency keys, statements."""
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import threading
+from dataclasses import dataclass, field
+
+
+def rfc3339(moment: dt.datetime | None) -> str | None:
+    return moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+@dataclass
+class Operation:
+    """One charge, refund or payout as the simulated PSP sees it."""
+
+    channel: str
+    operation: str  # payment | topup | refund | withdrawal
+    reference: str  # the router's object id
+    amount: int
+    currency: str
+    status: str
+    created_at: dt.datetime
+    id: str = field(default_factory=lambda: "sbx_" + secrets.token_hex(10))
+    error_code: str | None = None
+    error_message: str | None = None
+    settled_at: dt.datetime | None = None
+    payment: str | None = None  # refunds: the refunded operation's id
+    callback_url: str | None = None
+    request_id: str | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "id": self.id, "object": "operation", "channel": self.channel, "operation": self.operation,
+            "reference": self.reference, "amount": self.amount, "currency": self.currency,
+            "status": self.status, "error_code": self.error_code, "error_message": self.error_message,
+            "payment": self.payment, "created_at": rfc3339(self.created_at), "settled_at": rfc3339(self.settled_at),
+        }
+
+
+class Store:
+    """All sandbox state behind one re-entrant lock (``with store.lock`` for compound steps)."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self._ops: dict[str, Operation] = {}
+        self._by_key: dict[tuple[str, str], tuple[str, str]] = {}  # (channel, key) -> (fingerprint, op id)
+
+    def by_key(self, channel: str, key: str) -> tuple[str, Operation] | None:
+        with self.lock:
+            found = self._by_key.get((channel, key))
+            return (found[0], self._ops[found[1]]) if found else None
+
+    def add(self, op: Operation, key: str, fingerprint: str) -> None:
+        with self.lock:
+            self._ops[op.id] = op
+            self._by_key[(op.channel, key)] = (fingerprint, op.id)
+
+    def get(self, channel: str, op_id: str) -> Operation | None:
+        with self.lock:
+            op = self._ops.get(op_id)
+            return op if op and op.channel == channel else None
+
+    def by_reference(self, channel: str, reference: str) -> Operation | None:
+        """The latest operation of a channel carrying the router's reference."""
+        with self.lock:
+            found = [op for op in self._ops.values() if op.channel == channel and op.reference == reference]
+            return max(found, key=lambda op: op.created_at) if found else None
+
+    def refunded(self, payment_id: str) -> int:
+        """Amount already refunded or being refunded on a payment."""
+        with self.lock:
+            return sum(op.amount for op in self._ops.values()
+                       if op.payment == payment_id and op.status in ("succeeded", "processing"))
+
+    def finalize(self, op: Operation, status: str, at: dt.datetime, error_code: str | None = None) -> None:
+        with self.lock:
+            if op.status == "processing":
+                op.status, op.error_code, op.settled_at = status, error_code, at
+                if error_code:
+                    op.error_message = "The card was declined."
+
+    def settled_on(self, channel: str, day: dt.date) -> list[Operation]:
+        """Final operations of a channel whose settlement fell on ``day`` (UTC), oldest first."""
+        with self.lock:
+            rows = [op for op in self._ops.values() if op.channel == channel and op.settled_at
+                    and op.settled_at.astimezone(dt.timezone.utc).date() == day]
+            return sorted(rows, key=lambda op: (op.settled_at, op.id))
