@@ -107,7 +107,8 @@ def expand_env(value: Any, env: Mapping[str, str]) -> Any:
     return value
 
 
-def parse_channels(data: Any, env: Mapping[str, str] | None = None, source: str = "channels file") -> list[ChannelSpec]:
+def parse_channels(data: Any, env: Mapping[str, str] | None = None,
+                   source: str = "channels file") -> list[ChannelSpec]:
     """Validate already-loaded data (dict) and build the specs, in file order."""
     env = os.environ if env is None else env
     validator = jsonschema.Draft202012Validator(_schema())
@@ -140,7 +141,8 @@ def parse_channels(data: Any, env: Mapping[str, str] | None = None, source: str 
     return specs
 
 
-def read_channels_file(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> list[ChannelSpec]:
+def read_channels_file(path: str | os.PathLike | None = None,
+                       env: Mapping[str, str] | None = None) -> list[ChannelSpec]:
     """Load the channels file (default: ``PAYROUTER_CHANNELS`` or channels/channels.yaml)."""
     env = os.environ if env is None else env
     path = Path(path or env.get("PAYROUTER_CHANNELS") or DEFAULT_CHANNELS_FILE)
@@ -172,4 +174,5 @@ def resolve_secret(spec: ChannelSpec, allows_dev_secret: bool, env: Mapping[str,
     if flag == "1" or (allows_dev_secret and flag != "0"):
         return dev_secret(spec.id)
     wanted = f"environment variable {name}" if name else "config.secret_env"
-    raise ChannelConfigError(f"channel {spec.id}: no secret ({wanted} is not set; {DEV_SECRETS_ENV}=1 allows dev secrets)")
+    raise ChannelConfigError(
+        f"channel {spec.id}: no secret ({wanted} is not set; {DEV_SECRETS_ENV}=1 allows dev secrets)")

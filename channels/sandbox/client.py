@@ -36,7 +36,8 @@ class SandboxClient:
         self.timeout_s = timeout_ms / 1000
 
     def _headers(self, idempotency_key: str | None = None) -> dict:
-        headers = {"Authorization": f"Bearer {self.secret}", "Accept": "application/json"}
+        headers = {"Authorization": f"Bearer {self.secret}", "Accept": "application/json",
+                   "X-Sandbox-Timeout-Ms": str(int(self.timeout_s * 1000))}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         return context.outgoing_headers(headers)

@@ -38,6 +38,7 @@ from channels.sandbox.outcomes import outcome_for
 from channels.sandbox.store import Operation, Store, rfc3339
 
 log = logging.getLogger("payrouter.sandbox")
+TIMEOUT_HEADER = "X-Sandbox-Timeout-Ms"  # the adapter tells its timeout (for outcome 54)
 STATEMENT_HEADER = ["channel_reference", "operation", "amount", "currency", "status", "fee", "settled_at"]
 
 
@@ -147,8 +148,10 @@ def create_sandbox_app(channels_path=None, *, env: Mapping[str, str] | None = No
             store.add(op, key, fingerprint)
         if outcome.initial == "processing":
             sender.schedule(op, served.secret, outcome.final, outcome.error_code, outcome.callbacks)
-        if outcome.hang:
-            time.sleep(served.spec.timeout_ms / 1000 + hang_extra)
+        if outcome.hang:  # outlast both our configured timeout and the one the caller says it uses
+            told = request.headers.get(TIMEOUT_HEADER, "")
+            told_ms = min(int(told), 120_000) if told.isdigit() else 0
+            time.sleep(max(served.spec.timeout_ms, told_ms) / 1000 + hang_extra)
         return jsonify(op.to_json())
 
     @app.post("/v1/channels/<cid>/charges")
@@ -275,3 +278,20 @@ def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, **options
     finally:
         server.app.extensions["sandbox"]["sender"].close()
         server._server.server_close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m channels.sandbox.server [--host H] [--port P] [--channels FILE]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="payrouter sandbox", description="the sandbox PSP")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8090)
+    parser.add_argument("--channels", default=None, help="channels file (default: PAYROUTER_CHANNELS or built-in)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    run(args.host, args.port, args.channels)
+
+
+if __name__ == "__main__":
+    main()

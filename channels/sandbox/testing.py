@@ -15,7 +15,8 @@ import yaml
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-FAST_SANDBOX_OPTIONS = {"callback_delay": 0.2, "hang_extra": 0.5, "duplicate_gap": 0.05, "retry_delays": (0.1, 0.2, 0.4)}
+FAST_SANDBOX_OPTIONS = {"callback_delay": 0.2, "hang_extra": 0.5, "duplicate_gap": 0.05,
+                        "retry_delays": (0.1, 0.2, 0.4)}
 
 
 def write_channels_file(path: Path, base_url: str, timeout_ms: int = 400) -> Path:
