@@ -1,0 +1,1 @@
+"""HTTP API: one blueprint per resource. Each view parses, calls one service, serializes."""

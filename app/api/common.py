@@ -1,0 +1,59 @@
+"""What every /v1 view shares: authentication, the request's session, idempotent POSTs, lists."""
+from __future__ import annotations
+
+from typing import Callable
+
+from flask import Response, g, request
+from sqlalchemy.orm import Session
+
+from app import context, idempotency
+from app.api import errors
+from app.api.validation import list_params, parse_body
+from app.db import unit_of_work
+from app.domain.errors import PayRouterError
+from app.services.merchants import authenticate
+
+JSON = "application/json"
+
+
+def authenticate_request() -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    with unit_of_work() as session:
+        merchant, key = authenticate(session, secret.strip() if scheme.lower() == "bearer" else None)
+    g.merchant, g.api_key = merchant, key
+    context.merchant_id_var.set(merchant.id)
+
+
+def json_response(status: int, raw: bytes, replayed: bool = False) -> Response:
+    response = Response(raw, status=status, mimetype=JSON)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]]) -> Response:
+    """An idempotent POST: validate the body, then run ``execute(session, body)`` once per key."""
+    key = idempotency.check_key(request.headers.get("Idempotency-Key"))
+    body = parse_body(request.get_data(cache=False), schema)
+
+    def error_response(error: PayRouterError) -> tuple[int, dict]:
+        status, kind = errors.status_and_type(error)
+        extra = {k: v for k, v in error.extra.items() if k == "decision"}
+        return status, errors.error_body(kind, error.code, error.message, error.param, **extra)
+
+    stored = idempotency.run(g.merchant.id, key, request.path, body, lambda s: execute(s, body), error_response)
+    return json_response(stored.status, stored.body, stored.replayed)
+
+
+def read(fetch: Callable[[Session], dict]) -> Response:
+    with unit_of_work() as session:
+        payload = fetch(session)
+    return json_response(200, idempotency.encode(payload))
+
+
+def listing(fetch: Callable[[Session, int, str | None], tuple[list, bool]], url: str) -> Response:
+    limit, after = list_params(request.args)
+    with unit_of_work() as session:
+        data, has_more = fetch(session, limit, after)
+    return json_response(200, idempotency.encode({"object": "list", "url": url, "data": data, "has_more": has_more}))

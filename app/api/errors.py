@@ -1,0 +1,81 @@
+"""The one table from error class to (HTTP status, contract type), and the Flask handlers."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from app import context
+from app.domain import errors as e
+
+log = logging.getLogger("payrouter.api")
+
+# Most specific first: the first class an error is an instance of decides.
+ERROR_MAP: list[tuple[type[e.PayRouterError], int, str]] = [
+    (e.NotFound, 404, "invalid_request_error"),
+    (e.InvalidRequest, 400, "invalid_request_error"),
+    (e.Conflict, 409, "invalid_request_error"),
+    (e.AuthenticationFailed, 401, "authentication_error"),
+    (e.PermissionDenied, 403, "permission_error"),
+    (e.IdempotencyMismatch, 422, "idempotency_error"),
+    (e.IdempotencyInFlight, 409, "idempotency_error"),
+    (e.RateLimited, 429, "rate_limit_error"),
+    (e.PaymentDeclined, 402, "payment_declined"),
+    (e.ServiceUnavailable, 503, "api_error"),
+    (e.PayRouterError, 500, "api_error"),
+]
+
+# Codes of InvalidRequest that are about the request's meaning rather than its form.
+UNPROCESSABLE_CODES = {"reference_already_used", "currency_mismatch", "amount_too_large", "state_conflict",
+                       "refund_exceeds_payment", "payment_not_refundable"}
+
+
+def status_and_type(error: e.PayRouterError) -> tuple[int, str]:
+    for cls, status, kind in ERROR_MAP:
+        if isinstance(error, cls):
+            if status == 400 and error.code in UNPROCESSABLE_CODES:
+                return 422, kind
+            return status, kind
+    return 500, "api_error"
+
+
+def error_body(kind: str, code: str, message: str, param: str | None = None, **extra) -> dict:
+    body = {"type": kind, "code": code or "error", "message": message, "request_id": context.current_request_id()}
+    if param:
+        body["param"] = param
+    body.update(extra)
+    return {"error": body}
+
+
+def to_response(error: e.PayRouterError):
+    status, kind = status_and_type(error)
+    extra = {k: v for k, v in error.extra.items() if k in ("decision",)}
+    response = jsonify(error_body(kind, error.code, error.message, error.param, **extra))
+    response.status_code = status
+    if status == 503:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(e.PayRouterError)
+    def _domain(error):
+        if status_and_type(error)[0] >= 500:
+            log.error("request failed: %s", error, exc_info=error)
+        return to_response(error)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException):
+        codes = {404: "resource_missing", 405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media"}
+        kind = "invalid_request_error" if error.code < 500 else "api_error"
+        response = jsonify(error_body(kind, codes.get(error.code, "http_error"), error.description or error.name))
+        response.status_code = error.code
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(error):
+        log.exception("unhandled error")
+        response = jsonify(error_body("api_error", "internal_error", "An internal error occurred."))
+        response.status_code = 500
+        return response

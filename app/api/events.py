@@ -1,0 +1,30 @@
+"""/v1/events: what happened, as also sent to webhook endpoints."""
+from flask import Blueprint, g
+
+from app import events
+from app.api.common import listing, read
+from app.domain.errors import NotFound
+from app.models import Event
+from app.services.listing import page
+
+bp = Blueprint("events", __name__)
+
+
+@bp.get("/v1/events")
+def list_events():
+    def fetch(s, limit, after):
+        result = page(s, Event, merchant_id=g.merchant.id, limit=limit, starting_after=after)
+        return [events.representation(e) for e in result.items], result.has_more
+
+    return listing(fetch, "/v1/events")
+
+
+@bp.get("/v1/events/<event_id>")
+def get_event(event_id):
+    def fetch(s):
+        event = s.get(Event, event_id)
+        if event is None or event.merchant_id != g.merchant.id:
+            raise NotFound(f"No such event: '{event_id}'", param="id")
+        return events.representation(event)
+
+    return read(fetch)

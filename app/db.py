@@ -1,0 +1,77 @@
+"""Engine, sessions and the unit of work. The same code runs on SQLite and PostgreSQL."""
+from __future__ import annotations
+
+import contextlib
+import threading
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Config, get_config
+
+_lock = threading.Lock()
+_engines: dict[str, Engine] = {}
+_factories: dict[str, sessionmaker] = {}
+
+
+def _make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):
+            # Autocommit at the driver level so SQLAlchemy's BEGIN below is the only one.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):
+            # Take the write lock up front: SQLite cannot upgrade a read lock under
+            # contention without failing, so every transaction is serialised instead.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def get_engine(config: Config | None = None) -> Engine:
+    url = (config or get_config()).database_url
+    with _lock:
+        if url not in _engines:
+            _engines[url] = _make_engine(url)
+            _factories[url] = sessionmaker(_engines[url], expire_on_commit=False)
+        return _engines[url]
+
+
+def session_factory(config: Config | None = None) -> sessionmaker:
+    url = (config or get_config()).database_url
+    get_engine(config)
+    return _factories[url]
+
+
+@contextlib.contextmanager
+def unit_of_work(config: Config | None = None):
+    """One database transaction: commit on success, roll back on any exception."""
+    session: Session = session_factory(config)()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def dispose_all() -> None:
+    """Drop pooled connections (after fork, or between test databases)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _factories.clear()

@@ -1,0 +1,1 @@
+"""Pure domain code: money, state machines, errors. No Flask, no database session."""

@@ -1,0 +1,90 @@
+"""One money type: integer minor units plus an ISO 4217 currency.
+
+Decimal appears only for percentages; ``round_minor`` is the one rounding function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
+
+# ISO 4217 minor-unit exponents for the currencies we accept.
+CURRENCY_EXPONENTS: dict[str, int] = {
+    "AED": 2, "ARS": 2, "AUD": 2, "BDT": 2, "BGN": 2, "BHD": 3, "BRL": 2, "CAD": 2, "CHF": 2,
+    "CLP": 0, "CNY": 2, "COP": 2, "CZK": 2, "DKK": 2, "EGP": 2, "EUR": 2, "GBP": 2, "HKD": 2,
+    "HUF": 2, "IDR": 2, "ILS": 2, "INR": 2, "ISK": 0, "JOD": 3, "JPY": 0, "KES": 2, "KRW": 0,
+    "KWD": 3, "MAD": 2, "MXN": 2, "MYR": 2, "NGN": 2, "NOK": 2, "NZD": 2, "OMR": 3, "PHP": 2,
+    "PKR": 2, "PLN": 2, "QAR": 2, "RON": 2, "SAR": 2, "SEK": 2, "SGD": 2, "THB": 2, "TND": 3,
+    "TRY": 2, "TWD": 2, "UAH": 2, "USD": 2, "VND": 0, "ZAR": 2,
+}
+
+# Largest amount we accept in minor units: fits a signed 64-bit column with room for sums.
+MAX_AMOUNT = 10**15
+
+
+class CurrencyMismatch(ValueError):
+    """Two Money values of different currencies were combined."""
+
+
+def exponent(currency: str) -> int:
+    return CURRENCY_EXPONENTS[currency]
+
+
+def is_currency(code: object) -> bool:
+    return isinstance(code, str) and code in CURRENCY_EXPONENTS
+
+
+def round_minor(value: Decimal) -> int:
+    """The one rounding function: a Decimal amount of minor units, half-up, to an int."""
+    if not isinstance(value, Decimal):
+        raise TypeError("round_minor takes a Decimal")
+    return int(value.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def percent_of(minor: int, percent: Decimal | str) -> Decimal:
+    """``percent`` % of ``minor`` minor units, exact (not yet rounded)."""
+    if isinstance(percent, float) or isinstance(minor, float):
+        raise TypeError("no floats where money flows")
+    return Decimal(minor) * Decimal(percent) / Decimal(100)
+
+
+@dataclass(frozen=True, slots=True)
+class Money:
+    minor: int
+    currency: str
+
+    def __post_init__(self):
+        if type(self.minor) is not int:
+            raise TypeError("Money.minor must be an int (minor units)")
+        if self.currency not in CURRENCY_EXPONENTS:
+            raise ValueError(f"unknown currency {self.currency!r}")
+
+    def _check(self, other: "Money") -> None:
+        if not isinstance(other, Money):
+            raise TypeError("Money only combines with Money")
+        if other.currency != self.currency:
+            raise CurrencyMismatch(f"{self.currency} vs {other.currency}")
+
+    def __add__(self, other: "Money") -> "Money":
+        self._check(other)
+        return Money(self.minor + other.minor, self.currency)
+
+    def __sub__(self, other: "Money") -> "Money":
+        self._check(other)
+        return Money(self.minor - other.minor, self.currency)
+
+    def __neg__(self) -> "Money":
+        return Money(-self.minor, self.currency)
+
+    def __lt__(self, other: "Money") -> bool:
+        self._check(other)
+        return self.minor < other.minor
+
+    def __le__(self, other: "Money") -> bool:
+        self._check(other)
+        return self.minor <= other.minor
+
+    def __str__(self) -> str:
+        exp = exponent(self.currency)
+        sign = "-" if self.minor < 0 else ""
+        whole, frac = divmod(abs(self.minor), 10**exp) if exp else (abs(self.minor), 0)
+        return f"{sign}{whole}.{frac:0{exp}d} {self.currency}" if exp else f"{sign}{whole} {self.currency}"

@@ -1,0 +1,44 @@
+"""Events, written to the outbox in the same transaction as the change they describe.
+
+One event per (object, type): a repeated transition (a duplicate callback, a retried
+job) finds the row already there and adds nothing.
+"""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app import context
+from app.models import Event, new_id, utcnow
+
+EVENT_TYPES = (
+    "payment.succeeded", "payment.failed", "topup.succeeded", "topup.failed",
+    "withdrawal.succeeded", "withdrawal.failed", "refund.succeeded", "refund.failed",
+    "transfer.succeeded",
+)
+
+
+def record(session: Session, *, merchant_id: str, type: str, object_id: str, data: dict) -> Event:
+    if type not in EVENT_TYPES:
+        raise ValueError(f"unknown event type {type}")
+    existing = session.scalars(select(Event).where(Event.object_id == object_id, Event.type == type)).first()
+    if existing is not None:
+        return existing
+    event = Event(id=new_id("evt"), merchant_id=merchant_id, type=type, object_id=object_id, data=data,
+                  request_id=context.current_request_id(), relayed=False, created_at=utcnow())
+    session.add(event)
+    session.flush()
+    return event
+
+
+def representation(event: Event) -> dict:
+    from app.representation import rfc3339
+
+    return {
+        "id": event.id,
+        "object": "event",
+        "type": event.type,
+        "created_at": rfc3339(event.created_at),
+        "request_id": event.request_id,
+        "data": {"object": event.data},
+    }

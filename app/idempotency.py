@@ -1,0 +1,156 @@
+"""Idempotent POSTs.
+
+1. Claim: insert ``(merchant, key)`` as ``in_flight`` in its own short transaction. The
+   primary key makes exactly one concurrent request win; the others find the row.
+2. Execute: the winner runs the use case, and the stored response is written in the
+   *same* transaction as the business change, so "committed" and "recorded" cannot part.
+3. Others: a different body → 422; a finished row → the stored bytes replayed; a row
+   still in flight → wait for it (up to ``WAIT_SECONDS``), then 409.
+
+A claim whose owner died before committing (the row stays ``in_flight`` past
+``locked_until``) is taken over by the next retry: nothing was committed, so this cannot
+repeat a side effect. 4xx outcomes are stored and replayed; a 5xx releases the key.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Callable
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from app import context
+from app.db import unit_of_work
+from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
+from app.models import IdempotencyKey, utcnow
+
+KEEP = timedelta(hours=24)
+LOCK = timedelta(seconds=60)
+WAIT_SECONDS = 15.0
+POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status: int
+    body: bytes
+    replayed: bool
+
+
+def check_key(key: str | None) -> str:
+    if not key:
+        raise InvalidRequest("An Idempotency-Key header is required on every POST", param="Idempotency-Key",
+                             code="idempotency_key_missing")
+    if len(key) > 255 or not all(32 <= ord(c) < 127 for c in key):
+        raise InvalidRequest("Idempotency-Key must be 1–255 printable ASCII characters", param="Idempotency-Key")
+    return key
+
+
+def request_hash(endpoint: str, body: object) -> str:
+    canonical = json.dumps([endpoint, body], sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def encode(payload: dict) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def run(merchant_id: str, key: str, endpoint: str, body: object,
+        execute: Callable[[Session], tuple[int, dict]], error_response: Callable[[PayRouterError], tuple[int, dict]]
+        ) -> StoredResponse:
+    digest = request_hash(endpoint, body)
+    stored = _claim(merchant_id, key, endpoint, digest)
+    if stored is not None:
+        return stored
+    try:
+        with unit_of_work() as session:
+            status, payload = execute(session)
+            raw = encode(payload)
+            _finish(session, merchant_id, key, status, raw)
+        return StoredResponse(status, raw, False)
+    except PayRouterError as error:
+        status, payload = error_response(error)
+        if status >= 500:
+            _release(merchant_id, key)
+            raise
+        raw = encode(payload)
+        with unit_of_work() as session:
+            _finish(session, merchant_id, key, status, raw)
+        return StoredResponse(status, raw, False)
+    except BaseException:
+        _release(merchant_id, key)
+        raise
+
+
+def _claim(merchant_id: str, key: str, endpoint: str, digest: str) -> StoredResponse | None:
+    """None when this request now owns the key; otherwise the stored response to replay."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while True:
+        now = utcnow()
+        try:
+            with unit_of_work() as session:
+                session.add(IdempotencyKey(
+                    merchant_id=merchant_id, key=key, request_hash=digest, endpoint=endpoint, status="in_flight",
+                    request_id=context.current_request_id(), created_at=now, locked_until=now + LOCK,
+                    expires_at=now + KEEP))
+            return None
+        except IntegrityError:
+            pass
+        with unit_of_work() as session:
+            row = session.get(IdempotencyKey, (merchant_id, key))
+            if row is None:
+                continue  # released meanwhile: try to claim again
+            if row.expires_at < now:
+                session.delete(row)
+                continue
+            if row.request_hash != digest:
+                raise IdempotencyMismatch(
+                    "Keys for idempotent requests can only be used with the same parameters they were first used "
+                    "with. Try using a key other than '%s' if you meant to execute a different request." % key)
+            if row.status == "done":
+                return StoredResponse(row.response_status, row.response_body, True)
+            if row.locked_until < now and _take_over(session, row, now):
+                return None
+        if time.monotonic() >= deadline:
+            raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed; retry later.")
+        time.sleep(POLL_SECONDS)
+
+
+def _take_over(session: Session, row: IdempotencyKey, now) -> bool:
+    result = session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.merchant_id == row.merchant_id, IdempotencyKey.key == row.key,
+               IdempotencyKey.status == "in_flight", IdempotencyKey.locked_until == row.locked_until)
+        .values(locked_until=now + LOCK, request_id=context.current_request_id())
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def _finish(session: Session, merchant_id: str, key: str, status: int, raw: bytes) -> None:
+    session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key)
+        .values(status="done", response_status=status, response_body=raw)
+        .execution_options(synchronize_session=False))
+
+
+def _release(merchant_id: str, key: str) -> None:
+    try:
+        with unit_of_work() as session:
+            session.execute(delete(IdempotencyKey).where(
+                IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key,
+                IdempotencyKey.status == "in_flight"))
+    except OperationalError:
+        pass  # the database is down; the claim expires after LOCK and is taken over
+
+
+def purge_expired() -> int:
+    """Delete keys past their expiry (run by the batch queue)."""
+    with unit_of_work() as session:
+        result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.expires_at < utcnow()))
+        return result.rowcount

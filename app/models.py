@@ -1,0 +1,196 @@
+"""SQLAlchemy 2.x models. Every row a request writes records that request's id."""
+from __future__ import annotations
+
+import secrets
+import string
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String, Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+_ALPHABET = string.ascii_letters + string.digits
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+
+
+def utcnow() -> datetime:
+    """Naive UTC (stored the same way on SQLite and PostgreSQL)."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {int: BigInteger, dict: JSON}
+
+
+class Merchant(Base):
+    __tablename__ = "merchants"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    category: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    mode: Mapped[str] = mapped_column(String(4))  # test | live
+    prefix: Mapped[str] = mapped_column(String(20))  # shown in listings, e.g. sk_test_ab12
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class IdempotencyKey(Base):
+    __tablename__ = "idempotency_keys"
+    merchant_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(10))  # in_flight | done
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    locked_until: Mapped[datetime] = mapped_column(DateTime)
+    expires_at: Mapped[datetime] = mapped_column(DateTime, index=True)
+
+
+class Account(Base):
+    """A ledger account: a customer's stored-value wallet, or a system account."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "reference", name="uq_accounts_reference"),
+        UniqueConstraint("merchant_id", "system_code", "currency", name="uq_accounts_system"),
+        CheckConstraint("kind <> 'customer' OR (available >= 0 AND pending >= 0)", name="ck_accounts_no_overdraft"),
+        Index("ix_accounts_list", "merchant_id", "created_at", "id"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    kind: Mapped[str] = mapped_column(String(10))  # customer | system
+    system_code: Mapped[str | None] = mapped_column(String(80))
+    currency: Mapped[str] = mapped_column(String(3))
+    customer: Mapped[dict | None] = mapped_column(JSON)
+    reference: Mapped[str | None] = mapped_column(String(200))
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    available: Mapped[int] = mapped_column(default=0)
+    pending: Mapped[int] = mapped_column(default=0)
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class JournalEntry(Base):
+    """One balanced posting: its lines sum to zero per currency."""
+
+    __tablename__ = "journal_entries"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    source_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    description: Mapped[str | None] = mapped_column(String(500))
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class LedgerLine(Base):
+    __tablename__ = "ledger_lines"
+    __table_args__ = (Index("ix_ledger_lines_account", "account_id", "created_at", "id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    entry_id: Mapped[str] = mapped_column(ForeignKey("journal_entries.id"), index=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    balance_type: Mapped[str] = mapped_column(String(10))  # available | pending
+    amount: Mapped[int] = mapped_column()  # signed minor units: + raises the account's balance
+    currency: Mapped[str] = mapped_column(String(3))
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Transfer(Base):
+    __tablename__ = "transfers"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "reference", name="uq_transfers_reference"),
+        Index("ix_transfers_list", "merchant_id", "created_at", "id"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    from_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    to_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[int] = mapped_column()
+    currency: Mapped[str] = mapped_column(String(3))
+    reference: Mapped[str] = mapped_column(String(200))
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20))
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Event(Base):
+    """Transactional outbox: written in the same transaction as the change it describes."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        UniqueConstraint("object_id", "type", name="uq_events_object_type"),
+        Index("ix_events_list", "merchant_id", "created_at", "id"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    type: Mapped[str] = mapped_column(String(60))
+    object_id: Mapped[str] = mapped_column(String(40))
+    data: Mapped[dict] = mapped_column(JSON)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    relayed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RulesetVersion(Base):
+    __tablename__ = "ruleset_versions"
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(Text)
+    source_format: Mapped[str] = mapped_column(String(4))  # yaml | json
+    checksum: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RulesetPublication(Base):
+    """Who made which version live, when; the newest row is the live version."""
+
+    __tablename__ = "ruleset_publications"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version: Mapped[int] = mapped_column(ForeignKey("ruleset_versions.version"))
+    action: Mapped[str] = mapped_column(String(10))  # publish | rollback
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Switch(Base):
+    """A degradation switch: channel:<id>, operation:<type>, webhooks, read_only. on = degraded."""
+
+    __tablename__ = "switches"
+    name: Mapped[str] = mapped_column(String(100), primary_key=True)
+    on: Mapped[bool] = mapped_column(Boolean, default=False)
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    updated_by: Mapped[str | None] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class AuditLog(Base):
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100))
+    target: Mapped[str] = mapped_column(String(200))
+    before: Mapped[dict | None] = mapped_column(JSON)
+    after: Mapped[dict | None] = mapped_column(JSON)
+    reason: Mapped[str | None] = mapped_column(String(1000))
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,66 @@
+"""Stored-value accounts (wallets) of a merchant's customers."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import context, ledger
+from app.domain.errors import InvalidRequest, NotFound
+from app.models import Account, JournalEntry, LedgerLine, Merchant, new_id
+from app.services.listing import Page, page
+
+
+def create_account(session: Session, merchant: Merchant, body: dict) -> Account:
+    account = Account(
+        id=new_id("acct"), merchant_id=merchant.id, kind="customer", currency=body["currency"],
+        customer=body["customer"], reference=body.get("reference"), metadata_=body.get("metadata") or {},
+        available=0, pending=0, version=0, request_id=context.current_request_id(),
+    )
+    try:
+        with session.begin_nested():
+            session.add(account)
+    except IntegrityError:
+        raise InvalidRequest("reference is already used by another account", param="reference",
+                             code="reference_already_used") from None
+    context.set_object_id(account.id)
+    return account
+
+
+def get_account(session: Session, merchant: Merchant, account_id: str) -> Account:
+    account = session.get(Account, account_id)
+    if account is None or account.merchant_id != merchant.id or account.kind != "customer":
+        raise NotFound(f"No such account: '{account_id}'", param="id")
+    return account
+
+
+def list_accounts(session: Session, merchant: Merchant, limit: int, starting_after: str | None) -> Page:
+    return page(session, Account, merchant_id=merchant.id, limit=limit, starting_after=starting_after,
+                where=(Account.kind == "customer",))
+
+
+def list_entries(session: Session, merchant: Merchant, account_id: str, limit: int,
+                 starting_after: str | None) -> Page:
+    """The account's ledger lines, newest first, each with its journal entry's kind and source."""
+    account = get_account(session, merchant, account_id)
+    query = (select(LedgerLine, JournalEntry.kind, JournalEntry.source_id)
+             .join(JournalEntry, JournalEntry.id == LedgerLine.entry_id)
+             .where(LedgerLine.account_id == account.id))
+    if starting_after:
+        cursor = session.get(LedgerLine, starting_after)
+        if cursor is None or cursor.account_id != account.id:
+            raise InvalidRequest(f"starting_after: no such entry {starting_after}", param="starting_after",
+                                 code="resource_missing")
+        query = query.where((LedgerLine.created_at < cursor.created_at)
+                            | ((LedgerLine.created_at == cursor.created_at) & (LedgerLine.id < cursor.id)))
+    rows = session.execute(query.order_by(LedgerLine.created_at.desc(), LedgerLine.id.desc()).limit(limit + 1)).all()
+    return Page(items=[tuple(row) for row in rows[:limit]], has_more=len(rows) > limit)
+
+
+def fund_for_testing(session: Session, merchant: Merchant, account_id: str, amount: int) -> Account:
+    """Test mode only: credit an account from the merchant's test-funding system account."""
+    account = get_account(session, merchant, account_id)
+    source = ledger.system_account(session, merchant.id, ledger.TEST_FUNDING, account.currency)
+    ledger.post(session, merchant_id=merchant.id, kind="test_funding", source_id=account.id,
+                legs=[ledger.Leg(account, amount), ledger.Leg(source, -amount)], description="test-mode funding")
+    return account

@@ -1,0 +1,60 @@
+"""Merchants and their secret API keys (only a SHA-256 hash of a key is stored)."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.domain.errors import AuthenticationFailed, NotFound
+from app.models import ApiKey, Merchant, new_id, utcnow
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    key: ApiKey
+    secret: str  # shown once, never stored
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def create_merchant(session: Session, name: str, category: str | None = None, mode: str = "test"):
+    merchant = Merchant(id=new_id("mer"), name=name, category=category)
+    session.add(merchant)
+    session.flush()
+    return merchant, issue_key(session, merchant.id, mode)
+
+
+def issue_key(session: Session, merchant_id: str, mode: str = "test") -> IssuedKey:
+    if mode not in ("test", "live"):
+        raise ValueError("mode is test or live")
+    secret = f"sk_{mode}_" + secrets.token_urlsafe(32)
+    key = ApiKey(id=new_id("key"), merchant_id=merchant_id, mode=mode, prefix=secret[:12], key_hash=hash_key(secret))
+    session.add(key)
+    session.flush()
+    return IssuedKey(key=key, secret=secret)
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"no such key {key_id}")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+    return key
+
+
+def authenticate(session: Session, secret: str | None) -> tuple[Merchant, ApiKey]:
+    """The merchant a secret key belongs to; constant-time comparison of the hashes."""
+    if not secret or not (secret.startswith("sk_test_") or secret.startswith("sk_live_")):
+        raise AuthenticationFailed("Invalid API key provided.")
+    digest = hash_key(secret)
+    key = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
+    if key is None or not hmac.compare_digest(key.key_hash, digest) or key.revoked_at is not None:
+        raise AuthenticationFailed("Invalid API key provided.")
+    return session.get(Merchant, key.merchant_id), key

@@ -1,0 +1,50 @@
+"""转账: an atomic move between two accounts of one merchant."""
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import context, events, ledger, representation
+from app.domain.errors import InvalidRequest, NotFound
+from app.models import Merchant, Transfer, new_id
+from app.services.accounts import get_account
+from app.services.listing import Page, page
+
+
+def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfer:
+    if body["from_account"] == body["to_account"]:
+        raise InvalidRequest("from_account and to_account must differ", param="to_account")
+    source = get_account(session, merchant, body["from_account"])
+    target = get_account(session, merchant, body["to_account"])
+    for name, account in (("from_account", source), ("to_account", target)):
+        if account.currency != body["currency"]:
+            raise InvalidRequest(f"{name} holds {account.currency}, not {body['currency']}", param="currency",
+                                 code="currency_mismatch")
+    transfer = Transfer(
+        id=new_id("tr"), merchant_id=merchant.id, from_account_id=source.id, to_account_id=target.id,
+        amount=body["amount"], currency=body["currency"], reference=body["reference"],
+        metadata_=body.get("metadata") or {}, status="succeeded", request_id=context.current_request_id(),
+    )
+    context.set_object_id(transfer.id)
+    try:
+        with session.begin_nested():
+            session.add(transfer)
+    except IntegrityError:
+        raise InvalidRequest("reference is already used by another transfer", param="reference",
+                             code="reference_already_used") from None
+    ledger.post(session, merchant_id=merchant.id, kind="transfer", source_id=transfer.id,
+                legs=[ledger.Leg(source, -transfer.amount), ledger.Leg(target, transfer.amount)])
+    events.record(session, merchant_id=merchant.id, type="transfer.succeeded", object_id=transfer.id,
+                  data=representation.transfer(transfer))
+    return transfer
+
+
+def get_transfer(session: Session, merchant: Merchant, transfer_id: str) -> Transfer:
+    transfer = session.get(Transfer, transfer_id)
+    if transfer is None or transfer.merchant_id != merchant.id:
+        raise NotFound(f"No such transfer: '{transfer_id}'", param="id")
+    return transfer
+
+
+def list_transfers(session: Session, merchant: Merchant, limit: int, starting_after: str | None) -> Page:
+    return page(session, Transfer, merchant_id=merchant.id, limit=limit, starting_after=starting_after)

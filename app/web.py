@@ -1,0 +1,78 @@
+"""The Flask application factory."""
+from __future__ import annotations
+
+import logging
+import time
+
+from flask import Flask, g, request
+
+from app import context, logs
+from app.api import errors
+from app.config import Config, get_config, set_config
+
+log = logging.getLogger("payrouter.http")
+
+
+def create_app(config: Config | None = None) -> Flask:
+    if config is not None:
+        set_config(config)
+    config = get_config()
+    logs.setup(config.log_json)
+    app = Flask(__name__)
+    app.config["SECRET_KEY"] = config.secret_key
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    app.json.sort_keys = False
+    errors.register(app)
+    _context_hooks(app)
+
+    from app.api import accounts, events, health, openapi, transfers
+
+    for module in (health, openapi, accounts, transfers, events):
+        app.register_blueprint(module.bp)
+    for module in _optional_blueprints():
+        app.register_blueprint(module.bp)
+    return app
+
+
+def _optional_blueprints():
+    """Blueprints of later resources, registered when their modules exist."""
+    import importlib
+
+    found = []
+    for name in ("app.api.payments", "app.api.routing", "app.api.callbacks", "app.api.webhooks", "app.api.ops"):
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+    return found
+
+
+def _context_hooks(app: Flask) -> None:
+    @app.before_request
+    def _bind_context():
+        incoming = request.headers.get(context.REQUEST_ID_HEADER)
+        rid = incoming if context.valid_request_id(incoming) else context.new_request_id()
+        g.context_tokens = (context.request_id_var.set(rid), context.merchant_id_var.set(None),
+                            context.object_id_var.set(None))
+        g.started = time.perf_counter()
+        if request.path.startswith("/v1/"):
+            from app.api.common import authenticate_request
+
+            authenticate_request()
+
+    @app.after_request
+    def _echo(response):
+        response.headers[context.REQUEST_ID_HEADER] = context.current_request_id() or ""
+        started = g.get("started")
+        log.info("%s %s %s", request.method, request.path, response.status_code, extra={
+            "method": request.method, "path": request.path, "status": response.status_code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None})
+        return response
+
+    @app.teardown_request
+    def _unbind(_exc):
+        tokens = g.pop("context_tokens", None)
+        if tokens:
+            for var, token in zip((context.request_id_var, context.merchant_id_var, context.object_id_var), tokens):
+                var.reset(token)

@@ -1,0 +1,67 @@
+"""Builders for test data: one place that knows how to make a merchant, an account, a body."""
+from __future__ import annotations
+
+import itertools
+import uuid
+
+from app.db import unit_of_work
+from app.services import accounts
+from app.services.merchants import create_merchant
+
+_seq = itertools.count(1)
+
+
+def unique(prefix: str = "ref") -> str:
+    return f"{prefix}-{next(_seq)}-{uuid.uuid4().hex[:8]}"
+
+
+class Api:
+    """A merchant's view of the API through a Flask test client (or any requests-like session)."""
+
+    def __init__(self, client, secret: str, merchant_id: str):
+        self.client, self.secret, self.merchant_id = client, secret, merchant_id
+
+    def headers(self, key: str | None = None, **extra) -> dict:
+        headers = {"Authorization": f"Bearer {self.secret}", **extra}
+        if key is not None:
+            headers["Idempotency-Key"] = key
+        return headers
+
+    def post(self, path: str, body, key: str | None = None, **extra):
+        key = unique("idem") if key is None else key
+        return self.client.post(path, json=body, headers=self.headers(key, **extra))
+
+    def get(self, path: str, **extra):
+        return self.client.get(path, headers=self.headers(**extra))
+
+    def account(self, currency: str = "USD", funded: int = 0, **fields) -> dict:
+        body = {"currency": currency, "customer": {"id": unique("cus")}, **fields}
+        response = self.post("/v1/accounts", body)
+        assert response.status_code == 201, response.get_json()
+        account = response.get_json()
+        if funded:
+            fund(self.merchant_id, account["id"], funded)
+            account = self.get(f"/v1/accounts/{account['id']}").get_json()
+        return account
+
+    def transfer_body(self, source: str, target: str, amount: int, currency: str = "USD", **fields) -> dict:
+        return {"from_account": source, "to_account": target, "amount": amount, "currency": currency,
+                "reference": unique("tr"), **fields}
+
+
+def merchant(name: str = "Shop", category: str | None = "retail", mode: str = "test") -> tuple[str, str]:
+    with unit_of_work() as session:
+        m, issued = create_merchant(session, name, category, mode)
+    return m.id, issued.secret
+
+
+def api(client, name: str = "Shop") -> Api:
+    merchant_id, secret = merchant(name)
+    return Api(client, secret, merchant_id)
+
+
+def fund(merchant_id: str, account_id: str, amount: int) -> None:
+    from app.models import Merchant
+
+    with unit_of_work() as session:
+        accounts.fund_for_testing(session, session.get(Merchant, merchant_id), account_id, amount)

