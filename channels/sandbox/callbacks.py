@@ -47,7 +47,7 @@ class CallbackSender:
         if not op.callback_url:
             return
         event = {"id": "sbxevt_" + secrets.token_hex(10), "type": f"operation.{op.status}",
-                 "created_at": rfc3339(self.clock()), "channel": op.channel, "data": op.to_json()}
+                 "created_at": rfc3339(self.clock()), "channel": op.channel, "data": self.store.view(op)}
         body = json.dumps(event, separators=(",", ":")).encode()
         for n in range(deliveries):
             if n and self.stopped.wait(self.duplicate_gap):

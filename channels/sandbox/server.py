@@ -130,7 +130,7 @@ def create_sandbox_app(channels_path=None, *, env: Mapping[str, str] | None = No
             if found:
                 if found[0] != fingerprint:
                     raise ApiError(409, "idempotency_conflict", "Idempotency-Key reused with a different body")
-                resp = jsonify(found[1].to_json())
+                resp = jsonify(store.view(found[1]))
                 resp.headers["Idempotent-Replayed"] = "true"
                 return resp
             if outcome.http_error:
@@ -152,7 +152,7 @@ def create_sandbox_app(channels_path=None, *, env: Mapping[str, str] | None = No
             told = request.headers.get(TIMEOUT_HEADER, "")
             told_ms = min(int(told), 120_000) if told.isdigit() else 0
             time.sleep(max(served.spec.timeout_ms, told_ms) / 1000 + hang_extra)
-        return jsonify(op.to_json())
+        return jsonify(store.view(op))
 
     @app.post("/v1/channels/<cid>/charges")
     def charges(cid: str):
@@ -197,7 +197,7 @@ def create_sandbox_app(channels_path=None, *, env: Mapping[str, str] | None = No
         op = store.get(cid, op_id)
         if op is None:
             raise ApiError(404, "operation_not_found", "no such operation")
-        return jsonify(op.to_json())
+        return jsonify(store.view(op))
 
     @app.get("/v1/channels/<cid>/operations")
     def operation_by_reference(cid: str):
@@ -205,7 +205,7 @@ def create_sandbox_app(channels_path=None, *, env: Mapping[str, str] | None = No
         op = store.by_reference(cid, request.args.get("reference", ""))
         if op is None:
             raise ApiError(404, "operation_not_found", "no operation with this reference")
-        return jsonify(op.to_json())
+        return jsonify(store.view(op))
 
     @app.get("/statements/<day>")
     def statement(day: str):

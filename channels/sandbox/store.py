@@ -68,6 +68,11 @@ class Store:
             found = [op for op in self._ops.values() if op.channel == channel and op.reference == reference]
             return max(found, key=lambda op: op.created_at) if found else None
 
+    def view(self, op: Operation) -> dict:
+        """A consistent JSON snapshot of an operation (callback threads may be settling it)."""
+        with self.lock:
+            return op.to_json()
+
     def refunded(self, payment_id: str) -> int:
         """Amount already refunded or being refunded on a payment."""
         with self.lock:
