@@ -269,6 +269,8 @@ class SandboxServer:
 def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, **options) -> None:
     """Serve the sandbox in the foreground until interrupted (``payrouter sandbox --port``)."""
     channels_path = channels_path or os.environ.get("PAYROUTER_CHANNELS")
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     server = SandboxServer(host, port, channels_path, **options)
     log.info("sandbox PSP on %s serving %s", server.url, ", ".join(server.app.extensions["sandbox"]["channels"]))
     try:
@@ -289,7 +291,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8090)
     parser.add_argument("--channels", default=None, help="channels file (default: PAYROUTER_CHANNELS or built-in)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     run(args.host, args.port, args.channels)
 
 
