@@ -1,0 +1,98 @@
+"""Idempotency-Key semantics on one process (the parallel cases live in test_concurrency_pg)."""
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+
+from app import idempotency
+from app.db import unit_of_work
+from app.models import IdempotencyKey, Transfer, utcnow
+from tests import builders
+
+
+def n_transfers():
+    with unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(Transfer))
+
+
+def test_same_key_same_body_replays_byte_for_byte(client):
+    api = builders.api(client)
+    a, b = api.account(funded=500), api.account()
+    body = api.transfer_body(a["id"], b["id"], 100)
+    first = api.post("/v1/transfers", body, key="k1")
+    second = api.post("/v1/transfers", body, key="k1")
+    assert first.status_code == second.status_code == 201
+    assert first.get_data() == second.get_data()
+    assert "Idempotent-Replayed" not in first.headers and second.headers["Idempotent-Replayed"] == "true"
+    assert n_transfers() == 1
+    assert api.get(f"/v1/accounts/{a['id']}").get_json()["balance"]["available"] == 400
+
+
+def test_same_key_other_body_is_422(client):
+    api = builders.api(client)
+    a, b = api.account(funded=500), api.account()
+    body = api.transfer_body(a["id"], b["id"], 100)
+    assert api.post("/v1/transfers", body, key="k1").status_code == 201
+    response = api.post("/v1/transfers", {**body, "amount": 101}, key="k1")
+    assert response.status_code == 422
+    assert response.get_json()["error"]["type"] == "idempotency_error"
+    assert n_transfers() == 1
+
+
+def test_keys_are_scoped_per_merchant(client):
+    one, two = builders.api(client, "One"), builders.api(client, "Two")
+    assert one.post("/v1/accounts", {"currency": "USD", "customer": {"id": "c"}}, key="shared").status_code == 201
+    assert two.post("/v1/accounts", {"currency": "EUR", "customer": {"id": "c"}}, key="shared").status_code == 201
+
+
+def test_declines_are_stored_and_replayed(client):
+    api = builders.api(client)
+    a, b = api.account(funded=50), api.account()
+    body = api.transfer_body(a["id"], b["id"], 100)
+    first = api.post("/v1/transfers", body, key="k-decline")
+    assert first.status_code == 402
+    builders.fund(api.merchant_id, a["id"], 100)  # even with money now, the key's outcome stands
+    second = api.post("/v1/transfers", body, key="k-decline")
+    assert second.status_code == 402 and second.get_data() == first.get_data()
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert n_transfers() == 0
+
+
+def test_in_flight_key_answers_409(client, monkeypatch):
+    api = builders.api(client)
+    now = utcnow()
+    body = {"currency": "USD", "customer": {"id": "c"}}
+    with unit_of_work() as session:
+        session.add(IdempotencyKey(merchant_id=api.merchant_id, key="busy", endpoint="/v1/accounts",
+                                   request_hash=idempotency.request_hash("/v1/accounts", body), status="in_flight",
+                                   created_at=now, locked_until=now + timedelta(seconds=60),
+                                   expires_at=now + timedelta(hours=24)))
+    monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.3)
+    response = api.post("/v1/accounts", body, key="busy")
+    assert response.status_code == 409
+    assert response.get_json()["error"]["type"] == "idempotency_error"
+
+
+def test_stale_claim_of_a_dead_request_is_taken_over(client):
+    api = builders.api(client)
+    now = utcnow()
+    body = {"currency": "USD", "customer": {"id": "c"}}
+    with unit_of_work() as session:
+        session.add(IdempotencyKey(merchant_id=api.merchant_id, key="orphan", endpoint="/v1/accounts",
+                                   request_hash=idempotency.request_hash("/v1/accounts", body), status="in_flight",
+                                   created_at=now, locked_until=now - timedelta(seconds=1),
+                                   expires_at=now + timedelta(hours=24)))
+    response = api.post("/v1/accounts", body, key="orphan")
+    assert response.status_code == 201
+    assert api.post("/v1/accounts", body, key="orphan").get_data() == response.get_data()
+
+
+def test_keys_are_kept_a_day_then_purged(client):
+    api = builders.api(client)
+    api.post("/v1/accounts", {"currency": "USD", "customer": {"id": "c"}}, key="old")
+    with unit_of_work() as session:
+        row = session.get(IdempotencyKey, (api.merchant_id, "old"))
+        assert row.expires_at - row.created_at >= timedelta(hours=24)
+    assert idempotency.purge_expired() == 0
+    with unit_of_work() as session:
+        session.execute(update(IdempotencyKey).values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert idempotency.purge_expired() == 1
