@@ -1,11 +1,11 @@
 """Events, written to the outbox in the same transaction as the change they describe.
 
-One event per (object, type): a repeated transition (a duplicate callback, a retried
-job) finds the row already there and adds nothing.
+One event per (object, type): transitions are compare-and-set, so a repeated transition
+(a duplicate callback, a retried job) changes nothing and records nothing; the unique
+constraint on (object_id, type) is the database's backstop.
 """
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app import context
@@ -21,9 +21,6 @@ EVENT_TYPES = (
 def record(session: Session, *, merchant_id: str, type: str, object_id: str, data: dict) -> Event:
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type}")
-    existing = session.scalars(select(Event).where(Event.object_id == object_id, Event.type == type)).first()
-    if existing is not None:
-        return existing
     event = Event(id=new_id("evt"), merchant_id=merchant_id, type=type, object_id=object_id, data=data,
                   request_id=context.current_request_id(), relayed=False, created_at=utcnow())
     session.add(event)

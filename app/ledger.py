@@ -84,14 +84,12 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     entry = JournalEntry(id=new_id("je"), merchant_id=merchant_id, kind=kind, source_id=source_id,
                          description=description, request_id=request_id)
     session.add(entry)
+    session.add_all([LedgerLine(id=new_id("ln"), entry_id=entry.id, account_id=leg.account.id,
+                                balance_type=leg.balance_type, amount=leg.amount, currency=leg.account.currency,
+                                request_id=request_id) for leg in legs])
+    # The first UPDATE autoflushes the entry and its lines; a refused move rolls all of it back.
     for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
         _move(session, leg)
-    session.flush()
-    for leg in legs:
-        session.add(LedgerLine(id=new_id("ln"), entry_id=entry.id, account_id=leg.account.id,
-                               balance_type=leg.balance_type, amount=leg.amount, currency=leg.account.currency,
-                               request_id=request_id))
-    session.flush()
     return entry
 
 

@@ -2,6 +2,7 @@
 from alembic import context
 
 from app.models import Base
+import app.webhooks.models  # noqa: F401,E402  (webhook tables)
 
 config = context.config
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -11,6 +13,13 @@ from sqlalchemy.orm import Session
 
 from app.domain.errors import AuthenticationFailed, NotFound
 from app.models import ApiKey, Merchant, new_id, utcnow
+
+
+# Authentication results are cached per process for AUTH_CACHE_SECONDS: a revoked key stops
+# working in this process at once and in every other process within that many seconds.
+AUTH_CACHE_SECONDS = 2.0
+_auth_cache: dict[str, tuple[float, Merchant, ApiKey]] = {}
+_auth_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,8 @@ def revoke_key(session: Session, key_id: str) -> ApiKey:
         raise NotFound(f"no such key {key_id}")
     if key.revoked_at is None:
         key.revoked_at = utcnow()
+    with _auth_lock:
+        _auth_cache.pop(key.key_hash, None)
     return key
 
 
@@ -54,7 +65,17 @@ def authenticate(session: Session, secret: str | None) -> tuple[Merchant, ApiKey
     if not secret or not (secret.startswith("sk_test_") or secret.startswith("sk_live_")):
         raise AuthenticationFailed("Invalid API key provided.")
     digest = hash_key(secret)
-    key = session.scalars(select(ApiKey).where(ApiKey.key_hash == digest)).first()
-    if key is None or not hmac.compare_digest(key.key_hash, digest) or key.revoked_at is not None:
+    now = time.monotonic()
+    cached = _auth_cache.get(digest)
+    if cached and cached[0] > now and hmac.compare_digest(cached[2].key_hash, digest):
+        return cached[1], cached[2]
+    row = session.execute(select(ApiKey, Merchant).join(Merchant, Merchant.id == ApiKey.merchant_id)
+                          .where(ApiKey.key_hash == digest)).first()
+    if row is None or not hmac.compare_digest(row[0].key_hash, digest) or row[0].revoked_at is not None:
         raise AuthenticationFailed("Invalid API key provided.")
-    return session.get(Merchant, key.merchant_id), key
+    key, merchant = row
+    with _auth_lock:
+        if len(_auth_cache) > 10_000:
+            _auth_cache.clear()
+        _auth_cache[digest] = (now + AUTH_CACHE_SECONDS, merchant, key)
+    return merchant, key

@@ -7,15 +7,14 @@ from sqlalchemy.orm import Session
 from app import context, events, ledger, representation
 from app.domain.errors import InvalidRequest, NotFound
 from app.models import Merchant, Transfer, new_id
-from app.services.accounts import get_account
+from app.services.accounts import get_accounts
 from app.services.listing import Page, page
 
 
 def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfer:
     if body["from_account"] == body["to_account"]:
         raise InvalidRequest("from_account and to_account must differ", param="to_account")
-    source = get_account(session, merchant, body["from_account"])
-    target = get_account(session, merchant, body["to_account"])
+    source, target = get_accounts(session, merchant, body["from_account"], body["to_account"])
     for name, account in (("from_account", source), ("to_account", target)):
         if account.currency != body["currency"]:
             raise InvalidRequest(f"{name} holds {account.currency}, not {body['currency']}", param="currency",

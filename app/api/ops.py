@@ -1,0 +1,59 @@
+"""/ops: the operator API (degradation switches), behind a bearer token from PAYROUTER_OPS_TOKEN.
+
+No token configured → every call answers 403 (the admin UI with users and roles comes later).
+"""
+from __future__ import annotations
+
+import hmac
+import os
+
+from flask import Blueprint, jsonify, request
+
+from app import switches
+from app.api.validation import parse_json
+from app.config import get_config
+from app.domain.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+
+bp = Blueprint("ops", __name__)
+
+FIELDS = {"name", "on", "reason", "actor"}
+
+
+def ops_token() -> str | None:
+    return get_config().extra.get("ops_token") or os.environ.get("PAYROUTER_OPS_TOKEN") or None
+
+
+@bp.before_request
+def _authenticate():
+    expected = ops_token()
+    if not expected:
+        raise PermissionDenied("the ops API is disabled: set PAYROUTER_OPS_TOKEN", code="ops_disabled")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise AuthenticationFailed("a valid ops bearer token is required", code="invalid_ops_token")
+
+
+@bp.get("/ops/switches")
+def list_switches():
+    return jsonify({"object": "list", "data": switches.all(), "has_more": False})
+
+
+@bp.post("/ops/switches")
+def set_switch():
+    """Body: ``{"name", "on": bool, "reason", "actor"?}``; audited as ``ops-api:<actor>``."""
+    body = parse_json(request.get_data(cache=False))
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    unknown = sorted(set(body) - FIELDS)
+    if unknown:
+        raise InvalidRequest(f"Received unknown parameter: {unknown[0]}", param=unknown[0], code="parameter_unknown")
+    for name in ("name", "on", "reason"):
+        if name not in body:
+            raise InvalidRequest(f"Missing required param: {name}", param=name, code="parameter_missing")
+    if not isinstance(body["on"], bool):
+        raise InvalidRequest("on must be true or false", param="on")
+    for name in ("reason", "actor"):
+        if name in body and not (isinstance(body[name], str) and 0 < len(body[name]) <= 200):
+            raise InvalidRequest(f"{name} must be a non-empty string", param=name)
+    actor = "ops-api:" + body.get("actor", "token")
+    return jsonify(switches.set(body["name"], body["on"], actor, body["reason"]))

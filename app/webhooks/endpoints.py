@@ -1,0 +1,132 @@
+"""Webhook endpoint service: create, read, list, delete, rotate the secret; URL safety checks."""
+from __future__ import annotations
+
+import ipaddress
+import socket
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from sqlalchemy.orm import Session
+
+from app import context
+from app.config import get_config
+from app.domain.errors import InvalidRequest, NotFound
+from app.models import new_id, utcnow
+from app.representation import rfc3339
+from app.services.listing import Page, page
+from app.webhooks import settings, signing
+from app.webhooks.models import WebhookEndpoint
+
+
+def _is_private(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+            or ip.is_unspecified or not ip.is_global)
+
+
+def resolve(host: str, port: int | None) -> list[str]:
+    """Every address ``host`` resolves to (a literal IP resolves to itself)."""
+    try:
+        return [ipaddress.ip_address(host).compressed]
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return sorted({info[4][0] for info in infos})
+
+
+def check_url(url: str, allow_private: bool | None = None) -> str | None:
+    """Why ``url`` may not receive webhooks, or None. Private/loopback/link-local hosts are refused
+    unless ``Config.allow_private_webhooks``."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "url is not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "url must be an absolute http or https URL"
+    if parts.username or parts.password:
+        return "url must not carry credentials"
+    allow = get_config().allow_private_webhooks if allow_private is None else allow_private
+    if allow:
+        return None
+    addresses = resolve(parts.hostname, port)
+    if not addresses:
+        return f"url host {parts.hostname!r} does not resolve"
+    if any(_is_private(a) for a in addresses):
+        return "url points at a loopback, private or link-local address"
+    return None
+
+
+def representation(endpoint: WebhookEndpoint, secret: str | None = None) -> dict:
+    out = {
+        "id": endpoint.id,
+        "object": "webhook_endpoint",
+        "created_at": rfc3339(endpoint.created_at),
+        "url": endpoint.url,
+        "enabled_events": list(endpoint.enabled_events),
+        "description": endpoint.description,
+        "metadata": endpoint.metadata_ or {},
+        "status": "enabled",
+        "previous_secret_expires_at": rfc3339(endpoint.previous_secret_expires_at),
+    }
+    if secret is not None:
+        out["secret"] = secret
+    return out
+
+
+def create_endpoint(session: Session, merchant_id: str, body: dict) -> tuple[WebhookEndpoint, str]:
+    """A new endpoint and its secret (the only time the secret is returned)."""
+    problem = check_url(body["url"])
+    if problem:
+        raise InvalidRequest(problem, param="url", code="url_invalid")
+    secret = signing.new_secret()
+    endpoint = WebhookEndpoint(
+        id=new_id("we"), merchant_id=merchant_id, url=body["url"], enabled_events=list(body["enabled_events"]),
+        description=body.get("description"), metadata_=body.get("metadata") or {}, secret=secret,
+        request_id=context.current_request_id(), created_at=utcnow())
+    session.add(endpoint)
+    session.flush()
+    return endpoint, secret
+
+
+def get_endpoint(session: Session, merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
+    endpoint = session.get(WebhookEndpoint, endpoint_id)
+    if endpoint is None or endpoint.merchant_id != merchant_id or endpoint.deleted_at is not None:
+        raise NotFound(f"No such webhook endpoint: '{endpoint_id}'", param="id")
+    return endpoint
+
+
+def list_endpoints(session: Session, merchant_id: str, limit: int, starting_after: str | None) -> Page:
+    return page(session, WebhookEndpoint, merchant_id=merchant_id, limit=limit, starting_after=starting_after,
+                where=(WebhookEndpoint.deleted_at.is_(None),))
+
+
+def delete_endpoint(session: Session, merchant_id: str, endpoint_id: str) -> dict:
+    endpoint = get_endpoint(session, merchant_id, endpoint_id)
+    endpoint.deleted_at = utcnow()
+    return {"id": endpoint.id, "object": "webhook_endpoint", "deleted": True}
+
+
+def rotate_secret(session: Session, merchant_id: str, endpoint_id: str,
+                  overlap_seconds: int | None = None) -> tuple[WebhookEndpoint, str]:
+    """A new secret; the old one keeps signing (as a second signature) for the overlap window."""
+    endpoint = get_endpoint(session, merchant_id, endpoint_id)
+    overlap = settings().secret_overlap if overlap_seconds is None else overlap_seconds
+    endpoint.previous_secret = endpoint.secret if overlap > 0 else None
+    endpoint.previous_secret_expires_at = utcnow() + timedelta(seconds=overlap) if overlap > 0 else None
+    endpoint.secret = signing.new_secret()
+    return endpoint, endpoint.secret
+
+
+def signing_secrets(endpoint: WebhookEndpoint, now=None) -> list[str]:
+    """The secrets a delivery is signed with now: the current one, plus the previous one in its overlap."""
+    now = now or utcnow()
+    out = [endpoint.secret]
+    if endpoint.previous_secret and endpoint.previous_secret_expires_at and endpoint.previous_secret_expires_at > now:
+        out.append(endpoint.previous_secret)
+    return out

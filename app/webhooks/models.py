@@ -1,0 +1,81 @@
+"""Webhook tables: endpoints, one delivery per (event, endpoint, generation), one row per attempt."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models import Base, utcnow
+
+PENDING, SENDING, SUCCEEDED, FAILED = "pending", "sending", "succeeded", "failed"
+
+
+class WebhookEndpoint(Base):
+    """A merchant's URL and the event types it subscribes to ("*" = all). Deleted = soft-deleted."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_list", "merchant_id", "created_at", "id"),)
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    url: Mapped[str] = mapped_column(String(2048))
+    enabled_events: Mapped[list] = mapped_column(JSON)
+    description: Mapped[str | None] = mapped_column(String(1000))
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    secret: Mapped[str] = mapped_column(String(100))
+    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    def subscribes(self, event_type: str) -> bool:
+        return self.deleted_at is None and ("*" in self.enabled_events or event_type in self.enabled_events)
+
+
+class WebhookDelivery(Base):
+    """Sending one event to one endpoint. ``generation`` 0 comes from the relay, 1.. from redeliveries.
+
+    ``attempts`` counts attempts started; moving to ``sending`` is compare-and-set on
+    (status, attempts), so a duplicated job never sends the same attempt twice.
+    ``enqueued_at`` is when a job was last queued for it (NULL: none is known to be queued).
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("event_id", "endpoint_id", "generation", name="uq_webhook_deliveries_generation"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_webhook_deliveries_list", "merchant_id", "created_at", "id"),
+        Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), index=True)
+    endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(10), default=PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
+    enqueued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    leased_until: Mapped[datetime | None] = mapped_column(DateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class WebhookAttempt(Base):
+    """The log of one HTTP attempt: when, the status code (None: no answer), latency, error."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (UniqueConstraint("delivery_id", "number", name="uq_webhook_attempts_number"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[str] = mapped_column(ForeignKey("webhook_deliveries.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(500))
+    request_id: Mapped[str | None] = mapped_column(String(200))

@@ -1,0 +1,183 @@
+"""The outbox relay: events with ``relayed = False`` → one delivery per subscribed endpoint → a job
+on the WEBHOOKS queue; and the sweep, which re-queues what Redis lost and recovers attempts
+whose worker died. Both are safe to run concurrently and repeatedly (row locks with SKIP LOCKED
+on PostgreSQL, serialised transactions on SQLite, a unique (event, endpoint, generation) key).
+
+``run_once()`` does one pass of both; ``start_relay_thread()`` runs it every second in a
+worker process.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import defaultdict
+from datetime import timedelta
+
+from sqlalchemy import and_, or_, select, update
+
+from app import context, switches
+from app.config import get_config
+from app.db import get_engine, unit_of_work
+from app.models import Event, new_id, utcnow
+from app.webhooks import settings
+from app.webhooks.delivery import schedule_job
+from app.webhooks.models import FAILED, PENDING, SENDING, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+
+log = logging.getLogger("payrouter.webhooks.relay")
+
+BATCH = 500
+
+
+def _locking(query):
+    """FOR UPDATE SKIP LOCKED where the database has it (SQLite serialises writers instead)."""
+    return query if get_config().is_sqlite else query.with_for_update(skip_locked=True)
+
+
+def new_delivery(event: Event, endpoint: WebhookEndpoint, generation: int, now) -> WebhookDelivery:
+    return WebhookDelivery(id=new_id("whd"), merchant_id=event.merchant_id, event_id=event.id,
+                           endpoint_id=endpoint.id, generation=generation, status=PENDING, attempts=0,
+                           next_attempt_at=now, request_id=event.request_id, created_at=now, updated_at=now)
+
+
+def relay_events(limit: int = BATCH) -> int:
+    """Turn up to ``limit`` unrelayed events into deliveries and queue them. Returns events relayed."""
+    now = utcnow()
+    created: list[WebhookDelivery] = []
+    with unit_of_work() as session:
+        batch = list(session.scalars(_locking(
+            select(Event).where(Event.relayed.is_(False)).order_by(Event.created_at, Event.id).limit(limit))))
+        if not batch:
+            return 0
+        endpoints = defaultdict(list)
+        for endpoint in session.scalars(select(WebhookEndpoint).where(
+                WebhookEndpoint.merchant_id.in_({e.merchant_id for e in batch}), WebhookEndpoint.deleted_at.is_(None))):
+            endpoints[endpoint.merchant_id].append(endpoint)
+        existing = set(session.execute(select(WebhookDelivery.event_id, WebhookDelivery.endpoint_id).where(
+            WebhookDelivery.event_id.in_([e.id for e in batch]), WebhookDelivery.generation == 0)).tuples())
+        for event in batch:
+            for endpoint in endpoints[event.merchant_id]:
+                if (endpoint.subscribes(event.type) and endpoint.created_at <= event.created_at
+                        and (event.id, endpoint.id) not in existing):
+                    created.append(new_delivery(event, endpoint, 0, now))
+            event.relayed = True
+        session.add_all(created)
+    dispatch([(d.id, d.request_id, d.merchant_id) for d in created])
+    return len(batch)
+
+
+def dispatch(deliveries: list[tuple[str, str | None, str]]) -> int:
+    """Queue jobs for (delivery id, request id, merchant id) now, unless webhooks are paused."""
+    if not deliveries or switches.is_on("webhooks"):
+        return 0
+    ids = [d[0] for d in deliveries]
+    with unit_of_work() as session:
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == PENDING)
+                        .values(enqueued_at=utcnow()).execution_options(synchronize_session=False))
+    for index, (delivery_id, request_id, merchant_id) in enumerate(deliveries):
+        with context.bound(request_id, merchant_id):
+            if not schedule_job(delivery_id):
+                _unmark(ids[index + 1:])  # Redis is down: leave the rest to the sweep
+                return index
+    return len(deliveries)
+
+
+def _unmark(ids: list[str]) -> None:
+    if ids:
+        with unit_of_work() as session:
+            session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(enqueued_at=None)
+                            .execution_options(synchronize_session=False))
+
+
+def recover_lost(now=None) -> int:
+    """Attempts whose worker died (lease expired while ``sending``): count them, retry or fail."""
+    now = now or utcnow()
+    schedule = get_config().webhook_retry_schedule
+    recovered = 0
+    with unit_of_work() as session:
+        lost = list(session.scalars(_locking(select(WebhookDelivery).where(
+            WebhookDelivery.status == SENDING, WebhookDelivery.leased_until < now).limit(BATCH))))
+        for row in lost:
+            error = "attempt lost: the worker stopped before recording its outcome"
+            values = {"status": FAILED, "completed_at": now} if row.attempts >= len(schedule) else \
+                {"status": PENDING, "next_attempt_at": now, "enqueued_at": None}
+            done = session.execute(update(WebhookDelivery).where(
+                WebhookDelivery.id == row.id, WebhookDelivery.status == SENDING,
+                WebhookDelivery.attempts == row.attempts).values(leased_until=None, last_error=error, updated_at=now,
+                                                                   **values)
+                .execution_options(synchronize_session=False)).rowcount
+            if done and not session.scalars(select(WebhookAttempt.id).where(
+                    WebhookAttempt.delivery_id == row.id, WebhookAttempt.number == row.attempts)).first():
+                session.add(WebhookAttempt(delivery_id=row.id, number=row.attempts, started_at=now, latency_ms=0,
+                                           error=error, request_id=row.request_id))
+            recovered += done
+    return recovered
+
+
+def sweep(event_id: str | None = None, limit: int = BATCH) -> int:
+    """Queue due pending deliveries that no job is known to hold: never queued (Redis was down,
+    webhooks were paused) or queued but overdue by more than the grace period (the job was lost)."""
+    recover_lost()
+    if switches.is_on("webhooks"):
+        return 0
+    now = utcnow()
+    cutoff = now - timedelta(seconds=settings().sweep_grace)
+    query = select(WebhookDelivery.id, WebhookDelivery.request_id, WebhookDelivery.merchant_id).where(
+        WebhookDelivery.status == PENDING, WebhookDelivery.next_attempt_at <= now,
+        or_(WebhookDelivery.enqueued_at.is_(None),
+            and_(WebhookDelivery.enqueued_at < cutoff, WebhookDelivery.next_attempt_at < cutoff)))
+    if event_id:
+        query = query.where(WebhookDelivery.event_id == event_id)
+    with unit_of_work() as session:
+        due = [tuple(r) for r in session.execute(_locking(query.order_by(WebhookDelivery.next_attempt_at).limit(limit)))]
+    return dispatch(due)
+
+
+def run_once() -> dict:
+    """One pass: relay every unrelayed event, then sweep."""
+    relayed = 0
+    while True:
+        count = relay_events()
+        relayed += count
+        if count < BATCH:
+            break
+    return {"relayed": relayed, "queued": sweep()}
+
+
+class RelayThread(threading.Thread):
+    """``run_once()`` every ``interval`` seconds until ``stop()``; errors are logged, never fatal."""
+
+    def __init__(self, interval: float = 1.0):
+        super().__init__(name="payrouter-webhook-relay", daemon=True)
+        self.interval, self._stop_event = interval, threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            try:
+                with context.bound():
+                    run_once()
+            except Exception:  # noqa: BLE001 - Redis or the database may be down for a while
+                log.exception("webhook relay pass failed")
+            self._stop_event.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+_fork_hook = False
+
+
+def _after_fork_in_child() -> None:
+    # A forked job process must not share the relay thread's pooled database connections.
+    get_engine().dispose(close=False)
+
+
+def start_relay_thread(interval: float = 1.0) -> RelayThread:
+    """Start the relay loop in this process (call it from the worker that serves the WEBHOOKS queue)."""
+    global _fork_hook
+    if not _fork_hook and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+        _fork_hook = True
+    thread = RelayThread(interval)
+    thread.start()
+    return thread

@@ -1,0 +1,93 @@
+"""Shared load-generation helpers for the HTTP benchmarks (bounded, loopback only)."""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.live import free_port, wait_http  # noqa: E402
+
+SERVER = {"workers": 2, "threads": 8}
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def load(make_request, clients: int, per_client: int) -> Result:
+    """``clients`` threads each sending ``per_client`` requests; make_request(session, i, j) -> status."""
+    latencies: list[float] = []
+    errors = 0
+
+    def run(i):
+        nonlocal errors
+        session = requests.Session()
+        mine = []
+        for j in range(per_client):
+            t0 = time.perf_counter()
+            status = make_request(session, i, j)
+            mine.append(time.perf_counter() - t0)
+            if status >= 300:
+                errors += 1
+        return mine
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        for mine in pool.map(run, range(clients)):
+            latencies.extend(mine)
+    elapsed = time.perf_counter() - started
+    return Result(len(latencies) / elapsed, percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000,
+                  errors)
+
+
+def start(args: list[str], env: dict, ready_path: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [a.replace("{port}", str(port)) for a in args]
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + ready_path, timeout=60, proc=proc)
+    return proc, base
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def baseline_server(env: dict, statements: int) -> tuple[subprocess.Popen, str]:
+    env = {**env, "BASELINE_STATEMENTS": str(statements), "PYTHONPATH": str(ROOT)}
+    return start([sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", str(SERVER["workers"]),
+                  "--threads", str(SERVER["threads"]), "-b", "127.0.0.1:{port}", "--chdir", str(ROOT / "bench"),
+                  "baseline_app:app"], env, "/healthz")
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def bench_env() -> dict:
+    env = dict(os.environ)
+    env.setdefault("PAYROUTER_LOG_FORMAT", "text")
+    return env

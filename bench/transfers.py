@@ -1,0 +1,110 @@
+"""Transfers per second and p50/p99 over HTTP on PostgreSQL, beside the bare-stack baseline.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1/payrouter_bench REDIS_URL=redis://127.0.0.1:6379/9 \
+        .venv/bin/python bench/transfers.py [--clients 16] [--requests 100] [--rounds 3]
+
+Both servers run under gunicorn with the same settings (bench/common.py SERVER). The baseline
+executes as many SQL statements as one transfer does (counted, not guessed), in one
+transaction. Rounds alternate baseline / PayRouter; medians and the ratio are printed.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import uuid
+
+from common import SERVER, Result, baseline_server, bench_env, load, median, start, stop
+
+from app.config import Config, set_config
+
+
+def count_statements_per_transfer(config: Config) -> tuple[int, str, list[str]]:
+    """Set up a merchant with funded accounts and count the SQL one transfer request runs."""
+    from sqlalchemy import event
+
+    from app import migrate
+    from app.db import get_engine, unit_of_work
+    from app.services import accounts
+    from app.services.merchants import create_merchant
+    from app.web import create_app
+
+    migrate.upgrade(config)
+    with unit_of_work() as session:
+        merchant, issued = create_merchant(session, "bench")
+        ids = []
+        for _ in range(64):
+            acct = accounts.create_account(session, merchant, {"currency": "USD", "customer": {"id": "c"}})
+            ids.append(acct.id)
+        session.flush()
+        for acct_id in ids:
+            accounts.fund_for_testing(session, merchant, acct_id, 10**12)
+    counter = {"n": 0}
+
+    def count(*_args, **_kw):
+        counter["n"] += 1
+
+    engine = get_engine(config)
+    client = create_app(config).test_client()
+    event.listen(engine, "before_cursor_execute", count)
+    response = client.post("/v1/transfers", json={"from_account": ids[0], "to_account": ids[1], "amount": 1,
+                                                  "currency": "USD", "reference": uuid.uuid4().hex},
+                           headers={"Authorization": f"Bearer {issued.secret}", "Idempotency-Key": uuid.uuid4().hex})
+    event.remove(engine, "before_cursor_execute", count)
+    assert response.status_code == 201, response.get_json()
+    return counter["n"], issued.secret, ids
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=100, help="per client per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    config = Config.from_env()
+    if not config.database_url.startswith("postgresql"):
+        print("set DATABASE_URL to a PostgreSQL database", file=sys.stderr)
+        return 2
+    set_config(config)
+    statements, secret, ids = count_statements_per_transfer(config)
+    env = bench_env()
+    sys.path.insert(0, "bench")
+    import baseline_app
+
+    baseline_app.setup_tables()
+
+    def transfer(session, i, j):
+        body = {"from_account": ids[2 * i % 64], "to_account": ids[(2 * i + 1) % 64], "amount": 1,
+                "currency": "USD", "reference": uuid.uuid4().hex}
+        return session.post(base_pr + "/v1/transfers", json=body, timeout=60, headers={
+            "Authorization": f"Bearer {secret}", "Idempotency-Key": uuid.uuid4().hex}).status_code
+
+    def bare(session, i, j):
+        body = {"from": f"a{2 * i % 64}", "to": f"a{(2 * i + 1) % 64}", "amount": 1, "reference": uuid.uuid4().hex}
+        return session.post(base_bl + "/bench", json=body, timeout=60).status_code
+
+    pr_proc, base_pr = start([sys.executable, "-m", "app.cli", "serve", "--port", "{port}", "--workers",
+                              str(SERVER["workers"]), "--threads", str(SERVER["threads"])], env, "/readyz")
+    bl_proc, base_bl = baseline_server(env, statements)
+    rows: dict[str, list[Result]] = {"baseline": [], "payrouter": []}
+    try:
+        load(bare, args.clients, 10), load(transfer, args.clients, 10)  # warm up both
+        for _ in range(args.rounds):
+            rows["baseline"].append(load(bare, args.clients, args.requests))
+            rows["payrouter"].append(load(transfer, args.clients, args.requests))
+    finally:
+        stop(pr_proc)
+        stop(bl_proc)
+    print(f"statements per transfer: {statements}; {args.clients} clients × {args.requests} requests × "
+          f"{args.rounds} rounds; gunicorn gthread {SERVER['workers']} workers × {SERVER['threads']} threads\n")
+    print("| server | req/s (median) | p50 ms | p99 ms | errors |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, results in rows.items():
+        print(f"| {name} | {median([r.rps for r in results]):.0f} | {median([r.p50_ms for r in results]):.1f} | "
+              f"{median([r.p99_ms for r in results]):.1f} | {sum(r.errors for r in results)} |")
+    ratio = median([r.rps for r in rows["payrouter"]]) / median([r.rps for r in rows["baseline"]])
+    print(f"\nratio payrouter / baseline (req/s medians): {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
