@@ -1,0 +1,225 @@
+"""Webhook delivery end to end: a transfer's event, the relay, real RQ jobs, a real HTTP receiver."""
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from datetime import timedelta
+
+from sqlalchemy import func, select, update
+from standardwebhooks import Webhook
+
+from app import jobs, switches
+from app.config import set_config
+from app.db import unit_of_work
+from app.models import utcnow
+from app.webhooks import delivery, relay
+from app.webhooks.models import WebhookAttempt, WebhookDelivery
+from tests import builders
+from tests.integration.test_webhooks_support import (  # noqa: F401 - fixtures
+    create_endpoint, pump, receiver, transfer, wh_client, wh_config, work,
+)
+
+
+def verify(secret: str, request: dict) -> dict:
+    return Webhook(secret).verify(request["body"], request["headers"])
+
+
+def deliveries_of(api, endpoint_id: str) -> list[dict]:
+    response = api.get(f"/v1/webhook_endpoints/{endpoint_id}/deliveries")
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()["data"]
+
+
+def test_delivery_is_signed_standard_webhooks_and_carries_the_request_id(wh_client, receiver):
+    api, r = builders.api(wh_client), receiver()
+    endpoint = create_endpoint(api, r.url)
+    obj, request_id = transfer(api)
+    pump()
+    assert len(r.requests) == 1
+    sent = r.requests[0]
+    payload = verify(endpoint["secret"], sent)
+    event = api.get("/v1/events").get_json()["data"][0]
+    assert list(json.loads(sent["body"])) == ["id", "type", "created_at", "data"]
+    assert payload == {"id": event["id"], "type": "transfer.succeeded", "created_at": event["created_at"],
+                       "data": obj}
+    assert sent["headers"]["webhook-id"] == event["id"]
+    assert sent["headers"]["X-Request-Id"] == request_id
+    assert sent["headers"]["Content-Type"] == "application/json"
+    [row] = deliveries_of(api, endpoint["id"])
+    assert row["status"] == "succeeded" and row["event"] == event["id"] and row["request_id"] == request_id
+    assert [(a["number"], a["status_code"]) for a in row["attempts"]] == [(1, 200)]
+    assert api.get(f"/v1/events/{event['id']}/deliveries").get_json()["data"] == [row]
+
+
+def test_fails_twice_then_succeeds_with_one_webhook_id(wh_client, receiver):
+    api, r = builders.api(wh_client), receiver([500, 503])
+    endpoint = create_endpoint(api, r.url)
+    transfer(api)
+    pump()
+    assert len(r.requests) == 3
+    assert len({q["headers"]["webhook-id"] for q in r.requests}) == 1
+    for q in r.requests:
+        verify(endpoint["secret"], q)
+    [row] = deliveries_of(api, endpoint["id"])
+    assert row["status"] == "succeeded" and row["attempt_count"] == 3
+    assert [a["status_code"] for a in row["attempts"]] == [500, 503, 200]
+    assert all(a["latency_ms"] >= 0 for a in row["attempts"])
+
+
+def test_never_succeeds_ends_failed_after_the_schedule_then_redelivers(wh_client, receiver):
+    api, r = builders.api(wh_client), receiver(default=500)
+    endpoint = create_endpoint(api, r.url)
+    transfer(api)
+    pump()
+    assert len(r.requests) == 3  # schedule (0, 0, 0): three attempts
+    [row] = deliveries_of(api, endpoint["id"])
+    assert row["status"] == "failed" and row["attempt_count"] == 3 and row["last_status_code"] == 500
+    pump()
+    assert len(r.requests) == 3  # a failed delivery stays failed
+    r.default = 200
+    response = api.post(f"/v1/events/{row['event']}/redeliver", {"endpoint": endpoint["id"]})
+    assert response.status_code == 200, response.get_json()
+    assert [d["redelivery"] for d in response.get_json()["data"]] == [True]
+    work()
+    assert len(r.requests) == 4 and r.requests[-1]["headers"]["webhook-id"] == row["event"]
+    assert [d["status"] for d in deliveries_of(api, endpoint["id"])] == ["succeeded", "failed"]
+
+
+def test_timeout_is_a_failed_attempt(wh_config, receiver):
+    from app.web import create_app
+
+    cfg = wh_config.with_(webhook_retry_schedule=(0,), extra={"webhook_timeout": 0.3})
+    set_config(cfg)
+    api, r = builders.api(create_app(cfg).test_client()), receiver(delay=1.0)
+    endpoint = create_endpoint(api, r.url)
+    transfer(api)
+    pump()
+    [row] = deliveries_of(api, endpoint["id"])
+    assert row["status"] == "failed" and row["attempts"][0]["error"] == "timeout"
+    assert row["attempts"][0]["status_code"] is None
+
+
+def test_only_subscribed_live_endpoints_receive(wh_client, receiver):
+    api, other = builders.api(wh_client), builders.api(wh_client, "Other")
+    everything, payments, deleted, foreign = receiver(), receiver(), receiver(), receiver()
+    create_endpoint(api, everything.url)
+    create_endpoint(api, payments.url, ["payment.succeeded"])
+    gone = create_endpoint(api, deleted.url, ["transfer.succeeded"])
+    assert api.client.delete(f"/v1/webhook_endpoints/{gone['id']}", headers=api.headers()).status_code == 200
+    create_endpoint(other, foreign.url)
+    transfer(api)
+    pump()
+    assert (len(everything.requests), len(payments.requests), len(deleted.requests), len(foreign.requests)) \
+        == (1, 0, 0, 0)
+
+
+def test_duplicate_relays_and_jobs_send_once_per_endpoint(wh_client, receiver):
+    api, r1, r2 = builders.api(wh_client), receiver(), receiver()
+    create_endpoint(api, r1.url)
+    create_endpoint(api, r2.url)
+    for _ in range(3):
+        transfer(api)
+    errors = []
+
+    def relay_pass():
+        try:
+            relay.run_once()
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=relay_pass) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    relay.run_once()
+    with unit_of_work() as session:
+        ids = list(session.scalars(select(WebhookDelivery.id)))
+    for delivery_id in ids:  # duplicated jobs for every delivery
+        jobs.enqueue(jobs.WEBHOOKS, delivery.JOB, delivery_id)
+        jobs.enqueue(jobs.WEBHOOKS, delivery.JOB, delivery_id)
+    work()
+    relay.run_once()
+    work()
+    assert not errors, errors
+    assert len(ids) == 6
+    for r in (r1, r2):
+        assert len(r.requests) == 3
+        assert len({q["headers"]["webhook-id"] for q in r.requests}) == 3
+    with unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 6
+
+
+def test_paused_webhooks_send_nothing_until_lifted(wh_client, receiver):
+    api, r = builders.api(wh_client), receiver()
+    create_endpoint(api, r.url)
+    transfer(api)
+    relay.run_once()  # queued before the pause: the job must not send either
+    switches.set("webhooks", True, "test", "incident")
+    transfer(api)
+    pump()
+    pump()
+    assert r.requests == []
+    with unit_of_work() as session:
+        assert set(session.scalars(select(WebhookDelivery.status))) == {"pending"}
+    switches.set("webhooks", False, "test", "resolved")
+    pump()
+    assert len(r.requests) == 2
+
+
+def test_a_lost_attempt_is_recovered_after_its_lease(wh_client, receiver):
+    api, r = builders.api(wh_client), receiver()
+    create_endpoint(api, r.url)
+    transfer(api)
+    relay.run_once()
+    with unit_of_work() as session:  # as if a worker claimed attempt 1 and died
+        session.execute(update(WebhookDelivery).values(status="sending", attempts=1, enqueued_at=None,
+                                                       leased_until=utcnow() - timedelta(seconds=1)))
+    jobs.queue(jobs.WEBHOOKS).empty()
+    pump()
+    assert len(r.requests) == 1
+    with unit_of_work() as session:
+        row = session.scalars(select(WebhookDelivery)).one()
+        attempts = list(session.scalars(select(WebhookAttempt).order_by(WebhookAttempt.number)))
+    assert row.status == "succeeded" and row.attempts == 2
+    assert [a.error is not None for a in attempts] == [True, False]
+
+
+def test_a_job_lost_by_redis_is_requeued_by_the_sweep(wh_config, receiver):
+    from app.web import create_app
+
+    cfg = wh_config.with_(extra={"webhook_sweep_grace": 0})
+    set_config(cfg)
+    api, r = builders.api(create_app(cfg).test_client()), receiver()
+    create_endpoint(api, r.url)
+    transfer(api)
+    relay.run_once()
+    jobs.queue(jobs.WEBHOOKS).empty()  # Redis lost the job
+    with unit_of_work() as session:
+        session.execute(update(WebhookDelivery).values(enqueued_at=utcnow() - timedelta(seconds=5),
+                                                       next_attempt_at=utcnow() - timedelta(seconds=5)))
+    pump()
+    assert len(r.requests) == 1
+
+
+def test_rotation_signs_with_both_secrets_during_the_overlap(wh_client, receiver):
+    api, r = builders.api(wh_client), receiver()
+    endpoint = create_endpoint(api, r.url)
+    response = api.post(f"/v1/webhook_endpoints/{endpoint['id']}/rotate_secret", {})
+    assert response.status_code == 200, response.get_json()
+    rotated = response.get_json()
+    assert rotated["secret"] != endpoint["secret"] and rotated["previous_secret_expires_at"]
+    transfer(api)
+    pump()
+    sent = r.requests[0]
+    assert len(sent["headers"]["webhook-signature"].split(" ")) == 2
+    verify(endpoint["secret"], sent)
+    verify(rotated["secret"], sent)
+    response = api.post(f"/v1/webhook_endpoints/{endpoint['id']}/rotate_secret", {"overlap_seconds": 0})
+    newest = response.get_json()["secret"]
+    assert len(base64.b64decode(newest.removeprefix("whsec_"))) >= 24
+    transfer(api)
+    pump()
+    assert len(r.requests[1]["headers"]["webhook-signature"].split(" ")) == 1
+    verify(newest, r.requests[1])
