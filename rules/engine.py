@@ -1,0 +1,190 @@
+"""The only module that touches durable-rules (its C module ``durable_rules_engine``).
+
+``CompiledRules`` owns one ruleset handle and ONE reused session (sid "0"). A decision is,
+under a process-wide lock: assert the fact → drain every triggered action → retract it.
+No ``durable.lang``, no ``Host`` threads. If the engine errors on a fact (e.g. error 303:
+more than 64 tests matching one fact at once) the session is drained and the decision is
+answered by the reference evaluator instead, so answers stay correct (``fallbacks`` counts).
+
+Rulesets are immutable in the engine: a new version is a new ``CompiledRules`` under a
+unique name; ``RulesSlot.swap`` installs it and deletes the old handle.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import durable_rules_engine as _dre
+
+from rules.compiler import Plan, plan
+from rules.model import RuleSet
+from rules.reference import ReferenceRules, _regex
+
+ENGINE_LOCK = threading.RLock()
+_names = itertools.count(1)
+_SID = "0"
+
+
+class EngineError(RuntimeError):
+    """durable-rules refused a rule set."""
+
+
+def _post_ok(post: tuple, facts: Mapping[str, Any]) -> bool:
+    for op, path, pattern in post:
+        value = facts.get(path)
+        hit = isinstance(value, str) and _regex(pattern).search(value) is not None
+        if hit != (op == "mt"):
+            return False
+    return True
+
+
+class CompiledRules:
+    """A RuleSet compiled into one durable-rules handle; ``match`` is thread-safe."""
+
+    kind = "engine"
+
+    def __init__(self, ruleset: RuleSet, version: int | None = None, compiled: Plan | None = None):
+        self.ruleset = ruleset
+        self.version = version
+        self.plan = compiled or plan(ruleset)
+        self.name = f"payrouter_v{version if version is not None else 'x'}_{os.getpid()}_{next(_names)}"
+        self.fallbacks = 0
+        self._reference = ReferenceRules(ruleset, version)
+        order = ruleset.order()
+        self._rank = {index: rank for rank, index in enumerate(order)}
+        self._ids = tuple(rule.id for rule in ruleset.rules)
+        self._props = tuple(self.plan.props.items())
+        self._targets = self.plan.targets
+        with ENGINE_LOCK:
+            try:
+                self._handle = _dre.create_ruleset(self.name, self.plan.to_json())
+            except _dre.error as exc:
+                raise EngineError(f"durable-rules refused the rule set: {exc}") from exc
+            fired = self._run('{"id":"prime","sid":"0","_p":1}')
+        if "prime" not in fired:  # pragma: no cover - would mean the engine is broken
+            self.close()
+            raise EngineError("priming rule did not fire")
+
+    def _run(self, fact_json: str) -> list[str]:
+        """assert → drain → retract on the reused session; caller holds ENGINE_LOCK."""
+        handle = self._handle
+        fired: list[str] = []
+        try:
+            state = _dre.assert_fact(handle, fact_json)[1]
+            result = _dre.start_action_for_state(handle, state)
+            message = result[1] if result else None
+            while message:
+                fired.extend(json.loads(message))
+                message = _dre.complete_and_start_action(handle, state)
+        except _dre.error:
+            self._drain()
+            raise
+        finally:
+            try:
+                _dre.retract_fact(handle, fact_json)
+            except _dre.error:
+                pass
+        return fired
+
+    def _drain(self) -> None:
+        """Complete whatever a failed assert left pending so the next decision starts clean."""
+        for _ in range(100_000):
+            result = _dre.start_action(self._handle)
+            if not result:
+                return
+            message = result[1]
+            while message:
+                message = _dre.complete_and_start_action(self._handle, result[2])
+
+    def match(self, facts: Mapping[str, Any]) -> tuple[str, ...]:
+        """Rule ids matching flat typed ``facts``, by priority desc then file order."""
+        fact = {"id": "q", "sid": _SID, "_r": 1}
+        for path, name in self._props:
+            value = facts.get(path)
+            if value is not None:
+                fact[name] = value
+        text = json.dumps(fact, ensure_ascii=False, separators=(",", ":"))
+        with ENGINE_LOCK:
+            if self._handle is None:
+                fired = None
+            else:
+                try:
+                    fired = self._run(text)
+                except _dre.error:
+                    fired = None
+        if fired is None:
+            self.fallbacks += 1
+            return self._reference.match(facts)
+        hits = set()
+        targets = self._targets
+        for name in fired:
+            for index, post in targets.get(name, ()):
+                if index not in hits and (not post or _post_ok(post, facts)):
+                    hits.add(index)
+        rank = self._rank
+        ids = self._ids
+        return tuple(ids[i] for i in sorted(hits, key=rank.__getitem__))
+
+    def close(self) -> None:
+        """Delete the engine handle (idempotent); later ``match`` calls use the reference evaluator."""
+        with ENGINE_LOCK:
+            if getattr(self, "_handle", None) is not None:
+                handle, self._handle = self._handle, None
+                try:
+                    _dre.delete_ruleset(handle)
+                except _dre.error:  # pragma: no cover
+                    pass
+
+
+class RulesSlot:
+    """Holds the live matcher of a process; ``swap`` installs a new one and frees the old one."""
+
+    def __init__(self, current: Any = None):
+        self._current = current
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> Any:
+        return self._current
+
+    def swap(self, new: Any) -> Any:
+        with self._lock:
+            old, self._current = self._current, new
+        if old is not None and old is not new:
+            old.close()
+        return old
+
+
+_CHILD = """
+import json, sys
+import durable_rules_engine as d
+text = sys.stdin.read()
+h = d.create_ruleset("payrouter_check", text)
+for fact in ('{"id":"prime","sid":"0","_p":1}', '{"id":"q","sid":"0","_r":1}'):
+    s = d.assert_fact(h, fact)[1]
+    r = d.start_action_for_state(h, s)
+    m = r[1] if r else None
+    while m:
+        m = d.complete_and_start_action(h, s)
+    d.retract_fact(h, fact)
+d.delete_ruleset(h)
+print("ok")
+"""
+
+
+def check_compiles_in_subprocess(ruleset_json: str, timeout: float = 10) -> None:
+    """Compile ``ruleset_json`` in a child process; ``EngineError`` if it fails, crashes or hangs."""
+    try:
+        done = subprocess.run([sys.executable, "-c", _CHILD], input=ruleset_json, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise EngineError(f"compiling the rule set did not finish within {timeout} s") from exc
+    if done.returncode != 0 or done.stdout.strip() != "ok":
+        detail = (done.stderr.strip().splitlines() or [f"exit status {done.returncode}"])[-1]
+        raise EngineError(f"the engine could not compile the rule set: {detail}")

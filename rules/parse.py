@@ -1,0 +1,239 @@
+"""Plain data (from YAML/JSON) → model objects, collecting every problem with its path."""
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from app.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT
+from rules.facts import OPERATION_TYPES, WEEKDAYS, is_known_fact, is_numeric
+from rules.model import OPERATORS, ORDERING, All, AnyOf, Atom, Condition, Daily, Fee, Limits, Not, Then
+
+MAX_DEPTH = 16
+_PERCENT = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,6})?$")
+
+
+class Collector:
+    """Accumulates (rule_id, path, message) triples while parsing one document."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str | None, str, str]] = []
+        self.rule_id: str | None = None
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append((self.rule_id, path, message))
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _check_domain(fact: str, value: Any, path: str, out: Collector) -> None:
+    if fact == "currency" and value not in CURRENCY_EXPONENTS:
+        out.add(path, f"unknown currency {value!r} (ISO 4217 code of a supported currency expected)")
+    elif fact == "weekday" and value not in WEEKDAYS:
+        out.add(path, f"weekday must be one of {', '.join(WEEKDAYS)}, got {value!r}")
+    elif fact == "type" and value not in OPERATION_TYPES:
+        out.add(path, f"type must be one of {', '.join(OPERATION_TYPES)}, got {value!r}")
+    elif fact == "hour" and not 0 <= value <= 23:
+        out.add(path, f"hour is 0–23, got {value!r}")
+
+
+def _scalar(fact: str, value: Any, path: str, out: Collector, *, domain: bool = True) -> bool:
+    before = len(out.items)
+    if is_numeric(fact):
+        if not _is_int(value):
+            out.add(path, f"{fact} compares with integers, got {type(value).__name__} {value!r}")
+        elif fact == "amount" and abs(value) > MAX_AMOUNT:
+            out.add(path, f"amount {value} is out of range")
+    elif not isinstance(value, str):
+        out.add(path, f"{fact} compares with strings, got {type(value).__name__} {value!r} (quote it)")
+    if domain and len(out.items) == before:
+        _check_domain(fact, value, path, out)
+    return len(out.items) == before
+
+
+def _atom(obj: dict, path: str, out: Collector) -> Atom | None:
+    fact = obj.get("fact")
+    ops = [k for k in obj if k != "fact"]
+    bad = [k for k in ops if k not in OPERATORS]
+    for key in bad:
+        out.add(f"{path}/{key}", f"unknown operator {key!r} (expected one of {', '.join(OPERATORS)})")
+    ops = [k for k in ops if k in OPERATORS]
+    if len(ops) != 1:
+        if not bad:
+            out.add(path, f"a condition takes exactly one operator, got {len(ops)}: {', '.join(ops) or 'none'}")
+        return None
+    op = ops[0]
+    value = obj[op]
+    vpath = f"{path}/{op}"
+    if not is_known_fact(fact):
+        out.add(f"{path}/fact", f"unknown fact {fact!r} (allowed: type, amount, currency, payment_method.*, "
+                                "customer.*, merchant.id, merchant.category, metadata.*, hour, weekday)")
+        return None
+    if op in ("eq", "ne"):
+        ok = _scalar(fact, value, vpath, out)
+    elif op in ORDERING:
+        if not is_numeric(fact):
+            out.add(vpath, f"{op} applies only to amount and hour, not {fact}")
+            return None
+        ok = _scalar(fact, value, vpath, out, domain=False)
+    elif op in ("in", "not_in"):
+        if not isinstance(value, list) or not value:
+            out.add(vpath, f"{op} takes a non-empty list")
+            return None
+        ok = all([_scalar(fact, v, f"{vpath}/{i}", out) for i, v in enumerate(value)])
+        if ok and len(set(value)) != len(value):
+            out.add(vpath, f"{op} list has duplicates")
+        value = tuple(value)
+    elif op == "matches":
+        if is_numeric(fact) or not isinstance(value, str) or not value:
+            out.add(vpath, f"matches takes a non-empty regular expression string on a string fact ({fact} is not)"
+                    if is_numeric(fact) else "matches takes a non-empty regular expression string")
+            return None
+        try:
+            re.compile(value)
+            ok = True
+        except re.error as exc:
+            out.add(vpath, f"invalid regular expression {value!r}: {exc}")
+            return None
+    else:  # exists
+        ok = isinstance(value, bool)
+        if not ok:
+            out.add(vpath, f"exists takes true or false, got {value!r}")
+    return Atom(fact, op, value) if ok else None
+
+
+def condition(obj: Any, path: str, out: Collector, depth: int = 0) -> Condition | None:
+    """Parse one condition or combinator; ``None`` when it has problems (already recorded)."""
+    if depth > MAX_DEPTH:
+        out.add(path, f"conditions nest deeper than {MAX_DEPTH} levels")
+        return None
+    if not isinstance(obj, dict) or not obj:
+        out.add(path, "a condition must be an object: {fact: ..., <operator>: ...} or all/any/not")
+        return None
+    combinators = [k for k in ("all", "any", "not") if k in obj]
+    if "fact" in obj:
+        if combinators:
+            out.add(path, f"a condition cannot mix 'fact' with {combinators[0]!r}")
+            return None
+        return _atom(obj, path, out)
+    if len(combinators) != 1 or len(obj) != 1:
+        keys = ", ".join(map(str, obj))
+        out.add(path, f"expected {{fact, <operator>}} or exactly one of all/any/not, got keys: {keys}")
+        return None
+    key = combinators[0]
+    inner = obj[key]
+    if key == "not":
+        item = condition(inner, f"{path}/not", out, depth + 1)
+        return Not(item) if item is not None else None
+    if not isinstance(inner, list):
+        out.add(f"{path}/{key}", f"{key} takes a list of conditions")
+        return None
+    if key == "any" and not inner:
+        out.add(f"{path}/any", "any: [] never matches")
+        return None
+    items = [condition(c, f"{path}/{key}/{i}", out, depth + 1) for i, c in enumerate(inner)]
+    if any(i is None for i in items):
+        return None
+    return All(tuple(items)) if key == "all" else AnyOf(tuple(items))
+
+
+def _minor(obj: dict, key: str, path: str, out: Collector) -> int | None:
+    if key not in obj:
+        return None
+    value = obj[key]
+    if not _is_int(value) or not 0 <= value <= MAX_AMOUNT:
+        out.add(f"{path}/{key}", f"{key} must be a non-negative integer in minor units, got {value!r}")
+        return None
+    return value
+
+
+def fee(obj: Any, path: str, out: Collector) -> Fee | None:
+    if not isinstance(obj, dict):
+        out.add(path, "fee must be an object {percent, fixed, min, max}")
+        return None
+    for key in obj:
+        if key not in ("percent", "fixed", "min", "max"):
+            out.add(f"{path}/{key}", f"unknown fee key {key!r}")
+    percent = obj.get("percent", "0")
+    if not isinstance(percent, str) or not _PERCENT.match(percent):
+        kind = "a number" if isinstance(percent, (int, float)) and not isinstance(percent, bool) else repr(percent)
+        out.add(f"{path}/percent", f'percent must be a decimal string like "2.9", got {kind} (no floats)')
+        percent = None
+    else:
+        try:
+            percent = Decimal(percent)
+        except InvalidOperation:  # pragma: no cover - the pattern already guards this
+            percent = None
+    fixed, low, high = (_minor(obj, k, path, out) for k in ("fixed", "min", "max"))
+    if low is not None and high is not None and low > high:
+        out.add(path, f"fee min {low} is above max {high}")
+    return Fee(percent, fixed or 0, low, high) if percent is not None else None
+
+
+def _daily(obj: Any, path: str, out: Collector) -> Daily | None:
+    if not isinstance(obj, dict) or obj.get("per") not in ("customer", "merchant") or not _is_int(obj.get("max")) \
+            or obj["max"] < 0 or set(obj) - {"per", "max"}:
+        out.add(path, "expected {per: customer|merchant, max: non-negative integer}")
+        return None
+    return Daily(obj["per"], obj["max"])
+
+
+def limits(obj: Any, path: str, out: Collector) -> Limits | None:
+    if not isinstance(obj, dict) or not obj:
+        out.add(path, "limits must be a non-empty object")
+        return None
+    for key in obj:
+        if key not in ("max_amount", "min_amount", "daily_amount", "daily_count"):
+            out.add(f"{path}/{key}", f"unknown limit {key!r}")
+    hi, lo = _minor(obj, "max_amount", path, out), _minor(obj, "min_amount", path, out)
+    if hi is not None and lo is not None and lo > hi:
+        out.add(path, f"min_amount {lo} is above max_amount {hi}")
+    da = _daily(obj["daily_amount"], f"{path}/daily_amount", out) if "daily_amount" in obj else None
+    dc = _daily(obj["daily_count"], f"{path}/daily_count", out) if "daily_count" in obj else None
+    return Limits(hi, lo, da, dc)
+
+
+def then(obj: Any, path: str, out: Collector, known: set[str] | None, *, defaults: bool = False) -> Then | None:
+    """Parse a ``then`` (or ``defaults`` when ``defaults``)."""
+    allowed = ("route", "split", "fee") if defaults else ("decline", "route", "split", "fee", "limits")
+    if not isinstance(obj, dict) or (not obj and not defaults):
+        out.add(path, f"expected an object with some of: {', '.join(allowed)}")
+        return None
+    for key in obj:
+        if key not in allowed:
+            out.add(f"{path}/{key}", f"unknown key {key!r} (allowed: {', '.join(allowed)})")
+    decline = obj.get("decline")
+    if decline is not None and (not isinstance(decline, str) or not re.match(r"^[a-z][a-z0-9_]{0,63}$", decline)):
+        out.add(f"{path}/decline", "decline takes a snake_case code such as country_blocked")
+    if "route" in obj and "split" in obj:
+        out.add(path, "route and split are exclusive")
+    if decline is not None and ("route" in obj or "split" in obj or "fee" in obj):
+        out.add(path, "a declining rule cannot also route, split or set a fee")
+    route = split = None
+    if "route" in obj:
+        r = obj["route"]
+        if not isinstance(r, list) or not r or not all(isinstance(c, str) and c for c in r):
+            out.add(f"{path}/route", "route takes a non-empty list of channel ids")
+        else:
+            if len(set(r)) != len(r):
+                out.add(f"{path}/route", "route lists a channel twice")
+            route = tuple(r)
+    if "split" in obj:
+        s = obj["split"]
+        if not isinstance(s, dict) or not s or not all(_is_int(w) and w > 0 for w in s.values()):
+            out.add(f"{path}/split", "split takes {channel: positive integer weight}")
+        elif sum(s.values()) != 100:
+            out.add(f"{path}/split", f"split weights sum to {sum(s.values())}, not 100")
+        else:
+            split = tuple((str(k), v) for k, v in s.items())
+    for i, ch in enumerate(route or ()):
+        if known is not None and ch not in known:
+            out.add(f"{path}/route/{i}", f"unknown channel {ch!r}")
+    for ch, _ in split or ():
+        if known is not None and ch not in known:
+            out.add(f"{path}/split/{ch}", f"unknown channel {ch!r}")
+    fee_ = fee(obj["fee"], f"{path}/fee", out) if "fee" in obj else None
+    lim = limits(obj["limits"], f"{path}/limits", out) if "limits" in obj else None
+    return Then(decline if isinstance(decline, str) else None, route, split, fee_, lim)
