@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
 from typing import Any, Union
 
 OPERATORS = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "not_in", "matches", "exists")
@@ -82,19 +83,28 @@ class Rule:
     line: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class RuleSet:
     """Rules in file order plus the defaults (``Then`` without decline or limits)."""
 
     rules: tuple[Rule, ...]
     defaults: Then = field(default_factory=Then)
 
-    def by_id(self) -> dict[str, Rule]:
+    @cached_property
+    def _by_id(self) -> dict[str, Rule]:
         return {rule.id: rule for rule in self.rules}
+
+    @cached_property
+    def _order(self) -> tuple[int, ...]:
+        return tuple(sorted(range(len(self.rules)), key=lambda i: (-self.rules[i].priority, i)))
+
+    def by_id(self) -> dict[str, Rule]:
+        """Rules by id (cached; do not mutate)."""
+        return self._by_id
 
     def order(self) -> tuple[int, ...]:
         """Rule indexes by priority descending, ties by file order."""
-        return tuple(sorted(range(len(self.rules)), key=lambda i: (-self.rules[i].priority, i)))
+        return self._order
 
 
 @dataclass(frozen=True, slots=True)

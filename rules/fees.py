@@ -1,0 +1,38 @@
+"""Fees: ``percent`` (exact Decimal) of the amount + ``fixed``, bounded by ``min``/``max``,
+then rounded half-up to the currency's minor unit with ``app.domain.money.round_minor``.
+
+All inputs and outputs are integers of minor units except ``percent``; no float ever enters.
+"""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from app.domain.money import is_currency, percent_of, round_minor
+from rules.model import Fee
+
+
+def compute_fee(fee: Fee | None, amount: int, currency: str) -> int:
+    """The fee in minor units of ``currency`` for ``amount`` minor units (0 without a fee spec)."""
+    if type(amount) is not int:
+        raise TypeError("amount must be an int of minor units")
+    if not is_currency(currency):
+        raise ValueError(f"unknown currency {currency!r}")
+    if fee is None:
+        return 0
+    if not isinstance(fee.percent, Decimal):
+        raise TypeError("fee percent must be a Decimal")
+    raw = percent_of(amount, fee.percent) + Decimal(fee.fixed)
+    if fee.min is not None and raw < fee.min:
+        raw = Decimal(fee.min)
+    if fee.max is not None and raw > fee.max:
+        raw = Decimal(fee.max)
+    return round_minor(raw)
+
+
+def fee_to_dict(fee: Fee) -> dict:
+    out: dict = {"percent": str(fee.percent), "fixed": fee.fixed}
+    if fee.min is not None:
+        out["min"] = fee.min
+    if fee.max is not None:
+        out["max"] = fee.max
+    return out
