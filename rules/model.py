@@ -80,7 +80,7 @@ class Rule:
     when: Condition
     then: Then
     index: int = 0  # position in the file
-    line: int | None = None
+    line: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
