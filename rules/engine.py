@@ -136,6 +136,10 @@ class CompiledRules:
         with ENGINE_LOCK:
             if getattr(self, "_handle", None) is not None:
                 handle, self._handle = self._handle, None
+                try:  # the session fired (priming), so delete_state is safe; without it ~3 MiB leak per reload
+                    _dre.delete_state(handle, _SID)
+                except _dre.error:  # pragma: no cover
+                    pass
                 try:
                     _dre.delete_ruleset(handle)
                 except _dre.error:  # pragma: no cover

@@ -1,0 +1,151 @@
+"""The durable-rules wrapper: threads, memory, reloads, and the subprocess compile check."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import threading
+import time
+
+import pytest
+
+from rules.compiler import plan
+from rules.decide import decide, facts_for
+from rules.engine import CompiledRules, EngineError, RulesSlot, check_compiles_in_subprocess
+from rules.format import load
+
+RULES = load({
+    "rules": [
+        {"id": f"r{i}", "priority": i % 7,
+         "when": {"all": [{"fact": "currency", "eq": ["USD", "EUR", "JPY"][i % 3]},
+                          {"fact": "amount", "gte": (i * 37) % 5000},
+                          {"any": [{"fact": "customer.country", "in": ["FR", "DE"]},
+                                   {"fact": "metadata.tier", "ne": "gold"}]}]},
+         "then": {"route": ["acq_alpha", "acq_beta"]} if i % 2 else {"split": {"acq_alpha": 60, "acq_beta": 40}}}
+        for i in range(60)
+    ],
+    "defaults": {"route": ["sandbox"], "fee": {"percent": "3.0"}},
+})
+
+
+def rss_bytes() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except ImportError:  # pragma: no cover
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def requests(n: int, seed: int = 1) -> list[dict]:
+    rnd = random.Random(seed)
+    return [facts_for("payment", rnd.randrange(0, 6000), rnd.choice(["USD", "EUR", "JPY", "GBP"]), {"type": "card"},
+                      {"id": f"c{rnd.randrange(50)}", "country": rnd.choice(["FR", "DE", "US"])}, "m1", None,
+                      {"tier": rnd.choice(["gold", "silver"])} if rnd.random() < 0.7 else {}) for _ in range(n)]
+
+
+def test_eight_threads_agree_with_single_thread():
+    engine = CompiledRules(RULES, version=1)
+    reqs = requests(2_000)
+    expected = [decide(f, RULES, engine, split_key=str(i)).to_dict() for i, f in enumerate(reqs)]
+    errors: list[str] = []
+
+    def worker(offset: int) -> None:
+        for rep in range(5):  # 8 threads x 10,000 decisions
+            for i in range(len(reqs)):
+                j = (i + offset * 251 + rep) % len(reqs)
+                if decide(reqs[j], RULES, engine, split_key=str(j)).to_dict() != expected[j]:
+                    errors.append(f"thread {offset} request {j}")
+                    return
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    engine.close()
+    assert errors == [] and engine.fallbacks == 0
+
+
+@pytest.mark.slow
+def test_rss_flat_over_200000_decisions():
+    engine = CompiledRules(RULES, version=1)
+    reqs = requests(1_000, seed=2)
+    for f in reqs * 5:
+        decide(f, RULES, engine, split_key="k")
+    before = rss_bytes()
+    for _ in range(200):
+        for f in reqs:
+            decide(f, RULES, engine, split_key="k")
+    grown = rss_bytes() - before
+    engine.close()
+    assert grown < 4 * 2**20, f"RSS grew {grown / 2**20:.1f} MiB"
+
+
+def test_500_compile_swap_cycles_keep_memory_flat():
+    slot = RulesSlot(CompiledRules(RULES, version=0))
+    fact = {"amount": 100, "currency": "USD", "customer.country": "FR"}
+    for v in range(1, 51):
+        slot.swap(CompiledRules(RULES, version=v))
+    before = rss_bytes()
+    for v in range(51, 551):
+        old = slot.current
+        slot.swap(CompiledRules(RULES, version=v))
+        assert old._handle is None and slot.current.match(fact)
+    grown = rss_bytes() - before
+    slot.swap(None)
+    assert grown < 8 * 2**20, f"RSS grew {grown / 2**20:.1f} MiB over 500 reloads"
+
+
+def test_names_are_unique_per_version():
+    a, b = CompiledRules(RULES, version=3), CompiledRules(RULES, version=3)
+    assert a.name != b.name and "v3" in a.name
+    a.close()
+    b.close()
+
+
+def test_subprocess_check_accepts_a_good_rule_set():
+    check_compiles_in_subprocess(plan(RULES).to_json(), timeout=30)
+
+
+def _fanout_json(n: int) -> str:
+    rules = {"prime": {"all": [{"m": {"_p": 1}}]}}
+    rules.update({f"t{i}": {"all": [{"m": {"$and": [{"$gt": {"p0": i}}]}}]} for i in range(n)})
+    return json.dumps(rules)
+
+
+@pytest.mark.parametrize("n,what", [(520, "hang"), (512, "crash")])
+def test_subprocess_check_refuses_engine_killers_while_parent_answers(n, what):
+    engine = CompiledRules(RULES, version=1)
+    reqs = requests(200, seed=3)
+    outcome: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            check_compiles_in_subprocess(_fanout_json(n), timeout=3)
+            outcome.append(None)
+        except EngineError as exc:
+            outcome.append(exc)
+
+    t = threading.Thread(target=check)
+    t.start()
+    answered = 0
+    started = time.monotonic()
+    while t.is_alive() and time.monotonic() - started < 60:
+        for f in reqs:
+            decide(f, RULES, engine, split_key="x")
+            answered += 1
+    t.join()
+    engine.close()
+    assert outcome and isinstance(outcome[0], EngineError), what
+    assert answered > 100
+
+
+def test_engine_refusal_is_an_engine_error():
+    from rules.compiler import Plan
+
+    rules = {f"t{i}": {"all": [{"m": {"$and": [{"p0": "USD"}]}}]} for i in range(300)}
+    bad = Plan(RULES, {}, rules, {}, {})
+    with pytest.raises(EngineError):
+        CompiledRules(RULES, compiled=bad)
