@@ -80,7 +80,8 @@ class CompiledRules:
             result = _dre.start_action_for_state(handle, state)
             message = result[1] if result else None
             while message:
-                fired.extend(json.loads(message))
+                # the message is '{"<rule name>":{...}}'; our names never contain quotes
+                fired.append(message[2:message.index('"', 2)])
                 message = _dre.complete_and_start_action(handle, state)
         except _dre.error:
             self._drain()

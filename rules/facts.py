@@ -41,8 +41,10 @@ def is_numeric(path: str) -> bool:
 def _typed(path: str, value: Any) -> Any:
     if path in NUMERIC_FACTS:
         return value if type(value) is int else None
-    if isinstance(value, str):
+    if type(value) is str:
         return value
+    if isinstance(value, str):
+        return str(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if type(value) is int:
@@ -53,16 +55,23 @@ def _typed(path: str, value: Any) -> Any:
 def flatten(facts: Mapping[str, Any]) -> dict[str, Any]:
     """Nested or dotted facts → ``{path: int | str}``; wrongly typed values are dropped (missing)."""
     flat: dict[str, Any] = {}
+    numeric = NUMERIC_FACTS
 
     def walk(prefix: str, obj: Mapping[str, Any]) -> None:
         for key, value in obj.items():
-            path = f"{prefix}{key}"
-            if isinstance(value, Mapping):
+            path = prefix + key if type(key) is str else f"{prefix}{key}"
+            kind = type(value)
+            if kind is str:
+                if path not in numeric:
+                    flat[path] = value
+            elif kind is int:
+                flat[path] = value if path in numeric else str(value)
+            elif kind is dict or isinstance(value, Mapping):
                 walk(path + ".", value)
-                continue
-            typed = _typed(path, value)
-            if typed is not None:
-                flat[path] = typed
+            else:
+                typed = _typed(path, value)
+                if typed is not None:
+                    flat[path] = typed
 
     walk("", facts)
     return flat

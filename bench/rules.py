@@ -1,0 +1,134 @@
+"""Decision latency and throughput: durable-rules engine vs the Python reference evaluator.
+
+    .venv/bin/python bench/rules.py [--requests 20000] [--sizes 10,100,1000]
+
+Measures the whole ``rules.decide.decide()`` call (flatten, match, resolve, fee), not only the
+engine, on generated but realistic rule sets; prints a markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from rules.decide import decide, facts_for  # noqa: E402
+from rules.engine import CompiledRules  # noqa: E402
+from rules.format import load  # noqa: E402
+from rules.reference import ReferenceRules  # noqa: E402
+
+TYPES = ["payment", "topup", "withdrawal", "refund"]
+CURRENCIES = ["USD", "EUR", "GBP", "JPY", "CNY", "BRL", "INR", "AUD", "CAD", "CHF"]
+COUNTRIES = ["US", "FR", "DE", "GB", "CN", "BR", "IN", "JP", "NG", "KP", "IR", "ES", "IT", "MX"]
+METHODS = ["card", "wallet", "bank_transfer"]
+CHANNELS = ["sandbox", "acq_alpha", "acq_beta"]
+
+
+def make_rules(n: int, seed: int = 7) -> dict:
+    rnd = random.Random(seed)
+    rules = []
+    for i in range(n):
+        cond = [{"fact": "type", "eq": rnd.choice(TYPES)}, {"fact": "currency", "eq": rnd.choice(CURRENCIES)}]
+        if rnd.random() < 0.6:
+            cond.append({"fact": "payment_method.type", "eq": rnd.choice(METHODS)})
+        if rnd.random() < 0.5:
+            cond.append({"fact": "amount", "gte": rnd.randrange(0, 500_000, 100)})
+        if rnd.random() < 0.3:
+            cond.append({"fact": "customer.country", "in": rnd.sample(COUNTRIES, 2)})
+        if rnd.random() < 0.15:
+            cond.append({"not": {"fact": "metadata.segment", "eq": "vip"}})
+        if rnd.random() < 0.1:
+            cond.append({"fact": "hour", "lt": rnd.randrange(1, 24)})
+        r = rnd.random()
+        if r < 0.05:
+            then = {"decline": "blocked"}
+        elif r < 0.5:
+            then = {"route": rnd.sample(CHANNELS, 2), "fee": {"percent": f"{rnd.randrange(10, 40) / 10}", "fixed": 30}}
+        elif r < 0.7:
+            then = {"split": {"acq_alpha": 70, "acq_beta": 30}}
+        else:
+            then = {"fee": {"percent": "1.9", "fixed": 10, "min": 20},
+                    "limits": {"max_amount": rnd.randrange(10**6, 10**7), "daily_count": {"per": "customer", "max": 50}}}
+        rules.append({"id": f"rule-{i}", "priority": rnd.randrange(0, 1000), "when": {"all": cond}, "then": then})
+    return {"rules": rules, "defaults": {"route": ["sandbox"], "fee": {"percent": "3.0", "fixed": 0}}}
+
+
+def make_requests(n: int, seed: int = 11) -> list[dict]:
+    rnd = random.Random(seed)
+    return [facts_for(rnd.choice(TYPES), rnd.randrange(100, 1_000_000), rnd.choice(CURRENCIES),
+                      {"type": rnd.choice(METHODS), "brand": "visa"},
+                      {"id": f"cus_{rnd.randrange(1000)}", "country": rnd.choice(COUNTRIES)}, "mer_1", "retail",
+                      {"segment": rnd.choice(["vip", "std"])} if rnd.random() < 0.5 else {}) for _ in range(n)]
+
+
+class AllUp:
+    def drop_reason(self, channel_id, *, operation, currency, method):
+        return None
+
+
+def latencies(ruleset, matcher, reqs) -> list[float]:
+    out = []
+    avail = AllUp()
+    clock = time.perf_counter_ns
+    for i, f in enumerate(reqs):
+        t0 = clock()
+        decide(f, ruleset, matcher, avail, split_key=str(i))
+        out.append((clock() - t0) / 1000)
+    return out
+
+
+def throughput(ruleset, matcher, reqs, threads: int) -> float:
+    per = len(reqs) // threads
+    avail = AllUp()
+
+    def work(k: int) -> None:
+        for i, f in enumerate(reqs[k * per:(k + 1) * per]):
+            decide(f, ruleset, matcher, avail, split_key=str(i))
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return per * threads / (time.perf_counter() - t0)
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[int(q) - 1] if len(values) > 1 else values[0]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--requests", type=int, default=20_000)
+    ap.add_argument("--sizes", default="10,100,1000")
+    args = ap.parse_args()
+    reqs = make_requests(args.requests)
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.requests} requests per cell\n")
+    print("| rules | engine rules | evaluator | p50 µs | p99 µs | decisions/s (1 thread) | decisions/s (4 threads) "
+          "| engine fallbacks |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for size in (int(s) for s in args.sizes.split(",")):
+        ruleset = load(make_rules(size))
+        engine = CompiledRules(ruleset, version=size)
+        gc.collect()
+        gc.freeze()  # as a pre-forking server would after loading: long-lived objects leave the GC's scans
+        for name, matcher in (("engine", engine), ("reference", ReferenceRules(ruleset))):
+            latencies(ruleset, matcher, reqs[:2000])  # warm up
+            lat = latencies(ruleset, matcher, reqs)
+            one = throughput(ruleset, matcher, reqs, 1)
+            four = throughput(ruleset, matcher, reqs, 4)
+            fb = engine.fallbacks if name == "engine" else "-"
+            print(f"| {size} | {len(engine.plan.chains)} | {name} | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} "
+                  f"| {one:,.0f} | {four:,.0f} | {fb} |")
+        engine.close()
+
+
+if __name__ == "__main__":
+    main()
