@@ -54,7 +54,8 @@ def make_rules(n: int, seed: int = 7) -> dict:
             then = {"split": {"acq_alpha": 70, "acq_beta": 30}}
         else:
             then = {"fee": {"percent": "1.9", "fixed": 10, "min": 20},
-                    "limits": {"max_amount": rnd.randrange(10**6, 10**7), "daily_count": {"per": "customer", "max": 50}}}
+                    "limits": {"max_amount": rnd.randrange(10**6, 10**7),
+                               "daily_count": {"per": "customer", "max": 50}}}
         rules.append({"id": f"rule-{i}", "priority": rnd.randrange(0, 1000), "when": {"all": cond}, "then": then})
     return {"rules": rules, "defaults": {"route": ["sandbox"], "fee": {"percent": "3.0", "fixed": 0}}}
 

@@ -171,8 +171,8 @@ def _rule_terms(ruleset: RuleSet, problems: list[Problem] | None) -> list[list[f
         except TooComplex as exc:
             if problems is None:
                 raise
-            problems.append(Problem(rule.id, path, f"condition expands to more than {MAX_TERMS_PER_RULE} "
-                                                   f"alternatives ({exc.args[0]}+); split the rule or shorten in-lists"))
+            problems.append(Problem(rule.id, path, f"condition expands to more than {MAX_TERMS_PER_RULE} alternatives "
+                                                   f"({exc.args[0]}+); split the rule or shorten in-lists"))
             terms = []
         else:
             if not terms and problems is not None:

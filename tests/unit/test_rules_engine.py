@@ -115,15 +115,24 @@ def _fanout_json(n: int) -> str:
     return json.dumps(rules)
 
 
-@pytest.mark.parametrize("n,what", [(520, "hang"), (512, "crash")])
-def test_subprocess_check_refuses_engine_killers_while_parent_answers(n, what):
+def _identical_json(n: int) -> str:
+    return json.dumps({f"t{i}": {"all": [{"m": {"$and": [{"p0": "USD"}]}}]} for i in range(n)})
+
+
+@pytest.mark.parametrize("what", ["hang", "crash", "refusal"])
+def test_subprocess_check_refuses_engine_killers_while_parent_answers(what, monkeypatch):
+    import rules.engine
+
+    if what == "crash":  # the engine aborting the process (as 512 children of one node can): simulate it
+        monkeypatch.setattr(rules.engine, "_CHILD", "import os; os.abort()")
+    candidate = _identical_json(300) if what == "refusal" else _fanout_json(520)
     engine = CompiledRules(RULES, version=1)
     reqs = requests(200, seed=3)
     outcome: list[BaseException | None] = []
 
     def check() -> None:
         try:
-            check_compiles_in_subprocess(_fanout_json(n), timeout=3)
+            check_compiles_in_subprocess(candidate, timeout=3)
             outcome.append(None)
         except EngineError as exc:
             outcome.append(exc)

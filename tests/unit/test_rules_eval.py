@@ -145,7 +145,8 @@ def _facts() -> st.SearchStrategy:
     return st.tuples(*entries).map(lambda kv: {k: v for k, v in kv if v is not None})
 
 
-@settings(max_examples=int(os.environ.get("RULES_DIFF_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=int(os.environ.get("RULES_DIFF_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(conds=st.lists(st.tuples(conditions, st.integers(-2, 2)), min_size=1, max_size=8),
        requests=st.lists(_facts(), min_size=1, max_size=25))
 def test_engine_agrees_with_reference(conds, requests):

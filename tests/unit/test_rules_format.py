@@ -7,6 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rules.format import RulesInvalid, load, validate
 from rules.model import AnyOf, Atom
@@ -162,3 +164,37 @@ def test_engine_fanout_limit_is_reported_before_compiling():
 def test_many_rules_sharing_one_condition_are_fine():
     rules = [rule("{fact: currency, eq: USD}", rid=f"r{i}") for i in range(400)]
     assert validate(doc(*rules)) == []
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["rules", "defaults", "id", "priority", "when", "then", "fact", "eq", "in", "all", "any",
+                         "not", "route", "split", "fee", "percent", "limits", "decline", "x"]), inner, max_size=4),
+    max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.fixed_dictionaries({"rules": st.lists(json_values, max_size=3)}, optional={"defaults": json_values}))
+def test_validator_never_crashes_on_garbage(data):
+    problems = validate(data)
+    assert all(isinstance(p.message, str) and p.path.startswith("/") or p.path == "" for p in problems)
+
+
+def test_large_generated_rule_set_engine_matches_reference():
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.rules import make_requests, make_rules
+    from rules.engine import CompiledRules
+    from rules.facts import flatten
+    from rules.reference import ReferenceRules
+
+    rs = load(make_rules(1000), CHANNELS)
+    engine, reference = CompiledRules(rs), ReferenceRules(rs)
+    try:
+        for facts in make_requests(300, seed=5):
+            flat = flatten(facts)
+            assert engine.match(flat) == reference.match(flat)
+    finally:
+        engine.close()
