@@ -10,18 +10,7 @@ def init() -> dict:
     config.var_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(config)
     summary = {"database": config.database_url.split("@")[-1], "schema": "up to date"}
-    for hook in _hooks():
-        summary.update(hook() or {})
+    from rules.store import seed_default_rules
+
+    summary.update(seed_default_rules())
     return summary
-
-
-def _hooks():
-    """Later modules (rules, channels) contribute seeding steps here."""
-    hooks = []
-    try:
-        from rules.store import seed_default_rules
-    except ModuleNotFoundError:
-        seed_default_rules = None
-    if seed_default_rules:
-        hooks.append(seed_default_rules)
-    return hooks

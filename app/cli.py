@@ -120,22 +120,16 @@ def sandbox(host, port):
     run(host=host, port=port)
 
 
-def _register_optional_groups() -> None:
-    """Command groups of later modules (rules, ops, reconcile), added when present."""
-    import importlib
+def _register_groups() -> None:
+    """Command groups that live beside their modules: rules, switches, webhooks."""
+    from app import ops_cli
+    from rules import cli as rules_cli
 
-    for name in ("rules.cli", "app.ops_cli"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        for command in module.COMMANDS:
-            main.add_command(command)
+    for command in rules_cli.COMMANDS + ops_cli.COMMANDS:
+        main.add_command(command)
 
 
-_register_optional_groups()
+_register_groups()
 
 
 if __name__ == "__main__":

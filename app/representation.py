@@ -51,3 +51,35 @@ def transfer(obj: Transfer) -> dict:
         "reference": obj.reference,
         "metadata": obj.metadata_ or {},
     }
+
+
+def operation(op, attempts: list) -> dict:
+    """A payment, top-up, withdrawal or refund, with how it was routed and what was tried."""
+    out = {
+        "id": op.id,
+        "object": op.kind,
+        "created_at": rfc3339(op.created_at),
+        "status": op.status,
+        "amount": op.amount,
+        "currency": op.currency,
+        "fee": op.fee,
+        "reference": op.reference,
+        "metadata": op.metadata_ or {},
+        "customer": op.customer,
+    }
+    if op.kind == "payment":
+        out.update(payment_method=op.payment_method, description=op.description, amount_refunded=op.amount_refunded)
+    elif op.kind == "topup":
+        out.update(account=op.account_id, payment_method=op.payment_method)
+    elif op.kind == "withdrawal":
+        out.update(account=op.account_id, destination=op.destination)
+    else:
+        out.update(payment=op.payment_id, reason=op.reason)
+    out.update(
+        routing=dict(op.routing or {}),
+        attempts=[{k: v for k, v in (("channel", a.channel), ("status", a.status), ("error_code", a.error_code))
+                   if v is not None or k != "error_code"} for a in attempts],
+        failure_code=op.failure_code,
+        failure_message=op.failure_message,
+    )
+    return out

@@ -17,7 +17,7 @@ import time
 from sqlalchemy import select
 
 from app import context
-from app.db import unit_of_work
+from app.db import read_only, unit_of_work
 from app.domain.errors import InvalidRequest
 from app.models import AuditLog, Switch, utcnow
 from app.redis_conn import get_redis
@@ -77,7 +77,7 @@ _cache = _Cache()
 
 
 def _load() -> dict[str, bool]:
-    with unit_of_work() as session:
+    with read_only() as session:  # may run inside a request's open transaction
         return {s.name: bool(s.on) for s in session.scalars(select(Switch))}
 
 

@@ -25,27 +25,11 @@ def create_app(config: Config | None = None) -> Flask:
     errors.register(app)
     _context_hooks(app)
 
-    from app.api import accounts, events, health, openapi, transfers
+    from app.api import accounts, callbacks, events, health, openapi, ops, payments, routing, transfers, webhooks
 
-    for module in (health, openapi, accounts, transfers, events):
-        app.register_blueprint(module.bp)
-    for module in _optional_blueprints():
+    for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks, callbacks, ops):
         app.register_blueprint(module.bp)
     return app
-
-
-def _optional_blueprints():
-    """Blueprints of later resources, registered when their modules exist."""
-    import importlib
-
-    found = []
-    for name in ("app.api.payments", "app.api.routing", "app.api.callbacks", "app.api.webhooks", "app.api.ops"):
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-    return found
 
 
 def _context_hooks(app: Flask) -> None:
@@ -56,7 +40,7 @@ def _context_hooks(app: Flask) -> None:
         g.context_tokens = (context.request_id_var.set(rid), context.merchant_id_var.set(None),
                             context.object_id_var.set(None))
         g.started = time.perf_counter()
-        if request.path.startswith("/v1/"):
+        if request.path.startswith("/v1/"):  # merchant API; /callbacks and /ops authenticate on their own
             from app.api.common import authenticate_request
 
             authenticate_request()

@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from app.db import unit_of_work
+from app.db import read_only
 from rules import decide as decide_mod
 from rules import format
 from rules import store
@@ -34,7 +34,7 @@ def _live_version() -> int | None:
             return int(value)
     except redis.RedisError:
         pass
-    with unit_of_work() as session:
+    with read_only() as session:
         live = store.live_version(session)
     if live is not None:
         store.announce(live)
@@ -54,7 +54,7 @@ def current() -> CompiledRules:
             if live is None:
                 ruleset = format.load(store.DEFAULT_RULES.read_text())
             else:
-                with unit_of_work() as session:
+                with read_only() as session:
                     ruleset = format.load(store.source_of(session, live))
             _slot.swap(CompiledRules(ruleset, live))
             _state["version"] = live

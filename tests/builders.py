@@ -65,3 +65,11 @@ def fund(merchant_id: str, account_id: str, amount: int) -> None:
 
     with unit_of_work() as session:
         accounts.fund_for_testing(session, session.get(Merchant, merchant_id), account_id, amount)
+
+
+CARD = {"type": "card", "brand": "visa", "country": "US", "last4": "4242"}
+
+
+def payment_body(amount: int, currency: str = "USD", **fields) -> dict:
+    return {"amount": amount, "currency": currency, "payment_method": dict(CARD), "reference": unique("pay"),
+            "customer": {"id": unique("cus"), "country": "US"}, **fields}

@@ -42,6 +42,18 @@ def config() -> Config:
     shutil.rmtree(_VAR, ignore_errors=True)
 
 
+def _reset_process_caches() -> None:
+    """Per-process caches that would outlive a cleaned database."""
+    from app import channels_runtime, switches
+    from app.services import merchants
+    from rules import runtime
+
+    runtime.reset()
+    switches.reset_cache()
+    channels_runtime.reset()
+    merchants._auth_cache.clear()
+
+
 def _clean_database(cfg: Config) -> None:
     from app.models import Base
 
@@ -58,8 +70,10 @@ def _clean_database(cfg: Config) -> None:
 @pytest.fixture
 def clean(config):
     """An empty database and an empty Redis database around the test."""
+    set_config(config)
     _clean_database(config)
     redis_conn.get_redis(config).flushdb()
+    _reset_process_caches()
     yield config
     redis_conn.get_redis(config).flushdb()
     # After every test that used the database, the ledger must balance.

@@ -23,6 +23,7 @@ ERROR_MAP: list[tuple[type[e.PayRouterError], int, str]] = [
     (e.RateLimited, 429, "rate_limit_error"),
     (e.PaymentDeclined, 402, "payment_declined"),
     (e.ServiceUnavailable, 503, "api_error"),
+    (e.ChannelError, 502, "api_error"),
     (e.PayRouterError, 500, "api_error"),
 ]
 

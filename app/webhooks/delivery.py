@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
 import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
 import requests
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from app import context, jobs, switches
 from app.config import get_config
@@ -27,6 +31,9 @@ from app.webhooks.models import FAILED, PENDING, SENDING, SUCCEEDED, WebhookAtte
 log = logging.getLogger("payrouter.webhooks")
 
 JOB = "app.webhooks.delivery.deliver"
+BATCH_JOB = "app.webhooks.delivery.deliver_many"
+CHUNK = 32  # deliveries per batch job
+THREADS = 8  # concurrent sends inside one batch job
 EARLY_TOLERANCE = timedelta(seconds=1)
 _local = threading.local()
 
@@ -79,32 +86,63 @@ def deliver(delivery_id: str) -> str:
         return result
 
 
-def _park(delivery_id: str) -> None:
-    """Webhooks are paused: forget this job so the sweep re-enqueues the delivery once lifted."""
+def deliver_many(delivery_ids: list[str]) -> dict:
+    """Several deliveries in one job (the relay's batches), sent concurrently; each one is its own
+    compare-and-set attempt exactly as in ``deliver``. Returns a count per outcome."""
+    if switches.is_on("webhooks"):
+        _park(*delivery_ids)
+        return {"paused": len(delivery_ids)}
+    return dict(Counter(_pool().map(_deliver_logged, delivery_ids)))
+
+
+def _deliver_logged(delivery_id: str) -> str:
+    try:
+        return deliver(delivery_id)
+    except Exception:  # noqa: BLE001 - one broken delivery must not sink its batch; its lease expires
+        log.exception("webhook delivery %s failed unexpectedly", delivery_id)
+        return "error"
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool() -> ThreadPoolExecutor:
+    """This process's send pool (a forked job process makes its own)."""
+    pid = os.getpid()
+    if pid not in _pools:
+        _pools.clear()
+        _pools[pid] = ThreadPoolExecutor(THREADS, thread_name_prefix="payrouter-webhook")
+    return _pools[pid]
+
+
+def _park(*delivery_ids: str) -> None:
+    """Webhooks are paused: forget these jobs so the sweep re-enqueues the deliveries once lifted."""
     with unit_of_work() as session:
-        session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id,
+        session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(delivery_ids),
                                                       WebhookDelivery.status == PENDING).values(enqueued_at=None))
 
 
 def _claim(delivery_id: str) -> Claim | None:
+    """Start the next attempt: ``pending`` → ``sending`` with ``attempts + 1`` in one conditional UPDATE
+    (the row lock makes it compare-and-set), committed before anything is sent."""
     now = utcnow()
+    lease = now + timedelta(seconds=settings().timeout + settings().lease_margin)
     with unit_of_work() as session:
-        row = session.get(WebhookDelivery, delivery_id)
-        if row is None or row.status != PENDING or (row.next_attempt_at and row.next_attempt_at > now + EARLY_TOLERANCE):
-            return None
-        number = row.attempts + 1
-        lease = now + timedelta(seconds=settings().timeout + settings().lease_margin)
         claimed = session.execute(
             update(WebhookDelivery)
             .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
-                   WebhookDelivery.attempts == row.attempts)
-            .values(status=SENDING, attempts=number, leased_until=lease, enqueued_at=None, updated_at=now)
-            .execution_options(synchronize_session=False)).rowcount == 1
-        if not claimed:
+                   WebhookDelivery.next_attempt_at <= now + EARLY_TOLERANCE)
+            .values(status=SENDING, attempts=WebhookDelivery.attempts + 1, leased_until=lease, enqueued_at=None,
+                    updated_at=now)
+            .returning(WebhookDelivery.attempts, WebhookDelivery.event_id, WebhookDelivery.endpoint_id)
+            .execution_options(synchronize_session=False)).first()
+        if claimed is None:
             return None
-        event = session.get(Event, row.event_id)
-        endpoint = session.get(WebhookEndpoint, row.endpoint_id)
-        live = endpoint is not None and endpoint.deleted_at is None
+        number, event_id, endpoint_id = claimed
+        event, endpoint = session.execute(
+            select(Event, WebhookEndpoint).join(WebhookEndpoint, WebhookEndpoint.merchant_id == Event.merchant_id)
+            .where(Event.id == event_id, WebhookEndpoint.id == endpoint_id)).one()
+        live = endpoint.deleted_at is None
         return Claim(delivery_id, number, event.id, event.merchant_id, event.object_id, event.request_id,
                      endpoint.url if live else None, tuple(endpoints.signing_secrets(endpoint, now)) if live else (),
                      payload(event))
@@ -170,20 +208,28 @@ def _finish(claim: Claim, outcome: Outcome, final: bool = False) -> str:
 
 def schedule_job(delivery_id: str, delay: float = 0) -> bool:
     """Queue the job now or in ``delay`` seconds; False (and the row un-marked) if Redis is unreachable."""
-    options = {"result_ttl": 0, "job_timeout": int(settings().timeout + settings().lease_margin)}
+    return _queue([delivery_id], delay)
+
+
+def schedule_batch(delivery_ids: list[str]) -> bool:
+    """Queue one ``deliver_many`` job for these deliveries; False (rows un-marked) if Redis is unreachable."""
+    return _queue(delivery_ids, 0)
+
+
+def _queue(delivery_ids: list[str], delay: float) -> bool:
+    rounds = math.ceil(len(delivery_ids) / THREADS)
+    options = {"result_ttl": 0, "job_timeout": int((settings().timeout + settings().lease_margin) * rounds)}
+    func, arg = (JOB, delivery_ids[0]) if len(delivery_ids) == 1 else (BATCH_JOB, delivery_ids)
     try:
         if delay <= 0:
-            jobs.enqueue(jobs.WEBHOOKS, JOB, delivery_id, **options)
+            jobs.enqueue(jobs.WEBHOOKS, func, arg, **options)
         else:
-            context.enqueue_in(jobs.queue(jobs.WEBHOOKS), timedelta(seconds=delay), JOB, delivery_id, **options)
+            context.enqueue_in(jobs.queue(jobs.WEBHOOKS), timedelta(seconds=delay), func, arg, **options)
         return True
-    except Exception as exc:  # Redis down: the relay sweep finds the due delivery later
-        log.warning("could not queue webhook delivery %s: %s", delivery_id, exc)
+    except Exception as exc:  # Redis down: the relay sweep finds the due deliveries later
+        log.warning("could not queue webhook deliveries %s: %s", ", ".join(delivery_ids), exc)
         try:
-            with unit_of_work() as session:
-                session.execute(update(WebhookDelivery).where(WebhookDelivery.id == delivery_id,
-                                                              WebhookDelivery.status == PENDING)
-                                .values(enqueued_at=None))
+            _park(*delivery_ids)
         except Exception:  # noqa: BLE001 - the sweep's grace period covers this too
-            log.exception("could not un-mark delivery %s", delivery_id)
+            log.exception("could not un-mark deliveries %s", ", ".join(delivery_ids))
         return False

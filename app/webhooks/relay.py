@@ -21,7 +21,7 @@ from app.config import get_config
 from app.db import get_engine, unit_of_work
 from app.models import Event, new_id, utcnow
 from app.webhooks import settings
-from app.webhooks.delivery import schedule_job
+from app.webhooks.delivery import CHUNK, schedule_batch, schedule_job
 from app.webhooks.models import FAILED, PENDING, SENDING, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 log = logging.getLogger("payrouter.webhooks.relay")
@@ -67,26 +67,23 @@ def relay_events(limit: int = BATCH) -> int:
 
 
 def dispatch(deliveries: list[tuple[str, str | None, str]]) -> int:
-    """Queue jobs for (delivery id, request id, merchant id) now, unless webhooks are paused."""
+    """Queue jobs for (delivery id, request id, merchant id) now, unless webhooks are paused: one
+    ``deliver`` job (in the event's request context) for a lone delivery, else batches of CHUNK."""
     if not deliveries or switches.is_on("webhooks"):
         return 0
     ids = [d[0] for d in deliveries]
     with unit_of_work() as session:
         session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids), WebhookDelivery.status == PENDING)
                         .values(enqueued_at=utcnow()).execution_options(synchronize_session=False))
-    for index, (delivery_id, request_id, merchant_id) in enumerate(deliveries):
+    if len(deliveries) == 1:
+        delivery_id, request_id, merchant_id = deliveries[0]
         with context.bound(request_id, merchant_id):
-            if not schedule_job(delivery_id):
-                _unmark(ids[index + 1:])  # Redis is down: leave the rest to the sweep
-                return index
-    return len(deliveries)
-
-
-def _unmark(ids: list[str]) -> None:
-    if ids:
-        with unit_of_work() as session:
-            session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(enqueued_at=None)
-                            .execution_options(synchronize_session=False))
+            return int(schedule_job(delivery_id))
+    for start in range(0, len(ids), CHUNK):
+        if not schedule_batch(ids[start:start + CHUNK]):
+            _unmark(ids[start + CHUNK:])  # Redis is down: leave the rest to the sweep
+            return start
+    return len(ids)
 
 
 def recover_lost(now=None) -> int:

@@ -1,0 +1,19 @@
+"""POST /v1/routing/simulate: the routing decision for a payment body, with no side effect."""
+from flask import Blueprint, g, request
+
+from app.api.common import json_response
+from app.api.validation import parse_body
+from app.idempotency import encode
+from app.services import routing
+
+bp = Blueprint("routing", __name__)
+
+
+@bp.post("/v1/routing/simulate")
+def simulate():
+    body = parse_body(request.get_data(cache=False), "simulate")
+    kind = body.get("type", "payment")
+    key = request.headers.get("Idempotency-Key") or body.get("reference") or "simulate"
+    decision = routing.decide(kind, g.merchant, body, amount=body["amount"], currency=body["currency"],
+                              split_key=key)
+    return json_response(200, encode(decision.to_dict()))

@@ -1,0 +1,35 @@
+"""This process's channel instances, loaded once from the configured channels file."""
+from __future__ import annotations
+
+import os
+import threading
+
+from app.config import get_config
+from channels.base import Channel
+from channels.registry import ChannelRegistry, load_channels
+
+_lock = threading.Lock()
+_registry: dict[str, ChannelRegistry] = {}
+
+
+def registry() -> ChannelRegistry:
+    path = str(get_config().channels_file)
+    with _lock:
+        if path not in _registry:
+            _registry[path] = load_channels(path)
+        return _registry[path]
+
+
+def channel(channel_id: str) -> Channel:
+    return registry().get(channel_id)
+
+
+def callback_url(channel_id: str) -> str:
+    """Where a channel posts its callbacks for us: PAYROUTER_PUBLIC_URL + /callbacks/<id>."""
+    base = get_config().public_url or os.environ.get("PAYROUTER_PUBLIC_URL") or "http://127.0.0.1:8000"
+    return f"{base.rstrip('/')}/callbacks/{channel_id}"
+
+
+def reset() -> None:
+    with _lock:
+        _registry.clear()

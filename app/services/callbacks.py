@@ -1,0 +1,136 @@
+"""Channel callbacks and status queries: how an operation left processing becomes final.
+
+receive(): the signature is verified, the callback is stored in the inbox (deduplicated)
+and committed before any work is queued, so nothing is lost if Redis or a worker dies.
+apply(): an RQ job on the core queue; it settles the operation through the one
+compare-and-set transition, so duplicates and out-of-order callbacks change nothing.
+query_status(): asks the channel about an operation still processing (after a timeout
+or a lost callback), then again with backoff until it is final.
+sweep(): run by every worker every second; re-queues inbox rows and due status queries
+that no job is carrying (lost with Redis, or a killed worker).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from app import context, jobs
+from app.channels_runtime import channel, registry
+from app.db import unit_of_work
+from app.domain.errors import AuthenticationFailed, NotFound
+from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
+from app.redis_conn import get_redis
+from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
+from app.services.operations import next_query_at, settle
+from channels.base import ChannelError, InvalidCallback
+
+log = logging.getLogger("payrouter.callbacks")
+STALE_INBOX = timedelta(seconds=2)
+SWEEP_LEASE_SECONDS = 10
+
+
+def receive(channel_id: str, headers: dict, body: bytes) -> str:
+    """Verify and store one callback; returns the inbox id (the existing one for a duplicate)."""
+    if channel_id not in registry():
+        raise NotFound(f"No such channel: '{channel_id}'")
+    try:
+        event = channel(channel_id).verify_callback(headers, body)
+    except InvalidCallback as exc:
+        log.warning("refused a callback for %s: %s", channel_id, exc, extra={"channel": channel_id})
+        raise AuthenticationFailed(f"callback signature refused: {exc}", code="invalid_signature") from None
+    row = ChannelCallback(id=new_id("cb"), channel=channel_id, dedupe_key=event.dedupe_key, reference=event.reference,
+                          channel_reference=event.channel_reference, status=event.status, error_code=event.error_code,
+                          body=body.decode("utf-8", "replace"), request_id=context.current_request_id())
+    try:
+        with unit_of_work() as session:
+            session.add(row)
+    except IntegrityError:
+        with unit_of_work() as session:
+            existing = session.scalars(select(ChannelCallback).where(
+                ChannelCallback.dedupe_key == event.dedupe_key)).one()
+            log.info("duplicate callback %s for %s", event.dedupe_key, existing.reference)
+            return existing.id
+    _enqueue_apply(row.id)
+    return row.id
+
+
+def _enqueue_apply(callback_id: str) -> None:
+    try:
+        jobs.enqueue(jobs.CORE, "app.services.callbacks.apply", callback_id, job_id=f"callback-{callback_id}")
+    except redis.RedisError:
+        log.warning("Redis unreachable: callback %s kept in the inbox for the sweeper", callback_id)
+
+
+def apply(callback_id: str) -> str:
+    """Apply one stored callback to its operation, exactly once."""
+    with unit_of_work() as session:
+        row = session.get(ChannelCallback, callback_id, with_for_update=True)
+        if row is None or row.processed_at is not None:
+            return "done"
+        op = session.get(Operation, row.reference) if row.reference else None
+        if op is None or op.channel != row.channel:
+            outcome = "unknown_operation"
+        elif row.status in (SUCCEEDED, FAILED):
+            outcome = "applied" if _settle_from_channel(session, op, row.status, row.error_code,
+                                                        row.channel_reference) else "duplicate"
+        else:
+            outcome = "ignored"
+        row.processed_at, row.outcome = utcnow(), outcome
+        log.info("callback %s for %s: %s", row.dedupe_key, row.reference, outcome)
+        return outcome
+
+
+def _settle_from_channel(session, op: Operation, status: str, code: str | None, channel_reference: str | None) -> bool:
+    if op.status in FINAL:
+        return False
+    attempt = session.scalars(select(Attempt).where(Attempt.operation_id == op.id, Attempt.channel == op.channel)
+                              .order_by(Attempt.seq.desc())).first()
+    if attempt is not None and attempt.status not in FINAL:
+        attempt.status, attempt.error_code, attempt.updated_at = status, code, utcnow()
+        attempt.channel_reference = attempt.channel_reference or channel_reference
+    op.channel_reference = op.channel_reference or channel_reference
+    return settle(session, op, status, code, code)
+
+
+def query_status(operation_id: str) -> str:
+    """Ask the channel how an operation still processing ended; reschedule if still unknown."""
+    with unit_of_work() as session:
+        op = session.get(Operation, operation_id, with_for_update=True)
+        if op is None or op.status != PROCESSING or not op.channel:
+            return "final"
+        try:
+            result = channel(op.channel).query(op.id, op.channel_reference)
+        except ChannelError as exc:
+            result = None
+            log.warning("status query of %s at %s failed: %s", op.id, op.channel, exc)
+        if result is not None and result.status in (SUCCEEDED, FAILED):
+            _settle_from_channel(session, op, result.status, result.error_code, result.channel_reference)
+            return result.status
+        op.query_count += 1
+        op.next_query_at = next_query_at(op.query_count)
+        return "processing"
+
+
+def sweep(batch: int = 200) -> dict:
+    """Re-queue stored callbacks not yet applied and status queries that are due."""
+    now = utcnow()
+    with unit_of_work() as session:
+        callbacks = list(session.scalars(select(ChannelCallback.id).where(
+            ChannelCallback.processed_at.is_(None), ChannelCallback.received_at < now - STALE_INBOX).limit(batch)))
+        due = list(session.scalars(select(Operation.id).where(
+            Operation.status == PROCESSING, Operation.next_query_at.is_not(None),
+            Operation.next_query_at <= now).limit(batch)))
+    r = get_redis()
+    queued = {"callbacks": 0, "queries": 0}
+    for kind, func, ids in (("callbacks", "apply", callbacks), ("queries", "query_status", due)):
+        for object_id in ids:
+            job_id = f"{kind}-{object_id}"
+            # One job in flight per row: a lease key keeps the next sweeps from queueing it again.
+            if r.set(f"payrouter:sweep:{job_id}", "1", ex=SWEEP_LEASE_SECONDS, nx=True):
+                jobs.enqueue(jobs.CORE, f"app.services.callbacks.{func}", object_id, job_id=job_id)
+                queued[kind] += 1
+    return queued

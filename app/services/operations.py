@@ -1,0 +1,171 @@
+"""What every payment-like operation shares: the channel loop with failover, and settling
+an outcome (compare-and-set transition, ledger postings, event, limits given back) in one
+transaction.
+
+Failover: a fault that proves nothing was charged (ChannelUnavailable: refused, 5xx) is
+an attempt that failed, and the next candidate is tried. A decline is final. A timeout is
+an unknown outcome: never re-routed; the operation stays processing and is settled by
+status queries (app.services.callbacks.query_status) or a late callback.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app import breaker, context, events, ledger, representation
+from app.channels_runtime import callback_url, channel
+from app.config import get_config
+from app.domain.states import FAILED, PROCESSING, SUCCEEDED
+from app.models import Account, Attempt, Operation, new_id, utcnow
+from app.state import transition
+from channels.base import ChannelTimeout, ChannelUnavailable, ChargeRequest, PayoutRequest, RefundRequest
+
+log = logging.getLogger("payrouter.operations")
+
+
+def attempts_of(session: Session, op: Operation) -> list[Attempt]:
+    return list(session.scalars(select(Attempt).where(Attempt.operation_id == op.id).order_by(Attempt.seq)))
+
+
+def view(session: Session, op: Operation) -> dict:
+    return representation.operation(op, attempts_of(session, op))
+
+
+def next_query_at(query_count: int):
+    delays = get_config().status_query_delays
+    return utcnow() + timedelta(seconds=delays[min(query_count, len(delays) - 1)])
+
+
+def _request(op: Operation, payment: Operation | None, attempt: Attempt):
+    common = dict(reference=op.id, amount=op.amount, currency=op.currency, callback_url=callback_url(attempt.channel),
+                  idempotency_key=attempt.id)
+    if op.kind in ("payment", "topup"):
+        return "charge", ChargeRequest(operation=op.kind, payment_method=op.payment_method or {}, **common)
+    if op.kind == "withdrawal":
+        return "payout", PayoutRequest(destination=op.destination or {}, **common)
+    return "refund", RefundRequest(payment_channel_reference=payment.channel_reference, **common)
+
+
+def run_channels(session: Session, op: Operation) -> Operation:
+    """Call the candidates in order until one answers; commit after each step."""
+    payment = session.get(Operation, op.payment_id) if op.payment_id else None
+    candidates = list(op.routing.get("candidates") or [])
+    seq = len(attempts_of(session, op))
+    for channel_id in candidates:
+        if not breaker.allow(channel_id):
+            _note_drop(op, channel_id, "circuit_open")
+            continue
+        seq += 1
+        attempt = Attempt(id=new_id("att"), operation_id=op.id, seq=seq, channel=channel_id, status=PROCESSING,
+                          request_id=context.current_request_id())
+        session.add(attempt)
+        op.channel = channel_id
+        op.routing = {**op.routing, "channel": channel_id}
+        session.commit()  # the attempt is on record before the channel hears of it
+        verb, request = _request(op, payment, attempt)
+        try:
+            result = getattr(channel(channel_id), verb)(request)
+        except ChannelUnavailable as exc:
+            breaker.record(channel_id, ok=False)
+            _close_attempt(attempt, FAILED, "channel_error", str(exc)[:500])
+            session.commit()
+            log.warning("channel %s unavailable for %s; trying the next candidate", channel_id, op.id)
+            continue
+        except ChannelTimeout as exc:
+            breaker.record(channel_id, ok=False)
+            _close_attempt(attempt, "unknown", "timeout", str(exc)[:500])
+            op.next_query_at = next_query_at(0)
+            session.commit()
+            log.warning("channel %s timed out for %s: outcome unknown, left processing", channel_id, op.id)
+            return op
+        breaker.record(channel_id, ok=True)
+        attempt.channel_reference = result.channel_reference
+        attempt.raw = dict(result.raw or {})
+        op.channel_reference = result.channel_reference
+        if result.status == PROCESSING:
+            op.next_query_at = next_query_at(0)
+            session.commit()
+            return op
+        _close_attempt(attempt, result.status, result.error_code, result.error_message)
+        settle(session, op, result.status, result.error_code, result.error_message)
+        session.commit()
+        return op
+    settle(session, op, FAILED, "channel_error", "no candidate channel could be reached")
+    session.commit()
+    return op
+
+
+def _close_attempt(attempt: Attempt, status: str, code: str | None, message: str | None) -> None:
+    attempt.status, attempt.error_code, attempt.error_message, attempt.updated_at = status, code, message, utcnow()
+
+
+def _note_drop(op: Operation, channel_id: str, reason: str) -> None:
+    dropped = list(op.routing.get("dropped") or []) + [{"channel": channel_id, "reason": reason}]
+    op.routing = {**op.routing, "dropped": dropped}
+
+
+def settle(session: Session, op: Operation, status: str, code: str | None = None, message: str | None = None) -> bool:
+    """Move a processing operation to its final status, with its postings and event, once."""
+    changes = {"next_query_at": None}
+    if status == FAILED:
+        changes.update(failure_code=code or "channel_error", failure_message=message or code or "failed")
+    if not transition(session, op, status, **changes):
+        return False
+    for leg_set in _postings(session, op, status):
+        kind, legs = leg_set
+        ledger.post(session, merchant_id=op.merchant_id, kind=kind, source_id=op.id, legs=legs)
+    if status == FAILED and op.kind == "refund":
+        session.execute(update(Operation).where(Operation.id == op.payment_id)
+                        .values(amount_refunded=Operation.amount_refunded - op.amount)
+                        .execution_options(synchronize_session=False))
+    if status == FAILED and op.limit_reservation:
+        _release_limits(op.limit_reservation)
+    session.flush()
+    events.record(session, merchant_id=op.merchant_id, type=f"{op.kind}.{status}", object_id=op.id,
+                  data=view(session, op))
+    return True
+
+
+def _release_limits(reservation: dict) -> None:
+    from rules import limits
+
+    from app.redis_conn import get_redis
+
+    try:
+        limits.release(get_redis(), reservation)
+    except Exception:  # noqa: BLE001 - counters expire by themselves; never fail a settlement on Redis
+        log.warning("could not give back velocity-limit reservation %s", reservation, exc_info=True)
+
+
+def _postings(session: Session, op: Operation, status: str) -> list[tuple[str, list[ledger.Leg]]]:
+    m, cur = op.merchant_id, op.currency
+
+    def sys(code: str) -> Account:
+        return ledger.system_account(session, m, code, cur)
+
+    def clearing() -> Account:
+        return sys(f"{ledger.CHANNEL_CLEARING}:{op.channel}")
+
+    fee = [ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), -op.fee), ledger.Leg(sys(ledger.FEE_REVENUE), op.fee)] \
+        if op.fee else []
+    customer = session.get(Account, op.account_id) if op.account_id else None
+    if op.kind == "payment" and status == SUCCEEDED:
+        source = ledger.Leg(customer, -op.amount) if customer else ledger.Leg(clearing(), -op.amount)
+        return [("payment", [source, ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), op.amount), *fee])]
+    if op.kind == "topup" and status == SUCCEEDED:
+        return [("topup", [ledger.Leg(clearing(), -op.amount), ledger.Leg(customer, op.amount), *fee])]
+    if op.kind == "withdrawal" and status == SUCCEEDED:
+        return [("withdrawal", [ledger.Leg(customer, -op.amount, ledger.PENDING), ledger.Leg(clearing(), op.amount),
+                                *fee])]
+    if op.kind == "withdrawal" and status == FAILED:
+        return [("withdrawal_release", [ledger.Leg(customer, -op.amount, ledger.PENDING),
+                                        ledger.Leg(customer, op.amount)])]
+    if op.kind == "refund" and status == SUCCEEDED:
+        payment = session.get(Operation, op.payment_id)
+        payer = session.get(Account, payment.account_id) if payment.account_id else None
+        target = ledger.Leg(payer, op.amount) if payer else ledger.Leg(clearing(), op.amount)
+        return [("refund", [ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), -op.amount), target])]
+    return []

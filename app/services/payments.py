@@ -1,0 +1,230 @@
+"""支付 充值 提现 退款: create payments, top-ups, withdrawals and refunds.
+
+Each create: guard (switches) → routing decision (402 if refused, nothing written) →
+velocity limits reserved → the operation written as pending then processing, with any
+hold, in one transaction → the channel loop (app.services.operations). A create that is
+retried after its process died resumes the operation it already wrote (same
+Idempotency-Key) instead of starting another.
+"""
+from __future__ import annotations
+
+import redis
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import context, ledger, switches
+from app.domain.errors import InvalidRequest, LimitExceeded, NoRoute, NotFound, ServiceUnavailable
+from app.domain.states import PENDING, PROCESSING, SUCCEEDED
+from app.models import Merchant, Operation, new_id
+from app.services import routing
+from app.services.accounts import get_account
+from app.services.listing import Page, page
+from app.services.operations import run_channels, settle
+from app.state import transition
+
+PREFIX = {"payment": "pay", "topup": "top", "withdrawal": "wd", "refund": "re"}
+
+
+def guard(kind: str) -> None:
+    if switches.is_on("read_only"):
+        raise ServiceUnavailable("PayRouter is in read-only mode; no money moves now.", code="read_only")
+    if switches.is_on(f"operation:{kind}"):
+        raise ServiceUnavailable(f"{kind} operations are paused; retry later.", code="operation_paused")
+
+
+def _resume(session: Session, merchant: Merchant, key: str) -> Operation | None:
+    op = session.scalars(select(Operation).where(Operation.merchant_id == merchant.id,
+                                                 Operation.idempotency_key == key)).first()
+    if op is not None and op.status == PENDING:
+        transition(session, op, PROCESSING)
+        session.commit()
+        return run_channels(session, op)
+    return op
+
+
+def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
+    from rules import limits
+
+    from app.redis_conn import get_redis
+
+    if not any(k in (decision.limits or {}) for k in ("daily_amount", "daily_count")):
+        return None
+    try:
+        reservation = limits.reserve(get_redis(), decision.limits, facts, amount, currency)
+    except LimitExceeded as exc:
+        exc.extra["decision"] = decision.to_dict()
+        raise
+    except redis.RedisError as exc:  # refuse rather than move money past an unchecked limit
+        raise ServiceUnavailable("velocity limits cannot be checked right now; retry later",
+                                 code="limits_unavailable") from exc
+    return reservation.to_dict() if hasattr(reservation, "to_dict") else reservation
+
+
+def _write(session: Session, op: Operation) -> None:
+    try:
+        with session.begin_nested():
+            session.add(op)
+    except IntegrityError:
+        raise InvalidRequest(f"reference is already used by another {op.kind}", param="reference",
+                             code="reference_already_used") from None
+
+
+def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str, *, amount: int, currency: str,
+           routing_view: dict | None = None, decision=None, **fields) -> Operation:
+    """Decide, reserve limits and write the operation (pending → processing); not yet committed."""
+    facts = routing.facts(kind, merchant, body, amount=amount, currency=currency)
+    if decision is None:
+        decision = routing.decide(kind, merchant, body, amount=amount, currency=currency, split_key=key)
+    if routing_view is None:
+        routing.refuse_if_declined(decision)
+    reservation = _reserve(decision, facts, amount, currency)
+    payload = decision.to_dict()
+    op = Operation(
+        id=new_id(PREFIX[kind]), merchant_id=merchant.id, kind=kind, status=PENDING, version=0, amount=amount,
+        currency=currency, fee=fields.pop("fee", payload["fee"]), reference=body["reference"], idempotency_key=key,
+        metadata_=body.get("metadata") or {}, limit_reservation=reservation,
+        routing=routing_view or {k: payload[k] for k in ("ruleset_version", "matched_rules", "candidates", "dropped",
+                                                          "channel")},
+        request_id=context.current_request_id(), **fields)
+    context.set_object_id(op.id)
+    try:
+        _write(session, op)
+        transition(session, op, PROCESSING)
+    except BaseException:
+        if reservation:
+            from app.services.operations import _release_limits
+
+            _release_limits(reservation)
+        raise
+    return op
+
+
+def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
+    guard("payment")
+    if (op := _resume(session, merchant, key)) is not None:
+        return op
+    method = body["payment_method"]
+    account = None
+    if method["type"] == "balance":
+        account = get_account(session, merchant, method["account"])
+        if account.currency != body["currency"]:
+            raise InvalidRequest(f"account {account.id} holds {account.currency}", param="currency",
+                                 code="currency_mismatch")
+        decision = routing.decide("payment", merchant, body, amount=body["amount"], currency=body["currency"],
+                                  split_key=key)
+        if not (decision.outcome == "decline" and decision.decline_code == "no_route"):
+            routing.refuse_if_declined(decision)  # a balance payment needs no channel, but obeys the rules
+        view = _ledger_only_view(decision)
+    else:
+        decision = view = None
+    op = _start(session, merchant, "payment", body, key, amount=body["amount"], currency=body["currency"],
+                decision=decision, routing_view=view, customer=body.get("customer"), payment_method=method,
+                description=body.get("description"), account_id=account.id if account else None)
+    if account is not None:
+        settle(session, op, SUCCEEDED)  # moves the money inside the ledger; 402 if the balance is short
+        session.commit()
+        return op
+    session.commit()
+    return run_channels(session, op)
+
+
+def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
+    guard("topup")
+    if (op := _resume(session, merchant, key)) is not None:
+        return op
+    if body["payment_method"]["type"] == "balance":
+        raise InvalidRequest("a top-up pays in from outside: payment_method cannot be balance",
+                             param="payment_method[type]")
+    account = _account_in(session, merchant, body)
+    op = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
+                payment_method=body["payment_method"], account_id=account.id, customer=account.customer)
+    session.commit()
+    return run_channels(session, op)
+
+
+def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
+    guard("withdrawal")
+    if (op := _resume(session, merchant, key)) is not None:
+        return op
+    account = _account_in(session, merchant, body)
+    facts_body = {**body, "customer": account.customer}
+    op = _start(session, merchant, "withdrawal", facts_body, key, amount=body["amount"], currency=body["currency"],
+                destination=body["destination"], account_id=account.id, customer=account.customer)
+    # The hold: available → pending on the same account, refused (402, nothing written) if short.
+    ledger.post(session, merchant_id=merchant.id, kind="withdrawal_hold", source_id=op.id,
+                legs=[ledger.Leg(account, -op.amount), ledger.Leg(account, op.amount, ledger.PENDING)])
+    session.commit()
+    return run_channels(session, op)
+
+
+def create_refund(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
+    guard("refund")
+    if (op := _resume(session, merchant, key)) is not None:
+        return op
+    payment = get_operation(session, merchant, "payment", body["payment"], param="payment")
+    if payment.status != SUCCEEDED:
+        raise InvalidRequest(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
+                             param="payment", code="payment_not_refundable")
+    amount = body.get("amount", payment.amount - payment.amount_refunded)
+    if amount <= 0:
+        raise InvalidRequest("this payment is already fully refunded", param="amount",
+                             code="refund_exceeds_payment")
+    decision = routing.decide("refund", merchant, {**body, "customer": payment.customer,
+                                                   "payment_method": payment.payment_method},
+                              amount=amount, currency=payment.currency, split_key=key)
+    if not (decision.outcome == "decline" and decision.decline_code == "no_route"):
+        routing.refuse_if_declined(decision)  # refunds follow their payment's channel, but obey the rules
+    view = {**_ledger_only_view(decision), "candidates": [payment.channel] if payment.channel else [],
+            "channel": payment.channel}
+    if payment.channel:
+        reason = routing.Availability().drop_reason(payment.channel, operation="refund", currency=payment.currency,
+                                                    method=(payment.payment_method or {}).get("type"))
+        if reason:
+            raise NoRoute(f"the payment's channel {payment.channel} cannot refund now ({reason})",
+                          decision={**decision.to_dict(), "outcome": "decline", "decline_code": "no_route",
+                                    "dropped": [{"channel": payment.channel, "reason": reason}]})
+    # Reserve the amount on the payment: parallel refunds can never exceed what was paid.
+    reserved = session.execute(
+        update(Operation).where(Operation.id == payment.id, Operation.amount_refunded + amount <= Operation.amount)
+        .values(amount_refunded=Operation.amount_refunded + amount).execution_options(synchronize_session=False))
+    if reserved.rowcount != 1:
+        raise InvalidRequest(f"refunds of {payment.id} would exceed the amount paid", param="amount",
+                             code="refund_exceeds_payment")
+    op = _start(session, merchant, "refund", {**body, "customer": payment.customer}, key, amount=amount,
+                currency=payment.currency, decision=decision, routing_view=view,
+                fee=0, payment_id=payment.id, reason=body.get("reason"), customer=payment.customer,
+                account_id=None)
+    op.channel = payment.channel
+    if not payment.channel:  # a balance payment is refunded inside the ledger
+        settle(session, op, SUCCEEDED)
+        session.commit()
+        return op
+    session.commit()
+    return run_channels(session, op)
+
+
+def _ledger_only_view(decision) -> dict:
+    payload = decision.to_dict()
+    return {"ruleset_version": payload["ruleset_version"], "matched_rules": payload["matched_rules"],
+            "candidates": [], "dropped": [], "channel": None}
+
+
+def _account_in(session: Session, merchant: Merchant, body: dict):
+    account = get_account(session, merchant, body["account"])
+    if account.currency != body["currency"]:
+        raise InvalidRequest(f"account {account.id} holds {account.currency}", param="currency",
+                             code="currency_mismatch")
+    return account
+
+
+def get_operation(session: Session, merchant: Merchant, kind: str, op_id: str, param: str = "id") -> Operation:
+    op = session.get(Operation, op_id)
+    if op is None or op.merchant_id != merchant.id or op.kind != kind:
+        raise NotFound(f"No such {kind}: '{op_id}'", param=param)
+    return op
+
+
+def list_operations(session: Session, merchant: Merchant, kind: str, limit: int, after: str | None) -> Page:
+    return page(session, Operation, merchant_id=merchant.id, limit=limit, starting_after=after,
+                where=(Operation.kind == kind,))

@@ -1,0 +1,59 @@
+"""Routing: the facts of a request, the live rule set's decision, and channel availability
+(capabilities from the channels file, degradation switches, circuit breakers)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from app import breaker, switches
+from app.channels_runtime import registry
+from app.domain.errors import LimitExceeded, NoRoute, RuleDeclined
+
+
+class Availability:
+    """Why a candidate channel cannot carry this operation now (None: it can)."""
+
+    def drop_reason(self, channel_id: str, *, operation: str, currency: str, method: str | None) -> str | None:
+        channels = registry()
+        if operation == "withdrawal":
+            method = None  # a payout goes to a destination; the channel's methods are pay-in methods
+        if channel_id not in channels:
+            return "unknown_channel"
+        if switches.is_on(f"channel:{channel_id}"):
+            return "switched_off"
+        reason = channels.supports(channel_id, operation, currency, method)
+        if reason:
+            return reason
+        if breaker.state(channel_id) == "open":
+            return "circuit_open"
+        return None
+
+
+def facts(kind: str, merchant, body: dict, *, amount: int, currency: str, now: datetime | None = None) -> dict:
+    from rules.decide import facts_for
+
+    return facts_for(kind, amount, currency, body.get("payment_method") or body.get("destination") or {},
+                     body.get("customer") or {}, merchant.id, merchant.category, body.get("metadata") or {},
+                     now or datetime.now(timezone.utc))
+
+
+def decide(kind: str, merchant, body: dict, *, amount: int, currency: str, split_key: str):
+    """The decision for this request under the live rule set (no side effect)."""
+    from rules import runtime
+
+    return runtime.decide(facts(kind, merchant, body, amount=amount, currency=currency), Availability(),
+                          split_key=split_key)
+
+
+def refuse_if_declined(decision) -> None:
+    """Raise the contract's 402 for a decision that refuses the operation."""
+    if decision.outcome != "decline":
+        return
+    payload = decision.to_dict()
+    code = decision.decline_code
+    if code == "no_route":
+        raise NoRoute("No channel can carry this operation: " + (
+            ", ".join(f"{d['channel']} ({d['reason']})" for d in payload["dropped"]) or "no candidates"),
+            decision=payload)
+    if code == "limit_exceeded":
+        raise LimitExceeded(f"Declined by rule '{decision.declined_by}': limit exceeded", decision=payload)
+    raise RuleDeclined(f"Declined by rule '{decision.declined_by}': {code}", decision=payload)
