@@ -88,6 +88,9 @@ def _walk_lines(node: yaml.Node, path: str, lines: dict[str, int], dups: list[tu
 
 def read_document(source: Any) -> tuple[Any, dict[str, int], list[Problem]]:
     """Parse ``source`` into plain data plus a path → line map. Problems on syntax errors."""
+    if isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml", ".json")) \
+            and not os.path.exists(source):
+        return None, {}, [Problem(None, "", f"no such rule file: {source}")]
     text = _read_text(source)
     if text is None:
         return source, {}, []

@@ -198,3 +198,10 @@ def test_large_generated_rule_set_engine_matches_reference():
             assert engine.match(flat) == reference.match(flat)
     finally:
         engine.close()
+
+
+def test_missing_file_is_a_problem_not_a_crash(tmp_path):
+    assert "no such rule file" in validate(str(tmp_path / "nope.yaml"))[0].message
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"rules": []}))
+    assert validate(path) == [] and validate(str(path)) == []
