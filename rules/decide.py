@@ -103,8 +103,8 @@ def split_order(split: tuple[tuple[str, int], ...], split_key: str, salt: str = 
         if bucket < upto:
             chosen = channel
             break
-    rest = sorted((c for c, _ in split if c != chosen), key=lambda c: -dict(split)[c])
-    return (chosen, *rest)
+    rest = sorted((item for item in split if item[0] != chosen), key=lambda item: -item[1])  # stable: file order
+    return (chosen, *(c for c, _ in rest))
 
 
 def _pick(ruleset: RuleSet, matched: tuple[str, ...], attr: str) -> tuple[str | None, Any]:

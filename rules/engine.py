@@ -12,12 +12,12 @@ unique name; ``RulesSlot.swap`` installs it and deletes the old handle.
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping
+from json.encoder import encode_basestring as _encode_str
 from typing import Any
 
 import durable_rules_engine as _dre
@@ -105,12 +105,17 @@ class CompiledRules:
 
     def match(self, facts: Mapping[str, Any]) -> tuple[str, ...]:
         """Rule ids matching flat typed ``facts``, by priority desc then file order."""
-        fact = {"id": "q", "sid": _SID, "_r": 1}
-        for path, name in self._props:
+        parts = ['{"id":"q","sid":"0","_r":1']
+        for path, name in self._props:  # names are p<i>: no escaping needed; values are int or str
             value = facts.get(path)
-            if value is not None:
-                fact[name] = value
-        text = json.dumps(fact, ensure_ascii=False, separators=(",", ":"))
+            if value is None:
+                continue
+            if type(value) is int:
+                parts.append(f',"{name}":{value}')
+            elif type(value) is str:
+                parts.append(f',"{name}":{_encode_str(value)}')
+        parts.append("}")
+        text = "".join(parts)
         with ENGINE_LOCK:
             if self._handle is None:
                 fired = None
