@@ -22,7 +22,7 @@ from typing import Any
 
 import durable_rules_engine as _dre
 
-from rules.compiler import Plan, plan
+from rules.compiler import Plan, TooComplex, plan
 from rules.model import RuleSet
 from rules.reference import ReferenceRules, _regex
 
@@ -52,7 +52,10 @@ class CompiledRules:
     def __init__(self, ruleset: RuleSet, version: int | None = None, compiled: Plan | None = None):
         self.ruleset = ruleset
         self.version = version
-        self.plan = compiled or plan(ruleset)
+        try:
+            self.plan = compiled or plan(ruleset)
+        except TooComplex as exc:
+            raise EngineError(f"rule set exceeds the engine's limits: {exc}") from exc
         self.name = f"payrouter_v{version if version is not None else 'x'}_{os.getpid()}_{next(_names)}"
         self.fallbacks = 0
         self._reference = ReferenceRules(ruleset, version)

@@ -158,3 +158,11 @@ def test_engine_refusal_is_an_engine_error():
     bad = Plan(RULES, {}, rules, {}, {})
     with pytest.raises(EngineError):
         CompiledRules(RULES, compiled=bad)
+
+
+def test_rule_set_beyond_limits_is_an_engine_error_not_a_hang():
+    from rules.model import Atom, Rule, RuleSet, Then
+
+    rules = tuple(Rule(f"r{i}", 0, Atom("amount", "eq", i), Then(route=("s",)), i) for i in range(600))
+    with pytest.raises(EngineError, match="limits"):
+        CompiledRules(RuleSet(rules))
