@@ -70,6 +70,7 @@ def system_account(session: Session, merchant_id: str, code: str, currency: str)
 def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None, legs: list[Leg],
          description: str | None = None) -> JournalEntry:
     """Write one balanced journal entry and move the balances it touches."""
+    legs = [leg for leg in legs if leg.amount]  # a zero line records nothing
     totals: dict[str, int] = defaultdict(int)
     for leg in legs:
         if type(leg.amount) is not int:

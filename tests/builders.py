@@ -73,3 +73,17 @@ CARD = {"type": "card", "brand": "visa", "country": "US", "last4": "4242"}
 def payment_body(amount: int, currency: str = "USD", **fields) -> dict:
     return {"amount": amount, "currency": currency, "payment_method": dict(CARD), "reference": unique("pay"),
             "customer": {"id": unique("cus"), "country": "US"}, **fields}
+
+
+def signed_callback(channel, reference: str, status: str, channel_reference: str, event_id: str | None = None,
+                    error_code: str | None = None) -> tuple[bytes, dict]:
+    """A callback body and headers exactly as the sandbox PSP signs them (for the channel's secret)."""
+    import json
+
+    from channels.sandbox.signing import signed_headers
+
+    body = json.dumps({"id": event_id or unique("sbxevt"), "type": f"operation.{status}", "created_at": "now",
+                       "channel": channel.id, "data": {"id": channel_reference, "reference": reference,
+                                                       "channel": channel.id, "status": status,
+                                                       "error_code": error_code}}).encode()
+    return body, {**signed_headers(channel.secret, body), "Content-Type": "application/json"}

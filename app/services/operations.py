@@ -154,7 +154,8 @@ def _postings(session: Session, op: Operation, status: str) -> list[tuple[str, l
     customer = session.get(Account, op.account_id) if op.account_id else None
     if op.kind == "payment" and status == SUCCEEDED:
         source = ledger.Leg(customer, -op.amount) if customer else ledger.Leg(clearing(), -op.amount)
-        return [("payment", [source, ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), op.amount), *fee])]
+        return [("payment", [source, ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), op.amount - op.fee),
+                             ledger.Leg(sys(ledger.FEE_REVENUE), op.fee)])]
     if op.kind == "topup" and status == SUCCEEDED:
         return [("topup", [ledger.Leg(clearing(), -op.amount), ledger.Leg(customer, op.amount), *fee])]
     if op.kind == "withdrawal" and status == SUCCEEDED:
