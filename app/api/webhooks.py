@@ -16,7 +16,8 @@ from app.webhooks import endpoints as service
 bp = Blueprint("webhooks", __name__)
 
 EXTRA_OPERATIONS.extend([
-    ("post", "/v1/webhook_endpoints", "webhook_endpoint_create", "Create a webhook endpoint (secret shown once)", "201"),
+    ("post", "/v1/webhook_endpoints", "webhook_endpoint_create", "Create a webhook endpoint (secret shown once)",
+     "201"),
     ("get", "/v1/webhook_endpoints", None, "List webhook endpoints", "200"),
     ("get", "/v1/webhook_endpoints/{id}", None, "Retrieve a webhook endpoint", "200"),
     ("delete", "/v1/webhook_endpoints/{id}", None, "Delete a webhook endpoint", "200"),

@@ -1,8 +1,11 @@
-"""The delivery job (WEBHOOKS queue): one compare-and-set attempt of one delivery, then the next
-attempt scheduled per ``Config.webhook_retry_schedule`` (RQ ``enqueue_in`` and ``next_attempt_at``).
+"""Delivery jobs (WEBHOOKS queue): one attempt per delivery, then the next one scheduled per
+``Config.webhook_retry_schedule`` (RQ ``enqueue_in`` and ``next_attempt_at`` in the row).
 
-An attempt starts by moving the row ``pending`` → ``sending`` with ``attempts + 1``, compare-and-set
-on (status, attempts): a duplicated or retried job finds the row moved on and sends nothing.
+An attempt starts by moving the row ``pending`` → ``sending`` with ``attempts + 1`` in one
+conditional UPDATE (compare-and-set on the status; the row lock serialises racers), committed
+before anything is sent: a duplicated or retried job finds the row moved on and sends nothing.
+``deliver_many`` does the same for a batch: one claiming transaction, concurrent sends, one
+finishing transaction.
 """
 from __future__ import annotations
 
@@ -12,13 +15,13 @@ import math
 import os
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
 import requests
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from app import context, jobs, switches
 from app.config import get_config
@@ -33,7 +36,7 @@ log = logging.getLogger("payrouter.webhooks")
 JOB = "app.webhooks.delivery.deliver"
 BATCH_JOB = "app.webhooks.delivery.deliver_many"
 CHUNK = 32  # deliveries per batch job
-THREADS = 8  # concurrent sends inside one batch job
+THREADS = 8  # concurrent sends inside one job
 EARLY_TOLERANCE = timedelta(seconds=1)
 _local = threading.local()
 
@@ -64,6 +67,7 @@ class Outcome:
     status_code: int | None
     latency_ms: int
     error: str | None
+    final: bool = False  # no retry whatever the schedule says
 
     @property
     def ok(self) -> bool:
@@ -71,36 +75,21 @@ class Outcome:
 
 
 def deliver(delivery_id: str) -> str:
-    """The job body. Returns what happened (for logs and tests)."""
-    if switches.is_on("webhooks"):
-        _park(delivery_id)
-        return "paused"
-    claim = _claim(delivery_id)
-    if claim is None:
-        return "skipped"
-    with context.bound(claim.request_id, claim.merchant_id, claim.object_id):
-        outcome = _send(claim) if claim.url else Outcome(None, 0, "endpoint deleted")
-        result = _finish(claim, outcome, final=claim.url is None)
-        log.info("webhook %s attempt %d to %s: %s", claim.event_id, claim.number, claim.url,
-                 outcome.status_code or outcome.error, extra={"event": claim.event_id, "status": outcome.status_code})
-        return result
+    """The job for one delivery. Returns what happened (``skipped``: not due or already moved on)."""
+    return next(iter(deliver_many([delivery_id])), "skipped")
 
 
 def deliver_many(delivery_ids: list[str]) -> dict:
-    """Several deliveries in one job (the relay's batches), sent concurrently; each one is its own
-    compare-and-set attempt exactly as in ``deliver``. Returns a count per outcome."""
+    """The job for a batch: claim all due ones at once, send concurrently, record all outcomes at once.
+    Returns a count per resulting status."""
     if switches.is_on("webhooks"):
         _park(*delivery_ids)
         return {"paused": len(delivery_ids)}
-    return dict(Counter(_pool().map(_deliver_logged, delivery_ids)))
-
-
-def _deliver_logged(delivery_id: str) -> str:
-    try:
-        return deliver(delivery_id)
-    except Exception:  # noqa: BLE001 - one broken delivery must not sink its batch; its lease expires
-        log.exception("webhook delivery %s failed unexpectedly", delivery_id)
-        return "error"
+    claims = _claim(delivery_ids)
+    if not claims:
+        return {}
+    outcomes = list(_pool().map(_attempt, claims)) if len(claims) > 1 else [_attempt(claims[0])]
+    return dict(Counter(_finish(claims, outcomes)))
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -116,42 +105,57 @@ def _pool() -> ThreadPoolExecutor:
 
 
 def _park(*delivery_ids: str) -> None:
-    """Webhooks are paused: forget these jobs so the sweep re-enqueues the deliveries once lifted."""
+    """Webhooks are paused (or Redis is down): forget these jobs; the sweep re-enqueues the deliveries."""
     with unit_of_work() as session:
         session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(delivery_ids),
                                                       WebhookDelivery.status == PENDING).values(enqueued_at=None))
 
 
-def _claim(delivery_id: str) -> Claim | None:
-    """Start the next attempt: ``pending`` → ``sending`` with ``attempts + 1`` in one conditional UPDATE
-    (the row lock makes it compare-and-set), committed before anything is sent."""
+def _claim(delivery_ids: list[str]) -> list[Claim]:
     now = utcnow()
     lease = now + timedelta(seconds=settings().timeout + settings().lease_margin)
     with unit_of_work() as session:
         claimed = session.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id == delivery_id, WebhookDelivery.status == PENDING,
+            .where(WebhookDelivery.id.in_(delivery_ids), WebhookDelivery.status == PENDING,
                    WebhookDelivery.next_attempt_at <= now + EARLY_TOLERANCE)
             .values(status=SENDING, attempts=WebhookDelivery.attempts + 1, leased_until=lease, enqueued_at=None,
                     updated_at=now)
-            .returning(WebhookDelivery.attempts, WebhookDelivery.event_id, WebhookDelivery.endpoint_id)
-            .execution_options(synchronize_session=False)).first()
-        if claimed is None:
-            return None
-        number, event_id, endpoint_id = claimed
-        event, endpoint = session.execute(
-            select(Event, WebhookEndpoint).join(WebhookEndpoint, WebhookEndpoint.merchant_id == Event.merchant_id)
-            .where(Event.id == event_id, WebhookEndpoint.id == endpoint_id)).one()
-        live = endpoint.deleted_at is None
-        return Claim(delivery_id, number, event.id, event.merchant_id, event.object_id, event.request_id,
-                     endpoint.url if live else None, tuple(endpoints.signing_secrets(endpoint, now)) if live else (),
-                     payload(event))
+            .returning(WebhookDelivery.id, WebhookDelivery.attempts, WebhookDelivery.event_id,
+                       WebhookDelivery.endpoint_id)
+            .execution_options(synchronize_session=False)).all()
+        if not claimed:
+            return []
+        events = {e.id: e for e in session.scalars(select(Event).where(Event.id.in_({c[2] for c in claimed})))}
+        hooks = {e.id: e for e in session.scalars(select(WebhookEndpoint).where(
+            WebhookEndpoint.id.in_({c[3] for c in claimed})))}
+        claims = []
+        for delivery_id, number, event_id, endpoint_id in claimed:
+            event, endpoint = events[event_id], hooks[endpoint_id]
+            live = endpoint.deleted_at is None
+            claims.append(Claim(delivery_id, number, event.id, event.merchant_id, event.object_id, event.request_id,
+                                endpoint.url if live else None,
+                                tuple(endpoints.signing_secrets(endpoint, now)) if live else (), payload(event)))
+        return claims
 
 
 def _http() -> requests.Session:
     if getattr(_local, "session", None) is None:
         _local.session = requests.Session()
     return _local.session
+
+
+def _attempt(claim: Claim) -> Outcome:
+    """Send one claimed attempt in the event's request context, and log it."""
+    with context.bound(claim.request_id, claim.merchant_id, claim.object_id):
+        try:
+            outcome = _send(claim) if claim.url else Outcome(None, 0, "endpoint deleted", final=True)
+        except Exception as exc:  # noqa: BLE001 - an attempt that broke is a failed attempt, never a lost one
+            log.exception("webhook attempt %s broke", claim.delivery_id)
+            outcome = Outcome(None, 0, f"internal error: {type(exc).__name__}")
+        log.info("webhook %s attempt %d to %s: %s", claim.event_id, claim.number, claim.url,
+                 outcome.status_code or outcome.error, extra={"event": claim.event_id, "status": outcome.status_code})
+        return outcome
 
 
 def _send(claim: Claim) -> Outcome:
@@ -178,32 +182,42 @@ def _ms(started: float) -> int:
     return int((time.perf_counter() - started) * 1000)
 
 
-def _finish(claim: Claim, outcome: Outcome, final: bool = False) -> str:
-    """Log the attempt, then succeed, schedule the next attempt, or fail (compare-and-set on the claim)."""
+def _finish(claims: list[Claim], outcomes: list[Outcome]) -> list[str]:
+    """Log the attempts, then per delivery: succeed, schedule the next attempt, or fail (compare-and-set
+    on the claim: a row the sweep took back meanwhile is left alone). Returns the statuses."""
     now = utcnow()
     schedule = get_config().webhook_retry_schedule
-    delay = None
-    if outcome.ok:
-        values = {"status": SUCCEEDED, "completed_at": now}
-    elif not final and claim.number < len(schedule):
-        delay = schedule[claim.number]
-        values = {"status": PENDING, "next_attempt_at": now + timedelta(seconds=delay), "enqueued_at": now}
-    else:
-        values = {"status": FAILED, "completed_at": now}
+    rows, retries = [], defaultdict(list)
+    for claim, outcome in zip(claims, outcomes, strict=True):
+        row = {"b_id": claim.delivery_id, "b_number": claim.number, "status": FAILED, "next_attempt_at": None,
+               "enqueued_at": None, "completed_at": now, "last_status_code": outcome.status_code,
+               "last_error": outcome.error}
+        if outcome.ok:
+            row["status"] = SUCCEEDED
+        elif not outcome.final and claim.number < len(schedule):
+            delay = schedule[claim.number]
+            row.update(status=PENDING, next_attempt_at=now + timedelta(seconds=delay), enqueued_at=now,
+                       completed_at=None)
+            retries[delay].append(claim.delivery_id)
+        rows.append(row)
     with unit_of_work() as session:
-        session.add(WebhookAttempt(delivery_id=claim.delivery_id, number=claim.number, started_at=now,
-                                   status_code=outcome.status_code, latency_ms=outcome.latency_ms,
-                                   error=outcome.error, request_id=claim.request_id))
-        session.execute(
+        connection = session.connection()
+        connection.execute(insert(WebhookAttempt), [
+            {"delivery_id": c.delivery_id, "number": c.number, "started_at": now, "status_code": o.status_code,
+             "latency_ms": o.latency_ms, "error": o.error, "request_id": c.request_id}
+            for c, o in zip(claims, outcomes, strict=True)])
+        connection.execute(
             update(WebhookDelivery)
-            .where(WebhookDelivery.id == claim.delivery_id, WebhookDelivery.status == SENDING,
-                   WebhookDelivery.attempts == claim.number)
-            .values(leased_until=None, last_status_code=outcome.status_code, last_error=outcome.error,
-                    updated_at=now, **values)
-            .execution_options(synchronize_session=False))
-    if delay is not None:
-        schedule_job(claim.delivery_id, delay)
-    return values["status"]
+            .where(WebhookDelivery.id == bindparam("b_id"), WebhookDelivery.status == SENDING,
+                   WebhookDelivery.attempts == bindparam("b_number"))
+            .values(leased_until=None, updated_at=now, status=bindparam("status"),
+                    next_attempt_at=bindparam("next_attempt_at"), enqueued_at=bindparam("enqueued_at"),
+                    completed_at=bindparam("completed_at"), last_status_code=bindparam("last_status_code"),
+                    last_error=bindparam("last_error")), rows)
+    for delay, ids in retries.items():
+        for start in range(0, len(ids), CHUNK):
+            _queue(ids[start:start + CHUNK], delay)
+    return [row["status"] for row in rows]
 
 
 def schedule_job(delivery_id: str, delay: float = 0) -> bool:

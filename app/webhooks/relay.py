@@ -86,6 +86,13 @@ def dispatch(deliveries: list[tuple[str, str | None, str]]) -> int:
     return len(ids)
 
 
+def _unmark(ids: list[str]) -> None:
+    if ids:
+        with unit_of_work() as session:
+            session.execute(update(WebhookDelivery).where(WebhookDelivery.id.in_(ids)).values(enqueued_at=None)
+                            .execution_options(synchronize_session=False))
+
+
 def recover_lost(now=None) -> int:
     """Attempts whose worker died (lease expired while ``sending``): count them, retry or fail."""
     now = now or utcnow()
@@ -126,7 +133,8 @@ def sweep(event_id: str | None = None, limit: int = BATCH) -> int:
     if event_id:
         query = query.where(WebhookDelivery.event_id == event_id)
     with unit_of_work() as session:
-        due = [tuple(r) for r in session.execute(_locking(query.order_by(WebhookDelivery.next_attempt_at).limit(limit)))]
+        query = _locking(query.order_by(WebhookDelivery.next_attempt_at).limit(limit))
+        due = [tuple(row) for row in session.execute(query)]
     return dispatch(due)
 
 

@@ -71,10 +71,13 @@ def private_redis(clean):
     switches.reset_cache()
 
 
-def test_event_committed_while_redis_is_down_is_delivered_after(private_redis, receiver):
+def test_event_committed_while_redis_is_down_is_delivered_after(private_redis, receiver, monkeypatch):
+    monkeypatch.setattr(relay, "CHUNK", 1)  # several batches, so the ones after a refused enqueue are covered
     server, cfg = private_redis
-    api, r = builders.api(create_app(cfg).test_client()), receiver()
+    api, r, others = builders.api(create_app(cfg).test_client()), receiver(), [receiver(), receiver()]
     endpoint = create_endpoint(api, r.url)
+    for other in others:
+        create_endpoint(api, other.url)
     a, b = api.account(funded=1000), api.account()
     server.stop()
     response = api.post("/v1/transfers", api.transfer_body(a["id"], b["id"], 100))
@@ -83,7 +86,7 @@ def test_event_committed_while_redis_is_down_is_delivered_after(private_redis, r
     assert relay.run_once() == {"relayed": 0, "queued": 0}
     server.start()  # an empty Redis: whatever had been queued is gone
     pump(get_redis(cfg))
-    assert len(r.requests) == 1
+    assert [len(x.requests) for x in [r, *others]] == [1, 1, 1]
     assert r.requests[0]["headers"]["X-Request-Id"] == response.headers["X-Request-Id"]
     from standardwebhooks import Webhook
 
