@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import threading
+import time
 from datetime import timedelta
 
 from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 
-from app import jobs, switches
+from app import context, jobs, switches
 from app.config import set_config
 from app.db import unit_of_work
 from app.models import utcnow
@@ -223,3 +225,47 @@ def test_rotation_signs_with_both_secrets_during_the_overlap(wh_client, receiver
     pump()
     assert len(r.requests[1]["headers"]["webhook-signature"].split(" ")) == 1
     verify(newest, r.requests[1])
+
+
+class ContextCapture(logging.Handler):
+    """Records the unified context's request id at the moment each line is logged."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.seen: list[tuple[str, str | None]] = []
+
+    def emit(self, record):
+        self.seen.append((record.getMessage(), context.current_request_id()))
+
+
+def test_attempt_log_lines_carry_the_events_request_id(wh_client, receiver):
+    api, r = builders.api(wh_client), receiver()
+    create_endpoint(api, r.url)
+    create_endpoint(api, receiver().url)  # two deliveries: sent by the batch job's threads
+    _, request_id = transfer(api)
+    capture = ContextCapture()
+    logger = logging.getLogger("payrouter.webhooks")
+    logger.addHandler(capture)
+    try:
+        pump()
+    finally:
+        logger.removeHandler(capture)
+    lines = [(msg, rid) for msg, rid in capture.seen if " attempt 1 " in msg]
+    assert len(lines) == 2 and {rid for _, rid in lines} == {request_id}
+
+
+def test_the_relay_thread_relays_and_queues_within_seconds(wh_client, receiver):
+    api, r = builders.api(wh_client), receiver()
+    create_endpoint(api, r.url)
+    thread = relay.start_relay_thread(interval=0.1)
+    try:
+        transfer(api)
+        deadline = time.monotonic() + 5
+        while not jobs.queue(jobs.WEBHOOKS).count:
+            assert time.monotonic() < deadline, "the relay thread queued nothing"
+            time.sleep(0.05)
+    finally:
+        thread.stop()
+        thread.join(5)
+    work()
+    assert len(r.requests) == 1
