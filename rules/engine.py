@@ -79,7 +79,12 @@ class CompiledRules:
         handle = self._handle
         fired: list[str] = []
         try:
-            state = _dre.assert_fact(handle, fact_json)[1]
+            code, state = _dre.assert_fact(handle, fact_json)
+            if code == 2:  # "observed": a stale copy of the fact survived an earlier failure; replace it
+                _dre.retract_fact(handle, fact_json)
+                code, state = _dre.assert_fact(handle, fact_json)
+            if code not in (0, 1):  # 1 = no rule matched the fact
+                raise _dre.error(f"assert_fact returned {code}")
             result = _dre.start_action_for_state(handle, state)
             message = result[1] if result else None
             while message:

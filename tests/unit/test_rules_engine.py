@@ -166,3 +166,15 @@ def test_rule_set_beyond_limits_is_an_engine_error_not_a_hang():
     rules = tuple(Rule(f"r{i}", 0, Atom("amount", "eq", i), Then(route=("s",)), i) for i in range(600))
     with pytest.raises(EngineError, match="limits"):
         CompiledRules(RuleSet(rules))
+
+
+def test_stale_fact_in_the_session_is_replaced():
+    import durable_rules_engine
+
+    rules = load({"rules": [{"id": "usd", "when": {"fact": "currency", "eq": "USD"}, "then": {"route": ["s"]}}]})
+    engine = CompiledRules(rules)
+    stale = '{"id":"q","sid":"0","_r":1,"p0":"EUR"}'
+    durable_rules_engine.assert_fact(engine._handle, stale)  # as if a failed decision left it behind
+    assert engine.match({"currency": "USD"}) == ("usd",)
+    assert engine.match({"currency": "EUR"}) == ()
+    engine.close()
