@@ -135,7 +135,7 @@ def _release_limits(reservation: dict) -> None:
     from app.redis_conn import get_redis
 
     try:
-        limits.release(get_redis(), reservation)
+        limits.release(get_redis(), limits.Reservation.from_dict(reservation))
     except Exception:  # noqa: BLE001 - counters expire by themselves; never fail a settlement on Redis
         log.warning("could not give back velocity-limit reservation %s", reservation, exc_info=True)
 

@@ -53,7 +53,7 @@ def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
     try:
         reservation = limits.reserve(get_redis(), decision.limits, facts, amount, currency)
     except LimitExceeded as exc:
-        exc.extra["decision"] = decision.to_dict()
+        exc.extra["decision"] = {**decision.to_dict(), "outcome": "decline", "decline_code": "limit_exceeded"}
         raise
     except redis.RedisError as exc:  # refuse rather than move money past an unchecked limit
         raise ServiceUnavailable("velocity limits cannot be checked right now; retry later",
@@ -112,9 +112,8 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
             raise InvalidRequest(f"account {account.id} holds {account.currency}", param="currency",
                                  code="currency_mismatch")
         decision = routing.decide("payment", merchant, body, amount=body["amount"], currency=body["currency"],
-                                  split_key=key)
-        if not (decision.outcome == "decline" and decision.decline_code == "no_route"):
-            routing.refuse_if_declined(decision)  # a balance payment needs no channel, but obeys the rules
+                                  split_key=key, availability=routing.LedgerOnly())
+        routing.refuse_if_declined(decision)  # a balance payment needs no channel, but obeys the rules
         view = _ledger_only_view(decision)
     else:
         decision = view = None
@@ -172,9 +171,9 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
                              code="refund_exceeds_payment")
     decision = routing.decide("refund", merchant, {**body, "customer": payment.customer,
                                                    "payment_method": payment.payment_method},
-                              amount=amount, currency=payment.currency, split_key=key)
-    if not (decision.outcome == "decline" and decision.decline_code == "no_route"):
-        routing.refuse_if_declined(decision)  # refunds follow their payment's channel, but obey the rules
+                              amount=amount, currency=payment.currency, split_key=key,
+                              availability=routing.LedgerOnly())
+    routing.refuse_if_declined(decision)  # refunds follow their payment's channel, but obey the rules
     view = {**_ledger_only_view(decision), "candidates": [payment.channel] if payment.channel else [],
             "channel": payment.channel}
     if payment.channel:

@@ -28,6 +28,14 @@ class Availability:
         return None
 
 
+class LedgerOnly:
+    """For operations that never reach a channel by routing (balance payments, refunds that
+    follow their payment): the rules still decide declines, limits and fees; no channel is dropped."""
+
+    def drop_reason(self, channel_id: str, *, operation: str, currency: str, method: str | None) -> str | None:
+        return None
+
+
 def facts(kind: str, merchant, body: dict, *, amount: int, currency: str, now: datetime | None = None) -> dict:
     from rules.decide import facts_for
 
@@ -36,12 +44,12 @@ def facts(kind: str, merchant, body: dict, *, amount: int, currency: str, now: d
                      now or datetime.now(timezone.utc))
 
 
-def decide(kind: str, merchant, body: dict, *, amount: int, currency: str, split_key: str):
+def decide(kind: str, merchant, body: dict, *, amount: int, currency: str, split_key: str, availability=None):
     """The decision for this request under the live rule set (no side effect)."""
     from rules import runtime
 
-    return runtime.decide(facts(kind, merchant, body, amount=amount, currency=currency), Availability(),
-                          split_key=split_key)
+    return runtime.decide(facts(kind, merchant, body, amount=amount, currency=currency),
+                          availability or Availability(), split_key=split_key)
 
 
 def refuse_if_declined(decision) -> None:
