@@ -269,3 +269,23 @@ def test_the_relay_thread_relays_and_queues_within_seconds(wh_client, receiver):
         thread.join(5)
     work()
     assert len(r.requests) == 1
+
+
+def test_cli_relay_and_redeliver(wh_client, receiver):
+    from click.testing import CliRunner
+
+    from app.ops_cli import webhooks as webhooks_cli
+
+    api, r = builders.api(wh_client), receiver()
+    endpoint = create_endpoint(api, r.url)
+    transfer(api)
+    runner = CliRunner()
+    result = runner.invoke(webhooks_cli, ["relay"])
+    assert result.exit_code == 0 and json.loads(result.output)["relayed"] == 1, result.output
+    work()
+    event_id = r.requests[0]["headers"]["webhook-id"]
+    result = runner.invoke(webhooks_cli, ["redeliver", event_id, "--endpoint", endpoint["id"]])
+    assert result.exit_code == 0, result.output
+    work()
+    assert [q["headers"]["webhook-id"] for q in r.requests] == [event_id, event_id]
+    assert runner.invoke(webhooks_cli, ["redeliver", "evt_missing"]).exit_code != 0
