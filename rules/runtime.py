@@ -73,3 +73,8 @@ def reset() -> None:
     with _lock:
         _state["version"], _state["checked"] = None, 0.0
         _slot.swap(None)
+
+
+def version_in_use() -> int | None:
+    """The rule-set version this process decides with right now (a health probe for ops and tests)."""
+    return current().version
