@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context
 from app.domain.errors import InsufficientFunds, PayRouterError
-from app.models import Account, JournalEntry, LedgerLine, new_id
+from app.models import Account, JournalEntry, LedgerLine, new_id, utcnow
 
 AVAILABLE = "available"
 PENDING = "pending"
@@ -47,13 +47,25 @@ class Leg:
     balance_type: str = AVAILABLE
 
 
+# (database, merchant, code, currency) → id of a system account seen committed: ids never change.
+_system_ids: dict[tuple[str, str, str, str], str] = {}
+
+
 def system_account(session: Session, merchant_id: str, code: str, currency: str) -> Account:
-    """The merchant's system account ``code`` in ``currency``, created on first use."""
+    """The merchant's system account ``code`` in ``currency``, created on first use.
+
+    A known one comes back as a detached stand-in (id, kind, currency) without a query:
+    postings only need those, and balances move by UPDATE in ``post``."""
+    cache_key = (str(session.get_bind().url), merchant_id, code, currency)
+    if cache_key in _system_ids:
+        return Account(id=_system_ids[cache_key], merchant_id=merchant_id, kind="system", system_code=code,
+                       currency=currency)
     query = select(Account).where(
         Account.merchant_id == merchant_id, Account.system_code == code, Account.currency == currency
     )
     account = session.scalars(query).first()
     if account:
+        _system_ids[cache_key] = account.id
         return account
     try:
         with session.begin_nested():
@@ -81,31 +93,41 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     if not legs or any(totals.values()):
         raise UnbalancedEntry(f"entry {kind} does not balance: {dict(totals)}")
 
-    request_id = context.current_request_id()
+    request_id, now = context.current_request_id(), utcnow()
     entry = JournalEntry(id=new_id("je"), merchant_id=merchant_id, kind=kind, source_id=source_id,
-                         description=description, request_id=request_id)
-    session.add(entry)
-    session.add_all([LedgerLine(id=new_id("ln"), entry_id=entry.id, account_id=leg.account.id,
-                                balance_type=leg.balance_type, amount=leg.amount, currency=leg.account.currency,
-                                request_id=request_id) for leg in legs])
-    # The first UPDATE autoflushes the entry and its lines; a refused move rolls all of it back.
+                         description=description, request_id=request_id, created_at=now)
+    session.flush()  # whatever the entry's source row needs written first
+    connection = session.connection()  # Core inserts: this runs for every money movement
+    connection.execute(insert(JournalEntry.__table__), [{name: getattr(entry, key) for name, key in _ENTRY_COLUMNS}])
+    connection.execute(insert(LedgerLine.__table__), [
+        {"id": new_id("ln"), "entry_id": entry.id, "account_id": leg.account.id, "balance_type": leg.balance_type,
+         "amount": leg.amount, "currency": leg.account.currency, "request_id": request_id, "created_at": now}
+        for leg in legs])
+    # A refused move below raises, and the caller's transaction rolls all of it back.
     for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
         _move(session, leg)
     return entry
 
 
-def _move(session: Session, leg: Leg) -> None:
-    column = Account.available if leg.balance_type == AVAILABLE else Account.pending
-    stmt = (
-        update(Account)
-        .where(Account.id == leg.account.id)
-        .values({column: column + leg.amount, Account.version: Account.version + 1})
-        .returning(Account.available, Account.pending, Account.version)
-        .execution_options(synchronize_session=False)
+_ACCOUNTS = Account.__table__
+_ENTRY_COLUMNS = [(prop.columns[0].name, prop.key) for prop in JournalEntry.__mapper__.column_attrs]
+_MOVES = {
+    (balance, guarded): (
+        update(_ACCOUNTS)
+        .where(_ACCOUNTS.c.id == bindparam("account_id"),
+               *([_ACCOUNTS.c[balance] + bindparam("delta") >= 0] if guarded else []))
+        .values({balance: _ACCOUNTS.c[balance] + bindparam("delta"), "version": _ACCOUNTS.c.version + 1})
+        .returning(_ACCOUNTS.c.available, _ACCOUNTS.c.pending, _ACCOUNTS.c.version)
     )
-    if leg.amount < 0 and leg.account.kind == "customer":
-        stmt = stmt.where(column + leg.amount >= 0)
-    row = session.execute(stmt).first()
+    for balance in (AVAILABLE, PENDING) for guarded in (False, True)
+}
+
+
+def _move(session: Session, leg: Leg) -> None:
+    """One conditional UPDATE (Core: it runs per ledger line, on the hot path)."""
+    guarded = leg.amount < 0 and leg.account.kind == "customer"
+    row = session.connection().execute(_MOVES[(leg.balance_type, guarded)],
+                                       {"account_id": leg.account.id, "delta": leg.amount}).first()
     if row is None:
         raise InsufficientFunds(f"account {leg.account.id} does not hold enough {leg.balance_type} balance",
                                 param="amount")

@@ -23,11 +23,11 @@ def transition(session: Session, op: Operation, target: str, **changes) -> bool:
         log.info("transition %s -> %s of %s refused: not in the state machine", op.status, target, op.id)
         return False
     values = {"status": target, "version": op.version + 1, "updated_at": utcnow(), **changes}
-    result = session.execute(
-        update(Operation)
-        .where(Operation.id == op.id, Operation.status == op.status, Operation.version == op.version)
-        .values(values)
-        .execution_options(synchronize_session=False))
+    table = Operation.__table__
+    result = session.connection().execute(
+        update(table)
+        .where(table.c.id == op.id, table.c.status == op.status, table.c.version == op.version)
+        .values({Operation.__mapper__.get_property(k).columns[0].name: v for k, v in values.items()}))
     if result.rowcount != 1:
         log.info("transition %s -> %s of %s lost a race; nothing changed", op.status, target, op.id)
         session.refresh(op)

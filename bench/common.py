@@ -59,8 +59,8 @@ def load(make_request, clients: int, per_client: int) -> Result:
                   errors)
 
 
-def start(args: list[str], env: dict, ready_path: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+def start(args: list[str], env: dict, ready_path: str, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    port = port or free_port()
     cmd = [a.replace("{port}", str(port)) for a in args]
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -44,7 +44,7 @@ def config() -> Config:
 
 def _reset_process_caches() -> None:
     """Per-process caches that would outlive a cleaned database."""
-    from app import channels_runtime, switches
+    from app import channels_runtime, ledger, switches
     from app.services import merchants
     from rules import runtime
 
@@ -52,6 +52,7 @@ def _reset_process_caches() -> None:
     switches.reset_cache()
     channels_runtime.reset()
     merchants._auth_cache.clear()
+    ledger._system_ids.clear()
 
 
 def _clean_database(cfg: Config) -> None:

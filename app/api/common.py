@@ -6,11 +6,11 @@ from typing import Callable
 from flask import Response, g, request
 from sqlalchemy.orm import Session
 
-from app import context, idempotency
+from app import context, idempotency, switches
 from app.api import errors
 from app.api.validation import list_params, parse_body
 from app.db import unit_of_work
-from app.domain.errors import PayRouterError
+from app.domain.errors import PayRouterError, ServiceUnavailable
 from app.services.merchants import authenticate
 
 JSON = "application/json"
@@ -25,6 +25,12 @@ def authenticate_request() -> None:
     context.merchant_id_var.set(merchant.id)
 
 
+def refuse_writes_if_read_only() -> None:
+    """Read-only mode (an ops switch): every write answers 503; reads keep working."""
+    if switches.is_on("read_only"):
+        raise ServiceUnavailable("PayRouter is in read-only mode; retry later.", code="read_only")
+
+
 def json_response(status: int, raw: bytes, replayed: bool = False) -> Response:
     response = Response(raw, status=status, mimetype=JSON)
     if replayed:
@@ -36,6 +42,7 @@ def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]]) ->
     """An idempotent POST: validate the body, then run ``execute(session, body)`` once per key."""
     key = idempotency.check_key(request.headers.get("Idempotency-Key"))
     body = parse_body(request.get_data(cache=False), schema)
+    refuse_writes_if_read_only()
 
     def error_response(error: PayRouterError) -> tuple[int, dict]:
         status, kind = errors.status_and_type(error)

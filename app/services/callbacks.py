@@ -2,12 +2,13 @@
 
 receive(): the signature is verified, the callback is stored in the inbox (deduplicated)
 and committed before any work is queued, so nothing is lost if Redis or a worker dies.
-apply(): an RQ job on the core queue; it settles the operation through the one
-compare-and-set transition, so duplicates and out-of-order callbacks change nothing.
+drain(): an RQ job on the core queue (one queued at a time) that applies stored callbacks in
+batches; each settles its operation through the one compare-and-set transition, so
+duplicates and out-of-order callbacks change nothing.
 query_status(): asks the channel about an operation still processing (after a timeout
 or a lost callback), then again with backoff until it is final.
-sweep(): run by every worker every second; re-queues inbox rows and due status queries
-that no job is carrying (lost with Redis, or a killed worker).
+sweep(): run by every worker every second; re-queues a drain for inbox rows and the due
+status queries that no job is carrying (lost with Redis, or a killed worker).
 """
 from __future__ import annotations
 
@@ -25,11 +26,14 @@ from app.domain.errors import AuthenticationFailed, NotFound
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
 from app.redis_conn import get_redis
 from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
-from app.services.operations import next_query_at, settle
+from app.services.operations import attempts_of, next_query_at, settle
 from channels.base import ChannelError, InvalidCallback
 
 log = logging.getLogger("payrouter.callbacks")
 STALE_INBOX = timedelta(seconds=2)
+DRAIN_FLAG = "payrouter:callbacks:drain-queued"
+DRAIN_FLAG_SECONDS = 30
+DRAIN_BATCH = 25
 SWEEP_LEASE_SECONDS = 10
 
 
@@ -59,10 +63,38 @@ def receive(channel_id: str, headers: dict, body: bytes) -> str:
 
 
 def _enqueue_apply(callback_id: str) -> None:
+    """Make sure a drain job is queued (one at a time: callbacks are applied in batches)."""
     try:
-        jobs.enqueue(jobs.CORE, "app.services.callbacks.apply", callback_id, job_id=f"callback-{callback_id}")
+        kick_drain()
     except redis.RedisError:
         log.warning("Redis unreachable: callback %s kept in the inbox for the sweeper", callback_id)
+
+
+def kick_drain() -> bool:
+    if get_redis().set(DRAIN_FLAG, "1", nx=True, ex=DRAIN_FLAG_SECONDS):
+        jobs.enqueue(jobs.CORE, "app.services.callbacks.drain")
+        return True
+    return False
+
+
+def drain(batch: int = DRAIN_BATCH) -> int:
+    """Apply every stored callback not yet applied, oldest first, ``batch`` per transaction
+    (each in its own savepoint). Several workers may drain at once: rows are claimed with
+    SKIP LOCKED on PostgreSQL (SQLite serialises writers anyway)."""
+    get_redis().delete(DRAIN_FLAG)  # callbacks arriving from now on queue another drain
+    applied = 0
+    while True:
+        with unit_of_work() as session:
+            rows = list(session.scalars(
+                select(ChannelCallback).where(ChannelCallback.processed_at.is_(None))
+                .order_by(ChannelCallback.received_at, ChannelCallback.id).limit(batch)
+                .with_for_update(skip_locked=True)))
+            for row in rows:
+                with session.begin_nested():
+                    _apply_row(session, row)
+            applied += len(rows)
+        if len(rows) < batch:
+            return applied
 
 
 def apply(callback_id: str) -> str:
@@ -71,29 +103,29 @@ def apply(callback_id: str) -> str:
         row = session.get(ChannelCallback, callback_id, with_for_update=True)
         if row is None or row.processed_at is not None:
             return "done"
-        op = session.get(Operation, row.reference) if row.reference else None
-        if op is None or op.channel != row.channel:
-            outcome = "unknown_operation"
-        elif row.status in (SUCCEEDED, FAILED):
-            outcome = "applied" if _settle_from_channel(session, op, row.status, row.error_code,
-                                                        row.channel_reference) else "duplicate"
-        else:
-            outcome = "ignored"
-        row.processed_at, row.outcome = utcnow(), outcome
-        log.info("callback %s for %s: %s", row.dedupe_key, row.reference, outcome)
-        return outcome
+        return _apply_row(session, row)
+
+
+def _apply_row(session, row: ChannelCallback) -> str:
+    op = session.get(Operation, row.reference) if row.reference else None
+    if op is None or op.channel != row.channel:
+        outcome = "unknown_operation"
+    elif row.status in (SUCCEEDED, FAILED):
+        with context.bound(row.request_id, op.merchant_id, op.id):
+            settled = _settle_from_channel(session, op, row.status, row.error_code, row.channel_reference)
+        outcome = "applied" if settled else "duplicate"
+    else:
+        outcome = "ignored"
+    row.processed_at, row.outcome = utcnow(), outcome
+    log.info("callback %s for %s: %s", row.dedupe_key, row.reference, outcome)
+    return outcome
 
 
 def _settle_from_channel(session, op: Operation, status: str, code: str | None, channel_reference: str | None) -> bool:
     if op.status in FINAL:
         return False
-    attempt = session.scalars(select(Attempt).where(Attempt.operation_id == op.id, Attempt.channel == op.channel)
-                              .order_by(Attempt.seq.desc())).first()
-    if attempt is not None and attempt.status not in FINAL:
-        attempt.status, attempt.error_code, attempt.updated_at = status, code, utcnow()
-        attempt.channel_reference = attempt.channel_reference or channel_reference
-    op.channel_reference = op.channel_reference or channel_reference
-    return settle(session, op, status, code, code)
+    return settle(session, op, status, code, code, attempts=attempts_of(session, op),
+                  channel_reference=channel_reference)
 
 
 def query_status(operation_id: str) -> str:
@@ -126,11 +158,13 @@ def sweep(batch: int = 200) -> dict:
             Operation.next_query_at <= now).limit(batch)))
     r = get_redis()
     queued = {"callbacks": 0, "queries": 0}
-    for kind, func, ids in (("callbacks", "apply", callbacks), ("queries", "query_status", due)):
-        for object_id in ids:
-            job_id = f"{kind}-{object_id}"
-            # One job in flight per row: a lease key keeps the next sweeps from queueing it again.
-            if r.set(f"payrouter:sweep:{job_id}", "1", ex=SWEEP_LEASE_SECONDS, nx=True):
-                jobs.enqueue(jobs.CORE, f"app.services.callbacks.{func}", object_id, job_id=job_id)
-                queued[kind] += 1
+    if callbacks and r.set("payrouter:sweep:drain", "1", ex=SWEEP_LEASE_SECONDS, nx=True):
+        jobs.enqueue(jobs.CORE, "app.services.callbacks.drain")
+        queued["callbacks"] = len(callbacks)
+    for op_id in due:
+        job_id = f"query-{op_id}"
+        # One job in flight per operation: a lease key keeps the next sweeps from queueing it again.
+        if r.set(f"payrouter:sweep:{job_id}", "1", ex=SWEEP_LEASE_SECONDS, nx=True):
+            jobs.enqueue(jobs.CORE, "app.services.callbacks.query_status", op_id, job_id=job_id)
+            queued["queries"] += 1
     return queued

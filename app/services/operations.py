@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app import breaker, context, events, ledger, representation
 from app.channels_runtime import callback_url, channel
 from app.config import get_config
-from app.domain.states import FAILED, PROCESSING, SUCCEEDED
+from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
 from app.models import Account, Attempt, Operation, new_id, utcnow
 from app.state import transition
 from channels.base import ChannelTimeout, ChannelUnavailable, ChargeRequest, PayoutRequest, RefundRequest
@@ -107,13 +107,23 @@ def _note_drop(op: Operation, channel_id: str, reason: str) -> None:
     op.routing = {**op.routing, "dropped": dropped}
 
 
-def settle(session: Session, op: Operation, status: str, code: str | None = None, message: str | None = None) -> bool:
-    """Move a processing operation to its final status, with its postings and event, once."""
+def settle(session: Session, op: Operation, status: str, code: str | None = None, message: str | None = None,
+           *, attempts: list[Attempt] | None = None, channel_reference: str | None = None) -> bool:
+    """Move a processing operation to its final status, with its postings and event, once.
+
+    ``attempts`` (the operation's, already loaded) marks the open attempt on the operation's
+    channel with the outcome; that happens only if this call won the transition."""
     changes = {"next_query_at": None}
     if status == FAILED:
         changes.update(failure_code=code or "channel_error", failure_message=message or code or "failed")
+    if channel_reference and not op.channel_reference:
+        changes["channel_reference"] = channel_reference
     if not transition(session, op, status, **changes):
         return False
+    open_attempt = next((a for a in reversed(attempts or []) if a.channel == op.channel), None)
+    if open_attempt is not None and open_attempt.status not in FINAL:
+        _close_attempt(open_attempt, status, code, message if status == FAILED else None)
+        open_attempt.channel_reference = open_attempt.channel_reference or channel_reference
     for leg_set in _postings(session, op, status):
         kind, legs = leg_set
         ledger.post(session, merchant_id=op.merchant_id, kind=kind, source_id=op.id, legs=legs)
@@ -123,9 +133,8 @@ def settle(session: Session, op: Operation, status: str, code: str | None = None
                         .execution_options(synchronize_session=False))
     if status == FAILED and op.limit_reservation:
         _release_limits(op.limit_reservation)
-    session.flush()
-    events.record(session, merchant_id=op.merchant_id, type=f"{op.kind}.{status}", object_id=op.id,
-                  data=view(session, op))
+    data = representation.operation(op, attempts) if attempts is not None else view(session, op)
+    events.record(session, merchant_id=op.merchant_id, type=f"{op.kind}.{status}", object_id=op.id, data=data)
     return True
 
 

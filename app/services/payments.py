@@ -27,8 +27,7 @@ PREFIX = {"payment": "pay", "topup": "top", "withdrawal": "wd", "refund": "re"}
 
 
 def guard(kind: str) -> None:
-    if switches.is_on("read_only"):
-        raise ServiceUnavailable("PayRouter is in read-only mode; no money moves now.", code="read_only")
+    """An operation paused by ops answers 503 (read-only mode is refused for every write in app.api)."""
     if switches.is_on(f"operation:{kind}"):
         raise ServiceUnavailable(f"{kind} operations are paused; retry later.", code="operation_paused")
 

@@ -9,9 +9,11 @@ from app.domain.errors import InvalidRequest, NotFound
 from app.models import Merchant, Transfer, new_id
 from app.services.accounts import get_accounts
 from app.services.listing import Page, page
+from app.services.payments import guard
 
 
 def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfer:
+    guard("transfer")
     if body["from_account"] == body["to_account"]:
         raise InvalidRequest("from_account and to_account must differ", param="to_account")
     source, target = get_accounts(session, merchant, body["from_account"], body["to_account"])

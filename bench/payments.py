@@ -1,0 +1,165 @@
+"""Payments per second and p50/p99 over HTTP (sandbox answering at once), beside the bare-stack
+baseline in the same run; and callbacks applied per second by one worker.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1/payrouter_bench REDIS_URL=redis://127.0.0.1:6379/9 \
+        .venv/bin/python bench/payments.py [--clients 16] [--requests 60] [--rounds 3] [--callbacks 2000]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import uuid
+
+from common import SERVER, ROOT, baseline_server, bench_env, load, median, start, stop
+
+from app.config import Config, set_config
+from tests.live import free_port
+
+
+def setup(config: Config) -> str:
+    from app import bootstrap
+    from app.db import unit_of_work
+    from app.services.merchants import create_merchant
+
+    bootstrap.init()
+    with unit_of_work() as session:
+        _, issued = create_merchant(session, "bench-payments")
+    return issued.secret
+
+
+def count_statements(secret: str, config: Config) -> int:
+    from sqlalchemy import event
+
+    from app.db import get_engine
+    from app.web import create_app
+
+    counter = {"n": 0}
+
+    def count(*_a, **_k):
+        counter["n"] += 1
+
+    client = create_app(config).test_client()
+    event.listen(get_engine(), "before_cursor_execute", count)
+    response = client.post("/v1/payments", json=body(), headers=headers(secret))
+    event.remove(get_engine(), "before_cursor_execute", count)
+    assert response.status_code == 201 and response.get_json()["status"] == "succeeded", response.get_json()
+    return counter["n"]
+
+
+def body() -> dict:
+    return {"amount": 2000, "currency": "USD", "reference": uuid.uuid4().hex,
+            "payment_method": {"type": "card", "brand": "visa", "country": "US", "last4": "4242"},
+            "customer": {"id": "bench", "country": "US"}}
+
+
+def headers(secret: str) -> dict:
+    return {"Authorization": f"Bearer {secret}", "Idempotency-Key": uuid.uuid4().hex}
+
+
+def callbacks_per_second(n: int) -> float:
+    """n operations left processing and their n stored callbacks; one worker applies them (timed from
+    the first job to the queue running dry)."""
+    from rq import Queue, SimpleWorker
+
+    from app import jobs
+    from app.db import unit_of_work
+    from app.models import ChannelCallback, Merchant, Operation, new_id
+    from app.redis_conn import get_redis
+    from app.services import callbacks
+
+    with unit_of_work() as session:
+        merchant = Merchant(id=new_id("mer"), name="bench-callbacks")
+        session.add(merchant)
+        session.flush()
+        ids = []
+        for _ in range(n):
+            op = Operation(id=new_id("pay"), merchant_id=merchant.id, kind="payment", status="processing", version=1,
+                           amount=1000, currency="USD", fee=30, reference=uuid.uuid4().hex, channel="sandbox",
+                           routing={"candidates": ["sandbox"], "channel": "sandbox"}, metadata_={})
+            cb = ChannelCallback(id=new_id("cb"), channel="sandbox", dedupe_key=uuid.uuid4().hex, reference=op.id,
+                                 channel_reference="sbx", status="succeeded", body="{}")
+            session.add_all([op, cb])
+            ids.append(cb.id)
+    queue = Queue(jobs.CORE, connection=get_redis())
+    queue.empty()
+    get_redis().delete(callbacks.DRAIN_FLAG)
+    for _ in ids:  # as receive() does after storing each callback: at most one drain job is queued
+        callbacks.kick_drain()
+    worker = SimpleWorker([queue], connection=get_redis())
+    started = time.perf_counter()
+    worker.work(burst=True)
+    elapsed = time.perf_counter() - started
+    with unit_of_work() as session:
+        from sqlalchemy import func, select
+
+        done = session.scalar(select(func.count()).select_from(ChannelCallback)
+                              .where(ChannelCallback.id.in_(ids), ChannelCallback.outcome == "applied"))
+    assert done == n, f"only {done}/{n} callbacks applied"
+    return n / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--callbacks", type=int, default=2000)
+    args = parser.parse_args()
+    sandbox_port = free_port()
+    os.environ["PAYROUTER_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
+    config = Config.from_env()
+    if not config.database_url.startswith("postgresql") or not config.redis_url:
+        print("set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
+        return 2
+    set_config(config)
+    env = bench_env()
+    sandbox, _ = start([sys.executable, "-m", "app.cli", "sandbox", "--port", "{port}"], env, "/healthz",
+                       port=sandbox_port)
+    try:
+        secret = setup(config)
+        statements = count_statements(secret, config)
+        sys.path.insert(0, str(ROOT / "bench"))
+        import baseline_app
+
+        baseline_app.setup_tables()
+        pr, base_pr = start([sys.executable, "-m", "app.cli", "serve", "--port", "{port}", "--workers",
+                             str(SERVER["workers"]), "--threads", str(SERVER["threads"])], env, "/readyz")
+        bl, base_bl = baseline_server(env, statements)
+        try:
+            def pay(session, i, j):
+                return session.post(base_pr + "/v1/payments", json=body(), headers=headers(secret),
+                                    timeout=60).status_code
+
+            def bare(session, i, j):
+                return session.post(base_bl + "/bench", json={"from": f"a{2 * i % 64}", "to": f"a{(2 * i + 1) % 64}",
+                                                              "amount": 1}, timeout=60).status_code
+
+            load(bare, args.clients, 10), load(pay, args.clients, 10)
+            rows = {"baseline": [], "payrouter payments": []}
+            for _ in range(args.rounds):
+                rows["baseline"].append(load(bare, args.clients, args.requests))
+                rows["payrouter payments"].append(load(pay, args.clients, args.requests))
+        finally:
+            stop(pr)
+            stop(bl)
+        rates = [callbacks_per_second(args.callbacks) for _ in range(args.rounds)]
+    finally:
+        stop(sandbox)
+    print(f"statements per payment: {statements}; {args.clients} clients × {args.requests} requests × "
+          f"{args.rounds} rounds; gunicorn gthread {SERVER['workers']} workers × {SERVER['threads']} threads\n")
+    print("| server | req/s (median) | p50 ms | p99 ms | errors |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, results in rows.items():
+        print(f"| {name} | {median([r.rps for r in results]):.0f} | {median([r.p50_ms for r in results]):.1f} | "
+              f"{median([r.p99_ms for r in results]):.1f} | {sum(r.errors for r in results)} |")
+    ratio = median([r.rps for r in rows["payrouter payments"]]) / median([r.rps for r in rows["baseline"]])
+    print(f"\nratio payments / baseline (req/s medians): {ratio:.2f}")
+    print(f"callbacks applied per second by one worker ({args.callbacks} per round): "
+          f"median {median(rates):.0f} (rounds: {', '.join(f'{r:.0f}' for r in rates)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
