@@ -24,7 +24,11 @@ demo: setup
 
 ## Set everything up and run the whole test suite (embedded defaults unless DATABASE_URL / REDIS_URL are set).
 test: setup-test
+	$(BIN)/ruff check app rules channels tests bench worker.py
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+lint: setup-test
+	$(BIN)/ruff check app rules channels tests bench worker.py
 
 bench: setup-test
 	$(BIN)/python bench/transfers.py

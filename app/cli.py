@@ -6,8 +6,6 @@ import sys
 
 import click
 
-from app.config import get_config
-
 
 @click.group()
 def main():

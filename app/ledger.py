@@ -131,5 +131,5 @@ def _move(session: Session, leg: Leg) -> None:
     if row is None:
         raise InsufficientFunds(f"account {leg.account.id} does not hold enough {leg.balance_type} balance",
                                 param="amount")
-    for name, value in zip(("available", "pending", "version"), row):
+    for name, value in zip(("available", "pending", "version"), row, strict=True):
         set_committed_value(leg.account, name, value)

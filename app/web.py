@@ -58,5 +58,6 @@ def _context_hooks(app: Flask) -> None:
     def _unbind(_exc):
         tokens = g.pop("context_tokens", None)
         if tokens:
-            for var, token in zip((context.request_id_var, context.merchant_id_var, context.object_id_var), tokens):
+            context_vars = (context.request_id_var, context.merchant_id_var, context.object_id_var)
+            for var, token in zip(context_vars, tokens, strict=True):
                 var.reset(token)

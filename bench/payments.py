@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 
-from common import SERVER, ROOT, baseline_server, bench_env, load, median, start, stop
+from common import ROOT, SERVER, baseline_server, bench_env, load, median, start, stop
 
 from app.config import Config, set_config
 from tests.live import free_port

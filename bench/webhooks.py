@@ -35,7 +35,7 @@ from app.redis_conn import get_redis  # noqa: E402
 from app.services.merchants import create_merchant  # noqa: E402
 from app.webhooks import endpoints, relay  # noqa: E402
 from app.webhooks.models import WebhookDelivery  # noqa: E402
-from tests.integration.test_webhooks_support import Receiver  # noqa: E402
+from tests.webhook_support import Receiver  # noqa: E402
 
 
 def _serve(pipe) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from app.domain.errors import InvalidRequest
 from rules.facts import facts_for, flatten
 from rules.fees import compute_fee
-from rules.model import RuleSet, Then
+from rules.model import RuleSet
 
 __all__ = ["Availability", "Decision", "decide", "facts_for", "combine_limits", "split_order"]
 

@@ -14,8 +14,7 @@ import redis
 
 from app.db import read_only
 from rules import decide as decide_mod
-from rules import format
-from rules import store
+from rules import format, store
 from rules.engine import CompiledRules, RulesSlot
 
 CHECK_INTERVAL = 0.5

@@ -1,8 +1,8 @@
 """Alembic environment: the URL comes from the one Config object (or the caller)."""
 from alembic import context
 
-from app.models import Base
 import app.webhooks.models  # noqa: F401,E402  (webhook tables)
+from app.models import Base
 
 config = context.config
 

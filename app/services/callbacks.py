@@ -24,8 +24,8 @@ from app.channels_runtime import channel, registry
 from app.db import unit_of_work
 from app.domain.errors import AuthenticationFailed, NotFound
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
+from app.models import ChannelCallback, Operation, new_id, utcnow
 from app.redis_conn import get_redis
-from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
 from app.services.operations import attempts_of, next_query_at, settle
 from channels.base import ChannelError, InvalidCallback
 

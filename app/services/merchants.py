@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 from app.domain.errors import AuthenticationFailed, NotFound
 from app.models import ApiKey, Merchant, new_id, utcnow
 
-
 # Authentication results are cached per process for AUTH_CACHE_SECONDS: a revoked key stops
 # working in this process at once and in every other process within that many seconds.
 AUTH_CACHE_SECONDS = 2.0

@@ -139,9 +139,8 @@ def settle(session: Session, op: Operation, status: str, code: str | None = None
 
 
 def _release_limits(reservation: dict) -> None:
-    from rules import limits
-
     from app.redis_conn import get_redis
+    from rules import limits
 
     try:
         limits.release(get_redis(), limits.Reservation.from_dict(reservation))

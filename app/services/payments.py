@@ -43,9 +43,8 @@ def _resume(session: Session, merchant: Merchant, key: str) -> Operation | None:
 
 
 def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
-    from rules import limits
-
     from app.redis_conn import get_redis
+    from rules import limits
 
     if not any(k in (decision.limits or {}) for k in ("daily_amount", "daily_count")):
         return None

@@ -7,8 +7,19 @@ import io
 import json
 from typing import Mapping
 
-from channels.base import (CallbackEvent, Channel, ChannelResult, ChannelTimeout, ChargeRequest, InvalidCallback,
-                           OperationNotSupported, PayoutRequest, RefundRequest, StatementLine, STATUSES)
+from channels.base import (
+    STATUSES,
+    CallbackEvent,
+    Channel,
+    ChannelResult,
+    ChannelTimeout,
+    ChargeRequest,
+    InvalidCallback,
+    OperationNotSupported,
+    PayoutRequest,
+    RefundRequest,
+    StatementLine,
+)
 from channels.sandbox import signing
 from channels.sandbox.client import SandboxClient
 

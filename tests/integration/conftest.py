@@ -10,12 +10,14 @@ import yaml
 from rq import Queue, SimpleWorker
 from werkzeug.serving import make_server
 
-from app import channels_runtime, jobs
+from app import channels_runtime, jobs, switches
 from app.config import set_config
 from app.redis_conn import get_redis
+from app.web import create_app
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
 from tests.live import free_port
+from tests.webhook_support import Receiver, webhook_config
 
 
 class Stack:
@@ -74,3 +76,33 @@ def channels_file_with(path, base_url: str, **overrides) -> None:
     for channel in data["channels"]:
         channel["config"].update(overrides.get(channel["id"], {}))
     path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.fixture
+def receiver():
+    made = []
+
+    def make(*args, **kwargs) -> Receiver:
+        made.append(Receiver(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.close()
+
+
+@pytest.fixture
+def wh_config(clean):
+    cfg = webhook_config(clean)
+    set_config(cfg)
+    switches.reset_cache()
+    yield cfg
+    set_config(clean)
+    switches.reset_cache()
+
+
+@pytest.fixture
+def wh_client(wh_config):
+    app = create_app(wh_config)
+    app.testing = True
+    return app.test_client()

@@ -93,8 +93,8 @@ def test_authentication_errors(client):
 
 
 def test_revoked_key_stops_working(client):
-    from app.services.merchants import hash_key, revoke_key
     from app.models import ApiKey
+    from app.services.merchants import hash_key, revoke_key
 
     api = builders.api(client)
     assert api.get("/v1/accounts").status_code == 200

@@ -102,3 +102,19 @@ def test_simulate_has_no_side_effect(stack):
     assert api.get("/v1/payments").get_json()["data"] == []
     declined = api.post("/v1/routing/simulate", {**body, "customer": {"id": "x", "country": "IR"}}).get_json()
     assert declined["outcome"] == "decline" and declined["decline_code"] == "country_blocked"
+
+
+def test_read_only_mode_refuses_every_write_but_reads_work(client):
+    api = builders.api(client)
+    account = api.account(funded=100)
+    other = api.account()
+    switches.set("read_only", True, actor="ops", reason="migration")
+    for path, body in (("/v1/accounts", {"currency": "USD", "customer": {"id": "c"}}),
+                       ("/v1/transfers", api.transfer_body(account["id"], other["id"], 10))):
+        response = api.post(path, body)
+        assert response.status_code == 503 and response.get_json()["error"]["code"] == "read_only"
+    assert api.get(f"/v1/accounts/{account['id']}").status_code == 200
+    switches.set("read_only", False, actor="ops")
+    switches.set("operation:transfer", True, actor="ops")
+    response = api.post("/v1/transfers", api.transfer_body(account["id"], other["id"], 10))
+    assert response.status_code == 503 and response.get_json()["error"]["code"] == "operation_paused"

@@ -13,8 +13,14 @@ import pytest
 import requests
 
 from app import context
-from channels.base import (ChannelTimeout, ChannelUnavailable, ChargeRequest, InvalidCallback, PayoutRequest,
-                           RefundRequest)
+from channels.base import (
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChargeRequest,
+    InvalidCallback,
+    PayoutRequest,
+    RefundRequest,
+)
 from channels.registry import load_channels
 from channels.sandbox import signing
 from channels.sandbox.server import STATEMENT_HEADER, SandboxServer

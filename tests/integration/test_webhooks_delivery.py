@@ -8,6 +8,7 @@ import threading
 import time
 from datetime import timedelta
 
+import requests
 from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 
@@ -18,9 +19,7 @@ from app.models import utcnow
 from app.webhooks import delivery, relay
 from app.webhooks.models import WebhookAttempt, WebhookDelivery
 from tests import builders
-from tests.integration.test_webhooks_support import (  # noqa: F401 - fixtures
-    create_endpoint, pump, receiver, transfer, wh_client, wh_config, work,
-)
+from tests.webhook_support import create_endpoint, pump, transfer, work
 
 
 def verify(secret: str, request: dict) -> dict:
@@ -289,3 +288,10 @@ def test_cli_relay_and_redeliver(wh_client, receiver):
     work()
     assert [q["headers"]["webhook-id"] for q in r.requests] == [event_id, event_id]
     assert runner.invoke(webhooks_cli, ["redeliver", "evt_missing"]).exit_code != 0
+
+
+def test_receiver_scripts_its_answers(receiver):
+    r = receiver([500])
+    assert requests.post(r.url, data=b"x", timeout=5).status_code == 500
+    assert requests.post(r.url, data=b"y", timeout=5).status_code == 200
+    assert [q["body"] for q in r.requests] == [b"x", b"y"]

@@ -8,7 +8,7 @@ import pytest
 from app.config import set_config
 from app.web import create_app
 from tests import builders
-from tests.integration.test_webhooks_support import create_endpoint, wh_client, wh_config  # noqa: F401
+from tests.webhook_support import create_endpoint
 
 
 @pytest.fixture

@@ -14,10 +14,8 @@ from app.redis_conn import get_redis
 from app.web import create_app
 from app.webhooks import relay
 from tests import builders
-from tests.integration.test_webhooks_support import (  # noqa: F401 - fixtures
-    create_endpoint, pump, receiver, transfer, webhook_config,
-)
 from tests.live import free_port
+from tests.webhook_support import create_endpoint, pump, webhook_config
 
 
 def redis_binary() -> str:

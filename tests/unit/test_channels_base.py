@@ -7,8 +7,16 @@ import time
 import pytest
 
 from app.domain.errors import ChannelError, PayRouterError
-from channels.base import (Channel, ChannelResult, ChannelTimeout, ChannelUnavailable, ChargeRequest,
-                           InvalidCallback, OperationNotSupported, RefundRequest)
+from channels.base import (
+    Channel,
+    ChannelResult,
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChargeRequest,
+    InvalidCallback,
+    OperationNotSupported,
+    RefundRequest,
+)
 from channels.config import ChannelSpec, Cost
 from channels.sandbox import signing
 from channels.sandbox.outcomes import outcome_for

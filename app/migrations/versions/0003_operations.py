@@ -4,9 +4,8 @@ Revision ID: 0003_operations
 Revises: 0002_webhooks
 Create Date: 2026-11-25 12:00:02.089744
 """
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0003_operations'
 down_revision = '0002_webhooks'

@@ -1,21 +1,15 @@
 """Shared pieces of the webhook tests: a real local HTTP receiver, the webhook config, a worker pass.
-
-(Named test_* so it stays inside the webhook test paths; it holds one self-test.)
-"""
+The fixtures that use them live in tests/integration/conftest.py."""
 from __future__ import annotations
 
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import pytest
-import requests
 from rq import Queue, SimpleWorker
 
-from app import jobs, switches
-from app.config import set_config
+from app import jobs
 from app.redis_conn import get_redis
-from app.web import create_app
 from app.webhooks import relay
 
 
@@ -59,38 +53,8 @@ class Receiver:
         self.server.server_close()
 
 
-@pytest.fixture
-def receiver():
-    made = []
-
-    def make(*args, **kwargs) -> Receiver:
-        made.append(Receiver(*args, **kwargs))
-        return made[-1]
-
-    yield make
-    for r in made:
-        r.close()
-
-
 def webhook_config(base, **changes):
     return base.with_(allow_private_webhooks=True, webhook_retry_schedule=(0, 0, 0), **changes)
-
-
-@pytest.fixture
-def wh_config(clean):
-    cfg = webhook_config(clean)
-    set_config(cfg)
-    switches.reset_cache()
-    yield cfg
-    set_config(clean)
-    switches.reset_cache()
-
-
-@pytest.fixture
-def wh_client(wh_config):
-    app = create_app(wh_config)
-    app.testing = True
-    return app.test_client()
 
 
 def work(connection=None) -> None:
@@ -118,10 +82,3 @@ def transfer(api, amount: int = 100) -> tuple[dict, str]:
     response = api.post("/v1/transfers", api.transfer_body(a["id"], b["id"], amount))
     assert response.status_code == 201, response.get_json()
     return response.get_json(), response.headers["X-Request-Id"]
-
-
-def test_receiver_scripts_its_answers(receiver):
-    r = receiver([500])
-    assert requests.post(r.url, data=b"x", timeout=5).status_code == 500
-    assert requests.post(r.url, data=b"y", timeout=5).status_code == 200
-    assert [q["body"] for q in r.requests] == [b"x", b"y"]
