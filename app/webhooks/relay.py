@@ -3,14 +3,12 @@ on the WEBHOOKS queue; and the sweep, which re-queues what Redis lost and recove
 whose worker died. Both are safe to run concurrently and repeatedly (row locks with SKIP LOCKED
 on PostgreSQL, serialised transactions on SQLite, a unique (event, endpoint, generation) key).
 
-``run_once()`` does one pass of both; ``start_relay_thread()`` runs it every second in a
-worker process.
+``run_once()`` does one pass of both; every worker serving the WEBHOOKS queue runs it each
+second (app.jobs.maintenance_for).
 """
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections import defaultdict
 from datetime import timedelta
 
@@ -18,7 +16,7 @@ from sqlalchemy import and_, or_, select, update
 
 from app import context, switches
 from app.config import get_config
-from app.db import get_engine, unit_of_work
+from app.db import unit_of_work
 from app.models import Event, new_id, utcnow
 from app.webhooks import settings
 from app.webhooks.delivery import CHUNK, schedule_batch, schedule_job
@@ -147,42 +145,3 @@ def run_once() -> dict:
         if count < BATCH:
             break
     return {"relayed": relayed, "queued": sweep()}
-
-
-class RelayThread(threading.Thread):
-    """``run_once()`` every ``interval`` seconds until ``stop()``; errors are logged, never fatal."""
-
-    def __init__(self, interval: float = 1.0):
-        super().__init__(name="payrouter-webhook-relay", daemon=True)
-        self.interval, self._stop_event = interval, threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            try:
-                with context.bound():
-                    run_once()
-            except Exception:  # noqa: BLE001 - Redis or the database may be down for a while
-                log.exception("webhook relay pass failed")
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-
-
-_fork_hook = False
-
-
-def _after_fork_in_child() -> None:
-    # A forked job process must not share the relay thread's pooled database connections.
-    get_engine().dispose(close=False)
-
-
-def start_relay_thread(interval: float = 1.0) -> RelayThread:
-    """Start the relay loop in this process (call it from the worker that serves the WEBHOOKS queue)."""
-    global _fork_hook
-    if not _fork_hook and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-        _fork_hook = True
-    thread = RelayThread(interval)
-    thread.start()
-    return thread
