@@ -45,6 +45,9 @@ def count_statements_per_transfer(config: Config) -> tuple[int, str, list[str]]:
 
     engine = get_engine(config)
     client = create_app(config).test_client()
+    client.post("/v1/transfers", json={"from_account": ids[2], "to_account": ids[3], "amount": 1, "currency": "USD",
+                                       "reference": uuid.uuid4().hex},
+                headers={"Authorization": f"Bearer {issued.secret}", "Idempotency-Key": uuid.uuid4().hex})
     event.listen(engine, "before_cursor_execute", count)
     response = client.post("/v1/transfers", json={"from_account": ids[0], "to_account": ids[1], "amount": 1,
                                                   "currency": "USD", "reference": uuid.uuid4().hex},

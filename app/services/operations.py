@@ -53,7 +53,8 @@ def run_channels(session: Session, op: Operation) -> Operation:
     """Call the candidates in order until one answers; commit after each step."""
     payment = session.get(Operation, op.payment_id) if op.payment_id else None
     candidates = list(op.routing.get("candidates") or [])
-    seq = len(attempts_of(session, op))
+    attempts = attempts_of(session, op)
+    seq = len(attempts)
     for channel_id in candidates:
         if not breaker.allow(channel_id):
             _note_drop(op, channel_id, "circuit_open")
@@ -62,6 +63,7 @@ def run_channels(session: Session, op: Operation) -> Operation:
         attempt = Attempt(id=new_id("att"), operation_id=op.id, seq=seq, channel=channel_id, status=PROCESSING,
                           request_id=context.current_request_id())
         session.add(attempt)
+        attempts.append(attempt)
         op.channel = channel_id
         op.routing = {**op.routing, "channel": channel_id}
         session.commit()  # the attempt is on record before the channel hears of it
@@ -90,10 +92,10 @@ def run_channels(session: Session, op: Operation) -> Operation:
             session.commit()
             return op
         _close_attempt(attempt, result.status, result.error_code, result.error_message)
-        settle(session, op, result.status, result.error_code, result.error_message)
+        settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts)
         session.commit()
         return op
-    settle(session, op, FAILED, "channel_error", "no candidate channel could be reached")
+    settle(session, op, FAILED, "channel_error", "no candidate channel could be reached", attempts=attempts)
     session.commit()
     return op
 
