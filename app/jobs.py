@@ -51,7 +51,8 @@ class Periodic(threading.Thread):
 
 def maintenance_for(names: list[str]) -> list[Periodic]:
     """The sweeps a worker of these queues runs: core work re-queues stored callbacks and due
-    status queries; webhook work relays the event outbox and retries due deliveries."""
+    status queries; webhook work relays the event outbox and retries due deliveries; batch
+    work deletes idempotency keys past their 24 h."""
     from app.services import callbacks
     from app.webhooks import relay
 
@@ -60,6 +61,10 @@ def maintenance_for(names: list[str]) -> list[Periodic]:
         threads.append(Periodic("core-sweep", callbacks.sweep))
     if WEBHOOKS in names:
         threads.append(Periodic("webhook-relay", relay.run_once))
+    if BATCH in names:
+        from app import idempotency
+
+        threads.append(Periodic("idempotency-purge", idempotency.purge_expired, interval=600))
     return threads
 
 

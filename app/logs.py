@@ -16,7 +16,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
-            **{k: v for k, v in context.snapshot().items() if v},
+            **{k: getattr(record, k) for k in CONTEXT_FIELDS if getattr(record, k, None)},
         }
         for key in ("event", "status", "path", "method", "duration_ms", "channel", "job_id"):
             if hasattr(record, key):
@@ -24,6 +24,21 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
+
+
+CONTEXT_FIELDS = ("request_id", "merchant_id", "object_id")
+_base_factory = logging.getLogRecordFactory()
+
+
+def _record_with_context(*args, **kwargs) -> logging.LogRecord:
+    """Every log record is stamped with the unified context when it is created."""
+    record = _base_factory(*args, **kwargs)
+    for key, value in context.snapshot().items():
+        setattr(record, key, value)
+    return record
+
+
+logging.setLogRecordFactory(_record_with_context)
 
 
 def setup(json_lines: bool = True, level: int = logging.INFO) -> None:

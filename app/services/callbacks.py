@@ -108,16 +108,17 @@ def apply(callback_id: str) -> str:
 
 def _apply_row(session, row: ChannelCallback) -> str:
     op = session.get(Operation, row.reference) if row.reference else None
-    if op is None or op.channel != row.channel:
-        outcome = "unknown_operation"
-    elif row.status in (SUCCEEDED, FAILED):
-        with context.bound(row.request_id, op.merchant_id, op.id):
+    # The work runs in the context of the request that caused it (the channel echoes our request id).
+    with context.bound(row.request_id, op.merchant_id if op else None, row.reference):
+        if op is None or op.channel != row.channel:
+            outcome = "unknown_operation"
+        elif row.status in (SUCCEEDED, FAILED):
             settled = _settle_from_channel(session, op, row.status, row.error_code, row.channel_reference)
-        outcome = "applied" if settled else "duplicate"
-    else:
-        outcome = "ignored"
-    row.processed_at, row.outcome = utcnow(), outcome
-    log.info("callback %s for %s: %s", row.dedupe_key, row.reference, outcome)
+            outcome = "applied" if settled else "duplicate"
+        else:
+            outcome = "ignored"
+        row.processed_at, row.outcome = utcnow(), outcome
+        log.info("callback %s for %s: %s", row.dedupe_key, row.reference, outcome)
     return outcome
 
 

@@ -121,7 +121,7 @@ def test_worker_killed_while_applying_a_callback_runs_it_again_once(stack):
     session = locker.__enter__()
     session.execute(text("SELECT id FROM operations WHERE id = :id FOR UPDATE"), {"id": payment["id"]})
     worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "core"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert post_callback(stack, body, headers).status_code == 200
         deadline = time.monotonic() + 20
@@ -133,7 +133,7 @@ def test_worker_killed_while_applying_a_callback_runs_it_again_once(stack):
                 break
             time.sleep(0.1)
         assert waiting, "the worker never reached the locked row"
-        os.kill(worker.pid, signal.SIGKILL)
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker and its scheduler process, as a crash would
         worker.wait(timeout=10)
     finally:
         locker.__exit__(None, None, None)

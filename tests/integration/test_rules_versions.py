@@ -1,5 +1,7 @@
 """Rule sets as PMs use them: validate, simulate, publish, history, rollback; hot reload in other processes."""
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -97,7 +99,7 @@ def test_hot_reload_in_api_and_worker_processes_within_2_s(clean, rules_file):
     init()
     env = process_env(clean)
     worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "batch"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         with api_server(clean) as base:
             api = builders.api(requests.Session())
@@ -131,5 +133,5 @@ def test_hot_reload_in_api_and_worker_processes_within_2_s(clean, rules_file):
             time.sleep(1.0)
             assert api_version() == 1 and worker_version() == 1
     finally:
-        worker.terminate()
+        os.killpg(worker.pid, signal.SIGTERM)  # the worker and its scheduler process
         worker.wait(timeout=15)
