@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app import context, jobs
 from app.channels_runtime import channel, registry
-from app.db import unit_of_work
+from app.db import read_only, unit_of_work
 from app.domain.errors import AuthenticationFailed, NotFound
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
 from app.models import ChannelCallback, Operation, new_id, utcnow
@@ -130,22 +130,31 @@ def _settle_from_channel(session, op: Operation, status: str, code: str | None, 
 
 
 def query_status(operation_id: str) -> str:
-    """Ask the channel how an operation still processing ended; reschedule if still unknown."""
-    with unit_of_work() as session:
-        op = session.get(Operation, operation_id, with_for_update=True)
+    """Ask the channel how an operation still processing ended; reschedule if still unknown.
+    No transaction is held open during the channel call: the outcome is applied afterwards
+    through the compare-and-set, so a callback settling it meanwhile simply wins."""
+    with read_only() as session:
+        op = session.get(Operation, operation_id)
         if op is None or op.status != PROCESSING or not op.channel:
             return "final"
+        channel_id, reference, channel_reference = op.channel, op.id, op.channel_reference
+        bound = context.bound(op.request_id, op.merchant_id, op.id)
+    with bound:
         try:
-            result = channel(op.channel).query(op.id, op.channel_reference)
+            result = channel(channel_id).query(reference, channel_reference)
         except ChannelError as exc:
             result = None
-            log.warning("status query of %s at %s failed: %s", op.id, op.channel, exc)
-        if result is not None and result.status in (SUCCEEDED, FAILED):
-            _settle_from_channel(session, op, result.status, result.error_code, result.channel_reference)
-            return result.status
-        op.query_count += 1
-        op.next_query_at = next_query_at(op.query_count)
-        return "processing"
+            log.warning("status query of %s at %s failed: %s", reference, channel_id, exc)
+        with unit_of_work() as session:
+            op = session.get(Operation, operation_id)
+            if op.status != PROCESSING:
+                return "final"
+            if result is not None and result.status in (SUCCEEDED, FAILED):
+                _settle_from_channel(session, op, result.status, result.error_code, result.channel_reference)
+                return result.status
+            op.query_count += 1
+            op.next_query_at = next_query_at(op.query_count)
+            return "processing"
 
 
 def sweep(batch: int = 200) -> dict:
