@@ -57,39 +57,46 @@ def record(channel_id: str, ok: bool, now: float | None = None) -> None:
         log.warning("breaker for %s not updated: Redis unreachable", channel_id)
 
 
-def _failing(r, bucket_prefix: str, now: float) -> bool:
+def _window(pipe, bucket_prefix: str, now: float) -> None:
     current = int(now // BUCKET)
-    pipe = r.pipeline()
     for i in range(WINDOW_BUCKETS):
         pipe.hmget(f"{bucket_prefix}:{current - i}", "ok", "err")
-    ok = err = 0
-    for good, bad in pipe.execute():
-        ok += int(good or 0)
-        err += int(bad or 0)
+
+
+def _rate_exceeded(buckets) -> bool:
+    ok = sum(int(good or 0) for good, _ in buckets)
+    err = sum(int(bad or 0) for _, bad in buckets)
     return ok + err >= MIN_CALLS and err / (ok + err) >= FAILURE_RATE
 
 
+def _failing(r, bucket_prefix: str, now: float) -> bool:
+    pipe = r.pipeline()
+    _window(pipe, bucket_prefix, now)
+    return _rate_exceeded(pipe.execute())
+
+
 def state(channel_id: str) -> str:
-    """closed | open | half_open (without taking the probe)."""
+    """closed | open | half_open (without taking the probe); one round trip."""
     open_key, probe_key, _ = _keys(channel_id)
     try:
-        r = get_redis()
-        if r.exists(open_key):
-            return "open"
-        return "half_open" if r.exists(probe_key) else "closed"
+        is_open, probing = get_redis().pipeline().exists(open_key).exists(probe_key).execute()
     except redis.RedisError:
         return "closed"
+    return "open" if is_open else ("half_open" if probing else "closed")
 
 
 def allow(channel_id: str, now: float | None = None) -> bool:
     """May a call go to this channel now? After the cool-down, only one probe at a time."""
     open_key, probe_key, bucket_prefix = _keys(channel_id)
+    now = time.time() if now is None else now
     try:
         r = get_redis()
-        if r.exists(open_key):
+        pipe = r.pipeline().exists(open_key)
+        _window(pipe, bucket_prefix, now)
+        is_open, *buckets = pipe.execute()
+        if is_open:
             return False
-        now = time.time() if now is None else now
-        if not _failing(r, bucket_prefix, now):
+        if not _rate_exceeded(buckets):
             return True
         # Cool-down over but the window still shows failures: half-open, one probe at a time.
         return bool(r.set(probe_key, "1", ex=PROBE_LEASE, nx=True))

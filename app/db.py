@@ -5,8 +5,10 @@ import contextlib
 import threading
 
 from sqlalchemy import create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
 from app.config import Config, get_config
 
@@ -81,6 +83,31 @@ def read_only(config: Config | None = None):
     finally:
         session.rollback()
         session.close()
+
+
+def add_unique(session: Session, obj) -> bool:
+    """Insert ``obj``'s row unless it collides with a unique key (``INSERT … ON CONFLICT DO NOTHING``,
+    on PostgreSQL and SQLite alike); True if it was inserted, and then ``obj`` belongs to the session.
+
+    One statement where a savepoint would take three; the caller turns False into its error."""
+    mapper = obj.__class__.__mapper__
+    values = {}
+    for prop in mapper.column_attrs:
+        column = prop.columns[0]
+        value = getattr(obj, prop.key)
+        if value is None and column.default is not None:
+            value = column.default.arg(None) if column.default.is_callable else column.default.arg
+            setattr(obj, prop.key, value)
+        if value is not None:
+            values[column.name] = value
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.flush()  # rows this one refers to
+    result = session.connection().execute(insert(mapper.local_table).values(values).on_conflict_do_nothing())
+    if result.rowcount != 1:
+        return False
+    make_transient_to_detached(obj)
+    session.add(obj)
+    return True
 
 
 def dispose_all() -> None:

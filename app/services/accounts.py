@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import context, ledger
+from app.db import add_unique
 from app.domain.errors import InvalidRequest, NotFound
 from app.models import Account, JournalEntry, LedgerLine, Merchant, new_id
 from app.services.listing import Page, page
@@ -17,12 +17,9 @@ def create_account(session: Session, merchant: Merchant, body: dict) -> Account:
         customer=body["customer"], reference=body.get("reference"), metadata_=body.get("metadata") or {},
         available=0, pending=0, version=0, request_id=context.current_request_id(),
     )
-    try:
-        with session.begin_nested():
-            session.add(account)
-    except IntegrityError:
+    if not add_unique(session, account):
         raise InvalidRequest("reference is already used by another account", param="reference",
-                             code="reference_already_used") from None
+                             code="reference_already_used")
     context.set_object_id(account.id)
     return account
 

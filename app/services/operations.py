@@ -49,11 +49,13 @@ def _request(op: Operation, payment: Operation | None, attempt: Attempt):
     return "refund", RefundRequest(payment_channel_reference=payment.channel_reference, **common)
 
 
-def run_channels(session: Session, op: Operation) -> Operation:
-    """Call the candidates in order until one answers; commit after each step."""
+def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None = None) -> Operation:
+    """Call the candidates in order until one answers; commit after each step (the first commit
+    also carries a newly written operation, so it is on record with its first attempt before any
+    channel hears of it). ``attempts``: the operation's attempts if the caller knows them."""
     payment = session.get(Operation, op.payment_id) if op.payment_id else None
     candidates = list(op.routing.get("candidates") or [])
-    attempts = attempts_of(session, op)
+    attempts = attempts_of(session, op) if attempts is None else attempts
     seq = len(attempts)
     for channel_id in candidates:
         if not breaker.allow(channel_id):

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import redis
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import context, ledger, switches
+from app.db import add_unique
 from app.domain.errors import InvalidRequest, LimitExceeded, NoRoute, NotFound, ServiceUnavailable
 from app.domain.states import PENDING, PROCESSING, SUCCEEDED
 from app.models import Merchant, Operation, new_id
@@ -38,7 +38,7 @@ def _resume(session: Session, merchant: Merchant, key: str) -> Operation | None:
     if op is not None and op.status == PENDING:
         transition(session, op, PROCESSING)
         session.commit()
-        return run_channels(session, op)
+        return run_channels(session, op, attempts=[])
     return op
 
 
@@ -60,12 +60,9 @@ def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
 
 
 def _write(session: Session, op: Operation) -> None:
-    try:
-        with session.begin_nested():
-            session.add(op)
-    except IntegrityError:
+    if not add_unique(session, op):
         raise InvalidRequest(f"reference is already used by another {op.kind}", param="reference",
-                             code="reference_already_used") from None
+                             code="reference_already_used")
 
 
 def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str, *, amount: int, currency: str,
@@ -122,8 +119,7 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
         settle(session, op, SUCCEEDED)  # moves the money inside the ledger; 402 if the balance is short
         session.commit()
         return op
-    session.commit()
-    return run_channels(session, op)
+    return run_channels(session, op, attempts=[])
 
 
 def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
@@ -136,8 +132,7 @@ def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> 
     account = _account_in(session, merchant, body)
     op = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
                 payment_method=body["payment_method"], account_id=account.id, customer=account.customer)
-    session.commit()
-    return run_channels(session, op)
+    return run_channels(session, op, attempts=[])
 
 
 def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
@@ -151,8 +146,7 @@ def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str
     # The hold: available → pending on the same account, refused (402, nothing written) if short.
     ledger.post(session, merchant_id=merchant.id, kind="withdrawal_hold", source_id=op.id,
                 legs=[ledger.Leg(account, -op.amount), ledger.Leg(account, op.amount, ledger.PENDING)])
-    session.commit()
-    return run_channels(session, op)
+    return run_channels(session, op, attempts=[])
 
 
 def create_refund(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
@@ -197,8 +191,7 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
         settle(session, op, SUCCEEDED)
         session.commit()
         return op
-    session.commit()
-    return run_channels(session, op)
+    return run_channels(session, op, attempts=[])
 
 
 def _ledger_only_view(decision) -> dict:

@@ -1,10 +1,10 @@
 """转账: an atomic move between two accounts of one merchant."""
 from __future__ import annotations
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import context, events, ledger, representation
+from app.db import add_unique
 from app.domain.errors import InvalidRequest, NotFound
 from app.models import Merchant, Transfer, new_id
 from app.services.accounts import get_accounts
@@ -27,12 +27,9 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
         metadata_=body.get("metadata") or {}, status="succeeded", request_id=context.current_request_id(),
     )
     context.set_object_id(transfer.id)
-    try:
-        with session.begin_nested():
-            session.add(transfer)
-    except IntegrityError:
+    if not add_unique(session, transfer):
         raise InvalidRequest("reference is already used by another transfer", param="reference",
-                             code="reference_already_used") from None
+                             code="reference_already_used")
     ledger.post(session, merchant_id=merchant.id, kind="transfer", source_id=transfer.id,
                 legs=[ledger.Leg(source, -transfer.amount), ledger.Leg(target, transfer.amount)])
     events.record(session, merchant_id=merchant.id, type="transfer.succeeded", object_id=transfer.id,
