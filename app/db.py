@@ -102,8 +102,9 @@ def add_unique(session: Session, obj) -> bool:
             values[column.name] = value
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.flush()  # rows this one refers to
-    result = session.connection().execute(insert(mapper.local_table).values(values).on_conflict_do_nothing())
-    if result.rowcount != 1:
+    table = mapper.local_table
+    statement = insert(table).values(values).on_conflict_do_nothing().returning(*table.primary_key.columns)
+    if session.connection().execute(statement).first() is None:
         return False
     make_transient_to_detached(obj)
     session.add(obj)
