@@ -47,9 +47,10 @@ def document() -> dict:
         params = [{"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"}}]
         if "{id}" in path:
             params.append({"name": "id", "in": "path", "required": True, "schema": {"type": "string"}})
-        if schema:
+        if method == "post" and path != "/v1/routing/simulate":
             params.append({"name": "Idempotency-Key", "in": "header", "required": True,
                            "schema": {"type": "string", "maxLength": 255}})
+        if schema:
             op["requestBody"] = {"required": True, "content": {"application/json": {
                 "schema": {"$ref": f"#/components/schemas/{schema}"}}}}
         elif method == "get" and "{id}" not in path.rsplit("/", 1)[-1]:

@@ -2,6 +2,7 @@
 from flask import Blueprint, g, request
 
 from app.api.common import create, listing, read
+from app.api.openapi import EXTRA_OPERATIONS
 from app.services import payments
 from app.services.operations import view
 
@@ -35,6 +36,13 @@ def _get(collection: str, object_id: str):
     kind = CREATORS[collection][0]
     return read(lambda s: view(s, payments.get_operation(s, g.merchant, kind, object_id)))
 
+
+for _collection, (_kind, _schema, _) in CREATORS.items():
+    EXTRA_OPERATIONS.extend([
+        ("post", f"/v1/{_collection}", _schema, f"Create a {_kind}", "201"),
+        ("get", f"/v1/{_collection}", None, f"List {_collection}", "200"),
+        ("get", f"/v1/{_collection}/{{id}}", None, f"Retrieve a {_kind}", "200"),
+    ])
 
 for _collection in CREATORS:
     bp.add_url_rule(f"/v1/{_collection}", f"create_{_collection}", lambda c=_collection: _create(c),

@@ -2,11 +2,14 @@
 from flask import Blueprint, g, request
 
 from app.api.common import json_response
+from app.api.openapi import EXTRA_OPERATIONS
 from app.api.validation import parse_body
 from app.idempotency import encode
 from app.services import routing
 
 bp = Blueprint("routing", __name__)
+EXTRA_OPERATIONS.append(("post", "/v1/routing/simulate", "simulate", "The routing decision for a body, no side effect",
+                         "200"))
 
 
 @bp.post("/v1/routing/simulate")

@@ -18,6 +18,18 @@ def test_openapi_document(client):
                 assert target.rsplit("/", 1)[-1] in doc["components"]["schemas"], target
 
 
+def test_every_merchant_route_is_documented(app, client):
+    doc = client.get("/openapi.json").get_json()
+    documented = {(m.upper(), p) for p, item in doc["paths"].items() for m in item}
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/v1/"):
+            continue
+        path = rule.rule.replace("<object_id>", "{id}")
+        path = "/".join("{id}" if part.startswith("<") else part for part in path.split("/"))
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            assert (method, path) in documented, (method, path)
+
+
 def test_api_schemas_are_valid_json_schema():
     Draft202012Validator.check_schema(api_schema())
 
