@@ -118,6 +118,35 @@ def sandbox(host, port):
     run(host=host, port=port)
 
 
+@main.command()
+@click.option("--channel", "channel_id", required=True, help="channel id from the channels file")
+@click.option("--date", "day", required=True, help="YYYY-MM-DD (UTC)")
+@click.option("--json", "as_json", is_flag=True)
+def reconcile(channel_id, day, as_json):
+    """Compare one channel's statement for one day with our records; queue status queries for
+    operations we still wait on; store and print the run."""
+    import datetime as dt
+
+    from app.domain.errors import PayRouterError
+    from app.services import reconcile as recon
+
+    try:
+        run = recon.reconcile(channel_id, dt.date.fromisoformat(day))
+    except ValueError:
+        raise click.BadParameter("use YYYY-MM-DD", param_hint="--date") from None
+    except PayRouterError as exc:
+        raise click.ClickException(exc.message) from None
+    out = recon.summary(run)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"{out['channel']} {out['date']}: {out['statement_lines']} statement lines, {out['matched']} matched, "
+               f"{len(out['issues'])} issue(s), channel fees {out['channel_fees']}")
+    for issue in out["issues"]:
+        click.echo(f"  {issue['issue']:<22} {issue['channel_reference']}  ours={issue.get('ours')}  "
+                   f"theirs={issue.get('theirs')}")
+
+
 def _register_groups() -> None:
     """Command groups that live beside their modules: rules, switches, webhooks."""
     from app import ops_cli

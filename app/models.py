@@ -288,3 +288,18 @@ class ChannelCallback(Base):
     request_id: Mapped[str | None] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ReconciliationRun(Base):
+    """One comparison of our records with a channel's statement for one day."""
+
+    __tablename__ = "reconciliation_runs"
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(100), index=True)
+    day: Mapped[str] = mapped_column(String(10))
+    statement_lines: Mapped[int] = mapped_column(Integer)
+    matched: Mapped[int] = mapped_column(Integer)
+    issues: Mapped[list] = mapped_column(JSON)
+    channel_fees: Mapped[int] = mapped_column(default=0)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
