@@ -1,7 +1,8 @@
 """Idempotent POSTs.
 
-1. Claim: insert ``(merchant, key)`` as ``in_flight`` in its own short transaction. The
-   primary key makes exactly one concurrent request win; the others find the row.
+1. Claim: insert ``(merchant, key)`` as the first statement of the request's transaction
+   (``ON CONFLICT DO NOTHING``). The primary key makes exactly one concurrent request win;
+   the others wait for its transaction to end, then find its row.
 2. Execute: the winner runs the use case, and the stored response is written in the
    *same* transaction as the business change, so "committed" and "recorded" cannot part.
 3. Others: a different body → 422; a finished row → the stored bytes replayed; a row
@@ -21,11 +22,11 @@ from datetime import timedelta
 from typing import Callable
 
 from sqlalchemy import delete, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app import context
-from app.db import unit_of_work
+from app.db import add_unique, session_factory, unit_of_work
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
 from app.models import IdempotencyKey, utcnow
 
@@ -64,61 +65,80 @@ def run(merchant_id: str, key: str, endpoint: str, body: object,
         execute: Callable[[Session], tuple[int, dict]], error_response: Callable[[PayRouterError], tuple[int, dict]]
         ) -> StoredResponse:
     digest = request_hash(endpoint, body)
-    stored = _claim(merchant_id, key, endpoint, digest)
-    if stored is not None:
-        return stored
-    try:
-        with unit_of_work() as session:
-            status, payload = execute(session)
-            raw = encode(payload)
-            _finish(session, merchant_id, key, status, raw)
-        return StoredResponse(status, raw, False)
-    except PayRouterError as error:
-        status, payload = error_response(error)
-        if status >= 500:
-            _release(merchant_id, key)
-            raise
-        raw = encode(payload)
-        with unit_of_work() as session:
-            _finish(session, merchant_id, key, status, raw)
-        return StoredResponse(status, raw, False)
-    except BaseException:
-        _release(merchant_id, key)
-        raise
-
-
-def _claim(merchant_id: str, key: str, endpoint: str, digest: str) -> StoredResponse | None:
-    """None when this request now owns the key; otherwise the stored response to replay."""
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
-        now = utcnow()
+        session = session_factory()()
         try:
-            with unit_of_work() as session:
-                session.add(IdempotencyKey(
-                    merchant_id=merchant_id, key=key, request_hash=digest, endpoint=endpoint, status="in_flight",
-                    request_id=context.current_request_id(), created_at=now, locked_until=now + LOCK,
-                    expires_at=now + KEEP))
-            return None
-        except IntegrityError:
-            pass
-        with unit_of_work() as session:
-            row = session.get(IdempotencyKey, (merchant_id, key))
-            if row is None:
-                continue  # released meanwhile: try to claim again
-            if row.expires_at < now:
-                session.delete(row)
-                continue
-            if row.request_hash != digest:
-                raise IdempotencyMismatch(
-                    "Keys for idempotent requests can only be used with the same parameters they were first used "
-                    "with. Try using a key other than '%s' if you meant to execute a different request." % key)
-            if row.status == "done":
-                return StoredResponse(row.response_status, row.response_body, True)
-            if row.locked_until < now and _take_over(session, row, now):
-                return None
+            now = utcnow()
+            owned = _insert_claim(session, merchant_id, key, endpoint, digest, now)
+            if not owned:
+                row = session.get(IdempotencyKey, (merchant_id, key))
+                if row is None:  # released meanwhile: try again
+                    session.rollback()
+                    continue
+                if row.expires_at < now:
+                    session.delete(row)
+                    session.commit()
+                    continue
+                if row.request_hash != digest:
+                    raise IdempotencyMismatch(
+                        "Keys for idempotent requests can only be used with the same parameters they were first "
+                        "used with. Try using a key other than '%s' if you meant to execute a different request."
+                        % key)
+                if row.status == "done":
+                    return StoredResponse(row.response_status, row.response_body, True)
+                owned = row.locked_until < now and _take_over(session, row, now)
+            if owned:
+                return _execute(session, merchant_id, key, execute, error_response)
+            session.rollback()
+        finally:
+            session.close()
         if time.monotonic() >= deadline:
             raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed; retry later.")
         time.sleep(POLL_SECONDS)
+
+
+def _insert_claim(session: Session, merchant_id: str, key: str, endpoint: str, digest: str, now) -> bool:
+    """The first statement of the request's transaction. On PostgreSQL a concurrent request with the
+    same key waits here until the first one commits or rolls back, then finds its row."""
+    claim = IdempotencyKey(merchant_id=merchant_id, key=key, request_hash=digest, endpoint=endpoint,
+                           status="in_flight", request_id=context.current_request_id(), created_at=now,
+                           locked_until=now + LOCK, expires_at=now + KEEP)
+    return add_unique(session, claim)
+
+
+def _execute(session: Session, merchant_id: str, key: str, execute, error_response) -> StoredResponse:
+    """Run the use case in the claim's transaction; store its response in the same transaction.
+
+    A use case that commits part-way (payments, before calling a channel) makes the claim visible
+    as ``in_flight``; other requests with the key then wait for it. A 4xx outcome is stored (the
+    work undone to a savepoint taken after the claim); a 5xx or a crash releases the key."""
+    savepoint = session.begin_nested()
+    try:
+        status, payload = execute(session)
+    except PayRouterError as error:
+        status, payload = error_response(error)
+        if status >= 500:
+            _abandon(session, savepoint, merchant_id, key)
+            raise
+        if savepoint.is_active:
+            savepoint.rollback()  # undo the work, keep the claim
+        else:
+            session.rollback()  # the claim was committed part-way; undo what came after
+    except BaseException:
+        _abandon(session, savepoint, merchant_id, key)
+        raise
+    raw = encode(payload)
+    _finish(session, merchant_id, key, status, raw)
+    session.commit()
+    return StoredResponse(status, raw, False)
+
+
+def _abandon(session: Session, savepoint, merchant_id: str, key: str) -> None:
+    committed_part_way = not savepoint.is_active
+    session.rollback()
+    if committed_part_way:
+        _release(merchant_id, key)
 
 
 def _take_over(session: Session, row: IdempotencyKey, now) -> bool:

@@ -48,3 +48,23 @@ def test_parallel_withdrawals_never_overdraw(stack):
     codes = sorted(r.status_code for r in responses)
     assert codes.count(201) == 5 and codes.count(402) == 15, codes
     assert api.get(f"/v1/accounts/{account['id']}").get_json()["balance"] == {"available": 0, "pending": 0}
+
+
+def test_parallel_identical_payments_charge_once(stack):
+    """The claim commits part-way (before the channel call): the others wait for it, then replay."""
+    api = builders.api(stack.client)
+    body = builders.payment_body(2052)  # processing: the channel call answers, the callback comes later
+    barrier = threading.Barrier(12)
+
+    def pay(_):
+        barrier.wait()
+        return _post(stack, api, "/v1/payments", body, "one-key")
+
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(pay, range(12)))
+    ok = [r for r in responses if r.status_code == 201]
+    assert all(r.status_code in (201, 409) for r in responses), [r.status_code for r in responses]
+    assert ok and len({r.content for r in ok}) == 1
+    payment_id = ok[0].json()["id"]
+    assert len(api.get("/v1/payments").get_json()["data"]) == 1
+    assert len(api.get(f"/v1/payments/{payment_id}").get_json()["attempts"]) == 1  # one call to the channel
