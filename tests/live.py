@@ -14,10 +14,20 @@ from app.config import Config
 from app.redis_conn import redis_url
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct free ports (all held open until every one is chosen)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def process_env(config: Config, **extra) -> dict:

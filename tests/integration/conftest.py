@@ -16,7 +16,6 @@ from app.redis_conn import get_redis
 from app.web import create_app
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
-from tests.live import free_port
 from tests.webhook_support import Receiver, webhook_config
 
 
@@ -49,22 +48,25 @@ def stack(clean, tmp_path, app):
     """Sandbox PSP + API server on free ports, channels pointing at the sandbox, rules published."""
     from rules.store import seed_default_rules
 
-    sandbox_port, api_port = free_port(), free_port()
-    sandbox_url = f"http://127.0.0.1:{sandbox_port}"
-    channels_file = write_channels_file(tmp_path / "channels.yaml", sandbox_url, timeout_ms=400)
-    config = clean.with_(channels_file=channels_file, public_url=f"http://127.0.0.1:{api_port}",
+    # Both servers bind port 0 and report the port they got: no window for another process to take it.
+    channels_file = write_channels_file(tmp_path / "channels.yaml", "http://127.0.0.1:1", timeout_ms=400)
+    sandbox = SandboxServer("127.0.0.1", 0, channels_file, **FAST_SANDBOX_OPTIONS)
+    sandbox_url = sandbox.url
+    write_channels_file(channels_file, sandbox_url, timeout_ms=400)  # the router's view: where the sandbox is
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    config = clean.with_(channels_file=channels_file, public_url=f"http://127.0.0.1:{server.server_port}",
                          status_query_delays=(1, 1, 2))
     set_config(config)
     channels_runtime.reset()
     seed_default_rules()
-    sandbox = SandboxServer("127.0.0.1", sandbox_port, channels_file, **FAST_SANDBOX_OPTIONS).start()
-    server = make_server("127.0.0.1", api_port, app, threaded=True)
+    sandbox.start()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield Stack(config, config.public_url, sandbox_url, app.test_client())
     finally:
         server.shutdown()
+        server.server_close()
         sandbox.stop()
         set_config(clean)
         channels_runtime.reset()

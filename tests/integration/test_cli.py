@@ -11,7 +11,7 @@ from sqlalchemy import inspect
 
 from app.cli import main
 from app.db import get_engine
-from tests.live import free_port, wait_http
+from tests.live import free_ports, wait_http
 
 
 def test_init_twice_is_safe(clean):
@@ -38,7 +38,7 @@ def test_merchant_create_prints_the_key_once_and_it_works(client):
 
 def test_demo_boots_on_a_clean_var_dir_and_is_ready(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PAYROUTER_VAR_DIR")}
-    port, sandbox_port = free_port(), free_port()
+    port, sandbox_port = free_ports(2)
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "demo", "--port", str(port),
                              "--sandbox-port", str(sandbox_port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)

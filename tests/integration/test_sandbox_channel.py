@@ -5,7 +5,6 @@ import csv
 import datetime as dt
 import io
 import json
-import socket
 import time
 import uuid
 
@@ -25,22 +24,18 @@ from channels.registry import load_channels
 from channels.sandbox import signing
 from channels.sandbox.server import STATEMENT_HEADER, SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, CallbackReceiver, write_channels_file
+from tests.live import free_port
 
 TIMEOUT_MS = 400
 ENV = {"ACQ_ALPHA_SECRET": "alpha-test-secret"}  # the others use the dev secrets
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
-    port = free_port()
-    path = write_channels_file(tmp_path_factory.mktemp("sbx") / "channels.yaml", f"http://127.0.0.1:{port}", TIMEOUT_MS)
-    with SandboxServer("127.0.0.1", port, path, env=ENV, **FAST_SANDBOX_OPTIONS) as server:
+    path = write_channels_file(tmp_path_factory.mktemp("sbx") / "channels.yaml", "http://127.0.0.1:1", TIMEOUT_MS)
+    server = SandboxServer("127.0.0.1", 0, path, env=ENV, **FAST_SANDBOX_OPTIONS)  # port 0: no race for it
+    write_channels_file(path, server.url, TIMEOUT_MS)
+    with server:
         server.channels_path = path
         yield server
 
