@@ -25,7 +25,13 @@ _ALPHABET = string.ascii_letters + string.digits
 
 
 def new_id(prefix: str) -> str:
-    return f"{prefix}_" + "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    """``prefix_`` + 24 base-62 characters from 143 random bits."""
+    number = int.from_bytes(secrets.token_bytes(18), "big")
+    chars = []
+    for _ in range(24):
+        number, digit = divmod(number, 62)
+        chars.append(_ALPHABET[digit])
+    return f"{prefix}_" + "".join(chars)
 
 
 def utcnow() -> datetime:
