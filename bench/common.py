@@ -91,3 +91,17 @@ def bench_env() -> dict:
     env = dict(os.environ)
     env.setdefault("PAYROUTER_LOG_FORMAT", "text")
     return env
+
+
+def report(what: str, statements: int, clients: int, requests_: int, rounds: int, rows: dict[str, list[Result]],
+           ours: str) -> None:
+    """The markdown table of an HTTP benchmark and the ratio of ``ours`` to the baseline (req/s medians)."""
+    print(f"statements per {what}: {statements}; {clients} clients × {requests_} requests × {rounds} rounds; "
+          f"gunicorn gthread {SERVER['workers']} workers × {SERVER['threads']} threads\n")
+    print("| server | req/s (median) | p50 ms | p99 ms | errors |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, results in rows.items():
+        print(f"| {name} | {median([r.rps for r in results]):.0f} | {median([r.p50_ms for r in results]):.1f} | "
+              f"{median([r.p99_ms for r in results]):.1f} | {sum(r.errors for r in results)} |")
+    ratio = median([r.rps for r in rows[ours]]) / median([r.rps for r in rows["baseline"]])
+    print(f"\nratio {ours} / baseline (req/s medians): {ratio:.2f}")

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 
-from common import ROOT, SERVER, baseline_server, bench_env, load, median, start, stop
+from common import ROOT, SERVER, baseline_server, bench_env, load, median, report, start, stop
 
 from app.config import Config, set_config
 from tests.live import free_port
@@ -148,15 +148,7 @@ def main() -> int:
         rates = [callbacks_per_second(args.callbacks) for _ in range(args.rounds)]
     finally:
         stop(sandbox)
-    print(f"statements per payment: {statements}; {args.clients} clients × {args.requests} requests × "
-          f"{args.rounds} rounds; gunicorn gthread {SERVER['workers']} workers × {SERVER['threads']} threads\n")
-    print("| server | req/s (median) | p50 ms | p99 ms | errors |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, results in rows.items():
-        print(f"| {name} | {median([r.rps for r in results]):.0f} | {median([r.p50_ms for r in results]):.1f} | "
-              f"{median([r.p99_ms for r in results]):.1f} | {sum(r.errors for r in results)} |")
-    ratio = median([r.rps for r in rows["payrouter payments"]]) / median([r.rps for r in rows["baseline"]])
-    print(f"\nratio payments / baseline (req/s medians): {ratio:.2f}")
+    report("payment", statements, args.clients, args.requests, args.rounds, rows, "payrouter payments")
     print(f"callbacks applied per second by one worker ({args.callbacks} per round): "
           f"median {median(rates):.0f} (rounds: {', '.join(f'{r:.0f}' for r in rates)})")
     return 0

@@ -13,7 +13,7 @@ import argparse
 import sys
 import uuid
 
-from common import SERVER, Result, baseline_server, bench_env, load, median, start, stop
+from common import SERVER, Result, baseline_server, bench_env, load, report, start, stop
 
 from app.config import Config, set_config
 
@@ -97,15 +97,7 @@ def main() -> int:
     finally:
         stop(pr_proc)
         stop(bl_proc)
-    print(f"statements per transfer: {statements}; {args.clients} clients × {args.requests} requests × "
-          f"{args.rounds} rounds; gunicorn gthread {SERVER['workers']} workers × {SERVER['threads']} threads\n")
-    print("| server | req/s (median) | p50 ms | p99 ms | errors |")
-    print("| --- | --- | --- | --- | --- |")
-    for name, results in rows.items():
-        print(f"| {name} | {median([r.rps for r in results]):.0f} | {median([r.p50_ms for r in results]):.1f} | "
-              f"{median([r.p99_ms for r in results]):.1f} | {sum(r.errors for r in results)} |")
-    ratio = median([r.rps for r in rows["payrouter"]]) / median([r.rps for r in rows["baseline"]])
-    print(f"\nratio payrouter / baseline (req/s medians): {ratio:.2f}")
+    report("transfer", statements, args.clients, args.requests, args.rounds, rows, "payrouter")
     return 0
 
 
