@@ -14,8 +14,13 @@ from sqlalchemy import func, select, text
 from app import db, redis_conn
 from app.config import Config, set_config
 
+# One var dir per test run (the embedded SQLite file and Redis live there), removed at the end.
 _VAR = Path(tempfile.mkdtemp(prefix="payrouter-test-"))
 os.environ.setdefault("PAYROUTER_VAR_DIR", str(_VAR))
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(_VAR, ignore_errors=True)
 os.environ.setdefault("PAYROUTER_LOG_FORMAT", "text")
 
 def on_postgres() -> bool:
@@ -39,7 +44,6 @@ def config() -> Config:
     migrate.upgrade(cfg)
     yield cfg
     db.dispose_all()
-    shutil.rmtree(_VAR, ignore_errors=True)
 
 
 def _reset_process_caches() -> None:
