@@ -24,7 +24,7 @@ from app.channels_runtime import channel, registry
 from app.db import read_only, unit_of_work
 from app.domain.errors import AuthenticationFailed, NotFound
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
-from app.models import ChannelCallback, Operation, new_id, utcnow
+from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
 from app.redis_conn import get_redis
 from app.services.operations import attempts_of, next_query_at, settle
 from channels.base import ChannelError, InvalidCallback
@@ -78,42 +78,75 @@ def kick_drain() -> bool:
 
 
 def drain(batch: int = DRAIN_BATCH) -> int:
-    """Apply every stored callback not yet applied, oldest first, ``batch`` per transaction
-    (each in its own savepoint). Several workers may drain at once: rows are claimed with
-    SKIP LOCKED on PostgreSQL (SQLite serialises writers anyway)."""
+    """Apply every stored callback not yet applied, oldest first, ``batch`` per transaction.
+    Several workers may drain at once: rows are claimed with SKIP LOCKED on PostgreSQL (SQLite
+    serialises writers anyway). A batch that fails is applied again one callback at a time, so
+    one bad callback is set aside (outcome ``error``; its operation is still settled by status
+    queries) instead of holding up the inbox."""
     get_redis().delete(DRAIN_FLAG)  # callbacks arriving from now on queue another drain
     applied = 0
     while True:
+        failed: list[str] = []
         with unit_of_work() as session:
             rows = list(session.scalars(
                 select(ChannelCallback).where(ChannelCallback.processed_at.is_(None))
                 .order_by(ChannelCallback.received_at, ChannelCallback.id).limit(batch)
                 .with_for_update(skip_locked=True)))
-            for row in rows:
+            ops, attempts = _load(session, rows)
+            try:
                 with session.begin_nested():
-                    _apply_row(session, row)
-            applied += len(rows)
+                    for row in rows:
+                        _apply_row(session, row, ops.get(row.reference), attempts)
+            except Exception:  # noqa: BLE001 - retried one by one below
+                log.exception("a batch of %s callbacks failed; applying them one at a time", len(rows))
+                failed = [row.id for row in rows]
+        for callback_id in failed:
+            apply(callback_id)
+        applied += len(rows)
         if len(rows) < batch:
             return applied
 
 
+def _load(session, rows: list[ChannelCallback]) -> tuple[dict, dict]:
+    """The batch's operations and their attempts, in two queries."""
+    refs = {row.reference for row in rows if row.reference}
+    if not refs:
+        return {}, {}
+    ops = {op.id: op for op in session.scalars(select(Operation).where(Operation.id.in_(refs)))}
+    attempts: dict[str, list[Attempt]] = {op_id: [] for op_id in ops}
+    for attempt in session.scalars(select(Attempt).where(Attempt.operation_id.in_(ops)).order_by(Attempt.seq)):
+        attempts[attempt.operation_id].append(attempt)
+    return ops, attempts
+
+
 def apply(callback_id: str) -> str:
-    """Apply one stored callback to its operation, exactly once."""
-    with unit_of_work() as session:
-        row = session.get(ChannelCallback, callback_id, with_for_update=True)
-        if row is None or row.processed_at is not None:
-            return "done"
-        return _apply_row(session, row)
+    """Apply one stored callback to its operation, exactly once; a callback that cannot be applied
+    is set aside with outcome ``error`` (and logged) rather than retried forever."""
+    try:
+        with unit_of_work() as session:
+            row = session.get(ChannelCallback, callback_id, with_for_update=True)
+            if row is None or row.processed_at is not None:
+                return "done"
+            op = session.get(Operation, row.reference) if row.reference else None
+            return _apply_row(session, row, op, {op.id: attempts_of(session, op)} if op else {})
+    except Exception as exc:  # noqa: BLE001 - recorded on the row below
+        log.exception("callback %s could not be applied", callback_id)
+        with unit_of_work() as session:
+            row = session.get(ChannelCallback, callback_id)
+            if row is not None and row.processed_at is None:
+                row.processed_at, row.outcome = utcnow(), f"error:{exc.__class__.__name__}"[:40]
+        return "error"
 
 
-def _apply_row(session, row: ChannelCallback) -> str:
-    op = session.get(Operation, row.reference) if row.reference else None
+def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: dict) -> str:
     # The work runs in the context of the request that caused it (the channel echoes our request id).
     with context.bound(row.request_id, op.merchant_id if op else None, row.reference):
         if op is None or op.channel != row.channel:
             outcome = "unknown_operation"
         elif row.status in (SUCCEEDED, FAILED):
-            settled = _settle_from_channel(session, op, row.status, row.error_code, row.channel_reference)
+            settled = op.status not in FINAL and settle(
+                session, op, row.status, row.error_code, row.error_code, attempts=attempts.get(op.id, []),
+                channel_reference=row.channel_reference)
             outcome = "applied" if settled else "duplicate"
         else:
             outcome = "ignored"

@@ -145,3 +145,30 @@ def test_worker_killed_while_applying_a_callback_runs_it_again_once(stack):
     time.sleep(2.1)
     final = stack.settle(api, f"/v1/payments/{payment['id']}")
     assert final["status"] == "succeeded" and n_events(payment["id"]) == 1
+
+
+def test_a_callback_that_cannot_be_applied_does_not_hold_up_the_inbox(stack, monkeypatch):
+    from app.services import callbacks
+
+    api = builders.api(stack.client)
+    poison = api.post("/v1/payments", builders.payment_body(8054)).get_json()
+    healthy = api.post("/v1/payments", builders.payment_body(9054)).get_json()
+    real_settle = callbacks.settle
+
+    def settle(session, op, *args, **kwargs):
+        if op.id == poison["id"]:
+            raise RuntimeError("simulated bug")
+        return real_settle(session, op, *args, **kwargs)
+
+    monkeypatch.setattr(callbacks, "settle", settle)
+    for payment, ref in ((poison, "sbx_p"), (healthy, "sbx_h")):
+        body, headers = builders.signed_callback(channel("sandbox"), payment["id"], "succeeded", ref)
+        assert post_callback(stack, body, headers).status_code == 200
+    assert callbacks.drain() == 2
+    assert api.get(f"/v1/payments/{healthy['id']}").get_json()["status"] == "succeeded"
+    assert api.get(f"/v1/payments/{poison['id']}").get_json()["status"] == "processing"
+    with unit_of_work() as session:
+        outcomes = dict(session.execute(select(ChannelCallback.reference, ChannelCallback.outcome)).all())
+    assert outcomes == {poison["id"]: "error:RuntimeError", healthy["id"]: "applied"}
+    monkeypatch.undo()
+    assert stack.settle(api, f"/v1/payments/{poison['id']}")["status"] == "succeeded"  # the status query settles it
