@@ -24,7 +24,6 @@ def record(session: Session, *, merchant_id: str, type: str, object_id: str, dat
         raise ValueError(f"unknown event type {type}")
     event = Event(id=new_id("evt"), merchant_id=merchant_id, type=type, object_id=object_id, data=data,
                   request_id=context.current_request_id(), relayed=False, created_at=utcnow())
-    session.flush()  # the object the event describes is written first
     session.connection().execute(insert(Event.__table__), [{
         "id": event.id, "merchant_id": merchant_id, "type": type, "object_id": object_id, "data": data,
         "request_id": event.request_id, "relayed": False, "created_at": event.created_at}])

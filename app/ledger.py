@@ -96,7 +96,6 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     request_id, now = context.current_request_id(), utcnow()
     entry = JournalEntry(id=new_id("je"), merchant_id=merchant_id, kind=kind, source_id=source_id,
                          description=description, request_id=request_id, created_at=now)
-    session.flush()  # whatever the entry's source row needs written first
     connection = session.connection()  # Core inserts: this runs for every money movement
     connection.execute(insert(JournalEntry.__table__), [{name: getattr(entry, key) for name, key in _ENTRY_COLUMNS}])
     connection.execute(insert(LedgerLine.__table__), [
