@@ -10,7 +10,8 @@
 
 A claim whose owner died before committing (the row stays ``in_flight`` past
 ``locked_until``) is taken over by the next retry: nothing was committed, so this cannot
-repeat a side effect. 4xx outcomes are stored and replayed; a 5xx releases the key.
+repeat a side effect. 4xx outcomes are stored and replayed; a 5xx releases the key (or, when
+part of the work was committed, unlocks it for a retry to take over and resume).
 """
 from __future__ import annotations
 
@@ -87,8 +88,12 @@ def run(merchant_id: str, key: str, endpoint: str, body: object,
                         % key)
                 if row.status == "done":
                     return StoredResponse(row.response_status, row.response_body, True)
-                owned = row.locked_until < now and _take_over(session, row, now)
+                owned = took_over = row.locked_until < now and _take_over(session, row, now)
+            else:
+                took_over = False
             if owned:
+                # A use case may resume what the dead owner of a taken-over claim had committed.
+                session.info["idempotency_takeover"] = took_over
                 return _execute(session, merchant_id, key, execute, error_response)
             session.rollback()
         finally:
@@ -135,10 +140,12 @@ def _execute(session: Session, merchant_id: str, key: str, execute, error_respon
 
 
 def _abandon(session: Session, savepoint, merchant_id: str, key: str) -> None:
+    """After a 5xx: nothing committed → the claim goes with the rollback; committed part-way → the
+    claim stays, unlocked, so a retry with the same body takes it over and resumes the work."""
     committed_part_way = not savepoint.is_active
     session.rollback()
     if committed_part_way:
-        _release(merchant_id, key)
+        _unlock(merchant_id, key)
 
 
 def _take_over(session: Session, row: IdempotencyKey, now) -> bool:
@@ -159,14 +166,15 @@ def _finish(session: Session, merchant_id: str, key: str, status: int, raw: byte
         .execution_options(synchronize_session=False))
 
 
-def _release(merchant_id: str, key: str) -> None:
+def _unlock(merchant_id: str, key: str) -> None:
     try:
         with unit_of_work() as session:
-            session.execute(delete(IdempotencyKey).where(
+            session.execute(update(IdempotencyKey).where(
                 IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key,
-                IdempotencyKey.status == "in_flight"))
+                IdempotencyKey.status == "in_flight").values(locked_until=utcnow() - LOCK)
+                .execution_options(synchronize_session=False))
     except OperationalError:
-        pass  # the database is down; the claim expires after LOCK and is taken over
+        pass  # the database is down; the claim's lock runs out after LOCK anyway
 
 
 def purge_expired() -> int:

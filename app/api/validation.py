@@ -101,7 +101,7 @@ def list_params(args) -> tuple[int, str | None]:
     if unknown:
         raise InvalidRequest(f"Received unknown parameter: {unknown[0]}", param=unknown[0], code="parameter_unknown")
     raw = args.get("limit", "10")
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 100:
         raise InvalidRequest("limit must be an integer from 1 to 100", param="limit")
     after = args.get("starting_after") or None
     if after is not None and len(after) > 40:

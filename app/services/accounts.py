@@ -24,21 +24,22 @@ def create_account(session: Session, merchant: Merchant, body: dict) -> Account:
     return account
 
 
-def get_account(session: Session, merchant: Merchant, account_id: str) -> Account:
+def get_account(session: Session, merchant: Merchant, account_id: str, param: str = "id") -> Account:
     account = session.get(Account, account_id)
     if account is None or account.merchant_id != merchant.id or account.kind != "customer":
-        raise NotFound(f"No such account: '{account_id}'", param="id")
+        raise NotFound(f"No such account: '{account_id}'", param=param)
     return account
 
 
-def get_accounts(session: Session, merchant: Merchant, *account_ids: str) -> list[Account]:
-    """Several of the merchant's accounts in one query, in the order asked."""
-    found = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(account_ids)))}
-    for account_id in account_ids:
+def get_accounts(session: Session, merchant: Merchant, wanted: dict[str, str]) -> list[Account]:
+    """Several of the merchant's accounts in one query, in the order asked; ``wanted`` maps the
+    request field naming each account to its id."""
+    found = {a.id: a for a in session.scalars(select(Account).where(Account.id.in_(wanted.values())))}
+    for param, account_id in wanted.items():
         account = found.get(account_id)
         if account is None or account.merchant_id != merchant.id or account.kind != "customer":
-            raise NotFound(f"No such account: '{account_id}'", param="id")
-    return [found[a] for a in account_ids]
+            raise NotFound(f"No such account: '{account_id}'", param=param)
+    return [found[a] for a in wanted.values()]
 
 
 def list_accounts(session: Session, merchant: Merchant, limit: int, starting_after: str | None) -> Page:

@@ -21,7 +21,15 @@ from app.config import get_config
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
 from app.models import Account, Attempt, Operation, new_id, utcnow
 from app.state import transition
-from channels.base import ChannelTimeout, ChannelUnavailable, ChargeRequest, PayoutRequest, RefundRequest
+from channels.base import (
+    ChannelError,
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChargeRequest,
+    OperationNotSupported,
+    PayoutRequest,
+    RefundRequest,
+)
 
 log = logging.getLogger("payrouter.operations")
 
@@ -68,6 +76,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         attempts.append(attempt)
         op.channel = channel_id
         op.routing = {**op.routing, "channel": channel_id}
+        op.next_query_at = next_query_at(0)  # if this process dies during the call, a status query follows
         session.commit()  # the attempt is on record before the channel hears of it
         verb, request = _request(op, payment, attempt)
         try:
@@ -78,12 +87,17 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             session.commit()
             log.warning("channel %s unavailable for %s; trying the next candidate", channel_id, op.id)
             continue
-        except ChannelTimeout as exc:
+        except OperationNotSupported as exc:  # refused before anything was sent
+            _close_attempt(attempt, FAILED, "operation_not_supported", str(exc)[:500])
+            session.commit()
+            continue
+        except ChannelError as exc:  # a timeout, or any other fault: the outcome is unknown
             breaker.record(channel_id, ok=False)
-            _close_attempt(attempt, "unknown", "timeout", str(exc)[:500])
+            code = "timeout" if isinstance(exc, ChannelTimeout) else "channel_error"
+            _close_attempt(attempt, "unknown", code, str(exc)[:500])
             op.next_query_at = next_query_at(0)
             session.commit()
-            log.warning("channel %s timed out for %s: outcome unknown, left processing", channel_id, op.id)
+            log.warning("channel %s: %s for %s, outcome unknown, left processing", channel_id, code, op.id)
             return op
         breaker.record(channel_id, ok=True)
         attempt.channel_reference = result.channel_reference

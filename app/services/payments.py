@@ -8,13 +8,23 @@ Idempotency-Key) instead of starting another.
 """
 from __future__ import annotations
 
+import contextlib
+
 import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import context, ledger, switches
 from app.db import add_unique
-from app.domain.errors import InvalidRequest, LimitExceeded, NoRoute, NotFound, ServiceUnavailable
+from app.domain.errors import (
+    IdempotencyMismatch,
+    InvalidRequest,
+    LimitExceeded,
+    NoRoute,
+    NotFound,
+    PaymentDeclined,
+    ServiceUnavailable,
+)
 from app.domain.states import PENDING, PROCESSING, SUCCEEDED
 from app.models import Merchant, Operation, new_id
 from app.services import routing
@@ -32,8 +42,12 @@ def guard(kind: str) -> None:
         raise ServiceUnavailable(f"{kind} operations are paused; retry later.", code="operation_paused")
 
 
-def _resume(session: Session, merchant: Merchant, key: str) -> Operation | None:
-    op = session.scalars(select(Operation).where(Operation.merchant_id == merchant.id,
+def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Operation | None:
+    """Only a request that took over a dead request's claim (same key, same body) resumes the
+    operation that request wrote; everything else starts afresh."""
+    if not session.info.get("idempotency_takeover"):
+        return None
+    op = session.scalars(select(Operation).where(Operation.merchant_id == merchant.id, Operation.kind == kind,
                                                  Operation.idempotency_key == key)).first()
     if op is not None and op.status == PENDING:
         transition(session, op, PROCESSING)
@@ -60,9 +74,31 @@ def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
 
 
 def _write(session: Session, op: Operation) -> None:
-    if not add_unique(session, op):
-        raise InvalidRequest(f"reference is already used by another {op.kind}", param="reference",
-                             code="reference_already_used")
+    if add_unique(session, op):
+        return
+    earlier = session.scalars(select(Operation.id).where(Operation.merchant_id == op.merchant_id,
+                                                         Operation.idempotency_key == op.idempotency_key)).first()
+    if earlier:
+        raise IdempotencyMismatch(f"This Idempotency-Key created {earlier} more than a day ago; use a new key.")
+    raise InvalidRequest(f"reference is already used by another {op.kind}", param="reference",
+                         code="reference_already_used")
+
+
+@contextlib.contextmanager
+def _giving_back_limits(op: Operation):
+    """Steps that may still refuse the operation after its velocity limits were reserved: a
+    refusal rolls the operation back, so the reservation goes back too, and the 402 carries
+    the decision."""
+    try:
+        yield
+    except BaseException as exc:
+        if op.limit_reservation:
+            from app.services.operations import _release_limits
+
+            _release_limits(op.limit_reservation)
+        if isinstance(exc, PaymentDeclined) and "decision" not in exc.extra:
+            exc.extra["decision"] = op.decision
+        raise
 
 
 def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str, *, amount: int, currency: str,
@@ -82,6 +118,7 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
         routing=routing_view or {k: payload[k] for k in ("ruleset_version", "matched_rules", "candidates", "dropped",
                                                           "channel")},
         request_id=context.current_request_id(), **fields)
+    op.decision = payload  # not a column: what a later refusal reports
     context.set_object_id(op.id)
     try:
         _write(session, op)
@@ -97,12 +134,12 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
 
 def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
     guard("payment")
-    if (op := _resume(session, merchant, key)) is not None:
+    if (op := _resume(session, merchant, key, "payment")) is not None:
         return op
     method = body["payment_method"]
     account = None
     if method["type"] == "balance":
-        account = get_account(session, merchant, method["account"])
+        account = get_account(session, merchant, method["account"], param="payment_method[account]")
         if account.currency != body["currency"]:
             raise InvalidRequest(f"account {account.id} holds {account.currency}", param="currency",
                                  code="currency_mismatch")
@@ -116,7 +153,8 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
                 decision=decision, routing_view=view, customer=body.get("customer"), payment_method=method,
                 description=body.get("description"), account_id=account.id if account else None)
     if account is not None:
-        settle(session, op, SUCCEEDED)  # moves the money inside the ledger; 402 if the balance is short
+        with _giving_back_limits(op):
+            settle(session, op, SUCCEEDED)  # moves the money inside the ledger; 402 if the balance is short
         session.commit()
         return op
     return run_channels(session, op, attempts=[])
@@ -124,7 +162,7 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
 
 def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
     guard("topup")
-    if (op := _resume(session, merchant, key)) is not None:
+    if (op := _resume(session, merchant, key, "topup")) is not None:
         return op
     if body["payment_method"]["type"] == "balance":
         raise InvalidRequest("a top-up pays in from outside: payment_method cannot be balance",
@@ -137,21 +175,22 @@ def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> 
 
 def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
     guard("withdrawal")
-    if (op := _resume(session, merchant, key)) is not None:
+    if (op := _resume(session, merchant, key, "withdrawal")) is not None:
         return op
     account = _account_in(session, merchant, body)
     facts_body = {**body, "customer": account.customer}
     op = _start(session, merchant, "withdrawal", facts_body, key, amount=body["amount"], currency=body["currency"],
                 destination=body["destination"], account_id=account.id, customer=account.customer)
     # The hold: available → pending on the same account, refused (402, nothing written) if short.
-    ledger.post(session, merchant_id=merchant.id, kind="withdrawal_hold", source_id=op.id,
-                legs=[ledger.Leg(account, -op.amount), ledger.Leg(account, op.amount, ledger.PENDING)])
+    with _giving_back_limits(op):
+        ledger.post(session, merchant_id=merchant.id, kind="withdrawal_hold", source_id=op.id,
+                    legs=[ledger.Leg(account, -op.amount), ledger.Leg(account, op.amount, ledger.PENDING)])
     return run_channels(session, op, attempts=[])
 
 
 def create_refund(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
     guard("refund")
-    if (op := _resume(session, merchant, key)) is not None:
+    if (op := _resume(session, merchant, key, "refund")) is not None:
         return op
     payment = get_operation(session, merchant, "payment", body["payment"], param="payment")
     if payment.status != SUCCEEDED:
@@ -188,7 +227,8 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
                 account_id=None)
     op.channel = payment.channel
     if not payment.channel:  # a balance payment is refunded inside the ledger
-        settle(session, op, SUCCEEDED)
+        with _giving_back_limits(op):
+            settle(session, op, SUCCEEDED)
         session.commit()
         return op
     return run_channels(session, op, attempts=[])
@@ -201,7 +241,7 @@ def _ledger_only_view(decision) -> dict:
 
 
 def _account_in(session: Session, merchant: Merchant, body: dict):
-    account = get_account(session, merchant, body["account"])
+    account = get_account(session, merchant, body["account"], param="account")
     if account.currency != body["currency"]:
         raise InvalidRequest(f"account {account.id} holds {account.currency}", param="currency",
                              code="currency_mismatch")

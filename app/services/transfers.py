@@ -16,7 +16,8 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
     guard("transfer")
     if body["from_account"] == body["to_account"]:
         raise InvalidRequest("from_account and to_account must differ", param="to_account")
-    source, target = get_accounts(session, merchant, body["from_account"], body["to_account"])
+    source, target = get_accounts(session, merchant, {"from_account": body["from_account"],
+                                                      "to_account": body["to_account"]})
     for name, account in (("from_account", source), ("to_account", target)):
         if account.currency != body["currency"]:
             raise InvalidRequest(f"{name} holds {account.currency}, not {body['currency']}", param="currency",

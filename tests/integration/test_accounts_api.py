@@ -79,7 +79,7 @@ def test_other_merchants_objects_are_404_like_unknown_ids(client):
     mine_acct = mine.account(funded=50)
     response = mine.post("/v1/transfers", mine.transfer_body(mine_acct["id"], account["id"], 10))
     assert response.status_code == 404
-    assert response.get_json()["error"]["param"] == "id"
+    assert response.get_json()["error"]["param"] == "to_account"
 
 
 def test_authentication_errors(client):

@@ -93,3 +93,10 @@ def test_live_key_cannot_use_test_helpers(client):
     account = api.account()
     error = assert_error_shape(api.post(f"/v1/test_helpers/accounts/{account['id']}/fund", {"amount": 5}), 403)
     assert error["type"] == "permission_error"
+
+
+@pytest.mark.parametrize("limit", ["%C2%B2", "%EF%BC%91", "1.0", "-1", "+5", " 5"])
+def test_non_ascii_or_odd_limits_are_400(client, limit):
+    api = builders.api(client)
+    error = assert_error_shape(api.get(f"/v1/accounts?limit={limit}"), 400)
+    assert error["param"] == "limit"

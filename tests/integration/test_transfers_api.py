@@ -47,7 +47,7 @@ def test_refusals(client):
         (api.transfer_body(usd["id"], usd["id"], 10), 400, "to_account"),
         (api.transfer_body(usd["id"], eur["id"], 10), 422, "currency"),
         (api.transfer_body(usd["id"], usd2["id"], 10, currency="EUR"), 422, "currency"),
-        (api.transfer_body(usd["id"], "acct_missing", 10), 404, "id"),
+        (api.transfer_body(usd["id"], "acct_missing", 10), 404, "to_account"),
     ]
     for body, status, param in cases:
         response = api.post("/v1/transfers", body)
