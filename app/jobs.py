@@ -81,6 +81,9 @@ def run_worker(names: list[str], burst: bool = False) -> None:
     connection = get_redis()
     worker = SimpleWorker([Queue(n, connection=connection) for n in names], connection=connection)
     threads = [] if burst else maintenance_for(names)
+    from app.tuning import tune_gc_for_serving
+
+    tune_gc_for_serving()
     for thread in threads:
         thread.start()
     log.info("worker listening on %s", ",".join(names))

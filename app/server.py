@@ -14,9 +14,12 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
+        from app.tuning import tune_gc_for_serving
         from app.web import create_app
 
-        return create_app()
+        app = create_app()
+        tune_gc_for_serving()  # in the master, before the fork: workers share the frozen pages
+        return app
 
 
 def _post_fork(_server, _worker):
@@ -25,6 +28,11 @@ def _post_fork(_server, _worker):
 
     db.dispose_all()
     redis_conn.reset()
+    import gc
+
+    from app.tuning import GC_THRESHOLDS
+
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run(host: str, port: int, workers: int = 2, threads: int = 8) -> None:

@@ -9,10 +9,12 @@ from flask import Flask, Response, request
 from sqlalchemy import create_engine, text
 
 from app.config import normalize_database_url
+from app.tuning import tune_gc_for_serving
 
 STATEMENTS = int(os.environ.get("BASELINE_STATEMENTS", "12"))
 engine = create_engine(normalize_database_url(os.environ["DATABASE_URL"]), pool_size=10, max_overflow=20)
 app = Flask(__name__)
+tune_gc_for_serving()  # the same server settings as `payrouter serve`
 
 
 def setup_tables() -> None:

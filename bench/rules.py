@@ -8,7 +8,6 @@ engine, on generated but realistic rule sets; prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import random
 import statistics
@@ -18,6 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from app.tuning import tune_gc_for_serving  # noqa: E402
 from rules.decide import decide, facts_for  # noqa: E402
 from rules.engine import CompiledRules  # noqa: E402
 from rules.format import load  # noqa: E402
@@ -118,8 +118,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         ruleset = load(make_rules(size))
         engine = CompiledRules(ruleset, version=size)
-        gc.collect()
-        gc.freeze()  # as a pre-forking server would after loading: long-lived objects leave the GC's scans
+        tune_gc_for_serving()  # as `payrouter serve` and `payrouter worker` do (app/tuning.py)
         for name, matcher in (("engine", engine), ("reference", ReferenceRules(ruleset))):
             latencies(ruleset, matcher, reqs[:2000])  # warm up
             lat = latencies(ruleset, matcher, reqs)
