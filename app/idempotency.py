@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -158,12 +158,13 @@ def _take_over(session: Session, row: IdempotencyKey, now) -> bool:
     return result.rowcount == 1
 
 
+_KEYS = IdempotencyKey.__table__
+_FINISH = (update(_KEYS).where(_KEYS.c.merchant_id == bindparam("m"), _KEYS.c.key == bindparam("k"))
+           .values(status="done", response_status=bindparam("http_status"), response_body=bindparam("body")))
+
+
 def _finish(session: Session, merchant_id: str, key: str, status: int, raw: bytes) -> None:
-    session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key)
-        .values(status="done", response_status=status, response_body=raw)
-        .execution_options(synchronize_session=False))
+    session.connection().execute(_FINISH, {"m": merchant_id, "k": key, "http_status": status, "body": raw})
 
 
 def _unlock(merchant_id: str, key: str) -> None:
