@@ -69,6 +69,7 @@ def callbacks_per_second(n: int) -> float:
     from app.models import ChannelCallback, Merchant, Operation, new_id
     from app.redis_conn import get_redis
     from app.services import callbacks
+    from app.tuning import tune_gc_for_serving
 
     with unit_of_work() as session:
         merchant = Merchant(id=new_id("mer"), name="bench-callbacks")
@@ -88,6 +89,7 @@ def callbacks_per_second(n: int) -> float:
     get_redis().delete(callbacks.DRAIN_FLAG)
     for _ in ids:  # as receive() does after storing each callback: at most one drain job is queued
         callbacks.kick_drain()
+    tune_gc_for_serving()  # as `payrouter worker` does before it starts working
     worker = SimpleWorker([queue], connection=get_redis())
     started = time.perf_counter()
     worker.work(burst=True)
