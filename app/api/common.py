@@ -10,7 +10,7 @@ from app import context, idempotency, switches
 from app.api import errors
 from app.api.validation import list_params, parse_body
 from app.db import unit_of_work
-from app.domain.errors import PayRouterError, ServiceUnavailable
+from app.domain.errors import ServiceUnavailable
 from app.services.merchants import authenticate
 
 JSON = "application/json"
@@ -43,13 +43,8 @@ def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]]) ->
     key = idempotency.check_key(request.headers.get("Idempotency-Key"))
     body = parse_body(request.get_data(cache=False), schema)
     refuse_writes_if_read_only()
-
-    def error_response(error: PayRouterError) -> tuple[int, dict]:
-        status, kind = errors.status_and_type(error)
-        extra = {k: v for k, v in error.extra.items() if k == "decision"}
-        return status, errors.error_body(kind, error.code, error.message, error.param, **extra)
-
-    stored = idempotency.run(g.merchant.id, key, request.path, body, lambda s: execute(s, body), error_response)
+    stored = idempotency.run(g.merchant.id, key, request.path, body, lambda s: execute(s, body),
+                             errors.error_payload)
     return json_response(stored.status, stored.body, stored.replayed)
 
 

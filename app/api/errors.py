@@ -49,10 +49,16 @@ def error_body(kind: str, code: str, message: str, param: str | None = None, **e
     return {"error": body}
 
 
-def to_response(error: e.PayRouterError):
+def error_payload(error: e.PayRouterError) -> tuple[int, dict]:
+    """The HTTP status and contract body of a deliberate error (a refusal carries its ``decision``)."""
     status, kind = status_and_type(error)
-    extra = {k: v for k, v in error.extra.items() if k in ("decision",)}
-    response = jsonify(error_body(kind, error.code, error.message, error.param, **extra))
+    extra = {k: v for k, v in error.extra.items() if k == "decision"}
+    return status, error_body(kind, error.code, error.message, error.param, **extra)
+
+
+def to_response(error: e.PayRouterError):
+    status, payload = error_payload(error)
+    response = jsonify(payload)
     response.status_code = status
     if status == 503:
         response.headers["Retry-After"] = "1"

@@ -144,9 +144,8 @@ def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: di
         if op is None or op.channel != row.channel:
             outcome = "unknown_operation"
         elif row.status in (SUCCEEDED, FAILED):
-            settled = op.status not in FINAL and settle(
-                session, op, row.status, row.error_code, row.error_code, attempts=attempts.get(op.id, []),
-                channel_reference=row.channel_reference)
+            settled = _settle_from_channel(session, op, row.status, row.error_code, row.channel_reference,
+                                           attempts.get(op.id, []))
             outcome = "applied" if settled else "duplicate"
         else:
             outcome = "ignored"
@@ -155,10 +154,12 @@ def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: di
     return outcome
 
 
-def _settle_from_channel(session, op: Operation, status: str, code: str | None, channel_reference: str | None) -> bool:
+def _settle_from_channel(session, op: Operation, status: str, code: str | None, channel_reference: str | None,
+                         attempts: list | None = None) -> bool:
+    """A channel's word on an operation (callback or status query); ``attempts`` if already loaded."""
     if op.status in FINAL:
         return False
-    return settle(session, op, status, code, code, attempts=attempts_of(session, op),
+    return settle(session, op, status, code, code, attempts=attempts_of(session, op) if attempts is None else attempts,
                   channel_reference=channel_reference)
 
 

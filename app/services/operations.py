@@ -150,13 +150,14 @@ def settle(session: Session, op: Operation, status: str, code: str | None = None
                         .values(amount_refunded=Operation.amount_refunded - op.amount)
                         .execution_options(synchronize_session=False))
     if status == FAILED and op.limit_reservation:
-        _release_limits(op.limit_reservation)
+        release_limits(op.limit_reservation)
     data = representation.operation(op, attempts) if attempts is not None else view(session, op)
     events.record(session, merchant_id=op.merchant_id, type=f"{op.kind}.{status}", object_id=op.id, data=data)
     return True
 
 
-def _release_limits(reservation: dict) -> None:
+def release_limits(reservation: dict) -> None:
+    """Give a velocity-limit reservation back (idempotent; never fails a settlement on Redis)."""
     from app.redis_conn import get_redis
     from rules import limits
 

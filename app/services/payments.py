@@ -30,7 +30,7 @@ from app.models import Merchant, Operation, new_id
 from app.services import routing
 from app.services.accounts import get_account
 from app.services.listing import Page, page
-from app.services.operations import run_channels, settle
+from app.services.operations import release_limits, run_channels, settle
 from app.state import transition
 
 PREFIX = {"payment": "pay", "topup": "top", "withdrawal": "wd", "refund": "re"}
@@ -93,9 +93,7 @@ def _giving_back_limits(op: Operation):
         yield
     except BaseException as exc:
         if op.limit_reservation:
-            from app.services.operations import _release_limits
-
-            _release_limits(op.limit_reservation)
+            release_limits(op.limit_reservation)
         if isinstance(exc, PaymentDeclined) and "decision" not in exc.extra:
             exc.extra["decision"] = op.decision
         raise
@@ -120,15 +118,9 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
         request_id=context.current_request_id(), **fields)
     op.decision = payload  # not a column: what a later refusal reports
     context.set_object_id(op.id)
-    try:
+    with _giving_back_limits(op):
         _write(session, op)
         transition(session, op, PROCESSING)
-    except BaseException:
-        if reservation:
-            from app.services.operations import _release_limits
-
-            _release_limits(reservation)
-        raise
     return op
 
 
