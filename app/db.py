@@ -9,6 +9,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.config import Config, get_config
 
@@ -73,6 +74,21 @@ def unit_of_work(config: Config | None = None):
 
 
 @contextlib.contextmanager
+def request_session(config: Config | None = None):
+    """A session for one request that may commit several times (a payment commits before and
+    after its channel call): it keeps one pooled connection throughout, so each commit does not
+    check a connection out (and ping it) again. The caller commits; what is left is rolled back."""
+    with get_engine(config).connect() as connection:
+        session = Session(bind=connection, expire_on_commit=False)
+        try:
+            yield session
+        finally:
+            session.close()
+            if connection.in_transaction():
+                connection.rollback()
+
+
+@contextlib.contextmanager
 def read_only(config: Config | None = None):
     """A session that only reads: on SQLite it does not wait for (or block) writers, so it can
     be used while another transaction of the same thread is open."""
@@ -85,28 +101,45 @@ def read_only(config: Config | None = None):
         session.close()
 
 
+_unique_inserts: dict[tuple[str, str], object] = {}
+
+
+def _unique_insert(table, dialect: str):
+    """``INSERT … ON CONFLICT DO NOTHING RETURNING <pk>`` for ``table``, built once: the values
+    come as execution parameters, so SQLAlchemy reuses its compiled form."""
+    key = (table.name, dialect)
+    statement = _unique_inserts.get(key)
+    if statement is None:
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = _unique_inserts[key] = (insert(table).on_conflict_do_nothing()
+                                            .returning(*table.primary_key.columns))
+    return statement
+
+
 def add_unique(session: Session, obj) -> bool:
     """Insert ``obj``'s row unless it collides with a unique key (``INSERT … ON CONFLICT DO NOTHING``,
-    on PostgreSQL and SQLite alike); True if it was inserted, and then ``obj`` belongs to the session.
+    on PostgreSQL and SQLite alike); True if it was inserted, and then ``obj`` belongs to the session
+    with every column loaded (reading one later costs no query).
 
     One statement where a savepoint would take three; the caller turns False into its error."""
     mapper = obj.__class__.__mapper__
-    values = {}
+    values, loaded = {}, {}
     for prop in mapper.column_attrs:
         column = prop.columns[0]
         value = getattr(obj, prop.key)
         if value is None and column.default is not None:
             value = column.default.arg(None) if column.default.is_callable else column.default.arg
-            setattr(obj, prop.key, value)
+        loaded[prop.key] = value
         if value is not None:
             values[column.name] = value
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.flush()  # rows this one refers to
     table = mapper.local_table
-    statement = insert(table).values(values).on_conflict_do_nothing().returning(*table.primary_key.columns)
-    if session.connection().execute(statement).first() is None:
+    statement = _unique_insert(table, session.get_bind().dialect.name)
+    if session.connection().execute(statement, values).first() is None:
         return False
     make_transient_to_detached(obj)
+    for key, value in loaded.items():
+        set_committed_value(obj, key, value)
     session.add(obj)
     return True
 

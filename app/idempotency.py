@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app import context
-from app.db import add_unique, session_factory, unit_of_work
+from app.db import add_unique, request_session, unit_of_work
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
 from app.models import IdempotencyKey, utcnow
 
@@ -68,8 +68,7 @@ def run(merchant_id: str, key: str, endpoint: str, body: object,
     digest = request_hash(endpoint, body)
     deadline = time.monotonic() + WAIT_SECONDS
     while True:
-        session = session_factory()()
-        try:
+        with request_session() as session:
             now = utcnow()
             owned = _insert_claim(session, merchant_id, key, endpoint, digest, now)
             if not owned:
@@ -96,8 +95,6 @@ def run(merchant_id: str, key: str, endpoint: str, body: object,
                 session.info["idempotency_takeover"] = took_over
                 return _execute(session, merchant_id, key, execute, error_response)
             session.rollback()
-        finally:
-            session.close()
         if time.monotonic() >= deadline:
             raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed; retry later.")
         time.sleep(POLL_SECONDS)

@@ -56,7 +56,7 @@ def system_account(session: Session, merchant_id: str, code: str, currency: str)
 
     A known one comes back as a detached stand-in (id, kind, currency) without a query:
     postings only need those, and balances move by UPDATE in ``post``."""
-    cache_key = (str(session.get_bind().url), merchant_id, code, currency)
+    cache_key = (str(session.get_bind().engine.url), merchant_id, code, currency)
     if cache_key in _system_ids:
         return Account(id=_system_ids[cache_key], merchant_id=merchant_id, kind="system", system_code=code,
                        currency=currency)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -18,16 +18,21 @@ from app.models import Operation, utcnow
 log = logging.getLogger("payrouter.state")
 
 
+_TABLE = Operation.__table__
+# Built once; the SET clause comes from the execution parameters (column names).
+_CAS = update(_TABLE).where(_TABLE.c.id == bindparam("cas_id"), _TABLE.c.status == bindparam("cas_status"),
+                            _TABLE.c.version == bindparam("cas_version"))
+_COLUMN = {prop.key: prop.columns[0].name for prop in Operation.__mapper__.column_attrs}
+
+
 def transition(session: Session, op: Operation, target: str, **changes) -> bool:
     if not allowed(op.status, target):
         log.info("transition %s -> %s of %s refused: not in the state machine", op.status, target, op.id)
         return False
     values = {"status": target, "version": op.version + 1, "updated_at": utcnow(), **changes}
-    table = Operation.__table__
-    result = session.connection().execute(
-        update(table)
-        .where(table.c.id == op.id, table.c.status == op.status, table.c.version == op.version)
-        .values({Operation.__mapper__.get_property(k).columns[0].name: v for k, v in values.items()}))
+    params = {_COLUMN[k]: v for k, v in values.items()}
+    params.update(cas_id=op.id, cas_status=op.status, cas_version=op.version)
+    result = session.connection().execute(_CAS, params)
     if result.rowcount != 1:
         log.info("transition %s -> %s of %s lost a race; nothing changed", op.status, target, op.id)
         session.refresh(op)

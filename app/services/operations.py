@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app import breaker, context, events, ledger, representation
 from app.channels_runtime import callback_url, channel
 from app.config import get_config
-from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
+from app.domain.states import FAILED, FINAL, PENDING, PROCESSING, SUCCEEDED
 from app.models import Account, Attempt, Operation, new_id, utcnow
 from app.state import transition
 from channels.base import (
@@ -39,7 +39,8 @@ def attempts_of(session: Session, op: Operation) -> list[Attempt]:
 
 
 def view(session: Session, op: Operation) -> dict:
-    return representation.operation(op, attempts_of(session, op))
+    known = op.__dict__.get("known_attempts")  # set by whoever loaded or wrote them in this session
+    return representation.operation(op, known if known is not None else attempts_of(session, op))
 
 
 def next_query_at(query_count: int):
@@ -64,6 +65,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
     payment = session.get(Operation, op.payment_id) if op.payment_id else None
     candidates = list(op.routing.get("candidates") or [])
     attempts = attempts_of(session, op) if attempts is None else attempts
+    op.known_attempts = attempts
     seq = len(attempts)
     for channel_id in candidates:
         if not breaker.allow(channel_id):
@@ -74,9 +76,9 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
                           request_id=context.current_request_id())
         session.add(attempt)
         attempts.append(attempt)
-        op.channel = channel_id
-        op.routing = {**op.routing, "channel": channel_id}
-        op.next_query_at = next_query_at(0)  # if this process dies during the call, a status query follows
+        if not _use_channel(session, op, channel_id):
+            session.rollback()
+            return op
         session.commit()  # the attempt is on record before the channel hears of it
         verb, request = _request(op, payment, attempt)
         try:
@@ -102,18 +104,32 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         breaker.record(channel_id, ok=True)
         attempt.channel_reference = result.channel_reference
         attempt.raw = dict(result.raw or {})
-        op.channel_reference = result.channel_reference
         if result.status == PROCESSING:
-            op.next_query_at = next_query_at(0)
+            op.channel_reference = result.channel_reference
             session.commit()
             return op
         _close_attempt(attempt, result.status, result.error_code, result.error_message)
-        settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts)
+        settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
+               channel_reference=result.channel_reference)
         session.commit()
+        return op
+    if op.status == PENDING and not transition(session, op, PROCESSING, routing=op.routing):
         return op
     settle(session, op, FAILED, "channel_error", "no candidate channel could be reached", attempts=attempts)
     session.commit()
     return op
+
+
+def _use_channel(session: Session, op: Operation, channel_id: str) -> bool:
+    """Point the operation at the channel about to be called; a new operation moves pending →
+    processing in the same statement. If this process dies during the call, a status query follows."""
+    changes = {"channel": channel_id, "routing": {**op.routing, "channel": channel_id},
+               "next_query_at": next_query_at(0)}
+    if op.status == PENDING:
+        return transition(session, op, PROCESSING, **changes)
+    for name, value in changes.items():
+        setattr(op, name, value)
+    return True
 
 
 def _close_attempt(attempt: Attempt, status: str, code: str | None, message: str | None) -> None:

@@ -50,8 +50,6 @@ def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Operat
     op = session.scalars(select(Operation).where(Operation.merchant_id == merchant.id, Operation.kind == kind,
                                                  Operation.idempotency_key == key)).first()
     if op is not None and op.status == PENDING:
-        transition(session, op, PROCESSING)
-        session.commit()
         return run_channels(session, op, attempts=[])
     return op
 
@@ -101,7 +99,8 @@ def _giving_back_limits(op: Operation):
 
 def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str, *, amount: int, currency: str,
            routing_view: dict | None = None, decision=None, **fields) -> Operation:
-    """Decide, reserve limits and write the operation (pending → processing); not yet committed."""
+    """Decide, reserve limits and write the operation as pending; not yet committed. It moves to
+    processing with its first channel (run_channels) or before it settles inside the ledger."""
     facts = routing.facts(kind, merchant, body, amount=amount, currency=currency)
     if decision is None:
         decision = routing.decide(kind, merchant, body, amount=amount, currency=currency, split_key=key)
@@ -117,10 +116,10 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
                                                           "channel")},
         request_id=context.current_request_id(), **fields)
     op.decision = payload  # not a column: what a later refusal reports
+    op.known_attempts = []  # not a column: a new operation has no attempts yet
     context.set_object_id(op.id)
     with _giving_back_limits(op):
         _write(session, op)
-        transition(session, op, PROCESSING)
     return op
 
 
@@ -146,6 +145,7 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
                 description=body.get("description"), account_id=account.id if account else None)
     if account is not None:
         with _giving_back_limits(op):
+            transition(session, op, PROCESSING)
             settle(session, op, SUCCEEDED)  # moves the money inside the ledger; 402 if the balance is short
         session.commit()
         return op
@@ -220,6 +220,7 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
     op.channel = payment.channel
     if not payment.channel:  # a balance payment is refunded inside the ledger
         with _giving_back_limits(op):
+            transition(session, op, PROCESSING)
             settle(session, op, SUCCEEDED)
         session.commit()
         return op
