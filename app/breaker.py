@@ -6,6 +6,10 @@ opens for COOL_DOWN seconds; then it is half-open: one probe call at a time is l
 through, and a probe that succeeds closes the circuit, one that fails opens it again.
 Faults are ChannelUnavailable and ChannelTimeout; a decline is a healthy answer.
 If Redis cannot be reached the breaker stays closed (it never blocks payments by itself).
+
+The check (``allow``) and the bookkeeping (``record``) are each one Lua script, so each is one
+round trip on the payment path and atomic: two processes cannot both take the probe, and a
+probe's outcome and the window it clears change together.
 """
 from __future__ import annotations
 
@@ -25,61 +29,84 @@ PROBE_LEASE = 10
 
 log = logging.getLogger("payrouter.breaker")
 
+# KEYS: open, probe, then the window's buckets (newest first). ARGV: min calls, failure rate.
+_WINDOW_LUA = """
+local function failing()
+  local ok, err = 0, 0
+  for i = 3, #KEYS do
+    local counts = redis.call('HMGET', KEYS[i], 'ok', 'err')
+    ok = ok + (tonumber(counts[1]) or 0)
+    err = err + (tonumber(counts[2]) or 0)
+  end
+  return ok + err >= tonumber(ARGV[1]) and err / (ok + err) >= tonumber(ARGV[2])
+end
+"""
+# ARGV[3]: probe lease. Returns 1 if the call may go, 0 if not.
+_ALLOW_LUA = _WINDOW_LUA + """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if not failing() then return 1 end
+if redis.call('SET', KEYS[2], '1', 'EX', ARGV[3], 'NX') then return 1 end
+return 0
+"""
+# ARGV[3]: 'ok' | 'err', ARGV[4]: bucket TTL, ARGV[5]: cool-down. Returns what changed.
+_RECORD_LUA = _WINDOW_LUA + """
+redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+redis.call('EXPIRE', KEYS[3], ARGV[4])
+if redis.call('GET', KEYS[2]) then
+  redis.call('DEL', KEYS[2])
+  if ARGV[3] == 'ok' then
+    for i = 3, #KEYS do redis.call('DEL', KEYS[i]) end
+    redis.call('DEL', KEYS[1])
+    return 'closed'
+  end
+  redis.call('SET', KEYS[1], '1', 'EX', ARGV[5])
+  return 'reopened'
+end
+if ARGV[3] == 'err' and failing() and redis.call('SET', KEYS[1], '1', 'EX', ARGV[5], 'NX') then
+  return 'opened'
+end
+return ''
+"""
+_scripts: dict[str, object] = {}
 
-def _keys(channel_id: str) -> tuple[str, str, str]:
+
+def _script(name: str, r):
+    """The registered script (EVALSHA, loaded again by redis-py after a server restart)."""
+    if name not in _scripts:
+        _scripts[name] = r.register_script(_ALLOW_LUA if name == "allow" else _RECORD_LUA)
+    return _scripts[name]
+
+
+def _keys(channel_id: str, now: float) -> list[str]:
     base = f"payrouter:breaker:{channel_id}"
-    return f"{base}:open", f"{base}:probe", f"{base}:b"
+    current = int(now // BUCKET)
+    return [f"{base}:open", f"{base}:probe", *(f"{base}:b:{current - i}" for i in range(WINDOW_BUCKETS))]
 
 
 def record(channel_id: str, ok: bool, now: float | None = None) -> None:
-    now = time.time() if now is None else now
-    open_key, probe_key, bucket_prefix = _keys(channel_id)
-    bucket = f"{bucket_prefix}:{int(now // BUCKET)}"
+    """Count one call's outcome; open the circuit on too many faults, or settle a probe."""
+    keys = _keys(channel_id, time.time() if now is None else now)
     try:
         r = get_redis()
-        pipe = r.pipeline()
-        pipe.hincrby(bucket, "ok" if ok else "err", 1)
-        pipe.expire(bucket, BUCKET * (WINDOW_BUCKETS + 1))
-        pipe.get(probe_key)
-        probing = pipe.execute()[2]
-        if probing:
-            r.delete(probe_key)
-            if ok:
-                r.delete(open_key, *[f"{bucket_prefix}:{int(now // BUCKET) - i}" for i in range(WINDOW_BUCKETS)])
-                log.info("circuit of %s closed after a good probe", channel_id)
-            else:
-                r.set(open_key, "1", ex=COOL_DOWN)
-            return
-        if not ok and _failing(r, bucket_prefix, now):
-            if r.set(open_key, "1", ex=COOL_DOWN, nx=True):
-                log.warning("circuit of %s opened", channel_id, extra={"channel": channel_id})
+        changed = _script("record", r)(keys=keys, args=[MIN_CALLS, FAILURE_RATE, "ok" if ok else "err",
+                                                        BUCKET * (WINDOW_BUCKETS + 1), COOL_DOWN], client=r)
     except redis.RedisError:
         log.warning("breaker for %s not updated: Redis unreachable", channel_id)
-
-
-def _window(pipe, bucket_prefix: str, now: float) -> None:
-    current = int(now // BUCKET)
-    for i in range(WINDOW_BUCKETS):
-        pipe.hmget(f"{bucket_prefix}:{current - i}", "ok", "err")
-
-
-def _rate_exceeded(buckets) -> bool:
-    ok = sum(int(good or 0) for good, _ in buckets)
-    err = sum(int(bad or 0) for _, bad in buckets)
-    return ok + err >= MIN_CALLS and err / (ok + err) >= FAILURE_RATE
-
-
-def _failing(r, bucket_prefix: str, now: float) -> bool:
-    pipe = r.pipeline()
-    _window(pipe, bucket_prefix, now)
-    return _rate_exceeded(pipe.execute())
+        return
+    changed = changed.decode() if isinstance(changed, bytes) else changed
+    if changed == "opened":
+        log.warning("circuit of %s opened", channel_id, extra={"channel": channel_id})
+    elif changed == "closed":
+        log.info("circuit of %s closed after a good probe", channel_id)
+    elif changed == "reopened":
+        log.warning("circuit of %s opened again: the probe failed", channel_id, extra={"channel": channel_id})
 
 
 def state(channel_id: str) -> str:
     """closed | open | half_open (without taking the probe); one round trip."""
-    open_key, probe_key, _ = _keys(channel_id)
+    open_key, probe_key = _keys(channel_id, 0)[:2]
     try:
-        is_open, probing = get_redis().pipeline().exists(open_key).exists(probe_key).execute()
+        is_open, probing = get_redis().mget(open_key, probe_key)
     except redis.RedisError:
         return "closed"
     return "open" if is_open else ("half_open" if probing else "closed")
@@ -87,18 +114,9 @@ def state(channel_id: str) -> str:
 
 def allow(channel_id: str, now: float | None = None) -> bool:
     """May a call go to this channel now? After the cool-down, only one probe at a time."""
-    open_key, probe_key, bucket_prefix = _keys(channel_id)
-    now = time.time() if now is None else now
+    keys = _keys(channel_id, time.time() if now is None else now)
     try:
         r = get_redis()
-        pipe = r.pipeline().exists(open_key)
-        _window(pipe, bucket_prefix, now)
-        is_open, *buckets = pipe.execute()
-        if is_open:
-            return False
-        if not _rate_exceeded(buckets):
-            return True
-        # Cool-down over but the window still shows failures: half-open, one probe at a time.
-        return bool(r.set(probe_key, "1", ex=PROBE_LEASE, nx=True))
+        return bool(_script("allow", r)(keys=keys, args=[MIN_CALLS, FAILURE_RATE, PROBE_LEASE], client=r))
     except redis.RedisError:
         return True

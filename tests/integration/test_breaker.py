@@ -1,0 +1,100 @@
+"""The circuit breaker against the real Redis of the run (server or embedded): its Lua scripts
+open, half-open and close the circuit as app/breaker.py describes."""
+import time
+
+import pytest
+
+from app import breaker
+from app.redis_conn import get_redis
+
+CHANNEL = "acq_alpha"
+
+
+@pytest.fixture
+def now(clean):
+    return time.time()
+
+
+def fail(times: int, now: float, channel: str = CHANNEL) -> None:
+    for _ in range(times):
+        breaker.record(channel, ok=False, now=now)
+
+
+def test_a_new_channel_is_closed_and_allowed(now):
+    assert breaker.state(CHANNEL) == "closed"
+    assert breaker.allow(CHANNEL, now=now) is True
+
+
+def test_fewer_faults_than_the_minimum_never_open(now):
+    fail(breaker.MIN_CALLS - 1, now)
+    assert breaker.state(CHANNEL) == "closed"
+    assert breaker.allow(CHANNEL, now=now) is True
+
+
+def test_faults_below_the_rate_do_not_open(now):
+    for _ in range(breaker.MIN_CALLS):
+        breaker.record(CHANNEL, ok=True, now=now)
+    fail(breaker.MIN_CALLS - 1, now)  # 9 of 19 failed: under 50 %
+    assert breaker.state(CHANNEL) == "closed"
+    breaker.record(CHANNEL, ok=False, now=now)  # 10 of 20: at the rate
+    assert breaker.state(CHANNEL) == "open"
+
+
+def test_open_refuses_calls_and_other_channels_are_untouched(now):
+    fail(breaker.MIN_CALLS, now)
+    assert breaker.state(CHANNEL) == "open"
+    assert breaker.allow(CHANNEL, now=now) is False
+    assert breaker.allow("acq_beta", now=now) is True and breaker.state("acq_beta") == "closed"
+    ttl = get_redis().ttl(f"payrouter:breaker:{CHANNEL}:open")
+    assert 0 < ttl <= breaker.COOL_DOWN
+
+
+def test_faults_older_than_the_window_are_forgotten(now):
+    fail(breaker.MIN_CALLS - 1, now - breaker.BUCKET * breaker.WINDOW_BUCKETS)  # one bucket too old
+    fail(1, now)
+    assert breaker.state(CHANNEL) == "closed"
+
+
+def _cool_down_over() -> None:
+    get_redis().delete(f"payrouter:breaker:{CHANNEL}:open")
+
+
+def test_half_open_lets_one_probe_through_and_a_good_probe_closes(now):
+    fail(breaker.MIN_CALLS, now)
+    _cool_down_over()
+    assert breaker.allow(CHANNEL, now=now) is True  # the probe
+    assert breaker.state(CHANNEL) == "half_open"
+    assert breaker.allow(CHANNEL, now=now) is False  # one probe at a time
+    breaker.record(CHANNEL, ok=True, now=now)
+    assert breaker.state(CHANNEL) == "closed"
+    assert [breaker.allow(CHANNEL, now=now) for _ in range(3)] == [True, True, True]  # the window was cleared
+
+
+def test_a_failed_probe_opens_the_circuit_again(now):
+    fail(breaker.MIN_CALLS, now)
+    _cool_down_over()
+    assert breaker.allow(CHANNEL, now=now) is True
+    breaker.record(CHANNEL, ok=False, now=now)
+    assert breaker.state(CHANNEL) == "open"
+    assert breaker.allow(CHANNEL, now=now) is False
+
+
+def test_the_probe_lease_runs_out_if_the_prober_dies(now):
+    fail(breaker.MIN_CALLS, now)
+    _cool_down_over()
+    assert breaker.allow(CHANNEL, now=now) is True
+    get_redis().delete(f"payrouter:breaker:{CHANNEL}:probe")  # as when PROBE_LEASE has passed
+    assert breaker.allow(CHANNEL, now=now) is True
+
+
+def test_redis_unreachable_keeps_the_circuit_closed(now, monkeypatch):
+    import redis
+
+    from tests.live import free_port
+
+    nowhere = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5)  # nothing listens
+    monkeypatch.setattr(breaker, "get_redis", lambda: nowhere)
+    monkeypatch.setattr(breaker, "_scripts", {})
+    fail(breaker.MIN_CALLS, now)  # logged, not raised
+    assert breaker.allow(CHANNEL, now=now) is True
+    assert breaker.state(CHANNEL) == "closed"
