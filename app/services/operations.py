@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import breaker, context, events, ledger, representation
 from app.channels_runtime import callback_url, channel
@@ -72,9 +73,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             _note_drop(op, channel_id, "circuit_open")
             continue
         seq += 1
-        attempt = Attempt(id=new_id("att"), operation_id=op.id, seq=seq, channel=channel_id, status=PROCESSING,
-                          request_id=context.current_request_id())
-        session.add(attempt)
+        attempt = _write_attempt(session, op, seq, channel_id)
         attempts.append(attempt)
         if not _use_channel(session, op, channel_id):
             session.rollback()
@@ -85,30 +84,31 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             result = getattr(channel(channel_id), verb)(request)
         except ChannelUnavailable as exc:
             breaker.record(channel_id, ok=False)
-            _close_attempt(attempt, FAILED, "channel_error", str(exc)[:500])
+            _close_attempt(session, attempt, FAILED, "channel_error", str(exc)[:500])
             session.commit()
             log.warning("channel %s unavailable for %s; trying the next candidate", channel_id, op.id)
             continue
         except OperationNotSupported as exc:  # refused before anything was sent
-            _close_attempt(attempt, FAILED, "operation_not_supported", str(exc)[:500])
+            _close_attempt(session, attempt, FAILED, "operation_not_supported", str(exc)[:500])
             session.commit()
             continue
         except ChannelError as exc:  # a timeout, or any other fault: the outcome is unknown
             breaker.record(channel_id, ok=False)
             code = "timeout" if isinstance(exc, ChannelTimeout) else "channel_error"
-            _close_attempt(attempt, "unknown", code, str(exc)[:500])
+            _close_attempt(session, attempt, "unknown", code, str(exc)[:500])
             op.next_query_at = next_query_at(0)
             session.commit()
             log.warning("channel %s: %s for %s, outcome unknown, left processing", channel_id, code, op.id)
             return op
         breaker.record(channel_id, ok=True)
-        attempt.channel_reference = result.channel_reference
-        attempt.raw = dict(result.raw or {})
+        raw = dict(result.raw or {})
         if result.status == PROCESSING:
+            _close_attempt(session, attempt, PROCESSING, None, None, result.channel_reference, raw)
             op.channel_reference = result.channel_reference
             session.commit()
             return op
-        _close_attempt(attempt, result.status, result.error_code, result.error_message)
+        _close_attempt(session, attempt, result.status, result.error_code, result.error_message,
+                       result.channel_reference, raw)
         settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
                channel_reference=result.channel_reference)
         session.commit()
@@ -132,8 +132,35 @@ def _use_channel(session: Session, op: Operation, channel_id: str) -> bool:
     return True
 
 
-def _close_attempt(attempt: Attempt, status: str, code: str | None, message: str | None) -> None:
-    attempt.status, attempt.error_code, attempt.error_message, attempt.updated_at = status, code, message, utcnow()
+_ATTEMPTS = Attempt.__table__
+_ATTEMPT_INSERT = insert(_ATTEMPTS)
+_ATTEMPT_UPDATE = update(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"))
+
+
+def _write_attempt(session: Session, op: Operation, seq: int, channel_id: str) -> Attempt:
+    """A new attempt row (Core: it is written on every payment); the object stays outside the
+    session, and _close_attempt keeps row and object in step."""
+    now = utcnow()
+    attempt = Attempt(id=new_id("att"), operation_id=op.id, seq=seq, channel=channel_id, status=PROCESSING,
+                      request_id=context.current_request_id(), created_at=now, updated_at=now)
+    session.connection().execute(_ATTEMPT_INSERT, {
+        "id": attempt.id, "operation_id": op.id, "seq": seq, "channel": channel_id, "status": PROCESSING,
+        "request_id": attempt.request_id, "created_at": now, "updated_at": now})
+    return attempt
+
+
+def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | None, message: str | None,
+                   channel_reference: str | None = None, raw: dict | None = None) -> None:
+    """Record a channel's answer on the attempt: one UPDATE, and the object (loaded in the session
+    or not) shows the same values without being flushed again."""
+    values = {"status": status, "error_code": code, "error_message": message, "updated_at": utcnow()}
+    if channel_reference is not None:
+        values["channel_reference"] = channel_reference
+    if raw is not None:
+        values["raw"] = raw
+    session.connection().execute(_ATTEMPT_UPDATE, {"attempt_id": attempt.id, **values})
+    for name, value in values.items():
+        set_committed_value(attempt, name, value)
 
 
 def _note_drop(op: Operation, channel_id: str, reason: str) -> None:
@@ -156,8 +183,8 @@ def settle(session: Session, op: Operation, status: str, code: str | None = None
         return False
     open_attempt = next((a for a in reversed(attempts or []) if a.channel == op.channel), None)
     if open_attempt is not None and open_attempt.status not in FINAL:
-        _close_attempt(open_attempt, status, code, message if status == FAILED else None)
-        open_attempt.channel_reference = open_attempt.channel_reference or channel_reference
+        _close_attempt(session, open_attempt, status, code, message if status == FAILED else None,
+                       open_attempt.channel_reference or channel_reference)
     for leg_set in _postings(session, op, status):
         kind, legs = leg_set
         ledger.post(session, merchant_id=op.merchant_id, kind=kind, source_id=op.id, legs=legs)
