@@ -263,7 +263,8 @@ class Attempt(Base):
     __table_args__ = (UniqueConstraint("operation_id", "seq", name="uq_attempts_seq"),
                       Index("ix_attempts_channel_ref", "channel", "channel_reference"))
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"), index=True)
+    # Looked up by operation through uq_attempts_seq (operation_id, seq): no index of its own.
+    operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"))
     seq: Mapped[int] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(100))
     status: Mapped[str] = mapped_column(String(12))  # processing | succeeded | failed | error | unknown
