@@ -119,32 +119,60 @@ def sandbox(host, port):
 
 
 @main.command()
-@click.option("--channel", "channel_id", required=True, help="channel id from the channels file")
-@click.option("--date", "day", required=True, help="YYYY-MM-DD (UTC)")
+@click.option("--channel", "channel_id", help="channel id from the channels file")
+@click.option("--date", "day", help="YYYY-MM-DD (UTC): reconcile this whole day")
+@click.option("--recent", is_flag=True, help="run a near-real-time pass now (every channel unless --channel)")
+@click.option("--list", "listing", is_flag=True, help="show the newest stored runs")
+@click.option("--issues", "only_issues", is_flag=True, help="with --list: only runs that found issues")
 @click.option("--json", "as_json", is_flag=True)
-def reconcile(channel_id, day, as_json):
-    """Compare one channel's statement for one day with our records; queue status queries for
-    operations we still wait on; store and print the run."""
+def reconcile(channel_id, day, recent, listing, only_issues, as_json):
+    """Compare a channel's statement with our records: a whole day (--channel --date), the minutes
+    since the previous near-real-time pass (--recent), or show stored runs (--list). Status
+    queries are queued for operations we still wait on; every run is stored."""
     import datetime as dt
 
     from app.domain.errors import PayRouterError
     from app.services import reconcile as recon
 
+    if sum(map(bool, (day, recent, listing))) != 1:
+        raise click.UsageError("give exactly one of --date, --recent, --list")
+    if listing:
+        _show_runs(recon.recent_runs(channel_id, with_issues=only_issues), as_json)
+        return
+    if day and not channel_id:
+        raise click.UsageError("--date needs --channel")
     try:
-        run = recon.reconcile(channel_id, dt.date.fromisoformat(day))
+        if day:
+            runs = [recon.reconcile(channel_id, dt.date.fromisoformat(day))]
+        else:
+            from app.channels_runtime import registry
+            from channels.base import OperationNotSupported
+
+            runs = []
+            for cid in [channel_id] if channel_id else registry().ids():
+                try:
+                    runs.append(recon.reconcile_recent(cid))
+                except OperationNotSupported:
+                    if channel_id:
+                        raise
     except ValueError:
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--date") from None
     except PayRouterError as exc:
         raise click.ClickException(exc.message) from None
-    out = recon.summary(run)
+    _show_runs([recon.summary(run) for run in runs if run is not None], as_json)
+
+
+def _show_runs(runs: list[dict], as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        click.echo(json.dumps(runs if len(runs) != 1 else runs[0], indent=2))
         return
-    click.echo(f"{out['channel']} {out['date']}: {out['statement_lines']} statement lines, {out['matched']} matched, "
-               f"{len(out['issues'])} issue(s), channel fees {out['channel_fees']}")
-    for issue in out["issues"]:
-        click.echo(f"  {issue['issue']:<22} {issue['channel_reference']}  ours={issue.get('ours')}  "
-                   f"theirs={issue.get('theirs')}")
+    for out in runs:
+        when = out["date"] if out["mode"] == "daily" else f"{out['window_start']} – {out['window_end']}"
+        click.echo(f"{out['channel']} {out['mode']} {when}: {out['statement_lines']} statement lines, "
+                   f"{out['matched']} matched, {len(out['issues'])} issue(s), channel fees {out['channel_fees']}")
+        for issue in out["issues"]:
+            click.echo(f"  {issue['issue']:<22} {issue['channel_reference']}  ours={issue.get('ours')}  "
+                       f"theirs={issue.get('theirs')}")
 
 
 def _register_groups() -> None:

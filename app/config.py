@@ -28,6 +28,7 @@ class Config:
     webhook_retry_schedule: tuple[int, ...] = DEFAULT_WEBHOOK_SCHEDULE
     status_query_delays: tuple[int, ...] = DEFAULT_STATUS_QUERY_DELAYS
     ops_token: str | None = None
+    reconcile_interval: int = 60  # seconds between near-real-time reconciliation passes; 0: off
     log_json: bool = True
     testing: bool = False
     extra: dict = field(default_factory=dict)
@@ -60,6 +61,7 @@ class Config:
             webhook_retry_schedule=_schedule(env.get("PAYROUTER_WEBHOOK_RETRY_SCHEDULE")),
             status_query_delays=_schedule(env.get("PAYROUTER_STATUS_QUERY_DELAYS"), DEFAULT_STATUS_QUERY_DELAYS),
             ops_token=env.get("PAYROUTER_OPS_TOKEN") or None,
+            reconcile_interval=int(env.get("PAYROUTER_RECONCILE_INTERVAL") or 60),
             log_json=env.get("PAYROUTER_LOG_FORMAT", "json") == "json",
         )
 

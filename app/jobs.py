@@ -15,7 +15,7 @@ from app.redis_conn import get_redis
 
 CORE = "core"  # channel callbacks, status queries
 WEBHOOKS = "webhooks"  # merchant notifications
-BATCH = "batch"  # reconciliation, clean-up
+BATCH = "batch"  # reconciliation (batch and near-real-time), clean-up
 ALL_QUEUES = (CORE, WEBHOOKS, BATCH)
 
 log = logging.getLogger("payrouter.jobs")
@@ -52,7 +52,8 @@ class Periodic(threading.Thread):
 def maintenance_for(names: list[str]) -> list[Periodic]:
     """The sweeps a worker of these queues runs: core work re-queues stored callbacks and due
     status queries; webhook work relays the event outbox and retries due deliveries; batch
-    work deletes idempotency keys past their 24 h."""
+    work deletes idempotency keys past their 24 h and reconciles the last minute's outcomes with
+    the channels' statements (near-real-time reconciliation)."""
     from app.services import callbacks
     from app.webhooks import relay
 
@@ -63,8 +64,13 @@ def maintenance_for(names: list[str]) -> list[Periodic]:
         threads.append(Periodic("webhook-relay", relay.run_once))
     if BATCH in names:
         from app import idempotency
+        from app.config import get_config
+        from app.services import reconcile
 
         threads.append(Periodic("idempotency-purge", idempotency.purge_expired, interval=600))
+        if get_config().reconcile_interval > 0:
+            threads.append(Periodic("reconcile-recent", reconcile.run_continuous,
+                                    interval=get_config().reconcile_interval))
     return threads
 
 

@@ -18,7 +18,7 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             **{k: getattr(record, k) for k in CONTEXT_FIELDS if getattr(record, k, None)},
         }
-        for key in ("event", "status", "path", "method", "duration_ms", "channel", "job_id"):
+        for key in ("event", "status", "path", "method", "duration_ms", "channel", "job_id", "issues"):
             if hasattr(record, key):
                 line[key] = getattr(record, key)
         if record.exc_info:

@@ -298,12 +298,17 @@ class ChannelCallback(Base):
 
 
 class ReconciliationRun(Base):
-    """One comparison of our records with a channel's statement for one day."""
+    """One comparison of our records with a channel's statement: a whole day (``daily``, the batch
+    command) or the minutes since the previous pass (``continuous``, run by batch workers)."""
 
     __tablename__ = "reconciliation_runs"
+    __table_args__ = (Index("ix_reconciliation_runs_window", "channel", "mode", "window_end"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     channel: Mapped[str] = mapped_column(String(100), index=True)
     day: Mapped[str] = mapped_column(String(10))
+    mode: Mapped[str] = mapped_column(String(12), default="daily")
+    window_start: Mapped[datetime | None] = mapped_column(DateTime)
+    window_end: Mapped[datetime | None] = mapped_column(DateTime)
     statement_lines: Mapped[int] = mapped_column(Integer)
     matched: Mapped[int] = mapped_column(Integer)
     issues: Mapped[list] = mapped_column(JSON)

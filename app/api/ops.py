@@ -20,7 +20,8 @@ FIELDS = {"name", "on", "reason", "actor"}
 
 
 def ops_token() -> str | None:
-    return get_config().extra.get("ops_token") or os.environ.get("PAYROUTER_OPS_TOKEN") or None
+    config = get_config()
+    return config.ops_token or config.extra.get("ops_token") or os.environ.get("PAYROUTER_OPS_TOKEN") or None
 
 
 @bp.before_request
@@ -57,3 +58,22 @@ def set_switch():
             raise InvalidRequest(f"{name} must be a non-empty string", param=name)
     actor = "ops-api:" + body.get("actor", "token")
     return jsonify(switches.set(body["name"], body["on"], actor, body["reason"]))
+
+
+@bp.get("/ops/reconciliation")
+def list_reconciliation_runs():
+    """The newest reconciliation runs (daily and near-real-time); ``?channel=``, ``?issues=true``
+    for runs that found something, ``?limit=`` (1–100, default 20)."""
+    from app.services.reconcile import recent_runs
+
+    unknown = sorted(set(request.args) - {"channel", "issues", "limit"})
+    if unknown:
+        raise InvalidRequest(f"Received unknown parameter: {unknown[0]}", param=unknown[0], code="parameter_unknown")
+    raw = request.args.get("limit", "20")
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 100:
+        raise InvalidRequest("limit must be an integer from 1 to 100", param="limit")
+    issues = request.args.get("issues", "false")
+    if issues not in ("true", "false"):
+        raise InvalidRequest("issues must be true or false", param="issues")
+    runs = recent_runs(request.args.get("channel") or None, int(raw), with_issues=issues == "true")
+    return jsonify({"object": "list", "data": runs, "has_more": False})

@@ -1,16 +1,25 @@
-"""Batch reconciliation: our attempts against a channel's statement for one day.
+"""Reconciliation: our attempts against a channel's statement.
 
-Every statement line is matched to our attempt on that channel by the channel's reference.
-Issues found:
+Two ways, one comparison:
+
+- **batch** (``payrouter reconcile --channel --date``): one whole day;
+- **near-real-time** (``reconcile_recent``, run by every batch worker every
+  ``PAYROUTER_RECONCILE_INTERVAL`` seconds, one pass at a time across workers): the window since
+  the previous pass up to a few seconds ago (what settled in the last seconds may still be on its
+  way to us as a callback), so a disagreement is found within about a minute, not the next day.
+
+Every statement line in the window is matched to our attempt on that channel by the channel's
+reference. Issues found:
 
 - ``missing_in_payrouter``: the channel settled an operation we have no record of;
 - ``pending_in_payrouter``: we still wait for its outcome (a lost callback, or a timeout whose
   attempt never learned the channel's reference: those are found by asking the channel by our
   reference): a status query is queued at once, which settles it — compensation, not a report;
 - ``status_mismatch`` / ``amount_mismatch``: both sides have it, and they disagree;
-- ``missing_at_channel``: we recorded a final outcome that day that the statement lacks.
+- ``missing_at_channel``: we recorded a final outcome in the window that the statement lacks.
 
-Each run is stored (``reconciliation_runs``) with its issues, for ops to follow up.
+Each run is stored (``reconciliation_runs``) with its window and issues, for ops to follow up;
+a run with issues is logged as a warning.
 """
 from __future__ import annotations
 
@@ -18,33 +27,98 @@ import datetime as dt
 import logging
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app import context, jobs
-from app.channels_runtime import channel
-from app.db import unit_of_work
+from app.channels_runtime import channel, registry
+from app.config import get_config
+from app.db import read_only, unit_of_work
 from app.domain.errors import InvalidRequest
 from app.domain.states import FINAL, PROCESSING
-from app.models import Attempt, Operation, ReconciliationRun, new_id
-from channels.base import ChannelError
+from app.models import Attempt, Operation, ReconciliationRun, new_id, utcnow
+from app.redis_conn import get_redis
+from channels.base import ChannelError, OperationNotSupported
 
 log = logging.getLogger("payrouter.reconcile")
+SETTLE_GRACE = dt.timedelta(seconds=10)  # lines younger than this wait for the next pass
+FIRST_WINDOW = dt.timedelta(minutes=10)  # a channel's first pass looks this far back
+MAX_WINDOW = dt.timedelta(days=1)  # after a long outage, catch up at most a day per pass
+MIN_WINDOW = dt.timedelta(seconds=1)  # a shorter window waits for the next pass
+LEASE_KEY = "payrouter:reconcile:lease"
+
+
+def _adapter(channel_id: str):
+    try:
+        return channel(channel_id)
+    except KeyError:
+        raise InvalidRequest(f"no such channel {channel_id}", param="channel") from None
 
 
 def reconcile(channel_id: str, day: dt.date) -> ReconciliationRun:
-    try:
-        adapter = channel(channel_id)
-    except KeyError:
-        raise InvalidRequest(f"no such channel {channel_id}", param="channel") from None
-    lines = {line.channel_reference: line for line in adapter.statement(day)}
+    """The batch comparison of one channel's whole day."""
+    adapter = _adapter(channel_id)
     start = dt.datetime.combine(day, dt.time())
+    return _compare(channel_id, adapter, adapter.statement(day), start, start + dt.timedelta(days=1), "daily")
+
+
+def reconcile_recent(channel_id: str, now: dt.datetime | None = None) -> ReconciliationRun | None:
+    """The near-real-time comparison: from the end of this channel's previous pass to now minus
+    SETTLE_GRACE. None when the new window is shorter than MIN_WINDOW."""
+    adapter = _adapter(channel_id)
+    # Windows end on whole seconds: statements date their lines to the second, so each line
+    # falls in exactly one window.
+    until = ((now or utcnow()) - SETTLE_GRACE).replace(microsecond=0)
+    with read_only() as session:
+        since = session.scalar(select(func.max(ReconciliationRun.window_end)).where(
+            ReconciliationRun.channel == channel_id, ReconciliationRun.mode == "continuous"))
+    since = max(since or until - FIRST_WINDOW, until - MAX_WINDOW)
+    if until - since < MIN_WINDOW:
+        return None
+    # The statement days the window touches, and the day before near midnight: an outcome we
+    # learned just after midnight may have settled at the channel just before.
+    first_day, days = (since - dt.timedelta(minutes=10)).date(), []
+    while first_day <= until.date():
+        days.append(first_day)
+        first_day += dt.timedelta(days=1)
+    lines = [line for day in days for line in adapter.statement(day)]
+    return _compare(channel_id, adapter, lines, since, until, "continuous")
+
+
+def run_continuous() -> dict:
+    """One near-real-time pass over every channel that serves statements (batch workers call this
+    every PAYROUTER_RECONCILE_INTERVAL seconds; a Redis lease keeps to one pass at a time)."""
+    interval = get_config().reconcile_interval
+    if interval <= 0 or not get_redis().set(LEASE_KEY, "1", nx=True, ex=max(1, interval - 1)):
+        return {}
+    done = {}
+    for channel_id in registry().ids():
+        try:
+            run = reconcile_recent(channel_id)
+        except OperationNotSupported:
+            continue  # this channel serves no statement
+        except ChannelError as exc:
+            log.warning("near-real-time reconciliation of %s skipped: %s", channel_id, exc)
+            continue
+        if run is not None:
+            done[channel_id] = len(run.issues)
+    return done
+
+
+def _naive_utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _compare(channel_id: str, adapter, statement: list, start: dt.datetime, end: dt.datetime,
+             mode: str) -> ReconciliationRun:
+    everything = {line.channel_reference: line for line in statement}
+    lines = {ref: line for ref, line in everything.items() if start <= _naive_utc(line.settled_at) < end}
     with unit_of_work() as session:
         by_ref = _attempts_by_reference(session, channel_id, list(lines))
         by_ref.update(_unanswered(session, adapter, channel_id, set(lines) - set(by_ref)))
-        ours_that_day = session.execute(
+        ours_in_window = session.execute(
             select(Attempt, Operation).join(Operation, Operation.id == Attempt.operation_id)
             .where(Attempt.channel == channel_id, Attempt.status.in_(FINAL), Attempt.channel_reference.is_not(None),
-                   Attempt.updated_at >= start, Attempt.updated_at < start + dt.timedelta(days=1))).all()
+                   Attempt.updated_at >= start, Attempt.updated_at < end)).all()
         issues, matched, to_query = [], 0, []
         for ref, line in lines.items():
             found = by_ref.get(ref)
@@ -61,11 +135,13 @@ def reconcile(channel_id: str, day: dt.date) -> ReconciliationRun:
                 issues.append(_issue("amount_mismatch", ref, op, line))
             else:
                 matched += 1
-        for attempt, op in ours_that_day:
-            if attempt.channel_reference not in lines:
+        for attempt, op in ours_in_window:
+            if attempt.channel_reference not in everything:
                 issues.append(_issue("missing_at_channel", attempt.channel_reference, op))
-        run = ReconciliationRun(id=new_id("recon"), channel=channel_id, day=day.isoformat(), statement_lines=len(lines),
-                                matched=matched, issues=issues, channel_fees=sum(line.fee for line in lines.values()),
+        run = ReconciliationRun(id=new_id("recon"), channel=channel_id, day=(end - dt.timedelta(microseconds=1))
+                                .date().isoformat(), mode=mode, window_start=start, window_end=end,
+                                statement_lines=len(lines), matched=matched, issues=issues,
+                                channel_fees=sum(line.fee for line in lines.values()),
                                 request_id=context.current_request_id())
         session.add(run)
     for op_id in to_query:
@@ -73,7 +149,9 @@ def reconcile(channel_id: str, day: dt.date) -> ReconciliationRun:
             jobs.enqueue(jobs.CORE, "app.services.callbacks.query_status", op_id, job_id=f"query-{op_id}")
         except redis.RedisError:
             log.warning("status query for %s not queued (Redis unreachable); the sweep will do it", op_id)
-    log.info("reconciled %s for %s: %s matched, %s issues", channel_id, day, matched, len(issues))
+    level = logging.WARNING if issues else logging.INFO
+    log.log(level, "reconciled %s (%s, %s – %s): %s matched, %s issue(s)", channel_id, mode, start, end, matched,
+            len(issues), extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
     return run
 
 
@@ -119,5 +197,20 @@ def _issue(kind: str, reference: str, op: Operation | None = None, theirs=None) 
 
 
 def summary(run: ReconciliationRun) -> dict:
-    return {"id": run.id, "channel": run.channel, "date": run.day, "statement_lines": run.statement_lines,
-            "matched": run.matched, "channel_fees": run.channel_fees, "issues": run.issues}
+    from app.representation import rfc3339
+
+    return {"id": run.id, "channel": run.channel, "mode": run.mode, "date": run.day,
+            "window_start": rfc3339(run.window_start) if run.window_start else None,
+            "window_end": rfc3339(run.window_end) if run.window_end else None,
+            "statement_lines": run.statement_lines, "matched": run.matched, "channel_fees": run.channel_fees,
+            "issues": run.issues}
+
+
+def recent_runs(channel_id: str | None = None, limit: int = 20, with_issues: bool = False) -> list[dict]:
+    """The newest runs first; ``with_issues``: only runs that found something."""
+    with read_only() as session:
+        query = select(ReconciliationRun).order_by(ReconciliationRun.created_at.desc(), ReconciliationRun.id.desc())
+        if channel_id:
+            query = query.where(ReconciliationRun.channel == channel_id)
+        runs = session.scalars(query.limit(limit if not with_issues else 50 * limit))
+        return [summary(run) for run in runs if run.issues or not with_issues][:limit]

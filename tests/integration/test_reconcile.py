@@ -2,6 +2,7 @@
 import datetime as dt
 import json
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
@@ -45,3 +46,135 @@ def test_reconcile_finds_each_kind_of_issue_and_compensates(stack):
 def test_reconcile_refuses_unknown_channel_and_bad_date(stack):
     assert CliRunner().invoke(main, ["reconcile", "--channel", "nope", "--date", "2026-01-01"]).exit_code != 0
     assert CliRunner().invoke(main, ["reconcile", "--channel", "sandbox", "--date", "yesterday"]).exit_code != 0
+
+
+# --- near-real-time reconciliation -------------------------------------------------------------
+
+@pytest.fixture
+def no_grace(stack, monkeypatch):
+    """Passes see lines settled up to the moment they run (the grace is for real channels' lag)."""
+    from app.services import reconcile as recon
+
+    monkeypatch.setattr(recon, "SETTLE_GRACE", dt.timedelta(0))
+    monkeypatch.setattr(recon, "MIN_WINDOW", dt.timedelta(seconds=1))
+    return stack
+
+
+def test_recent_pass_finds_disagreements_within_its_window_and_compensates(no_grace):
+    stack = no_grace
+    from app.services import reconcile as recon
+
+    api = builders.api(stack.client)
+    ok = api.post("/v1/payments", builders.payment_body(2000)).get_json()
+    lost = api.post("/v1/payments", builders.payment_body(2054)).get_json()  # the channel settled; we wait
+    skewed = api.post("/v1/payments", builders.payment_body(3000)).get_json()
+    with unit_of_work() as session:
+        session.execute(update(Operation).where(Operation.id == skewed["id"]).values(amount=2999))
+    import time
+
+    time.sleep(1.2)  # the sandbox settles the timed-out charge after the channel timeout
+    run = recon.reconcile_recent("sandbox")
+    assert run.mode == "continuous" and run.window_end > run.window_start
+    kinds = sorted((i["issue"], i["ours"]["id"]) for i in run.issues)
+    assert kinds == sorted([("pending_in_payrouter", lost["id"]), ("amount_mismatch", skewed["id"])])
+    assert run.matched == 1 and run.statement_lines == 3
+    stack.work()  # the status query queued by the pass settles the payment we were waiting on
+    assert api.get(f"/v1/payments/{lost['id']}").get_json()["status"] == "succeeded"
+    assert ok["status"] == "succeeded"
+
+
+def test_each_pass_starts_where_the_last_ended_and_reports_only_what_is_new(no_grace):
+    stack = no_grace
+    from app.services import reconcile as recon
+
+    api = builders.api(stack.client)
+    api.post("/v1/payments", builders.payment_body(2000))
+    import time
+
+    time.sleep(1.1)  # windows end on whole seconds
+    first = recon.reconcile_recent("sandbox")
+    assert (first.statement_lines, first.matched, first.issues) == (1, 1, [])
+    assert recon.reconcile_recent("sandbox", now=first.window_end + dt.timedelta(milliseconds=900)) is None
+    time.sleep(1.1)
+    newer = api.post("/v1/payments", builders.payment_body(2100)).get_json()
+    with unit_of_work() as session:  # we now claim an outcome the channel never had
+        session.add(Attempt(id=new_id("att"), operation_id=newer["id"], seq=9, channel="sandbox",
+                            status="succeeded", channel_reference="sbx_never_seen",
+                            updated_at=first.window_end + dt.timedelta(milliseconds=1)))
+    time.sleep(1.1)  # windows end on whole seconds
+    second = recon.reconcile_recent("sandbox")
+    assert second.window_start == first.window_end
+    assert (second.statement_lines, second.matched) == (1, 1)  # only the newer payment's line
+    assert [(i["issue"], i["channel_reference"]) for i in second.issues] == [("missing_at_channel", "sbx_never_seen")]
+    with unit_of_work() as session:
+        windows = session.execute(select(ReconciliationRun.window_start, ReconciliationRun.window_end)
+                                  .order_by(ReconciliationRun.window_start)).all()
+    assert windows[0][1] == windows[1][0]  # contiguous: nothing between passes goes unchecked
+
+
+def test_one_pass_at_a_time_across_workers_and_off_when_the_interval_is_zero(stack):
+    from app.config import set_config
+    from app.services import reconcile as recon
+
+    assert recon.run_continuous() == {"sandbox": 0, "acq_alpha": 0, "acq_beta": 0}
+    assert recon.run_continuous() == {}  # another worker's pass holds the lease
+    set_config(stack.config.with_(reconcile_interval=0))
+    try:
+        from app.redis_conn import get_redis
+
+        get_redis().delete(recon.LEASE_KEY)
+        assert recon.run_continuous() == {}
+    finally:
+        set_config(stack.config)
+
+
+def test_a_batch_worker_runs_passes_on_its_own(stack):
+    from app import jobs
+    from app.config import set_config
+
+    set_config(stack.config.with_(reconcile_interval=1))
+    threads = [t for t in jobs.maintenance_for([jobs.BATCH]) if t.name == "payrouter-reconcile-recent"]
+    assert len(threads) == 1
+    threads[0].start()
+    try:
+        import time
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with unit_of_work() as session:
+                if session.scalars(select(ReconciliationRun).where(ReconciliationRun.mode == "continuous")).first():
+                    break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("no near-real-time pass within 10 s")
+    finally:
+        threads[0].stopped.set()
+        threads[0].join(5)
+        set_config(stack.config)
+
+
+def test_cli_recent_and_list_and_the_ops_api(stack):
+    from app.config import set_config
+
+    api = builders.api(stack.client)
+    api.post("/v1/payments", builders.payment_body(2000))
+    result = CliRunner().invoke(main, ["reconcile", "--recent", "--channel", "sandbox", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["mode"] == "continuous"
+    listed = CliRunner().invoke(main, ["reconcile", "--list", "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.output)["channel"] == "sandbox"
+    assert CliRunner().invoke(main, ["reconcile", "--recent", "--date", "2026-01-01"]).exit_code == 2
+    assert CliRunner().invoke(main, ["reconcile"]).exit_code == 2
+    set_config(stack.config.with_(ops_token="ops-secret"))
+    try:
+        client = stack.client
+        auth = {"Authorization": "Bearer ops-secret"}
+        body = client.get("/ops/reconciliation?channel=sandbox&limit=5", headers=auth).get_json()
+        assert [run["mode"] for run in body["data"]] == ["continuous"]
+        assert client.get("/ops/reconciliation?issues=true", headers=auth).get_json()["data"] == []
+        bad = client.get("/ops/reconciliation?limit=0", headers=auth)
+        assert bad.status_code == 400 and bad.get_json()["error"]["param"] == "limit"
+        assert client.get("/ops/reconciliation?nope=1", headers=auth).status_code == 400
+        assert client.get("/ops/reconciliation").status_code == 401
+    finally:
+        set_config(stack.config)
