@@ -8,6 +8,8 @@ the database applies it atomically under its row lock, so concurrent postings ca
 neither lose an update nor overdraw a customer account. Accounts are updated in id
 order so two postings touching the same pair cannot deadlock. PostgreSQL also refuses
 an unbalanced entry at commit (a deferred constraint trigger, migration 0001).
+In a batch job (app.writebehind) the lines are inserted at the end of the batch, and moves
+that cannot be refused are netted per account.
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import context
+from app import context, writebehind
 from app.domain.errors import InsufficientFunds, PayRouterError
 from app.models import Account, JournalEntry, LedgerLine, new_id, utcnow
 
@@ -96,19 +98,38 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     request_id, now = context.current_request_id(), utcnow()
     entry = JournalEntry(id=new_id("je"), merchant_id=merchant_id, kind=kind, source_id=source_id,
                          description=description, request_id=request_id, created_at=now)
-    connection = session.connection()  # Core inserts: this runs for every money movement
-    connection.execute(insert(JournalEntry.__table__), [{name: getattr(entry, key) for name, key in _ENTRY_COLUMNS}])
-    connection.execute(insert(LedgerLine.__table__), [
+    entry_rows = [{name: getattr(entry, key) for name, key in _ENTRY_COLUMNS}]
+    line_rows = [
         {"id": new_id("ln"), "entry_id": entry.id, "account_id": leg.account.id, "balance_type": leg.balance_type,
          "amount": leg.amount, "currency": leg.account.currency, "request_id": request_id, "created_at": now}
-        for leg in legs])
+        for leg in legs]
+    behind = writebehind.current(session)
+    if behind is not None:  # a batch job: rows and unrefusable moves are written once at its end
+        behind.insert(_ENTRIES, entry_rows)
+        behind.insert(_LINES, line_rows)
+    else:
+        connection = session.connection()  # Core inserts: this runs for every money movement
+        connection.execute(_INSERT_ENTRY, entry_rows)
+        connection.execute(_INSERT_LINES, line_rows)
     # A refused move below raises, and the caller's transaction rolls all of it back.
     for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
-        _move(session, leg)
+        if behind is not None and not _guarded(leg):
+            behind.move(leg.account, leg.balance_type, leg.amount)
+        else:
+            _move(session, leg)
     return entry
 
 
+def apply_moves(session: Session, behind: writebehind.WriteBehind) -> None:
+    """The netted moves of a write-behind batch, one UPDATE per account, in account-id order."""
+    for (account_id, balance_type), delta in sorted(behind.moves.items()):
+        if delta:
+            _move(session, Leg(behind.accounts[account_id], delta, balance_type), guarded=False)
+
+
 _ACCOUNTS = Account.__table__
+_ENTRIES, _LINES = JournalEntry.__table__, LedgerLine.__table__
+_INSERT_ENTRY, _INSERT_LINES = insert(_ENTRIES), insert(_LINES)
 _ENTRY_COLUMNS = [(prop.columns[0].name, prop.key) for prop in JournalEntry.__mapper__.column_attrs]
 _MOVES = {
     (balance, guarded): (
@@ -122,9 +143,14 @@ _MOVES = {
 }
 
 
-def _move(session: Session, leg: Leg) -> None:
+def _guarded(leg: Leg) -> bool:
+    """Only a customer's money is refused when short; system accounts may go below zero."""
+    return leg.amount < 0 and leg.account.kind == "customer"
+
+
+def _move(session: Session, leg: Leg, guarded: bool | None = None) -> None:
     """One conditional UPDATE (Core: it runs per ledger line, on the hot path)."""
-    guarded = leg.amount < 0 and leg.account.kind == "customer"
+    guarded = _guarded(leg) if guarded is None else guarded
     row = session.connection().execute(_MOVES[(leg.balance_type, guarded)],
                                        {"account_id": leg.account.id, "delta": leg.amount}).first()
     if row is None:

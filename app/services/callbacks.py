@@ -5,6 +5,8 @@ and committed before any work is queued, so nothing is lost if Redis or a worker
 drain(): an RQ job on the core queue (one queued at a time) that applies stored callbacks in
 batches; each settles its operation through the one compare-and-set transition, so
 duplicates and out-of-order callbacks change nothing.
+A batch writes its journal entries, lines and events once and nets its balance moves per
+account (app.writebehind).
 query_status(): asks the channel about an operation still processing (after a timeout
 or a lost callback), then again with backoff until it is final.
 sweep(): run by every worker every second; re-queues a drain for inbox rows and the due
@@ -19,7 +21,7 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from app import context, jobs
+from app import context, jobs, ledger, writebehind
 from app.channels_runtime import channel, registry
 from app.db import read_only, unit_of_work
 from app.domain.errors import AuthenticationFailed, NotFound
@@ -94,7 +96,7 @@ def drain(batch: int = DRAIN_BATCH) -> int:
                 .with_for_update(skip_locked=True)))
             ops, attempts = _load(session, rows)
             try:
-                with session.begin_nested():
+                with session.begin_nested(), writebehind.batched(session, ledger.apply_moves):
                     for row in rows:
                         _apply_row(session, row, ops.get(row.reference), attempts)
             except Exception:  # noqa: BLE001 - retried one by one below

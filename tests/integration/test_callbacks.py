@@ -172,3 +172,50 @@ def test_a_callback_that_cannot_be_applied_does_not_hold_up_the_inbox(stack, mon
     assert outcomes == {poison["id"]: "error:RuntimeError", healthy["id"]: "applied"}
     monkeypatch.undo()
     assert stack.settle(api, f"/v1/payments/{poison['id']}")["status"] == "succeeded"  # the status query settles it
+
+
+def test_one_drain_batch_of_mixed_callbacks_nets_balances_exactly(stack):
+    """Payments, a top-up and withdrawals settled by callbacks in one drain batch: the journal
+    lines are written behind and the system accounts' moves netted, yet every balance equals the
+    sum of its lines (the ledger invariant, checked after the test) and matches what each
+    operation moved."""
+    from app.services import callbacks
+
+    api = builders.api(stack.client)
+    account = api.account(funded=50_000)
+    dest = {"type": "bank_account", "country": "US", "last4": "6789"}
+    made = [api.post("/v1/payments", builders.payment_body(amount)).get_json() for amount in (2052, 3052, 4053)]
+    made.append(api.post("/v1/topups", {"account": account["id"], "amount": 5052, "currency": "USD",
+                                        "payment_method": builders.payment_body(1)["payment_method"],
+                                        "reference": builders.unique("top")}).get_json())
+    for amount in (6052, 7053):
+        made.append(api.post("/v1/withdrawals", {"account": account["id"], "amount": amount, "currency": "USD",
+                                                 "destination": dest, "reference": builders.unique("wd")}).get_json())
+    assert {obj["status"] for obj in made} == {"processing"}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # the sandbox calls back on its own schedule
+        with unit_of_work() as session:
+            if session.scalar(select(func.count()).select_from(ChannelCallback)) >= len(made):
+                break
+        time.sleep(0.1)
+    assert callbacks.drain(batch=50) == len(made)  # all in one batch
+    paths = ["/v1/payments/", "/v1/payments/", "/v1/payments/", "/v1/topups/", "/v1/withdrawals/",
+             "/v1/withdrawals/"]
+    statuses = [api.get(path + obj["id"]).get_json()["status"] for path, obj in zip(paths, made, strict=True)]
+    assert statuses == ["succeeded", "succeeded", "failed", "succeeded", "succeeded", "failed"]
+    balance = api.get(f"/v1/accounts/{account['id']}").get_json()["balance"]
+    assert balance == {"available": 50_000 + 5052 - 6052 - 7053 + 7053, "pending": 0}
+    from app import ledger
+    from app.models import Account, Operation
+
+    with unit_of_work() as session:
+        fee = {obj["id"]: session.get(Operation, obj["id"]).fee for obj in made}
+        system = {a.system_code: a.available for a in session.scalars(select(Account).where(
+            Account.merchant_id == api.merchant_id, Account.kind == "system"))}
+    paid, topup, withdrawn = made[:2], made[3], made[4]
+    charged = [*paid, topup, withdrawn]  # the succeeded ones; each pays its fee to the merchant's revenue
+    assert system[ledger.FEE_REVENUE] == sum(fee[obj["id"]] for obj in charged) > 0
+    assert system[ledger.MERCHANT_SETTLEMENT] == 2052 + 3052 - sum(fee[obj["id"]] for obj in charged)
+    assert system[f"{ledger.CHANNEL_CLEARING}:sandbox"] == -2052 - 3052 - 5052 + 6052
+    for obj in made:
+        assert n_events(obj["id"]) == 1
