@@ -60,13 +60,14 @@ def headers(secret: str) -> dict:
 
 
 def callbacks_per_second(n: int) -> float:
-    """n operations left processing and their n stored callbacks; one worker applies them (timed from
+    """n operations left processing (each with its open attempt, as a payment the channel answered
+    'processing' leaves it) and their n stored callbacks; one worker applies them (timed from
     the first job to the queue running dry)."""
     from rq import Queue, SimpleWorker
 
     from app import jobs
     from app.db import unit_of_work
-    from app.models import ChannelCallback, Merchant, Operation, new_id
+    from app.models import Attempt, ChannelCallback, Merchant, Operation, new_id
     from app.redis_conn import get_redis
     from app.services import callbacks
     from app.tuning import tune_gc_for_serving
@@ -75,14 +76,20 @@ def callbacks_per_second(n: int) -> float:
         merchant = Merchant(id=new_id("mer"), name="bench-callbacks")
         session.add(merchant)
         session.flush()
-        ids = []
+        ids, ops = [], []
         for _ in range(n):
             op = Operation(id=new_id("pay"), merchant_id=merchant.id, kind="payment", status="processing", version=1,
                            amount=1000, currency="USD", fee=30, reference=uuid.uuid4().hex, channel="sandbox",
                            routing={"candidates": ["sandbox"], "channel": "sandbox"}, metadata_={})
+            session.add(op)
+            ops.append(op)
+        session.flush()
+        for op in ops:
+            attempt = Attempt(id=new_id("att"), operation_id=op.id, seq=1, channel="sandbox", status="processing",
+                              channel_reference=None)
             cb = ChannelCallback(id=new_id("cb"), channel="sandbox", dedupe_key=uuid.uuid4().hex, reference=op.id,
-                                 channel_reference="sbx", status="succeeded", body="{}")
-            session.add_all([op, cb])
+                                 channel_reference=f"sbx_{op.id}", status="succeeded", body="{}")
+            session.add_all([attempt, cb])
             ids.append(cb.id)
     queue = Queue(jobs.CORE, connection=get_redis())
     queue.empty()
