@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
-import requests
+import urllib3
 from sqlalchemy import bindparam, insert, select, update
 
 from app import context, jobs, switches
@@ -139,10 +139,11 @@ def _claim(delivery_ids: list[str]) -> list[Claim]:
         return claims
 
 
-def _http() -> requests.Session:
-    if getattr(_local, "session", None) is None:
-        _local.session = requests.Session()
-    return _local.session
+def _connections() -> urllib3.PoolManager:
+    """Per thread: keep-alive connections to endpoints, keyed by the pinned address and the name."""
+    if getattr(_local, "pools", None) is None:
+        _local.pools = urllib3.PoolManager(num_pools=64, maxsize=2, retries=False)
+    return _local.pools
 
 
 def _attempt(claim: Claim) -> Outcome:
@@ -160,21 +161,28 @@ def _attempt(claim: Claim) -> Outcome:
 
 def _send(claim: Claim) -> Outcome:
     started = time.perf_counter()
-    if not get_config().allow_private_webhooks:  # re-checked at send time: DNS may have changed
-        problem = endpoints.check_url(claim.url, allow_private=False)
-        if problem:
-            return Outcome(None, 0, problem)
+    # Resolved and checked at send time (DNS may have changed since the endpoint was saved), and
+    # the connection goes to the address that was checked.
+    target = endpoints.pin(claim.url)
+    if isinstance(target, str):
+        return Outcome(None, 0, target)
     headers = signing.headers(list(claim.secrets), claim.event_id, int(time.time()), claim.body)
     headers = context.outgoing_headers({**headers, "Content-Type": "application/json",
-                                        "User-Agent": "PayRouter-Webhooks/1"})
+                                        "User-Agent": "PayRouter-Webhooks/1", "Host": target.host_header})
+    tls = {"server_hostname": target.hostname, "assert_hostname": target.hostname} if target.scheme == "https" else {}
+    timeout = settings().timeout
     try:
-        response = _http().post(claim.url, data=claim.body, headers=headers, timeout=settings().timeout,
-                                allow_redirects=False)
-        response.close()
-        return Outcome(response.status_code, _ms(started), None if response.ok else f"HTTP {response.status_code}")
-    except requests.Timeout:
+        pool = _connections().connection_from_host(target.address, target.port, target.scheme, pool_kwargs=tls)
+        response = pool.urlopen("POST", target.path, body=claim.body, headers=headers, redirect=False,
+                                retries=False, assert_same_host=False, preload_content=False,
+                                timeout=urllib3.Timeout(connect=timeout, read=timeout))
+        response.drain_conn()
+        response.release_conn()
+        ok = 200 <= response.status < 300
+        return Outcome(response.status, _ms(started), None if ok else f"HTTP {response.status}")
+    except urllib3.exceptions.TimeoutError:
         return Outcome(None, _ms(started), "timeout")
-    except requests.RequestException as exc:
+    except (urllib3.exceptions.HTTPError, OSError) as exc:
         return Outcome(None, _ms(started), f"{type(exc).__name__}: {exc}"[:500])
 
 

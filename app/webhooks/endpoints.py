@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -17,11 +18,26 @@ from app.services.listing import Page, page
 from app.webhooks import settings, signing
 from app.webhooks.models import WebhookEndpoint
 
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries and reaches: mapped (::ffff:a.b.c.d), 6to4
+    (2002:aabb:ccdd::), NAT64 (64:ff9b::a.b.c.d) or the old IPv4-compatible form (::a.b.c.d)."""
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip in _NAT64 or (ip in _IPV4_COMPATIBLE and int(ip) > 1):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
 
 def _is_private(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address) and (inner := _embedded_ipv4(ip)) is not None:
+        ip = inner
     return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
             or ip.is_unspecified or not ip.is_global)
 
@@ -29,7 +45,7 @@ def _is_private(address: str) -> bool:
 def resolve(host: str, port: int | None) -> list[str]:
     """Every address ``host`` resolves to (a literal IP resolves to itself)."""
     try:
-        return [ipaddress.ip_address(host).compressed]
+        return [ipaddress.ip_address(host.strip("[]")).compressed]
     except ValueError:
         pass
     try:
@@ -37,6 +53,39 @@ def resolve(host: str, port: int | None) -> list[str]:
     except (OSError, UnicodeError):
         return []
     return sorted({info[4][0] for info in infos})
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one webhook attempt connects: the address checked, not a second DNS answer."""
+
+    scheme: str
+    address: str  # the IP the check approved; the connection goes there
+    port: int
+    hostname: str  # for the Host header, TLS SNI and certificate verification
+    host_header: str
+    path: str
+
+
+def pin(url: str, allow_private: bool | None = None) -> Target | str:
+    """Resolve ``url``'s host once, check every address, and return the target to connect to, or
+    why not. Sending to the pinned address closes the DNS-rebinding window between a check and a
+    second resolution at connect time."""
+    problem = check_url(url, allow_private=True)  # the URL's form
+    if problem:
+        return problem
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    addresses = resolve(parts.hostname, port)
+    if not addresses:
+        return f"url host {parts.hostname!r} does not resolve"
+    allow = get_config().allow_private_webhooks if allow_private is None else allow_private
+    if not allow and any(_is_private(a) for a in addresses):
+        return "url points at a loopback, private or link-local address"
+    default_port = (parts.scheme == "https" and port == 443) or (parts.scheme == "http" and port == 80)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return Target(parts.scheme, addresses[0], port, parts.hostname, host if default_port else f"{host}:{port}",
+                  (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
 
 
 def check_url(url: str, allow_private: bool | None = None) -> str | None:

@@ -297,3 +297,37 @@ def test_receiver_scripts_its_answers(receiver):
     assert requests.post(r.url, data=b"x", timeout=5).status_code == 500
     assert requests.post(r.url, data=b"y", timeout=5).status_code == 200
     assert [q["body"] for q in r.requests] == [b"x", b"y"]
+
+
+def test_a_delivery_connects_to_the_address_that_was_checked(wh_client, receiver, monkeypatch):
+    """DNS rebinding: the name is resolved once per attempt, the address checked, and the
+    connection made to that address (with the name in Host), not to a second DNS answer."""
+    import socket
+
+    from app.webhooks import endpoints
+
+    r = receiver()
+    port = int(r.url.rsplit(":", 1)[1].split("/", 1)[0])
+    answers = []
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):  # the name exists only here; a second lookup would fail
+        if host == "hooks.merchant.test":
+            answers.append(host)
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", port))]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    api = builders.api(wh_client)
+    create_endpoint(api, f"http://hooks.merchant.test:{port}/hooks")
+    transfer(api)
+    answers.clear()
+    relay.run_once()
+    work()
+    assert len(r.requests) == 1 and r.requests[0]["path"] == "/hooks"
+    assert r.requests[0]["headers"]["Host"] == f"hooks.merchant.test:{port}"
+    assert answers == ["hooks.merchant.test"]  # one resolution for the attempt: the check's
+    target = endpoints.pin(f"http://hooks.merchant.test:{port}/hooks?x=1", allow_private=True)
+    assert (target.address, target.port, target.path) == ("127.0.0.1", port, "/hooks?x=1")
+    assert endpoints.pin(f"http://hooks.merchant.test:{port}/hooks", allow_private=False) == \
+        "url points at a loopback, private or link-local address"

@@ -76,6 +76,12 @@ def test_delete_and_cross_merchant_404(wh_client):
     ({"url": "http://[::1]:8080/hooks", "enabled_events": ["*"]}, "url"),
     ({"url": "http://[::ffff:127.0.0.1]/hooks", "enabled_events": ["*"]}, "url"),
     ({"url": "http://user:pw@93.184.215.14/hooks", "enabled_events": ["*"]}, "url"),
+    # IPv6 forms that carry and reach an IPv4 address: 6to4, NAT64, IPv4-compatible
+    ({"url": "http://[2002:7f00:1::]/hooks", "enabled_events": ["*"]}, "url"),
+    ({"url": "http://[2002:a00:1::]/hooks", "enabled_events": ["*"]}, "url"),
+    ({"url": "http://[64:ff9b::7f00:1]/hooks", "enabled_events": ["*"]}, "url"),
+    ({"url": "http://[64:ff9b::a9fe:a9fe]/hooks", "enabled_events": ["*"]}, "url"),
+    ({"url": "http://[::127.0.0.1]/hooks", "enabled_events": ["*"]}, "url"),
 ])
 def test_bad_endpoints_are_400(strict_client, body, param):
     api = builders.api(strict_client)
@@ -88,6 +94,7 @@ def test_bad_endpoints_are_400(strict_client, body, param):
 def test_public_ip_is_accepted_without_the_private_switch(strict_client):
     api = builders.api(strict_client)
     assert create_endpoint(api, "https://93.184.215.14/hooks")["url"] == "https://93.184.215.14/hooks"
+    assert create_endpoint(api, "https://[2002:5db8:d70e::1]/hooks")  # 6to4 of a public address
 
 
 def test_rotate_secret_validates_its_body(wh_client):
