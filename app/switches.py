@@ -1,13 +1,17 @@
 """Degradation switches: ``webhooks`` (paused), ``read_only``, ``channel:<id>`` (off),
 ``operation:<type>`` (paused). ``on`` means degraded.
 
-Stored in the ``switches`` table, each change audited. Reads come from a per-process cache
-that is re-validated at most every ``CHECK_INTERVAL`` seconds against a Redis version key
-(a random token written on every change), so a toggle in any process is seen everywhere
-within about half a second. With Redis down the cache re-reads the database instead.
+Stored in the ``switches`` table, each change audited. Reads come from a per-process cache.
+A change is announced over Redis pub/sub (app.notify): every listening process drops its copy
+at once and re-reads the database on the next read (and every RELOAD_INTERVAL seconds anyway).
+While a process is not listening, its cache is re-validated at most every ``CHECK_INTERVAL``
+seconds against a Redis version key (a random token written on every change), so a toggle in
+any process is seen everywhere within about half a second; with Redis down the cache re-reads
+the database instead.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import secrets
@@ -16,7 +20,7 @@ import time
 
 from sqlalchemy import select
 
-from app import context
+from app import context, notify
 from app.db import read_only, unit_of_work
 from app.domain.errors import InvalidRequest
 from app.models import AuditLog, Switch, utcnow
@@ -49,31 +53,42 @@ class _Cache:
         self.version: str | None = None
         self.checked = 0.0
         self.loaded = 0.0
+        self._notices = itertools.count(1)
+        self.notice = self.seen = 0  # a change notice bumps ``notice``; a read catches up ``seen``
 
     def invalidate(self) -> None:
-        with self.lock:
-            self.values, self.checked = None, 0.0
+        """A change (or a possibly missed one): the next read goes to the database. Lock-free, as
+        the listener thread calls it while a reader may hold the lock."""
+        self.notice = next(self._notices)
 
     def get(self) -> dict[str, bool]:
         with self.lock:
             now = time.monotonic()
-            if self.values is not None and now - self.checked < CHECK_INTERVAL:
+            listening = notify.healthy()
+            window = RELOAD_INTERVAL if listening else CHECK_INTERVAL
+            if self.values is not None and self.seen == self.notice and now - self.checked < window:
                 return self.values
-            try:
-                version = get_redis().get(VERSION_KEY)
-                version = version.decode() if isinstance(version, bytes) else version
-                stale = self.values is None or version != self.version or now - self.loaded > RELOAD_INTERVAL
-            except Exception as exc:  # Redis down: fall back to the database
-                log.debug("switch version check failed, reading the database: %s", exc)
-                version, stale = None, True
+            notice = self.notice  # a notice arriving while we read makes the next read read again
+            if listening:
+                version, stale = self.version, True
+            else:
+                try:
+                    version = get_redis().get(VERSION_KEY)
+                    version = version.decode() if isinstance(version, bytes) else version
+                    stale = (self.values is None or version != self.version or self.seen != notice
+                             or now - self.loaded > RELOAD_INTERVAL)
+                except Exception as exc:  # Redis down: fall back to the database
+                    log.debug("switch version check failed, reading the database: %s", exc)
+                    version, stale = None, True
             if stale:
                 self.values = _load()
                 self.version, self.loaded = version, now
-            self.checked = now
+            self.seen, self.checked = notice, now
             return self.values
 
 
 _cache = _Cache()
+notify.on_change("switches", _cache.invalidate)
 
 
 def _load() -> dict[str, bool]:
@@ -123,6 +138,7 @@ def announce() -> None:
     _cache.invalidate()
     try:
         get_redis().set(VERSION_KEY, secrets.token_hex(8))
+        notify.announce("switches")
     except Exception as exc:  # the others fall back on their own re-reads of the database
         log.warning("could not announce a switch change through Redis: %s", exc)
 

@@ -1,27 +1,40 @@
 """The live rule set of this process, hot-reloaded with no restart.
 
-Every decision checks the live version at most every CHECK_INTERVAL seconds (a Redis GET,
-falling back to the database), so a publish or rollback in any process is obeyed by every
-API and worker process within about half a second. A new version is compiled, swapped in,
-and the old engine handle freed.
+A publish or rollback sends a change notice (app.notify, Redis pub/sub): every listening
+process re-checks the live version on its next decision, and otherwise every RELOAD_INTERVAL
+seconds. While a process is not listening (Redis down or reconnecting), every decision checks
+the live version at most every CHECK_INTERVAL seconds (a Redis GET, falling back to the
+database), so a change is obeyed by every API and worker process within about half a second
+either way. A new version is compiled, swapped in, and the old engine handle freed.
 """
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import redis
 
+from app import notify
 from app.db import read_only
 from rules import decide as decide_mod
 from rules import format, store
 from rules.engine import CompiledRules, RulesSlot
 
 CHECK_INTERVAL = 0.5
+RELOAD_INTERVAL = 5.0
 
 _slot = RulesSlot()
 _lock = threading.Lock()
-_state = {"version": None, "checked": 0.0}
+_notices = itertools.count(1)
+_state = {"version": None, "checked": 0.0, "notice": 0, "seen": 0}
+
+
+def _changed() -> None:
+    _state["notice"] = next(_notices)
+
+
+notify.on_change("rules", _changed)
 
 
 def _live_version() -> int | None:
@@ -36,18 +49,23 @@ def _live_version() -> int | None:
     with read_only() as session:
         live = store.live_version(session)
     if live is not None:
-        store.announce(live)
+        store.announce(live, notify_others=False)
     return live
 
 
+def _fresh(now: float) -> bool:
+    window = RELOAD_INTERVAL if notify.healthy() else CHECK_INTERVAL
+    return _slot.current is not None and _state["seen"] == _state["notice"] and now - _state["checked"] < window
+
+
 def current() -> CompiledRules:
-    now = time.monotonic()
     matcher = _slot.current
-    if matcher is not None and now - _state["checked"] < CHECK_INTERVAL:
+    if _fresh(time.monotonic()):
         return matcher
     with _lock:
-        if _slot.current is not None and time.monotonic() - _state["checked"] < CHECK_INTERVAL:
+        if _fresh(time.monotonic()):
             return _slot.current
+        notice = _state["notice"]
         live = _live_version()
         if _slot.current is None or live != _state["version"]:
             if live is None:
@@ -57,7 +75,7 @@ def current() -> CompiledRules:
                     ruleset = format.load(store.source_of(session, live))
             _slot.swap(CompiledRules(ruleset, live))
             _state["version"] = live
-        _state["checked"] = time.monotonic()
+        _state["checked"], _state["seen"] = time.monotonic(), notice
         return _slot.current
 
 

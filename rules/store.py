@@ -96,14 +96,18 @@ def history(session: Session) -> list[dict]:
              "checksum": v.checksum[:12]} for p, v in rows]
 
 
-def announce(version: int | None) -> None:
-    """Tell every process the live version (best effort: they also fall back to the database)."""
+def announce(version: int | None, notify_others: bool = True) -> None:
+    """Tell every process the live version: the Redis key they poll while not listening, and a
+    change notice to those listening (best effort: they also fall back to the database)."""
+    from app import notify
     from app.redis_conn import get_redis
 
     if version is None:
         return
     try:
         get_redis().set(LIVE_KEY, version)
+        if notify_others:
+            notify.announce("rules")
     except redis.RedisError:
         log.warning("could not announce rule-set version %s in Redis; processes will read the database", version)
 

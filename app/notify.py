@@ -1,0 +1,128 @@
+"""Change notices between processes over Redis pub/sub (switches toggled, rules published).
+
+Each process that reads a cached setting runs one listener thread, started on first use (after
+a fork too: gunicorn and RQ workers each get their own). A notice makes every subscribed
+process drop its cached copy at once, so a toggle is obeyed everywhere within milliseconds,
+and while the listener is subscribed the caches do not need to ask Redis on every read.
+
+Pub/sub delivers only to who is listening: a notice sent while a listener is disconnected is
+lost. So a listener counts as ``healthy()`` only while subscribed; on every (re)subscription it
+tells every topic's callbacks that they may have missed something, and while unhealthy the
+caches fall back to polling a version key in Redis, and the database if Redis is down.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from typing import Callable
+
+import redis
+
+from app.redis_conn import get_redis, redis_url
+
+log = logging.getLogger("payrouter.notify")
+TOPICS = ("switches", "rules")
+RETRY_SECONDS = 1.0
+
+_lock = threading.Lock()
+_callbacks: dict[str, list[Callable[[], None]]] = defaultdict(list)
+_listener: "_Listener | None" = None
+
+
+def _channel(client: redis.Redis) -> str:
+    """Pub/sub ignores database numbers: the channel names the database, so test runs and
+    deployments sharing one Redis server do not hear each other."""
+    return f"payrouter:changes:{client.connection_pool.connection_kwargs.get('db', 0)}"
+
+
+def on_change(topic: str, callback: Callable[[], None]) -> None:
+    """Call ``callback`` (quick, no I/O) when ``topic`` changes in any process, or may have."""
+    if topic not in TOPICS:
+        raise ValueError(f"unknown topic {topic}")
+    with _lock:
+        if callback not in _callbacks[topic]:
+            _callbacks[topic].append(callback)
+
+
+def announce(topic: str) -> None:
+    """Tell every process that ``topic`` changed. Raises redis.RedisError if Redis is down."""
+    client = get_redis()
+    client.publish(_channel(client), topic)
+
+
+def healthy() -> bool:
+    """Is this process subscribed right now (to the Redis of the current configuration)? Starts
+    the listener if this process has none."""
+    listener = _ensure_listener()
+    return listener.subscribed.is_set() and listener.url == redis_url()
+
+
+def _fire(topics) -> None:
+    with _lock:
+        callbacks = [cb for topic in topics for cb in _callbacks.get(topic, ())]
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # noqa: BLE001 - one bad callback must not stop the others
+            log.exception("change callback failed")
+
+
+class _Listener(threading.Thread):
+    def __init__(self, url: str):
+        super().__init__(name="payrouter-notify", daemon=True)
+        self.url, self.pid = url, os.getpid()
+        self.subscribed, self.stopped = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            pubsub = None
+            try:
+                client = redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=None)
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.subscribe(_channel(client))
+                pubsub.get_message(timeout=2)  # the subscription's confirmation
+                self.subscribed.set()
+                _fire(TOPICS)  # anything announced while we were not listening
+                while not self.stopped.is_set():
+                    message = pubsub.get_message(timeout=1.0)
+                    if message and message.get("type") == "message":
+                        topic = message["data"].decode() if isinstance(message["data"], bytes) else message["data"]
+                        _fire([topic])
+            except Exception as exc:  # noqa: BLE001 - Redis down or restarted: poll meanwhile, retry
+                log.debug("change listener disconnected: %s", exc)
+            finally:
+                self.subscribed.clear()
+                if pubsub is not None:
+                    try:
+                        pubsub.close()
+                    except Exception:  # noqa: BLE001
+                        pass
+            self.stopped.wait(RETRY_SECONDS)
+
+
+def _ensure_listener() -> _Listener:
+    global _listener
+    url = redis_url()
+    listener = _listener
+    if listener is not None and listener.pid == os.getpid() and listener.url == url and listener.is_alive():
+        return listener
+    with _lock:
+        listener = _listener
+        if listener is None or listener.pid != os.getpid() or listener.url != url or not listener.is_alive():
+            if listener is not None and listener.pid == os.getpid():
+                listener.stopped.set()
+            listener = _listener = _Listener(url)
+            listener.start()
+    return listener
+
+
+def wait_until_healthy(timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if healthy():
+            return True
+        time.sleep(0.02)
+    return False
