@@ -52,8 +52,9 @@ class Periodic(threading.Thread):
 def maintenance_for(names: list[str]) -> list[Periodic]:
     """The sweeps a worker of these queues runs: core work re-queues stored callbacks and due
     status queries; webhook work relays the event outbox and retries due deliveries; batch
-    work deletes idempotency keys past their 24 h and reconciles the last minute's outcomes with
-    the channels' statements (near-real-time reconciliation)."""
+    work deletes idempotency keys past their 24 h, reconciles the last minute's outcomes with
+    the channels' statements (near-real-time reconciliation) and deletes week-old passes that
+    compared nothing."""
     from app.services import callbacks
     from app.webhooks import relay
 
@@ -68,6 +69,7 @@ def maintenance_for(names: list[str]) -> list[Periodic]:
         from app.services import reconcile
 
         threads.append(Periodic("idempotency-purge", idempotency.purge_expired, interval=600))
+        threads.append(Periodic("reconcile-purge", reconcile.purge_empty_runs, interval=3600))
         if get_config().reconcile_interval > 0:
             threads.append(Periodic("reconcile-recent", reconcile.run_continuous,
                                     interval=get_config().reconcile_interval))

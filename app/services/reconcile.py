@@ -27,7 +27,7 @@ import datetime as dt
 import logging
 
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from app import context, jobs
 from app.channels_runtime import channel, registry
@@ -104,6 +104,30 @@ def run_continuous() -> dict:
     return done
 
 
+KEEP_EMPTY_RUNS = dt.timedelta(days=7)
+
+
+def purge_empty_runs(now: dt.datetime | None = None, batch: int = 1000) -> int:
+    """Delete near-real-time runs older than KEEP_EMPTY_RUNS that compared nothing and found
+    nothing (a quiet channel makes one a minute); runs with lines or issues stay, and so does
+    each channel's newest run, where its next pass starts."""
+    cutoff = (now or utcnow()) - KEEP_EMPTY_RUNS
+    with unit_of_work() as session:
+        newest = dict(session.execute(select(ReconciliationRun.channel, func.max(ReconciliationRun.window_end))
+                                      .where(ReconciliationRun.mode == "continuous")
+                                      .group_by(ReconciliationRun.channel)).all())
+        candidates = session.execute(
+            select(ReconciliationRun.id, ReconciliationRun.channel, ReconciliationRun.window_end,
+                   ReconciliationRun.issues)
+            .where(ReconciliationRun.mode == "continuous", ReconciliationRun.statement_lines == 0,
+                   ReconciliationRun.created_at < cutoff).limit(batch)).all()
+        doomed = [run_id for run_id, channel_id, end, issues in candidates
+                  if not issues and end != newest.get(channel_id)]
+        if doomed:
+            session.execute(delete(ReconciliationRun).where(ReconciliationRun.id.in_(doomed)))
+    return len(doomed)
+
+
 def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
@@ -149,7 +173,7 @@ def _compare(channel_id: str, adapter, statement: list, start: dt.datetime, end:
             jobs.enqueue(jobs.CORE, "app.services.callbacks.query_status", op_id, job_id=f"query-{op_id}")
         except redis.RedisError:
             log.warning("status query for %s not queued (Redis unreachable); the sweep will do it", op_id)
-    level = logging.WARNING if issues else logging.INFO
+    level = logging.WARNING if issues else logging.INFO if lines or mode == "daily" else logging.DEBUG
     log.log(level, "reconciled %s (%s, %s – %s): %s matched, %s issue(s)", channel_id, mode, start, end, matched,
             len(issues), extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
     return run

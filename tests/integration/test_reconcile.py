@@ -178,3 +178,30 @@ def test_cli_recent_and_list_and_the_ops_api(stack):
         assert client.get("/ops/reconciliation").status_code == 401
     finally:
         set_config(stack.config)
+
+
+def test_old_empty_passes_are_purged_but_not_the_newest_or_those_that_found_something(clean):
+    from app.models import utcnow
+    from app.services import reconcile as recon
+
+    now = utcnow()
+    old = now - recon.KEEP_EMPTY_RUNS - dt.timedelta(hours=1)
+
+    def run(channel_id, end, lines=0, issues=(), created=old):
+        return ReconciliationRun(id=new_id("recon"), channel=channel_id, day=end.date().isoformat(), mode="continuous",
+                                 window_start=end - dt.timedelta(minutes=1), window_end=end, statement_lines=lines,
+                                 matched=lines, issues=list(issues), channel_fees=0, created_at=created)
+
+    with unit_of_work() as session:
+        session.add_all([
+            run("sandbox", old - dt.timedelta(minutes=2)),  # empty and old: purged
+            run("sandbox", old - dt.timedelta(minutes=1), lines=3),  # compared lines: kept
+            run("sandbox", old, issues=[{"issue": "missing_at_channel", "channel_reference": "x"}]),  # kept
+            run("sandbox", now, created=now),  # empty but recent: kept
+            run("acq_beta", old),  # empty and old, but acq_beta's newest: kept (its next pass starts there)
+        ])
+    assert recon.purge_empty_runs() == 1
+    with unit_of_work() as session:
+        left = sorted((r.channel, r.statement_lines, bool(r.issues))
+                      for r in session.scalars(select(ReconciliationRun)))
+    assert left == [("acq_beta", 0, False), ("sandbox", 0, False), ("sandbox", 0, True), ("sandbox", 3, False)]
