@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -51,6 +51,21 @@ class Leg:
 
 # (database, merchant, code, currency) → id of a system account seen committed: ids never change.
 _system_ids: dict[tuple[str, str, str, str], str] = {}
+_PENDING_IDS = "payrouter.system_ids"  # session.info: ids seen in a transaction not yet committed
+
+
+@event.listens_for(Session, "after_commit")
+def _remember_system_ids(session: Session) -> None:
+    """Only ids of committed rows are cached for the process: an account created (or first seen)
+    in a transaction that then rolls back must not be used by later transactions."""
+    _system_ids.update(session.info.pop(_PENDING_IDS, {}))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_system_ids(session: Session, previous_transaction) -> None:
+    """Any rollback, a savepoint's included, may have taken a new account with it: forget them all
+    (a later posting finds the committed ones again with one query)."""
+    session.info.pop(_PENDING_IDS, None)
 
 
 def system_account(session: Session, merchant_id: str, code: str, currency: str) -> Account:
@@ -59,26 +74,25 @@ def system_account(session: Session, merchant_id: str, code: str, currency: str)
     A known one comes back as a detached stand-in (id, kind, currency) without a query:
     postings only need those, and balances move by UPDATE in ``post``."""
     cache_key = (str(session.get_bind().engine.url), merchant_id, code, currency)
-    if cache_key in _system_ids:
-        return Account(id=_system_ids[cache_key], merchant_id=merchant_id, kind="system", system_code=code,
-                       currency=currency)
+    known = _system_ids.get(cache_key) or session.info.get(_PENDING_IDS, {}).get(cache_key)
+    if known:
+        return Account(id=known, merchant_id=merchant_id, kind="system", system_code=code, currency=currency)
     query = select(Account).where(
         Account.merchant_id == merchant_id, Account.system_code == code, Account.currency == currency
     )
     account = session.scalars(query).first()
-    if account:
-        _system_ids[cache_key] = account.id
-        return account
-    try:
-        with session.begin_nested():
-            account = Account(
-                id=new_id("acct"), merchant_id=merchant_id, kind="system", system_code=code, currency=currency,
-                metadata_={}, available=0, pending=0, version=0, request_id=context.current_request_id(),
-            )
-            session.add(account)
-        return account
-    except IntegrityError:  # created concurrently by another transaction
-        return session.scalars(query).one()
+    if account is None:
+        try:
+            with session.begin_nested():
+                account = Account(
+                    id=new_id("acct"), merchant_id=merchant_id, kind="system", system_code=code, currency=currency,
+                    metadata_={}, available=0, pending=0, version=0, request_id=context.current_request_id(),
+                )
+                session.add(account)
+        except IntegrityError:  # created concurrently by another transaction
+            account = session.scalars(query).one()
+    session.info.setdefault(_PENDING_IDS, {})[cache_key] = account.id
+    return account
 
 
 def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None, legs: list[Leg],

@@ -102,10 +102,12 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             return op
         breaker.record(channel_id, ok=True)
         raw = dict(result.raw or {})
-        if result.status == PROCESSING:
-            _close_attempt(session, attempt, PROCESSING, None, None, result.channel_reference, raw)
+        if result.status == PROCESSING:  # what the channel said; a callback may already have settled it
+            _record_answer(session, attempt, result.channel_reference, raw)
             op.channel_reference = result.channel_reference
             session.commit()
+            session.refresh(op)  # answer with what is true now, a callback's outcome included
+            op.known_attempts = attempts_of(session, op)
             return op
         _close_attempt(session, attempt, result.status, result.error_code, result.error_message,
                        result.channel_reference, raw)
@@ -149,15 +151,30 @@ def _write_attempt(session: Session, op: Operation, seq: int, channel_id: str) -
     return attempt
 
 
+_OPEN = ("processing", "unknown")  # an attempt still waiting for its outcome
+_ATTEMPT_CLOSE = update(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"), _ATTEMPTS.c.status.in_(_OPEN))
+_ATTEMPT_READ = select(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"))
+
+
 def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | None, message: str | None,
                    channel_reference: str | None = None, raw: dict | None = None) -> None:
-    """Record a channel's answer on the attempt: one UPDATE, and the object (loaded in the session
-    or not) shows the same values without being flushed again."""
+    """Record an outcome on an attempt still open (processing or unknown), in one conditional
+    UPDATE: an attempt a callback or status query closed meanwhile keeps its outcome. The object
+    (loaded in the session or not) then shows the row's values without being flushed again."""
     values = {"status": status, "error_code": code, "error_message": message, "updated_at": utcnow()}
     if channel_reference is not None:
         values["channel_reference"] = channel_reference
     if raw is not None:
         values["raw"] = raw
+    if session.connection().execute(_ATTEMPT_CLOSE, {"attempt_id": attempt.id, **values}).rowcount != 1:
+        values = dict(session.connection().execute(_ATTEMPT_READ, {"attempt_id": attempt.id}).mappings().one())
+    for name, value in values.items():
+        set_committed_value(attempt, name, value)
+
+
+def _record_answer(session: Session, attempt: Attempt, channel_reference: str | None, raw: dict) -> None:
+    """A channel's 'processing' answer: its reference and raw answer, never the attempt's status."""
+    values = {"channel_reference": channel_reference, "raw": raw, "updated_at": utcnow()}
     session.connection().execute(_ATTEMPT_UPDATE, {"attempt_id": attempt.id, **values})
     for name, value in values.items():
         set_committed_value(attempt, name, value)

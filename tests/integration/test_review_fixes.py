@@ -1,4 +1,5 @@
-"""Regressions found in review: key reuse, leaked limit reservations, unknown channel faults."""
+"""Regressions found in review: key reuse, leaked limit reservations, unknown channel faults, an attempt
+reopened by a late 'processing' answer, cached ids of rolled-back system accounts."""
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
@@ -72,3 +73,63 @@ def test_an_unexpected_channel_fault_leaves_the_operation_queryable(stack, monke
     monkeypatch.undo()
     final = stack.settle(api, f"/v1/payments/{payment['id']}")  # the channel never saw it
     assert final["status"] == "failed" and final["failure_code"] == "not_found"
+
+
+def test_a_processing_answer_never_reopens_an_attempt_a_callback_settled_during_the_call(stack, monkeypatch):
+    """The channel's callback is applied while our call to it is still in flight; its late
+    'processing' answer must not turn the settled attempt back to processing."""
+    from app.channels_runtime import channel
+    from app.services import callbacks
+    from channels.sandbox.adapter import SandboxChannel
+
+    real_charge = SandboxChannel.charge
+
+    def charge(self, request):
+        result = real_charge(self, request)
+        body, headers = builders.signed_callback(channel("sandbox"), request.reference, "succeeded",
+                                                 result.channel_reference)
+        callbacks.receive("sandbox", headers, body)
+        assert callbacks.drain() == 1  # settled before the answer reaches the request
+        return result
+
+    monkeypatch.setattr(SandboxChannel, "charge", charge)
+    api = builders.api(stack.client)
+    created = api.post("/v1/payments", builders.payment_body(2052)).get_json()  # the sandbox answers processing
+    assert created["status"] == "succeeded"
+    assert [a["status"] for a in created["attempts"]] == ["succeeded"]
+    fetched = api.get(f"/v1/payments/{created['id']}").get_json()
+    assert fetched["status"] == "succeeded" and [a["status"] for a in fetched["attempts"]] == ["succeeded"]
+
+
+def test_a_system_account_created_in_a_rolled_back_transaction_is_not_remembered(clean):
+    """A merchant's first balance payment is refused (402) after its fee and settlement accounts
+    were created in the same transaction; the next posting must not use their vanished ids."""
+    from app import ledger
+    from app.db import unit_of_work as uow
+    from app.models import Account
+
+    merchant_id, _ = builders.merchant("First")
+    with uow() as session:  # a customer and a committed funding source for the second attempt
+        customer = Account(id="acct_customer_x", merchant_id=merchant_id, kind="customer", currency="USD",
+                           metadata_={}, available=0, pending=0, version=0, customer={"id": "c"})
+        session.add(customer)
+    for _ in range(2):  # the same process, twice: the second must not reuse a rolled-back id
+        try:
+            with uow() as session:
+                settlement = ledger.system_account(session, merchant_id, ledger.MERCHANT_SETTLEMENT, "USD")
+                again = ledger.system_account(session, merchant_id, ledger.MERCHANT_SETTLEMENT, "USD")
+                assert again.id == settlement.id
+                payer = session.get(Account, customer.id)
+                ledger.post(session, merchant_id=merchant_id, kind="payment", source_id=None,
+                            legs=[ledger.Leg(payer, -500), ledger.Leg(settlement, 500)])
+        except Exception as exc:  # noqa: BLE001 - the customer holds nothing: refused, rolled back
+            assert type(exc).__name__ == "InsufficientFunds"
+    with uow() as session:
+        funding = ledger.system_account(session, merchant_id, ledger.TEST_FUNDING, "USD")
+        settlement = ledger.system_account(session, merchant_id, ledger.MERCHANT_SETTLEMENT, "USD")
+        ledger.post(session, merchant_id=merchant_id, kind="test_funding", source_id=None,
+                    legs=[ledger.Leg(funding, -700), ledger.Leg(settlement, 700)])
+    with uow() as session:
+        stored = session.scalars(select(Account).where(Account.merchant_id == merchant_id,
+                                                       Account.system_code == ledger.MERCHANT_SETTLEMENT)).one()
+        assert stored.available == 700
