@@ -312,6 +312,7 @@ class ReconciliationRun(Base):
     statement_lines: Mapped[int] = mapped_column(Integer)
     matched: Mapped[int] = mapped_column(Integer)
     issues: Mapped[list] = mapped_column(JSON)
+    issue_count: Mapped[int] = mapped_column(Integer, default=0)  # filterable in SQL, unlike JSON
     channel_fees: Mapped[int] = mapped_column(default=0)
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 
 import redis
 from sqlalchemy import delete, func, select
@@ -44,6 +45,7 @@ SETTLE_GRACE = dt.timedelta(seconds=10)  # lines younger than this wait for the 
 FIRST_WINDOW = dt.timedelta(minutes=10)  # a channel's first pass looks this far back
 MAX_WINDOW = dt.timedelta(days=1)  # after a long outage, catch up at most a day per pass
 MIN_WINDOW = dt.timedelta(seconds=1)  # a shorter window waits for the next pass
+LOOKBACK_DAYS = 7  # how far before a window an outcome learned late is looked for on statements
 LEASE_KEY = "payrouter:reconcile:lease"
 
 
@@ -63,7 +65,8 @@ def reconcile(channel_id: str, day: dt.date) -> ReconciliationRun:
 
 def reconcile_recent(channel_id: str, now: dt.datetime | None = None) -> ReconciliationRun | None:
     """The near-real-time comparison: from the end of this channel's previous pass to now minus
-    SETTLE_GRACE. None when the new window is shorter than MIN_WINDOW."""
+    SETTLE_GRACE, at most MAX_WINDOW at a time (after an outage, the following passes catch up).
+    None when the new window is shorter than MIN_WINDOW."""
     adapter = _adapter(channel_id)
     # Windows end on whole seconds: statements date their lines to the second, so each line
     # falls in exactly one window.
@@ -71,36 +74,78 @@ def reconcile_recent(channel_id: str, now: dt.datetime | None = None) -> Reconci
     with read_only() as session:
         since = session.scalar(select(func.max(ReconciliationRun.window_end)).where(
             ReconciliationRun.channel == channel_id, ReconciliationRun.mode == "continuous"))
-    since = max(since or until - FIRST_WINDOW, until - MAX_WINDOW)
+    since = since or until - FIRST_WINDOW
+    until = min(until, since + MAX_WINDOW)
     if until - since < MIN_WINDOW:
         return None
-    # The statement days the window touches, and the day before near midnight: an outcome we
-    # learned just after midnight may have settled at the channel just before.
-    first_day, days = (since - dt.timedelta(minutes=10)).date(), []
-    while first_day <= until.date():
-        days.append(first_day)
-        first_day += dt.timedelta(days=1)
-    lines = [line for day in days for line in adapter.statement(day)]
-    return _compare(channel_id, adapter, lines, since, until, "continuous")
+    return _compare(channel_id, adapter, _Statements(adapter, since.date(), until.date()), since, until,
+                    "continuous")
+
+
+class _Statements:
+    """A channel's statement lines by reference, for the days a pass needs: those its window
+    touches, and on demand earlier days (an outcome we learned late may have settled at the
+    channel days before), each day fetched once."""
+
+    def __init__(self, adapter, first: dt.date, last: dt.date):
+        self.adapter, self.days, self.lines = adapter, set(), {}
+        day = first
+        while day <= last:
+            self.fetch(day)
+            day += dt.timedelta(days=1)
+
+    def fetch(self, day: dt.date) -> None:
+        if day not in self.days:
+            self.days.add(day)
+            self.lines.update({line.channel_reference: line for line in self.adapter.statement(day)})
+
+    def has(self, reference: str, since: dt.date) -> bool:
+        """Is ``reference`` on the statement of any day from ``since`` (at most LOOKBACK_DAYS before
+        the window) on, fetching the days not read yet?"""
+        if reference in self.lines:
+            return True
+        first = min(self.days)
+        day = max(since, first - dt.timedelta(days=LOOKBACK_DAYS))
+        while day < first:
+            self.fetch(day)
+            day += dt.timedelta(days=1)
+        return reference in self.lines
+
+
+PASS_BUDGET_SECONDS = 120  # a pass stops asking channels by reference after this long
 
 
 def run_continuous() -> dict:
     """One near-real-time pass over every channel that serves statements (batch workers call this
-    every PAYROUTER_RECONCILE_INTERVAL seconds; a Redis lease keeps to one pass at a time)."""
+    every PAYROUTER_RECONCILE_INTERVAL seconds). A Redis lease keeps to one pass at a time across
+    workers: taken for longer than a pass may last, and left to expire one interval after the
+    pass started, so passes neither overlap nor come more often than the interval."""
     interval = get_config().reconcile_interval
-    if interval <= 0 or not get_redis().set(LEASE_KEY, "1", nx=True, ex=max(1, interval - 1)):
+    if interval <= 0:
+        return {}
+    r, token, started = get_redis(), new_id("lease"), time.monotonic()
+    if not r.set(LEASE_KEY, token, nx=True, ex=max(interval, 2 * PASS_BUDGET_SECONDS + 60)):
         return {}
     done = {}
-    for channel_id in registry().ids():
-        try:
-            run = reconcile_recent(channel_id)
-        except OperationNotSupported:
-            continue  # this channel serves no statement
-        except ChannelError as exc:
-            log.warning("near-real-time reconciliation of %s skipped: %s", channel_id, exc)
-            continue
-        if run is not None:
-            done[channel_id] = len(run.issues)
+    try:
+        for channel_id in registry().ids():
+            try:
+                run = reconcile_recent(channel_id)
+            except OperationNotSupported:
+                continue  # this channel serves no statement
+            except ChannelError as exc:
+                log.warning("near-real-time reconciliation of %s skipped: %s", channel_id, exc)
+                continue
+            if run is not None:
+                done[channel_id] = len(run.issues)
+    finally:
+        remaining = interval - (time.monotonic() - started)
+        held = r.get(LEASE_KEY)
+        if held is not None and (held.decode() if isinstance(held, bytes) else held) == token:
+            if remaining >= 1:
+                r.expire(LEASE_KEY, int(remaining))
+            else:
+                r.delete(LEASE_KEY)
     return done
 
 
@@ -117,12 +162,10 @@ def purge_empty_runs(now: dt.datetime | None = None, batch: int = 1000) -> int:
                                       .where(ReconciliationRun.mode == "continuous")
                                       .group_by(ReconciliationRun.channel)).all())
         candidates = session.execute(
-            select(ReconciliationRun.id, ReconciliationRun.channel, ReconciliationRun.window_end,
-                   ReconciliationRun.issues)
+            select(ReconciliationRun.id, ReconciliationRun.channel, ReconciliationRun.window_end)
             .where(ReconciliationRun.mode == "continuous", ReconciliationRun.statement_lines == 0,
-                   ReconciliationRun.created_at < cutoff).limit(batch)).all()
-        doomed = [run_id for run_id, channel_id, end, issues in candidates
-                  if not issues and end != newest.get(channel_id)]
+                   ReconciliationRun.issue_count == 0, ReconciliationRun.created_at < cutoff).limit(batch)).all()
+        doomed = [run_id for run_id, channel_id, end in candidates if end != newest.get(channel_id)]
         if doomed:
             session.execute(delete(ReconciliationRun).where(ReconciliationRun.id.in_(doomed)))
     return len(doomed)
@@ -132,39 +175,45 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-def _compare(channel_id: str, adapter, statement: list, start: dt.datetime, end: dt.datetime,
+def _compare(channel_id: str, adapter, statement, start: dt.datetime, end: dt.datetime,
              mode: str) -> ReconciliationRun:
-    everything = {line.channel_reference: line for line in statement}
-    lines = {ref: line for ref, line in everything.items() if start <= _naive_utc(line.settled_at) < end}
-    with unit_of_work() as session:
+    """Reads in short read-only sessions, asks the channel with no transaction open, then writes
+    the run in one short transaction (a slow channel never holds a database lock)."""
+    if not isinstance(statement, _Statements):
+        statement = _Preloaded(statement)
+    lines = {ref: line for ref, line in statement.lines.items() if start <= _naive_utc(line.settled_at) < end}
+    with read_only() as session:
         by_ref = _attempts_by_reference(session, channel_id, list(lines))
-        by_ref.update(_unanswered(session, adapter, channel_id, set(lines) - set(by_ref)))
+        unanswered = _unanswered_candidates(session, channel_id) if set(lines) - set(by_ref) else []
         ours_in_window = session.execute(
             select(Attempt, Operation).join(Operation, Operation.id == Attempt.operation_id)
             .where(Attempt.channel == channel_id, Attempt.status.in_(FINAL), Attempt.channel_reference.is_not(None),
                    Attempt.updated_at >= start, Attempt.updated_at < end)).all()
-        issues, matched, to_query = [], 0, []
-        for ref, line in lines.items():
-            found = by_ref.get(ref)
-            if found is None:
-                issues.append(_issue("missing_in_payrouter", ref, theirs=line))
-                continue
-            attempt, op = found
-            if attempt.status not in FINAL or op.status not in FINAL:
-                issues.append(_issue("pending_in_payrouter", ref, op, line))
-                to_query.append(op.id)
-            elif attempt.status != line.status:
-                issues.append(_issue("status_mismatch", ref, op, line))
-            elif (op.amount, op.currency) != (line.amount, line.currency):
-                issues.append(_issue("amount_mismatch", ref, op, line))
-            else:
-                matched += 1
-        for attempt, op in ours_in_window:
-            if attempt.channel_reference not in everything:
-                issues.append(_issue("missing_at_channel", attempt.channel_reference, op))
+        session.expunge_all()  # loaded and kept as they are: the session ends before the channel is asked
+    by_ref.update(_ask_by_reference(adapter, unanswered, set(lines) - set(by_ref)))
+    issues, matched, to_query = [], 0, []
+    for ref, line in lines.items():
+        found = by_ref.get(ref)
+        if found is None:
+            issues.append(_issue("missing_in_payrouter", ref, theirs=line))
+            continue
+        attempt, op = found
+        if attempt.status not in FINAL or op.status not in FINAL:
+            issues.append(_issue("pending_in_payrouter", ref, op, line))
+            to_query.append(op.id)
+        elif attempt.status != line.status:
+            issues.append(_issue("status_mismatch", ref, op, line))
+        elif (op.amount, op.currency) != (line.amount, line.currency):
+            issues.append(_issue("amount_mismatch", ref, op, line))
+        else:
+            matched += 1
+    for attempt, op in ours_in_window:
+        if not statement.has(attempt.channel_reference, op.created_at.date()):
+            issues.append(_issue("missing_at_channel", attempt.channel_reference, op))
+    with unit_of_work() as session:
         run = ReconciliationRun(id=new_id("recon"), channel=channel_id, day=(end - dt.timedelta(microseconds=1))
                                 .date().isoformat(), mode=mode, window_start=start, window_end=end,
-                                statement_lines=len(lines), matched=matched, issues=issues,
+                                statement_lines=len(lines), matched=matched, issues=issues, issue_count=len(issues),
                                 channel_fees=sum(line.fee for line in lines.values()),
                                 request_id=context.current_request_id())
         session.add(run)
@@ -179,6 +228,16 @@ def _compare(channel_id: str, adapter, statement: list, start: dt.datetime, end:
     return run
 
 
+class _Preloaded:
+    """One day's statement, given (the batch command): nothing more to fetch."""
+
+    def __init__(self, statement: list):
+        self.lines = {line.channel_reference: line for line in statement}
+
+    def has(self, reference: str, since: dt.date) -> bool:
+        return reference in self.lines
+
+
 def _attempts_by_reference(session, channel_id: str, references: list[str]) -> dict:
     found = {}
     for start in range(0, len(references), 500):
@@ -190,17 +249,21 @@ def _attempts_by_reference(session, channel_id: str, references: list[str]) -> d
     return found
 
 
-def _unanswered(session, adapter, channel_id: str, unmatched: set[str], limit: int = 200) -> dict:
-    """Attempts that never learned the channel's reference (a timeout): ask the channel by our
-    reference, and match them to statement lines that way."""
-    if not unmatched:
-        return {}
-    found = {}
-    rows = session.execute(
+def _unanswered_candidates(session, channel_id: str, limit: int = 200) -> list:
+    """Attempts that never learned the channel's reference (a timeout), oldest first."""
+    return session.execute(
         select(Attempt, Operation).join(Operation, Operation.id == Attempt.operation_id)
         .where(Attempt.channel == channel_id, Attempt.channel_reference.is_(None), Operation.status == PROCESSING)
-        .limit(limit)).all()
-    for attempt, op in rows:
+        .order_by(Attempt.created_at).limit(limit)).all()
+
+
+def _ask_by_reference(adapter, candidates: list, unmatched: set[str]) -> dict:
+    """Ask the channel about each candidate by our reference (no transaction open meanwhile), to
+    match them to unmatched statement lines; stops after PASS_BUDGET_SECONDS."""
+    found, deadline = {}, time.monotonic() + PASS_BUDGET_SECONDS
+    for attempt, op in candidates:
+        if not unmatched - set(found) or time.monotonic() > deadline:
+            break
         try:
             answer = adapter.query(op.id)
         except ChannelError:
@@ -236,5 +299,6 @@ def recent_runs(channel_id: str | None = None, limit: int = 20, with_issues: boo
         query = select(ReconciliationRun).order_by(ReconciliationRun.created_at.desc(), ReconciliationRun.id.desc())
         if channel_id:
             query = query.where(ReconciliationRun.channel == channel_id)
-        runs = session.scalars(query.limit(limit if not with_issues else 50 * limit))
-        return [summary(run) for run in runs if run.issues or not with_issues][:limit]
+        if with_issues:
+            query = query.where(ReconciliationRun.issue_count > 0)
+        return [summary(run) for run in session.scalars(query.limit(limit))]

@@ -190,7 +190,8 @@ def test_old_empty_passes_are_purged_but_not_the_newest_or_those_that_found_some
     def run(channel_id, end, lines=0, issues=(), created=old):
         return ReconciliationRun(id=new_id("recon"), channel=channel_id, day=end.date().isoformat(), mode="continuous",
                                  window_start=end - dt.timedelta(minutes=1), window_end=end, statement_lines=lines,
-                                 matched=lines, issues=list(issues), channel_fees=0, created_at=created)
+                                 matched=lines, issues=list(issues), issue_count=len(issues), channel_fees=0,
+                                 created_at=created)
 
     with unit_of_work() as session:
         session.add_all([
@@ -205,3 +206,99 @@ def test_old_empty_passes_are_purged_but_not_the_newest_or_those_that_found_some
         left = sorted((r.channel, r.statement_lines, bool(r.issues))
                       for r in session.scalars(select(ReconciliationRun)))
     assert left == [("acq_beta", 0, False), ("sandbox", 0, False), ("sandbox", 0, True), ("sandbox", 3, False)]
+
+
+def test_no_database_connection_is_held_while_the_channel_is_asked(no_grace, monkeypatch):
+    """Asking the channel about timed-out attempts can be slow: the pass holds no transaction
+    (on SQLite that would be the write lock) while it does."""
+    from app.db import get_engine
+    from app.services import reconcile as recon
+    from channels.sandbox.adapter import SandboxChannel
+
+    stack = no_grace
+    api = builders.api(stack.client)
+    lost = api.post("/v1/payments", builders.payment_body(2054)).get_json()  # timed out: no reference
+    assert lost["status"] == "processing"
+    import time
+
+    time.sleep(1.2)
+    held = []
+    real_query = SandboxChannel.query
+
+    def query(self, reference, channel_reference=None):
+        held.append(get_engine().pool.checkedout())
+        return real_query(self, reference, channel_reference)
+
+    monkeypatch.setattr(SandboxChannel, "query", query)
+    run = recon.reconcile_recent("sandbox")
+    assert held and set(held) == {0}
+    assert [i["issue"] for i in run.issues] == ["pending_in_payrouter"]
+
+
+def test_after_a_long_outage_each_pass_catches_up_a_day_and_nothing_is_skipped(no_grace):
+    from app.models import utcnow
+    from app.services import reconcile as recon
+
+    last_end = utcnow().replace(microsecond=0) - dt.timedelta(days=3)
+    with unit_of_work() as session:
+        session.add(ReconciliationRun(id=new_id("recon"), channel="sandbox", day=last_end.date().isoformat(),
+                                      mode="continuous", window_start=last_end - dt.timedelta(minutes=1),
+                                      window_end=last_end, statement_lines=0, matched=0, issues=[], issue_count=0,
+                                      channel_fees=0))
+    windows = [(run.window_start, run.window_end) for run in
+               (recon.reconcile_recent("sandbox") for _ in range(4)) if run is not None]
+    assert windows[0] == (last_end, last_end + recon.MAX_WINDOW)
+    assert all(a[1] == b[0] for a, b in zip(windows, windows[1:], strict=False))  # contiguous
+    assert len(windows) == 3 and windows[-1][1] > utcnow() - dt.timedelta(seconds=5)  # caught up: then idle
+
+
+def test_an_outcome_learned_late_is_found_on_an_earlier_days_statement(clean):
+    """Settled by the channel before midnight, learned by us after: the statement of the day the
+    operation was created is read too, so this is no 'missing_at_channel'."""
+    from app.models import utcnow
+    from app.services import reconcile as recon
+    from channels.base import StatementLine
+
+    merchant_id, _ = builders.merchant("Late")
+    now = utcnow().replace(microsecond=0)
+    created = now - dt.timedelta(days=2)
+    with unit_of_work() as session:
+        op = Operation(id=new_id("pay"), merchant_id=merchant_id, kind="payment", status="succeeded", version=2,
+                       amount=1000, currency="USD", fee=0, reference="late", channel="sandbox", routing={},
+                       metadata_={}, created_at=created, updated_at=now)
+        session.add(op)
+        session.flush()
+        session.add(Attempt(id=new_id("att"), operation_id=op.id, seq=1, channel="sandbox", status="succeeded",
+                            channel_reference="sbx_late", created_at=created, updated_at=now))
+    settled = dt.datetime.combine(created.date(), dt.time(23, 59), tzinfo=dt.timezone.utc)
+    fetched = []
+
+    class Channel:  # a stand-in for the PSP's statements: the line is on the day the payment was made
+        def statement(self, day):
+            fetched.append(day)
+            if day == created.date():
+                return [StatementLine("sbx_late", "charge", 1000, "USD", "succeeded", 0, settled)]
+            return []
+
+    statements = recon._Statements(Channel(), now.date(), now.date())
+    run = recon._compare("sandbox", Channel(), statements, now - dt.timedelta(minutes=1), now + dt.timedelta(seconds=1),
+                         "continuous")
+    assert run.issues == []
+    assert created.date() in fetched
+    statements = recon._Statements(Channel(), now.date(), now.date())  # and a line nowhere is reported
+    with unit_of_work() as session:
+        session.execute(update(Attempt).where(Attempt.channel_reference == "sbx_late")
+                        .values(channel_reference="sbx_nowhere"))
+    run = recon._compare("sandbox", Channel(), statements, now - dt.timedelta(minutes=1), now + dt.timedelta(seconds=1),
+                         "continuous")
+    assert [i["issue"] for i in run.issues] == ["missing_at_channel"]
+
+
+def test_the_lease_lasts_one_interval_from_the_start_of_a_pass(stack):
+    from app.redis_conn import get_redis
+    from app.services import reconcile as recon
+
+    assert recon.run_continuous() != {}
+    ttl = get_redis().ttl(recon.LEASE_KEY)
+    assert 0 < ttl <= stack.config.reconcile_interval  # not the long bound it was taken with
+    assert recon.run_continuous() == {}
