@@ -26,6 +26,7 @@ from app.redis_conn import get_redis, redis_url
 log = logging.getLogger("payrouter.notify")
 TOPICS = ("switches", "rules")
 RETRY_SECONDS = 1.0
+HEALTH_CHECK_SECONDS = 5
 
 _lock = threading.Lock()
 _callbacks: dict[str, list[Callable[[], None]]] = defaultdict(list)
@@ -80,7 +81,11 @@ class _Listener(threading.Thread):
         while not self.stopped.is_set():
             pubsub = None
             try:
-                client = redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=None)
+                # Keepalive and a PING every few seconds: a connection that died without a word
+                # (a half-open TCP connection) is noticed, and the caches poll meanwhile.
+                tcp = {} if self.url.startswith("unix:") else {"socket_keepalive": True}
+                client = redis.Redis.from_url(self.url, socket_connect_timeout=2, socket_timeout=None,
+                                              health_check_interval=HEALTH_CHECK_SECONDS, **tcp)
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(_channel(client))
                 pubsub.get_message(timeout=2)  # the subscription's confirmation
@@ -91,8 +96,10 @@ class _Listener(threading.Thread):
                     if message and message.get("type") == "message":
                         topic = message["data"].decode() if isinstance(message["data"], bytes) else message["data"]
                         _fire([topic])
-            except Exception as exc:  # noqa: BLE001 - Redis down or restarted: poll meanwhile, retry
+            except (redis.RedisError, OSError) as exc:  # Redis down or restarted: poll meanwhile, retry
                 log.debug("change listener disconnected: %s", exc)
+            except Exception:  # noqa: BLE001 - a bug must not kill the listener for good: say it, retry
+                log.exception("change listener failed")
             finally:
                 self.subscribed.clear()
                 if pubsub is not None:

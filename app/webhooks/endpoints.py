@@ -76,15 +76,19 @@ def pin(url: str, allow_private: bool | None = None) -> Target | str:
         return problem
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme == "https" else 80)
-    addresses = resolve(parts.hostname, port)
+    try:  # an internationalised name goes on the wire (Host, SNI, certificate check) in its ASCII form
+        hostname = parts.hostname.encode("idna").decode("ascii")
+    except UnicodeError:
+        return f"url host {parts.hostname!r} is not a valid host name"
+    addresses = resolve(hostname, port)
     if not addresses:
         return f"url host {parts.hostname!r} does not resolve"
     allow = get_config().allow_private_webhooks if allow_private is None else allow_private
     if not allow and any(_is_private(a) for a in addresses):
         return "url points at a loopback, private or link-local address"
     default_port = (parts.scheme == "https" and port == 443) or (parts.scheme == "http" and port == 80)
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return Target(parts.scheme, addresses[0], port, parts.hostname, host if default_port else f"{host}:{port}",
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    return Target(parts.scheme, addresses[0], port, hostname, host if default_port else f"{host}:{port}",
                   (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
 
 

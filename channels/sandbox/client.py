@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ReadTimeoutError
+from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
 
 from app import context
 from channels.base import ChannelTimeout, ChannelUnavailable
@@ -58,8 +58,15 @@ class SandboxClient:
               headers: dict | None = None) -> Response:
         url = self.base_url + path + (("?" + urlencode(params)) if params else "")
         try:
-            resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
-                                      redirect=False, preload_content=True)
+            try:
+                resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
+                                          redirect=False, preload_content=True)
+            except ProtocolError:
+                # A kept-alive connection the channel had just closed: send once more on a new one.
+                # Safe for a POST too: it carries the attempt's Idempotency-Key, so a channel that
+                # did receive the first gives back the same operation.
+                resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
+                                          redirect=False, preload_content=True)
         except ReadTimeoutError as exc:
             raise ChannelTimeout(f"{self.channel_id}: no answer within {self.timeout_s:g}s ({method} {path})") from exc
         except ConnectTimeoutError as exc:  # refused, unresolvable or no connection in time: never sent
@@ -87,7 +94,10 @@ class SandboxClient:
         resp = self._send("GET", path, params=params, headers=self._headers())
         if resp.status != 200:
             raise ChannelUnavailable(f"{self.channel_id}: {path} answered HTTP {resp.status}")
-        return resp.data.decode("utf-8")
+        try:
+            return resp.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ChannelUnavailable(f"{self.channel_id}: {path} is not UTF-8 text") from None
 
     def _path(self, path: str) -> str:
         return f"/v1/channels/{self.channel_id}{path}"

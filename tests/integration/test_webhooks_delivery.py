@@ -331,3 +331,22 @@ def test_a_delivery_connects_to_the_address_that_was_checked(wh_client, receiver
     assert (target.address, target.port, target.path) == ("127.0.0.1", port, "/hooks?x=1")
     assert endpoints.pin(f"http://hooks.merchant.test:{port}/hooks", allow_private=False) == \
         "url points at a loopback, private or link-local address"
+
+
+def test_an_internationalised_host_goes_on_the_wire_in_its_ascii_form(wh_config, monkeypatch):
+    import socket
+
+    from app.webhooks import endpoints
+
+    asked = []
+
+    def resolver(host, *args, **kwargs):
+        asked.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("93.184.215.14", 8080))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    target = endpoints.pin("https://bücher.example:8080/hooks", allow_private=False)
+    assert (target.hostname, target.host_header, target.address) == \
+        ("xn--bcher-kva.example", "xn--bcher-kva.example:8080", "93.184.215.14")
+    assert asked == ["xn--bcher-kva.example"]
+    assert endpoints.pin("https://" + "a" * 64 + ".example/hooks").startswith("url host")  # a label too long

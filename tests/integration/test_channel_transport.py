@@ -1,0 +1,104 @@
+"""The sandbox channel's HTTP transport against real sockets: a kept-alive connection the channel
+drops as a request goes out is retried once on a new connection (with the same Idempotency-Key),
+instead of leaving the payment's outcome unknown."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+
+import pytest
+
+from channels.base import ChannelTimeout
+from channels.sandbox.client import SandboxClient
+
+
+class DroppingServer:
+    """HTTP/1.1 with keep-alive; on a kept-alive connection it reads the next request and drops
+    the connection without answering, ``drops`` times in all."""
+
+    def __init__(self, drops: int):
+        self.drops, self.seen = drops, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        reader, served = conn.makefile("rb"), 0
+        try:
+            while True:
+                head = {}
+                line = reader.readline()
+                if not line:
+                    return
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = header.decode().partition(":")
+                    head[name.strip().lower()] = value.strip()
+                body = reader.read(int(head.get("content-length", 0)))
+                self.seen.append((line.split()[0].decode(), head.get("idempotency-key"), body))
+                if served and self.drops:
+                    self.drops -= 1
+                    return  # dropped as the request went out: no answer
+                served += 1
+                payload = json.dumps({"id": "sbx_1", "status": "succeeded"}).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+        finally:
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def server():
+    made = []
+
+    def make(drops):
+        made.append(DroppingServer(drops))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def test_a_dropped_kept_alive_connection_is_retried_once_with_the_same_key(server):
+    s = server(drops=1)
+    client = SandboxClient(s.url, "sandbox", "secret", timeout_ms=2000)
+    assert client.post("/charges", {"amount": 1}, "att_1")[0] == 200  # opens the kept-alive connection
+    status, body = client.post("/charges", {"amount": 2}, "att_2")  # dropped, then sent again
+    assert (status, body["status"]) == (200, "succeeded")
+    assert [key for _, key, _ in s.seen] == ["att_1", "att_2", "att_2"]
+
+
+class SilentServer(DroppingServer):
+    """Reads each request and drops the connection without answering."""
+
+    def _serve(self, conn):
+        reader = conn.makefile("rb")
+        line = reader.readline()
+        if line:
+            self.seen.append((line.split()[0].decode(), None, b""))
+        conn.close()
+
+
+def test_dropped_again_on_the_new_connection_is_an_unknown_outcome_for_a_post():
+    s = SilentServer(drops=0)
+    try:
+        client = SandboxClient(s.url, "sandbox", "secret", timeout_ms=2000)
+        with pytest.raises(ChannelTimeout):  # it may have been received: never re-routed, queried later
+            client.post("/charges", {"amount": 3}, "att_3")
+        assert len(s.seen) == 2  # sent, dropped, sent once more, dropped
+    finally:
+        s.close()
