@@ -4,6 +4,10 @@ Flow: a state change writes an ``Event`` in its own transaction (app.events). Th
 (relay.py) turns every unrelayed event into one delivery row per subscribed endpoint and
 enqueues a job on the WEBHOOKS queue; the job (delivery.py) makes one compare-and-set
 attempt and schedules the next one from ``Config.webhook_retry_schedule``.
+
+Private addresses: an endpoint's host is resolved and every address checked when it is saved and
+again at each attempt, and the attempt connects to the address it checked (endpoints.pin), so
+a DNS answer that changes between check and connect cannot reach a private address.
 """
 from __future__ import annotations
 
