@@ -57,7 +57,10 @@ _PENDING_IDS = "payrouter.system_ids"  # session.info: ids seen in a transaction
 @event.listens_for(Session, "after_commit")
 def _remember_system_ids(session: Session) -> None:
     """Only ids of committed rows are cached for the process: an account created (or first seen)
-    in a transaction that then rolls back must not be used by later transactions."""
+    in a transaction that then rolls back must not be used by later transactions. SQLAlchemy also
+    calls this when a savepoint is released; only the real commit counts."""
+    if session.in_nested_transaction():
+        return
     _system_ids.update(session.info.pop(_PENDING_IDS, {}))
 
 

@@ -96,19 +96,16 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             breaker.record(channel_id, ok=False)
             code = "timeout" if isinstance(exc, ChannelTimeout) else "channel_error"
             _close_attempt(session, attempt, "unknown", code, str(exc)[:500])
-            op.next_query_at = next_query_at(0)
             session.commit()
             log.warning("channel %s: %s for %s, outcome unknown, left processing", channel_id, code, op.id)
-            return op
+            return _as_it_is_now(session, op)
         breaker.record(channel_id, ok=True)
         raw = dict(result.raw or {})
         if result.status == PROCESSING:  # what the channel said; a callback may already have settled it
             _record_answer(session, attempt, result.channel_reference, raw)
             op.channel_reference = result.channel_reference
             session.commit()
-            session.refresh(op)  # answer with what is true now, a callback's outcome included
-            op.known_attempts = attempts_of(session, op)
-            return op
+            return _as_it_is_now(session, op)
         _close_attempt(session, attempt, result.status, result.error_code, result.error_message,
                        result.channel_reference, raw)
         settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
@@ -119,6 +116,15 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         return op
     settle(session, op, FAILED, "channel_error", "no candidate channel could be reached", attempts=attempts)
     session.commit()
+    return op
+
+
+def _as_it_is_now(session: Session, op: Operation) -> Operation:
+    """After an answer that leaves the operation processing: re-read it, so the response shows a
+    callback or status query that settled it meanwhile. Its first status query was set when the
+    channel was chosen (``_use_channel``); a settled operation has none."""
+    session.refresh(op)
+    op.known_attempts = attempts_of(session, op)
     return op
 
 

@@ -115,20 +115,36 @@ class _Statements:
 PASS_BUDGET_SECONDS = 120  # a pass stops asking channels by reference after this long
 
 
+LEASE_SECONDS = 2 * PASS_BUDGET_SECONDS + 60  # one channel's pass fits well inside (renewed per channel)
+# Expire (or drop, for 0) the lease only while it is still ours: one atomic step.
+_LEASE_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if tonumber(ARGV[2]) > 0 then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('DEL', KEYS[1])
+"""
+
+
+def _lease(r, token: str, seconds: int) -> bool:
+    return bool(r.eval(_LEASE_LUA, 1, LEASE_KEY, token, max(0, int(seconds))))
+
+
 def run_continuous() -> dict:
     """One near-real-time pass over every channel that serves statements (batch workers call this
     every PAYROUTER_RECONCILE_INTERVAL seconds). A Redis lease keeps to one pass at a time across
-    workers: taken for longer than a pass may last, and left to expire one interval after the
+    workers: renewed before each channel, and at the end left to expire one interval after the
     pass started, so passes neither overlap nor come more often than the interval."""
     interval = get_config().reconcile_interval
     if interval <= 0:
         return {}
     r, token, started = get_redis(), new_id("lease"), time.monotonic()
-    if not r.set(LEASE_KEY, token, nx=True, ex=max(interval, 2 * PASS_BUDGET_SECONDS + 60)):
+    if not r.set(LEASE_KEY, token, nx=True, ex=max(interval, LEASE_SECONDS)):
         return {}
     done = {}
     try:
         for channel_id in registry().ids():
+            if not _lease(r, token, max(interval, LEASE_SECONDS)):
+                log.warning("near-real-time reconciliation lease lost; stopping this pass")
+                break
             try:
                 run = reconcile_recent(channel_id)
             except OperationNotSupported:
@@ -139,13 +155,7 @@ def run_continuous() -> dict:
             if run is not None:
                 done[channel_id] = len(run.issues)
     finally:
-        remaining = interval - (time.monotonic() - started)
-        held = r.get(LEASE_KEY)
-        if held is not None and (held.decode() if isinstance(held, bytes) else held) == token:
-            if remaining >= 1:
-                r.expire(LEASE_KEY, int(remaining))
-            else:
-                r.delete(LEASE_KEY)
+        _lease(r, token, interval - (time.monotonic() - started))
     return done
 
 

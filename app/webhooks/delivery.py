@@ -172,10 +172,16 @@ def _send(claim: Claim) -> Outcome:
     tls = {"server_hostname": target.hostname, "assert_hostname": target.hostname} if target.scheme == "https" else {}
     timeout = settings().timeout
     try:
-        pool = _connections().connection_from_host(target.address, target.port, target.scheme, pool_kwargs=tls)
-        response = pool.urlopen("POST", target.path, body=claim.body, headers=headers, redirect=False,
-                                retries=False, assert_same_host=False, preload_content=False,
-                                timeout=urllib3.Timeout(connect=timeout, read=timeout))
+        for n, address in enumerate(target.addresses, start=1):  # the next one only if this one took nothing
+            pool = _connections().connection_from_host(address, target.port, target.scheme, pool_kwargs=tls)
+            try:
+                response = pool.urlopen("POST", target.path, body=claim.body, headers=headers, redirect=False,
+                                        retries=False, assert_same_host=False, preload_content=False,
+                                        timeout=urllib3.Timeout(connect=timeout, read=timeout))
+                break
+            except urllib3.exceptions.ConnectTimeoutError:  # refused or unreachable: nothing was sent
+                if n == len(target.addresses):
+                    raise
         response.drain_conn()
         response.release_conn()
         ok = 200 <= response.status < 300

@@ -52,15 +52,16 @@ def resolve(host: str, port: int | None) -> list[str]:
         infos = socket.getaddrinfo(host, port or 443, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         return []
-    return sorted({info[4][0] for info in infos})
+    return list(dict.fromkeys(info[4][0] for info in infos))  # the resolver's order of preference
 
 
 @dataclass(frozen=True)
 class Target:
-    """Where one webhook attempt connects: the address checked, not a second DNS answer."""
+    """Where one webhook attempt connects: the addresses checked, not a second DNS answer. They are
+    tried in turn while a connection cannot be made (nothing was sent yet)."""
 
     scheme: str
-    address: str  # the IP the check approved; the connection goes there
+    addresses: tuple[str, ...]  # every address the check approved, in the resolver's order
     port: int
     hostname: str  # for the Host header, TLS SNI and certificate verification
     host_header: str
@@ -88,7 +89,7 @@ def pin(url: str, allow_private: bool | None = None) -> Target | str:
         return "url points at a loopback, private or link-local address"
     default_port = (parts.scheme == "https" and port == 443) or (parts.scheme == "http" and port == 80)
     host = f"[{hostname}]" if ":" in hostname else hostname
-    return Target(parts.scheme, addresses[0], port, hostname, host if default_port else f"{host}:{port}",
+    return Target(parts.scheme, tuple(addresses), port, hostname, host if default_port else f"{host}:{port}",
                   (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
 
 

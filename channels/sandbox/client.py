@@ -58,23 +58,48 @@ class SandboxClient:
               headers: dict | None = None) -> Response:
         url = self.base_url + path + (("?" + urlencode(params)) if params else "")
         try:
+            resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
+                                      redirect=False, preload_content=True)
+        except ProtocolError as exc:
+            # A kept-alive connection the channel had just closed, or one dropped after the request
+            # went out: send once more on a new connection (a POST carries the attempt's
+            # Idempotency-Key, so a channel that did receive the first gives back the same operation).
+            if method != "POST":
+                return self._classified(method, path, url, body, headers)
             try:
                 resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
                                           redirect=False, preload_content=True)
-            except ProtocolError:
-                # A kept-alive connection the channel had just closed: send once more on a new one.
-                # Safe for a POST too: it carries the attempt's Idempotency-Key, so a channel that
-                # did receive the first gives back the same operation.
-                resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
-                                          redirect=False, preload_content=True)
-        except ReadTimeoutError as exc:
-            raise ChannelTimeout(f"{self.channel_id}: no answer within {self.timeout_s:g}s ({method} {path})") from exc
-        except ConnectTimeoutError as exc:  # refused, unresolvable or no connection in time: never sent
-            raise ChannelUnavailable(f"{self.channel_id}: channel unreachable: {exc}") from exc
+            except (HTTPError, OSError) as again:
+                # The first may have been processed: whatever the second meets, the outcome is unknown.
+                raise ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path}), "
+                                     f"and the retry failed: {again}") from exc
+            if not 200 <= resp.status < 300:
+                raise ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path}), "
+                                     f"and the retry answered HTTP {resp.status}") from exc
+            return Response(resp.status, resp.data)
         except (HTTPError, OSError) as exc:
-            if method == "GET":
-                raise ChannelUnavailable(f"{self.channel_id}: channel unreachable: {exc}") from exc
-            raise ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path})") from exc
+            raise self._fault(method, path, exc) from exc
+        return self._checked(method, resp)
+
+    def _classified(self, method: str, path: str, url: str, body, headers) -> Response:
+        """A second try whose faults are classified as a first try's (nothing was changed by the first)."""
+        try:
+            resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
+                                      redirect=False, preload_content=True)
+        except (HTTPError, OSError) as exc:
+            raise self._fault(method, path, exc) from exc
+        return self._checked(method, resp)
+
+    def _fault(self, method: str, path: str, exc: Exception) -> Exception:
+        if isinstance(exc, ReadTimeoutError):
+            return ChannelTimeout(f"{self.channel_id}: no answer within {self.timeout_s:g}s ({method} {path})")
+        if isinstance(exc, ConnectTimeoutError):  # refused, unresolvable or no connection in time: never sent
+            return ChannelUnavailable(f"{self.channel_id}: channel unreachable: {exc}")
+        if method == "GET":
+            return ChannelUnavailable(f"{self.channel_id}: channel unreachable: {exc}")
+        return ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path})")
+
+    def _checked(self, method: str, resp) -> Response:
         if resp.status >= 500 or resp.status in UNAVAILABLE_STATUSES and method == "POST":
             raise ChannelUnavailable(f"{self.channel_id}: channel answered HTTP {resp.status}")
         return Response(resp.status, resp.data)

@@ -48,6 +48,7 @@ class DroppingServer:
                 self.seen.append((line.split()[0].decode(), head.get("idempotency-key"), body))
                 if served and self.drops:
                     self.drops -= 1
+                    self.on_drop()
                     return  # dropped as the request went out: no answer
                 served += 1
                 payload = json.dumps({"id": "sbx_1", "status": "succeeded"}).encode()
@@ -55,6 +56,9 @@ class DroppingServer:
                              + str(len(payload)).encode() + b"\r\n\r\n" + payload)
         finally:
             conn.close()
+
+    def on_drop(self):
+        pass
 
     def close(self):
         self.sock.close()
@@ -102,3 +106,52 @@ def test_dropped_again_on_the_new_connection_is_an_unknown_outcome_for_a_post():
         assert len(s.seen) == 2  # sent, dropped, sent once more, dropped
     finally:
         s.close()
+
+
+class DropThenAnswer(DroppingServer):
+    """Serves the first request of the first connection; drops the next one (it may have been
+    processed); every later connection answers ``status``, or is refused when ``status`` is None."""
+
+    def __init__(self, status: int | None):
+        self.status, self.connections = status, 0
+        super().__init__(drops=1)
+
+    def _serve(self, conn):
+        self.connections += 1
+        if self.connections == 1:
+            return super()._serve(conn)
+        reader = conn.makefile("rb")
+        reader.readline()
+        while reader.readline() not in (b"\r\n", b""):
+            pass
+        conn.sendall(b"HTTP/1.1 %d Unavailable\r\nContent-Length: 2\r\n\r\n{}" % self.status)
+        conn.close()
+
+
+@pytest.mark.parametrize("status", [503, 429, 409])
+def test_after_a_dropped_post_a_failed_retry_is_an_unknown_outcome_never_a_refusal(server, status):
+    """The dropped POST may have charged: a 5xx/429 (or any non-2xx) on the retry must not make it
+    look 'proven not charged', which would fail over to another channel and charge twice."""
+    s = DropThenAnswer(status)
+    try:
+        client = SandboxClient(s.url, "sandbox", "secret", timeout_ms=2000)
+        client.post("/charges", {"amount": 1}, "att_1")
+        with pytest.raises(ChannelTimeout):
+            client.post("/charges", {"amount": 2}, "att_2")
+    finally:
+        s.close()
+
+
+class DropThenRefuse(DroppingServer):
+    def on_drop(self):
+        self.sock.shutdown(socket.SHUT_RDWR)  # stop listening: from now on, new connections are refused
+        self.sock.close()
+
+
+def test_after_a_dropped_post_a_refused_retry_is_an_unknown_outcome():
+    s = DropThenRefuse(drops=1)
+    client = SandboxClient(s.url, "sandbox", "secret", timeout_ms=2000)
+    client.post("/charges", {"amount": 1}, "att_1")
+    with pytest.raises(ChannelTimeout):
+        client.post("/charges", {"amount": 2}, "att_2")
+    s.close()

@@ -303,3 +303,22 @@ def test_the_lease_lasts_one_interval_from_the_start_of_a_pass(stack):
     ttl = get_redis().ttl(recon.LEASE_KEY)
     assert 0 < ttl <= stack.config.reconcile_interval  # not the long bound it was taken with
     assert recon.run_continuous() == {}
+
+
+def test_a_pass_that_lost_its_lease_stops_and_leaves_the_new_holders_lease_alone(stack, monkeypatch):
+    from app.redis_conn import get_redis
+    from app.services import reconcile as recon
+
+    seen = []
+    real = recon.reconcile_recent
+
+    def reconcile_recent(channel_id, now=None):
+        seen.append(channel_id)
+        get_redis().set(recon.LEASE_KEY, "another-worker", ex=300)  # our lease ran out; another took it
+        return real(channel_id, now)
+
+    monkeypatch.setattr(recon, "reconcile_recent", reconcile_recent)
+    recon.run_continuous()
+    assert len(seen) == 1  # stopped before the next channel
+    assert get_redis().get(recon.LEASE_KEY) in (b"another-worker", "another-worker")
+    assert 250 < get_redis().ttl(recon.LEASE_KEY) <= 300  # neither shortened nor deleted

@@ -328,7 +328,7 @@ def test_a_delivery_connects_to_the_address_that_was_checked(wh_client, receiver
     assert r.requests[0]["headers"]["Host"] == f"hooks.merchant.test:{port}"
     assert answers == ["hooks.merchant.test"]  # one resolution for the attempt: the check's
     target = endpoints.pin(f"http://hooks.merchant.test:{port}/hooks?x=1", allow_private=True)
-    assert (target.address, target.port, target.path) == ("127.0.0.1", port, "/hooks?x=1")
+    assert (target.addresses, target.port, target.path) == (("127.0.0.1",), port, "/hooks?x=1")
     assert endpoints.pin(f"http://hooks.merchant.test:{port}/hooks", allow_private=False) == \
         "url points at a loopback, private or link-local address"
 
@@ -346,7 +346,34 @@ def test_an_internationalised_host_goes_on_the_wire_in_its_ascii_form(wh_config,
 
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
     target = endpoints.pin("https://bücher.example:8080/hooks", allow_private=False)
-    assert (target.hostname, target.host_header, target.address) == \
-        ("xn--bcher-kva.example", "xn--bcher-kva.example:8080", "93.184.215.14")
+    assert (target.hostname, target.host_header, target.addresses) == \
+        ("xn--bcher-kva.example", "xn--bcher-kva.example:8080", ("93.184.215.14",))
     assert asked == ["xn--bcher-kva.example"]
     assert endpoints.pin("https://" + "a" * 64 + ".example/hooks").startswith("url host")  # a label too long
+
+
+def test_a_delivery_tries_the_next_checked_address_when_one_refuses(wh_client, receiver, monkeypatch):
+    """A name with several addresses (say IPv6 first, from a host without IPv6): one that refuses
+    the connection took nothing, so the next checked address is tried, in the resolver's order."""
+    import socket
+
+    r = receiver()
+    port = int(r.url.rsplit(":", 1)[1].split("/", 1)[0])
+    real = socket.getaddrinfo
+
+    def resolver(host, *args, **kwargs):
+        if host == "dual.merchant.test":  # nothing listens on 127.0.0.2; the receiver is on 127.0.0.1
+            return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (a, port))
+                    for a in ("127.0.0.2", "127.0.0.1")]
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    from app.webhooks import endpoints
+
+    assert endpoints.resolve("dual.merchant.test", port) == ["127.0.0.2", "127.0.0.1"]  # the resolver's order
+    api = builders.api(wh_client)
+    create_endpoint(api, f"http://dual.merchant.test:{port}/hooks")
+    transfer(api)
+    relay.run_once()
+    work()
+    assert len(r.requests) == 1 and r.requests[0]["headers"]["Host"] == f"dual.merchant.test:{port}"
