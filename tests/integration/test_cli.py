@@ -50,3 +50,22 @@ def test_demo_boots_on_a_clean_var_dir_and_is_ready(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+    assert _embedded_redis_servers_in(tmp_path / "var") == []  # the demo stopped the Redis it started
+
+
+def _embedded_redis_servers_in(var_dir) -> list[int]:
+    """Pids of embedded Redis servers still running from ``var_dir`` (Linux /proc)."""
+    import pathlib
+
+    found = []
+    for proc_dir in pathlib.Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes()
+            cwd = os.readlink(proc_dir / "cwd")
+        except OSError:
+            continue
+        if b"redis-server" in cmdline and cwd.startswith(str(var_dir)):
+            found.append(int(proc_dir.name))
+    return found
