@@ -6,7 +6,6 @@ constraint on (object_id, type) is the database's backstop.
 """
 from __future__ import annotations
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from app import context, writebehind
@@ -26,16 +25,8 @@ def record(session: Session, *, merchant_id: str, type: str, object_id: str, dat
                   request_id=context.current_request_id(), relayed=False, created_at=utcnow())
     rows = [{"id": event.id, "merchant_id": merchant_id, "type": type, "object_id": object_id, "data": data,
              "request_id": event.request_id, "relayed": False, "created_at": event.created_at}]
-    behind = writebehind.current(session)
-    if behind is not None:  # a batch job: written with the batch's other rows
-        behind.insert(_EVENTS, rows)
-    else:
-        session.connection().execute(_INSERT, rows)
+    writebehind.insert_rows(session, Event.__table__, rows)  # in a batch job, with the batch's other rows
     return event
-
-
-_EVENTS = Event.__table__
-_INSERT = insert(_EVENTS)
 
 
 def representation(event: Event) -> dict:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy import bindparam, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -120,14 +120,11 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
         {"id": new_id("ln"), "entry_id": entry.id, "account_id": leg.account.id, "balance_type": leg.balance_type,
          "amount": leg.amount, "currency": leg.account.currency, "request_id": request_id, "created_at": now}
         for leg in legs]
+    # Core inserts (this runs for every money movement); in a batch job, at the end of the batch
+    # together with the moves that cannot be refused.
+    writebehind.insert_rows(session, JournalEntry.__table__, entry_rows)
+    writebehind.insert_rows(session, LedgerLine.__table__, line_rows)
     behind = writebehind.current(session)
-    if behind is not None:  # a batch job: rows and unrefusable moves are written once at its end
-        behind.insert(_ENTRIES, entry_rows)
-        behind.insert(_LINES, line_rows)
-    else:
-        connection = session.connection()  # Core inserts: this runs for every money movement
-        connection.execute(_INSERT_ENTRY, entry_rows)
-        connection.execute(_INSERT_LINES, line_rows)
     # A refused move below raises, and the caller's transaction rolls all of it back.
     for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
         if behind is not None and not _guarded(leg):
@@ -138,15 +135,14 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
 
 
 def apply_moves(session: Session, behind: writebehind.WriteBehind) -> None:
-    """The netted moves of a write-behind batch, one UPDATE per account, in account-id order."""
+    """The netted moves of a write-behind batch, one UPDATE per account, in account-id order (only
+    moves that cannot be refused are netted, so no net move is one that can)."""
     for (account_id, balance_type), delta in sorted(behind.moves.items()):
         if delta:
-            _move(session, Leg(behind.accounts[account_id], delta, balance_type), guarded=False)
+            _move(session, Leg(behind.accounts[account_id], delta, balance_type))
 
 
 _ACCOUNTS = Account.__table__
-_ENTRIES, _LINES = JournalEntry.__table__, LedgerLine.__table__
-_INSERT_ENTRY, _INSERT_LINES = insert(_ENTRIES), insert(_LINES)
 _ENTRY_COLUMNS = [(prop.columns[0].name, prop.key) for prop in JournalEntry.__mapper__.column_attrs]
 _MOVES = {
     (balance, guarded): (
@@ -165,10 +161,9 @@ def _guarded(leg: Leg) -> bool:
     return leg.amount < 0 and leg.account.kind == "customer"
 
 
-def _move(session: Session, leg: Leg, guarded: bool | None = None) -> None:
+def _move(session: Session, leg: Leg) -> None:
     """One conditional UPDATE (Core: it runs per ledger line, on the hot path)."""
-    guarded = _guarded(leg) if guarded is None else guarded
-    row = session.connection().execute(_MOVES[(leg.balance_type, guarded)],
+    row = session.connection().execute(_MOVES[(leg.balance_type, _guarded(leg))],
                                        {"account_id": leg.account.id, "delta": leg.amount}).first()
     if row is None:
         raise InsufficientFunds(f"account {leg.account.id} does not hold enough {leg.balance_type} balance",

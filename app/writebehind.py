@@ -38,6 +38,26 @@ def current(session: Session) -> WriteBehind | None:
     return session.info.get(KEY)
 
 
+_inserts: dict[Table, object] = {}
+
+
+def _insert(table: Table):
+    """``INSERT INTO table``, built once per table (the rows come as parameters)."""
+    statement = _inserts.get(table)
+    if statement is None:
+        statement = _inserts[table] = insert(table)
+    return statement
+
+
+def insert_rows(session: Session, table: Table, rows: list[dict]) -> None:
+    """Insert ``rows`` now, or at the end of the batch when the session is batching."""
+    behind = current(session)
+    if behind is not None:
+        behind.insert(table, rows)
+    else:
+        session.connection().execute(_insert(table), rows)
+
+
 @contextlib.contextmanager
 def batched(session: Session, apply_moves: Callable[[Session, WriteBehind], None]):
     """Collect writes made in the block; write them when it ends without an exception."""
@@ -51,5 +71,5 @@ def batched(session: Session, apply_moves: Callable[[Session, WriteBehind], None
         session.info.pop(KEY, None)
     connection = session.connection()
     for table, rows in pending.inserts.items():
-        connection.execute(insert(table), rows)
+        connection.execute(_insert(table), rows)
     apply_moves(session, pending)
