@@ -12,6 +12,7 @@ caches fall back to polling a version key in Redis, and the database if Redis is
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -52,6 +53,38 @@ def announce(topic: str) -> None:
     """Tell every process that ``topic`` changed. Raises redis.RedisError if Redis is down."""
     client = get_redis()
     client.publish(_channel(client), topic)
+
+
+class Watch:
+    """How fresh a process's cached copy of ``topic`` is. A notice bumps ``notice``; a reader
+    that re-read (or re-validated) the copy catches ``seen`` up to the notice it started from, so
+    a notice arriving while it reads makes the next read read again. Lock-free on the notice
+    side: the listener thread calls ``changed`` while a reader may hold its cache's lock."""
+
+    def __init__(self, topic: str):
+        self._counter = itertools.count(1)
+        self.notice = self.seen = 0
+        self.checked = 0.0
+        on_change(topic, self.changed)
+
+    def changed(self) -> None:
+        self.notice = next(self._counter)
+
+    def missed(self) -> bool:
+        """Has a notice come since the copy was last read?"""
+        return self.seen != self.notice
+
+    def fresh(self, now: float, check_interval: float, reload_interval: float) -> bool:
+        """No notice missed, and checked within ``reload_interval`` while this process listens
+        (notices then say when it changes), else within ``check_interval`` (it must poll)."""
+        window = reload_interval if healthy() else check_interval
+        return not self.missed() and now - self.checked < window
+
+    def caught_up(self, notice: int, now: float) -> None:
+        self.seen, self.checked = notice, now
+
+    def expire(self) -> None:
+        self.checked = 0.0
 
 
 def healthy() -> bool:

@@ -11,7 +11,6 @@ the database instead.
 """
 from __future__ import annotations
 
-import itertools
 import logging
 import re
 import secrets
@@ -51,31 +50,26 @@ class _Cache:
         self.lock = threading.Lock()
         self.values: dict[str, bool] | None = None
         self.version: str | None = None
-        self.checked = 0.0
         self.loaded = 0.0
-        self._notices = itertools.count(1)
-        self.notice = self.seen = 0  # a change notice bumps ``notice``; a read catches up ``seen``
+        self.watch = notify.Watch("switches")
 
     def invalidate(self) -> None:
-        """A change (or a possibly missed one): the next read goes to the database. Lock-free, as
-        the listener thread calls it while a reader may hold the lock."""
-        self.notice = next(self._notices)
+        """A change (or a possibly missed one): the next read goes to the database."""
+        self.watch.changed()
 
     def get(self) -> dict[str, bool]:
         with self.lock:
             now = time.monotonic()
-            listening = notify.healthy()
-            window = RELOAD_INTERVAL if listening else CHECK_INTERVAL
-            if self.values is not None and self.seen == self.notice and now - self.checked < window:
+            if self.values is not None and self.watch.fresh(now, CHECK_INTERVAL, RELOAD_INTERVAL):
                 return self.values
-            notice = self.notice  # a notice arriving while we read makes the next read read again
-            if listening:
+            notice = self.watch.notice  # a notice arriving while we read makes the next read read again
+            if notify.healthy():
                 version, stale = self.version, True
             else:
                 try:
                     version = get_redis().get(VERSION_KEY)
                     version = version.decode() if isinstance(version, bytes) else version
-                    stale = (self.values is None or version != self.version or self.seen != notice
+                    stale = (self.values is None or version != self.version or self.watch.missed()
                              or now - self.loaded > RELOAD_INTERVAL)
                 except Exception as exc:  # Redis down: fall back to the database
                     log.debug("switch version check failed, reading the database: %s", exc)
@@ -83,12 +77,11 @@ class _Cache:
             if stale:
                 self.values = _load()
                 self.version, self.loaded = version, now
-            self.seen, self.checked = notice, now
+            self.watch.caught_up(notice, now)
             return self.values
 
 
 _cache = _Cache()
-notify.on_change("switches", _cache.invalidate)
 
 
 def _load() -> dict[str, bool]:

@@ -9,7 +9,6 @@ either way. A new version is compiled, swapped in, and the old engine handle fre
 """
 from __future__ import annotations
 
-import itertools
 import threading
 import time
 
@@ -26,15 +25,8 @@ RELOAD_INTERVAL = 5.0
 
 _slot = RulesSlot()
 _lock = threading.Lock()
-_notices = itertools.count(1)
-_state = {"version": None, "checked": 0.0, "notice": 0, "seen": 0}
-
-
-def _changed() -> None:
-    _state["notice"] = next(_notices)
-
-
-notify.on_change("rules", _changed)
+_state = {"version": None}
+_watch = notify.Watch("rules")
 
 
 def _live_version() -> int | None:
@@ -54,8 +46,7 @@ def _live_version() -> int | None:
 
 
 def _fresh(now: float) -> bool:
-    window = RELOAD_INTERVAL if notify.healthy() else CHECK_INTERVAL
-    return _slot.current is not None and _state["seen"] == _state["notice"] and now - _state["checked"] < window
+    return _slot.current is not None and _watch.fresh(now, CHECK_INTERVAL, RELOAD_INTERVAL)
 
 
 def current() -> CompiledRules:
@@ -65,7 +56,7 @@ def current() -> CompiledRules:
     with _lock:
         if _fresh(time.monotonic()):
             return _slot.current
-        notice = _state["notice"]
+        notice = _watch.notice
         live = _live_version()
         if _slot.current is None or live != _state["version"]:
             if live is None:
@@ -75,7 +66,7 @@ def current() -> CompiledRules:
                     ruleset = format.load(store.source_of(session, live))
             _slot.swap(CompiledRules(ruleset, live))
             _state["version"] = live
-        _state["checked"], _state["seen"] = time.monotonic(), notice
+        _watch.caught_up(notice, time.monotonic())
         return _slot.current
 
 
@@ -88,7 +79,8 @@ def decide(facts: dict, availability, *, split_key: str) -> decide_mod.Decision:
 def reset() -> None:
     """Forget the cached version (tests; after fork)."""
     with _lock:
-        _state["version"], _state["checked"] = None, 0.0
+        _state["version"] = None
+        _watch.expire()
         _slot.swap(None)
 
 
