@@ -54,40 +54,33 @@ class SandboxClient:
             headers["Idempotency-Key"] = idempotency_key
         return context.outgoing_headers(headers)
 
+    def _request(self, method: str, url: str, body: bytes | None, headers: dict | None):
+        return self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout, redirect=False,
+                                  preload_content=True)
+
     def _send(self, method: str, path: str, params: dict | None = None, body: bytes | None = None,
               headers: dict | None = None) -> Response:
         url = self.base_url + path + (("?" + urlencode(params)) if params else "")
         try:
-            resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
-                                      redirect=False, preload_content=True)
+            return self._checked(method, self._request(method, url, body, headers))
         except ProtocolError as exc:
-            # A kept-alive connection the channel had just closed, or one dropped after the request
-            # went out: send once more on a new connection (a POST carries the attempt's
-            # Idempotency-Key, so a channel that did receive the first gives back the same operation).
-            if method != "POST":
-                return self._classified(method, path, url, body, headers)
-            try:
-                resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
-                                          redirect=False, preload_content=True)
-            except (HTTPError, OSError) as again:
-                # The first may have been processed: whatever the second meets, the outcome is unknown.
-                raise ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path}), "
-                                     f"and the retry failed: {again}") from exc
-            if not 200 <= resp.status < 300:
-                raise ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path}), "
-                                     f"and the retry answered HTTP {resp.status}") from exc
-            return Response(resp.status, resp.data)
+            dropped = exc
         except (HTTPError, OSError) as exc:
             raise self._fault(method, path, exc) from exc
-        return self._checked(method, resp)
-
-    def _classified(self, method: str, path: str, url: str, body, headers) -> Response:
-        """A second try whose faults are classified as a first try's (nothing was changed by the first)."""
+        # A kept-alive connection the channel had just closed, or one dropped after the request went
+        # out: send once more on a new connection (a POST carries the attempt's Idempotency-Key, so a
+        # channel that did receive the first gives back the same operation). As the first POST may
+        # have been processed, whatever its retry meets is an unknown outcome, never a refusal.
         try:
-            resp = self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout,
-                                      redirect=False, preload_content=True)
+            resp = self._request(method, url, body, headers)
         except (HTTPError, OSError) as exc:
-            raise self._fault(method, path, exc) from exc
+            if method != "POST":
+                raise self._fault(method, path, exc) from exc
+            raise ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path}), "
+                                 f"and the retry failed: {exc}") from dropped
+        if method == "POST" and not 200 <= resp.status < 300:
+            raise ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path}), "
+                                 f"and the retry answered HTTP {resp.status}") from dropped
         return self._checked(method, resp)
 
     def _fault(self, method: str, path: str, exc: Exception) -> Exception:
