@@ -60,7 +60,8 @@ def reconcile(channel_id: str, day: dt.date) -> ReconciliationRun:
     """The batch comparison of one channel's whole day."""
     adapter = _adapter(channel_id)
     start = dt.datetime.combine(day, dt.time())
-    return _compare(channel_id, adapter, adapter.statement(day), start, start + dt.timedelta(days=1), "daily")
+    return _compare(channel_id, adapter, _Statements(adapter, day, day, lookback_days=0), start,
+                    start + dt.timedelta(days=1), "daily")
 
 
 def reconcile_recent(channel_id: str, now: dt.datetime | None = None) -> ReconciliationRun | None:
@@ -84,11 +85,11 @@ def reconcile_recent(channel_id: str, now: dt.datetime | None = None) -> Reconci
 
 class _Statements:
     """A channel's statement lines by reference, for the days a pass needs: those its window
-    touches, and on demand earlier days (an outcome we learned late may have settled at the
-    channel days before), each day fetched once."""
+    touches, and on demand up to ``lookback_days`` earlier days (an outcome we learned late may
+    have settled at the channel days before), each day fetched once."""
 
-    def __init__(self, adapter, first: dt.date, last: dt.date):
-        self.adapter, self.days, self.lines = adapter, set(), {}
+    def __init__(self, adapter, first: dt.date, last: dt.date, lookback_days: int = LOOKBACK_DAYS):
+        self.adapter, self.days, self.lines, self.lookback_days = adapter, set(), {}, lookback_days
         day = first
         while day <= last:
             self.fetch(day)
@@ -100,12 +101,12 @@ class _Statements:
             self.lines.update({line.channel_reference: line for line in self.adapter.statement(day)})
 
     def has(self, reference: str, since: dt.date) -> bool:
-        """Is ``reference`` on the statement of any day from ``since`` (at most LOOKBACK_DAYS before
-        the window) on, fetching the days not read yet?"""
+        """Is ``reference`` on the statement of any day from ``since`` (at most ``lookback_days``
+        before the window) on, fetching the days not read yet?"""
         if reference in self.lines:
             return True
         first = min(self.days)
-        day = max(since, first - dt.timedelta(days=LOOKBACK_DAYS))
+        day = max(since, first - dt.timedelta(days=self.lookback_days))
         while day < first:
             self.fetch(day)
             day += dt.timedelta(days=1)
@@ -113,8 +114,6 @@ class _Statements:
 
 
 PASS_BUDGET_SECONDS = 120  # a pass stops asking channels by reference after this long
-
-
 LEASE_SECONDS = 2 * PASS_BUDGET_SECONDS + 60  # one channel's pass fits well inside (renewed per channel)
 # Expire (or drop, for 0) the lease only while it is still ours: one atomic step.
 _LEASE_LUA = """
@@ -185,12 +184,10 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-def _compare(channel_id: str, adapter, statement, start: dt.datetime, end: dt.datetime,
+def _compare(channel_id: str, adapter, statement: _Statements, start: dt.datetime, end: dt.datetime,
              mode: str) -> ReconciliationRun:
     """Reads in short read-only sessions, asks the channel with no transaction open, then writes
     the run in one short transaction (a slow channel never holds a database lock)."""
-    if not isinstance(statement, _Statements):
-        statement = _Preloaded(statement)
     lines = {ref: line for ref, line in statement.lines.items() if start <= _naive_utc(line.settled_at) < end}
     with read_only() as session:
         by_ref = _attempts_by_reference(session, channel_id, list(lines))
@@ -236,16 +233,6 @@ def _compare(channel_id: str, adapter, statement, start: dt.datetime, end: dt.da
     log.log(level, "reconciled %s (%s, %s – %s): %s matched, %s issue(s)", channel_id, mode, start, end, matched,
             len(issues), extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
     return run
-
-
-class _Preloaded:
-    """One day's statement, given (the batch command): nothing more to fetch."""
-
-    def __init__(self, statement: list):
-        self.lines = {line.channel_reference: line for line in statement}
-
-    def has(self, reference: str, since: dt.date) -> bool:
-        return reference in self.lines
 
 
 def _attempts_by_reference(session, channel_id: str, references: list[str]) -> dict:
@@ -297,8 +284,7 @@ def summary(run: ReconciliationRun) -> dict:
     from app.representation import rfc3339
 
     return {"id": run.id, "channel": run.channel, "mode": run.mode, "date": run.day,
-            "window_start": rfc3339(run.window_start) if run.window_start else None,
-            "window_end": rfc3339(run.window_end) if run.window_end else None,
+            "window_start": rfc3339(run.window_start), "window_end": rfc3339(run.window_end),
             "statement_lines": run.statement_lines, "matched": run.matched, "channel_fees": run.channel_fees,
             "issues": run.issues}
 
