@@ -68,14 +68,27 @@ class Target:
     path: str
 
 
+def _form(url: str):
+    """``url`` split, or why its form is refused."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "url is not a valid URL"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "url must be an absolute http or https URL"
+    if parts.username or parts.password:
+        return "url must not carry credentials"
+    return parts
+
+
 def pin(url: str, allow_private: bool | None = None) -> Target | str:
     """Resolve ``url``'s host once, check every address, and return the target to connect to, or
     why not. Sending to the pinned address closes the DNS-rebinding window between a check and a
     second resolution at connect time."""
-    problem = check_url(url, allow_private=True)  # the URL's form
-    if problem:
-        return problem
-    parts = urlsplit(url)
+    parts = _form(url)
+    if isinstance(parts, str):
+        return parts
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:  # an internationalised name goes on the wire (Host, SNI, certificate check) in its ASCII form
         hostname = parts.hostname.encode("idna").decode("ascii")
@@ -95,25 +108,10 @@ def pin(url: str, allow_private: bool | None = None) -> Target | str:
 
 def check_url(url: str, allow_private: bool | None = None) -> str | None:
     """Why ``url`` may not receive webhooks, or None. Private/loopback/link-local hosts are refused
-    unless ``Config.allow_private_webhooks``."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "url is not a valid URL"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "url must be an absolute http or https URL"
-    if parts.username or parts.password:
-        return "url must not carry credentials"
+    unless ``Config.allow_private_webhooks`` (then the host is not resolved here)."""
     allow = get_config().allow_private_webhooks if allow_private is None else allow_private
-    if allow:
-        return None
-    addresses = resolve(parts.hostname, port)
-    if not addresses:
-        return f"url host {parts.hostname!r} does not resolve"
-    if any(_is_private(a) for a in addresses):
-        return "url points at a loopback, private or link-local address"
-    return None
+    problem = _form(url) if allow else pin(url, allow_private=False)
+    return problem if isinstance(problem, str) else None
 
 
 def representation(endpoint: WebhookEndpoint, secret: str | None = None) -> dict:
