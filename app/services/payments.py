@@ -44,14 +44,13 @@ def guard(kind: str) -> None:
 
 def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Operation | None:
     """Only a request that took over a dead request's claim (same key, same body) resumes the
-    operation that request wrote; everything else starts afresh."""
+    operation that request wrote, answering with it as it is; everything else starts afresh. (It
+    is never pending: a new operation is committed only once it is processing, with its first
+    attempt, and then status queries settle it.)"""
     if not session.info.get("idempotency_takeover"):
         return None
-    op = session.scalars(select(Operation).where(Operation.merchant_id == merchant.id, Operation.kind == kind,
-                                                 Operation.idempotency_key == key)).first()
-    if op is not None and op.status == PENDING:
-        return run_channels(session, op, attempts=[])
-    return op
+    return session.scalars(select(Operation).where(Operation.merchant_id == merchant.id, Operation.kind == kind,
+                                                   Operation.idempotency_key == key)).first()
 
 
 def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
