@@ -6,7 +6,9 @@ on the account row and moved by one conditional UPDATE per line
 (``SET available = available + :delta WHERE id = :id AND available + :delta >= 0``):
 the database applies it atomically under its row lock, so concurrent postings can
 neither lose an update nor overdraw a customer account. Accounts are updated in id
-order so two postings touching the same pair cannot deadlock. PostgreSQL also refuses
+order so two postings touching the same pair cannot deadlock. A system account's
+moves (never refused, and shared by every payment of a merchant) are applied at the
+commit, so its row lock is held only for that UPDATE and the COMMIT. PostgreSQL also refuses
 an unbalanced entry at commit (a deferred constraint trigger, migration 0001).
 In a batch job (app.writebehind) the lines are inserted at the end of the batch, and moves
 that cannot be refused are netted per account.
@@ -129,9 +131,62 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
         if behind is not None and not _guarded(leg):
             behind.move(leg.account, leg.balance_type, leg.amount)
+        elif leg.account.kind == "system":
+            _defer(session, leg)
         else:
             _move(session, leg)
     return entry
+
+
+# System accounts (a merchant's settlement, fee revenue and channel clearing) are touched by every
+# payment of the merchant: their row locks would serialise all of them from the posting to the
+# commit. Their moves (never refused) wait for the commit instead, netted per account and applied
+# last, in account-id order, so each lock is held only for the UPDATE and the COMMIT.
+_DEFERRED = "payrouter.deferred_moves"
+
+
+def _defer(session: Session, leg: Leg) -> None:
+    where = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_DEFERRED, []).append((where, leg))
+
+
+@event.listens_for(Session, "before_commit")
+def _apply_deferred(session: Session) -> None:
+    if session.in_nested_transaction():  # a savepoint released: its moves wait for the real commit
+        return
+    pending = session.info.pop(_DEFERRED, None)
+    if not pending:
+        return
+    net: dict[tuple[str, str], int] = defaultdict(int)
+    accounts = {}
+    for _where, leg in pending:
+        net[(leg.account.id, leg.balance_type)] += leg.amount
+        accounts[leg.account.id] = leg.account
+    for (account_id, balance_type), delta in sorted(net.items()):
+        if delta:
+            _move(session, Leg(accounts[account_id], delta, balance_type))
+
+
+def _within(transaction, ended) -> bool:
+    while transaction is not None:
+        if transaction is ended:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_deferred(session: Session, previous_transaction) -> None:
+    """A rolled-back savepoint (or transaction) takes the moves deferred inside it along."""
+    pending = session.info.get(_DEFERRED)
+    if pending:
+        session.info[_DEFERRED] = [(where, leg) for where, leg in pending if not _within(where, previous_transaction)]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_deferred(session: Session, transaction) -> None:
+    if transaction.parent is None:  # the transaction is over (committed, rolled back or closed)
+        session.info.pop(_DEFERRED, None)
 
 
 def apply_moves(session: Session, behind: writebehind.WriteBehind) -> None:

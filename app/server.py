@@ -1,12 +1,15 @@
-"""Production serving: gunicorn (threads, several processes), never the Flask debug server."""
+"""Production serving: gunicorn (threads, kept-alive connections), never a debug server."""
 from __future__ import annotations
+
+from typing import Callable
 
 from gunicorn.app.base import BaseApplication
 
 
 class _Gunicorn(BaseApplication):
-    def __init__(self, options: dict):
+    def __init__(self, options: dict, load: Callable):
         self.options = options
+        self._load = load
         super().__init__()
 
     def load_config(self):
@@ -14,12 +17,28 @@ class _Gunicorn(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        from app.tuning import tune_gc_for_serving
-        from app.web import create_app
+        return self._load()
 
-        app = create_app()
-        tune_gc_for_serving()  # in the master, before the fork: workers share the frozen pages
-        return app
+
+def serve(load: Callable, host: str, port: int, *, workers: int, threads: int, preload: bool,
+          post_fork: Callable | None = None) -> None:
+    """Serve the WSGI app ``load()`` returns with gunicorn's threaded workers until stopped.
+    ``preload``: build the app once in the master, before the fork (else in each worker)."""
+    options = {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": "gthread",
+               "timeout": 60, "graceful_timeout": 10, "accesslog": None, "preload_app": preload,
+               "control_socket_disable": True}  # no shared ~/.gunicorn socket between servers
+    if post_fork is not None:
+        options["post_fork"] = post_fork
+    _Gunicorn(options, load).run()
+
+
+def _load_api():
+    from app.tuning import tune_gc_for_serving
+    from app.web import create_app
+
+    app = create_app()
+    tune_gc_for_serving()  # in the master, before the fork: workers share the frozen pages
+    return app
 
 
 def _post_fork(_server, _worker):
@@ -36,14 +55,4 @@ def _post_fork(_server, _worker):
 
 
 def run(host: str, port: int, workers: int = 2, threads: int = 8) -> None:
-    _Gunicorn({
-        "bind": f"{host}:{port}",
-        "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread",
-        "timeout": 60,
-        "graceful_timeout": 10,
-        "accesslog": None,
-        "post_fork": _post_fork,
-        "preload_app": True,
-    }).run()
+    serve(_load_api, host, port, workers=workers, threads=threads, preload=True, post_fork=_post_fork)

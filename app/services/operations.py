@@ -60,9 +60,12 @@ def _request(op: Operation, payment: Operation | None, attempt: Attempt):
 
 
 def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None = None) -> Operation:
-    """Call the candidates in order until one answers; commit after each step (the first commit
+    """Call the candidates in order until one answers; commit before each call (the first commit
     also carries a newly written operation, so it is on record with its first attempt before any
-    channel hears of it). ``attempts``: the operation's attempts if the caller knows them."""
+    channel hears of it) and after an answer that leaves the operation open. A final outcome is
+    left uncommitted: the caller (app.idempotency) commits it together with the stored response,
+    and if that commit fails the operation is still on record as processing, so status queries
+    settle it. ``attempts``: the operation's attempts if the caller knows them."""
     payment = session.get(Operation, op.payment_id) if op.payment_id else None
     candidates = list(op.routing.get("candidates") or [])
     attempts = attempts_of(session, op) if attempts is None else attempts
@@ -110,12 +113,10 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
                        result.channel_reference, raw)
         settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
                channel_reference=result.channel_reference)
-        session.commit()
-        return op
+        return op  # the caller commits the outcome with its stored response
     if op.status == PENDING and not transition(session, op, PROCESSING, routing=op.routing):
         return op
     settle(session, op, FAILED, "channel_error", "no candidate channel could be reached", attempts=attempts)
-    session.commit()
     return op
 
 

@@ -146,8 +146,7 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
         with _giving_back_limits(op):
             transition(session, op, PROCESSING)
             settle(session, op, SUCCEEDED)  # moves the money inside the ledger; 402 if the balance is short
-        session.commit()
-        return op
+        return op  # committed with the stored response
     return run_channels(session, op, attempts=[])
 
 
@@ -221,8 +220,7 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
         with _giving_back_limits(op):
             transition(session, op, PROCESSING)
             settle(session, op, SUCCEEDED)
-        session.commit()
-        return op
+        return op  # committed with the stored response
     return run_channels(session, op, attempts=[])
 
 

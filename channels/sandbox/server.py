@@ -266,20 +266,23 @@ class SandboxServer:
         self.stop()
 
 
-def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, **options) -> None:
-    """Serve the sandbox in the foreground until interrupted (``payrouter sandbox --port``)."""
+def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, threads: int = 32, **options) -> None:
+    """Serve the sandbox in the foreground until stopped (``payrouter sandbox --port``): gunicorn's
+    threaded worker, so the router's kept-alive connections are kept (werkzeug's server, used by
+    SandboxServer, closes every connection). One worker process, as the operations live in its memory;
+    the app is built in that worker, so its callback threads run there."""
+    from app.server import serve
+
     channels_path = channels_path or os.environ.get("PAYROUTER_CHANNELS")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    server = SandboxServer(host, port, channels_path, **options)
-    log.info("sandbox PSP on %s serving %s", server.url, ", ".join(server.app.extensions["sandbox"]["channels"]))
-    try:
-        server._server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.app.extensions["sandbox"]["sender"].close()
-        server._server.server_close()
+
+    def load() -> Flask:
+        app = create_sandbox_app(channels_path, **options)
+        log.info("sandbox PSP on http://%s:%s serving %s", host, port, ", ".join(app.extensions["sandbox"]["channels"]))
+        return app
+
+    serve(load, host, port, workers=1, threads=threads, preload=False)
 
 
 def main(argv: list[str] | None = None) -> None:

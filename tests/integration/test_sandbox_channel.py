@@ -229,3 +229,43 @@ def test_54_outlasts_the_timeout_the_adapter_announces(sandbox, tmp_path):
     channel = load_channels(path, env=ENV).get("sandbox")
     with pytest.raises(ChannelTimeout):
         charge(channel, 3054)
+
+
+def test_the_sandbox_command_keeps_connections_alive_and_sends_callbacks(tmp_path, receiver, hook):
+    """`payrouter sandbox` (gunicorn, one worker): the router's kept-alive connection serves
+    several requests, and a processing charge is settled by the worker's callback thread."""
+    import http.client
+    import os
+    import subprocess
+    import sys
+
+    from tests.live import wait_http
+
+    port = free_port()
+    path = write_channels_file(tmp_path / "channels.yaml", f"http://127.0.0.1:{port}", TIMEOUT_MS)
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "sandbox", "--port", str(port)],
+                            env={**os.environ, "PAYROUTER_CHANNELS": str(path), **ENV},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=30, proc=proc)
+        channel = load_channels(path, env=ENV).get("sandbox")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.connect()
+        first_socket = conn.sock
+        for _ in range(3):
+            conn.request("GET", "/healthz")
+            answer = conn.getresponse()
+            assert answer.status == 200 and answer.getheader("Connection", "").lower() != "close"
+            answer.read()
+        assert conn.sock is first_socket  # one connection for all three
+        conn.close()
+        hook_path, url = hook
+        result = channel.charge(ChargeRequest(operation="payment", reference=uuid.uuid4().hex, amount=2052,
+                                              currency="USD", payment_method={"type": "card"}, callback_url=url,
+                                              idempotency_key=uuid.uuid4().hex))
+        assert result.status == "processing"
+        got = receiver.wait_for(hook_path, 1, timeout=10)
+        assert channel.verify_callback(got[0].headers, got[0].body).status == "succeeded"  # signed, settled
+    finally:
+        proc.terminate()
+        proc.wait(timeout=15)
