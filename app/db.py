@@ -9,7 +9,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
-from sqlalchemy.orm.attributes import set_committed_value
 
 from app.config import Config, get_config
 
@@ -116,30 +115,39 @@ def _unique_insert(table, dialect: str):
     return statement
 
 
+_columns_of: dict[type, list[tuple[str, str, object]]] = {}
+
+
+def _columns(cls) -> list[tuple[str, str, object]]:
+    """(attribute, column name, column default) of a mapped class, read once."""
+    columns = _columns_of.get(cls)
+    if columns is None:
+        columns = _columns_of[cls] = [(prop.key, prop.columns[0].name, prop.columns[0].default)
+                                      for prop in cls.__mapper__.column_attrs]
+    return columns
+
+
 def add_unique(session: Session, obj) -> bool:
     """Insert ``obj``'s row unless it collides with a unique key (``INSERT … ON CONFLICT DO NOTHING``,
     on PostgreSQL and SQLite alike); True if it was inserted, and then ``obj`` belongs to the session
     with every column loaded (reading one later costs no query).
 
     One statement where a savepoint would take three; the caller turns False into its error."""
-    mapper = obj.__class__.__mapper__
-    values, loaded = {}, {}
-    for prop in mapper.column_attrs:
-        column = prop.columns[0]
-        value = getattr(obj, prop.key)
-        if value is None and column.default is not None:
-            value = column.default.arg(None) if column.default.is_callable else column.default.arg
-        loaded[prop.key] = value
+    loaded = obj.__dict__  # the instance's attribute values (a new object: no history to keep)
+    values = {}
+    for key, name, default in _columns(obj.__class__):
+        value = loaded.get(key)
+        if value is None and default is not None:
+            value = default.arg(None) if default.is_callable else default.arg
+        loaded[key] = value  # every column is loaded: nothing is left to expire below
         if value is not None:
-            values[column.name] = value
+            values[name] = value
     session.flush()  # rows this one refers to
-    table = mapper.local_table
+    table = obj.__class__.__mapper__.local_table
     statement = _unique_insert(table, session.get_bind().dialect.name)
     if session.connection().execute(statement, values).first() is None:
         return False
-    make_transient_to_detached(obj)
-    for key, value in loaded.items():
-        set_committed_value(obj, key, value)
+    make_transient_to_detached(obj)  # commits the loaded values as the row's
     session.add(obj)
     return True
 
