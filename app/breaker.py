@@ -7,17 +7,28 @@ through, and a probe that succeeds closes the circuit, one that fails opens it a
 Faults are ChannelUnavailable and ChannelTimeout; a decline is a healthy answer.
 If Redis cannot be reached the breaker stays closed (it never blocks payments by itself).
 
-The check (``allow``) and the bookkeeping (``record``) are each one Lua script, so each is one
-round trip on the payment path and atomic: two processes cannot both take the probe, and a
-probe's outcome and the window it clears change together.
+The check (``allow``) and the bookkeeping (``record``) are each one Lua script, so each is
+atomic: two processes cannot both take the probe, and a probe's outcome and the window it
+clears change together.
+
+On the payment path a healthy channel costs no round trip: a process that saw a channel closed
+(neither open nor failing) trusts that for ``TRUST_SECONDS`` while it listens to change notices
+(app.notify: opening, closing and reopening a circuit are announced, so every process asks Redis
+again at once), and it counts successes locally, adding them to the window at most
+``FLUSH_SECONDS`` later or before any fault is counted. A fault, a probe and its outcome go to
+Redis at once. Successes not yet added when a process dies are lost: the rate can only look
+worse by them, never better.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import Counter
 
 import redis
 
+from app import notify
 from app.redis_conn import get_redis
 
 BUCKET = 10
@@ -26,6 +37,8 @@ MIN_CALLS = 10
 FAILURE_RATE = 0.5
 COOL_DOWN = 30
 PROBE_LEASE = 10
+TRUST_SECONDS = 2.0  # how long a process trusts a closed circuit it saw (while it hears notices)
+FLUSH_SECONDS = 0.25  # longest wait before counted successes reach the window
 
 log = logging.getLogger("payrouter.breaker")
 
@@ -41,11 +54,11 @@ local function failing()
   return ok + err >= tonumber(ARGV[1]) and err / (ok + err) >= tonumber(ARGV[2])
 end
 """
-# ARGV[3]: probe lease. Returns 1 if the call may go, 0 if not.
+# ARGV[3]: probe lease. Returns 1 if the call may go (closed), 2 if it is the probe, 0 if not.
 _ALLOW_LUA = _WINDOW_LUA + """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 if not failing() then return 1 end
-if redis.call('SET', KEYS[2], '1', 'EX', ARGV[3], 'NX') then return 1 end
+if redis.call('SET', KEYS[2], '1', 'EX', ARGV[3], 'NX') then return 2 end
 return 0
 """
 # ARGV[3]: 'ok' | 'err', ARGV[4]: bucket TTL, ARGV[5]: cool-down. Returns what changed.
@@ -83,9 +96,93 @@ def _keys(channel_id: str, now: float) -> list[str]:
     return [f"{base}:open", f"{base}:probe", *(f"{base}:b:{current - i}" for i in range(WINDOW_BUCKETS))]
 
 
+class _View:
+    """This process's view: channels seen closed (and when), the probes its threads hold, and
+    successes counted but not yet added to the window."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.watch = notify.Watch("breakers")
+        self.closed: dict[str, float] = {}
+        self.pending: Counter = Counter()  # (channel, bucket) → successes
+        self.flushed = time.monotonic()
+        self.probes = threading.local()
+
+    def trusted(self, channel_id: str) -> bool:
+        seen = self.closed.get(channel_id)
+        return seen is not None and self.watch.fresh(time.monotonic(), 0.0, TRUST_SECONDS) and \
+            time.monotonic() - seen < TRUST_SECONDS
+
+    def saw_closed(self, channel_id: str, notice: int) -> None:
+        with self.lock:
+            if notice == self.watch.notice:  # no notice came while Redis was asked
+                self.closed[channel_id] = time.monotonic()
+                self.watch.caught_up(notice, time.monotonic())
+
+    def forget(self) -> None:
+        with self.lock:
+            self.closed.clear()
+
+    def holds_probe(self, channel_id: str) -> bool:
+        return channel_id in getattr(self.probes, "held", ())
+
+    def took_probe(self, channel_id: str, taken: bool) -> None:
+        held = self.probes.__dict__.setdefault("held", set())
+        (held.add if taken else held.discard)(channel_id)
+
+
+_view = _View()
+notify.on_change("breakers", _view.forget)
+
+
+def reset() -> None:
+    """Forget this process's view (tests: between databases)."""
+    with _view.lock:
+        _view.closed.clear()
+        _view.pending.clear()
+    _view.probes = threading.local()
+
+
+def _announce() -> None:
+    try:
+        notify.announce("breakers")
+    except redis.RedisError:
+        log.warning("circuit change not announced: Redis unreachable")
+
+
+def flush() -> None:
+    """Add the successes counted in this process to their windows (one round trip)."""
+    view = _view
+    with view.lock:
+        pending, view.pending = view.pending, Counter()
+        view.flushed = time.monotonic()
+    if not pending:
+        return
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for (channel_id, bucket), count in pending.items():
+            key = f"payrouter:breaker:{channel_id}:b:{bucket}"
+            pipe.hincrby(key, "ok", count)
+            pipe.expire(key, BUCKET * (WINDOW_BUCKETS + 1))
+        pipe.execute()
+    except redis.RedisError:
+        log.warning("breaker successes not counted: Redis unreachable")
+
+
 def record(channel_id: str, ok: bool, now: float | None = None) -> None:
     """Count one call's outcome; open the circuit on too many faults, or settle a probe."""
-    keys = _keys(channel_id, time.time() if now is None else now)
+    now = time.time() if now is None else now
+    view = _view
+    if ok and not view.holds_probe(channel_id):
+        with view.lock:
+            view.pending[(channel_id, int(now // BUCKET))] += 1
+            due = time.monotonic() - view.flushed >= FLUSH_SECONDS
+        if due:
+            flush()
+        return
+    view.took_probe(channel_id, False)
+    flush()  # the window must hold every success before a fault is judged against it
+    keys = _keys(channel_id, now)
     try:
         r = get_redis()
         changed = _script("record", r)(keys=keys, args=[MIN_CALLS, FAILURE_RATE, "ok" if ok else "err",
@@ -94,6 +191,9 @@ def record(channel_id: str, ok: bool, now: float | None = None) -> None:
         log.warning("breaker for %s not updated: Redis unreachable", channel_id)
         return
     changed = changed.decode() if isinstance(changed, bytes) else changed
+    if changed:
+        view.forget()
+        _announce()
     if changed == "opened":
         log.warning("circuit of %s opened", channel_id, extra={"channel": channel_id})
     elif changed == "closed":
@@ -103,7 +203,10 @@ def record(channel_id: str, ok: bool, now: float | None = None) -> None:
 
 
 def state(channel_id: str) -> str:
-    """closed | open | half_open (without taking the probe); one round trip."""
+    """closed | open | half_open (without taking the probe); no round trip for a circuit this
+    process saw closed and trusts, else one."""
+    if _view.trusted(channel_id):
+        return "closed"
     open_key, probe_key = _keys(channel_id, 0)[:2]
     try:
         is_open, probing = get_redis().mget(open_key, probe_key)
@@ -114,9 +217,18 @@ def state(channel_id: str) -> str:
 
 def allow(channel_id: str, now: float | None = None) -> bool:
     """May a call go to this channel now? After the cool-down, only one probe at a time."""
+    view = _view
+    if now is None and view.trusted(channel_id):
+        return True
+    notice = view.watch.notice
     keys = _keys(channel_id, time.time() if now is None else now)
     try:
         r = get_redis()
-        return bool(_script("allow", r)(keys=keys, args=[MIN_CALLS, FAILURE_RATE, PROBE_LEASE], client=r))
+        answer = int(_script("allow", r)(keys=keys, args=[MIN_CALLS, FAILURE_RATE, PROBE_LEASE], client=r))
     except redis.RedisError:
         return True
+    if answer == 2:  # this thread's next outcome for the channel settles the probe
+        view.took_probe(channel_id, True)
+    elif answer == 1:
+        view.saw_closed(channel_id, notice)
+    return answer > 0

@@ -48,7 +48,7 @@ def config() -> Config:
 
 def _reset_process_caches() -> None:
     """Per-process caches that would outlive a cleaned database."""
-    from app import channels_runtime, ledger, switches
+    from app import breaker, channels_runtime, ledger, switches
     from app.services import merchants
     from rules import runtime
 
@@ -57,6 +57,7 @@ def _reset_process_caches() -> None:
     channels_runtime.reset()
     merchants._auth_cache.clear()
     ledger._system_ids.clear()
+    breaker.reset()
 
 
 def _clean_database(cfg: Config) -> None:
