@@ -51,16 +51,18 @@ class Periodic(threading.Thread):
 
 def maintenance_for(names: list[str]) -> list[Periodic]:
     """The sweeps a worker of these queues runs: core work re-queues stored callbacks and due
-    status queries; webhook work relays the event outbox and retries due deliveries; batch
-    work deletes idempotency keys past their 24 h, reconciles the last minute's outcomes with
-    the channels' statements (near-real-time reconciliation) and deletes week-old passes that
-    compared nothing."""
+    status queries, and applies queued system-account moves to their balances; webhook work
+    relays the event outbox and retries due deliveries; batch work deletes idempotency keys past
+    their 24 h, reconciles the last minute's outcomes with the channels' statements
+    (near-real-time reconciliation) and deletes week-old passes that compared nothing."""
+    from app import ledger
     from app.services import callbacks
     from app.webhooks import relay
 
     threads = []
     if CORE in names:
         threads.append(Periodic("core-sweep", callbacks.sweep))
+        threads.append(Periodic("ledger-moves", ledger.apply_queued_moves))
     if WEBHOOKS in names:
         threads.append(Periodic("webhook-relay", relay.run_once))
     if BATCH in names:

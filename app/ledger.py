@@ -6,26 +6,34 @@ on the account row and moved by one conditional UPDATE per line
 (``SET available = available + :delta WHERE id = :id AND available + :delta >= 0``):
 the database applies it atomically under its row lock, so concurrent postings can
 neither lose an update nor overdraw a customer account. Accounts are updated in id
-order so two postings touching the same pair cannot deadlock. A system account's
-moves (never refused, and shared by every payment of a merchant) are applied at the
-commit, so its row lock is held only for that UPDATE and the COMMIT. PostgreSQL also refuses
+order so two postings touching the same pair cannot deadlock. PostgreSQL also refuses
 an unbalanced entry at commit (a deferred constraint trigger, migration 0001).
-In a batch job (app.writebehind) the lines are inserted at the end of the batch, and moves
-that cannot be refused are netted per account.
+
+Hot accounts: a merchant's system accounts (settlement, fee revenue, channel clearing) are
+touched by every one of its payments, so updating their rows in each posting would make all
+of them wait for each other's row locks until commit. Their moves are never refused, so a
+posting queues them instead (``account_moves``, inserted with the lines, in the same
+transaction) and ``apply_queued_moves`` adds them to the rows in batches, netted per account.
+The lines stay the record and balance at every commit; a system account's row lags its
+lines by the moves still queued (about a second while core workers run), and
+``system_balances`` gives the exact figure.
+
+In a batch job (app.writebehind) the lines and queued moves are inserted at the end of the
+batch, and a customer's moves that cannot be refused (credits) are netted per account.
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, event, select, update
+from sqlalchemy import bindparam, delete, event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context, writebehind
 from app.domain.errors import InsufficientFunds, PayRouterError
-from app.models import Account, JournalEntry, LedgerLine, new_id, utcnow
+from app.models import Account, AccountMove, JournalEntry, LedgerLine, new_id, utcnow
 
 AVAILABLE = "available"
 PENDING = "pending"
@@ -127,66 +135,57 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     writebehind.insert_rows(session, JournalEntry.__table__, entry_rows)
     writebehind.insert_rows(session, LedgerLine.__table__, line_rows)
     behind = writebehind.current(session)
+    queued: dict[tuple[str, str], int] = defaultdict(int)
     # A refused move below raises, and the caller's transaction rolls all of it back.
     for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
-        if behind is not None and not _guarded(leg):
+        if leg.account.kind == "system":
+            queued[(leg.account.id, leg.balance_type)] += leg.amount
+        elif behind is not None and not _guarded(leg):
             behind.move(leg.account, leg.balance_type, leg.amount)
-        elif leg.account.kind == "system":
-            _defer(session, leg)
         else:
             _move(session, leg)
+    if queued:
+        writebehind.insert_rows(session, AccountMove.__table__, [
+            {"account_id": account_id, "balance_type": balance_type, "delta": delta, "created_at": now}
+            for (account_id, balance_type), delta in queued.items() if delta])
     return entry
 
 
-# System accounts (a merchant's settlement, fee revenue and channel clearing) are touched by every
-# payment of the merchant: their row locks would serialise all of them from the posting to the
-# commit. Their moves (never refused) wait for the commit instead, netted per account and applied
-# last, in account-id order, so each lock is held only for the UPDATE and the COMMIT.
-_DEFERRED = "payrouter.deferred_moves"
+def apply_queued_moves(batch: int = 5000) -> int:
+    """Apply queued system-account moves to their rows, netted per account, in account-id order,
+    and delete them, in one transaction (core workers run this every second). On PostgreSQL the
+    rows are taken with SKIP LOCKED, so several workers never apply one twice. Returns how many."""
+    from app.db import unit_of_work
+
+    moves = AccountMove.__table__
+    with unit_of_work() as session:
+        connection = session.connection()
+        rows = connection.execute(select(moves.c.id, moves.c.account_id, moves.c.balance_type, moves.c.delta)
+                                  .order_by(moves.c.id).limit(batch).with_for_update(skip_locked=True)).all()
+        if not rows:
+            return 0
+        net: dict[tuple[str, str], int] = defaultdict(int)
+        for _id, account_id, balance_type, delta in rows:
+            net[(account_id, balance_type)] += delta
+        for (account_id, balance_type), delta in sorted(net.items()):
+            if delta:
+                connection.execute(_MOVES[(balance_type, False)], {"account_id": account_id, "delta": delta})
+        connection.execute(_DELETE_MOVES, {"ids": [row.id for row in rows]})
+    return len(rows)
 
 
-def _defer(session: Session, leg: Leg) -> None:
-    where = session.get_nested_transaction() or session.get_transaction()
-    session.info.setdefault(_DEFERRED, []).append((where, leg))
-
-
-@event.listens_for(Session, "before_commit")
-def _apply_deferred(session: Session) -> None:
-    if session.in_nested_transaction():  # a savepoint released: its moves wait for the real commit
-        return
-    pending = session.info.pop(_DEFERRED, None)
-    if not pending:
-        return
-    net: dict[tuple[str, str], int] = defaultdict(int)
-    accounts = {}
-    for _where, leg in pending:
-        net[(leg.account.id, leg.balance_type)] += leg.amount
-        accounts[leg.account.id] = leg.account
-    for (account_id, balance_type), delta in sorted(net.items()):
-        if delta:
-            _move(session, Leg(accounts[account_id], delta, balance_type))
-
-
-def _within(transaction, ended) -> bool:
-    while transaction is not None:
-        if transaction is ended:
-            return True
-        transaction = transaction.parent
-    return False
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _drop_deferred(session: Session, previous_transaction) -> None:
-    """A rolled-back savepoint (or transaction) takes the moves deferred inside it along."""
-    pending = session.info.get(_DEFERRED)
-    if pending:
-        session.info[_DEFERRED] = [(where, leg) for where, leg in pending if not _within(where, previous_transaction)]
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_deferred(session: Session, transaction) -> None:
-    if transaction.parent is None:  # the transaction is over (committed, rolled back or closed)
-        session.info.pop(_DEFERRED, None)
+def system_balances(session: Session, account_ids: list[str]) -> dict[tuple[str, str], int]:
+    """Exact balances of system accounts now: the row's plus the moves still queued for it."""
+    accounts, moves = Account.__table__, AccountMove.__table__
+    out = {}
+    for row in session.connection().execute(select(accounts.c.id, accounts.c.available, accounts.c.pending)
+                                            .where(accounts.c.id.in_(account_ids))):
+        out[(row.id, AVAILABLE)], out[(row.id, PENDING)] = row.available, row.pending
+    for account_id, balance_type, delta in session.connection().execute(
+            select(moves.c.account_id, moves.c.balance_type, func.sum(moves.c.delta))
+            .where(moves.c.account_id.in_(account_ids)).group_by(moves.c.account_id, moves.c.balance_type)):
+        out[(account_id, balance_type)] = out.get((account_id, balance_type), 0) + int(delta)
+    return out
 
 
 def apply_moves(session: Session, behind: writebehind.WriteBehind) -> None:
@@ -198,6 +197,7 @@ def apply_moves(session: Session, behind: writebehind.WriteBehind) -> None:
 
 
 _ACCOUNTS = Account.__table__
+_DELETE_MOVES = delete(AccountMove.__table__).where(AccountMove.__table__.c.id.in_(bindparam("ids", expanding=True)))
 _ENTRY_COLUMNS = [(prop.columns[0].name, prop.key) for prop in JournalEntry.__mapper__.column_attrs]
 _MOVES = {
     (balance, guarded): (

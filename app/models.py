@@ -128,6 +128,20 @@ class LedgerLine(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class AccountMove(Base):
+    """A system account's balance move, queued by the posting that made it and applied to the
+    account's row by ``ledger.apply_queued_moves`` (the posting's lines are the record; see
+    app.ledger on hot accounts). No foreign key: the posting's lines already hold one."""
+
+    __tablename__ = "account_moves"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(40))
+    balance_type: Mapped[str] = mapped_column(String(10))
+    delta: Mapped[int] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Transfer(Base):
     __tablename__ = "transfers"
     __table_args__ = (

@@ -1,9 +1,9 @@
 """Write-behind for batch jobs (the callback drain applies 25 callbacks per transaction).
 
 Inside ``batched(session)``, rows that only have to exist by commit — journal entries, ledger
-lines, events — are collected and inserted once per table at the end, and balance moves that
-cannot be refused (credits, system accounts) are netted per account and applied once, in
-account-id order. Moves that can be refused (a customer's debit) still run at once, so a
+lines, queued system-account moves, events — are collected and inserted once per table at the
+end, and a customer's balance moves that cannot be refused (credits) are netted per account and
+applied once, in account-id order. Moves that can be refused (a customer's debit) still run at once, so a
 refusal is raised by the callback that caused it. Everything still happens in the caller's
 transaction: a failure while writing behind fails the whole batch, as any statement would.
 Outside ``batched`` every write runs at once.

@@ -210,8 +210,14 @@ def test_one_drain_batch_of_mixed_callbacks_nets_balances_exactly(stack):
 
     with unit_of_work() as session:
         fee = {obj["id"]: session.get(Operation, obj["id"]).fee for obj in made}
+        codes = {a.id: a.system_code for a in session.scalars(select(Account).where(
+            Account.merchant_id == api.merchant_id, Account.kind == "system"))}
+        queued = ledger.system_balances(session, list(codes))  # the rows plus the moves still queued
+    assert ledger.apply_queued_moves() > 0
+    with unit_of_work() as session:
         system = {a.system_code: a.available for a in session.scalars(select(Account).where(
             Account.merchant_id == api.merchant_id, Account.kind == "system"))}
+    assert {codes[a]: v for (a, kind), v in queued.items() if kind == "available"} == system
     paid, topup, withdrawn = made[:2], made[3], made[4]
     charged = [*paid, topup, withdrawn]  # the succeeded ones; each pays its fee to the merchant's revenue
     assert system[ledger.FEE_REVENUE] == sum(fee[obj["id"]] for obj in charged) > 0

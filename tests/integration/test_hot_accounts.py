@@ -1,6 +1,7 @@
 """System accounts (settlement, fee revenue, channel clearing) are shared by every payment of a
-merchant: their moves wait for the commit and go last, and a payment's outcome commits together
-with its stored response."""
+merchant: their moves are queued with the lines and applied in batches, and a payment's outcome
+commits together with its stored response."""
+import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
@@ -26,50 +27,77 @@ def _statements():
     return seen, record
 
 
-def test_system_moves_are_applied_last_at_the_commit(clean):
+def _post(session, merchant_id, settlement, fees, amount, kind="test"):
+    ledger.post(session, merchant_id=merchant_id, kind=kind, source_id=None,
+                legs=[ledger.Leg(settlement, -amount), ledger.Leg(fees, amount)])
+
+
+def test_system_moves_are_queued_with_the_lines_and_applied_in_batches(clean):
     merchant_id, _ = builders.merchant()
-    with unit_of_work() as session:  # the accounts exist before the watched transaction
+    with unit_of_work() as session:
         settlement = ledger.system_account(session, merchant_id, ledger.MERCHANT_SETTLEMENT, "USD")
         fees = ledger.system_account(session, merchant_id, ledger.FEE_REVENUE, "USD")
     seen, record = _statements()
     event.listen(get_engine(), "before_cursor_execute", record)
     try:
-        with unit_of_work() as session:
-            ledger.post(session, merchant_id=merchant_id, kind="test", source_id=None,
-                        legs=[ledger.Leg(settlement, -300), ledger.Leg(fees, 300)])
-            assert not [s for s in seen if s.startswith("UPDATE ACCOUNTS")]  # not yet
-            session.execute(select(func.count()).select_from(Operation))
-            before_commit = len(seen)
+        for amount in (300, 200):
+            with unit_of_work() as session:
+                _post(session, merchant_id, settlement, fees, amount)
     finally:
         event.remove(get_engine(), "before_cursor_execute", record)
-    moves = [i for i, s in enumerate(seen) if s.startswith("UPDATE ACCOUNTS")]
-    assert len(moves) == 2 and min(moves) >= before_commit, seen
-    assert _balances(merchant_id) == {ledger.MERCHANT_SETTLEMENT: -300, ledger.FEE_REVENUE: 300}
+    assert not [s for s in seen if s.startswith("UPDATE ACCOUNTS")]  # no posting waits for a hot row
+    assert _balances(merchant_id) == {ledger.MERCHANT_SETTLEMENT: 0, ledger.FEE_REVENUE: 0}  # rows lag
+    with unit_of_work() as session:
+        exact = ledger.system_balances(session, [settlement.id, fees.id])
+    assert exact[(settlement.id, "available")] == -500 and exact[(fees.id, "available")] == 500
+    assert ledger.apply_queued_moves() == 4 and ledger.apply_queued_moves() == 0
+    assert _balances(merchant_id) == {ledger.MERCHANT_SETTLEMENT: -500, ledger.FEE_REVENUE: 500}
 
 
-def test_moves_deferred_in_a_rolled_back_savepoint_are_dropped(clean):
+def test_queued_moves_go_with_a_rolled_back_savepoint_or_transaction(clean):
     merchant_id, _ = builders.merchant()
     with unit_of_work() as session:
         settlement = ledger.system_account(session, merchant_id, ledger.MERCHANT_SETTLEMENT, "USD")
         fees = ledger.system_account(session, merchant_id, ledger.FEE_REVENUE, "USD")
     with unit_of_work() as session:
-        ledger.post(session, merchant_id=merchant_id, kind="kept", source_id=None,
-                    legs=[ledger.Leg(settlement, -100), ledger.Leg(fees, 100)])
+        _post(session, merchant_id, settlement, fees, 100)
         savepoint = session.begin_nested()
-        ledger.post(session, merchant_id=merchant_id, kind="undone", source_id=None,
-                    legs=[ledger.Leg(settlement, -40), ledger.Leg(fees, 40)])
+        _post(session, merchant_id, settlement, fees, 40)
         savepoint.rollback()
-        with session.begin_nested():  # a released savepoint's moves wait for the real commit
-            ledger.post(session, merchant_id=merchant_id, kind="released", source_id=None,
-                        legs=[ledger.Leg(settlement, -7), ledger.Leg(fees, 7)])
-    assert _balances(merchant_id) == {ledger.MERCHANT_SETTLEMENT: -107, ledger.FEE_REVENUE: 107}
-    with unit_of_work() as session:  # a transaction rolled back takes its moves along
-        ledger.post(session, merchant_id=merchant_id, kind="rolled back", source_id=None,
-                    legs=[ledger.Leg(settlement, -5), ledger.Leg(fees, 5)])
+        with session.begin_nested():
+            _post(session, merchant_id, settlement, fees, 7)
+    with unit_of_work() as session:
+        _post(session, merchant_id, settlement, fees, 5)
         session.rollback()
-        session.commit()
+    while ledger.apply_queued_moves():
+        pass
     assert _balances(merchant_id) == {ledger.MERCHANT_SETTLEMENT: -107, ledger.FEE_REVENUE: 107}
     # (the clean fixture then checks every balance against the sum of its lines)
+
+
+@pytest.mark.postgres
+def test_concurrent_appliers_apply_each_move_once(clean):
+    """Two workers applying at once (SKIP LOCKED): every queued move is applied exactly once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    merchant_id, _ = builders.merchant()
+    with unit_of_work() as session:
+        settlement = ledger.system_account(session, merchant_id, ledger.MERCHANT_SETTLEMENT, "USD")
+        fees = ledger.system_account(session, merchant_id, ledger.FEE_REVENUE, "USD")
+    for _ in range(20):
+        with unit_of_work() as session:
+            for _ in range(50):
+                _post(session, merchant_id, settlement, fees, 1)
+
+    def drain(_):
+        applied = 0
+        while n := ledger.apply_queued_moves(batch=37):
+            applied += n
+        return applied
+
+    with ThreadPoolExecutor(4) as pool:
+        assert sum(pool.map(drain, range(4))) == 2000
+    assert _balances(merchant_id) == {ledger.MERCHANT_SETTLEMENT: -1000, ledger.FEE_REVENUE: 1000}
 
 
 def test_a_payment_commits_twice_its_outcome_with_its_stored_response(stack):
@@ -109,4 +137,5 @@ def test_an_outcome_whose_commit_fails_stays_processing_and_a_status_query_settl
     assert callbacks.query_status(op.id) == "final"  # once
     settled = api.get(f"/v1/payments/{op.id}").get_json()
     assert settled["status"] == "succeeded" and [a["status"] for a in settled["attempts"]] == ["succeeded"]
+    assert ledger.apply_queued_moves() > 0
     assert _balances(op.merchant_id)[ledger.MERCHANT_SETTLEMENT] == 2000 - settled["fee"]
