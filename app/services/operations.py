@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -158,8 +158,11 @@ def _write_attempt(session: Session, op: Operation, seq: int, channel_id: str) -
     return attempt
 
 
-_OPEN = ("processing", "unknown")  # an attempt still waiting for its outcome
-_ATTEMPT_CLOSE = update(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"), _ATTEMPTS.c.status.in_(_OPEN))
+# An attempt still waiting for its outcome is processing or unknown (two literals, not IN: an IN
+# list is rendered again on every execution, and this runs on every payment).
+_ATTEMPT_CLOSE = update(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"),
+                                         or_(_ATTEMPTS.c.status == literal(PROCESSING),
+                                             _ATTEMPTS.c.status == literal("unknown")))
 _ATTEMPT_READ = select(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"))
 
 

@@ -131,6 +131,7 @@ def test_a_system_account_created_in_a_rolled_back_transaction_is_not_remembered
         settlement = ledger.system_account(session, merchant_id, ledger.MERCHANT_SETTLEMENT, "USD")
         ledger.post(session, merchant_id=merchant_id, kind="test_funding", source_id=None,
                     legs=[ledger.Leg(funding, -700), ledger.Leg(settlement, 700)])
+    ledger.apply_queued_moves()
     with uow() as session:
         stored = session.scalars(select(Account).where(Account.merchant_id == merchant_id,
                                                        Account.system_code == ledger.MERCHANT_SETTLEMENT)).one()
