@@ -100,6 +100,23 @@ def read_only(config: Config | None = None):
         session.close()
 
 
+@contextlib.contextmanager
+def pipelined(session: Session):
+    """Send the block's statements without waiting for each answer (psycopg's pipeline mode: one
+    round trip for what would take one each, and for a COMMIT at its end). For statements whose
+    rowcount nobody reads: inside, rowcount is unknown (-1), while reading a statement's rows
+    still waits for them. An error comes out when its answer is read, at the latest when the
+    block ends, and fails the transaction as it would have. Pending ORM changes are flushed
+    first, the usual way. Elsewhere (SQLite) the block runs as it is."""
+    session.flush()
+    pipeline = getattr(session.connection().connection.driver_connection, "pipeline", None)
+    if pipeline is None:
+        yield
+        return
+    with pipeline():
+        yield
+
+
 _unique_inserts: dict[tuple[str, str], object] = {}
 
 

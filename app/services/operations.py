@@ -9,6 +9,7 @@ status queries (app.services.callbacks.query_status) or a late callback.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import breaker, context, events, ledger, representation
 from app.channels_runtime import callback_url, channel
 from app.config import get_config
+from app.db import pipelined
 from app.domain.states import FAILED, FINAL, PENDING, PROCESSING, SUCCEEDED
 from app.models import Account, Attempt, Operation, new_id, utcnow
 from app.state import transition
@@ -76,12 +78,13 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             _note_drop(op, channel_id, "circuit_open")
             continue
         seq += 1
-        attempt = _write_attempt(session, op, seq, channel_id)
-        attempts.append(attempt)
         if not _use_channel(session, op, channel_id):
             session.rollback()
             return op
-        session.commit()  # the attempt is on record before the channel hears of it
+        with pipelined(session):  # the attempt is on record before the channel hears of it
+            attempt = _write_attempt(session, op, seq, channel_id)
+            session.commit()
+        attempts.append(attempt)
         verb, request = _request(op, payment, attempt)
         try:
             result = getattr(channel(channel_id), verb)(request)
@@ -212,17 +215,21 @@ def settle(session: Session, op: Operation, status: str, code: str | None = None
     if open_attempt is not None and open_attempt.status not in FINAL:
         _close_attempt(session, open_attempt, status, code, message if status == FAILED else None,
                        open_attempt.channel_reference or channel_reference)
-    for leg_set in _postings(session, op, status):
-        kind, legs = leg_set
-        ledger.post(session, merchant_id=op.merchant_id, kind=kind, source_id=op.id, legs=legs)
-    if status == FAILED and op.kind == "refund":
-        session.execute(update(Operation).where(Operation.id == op.payment_id)
-                        .values(amount_refunded=Operation.amount_refunded - op.amount)
-                        .execution_options(synchronize_session=False))
+    postings = _postings(session, op, status)
+    data = representation.operation(op, attempts) if attempts is not None else view(session, op)
+    # What follows needs no answer, unless a customer's balance moves (its row is read back).
+    only_system = all(leg.account.kind == "system" for _kind, legs in postings for leg in legs)
+    with pipelined(session) if only_system else contextlib.nullcontext():
+        for kind, legs in postings:
+            ledger.post(session, merchant_id=op.merchant_id, kind=kind, source_id=op.id, legs=legs)
+        if status == FAILED and op.kind == "refund":
+            session.execute(update(Operation).where(Operation.id == op.payment_id)
+                            .values(amount_refunded=Operation.amount_refunded - op.amount)
+                            .execution_options(synchronize_session=False))
+        events.record(session, merchant_id=op.merchant_id, type=f"{op.kind}.{status}", object_id=op.id,
+                      data=data)
     if status == FAILED and op.limit_reservation:
         release_limits(op.limit_reservation)
-    data = representation.operation(op, attempts) if attempts is not None else view(session, op)
-    events.record(session, merchant_id=op.merchant_id, type=f"{op.kind}.{status}", object_id=op.id, data=data)
     return True
 
 

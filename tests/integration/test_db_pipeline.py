@@ -1,0 +1,41 @@
+"""db.pipelined: statements sent without waiting for each answer still fail their transaction."""
+import pytest
+from sqlalchemy import func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from app.db import pipelined, unit_of_work
+from app.models import Event, utcnow
+from tests import builders
+
+
+def _event(merchant_id: str, event_id: str, object_id: str) -> dict:
+    return {"id": event_id, "merchant_id": merchant_id, "type": "test.pipelined", "object_id": object_id,
+            "data": {}, "relayed": False, "created_at": utcnow()}
+
+
+def _count() -> int:
+    with unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(Event).where(Event.type == "test.pipelined"))
+
+
+def test_pipelined_statements_and_commit_land_together(clean):
+    merchant_id, _ = builders.merchant()
+    with unit_of_work() as session:
+        with pipelined(session):
+            for i in range(3):
+                session.execute(insert(Event), _event(merchant_id, f"evt_ok{i}", f"obj_{i}"))
+            session.commit()
+    assert _count() == 3
+
+
+def test_an_error_in_a_pipelined_statement_fails_the_whole_transaction(clean):
+    merchant_id, _ = builders.merchant()
+    with pytest.raises(IntegrityError):
+        with unit_of_work() as session:
+            session.execute(insert(Event), _event(merchant_id, "evt_first", "obj_a"))
+            with pipelined(session):
+                session.execute(insert(Event), _event(merchant_id, "evt_second", "obj_b"))
+                session.execute(insert(Event), _event(merchant_id, "evt_first", "obj_c"))  # same id: refused
+                session.execute(insert(Event), _event(merchant_id, "evt_third", "obj_d"))
+                session.commit()
+    assert _count() == 0  # nothing before, in or after the failed statement was kept
