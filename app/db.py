@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
 from app.config import Config, get_config
 
+PING_IDLE_SECONDS = 5.0  # a pooled connection idle longer than this is pinged before use
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _factories: dict[str, sessionmaker] = {}
@@ -40,7 +43,26 @@ def _make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+
+    # Pre-ping, but only a connection that sat in the pool for a while: one kept busy was just
+    # used, and pinging it would cost every request a round trip. A failed ping gives that
+    # connection up and the pool hands out another; a connection that died while busy fails its
+    # statement, and SQLAlchemy then drops every connection opened before it.
+    @event.listens_for(engine, "checkin")
+    def _idle_since(_dbapi_conn, record):
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn, record, _proxy):
+        if time.monotonic() - record.info.get("idle_since", time.monotonic()) < PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure: this connection is gone
+            raise DisconnectionError(str(exc)) from exc
+
+    return engine
 
 
 def get_engine(config: Config | None = None) -> Engine:

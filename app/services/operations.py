@@ -17,7 +17,7 @@ from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import breaker, context, events, ledger, representation
+from app import breaker, context, events, ledger, representation, writebehind
 from app.channels_runtime import callback_url, channel
 from app.config import get_config
 from app.db import pipelined
@@ -217,9 +217,11 @@ def settle(session: Session, op: Operation, status: str, code: str | None = None
                        open_attempt.channel_reference or channel_reference)
     postings = _postings(session, op, status)
     data = representation.operation(op, attempts) if attempts is not None else view(session, op)
-    # What follows needs no answer, unless a customer's balance moves (its row is read back).
-    only_system = all(leg.account.kind == "system" for _kind, legs in postings for leg in legs)
-    with pipelined(session) if only_system else contextlib.nullcontext():
+    # What follows needs no answer, unless a customer's balance moves (its row is read back); in a
+    # batch (app.writebehind) it is only collected, and the batch writes it at its end.
+    pipeline = writebehind.current(session) is None and all(
+        leg.account.kind == "system" for _kind, legs in postings for leg in legs)
+    with pipelined(session) if pipeline else contextlib.nullcontext():
         for kind, legs in postings:
             ledger.post(session, merchant_id=op.merchant_id, kind=kind, source_id=op.id, legs=legs)
         if status == FAILED and op.kind == "refund":
