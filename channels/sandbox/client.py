@@ -5,8 +5,9 @@
 - read timeout, or a connection dropped after a POST was sent → ChannelTimeout (outcome unknown);
 - other 4xx answers are returned to the adapter, which maps them to a failed result.
 
-urllib3 directly (a thread-safe pool of keep-alive connections, no retries): a payment pays
-neither for a new TCP connection to the channel nor for requests' per-call session work.
+The connections are kept alive (channels.sandbox.transport: a thread-safe pool, no retries of
+its own), so a payment pays for neither a new TCP connection to the channel nor a general
+HTTP client's work on every answer.
 """
 from __future__ import annotations
 
@@ -14,11 +15,9 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-import urllib3
-from urllib3.exceptions import ConnectTimeoutError, HTTPError, ProtocolError, ReadTimeoutError
-
 from app import context
 from channels.base import ChannelTimeout, ChannelUnavailable
+from channels.sandbox.transport import Dropped, NotSent, ReadTimeout, Transport, TransportError
 
 UNAVAILABLE_STATUSES = {401, 403, 404, 429}
 
@@ -42,8 +41,8 @@ class SandboxClient:
         self.channel_id = channel_id
         self.secret = secret
         self.timeout_s = timeout_ms / 1000
-        self._timeout = urllib3.Timeout(connect=self.timeout_s, read=self.timeout_s)
-        self._pool = urllib3.PoolManager(num_pools=4, maxsize=pool_size, retries=False)
+        self._transport = Transport(self.base_url, self.timeout_s, pool_size)
+        self._prefix = self.base_url.split("://", 1)[1].partition("/")[2]  # a base URL's own path, if any
 
     def _headers(self, idempotency_key: str | None = None, json_body: bool = False) -> dict:
         headers = {"Authorization": f"Bearer {self.secret}", "Accept": "application/json",
@@ -54,26 +53,22 @@ class SandboxClient:
             headers["Idempotency-Key"] = idempotency_key
         return context.outgoing_headers(headers)
 
-    def _request(self, method: str, url: str, body: bytes | None, headers: dict | None):
-        return self._pool.request(method, url, body=body, headers=headers, timeout=self._timeout, redirect=False,
-                                  preload_content=True)
-
     def _send(self, method: str, path: str, params: dict | None = None, body: bytes | None = None,
               headers: dict | None = None) -> Response:
-        url = self.base_url + path + (("?" + urlencode(params)) if params else "")
+        target = ("/" + self._prefix if self._prefix else "") + path + (("?" + urlencode(params)) if params else "")
         try:
-            return self._checked(method, self._request(method, url, body, headers))
-        except ProtocolError as exc:
+            return self._checked(method, Response(*self._transport.request(method, target, headers or {}, body)))
+        except Dropped as exc:
             dropped = exc
-        except (HTTPError, OSError) as exc:
+        except TransportError as exc:
             raise self._fault(method, path, exc) from exc
         # A kept-alive connection the channel had just closed, or one dropped after the request went
         # out: send once more on a new connection (a POST carries the attempt's Idempotency-Key, so a
         # channel that did receive the first gives back the same operation). As the first POST may
         # have been processed, whatever its retry meets is an unknown outcome, never a refusal.
         try:
-            resp = self._request(method, url, body, headers)
-        except (HTTPError, OSError) as exc:
+            resp = Response(*self._transport.request(method, target, headers or {}, body, fresh=True))
+        except TransportError as exc:
             if method != "POST":
                 raise self._fault(method, path, exc) from exc
             raise ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path}), "
@@ -83,19 +78,19 @@ class SandboxClient:
                                  f"and the retry answered HTTP {resp.status}") from dropped
         return self._checked(method, resp)
 
-    def _fault(self, method: str, path: str, exc: Exception) -> Exception:
-        if isinstance(exc, ReadTimeoutError):
+    def _fault(self, method: str, path: str, exc: TransportError) -> Exception:
+        if isinstance(exc, ReadTimeout):
             return ChannelTimeout(f"{self.channel_id}: no answer within {self.timeout_s:g}s ({method} {path})")
-        if isinstance(exc, ConnectTimeoutError):  # refused, unresolvable or no connection in time: never sent
+        if isinstance(exc, NotSent):  # refused, unresolvable or no connection in time: never sent
             return ChannelUnavailable(f"{self.channel_id}: channel unreachable: {exc}")
         if method == "GET":
             return ChannelUnavailable(f"{self.channel_id}: channel unreachable: {exc}")
         return ChannelTimeout(f"{self.channel_id}: connection lost after sending ({method} {path})")
 
-    def _checked(self, method: str, resp) -> Response:
+    def _checked(self, method: str, resp: Response) -> Response:
         if resp.status >= 500 or resp.status in UNAVAILABLE_STATUSES and method == "POST":
             raise ChannelUnavailable(f"{self.channel_id}: channel answered HTTP {resp.status}")
-        return Response(resp.status, resp.data)
+        return resp
 
     def post(self, path: str, payload: dict, idempotency_key: str) -> tuple[int, dict]:
         resp = self._send("POST", self._path(path), body=json.dumps(payload).encode(),

@@ -155,3 +155,97 @@ def test_after_a_dropped_post_a_refused_retry_is_an_unknown_outcome():
     with pytest.raises(ChannelTimeout):
         client.post("/charges", {"amount": 2}, "att_2")
     s.close()
+
+
+class ScriptedServer:
+    """Answers each request on each connection with the next of ``answers`` (raw bytes; None:
+    say nothing and hold the connection), counting connections."""
+
+    def __init__(self, answers: list[bytes | None]):
+        self.answers, self.connections, self.requests = list(answers), 0, []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        reader = conn.makefile("rb")
+        try:
+            while self.answers:
+                line = reader.readline()
+                if not line:
+                    return
+                head = {}
+                while (header := reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = header.decode().partition(":")
+                    head[name.strip().lower()] = value.strip()
+                self.requests.append((line.decode().strip(), head, reader.read(int(head.get("content-length", 0)))))
+                answer = self.answers.pop(0)
+                if answer is None:
+                    threading.Event().wait(5)
+                    return
+                conn.sendall(answer)
+                if b"Connection: close" in answer or b"HTTP/1.0" in answer:
+                    return
+        finally:
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+def _ok(body: bytes, extra: bytes = b"") -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
+
+
+def test_transport_keeps_connections_alive_and_reads_every_framing():
+    from channels.sandbox.transport import Transport
+
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n6;x=1\r\npedia \r\n0\r\n\r\n"
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n" + _ok(b"after 100")
+    s = ScriptedServer([_ok(b'{"a":1}'), chunked, interim, b"HTTP/1.1 204 No Content\r\n\r\n",
+                        _ok(b"last", b"Connection: close\r\n"), b"HTTP/1.0 200 OK\r\n\r\nto the end"])
+    try:
+        transport = Transport(s.url, timeout_s=2)
+        assert transport.request("POST", "/x", {"A": "b"}, b"{}") == (200, b'{"a":1}')
+        assert transport.request("GET", "/y?q=1", {}) == (200, b"Wikipedia ")
+        assert transport.request("GET", "/z", {}) == (200, b"after 100")
+        assert transport.request("GET", "/n", {}) == (204, b"")
+        assert transport.request("GET", "/c", {}) == (200, b"last")
+        assert s.connections == 1  # all of that on one kept-alive connection
+        assert transport.request("GET", "/old", {}) == (200, b"to the end")  # closed: a new one
+        assert s.connections == 2
+        line, head, body = s.requests[0]
+        assert line == "POST /x HTTP/1.1" and head["a"] == "b" and head["content-length"] == "2" and body == b"{}"
+        assert head["host"] == s.url.removeprefix("http://")
+    finally:
+        s.close()
+
+
+def test_transport_reports_what_went_wrong_by_kind():
+    from channels.sandbox.transport import BadAnswer, Dropped, NotSent, ReadTimeout, Transport
+    from tests.live import free_port
+
+    with pytest.raises(NotSent):  # nothing listens: never sent
+        Transport(f"http://127.0.0.1:{free_port()}", timeout_s=1).request("POST", "/x", {}, b"{}")
+    truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nshort"
+    s = ScriptedServer([None, truncated, b"SMTP ready\r\n\r\n"])
+    try:
+        with pytest.raises(ReadTimeout):  # sent, then silence
+            Transport(s.url, timeout_s=0.3).request("POST", "/x", {}, b"{}")
+        with pytest.raises(Dropped):  # the connection closed in the middle of the body
+            Transport(s.url, timeout_s=2).request("GET", "/x", {})
+        with pytest.raises(BadAnswer):
+            Transport(s.url, timeout_s=2).request("GET", "/x", {})
+    finally:
+        s.close()
