@@ -19,8 +19,7 @@ JSON = "application/json"
 def authenticate_request() -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
-    with unit_of_work() as session:
-        merchant, key = authenticate(session, secret.strip() if scheme.lower() == "bearer" else None)
+    merchant, key = authenticate(secret.strip() if scheme.lower() == "bearer" else None)
     g.merchant, g.api_key = merchant, key
     context.merchant_id_var.set(merchant.id)
 
