@@ -43,7 +43,9 @@ def _make_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
-    engine = create_engine(url, pool_size=10, max_overflow=20)
+    # LIFO: the connection used last is used next, so a quiet process keeps reusing one warm
+    # connection and only those left idle in the pool are pinged (below) before use.
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_use_lifo=True)
 
     # Pre-ping, but only a connection that sat in the pool for a while: one kept busy was just
     # used, and pinging it would cost every request a round trip. A failed ping gives that
