@@ -14,10 +14,11 @@ clears change together.
 On the payment path a healthy channel costs no round trip: a process that saw a channel closed
 (neither open nor failing) trusts that for ``TRUST_SECONDS`` while it listens to change notices
 (app.notify: opening, closing and reopening a circuit are announced, so every process asks Redis
-again at once), and it counts successes locally, adding them to the window at most
-``FLUSH_SECONDS`` later or before any fault is counted. A fault, a probe and its outcome go to
-Redis at once. Successes not yet added when a process dies are lost: the rate can only look
-worse by them, never better.
+again at once), and it counts successes locally. It adds them to the window with its first
+outcome at least ``FLUSH_SECONDS`` after the last addition, and before any fault it records. A
+fault, a probe and its outcome go to Redis at once. Successes a process has not added yet (when
+it dies, goes quiet, or while another process judges a fault) are missing from the window: the
+rate can only look worse by them, so a circuit may open early, never late.
 """
 from __future__ import annotations
 
@@ -140,6 +141,7 @@ def reset() -> None:
     with _view.lock:
         _view.closed.clear()
         _view.pending.clear()
+        _view.flushed = time.monotonic()
     _view.probes = threading.local()
 
 
@@ -219,6 +221,7 @@ def allow(channel_id: str, now: float | None = None) -> bool:
     """May a call go to this channel now? After the cool-down, only one probe at a time."""
     view = _view
     if now is None and view.trusted(channel_id):
+        view.took_probe(channel_id, False)  # closed: no probe of this thread's is pending
         return True
     notice = view.watch.notice
     keys = _keys(channel_id, time.time() if now is None else now)
@@ -229,6 +232,7 @@ def allow(channel_id: str, now: float | None = None) -> bool:
         return True
     if answer == 2:  # this thread's next outcome for the channel settles the probe
         view.took_probe(channel_id, True)
-    elif answer == 1:
+    elif answer == 1:  # closed: a probe this thread took and never settled is moot
+        view.took_probe(channel_id, False)
         view.saw_closed(channel_id, notice)
     return answer > 0

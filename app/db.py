@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
 
 from app.config import Config, get_config
@@ -127,18 +127,29 @@ def read_only(config: Config | None = None):
 @contextlib.contextmanager
 def pipelined(session: Session):
     """Send the block's statements without waiting for each answer (psycopg's pipeline mode: one
-    round trip for what would take one each, and for a COMMIT at its end). For statements whose
-    rowcount nobody reads: inside, rowcount is unknown (-1), while reading a statement's rows
-    still waits for them. An error comes out when its answer is read, at the latest when the
-    block ends, and fails the transaction as it would have. Pending ORM changes are flushed
-    first, the usual way. Elsewhere (SQLite) the block runs as it is."""
+    round trip for what would take one each). For statements whose rowcount nobody reads: inside,
+    rowcount is unknown (-1), while reading a statement's rows still waits for them. An error
+    comes out when the block ends at the latest, as SQLAlchemy's own error (a lost connection
+    invalidated as usual), and fails the transaction as it would have. Pending ORM changes are
+    flushed first, the usual way. Elsewhere (SQLite) the block runs as it is."""
     session.flush()
-    pipeline = getattr(session.connection().connection.driver_connection, "pipeline", None)
-    if pipeline is None:
+    connection = session.connection()
+    driver = connection.connection.driver_connection
+    if not hasattr(driver, "pipeline"):
         yield
         return
-    with pipeline():
-        yield
+    import psycopg
+
+    try:
+        with driver.pipeline() as pipeline:
+            yield
+            pipeline.sync()  # the answers, so that an error is raised here, inside the try
+    except psycopg.Error as exc:
+        disconnected = connection.dialect.is_disconnect(exc, driver, None)
+        if disconnected:
+            connection.invalidate(exc)
+        raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=disconnected,
+                                  dialect=connection.dialect) from exc
 
 
 _unique_inserts: dict[tuple[str, str], object] = {}

@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app import context
-from app.db import add_unique, pipelined, request_session, unit_of_work
+from app.db import add_unique, request_session, unit_of_work
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
 from app.models import IdempotencyKey, utcnow
 
@@ -131,9 +131,15 @@ def _execute(session: Session, merchant_id: str, key: str, execute, error_respon
         _abandon(session, savepoint, merchant_id, key)
         raise
     raw = encode(payload)
-    with pipelined(session):  # the stored response and the COMMIT: one round trip
+    try:
         _finish(session, merchant_id, key, status, raw)
         session.commit()
+    except BaseException:
+        # Nothing after the last part-way commit is kept; a claim committed part-way is unlocked,
+        # so a retry takes it over and resumes (a payment: its operation is on record as processing).
+        session.rollback()
+        _unlock(merchant_id, key)
+        raise
     return StoredResponse(status, raw, False)
 
 

@@ -62,7 +62,7 @@ def maintenance_for(names: list[str]) -> list[Periodic]:
     threads = []
     if CORE in names:
         threads.append(Periodic("core-sweep", callbacks.sweep))
-        threads.append(Periodic("ledger-moves", ledger.apply_queued_moves))
+        threads.append(Periodic("ledger-moves", ledger.apply_all_queued_moves))
     if WEBHOOKS in names:
         threads.append(Periodic("webhook-relay", relay.run_once))
     if BATCH in names:

@@ -174,6 +174,17 @@ def apply_queued_moves(batch: int = 5000) -> int:
     return len(rows)
 
 
+def apply_all_queued_moves(batch: int = 5000) -> int:
+    """Apply queued moves batch after batch until fewer than a full batch was left (core workers
+    run this every second, so a backlog after an outage is worked off at once)."""
+    total = 0
+    while (applied := apply_queued_moves(batch)) > 0:
+        total += applied
+        if applied < batch:
+            break
+    return total
+
+
 def system_balances(session: Session, account_ids: list[str]) -> dict[tuple[str, str], int]:
     """Exact balances of system accounts now: the row's plus the moves still queued for it."""
     accounts, moves = Account.__table__, AccountMove.__table__

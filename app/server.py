@@ -21,11 +21,13 @@ class _Gunicorn(BaseApplication):
 
 
 def serve(load: Callable, host: str, port: int, *, workers: int, threads: int, preload: bool,
-          post_fork: Callable | None = None) -> None:
+          post_fork: Callable | None = None, keepalive: int = 2) -> None:
     """Serve the WSGI app ``load()`` returns with gunicorn's threaded workers until stopped.
-    ``preload``: build the app once in the master, before the fork (else in each worker)."""
+    ``preload``: build the app once in the master, before the fork (else in each worker).
+    ``keepalive``: seconds an idle kept-alive connection is kept open."""
     options = {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": "gthread",
                "timeout": 60, "graceful_timeout": 10, "accesslog": None, "preload_app": preload,
+               "keepalive": keepalive,
                "control_socket_disable": True}  # no shared ~/.gunicorn socket between servers
     if post_fork is not None:
         options["post_fork"] = post_fork

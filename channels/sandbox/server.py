@@ -270,7 +270,8 @@ def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, threads: 
     """Serve the sandbox in the foreground until stopped (``payrouter sandbox --port``): gunicorn's
     threaded worker, so the router's kept-alive connections are kept (werkzeug's server, used by
     SandboxServer, closes every connection). One worker process, as the operations live in its memory;
-    the app is built in that worker, so its callback threads run there."""
+    the app is built in that worker, so its callback threads run there. Idle connections are
+    kept 15 s (the client reuses one only within 1.5 s, and checks it is still open)."""
     from app.server import serve
 
     channels_path = channels_path or os.environ.get("PAYROUTER_CHANNELS")
@@ -282,7 +283,7 @@ def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, threads: 
         log.info("sandbox PSP on http://%s:%s serving %s", host, port, ", ".join(app.extensions["sandbox"]["channels"]))
         return app
 
-    serve(load, host, port, workers=1, threads=threads, preload=False)
+    serve(load, host, port, workers=1, threads=threads, preload=False, keepalive=15)
 
 
 def main(argv: list[str] | None = None) -> None:

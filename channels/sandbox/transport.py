@@ -18,14 +18,17 @@ what each means for money:
 """
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
+MAX_IDLE_SECONDS = 1.5  # below gunicorn's default keep-alive (2 s): reuse only what a server still keeps
 
 
 class TransportError(Exception):
@@ -49,10 +52,19 @@ class BadAnswer(TransportError):
 
 
 class _Connection:
-    __slots__ = ("sock", "buffer")
+    __slots__ = ("sock", "buffer", "idle_since")
 
     def __init__(self, sock: socket.socket):
-        self.sock, self.buffer = sock, b""
+        self.sock, self.buffer, self.idle_since = sock, b"", 0.0
+
+    def still_open(self) -> bool:
+        """An idle kept-alive connection is fit for another request only if the channel has
+        neither closed it nor sent anything on it meanwhile (either makes it readable)."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
 
     def close(self) -> None:
         try:
@@ -125,13 +137,24 @@ class Transport:
         return _Connection(sock)
 
     def _checkout(self, fresh: bool) -> _Connection:
-        if not fresh:
+        """The most recently used idle connection the channel still keeps open, else a new one.
+        (One the channel closes between this check and the request is still possible: the
+        caller treats that as a dropped request.)"""
+        while not fresh:
             with self._lock:
-                if self._idle:
-                    return self._idle.pop()
+                if not self._idle:
+                    break
+                conn = self._idle.pop()
+            if time.monotonic() - conn.idle_since < MAX_IDLE_SECONDS and conn.still_open():
+                return conn
+            conn.close()
         return self._connect()
 
     def _checkin(self, conn: _Connection) -> None:
+        if conn.buffer:  # bytes beyond the answer: the connection cannot be trusted with another
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
         with self._lock:
             if len(self._idle) < self.pool_size:
                 self._idle.append(conn)
@@ -195,6 +218,8 @@ class Transport:
                     size = int(fields[b"content-length"])
                 except ValueError:
                     raise BadAnswer("bad Content-Length") from None
+                if size < 0:
+                    raise BadAnswer("bad Content-Length")
                 return status, conn.read_exactly(size), keep
             return status, conn.read_to_end(), False
 

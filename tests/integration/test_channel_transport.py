@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 
 import pytest
 
@@ -161,8 +162,9 @@ class ScriptedServer:
     """Answers each request on each connection with the next of ``answers`` (raw bytes; None:
     say nothing and hold the connection), counting connections."""
 
-    def __init__(self, answers: list[bytes | None]):
+    def __init__(self, answers: list[bytes | None], idle_close: float | None = None):
         self.answers, self.connections, self.requests = list(answers), 0, []
+        self.idle_close = idle_close  # close a kept-alive connection idle this long, as servers do
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
@@ -179,10 +181,14 @@ class ScriptedServer:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
+        conn.settimeout(self.idle_close)
         reader = conn.makefile("rb")
         try:
             while self.answers:
-                line = reader.readline()
+                try:
+                    line = reader.readline()
+                except TimeoutError:
+                    return  # idle too long: closed
                 if not line:
                     return
                 head = {}
@@ -247,5 +253,40 @@ def test_transport_reports_what_went_wrong_by_kind():
             Transport(s.url, timeout_s=2).request("GET", "/x", {})
         with pytest.raises(BadAnswer):
             Transport(s.url, timeout_s=2).request("GET", "/x", {})
+    finally:
+        s.close()
+
+
+def test_transport_does_not_reuse_a_connection_the_channel_closed_while_idle():
+    """A server closes kept-alive connections left idle (gunicorn: after 2 s): the next request
+    goes on a new connection instead of failing as dropped, which would make a refusal look like
+    an unknown outcome."""
+    from channels.sandbox.transport import Transport
+
+    s = ScriptedServer([_ok(b"one"), _ok(b"two"), _ok(b"three")], idle_close=0.2)
+    try:
+        transport = Transport(s.url, timeout_s=2)
+        assert transport.request("POST", "/x", {}, b"{}") == (200, b"one")
+        time.sleep(0.5)  # the server has closed it meanwhile
+        assert transport.request("POST", "/x", {}, b"{}") == (200, b"two")
+        assert s.connections == 2
+        assert transport.request("POST", "/x", {}, b"{}") == (200, b"three")  # kept again
+        assert s.connections == 2
+    finally:
+        s.close()
+
+
+def test_transport_keeps_no_connection_with_bytes_beyond_the_answer():
+    from channels.sandbox.transport import BadAnswer, Transport
+
+    s = ScriptedServer([_ok(b"ok") + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale", _ok(b"fresh"),
+                        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"])
+    try:
+        transport = Transport(s.url, timeout_s=2)
+        assert transport.request("GET", "/a", {}) == (200, b"ok")
+        assert transport.request("GET", "/b", {}) == (200, b"fresh")  # not the stray "stale"
+        assert s.connections == 2
+        with pytest.raises(BadAnswer):
+            transport.request("GET", "/c", {})
     finally:
         s.close()

@@ -22,6 +22,9 @@ def test_pipelined_statements_and_commit_land_together(clean):
     merchant_id, _ = builders.merchant()
     with unit_of_work() as session:
         with pipelined(session):
+            driver = session.connection().connection.driver_connection
+            if hasattr(driver, "pipeline"):  # PostgreSQL: really in pipeline mode here
+                assert driver._pipeline is not None
             for i in range(3):
                 session.execute(insert(Event), _event(merchant_id, f"evt_ok{i}", f"obj_{i}"))
             session.commit()
@@ -39,3 +42,16 @@ def test_an_error_in_a_pipelined_statement_fails_the_whole_transaction(clean):
                 session.execute(insert(Event), _event(merchant_id, "evt_third", "obj_d"))
                 session.commit()
     assert _count() == 0  # nothing before, in or after the failed statement was kept
+
+
+def test_an_error_surfaces_as_sqlalchemys_when_the_block_ends(clean):
+    """No COMMIT inside (as when a settlement's postings are sent): the refused insert is reported
+    at the end of the block, as SQLAlchemy's IntegrityError, and nothing of the transaction stays."""
+    merchant_id, _ = builders.merchant()
+    with pytest.raises(IntegrityError):
+        with unit_of_work() as session:
+            with pipelined(session):
+                session.execute(insert(Event), _event(merchant_id, "evt_one", "obj_a"))
+                session.execute(insert(Event), _event(merchant_id, "evt_one", "obj_b"))  # same id: refused
+            session.execute(insert(Event), _event(merchant_id, "evt_after", "obj_c"))
+    assert _count() == 0

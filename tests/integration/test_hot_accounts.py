@@ -124,15 +124,19 @@ def test_an_outcome_whose_commit_fails_stays_processing_and_a_status_query_settl
         raise OperationalError("UPDATE idempotency_keys", {}, Exception("connection lost"))
 
     monkeypatch.setattr(idempotency, "_finish", lost)
-    response = api.post("/v1/payments", builders.payment_body(2000, reference="lost-commit"))
+    body = builders.payment_body(2000, reference="lost-commit")
+    response = api.post("/v1/payments", body, key="lost-commit-key")
     assert response.status_code >= 500
     monkeypatch.undo()
+    again = api.post("/v1/payments", body, key="lost-commit-key")  # the key was unlocked: taken over at once
+    assert again.status_code == 201 and again.get_json()["status"] == "processing"
     with unit_of_work() as session:
         op = session.scalars(select(Operation).where(Operation.reference == "lost-commit")).one()
         assert op.status == "processing" and op.next_query_at is not None
         assert session.scalar(select(func.count()).select_from(LedgerLine)
                               .where(LedgerLine.entry_id.in_(select(ledger.JournalEntry.id)
                                                              .where(ledger.JournalEntry.source_id == op.id)))) == 0
+    assert again.get_json()["id"] == op.id  # the retry resumed it, no second payment
     assert callbacks.query_status(op.id) == "succeeded"
     assert callbacks.query_status(op.id) == "final"  # once
     settled = api.get(f"/v1/payments/{op.id}").get_json()

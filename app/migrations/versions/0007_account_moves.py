@@ -26,4 +26,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Moves still queued go to their accounts' rows first, so the rows keep equalling their lines.
+    for balance in ("available", "pending"):
+        op.execute(f"""
+            UPDATE accounts SET {balance} = {balance} + (
+                SELECT COALESCE(SUM(m.delta), 0) FROM account_moves m
+                 WHERE m.account_id = accounts.id AND m.balance_type = '{balance}')
+             WHERE id IN (SELECT account_id FROM account_moves WHERE balance_type = '{balance}')""")
     op.drop_table("account_moves")
