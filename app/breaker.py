@@ -91,10 +91,17 @@ def _script(name: str, r):
     return _scripts[name]
 
 
+BUCKET_TTL = BUCKET * (WINDOW_BUCKETS + 1)  # a bucket outlives the window it belongs to
+
+
+def _bucket_key(channel_id: str, bucket: int) -> str:
+    return f"payrouter:breaker:{channel_id}:b:{bucket}"
+
+
 def _keys(channel_id: str, now: float) -> list[str]:
     base = f"payrouter:breaker:{channel_id}"
     current = int(now // BUCKET)
-    return [f"{base}:open", f"{base}:probe", *(f"{base}:b:{current - i}" for i in range(WINDOW_BUCKETS))]
+    return [f"{base}:open", f"{base}:probe", *(_bucket_key(channel_id, current - i) for i in range(WINDOW_BUCKETS))]
 
 
 class _View:
@@ -163,9 +170,8 @@ def flush() -> None:
     try:
         pipe = get_redis().pipeline(transaction=False)
         for (channel_id, bucket), count in pending.items():
-            key = f"payrouter:breaker:{channel_id}:b:{bucket}"
-            pipe.hincrby(key, "ok", count)
-            pipe.expire(key, BUCKET * (WINDOW_BUCKETS + 1))
+            pipe.hincrby(_bucket_key(channel_id, bucket), "ok", count)
+            pipe.expire(_bucket_key(channel_id, bucket), BUCKET_TTL)
         pipe.execute()
     except redis.RedisError:
         log.warning("breaker successes not counted: Redis unreachable")
@@ -188,7 +194,7 @@ def record(channel_id: str, ok: bool, now: float | None = None) -> None:
     try:
         r = get_redis()
         changed = _script("record", r)(keys=keys, args=[MIN_CALLS, FAILURE_RATE, "ok" if ok else "err",
-                                                        BUCKET * (WINDOW_BUCKETS + 1), COOL_DOWN], client=r)
+                                                        BUCKET_TTL, COOL_DOWN], client=r)
     except redis.RedisError:
         log.warning("breaker for %s not updated: Redis unreachable", channel_id)
         return

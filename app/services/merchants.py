@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.db import unit_of_work
 from app.domain.errors import AuthenticationFailed, NotFound
 from app.models import ApiKey, Merchant, new_id, utcnow
 
@@ -69,8 +70,6 @@ def authenticate(secret: str | None) -> tuple[Merchant, ApiKey]:
     cached = _auth_cache.get(digest)
     if cached and cached[0] > now and hmac.compare_digest(cached[2].key_hash, digest):
         return cached[1], cached[2]
-    from app.db import unit_of_work
-
     with unit_of_work() as session:
         row = session.execute(select(ApiKey, Merchant).join(Merchant, Merchant.id == ApiKey.merchant_id)
                               .where(ApiKey.key_hash == digest)).first()

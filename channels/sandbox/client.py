@@ -42,7 +42,6 @@ class SandboxClient:
         self.secret = secret
         self.timeout_s = timeout_ms / 1000
         self._transport = Transport(self.base_url, self.timeout_s, pool_size)
-        self._prefix = self.base_url.split("://", 1)[1].partition("/")[2]  # a base URL's own path, if any
 
     def _headers(self, idempotency_key: str | None = None, json_body: bool = False) -> dict:
         headers = {"Authorization": f"Bearer {self.secret}", "Accept": "application/json",
@@ -55,7 +54,7 @@ class SandboxClient:
 
     def _send(self, method: str, path: str, params: dict | None = None, body: bytes | None = None,
               headers: dict | None = None) -> Response:
-        target = ("/" + self._prefix if self._prefix else "") + path + (("?" + urlencode(params)) if params else "")
+        target = self._transport.prefix + path + (("?" + urlencode(params)) if params else "")
         try:
             return self._checked(method, Response(*self._transport.request(method, target, headers or {}, body)))
         except Dropped as exc:

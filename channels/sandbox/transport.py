@@ -117,6 +117,7 @@ class Transport:
         self.tls = ssl.create_default_context() if parts.scheme == "https" else None
         default_port = (parts.scheme == "https" and self.port == 443) or (parts.scheme == "http" and self.port == 80)
         self.host_header = self.host if default_port else f"{self.host}:{self.port}"
+        self.prefix = parts.path.rstrip("/")  # a base URL's own path, put before every request's
         self.timeout_s = timeout_s
         self.pool_size = pool_size
         self._idle: deque[_Connection] = deque()
