@@ -14,12 +14,12 @@ from channels.base import ChannelTimeout
 from channels.sandbox.client import SandboxClient
 
 
-class DroppingServer:
-    """HTTP/1.1 with keep-alive; on a kept-alive connection it reads the next request and drops
-    the connection without answering, ``drops`` times in all."""
+class LoopbackServer:
+    """A raw HTTP/1.1 server on a free loopback port: each connection is served by ``_serve(conn,
+    number)`` in a thread of its own (numbered from 1, in the order they were accepted)."""
 
-    def __init__(self, drops: int):
-        self.drops, self.seen = drops, []
+    def __init__(self):
+        self.connections = 0
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
@@ -32,20 +32,41 @@ class DroppingServer:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn, self.connections), daemon=True).start()
 
-    def _serve(self, conn):
+    def _serve(self, conn, number):
+        raise NotImplementedError
+
+    @staticmethod
+    def read_request(reader) -> tuple[bytes, dict, bytes] | None:
+        """The request line, the headers (names lower-cased) and the body; None at the end."""
+        line = reader.readline()
+        if not line:
+            return None
+        head = {}
+        while (header := reader.readline()) not in (b"\r\n", b""):
+            name, _, value = header.decode().partition(":")
+            head[name.strip().lower()] = value.strip()
+        return line, head, reader.read(int(head.get("content-length", 0)))
+
+    def close(self):
+        self.sock.close()
+
+
+class DroppingServer(LoopbackServer):
+    """HTTP/1.1 with keep-alive; on a kept-alive connection it reads the next request and drops
+    the connection without answering, ``drops`` times in all."""
+
+    def __init__(self, drops: int):
+        self.drops, self.seen = drops, []
+        super().__init__()
+
+    def _serve(self, conn, number):
         reader, served = conn.makefile("rb"), 0
         try:
-            while True:
-                head = {}
-                line = reader.readline()
-                if not line:
-                    return
-                while (header := reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = header.decode().partition(":")
-                    head[name.strip().lower()] = value.strip()
-                body = reader.read(int(head.get("content-length", 0)))
+            while (request := self.read_request(reader)) is not None:
+                line, head, body = request
                 self.seen.append((line.split()[0].decode(), head.get("idempotency-key"), body))
                 if served and self.drops:
                     self.drops -= 1
@@ -60,9 +81,6 @@ class DroppingServer:
 
     def on_drop(self):
         pass
-
-    def close(self):
-        self.sock.close()
 
 
 @pytest.fixture
@@ -90,7 +108,7 @@ def test_a_dropped_kept_alive_connection_is_retried_once_with_the_same_key(serve
 class SilentServer(DroppingServer):
     """Reads each request and drops the connection without answering."""
 
-    def _serve(self, conn):
+    def _serve(self, conn, number):
         reader = conn.makefile("rb")
         line = reader.readline()
         if line:
@@ -114,17 +132,13 @@ class DropThenAnswer(DroppingServer):
     processed); every later connection answers ``status``, or is refused when ``status`` is None."""
 
     def __init__(self, status: int | None):
-        self.status, self.connections = status, 0
+        self.status = status
         super().__init__(drops=1)
 
-    def _serve(self, conn):
-        self.connections += 1
-        if self.connections == 1:
-            return super()._serve(conn)
-        reader = conn.makefile("rb")
-        reader.readline()
-        while reader.readline() not in (b"\r\n", b""):
-            pass
+    def _serve(self, conn, number):
+        if number == 1:
+            return super()._serve(conn, number)
+        self.read_request(conn.makefile("rb"))
         conn.sendall(b"HTTP/1.1 %d Unavailable\r\nContent-Length: 2\r\n\r\n{}" % self.status)
         conn.close()
 
@@ -158,44 +172,28 @@ def test_after_a_dropped_post_a_refused_retry_is_an_unknown_outcome():
     s.close()
 
 
-class ScriptedServer:
+class ScriptedServer(LoopbackServer):
     """Answers each request on each connection with the next of ``answers`` (raw bytes; None:
     say nothing and hold the connection), counting connections."""
 
     def __init__(self, answers: list[bytes | None], idle_close: float | None = None):
-        self.answers, self.connections, self.requests = list(answers), 0, []
+        self.answers, self.requests = list(answers), []
         self.idle_close = idle_close  # close a kept-alive connection idle this long, as servers do
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self):
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn):
+    def _serve(self, conn, number):
         conn.settimeout(self.idle_close)
         reader = conn.makefile("rb")
         try:
             while self.answers:
                 try:
-                    line = reader.readline()
+                    request = self.read_request(reader)
                 except TimeoutError:
                     return  # idle too long: closed
-                if not line:
+                if request is None:
                     return
-                head = {}
-                while (header := reader.readline()) not in (b"\r\n", b""):
-                    name, _, value = header.decode().partition(":")
-                    head[name.strip().lower()] = value.strip()
-                self.requests.append((line.decode().strip(), head, reader.read(int(head.get("content-length", 0)))))
+                line, head, body = request
+                self.requests.append((line.decode().strip(), head, body))
                 answer = self.answers.pop(0)
                 if answer is None:
                     threading.Event().wait(5)
@@ -205,9 +203,6 @@ class ScriptedServer:
                     return
         finally:
             conn.close()
-
-    def close(self):
-        self.sock.close()
 
 
 def _ok(body: bytes, extra: bytes = b"") -> bytes:
