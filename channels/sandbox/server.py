@@ -22,18 +22,17 @@ import io
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from flask import Flask, Response, g, jsonify, request
-from werkzeug.serving import make_server
-
 from app.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT
 from channels.config import ChannelConfigError, ChannelSpec, read_channels_file, resolve_secret
 from channels.registry import resolve_adapter
 from channels.sandbox.callbacks import CallbackSender
+from channels.sandbox.httpd import HTTPServer, Reply, Request
 from channels.sandbox.outcomes import outcome_for
 from channels.sandbox.store import Operation, Store, rfc3339
 
@@ -73,37 +72,81 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def create_sandbox_app(channels_path=None, *, env: Mapping[str, str] | None = None, callback_delay: float = 1.0,
-                       hang_extra: float = 2.0, duplicate_gap: float = 0.2,
-                       retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8),
-                       clock: Callable[[], dt.datetime] = _utcnow) -> Flask:
-    """The sandbox Flask app. ``hang_extra``: seconds beyond a channel's timeout that outcome 54 waits."""
-    channels = served_channels(channels_path, env)
-    store = Store()
-    sender = CallbackSender(store, clock, callback_delay, duplicate_gap, retry_delays)
-    app = Flask("payrouter_sandbox")
-    app.extensions["sandbox"] = {"store": store, "sender": sender, "channels": channels}
+def _json(status: int, payload: dict, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, json.dumps(payload, separators=(",", ":")).encode(), headers=headers or {})
 
-    @app.errorhandler(ApiError)
-    def api_error(exc: ApiError):
-        return jsonify(error={"code": exc.code, "message": exc.message}), exc.status
 
-    def channel(cid: str, auth: bool = True) -> Served:
-        served = channels.get(cid)
+class SandboxPSP:
+    """The sandbox's routes: ``handle(Request) -> Reply``. ``hang_extra``: seconds beyond a
+    channel's timeout that outcome 54 waits."""
+
+    def __init__(self, channels_path=None, *, env: Mapping[str, str] | None = None, callback_delay: float = 1.0,
+                 hang_extra: float = 2.0, duplicate_gap: float = 0.2,
+                 retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8), clock: Callable[[], dt.datetime] = _utcnow):
+        self.channels = served_channels(channels_path, env)
+        self.store = Store()
+        self.clock = clock
+        self.hang_extra = hang_extra
+        self.sender = CallbackSender(self.store, clock, callback_delay, duplicate_gap, retry_delays)
+        self._auth = {cid: f"Bearer {served.secret}".encode() for cid, served in self.channels.items()}
+
+    def handle(self, request: Request) -> Reply:
+        try:
+            reply = self._route(request)
+        except ApiError as exc:
+            reply = _json(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+        request_id = request.header("X-Request-Id")
+        if request_id:
+            reply.headers["X-Request-Id"] = request_id
+        return reply
+
+    def _route(self, request: Request) -> Reply:
+        parts = request.path.strip("/").split("/")
+        method = request.method
+        if parts[:2] == ["v1", "channels"] and len(parts) in (4, 5):
+            cid, verb = parts[2], parts[3]
+            if len(parts) == 4 and verb in ("charges", "refunds", "payouts"):
+                _allow(method, "POST")
+                return getattr(self, verb)(request, self.channel(request, cid), self.body(request))
+            if verb == "operations":
+                _allow(method, "GET")
+                self.channel(request, cid)
+                if len(parts) == 5:
+                    op = self.store.get(cid, parts[4])
+                else:
+                    op = self.store.by_reference(cid, request.query.get("reference", ""))
+                if op is None:
+                    raise ApiError(404, "operation_not_found", "no such operation")
+                return _json(200, self.store.view(op))
+        if len(parts) == 2 and parts[0] == "statements":
+            _allow(method, "GET")
+            return self.statement(parts[1], request.query.get("channel", ""))
+        if parts == ["healthz"]:
+            _allow(method, "GET")
+            return _json(200, {"channels": sorted(self.channels), "ok": True})
+        raise ApiError(404, "not_found", f"no route {request.path}")
+
+    def channel(self, request: Request | None, cid: str) -> Served:
+        served = self.channels.get(cid)
         if served is None:
             raise ApiError(404, "unknown_channel", f"no sandbox channel {cid!r}")
-        if auth:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {served.secret}".encode()):
+        if request is not None:
+            given = request.header("Authorization").encode()
+            if not hmac.compare_digest(given, self._auth[cid]):
                 raise ApiError(401, "authentication_failed", "missing or wrong channel secret")
         return served
 
-    def body() -> dict:
-        data = request.get_json(silent=True)
+    @staticmethod
+    def body(request: Request) -> dict:
+        try:
+            data = json.loads(request.body) if request.body else None
+        except ValueError:
+            data = None
         if not isinstance(data, dict):
             raise ApiError(400, "invalid_request", "a JSON object body is required")
         return data
 
+    @staticmethod
     def check_money(data: dict, served: Served) -> None:
         amount = data.get("amount")
         if type(amount) is not int or not 0 < amount <= MAX_AMOUNT:
@@ -112,140 +155,110 @@ def create_sandbox_app(channels_path=None, *, env: Mapping[str, str] | None = No
             raise ApiError(400, "invalid_currency", "unknown currency")
         if data["currency"] not in served.spec.currencies:
             raise ApiError(422, "unsupported_currency", f"channel does not accept {data['currency']}")
-        for name in ("reference",):
-            if not isinstance(data.get(name), str) or not data[name]:
-                raise ApiError(400, "invalid_request", f"{name} is required")
+        if not isinstance(data.get("reference"), str) or not data["reference"]:
+            raise ApiError(400, "invalid_request", "reference is required")
         if data.get("callback_url") is not None and not isinstance(data["callback_url"], str):
             raise ApiError(400, "invalid_request", "callback_url must be a string")
 
-    def submit(served: Served, data: dict, kind: str, validate: Callable[[], str | None] = lambda: None):
+    def submit(self, request: Request, served: Served, data: dict, kind: str,
+               validate: Callable[[], str | None] = lambda: None) -> Reply:
         """Idempotent create; runs the outcome table for a new operation."""
-        key = request.headers.get("Idempotency-Key")
+        key = request.header("Idempotency-Key")
         if not key:
             raise ApiError(400, "idempotency_key_missing", "Idempotency-Key header is required")
         fingerprint = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         outcome = outcome_for(data["amount"])
+        store = self.store
         with store.lock:
             found = store.by_key(served.spec.id, key)
             if found:
                 if found[0] != fingerprint:
                     raise ApiError(409, "idempotency_conflict", "Idempotency-Key reused with a different body")
-                resp = jsonify(store.view(found[1]))
-                resp.headers["Idempotent-Replayed"] = "true"
-                return resp
+                return _json(200, store.view(found[1]), {"Idempotent-Replayed": "true"})
             if outcome.http_error:
                 raise ApiError(500, "internal_error", "simulated processor failure (amount ending in 55)")
             payment = validate()
-            now = clock()
+            now = self.clock()
             op = Operation(channel=served.spec.id, operation=kind, reference=data["reference"],
                            amount=data["amount"], currency=data["currency"], status=outcome.initial,
                            created_at=now, error_code=outcome.error_code, payment=payment,
-                           callback_url=data.get("callback_url"), request_id=request.headers.get("X-Request-Id"))
+                           callback_url=data.get("callback_url"), request_id=request.header("X-Request-Id") or None)
             if outcome.initial != "processing":
                 op.settled_at = now
             if outcome.error_code and outcome.initial == "failed":
                 op.error_message = "The card was declined."
             store.add(op, key, fingerprint)
+            view = op.to_json()
         if outcome.initial == "processing":
-            sender.schedule(op, served.secret, outcome.final, outcome.error_code, outcome.callbacks)
+            self.sender.schedule(op, served.secret, outcome.final, outcome.error_code, outcome.callbacks)
         if outcome.hang:  # outlast both our configured timeout and the one the caller says it uses
-            told = request.headers.get(TIMEOUT_HEADER, "")
+            told = request.header(TIMEOUT_HEADER)
             told_ms = min(int(told), 120_000) if told.isdigit() else 0
-            time.sleep(max(served.spec.timeout_ms, told_ms) / 1000 + hang_extra)
-        return jsonify(store.view(op))
+            time.sleep(max(served.spec.timeout_ms, told_ms) / 1000 + self.hang_extra)
+        return _json(200, view)
 
-    @app.post("/v1/channels/<cid>/charges")
-    def charges(cid: str):
-        served, data = channel(cid), body()
-        check_money(data, served)
+    def charges(self, request: Request, served: Served, data: dict) -> Reply:
+        self.check_money(data, served)
         if data.get("operation") not in ("payment", "topup"):
             raise ApiError(400, "invalid_request", "operation must be payment or topup")
         if not isinstance(data.get("payment_method"), dict):
             raise ApiError(400, "invalid_request", "payment_method object is required")
-        return submit(served, data, data["operation"])
+        return self.submit(request, served, data, data["operation"])
 
-    @app.post("/v1/channels/<cid>/refunds")
-    def refunds(cid: str):
-        served, data = channel(cid), body()
-        check_money(data, served)
+    def refunds(self, request: Request, served: Served, data: dict) -> Reply:
+        self.check_money(data, served)
+        cid = served.spec.id
 
         def validate() -> str:
-            paid = store.get(cid, str(data.get("payment")))
+            paid = self.store.get(cid, str(data.get("payment")))
             if paid is None or paid.operation not in ("payment", "topup"):
                 raise ApiError(422, "payment_not_found", "no such payment on this channel")
             if paid.status != "succeeded":
                 raise ApiError(422, "payment_not_refundable", f"payment is {paid.status}")
             if paid.currency != data["currency"]:
                 raise ApiError(422, "currency_mismatch", "refund currency differs from the payment's")
-            if store.refunded(paid.id) + data["amount"] > paid.amount:
+            if self.store.refunded(paid.id) + data["amount"] > paid.amount:
                 raise ApiError(422, "amount_too_large", "refunds would exceed the payment amount")
             return paid.id
 
-        return submit(served, data, "refund", validate)
+        return self.submit(request, served, data, "refund", validate)
 
-    @app.post("/v1/channels/<cid>/payouts")
-    def payouts(cid: str):
-        served, data = channel(cid), body()
-        check_money(data, served)
+    def payouts(self, request: Request, served: Served, data: dict) -> Reply:
+        self.check_money(data, served)
         if not isinstance(data.get("destination"), dict):
             raise ApiError(400, "invalid_request", "destination object is required")
-        return submit(served, data, "withdrawal")
+        return self.submit(request, served, data, "withdrawal")
 
-    @app.get("/v1/channels/<cid>/operations/<op_id>")
-    def operation(cid: str, op_id: str):
-        channel(cid)
-        op = store.get(cid, op_id)
-        if op is None:
-            raise ApiError(404, "operation_not_found", "no such operation")
-        return jsonify(store.view(op))
-
-    @app.get("/v1/channels/<cid>/operations")
-    def operation_by_reference(cid: str):
-        channel(cid)
-        op = store.by_reference(cid, request.args.get("reference", ""))
-        if op is None:
-            raise ApiError(404, "operation_not_found", "no operation with this reference")
-        return jsonify(store.view(op))
-
-    @app.get("/statements/<day>")
-    def statement(day: str):
+    def statement(self, day: str, channel_id: str) -> Reply:
         try:
             date = dt.date.fromisoformat(day)
         except ValueError:
             raise ApiError(400, "invalid_date", "date must be YYYY-MM-DD") from None
-        served = channel(request.args.get("channel", ""), auth=False)
+        served = self.channel(None, channel_id)  # no auth: a sandbox convenience
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(STATEMENT_HEADER)
-        for op in store.settled_on(served.spec.id, date):
+        for op in self.store.settled_on(served.spec.id, date):
             fee = served.spec.cost.fee(op.amount) if op.status == "succeeded" else 0
             writer.writerow([op.id, op.operation, op.amount, op.currency, op.status, fee, rfc3339(op.settled_at)])
-        return Response(out.getvalue(), mimetype="text/csv")
+        return Reply(200, out.getvalue().encode(), "text/csv; charset=utf-8")
 
-    @app.get("/healthz")
-    def healthz():
-        return jsonify(ok=True, channels=sorted(channels))
+    def close(self) -> None:
+        self.sender.close()
 
-    @app.before_request
-    def remember_request_id():
-        g.request_id = request.headers.get("X-Request-Id")
 
-    @app.after_request
-    def echo_request_id(resp: Response):
-        if g.get("request_id"):
-            resp.headers["X-Request-Id"] = g.request_id
-        return resp
-
-    return app
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise ApiError(405, "method_not_allowed", f"use {allowed}")
 
 
 class SandboxServer:
-    """The sandbox served by a threaded werkzeug server (not the debug server) in a background thread."""
+    """The sandbox served in a background thread (tests, the demo): ``with SandboxServer(...) as s``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, channels_path=None, **options):
-        self.app = create_sandbox_app(channels_path, **options)
-        self._server = make_server(host, port, self.app, threaded=True)
-        self.port = self._server.server_port
+        self.psp = SandboxPSP(channels_path, **options)
+        self._server = HTTPServer(host, port, self.psp.handle)
+        self.port = self._server.port
         self.url = f"http://{host}:{self.port}"
         self._thread: threading.Thread | None = None
 
@@ -255,9 +268,10 @@ class SandboxServer:
         return self
 
     def stop(self) -> None:
-        self.app.extensions["sandbox"]["sender"].close()
-        self._server.shutdown()
-        self._server.server_close()
+        self.psp.close()
+        self._server.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
     def __enter__(self) -> "SandboxServer":
         return self.start()
@@ -266,24 +280,23 @@ class SandboxServer:
         self.stop()
 
 
-def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, threads: int = 32, **options) -> None:
-    """Serve the sandbox in the foreground until stopped (``payrouter sandbox --port``): gunicorn's
-    threaded worker, so the router's kept-alive connections are kept (werkzeug's server, used by
-    SandboxServer, closes every connection). One worker process, as the operations live in its memory;
-    the app is built in that worker, so its callback threads run there. Idle connections are
-    kept 15 s (the client reuses one only within 1.5 s, and checks it is still open)."""
-    from app.server import serve
-
+def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, **options) -> None:
+    """Serve the sandbox in the foreground until stopped (``payrouter sandbox --port``): one process,
+    as the operations live in its memory, with a thread per kept-alive connection. Idle connections
+    are kept 15 s (the client reuses one only within 1.5 s, and checks it is still open)."""
     channels_path = channels_path or os.environ.get("PAYROUTER_CHANNELS")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-
-    def load() -> Flask:
-        app = create_sandbox_app(channels_path, **options)
-        log.info("sandbox PSP on http://%s:%s serving %s", host, port, ", ".join(app.extensions["sandbox"]["channels"]))
-        return app
-
-    serve(load, host, port, workers=1, threads=threads, preload=False, keepalive=15)
+    psp = SandboxPSP(channels_path, **options)
+    server = HTTPServer(host, port, psp.handle, idle_timeout=15.0)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    log.info("sandbox PSP on http://%s:%s serving %s", host, server.port, ", ".join(psp.channels))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        server.stop()
+    finally:
+        psp.close()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
-MAX_IDLE_SECONDS = 1.5  # below gunicorn's default keep-alive (2 s): reuse only what a server still keeps
+MAX_IDLE_SECONDS = 1.5  # below common keep-alive defaults (gunicorn: 2 s): reuse only what a server still keeps
 
 
 class TransportError(Exception):

@@ -232,7 +232,7 @@ def test_54_outlasts_the_timeout_the_adapter_announces(sandbox, tmp_path):
 
 
 def test_the_sandbox_command_keeps_connections_alive_and_sends_callbacks(tmp_path, receiver, hook):
-    """`payrouter sandbox` (gunicorn, one worker): the router's kept-alive connection serves
+    """`payrouter sandbox` (one process, a thread per connection): the router's kept-alive connection serves
     several requests, and a processing charge is settled by the worker's callback thread."""
     import http.client
     import os
@@ -269,3 +269,21 @@ def test_the_sandbox_command_keeps_connections_alive_and_sends_callbacks(tmp_pat
     finally:
         proc.terminate()
         proc.wait(timeout=15)
+
+
+def test_unknown_routes_wrong_methods_and_bad_bodies_are_4xx(sandbox):
+    auth = {"Authorization": "Bearer " + signing_secret(sandbox)}
+    assert requests.get(f"{sandbox.url}/nope", timeout=2).status_code == 404
+    wrong = requests.get(f"{sandbox.url}/v1/channels/sandbox/charges", headers=auth, timeout=2)
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+    bad = requests.post(f"{sandbox.url}/v1/channels/sandbox/charges", data=b"{not json", timeout=2,
+                        headers={**auth, "Idempotency-Key": "k", "X-Request-Id": "req_bad"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_request"
+    assert bad.headers["X-Request-Id"] == "req_bad"
+    unauthorized = requests.post(f"{sandbox.url}/v1/channels/sandbox/charges", json={}, timeout=2)
+    assert unauthorized.status_code == 401
+    assert requests.get(f"{sandbox.url}/v1/channels/nope/operations/x", timeout=2).status_code == 404
+
+
+def signing_secret(sandbox) -> str:
+    return sandbox.psp.channels["sandbox"].secret
