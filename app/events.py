@@ -18,15 +18,15 @@ EVENT_TYPES = (
 )
 
 
-def record(session: Session, *, merchant_id: str, type: str, object_id: str, data: dict) -> Event:
+def record(session: Session, *, merchant_id: str, type: str, object_id: str, data: dict) -> str:
+    """Write the event (in a batch job, with the batch's other rows); its id."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type}")
-    event = Event(id=new_id("evt"), merchant_id=merchant_id, type=type, object_id=object_id, data=data,
-                  request_id=context.current_request_id(), relayed=False, created_at=utcnow())
-    rows = [{"id": event.id, "merchant_id": merchant_id, "type": type, "object_id": object_id, "data": data,
-             "request_id": event.request_id, "relayed": False, "created_at": event.created_at}]
-    writebehind.insert_rows(session, Event.__table__, rows)  # in a batch job, with the batch's other rows
-    return event
+    event_id = new_id("evt")
+    rows = [{"id": event_id, "merchant_id": merchant_id, "type": type, "object_id": object_id, "data": data,
+             "request_id": context.current_request_id(), "relayed": False, "created_at": utcnow()}]
+    writebehind.insert_rows(session, Event.__table__, rows)
+    return event_id
 
 
 def representation(event: Event) -> dict:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from app import context
-from app.db import add_unique, request_session, unit_of_work
+from app.db import insert_unique_row, request_session, unit_of_work
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
 from app.models import IdempotencyKey, utcnow
 
@@ -103,10 +103,10 @@ def run(merchant_id: str, key: str, endpoint: str, body: object,
 def _insert_claim(session: Session, merchant_id: str, key: str, endpoint: str, digest: str, now) -> bool:
     """The first statement of the request's transaction. On PostgreSQL a concurrent request with the
     same key waits here until the first one commits or rolls back, then finds its row."""
-    claim = IdempotencyKey(merchant_id=merchant_id, key=key, request_hash=digest, endpoint=endpoint,
-                           status="in_flight", request_id=context.current_request_id(), created_at=now,
-                           locked_until=now + LOCK, expires_at=now + KEEP)
-    return add_unique(session, claim)
+    return insert_unique_row(session, _KEYS, {
+        "merchant_id": merchant_id, "key": key, "request_hash": digest, "endpoint": endpoint, "status": "in_flight",
+        "request_id": context.current_request_id(), "created_at": now, "locked_until": now + LOCK,
+        "expires_at": now + KEEP})
 
 
 def _execute(session: Session, merchant_id: str, key: str, execute, error_response) -> StoredResponse:

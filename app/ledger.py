@@ -54,24 +54,37 @@ class UnbalancedEntry(PayRouterError):
 
 @dataclass(frozen=True)
 class Leg:
-    account: Account
+    account: Account | SystemAccount
     amount: int  # signed minor units; + raises this account's balance
     balance_type: str = AVAILABLE
 
 
-# (database, merchant, code, currency) → id of a system account seen committed: ids never change.
-_system_ids: dict[tuple[str, str, str, str], str] = {}
-_PENDING_IDS = "payrouter.system_ids"  # session.info: ids seen in a transaction not yet committed
+@dataclass(frozen=True)
+class SystemAccount:
+    """A merchant's system account as a posting needs it: which row, of what currency. Its
+    balances are moved by queued moves (never read or updated by a posting), so this small
+    immutable value stands in for the row and can be shared by every thread of the process."""
+
+    id: str
+    merchant_id: str
+    system_code: str
+    currency: str
+    kind: str = "system"
+
+
+# (database, merchant, code, currency) → a system account seen committed: ids never change.
+_system_accounts: dict[tuple[str, str, str, str], SystemAccount] = {}
+_PENDING_IDS = "payrouter.system_ids"  # session.info: accounts seen in a transaction not yet committed
 
 
 @event.listens_for(Session, "after_commit")
 def _remember_system_ids(session: Session) -> None:
-    """Only ids of committed rows are cached for the process: an account created (or first seen)
-    in a transaction that then rolls back must not be used by later transactions. SQLAlchemy also
-    calls this when a savepoint is released; only the real commit counts."""
+    """Only accounts of committed rows are cached for the process: an account created (or first
+    seen) in a transaction that then rolls back must not be used by later transactions. SQLAlchemy
+    also calls this when a savepoint is released; only the real commit counts."""
     if session.in_nested_transaction():
         return
-    _system_ids.update(session.info.pop(_PENDING_IDS, {}))
+    _system_accounts.update(session.info.pop(_PENDING_IDS, {}))
 
 
 @event.listens_for(Session, "after_soft_rollback")
@@ -81,15 +94,13 @@ def _forget_system_ids(session: Session, previous_transaction) -> None:
     session.info.pop(_PENDING_IDS, None)
 
 
-def system_account(session: Session, merchant_id: str, code: str, currency: str) -> Account:
-    """The merchant's system account ``code`` in ``currency``, created on first use.
-
-    A known one comes back as a detached stand-in (id, kind, currency) without a query:
-    postings only need those, and balances move by UPDATE in ``post``."""
+def system_account(session: Session, merchant_id: str, code: str, currency: str) -> SystemAccount:
+    """The merchant's system account ``code`` in ``currency``, created on first use; a known one
+    costs no query."""
     cache_key = (str(session.get_bind().engine.url), merchant_id, code, currency)
-    known = _system_ids.get(cache_key) or session.info.get(_PENDING_IDS, {}).get(cache_key)
+    known = _system_accounts.get(cache_key) or session.info.get(_PENDING_IDS, {}).get(cache_key)
     if known:
-        return Account(id=known, merchant_id=merchant_id, kind="system", system_code=code, currency=currency)
+        return known
     query = select(Account).where(
         Account.merchant_id == merchant_id, Account.system_code == code, Account.currency == currency
     )
@@ -104,13 +115,14 @@ def system_account(session: Session, merchant_id: str, code: str, currency: str)
                 session.add(account)
         except IntegrityError:  # created concurrently by another transaction
             account = session.scalars(query).one()
-    session.info.setdefault(_PENDING_IDS, {})[cache_key] = account.id
-    return account
+    found = SystemAccount(account.id, merchant_id, code, currency)
+    session.info.setdefault(_PENDING_IDS, {})[cache_key] = found
+    return found
 
 
 def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None, legs: list[Leg],
-         description: str | None = None) -> JournalEntry:
-    """Write one balanced journal entry and move the balances it touches."""
+         description: str | None = None) -> str:
+    """Write one balanced journal entry and move the balances it touches; the entry's id."""
     legs = [leg for leg in legs if leg.amount]  # a zero line records nothing
     totals: dict[str, int] = defaultdict(int)
     for leg in legs:
@@ -122,12 +134,11 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     if not legs or any(totals.values()):
         raise UnbalancedEntry(f"entry {kind} does not balance: {dict(totals)}")
 
-    request_id, now = context.current_request_id(), utcnow()
-    entry = JournalEntry(id=new_id("je"), merchant_id=merchant_id, kind=kind, source_id=source_id,
-                         description=description, request_id=request_id, created_at=now)
-    entry_rows = [{name: getattr(entry, key) for name, key in _ENTRY_COLUMNS}]
+    request_id, now, entry_id = context.current_request_id(), utcnow(), new_id("je")
+    entry_rows = [{"id": entry_id, "merchant_id": merchant_id, "kind": kind, "source_id": source_id,
+                   "description": description, "request_id": request_id, "created_at": now}]
     line_rows = [
-        {"id": new_id("ln"), "entry_id": entry.id, "account_id": leg.account.id, "balance_type": leg.balance_type,
+        {"id": new_id("ln"), "entry_id": entry_id, "account_id": leg.account.id, "balance_type": leg.balance_type,
          "amount": leg.amount, "currency": leg.account.currency, "request_id": request_id, "created_at": now}
         for leg in legs]
     # Core inserts (this runs for every money movement); in a batch job, at the end of the batch
@@ -148,7 +159,7 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
         writebehind.insert_rows(session, AccountMove.__table__, [
             {"account_id": account_id, "balance_type": balance_type, "delta": delta, "created_at": now}
             for (account_id, balance_type), delta in queued.items() if delta])
-    return entry
+    return entry_id
 
 
 def apply_queued_moves(batch: int = 5000) -> int:
@@ -209,7 +220,6 @@ def apply_moves(session: Session, behind: writebehind.WriteBehind) -> None:
 
 _ACCOUNTS = Account.__table__
 _DELETE_MOVES = delete(AccountMove.__table__).where(AccountMove.__table__.c.id.in_(bindparam("ids", expanding=True)))
-_ENTRY_COLUMNS = [(prop.columns[0].name, prop.key) for prop in JournalEntry.__mapper__.column_attrs]
 _MOVES = {
     (balance, guarded): (
         update(_ACCOUNTS)

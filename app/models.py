@@ -22,15 +22,17 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 _ALPHABET = string.ascii_letters + string.digits
+_PAIRS = [_ALPHABET[low] + _ALPHABET[high] for high in range(62) for low in range(62)]  # index: 62·high + low
 
 
 def new_id(prefix: str) -> str:
-    """``prefix_`` + 24 base-62 characters from 143 random bits."""
+    """``prefix_`` + 24 base-62 characters (about 143 random bits), the low digits of 18 random
+    bytes, least significant first, two characters per division."""
     number = int.from_bytes(secrets.token_bytes(18), "big")
     chars = []
-    for _ in range(24):
-        number, digit = divmod(number, 62)
-        chars.append(_ALPHABET[digit])
+    for _ in range(12):
+        number, pair = divmod(number, 3844)
+        chars.append(_PAIRS[pair])
     return f"{prefix}_" + "".join(chars)
 
 

@@ -56,7 +56,7 @@ def _reset_process_caches() -> None:
     switches.reset_cache()
     channels_runtime.reset()
     merchants._auth_cache.clear()
-    ledger._system_ids.clear()
+    ledger._system_accounts.clear()
     breaker.reset()
 
 

@@ -249,24 +249,26 @@ def release_limits(reservation: dict) -> None:
 def _postings(session: Session, op: Operation, status: str) -> list[tuple[str, list[ledger.Leg]]]:
     m, cur = op.merchant_id, op.currency
 
-    def sys(code: str) -> Account:
+    def sys(code: str) -> ledger.SystemAccount:
         return ledger.system_account(session, m, code, cur)
 
-    def clearing() -> Account:
+    def clearing() -> ledger.SystemAccount:
         return sys(f"{ledger.CHANNEL_CLEARING}:{op.channel}")
 
-    fee = [ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), -op.fee), ledger.Leg(sys(ledger.FEE_REVENUE), op.fee)] \
-        if op.fee else []
+    def fee() -> list[ledger.Leg]:
+        return [ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), -op.fee), ledger.Leg(sys(ledger.FEE_REVENUE), op.fee)] \
+            if op.fee else []
+
     customer = session.get(Account, op.account_id) if op.account_id else None
     if op.kind == "payment" and status == SUCCEEDED:
         source = ledger.Leg(customer, -op.amount) if customer else ledger.Leg(clearing(), -op.amount)
         return [("payment", [source, ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), op.amount - op.fee),
                              ledger.Leg(sys(ledger.FEE_REVENUE), op.fee)])]
     if op.kind == "topup" and status == SUCCEEDED:
-        return [("topup", [ledger.Leg(clearing(), -op.amount), ledger.Leg(customer, op.amount), *fee])]
+        return [("topup", [ledger.Leg(clearing(), -op.amount), ledger.Leg(customer, op.amount), *fee()])]
     if op.kind == "withdrawal" and status == SUCCEEDED:
         return [("withdrawal", [ledger.Leg(customer, -op.amount, ledger.PENDING), ledger.Leg(clearing(), op.amount),
-                                *fee])]
+                                *fee()])]
     if op.kind == "withdrawal" and status == FAILED:
         return [("withdrawal_release", [ledger.Leg(customer, -op.amount, ledger.PENDING),
                                         ledger.Leg(customer, op.amount)])]
