@@ -54,7 +54,8 @@ def _insert(table: Table):
 def _unnest_insert(table: Table, names: tuple[str, ...]):
     """``INSERT INTO table (names) SELECT unnest(:a), unnest(:b), …`` (PostgreSQL): any number of
     rows in one statement of fixed text, one array per column, so it is prepared once and costs one
-    execution where an executemany costs one per row. JSON goes as text and is cast back."""
+    execution where an executemany costs one per row (100 rows: 1.9–2.1 ms against 2.5–4.0 ms of
+    client CPU here; 3 rows: 0.24–0.34 against 0.17–0.19). JSON goes as text and is cast back."""
     key = (table, names)
     statement = _inserts.get(key)
     if statement is None:
@@ -69,9 +70,13 @@ def _unnest_insert(table: Table, names: tuple[str, ...]):
     return statement
 
 
+UNNEST_FROM_ROWS = 20  # below this an executemany costs less (psycopg dumps arrays in Python)
+
+
 def _execute_inserts(connection: Connection, table: Table, rows: list[dict]) -> None:
     names = tuple(rows[0])
-    if len(rows) < 2 or connection.dialect.name != "postgresql" or any(tuple(row) != names for row in rows):
+    if (len(rows) < UNNEST_FROM_ROWS or connection.dialect.name != "postgresql"
+            or any(tuple(row) != names for row in rows)):
         connection.execute(_insert(table), rows)
         return
     arrays = {}
