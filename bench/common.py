@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import requests
 
@@ -26,6 +27,43 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+
+
+@dataclass(frozen=True)
+class StatementCount:
+    """What one request runs in the database. ``executed``: statements the server executes (an
+    executemany of n parameter sets is n statements; PostgreSQL's pg_stat_statements counts the
+    same); ``calls``: driver calls (execute or executemany), how sessions 1-3 counted."""
+
+    executed: int
+    calls: int
+
+
+def count_statements(engine, send: Callable[[], object]) -> StatementCount:
+    """Count what ``send()`` runs on ``engine``."""
+    from sqlalchemy import event
+
+    counts = {"executed": 0, "calls": 0}
+
+    def count(_conn, _cursor, _statement, parameters, _context, executemany):
+        counts["calls"] += 1
+        counts["executed"] += len(parameters) if executemany else 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        send()
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    return StatementCount(**counts)
+
+
+def baseline_servers(env: dict, count: StatementCount) -> dict[str, tuple[subprocess.Popen, str]]:
+    """The baseline matched to the statements executed and, where it differs, a second one matched
+    to the driver calls (the earlier count), so both ratios come from the same run."""
+    servers = {"baseline": baseline_server(env, count.executed)}
+    if count.calls != count.executed:
+        servers[f"baseline at {count.calls} (driver calls)"] = baseline_server(env, count.calls)
+    return servers
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -93,15 +131,19 @@ def bench_env() -> dict:
     return env
 
 
-def report(what: str, statements: int, clients: int, requests_: int, rounds: int, rows: dict[str, list[Result]],
-           ours: str) -> None:
-    """The markdown table of an HTTP benchmark and the ratio of ``ours`` to the baseline (req/s medians)."""
-    print(f"statements per {what}: {statements}; {clients} clients × {requests_} requests × {rounds} rounds; "
-          f"gunicorn gthread {SERVER['workers']} workers × {SERVER['threads']} threads\n")
+def report(what: str, count: StatementCount, clients: int, requests_: int, rounds: int,
+           rows: dict[str, list[Result]], ours: str) -> None:
+    """The markdown table of an HTTP benchmark and the ratio of ``ours`` to each baseline (req/s medians)."""
+    print(f"statements per {what}: {count.executed} executed ({count.calls} driver calls); {clients} clients × "
+          f"{requests_} requests × {rounds} rounds; gunicorn gthread {SERVER['workers']} workers × "
+          f"{SERVER['threads']} threads\n")
     print("| server | req/s (median) | p50 ms | p99 ms | errors |")
     print("| --- | --- | --- | --- | --- |")
     for name, results in rows.items():
         print(f"| {name} | {median([r.rps for r in results]):.0f} | {median([r.p50_ms for r in results]):.1f} | "
               f"{median([r.p99_ms for r in results]):.1f} | {sum(r.errors for r in results)} |")
-    ratio = median([r.rps for r in rows[ours]]) / median([r.rps for r in rows["baseline"]])
-    print(f"\nratio {ours} / baseline (req/s medians): {ratio:.2f}")
+    print()
+    for name in rows:
+        if name.startswith("baseline"):
+            ratio = median([r.rps for r in rows[ours]]) / median([r.rps for r in rows[name]])
+            print(f"ratio {ours} / {name} (req/s medians): {ratio:.2f}")

@@ -1,6 +1,11 @@
 """Payments per second and p50/p99 over HTTP (sandbox answering at once), beside the bare-stack
 baseline in the same run; and callbacks applied per second by one worker.
 
+The baseline runs as many statements as one payment executes (an executemany of three ledger
+lines is three statements, as PostgreSQL counts them); a second baseline, matched to the driver
+calls as sessions 1-3 counted (an executemany as one), runs in the same rounds, and both ratios
+are printed.
+
     DATABASE_URL=postgresql://postgres@127.0.0.1/payrouter_bench REDIS_URL=redis://127.0.0.1:6379/9 \
         .venv/bin/python bench/payments.py [--clients 16] [--requests 60] [--rounds 3] [--callbacks 2000]
 """
@@ -12,7 +17,19 @@ import sys
 import time
 import uuid
 
-from common import ROOT, SERVER, baseline_server, bench_env, load, median, report, start, stop
+from common import (
+    ROOT,
+    SERVER,
+    StatementCount,
+    baseline_servers,
+    bench_env,
+    count_statements,
+    load,
+    median,
+    report,
+    start,
+    stop,
+)
 
 from app.config import Config, set_config
 from tests.live import free_port
@@ -29,24 +46,17 @@ def setup(config: Config) -> str:
     return issued.secret
 
 
-def count_statements(secret: str, config: Config) -> int:
-    from sqlalchemy import event
-
+def count_payment_statements(secret: str, config: Config) -> StatementCount:
     from app.db import get_engine
     from app.web import create_app
 
-    counter = {"n": 0}
-
-    def count(*_a, **_k):
-        counter["n"] += 1
-
     client = create_app(config).test_client()
     client.post("/v1/payments", json=body(), headers=headers(secret))  # the first creates the system accounts
-    event.listen(get_engine(), "before_cursor_execute", count)
-    response = client.post("/v1/payments", json=body(), headers=headers(secret))
-    event.remove(get_engine(), "before_cursor_execute", count)
-    assert response.status_code == 201 and response.get_json()["status"] == "succeeded", response.get_json()
-    return counter["n"]
+    responses = []
+    count = count_statements(get_engine(), lambda: responses.append(
+        client.post("/v1/payments", json=body(), headers=headers(secret))))
+    assert responses[0].status_code == 201 and responses[0].get_json()["status"] == "succeeded", responses[0].get_json()
+    return count
 
 
 def body() -> dict:
@@ -129,31 +139,37 @@ def main() -> int:
                        port=sandbox_port)
     try:
         secret = setup(config)
-        statements = count_statements(secret, config)
+        statements = count_payment_statements(secret, config)
         sys.path.insert(0, str(ROOT / "bench"))
         import baseline_app
 
         baseline_app.setup_tables()
         pr, base_pr = start([sys.executable, "-m", "app.cli", "serve", "--port", "{port}", "--workers",
                              str(SERVER["workers"]), "--threads", str(SERVER["threads"])], env, "/readyz")
-        bl, base_bl = baseline_server(env, statements)
+        baselines = baseline_servers(env, statements)
         try:
             def pay(session, i, j):
                 return session.post(base_pr + "/v1/payments", json=body(), headers=headers(secret),
                                     timeout=60).status_code
 
-            def bare(session, i, j):
-                return session.post(base_bl + "/bench", json={"from": f"a{2 * i % 64}", "to": f"a{(2 * i + 1) % 64}",
-                                                              "amount": 1}, timeout=60).status_code
+            def bare(base):
+                def send(session, i, j):
+                    return session.post(base + "/bench", json={"from": f"a{2 * i % 64}", "to": f"a{(2 * i + 1) % 64}",
+                                                               "amount": 1}, timeout=60).status_code
+                return send
 
-            load(bare, args.clients, 10), load(pay, args.clients, 10)
-            rows = {"baseline": [], "payrouter payments": []}
-            for _ in range(args.rounds):
-                rows["baseline"].append(load(bare, args.clients, args.requests))
-                rows["payrouter payments"].append(load(pay, args.clients, args.requests))
+            loads = {name: bare(base) for name, (_proc, base) in baselines.items()}
+            loads["payrouter payments"] = pay
+            for send in loads.values():  # warm up
+                load(send, args.clients, 10)
+            rows = {name: [] for name in loads}
+            for _ in range(args.rounds):  # alternating, so the machine's drift touches all alike
+                for name, send in loads.items():
+                    rows[name].append(load(send, args.clients, args.requests))
         finally:
             stop(pr)
-            stop(bl)
+            for proc, _base in baselines.values():
+                stop(proc)
         rates = [callbacks_per_second(args.callbacks) for _ in range(args.rounds)]
     finally:
         stop(sandbox)

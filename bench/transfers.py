@@ -13,15 +13,24 @@ import argparse
 import sys
 import uuid
 
-from common import SERVER, Result, baseline_server, bench_env, load, report, start, stop
+from common import (
+    SERVER,
+    Result,
+    StatementCount,
+    baseline_servers,
+    bench_env,
+    count_statements,
+    load,
+    report,
+    start,
+    stop,
+)
 
 from app.config import Config, set_config
 
 
-def count_statements_per_transfer(config: Config) -> tuple[int, str, list[str]]:
+def count_statements_per_transfer(config: Config) -> tuple[StatementCount, str, list[str]]:
     """Set up a merchant with funded accounts and count the SQL one transfer request runs."""
-    from sqlalchemy import event
-
     from app import migrate
     from app.db import get_engine, unit_of_work
     from app.services import accounts
@@ -38,23 +47,18 @@ def count_statements_per_transfer(config: Config) -> tuple[int, str, list[str]]:
         session.flush()
         for acct_id in ids:
             accounts.fund_for_testing(session, merchant, acct_id, 10**12)
-    counter = {"n": 0}
-
-    def count(*_args, **_kw):
-        counter["n"] += 1
-
-    engine = get_engine(config)
     client = create_app(config).test_client()
-    client.post("/v1/transfers", json={"from_account": ids[2], "to_account": ids[3], "amount": 1, "currency": "USD",
-                                       "reference": uuid.uuid4().hex},
-                headers={"Authorization": f"Bearer {issued.secret}", "Idempotency-Key": uuid.uuid4().hex})
-    event.listen(engine, "before_cursor_execute", count)
-    response = client.post("/v1/transfers", json={"from_account": ids[0], "to_account": ids[1], "amount": 1,
-                                                  "currency": "USD", "reference": uuid.uuid4().hex},
+
+    def transfer(a: str, b: str):
+        return client.post("/v1/transfers", json={"from_account": a, "to_account": b, "amount": 1, "currency": "USD",
+                                                  "reference": uuid.uuid4().hex},
                            headers={"Authorization": f"Bearer {issued.secret}", "Idempotency-Key": uuid.uuid4().hex})
-    event.remove(engine, "before_cursor_execute", count)
-    assert response.status_code == 201, response.get_json()
-    return counter["n"], issued.secret, ids
+
+    transfer(ids[2], ids[3])
+    responses = []
+    count = count_statements(get_engine(config), lambda: responses.append(transfer(ids[0], ids[1])))
+    assert responses[0].status_code == 201, responses[0].get_json()
+    return count, issued.secret, ids
 
 
 def main() -> int:
@@ -81,22 +85,30 @@ def main() -> int:
         return session.post(base_pr + "/v1/transfers", json=body, timeout=60, headers={
             "Authorization": f"Bearer {secret}", "Idempotency-Key": uuid.uuid4().hex}).status_code
 
-    def bare(session, i, j):
-        body = {"from": f"a{2 * i % 64}", "to": f"a{(2 * i + 1) % 64}", "amount": 1, "reference": uuid.uuid4().hex}
-        return session.post(base_bl + "/bench", json=body, timeout=60).status_code
-
     pr_proc, base_pr = start([sys.executable, "-m", "app.cli", "serve", "--port", "{port}", "--workers",
                               str(SERVER["workers"]), "--threads", str(SERVER["threads"])], env, "/readyz")
-    bl_proc, base_bl = baseline_server(env, statements)
-    rows: dict[str, list[Result]] = {"baseline": [], "payrouter": []}
+    baselines = baseline_servers(env, statements)
+
+    def bare(base: str):
+        def send(session, i, j):
+            body = {"from": f"a{2 * i % 64}", "to": f"a{(2 * i + 1) % 64}", "amount": 1,
+                    "reference": uuid.uuid4().hex}
+            return session.post(base + "/bench", json=body, timeout=60).status_code
+        return send
+
+    loads = {name: bare(base) for name, (_proc, base) in baselines.items()}
+    loads["payrouter"] = transfer
+    rows: dict[str, list[Result]] = {name: [] for name in loads}
     try:
-        load(bare, args.clients, 10), load(transfer, args.clients, 10)  # warm up both
+        for send in loads.values():  # warm up
+            load(send, args.clients, 10)
         for _ in range(args.rounds):
-            rows["baseline"].append(load(bare, args.clients, args.requests))
-            rows["payrouter"].append(load(transfer, args.clients, args.requests))
+            for name, send in loads.items():
+                rows[name].append(load(send, args.clients, args.requests))
     finally:
         stop(pr_proc)
-        stop(bl_proc)
+        for proc, _base in baselines.values():
+            stop(proc)
     report("transfer", statements, args.clients, args.requests, args.rounds, rows, "payrouter")
     return 0
 
