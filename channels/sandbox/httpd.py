@@ -79,9 +79,10 @@ def _read_chunked(rfile) -> bytes:
         _read_line(rfile)  # the CRLF after the chunk
 
 
-def read_request(rfile) -> tuple[Request, bool] | None:
+def read_request(rfile, send_continue: Callable[[], None] = lambda: None) -> tuple[Request, bool] | None:
     """The next request on the connection and whether to keep the connection open after it;
-    None when the peer closed it between requests."""
+    None when the peer closed it between requests. ``send_continue`` answers a client that waits
+    for ``100 Continue`` before it sends its body (curl does, for bodies over 1 KiB)."""
     line = _read_line(rfile)
     while line in (b"\r\n", b"\n"):  # stray line breaks between requests are allowed
         line = _read_line(rfile)
@@ -104,6 +105,8 @@ def read_request(rfile) -> tuple[Request, bool] | None:
         headers[name.strip().lower()] = value.strip()
     else:
         raise BadRequest(400, "too many headers")
+    if headers.get("expect", "").lower() == "100-continue" and version == "HTTP/1.1":
+        send_continue()
     if "chunked" in headers.get("transfer-encoding", "").lower():
         body = _read_chunked(rfile)
     else:
@@ -168,7 +171,7 @@ class HTTPServer:
         try:
             while not self._stopped.is_set():
                 try:
-                    got = read_request(rfile)
+                    got = read_request(rfile, lambda: conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n"))
                 except BadRequest as exc:
                     conn.sendall(encode_reply(Reply(exc.status, b'{"error":{"code":"bad_request","message":"'
                                                     + str(exc).encode() + b'"}}'), keep_alive=False))

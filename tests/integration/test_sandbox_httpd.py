@@ -84,6 +84,17 @@ def test_chunked_body_is_read(server):
     sock.close()
 
 
+def test_a_client_waiting_for_100_continue_is_told_to_send_its_body(server):
+    sock = connect(server)
+    sock.sendall(b"POST /e HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    sock.settimeout(2)
+    assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    sock.sendall(b"hello")
+    status, _, payload = read_reply(sock)
+    assert status == 201 and json.loads(payload)["body"] == "hello"
+    sock.close()
+
+
 def test_connection_close_and_http_1_0_end_the_connection(server):
     for request in (b"GET /a HTTP/1.1\r\nConnection: close\r\n\r\n", b"GET /a HTTP/1.0\r\n\r\n"):
         sock = connect(server)
