@@ -73,17 +73,25 @@ def _unnest_insert(table: Table, names: tuple[str, ...]):
 UNNEST_FROM_ROWS = 20  # below this an executemany costs less (psycopg dumps arrays in Python)
 
 
+def _unnest_fits(table: Table, names: tuple[str, ...], rows: list[dict]) -> bool:
+    """Every row gives the same columns, and no column left out has a Python-side default (an
+    INSERT … SELECT would evaluate it once for all the rows)."""
+    return (all(tuple(row) == names for row in rows)
+            and not any(column.default is not None for column in table.columns if column.name not in names))
+
+
 def _execute_inserts(connection: Connection, table: Table, rows: list[dict]) -> None:
     names = tuple(rows[0])
     if (len(rows) < UNNEST_FROM_ROWS or connection.dialect.name != "postgresql"
-            or any(tuple(row) != names for row in rows)):
+            or not _unnest_fits(table, names, rows)):
         connection.execute(_insert(table), rows)
         return
     arrays = {}
     for name in names:
         values = [row[name] for row in rows]
-        if isinstance(table.c[name].type, JSON):
-            values = [None if value is None else json.dumps(value) for value in values]
+        column_type = table.c[name].type
+        if isinstance(column_type, JSON):  # None is JSON null, as SQLAlchemy stores it, unless none_as_null
+            values = [None if value is None and column_type.none_as_null else json.dumps(value) for value in values]
         arrays[name] = values
     connection.execute(_unnest_insert(table, names), arrays)
 

@@ -57,13 +57,13 @@ def count_statements(engine, send: Callable[[], object]) -> StatementCount:
     return StatementCount(**counts)
 
 
-def baseline_servers(env: dict, count: StatementCount) -> dict[str, tuple[subprocess.Popen, str]]:
-    """The baseline matched to the statements executed and, where it differs, a second one matched
-    to the driver calls (the earlier count), so both ratios come from the same run."""
-    servers = {"baseline": baseline_server(env, count.executed)}
+def start_baselines(env: dict, count: StatementCount, servers: dict[str, tuple[subprocess.Popen, str]]) -> None:
+    """Into ``servers`` (the caller stops them, whatever fails): the baseline matched to the
+    statements executed and, where it differs, a second one matched to the driver calls (the
+    earlier count), so both ratios come from the same run."""
+    servers["baseline"] = baseline_server(env, count.executed)
     if count.calls != count.executed:
         servers[f"baseline at {count.calls} (driver calls)"] = baseline_server(env, count.calls)
-    return servers
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -21,13 +21,13 @@ from common import (
     ROOT,
     SERVER,
     StatementCount,
-    baseline_servers,
     bench_env,
     count_statements,
     load,
     median,
     report,
     start,
+    start_baselines,
     stop,
 )
 
@@ -146,8 +146,9 @@ def main() -> int:
         baseline_app.setup_tables()
         pr, base_pr = start([sys.executable, "-m", "app.cli", "serve", "--port", "{port}", "--workers",
                              str(SERVER["workers"]), "--threads", str(SERVER["threads"])], env, "/readyz")
-        baselines = baseline_servers(env, statements)
+        baselines: dict = {}
         try:
+            start_baselines(env, statements, baselines)
             def pay(session, i, j):
                 return session.post(base_pr + "/v1/payments", json=body(), headers=headers(secret),
                                     timeout=60).status_code

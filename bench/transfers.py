@@ -17,12 +17,12 @@ from common import (
     SERVER,
     Result,
     StatementCount,
-    baseline_servers,
     bench_env,
     count_statements,
     load,
     report,
     start,
+    start_baselines,
     stop,
 )
 
@@ -87,7 +87,7 @@ def main() -> int:
 
     pr_proc, base_pr = start([sys.executable, "-m", "app.cli", "serve", "--port", "{port}", "--workers",
                               str(SERVER["workers"]), "--threads", str(SERVER["threads"])], env, "/readyz")
-    baselines = baseline_servers(env, statements)
+    baselines: dict = {}
 
     def bare(base: str):
         def send(session, i, j):
@@ -96,10 +96,12 @@ def main() -> int:
             return session.post(base + "/bench", json=body, timeout=60).status_code
         return send
 
-    loads = {name: bare(base) for name, (_proc, base) in baselines.items()}
-    loads["payrouter"] = transfer
-    rows: dict[str, list[Result]] = {name: [] for name in loads}
+    rows: dict[str, list[Result]] = {}
     try:
+        start_baselines(env, statements, baselines)
+        loads = {name: bare(base) for name, (_proc, base) in baselines.items()}
+        loads["payrouter"] = transfer
+        rows = {name: [] for name in loads}
         for send in loads.values():  # warm up
             load(send, args.clients, 10)
         for _ in range(args.rounds):

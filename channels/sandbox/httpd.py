@@ -8,7 +8,9 @@ answers is plain data: ``Request`` in, ``Reply`` out.
 """
 from __future__ import annotations
 
+import json
 import logging
+import re
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -61,22 +63,54 @@ def _read_line(rfile) -> bytes:
     return line
 
 
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_BODY_METHODS = ("POST", "PUT", "PATCH")
+
+
 def _read_chunked(rfile) -> bytes:
     body = bytearray()
     while True:
         size_line = _read_line(rfile).split(b";", 1)[0].strip()
-        try:
-            size = int(size_line, 16)
-        except ValueError:
-            raise BadRequest(400, "bad chunk size") from None
+        if not _CHUNK_SIZE.fullmatch(size_line):
+            raise BadRequest(400, "bad chunk size")
+        size = int(size_line, 16)
         if size == 0:
-            while _read_line(rfile) not in (b"\r\n", b"\n", b""):  # trailers
-                pass
-            return bytes(body)
+            while True:  # trailers, up to the blank line
+                trailer = _read_line(rfile)
+                if trailer in (b"\r\n", b"\n"):
+                    return bytes(body)
+                if not trailer:
+                    raise BadRequest(400, "body ended early")
         if len(body) + size > MAX_BODY:
             raise BadRequest(413, "body too large")
-        body += rfile.read(size)
-        _read_line(rfile)  # the CRLF after the chunk
+        chunk = rfile.read(size)
+        if len(chunk) != size or _read_line(rfile) not in (b"\r\n", b"\n"):
+            raise BadRequest(400, "bad chunk")
+        body += chunk
+
+
+def _framing(method: str, headers: dict[str, str], duplicated: set[str]) -> int | None:
+    """The body's length, or None for a chunked body; anything ambiguous is refused (and the
+    connection closed), so no byte of one request can be read as the start of another."""
+    if duplicated & {"content-length", "transfer-encoding"}:
+        raise BadRequest(400, "Content-Length or Transfer-Encoding given twice")
+    encoding, length = headers.get("transfer-encoding"), headers.get("content-length")
+    if encoding is not None:
+        if length is not None:
+            raise BadRequest(400, "both Content-Length and Transfer-Encoding")
+        if encoding.lower() != "chunked":
+            raise BadRequest(501, "only the chunked transfer coding is understood")
+        return None
+    if length is None:
+        if method in _BODY_METHODS:
+            raise BadRequest(411, "Content-Length is required")
+        return 0
+    if not _DIGITS.fullmatch(length):
+        raise BadRequest(400, "bad Content-Length")
+    if int(length) > MAX_BODY:
+        raise BadRequest(413, "body too large")
+    return int(length)
 
 
 def read_request(rfile, send_continue: Callable[[], None] = lambda: None) -> tuple[Request, bool] | None:
@@ -94,43 +128,54 @@ def read_request(rfile, send_continue: Callable[[], None] = lambda: None) -> tup
         raise BadRequest(400, "bad request line") from None
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadRequest(400, "unsupported HTTP version")
+    method = method.upper()
     headers: dict[str, str] = {}
+    duplicated: set[str] = set()
     for _ in range(MAX_HEADERS + 1):
         raw = _read_line(rfile)
         if raw in (b"\r\n", b"\n"):
             break
+        if not raw:
+            return None  # the peer went away mid-headers
         name, sep, value = raw.decode("latin-1").partition(":")
-        if not sep or not name.strip():
+        name = name.strip().lower()
+        if not sep or not name or name != name.rstrip() or " " in name:
             raise BadRequest(400, "bad header line")
-        headers[name.strip().lower()] = value.strip()
+        if name in headers:
+            duplicated.add(name)
+        headers[name] = value.strip()
     else:
         raise BadRequest(400, "too many headers")
-    if headers.get("expect", "").lower() == "100-continue" and version == "HTTP/1.1":
+    length = _framing(method, headers, duplicated)
+    if headers.get("expect", "").lower() == "100-continue" and version == "HTTP/1.1" and length != 0:
         send_continue()
-    if "chunked" in headers.get("transfer-encoding", "").lower():
+    if length is None:
         body = _read_chunked(rfile)
     else:
-        length = headers.get("content-length", "0") or "0"
-        if not length.isdigit():
-            raise BadRequest(400, "bad Content-Length")
-        if int(length) > MAX_BODY:
-            raise BadRequest(413, "body too large")
-        body = rfile.read(int(length)) if int(length) else b""
-        if len(body) != int(length):
+        body = rfile.read(length) if length else b""
+        if len(body) != length:
             return None  # the peer went away mid-body
     connection = headers.get("connection", "").lower()
     keep = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
-    parts = urlsplit(target)
-    request = Request(method.upper(), unquote(parts.path), dict(parse_qsl(parts.query)), headers, body)
-    return request, keep
+    try:
+        parts = urlsplit(target)
+        query = dict(parse_qsl(parts.query))
+    except ValueError:
+        raise BadRequest(400, "bad request target") from None
+    return Request(method, unquote(parts.path), query, headers, body), keep
+
+
+def _header_value(value: str) -> str:
+    """A header value as it may go on the wire (no line breaks: nothing can be injected)."""
+    return value.replace("\r", "").replace("\n", "")
 
 
 def encode_reply(reply: Reply, keep_alive: bool) -> bytes:
     head = [f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Unknown')}",
             f"Content-Type: {reply.content_type}", f"Content-Length: {len(reply.body)}",
             "Connection: " + ("keep-alive" if keep_alive else "close")]
-    head.extend(f"{name}: {value}" for name, value in reply.headers.items())
-    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body
+    head.extend(f"{name}: {_header_value(value)}" for name, value in reply.headers.items())
+    return ("\r\n".join(head) + "\r\n\r\n").encode("latin-1", "replace") + reply.body
 
 
 class HTTPServer:
@@ -149,20 +194,23 @@ class HTTPServer:
         self._stopped = threading.Event()
 
     def serve_forever(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except OSError:
-                if self._stopped.is_set():
-                    return
-                continue
-            with self._lock:
-                if len(self._connections) >= self.max_connections:
-                    conn.close()
+        try:
+            while not self._stopped.is_set():
+                try:
+                    conn, _ = self._listener.accept()
+                except OSError:
+                    if self._stopped.is_set():
+                        return
                     continue
-                self._connections.add(conn)
-            threading.Thread(target=self._serve_connection, args=(conn,), name="sandbox-http",
-                             daemon=True).start()
+                with self._lock:
+                    if len(self._connections) >= self.max_connections:
+                        conn.close()
+                        continue
+                    self._connections.add(conn)
+                threading.Thread(target=self._serve_connection, args=(conn,), name="sandbox-http",
+                                 daemon=True).start()
+        finally:
+            self._close_connections()
 
     def _serve_connection(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -173,8 +221,9 @@ class HTTPServer:
                 try:
                     got = read_request(rfile, lambda: conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n"))
                 except BadRequest as exc:
-                    conn.sendall(encode_reply(Reply(exc.status, b'{"error":{"code":"bad_request","message":"'
-                                                    + str(exc).encode() + b'"}}'), keep_alive=False))
+                    body = json.dumps({"error": {"code": "bad_request", "message": str(exc)}}).encode()
+                    conn.sendall(encode_reply(Reply(exc.status, body), keep_alive=False))
+                    _lingering_close(conn)
                     return
                 if got is None:
                     return
@@ -195,14 +244,22 @@ class HTTPServer:
             rfile.close()
             conn.close()
 
-    def stop(self) -> None:
-        """Stop accepting and close every open connection."""
+    def request_stop(self) -> None:
+        """Stop accepting; ``serve_forever`` then closes the open connections and returns. Takes no
+        lock, so a signal handler may call it in the thread that runs ``serve_forever``."""
         self._stopped.set()
         try:
             self._listener.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+
+    def stop(self) -> None:
+        """Stop accepting and close every open connection (from another thread than serve_forever's)."""
+        self.request_stop()
         self._listener.close()
+        self._close_connections()
+
+    def _close_connections(self) -> None:
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
@@ -210,3 +267,17 @@ class HTTPServer:
                 conn.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+
+def _lingering_close(conn: socket.socket, seconds: float = 0.5) -> None:
+    """Close after an error reply without resetting the connection while the client still sends
+    (a reset can destroy the reply before the client reads it): stop writing, then read and drop
+    what still comes, for a short while."""
+    try:
+        conn.shutdown(socket.SHUT_WR)
+        conn.settimeout(seconds)
+        for _ in range(64):
+            if not conn.recv(65536):
+                return
+    except OSError:
+        return

@@ -95,6 +95,9 @@ class SandboxPSP:
             reply = self._route(request)
         except ApiError as exc:
             reply = _json(exc.status, {"error": {"code": exc.code, "message": exc.message}})
+        except Exception:  # noqa: BLE001 - a bug in a route: 500, with the request id like any answer
+            log.exception("sandbox: %s %s failed", request.method, request.path)
+            reply = _json(500, {"error": {"code": "internal_error", "message": "sandbox error"}})
         request_id = request.header("X-Request-Id")
         if request_id:
             reply.headers["X-Request-Id"] = request_id
@@ -289,12 +292,12 @@ def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, **options
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     psp = SandboxPSP(channels_path, **options)
     server = HTTPServer(host, port, psp.handle, idle_timeout=15.0)
-    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
     log.info("sandbox PSP on http://%s:%s serving %s", host, server.port, ", ".join(psp.channels))
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        server.stop()
+        server.request_stop()
     finally:
         psp.close()
 

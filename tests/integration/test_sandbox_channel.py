@@ -287,3 +287,13 @@ def test_unknown_routes_wrong_methods_and_bad_bodies_are_4xx(sandbox):
 
 def signing_secret(sandbox) -> str:
     return sandbox.psp.channels["sandbox"].secret
+
+
+def test_a_failing_route_answers_500_with_the_request_id(sandbox, monkeypatch):
+    def broken(_request):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sandbox.psp, "_route", broken)
+    resp = requests.get(f"{sandbox.url}/healthz", headers={"X-Request-Id": "req_500"}, timeout=2)
+    assert resp.status_code == 500 and resp.json()["error"]["code"] == "internal_error"
+    assert resp.headers["X-Request-Id"] == "req_500"

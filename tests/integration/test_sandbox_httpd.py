@@ -113,6 +113,17 @@ def test_connection_close_and_http_1_0_end_the_connection(server):
     (b"POST / HTTP/1.1\r\nContent-Length: " + str(MAX_BODY + 1).encode() + b"\r\n\r\n", 413),
     (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400),
     (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\n\r\n", 411),  # a body with no length: never read as the next request
+    (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nab", 400),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\nabc", 400),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0x3\r\nabc\r\n0\r\n\r\n", 400),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX\r\n0\r\n\r\n", 400),
+    ("POST / HTTP/1.1\r\nContent-Length: \u00b2\r\n\r\n".encode("latin-1"), 400),
+    (b"POST / HTTP/1.1\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n", 400),
+    (b"GET //[ HTTP/1.1\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", 400),
 ])
 def test_bad_requests_answer_4xx_and_close(server, raw, status):
     sock = connect(server)
@@ -151,4 +162,30 @@ def test_stop_closes_open_connections(server):
     assert closed_by_peer(sock)
     with pytest.raises(OSError):
         connect(server)
+    sock.close()
+
+
+def test_bytes_after_a_refused_request_are_never_served(server):
+    sock = connect(server)
+    sock.sendall(b"POST /a HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n")
+    assert read_reply(sock)[0] == 400
+    assert closed_by_peer(sock)
+    assert [r.path for r in server.seen] == []
+    sock.close()
+
+
+def test_line_breaks_in_an_echoed_header_value_are_removed(server):
+    from channels.sandbox.httpd import encode_reply
+
+    raw = encode_reply(Reply(200, b"{}", headers={"X-Request-Id": "a\rInjected: 1\nB"}), keep_alive=True)
+    assert b"\r\nInjected" not in raw and b"X-Request-Id: aInjected: 1B\r\n" in raw
+
+
+def test_a_large_body_over_the_limit_is_refused_before_100_continue(server):
+    sock = connect(server)
+    sock.sendall(b"POST /big HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: "
+                 + str(MAX_BODY + 1).encode() + b"\r\n\r\n")
+    status, _, _ = read_reply(sock)
+    assert status == 413  # not told to go ahead first
     sock.close()

@@ -72,3 +72,20 @@ def test_rows_that_do_not_share_their_columns_are_refused_whole(clean):
 def _stored_ids(rows: list[dict]) -> list[str]:
     with read_only() as session:  # beside the open writing transaction (SQLite too)
         return list(session.scalars(select(Event.id).where(Event.id.in_([r["id"] for r in rows]))))
+
+
+def test_a_left_out_column_with_a_python_default_gets_it_per_row(clean):
+    """An INSERT … SELECT would evaluate the default once for all rows: such rows go as an executemany."""
+    merchant_id, _ = builders.merchant()
+    rows = _event_rows(merchant_id, writebehind.UNNEST_FROM_ROWS)
+    for row in rows:
+        del row["created_at"]
+    seen, record = _inserts_seen()
+    event.listen(get_engine(), "before_cursor_execute", record)
+    try:
+        with unit_of_work() as session:
+            writebehind.insert_rows(session, Event.__table__, rows)
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", record)
+    assert len(seen) == 1 and seen[0].startswith("many ")
+    assert all(stored["created_at"] is not None for stored in _stored([r["id"] for r in rows]))
