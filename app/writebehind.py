@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import defaultdict
+from datetime import datetime
 from typing import Callable
 
 from sqlalchemy import JSON, Connection, Table, Text, bindparam, cast, func, insert, select
@@ -52,25 +53,36 @@ def _insert(table: Table):
 
 
 def _unnest_insert(table: Table, names: tuple[str, ...]):
-    """``INSERT INTO table (names) SELECT unnest(:a), unnest(:b), …`` (PostgreSQL): any number of
-    rows in one statement of fixed text, one array per column, so it is prepared once and costs one
-    execution where an executemany costs one per row (100 rows: 1.9–2.1 ms against 2.5–4.0 ms of
-    client CPU here; 3 rows: 0.24–0.34 against 0.17–0.19). JSON goes as text and is cast back."""
+    """``INSERT INTO table (names) SELECT unnest(CAST(:a AS type[])), …`` (PostgreSQL): any number
+    of rows in one statement of fixed text, one array literal per column, so it is prepared once
+    and costs one execution where an executemany costs one per row. The arrays go as text built
+    by ``_array_literal`` (psycopg's list adapter escapes each element with a regular expression:
+    most of this insert's client CPU); JSON goes as text and is cast back."""
     key = (table, names)
     statement = _inserts.get(key)
     if statement is None:
         columns = []
         for name in names:
             column = table.c[name]
+            as_text = bindparam(name, type_=Text())
             if isinstance(column.type, JSON):
-                columns.append(cast(func.unnest(bindparam(name, type_=ARRAY(Text()))), column.type))
+                columns.append(cast(func.unnest(cast(as_text, ARRAY(Text()))), column.type))
             else:
-                columns.append(func.unnest(bindparam(name, type_=ARRAY(column.type))))
+                columns.append(func.unnest(cast(as_text, ARRAY(column.type))))
         statement = _inserts[key] = insert(table).from_select(list(names), select(*columns))
     return statement
 
 
-UNNEST_FROM_ROWS = 20  # below this an executemany costs less (psycopg dumps arrays in Python)
+def _array_literal(values: list) -> str:
+    """A PostgreSQL array literal of ``values`` (every element quoted; None is NULL)."""
+    parts = []
+    for value in values:
+        if value is None:
+            parts.append("NULL")
+            continue
+        text = value.isoformat(" ") if isinstance(value, datetime) else str(value)
+        parts.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
+    return "{" + ",".join(parts) + "}"
 
 
 def _unnest_fits(table: Table, names: tuple[str, ...], rows: list[dict]) -> bool:
@@ -78,6 +90,9 @@ def _unnest_fits(table: Table, names: tuple[str, ...], rows: list[dict]) -> bool
     INSERT … SELECT would evaluate it once for all the rows)."""
     return (all(tuple(row) == names for row in rows)
             and not any(column.default is not None for column in table.columns if column.name not in names))
+
+
+UNNEST_FROM_ROWS = 2  # from two rows one INSERT … SELECT costs less than an executemany (docs/benchmarks.md)
 
 
 def _execute_inserts(connection: Connection, table: Table, rows: list[dict]) -> None:
@@ -92,7 +107,7 @@ def _execute_inserts(connection: Connection, table: Table, rows: list[dict]) -> 
         column_type = table.c[name].type
         if isinstance(column_type, JSON):  # None is JSON null, as SQLAlchemy stores it, unless none_as_null
             values = [None if value is None and column_type.none_as_null else json.dumps(value) for value in values]
-        arrays[name] = values
+        arrays[name] = _array_literal(values)
     connection.execute(_unnest_insert(table, names), arrays)
 
 
