@@ -28,7 +28,7 @@ from app.domain.errors import AuthenticationFailed, NotFound
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
 from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
 from app.redis_conn import get_redis
-from app.services.operations import attempts_of, next_query_at, settle
+from app.services.operations import Settlement, SettlementRace, attempts_of, next_query_at, settle, settle_all
 from channels.base import ChannelError, InvalidCallback
 
 log = logging.getLogger("payrouter.callbacks")
@@ -97,8 +97,10 @@ def drain(batch: int = DRAIN_BATCH) -> int:
             ops, attempts = _load(session, rows)
             try:
                 with session.begin_nested(), writebehind.batched(session, ledger.apply_moves):
-                    for row in rows:
-                        _apply_row(session, row, ops.get(row.reference), attempts)
+                    _apply_batch(session, rows, ops, attempts)
+            except SettlementRace:  # retried one by one below, where each race is settled exactly
+                log.info("a batch of %s callbacks met a concurrent change; applying them one at a time", len(rows))
+                failed = [row.id for row in rows]
             except Exception:  # noqa: BLE001 - retried one by one below
                 log.exception("a batch of %s callbacks failed; applying them one at a time", len(rows))
                 failed = [row.id for row in rows]
@@ -138,6 +140,42 @@ def apply(callback_id: str) -> str:
             if row is not None and row.processed_at is None:
                 row.processed_at, row.outcome = utcnow(), f"error:{exc.__class__.__name__}"[:40]
         return "error"
+
+
+def _apply_batch(session, rows: list[ChannelCallback], ops: dict, attempts: dict) -> None:
+    """A drain batch: what each callback means is decided first (as one by one: a later callback
+    for an operation an earlier one settles is a duplicate), then every settlement is applied at
+    once (``settle_all``: two round trips for the batch), then each callback is marked and logged."""
+    outcomes: dict[str, str] = {}
+    settlements: list[Settlement] = []
+    settling: dict[str, ChannelCallback] = {}
+    for row in rows:
+        op = ops.get(row.reference)
+        if op is None or op.channel != row.channel:
+            outcomes[row.id] = "unknown_operation"
+        elif row.status not in (SUCCEEDED, FAILED):
+            outcomes[row.id] = "ignored"
+        elif op.status in FINAL or op.id in settling:
+            outcomes[row.id] = "duplicate"
+        else:
+            outcomes[row.id] = "applied"
+            settling[op.id] = row
+            settlements.append(Settlement(op, row.status, row.error_code, row.error_code, attempts.get(op.id, []),
+                                          row.channel_reference))
+
+    def in_context(settlement: Settlement):
+        # The work runs in the context of the request that caused it (the channel echoes our request id).
+        row = settling[settlement.op.id]
+        return context.bound(row.request_id, settlement.op.merchant_id, row.reference)
+
+    if settlements:
+        settle_all(session, settlements, in_context=in_context)
+    now = utcnow()
+    for row in rows:
+        op = ops.get(row.reference)
+        with context.bound(row.request_id, op.merchant_id if op else None, row.reference):
+            row.processed_at, row.outcome = now, outcomes[row.id]
+            log.info("callback %s for %s: %s", row.dedupe_key, row.reference, row.outcome)
 
 
 def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: dict) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import bindparam, insert, literal, or_, select, update
@@ -23,7 +24,7 @@ from app.config import get_config
 from app.db import pipelined
 from app.domain.states import FAILED, FINAL, PENDING, PROCESSING, SUCCEEDED
 from app.models import Account, Attempt, Operation, new_id, utcnow
-from app.state import transition
+from app.state import transition, transition_all
 from channels.base import (
     ChannelError,
     ChannelTimeout,
@@ -185,6 +186,28 @@ def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | 
         set_committed_value(attempt, name, value)
 
 
+def _close_attempts(session: Session, closes: list[tuple[Attempt, str, str | None, str | None, str | None]]) -> bool:
+    """``_close_attempt`` for several attempts, ``(attempt, status, code, message, channel_reference)``
+    each, as one executemany per set of columns; True if every one was still open and is closed
+    now (the objects then show it), False if any was closed meanwhile (which one is not known)."""
+    planned, groups = [], {}
+    now = utcnow()
+    for attempt, status, code, message, channel_reference in closes:
+        values = {"status": status, "error_code": code, "error_message": message, "updated_at": now}
+        if channel_reference is not None:
+            values["channel_reference"] = channel_reference
+        planned.append((attempt, values))
+        groups.setdefault(tuple(values), []).append({"attempt_id": attempt.id, **values})
+    connection = session.connection()
+    for group in groups.values():
+        if connection.execute(_ATTEMPT_CLOSE, group).rowcount != len(group):
+            return False
+    for attempt, values in planned:
+        for name, value in values.items():
+            set_committed_value(attempt, name, value)
+    return True
+
+
 def _record_answer(session: Session, attempt: Attempt, channel_reference: str | None, raw: dict) -> None:
     """A channel's 'processing' answer: its reference and raw answer, never the attempt's status."""
     values = {"channel_reference": channel_reference, "raw": raw, "updated_at": utcnow()}
@@ -198,23 +221,80 @@ def _note_drop(op: Operation, channel_id: str, reason: str) -> None:
     op.routing = {**op.routing, "dropped": dropped}
 
 
+def _settle_changes(op: Operation, status: str, code: str | None, message: str | None,
+                    channel_reference: str | None) -> dict:
+    changes = {"next_query_at": None}
+    if status == FAILED:
+        changes.update(failure_code=code or "channel_error", failure_message=message or code or "failed")
+    if channel_reference and not op.channel_reference:
+        changes["channel_reference"] = channel_reference
+    return changes
+
+
+def _open_attempt(op: Operation, attempts: list[Attempt] | None) -> Attempt | None:
+    """The operation's attempt on its channel still waiting for an outcome, if any."""
+    attempt = next((a for a in reversed(attempts or []) if a.channel == op.channel), None)
+    return attempt if attempt is not None and attempt.status not in FINAL else None
+
+
+def _close_values(status: str, code: str | None, message: str | None) -> tuple[str, str | None, str | None]:
+    return status, code, message if status == FAILED else None
+
+
 def settle(session: Session, op: Operation, status: str, code: str | None = None, message: str | None = None,
            *, attempts: list[Attempt] | None = None, channel_reference: str | None = None) -> bool:
     """Move a processing operation to its final status, with its postings and event, once.
 
     ``attempts`` (the operation's, already loaded) marks the open attempt on the operation's
     channel with the outcome; that happens only if this call won the transition."""
-    changes = {"next_query_at": None}
-    if status == FAILED:
-        changes.update(failure_code=code or "channel_error", failure_message=message or code or "failed")
-    if channel_reference and not op.channel_reference:
-        changes["channel_reference"] = channel_reference
-    if not transition(session, op, status, **changes):
+    if not transition(session, op, status, **_settle_changes(op, status, code, message, channel_reference)):
         return False
-    open_attempt = next((a for a in reversed(attempts or []) if a.channel == op.channel), None)
-    if open_attempt is not None and open_attempt.status not in FINAL:
-        _close_attempt(session, open_attempt, status, code, message if status == FAILED else None,
-                       open_attempt.channel_reference or channel_reference)
+    if (attempt := _open_attempt(op, attempts)) is not None:
+        _close_attempt(session, attempt, *_close_values(status, code, message),
+                       attempt.channel_reference or channel_reference)
+    _record_settlement(session, op, status, attempts)
+    return True
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One outcome for ``settle_all``: as the arguments of ``settle``."""
+
+    op: Operation
+    status: str
+    code: str | None
+    message: str | None
+    attempts: list[Attempt]
+    channel_reference: str | None
+
+
+class SettlementRace(Exception):
+    """A batch of settlements met a concurrent change (see ``settle_all``); nothing of it may be kept."""
+
+
+def settle_all(session: Session, settlements: list[Settlement], *, in_context=None) -> None:
+    """``settle`` for several operations at once (the callback drain): their transitions are one
+    compare-and-set executemany and the closing of their open attempts another, so a batch costs
+    two round trips where one by one it costs two per operation; postings and events follow per
+    operation, each in ``in_context(settlement)`` if given. Raises SettlementRace if any
+    transition or attempt close did not apply (a concurrent change): what was written since the
+    caller's savepoint must then be rolled back, and the batch applied one by one with ``settle``."""
+    moves = [(s.op, s.status, _settle_changes(s.op, s.status, s.code, s.message, s.channel_reference))
+             for s in settlements]
+    if not transition_all(session, moves):
+        raise SettlementRace("an operation of the batch changed meanwhile")
+    closes = [(attempt, *_close_values(s.status, s.code, s.message), attempt.channel_reference or s.channel_reference)
+              for s in settlements if (attempt := _open_attempt(s.op, s.attempts)) is not None]
+    if not _close_attempts(session, closes):
+        raise SettlementRace("an attempt of the batch was closed meanwhile")
+    for settlement in settlements:
+        with in_context(settlement) if in_context else contextlib.nullcontext():
+            _record_settlement(session, settlement.op, settlement.status, settlement.attempts)
+
+
+def _record_settlement(session: Session, op: Operation, status: str, attempts: list[Attempt] | None) -> None:
+    """What a won transition to a final status writes: postings, event, a failed refund's amount
+    given back to its payment, a failed operation's limits given back."""
     postings = _postings(session, op, status)
     data = representation.operation(op, attempts) if attempts is not None else view(session, op)
     # What follows needs no answer, unless a customer's balance moves (its row is read back); in a
@@ -232,7 +312,6 @@ def settle(session: Session, op: Operation, status: str, code: str | None = None
                       data=data)
     if status == FAILED and op.limit_reservation:
         release_limits(op.limit_reservation)
-    return True
 
 
 def release_limits(reservation: dict) -> None:

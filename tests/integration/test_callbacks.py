@@ -148,19 +148,19 @@ def test_worker_killed_while_applying_a_callback_runs_it_again_once(stack):
 
 
 def test_a_callback_that_cannot_be_applied_does_not_hold_up_the_inbox(stack, monkeypatch):
-    from app.services import callbacks
+    from app.services import callbacks, operations
 
     api = builders.api(stack.client)
     poison = api.post("/v1/payments", builders.payment_body(8054)).get_json()
     healthy = api.post("/v1/payments", builders.payment_body(9054)).get_json()
-    real_settle = callbacks.settle
+    real_record = operations._record_settlement
 
-    def settle(session, op, *args, **kwargs):
+    def record(session, op, *args, **kwargs):  # what a settlement writes, in a batch or one by one
         if op.id == poison["id"]:
             raise RuntimeError("simulated bug")
-        return real_settle(session, op, *args, **kwargs)
+        return real_record(session, op, *args, **kwargs)
 
-    monkeypatch.setattr(callbacks, "settle", settle)
+    monkeypatch.setattr(operations, "_record_settlement", record)
     for payment, ref in ((poison, "sbx_p"), (healthy, "sbx_h")):
         body, headers = builders.signed_callback(channel("sandbox"), payment["id"], "succeeded", ref)
         assert post_callback(stack, body, headers).status_code == 200
@@ -225,3 +225,110 @@ def test_one_drain_batch_of_mixed_callbacks_nets_balances_exactly(stack):
     assert system[f"{ledger.CHANNEL_CLEARING}:sandbox"] == -2052 - 3052 - 5052 + 6052
     for obj in made:
         assert n_events(obj["id"]) == 1
+
+
+def _stored_callbacks_for(stack, payments, status="succeeded"):
+    for i, payment in enumerate(payments):
+        body, headers = builders.signed_callback(channel("sandbox"), payment["id"], status, f"sbx_race_{i}")
+        assert post_callback(stack, body, headers).status_code == 200
+
+
+def _outcomes() -> dict:
+    with unit_of_work() as session:
+        return dict(session.execute(select(ChannelCallback.reference, ChannelCallback.outcome)).all())
+
+
+@pytest.mark.postgres
+def test_a_batch_that_meets_a_concurrent_settlement_is_applied_one_by_one(stack, monkeypatch):
+    """After the drain loaded its batch, another transaction (a status query, say) settles one of
+    its operations: the batch's compare-and-set falls short, nothing of the batch is kept, and the
+    callbacks are applied one at a time: the settled one is a duplicate, the others apply, and
+    every operation has exactly one event and balanced postings (the invariant after the test)."""
+    from app.services import callbacks
+    from app.state import transition
+
+    api = builders.api(stack.client)
+    payments = [api.post("/v1/payments", builders.payment_body(amount)).get_json() for amount in (8054, 9054, 7054)]
+    _stored_callbacks_for(stack, payments)
+    real_load = callbacks._load
+    raced = payments[1]["id"]
+
+    def load_then_race(session, rows):
+        loaded = real_load(session, rows)
+        with unit_of_work() as other:  # commits while the drain's transaction is open; the attempt stays open
+            assert transition(other, other.get(callbacks.Operation, raced), "failed", failure_code="elsewhere",
+                              failure_message="elsewhere", next_query_at=None)
+        return loaded
+
+    monkeypatch.setattr(callbacks, "_load", load_then_race)
+    assert callbacks.drain() == 3
+    outcomes = _outcomes()
+    assert outcomes == {payments[0]["id"]: "applied", raced: "duplicate", payments[2]["id"]: "applied"}
+    statuses = {p["id"]: api.get(f"/v1/payments/{p['id']}").get_json()["status"] for p in payments}
+    assert statuses == {payments[0]["id"]: "succeeded", raced: "failed", payments[2]["id"]: "succeeded"}
+    assert [n_events(p["id"]) for p in payments] == [1, 0, 1]  # nothing of the batch's was kept for it
+
+
+@pytest.mark.postgres
+def test_a_batch_whose_attempt_was_closed_meanwhile_is_applied_one_by_one(stack, monkeypatch):
+    """Another transaction closes one operation's open attempt after the drain loaded it: the
+    batch's attempt close falls short, and one by one that attempt keeps the outcome it was given."""
+    from app.models import Attempt
+    from app.services import callbacks
+
+    api = builders.api(stack.client)
+    payments = [api.post("/v1/payments", builders.payment_body(amount)).get_json() for amount in (8054, 9054)]
+    _stored_callbacks_for(stack, payments)
+    real_load = callbacks._load
+    target = payments[0]["id"]
+
+    def load_then_close(session, rows):
+        loaded = real_load(session, rows)
+        with unit_of_work() as other:
+            attempt = other.scalars(select(Attempt).where(Attempt.operation_id == target)).one()
+            attempt.status, attempt.error_code = "succeeded", "closed_elsewhere"
+        return loaded
+
+    monkeypatch.setattr(callbacks, "_load", load_then_close)
+    assert callbacks.drain() == 2
+    assert _outcomes() == {target: "applied", payments[1]["id"]: "applied"}
+    got = api.get(f"/v1/payments/{target}").get_json()
+    assert got["status"] == "succeeded" and got["attempts"] == [
+        {"channel": "sandbox", "status": "succeeded", "error_code": "closed_elsewhere"}]
+    for payment in payments:
+        assert n_events(payment["id"]) == 1
+    with unit_of_work() as session:  # the event shows the attempt as it is, not as the batch meant it
+        data = session.scalars(select(Event.data).where(Event.object_id == target)).one()
+    assert data["attempts"] == got["attempts"]
+
+
+def test_a_drain_batch_settles_with_two_round_trips_for_its_transitions_and_attempts(stack):
+    """The batch's compare-and-sets and attempt closes go as one executemany each, not one
+    statement per callback; a second callback for an operation the batch settles is a duplicate."""
+    from sqlalchemy import event
+
+    from app.db import get_engine
+    from app.services import callbacks
+
+    api = builders.api(stack.client)
+    payments = [api.post("/v1/payments", builders.payment_body(amount)).get_json() for amount in (8054, 9054, 7054)]
+    _stored_callbacks_for(stack, payments)
+    body, headers = builders.signed_callback(channel("sandbox"), payments[0]["id"], "failed", "sbx_late",
+                                             event_id="late", error_code="card_declined")
+    assert post_callback(stack, body, headers).status_code == 200
+    seen = []
+
+    def record(_conn, _cursor, statement, parameters, _context, executemany):
+        if statement.startswith(("UPDATE operations", "UPDATE attempts")):
+            seen.append((statement.split()[1], len(parameters) if executemany else 1))
+
+    event.listen(get_engine(), "before_cursor_execute", record)
+    try:
+        assert callbacks.drain() == 4
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", record)
+    assert sorted(seen) == [("attempts", 3), ("operations", 3)]
+    with unit_of_work() as session:
+        outcomes = sorted(session.scalars(select(ChannelCallback.outcome)))
+    assert outcomes == ["applied", "applied", "applied", "duplicate"]
+    assert api.get(f"/v1/payments/{payments[0]['id']}").get_json()["status"] == "succeeded"
