@@ -13,10 +13,10 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import defaultdict
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Callable
 
-from sqlalchemy import JSON, Connection, Table, Text, bindparam, cast, func, insert, select
+from sqlalchemy import JSON, Connection, String, Table, Text, bindparam, cast, func, insert, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -67,6 +67,8 @@ def _unnest_insert(table: Table, names: tuple[str, ...]):
             as_text = bindparam(name, type_=Text())
             if isinstance(column.type, JSON):
                 columns.append(cast(func.unnest(cast(as_text, ARRAY(Text()))), column.type))
+            elif isinstance(column.type, String):  # as text: the column's own length check applies
+                columns.append(func.unnest(cast(as_text, ARRAY(Text()))))  # (a cast to varchar(n) would cut)
             else:
                 columns.append(func.unnest(cast(as_text, ARRAY(column.type))))
         statement = _inserts[key] = insert(table).from_select(list(names), select(*columns))
@@ -80,7 +82,12 @@ def _array_literal(values: list) -> str:
         if value is None:
             parts.append("NULL")
             continue
-        text = value.isoformat(" ") if isinstance(value, datetime) else str(value)
+        if isinstance(value, datetime):  # naive UTC, as the columns hold it
+            if value.tzinfo is not None:
+                value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            text = value.isoformat(" ")
+        else:
+            text = str(value)
         parts.append('"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"')
     return "{" + ",".join(parts) + "}"
 

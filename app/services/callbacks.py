@@ -25,7 +25,7 @@ from app import context, jobs, ledger, writebehind
 from app.channels_runtime import channel, registry
 from app.db import read_only, unit_of_work
 from app.domain.errors import AuthenticationFailed, NotFound
-from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED
+from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED, allowed
 from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
 from app.redis_conn import get_redis
 from app.services.operations import Settlement, SettlementRace, attempts_of, next_query_at, settle, settle_all
@@ -104,6 +104,8 @@ def drain(batch: int = DRAIN_BATCH) -> int:
             except Exception:  # noqa: BLE001 - retried one by one below
                 log.exception("a batch of %s callbacks failed; applying them one at a time", len(rows))
                 failed = [row.id for row in rows]
+            if failed:  # the savepoint took the batch's writes back: no object may show them
+                session.expire_all()
         for callback_id in failed:
             apply(callback_id)
         applied += len(rows)
@@ -149,14 +151,17 @@ def _apply_batch(session, rows: list[ChannelCallback], ops: dict, attempts: dict
     outcomes: dict[str, str] = {}
     settlements: list[Settlement] = []
     settling: dict[str, ChannelCallback] = {}
+    # The work runs in the context of the request that caused it (the channel echoes our request
+    # id); one id per callback for all it writes and logs, a fresh one if the channel gave none.
+    request_ids = {row.id: row.request_id or context.new_request_id() for row in rows}
     for row in rows:
         op = ops.get(row.reference)
         if op is None or op.channel != row.channel:
             outcomes[row.id] = "unknown_operation"
         elif row.status not in (SUCCEEDED, FAILED):
             outcomes[row.id] = "ignored"
-        elif op.status in FINAL or op.id in settling:
-            outcomes[row.id] = "duplicate"
+        elif op.status in FINAL or op.id in settling or not allowed(op.status, row.status):
+            outcomes[row.id] = "duplicate"  # as one by one: settled already, or not a transition to make
         else:
             outcomes[row.id] = "applied"
             settling[op.id] = row
@@ -164,16 +169,15 @@ def _apply_batch(session, rows: list[ChannelCallback], ops: dict, attempts: dict
                                           row.channel_reference))
 
     def in_context(settlement: Settlement):
-        # The work runs in the context of the request that caused it (the channel echoes our request id).
         row = settling[settlement.op.id]
-        return context.bound(row.request_id, settlement.op.merchant_id, row.reference)
+        return context.bound(request_ids[row.id], settlement.op.merchant_id, row.reference)
 
     if settlements:
         settle_all(session, settlements, in_context=in_context)
     now = utcnow()
     for row in rows:
         op = ops.get(row.reference)
-        with context.bound(row.request_id, op.merchant_id if op else None, row.reference):
+        with context.bound(request_ids[row.id], op.merchant_id if op else None, row.reference):
             row.processed_at, row.outcome = now, outcomes[row.id]
             log.info("callback %s for %s: %s", row.dedupe_key, row.reference, row.outcome)
 

@@ -89,3 +89,32 @@ def test_a_left_out_column_with_a_python_default_gets_it_per_row(clean):
         event.remove(get_engine(), "before_cursor_execute", record)
     assert len(seen) == 1 and seen[0].startswith("many ")
     assert all(stored["created_at"] is not None for stored in _stored([r["id"] for r in rows]))
+
+
+def test_a_value_too_long_for_its_column_is_refused_not_cut(clean):
+    from sqlalchemy.exc import DBAPIError
+
+    merchant_id, _ = builders.merchant()
+    rows = _event_rows(merchant_id, 3)
+    rows[1]["object_id"] = "x" * 500  # the column holds 40
+    if not on_postgres():
+        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    with pytest.raises(DBAPIError, match="too long"), unit_of_work() as session:
+        writebehind.insert_rows(session, Event.__table__, rows)
+    assert _stored_ids(rows) == []
+
+
+def test_an_aware_time_is_stored_as_naive_utc(clean):
+    """As psycopg stores one in a plain insert (the code itself only writes naive UTC)."""
+    if not on_postgres():
+        pytest.skip("SQLAlchemy's SQLite dates drop the offset; the code only writes naive UTC")
+    merchant_id, _ = builders.merchant()
+    rows = _event_rows(merchant_id, 2)
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    rows[0]["created_at"] = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=plus_two)
+    rows[1]["created_at"] = dt.datetime(2026, 12, 1, 12, 0, 0, 123456, tzinfo=dt.timezone.utc)
+    with unit_of_work() as session:
+        writebehind.insert_rows(session, Event.__table__, rows)
+    stored = _stored([r["id"] for r in rows])
+    assert [s["created_at"] for s in stored] == [dt.datetime(2026, 12, 1, 10, 0, 0),
+                                                 dt.datetime(2026, 12, 1, 12, 0, 0, 123456)]
