@@ -211,6 +211,16 @@ def insert_unique_row(session: Session, table, values: dict) -> bool:
     return session.connection().execute(statement, values).first() is not None
 
 
+def execute_all_matched(connection, statement, parameter_sets: list[dict]) -> bool:
+    """Run a conditional UPDATE for every parameter set, as one executemany per set of keys (one
+    round trip on PostgreSQL); True if each set matched a row. An executemany reports only how
+    many rows matched in all, so False does not say which set missed: the caller rolls back."""
+    groups: dict[tuple[str, ...], list[dict]] = {}
+    for params in parameter_sets:
+        groups.setdefault(tuple(params), []).append(params)
+    return all(connection.execute(statement, group).rowcount == len(group) for group in groups.values())
+
+
 def dispose_all() -> None:
     """Drop pooled connections (after fork, or between test databases)."""
     with _lock:

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.db import execute_all_matched
 from app.domain.states import allowed
 from app.models import Operation, utcnow
 
@@ -62,14 +63,9 @@ def transition_all(session: Session, moves: list[tuple[Operation, str, dict]]) -
     if any(not allowed(op.status, target) for op, target, _changes in moves):
         return False
     planned = [(op, *_cas(op, target, changes)) for op, target, changes in moves]
-    groups: dict[tuple[str, ...], list[dict]] = {}
-    for _op, _values, params in planned:
-        groups.setdefault(tuple(params), []).append(params)
-    connection = session.connection()
-    for group in groups.values():
-        if connection.execute(_CAS, group).rowcount != len(group):
-            log.info("a batch of %s transitions lost a race; rolling back to apply them one by one", len(moves))
-            return False
+    if not execute_all_matched(session.connection(), _CAS, [params for _op, _values, params in planned]):
+        log.info("a batch of %s transitions lost a race; rolling back to apply them one by one", len(moves))
+        return False
     for op, values, _params in planned:
         _commit_values(op, values)
     return True

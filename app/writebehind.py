@@ -57,21 +57,25 @@ def _unnest_insert(table: Table, names: tuple[str, ...]):
     of rows in one statement of fixed text, one array literal per column, so it is prepared once
     and costs one execution where an executemany costs one per row. The arrays go as text built
     by ``_array_literal`` (psycopg's list adapter escapes each element with a regular expression:
-    most of this insert's client CPU); JSON goes as text and is cast back."""
+    most of this insert's client CPU); JSON goes as text and is cast back. None when a column left
+    out has a Python-side default: an INSERT … SELECT would evaluate it once for all the rows."""
     key = (table, names)
-    statement = _inserts.get(key)
-    if statement is None:
-        columns = []
-        for name in names:
-            column = table.c[name]
-            as_text = bindparam(name, type_=Text())
-            if isinstance(column.type, JSON):
-                columns.append(cast(func.unnest(cast(as_text, ARRAY(Text()))), column.type))
-            elif isinstance(column.type, String):  # as text: the column's own length check applies
-                columns.append(func.unnest(cast(as_text, ARRAY(Text()))))  # (a cast to varchar(n) would cut)
-            else:
-                columns.append(func.unnest(cast(as_text, ARRAY(column.type))))
-        statement = _inserts[key] = insert(table).from_select(list(names), select(*columns))
+    if key in _inserts:
+        return _inserts[key]
+    if any(column.default is not None for column in table.columns if column.name not in names):
+        _inserts[key] = None
+        return None
+    columns = []
+    for name in names:
+        column = table.c[name]
+        as_text = bindparam(name, type_=Text())
+        if isinstance(column.type, JSON):
+            columns.append(cast(func.unnest(cast(as_text, ARRAY(Text()))), column.type))
+        elif isinstance(column.type, String):  # as text: the column's own length check applies
+            columns.append(func.unnest(cast(as_text, ARRAY(Text()))))  # (a cast to varchar(n) would cut)
+        else:
+            columns.append(func.unnest(cast(as_text, ARRAY(column.type))))
+    statement = _inserts[key] = insert(table).from_select(list(names), select(*columns))
     return statement
 
 
@@ -92,20 +96,16 @@ def _array_literal(values: list) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def _unnest_fits(table: Table, names: tuple[str, ...], rows: list[dict]) -> bool:
-    """Every row gives the same columns, and no column left out has a Python-side default (an
-    INSERT … SELECT would evaluate it once for all the rows)."""
-    return (all(tuple(row) == names for row in rows)
-            and not any(column.default is not None for column in table.columns if column.name not in names))
-
-
 UNNEST_FROM_ROWS = 2  # from two rows one INSERT … SELECT costs less than an executemany (docs/benchmarks.md)
 
 
 def _execute_inserts(connection: Connection, table: Table, rows: list[dict]) -> None:
     names = tuple(rows[0])
-    if (len(rows) < UNNEST_FROM_ROWS or connection.dialect.name != "postgresql"
-            or not _unnest_fits(table, names, rows)):
+    statement = None
+    if (len(rows) >= UNNEST_FROM_ROWS and connection.dialect.name == "postgresql"
+            and all(tuple(row) == names for row in rows)):  # every row gives the same columns
+        statement = _unnest_insert(table, names)
+    if statement is None:
         connection.execute(_insert(table), rows)
         return
     arrays = {}
@@ -115,7 +115,7 @@ def _execute_inserts(connection: Connection, table: Table, rows: list[dict]) -> 
         if isinstance(column_type, JSON):  # None is JSON null, as SQLAlchemy stores it, unless none_as_null
             values = [None if value is None and column_type.none_as_null else json.dumps(value) for value in values]
         arrays[name] = _array_literal(values)
-    connection.execute(_unnest_insert(table, names), arrays)
+    connection.execute(statement, arrays)
 
 
 def insert_rows(session: Session, table: Table, rows: list[dict]) -> None:

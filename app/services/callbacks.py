@@ -150,7 +150,7 @@ def _apply_batch(session, rows: list[ChannelCallback], ops: dict, attempts: dict
     once (``settle_all``: two round trips for the batch), then each callback is marked and logged."""
     outcomes: dict[str, str] = {}
     settlements: list[Settlement] = []
-    settling: dict[str, ChannelCallback] = {}
+    settling: set[str] = set()
     # The work runs in the context of the request that caused it (the channel echoes our request
     # id); one id per callback for all it writes and logs, a fresh one if the channel gave none.
     request_ids = {row.id: row.request_id or context.new_request_id() for row in rows}
@@ -164,16 +164,11 @@ def _apply_batch(session, rows: list[ChannelCallback], ops: dict, attempts: dict
             outcomes[row.id] = "duplicate"  # as one by one: settled already, or not a transition to make
         else:
             outcomes[row.id] = "applied"
-            settling[op.id] = row
+            settling.add(op.id)
             settlements.append(Settlement(op, row.status, row.error_code, row.error_code, attempts.get(op.id, []),
-                                          row.channel_reference))
-
-    def in_context(settlement: Settlement):
-        row = settling[settlement.op.id]
-        return context.bound(request_ids[row.id], settlement.op.merchant_id, row.reference)
-
+                                          row.channel_reference, request_ids[row.id]))
     if settlements:
-        settle_all(session, settlements, in_context=in_context)
+        settle_all(session, settlements)
     now = utcnow()
     for row in rows:
         op = ops.get(row.reference)

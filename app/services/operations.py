@@ -21,7 +21,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app import breaker, context, events, ledger, representation, writebehind
 from app.channels_runtime import callback_url, channel
 from app.config import get_config
-from app.db import pipelined
+from app.db import execute_all_matched, pipelined
 from app.domain.states import FAILED, FINAL, PENDING, PROCESSING, SUCCEEDED
 from app.models import Account, Attempt, Operation, new_id, utcnow
 from app.state import transition, transition_all
@@ -170,38 +170,37 @@ _ATTEMPT_CLOSE = update(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id
 _ATTEMPT_READ = select(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"))
 
 
-def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | None, message: str | None,
-                   channel_reference: str | None = None, raw: dict | None = None) -> None:
-    """Record an outcome on an attempt still open (processing or unknown), in one conditional
-    UPDATE: an attempt a callback or status query closed meanwhile keeps its outcome. The object
-    (loaded in the session or not) then shows the row's values without being flushed again."""
+def _outcome_values(status: str, code: str | None, message: str | None, channel_reference: str | None = None,
+                    raw: dict | None = None) -> dict:
+    """The columns an attempt's outcome sets."""
     values = {"status": status, "error_code": code, "error_message": message, "updated_at": utcnow()}
     if channel_reference is not None:
         values["channel_reference"] = channel_reference
     if raw is not None:
         values["raw"] = raw
+    return values
+
+
+def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | None, message: str | None,
+                   channel_reference: str | None = None, raw: dict | None = None) -> None:
+    """Record an outcome on an attempt still open (processing or unknown), in one conditional
+    UPDATE: an attempt a callback or status query closed meanwhile keeps its outcome. The object
+    (loaded in the session or not) then shows the row's values without being flushed again."""
+    values = _outcome_values(status, code, message, channel_reference, raw)
     if session.connection().execute(_ATTEMPT_CLOSE, {"attempt_id": attempt.id, **values}).rowcount != 1:
         values = dict(session.connection().execute(_ATTEMPT_READ, {"attempt_id": attempt.id}).mappings().one())
     for name, value in values.items():
         set_committed_value(attempt, name, value)
 
 
-def _close_attempts(session: Session, closes: list[tuple[Attempt, str, str | None, str | None, str | None]]) -> bool:
-    """``_close_attempt`` for several attempts, ``(attempt, status, code, message, channel_reference)``
-    each, as one executemany per set of columns; True if every one was still open and is closed
-    now (the objects then show it), False if any was closed meanwhile (which one is not known)."""
-    planned, groups = [], {}
-    now = utcnow()
-    for attempt, status, code, message, channel_reference in closes:
-        values = {"status": status, "error_code": code, "error_message": message, "updated_at": now}
-        if channel_reference is not None:
-            values["channel_reference"] = channel_reference
-        planned.append((attempt, values))
-        groups.setdefault(tuple(values), []).append({"attempt_id": attempt.id, **values})
-    connection = session.connection()
-    for group in groups.values():
-        if connection.execute(_ATTEMPT_CLOSE, group).rowcount != len(group):
-            return False
+def _close_attempts(session: Session, closes: list[tuple[Attempt, tuple]]) -> bool:
+    """``_close_attempt`` for several ``(attempt, outcome arguments)``, as executemanys; True if
+    every attempt was still open and is closed now (the objects then show it), False if any was
+    closed meanwhile (which one is not known)."""
+    planned = [(attempt, _outcome_values(*outcome)) for attempt, outcome in closes]
+    if not execute_all_matched(session.connection(), _ATTEMPT_CLOSE,
+                               [{"attempt_id": attempt.id, **values} for attempt, values in planned]):
+        return False
     for attempt, values in planned:
         for name, value in values.items():
             set_committed_value(attempt, name, value)
@@ -231,14 +230,15 @@ def _settle_changes(op: Operation, status: str, code: str | None, message: str |
     return changes
 
 
-def _open_attempt(op: Operation, attempts: list[Attempt] | None) -> Attempt | None:
-    """The operation's attempt on its channel still waiting for an outcome, if any."""
+def _settled_attempt(op: Operation, attempts: list[Attempt] | None, status: str, code: str | None,
+                     message: str | None, channel_reference: str | None) -> tuple[Attempt, tuple] | None:
+    """The operation's attempt on its channel still waiting for an outcome, if any, and the outcome
+    a settlement records on it (``_close_attempt``'s arguments after the attempt)."""
     attempt = next((a for a in reversed(attempts or []) if a.channel == op.channel), None)
-    return attempt if attempt is not None and attempt.status not in FINAL else None
-
-
-def _close_values(status: str, code: str | None, message: str | None) -> tuple[str, str | None, str | None]:
-    return status, code, message if status == FAILED else None
+    if attempt is None or attempt.status in FINAL:
+        return None
+    return attempt, (status, code, message if status == FAILED else None,
+                     attempt.channel_reference or channel_reference)
 
 
 def settle(session: Session, op: Operation, status: str, code: str | None = None, message: str | None = None,
@@ -249,16 +249,17 @@ def settle(session: Session, op: Operation, status: str, code: str | None = None
     channel with the outcome; that happens only if this call won the transition."""
     if not transition(session, op, status, **_settle_changes(op, status, code, message, channel_reference)):
         return False
-    if (attempt := _open_attempt(op, attempts)) is not None:
-        _close_attempt(session, attempt, *_close_values(status, code, message),
-                       attempt.channel_reference or channel_reference)
+    if (closing := _settled_attempt(op, attempts, status, code, message, channel_reference)) is not None:
+        attempt, outcome = closing
+        _close_attempt(session, attempt, *outcome)
     _record_settlement(session, op, status, attempts)
     return True
 
 
 @dataclass(frozen=True)
 class Settlement:
-    """One outcome for ``settle_all``: as the arguments of ``settle``."""
+    """One outcome for ``settle_all``: as the arguments of ``settle``, and the request id its
+    postings and event are written under (None: the current context's)."""
 
     op: Operation
     status: str
@@ -266,30 +267,31 @@ class Settlement:
     message: str | None
     attempts: list[Attempt]
     channel_reference: str | None
+    request_id: str | None = None
 
 
 class SettlementRace(Exception):
     """A batch of settlements met a concurrent change (see ``settle_all``); nothing of it may be kept."""
 
 
-def settle_all(session: Session, settlements: list[Settlement], *, in_context=None) -> None:
+def settle_all(session: Session, settlements: list[Settlement]) -> None:
     """``settle`` for several operations at once (the callback drain): their transitions are one
     compare-and-set executemany and the closing of their open attempts another, so a batch costs
     two round trips where one by one it costs two per operation; postings and events follow per
-    operation, each in ``in_context(settlement)`` if given. Raises SettlementRace if any
-    transition or attempt close did not apply (a concurrent change): what was written since the
-    caller's savepoint must then be rolled back, and the batch applied one by one with ``settle``."""
+    operation, under its request id. Raises SettlementRace if any transition or attempt close did
+    not apply (a concurrent change): what was written since the caller's savepoint must then be
+    rolled back, and the batch applied one by one with ``settle``."""
     moves = [(s.op, s.status, _settle_changes(s.op, s.status, s.code, s.message, s.channel_reference))
              for s in settlements]
     if not transition_all(session, moves):
         raise SettlementRace("an operation of the batch changed meanwhile")
-    closes = [(attempt, *_close_values(s.status, s.code, s.message), attempt.channel_reference or s.channel_reference)
-              for s in settlements if (attempt := _open_attempt(s.op, s.attempts)) is not None]
+    closes = [closing for s in settlements
+              if (closing := _settled_attempt(s.op, s.attempts, s.status, s.code, s.message, s.channel_reference))]
     if not _close_attempts(session, closes):
         raise SettlementRace("an attempt of the batch was closed meanwhile")
-    for settlement in settlements:
-        with in_context(settlement) if in_context else contextlib.nullcontext():
-            _record_settlement(session, settlement.op, settlement.status, settlement.attempts)
+    for s in settlements:
+        with context.bound(s.request_id, s.op.merchant_id, s.op.id) if s.request_id else contextlib.nullcontext():
+            _record_settlement(session, s.op, s.status, s.attempts)
 
 
 def _record_settlement(session: Session, op: Operation, status: str, attempts: list[Attempt] | None) -> None:
