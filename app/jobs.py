@@ -11,7 +11,7 @@ import threading
 from rq import Queue, SimpleWorker
 
 from app import context
-from app.redis_conn import get_redis
+from app.redis_conn import get_redis, worker_redis
 
 CORE = "core"  # channel callbacks, status queries
 WEBHOOKS = "webhooks"  # merchant notifications
@@ -88,7 +88,7 @@ def run_worker(names: list[str], burst: bool = False) -> None:
     for name in names:
         if name not in ALL_QUEUES:
             raise SystemExit(f"unknown queue {name}; known: {', '.join(ALL_QUEUES)}")
-    connection = get_redis()
+    connection = worker_redis()  # RQ lengthens its timeout for the blocking dequeue: not the request path's
     worker = SimpleWorker([Queue(n, connection=connection) for n in names], connection=connection)
     threads = [] if burst else maintenance_for(names)
     from app.tuning import tune_gc_for_serving

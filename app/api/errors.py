@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 
+import psycopg
 from flask import Flask, jsonify
+from sqlalchemy import exc as sa_exc
 from werkzeug.exceptions import HTTPException
 
 from app import context
@@ -26,6 +28,20 @@ ERROR_MAP: list[tuple[type[e.PayRouterError], int, str]] = [
     (e.ChannelError, 502, "api_error"),
     (e.PayRouterError, 500, "api_error"),
 ]
+
+# Faults of the database itself (unreachable, restarting, its pool exhausted), as SQLAlchemy or the
+# driver raise them: the client may retry, so 503 with Retry-After, never a bare 500.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (sa_exc.OperationalError, sa_exc.TimeoutError,
+                                                    sa_exc.DisconnectionError, psycopg.OperationalError)
+
+
+def database_unavailable(error: Exception) -> e.ServiceUnavailable | None:
+    """The 503 a database fault answers, or None for any other error."""
+    if isinstance(error, DATABASE_UNAVAILABLE) or (isinstance(error, sa_exc.DBAPIError)
+                                                   and error.connection_invalidated):
+        return e.ServiceUnavailable("The database is unreachable right now; retry later.")
+    return None
+
 
 # Codes of InvalidRequest that are about the request's meaning rather than its form.
 UNPROCESSABLE_CODES = {"reference_already_used", "currency_mismatch", "amount_too_large", "state_conflict",

@@ -86,6 +86,13 @@ class LimitExceeded(PaymentDeclined):
     code = "limit_exceeded"
 
 
+class LimitUnavailable(PaymentDeclined):
+    """A velocity limit applies but cannot be counted right now (Redis unreachable): refused
+    rather than let through unchecked."""
+
+    code = "limit_unavailable"
+
+
 class InsufficientFunds(PaymentDeclined):
     """The account does not hold enough available balance."""
 

@@ -20,6 +20,7 @@ from app.domain.errors import (
     IdempotencyMismatch,
     InvalidRequest,
     LimitExceeded,
+    LimitUnavailable,
     NoRoute,
     NotFound,
     PaymentDeclined,
@@ -65,8 +66,9 @@ def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
         exc.extra["decision"] = {**decision.to_dict(), "outcome": "decline", "decline_code": "limit_exceeded"}
         raise
     except redis.RedisError as exc:  # refuse rather than move money past an unchecked limit
-        raise ServiceUnavailable("velocity limits cannot be checked right now; retry later",
-                                 code="limits_unavailable") from exc
+        raise LimitUnavailable("velocity limits cannot be checked right now; retry later",
+                               decision={**decision.to_dict(), "outcome": "decline",
+                                         "decline_code": "limit_unavailable"}) from exc
     return reservation.to_dict() if hasattr(reservation, "to_dict") else reservation
 
 
