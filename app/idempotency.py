@@ -8,22 +8,30 @@
 3. Others: a different body → 422; a finished row → the stored bytes replayed; a row
    still in flight → wait for it (up to ``WAIT_SECONDS``), then 409.
 
-A claim whose owner died before committing (the row stays ``in_flight`` past
-``locked_until``) is taken over by the next retry: nothing was committed, so this cannot
-repeat a side effect. 4xx outcomes are stored and replayed; a 5xx releases the key (or, when
-part of the work was committed, unlocks it for a retry to take over and resume).
+A claim is a lease: ``locked_until`` lies ``LEASE`` ahead, and the process that owns it renews
+it every ``RENEW_SECONDS`` while the request runs (one statement per process for all its long
+requests, ``Leases``). A claim whose owner died or lost the database (it stays ``in_flight``
+past ``locked_until``) is taken over by the next retry, compare-and-set on ``locked_until``
+so two retries never both take it, within ``LEASE`` of the owner's last renewal: a payment's
+retry then resumes the operation its owner had committed (on record with its attempt, settled
+by status queries) and never calls a channel again. 4xx outcomes are stored and replayed; a
+5xx releases the key (or, when part of the work was committed, unlocks it for a retry to take
+over and resume).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import os
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import bindparam, delete, update
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import bindparam, delete, tuple_, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import context
@@ -31,8 +39,12 @@ from app.db import insert_unique_row, request_session, unit_of_work
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
 from app.models import IdempotencyKey, utcnow
 
+log = logging.getLogger("payrouter.idempotency")
+
 KEEP = timedelta(hours=24)
-LOCK = timedelta(seconds=60)
+LEASE = timedelta(seconds=5)  # a retry takes over a claim no one renewed for this long
+RENEW_SECONDS = 1.5  # how often the owner's process renews the leases of its running requests
+LOCK = LEASE  # the name the unlock below and older tests use
 WAIT_SECONDS = 15.0
 POLL_SECONDS = 0.05
 
@@ -93,7 +105,8 @@ def run(merchant_id: str, key: str, endpoint: str, body: object,
             if owned:
                 # A use case may resume what the dead owner of a taken-over claim had committed.
                 session.info["idempotency_takeover"] = took_over
-                return _execute(session, merchant_id, key, execute, error_response)
+                with _leases.holding(merchant_id, key):
+                    return _execute(session, merchant_id, key, execute, error_response)
             session.rollback()
         if time.monotonic() >= deadline:
             raise IdempotencyInFlight("A request with this Idempotency-Key is still being processed; retry later.")
@@ -105,7 +118,7 @@ def _insert_claim(session: Session, merchant_id: str, key: str, endpoint: str, d
     same key waits here until the first one commits or rolls back, then finds its row."""
     return insert_unique_row(session, _KEYS, {
         "merchant_id": merchant_id, "key": key, "request_hash": digest, "endpoint": endpoint, "status": "in_flight",
-        "request_id": context.current_request_id(), "created_at": now, "locked_until": now + LOCK,
+        "request_id": context.current_request_id(), "created_at": now, "locked_until": now + LEASE,
         "expires_at": now + KEEP})
 
 
@@ -157,7 +170,7 @@ def _take_over(session: Session, row: IdempotencyKey, now) -> bool:
         update(IdempotencyKey)
         .where(IdempotencyKey.merchant_id == row.merchant_id, IdempotencyKey.key == row.key,
                IdempotencyKey.status == "in_flight", IdempotencyKey.locked_until == row.locked_until)
-        .values(locked_until=now + LOCK, request_id=context.current_request_id())
+        .values(locked_until=now + LEASE, request_id=context.current_request_id())
         .execution_options(synchronize_session=False))
     return result.rowcount == 1
 
@@ -178,8 +191,77 @@ def _unlock(merchant_id: str, key: str) -> None:
                 IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key,
                 IdempotencyKey.status == "in_flight").values(locked_until=utcnow() - LOCK)
                 .execution_options(synchronize_session=False))
-    except OperationalError:
-        pass  # the database is down; the claim's lock runs out after LOCK anyway
+    except SQLAlchemyError:
+        pass  # the database is down; no one renews the lease, so it runs out within LEASE anyway
+
+
+class Leases:
+    """The claims this process's requests hold, renewed by one thread of the process: every
+    ``RENEW_SECONDS`` one UPDATE moves ``locked_until`` of all claims held longer than that ``LEASE``
+    ahead. A request that ends (answered or failed) stops renewing its claim at once. Nothing to
+    renew costs nothing; a renewal that fails (the database is down) is tried again next time, and
+    meanwhile the leases run out, as they should: their owners cannot finish either."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, str], float] = {}  # (merchant, key) → last renewed (monotonic)
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def holding(self, merchant_id: str, key: str):
+        return _Holding(self, (merchant_id, key))
+
+    def _hold(self, claim: tuple[str, str]) -> None:
+        with self._lock:
+            self._held[claim] = time.monotonic()
+            if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="payrouter-idempotency-leases", daemon=True)
+                self._pid = os.getpid()
+                self._thread.start()
+
+    def _release(self, claim: tuple[str, str]) -> None:
+        with self._lock:
+            self._held.pop(claim, None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(RENEW_SECONDS / 3)
+            try:
+                self.renew_due()
+            except Exception:  # noqa: BLE001 - the database may be down: the leases run out meanwhile
+                log.debug("idempotency leases not renewed", exc_info=True)
+
+    def renew_due(self) -> int:
+        """Renew the leases held longer than RENEW_SECONDS since their last renewal."""
+        started = time.monotonic()
+        with self._lock:
+            due = [claim for claim, renewed in self._held.items() if started - renewed >= RENEW_SECONDS]
+        if not due:
+            return 0
+        with unit_of_work() as session:
+            session.execute(update(IdempotencyKey).where(
+                tuple_(IdempotencyKey.merchant_id, IdempotencyKey.key).in_(due),
+                IdempotencyKey.status == "in_flight").values(locked_until=utcnow() + LEASE)
+                .execution_options(synchronize_session=False))
+        with self._lock:
+            for claim in due:
+                if claim in self._held:
+                    self._held[claim] = started
+        return len(due)
+
+
+class _Holding:
+    def __init__(self, leases: Leases, claim: tuple[str, str]):
+        self.leases, self.claim = leases, claim
+
+    def __enter__(self):
+        self.leases._hold(self.claim)
+
+    def __exit__(self, *_exc):
+        self.leases._release(self.claim)
+
+
+_leases = Leases()
 
 
 def purge_expired() -> int:

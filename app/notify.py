@@ -1,5 +1,5 @@
 """Change notices between processes over Redis pub/sub (switches toggled, rules published,
-circuits opened or closed).
+circuits opened or closed, API keys revoked).
 
 Each process that reads a cached setting runs one listener thread, started on first use (after
 a fork too: gunicorn and RQ workers each get their own). A notice makes every subscribed
@@ -26,7 +26,7 @@ import redis
 from app.redis_conn import get_redis, redis_url
 
 log = logging.getLogger("payrouter.notify")
-TOPICS = ("switches", "rules", "breakers")
+TOPICS = ("switches", "rules", "breakers", "api_keys")
 RETRY_SECONDS = 1.0
 HEALTH_CHECK_SECONDS = 5
 

