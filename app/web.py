@@ -7,7 +7,7 @@ import time
 from flask import Flask, g, request
 
 from app import context, logs
-from app.api import errors
+from app.api import errors, validation
 from app.config import Config, get_config, set_config
 
 log = logging.getLogger("payrouter.http")
@@ -44,6 +44,8 @@ def _context_hooks(app: Flask) -> None:
             from app.api.common import authenticate_request
 
             authenticate_request()
+        # Every route's path and query, as parse_json does every body: bad text is a 400, never a 5xx.
+        validation.screen(validation.raw_path(request.environ), request.query_string, request.view_args)
 
     @app.after_request
     def _echo(response):

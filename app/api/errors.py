@@ -94,6 +94,9 @@ def register(app: Flask) -> None:
         kind = "invalid_request_error" if error.code < 500 else "api_error"
         response = jsonify(error_body(kind, codes.get(error.code, "http_error"), error.description or error.name))
         response.status_code = error.code
+        for name, value in error.get_headers():  # a 405's Allow, as HTTP requires
+            if name.lower() != "content-type":
+                response.headers[name] = value
         return response
 
     @app.errorhandler(Exception)

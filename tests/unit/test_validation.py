@@ -1,6 +1,8 @@
+import json
+
 import pytest
 
-from app.api.validation import list_params, parse_body
+from app.api.validation import api_schema, list_params, parse_body, screen
 from app.domain.errors import InvalidRequest
 
 GOOD = {"from_account": "acct_a1", "to_account": "acct_b2", "amount": 100, "currency": "USD", "reference": "r1"}
@@ -82,3 +84,100 @@ def test_list_params(args, param):
 
 def test_list_defaults():
     assert list_params({}) == (10, None)
+
+
+# Bad input is a 4xx: strings that no text column takes and numbers no integer column holds are refused
+# with their param by the one parser every body goes through.
+@pytest.mark.parametrize("raw,param", [
+    (b'{"currency":"USD","customer":{"id":"a\\u0000"}}', "customer[id]"),
+    (b'{"currency":"USD","customer":{"id":"\\ud83d"}}', "customer[id]"),
+    (b'{"currency":"USD","customer":{"id":"\\ude00x"}}', "customer[id]"),
+    (b'{"currency":"USD","customer":{"id":"c"},"metadata":{"\\u0000":"v"}}', "metadata[\\x00]"),
+    (b'{"currency":"USD","customer":{"id":"c"},"metadata":{"k":"\\u0000"}}', "metadata[k]"),
+    (b'{"currency":"USD","customer":{"id":"c"},"extra":[1, "\\ud800"]}', "extra[1]"),
+    (b'{"currency":"USD","customer":{"id":"c"},"n":1e1000}', "n"),
+    (b'{"currency":"USD","customer":{"id":"c"},"n":1e99999999999999999999999999}', "n"),
+    (b'{"currency":"USD","customer":{"id":"c"},"n":-0.5e-99999999999999999999999999}', "n"),
+    (b'{"currency":"USD","customer":{"id":"c"},"n":1.0e19}', "n"),
+    (b'{"currency":"USD","customer":{"id":"c"},"n":9223372036854775808}', "n"),
+    (b'{"currency":"USD","customer":{"id":"c"},"n":-9223372036854775809}', "n"),
+    (b'{"currency":"USD","customer":{"id":"c"},"n":' + b"9" * 5000 + b"}", "n"),
+])
+def test_bad_text_and_huge_numbers_are_parameter_invalid(raw, param):
+    error = err(raw, "account_create")
+    assert (error.code, error.param) == ("parameter_invalid", param)
+
+
+def test_a_surrogate_pair_is_one_good_character():
+    body = parse_body(b'{"currency":"USD","customer":{"id":"\\ud83d\\ude00"}}', "account_create")
+    assert body["customer"]["id"] == "\U0001f600"
+
+
+def test_64_bit_integers_and_small_decimals_still_reach_the_schema():
+    assert err(json.dumps({**GOOD, "amount": 2**63 - 1}).encode()).param == "amount"  # above the schema's maximum
+    error = err(json.dumps({**GOOD, "amount": 1.5}).encode())
+    assert "not an integer" in error.message
+
+
+@pytest.mark.parametrize("raw", [b'{"a": "\xed\xa0\x80"}', b'{"a": "\xff"}', b'{"a": "\xc3"}',
+                                 '{"a": 1}'.encode("utf-16"), b"\xef\xbb\xbf{}"])
+def test_bodies_must_be_strict_utf8(raw):
+    assert err(raw).code == "invalid_json"
+
+
+def test_deep_nesting_is_refused_not_a_crash():
+    assert err(b'{"a":' * 40 + b"1" + b"}" * 40).code == "invalid_json"
+    assert err(b"[" * 100000 + b"]" * 100000).code in ("invalid_json", "body_too_large")
+
+
+@pytest.mark.parametrize("path,query,view_args,param", [
+    (b"/v1/accounts/acct_\x00", b"", {"account_id": "acct_\x00"}, "id"),
+    (b"/v1/accounts/acct_\xed\xa0\x80", b"", {"account_id": "acct_\ufffd\ufffd\ufffd"}, "id"),
+    (b"/v1/nothing/\xff", b"", None, "path"),
+    (b"/v1/accounts", b"starting_after=%00", None, "starting_after"),
+    (b"/v1/accounts", b"starting_after=%ED%A0%80", None, "starting_after"),
+    (b"/v1/accounts", b"limit=1&st%FFarting=1", None, "st\ufffdarting"),
+])
+def test_screen_refuses_bad_paths_and_queries(path, query, view_args, param):
+    with pytest.raises(InvalidRequest) as info:
+        screen(path, query, view_args)
+    assert (info.value.code, info.value.param) == ("parameter_invalid", param)
+
+
+def test_screen_lets_good_text_through():
+    screen("/v1/accounts/acct_é".encode(), "starting_after=acct_1&x=%E2%82%AC+1".encode(), {"account_id": "acct_é"})
+
+
+def _columns():
+    from app.models import Account, Operation, Transfer
+    from app.webhooks.models import WebhookEndpoint
+
+    return [
+        (("account_create", "reference"), Account.reference),
+        (("transfer_create", "reference"), Transfer.reference),
+        (("payment_create", "reference"), Operation.reference),
+        (("payment_create", "description"), Operation.description),
+        (("refund_create", "reason"), Operation.reason),
+        (("webhook_endpoint_create", "url"), WebhookEndpoint.url),
+        (("webhook_endpoint_create", "description"), WebhookEndpoint.description),
+        (("object_id",), Account.id),
+        (("object_id",), Operation.account_id),
+        (("object_id",), Transfer.from_account_id),
+        (("currency",), Operation.currency),
+    ]
+
+
+@pytest.mark.parametrize("where,column", _columns(), ids=lambda v: ".".join(v) if isinstance(v, tuple) else str(v))
+def test_schema_lengths_match_the_columns(where, column):
+    """A string the schema lets through fits its column: a longer one is a 400 here, not a database error."""
+    defs = api_schema()["$defs"]
+    node = defs[where[0]]
+    for name in where[1:]:
+        node = node["properties"][name]
+    if "$ref" in node:
+        node = defs[node["$ref"].rsplit("/", 1)[-1]]
+    length = column.property.columns[0].type.length
+    if "enum" in node:
+        assert max(map(len, node["enum"])) <= length
+    else:
+        assert node["maxLength"] == length, (where, node.get("maxLength"), length)
