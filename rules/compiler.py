@@ -11,9 +11,9 @@ How a rule becomes engine rules:
 3. Every distinct conjunction is one engine rule ``t<N>`` (a flat ``$and`` chain) shared by
    all the rules that contain it; literals are ordered most-shared first so the alpha network
    shares prefixes. ``matches`` is never sent to the engine (``$mt`` mishandles ``\\d`` and
-   ``^`` and leaks per reload): it is a Python post-filter on the engine's candidates, with
-   ``re.search`` semantics.
-4. Facts reach the engine as ``p<i>`` properties (only the paths the rules use), typed by
+   ``^``, leaks per reload, and nothing bounds its running time): it is a post-filter on the
+   engine's candidates, ``rules.patterns.search`` (RE2, linear time, ``re.search`` semantics).
+4. Facts reach the engine as ``p<i>`` properties (only the paths its tests use), typed by
    ``rules.facts``, plus ``_r: 1``; a conjunction made only of "missing" tests also requires
    ``_r`` so the session's own state fact never matches it. A priming rule (``_p``) fires
    once when the ruleset is created.
@@ -25,11 +25,11 @@ Limits checked here (from the engine's source and measurements): ≤ 4,095 engin
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from rules import patterns
 from rules.facts import is_numeric
 from rules.model import All, AnyOf, Atom, Condition, Not, Problem, RuleSet
 
@@ -106,7 +106,7 @@ def satisfiable(term: frozenset) -> bool:
                 return False
         for op, v in lits:
             if eqs and op in _POST and isinstance(next(iter(eqs)), str):
-                found = re.search(v, next(iter(eqs))) is not None
+                found = patterns.search(v, next(iter(eqs)))
                 if found != (op == "mt"):
                     return False
     return True

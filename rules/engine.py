@@ -22,9 +22,10 @@ from typing import Any
 
 import durable_rules_engine as _dre
 
+from rules import patterns
 from rules.compiler import Plan, TooComplex, plan
 from rules.model import RuleSet
-from rules.reference import ReferenceRules, _regex
+from rules.reference import ReferenceRules
 
 ENGINE_LOCK = threading.RLock()
 _names = itertools.count(1)
@@ -38,7 +39,7 @@ class EngineError(RuntimeError):
 def _post_ok(post: tuple, facts: Mapping[str, Any]) -> bool:
     for op, path, pattern in post:
         value = facts.get(path)
-        hit = isinstance(value, str) and _regex(pattern).search(value) is not None
+        hit = isinstance(value, str) and patterns.search(pattern, value)
         if hit != (op == "mt"):
             return False
     return True
@@ -62,7 +63,10 @@ class CompiledRules:
         order = ruleset.order()
         self._rank = {index: rank for rank, index in enumerate(order)}
         self._ids = tuple(rule.id for rule in ruleset.rules)
-        self._props = tuple(self.plan.props.items())
+        # only the paths the engine tests: a value only ``matches`` reads (say a 10 KB e-mail) is
+        # not parsed by durable-rules on every decision (about 10 µs per KB)
+        tested = {lit[1] for chain in self.plan.chains.values() for lit in chain}
+        self._props = tuple((path, name) for path, name in self.plan.props.items() if path in tested)
         self._targets = self.plan.targets
         with ENGINE_LOCK:
             try:

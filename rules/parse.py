@@ -6,6 +6,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from app.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT
+from rules import patterns
 from rules.facts import OPERATION_TYPES, WEEKDAYS, is_known_fact, is_numeric
 from rules.model import OPERATORS, ORDERING, All, AnyOf, Atom, Condition, Daily, Fee, Limits, Not, Then
 
@@ -91,12 +92,12 @@ def _atom(obj: dict, path: str, out: Collector) -> Atom | None:
             out.add(vpath, f"matches takes a non-empty regular expression string on a string fact ({fact} is not)"
                     if is_numeric(fact) else "matches takes a non-empty regular expression string")
             return None
-        try:
-            re.compile(value)
-            ok = True
-        except re.error as exc:
-            out.add(vpath, f"invalid regular expression {value!r}: {exc}")
+        why = patterns.problem(value)
+        if why is not None:
+            out.add(vpath, f"invalid regular expression {value!r}: {why} (matches takes RE2 syntax: no "
+                           "backreferences or lookaround, which is what keeps matching linear-time)")
             return None
+        ok = True
     else:  # exists
         ok = isinstance(value, bool)
         if not ok:

@@ -5,19 +5,13 @@ ordered by priority (desc) then file order. ``flat_facts`` come from ``rules.fac
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any
 
+from rules import patterns
 from rules.model import All, AnyOf, Atom, Condition, Not, RuleSet
 
 _MISSING = object()
-
-
-@lru_cache(maxsize=4096)
-def _regex(pattern: str) -> re.Pattern:
-    return re.compile(pattern)
 
 
 def test_atom(atom: Atom, facts: Mapping[str, Any]) -> bool:
@@ -36,7 +30,7 @@ def test_atom(atom: Atom, facts: Mapping[str, Any]) -> bool:
         found = any(v == y and type(v) is type(y) for y in x)
         return found if op == "in" else not found
     if op in ("matches", "not_matches"):
-        hit = isinstance(v, str) and _regex(x).search(v) is not None
+        hit = isinstance(v, str) and patterns.search(x, v)
         return hit if op == "matches" else not hit
     if type(v) is not int:
         return False

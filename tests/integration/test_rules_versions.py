@@ -47,6 +47,18 @@ def test_validate_reports_every_problem(clean, rules_file):
     assert code == 0 and "valid" in out
 
 
+def test_validate_refuses_patterns_re2_cannot_take_with_their_lines(clean, rules_file):
+    """``matches`` is RE2 (linear time): backreferences and lookaround are refused, each with its line."""
+    bad = rules_file("rules:\n  - id: look\n    priority: 1\n"
+                     "    when: {fact: customer.email, matches: '^(?!admin@).+@example\\.com$'}\n"
+                     "    then: {decline: nope}\n  - id: backref\n    priority: 2\n"
+                     "    when: {fact: customer.name, matches: '^(\\w)\\1'}\n    then: {decline: nope}\n")
+    code, out = cli("rules", "validate", bad)
+    assert code != 0 and "2 problem(s)" in out
+    assert "line 4: rule 'look' at /rules/0/when/matches: invalid regular expression" in out
+    assert "line 8: rule 'backref' at /rules/1/when/matches: invalid regular expression" in out
+
+
 def test_publish_history_rollback(clean, rules_file):
     from app.bootstrap import init
 

@@ -1,0 +1,109 @@
+"""``matches`` runs in linear time (RE2): no pattern and no input can make a decision slow (issue #11, item 3).
+
+Python's ``re`` needs exponential time for ``^(a+)+$`` against ``aaaa…!``: on the old code
+these tests never finish (pytest-timeout fails them); RE2 answers in microseconds.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rules import patterns
+from rules.decide import decide, facts_for
+from rules.engine import CompiledRules
+from rules.facts import flatten
+from rules.format import load, validate
+from rules.reference import ReferenceRules
+
+EVIL = "a" * 10_240 + "!"  # 10 KB that ^(a+)+$ backtracks over in every way before failing
+FAST = 0.5  # seconds: a functional bound, generous on a shared machine; the old code needs years
+
+
+def rule_file(pattern: str) -> str:
+    return ("rules:\n"
+            "  - id: usd\n"
+            "    priority: 1\n"
+            "    when: {fact: currency, eq: USD}\n"
+            "    then: {route: [sandbox]}\n"
+            "  - id: pattern\n"
+            "    priority: 2\n"
+            "    when:\n"
+            "      all:\n"
+            "        - {fact: currency, eq: USD}\n"
+            f"        - {{fact: customer.email, matches: '{pattern}'}}\n"
+            "    then: {decline: suspicious_email}\n"
+            "defaults: {route: [sandbox]}\n")
+
+
+@pytest.mark.parametrize("pattern,why", [
+    ("^(?!admin@)[a-z]+@", "(?!"),  # negative lookahead
+    ("(?<=@)example", "(?<="),  # lookbehind
+    (r"^(\w)\1", r"\1"),  # backreference
+    (r"^(?P<c>\w)(?P=c)", "(?P="),  # named backreference
+])
+def test_validate_refuses_what_re2_cannot_take_with_its_line(pattern, why):
+    problems = validate(rule_file(pattern))
+    assert len(problems) == 1
+    problem = problems[0]
+    assert (problem.rule_id, problem.path, problem.line) == ("pattern", "/rules/1/when/all/1/matches", 11)
+    assert "invalid regular expression" in problem.message and why in problem.message
+    assert "RE2" in problem.message
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("kind", ["engine", "reference"])
+def test_backtracking_pattern_decides_quickly_against_10_kb(kind):
+    ruleset = load(rule_file("^(a+)+$"))
+    matcher = CompiledRules(ruleset, 1) if kind == "engine" else ReferenceRules(ruleset, 1)
+    try:
+        for email, declined in ((EVIL, False), (EVIL[:-1], True)):
+            facts = facts_for("payment", 1000, "USD", customer={"email": email})
+            started = time.perf_counter()
+            decision = decide(facts, ruleset, matcher, split_key="k")
+            elapsed = time.perf_counter() - started
+            assert elapsed < FAST, f"{kind} took {elapsed:.3f} s"
+            assert (decision.decline_code == "suspicious_email") is declined
+            assert decision.matched_rules == (("pattern", "usd") if declined else ("usd",))
+        assert getattr(matcher, "fallbacks", 0) == 0
+    finally:
+        matcher.close()
+
+
+@pytest.mark.timeout(30)
+def test_nested_quantifiers_do_not_slow_the_engine_either():
+    ruleset = load(rule_file("(x+x+)+y"))
+    engine = CompiledRules(ruleset, 1)
+    try:
+        facts = facts_for("payment", 1000, "USD", customer={"email": "x" * 10_240})
+        started = time.perf_counter()
+        assert engine.match(flatten(facts)) == ("usd",)
+        assert time.perf_counter() - started < FAST
+    finally:
+        engine.close()
+
+
+@pytest.mark.timeout(30)
+def test_validating_a_pattern_against_an_eq_value_is_linear_too():
+    """The compiler checks ``eq`` + ``matches`` on one fact for satisfiability at validation."""
+    text = ("rules:\n  - id: r\n    when:\n      all:\n"
+            f"        - {{fact: customer.email, eq: '{'a' * 250}!'}}\n"
+            "        - {fact: customer.email, matches: '^(a+)+$'}\n"
+            "    then: {decline: nope}\n")
+    started = time.perf_counter()
+    problems = validate(text)
+    assert time.perf_counter() - started < FAST
+    assert [p.message for p in problems] == ["condition can never be true (contradictory tests)"]
+
+
+@pytest.mark.parametrize("pattern,text,found", [
+    (r"@example\.(com|org)$", "ann@example.org", True),  # the demo rule set's pattern
+    (r"^\d{4}$", "2024", True),
+    (r"^\d+$", "٣", False),  # RE2's \d, \w, \s are ASCII (Python's str patterns are Unicode)
+    ("^x$", "x\n", False),  # RE2's $ is the end of the text (Python's also matches before a final \n)
+    ("(?i)^ÉTÉ$", "été", True),  # UTF-8 and case folding beyond ASCII
+    ("^.$", "\ud800", True),  # a lone surrogate (valid JSON) is matched, never an exception
+])
+def test_re2_semantics(pattern, text, found):
+    assert patterns.problem(pattern) is None
+    assert patterns.search(pattern, text) is found
