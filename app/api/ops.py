@@ -17,6 +17,7 @@ from app.domain.errors import AuthenticationFailed, InvalidRequest, PermissionDe
 bp = Blueprint("ops", __name__)
 
 FIELDS = {"name", "on", "reason", "actor"}
+ACTOR_PREFIX = "ops-api:"
 
 
 def ops_token() -> str | None:
@@ -53,10 +54,10 @@ def set_switch():
             raise InvalidRequest(f"Missing required param: {name}", param=name, code="parameter_missing")
     if not isinstance(body["on"], bool):
         raise InvalidRequest("on must be true or false", param="on")
-    for name in ("reason", "actor"):
-        if name in body and not (isinstance(body[name], str) and 0 < len(body[name]) <= 200):
-            raise InvalidRequest(f"{name} must be a non-empty string", param=name)
-    actor = "ops-api:" + body.get("actor", "token")
+    for name, longest in (("reason", 200), ("actor", 200 - len(ACTOR_PREFIX))):  # actor: the column holds 200
+        if name in body and not (isinstance(body[name], str) and 0 < len(body[name]) <= longest):
+            raise InvalidRequest(f"{name} must be a non-empty string of at most {longest} characters", param=name)
+    actor = ACTOR_PREFIX + body.get("actor", "token")
     return jsonify(switches.set(body["name"], body["on"], actor, body["reason"]))
 
 
