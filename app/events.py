@@ -18,13 +18,17 @@ EVENT_TYPES = (
 )
 
 
-def record(session: Session, *, merchant_id: str, type: str, object_id: str, data: dict) -> str:
-    """Write the event (in a batch job, with the batch's other rows); its id."""
+def record(session: Session, *, merchant_id: str, type: str, object_id: str, data: dict,
+           livemode: bool | None = None) -> str:
+    """Write the event (in a batch job, with the batch's other rows); its id. It is of its object's
+    mode (``livemode``, by default the object's ``data["livemode"]``): only endpoints of that mode
+    get it."""
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type}")
     event_id = new_id("evt")
-    rows = [{"id": event_id, "merchant_id": merchant_id, "type": type, "object_id": object_id, "data": data,
-             "request_id": context.current_request_id(), "relayed": False, "created_at": utcnow()}]
+    livemode = bool(data.get("livemode", False)) if livemode is None else livemode
+    rows = [{"id": event_id, "merchant_id": merchant_id, "livemode": livemode, "type": type, "object_id": object_id,
+             "data": data, "request_id": context.current_request_id(), "relayed": False, "created_at": utcnow()}]
     writebehind.insert_rows(session, Event.__table__, rows)
     return event_id
 
@@ -35,6 +39,7 @@ def representation(event: Event) -> dict:
     return {
         "id": event.id,
         "object": "event",
+        "livemode": event.livemode,
         "type": event.type,
         "created_at": rfc3339(event.created_at),
         "request_id": event.request_id,

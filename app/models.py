@@ -18,6 +18,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -51,6 +52,10 @@ class Merchant(Base):
     name: Mapped[str] = mapped_column(String(200))
     category: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    # Not a column: a merchant used as such acts in test mode; a request acts in its key's mode
+    # (app.services.merchants.MerchantScope).
+    livemode = False
 
 
 class ApiKey(Base):
@@ -87,10 +92,11 @@ class Account(Base):
         UniqueConstraint("merchant_id", "reference", name="uq_accounts_reference"),
         UniqueConstraint("merchant_id", "system_code", "currency", name="uq_accounts_system"),
         CheckConstraint("kind <> 'customer' OR (available >= 0 AND pending >= 0)", name="ck_accounts_no_overdraft"),
-        Index("ix_accounts_list", "merchant_id", "created_at", "id"),
+        Index("ix_accounts_list", "merchant_id", "livemode", "created_at", "id"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     kind: Mapped[str] = mapped_column(String(10))  # customer | system
     system_code: Mapped[str | None] = mapped_column(String(80))
     currency: Mapped[str] = mapped_column(String(3))
@@ -148,10 +154,11 @@ class Transfer(Base):
     __tablename__ = "transfers"
     __table_args__ = (
         UniqueConstraint("merchant_id", "reference", name="uq_transfers_reference"),
-        Index("ix_transfers_list", "merchant_id", "created_at", "id"),
+        Index("ix_transfers_list", "merchant_id", "livemode", "created_at", "id"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     from_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     to_account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[int] = mapped_column()
@@ -169,10 +176,11 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("object_id", "type", name="uq_events_object_type"),
-        Index("ix_events_list", "merchant_id", "created_at", "id"),
+        Index("ix_events_list", "merchant_id", "livemode", "created_at", "id"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # the object's mode
     type: Mapped[str] = mapped_column(String(60))
     object_id: Mapped[str] = mapped_column(String(40))
     data: Mapped[dict] = mapped_column(JSON)
@@ -237,11 +245,12 @@ class Operation(Base):
         UniqueConstraint("merchant_id", "kind", "reference", name="uq_operations_reference"),
         UniqueConstraint("merchant_id", "idempotency_key", name="uq_operations_idempotency"),
         CheckConstraint("amount_refunded >= 0 AND amount_refunded <= amount", name="ck_operations_refund_bound"),
-        Index("ix_operations_list", "merchant_id", "kind", "created_at", "id"),
+        Index("ix_operations_list", "merchant_id", "livemode", "kind", "created_at", "id"),
         Index("ix_operations_due", "status", "next_query_at"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     kind: Mapped[str] = mapped_column(String(12))  # payment | topup | withdrawal | refund
     status: Mapped[str] = mapped_column(String(12))
     version: Mapped[int] = mapped_column(Integer, default=0)

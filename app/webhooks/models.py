@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.models import Base, utcnow
@@ -15,9 +15,10 @@ class WebhookEndpoint(Base):
     """A merchant's URL and the event types it subscribes to ("*" = all). Deleted = soft-deleted."""
 
     __tablename__ = "webhook_endpoints"
-    __table_args__ = (Index("ix_webhook_endpoints_list", "merchant_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_webhook_endpoints_list", "merchant_id", "livemode", "created_at", "id"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # gets its mode's events
     url: Mapped[str] = mapped_column(String(2048))
     enabled_events: Mapped[list] = mapped_column(JSON)
     description: Mapped[str | None] = mapped_column(String(1000))
@@ -45,11 +46,12 @@ class WebhookDelivery(Base):
     __table_args__ = (
         UniqueConstraint("event_id", "endpoint_id", "generation", name="uq_webhook_deliveries_generation"),
         Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
-        Index("ix_webhook_deliveries_list", "merchant_id", "created_at", "id"),
+        Index("ix_webhook_deliveries_list", "merchant_id", "livemode", "created_at", "id"),
         Index("ix_webhook_deliveries_endpoint", "endpoint_id", "created_at"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     event_id: Mapped[str] = mapped_column(ForeignKey("events.id"), index=True)
     endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
     generation: Mapped[int] = mapped_column(Integer, default=0)

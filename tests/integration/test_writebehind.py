@@ -15,7 +15,8 @@ from tests.conftest import on_postgres
 
 def _event_rows(merchant_id: str, n: int) -> list[dict]:
     now = utcnow().replace(microsecond=0)
-    return [{"id": builders.unique("evt"), "merchant_id": merchant_id, "type": "payment.succeeded",
+    return [{"id": builders.unique("evt"), "merchant_id": merchant_id, "livemode": i % 4 == 1,
+             "type": "payment.succeeded",
              "object_id": builders.unique("pay"), "data": {"n": i, "nested": {"list": [1, "two", None]}, "é": "ü"},
              "request_id": None if i % 2 else f"req_{i}", "relayed": bool(i % 3 == 0),
              "created_at": now + dt.timedelta(seconds=i)} for i in range(n)]
@@ -24,7 +25,8 @@ def _event_rows(merchant_id: str, n: int) -> list[dict]:
 def _stored(ids: list[str]) -> list[dict]:
     with unit_of_work() as session:
         found = {e.id: e for e in session.scalars(select(Event).where(Event.id.in_(ids)))}
-    return [{"id": e.id, "merchant_id": e.merchant_id, "type": e.type, "object_id": e.object_id, "data": e.data,
+    return [{"id": e.id, "merchant_id": e.merchant_id, "livemode": e.livemode, "type": e.type,
+             "object_id": e.object_id, "data": e.data,
              "request_id": e.request_id, "relayed": e.relayed, "created_at": e.created_at}
             for e in (found[i] for i in ids)]
 
