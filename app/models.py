@@ -316,7 +316,7 @@ class ChannelCallback(Base):
     status: Mapped[str] = mapped_column(String(12))
     error_code: Mapped[str | None] = mapped_column(String(60))
     body: Mapped[str] = mapped_column(Text)
-    outcome: Mapped[str | None] = mapped_column(String(40))  # applied | duplicate | unknown_operation
+    outcome: Mapped[str | None] = mapped_column(String(40))  # applied | duplicate | attempt_mismatch | …
     request_id: Mapped[str | None] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -340,4 +340,14 @@ class ReconciliationRun(Base):
     issue_count: Mapped[int] = mapped_column(Integer, default=0)  # filterable in SQL, unlike JSON
     channel_fees: Mapped[int] = mapped_column(default=0)
     request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ChannelSecret(Base):
+    """A test channel's secret generated at random by ``payrouter init`` (when its ``secret_env``
+    is unset), stored encrypted (app.crypto): the router and the sandbox read this same one."""
+
+    __tablename__ = "channel_secrets"
+    channel_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -37,13 +37,17 @@ def json_response(status: int, raw: bytes, replayed: bool = False) -> Response:
     return response
 
 
-def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]]) -> Response:
-    """An idempotent POST: validate the body, then run ``execute(session, body)`` once per key."""
+def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]],
+           present: Callable[[idempotency.StoredResponse], Response] | None = None) -> Response:
+    """An idempotent POST: validate the body, then run ``execute(session, body)`` once per key.
+    ``present``: how the stored response is shown, when it is not as stored (a sealed secret)."""
     key = idempotency.check_key(request.headers.get("Idempotency-Key"))
     body = parse_body(request.get_data(cache=False), schema)
     refuse_writes_if_read_only()
     stored = idempotency.run(g.merchant.id, key, request.path, body, lambda s: execute(s, body),
                              errors.error_payload)
+    if present is not None:
+        return present(stored)
     return json_response(stored.status, stored.body, stored.replayed)
 
 

@@ -1,6 +1,8 @@
 """/v1/webhook_endpoints and the webhook views of /v1/events: endpoints, deliveries, redelivery."""
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, g, request
 
 from app import idempotency
@@ -8,7 +10,7 @@ from app.api import errors
 from app.api.common import create, json_response, listing, read
 from app.api.openapi import EXTRA_OPERATIONS
 from app.api.validation import parse_json
-from app.db import unit_of_work
+from app.db import read_only, unit_of_work
 from app.domain.errors import InvalidRequest, PayRouterError
 from app.webhooks import deliveries, relay
 from app.webhooks import endpoints as service
@@ -31,7 +33,7 @@ EXTRA_OPERATIONS.extend([
 MAX_OVERLAP = 7 * 86400
 
 
-def _action(fields: dict, execute):
+def _action(fields: dict, execute, present=None):
     """An idempotent POST whose body is optional: ``fields`` maps each allowed field to its check."""
     key = idempotency.check_key(request.headers.get("Idempotency-Key"))
     raw = request.get_data(cache=False)
@@ -49,16 +51,43 @@ def _action(fields: dict, execute):
         return status, errors.error_body(kind, error.code, error.message, error.param)
 
     stored = idempotency.run(g.merchant.id, key, request.path, body, lambda s: execute(s, body), error_response)
+    if present is not None:
+        return present(stored)
     return json_response(stored.status, stored.body, stored.replayed)
+
+
+class _ShowsSecret:
+    """A response that shows an endpoint's secret is stored with the secret sealed (encrypted):
+    the fresh response shows it as made; a replay unseals it, or leaves it out once the endpoint is
+    deleted (contract §2)."""
+
+    def __init__(self):
+        self.fresh: dict | None = None
+
+    def store(self, status: int, payload: dict) -> tuple[int, dict]:
+        self.fresh = payload
+        return status, service.seal(payload)
+
+    def __call__(self, stored: idempotency.StoredResponse):
+        if stored.status >= 300:
+            return json_response(stored.status, stored.body, stored.replayed)
+        if not stored.replayed and self.fresh is not None:
+            payload = self.fresh
+        else:
+            with read_only() as session:
+                payload = service.unseal(session, g.merchant.id, json.loads(stored.body))
+        return json_response(stored.status, idempotency.encode(payload), stored.replayed)
 
 
 @bp.post("/v1/webhook_endpoints")
 def create_endpoint():
+    shows = _ShowsSecret()
+
     def execute(session, body):
         endpoint, secret = service.create_endpoint(session, g.merchant.id, body)
-        return 201, service.representation(endpoint, secret)
+        return shows.store(201, service.representation(endpoint, secret))
 
-    return create("webhook_endpoint_create", execute)
+    return create("webhook_endpoint_create", execute, present=shows)
 
 
 @bp.get("/v1/webhook_endpoints")
@@ -84,12 +113,14 @@ def delete_endpoint(endpoint_id):
 
 @bp.post("/v1/webhook_endpoints/<endpoint_id>/rotate_secret")
 def rotate_secret(endpoint_id):
+    shows = _ShowsSecret()
+
     def execute(session, body):
         endpoint, secret = service.rotate_secret(session, g.merchant.id, endpoint_id, body.get("overlap_seconds"))
-        return 200, service.representation(endpoint, secret)
+        return shows.store(200, service.representation(endpoint, secret))
 
     valid_overlap = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_OVERLAP  # noqa: E731
-    return _action({"overlap_seconds": valid_overlap}, execute)
+    return _action({"overlap_seconds": valid_overlap}, execute, shows)
 
 
 @bp.get("/v1/webhook_endpoints/<endpoint_id>/deliveries")

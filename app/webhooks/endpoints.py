@@ -2,22 +2,26 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import context
+from app import context, crypto
 from app.config import get_config
 from app.domain.errors import InvalidRequest, NotFound
-from app.models import new_id, utcnow
+from app.models import IdempotencyKey, new_id, utcnow
 from app.representation import rfc3339
 from app.services.listing import Page, page
 from app.webhooks import settings, signing
 from app.webhooks.models import WebhookEndpoint
 
+CREATE_PATH = "/v1/webhook_endpoints"
+ROTATE_PATH = "/v1/webhook_endpoints/{}/rotate_secret"
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
@@ -159,6 +163,8 @@ def list_endpoints(session: Session, merchant_id: str, limit: int, starting_afte
 
 
 def delete_endpoint(session: Session, merchant_id: str, endpoint_id: str) -> dict:
+    """Soft-delete; its secrets are erased, here and in the stored responses of its creation and
+    rotations, so they are never shown (not even by replaying an Idempotency-Key) nor used again."""
     endpoint = get_endpoint(session, merchant_id, endpoint_id)
     endpoint.deleted_at = utcnow()
     return {"id": endpoint.id, "object": "webhook_endpoint", "deleted": True}
@@ -168,11 +174,46 @@ def rotate_secret(session: Session, merchant_id: str, endpoint_id: str,
                   overlap_seconds: int | None = None) -> tuple[WebhookEndpoint, str]:
     """A new secret; the old one keeps signing (as a second signature) for the overlap window."""
     endpoint = get_endpoint(session, merchant_id, endpoint_id)
+    endpoint.secret = endpoint.previous_secret = None
+    endpoint.previous_secret_expires_at = None
+    _redact_stored_responses(session, merchant_id, endpoint_id)
     overlap = settings().secret_overlap if overlap_seconds is None else overlap_seconds
     endpoint.previous_secret = endpoint.secret if overlap > 0 else None
     endpoint.previous_secret_expires_at = utcnow() + timedelta(seconds=overlap) if overlap > 0 else None
-    endpoint.secret = signing.new_secret()
-    return endpoint, endpoint.secret
+def _redact_stored_responses(session: Session, merchant_id: str, endpoint_id: str) -> None:
+    """Drop ``secret`` from the stored responses that showed this endpoint's secret (they hold it
+    encrypted, see ``seal``): its creation (among the merchant's creations kept, the one whose
+    body names it) and its rotations."""
+    paths = (CREATE_PATH, ROTATE_PATH.format(endpoint_id))
+    for row in session.scalars(select(IdempotencyKey).where(
+            IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.endpoint.in_(paths),
+            IdempotencyKey.status == "done", IdempotencyKey.response_status < 300)):
+        body = json.loads(row.response_body)
+        if body.get("id") == endpoint_id and "secret" in body:
+            del body["secret"]
+            row.response_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def seal(payload: dict) -> dict:
+    """A response to be stored for replay: its ``secret`` encrypted (see ``unseal``)."""
+    return {**payload, "secret": crypto.encrypt(payload["secret"])} if payload.get("secret") else payload
+
+
+def unseal(session: Session, merchant_id: str, payload: dict) -> dict:
+    """A stored response as shown: its sealed ``secret`` decrypted while the endpoint exists,
+    left out once it is deleted (key order kept: a replay is the original's bytes)."""
+    sealed = payload.get("secret")
+    if not sealed:
+        return payload
+    endpoint = session.get(WebhookEndpoint, payload.get("id"))
+    if endpoint is None or endpoint.merchant_id != merchant_id or endpoint.deleted_at is not None:
+        return {k: v for k, v in payload.items() if k != "secret"}
+    return {**payload, "secret": crypto.decrypt(sealed)}
+
+
+    secret = signing.new_secret()
+    endpoint.secret = secret
+    return endpoint, secret
 
 
 def signing_secrets(endpoint: WebhookEndpoint, now=None) -> list[str]:

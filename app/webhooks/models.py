@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, UniqueConstraint, false
+from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
+from app import crypto
 from app.models import Base, utcnow
 
 PENDING, SENDING, SUCCEEDED, FAILED = "pending", "sending", "succeeded", "failed"
@@ -23,12 +24,30 @@ class WebhookEndpoint(Base):
     enabled_events: Mapped[list] = mapped_column(JSON)
     description: Mapped[str | None] = mapped_column(String(1000))
     metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
-    secret: Mapped[str] = mapped_column(String(100))
-    previous_secret: Mapped[str | None] = mapped_column(String(100))
+    # Encrypted (app.crypto); read and set in clear through ``secret`` and ``previous_secret``.
+    # Both are cleared when the endpoint is deleted: its secret is never shown or used again.
+    secret_encrypted: Mapped[str | None] = mapped_column(Text)
+    previous_secret_encrypted: Mapped[str | None] = mapped_column(Text)
     previous_secret_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    @property
+    def secret(self) -> str | None:
+        return crypto.decrypt(self.secret_encrypted) if self.secret_encrypted else None
+
+    @secret.setter
+    def secret(self, value: str | None) -> None:
+        self.secret_encrypted = crypto.encrypt(value) if value else None
+
+    @property
+    def previous_secret(self) -> str | None:
+        return crypto.decrypt(self.previous_secret_encrypted) if self.previous_secret_encrypted else None
+
+    @previous_secret.setter
+    def previous_secret(self, value: str | None) -> None:
+        self.previous_secret_encrypted = crypto.encrypt(value) if value else None
 
     def subscribes(self, event_type: str) -> bool:
         return self.deleted_at is None and ("*" in self.enabled_events or event_type in self.enabled_events)
