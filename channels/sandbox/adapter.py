@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import json
 from typing import Mapping
+from urllib.parse import quote
 
 from channels.base import (
     STATUSES,
@@ -24,6 +25,12 @@ from channels.sandbox import signing
 from channels.sandbox.client import SandboxClient
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8090"
+
+
+def _segment(value: str) -> str:
+    """One URL path segment from any value: a ``/``, ``?``, ``#``, ``..`` or CR LF in a reference the
+    channel gave us stays inside this segment (percent-encoded) instead of changing the request."""
+    return quote(str(value), safe="")
 
 
 def _result(status_code: int, body: dict) -> ChannelResult:
@@ -74,7 +81,7 @@ class SandboxChannel(Channel):
         """Status by the channel's reference if known, else by ours. Unknown at the channel →
         failed with ``error_code="not_found"`` (it never received the operation)."""
         if channel_reference:
-            status_code, body = self.client.get(f"/operations/{channel_reference}")
+            status_code, body = self.client.get(f"/operations/{_segment(channel_reference)}")
         else:
             status_code, body = self.client.get("/operations", {"reference": reference})
         if status_code == 404:
@@ -97,7 +104,7 @@ class SandboxChannel(Channel):
             raise InvalidCallback(f"callback body is malformed: {exc}") from None
 
     def statement(self, date: dt.date) -> list[StatementLine]:
-        text = self.client.get_text(f"/statements/{date.isoformat()}", {"channel": self.id})
+        text = self.client.get_text(f"/statements/{_segment(date.isoformat())}", {"channel": self.id})
         lines = []
         for row in csv.DictReader(io.StringIO(text)):
             settled = dt.datetime.fromisoformat(row["settled_at"].replace("Z", "+00:00"))

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from app import context
 from channels.base import ChannelTimeout, ChannelUnavailable
-from channels.sandbox.transport import Dropped, NotSent, ReadTimeout, Transport, TransportError
+from channels.sandbox.transport import Dropped, NotSent, ReadTimeout, Transport, TransportError, UnsafeRequest
 
 UNAVAILABLE_STATUSES = {401, 403, 404, 429}
 
@@ -80,6 +80,8 @@ class SandboxClient:
     def _fault(self, method: str, path: str, exc: TransportError) -> Exception:
         if isinstance(exc, ReadTimeout):
             return ChannelTimeout(f"{self.channel_id}: no answer within {self.timeout_s:g}s ({method} {path})")
+        if isinstance(exc, UnsafeRequest):  # a header or target that could add to the request: never sent
+            return ChannelUnavailable(f"{self.channel_id}: request refused before sending ({method} {path}): {exc}")
         if isinstance(exc, NotSent):  # refused, unresolvable or no connection in time: never sent
             return ChannelUnavailable(f"{self.channel_id}: channel unreachable: {exc}")
         if method == "GET":
@@ -112,7 +114,7 @@ class SandboxClient:
             raise ChannelUnavailable(f"{self.channel_id}: {path} is not UTF-8 text") from None
 
     def _path(self, path: str) -> str:
-        return f"/v1/channels/{self.channel_id}{path}"
+        return f"/v1/channels/{quote(self.channel_id, safe='')}{path}"
 
     def _json(self, resp: Response) -> dict[str, Any]:
         try:

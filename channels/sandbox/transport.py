@@ -10,7 +10,10 @@ What can go wrong is reported by kind, so that the caller (channels.sandbox.clie
 what each means for money:
 
 - ``NotSent``: no connection could be made (refused, unresolvable, connect timeout): the
-  request never left;
+  request never left; ``UnsafeRequest``, one of them, is a request refused before any
+  connection: a header name or value, the method or the target that could end a line (CR,
+  LF), cut a string (NUL) or otherwise change the request's framing — no input can add a
+  header or a request;
 - ``Dropped``: the connection failed or closed while the request went out or before any
   answer came (a kept-alive connection the channel had just closed looks like this);
 - ``ReadTimeout``: sent, and no complete answer within the timeout;
@@ -18,6 +21,7 @@ what each means for money:
 """
 from __future__ import annotations
 
+import re
 import select
 import socket
 import ssl
@@ -29,6 +33,9 @@ from urllib.parse import urlsplit
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024
 MAX_IDLE_SECONDS = 1.5  # below common keep-alive defaults (gunicorn: 2 s): reuse only what a server still keeps
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: a method or a header name
+_TARGET = re.compile(r"[!-~]+")  # visible ASCII, no space: callers percent-encode what they put in a URL
+_BAD_VALUE = re.compile(r"[\r\n\x00]")
 
 
 class TransportError(Exception):
@@ -36,6 +43,10 @@ class TransportError(Exception):
 
 
 class NotSent(TransportError):
+    pass
+
+
+class UnsafeRequest(NotSent):
     pass
 
 
@@ -49,6 +60,28 @@ class ReadTimeout(TransportError):
 
 class BadAnswer(TransportError):
     pass
+
+
+def _head(method: str, target: str, host: str, headers: dict[str, str], length: int | None) -> bytes:
+    """The request line and the headers, or ``UnsafeRequest`` if any part could change their framing."""
+    if not _TOKEN.fullmatch(method):
+        raise UnsafeRequest(f"method {method!r} is not a token")
+    if not _TARGET.fullmatch(target):
+        raise UnsafeRequest(f"request target {target!r} has a space, a control or "
+                            "a non-ASCII character (not percent-encoded)")
+    lines = [f"{method} {target} HTTP/1.1"]
+    for name, value in (("Host", host), *headers.items()):
+        value = str(value)
+        if not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
+            raise UnsafeRequest(f"header {name!r} has a name that is not a token or a "
+                                "value with CR, LF or NUL")
+        lines.append(f"{name}: {value}")
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    except UnicodeEncodeError:
+        raise UnsafeRequest("a header has a character outside Latin-1") from None
 
 
 class _Connection:
@@ -164,12 +197,10 @@ class Transport:
 
     def request(self, method: str, target: str, headers: dict[str, str], body: bytes | None = None,
                 fresh: bool = False) -> tuple[int, bytes]:
-        """Send one request; the status and the body of the answer. ``fresh``: on a new connection."""
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
-        lines += [f"{name}: {value}" for name, value in headers.items()]
-        if body is not None or method == "POST":
-            lines.append(f"Content-Length: {len(body or b'')}")
-        payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        """Send one request; the status and the body of the answer. ``fresh``: on a new connection.
+        ``UnsafeRequest`` (nothing sent) for a header or target that could change the request."""
+        length = len(body or b"") if body is not None or method == "POST" else None
+        payload = _head(method, target, self.host_header, headers, length) + (body or b"")
         conn = self._checkout(fresh)
         try:
             try:

@@ -285,3 +285,91 @@ def test_transport_keeps_no_connection_with_bytes_beyond_the_answer():
             transport.request("GET", "/c", {})
     finally:
         s.close()
+
+
+def _sandbox_channel(url: str, secret: str = "secret"):
+    from channels.config import ChannelSpec
+    from channels.sandbox.adapter import SandboxChannel
+
+    spec = ChannelSpec("sbx", "sandbox", ("card",), ("USD",), ("payment",), timeout_ms=2000,
+                       config={"base_url": url})
+    return SandboxChannel(spec, secret)
+
+
+@pytest.mark.parametrize("reference,segment", [
+    ("abc/../x?y#z", "abc%2F..%2Fx%3Fy%23z"),
+    ("abc\r\nX-Injected: 1", "abc%0D%0AX-Injected%3A%201"),
+])
+def test_a_channel_reference_reaches_the_channel_as_one_encoded_path_segment(reference, segment):
+    """Contract §4: every value placed in a URL is encoded. A reference the channel gave us can
+    neither walk to another resource nor add a query, a fragment, a header or a request."""
+    answer = json.dumps({"id": "sbx_1", "status": "succeeded"}).encode()
+    s = ScriptedServer([_ok(answer), _ok(answer)])
+    try:
+        channel = _sandbox_channel(s.url)
+        assert channel.query("pay_1", reference).status == "succeeded"
+        assert channel.query(reference).status == "succeeded"  # our reference goes in the query string
+        (line, head, body), (line2, head2, _) = s.requests
+        assert line == f"GET /v1/channels/sbx/operations/{segment} HTTP/1.1"
+        assert line2 == f"GET /v1/channels/sbx/operations?reference={segment.replace('%20', '+')} HTTP/1.1"
+        assert "x-injected" not in head and "x-injected" not in head2 and body == b""
+        assert s.connections == 1  # one kept-alive connection: nothing desynchronised it
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("headers", [
+    {"Idempotency-Key": "att_1\r\nX-Injected: 1"},
+    {"Idempotency-Key": "att_1\nX-Injected: 1"},
+    {"Idempotency-Key": "att_1\rX-Injected: 1"},
+    {"Idempotency-Key": "att_1\x00"},
+    {"X-Injected: 1\r\nIdempotency-Key": "att_1"},
+    {"Bad Name": "1"},
+    {"Idempotency-Key": "att_\u2603"},  # not Latin-1: cannot be sent as it is
+])
+def test_a_header_that_could_add_a_header_is_refused_before_anything_is_sent(headers):
+    from channels.sandbox.transport import NotSent, Transport
+
+    s = ScriptedServer([_ok(b"fine")])
+    try:
+        transport = Transport(s.url, timeout_s=2)
+        with pytest.raises(NotSent) as refused:  # never sent: safe to re-route
+            transport.request("POST", "/charges", headers, b"{}")
+        assert type(refused.value).__name__ == "UnsafeRequest"
+        assert "att_1" not in str(refused.value)  # a header's value (a credential, say) is never echoed
+        assert transport.request("POST", "/charges", {"Idempotency-Key": "att_1"}, b"{}") == (200, b"fine")
+        assert [line for line, _, _ in s.requests] == ["POST /charges HTTP/1.1"]  # only the good one arrived
+        assert s.connections == 1
+    finally:
+        s.close()
+
+
+@pytest.mark.parametrize("method,target", [("GET", "/x HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET /y"), ("GET", "/a b"),
+                                           ("GET", "/caf\u00e9"), ("GET /x HTTP/1.1\r\n", "/")])
+def test_a_request_line_that_could_add_a_header_is_refused_before_anything_is_sent(method, target):
+    from channels.sandbox.transport import NotSent, Transport
+
+    s = ScriptedServer([])
+    try:
+        with pytest.raises(NotSent, match="request target|method"):
+            Transport(s.url, timeout_s=2).request(method, target, {})
+        assert s.connections == 0 and s.requests == []
+    finally:
+        s.close()
+
+
+def test_a_credential_with_crlf_fails_the_call_as_never_sent():
+    """A merchant's channel credentials become the Authorization header: CR LF in them cannot add
+    a header; the call fails before sending, as a never-sent fault (the router may fail over)."""
+    from channels.base import ChannelUnavailable, ChargeRequest
+
+    s = ScriptedServer([_ok(b"{}")])
+    try:
+        channel = _sandbox_channel(s.url, secret="key_1\r\nX-Injected: 1")
+        with pytest.raises(ChannelUnavailable, match="refused before sending"):
+            channel.charge(ChargeRequest(operation="payment", reference="pay_1", amount=1000, currency="USD",
+                                         payment_method={"type": "card"}, callback_url="http://127.0.0.1/cb",
+                                         idempotency_key="att_1"))
+        assert s.connections == 0 and s.requests == []
+    finally:
+        s.close()
