@@ -10,6 +10,9 @@ def init() -> dict:
     config.var_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(config)
     summary = {"database": config.database_url.split("@")[-1], "schema": "up to date"}
+    from app import channel_secrets
+
+    summary["generated_channel_secrets"] = channel_secrets.ensure(config)
     from rules.store import seed_default_rules
 
     summary.update(seed_default_rules())

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import threading
 
+from app.channel_secrets import StoredChannelSecrets
 from app.config import get_config
 from channels.base import Channel
 from channels.registry import ChannelRegistry, load_channels
@@ -16,7 +17,7 @@ def registry() -> ChannelRegistry:
     path = str(get_config().channels_file)
     with _lock:
         if path not in _registry:
-            _registry[path] = load_channels(path)
+            _registry[path] = load_channels(path, stored=StoredChannelSecrets())
         return _registry[path]
 
 

@@ -175,6 +175,38 @@ def _show_runs(runs: list[dict], as_json: bool) -> None:
                        f"theirs={issue.get('theirs')}")
 
 
+@main.group("secrets")
+def secrets_group():
+    """Secrets stored encrypted (webhook endpoint and generated channel secrets)."""
+
+
+@secrets_group.command("rotate")
+@click.option("--old-key-env", "old_key_envs", multiple=True, metavar="NAME",
+              help="an environment variable holding a previous PAYROUTER_SECRET_KEY (repeatable); "
+                   "PAYROUTER_PREVIOUS_SECRET_KEY is always tried")
+@click.option("--old-key-file", "old_key_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="a file holding a previous key, e.g. var/secret_key of an install that had none (repeatable)")
+def secrets_rotate(old_key_envs, old_key_files):
+    """Re-encrypt every stored secret under the current PAYROUTER_SECRET_KEY (all or nothing)."""
+    import os
+    from pathlib import Path
+
+    from app.crypto import SecretUndecryptable
+    from app.services.secret_rotation import rotate
+
+    old_keys = []
+    for name in old_key_envs:
+        if not os.environ.get(name):
+            raise click.UsageError(f"environment variable {name} is not set")
+        old_keys.append(os.environ[name])
+    old_keys += [Path(path).read_text().strip() for path in old_key_files]
+    try:
+        counts = rotate(tuple(old_keys))
+    except SecretUndecryptable as exc:
+        raise click.ClickException(f"{exc.message}; nothing was changed") from None
+    click.echo(json.dumps(counts))
+
+
 def _register_groups() -> None:
     """Command groups that live beside their modules: rules, switches, webhooks."""
     from app import ops_cli

@@ -110,9 +110,6 @@ class StatementLine:
 class Channel(abc.ABC):
     """One configured channel instance. Subclasses implement the protocol of one PSP."""
 
-    #: May a missing secret fall back to a deterministic dev secret (simulated channels only)?
-    allows_dev_secret = False
-
     def __init__(self, spec: "ChannelSpec", secret: str):
         self.spec = spec
         self.secret = secret

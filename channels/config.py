@@ -3,16 +3,14 @@
 - The file is YAML (or JSON), checked by ``schemas/channels.schema.json``.
 - String values under ``config`` may use ``${VAR}`` or ``${VAR:-default}``; they are
   expanded from the environment (the default file uses ``PAYROUTER_SANDBOX_URL``).
-- Secrets come only from the environment: ``config.secret_env`` names the variable.
-  When it is unset, a deterministic dev secret derived from the channel id is used if
-  the adapter is a simulated one (``allows_dev_secret``, i.e. the sandbox) or if
-  ``PAYROUTER_DEV_SECRETS=1``; ``PAYROUTER_DEV_SECRETS=0`` forbids the fallback.
-  The router and the sandbox derive the same value, so the demo needs no setup.
+- A channel's secret is never derived from anything public (contract §4). It comes from the
+  environment variable named by ``config.secret_env``; when that is unset, a test channel
+  uses the random secret ``payrouter init`` generated and stored encrypted (``stored``, a
+  lookup the caller passes: app.channel_secrets), which the router and the sandbox both read.
+  A live channel without its variable is refused.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -20,7 +18,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jsonschema
 import yaml
@@ -31,7 +29,6 @@ from app.domain.money import CURRENCY_EXPONENTS, percent_of, round_minor
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "schemas" / "channels.schema.json"
 DEFAULT_CHANNELS_FILE = Path(__file__).resolve().parent / "channels.yaml"
-DEV_SECRETS_ENV = "PAYROUTER_DEV_SECRETS"
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -157,22 +154,34 @@ def read_channels_file(path: str | os.PathLike | None = None,
     return parse_channels(data, env, source=f"channels file {path}")
 
 
-def dev_secret(channel_id: str) -> str:
-    """The deterministic development secret of a channel (never use for real money)."""
-    digest = hmac.new(b"payrouter-dev-channel-secret", channel_id.encode(), hashlib.sha256).hexdigest()
-    return "dev_" + digest[:40]
+def channel_mode(spec: ChannelSpec) -> str:
+    """``test`` or ``live``; a channel that does not say is a test channel."""
+    return getattr(spec, "mode", None) or "test"
 
 
-def resolve_secret(spec: ChannelSpec, allows_dev_secret: bool, env: Mapping[str, str] | None = None) -> str:
-    """The channel's secret from the environment variable named by ``config.secret_env``."""
+StoredSecrets = Callable[[ChannelSpec], str]  # a test channel's generated secret (app.channel_secrets)
+
+
+def needs_generated_secret(spec: ChannelSpec, env: Mapping[str, str] | None = None) -> bool:
+    """A test channel whose ``secret_env`` is not set: it runs on a generated secret."""
+    env = os.environ if env is None else env
+    name = spec.config.get("secret_env")
+    return channel_mode(spec) == "test" and not (name and env.get(name))
+
+
+def resolve_secret(spec: ChannelSpec, env: Mapping[str, str] | None = None,
+                   stored: StoredSecrets | None = None) -> str:
+    """The channel's secret: the environment variable named by ``config.secret_env``, else (a test
+    channel) its generated secret from ``stored``."""
     env = os.environ if env is None else env
     name = spec.config.get("secret_env")
     value = env.get(name) if name else None
     if value:
         return value
-    flag = env.get(DEV_SECRETS_ENV)
-    if flag == "1" or (allows_dev_secret and flag != "0"):
-        return dev_secret(spec.id)
     wanted = f"environment variable {name}" if name else "config.secret_env"
-    raise ChannelConfigError(
-        f"channel {spec.id}: no secret ({wanted} is not set; {DEV_SECRETS_ENV}=1 allows dev secrets)")
+    if channel_mode(spec) != "test":
+        raise ChannelConfigError(f"live channel {spec.id}: no secret ({wanted} is not set)")
+    if stored is None:
+        raise ChannelConfigError(f"channel {spec.id}: no secret ({wanted} is not set, and no generated "
+                                 "secret store was given; `payrouter init` generates one)")
+    return stored(spec)

@@ -13,7 +13,14 @@ import os
 from typing import Iterator, Mapping
 
 from channels.base import Channel
-from channels.config import ChannelConfigError, ChannelSpec, UnknownChannel, read_channels_file, resolve_secret
+from channels.config import (
+    ChannelConfigError,
+    ChannelSpec,
+    StoredSecrets,
+    UnknownChannel,
+    read_channels_file,
+    resolve_secret,
+)
 
 ENTRY_POINT_GROUP = "payrouter.channels"
 BUILTIN_ADAPTERS = {"sandbox": "channels.sandbox.adapter:SandboxChannel"}
@@ -58,10 +65,12 @@ def resolve_adapter(name: str) -> type[Channel]:
     return cls
 
 
-def build_channel(spec: ChannelSpec, env: Mapping[str, str] | None = None) -> Channel:
-    """Instantiate one channel: resolve its adapter class and its secret."""
+def build_channel(spec: ChannelSpec, env: Mapping[str, str] | None = None,
+                  stored: StoredSecrets | None = None) -> Channel:
+    """Instantiate one channel: resolve its adapter class and its secret (``stored``: where a test
+    channel's generated secret is read, see channels.config.resolve_secret)."""
     cls = resolve_adapter(spec.adapter)
-    return cls(spec, resolve_secret(spec, cls.allows_dev_secret, env))
+    return cls(spec, resolve_secret(spec, env, stored))
 
 
 class ChannelRegistry:
@@ -113,7 +122,8 @@ class ChannelRegistry:
         return kept, dropped
 
 
-def load_channels(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> ChannelRegistry:
+def load_channels(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None,
+                  stored: StoredSecrets | None = None) -> ChannelRegistry:
     """Read the channels file (default ``PAYROUTER_CHANNELS`` or channels/channels.yaml) into a registry."""
     specs = read_channels_file(path, env)
-    return ChannelRegistry([build_channel(spec, env) for spec in specs])
+    return ChannelRegistry([build_channel(spec, env, stored) for spec in specs])

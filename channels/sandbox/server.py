@@ -29,7 +29,14 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 from app.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT
-from channels.config import ChannelConfigError, ChannelSpec, read_channels_file, resolve_secret
+from channels.config import (
+    ChannelConfigError,
+    ChannelSpec,
+    StoredSecrets,
+    needs_generated_secret,
+    read_channels_file,
+    resolve_secret,
+)
 from channels.registry import resolve_adapter
 from channels.sandbox.callbacks import CallbackSender
 from channels.sandbox.httpd import HTTPServer, Reply, Request
@@ -53,8 +60,11 @@ class Served:
     secret: str
 
 
-def served_channels(channels_path=None, env: Mapping[str, str] | None = None) -> dict[str, Served]:
-    """The channels of the file whose adapter is the sandbox one, with their secrets."""
+def served_channels(channels_path=None, env: Mapping[str, str] | None = None,
+                    stored: StoredSecrets | None = None) -> dict[str, Served]:
+    """The channels of the file whose adapter is the sandbox one, with their secrets: resolved as
+    the router resolves them, a generated one read from the router's database (``stored``, by
+    default app.channel_secrets on the configured database)."""
     from channels.sandbox.adapter import SandboxChannel
 
     served = {}
@@ -64,7 +74,11 @@ def served_channels(channels_path=None, env: Mapping[str, str] | None = None) ->
         except ChannelConfigError:
             continue
         if issubclass(cls, SandboxChannel):
-            served[spec.id] = Served(spec, resolve_secret(spec, cls.allows_dev_secret, env))
+            if stored is None and needs_generated_secret(spec, env):
+                from app.channel_secrets import StoredChannelSecrets
+
+                stored = StoredChannelSecrets()
+            served[spec.id] = Served(spec, resolve_secret(spec, env, stored))
     return served
 
 
@@ -80,10 +94,11 @@ class SandboxPSP:
     """The sandbox's routes: ``handle(Request) -> Reply``. ``hang_extra``: seconds beyond a
     channel's timeout that outcome 54 waits."""
 
-    def __init__(self, channels_path=None, *, env: Mapping[str, str] | None = None, callback_delay: float = 1.0,
+    def __init__(self, channels_path=None, *, env: Mapping[str, str] | None = None,
+                 stored: StoredSecrets | None = None, callback_delay: float = 1.0,
                  hang_extra: float = 2.0, duplicate_gap: float = 0.2,
                  retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8), clock: Callable[[], dt.datetime] = _utcnow):
-        self.channels = served_channels(channels_path, env)
+        self.channels = served_channels(channels_path, env, stored)
         self.store = Store()
         self.clock = clock
         self.hang_extra = hang_extra

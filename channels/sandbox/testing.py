@@ -17,6 +17,10 @@ from werkzeug.wrappers import Request, Response
 
 FAST_SANDBOX_OPTIONS = {"callback_delay": 0.2, "hang_extra": 0.5, "duplicate_gap": 0.05,
                         "retry_delays": (0.1, 0.2, 0.4)}
+# The secret_env values of write_channels_file's channels, for tests that run the sandbox and its
+# adapters without a database (elsewhere a test channel runs on its generated secret).
+EXPLICIT_SECRETS = {"SANDBOX_SECRET": "sandbox-test-secret", "ACQ_ALPHA_SECRET": "alpha-test-secret",
+                    "ACQ_BETA_SECRET": "beta-test-secret"}
 
 
 def write_channels_file(path: Path, base_url: str, timeout_ms: int = 400) -> Path:

@@ -12,7 +12,7 @@ import pytest
 from channels.base import Channel, ChannelResult, ChannelTimeout, ChannelUnavailable, ChargeRequest, RefundRequest
 from channels.registry import load_channels
 from channels.sandbox.server import SandboxServer
-from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
+from channels.sandbox.testing import EXPLICIT_SECRETS, FAST_SANDBOX_OPTIONS, write_channels_file
 
 
 @dataclass
@@ -37,8 +37,9 @@ def sandbox_harness(tmp_path_factory):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     path = write_channels_file(tmp_path_factory.mktemp("contract") / "channels.yaml", f"http://127.0.0.1:{port}", 400)
-    server = SandboxServer("127.0.0.1", port, path, env={}, **FAST_SANDBOX_OPTIONS).start()
-    channel = load_channels(path, env={}).get("sandbox")
+    env = EXPLICIT_SECRETS  # no database here: explicit secrets, no generated ones
+    server = SandboxServer("127.0.0.1", port, path, env=env, **FAST_SANDBOX_OPTIONS).start()
+    channel = load_channels(path, env=env).get("sandbox")
     return Harness(channel, "USD", 2500, 2551, lambda: _request(2555, "USD")), server.stop
 
 

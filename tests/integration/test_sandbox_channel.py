@@ -23,11 +23,11 @@ from channels.base import (
 from channels.registry import load_channels
 from channels.sandbox import signing
 from channels.sandbox.server import STATEMENT_HEADER, SandboxServer
-from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, CallbackReceiver, write_channels_file
+from channels.sandbox.testing import EXPLICIT_SECRETS, FAST_SANDBOX_OPTIONS, CallbackReceiver, write_channels_file
 from tests.live import free_port
 
 TIMEOUT_MS = 400
-ENV = {"ACQ_ALPHA_SECRET": "alpha-test-secret"}  # the others use the dev secrets
+ENV = EXPLICIT_SECRETS  # no database here: explicit secrets, no generated ones
 
 
 @pytest.fixture(scope="module")
@@ -162,11 +162,11 @@ def test_55_is_a_fault_and_nothing_was_recorded(registry):
 def test_connection_refused_is_unavailable(sandbox, tmp_path):
     path = write_channels_file(tmp_path / "dead.yaml", f"http://127.0.0.1:{free_port()}", TIMEOUT_MS)
     with pytest.raises(ChannelUnavailable):
-        charge(load_channels(path, env={}).get("sandbox"), 1000)
+        charge(load_channels(path, env=ENV).get("sandbox"), 1000)
 
 
 def test_wrong_secret_is_unavailable(sandbox):
-    channel = load_channels(sandbox.channels_path, env={}).get("acq_alpha")  # dev secret, server has ENV's
+    channel = load_channels(sandbox.channels_path, env={**ENV, "ACQ_ALPHA_SECRET": "wrong"}).get("acq_alpha")
     with pytest.raises(ChannelUnavailable):
         charge(channel, 1000)
 

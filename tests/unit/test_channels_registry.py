@@ -9,7 +9,7 @@ import types
 import pytest
 
 from channels.base import Channel, ChannelResult
-from channels.config import ChannelConfigError, UnknownChannel, dev_secret, read_channels_file
+from channels.config import ChannelConfigError, UnknownChannel, read_channels_file
 from channels.registry import ENTRY_POINT_GROUP, load_channels, resolve_adapter
 from channels.sandbox.adapter import SandboxChannel
 
@@ -46,34 +46,41 @@ channels:
 """
 
 
+def generated(spec) -> str:
+    """Stands in for the database's generated secrets (app.channel_secrets)."""
+    return f"generated-{spec.id}"
+
+
 def test_default_file_has_the_three_sandbox_channels():
-    registry = load_channels(env={})
+    registry = load_channels(env={}, stored=generated)
     assert registry.ids() == ["sandbox", "acq_alpha", "acq_beta"]
     assert all(isinstance(c, SandboxChannel) for c in registry)
     assert registry.get("acq_alpha").methods == ("card", "wallet")
     assert registry.get("acq_beta").currencies == ("USD", "EUR", "GBP")
     assert set(registry.get("sandbox").currencies) == {"USD", "EUR", "GBP", "JPY", "KWD", "CNY"}
     assert registry.get("sandbox").client.base_url == "http://127.0.0.1:8090"
-    assert registry.get("acq_alpha").secret == dev_secret("acq_alpha")
+    assert registry.get("acq_alpha").secret == "generated-acq_alpha"
     with pytest.raises(UnknownChannel):
         registry.get("nope")
 
 
 def test_sandbox_url_and_secrets_come_from_env():
     env = {"PAYROUTER_SANDBOX_URL": "http://sbx:9", "ACQ_ALPHA_SECRET": "s3cret"}
-    registry = load_channels(env=env)
+    registry = load_channels(env=env, stored=generated)
     assert registry.get("acq_beta").client.base_url == "http://sbx:9"
     assert registry.get("acq_alpha").secret == "s3cret"
-    assert registry.get("acq_beta").secret == dev_secret("acq_beta")
+    assert registry.get("acq_beta").secret == "generated-acq_beta"
 
 
-def test_dev_secrets_can_be_forbidden():
+def test_no_secret_is_derived_when_none_is_configured_or_stored():
+    """The derived development secret is gone: without its variable and without a store of generated
+    secrets, a channel has no secret and is refused."""
     with pytest.raises(ChannelConfigError, match="SANDBOX_SECRET"):
-        load_channels(env={"PAYROUTER_DEV_SECRETS": "0"})
+        load_channels(env={})
 
 
 def test_capability_filter_keeps_order_and_names_reasons():
-    registry = load_channels(env={})
+    registry = load_channels(env={}, stored=generated)
     kept, dropped = registry.filter(["acq_alpha", "acq_beta", "sandbox", "ghost"], "payment", "GBP", "card")
     assert kept == ["acq_beta", "sandbox"]
     assert dropped == [{"channel": "acq_alpha", "reason": "unsupported_currency"},
@@ -114,7 +121,7 @@ def test_third_party_adapter_needs_its_secret(tmp_path):
     path = write(tmp_path, ONE.format(id="tp", adapter=f"{__name__}:ThirdPartyChannel"))
     with pytest.raises(ChannelConfigError, match="TP_SECRET"):
         load_channels(path, env={})
-    assert load_channels(path, env={"PAYROUTER_DEV_SECRETS": "1"}).get("tp").secret == dev_secret("tp")
+    assert load_channels(path, env={}, stored=generated).get("tp").secret == "generated-tp"
 
 
 @pytest.mark.parametrize("adapter,message", [
