@@ -94,9 +94,11 @@ def _forget_system_ids(session: Session, previous_transaction) -> None:
     session.info.pop(_PENDING_IDS, None)
 
 
-def system_account(session: Session, merchant_id: str, code: str, currency: str) -> SystemAccount:
-    """The merchant's system account ``code`` in ``currency``, created on first use; a known one
-    costs no query."""
+def system_account(session: Session, merchant_id: str, code: str, currency: str,
+                   livemode: bool = False) -> SystemAccount:
+    """The merchant's system account ``code`` in ``currency`` of one mode (test money and live
+    money never share an account), created on first use; a known one costs no query."""
+    code = system_code(code, livemode)
     cache_key = (str(session.get_bind().engine.url), merchant_id, code, currency)
     known = _system_accounts.get(cache_key) or session.info.get(_PENDING_IDS, {}).get(cache_key)
     if known:
@@ -109,8 +111,9 @@ def system_account(session: Session, merchant_id: str, code: str, currency: str)
         try:
             with session.begin_nested():
                 account = Account(
-                    id=new_id("acct"), merchant_id=merchant_id, kind="system", system_code=code, currency=currency,
-                    metadata_={}, available=0, pending=0, version=0, request_id=context.current_request_id(),
+                    id=new_id("acct"), merchant_id=merchant_id, livemode=livemode, kind="system", system_code=code,
+                    currency=currency, metadata_={}, available=0, pending=0, version=0,
+                    request_id=context.current_request_id(),
                 )
                 session.add(account)
         except IntegrityError:  # created concurrently by another transaction
@@ -118,6 +121,15 @@ def system_account(session: Session, merchant_id: str, code: str, currency: str)
     found = SystemAccount(account.id, merchant_id, code, currency)
     session.info.setdefault(_PENDING_IDS, {})[cache_key] = found
     return found
+
+
+def system_code(code: str, livemode: bool) -> str:
+    """A system account's stored code: ``live:`` before a live one's, as (merchant, code,
+    currency) is the accounts' unique key. A channel's clearing account needs none: a channel is
+    of one mode, and its id may take the column's whole length."""
+    if not livemode or code.startswith(CHANNEL_CLEARING + ":"):
+        return code
+    return f"live:{code}"
 
 
 def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None, legs: list[Leg],

@@ -14,6 +14,7 @@ def account(obj: Account) -> dict:
     return {
         "id": obj.id,
         "object": "account",
+        "livemode": obj.livemode,
         "created_at": rfc3339(obj.created_at),
         "currency": obj.currency,
         "customer": obj.customer,
@@ -42,6 +43,7 @@ def transfer(obj: Transfer) -> dict:
     return {
         "id": obj.id,
         "object": "transfer",
+        "livemode": obj.livemode,
         "created_at": rfc3339(obj.created_at),
         "from_account": obj.from_account_id,
         "to_account": obj.to_account_id,
@@ -58,6 +60,7 @@ def operation(op, attempts: list) -> dict:
     out = {
         "id": op.id,
         "object": op.kind,
+        "livemode": op.livemode,
         "created_at": rfc3339(op.created_at),
         "status": op.status,
         "amount": op.amount,

@@ -55,16 +55,20 @@ def merchant(name: str = "Shop", category: str | None = "retail", mode: str = "t
     return m.id, issued.secret
 
 
-def api(client, name: str = "Shop") -> Api:
-    merchant_id, secret = merchant(name)
+def api(client, name: str = "Shop", mode: str = "test") -> Api:
+    merchant_id, secret = merchant(name, mode=mode)
     return Api(client, secret, merchant_id)
 
 
 def fund(merchant_id: str, account_id: str, amount: int) -> None:
-    from app.models import Merchant
+    """Credit an account from its merchant's test-funding account (of the account's mode)."""
+    from app.models import Account, Merchant
+    from app.services.merchants import MerchantScope
 
     with unit_of_work() as session:
-        accounts.fund_for_testing(session, session.get(Merchant, merchant_id), account_id, amount)
+        m, account = session.get(Merchant, merchant_id), session.get(Account, account_id)
+        scope = MerchantScope(m.id, m.name, m.category, account.livemode)
+        accounts.fund_for_testing(session, scope, account_id, amount)
 
 
 CARD = {"type": "card", "brand": "visa", "country": "US", "last4": "4242"}

@@ -11,7 +11,7 @@ from app.api import errors
 from app.api.validation import list_params, parse_body
 from app.db import unit_of_work
 from app.domain.errors import ServiceUnavailable
-from app.services.merchants import authenticate
+from app.services.merchants import MerchantScope, authenticate
 
 JSON = "application/json"
 
@@ -20,7 +20,7 @@ def authenticate_request() -> None:
     header = request.headers.get("Authorization", "")
     scheme, _, secret = header.partition(" ")
     merchant, key = authenticate(secret.strip() if scheme.lower() == "bearer" else None)
-    g.merchant, g.api_key = merchant, key
+    g.merchant, g.api_key = MerchantScope.of(merchant, key), key
     context.merchant_id_var.set(merchant.id)
 
 
@@ -44,11 +44,18 @@ def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]],
     key = idempotency.check_key(request.headers.get("Idempotency-Key"))
     body = parse_body(request.get_data(cache=False), schema)
     refuse_writes_if_read_only()
-    stored = idempotency.run(g.merchant.id, key, request.path, body, lambda s: execute(s, body),
+    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
                              errors.error_payload)
     if present is not None:
         return present(stored)
     return json_response(stored.status, stored.body, stored.replayed)
+
+
+def in_mode(body):
+    """What an Idempotency-Key is bound to, besides the path: the body, and the key's mode. A key
+    is one per merchant, so a key used in one mode and then in the other is refused (422) like a
+    key used with another body, instead of replaying one mode's answer to the other."""
+    return {"livemode": True, "body": body} if g.merchant.livemode else body
 
 
 def read(fetch: Callable[[Session], dict]) -> Response:

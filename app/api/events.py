@@ -13,7 +13,8 @@ bp = Blueprint("events", __name__)
 @bp.get("/v1/events")
 def list_events():
     def fetch(s, limit, after):
-        result = page(s, Event, merchant_id=g.merchant.id, limit=limit, starting_after=after)
+        result = page(s, Event, merchant_id=g.merchant.id, limit=limit, starting_after=after,
+                      where=(Event.livemode == g.merchant.livemode,))
         return [events.representation(e) for e in result.items], result.has_more
 
     return listing(fetch, "/v1/events")
@@ -23,7 +24,7 @@ def list_events():
 def get_event(event_id):
     def fetch(s):
         event = s.get(Event, event_id)
-        if event is None or event.merchant_id != g.merchant.id:
+        if event is None or event.merchant_id != g.merchant.id or event.livemode != g.merchant.livemode:
             raise NotFound(f"No such event: '{event_id}'", param="id")
         return events.representation(event)
 

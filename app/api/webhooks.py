@@ -7,7 +7,7 @@ from flask import Blueprint, g, request
 
 from app import idempotency
 from app.api import errors
-from app.api.common import create, json_response, listing, read
+from app.api.common import create, in_mode, json_response, listing, read
 from app.api.openapi import EXTRA_OPERATIONS
 from app.api.validation import parse_json
 from app.db import read_only, unit_of_work
@@ -50,7 +50,8 @@ def _action(fields: dict, execute, present=None):
         status, kind = errors.status_and_type(error)
         return status, errors.error_body(kind, error.code, error.message, error.param)
 
-    stored = idempotency.run(g.merchant.id, key, request.path, body, lambda s: execute(s, body), error_response)
+    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
+                             error_response)
     if present is not None:
         return present(stored)
     return json_response(stored.status, stored.body, stored.replayed)
@@ -84,7 +85,7 @@ def create_endpoint():
     shows = _ShowsSecret()
 
     def execute(session, body):
-        endpoint, secret = service.create_endpoint(session, g.merchant.id, body)
+        endpoint, secret = service.create_endpoint(session, g.merchant.id, body, g.merchant.livemode)
         return shows.store(201, service.representation(endpoint, secret))
 
     return create("webhook_endpoint_create", execute, present=shows)
@@ -93,7 +94,7 @@ def create_endpoint():
 @bp.get("/v1/webhook_endpoints")
 def list_endpoints():
     def fetch(session, limit, after):
-        result = service.list_endpoints(session, g.merchant.id, limit, after)
+        result = service.list_endpoints(session, g.merchant.id, limit, after, g.merchant.livemode)
         return [service.representation(e) for e in result.items], result.has_more
 
     return listing(fetch, "/v1/webhook_endpoints")
@@ -101,13 +102,14 @@ def list_endpoints():
 
 @bp.get("/v1/webhook_endpoints/<endpoint_id>")
 def get_endpoint(endpoint_id):
-    return read(lambda s: service.representation(service.get_endpoint(s, g.merchant.id, endpoint_id)))
+    return read(lambda s: service.representation(service.get_endpoint(s, g.merchant.id, endpoint_id,
+                                                                      g.merchant.livemode)))
 
 
 @bp.delete("/v1/webhook_endpoints/<endpoint_id>")
 def delete_endpoint(endpoint_id):
     with unit_of_work() as session:
-        payload = service.delete_endpoint(session, g.merchant.id, endpoint_id)
+        payload = service.delete_endpoint(session, g.merchant.id, endpoint_id, g.merchant.livemode)
     return json_response(200, idempotency.encode(payload))
 
 
@@ -116,7 +118,8 @@ def rotate_secret(endpoint_id):
     shows = _ShowsSecret()
 
     def execute(session, body):
-        endpoint, secret = service.rotate_secret(session, g.merchant.id, endpoint_id, body.get("overlap_seconds"))
+        endpoint, secret = service.rotate_secret(session, g.merchant.id, endpoint_id, body.get("overlap_seconds"),
+                                                 g.merchant.livemode)
         return shows.store(200, service.representation(endpoint, secret))
 
     valid_overlap = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_OVERLAP  # noqa: E731
@@ -126,21 +129,24 @@ def rotate_secret(endpoint_id):
 @bp.get("/v1/webhook_endpoints/<endpoint_id>/deliveries")
 def endpoint_deliveries(endpoint_id):
     return listing(lambda s, limit, after: deliveries.list_deliveries(s, g.merchant.id, limit, after,
-                                                                        endpoint_id=endpoint_id),
+                                                                        endpoint_id=endpoint_id,
+                                                                        livemode=g.merchant.livemode),
                    f"/v1/webhook_endpoints/{endpoint_id}/deliveries")
 
 
 @bp.get("/v1/events/<event_id>/deliveries")
 def event_deliveries(event_id):
     return listing(lambda s, limit, after: deliveries.list_deliveries(s, g.merchant.id, limit, after,
-                                                                        event_id=event_id),
+                                                                        event_id=event_id,
+                                                                        livemode=g.merchant.livemode),
                    f"/v1/events/{event_id}/deliveries")
 
 
 @bp.post("/v1/events/<event_id>/redeliver")
 def redeliver(event_id):
     def execute(session, body):
-        created = deliveries.redeliver(session, g.merchant.id, event_id, body.get("endpoint"))
+        created = deliveries.redeliver(session, g.merchant.id, event_id, body.get("endpoint"),
+                                       livemode=g.merchant.livemode)
         return 200, {"object": "list", "data": created, "has_more": False}
 
     response = _action({"endpoint": lambda v: isinstance(v, str) and 0 < len(v) <= 40}, execute)

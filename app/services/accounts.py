@@ -13,9 +13,10 @@ from app.services.listing import Page, page
 
 def create_account(session: Session, merchant: Merchant, body: dict) -> Account:
     account = Account(
-        id=new_id("acct"), merchant_id=merchant.id, kind="customer", currency=body["currency"],
-        customer=body["customer"], reference=body.get("reference"), metadata_=body.get("metadata") or {},
-        available=0, pending=0, version=0, request_id=context.current_request_id(),
+        id=new_id("acct"), merchant_id=merchant.id, livemode=merchant.livemode, kind="customer",
+        currency=body["currency"], customer=body["customer"], reference=body.get("reference"),
+        metadata_=body.get("metadata") or {}, available=0, pending=0, version=0,
+        request_id=context.current_request_id(),
     )
     if not add_unique(session, account):
         raise InvalidRequest("reference is already used by another account", param="reference",
@@ -26,9 +27,15 @@ def create_account(session: Session, merchant: Merchant, body: dict) -> Account:
 
 def get_account(session: Session, merchant: Merchant, account_id: str, param: str = "id") -> Account:
     account = session.get(Account, account_id)
-    if account is None or account.merchant_id != merchant.id or account.kind != "customer":
+    if not _sees(merchant, account):
         raise NotFound(f"No such account: '{account_id}'", param=param)
     return account
+
+
+def _sees(merchant: Merchant, account: Account | None) -> bool:
+    """A customer account of this merchant in its mode (any other answers 404, as an unknown id)."""
+    return (account is not None and account.merchant_id == merchant.id and account.livemode == merchant.livemode
+            and account.kind == "customer")
 
 
 def get_accounts(session: Session, merchant: Merchant, wanted: dict[str, str]) -> list[Account]:
@@ -38,8 +45,7 @@ def get_accounts(session: Session, merchant: Merchant, wanted: dict[str, str]) -
     rows = session.connection().execute(select(table).where(table.c.id.in_(list(wanted.values())))).mappings()
     found = {row["id"]: _detached(row) for row in rows}
     for param, account_id in wanted.items():
-        account = found.get(account_id)
-        if account is None or account.merchant_id != merchant.id or account.kind != "customer":
+        if not _sees(merchant, found.get(account_id)):
             raise NotFound(f"No such account: '{account_id}'", param=param)
     return [found[a] for a in wanted.values()]
 
@@ -50,7 +56,7 @@ def _detached(row) -> Account:
 
 def list_accounts(session: Session, merchant: Merchant, limit: int, starting_after: str | None) -> Page:
     return page(session, Account, merchant_id=merchant.id, limit=limit, starting_after=starting_after,
-                where=(Account.kind == "customer",))
+                where=(Account.livemode == merchant.livemode, Account.kind == "customer"))
 
 
 def list_entries(session: Session, merchant: Merchant, account_id: str, limit: int,
@@ -74,7 +80,8 @@ def list_entries(session: Session, merchant: Merchant, account_id: str, limit: i
 def fund_for_testing(session: Session, merchant: Merchant, account_id: str, amount: int) -> Account:
     """Test mode only: credit an account from the merchant's test-funding system account."""
     account = get_account(session, merchant, account_id)
-    source = ledger.system_account(session, merchant.id, ledger.TEST_FUNDING, account.currency)
+    source = ledger.system_account(session, merchant.id, ledger.TEST_FUNDING, account.currency,
+                                   livemode=account.livemode)
     ledger.post(session, merchant_id=merchant.id, kind="test_funding", source_id=account.id,
                 legs=[ledger.Leg(account, amount), ledger.Leg(source, -amount)], description="test-mode funding")
     return account

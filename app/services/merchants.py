@@ -39,6 +39,22 @@ notify.on_change("api_keys", _forget_keys)
 
 
 @dataclass(frozen=True)
+class MerchantScope:
+    """A merchant as one API key sees it (contract §1, modes): what a service needs of the
+    merchant, and the key's mode. A live key sees and makes only live objects, a test key only
+    test ones, and routes only to channels of its mode."""
+
+    id: str
+    name: str
+    category: str | None
+    livemode: bool
+
+    @classmethod
+    def of(cls, merchant: Merchant, key: ApiKey) -> "MerchantScope":
+        return cls(merchant.id, merchant.name, merchant.category, key.mode == "live")
+
+
+@dataclass(frozen=True)
 class IssuedKey:
     key: ApiKey
     secret: str  # shown once, never stored

@@ -310,8 +310,8 @@ def _record_settlement(session: Session, op: Operation, status: str, attempts: l
             session.execute(update(Operation).where(Operation.id == op.payment_id)
                             .values(amount_refunded=Operation.amount_refunded - op.amount)
                             .execution_options(synchronize_session=False))
-        events.record(session, merchant_id=op.merchant_id, type=f"{op.kind}.{status}", object_id=op.id,
-                      data=data)
+        events.record(session, merchant_id=op.merchant_id, livemode=op.livemode, type=f"{op.kind}.{status}",
+                      object_id=op.id, data=data)
     if status == FAILED and op.limit_reservation:
         release_limits(op.limit_reservation)
 
@@ -331,7 +331,7 @@ def _postings(session: Session, op: Operation, status: str) -> list[tuple[str, l
     m, cur = op.merchant_id, op.currency
 
     def sys(code: str) -> ledger.SystemAccount:
-        return ledger.system_account(session, m, code, cur)
+        return ledger.system_account(session, m, code, cur, livemode=op.livemode)
 
     def clearing() -> ledger.SystemAccount:
         return sys(f"{ledger.CHANNEL_CLEARING}:{op.channel}")

@@ -51,6 +51,7 @@ def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Operat
     if not session.info.get("idempotency_takeover"):
         return None
     return session.scalars(select(Operation).where(Operation.merchant_id == merchant.id, Operation.kind == kind,
+                                                   Operation.livemode == merchant.livemode,
                                                    Operation.idempotency_key == key)).first()
 
 
@@ -75,10 +76,11 @@ def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
 def _write(session: Session, op: Operation) -> None:
     if add_unique(session, op):
         return
-    earlier = session.scalars(select(Operation.id).where(Operation.merchant_id == op.merchant_id,
-                                                         Operation.idempotency_key == op.idempotency_key)).first()
-    if earlier:
-        raise IdempotencyMismatch(f"This Idempotency-Key created {earlier} more than a day ago; use a new key.")
+    earlier = session.execute(select(Operation.id, Operation.livemode).where(
+        Operation.merchant_id == op.merchant_id, Operation.idempotency_key == op.idempotency_key)).first()
+    if earlier:  # (an object of the other mode is not named: its id answers 404 to this key)
+        made = earlier.id if earlier.livemode == op.livemode else "an object in the other mode"
+        raise IdempotencyMismatch(f"This Idempotency-Key created {made} more than a day ago; use a new key.")
     raise InvalidRequest(f"reference is already used by another {op.kind}", param="reference",
                          code="reference_already_used")
 
@@ -110,9 +112,10 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
     reservation = _reserve(decision, facts, amount, currency)
     payload = decision.to_dict()
     op = Operation(
-        id=new_id(PREFIX[kind]), merchant_id=merchant.id, kind=kind, status=PENDING, version=0, amount=amount,
-        currency=currency, fee=fields.pop("fee", payload["fee"]), reference=body["reference"], idempotency_key=key,
-        metadata_=body.get("metadata") or {}, limit_reservation=reservation,
+        id=new_id(PREFIX[kind]), merchant_id=merchant.id, livemode=merchant.livemode, kind=kind, status=PENDING,
+        version=0, amount=amount, currency=currency, fee=fields.pop("fee", payload["fee"]),
+        reference=body["reference"], idempotency_key=key, metadata_=body.get("metadata") or {},
+        limit_reservation=reservation,
         routing=routing_view or {k: payload[k] for k in ("ruleset_version", "matched_rules", "candidates", "dropped",
                                                           "channel")},
         request_id=context.current_request_id(), **fields)
@@ -200,8 +203,9 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
     view = {**_ledger_only_view(decision), "candidates": [payment.channel] if payment.channel else [],
             "channel": payment.channel}
     if payment.channel:
-        reason = routing.Availability().drop_reason(payment.channel, operation="refund", currency=payment.currency,
-                                                    method=(payment.payment_method or {}).get("type"))
+        reason = routing.Availability(payment.livemode).drop_reason(
+            payment.channel, operation="refund", currency=payment.currency,
+            method=(payment.payment_method or {}).get("type"))
         if reason:
             raise NoRoute(f"the payment's channel {payment.channel} cannot refund now ({reason})",
                           decision={**decision.to_dict(), "outcome": "decline", "decline_code": "no_route",
@@ -242,11 +246,11 @@ def _account_in(session: Session, merchant: Merchant, body: dict):
 
 def get_operation(session: Session, merchant: Merchant, kind: str, op_id: str, param: str = "id") -> Operation:
     op = session.get(Operation, op_id)
-    if op is None or op.merchant_id != merchant.id or op.kind != kind:
+    if op is None or op.merchant_id != merchant.id or op.livemode != merchant.livemode or op.kind != kind:
         raise NotFound(f"No such {kind}: '{op_id}'", param=param)
     return op
 
 
 def list_operations(session: Session, merchant: Merchant, kind: str, limit: int, after: str | None) -> Page:
     return page(session, Operation, merchant_id=merchant.id, limit=limit, starting_after=after,
-                where=(Operation.kind == kind,))
+                where=(Operation.livemode == merchant.livemode, Operation.kind == kind))

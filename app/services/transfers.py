@@ -23,8 +23,8 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
             raise InvalidRequest(f"{name} holds {account.currency}, not {body['currency']}", param="currency",
                                  code="currency_mismatch")
     transfer = Transfer(
-        id=new_id("tr"), merchant_id=merchant.id, from_account_id=source.id, to_account_id=target.id,
-        amount=body["amount"], currency=body["currency"], reference=body["reference"],
+        id=new_id("tr"), merchant_id=merchant.id, livemode=merchant.livemode, from_account_id=source.id,
+        to_account_id=target.id, amount=body["amount"], currency=body["currency"], reference=body["reference"],
         metadata_=body.get("metadata") or {}, status="succeeded", request_id=context.current_request_id(),
     )
     context.set_object_id(transfer.id)
@@ -33,17 +33,18 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
                              code="reference_already_used")
     ledger.post(session, merchant_id=merchant.id, kind="transfer", source_id=transfer.id,
                 legs=[ledger.Leg(source, -transfer.amount), ledger.Leg(target, transfer.amount)])
-    events.record(session, merchant_id=merchant.id, type="transfer.succeeded", object_id=transfer.id,
-                  data=representation.transfer(transfer))
+    events.record(session, merchant_id=merchant.id, livemode=transfer.livemode, type="transfer.succeeded",
+                  object_id=transfer.id, data=representation.transfer(transfer))
     return transfer
 
 
 def get_transfer(session: Session, merchant: Merchant, transfer_id: str) -> Transfer:
     transfer = session.get(Transfer, transfer_id)
-    if transfer is None or transfer.merchant_id != merchant.id:
+    if transfer is None or transfer.merchant_id != merchant.id or transfer.livemode != merchant.livemode:
         raise NotFound(f"No such transfer: '{transfer_id}'", param="id")
     return transfer
 
 
 def list_transfers(session: Session, merchant: Merchant, limit: int, starting_after: str | None) -> Page:
-    return page(session, Transfer, merchant_id=merchant.id, limit=limit, starting_after=starting_after)
+    return page(session, Transfer, merchant_id=merchant.id, limit=limit, starting_after=starting_after,
+                where=(Transfer.livemode == merchant.livemode,))

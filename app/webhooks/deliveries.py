@@ -20,6 +20,7 @@ def representation(delivery: WebhookDelivery, attempts: list[WebhookAttempt]) ->
     return {
         "id": delivery.id,
         "object": "webhook_delivery",
+        "livemode": delivery.livemode,
         "created_at": rfc3339(delivery.created_at),
         "event": delivery.event_id,
         "webhook_endpoint": delivery.endpoint_id,
@@ -45,35 +46,39 @@ def represent_all(session: Session, deliveries: list[WebhookDelivery]) -> list[d
     return [representation(d, attempts[d.id]) for d in deliveries]
 
 
-def get_event(session: Session, merchant_id: str, event_id: str) -> Event:
+def get_event(session: Session, merchant_id: str, event_id: str, livemode: bool = False) -> Event:
     event = session.get(Event, event_id)
-    if event is None or event.merchant_id != merchant_id:
+    if event is None or event.merchant_id != merchant_id or event.livemode != livemode:
         raise NotFound(f"No such event: '{event_id}'", param="id")
     return event
 
 
 def list_deliveries(session: Session, merchant_id: str, limit: int, starting_after: str | None, *,
-                    endpoint_id: str | None = None, event_id: str | None = None) -> tuple[list[dict], bool]:
+                    endpoint_id: str | None = None, event_id: str | None = None,
+                    livemode: bool = False) -> tuple[list[dict], bool]:
     """One page of an endpoint's or an event's deliveries, newest first."""
     if endpoint_id:
-        endpoint_service.get_endpoint(session, merchant_id, endpoint_id)
+        endpoint_service.get_endpoint(session, merchant_id, endpoint_id, livemode)
         where = (WebhookDelivery.endpoint_id == endpoint_id,)
     else:
-        get_event(session, merchant_id, event_id)
+        get_event(session, merchant_id, event_id, livemode)
         where = (WebhookDelivery.event_id == event_id,)
     result = page(session, WebhookDelivery, merchant_id=merchant_id, limit=limit, starting_after=starting_after,
-                  where=where)
+                  where=(WebhookDelivery.livemode == livemode, *where))
     return represent_all(session, result.items), result.has_more
 
 
-def redeliver(session: Session, merchant_id: str, event_id: str, endpoint_id: str | None = None) -> list[dict]:
-    """New deliveries of an event: to one endpoint, or to every live endpoint subscribed to its type."""
-    event = get_event(session, merchant_id, event_id)
+def redeliver(session: Session, merchant_id: str, event_id: str, endpoint_id: str | None = None,
+              livemode: bool = False) -> list[dict]:
+    """New deliveries of an event: to one endpoint of its mode, or to every endpoint of its mode
+    (not deleted) subscribed to its type."""
+    event = get_event(session, merchant_id, event_id, livemode)
     if endpoint_id:
-        targets = [endpoint_service.get_endpoint(session, merchant_id, endpoint_id)]
+        targets = [endpoint_service.get_endpoint(session, merchant_id, endpoint_id, livemode)]
     else:
         targets = [e for e in session.scalars(select(WebhookEndpoint).where(
-            WebhookEndpoint.merchant_id == merchant_id, WebhookEndpoint.deleted_at.is_(None)).order_by(
+            WebhookEndpoint.merchant_id == merchant_id, WebhookEndpoint.livemode == livemode,
+            WebhookEndpoint.deleted_at.is_(None)).order_by(
             WebhookEndpoint.created_at)) if e.subscribes(event.type)]
     now, created = utcnow(), []
     for endpoint in targets:

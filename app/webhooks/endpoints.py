@@ -122,6 +122,7 @@ def representation(endpoint: WebhookEndpoint, secret: str | None = None) -> dict
     out = {
         "id": endpoint.id,
         "object": "webhook_endpoint",
+        "livemode": endpoint.livemode,
         "created_at": rfc3339(endpoint.created_at),
         "url": endpoint.url,
         "enabled_events": list(endpoint.enabled_events),
@@ -135,14 +136,16 @@ def representation(endpoint: WebhookEndpoint, secret: str | None = None) -> dict
     return out
 
 
-def create_endpoint(session: Session, merchant_id: str, body: dict) -> tuple[WebhookEndpoint, str]:
+def create_endpoint(session: Session, merchant_id: str, body: dict,
+                    livemode: bool = False) -> tuple[WebhookEndpoint, str]:
     """A new endpoint and its secret (the only time the secret is returned)."""
     problem = check_url(body["url"])
     if problem:
         raise InvalidRequest(problem, param="url", code="url_invalid")
     secret = signing.new_secret()
     endpoint = WebhookEndpoint(
-        id=new_id("we"), merchant_id=merchant_id, url=body["url"], enabled_events=list(body["enabled_events"]),
+        id=new_id("we"), merchant_id=merchant_id, livemode=livemode, url=body["url"],
+        enabled_events=list(body["enabled_events"]),
         description=body.get("description"), metadata_=body.get("metadata") or {}, secret=secret,
         request_id=context.current_request_id(), created_at=utcnow())
     session.add(endpoint)
@@ -150,30 +153,32 @@ def create_endpoint(session: Session, merchant_id: str, body: dict) -> tuple[Web
     return endpoint, secret
 
 
-def get_endpoint(session: Session, merchant_id: str, endpoint_id: str) -> WebhookEndpoint:
+def get_endpoint(session: Session, merchant_id: str, endpoint_id: str, livemode: bool = False) -> WebhookEndpoint:
     endpoint = session.get(WebhookEndpoint, endpoint_id)
-    if endpoint is None or endpoint.merchant_id != merchant_id or endpoint.deleted_at is not None:
+    if (endpoint is None or endpoint.merchant_id != merchant_id or endpoint.livemode != livemode
+            or endpoint.deleted_at is not None):
         raise NotFound(f"No such webhook endpoint: '{endpoint_id}'", param="id")
     return endpoint
 
 
-def list_endpoints(session: Session, merchant_id: str, limit: int, starting_after: str | None) -> Page:
+def list_endpoints(session: Session, merchant_id: str, limit: int, starting_after: str | None,
+                   livemode: bool = False) -> Page:
     return page(session, WebhookEndpoint, merchant_id=merchant_id, limit=limit, starting_after=starting_after,
-                where=(WebhookEndpoint.deleted_at.is_(None),))
+                where=(WebhookEndpoint.livemode == livemode, WebhookEndpoint.deleted_at.is_(None)))
 
 
-def delete_endpoint(session: Session, merchant_id: str, endpoint_id: str) -> dict:
+def delete_endpoint(session: Session, merchant_id: str, endpoint_id: str, livemode: bool = False) -> dict:
     """Soft-delete; its secrets are erased, here and in the stored responses of its creation and
     rotations, so they are never shown (not even by replaying an Idempotency-Key) nor used again."""
-    endpoint = get_endpoint(session, merchant_id, endpoint_id)
+    endpoint = get_endpoint(session, merchant_id, endpoint_id, livemode)
     endpoint.deleted_at = utcnow()
     return {"id": endpoint.id, "object": "webhook_endpoint", "deleted": True}
 
 
 def rotate_secret(session: Session, merchant_id: str, endpoint_id: str,
-                  overlap_seconds: int | None = None) -> tuple[WebhookEndpoint, str]:
+                  overlap_seconds: int | None = None, livemode: bool = False) -> tuple[WebhookEndpoint, str]:
     """A new secret; the old one keeps signing (as a second signature) for the overlap window."""
-    endpoint = get_endpoint(session, merchant_id, endpoint_id)
+    endpoint = get_endpoint(session, merchant_id, endpoint_id, livemode)
     endpoint.secret = endpoint.previous_secret = None
     endpoint.previous_secret_expires_at = None
     _redact_stored_responses(session, merchant_id, endpoint_id)

@@ -33,7 +33,7 @@ def _locking(query):
 
 
 def new_delivery(event: Event, endpoint: WebhookEndpoint, generation: int, now) -> WebhookDelivery:
-    return WebhookDelivery(id=new_id("whd"), merchant_id=event.merchant_id, event_id=event.id,
+    return WebhookDelivery(id=new_id("whd"), merchant_id=event.merchant_id, livemode=event.livemode, event_id=event.id,
                            endpoint_id=endpoint.id, generation=generation, status=PENDING, attempts=0,
                            next_attempt_at=now, request_id=event.request_id, created_at=now, updated_at=now)
 
@@ -47,14 +47,14 @@ def relay_events(limit: int = BATCH) -> int:
             select(Event).where(Event.relayed.is_(False)).order_by(Event.created_at, Event.id).limit(limit))))
         if not batch:
             return 0
-        endpoints = defaultdict(list)
+        endpoints = defaultdict(list)  # (merchant, mode) → its endpoints: a test event goes to test endpoints only
         for endpoint in session.scalars(select(WebhookEndpoint).where(
                 WebhookEndpoint.merchant_id.in_({e.merchant_id for e in batch}), WebhookEndpoint.deleted_at.is_(None))):
-            endpoints[endpoint.merchant_id].append(endpoint)
+            endpoints[endpoint.merchant_id, endpoint.livemode].append(endpoint)
         existing = set(session.execute(select(WebhookDelivery.event_id, WebhookDelivery.endpoint_id).where(
             WebhookDelivery.event_id.in_([e.id for e in batch]), WebhookDelivery.generation == 0)).tuples())
         for event in batch:
-            for endpoint in endpoints[event.merchant_id]:
+            for endpoint in endpoints[event.merchant_id, event.livemode]:
                 if (endpoint.subscribes(event.type) and endpoint.created_at <= event.created_at
                         and (event.id, endpoint.id) not in existing):
                     created.append(new_delivery(event, endpoint, 0, now))
