@@ -17,8 +17,19 @@ def registry() -> ChannelRegistry:
     path = str(get_config().channels_file)
     with _lock:
         if path not in _registry:
+            check_live_channels()
             _registry[path] = load_channels(path, stored=StoredChannelSecrets())
         return _registry[path]
+
+
+def check_live_channels() -> None:
+    """Refuse (ChannelConfigError) a channels file with a live channel whose secret is not in its
+    environment variable: called where a process starts (app factory, worker, ``serve``) and
+    before channels are loaded, so no process runs one on a derived or default secret."""
+    from channels.config import read_channels_file
+    from channels.modes import require_live_secrets
+
+    require_live_secrets(read_channels_file(get_config().channels_file))
 
 
 def channel(channel_id: str) -> Channel:

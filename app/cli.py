@@ -85,7 +85,20 @@ def serve(host, port, workers, threads):
     """The HTTP API and admin UI under gunicorn."""
     from app.server import run
 
+    _refuse_live_channels_without_secrets()
     run(host, port, workers=workers, threads=threads)
+
+
+def _refuse_live_channels_without_secrets() -> None:
+    """Before the server starts: a live channel whose secret is not in its environment variable
+    stops the command with the reason (exit 1)."""
+    from app.channels_runtime import check_live_channels
+    from channels.config import ChannelConfigError
+
+    try:
+        check_live_channels()
+    except ChannelConfigError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 @main.command()
@@ -95,7 +108,7 @@ def worker(queues, burst):
     """RQ worker(s) for the given queues (none named: all of them)."""
     from app.jobs import run_worker
 
-    run_worker(list(queues), burst=burst)
+    run_worker(list(queues), burst=burst)  # refuses to start as serve does
 
 
 @main.command()

@@ -18,6 +18,9 @@ def create_app(config: Config | None = None) -> Flask:
         set_config(config)
     config = get_config()
     logs.setup(config.log_json)
+    from app.channels_runtime import check_live_channels
+
+    check_live_channels()  # a live channel without its secret from the environment: refuse to start
     app = Flask(__name__)
     app.config["SECRET_KEY"] = config.secret_key
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024

@@ -70,6 +70,7 @@ class ChannelSpec:
     timeout_ms: int = 3000
     enabled: bool = True
     config: Mapping[str, Any] = field(default_factory=dict)
+    mode: str = "test"  # test | live: a channel carries only operations of its mode (contract §1, §4)
 
 
 @lru_cache(maxsize=1)
@@ -134,6 +135,7 @@ def parse_channels(data: Any, env: Mapping[str, str] | None = None,
             timeout_ms=int(item.get("timeout_ms", 3000)),
             enabled=bool(item.get("enabled", True)),
             config=expand_env(dict(item.get("config") or {}), env),
+            mode=item.get("mode", "test"),
         ))
     return specs
 

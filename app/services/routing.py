@@ -7,10 +7,15 @@ from datetime import datetime, timezone
 from app import breaker, switches
 from app.channels_runtime import registry
 from app.domain.errors import LimitExceeded, NoRoute, RuleDeclined
+from channels.modes import mode_of
 
 
 class Availability:
-    """Why a candidate channel cannot carry this operation now (None: it can)."""
+    """Why a candidate channel cannot carry this operation now (None: it can). ``livemode``: the
+    operation's mode; a channel of the other mode is dropped with reason ``mode``."""
+
+    def __init__(self, livemode: bool = False):
+        self.mode = mode_of(livemode)
 
     def drop_reason(self, channel_id: str, *, operation: str, currency: str, method: str | None) -> str | None:
         channels = registry()
@@ -18,6 +23,8 @@ class Availability:
             method = None  # a payout goes to a destination; the channel's methods are pay-in methods
         if channel_id not in channels:
             return "unknown_channel"
+        if channels.get(channel_id).spec.mode != self.mode:
+            return "mode"
         if switches.is_on(f"channel:{channel_id}"):
             return "switched_off"
         reason = channels.supports(channel_id, operation, currency, method)
@@ -45,11 +52,12 @@ def facts(kind: str, merchant, body: dict, *, amount: int, currency: str, now: d
 
 
 def decide(kind: str, merchant, body: dict, *, amount: int, currency: str, split_key: str, availability=None):
-    """The decision for this request under the live rule set (no side effect)."""
+    """The decision for this request under the live rule set (no side effect); by default only
+    channels of the merchant's mode (``merchant.livemode``: the API key's) are candidates."""
     from rules import runtime
 
     return runtime.decide(facts(kind, merchant, body, amount=amount, currency=currency),
-                          availability or Availability(), split_key=split_key)
+                          availability or Availability(merchant.livemode), split_key=split_key)
 
 
 def refuse_if_declined(decision) -> None:
