@@ -131,22 +131,28 @@ def sandbox(host, port):
     run(host=host, port=port)
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--channel", "channel_id", help="channel id from the channels file")
 @click.option("--date", "day", help="YYYY-MM-DD (UTC): reconcile this whole day")
 @click.option("--recent", is_flag=True, help="run a near-real-time pass now (every channel unless --channel)")
 @click.option("--list", "listing", is_flag=True, help="show the newest stored runs")
 @click.option("--issues", "only_issues", is_flag=True, help="with --list: only runs that found issues")
 @click.option("--json", "as_json", is_flag=True)
-def reconcile(channel_id, day, recent, listing, only_issues, as_json):
+@click.pass_context
+def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
     """Compare a channel's statement with our records: a whole day (--channel --date), the minutes
     since the previous near-real-time pass (--recent), or show stored runs (--list). Status
-    queries are queued for operations we still wait on; every run is stored."""
+    queries are queued for operations we still wait on; every run is stored.
+
+    Exit status (cron and alerting key on it): 0 clean, 3 open issues found, 1 an error.
+    `reconcile issues` lists the open issues, `reconcile resolve ISSUE --note` resolves one."""
     import datetime as dt
 
     from app.domain.errors import PayRouterError
     from app.services import reconcile as recon
 
+    if ctx.invoked_subcommand is not None:
+        return
     if sum(map(bool, (day, recent, listing))) != 1:
         raise click.UsageError("give exactly one of --date, --recent, --list")
     if listing:
@@ -172,7 +178,56 @@ def reconcile(channel_id, day, recent, listing, only_issues, as_json):
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--date") from None
     except PayRouterError as exc:
         raise click.ClickException(exc.message) from None
-    _show_runs([recon.summary(run) for run in runs if run is not None], as_json)
+    shown = [recon.summary(run) for run in runs if run is not None]
+    _show_runs(shown, as_json)
+    if any(out["open_issues"] for out in shown):
+        ctx.exit(RECONCILE_OPEN_ISSUES)
+
+
+RECONCILE_OPEN_ISSUES = 3  # the exit status of a run that found open issues (1 stays an error)
+
+
+@reconcile.command("resolve")
+@click.argument("issue_id")
+@click.option("--note", required=True, help="what was found and done (kept with the issue and in the audit log)")
+@click.option("--actor", default=None, help="who (default: the OS user)")
+@click.option("--json", "as_json", is_flag=True)
+def reconcile_resolve(issue_id, note, actor, as_json):
+    """Resolve reconciliation issue ISSUE_ID (ri_…) with a note; refused if unknown or already resolved."""
+    import getpass
+
+    from app import context
+    from app.domain.errors import PayRouterError
+    from app.services import issues
+
+    try:
+        with context.bound():
+            resolved = issues.resolve(issue_id, note, "cli:" + (actor or getpass.getuser()))
+    except PayRouterError as exc:
+        raise click.ClickException(exc.message) from None
+    if as_json:
+        click.echo(json.dumps(resolved, indent=2))
+    else:
+        click.echo(f"resolved {resolved['id']} ({resolved['issue']} {resolved['channel_reference']}) by "
+                   f"{resolved['resolved_by']} at {resolved['resolved_at']}: {resolved['note']}")
+
+
+@reconcile.command("issues")
+@click.option("--channel", "channel_id", default=None)
+@click.option("--all", "everything", is_flag=True, help="resolved issues too")
+@click.option("--json", "as_json", is_flag=True)
+def reconcile_issues(channel_id, everything, as_json):
+    """Reconciliation issues, newest first: the open ones (to resolve), or --all."""
+    from app.services import issues
+
+    found = issues.listing(channel_id, status=None if everything else issues.OPEN)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for issue in found:
+        click.echo(f"{issue['id']}  {issue['status']:<8} {issue['channel']:<12} {issue['issue']:<22} "
+                   f"{issue['channel_reference']}  ours={issue['ours']}  theirs={issue['theirs']}"
+                   + (f"  resolved by {issue['resolved_by']}: {issue['note']}" if issue["note"] else ""))
 
 
 def _show_runs(runs: list[dict], as_json: bool) -> None:
@@ -182,10 +237,11 @@ def _show_runs(runs: list[dict], as_json: bool) -> None:
     for out in runs:
         when = out["date"] if out["mode"] == "daily" else f"{out['window_start']} – {out['window_end']}"
         click.echo(f"{out['channel']} {out['mode']} {when}: {out['statement_lines']} statement lines, "
-                   f"{out['matched']} matched, {len(out['issues'])} issue(s), channel fees {out['channel_fees']}")
+                   f"{out['matched']} matched, {len(out['issues'])} issue(s) ({out['open_issues']} open), "
+                   f"channel fees {out['channel_fees']}")
         for issue in out["issues"]:
-            click.echo(f"  {issue['issue']:<22} {issue['channel_reference']}  ours={issue.get('ours')}  "
-                       f"theirs={issue.get('theirs')}")
+            click.echo(f"  {issue.get('id', '-'):<27} {issue['status']:<8} {issue['issue']:<22} "
+                       f"{issue['channel_reference']}  ours={issue.get('ours')}  theirs={issue.get('theirs')}")
 
 
 @main.group("secrets")

@@ -276,6 +276,9 @@ class Operation(Base):
     failure_message: Mapped[str | None] = mapped_column(String(500))
     next_query_at: Mapped[datetime | None] = mapped_column(DateTime)
     query_count: Mapped[int] = mapped_column(Integer, default=0)
+    # The channel acknowledged it, then answered a status query "unknown operation": it stays
+    # processing, flagged for review (and a reconciliation issue) until the channel or ops settle it.
+    review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -339,6 +342,31 @@ class ReconciliationRun(Base):
     issues: Mapped[list] = mapped_column(JSON)
     issue_count: Mapped[int] = mapped_column(Integer, default=0)  # filterable in SQL, unlike JSON
     channel_fees: Mapped[int] = mapped_column(default=0)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ReconciliationIssue(Base):
+    """One discrepancy between us and a channel (``kind``: missing_in_payrouter, status_mismatch,
+    fee_mismatch, unknown_at_channel, …), open until an operator resolves it with a note (or the
+    channel settles what it was about). Found again by a later run, it is the same issue: one row
+    per channel, kind and channel reference."""
+
+    __tablename__ = "reconciliation_issues"
+    __table_args__ = (UniqueConstraint("channel", "kind", "channel_reference", name="uq_reconciliation_issues_key"),
+                      Index("ix_reconciliation_issues_open", "status", "channel"))
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    run_id: Mapped[str | None] = mapped_column(String(40))  # the run that found it first (None: a status query)
+    channel: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(40))
+    channel_reference: Mapped[str] = mapped_column(String(200))
+    operation_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    ours: Mapped[dict | None] = mapped_column(JSON)
+    theirs: Mapped[dict | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(10), default="open")  # open | resolved
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime)
+    resolution_note: Mapped[str | None] = mapped_column(String(1000))
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

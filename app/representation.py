@@ -55,6 +55,9 @@ def transfer(obj: Transfer) -> dict:
     }
 
 
+UNCHARGED = ("failed", "canceled")
+
+
 def operation(op, attempts: list) -> dict:
     """A payment, top-up, withdrawal or refund, with how it was routed and what was tried."""
     out = {
@@ -63,9 +66,10 @@ def operation(op, attempts: list) -> dict:
         "livemode": op.livemode,
         "created_at": rfc3339(op.created_at),
         "status": op.status,
+        "review": bool(op.review),  # processing, and the channel answered "unknown operation" (§1)
         "amount": op.amount,
         "currency": op.currency,
-        "fee": op.fee,
+        "fee": 0 if op.status in UNCHARGED else op.fee,  # a fee is charged only on success
         "reference": op.reference,
         "metadata": op.metadata_ or {},
         "customer": op.customer,

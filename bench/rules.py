@@ -1,9 +1,12 @@
 """Decision latency and throughput: durable-rules engine vs the Python reference evaluator.
 
-    .venv/bin/python bench/rules.py [--requests 20000] [--sizes 10,100,1000]
+    .venv/bin/python bench/rules.py [--requests 20000] [--sizes 10,100,1000] [--adversarial 100]
 
 Measures the whole ``rules.decide.decide()`` call (flatten, match, resolve, fee), not only the
-engine, on generated but realistic rule sets; prints a markdown table.
+engine, on generated but realistic rule sets; prints a markdown table. Then the adversarial
+case (``--adversarial N``, 0 to skip): the generated set of N rules plus rules whose ``matches``
+backtracks exponentially in Python's ``re`` (``^(a+)+$``, ``(x+x+)+y``), against requests whose
+customer e-mail is 10 KB of ``aaaa…!`` or ``xxxx…`` (each pattern's worst input, half and half).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from app.tuning import tune_gc_for_serving  # noqa: E402
 from rules.decide import decide, facts_for  # noqa: E402
 from rules.engine import CompiledRules  # noqa: E402
+from rules.facts import flatten  # noqa: E402
 from rules.format import load  # noqa: E402
 from rules.reference import ReferenceRules  # noqa: E402
 
@@ -68,6 +72,22 @@ def make_requests(n: int, seed: int = 11) -> list[dict]:
                       {"segment": rnd.choice(["vip", "std"])} if rnd.random() < 0.5 else {}) for _ in range(n)]
 
 
+EVIL_PATTERNS = ("^(a+)+$", "(x+x+)+y")
+EVIL_INPUTS = ("a" * 10_240 + "!", "x" * 10_240)
+
+
+def make_adversarial(n: int, requests: list[dict]) -> tuple[dict, list[dict]]:
+    """The generated set of ``n`` rules plus backtracking-prone patterns; requests with 10 KB e-mails."""
+    data = make_rules(n)
+    data["rules"].append({"id": "evil-decline", "priority": 2000, "then": {"decline": "suspicious_email"},
+                          "when": {"fact": "customer.email", "matches": EVIL_PATTERNS[0]}})
+    data["rules"].append({"id": "evil-route", "priority": 1500, "then": {"route": ["acq_beta"]},
+                          "when": {"all": [{"fact": "type", "eq": "payment"},
+                                           {"fact": "customer.email", "matches": EVIL_PATTERNS[1]}]}})
+    evil = [{**f, "customer": {**f["customer"], "email": EVIL_INPUTS[i % 2]}} for i, f in enumerate(requests)]
+    return data, evil
+
+
 class AllUp:
     def drop_reason(self, channel_id, *, operation, currency, method):
         return None
@@ -109,6 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--sizes", default="10,100,1000")
+    ap.add_argument("--adversarial", type=int, default=100, help="rules in the adversarial case (0: skip it)")
     args = ap.parse_args()
     reqs = make_requests(args.requests)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.requests} requests per cell\n")
@@ -128,6 +149,30 @@ def main() -> None:
             print(f"| {size} | {len(engine.plan.chains)} | {name} | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} "
                   f"| {one:,.0f} | {four:,.0f} | {fb} |")
         engine.close()
+    if args.adversarial:
+        adversarial(args.adversarial, reqs)
+
+
+def adversarial(size: int, reqs: list[dict]) -> None:
+    data, evil = make_adversarial(size, reqs)
+    ruleset = load(data)
+    engine = CompiledRules(ruleset, version=size)
+    print(f"\nAdversarial: {size} generated rules + `matches` {' and '.join(f'`{p}`' for p in EVIL_PATTERNS)}; "
+          "customer.email 10 KB (`aaaa…!` / `xxxx…`, half and half)\n")
+    print("| rules | evaluator | p50 µs | p99 µs | max µs | decisions/s (1 thread) | engine fallbacks |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    reference = ReferenceRules(ruleset)
+    for f in evil[:200] + [{**evil[0], "customer": {"email": "a" * 10_240}}]:  # both answer the same
+        flat = flatten(f)
+        assert engine.match(flat) == reference.match(flat), flat.get("customer.email", "")[-20:]
+    for name, matcher in (("engine", engine), ("reference", reference)):
+        latencies(ruleset, matcher, evil[:2000])  # warm up
+        lat = latencies(ruleset, matcher, evil)
+        one = throughput(ruleset, matcher, evil, 1)
+        fb = engine.fallbacks if name == "engine" else "-"
+        print(f"| {len(ruleset.rules)} | {name} | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} | {max(lat):.0f} "
+              f"| {one:,.0f} | {fb} |")
+    engine.close()
 
 
 if __name__ == "__main__":

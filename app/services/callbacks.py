@@ -18,16 +18,19 @@ import logging
 from datetime import timedelta
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context, jobs, ledger, writebehind
 from app.channels_runtime import channel, registry
+from app.config import get_config
 from app.db import read_only, unit_of_work
 from app.domain.errors import AuthenticationFailed, NotFound
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED, allowed
 from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
 from app.redis_conn import get_redis
+from app.services import issues
 from app.services.operations import Settlement, SettlementRace, attempts_of, next_query_at, settle, settle_all
 from channels.base import ChannelError, InvalidCallback
 
@@ -37,6 +40,8 @@ DRAIN_FLAG = "payrouter:callbacks:drain-queued"
 DRAIN_FLAG_SECONDS = 30
 DRAIN_BATCH = 100  # callbacks per transaction: 25 → 100 took one worker from ~775 to ~1,060 a second (fewer commits)
 SWEEP_LEASE_SECONDS = 10
+# A status query's failed result with this code: the channel has no such operation (its 404).
+UNKNOWN_OPERATION = "not_found"
 
 
 def receive(channel_id: str, headers: dict, body: bytes) -> str:
@@ -205,10 +210,22 @@ def _settle_from_channel(session, op: Operation, status: str, code: str | None, 
 def query_status(operation_id: str) -> str:
     """Ask the channel how an operation still processing ended; reschedule if still unknown.
     No transaction is held open during the channel call: the outcome is applied afterwards
-    through the compare-and-set, so a callback settling it meanwhile simply wins."""
+    through the compare-and-set, so a callback settling it meanwhile simply wins.
+
+    "Unknown operation" (``UNKNOWN_OPERATION``) about an operation the channel had acknowledged
+    (it answered with its reference) fails nothing: the operation stays processing, flagged for
+    review with a reconciliation issue, and is asked again until the schedule ends; a callback,
+    a later answer or an operator settles it. Never acknowledged (a timeout), the channel never
+    had it: it failed. Found final, the issues reconciliation raised while it was pending close
+    if it ended as the statement said."""
     with read_only() as session:
         op = session.get(Operation, operation_id)
-        if op is None or op.status != PROCESSING or not op.channel:
+        if op is None or not op.channel:
+            return "final"
+        if op.status != PROCESSING:
+            session.expunge(op)
+            with unit_of_work() as writing:
+                issues.settled_as_stated(writing, op)
             return "final"
         channel_id, reference, channel_reference = op.channel, op.id, op.channel_reference
         bound = context.bound(op.request_id, op.merchant_id, op.id)
@@ -221,13 +238,44 @@ def query_status(operation_id: str) -> str:
         with unit_of_work() as session:
             op = session.get(Operation, operation_id)
             if op.status != PROCESSING:
+                issues.settled_as_stated(session, op)
                 return "final"
+            forgotten = result is not None and result.status == FAILED and result.error_code == UNKNOWN_OPERATION
+            if forgotten and op.channel_reference:
+                return _review(session, op)
             if result is not None and result.status in (SUCCEEDED, FAILED):
                 _settle_from_channel(session, op, result.status, result.error_code, result.channel_reference)
+                issues.settled_as_stated(session, op)
                 return result.status
-            op.query_count += 1
-            op.next_query_at = next_query_at(op.query_count)
+            _reschedule(op)
             return "processing"
+
+
+def _reschedule(op: Operation) -> None:
+    """The next status query; one under review is asked until the schedule ends, then left to a
+    callback or an operator (the last delay does not repeat for it)."""
+    op.query_count += 1
+    ended = op.query_count >= len(get_config().status_query_delays)
+    op.next_query_at = None if op.review and ended else next_query_at(op.query_count)
+
+
+def _review(session, op: Operation) -> str:
+    """Flag an acknowledged operation the channel no longer knows (only while it is processing: a
+    callback that settled it meanwhile wins) and open its reconciliation issue."""
+    if not op.review:
+        flagged = session.execute(update(Operation).where(Operation.id == op.id, Operation.status == PROCESSING)
+                                  .values(review=True).execution_options(synchronize_session=False)).rowcount
+        if flagged != 1:
+            return "final"
+        set_committed_value(op, "review", True)
+        found = {"issue": issues.UNKNOWN_AT_CHANNEL, "channel_reference": op.channel_reference,
+                 "ours": {"id": op.id, "status": op.status, "amount": op.amount, "currency": op.currency}}
+        issues.record(session, op.channel, [found])
+        log.warning("%s: channel %s answered 'unknown operation' about %s, which it had acknowledged; left "
+                    "processing for review (issue %s)", op.id, op.channel, op.channel_reference, found["id"],
+                    extra={"channel": op.channel})
+    _reschedule(op)
+    return "review"
 
 
 def sweep(batch: int = 200) -> dict:

@@ -24,6 +24,7 @@ from app.config import get_config
 from app.db import execute_all_matched, pipelined
 from app.domain.states import FAILED, FINAL, PENDING, PROCESSING, SUCCEEDED
 from app.models import Account, Attempt, Operation, new_id, utcnow
+from app.services import issues
 from app.state import transition, transition_all
 from channels.base import (
     ChannelError,
@@ -222,9 +223,10 @@ def _note_drop(op: Operation, channel_id: str, reason: str) -> None:
 
 def _settle_changes(op: Operation, status: str, code: str | None, message: str | None,
                     channel_reference: str | None) -> dict:
-    changes = {"next_query_at": None}
+    # A final operation is never under review; a fee is charged only on success (contract §1).
+    changes = {"next_query_at": None, "review": False}
     if status == FAILED:
-        changes.update(failure_code=code or "channel_error", failure_message=message or code or "failed")
+        changes.update(failure_code=code or "channel_error", failure_message=message or code or "failed", fee=0)
     if channel_reference and not op.channel_reference:
         changes["channel_reference"] = channel_reference
     return changes
@@ -247,12 +249,13 @@ def settle(session: Session, op: Operation, status: str, code: str | None = None
 
     ``attempts`` (the operation's, already loaded) marks the open attempt on the operation's
     channel with the outcome; that happens only if this call won the transition."""
+    reviewed = op.review
     if not transition(session, op, status, **_settle_changes(op, status, code, message, channel_reference)):
         return False
     if (closing := _settled_attempt(op, attempts, status, code, message, channel_reference)) is not None:
         attempt, outcome = closing
         _close_attempt(session, attempt, *outcome)
-    _record_settlement(session, op, status, attempts)
+    _record_settlement(session, op, status, attempts, reviewed)
     return True
 
 
@@ -283,6 +286,7 @@ def settle_all(session: Session, settlements: list[Settlement]) -> None:
     rolled back, and the batch applied one by one with ``settle``."""
     moves = [(s.op, s.status, _settle_changes(s.op, s.status, s.code, s.message, s.channel_reference))
              for s in settlements]
+    reviewed = {s.op.id for s in settlements if s.op.review}
     if not transition_all(session, moves):
         raise SettlementRace("an operation of the batch changed meanwhile")
     closes = [closing for s in settlements
@@ -291,12 +295,16 @@ def settle_all(session: Session, settlements: list[Settlement]) -> None:
         raise SettlementRace("an attempt of the batch was closed meanwhile")
     for s in settlements:
         with context.bound(s.request_id, s.op.merchant_id, s.op.id) if s.request_id else contextlib.nullcontext():
-            _record_settlement(session, s.op, s.status, s.attempts)
+            _record_settlement(session, s.op, s.status, s.attempts, s.op.id in reviewed)
 
 
-def _record_settlement(session: Session, op: Operation, status: str, attempts: list[Attempt] | None) -> None:
+def _record_settlement(session: Session, op: Operation, status: str, attempts: list[Attempt] | None,
+                       reviewed: bool = False) -> None:
     """What a won transition to a final status writes: postings, event, a failed refund's amount
-    given back to its payment, a failed operation's limits given back."""
+    given back to its payment, a failed operation's limits given back; for an operation that was
+    under review (``reviewed``), its reconciliation issue closed."""
+    if reviewed:
+        issues.settled_under_review(session, op, status)
     postings = _postings(session, op, status)
     data = representation.operation(op, attempts) if attempts is not None else view(session, op)
     # What follows needs no answer, unless a customer's balance moves (its row is read back); in a

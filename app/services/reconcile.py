@@ -15,11 +15,16 @@ reference. Issues found:
 - ``pending_in_payrouter``: we still wait for its outcome (a lost callback, or a timeout whose
   attempt never learned the channel's reference: those are found by asking the channel by our
   reference): a status query is queued at once, which settles it — compensation, not a report;
-- ``status_mismatch`` / ``amount_mismatch``: both sides have it, and they disagree;
-- ``missing_at_channel``: we recorded a final outcome in the window that the statement lacks.
+- ``status_mismatch`` / ``amount_mismatch``: both sides have it, and they disagree (ours is the
+  status the merchant sees: ours ``failed`` and theirs ``succeeded`` is a mismatch, and the reverse);
+- ``fee_mismatch``: the line's fee is not what the channel's ``cost`` says it charges;
+- ``missing_at_channel``: we recorded a final outcome in the window that the statement lacks;
+- ``unknown_at_channel``: an operation made in the window that the channel acknowledged and then
+  answered "unknown operation" about (left processing for review; app.services.callbacks).
 
 Each run is stored (``reconciliation_runs``) with its window and issues, for ops to follow up;
-a run with issues is logged as a warning.
+a run with issues is logged as a warning. Each issue is also a row of its own (app.services.issues),
+open until an operator resolves it with a note.
 """
 from __future__ import annotations
 
@@ -35,9 +40,10 @@ from app.channels_runtime import channel, registry
 from app.config import get_config
 from app.db import read_only, unit_of_work
 from app.domain.errors import InvalidRequest
-from app.domain.states import FINAL, PROCESSING
+from app.domain.states import FINAL, PROCESSING, SUCCEEDED
 from app.models import Attempt, Operation, ReconciliationRun, new_id, utcnow
 from app.redis_conn import get_redis
+from app.services import issues as issue_store
 from channels.base import ChannelError, OperationNotSupported
 
 log = logging.getLogger("payrouter.reconcile")
@@ -196,33 +202,29 @@ def _compare(channel_id: str, adapter, statement: _Statements, start: dt.datetim
             select(Attempt, Operation).join(Operation, Operation.id == Attempt.operation_id)
             .where(Attempt.channel == channel_id, Attempt.status.in_(FINAL), Attempt.channel_reference.is_not(None),
                    Attempt.updated_at >= start, Attempt.updated_at < end)).all()
+        # Operations the channel answered "unknown operation" about (app.services.callbacks) made here.
+        under_review = list(session.scalars(select(Operation).where(
+            Operation.channel == channel_id, Operation.review.is_(True), Operation.status == PROCESSING,
+            Operation.created_at >= start, Operation.created_at < end)))
         session.expunge_all()  # loaded and kept as they are: the session ends before the channel is asked
     by_ref.update(_ask_by_reference(adapter, unanswered, set(lines) - set(by_ref)))
     issues, matched, to_query = [], 0, []
     for ref, line in lines.items():
-        found = by_ref.get(ref)
-        if found is None:
-            issues.append(_issue("missing_in_payrouter", ref, theirs=line))
-            continue
-        attempt, op = found
-        if attempt.status not in FINAL or op.status not in FINAL:
-            issues.append(_issue("pending_in_payrouter", ref, op, line))
-            to_query.append(op.id)
-        elif attempt.status != line.status:
-            issues.append(_issue("status_mismatch", ref, op, line))
-        elif (op.amount, op.currency) != (line.amount, line.currency):
-            issues.append(_issue("amount_mismatch", ref, op, line))
-        else:
-            matched += 1
+        found = _line_issues(adapter, ref, line, by_ref.get(ref))
+        issues.extend(found)
+        matched += not found
+        to_query.extend(issue["ours"]["id"] for issue in found if issue["issue"] == "pending_in_payrouter")
     for attempt, op in ours_in_window:
         if not statement.has(attempt.channel_reference, op.created_at.date()):
             issues.append(_issue("missing_at_channel", attempt.channel_reference, op))
+    issues.extend(_issue(issue_store.UNKNOWN_AT_CHANNEL, op.channel_reference, op) for op in under_review)
     with unit_of_work() as session:
         run = ReconciliationRun(id=new_id("recon"), channel=channel_id, day=(end - dt.timedelta(microseconds=1))
                                 .date().isoformat(), mode=mode, window_start=start, window_end=end,
                                 statement_lines=len(lines), matched=matched, issues=issues, issue_count=len(issues),
                                 channel_fees=sum(line.fee for line in lines.values()),
                                 request_id=context.current_request_id())
+        issue_store.record(session, channel_id, issues, run.id)  # each issue dict gains its id and status
         session.add(run)
     for op_id in to_query:
         try:
@@ -233,6 +235,39 @@ def _compare(channel_id: str, adapter, statement: _Statements, start: dt.datetim
     log.log(level, "reconciled %s (%s, %s – %s): %s matched, %s issue(s)", channel_id, mode, start, end, matched,
             len(issues), extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
     return run
+
+
+def _line_issues(adapter, ref: str, line, found: tuple | None) -> list[dict]:
+    """What one statement line disagrees on with our record of it (``found``: the attempt and its
+    operation), and its fee with the channel's cost; [] when it matches.
+
+    Ours is what the merchant sees: the operation's status, if this attempt is the one that decided
+    it (on the operation's channel, with its reference); else the attempt's own outcome (an attempt
+    that failed over, or a soft decline retried elsewhere)."""
+    if found is None:
+        return [_issue("missing_in_payrouter", ref, theirs=line)] + _fee_issues(adapter, ref, line)
+    attempt, op = found
+    decided = attempt.channel == op.channel and op.channel_reference in (None, attempt.channel_reference)
+    if attempt.status not in FINAL or op.status not in FINAL:
+        return [_issue("pending_in_payrouter", ref, op, line)] + _fee_issues(adapter, ref, line, op)
+    if attempt.status != line.status or (decided and op.status != line.status):
+        kind = "status_mismatch"
+    elif (op.amount, op.currency) != (line.amount, line.currency):
+        kind = "amount_mismatch"
+    else:
+        return _fee_issues(adapter, ref, line, op)
+    return [_issue(kind, ref, op, line)] + _fee_issues(adapter, ref, line, op)
+
+
+def _fee_issues(adapter, ref: str, line, op: Operation | None = None) -> list[dict]:
+    """The channel's fee on a line against its configured ``cost`` (channels.config.Cost): what it
+    should charge on a succeeded line's amount, nothing on any other."""
+    expected = adapter.cost.fee(line.amount) if line.status == SUCCEEDED else 0
+    if line.fee == expected:
+        return []
+    issue = _issue("fee_mismatch", ref, op, line)
+    issue["expected_fee"] = expected
+    return [issue]
 
 
 def _attempts_by_reference(session, channel_id: str, references: list[str]) -> dict:
@@ -276,17 +311,23 @@ def _issue(kind: str, reference: str, op: Operation | None = None, theirs=None) 
         issue["ours"] = {"id": op.id, "status": op.status, "amount": op.amount, "currency": op.currency}
     if theirs is not None:
         issue["theirs"] = {"operation": theirs.operation, "status": theirs.status, "amount": theirs.amount,
-                           "currency": theirs.currency}
+                           "currency": theirs.currency, "fee": theirs.fee}
     return issue
 
 
-def summary(run: ReconciliationRun) -> dict:
+def summary(run: ReconciliationRun, statuses: dict[str, str] | None = None) -> dict:
+    """A run as shown to operators: each issue with its id and its status now (``statuses``: the
+    issues' statuses if already read), and how many of them are still open."""
     from app.representation import rfc3339
 
+    if statuses is None:
+        statuses = issue_store.statuses([issue["id"] for issue in run.issues if "id" in issue])
+    # Runs stored before issues had rows of their own carry no id: open, as they were reported.
+    shown = [{**issue, "status": statuses.get(issue.get("id"), issue_store.OPEN)} for issue in run.issues]
     return {"id": run.id, "channel": run.channel, "mode": run.mode, "date": run.day,
             "window_start": rfc3339(run.window_start), "window_end": rfc3339(run.window_end),
             "statement_lines": run.statement_lines, "matched": run.matched, "channel_fees": run.channel_fees,
-            "issues": run.issues}
+            "open_issues": sum(issue["status"] == issue_store.OPEN for issue in shown), "issues": shown}
 
 
 def recent_runs(channel_id: str | None = None, limit: int = 20, with_issues: bool = False) -> list[dict]:
@@ -297,4 +338,6 @@ def recent_runs(channel_id: str | None = None, limit: int = 20, with_issues: boo
             query = query.where(ReconciliationRun.channel == channel_id)
         if with_issues:
             query = query.where(ReconciliationRun.issue_count > 0)
-        return [summary(run) for run in session.scalars(query.limit(limit))]
+        runs = list(session.scalars(query.limit(limit)))
+        statuses = issue_store.statuses([issue["id"] for run in runs for issue in run.issues if "id" in issue])
+        return [summary(run, statuses) for run in runs]

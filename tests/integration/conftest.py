@@ -20,8 +20,9 @@ from tests.webhook_support import Receiver, webhook_config
 
 
 class Stack:
-    def __init__(self, config, api_url: str, sandbox_url: str, client):
+    def __init__(self, config, api_url: str, sandbox_url: str, client, sandbox=None):
         self.config, self.api_url, self.sandbox_url, self.client = config, api_url, sandbox_url, client
+        self.sandbox = sandbox  # the SandboxServer: a test may make the PSP forget an operation (its store)
 
     def work(self, rounds: int = 1) -> None:
         """Sweep (re-queue due status queries and stored callbacks) and run the core queue dry."""
@@ -63,7 +64,7 @@ def stack(clean, tmp_path, app):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Stack(config, config.public_url, sandbox_url, app.test_client())
+        yield Stack(config, config.public_url, sandbox_url, app.test_client(), sandbox)
     finally:
         server.shutdown()
         server.server_close()

@@ -41,9 +41,10 @@ def test_sandbox_row(stack, amount, first, final, attempts, failure):
     payment = response.get_json()
     assert payment["status"] == first
     assert payment["routing"]["channel"] == "sandbox" and payment["routing"]["ruleset_version"] == 1
-    assert payment["fee"] == amount * 3 // 100 + (1 if amount * 3 % 100 >= 50 else 0)  # defaults: 3.0 %, half-up
+    fee = amount * 3 // 100 + (1 if amount * 3 % 100 >= 50 else 0)  # defaults: 3.0 %, half-up
+    assert payment["fee"] == (0 if first == "failed" else fee)  # a fee is charged only on success
     payment = stack.settle(api, f"/v1/payments/{payment['id']}")
-    assert payment["status"] == final
+    assert payment["status"] == final and payment["fee"] == (fee if final == "succeeded" else 0)
     assert [(a["channel"], a["status"], a.get("error_code")) for a in payment["attempts"]] == attempts
     assert payment["failure_code"] == failure
     assert events_of(payment["id"]) == [f"payment.{final}"]

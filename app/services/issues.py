@@ -1,0 +1,132 @@
+"""Reconciliation issues: each discrepancy between us and a channel, open until it is resolved.
+
+One row per channel, kind and channel reference (``uq_reconciliation_issues_key``): a later run
+that finds the same discrepancy (the daily run over a day the near-real-time passes already
+compared) points at the same issue instead of opening another, and an issue resolved once is not
+reopened by finding it again. Resolved by:
+
+- an operator, with a note (``payrouter reconcile resolve ISSUE --note``): who, when, note,
+  audited; resolving twice, or an unknown issue, is refused;
+- the channel, for what it was waiting on: an ``unknown_at_channel`` issue when a callback or
+  status query settles the operation under review, a ``pending_in_payrouter`` issue when the
+  operation settles the way the statement said.
+"""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from app import context
+from app.db import insert_unique_row, read_only, unit_of_work
+from app.domain.errors import Conflict, InvalidRequest, NotFound
+from app.models import AuditLog, Operation, ReconciliationIssue, new_id, utcnow
+
+log = logging.getLogger("payrouter.reconcile")
+OPEN, RESOLVED = "open", "resolved"
+UNKNOWN_AT_CHANNEL = "unknown_at_channel"
+PENDING_IN_PAYROUTER = "pending_in_payrouter"
+_TABLE = ReconciliationIssue.__table__
+
+
+def record(session: Session, channel_id: str, found: list[dict], run_id: str | None = None) -> None:
+    """Store the issues a run (or a status query) found, as ``_issue`` dicts; each dict gains the
+    issue's ``id`` and ``status`` (``resolved`` if it was found and resolved before)."""
+    known = {}
+    references = sorted({issue["channel_reference"] for issue in found})
+    for start in range(0, len(references), 500):
+        for row in session.execute(select(_TABLE.c.id, _TABLE.c.kind, _TABLE.c.channel_reference, _TABLE.c.status)
+                                   .where(_TABLE.c.channel == channel_id,
+                                          _TABLE.c.channel_reference.in_(references[start:start + 500]))):
+            known[(row.kind, row.channel_reference)] = (row.id, row.status)
+    for issue in found:
+        key = (issue["issue"], issue["channel_reference"])
+        if key not in known:
+            values = {"id": new_id("ri"), "run_id": run_id, "channel": channel_id, "kind": key[0],
+                      "channel_reference": key[1], "operation_id": (issue.get("ours") or {}).get("id"),
+                      "ours": issue.get("ours"), "theirs": issue.get("theirs"), "status": OPEN,
+                      "request_id": context.current_request_id(), "created_at": utcnow()}
+            if insert_unique_row(session, _TABLE, values):
+                known[key] = (values["id"], OPEN)
+            else:  # recorded meanwhile by another pass
+                known[key] = tuple(session.execute(select(_TABLE.c.id, _TABLE.c.status).where(
+                    _TABLE.c.channel == channel_id, _TABLE.c.kind == key[0],
+                    _TABLE.c.channel_reference == key[1])).one())
+        issue["id"], issue["status"] = known[key]
+
+
+def statuses(issue_ids: list[str]) -> dict[str, str]:
+    """The current status of each issue id given (runs keep the ids of what they found)."""
+    if not issue_ids:
+        return {}
+    with read_only() as session:
+        return dict(session.execute(select(_TABLE.c.id, _TABLE.c.status).where(_TABLE.c.id.in_(issue_ids))).all())
+
+
+def view(issue: ReconciliationIssue) -> dict:
+    from app.representation import rfc3339
+
+    return {"id": issue.id, "object": "reconciliation_issue", "issue": issue.kind, "channel": issue.channel,
+            "channel_reference": issue.channel_reference, "operation": issue.operation_id, "ours": issue.ours,
+            "theirs": issue.theirs, "status": issue.status, "run": issue.run_id,
+            "created_at": rfc3339(issue.created_at), "resolved_by": issue.resolved_by,
+            "resolved_at": rfc3339(issue.resolved_at), "note": issue.resolution_note}
+
+
+def listing(channel_id: str | None = None, status: str | None = OPEN, limit: int = 100) -> list[dict]:
+    """Issues, newest first: the open ones by default."""
+    with read_only() as session:
+        query = select(ReconciliationIssue).order_by(ReconciliationIssue.created_at.desc(), ReconciliationIssue.id)
+        if channel_id:
+            query = query.where(ReconciliationIssue.channel == channel_id)
+        if status:
+            query = query.where(ReconciliationIssue.status == status)
+        return [view(issue) for issue in session.scalars(query.limit(limit))]
+
+
+def resolve(issue_id: str, note: str, actor: str) -> dict:
+    """An operator's resolution: who, when and why, audited. Refused for an unknown issue or one
+    already resolved (the first resolution stands)."""
+    if not isinstance(note, str) or not note.strip():
+        raise InvalidRequest("a resolution needs a note", param="note")
+    if len(note) > 1000:
+        raise InvalidRequest("the note is longer than 1000 characters", param="note")
+    with unit_of_work() as session:
+        issue = session.get(ReconciliationIssue, issue_id, with_for_update=True)
+        if issue is None:
+            raise NotFound(f"No such reconciliation issue: '{issue_id}'", param="issue")
+        if issue.status != OPEN:
+            raise Conflict(f"issue {issue_id} was already resolved by {issue.resolved_by} at "
+                           f"{view(issue)['resolved_at']}: {issue.resolution_note}", code="issue_already_resolved")
+        before = view(issue)
+        issue.status, issue.resolved_by, issue.resolved_at, issue.resolution_note = RESOLVED, actor, utcnow(), note
+        session.flush()
+        after = view(issue)
+        session.add(AuditLog(actor=actor, action="reconciliation.resolve", target=issue_id, before=before,
+                             after=after, reason=note, request_id=context.current_request_id(), created_at=utcnow()))
+    log.info("reconciliation issue %s (%s %s) resolved by %s: %s", issue_id, before["issue"],
+             before["channel_reference"], actor, note)
+    return after
+
+
+def _resolve_rows(session: Session, ids: list[str], by: str, note: str) -> None:
+    if ids:
+        session.execute(update(_TABLE).where(_TABLE.c.id.in_(ids), _TABLE.c.status == OPEN)
+                        .values(status=RESOLVED, resolved_by=by, resolved_at=utcnow(), resolution_note=note))
+
+
+def settled_under_review(session: Session, op: Operation, status: str) -> None:
+    """The channel settled an operation it had answered "unknown operation" about: its issue is closed."""
+    ids = list(session.scalars(select(_TABLE.c.id).where(
+        _TABLE.c.operation_id == op.id, _TABLE.c.kind == UNKNOWN_AT_CHANNEL, _TABLE.c.status == OPEN)))
+    _resolve_rows(session, ids, f"channel:{op.channel}", f"the channel settled it: {status}")
+
+
+def settled_as_stated(session: Session, op: Operation) -> None:
+    """An operation reconciliation found still pending here is final now: its ``pending_in_payrouter``
+    issues close if it ended as the statement said (otherwise they stay open: a real disagreement)."""
+    rows = session.execute(select(_TABLE.c.id, _TABLE.c.theirs).where(
+        _TABLE.c.operation_id == op.id, _TABLE.c.kind == PENDING_IN_PAYROUTER, _TABLE.c.status == OPEN)).all()
+    agreed = [row.id for row in rows if (row.theirs or {}).get("status") == op.status]
+    _resolve_rows(session, agreed, f"channel:{op.channel}", f"settled as the statement says: {op.status}")

@@ -1,0 +1,105 @@
+"""A PSP that forgets an operation it acknowledged (contract §1): a status query answered
+"unknown operation" leaves it processing, flagged ``review: true``, with a reconciliation
+issue, until the channel (a later callback or answer) or an operator settles it."""
+import time
+
+from sqlalchemy import select
+
+from app.db import unit_of_work
+from app.models import ChannelCallback, Operation, ReconciliationIssue
+from app.services import callbacks
+from tests import builders
+
+
+def forget(stack, channel_reference: str) -> None:
+    """The sandbox loses its record of an operation: its status queries answer 404 from now on."""
+    store = stack.sandbox.psp.store
+    with store.lock:
+        store._ops.pop(channel_reference)
+
+
+def issues_of(operation_id: str) -> list[ReconciliationIssue]:
+    with unit_of_work() as session:
+        return list(session.scalars(select(ReconciliationIssue)
+                                    .where(ReconciliationIssue.operation_id == operation_id)))
+
+
+def wait_for_callback(operation_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with unit_of_work() as session:
+            if session.scalars(select(ChannelCallback).where(ChannelCallback.reference == operation_id)).first():
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no callback for {operation_id}")
+
+
+def test_an_acknowledged_operation_the_channel_forgot_stays_processing_for_review(stack):
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(2052)).get_json()  # processing; callback later
+    assert payment["status"] == "processing" and payment["review"] is False
+    with unit_of_work() as session:
+        reference = session.get(Operation, payment["id"]).channel_reference
+    forget(stack, reference)
+    assert callbacks.query_status(payment["id"]) == "review"
+    shown = api.get(f"/v1/payments/{payment['id']}").get_json()
+    assert (shown["status"], shown["review"], shown["failure_code"]) == ("processing", True, None)
+    [issue] = issues_of(payment["id"])
+    assert (issue.kind, issue.status, issue.channel, issue.channel_reference) == (
+        "unknown_at_channel", "open", "sandbox", reference)
+    assert callbacks.query_status(payment["id"]) == "review"  # asked again: still one issue
+    assert len(issues_of(payment["id"])) == 1
+    # The channel's succeeded callback (sent before it forgot) still settles it, and closes the issue.
+    wait_for_callback(payment["id"])
+    settled = stack.settle(api, f"/v1/payments/{payment['id']}")
+    assert (settled["status"], settled["review"]) == ("succeeded", False)
+    [issue] = issues_of(payment["id"])
+    assert (issue.status, issue.resolved_by) == ("resolved", "channel:sandbox")
+
+
+def test_under_review_it_is_asked_until_the_schedule_ends_then_left_alone(stack):
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(2052)).get_json()
+    with unit_of_work() as session:
+        reference = session.get(Operation, payment["id"]).channel_reference
+    forget(stack, reference)
+    schedule = len(stack.config.status_query_delays)
+    for _ in range(schedule):
+        assert callbacks.query_status(payment["id"]) == "review"
+    with unit_of_work() as session:
+        op = session.get(Operation, payment["id"])
+        assert (op.status, op.review, op.query_count, op.next_query_at) == ("processing", True, schedule, None)
+
+
+def test_reconciliation_reports_the_operation_under_review(stack):
+    import datetime as dt
+
+    from app.services import reconcile as recon
+
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(2052)).get_json()
+    with unit_of_work() as session:
+        reference = session.get(Operation, payment["id"]).channel_reference
+    forget(stack, reference)
+    callbacks.query_status(payment["id"])
+    run = recon.reconcile("sandbox", dt.datetime.now(dt.timezone.utc).date())
+    assert [(i["issue"], i["ours"]["id"]) for i in run.issues] == [("unknown_at_channel", payment["id"])]
+    assert run.issues[0]["id"] == issues_of(payment["id"])[0].id  # the same issue, not a second one
+
+
+def test_an_operation_the_channel_never_acknowledged_still_fails_not_found(stack, monkeypatch):
+    """A timeout left no reference: "unknown operation" then means the charge never arrived."""
+    from app.channels_runtime import channel
+    from channels.base import ChannelTimeout
+
+    def lost(request):
+        raise ChannelTimeout("no answer")
+
+    monkeypatch.setattr(channel("sandbox"), "charge", lost)
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(2000)).get_json()
+    monkeypatch.undo()
+    assert callbacks.query_status(payment["id"]) == "failed"
+    shown = api.get(f"/v1/payments/{payment['id']}").get_json()
+    assert (shown["status"], shown["failure_code"], shown["review"], shown["fee"]) == ("failed", "not_found", False, 0)
+    assert issues_of(payment["id"]) == []
