@@ -26,7 +26,7 @@ from app import context, jobs, ledger, writebehind
 from app.channels_runtime import channel, registry
 from app.config import get_config
 from app.db import read_only, unit_of_work
-from app.domain.errors import AuthenticationFailed, NotFound
+from app.domain.errors import AuthenticationFailed, NotFound, PermissionDenied
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED, allowed
 from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
 from app.redis_conn import get_redis
@@ -53,6 +53,13 @@ def receive(channel_id: str, headers: dict, body: bytes) -> str:
     except InvalidCallback as exc:
         log.warning("refused a callback for %s: %s", channel_id, exc, extra={"channel": channel_id})
         raise AuthenticationFailed(f"callback signature refused: {exc}", code="invalid_signature") from None
+    with read_only() as session:
+        attempts = session.execute(select(Attempt.channel, Attempt.channel_reference).where(
+            Attempt.operation_id == event.reference)).all() if event.reference else []
+    if (why := attempt_mismatch(channel_id, event.channel_reference, attempts)) is not None:
+        log.warning("refused a callback for %s claiming %s (%s): %s", channel_id, event.reference,
+                    event.channel_reference, why, extra={"channel": channel_id})
+        raise PermissionDenied(f"callback refused: {why}", code="callback_attempt_mismatch")
     row = ChannelCallback(id=new_id("cb"), channel=channel_id, dedupe_key=event.dedupe_key, reference=event.reference,
                           channel_reference=event.channel_reference, status=event.status, error_code=event.error_code,
                           body=body.decode("utf-8", "replace"), request_id=context.current_request_id())
@@ -67,6 +74,20 @@ def receive(channel_id: str, headers: dict, body: bytes) -> str:
             return existing.id
     _enqueue_apply(row.id)
     return row.id
+
+
+def attempt_mismatch(channel_id: str, channel_reference: str | None, attempts) -> str | None:
+    """Why a callback does not match the attempt it claims, or None. ``attempts``: the claimed
+    operation's attempts (anything with ``channel`` and ``channel_reference``). A callback must come
+    from a channel the operation was sent to and carry the reference that channel gave the attempt;
+    an attempt whose answer never came (a timeout: no reference on record) takes the one the
+    callback brings, as a status query's answer would."""
+    on_channel = [a for a in attempts if a.channel == channel_id]
+    if not on_channel:
+        return "the operation has no attempt on this channel"
+    if any(a.channel_reference is None or a.channel_reference == channel_reference for a in on_channel):
+        return None
+    return "the channel reference is not the one of the operation's attempt on this channel"
 
 
 def _enqueue_apply(callback_id: str) -> None:
@@ -163,6 +184,8 @@ def _apply_batch(session, rows: list[ChannelCallback], ops: dict, attempts: dict
         op = ops.get(row.reference)
         if op is None or op.channel != row.channel:
             outcomes[row.id] = "unknown_operation"
+        elif _mismatched(row, attempts.get(op.id, [])):
+            outcomes[row.id] = "attempt_mismatch"
         elif row.status not in (SUCCEEDED, FAILED):
             outcomes[row.id] = "ignored"
         elif op.status in FINAL or op.id in settling or not allowed(op.status, row.status):
@@ -187,6 +210,8 @@ def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: di
     with context.bound(row.request_id, op.merchant_id if op else None, row.reference):
         if op is None or op.channel != row.channel:
             outcome = "unknown_operation"
+        elif _mismatched(row, attempts.get(op.id, [])):
+            outcome = "attempt_mismatch"
         elif row.status in (SUCCEEDED, FAILED):
             settled = _settle_from_channel(session, op, row.status, row.error_code, row.channel_reference,
                                            attempts.get(op.id, []))
@@ -196,6 +221,14 @@ def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: di
         row.processed_at, row.outcome = utcnow(), outcome
         log.info("callback %s for %s: %s", row.dedupe_key, row.reference, outcome)
     return outcome
+
+
+def _mismatched(row: ChannelCallback, attempts: list) -> bool:
+    """Checked again when applied: the attempt's reference may have been recorded since receipt."""
+    why = attempt_mismatch(row.channel, row.channel_reference, attempts)
+    if why is not None:
+        log.warning("callback %s for %s not applied: %s", row.dedupe_key, row.reference, why)
+    return why is not None
 
 
 def _settle_from_channel(session, op: Operation, status: str, code: str | None, channel_reference: str | None,

@@ -1,0 +1,181 @@
+"""Channel and webhook secrets (issue #11 items 1 and 9): generated at random for test channels and
+shared by router and sandbox, callbacks that must match their attempt, secrets stored encrypted,
+never shown again once an endpoint is deleted, and the key rotation command."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+import requests
+from click.testing import CliRunner
+from sqlalchemy import func, select
+
+from app import channel_secrets, crypto
+from app.channels_runtime import channel
+from app.cli import main
+from app.config import set_config
+from app.db import unit_of_work
+from app.models import ChannelCallback, ChannelSecret, IdempotencyKey, Operation
+from app.webhooks.models import WebhookEndpoint
+from channels.config import read_channels_file
+from tests import builders
+from tests.webhook_support import create_endpoint
+
+
+def post_callback(stack, channel_id: str, body: bytes, headers: dict):
+    return requests.post(f"{stack.api_url}/callbacks/{channel_id}", data=body, headers=headers, timeout=10)
+
+
+def stored_callbacks() -> int:
+    with unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(ChannelCallback))
+
+
+def old_derived_secret(channel_id: str) -> str:
+    """What the router and the sandbox used before: an HMAC of the public channel id under a constant."""
+    return "dev_" + hmac.new(b"payrouter-dev-channel-secret", channel_id.encode(), hashlib.sha256).hexdigest()[:40]
+
+
+def all_stored_bytes() -> bytes:
+    """Every value of every table that may hold a secret, as one blob to search."""
+    with unit_of_work() as session:
+        rows = [*session.execute(select(WebhookEndpoint.__table__)).all(),
+                *session.execute(select(ChannelSecret.__table__)).all(),
+                *session.execute(select(IdempotencyKey.__table__)).all()]
+    return b"\n".join(v if isinstance(v, bytes) else str(v).encode() for row in rows for v in row)
+
+
+def test_a_callback_signed_with_the_old_derived_secret_is_refused(stack):
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(8054)).get_json()  # processing, no callback coming
+    forger = SimpleNamespace(id="sandbox", secret=old_derived_secret("sandbox"))
+    body, headers = builders.signed_callback(forger, payment["id"], "succeeded", "sbx_forged")
+    response = post_callback(stack, "sandbox", body, headers)
+    assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_signature"
+    assert channel("sandbox").secret != old_derived_secret("sandbox")
+    stack.work()
+    assert stored_callbacks() == 0
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "processing"
+
+
+def test_router_and_sandbox_share_a_random_secret_stored_encrypted(stack):
+    """No env var set: each test channel got a random secret in the database (encrypted), the router
+    signs its requests with it and the sandbox accepts them and signs its callbacks with it."""
+    with unit_of_work() as session:
+        stored = dict(session.execute(select(ChannelSecret.channel_id, ChannelSecret.secret_encrypted)).all())
+    assert set(stored) == {"sandbox", "acq_alpha", "acq_beta"}
+    secrets = {cid: channel(cid).secret for cid in stored}
+    assert len(set(secrets.values())) == 3 and all(s.startswith("chsec_") and len(s) > 40 for s in secrets.values())
+    for cid, token in stored.items():
+        assert secrets[cid] not in token and crypto.decrypt(token) == secrets[cid]
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(8052)).get_json()  # a signed callback settles it
+    assert stack.settle(api, f"/v1/payments/{payment['id']}")["status"] == "succeeded"
+
+
+def test_a_callback_must_carry_the_reference_of_its_attempt_on_its_channel(stack, caplog):
+    """Correctly signed, but for another channel reference than the one the attempt recorded, or from
+    a channel the operation never went to: refused and logged, nothing stored; the real one applies."""
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(8052)).get_json()  # processing; callback in 0.2 s
+    with unit_of_work() as session:
+        recorded = session.get(Operation, payment["id"]).channel_reference
+    assert recorded and payment["status"] == "processing"
+    caplog.set_level(logging.WARNING, logger="payrouter.callbacks")
+    body, headers = builders.signed_callback(channel("sandbox"), payment["id"], "failed", "sbx_someone_elses",
+                                             error_code="card_declined")
+    response = post_callback(stack, "sandbox", body, headers)
+    assert response.status_code == 403 and response.json()["error"]["code"] == "callback_attempt_mismatch"
+    other = channel("acq_alpha")  # signed with that channel's own secret, but the payment never went there
+    body, headers = builders.signed_callback(other, payment["id"], "failed", recorded)
+    assert post_callback(stack, "acq_alpha", body, headers).status_code == 403
+    assert sum("refused a callback" in r.getMessage() for r in caplog.records) == 2
+    final = stack.settle(api, f"/v1/payments/{payment['id']}")
+    assert final["status"] == "succeeded"
+    with unit_of_work() as session:
+        assert set(session.scalars(select(ChannelCallback.channel_reference))) == {recorded}
+
+
+def test_init_generates_secrets_only_for_test_channels_without_one(clean, tmp_path, monkeypatch):
+    path = tmp_path / "channels.yaml"
+    common = {"adapter": "sandbox", "methods": ["card"], "currencies": ["USD"], "operations": ["payment"]}
+    path.write_text(json.dumps({"channels": [
+        {"id": "t_env", **common, "config": {"secret_env": "T_ENV_SECRET"}},
+        {"id": "t_gen", **common, "config": {"secret_env": "T_GEN_SECRET"}},
+        {"id": "t_none", **common},
+    ]}))
+    monkeypatch.setenv("T_ENV_SECRET", "from-the-environment")
+    monkeypatch.delenv("T_GEN_SECRET", raising=False)
+    config = clean.with_(channels_file=path)
+    assert sorted(channel_secrets.ensure(config)) == ["t_gen", "t_none"]
+    assert channel_secrets.ensure(config) == []  # safe twice: the stored ones stay
+    store = channel_secrets.StoredChannelSecrets(config)
+    specs = {spec.id: spec for spec in read_channels_file(path)}
+    assert store(specs["t_gen"]) != store(specs["t_none"])
+    assert store(specs["t_gen"]) == channel_secrets.StoredChannelSecrets(config)(specs["t_gen"])
+
+
+def test_webhook_secrets_are_stored_encrypted_and_gone_once_the_endpoint_is_deleted(wh_client):
+    api = builders.api(wh_client)
+    created = api.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hooks", "enabled_events": ["*"]},
+                       key="create-1")
+    first = created.get_json()["secret"]
+    rotated = api.post(f"/v1/webhook_endpoints/{created.get_json()['id']}/rotate_secret", {}, key="rotate-1")
+    second = rotated.get_json()["secret"]
+    stored = all_stored_bytes()
+    assert first.encode() not in stored and second.encode() not in stored
+    with unit_of_work() as session:
+        endpoint = session.get(WebhookEndpoint, created.get_json()["id"])
+        assert (endpoint.secret, endpoint.previous_secret) == (second, first)  # decrypted on read
+    replay = api.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hooks", "enabled_events": ["*"]},
+                      key="create-1")
+    assert replay.headers["Idempotent-Replayed"] == "true" and replay.data == created.data  # byte for byte
+    eid = created.get_json()["id"]
+    assert wh_client.delete(f"/v1/webhook_endpoints/{eid}", headers=api.headers()).status_code == 200
+    for path, key in (("/v1/webhook_endpoints", "create-1"), (f"/v1/webhook_endpoints/{eid}/rotate_secret",
+                                                                "rotate-1")):
+        body = {"url": "http://127.0.0.1:9/hooks", "enabled_events": ["*"]} if key == "create-1" else {}
+        again = api.post(path, body, key=key)
+        assert again.headers["Idempotent-Replayed"] == "true" and again.get_json()["id"] == eid
+        assert "secret" not in again.get_json()
+        assert first.encode() not in again.data and second.encode() not in again.data
+    with unit_of_work() as session:
+        endpoint = session.get(WebhookEndpoint, eid)
+        assert endpoint.secret_encrypted is None and endpoint.previous_secret_encrypted is None
+        responses = [json.loads(r) for r in session.scalars(select(IdempotencyKey.response_body))]
+    assert not any("secret" in r for r in responses if r.get("id") == eid)
+
+
+def test_secrets_rotate_reencrypts_everything_under_the_new_key(wh_client, wh_config, monkeypatch):
+    api = builders.api(wh_client)
+    endpoint = create_endpoint(api, "http://127.0.0.1:9/hooks")
+    assert channel_secrets.ensure(wh_config)  # the default channels get their generated secrets
+    with unit_of_work() as session:
+        generated = {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(
+            select(ChannelSecret))}
+    new = wh_config.with_(secret_key="the-new-key-" + "x" * 20)
+    set_config(new)
+    with pytest.raises(crypto.SecretUndecryptable):  # the new key alone opens nothing stored before
+        with unit_of_work() as session:
+            session.get(WebhookEndpoint, endpoint["id"]).secret  # noqa: B018
+    runner = CliRunner()
+    refused = runner.invoke(main, ["secrets", "rotate"])  # the old key not given: nothing changes
+    assert refused.exit_code == 1 and "nothing was changed" in refused.output
+    monkeypatch.setenv("OLD_PAYROUTER_SECRET_KEY", crypto.current_key(wh_config))
+    result = runner.invoke(main, ["secrets", "rotate", "--old-key-env", "OLD_PAYROUTER_SECRET_KEY"])
+    assert result.exit_code == 0, result.output
+    counts = json.loads(result.output)
+    assert counts == {"channel_secrets": 3, "webhook_endpoint_secrets": 1, "stored_responses": 1}
+    with unit_of_work() as session:  # under the new key alone now
+        assert session.get(WebhookEndpoint, endpoint["id"]).secret == endpoint["secret"]
+        assert {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(
+            select(ChannelSecret))} == generated
+    set_config(wh_config)
+    with pytest.raises(crypto.SecretUndecryptable):  # and no longer under the old one
+        with unit_of_work() as session:
+            session.get(WebhookEndpoint, endpoint["id"]).secret  # noqa: B018
+    set_config(new)
