@@ -55,14 +55,15 @@ def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Operat
                                                    Operation.idempotency_key == key)).first()
 
 
-def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
+def _reserve(decision, facts: dict, amount: int, currency: str, livemode: bool = False) -> dict | None:
     from app.redis_conn import get_redis
     from rules import limits
 
     if not any(k in (decision.limits or {}) for k in ("daily_amount", "daily_count")):
         return None
     try:
-        reservation = limits.reserve(get_redis(), decision.limits, facts, amount, currency)
+        reservation = limits.reserve(get_redis(), decision.limits, _counted_in_mode(facts, livemode), amount,
+                                     currency)
     except LimitExceeded as exc:
         exc.extra["decision"] = {**decision.to_dict(), "outcome": "decline", "decline_code": "limit_exceeded"}
         raise
@@ -71,6 +72,17 @@ def _reserve(decision, facts: dict, amount: int, currency: str) -> dict | None:
                                decision={**decision.to_dict(), "outcome": "decline",
                                          "decline_code": "limit_unavailable"}) from exc
     return reservation.to_dict() if hasattr(reservation, "to_dict") else reservation
+
+
+def _counted_in_mode(facts: dict, livemode: bool) -> dict:
+    """The facts daily limits count by: a live operation's customer and merchant ids marked
+    ``live:``, so test and live operations have their own counters (testing never uses up a
+    merchant's live limits)."""
+    if not livemode:
+        return facts
+    marked = {scope: {**facts[scope], "id": f"live:{facts[scope]['id']}"} for scope in ("customer", "merchant")
+              if isinstance((facts.get(scope) or {}).get("id"), str)}
+    return {**facts, **marked}
 
 
 def _write(session: Session, op: Operation) -> None:
@@ -109,7 +121,7 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
         decision = routing.decide(kind, merchant, body, amount=amount, currency=currency, split_key=key)
     if routing_view is None:
         routing.refuse_if_declined(decision)
-    reservation = _reserve(decision, facts, amount, currency)
+    reservation = _reserve(decision, facts, amount, currency, merchant.livemode)
     payload = decision.to_dict()
     op = Operation(
         id=new_id(PREFIX[kind]), merchant_id=merchant.id, livemode=merchant.livemode, kind=kind, status=PENDING,

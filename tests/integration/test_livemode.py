@@ -159,6 +159,19 @@ def test_a_live_channel_with_its_secret_carries_live_payments_and_only_them(live
     _not_found(test.get(f"/v1/refunds/{refund['id']}"))
 
 
+def test_test_payments_never_use_up_a_live_daily_limit(live_alpha, stack):
+    _set_modes(stack.config.channels_file, acq_alpha="live")
+    test = builders.api(stack.client)
+    live = _live_key(test)
+    customer = {"id": "cus_both_modes", "country": "US"}
+    for _ in range(10):  # big-usd-cards: daily_count 10 per customer
+        assert test.post("/v1/payments", builders.payment_body(100_000, customer=customer)).status_code == 201
+    over = test.post("/v1/payments", builders.payment_body(100_000, customer=customer))
+    assert over.status_code == 402 and over.get_json()["error"]["code"] == "limit_exceeded"
+    paid = live.post("/v1/payments", builders.payment_body(100_000, customer=customer))
+    assert paid.status_code == 201 and paid.get_json()["status"] == "succeeded", paid.get_json()
+
+
 def _live_channels_file(tmp_path):
     from channels.sandbox.testing import write_channels_file
 
