@@ -191,8 +191,10 @@ RECONCILE_OPEN_ISSUES = 3  # the exit status of a run that found open issues (1 
 @click.argument("issue_id")
 @click.option("--note", required=True, help="what was found and done (kept with the issue and in the audit log)")
 @click.option("--actor", default=None, help="who (default: the OS user)")
+@click.option("--settle", type=click.Choice(["succeeded", "failed"]), default=None,
+              help="also settle the issue's operation, still processing (e.g. one the channel forgot)")
 @click.option("--json", "as_json", is_flag=True)
-def reconcile_resolve(issue_id, note, actor, as_json):
+def reconcile_resolve(issue_id, note, actor, settle, as_json):
     """Resolve reconciliation issue ISSUE_ID (ri_…) with a note; refused if unknown or already resolved."""
     import getpass
 
@@ -202,7 +204,7 @@ def reconcile_resolve(issue_id, note, actor, as_json):
 
     try:
         with context.bound():
-            resolved = issues.resolve(issue_id, note, "cli:" + (actor or getpass.getuser()))
+            resolved = issues.resolve(issue_id, note, "cli:" + (actor or getpass.getuser()), settle)
     except PayRouterError as exc:
         raise click.ClickException(exc.message) from None
     if as_json:

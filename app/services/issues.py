@@ -6,7 +6,8 @@ compared) points at the same issue instead of opening another, and an issue reso
 reopened by finding it again. Resolved by:
 
 - an operator, with a note (``payrouter reconcile resolve ISSUE --note``): who, when, note,
-  audited; resolving twice, or an unknown issue, is refused;
+  audited; resolving twice, or an unknown issue, is refused; ``--settle succeeded|failed`` also
+  settles the operation the issue is about when it is still processing (the channel forgot it);
 - the channel, for what it was waiting on: an ``unknown_at_channel`` issue when a callback or
   status query settles the operation under review, a ``pending_in_payrouter`` issue when the
   operation settles the way the statement said.
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from app import context
 from app.db import insert_unique_row, read_only, unit_of_work
 from app.domain.errors import Conflict, InvalidRequest, NotFound
+from app.domain.states import FAILED, PROCESSING, SUCCEEDED
 from app.models import AuditLog, Operation, ReconciliationIssue, new_id, utcnow
 
 log = logging.getLogger("payrouter.reconcile")
@@ -85,9 +87,13 @@ def listing(channel_id: str | None = None, status: str | None = OPEN, limit: int
         return [view(issue) for issue in session.scalars(query.limit(limit))]
 
 
-def resolve(issue_id: str, note: str, actor: str) -> dict:
+def resolve(issue_id: str, note: str, actor: str, settle: str | None = None) -> dict:
     """An operator's resolution: who, when and why, audited. Refused for an unknown issue or one
-    already resolved (the first resolution stands)."""
+    already resolved (the first resolution stands). ``settle`` (succeeded or failed): the operator
+    also settles the issue's operation, still processing (one the channel forgot, or still
+    pending), in the same transaction, with its postings and event as a channel's word would."""
+    if settle not in (None, SUCCEEDED, FAILED):
+        raise InvalidRequest("settle is succeeded or failed", param="settle")
     if not isinstance(note, str) or not note.strip():
         raise InvalidRequest("a resolution needs a note", param="note")
     if len(note) > 1000:
@@ -103,11 +109,28 @@ def resolve(issue_id: str, note: str, actor: str) -> dict:
         issue.status, issue.resolved_by, issue.resolved_at, issue.resolution_note = RESOLVED, actor, utcnow(), note
         session.flush()
         after = view(issue)
+        if settle is not None:
+            after["operation_status"] = _settle_operation(session, issue, settle, note)
         session.add(AuditLog(actor=actor, action="reconciliation.resolve", target=issue_id, before=before,
                              after=after, reason=note, request_id=context.current_request_id(), created_at=utcnow()))
     log.info("reconciliation issue %s (%s %s) resolved by %s: %s", issue_id, before["issue"],
              before["channel_reference"], actor, note)
     return after
+
+
+def _settle_operation(session: Session, issue: ReconciliationIssue, status: str, note: str) -> str:
+    from app.services.operations import attempts_of, settle
+
+    op = session.get(Operation, issue.operation_id, with_for_update=True) if issue.operation_id else None
+    if op is None:
+        raise Conflict(f"issue {issue.id} is about no operation of ours: nothing to settle", code="nothing_to_settle")
+    if op.status != PROCESSING:
+        raise Conflict(f"operation {op.id} is already {op.status}", code="operation_already_final")
+    with context.bound(context.current_request_id(), op.merchant_id, op.id):
+        if not settle(session, op, status, "settled_by_operator", note[:500], attempts=attempts_of(session, op)):
+            raise Conflict(f"operation {op.id} changed meanwhile; try again", code="operation_changed")
+    log.warning("operation %s settled %s by an operator (issue %s): %s", op.id, status, issue.id, note)
+    return op.status
 
 
 def _resolve_rows(session: Session, ids: list[str], by: str, note: str) -> None:

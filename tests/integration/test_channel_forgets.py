@@ -103,3 +103,34 @@ def test_an_operation_the_channel_never_acknowledged_still_fails_not_found(stack
     shown = api.get(f"/v1/payments/{payment['id']}").get_json()
     assert (shown["status"], shown["failure_code"], shown["review"], shown["fee"]) == ("failed", "not_found", False, 0)
     assert issues_of(payment["id"]) == []
+
+
+def test_an_operator_settles_it_by_resolving_its_issue(stack):
+    from click.testing import CliRunner
+
+    from app.cli import main
+
+    api = builders.api(stack.client)
+    account = api.account(funded=10_000)
+    body = {"account": account["id"], "amount": 3052, "currency": "USD",
+            "destination": {"type": "bank_account", "country": "US", "last4": "6789"},
+            "reference": builders.unique("wd")}
+    wd = api.post("/v1/withdrawals", body).get_json()  # processing, the amount held
+    with unit_of_work() as session:
+        reference = session.get(Operation, wd["id"]).channel_reference
+    forget(stack, reference)
+    assert callbacks.query_status(wd["id"]) == "review"
+    [issue] = issues_of(wd["id"])
+    result = CliRunner().invoke(main, ["reconcile", "resolve", issue.id, "--note", "PSP confirms it never paid out",
+                                       "--settle", "failed", "--actor", "bob", "--json"])
+    assert result.exit_code == 0, result.output
+    shown = api.get(f"/v1/withdrawals/{wd['id']}").get_json()
+    assert (shown["status"], shown["review"], shown["failure_code"], shown["fee"]) == (
+        "failed", False, "settled_by_operator", 0)
+    assert api.get(f"/v1/accounts/{account['id']}").get_json()["balance"] == {"available": 10_000, "pending": 0}
+    [issue] = issues_of(wd["id"])
+    assert (issue.status, issue.resolved_by) == ("resolved", "cli:bob")
+    # Settled already: a second settlement is refused, and nothing changes.
+    again = CliRunner().invoke(main, ["reconcile", "resolve", issue.id, "--note", "x", "--settle", "succeeded"])
+    assert again.exit_code == 1
+    assert api.get(f"/v1/withdrawals/{wd['id']}").get_json()["status"] == "failed"
