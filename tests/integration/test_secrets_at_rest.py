@@ -3,10 +3,12 @@ shared by router and sandbox, callbacks that must match their attempt, secrets s
 never shown again once an endpoint is deleted, and the key rotation command."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
+import uuid
 from types import SimpleNamespace
 
 import pytest
@@ -179,3 +181,72 @@ def test_secrets_rotate_reencrypts_everything_under_the_new_key(wh_client, wh_co
         with unit_of_work() as session:
             session.get(WebhookEndpoint, endpoint["id"]).secret  # noqa: B018
     set_config(new)
+
+
+@contextlib.contextmanager
+def scratch_database(config, tmp_path):
+    """A database of its own for a migration test: a SQLite file, or a scratch PostgreSQL database."""
+    from sqlalchemy import create_engine, text
+
+    if not config.database_url.startswith("postgresql"):
+        engine = create_engine(f"sqlite:///{tmp_path / 'migration.db'}")
+        yield engine
+        engine.dispose()
+        return
+    name = f"payrouter_mig_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(config.database_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    engine = create_engine(admin.url.set(database=name))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def test_migration_0008_encrypts_what_was_stored_in_clear_and_downgrading_restores_it(config, tmp_path):
+    from alembic import command
+    from sqlalchemy import text
+
+    from app.migrate import alembic_config
+
+    def response(endpoint_id: str, secret: str) -> bytes:
+        return json.dumps({"id": endpoint_id, "object": "webhook_endpoint", "secret": secret}).encode()
+
+    with scratch_database(config, tmp_path) as engine, engine.begin() as connection:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0007_account_moves")
+        connection.execute(text("INSERT INTO merchants (id, name, created_at) "
+                                "VALUES ('mer_m', 'M', CURRENT_TIMESTAMP)"))
+        for eid, secret, previous, deleted in (("we_live", "whsec_A", "whsec_P", None),
+                                               ("we_gone", "whsec_G", None, "2026-01-01 00:00:00")):
+            connection.execute(text(
+                "INSERT INTO webhook_endpoints (id, merchant_id, url, enabled_events, metadata, secret, "
+                "previous_secret, deleted_at, created_at) "
+                "VALUES (:id, 'mer_m', 'https://example.com/h', '[\"*\"]', '{}', :s, :p, :d, CURRENT_TIMESTAMP)"),
+                {"id": eid, "s": secret, "p": previous, "d": deleted})
+            connection.execute(text(
+                "INSERT INTO idempotency_keys (merchant_id, key, request_hash, endpoint, status, response_status, "
+                "response_body, created_at, locked_until, expires_at) "
+                "VALUES ('mer_m', :k, 'h', '/v1/webhook_endpoints', 'done', 201, :b, "
+                "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"),
+                {"k": f"create-{eid}", "b": response(eid, secret)})
+        command.upgrade(cfg, "0008_secrets_at_rest")
+        gone, live = connection.execute(text(  # by id: we_gone, we_live
+            "SELECT secret_encrypted, previous_secret_encrypted FROM webhook_endpoints ORDER BY id")).all()
+        assert (crypto.decrypt(live[0]), crypto.decrypt(live[1])) == ("whsec_A", "whsec_P")
+        assert tuple(gone) == (None, None)  # a deleted endpoint's secret is erased
+        bodies = dict(connection.execute(text("SELECT key, response_body FROM idempotency_keys")).all())
+        sealed = json.loads(bytes(bodies["create-we_live"]))
+        assert crypto.decrypt(sealed["secret"]) == "whsec_A"
+        assert "secret" not in json.loads(bytes(bodies["create-we_gone"]))
+        command.downgrade(cfg, "0007_account_moves")
+        gone, live = connection.execute(text("SELECT secret, previous_secret FROM webhook_endpoints ORDER BY id")).all()
+        assert tuple(live) == ("whsec_A", "whsec_P")
+        assert gone[0].startswith("whsec_") and gone[0] != "whsec_G" and gone[1] is None
+        bodies = dict(connection.execute(text("SELECT key, response_body FROM idempotency_keys")).all())
+        assert json.loads(bytes(bodies["create-we_live"]))["secret"] == "whsec_A"
