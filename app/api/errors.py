@@ -101,6 +101,10 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(error):
+        unavailable = database_unavailable(error)
+        if unavailable is not None:
+            log.error("request failed, database unavailable: %s", error)
+            return to_response(unavailable)
         log.exception("unhandled error")
         response = jsonify(error_body("api_error", "internal_error", "An internal error occurred."))
         response.status_code = 500
