@@ -23,7 +23,7 @@ log = logging.getLogger("payrouter.merchants")
 # database was read, so a key revoked in any process is refused by every process within that time
 # whatever Redis does (contract: 100 ms). A revocation is also announced once committed (app.notify,
 # topic "api_keys"), and every listening process drops its cache on the notice, within milliseconds.
-AUTH_CACHE_SECONDS = 0.09
+AUTH_CACHE_SECONDS = 0.05
 _auth_cache: dict[str, tuple[float, Merchant, ApiKey]] = {}
 _auth_lock = threading.Lock()
 _auth_generation = [0]  # bumped by every notice: a read that a notice overtook is not cached
