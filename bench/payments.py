@@ -36,11 +36,9 @@ from tests.live import free_port
 
 
 def setup(config: Config) -> str:
-    from app import bootstrap
     from app.db import unit_of_work
     from app.services.merchants import create_merchant
 
-    bootstrap.init()
     with unit_of_work() as session:
         _, issued = create_merchant(session, "bench-payments")
     return issued.secret
@@ -134,6 +132,9 @@ def main() -> int:
         print("set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
         return 2
     set_config(config)
+    from app import bootstrap
+
+    bootstrap.init()  # before the sandbox starts: it reads the channels' generated secrets from the database
     env = bench_env()
     sandbox, _ = start([sys.executable, "-m", "app.cli", "sandbox", "--port", "{port}"], env, "/healthz",
                        port=sandbox_port)
