@@ -172,19 +172,12 @@ def delete_endpoint(session: Session, merchant_id: str, endpoint_id: str, livemo
     rotations, so they are never shown (not even by replaying an Idempotency-Key) nor used again."""
     endpoint = get_endpoint(session, merchant_id, endpoint_id, livemode)
     endpoint.deleted_at = utcnow()
-    return {"id": endpoint.id, "object": "webhook_endpoint", "deleted": True}
-
-
-def rotate_secret(session: Session, merchant_id: str, endpoint_id: str,
-                  overlap_seconds: int | None = None, livemode: bool = False) -> tuple[WebhookEndpoint, str]:
-    """A new secret; the old one keeps signing (as a second signature) for the overlap window."""
-    endpoint = get_endpoint(session, merchant_id, endpoint_id, livemode)
     endpoint.secret = endpoint.previous_secret = None
     endpoint.previous_secret_expires_at = None
     _redact_stored_responses(session, merchant_id, endpoint_id)
-    overlap = settings().secret_overlap if overlap_seconds is None else overlap_seconds
-    endpoint.previous_secret = endpoint.secret if overlap > 0 else None
-    endpoint.previous_secret_expires_at = utcnow() + timedelta(seconds=overlap) if overlap > 0 else None
+    return {"id": endpoint.id, "object": "webhook_endpoint", "deleted": True}
+
+
 def _redact_stored_responses(session: Session, merchant_id: str, endpoint_id: str) -> None:
     """Drop ``secret`` from the stored responses that showed this endpoint's secret (they hold it
     encrypted, see ``seal``): its creation (among the merchant's creations kept, the one whose
@@ -216,6 +209,13 @@ def unseal(session: Session, merchant_id: str, payload: dict) -> dict:
     return {**payload, "secret": crypto.decrypt(sealed)}
 
 
+def rotate_secret(session: Session, merchant_id: str, endpoint_id: str,
+                  overlap_seconds: int | None = None, livemode: bool = False) -> tuple[WebhookEndpoint, str]:
+    """A new secret; the old one keeps signing (as a second signature) for the overlap window."""
+    endpoint = get_endpoint(session, merchant_id, endpoint_id, livemode)
+    overlap = settings().secret_overlap if overlap_seconds is None else overlap_seconds
+    endpoint.previous_secret = endpoint.secret if overlap > 0 else None
+    endpoint.previous_secret_expires_at = utcnow() + timedelta(seconds=overlap) if overlap > 0 else None
     secret = signing.new_secret()
     endpoint.secret = secret
     return endpoint, secret
