@@ -79,7 +79,8 @@ class SandboxChannel(Channel):
 
     def query(self, reference: str, channel_reference: str | None = None) -> ChannelResult:
         """Status by the channel's reference if known, else by ours. Unknown at the channel →
-        failed with ``error_code="not_found"`` (it never received the operation)."""
+        failed with ``error_code="not_found"``: the router fails an operation the channel never
+        acknowledged, and leaves one it did acknowledge processing for review (a lost record)."""
         if channel_reference:
             status_code, body = self.client.get(f"/operations/{_segment(channel_reference)}")
         else:
