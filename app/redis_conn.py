@@ -60,9 +60,9 @@ def redis_url(config: Config | None = None) -> str:
 
 
 class Outage:
-    """Whether this process currently takes one Redis server for down. Opened by a command that
-    timed out or a connection that could not be made; closed by the probe thread it starts, once a
-    PING is answered within ``REQUEST_TIMEOUT``. Requests never probe: they fail fast meanwhile."""
+    """Whether this process currently takes one Redis server for down. Opened by a connect or a
+    command that timed out (a hung server, a lost network); closed by the probe thread it starts, once
+    a PING is answered within ``REQUEST_TIMEOUT``. Requests never probe: they fail fast meanwhile."""
 
     def __init__(self, url: str):
         self.url = url
@@ -119,8 +119,9 @@ def _safe(url: str) -> str:
 
 class _Guarded:
     """A connection that obeys its server's Outage: refuses to send while Redis is marked down, and
-    marks it down on a timeout or a failed connect. A pooled connection that a restarted Redis closed
-    fails with a ConnectionError on use without marking anything: the one retry reconnects."""
+    marks it down when a connect or an answer times out. A refused connection (Redis stopped) fails
+    at once anyway and marks nothing, so a restarted Redis is used again at once; a pooled connection
+    that a restarted Redis closed fails on use, and the one retry reconnects."""
 
     outage: Outage
 
@@ -129,7 +130,7 @@ class _Guarded:
             self.outage.check()
         try:
             return super().connect_check_health(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except redis.TimeoutError as exc:
             self.outage.trip(exc)
             raise
 
