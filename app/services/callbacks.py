@@ -255,14 +255,13 @@ def query_status(operation_id: str) -> str:
         op = session.get(Operation, operation_id)
         if op is None or not op.channel:
             return "final"
-        if op.status != PROCESSING:
-            session.expunge(op)
-            with unit_of_work() as writing:
-                issues.settled_as_stated(writing, op)
-            return "final"
-        channel_id, reference, channel_reference = op.channel, op.id, op.channel_reference
-        bound = context.bound(op.request_id, op.merchant_id, op.id)
-    with bound:
+        session.expunge(op)
+    if op.status != PROCESSING:
+        with unit_of_work() as session:
+            issues.settled_as_stated(session, op)
+        return "final"
+    channel_id, reference, channel_reference = op.channel, op.id, op.channel_reference
+    with context.bound(op.request_id, op.merchant_id, op.id):
         try:
             result = channel(channel_id).query(reference, channel_reference)
         except ChannelError as exc:

@@ -36,10 +36,11 @@ def record(session: Session, channel_id: str, found: list[dict], run_id: str | N
     """Store the issues a run (or a status query) found, as ``_issue`` dicts; each dict gains the
     issue's ``id`` and ``status`` (``resolved`` if it was found and resolved before)."""
     known = {}
+    kinds = sorted({issue["issue"] for issue in found})  # with the references: the unique key's index
     references = sorted({issue["channel_reference"] for issue in found})
     for start in range(0, len(references), 500):
         for row in session.execute(select(_TABLE.c.id, _TABLE.c.kind, _TABLE.c.channel_reference, _TABLE.c.status)
-                                   .where(_TABLE.c.channel == channel_id,
+                                   .where(_TABLE.c.channel == channel_id, _TABLE.c.kind.in_(kinds),
                                           _TABLE.c.channel_reference.in_(references[start:start + 500]))):
             known[(row.kind, row.channel_reference)] = (row.id, row.status)
     for issue in found:

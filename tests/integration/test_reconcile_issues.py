@@ -123,3 +123,24 @@ def test_a_pending_issue_closes_when_the_operation_settles_as_the_statement_says
         row = session.get(ReconciliationIssue, issue["id"])
         assert (row.status, row.resolved_by) == ("resolved", "channel:sandbox")
     assert reconcile_today().exit_code == 0
+
+
+def test_a_pending_issue_also_closes_when_a_callback_settled_the_operation_first(stack):
+    import time
+
+    from app.channels_runtime import channel
+    from app.services import callbacks
+    from app.services import reconcile as recon
+
+    api = builders.api(stack.client)
+    lost = api.post("/v1/payments", builders.payment_body(2054)).get_json()
+    time.sleep(1.0)
+    [issue] = recon.reconcile("sandbox", dt.datetime.now(dt.timezone.utc).date()).issues
+    reference = channel("sandbox").query(lost["id"]).channel_reference
+    body, headers = builders.signed_callback(channel("sandbox"), lost["id"], "succeeded", reference)
+    callbacks.receive("sandbox", headers, body)
+    callbacks.drain()  # settled before the status query the run queued is carried out
+    assert api.get(f"/v1/payments/{lost['id']}").get_json()["status"] == "succeeded"
+    stack.work()  # that query finds it final, as the statement says
+    with unit_of_work() as session:
+        assert session.get(ReconciliationIssue, issue["id"]).status == "resolved"
