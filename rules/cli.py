@@ -48,8 +48,10 @@ def validate(file):
 @rules_group.command("simulate")
 @click.argument("file")
 @click.argument("payload")
-def simulate(file, payload):
-    """Print the decision FILE would make for PAYLOAD.json (a payment body), as JSON."""
+@click.option("--live", is_flag=True, help="as a live-mode operation: only live channels are candidates")
+def simulate(file, payload, live):
+    """Print the decision FILE would make for PAYLOAD.json (a payment body), as JSON; a test-mode
+    operation unless --live."""
     from app.api.validation import parse_body
     from app.services.routing import Availability
     from rules import decide, format
@@ -66,7 +68,8 @@ def simulate(file, payload):
                              merchant.get("category"), body.get("metadata"))
     matcher = CompiledRules(ruleset)
     try:
-        result = decide.decide(facts, ruleset, matcher, Availability(), split_key=body.get("reference") or "simulate")
+        result = decide.decide(facts, ruleset, matcher, Availability(live),
+                               split_key=body.get("reference") or "simulate")
     finally:
         matcher.close()
     click.echo(json.dumps(result.to_dict(), indent=2))

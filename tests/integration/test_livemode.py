@@ -113,6 +113,23 @@ def test_a_live_payment_with_only_test_channels_is_no_route(stack):
     assert test.post("/v1/routing/simulate", builders.payment_body(1000)).get_json()["channel"] == "sandbox"
 
 
+def test_rules_simulate_live_considers_only_live_channels(clean, tmp_path):
+    import json
+    from pathlib import Path
+
+    import rules
+
+    payload = tmp_path / "payment.json"
+    payload.write_text(json.dumps(builders.payment_body(1000)))
+    rules_file = str(Path(rules.__file__).parent / "default_rules.yaml")
+    as_test = CliRunner().invoke(main, ["rules", "simulate", rules_file, str(payload)])
+    assert as_test.exit_code == 0 and json.loads(as_test.output)["channel"] == "sandbox", as_test.output
+    as_live = CliRunner().invoke(main, ["rules", "simulate", rules_file, str(payload), "--live"])
+    assert as_live.exit_code == 0, as_live.output
+    decision = json.loads(as_live.output)
+    assert decision["decline_code"] == "no_route" and decision["dropped"] == [{"channel": "sandbox", "reason": "mode"}]
+
+
 def test_a_test_payment_answers_404_to_a_live_key_also_when_refunded(stack):
     test = builders.api(stack.client)
     live = _live_key(test)
