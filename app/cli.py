@@ -46,9 +46,9 @@ def merchant_create(name, category, live, as_json):
 
 @merchant.command("new-key")
 @click.argument("merchant_id")
-@click.option("--live", is_flag=True)
+@click.option("--live", is_flag=True, help="a sk_live_ key: it sees and makes live objects only (default sk_test_)")
 def merchant_new_key(merchant_id, live):
-    """Issue another secret key for a merchant."""
+    """Issue another secret key for a merchant (printed once, never again)."""
     from app.db import unit_of_work
     from app.models import Merchant
     from app.services.merchants import issue_key
