@@ -1,10 +1,10 @@
 """Decision latency and throughput: durable-rules engine vs the Python reference evaluator.
 
-    .venv/bin/python bench/rules.py [--requests 20000] [--sizes 10,100,1000] [--adversarial 100]
+    .venv/bin/python bench/rules.py [--requests 20000] [--sizes 10,100,1000] [--adversarial 100,1000]
 
 Measures the whole ``rules.decide.decide()`` call (flatten, match, resolve, fee), not only the
 engine, on generated but realistic rule sets; prints a markdown table. Then the adversarial
-case (``--adversarial N``, 0 to skip): the generated set of N rules plus rules whose ``matches``
+case (``--adversarial N,…``, 0 to skip): the generated set of N rules plus rules whose ``matches``
 backtracks exponentially in Python's ``re`` (``^(a+)+$``, ``(x+x+)+y``), against requests whose
 customer e-mail is 10 KB of ``aaaa…!`` or ``xxxx…`` (each pattern's worst input, half and half).
 """
@@ -129,7 +129,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=20_000)
     ap.add_argument("--sizes", default="10,100,1000")
-    ap.add_argument("--adversarial", type=int, default=100, help="rules in the adversarial case (0: skip it)")
+    ap.add_argument("--adversarial", default="100,1000", help="generated rules in the adversarial case (0: skip)")
     args = ap.parse_args()
     reqs = make_requests(args.requests)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.requests} requests per cell\n")
@@ -149,14 +149,16 @@ def main() -> None:
             print(f"| {size} | {len(engine.plan.chains)} | {name} | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} "
                   f"| {one:,.0f} | {four:,.0f} | {fb} |")
         engine.close()
-    if args.adversarial:
-        adversarial(args.adversarial, reqs)
+    for size in (int(s) for s in args.adversarial.split(",")):
+        if size:
+            adversarial(size, reqs)
 
 
 def adversarial(size: int, reqs: list[dict]) -> None:
     data, evil = make_adversarial(size, reqs)
     ruleset = load(data)
     engine = CompiledRules(ruleset, version=size)
+    tune_gc_for_serving()
     print(f"\nAdversarial: {size} generated rules + `matches` {' and '.join(f'`{p}`' for p in EVIL_PATTERNS)}; "
           "customer.email 10 KB (`aaaa…!` / `xxxx…`, half and half)\n")
     print("| rules | evaluator | p50 µs | p99 µs | max µs | decisions/s (1 thread) | engine fallbacks |")
