@@ -34,6 +34,9 @@ class StoredChannelSecrets:
         with read_only(self.config) as session:
             self._stored = dict(session.execute(select(ChannelSecret.channel_id, ChannelSecret.secret_encrypted)).all())
 
+    def __contains__(self, channel_id: object) -> bool:
+        return channel_id in self._stored
+
     def __call__(self, spec: ChannelSpec) -> str:
         token = self._stored.get(spec.id)
         if token is None:
@@ -58,7 +61,7 @@ def ensure(config: Config | None = None, specs: list[ChannelSpec] | None = None)
     store = StoredChannelSecrets(config)
     created = []
     for spec in specs:
-        if needs_generated_secret(spec) and spec.id not in store._stored:
+        if needs_generated_secret(spec) and spec.id not in store:
             store(spec)
             created.append(spec.id)
     return created

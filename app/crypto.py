@@ -40,25 +40,33 @@ def _fernet(key_material: str) -> Fernet:
     return Fernet(base64.urlsafe_b64encode(derived))
 
 
+@lru_cache(maxsize=8)
 def key_file_secret(var_dir: Path) -> str:
-    """The random key of an install without PAYROUTER_SECRET_KEY, created on first use."""
+    """The random key of an install without PAYROUTER_SECRET_KEY, created on first use. Written to a
+    file of its own and then linked into place, so a process never reads a half-written key."""
     path = Path(var_dir) / KEY_FILE
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process created it meanwhile: use theirs
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(32) + "\n")
-    return path.read_text().strip()
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{KEY_FILE}.{secrets.token_hex(8)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process published its key first: everyone uses that one
+        finally:
+            os.unlink(draft)
+    key = path.read_text().strip()
+    if not key:
+        raise SecretUndecryptable(f"{path} is empty: set PAYROUTER_SECRET_KEY or restore the file")
+    return key
 
 
 def current_key(config: Config) -> str:
-    return config.secret_key if config.secret_key != DEV_SECRET_KEY else key_file_secret(config.var_dir)
+    return config.secret_key if config.secret_key != DEV_SECRET_KEY else key_file_secret(Path(config.var_dir))
 
 
 @lru_cache(maxsize=16)
