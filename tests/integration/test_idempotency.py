@@ -96,3 +96,38 @@ def test_keys_are_kept_a_day_then_purged(client):
     with unit_of_work() as session:
         session.execute(update(IdempotencyKey).values(expires_at=utcnow() - timedelta(seconds=1)))
     assert idempotency.purge_expired() == 1
+
+
+def test_a_running_request_keeps_its_claim_past_the_lease(stack, monkeypatch):
+    """The owner's process renews the lease while its channel call runs longer than the lease: a
+    retry meanwhile waits and gets 409, never takes the claim over; afterwards it gets the replay."""
+    import threading
+    import time
+
+    from app.channels_runtime import channel
+
+    monkeypatch.setattr(idempotency, "LEASE", timedelta(seconds=1))
+    monkeypatch.setattr(idempotency, "RENEW_SECONDS", 0.3)
+    monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.3)
+    sandbox = channel("sandbox")
+    real_charge, calls = sandbox.charge, []
+
+    def slow_charge(request):
+        calls.append(request)
+        time.sleep(2.5)  # two and a half leases
+        return real_charge(request)
+
+    monkeypatch.setattr(sandbox, "charge", slow_charge)
+    api = builders.api(stack.client)
+    body, first = builders.payment_body(5000), {}
+    owner = threading.Thread(target=lambda: first.update(r=api.post("/v1/payments", body, key="long")))
+    owner.start()
+    time.sleep(0.5)
+    while owner.is_alive():
+        retry = api.post("/v1/payments", body, key="long")
+        if owner.is_alive():
+            assert retry.status_code == 409, retry.get_json()
+        time.sleep(0.2)
+    owner.join()
+    assert first["r"].status_code == 201 and len(calls) == 1
+    assert api.post("/v1/payments", body, key="long").get_data() == first["r"].get_data()
