@@ -24,10 +24,13 @@ def account(obj: Account) -> dict:
     }
 
 
-def ledger_line(obj: LedgerLine, entry_kind: str | None = None, source_id: str | None = None) -> dict:
+def ledger_line(obj: LedgerLine, entry_kind: str | None = None, source_id: str | None = None,
+                livemode: bool = False) -> dict:
+    """A ledger line of an account (``livemode``: the account's)."""
     return {
         "id": obj.id,
         "object": "ledger_entry",
+        "livemode": livemode,
         "created_at": rfc3339(obj.created_at),
         "account": obj.account_id,
         "journal_entry": obj.entry_id,

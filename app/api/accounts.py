@@ -32,7 +32,8 @@ def get_account(account_id):
 def list_entries(account_id):
     def fetch(s, limit, after):
         page = accounts.list_entries(s, g.merchant, account_id, limit, after)
-        return [rep.ledger_line(line, kind, source) for line, kind, source in page.items], page.has_more
+        return [rep.ledger_line(line, kind, source, g.merchant.livemode) for line, kind, source in page.items], \
+            page.has_more
 
     return listing(fetch, f"/v1/accounts/{account_id}/entries")
 

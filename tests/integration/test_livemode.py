@@ -52,6 +52,8 @@ def test_accounts_and_transfers_of_one_mode_answer_404_to_the_other(client):
     _not_found(test.get(f"/v1/transfers/{moved.get_json()['id']}"))
     assert test.get("/v1/transfers").get_json()["data"] == []
     assert test.get(f"/v1/accounts/{test_account['id']}").get_json()["balance"]["available"] == 1_000
+    entries = live.get(f"/v1/accounts/{live_account['id']}/entries").get_json()["data"]
+    assert len(entries) == 2 and all(e["livemode"] is True for e in entries)
 
     # Its event too: each key lists the events of its mode only.
     live_events = live.get("/v1/events").get_json()["data"]
