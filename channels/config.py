@@ -156,11 +156,6 @@ def read_channels_file(path: str | os.PathLike | None = None,
     return parse_channels(data, env, source=f"channels file {path}")
 
 
-def channel_mode(spec: ChannelSpec) -> str:
-    """``test`` or ``live``; a channel that does not say is a test channel."""
-    return getattr(spec, "mode", None) or "test"
-
-
 StoredSecrets = Callable[[ChannelSpec], str]  # a test channel's generated secret (app.channel_secrets)
 
 
@@ -168,7 +163,7 @@ def needs_generated_secret(spec: ChannelSpec, env: Mapping[str, str] | None = No
     """A test channel whose ``secret_env`` is not set: it runs on a generated secret."""
     env = os.environ if env is None else env
     name = spec.config.get("secret_env")
-    return channel_mode(spec) == "test" and not (name and env.get(name))
+    return spec.mode == "test" and not (name and env.get(name))
 
 
 def resolve_secret(spec: ChannelSpec, env: Mapping[str, str] | None = None,
@@ -181,7 +176,7 @@ def resolve_secret(spec: ChannelSpec, env: Mapping[str, str] | None = None,
     if value:
         return value
     wanted = f"environment variable {name}" if name else "config.secret_env"
-    if channel_mode(spec) != "test":
+    if spec.mode != "test":
         raise ChannelConfigError(f"live channel {spec.id}: no secret ({wanted} is not set)")
     if stored is None:
         raise ChannelConfigError(f"channel {spec.id}: no secret ({wanted} is not set, and no generated "
