@@ -28,8 +28,9 @@ from app.config import Config, get_config
 
 log = logging.getLogger("payrouter.redis")
 
-REQUEST_TIMEOUT = 0.25  # longest wait for one answer on the request path
+REQUEST_TIMEOUT = 0.3  # longest wait for one answer on the request path
 PROBE_SECONDS = 0.5  # while marked down, a background thread asks this often whether Redis answers
+FIRST_PROBE_SECONDS = 0.1  # a slow answer on a busy machine marks Redis down only this long
 
 _lock = threading.Lock()
 _clients: dict[tuple[str, str], redis.Redis] = {}
@@ -98,8 +99,10 @@ class Outage:
             self._prober.start()
 
     def _probe(self) -> None:
+        pause = FIRST_PROBE_SECONDS
         while self.down_since is not None:
-            time.sleep(PROBE_SECONDS)
+            time.sleep(pause)
+            pause = PROBE_SECONDS
             client = redis.Redis.from_url(self.url, socket_timeout=REQUEST_TIMEOUT,
                                           socket_connect_timeout=REQUEST_TIMEOUT, retry=Retry(NoBackoff(), 0))
             try:
