@@ -60,9 +60,12 @@ class Load:
             started = time.time()
             t0 = time.perf_counter()
             try:
-                status = session.post(f"{self.base}/v1/{kind}s", json=body, headers=headers(self.secret),
-                                      timeout=30).status_code
-            except requests.RequestException:
+                response = session.post(f"{self.base}/v1/{kind}s", json=body, headers=headers(self.secret),
+                                        timeout=30)
+                status = response.status_code
+                if status >= 400:  # which refusal: e.g. 402 limit_unavailable, 503 service_unavailable
+                    kind += f" {status} {response.json()['error']['code']}"
+            except (requests.RequestException, ValueError, KeyError):
                 status = 0
             self.samples.append((started, time.perf_counter() - t0, status, kind))
 
@@ -82,7 +85,7 @@ class Load:
 
 def describe(samples) -> str:
     latencies = [s[1] * 1000 for s in samples]
-    statuses = Counter(f"{s[3]} {s[2]}" for s in samples)
+    statuses = Counter(s[3] if s[2] >= 400 else f"{s[3]} {s[2]}" for s in samples)
     return (f"{len(samples)} requests, p50 {statistics.median(latencies):.1f} ms, p99 "
             f"{percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms; "
             + ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items())))
@@ -157,6 +160,9 @@ def one_revocation(base: str, redis_server, hung: bool) -> tuple[float, float]:
     with unit_of_work() as session:
         event.listen(session, "after_commit", lambda _s: committed.setdefault("at", time.time()))
         revoke_key(session, issued.key.id)
+    deadline = time.time() + 5
+    while time.time() < deadline and not any(status == 401 for _s, _e, status in answers):
+        time.sleep(0.01)
     time.sleep(0.5)
     stop_event.set()
     for thread in threads:
@@ -166,7 +172,7 @@ def one_revocation(base: str, redis_server, hung: bool) -> tuple[float, float]:
         time.sleep(1)
     at = committed["at"]
     last_ok = max([s - at for s, _e, status in answers if status == 200 and s >= at], default=0.0)
-    return last_ok, min(e - at for _s, e, status in answers if status == 401)
+    return last_ok, min((e - at for _s, e, status in answers if status == 401), default=float("inf"))
 
 
 def revocation(base, redis_server, hung: bool, rounds: int) -> None:
