@@ -44,7 +44,6 @@ log = logging.getLogger("payrouter.idempotency")
 KEEP = timedelta(hours=24)
 LEASE = timedelta(seconds=5)  # a retry takes over a claim no one renewed for this long
 RENEW_SECONDS = 1.5  # how often the owner's process renews the leases of its running requests
-LOCK = LEASE  # the name the unlock below and older tests use
 WAIT_SECONDS = 15.0
 POLL_SECONDS = 0.05
 
@@ -189,7 +188,7 @@ def _unlock(merchant_id: str, key: str) -> None:
         with unit_of_work() as session:
             session.execute(update(IdempotencyKey).where(
                 IdempotencyKey.merchant_id == merchant_id, IdempotencyKey.key == key,
-                IdempotencyKey.status == "in_flight").values(locked_until=utcnow() - LOCK)
+                IdempotencyKey.status == "in_flight").values(locked_until=utcnow() - LEASE)
                 .execution_options(synchronize_session=False))
     except SQLAlchemyError:
         pass  # the database is down; no one renews the lease, so it runs out within LEASE anyway
