@@ -1,11 +1,19 @@
-"""GET /openapi.json: an OpenAPI 3.1 document built from the same schemas the API validates with."""
+"""GET /openapi.json: an OpenAPI 3.1 document of the merchant API.
+
+Request bodies are the schemas the API validates with (schemas/api.schema.json), one
+self-contained schema per body; responses are app/api/responses.py. Every operation says what
+it answers on success and in the contract's error shape, so a client generated from this
+document, or a fuzzer checking responses against it (tests/integration/test_fuzz.py), holds the
+server to it.
+"""
 from __future__ import annotations
 
 from functools import cache
 
 from flask import Blueprint, jsonify
 
-from app.api.validation import api_schema
+from app.api import responses
+from app.api.validation import body_schema
 
 bp = Blueprint("openapi", __name__)
 
@@ -24,57 +32,124 @@ OPERATIONS = [
 ]
 EXTRA_OPERATIONS: list[tuple] = []  # later resources append here at import time
 
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {"error": {
-        "type": "object", "required": ["type", "code", "message", "request_id"],
-        "properties": {k: {"type": "string"} for k in ("type", "code", "message", "param", "request_id")},
-    }},
+# What each operation answers on success: an object's name in responses.OBJECTS, or ("list", name).
+RESPONSES: dict[tuple[str, str], str | tuple[str, str]] = {
+    ("post", "/v1/accounts"): "account",
+    ("get", "/v1/accounts"): ("list", "account"),
+    ("get", "/v1/accounts/{id}"): "account",
+    ("get", "/v1/accounts/{id}/entries"): ("list", "ledger_entry"),
+    ("post", "/v1/test_helpers/accounts/{id}/fund"): "account",
+    ("post", "/v1/transfers"): "transfer",
+    ("get", "/v1/transfers"): ("list", "transfer"),
+    ("get", "/v1/transfers/{id}"): "transfer",
+    ("get", "/v1/events"): ("list", "event"),
+    ("get", "/v1/events/{id}"): "event",
+    ("get", "/v1/events/{id}/deliveries"): ("list", "webhook_delivery"),
+    ("post", "/v1/events/{id}/redeliver"): ("list", "webhook_delivery"),
+    ("post", "/v1/routing/simulate"): "routing_decision",
+    ("post", "/v1/webhook_endpoints"): "webhook_endpoint",
+    ("get", "/v1/webhook_endpoints"): ("list", "webhook_endpoint"),
+    ("get", "/v1/webhook_endpoints/{id}"): "webhook_endpoint",
+    ("delete", "/v1/webhook_endpoints/{id}"): "deleted_webhook_endpoint",
+    ("post", "/v1/webhook_endpoints/{id}/rotate_secret"): "webhook_endpoint",
+    ("get", "/v1/webhook_endpoints/{id}/deliveries"): ("list", "webhook_delivery"),
 }
+
+for _collection, _kind in (("payments", "payment"), ("topups", "topup"), ("withdrawals", "withdrawal"),
+                          ("refunds", "refund")):
+    RESPONSES.update({("post", f"/v1/{_collection}"): _kind, ("get", f"/v1/{_collection}"): ("list", _kind),
+                      ("get", f"/v1/{_collection}/{{id}}"): _kind})
+
+# POSTs whose body is optional and checked field by field in their view (app/api/webhooks.py).
+OPTIONAL_BODIES = {("post", "/v1/webhook_endpoints/{id}/rotate_secret"): "webhook_secret_rotation",
+                   ("post", "/v1/events/{id}/redeliver"): "event_redelivery"}
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": True,
+    "description": "Required on every POST: 1–255 printable ASCII characters. The same key with the same body "
+                   "replays the stored response (header Idempotent-Replayed: true); with another body → 422 "
+                   "idempotency_error; while the first request with it runs → it waits, or 409. Kept 24 h.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255,
+               "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$"},
+}
+LIST_PARAMETERS = [
+    {"name": "limit", "in": "query", "description": "1–100, default 10",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"name": "starting_after", "in": "query", "description": "The id of the last object of the previous page",
+     "schema": {"type": "string", "minLength": 3, "maxLength": 40, "pattern": "^[a-z]+_[A-Za-z0-9]+$"}},
+]
+REQUEST_ID = {"name": "X-Request-Id", "in": "header", "required": False,
+              "description": "Echoed in the response; generated when absent or not 1–200 printable ASCII characters",
+              "schema": {"type": "string"}}
+ERROR_STATUSES = {
+    "400": "Bad input: invalid_json, parameter_invalid, parameter_missing, parameter_unknown (with param)",
+    "401": "No valid API key", "403": "Not allowed with this key", "404": "No such object for this merchant",
+    "409": "A conflict with the object's state, or the Idempotency-Key in use",
+    "422": "The Idempotency-Key used with another body, or a request whose meaning is refused",
+    "429": "Rate limited (Retry-After)", "503": "Unavailable for now (Retry-After)",
+}
+
+
+def _json(schema: dict) -> dict:
+    return {"application/json": {"schema": schema}}
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _success(method: str, path: str) -> dict:
+    shape = RESPONSES[(method, path)]  # a KeyError here: a route whose answer is not described
+    if isinstance(shape, tuple):
+        return responses.list_of(_ref(shape[1]))
+    return _ref(shape)
+
+
+def _operation(method: str, path: str, schema: str | None, summary: str, status: str) -> dict:
+    request_id_header = {"X-Request-Id": {"schema": {"type": "string"}}}
+    op: dict = {"summary": summary, "responses": {
+        status: {"description": "OK", "headers": request_id_header, "content": _json(_success(method, path))},
+        **{code: {"$ref": "#/components/responses/Error"} for code in ERROR_STATUSES},
+        "default": {"$ref": "#/components/responses/Error"}}}
+    params = [REQUEST_ID]
+    if "{id}" in path:
+        params.append({"name": "id", "in": "path", "required": True, "schema": {"type": "string"}})
+    if method == "post" and path != "/v1/routing/simulate":
+        params.append(IDEMPOTENCY_KEY)
+        op["responses"]["402"] = {"$ref": "#/components/responses/Error"}
+    if schema:
+        op["requestBody"] = {"required": True, "content": _json(_ref(schema))}
+    elif (method, path) in OPTIONAL_BODIES:
+        op["requestBody"] = {"required": False, "content": _json(_ref(OPTIONAL_BODIES[(method, path)]))}
+    elif method == "get" and isinstance(RESPONSES[(method, path)], tuple):
+        params += LIST_PARAMETERS
+    op["parameters"] = params
+    return op
 
 
 @cache
 def document() -> dict:
-    schemas = {name: _rewrite(body) for name, body in api_schema()["$defs"].items()}
-    schemas["Error"] = ERROR_SCHEMA
+    operations = OPERATIONS + EXTRA_OPERATIONS
+    bodies = {schema for _, _, schema, _, _ in operations if schema} | set(OPTIONAL_BODIES.values())
+    # One self-contained schema per body, as validation.validate checks it.
+    schemas = {name: body_schema(name) for name in sorted(bodies)}
+    schemas.update({name: body for name, body in responses.OBJECTS.items()})
+    schemas["Error"] = responses.ERROR
     paths: dict = {}
-    for method, path, schema, summary, status in OPERATIONS + EXTRA_OPERATIONS:
-        op: dict = {"summary": summary, "responses": {
-            status: {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}},
-            "default": {"description": "Error", "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/Error"}}}}}}
-        params = [{"name": "X-Request-Id", "in": "header", "required": False, "schema": {"type": "string"}}]
-        if "{id}" in path:
-            params.append({"name": "id", "in": "path", "required": True, "schema": {"type": "string"}})
-        if method == "post" and path != "/v1/routing/simulate":
-            params.append({"name": "Idempotency-Key", "in": "header", "required": True,
-                           "schema": {"type": "string", "maxLength": 255}})
-        if schema:
-            op["requestBody"] = {"required": True, "content": {"application/json": {
-                "schema": {"$ref": f"#/components/schemas/{schema}"}}}}
-        elif method == "get" and "{id}" not in path.rsplit("/", 1)[-1]:
-            params += [{"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
-                       {"name": "starting_after", "in": "query", "schema": {"type": "string"}}]
-        op["parameters"] = params
-        paths.setdefault(path, {})[method] = op
+    for method, path, schema, summary, status in operations:
+        paths.setdefault(path, {})[method] = _operation(method, path, schema, summary, status)
     return {
         "openapi": "3.1.0",
         "info": {"title": "PayRouter API", "version": "1"},
-        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": schemas,
+            "responses": {"Error": {"description": "The contract's error shape; " + "; ".join(
+                f"{code}: {text}" for code, text in ERROR_STATUSES.items()), "content": _json(_ref("Error"))}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
         "security": [{"bearer": []}],
         "paths": paths,
     }
-
-
-def _rewrite(node):
-    """Point $refs at components/schemas instead of the source file's $defs."""
-    if isinstance(node, dict):
-        return {k: (v.replace("#/$defs/", "#/components/schemas/") if k == "$ref" else _rewrite(v))
-                for k, v in node.items()}
-    if isinstance(node, list):
-        return [_rewrite(v) for v in node]
-    return node
 
 
 @bp.get("/openapi.json")

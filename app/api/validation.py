@@ -50,13 +50,18 @@ def _inline(node, defs: dict, seen: tuple = ()):
     return {key: _inline(value, defs, seen) for key, value in node.items()}
 
 
+def body_schema(name: str) -> dict:
+    """The schema of one request body, self-contained (what the OpenAPI document shows)."""
+    defs = api_schema()["$defs"]
+    return _inline(defs[name], defs, (name,))
+
+
 @cache
 def _validator(name: str) -> Draft202012Validator:
     schema = api_schema()
     if name not in schema["$defs"]:
         raise KeyError(name)
-    inlined = _inline(schema["$defs"][name], schema["$defs"], (name,))
-    return Draft202012Validator({**inlined, "$defs": schema["$defs"]})
+    return Draft202012Validator({**body_schema(name), "$defs": schema["$defs"]})
 
 
 MAX_DEPTH = 32  # nesting of a body: ours go four deep

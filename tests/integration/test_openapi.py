@@ -1,7 +1,10 @@
-"""The OpenAPI document is built from the schemas the API validates with."""
+"""The OpenAPI document is built from the schemas the API validates with, and describes every answer."""
+import json
+
 from jsonschema import Draft202012Validator
 
 from app.api.validation import api_schema
+from tests import builders
 
 
 def test_openapi_document(client):
@@ -44,3 +47,98 @@ def _refs(node):
     elif isinstance(node, list):
         for value in node:
             yield from _refs(value)
+
+
+def _doc():
+    from app.api import openapi
+
+    return openapi.document()
+
+
+def _operations(doc):
+    for path, item in doc["paths"].items():
+        for method, op in item.items():
+            yield method, path, op
+
+
+def test_every_operation_describes_its_answers(client):
+    doc = client.get("/openapi.json").get_json()
+    schemas = doc["components"]["schemas"]
+    for method, path, op in _operations(doc):
+        success = [code for code in op["responses"] if code.startswith("2")]
+        assert len(success) == 1, (method, path)
+        schema = op["responses"][success[0]]["content"]["application/json"]["schema"]
+        target = schema["$ref"].rsplit("/", 1)[-1] if "$ref" in schema else None
+        if target is None:  # the list envelope
+            assert schema["properties"]["object"] == {"const": "list"} and "has_more" in schema["required"]
+            target = schema["properties"]["data"]["items"]["$ref"].rsplit("/", 1)[-1]
+        assert schemas[target]["required"] and schemas[target]["properties"], (method, path)
+        for code in ("400", "401", "404", "default"):
+            assert op["responses"][code] == {"$ref": "#/components/responses/Error"}, (method, path, code)
+        if method == "post" and path != "/v1/routing/simulate":
+            key = next(p for p in op["parameters"] if p["name"] == "Idempotency-Key")
+            assert key["required"] and key["schema"]["maxLength"] == 255 and key["schema"]["pattern"]
+    error = schemas["Error"]["properties"]["error"]
+    assert set(error["required"]) == {"type", "code", "message", "request_id"} and "param" in error["properties"]
+
+
+def test_list_parameters_and_amounts_have_their_form(client):
+    doc = client.get("/openapi.json").get_json()
+    lists = [(p, op) for m, p, op in _operations(doc) if m == "get" and "items" in json.dumps(
+        op["responses"]["200"]["content"]["application/json"]["schema"])]
+    assert lists
+    for path, op in lists:
+        params = {p["name"]: p["schema"] for p in op["parameters"]}
+        assert params["starting_after"]["pattern"] == "^[a-z]+_[A-Za-z0-9]+$", path
+        assert (params["limit"]["minimum"], params["limit"]["maximum"]) == (1, 100), path
+    amounts = list(_named(doc, "amount"))
+    assert amounts and all(a.get("type") == "integer" for a in amounts), amounts
+
+
+def test_request_bodies_are_the_validation_schemas_each_self_contained(client):
+    doc = client.get("/openapi.json").get_json()
+    for _method, _path, op in _operations(doc):
+        body = op.get("requestBody")
+        if body:
+            name = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+            schema = doc["components"]["schemas"][name]
+            assert not list(_refs(schema)), name  # one schema per body, nothing to follow
+            assert schema["properties"].keys() == api_schema()["$defs"][name]["properties"].keys()
+
+
+def test_answers_match_their_documented_schemas(stack):
+    """Objects as the API answers them today (the fuzz test does this for generated requests)."""
+    doc = _doc()
+    api = builders.api(stack.client)
+    funded, other = api.account(funded=1000), api.account(reference=builders.unique())
+    transfer = api.post("/v1/transfers", api.transfer_body(funded["id"], other["id"], 10)).get_json()
+    payment = api.post("/v1/payments", builders.payment_body(500)).get_json()
+    checks = [("account", funded), ("account", other), ("transfer", transfer), ("payment", payment),
+              ("account_list", api.get("/v1/accounts").get_json()),
+              ("ledger_entry_list", api.get(f"/v1/accounts/{funded['id']}/entries").get_json()),
+              ("event_list", api.get("/v1/events").get_json()),
+              ("payment_list", api.get("/v1/payments").get_json()),
+              ("Error", api.get("/v1/accounts/acct_nope").get_json())]
+    for name, body in checks:
+        if name.endswith("_list"):
+            schema = {"$ref": f"#/components/schemas/{name[:-5]}"}
+            schema = {"type": "object", "required": ["object", "data", "has_more"],
+                      "properties": {"object": {"const": "list"}, "data": {"type": "array", "items": schema}}}
+            assert body["data"], name
+        else:
+            schema = {"$ref": f"#/components/schemas/{name}"}
+        validator = Draft202012Validator({**schema, "components": doc["components"]},
+                                         format_checker=Draft202012Validator.FORMAT_CHECKER)
+        errors = [e.message for e in validator.iter_errors(body)]
+        assert not errors, (name, errors)
+
+
+def _named(node, name):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "properties" and isinstance(value, dict) and name in value:
+                yield value[name]
+            yield from _named(value, name)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _named(value, name)
