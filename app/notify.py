@@ -23,6 +23,7 @@ from typing import Callable
 
 import redis
 
+from app import redis_conn
 from app.redis_conn import get_redis, redis_url
 
 log = logging.getLogger("payrouter.notify")
@@ -89,10 +90,11 @@ class Watch:
 
 
 def healthy() -> bool:
-    """Is this process subscribed right now (to the Redis of the current configuration)? Starts
-    the listener if this process has none."""
+    """Is this process subscribed right now (to the Redis of the current configuration), and does
+    it not take that Redis for hung (app.redis_conn.Outage: a subscription on a stopped server looks
+    alive, but no notice can come through it)? Starts the listener if this process has none."""
     listener = _ensure_listener()
-    return listener.subscribed.is_set() and listener.url == redis_url()
+    return listener.subscribed.is_set() and listener.url == redis_url() and not redis_conn.is_down()
 
 
 def _fire(topics) -> None:

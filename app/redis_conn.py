@@ -155,6 +155,9 @@ class _Guarded:
 
 def outage(config: Config | None = None) -> Outage:
     url = redis_url(config)
+    found = _outages.get(url)
+    if found is not None:
+        return found
     with _lock:
         if url not in _outages:
             _outages[url] = Outage(url)
