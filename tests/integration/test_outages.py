@@ -1,5 +1,6 @@
 """Outages (CONTRACT §1 and §5), on real servers of the test's own: a redis-server it hangs with
-SIGSTOP, a PostgreSQL cluster it stops and starts. The shared servers are never touched."""
+SIGSTOP, a PostgreSQL cluster it stops and starts. The shared servers are never touched. The
+outage tests run on PostgreSQL; key revocation across processes runs on either backend."""
 from __future__ import annotations
 
 import statistics
@@ -21,8 +22,6 @@ from tests import builders
 from tests.conftest import _reset_process_caches
 from tests.live import process_env
 from tests.outage_support import PrivatePostgres, PrivateRedis, postgres_available
-
-pytestmark = pytest.mark.postgres
 
 DEST = {"type": "bank_account", "country": "US", "last4": "1234"}
 
@@ -105,6 +104,7 @@ def _timed(send) -> tuple[float, object]:
     return time.perf_counter() - started, response
 
 
+@pytest.mark.postgres
 def test_a_hung_redis_holds_no_request_more_than_half_a_second_longer(redis_stack):
     stack, server = redis_stack
     api = builders.api(stack.client)
@@ -132,6 +132,7 @@ def test_a_hung_redis_holds_no_request_more_than_half_a_second_longer(redis_stac
         assert response.status_code == expected, (kind, response.get_json())
 
 
+@pytest.mark.postgres
 def test_velocity_limits_answer_402_limit_unavailable_while_redis_hangs(redis_stack):
     stack, server = redis_stack
     api = builders.api(stack.client)
@@ -154,6 +155,7 @@ def test_velocity_limits_answer_402_limit_unavailable_while_redis_hangs(redis_st
     assert again.status_code == 201, again.get_json()
 
 
+@pytest.mark.postgres
 def test_readyz_follows_the_database_and_reports_redis(pg_stack, private_redis):
     stack, cluster = pg_stack
     assert requests.get(f"{stack.api_url}/readyz", timeout=5).json()["checks"] == {"database": "ok", "redis": "ok"}
@@ -169,6 +171,7 @@ def test_readyz_follows_the_database_and_reports_redis(pg_stack, private_redis):
     assert down.status_code == 503 and down.json()["checks"]["database"].startswith("error")
 
 
+@pytest.mark.postgres
 def test_the_database_down_answers_503_service_unavailable_with_retry_after(pg_stack):
     stack, cluster = pg_stack
     api = builders.api(stack.client)
@@ -188,6 +191,7 @@ def test_the_database_down_answers_503_service_unavailable_with_retry_after(pg_s
     assert api.get(f"/v1/accounts/{a['id']}").get_json()["balance"]["available"] == 900  # nothing half-written
 
 
+@pytest.mark.postgres
 def test_a_key_left_in_flight_by_a_database_death_answers_within_10_s(pg_stack, monkeypatch):
     """PostgreSQL stops while the channel is being called: the request fails (503) after its
     payment and attempt were committed; the retry with the same key, once the database is back,
