@@ -244,6 +244,8 @@ from app.domain.errors import AuthenticationFailed
 from app.services import merchants
 
 secret = sys.argv[1]
+if len(sys.argv) > 2:
+    merchants.AUTH_CACHE_SECONDS = float(sys.argv[2])
 notify.wait_until_healthy(10)
 merchants.authenticate(secret)
 print("ready", flush=True)
@@ -257,7 +259,7 @@ while time.time() < deadline:
 """
 
 
-def revocation_delay(config, hang=None) -> float:
+def revocation_delay(config, hang=None, cache_seconds=None) -> float:
     """Seconds from a key's revocation committed in this process to its first refusal in another
     (a process of its own, with its own cache, on the same database and Redis)."""
     from sqlalchemy import event, select
@@ -266,7 +268,8 @@ def revocation_delay(config, hang=None) -> float:
     from app.services.merchants import hash_key, revoke_key
 
     merchant_id, secret = builders.merchant()
-    watcher = subprocess.Popen([sys.executable, "-c", WATCHER, secret], env=process_env(config),
+    extra = [] if cache_seconds is None else [str(cache_seconds)]
+    watcher = subprocess.Popen([sys.executable, "-c", WATCHER, secret, *extra], env=process_env(config),
                                stdout=subprocess.PIPE, text=True)
     try:
         assert watcher.stdout.readline().strip() == "ready"
@@ -287,6 +290,11 @@ def revocation_delay(config, hang=None) -> float:
 
 def test_a_revoked_key_is_refused_by_another_process_within_100_ms(clean):
     assert revocation_delay(clean) < 0.1
+
+
+def test_a_revocation_notice_empties_another_process_cache(clean):
+    """The notice alone, with the other process's cache lifetime made a minute long."""
+    assert revocation_delay(clean, cache_seconds=60) < 0.1
 
 
 def test_a_revoked_key_is_refused_within_100_ms_while_redis_hangs(clean, private_redis):
