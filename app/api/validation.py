@@ -72,8 +72,8 @@ _JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?([0-9]+))?")
 
 
 class Oversized:
-    """A JSON number beyond 64 bits or with a huge exponent, as written: the walk refuses it with its param
-    (no arithmetic is ever done on it: ``Decimal("1e99999999999999999999")`` itself raises)."""
+    """A JSON number beyond 64 bits, with a huge exponent or too many digits, as written: the walk refuses
+    it with its param (no arithmetic is done on it: ``Decimal("1e99999999999999999999")`` itself raises)."""
 
     __slots__ = ("text",)
 
@@ -131,8 +131,8 @@ def _walk(body: object) -> None:
         elif isinstance(node, Oversized):
             param = _param(path)
             shown = node.text if len(node.text) <= 24 else node.text[:24] + "…"
-            raise InvalidRequest(f"{param or 'body'}: {shown} is beyond the 64-bit range or has a huge exponent",
-                                 param=param, code="parameter_invalid")
+            raise InvalidRequest(f"{param or 'body'}: {shown} is beyond the 64-bit range, or has a huge exponent "
+                                 "or too many digits", param=param, code="parameter_invalid")
         elif isinstance(node, str):
             refuse_bad_text(node, _param(path))
 

@@ -9,12 +9,16 @@ PAYROUTER_FUZZ_EXAMPLES cases per operation, PAYROUTER_FUZZ_COVERAGE=1, PAYROUTE
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
+import json
 import os
 import re
 import threading
+from urllib.parse import quote
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
@@ -101,3 +105,67 @@ def test_the_api_answers_as_documented(case, live):
         case.headers["Idempotency-Key"] = f"{next(KEYS)}-{key}"[:255].rstrip()
     response = case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS, timeout=30)
     seen[response.status_code] += 1
+
+
+BAD_STRINGS = {"NUL": "a\x00b", "unpaired surrogate": "a\ud800b"}
+BAD_NUMBERS = ["1e999", "1e99999999999999999999", "18446744073709551616", "-0.5e-99999999999999999999",
+               "1" + "0" * 5000]
+
+
+def _operations():
+    for path, item in _document()["paths"].items():
+        for method, op in item.items():
+            yield method, path, op
+
+
+def _body_fields(op) -> list[tuple[str, str]]:
+    """(field, JSON type) of every top-level property of the operation's request body."""
+    body = op.get("requestBody")
+    if not body:
+        return []
+    name = body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    properties = _document()["components"]["schemas"][name]["properties"]
+    return [(field, spec.get("type", "object")) for field, spec in properties.items()]
+
+
+@pytest.mark.parametrize("method,path", [(m, p) for m, p, _ in _operations()], ids=lambda v: str(v))
+def test_bad_text_and_numbers_in_every_documented_place_are_400(live, method, path):
+    """Schemathesis generates text a codec can encode, so this sweeps the rest: a NUL or an unpaired
+    surrogate in every body field, path id and query parameter of every operation, a number no
+    64-bit column holds in every numeric field, each answered 400 parameter_invalid naming it."""
+    base_url, headers = live
+    op = dict(_operations_by_key()[(method, path)])
+    sent = []
+    for label, bad in BAD_STRINGS.items():
+        if "{id}" in path:
+            raw = quote(bad.encode("utf-8", "surrogatepass"), safe="")
+            sent.append((label, "id", path.replace("{id}", raw), b"", None))
+        for param in (p["name"] for p in op["parameters"] if p["in"] == "query"):
+            query = quote(bad.encode("utf-8", "surrogatepass"), safe="")
+            sent.append((label, param, path.replace("{id}", "x_1") + f"?{param}={query}", b"", None))
+        for field, kind in _body_fields(op):
+            escaped = json.dumps(bad)  # "\u0000" and "\ud800" as JSON escapes
+            body = ('{"%s": %s}' % (field, escaped if kind == "string" else '{"k": %s}' % escaped)).encode()
+            sent.append((label, field if kind == "string" else f"{field}[k]", path.replace("{id}", "x_1"), body, None))
+            if kind == "string":  # the raw bytes of a surrogate, not an escape: not UTF-8 at all
+                raw_body = b'{"%s": "a\xed\xa0\x80b"}' % field.encode()
+                sent.append(("raw surrogate bytes", None, path.replace("{id}", "x_1"), raw_body, "invalid_json"))
+    for field, kind in _body_fields(op):
+        if kind == "integer":
+            for number in BAD_NUMBERS:
+                sent.append((number[:12], field, path.replace("{id}", "x_1"), b'{"%s": %s}' % (
+                    field.encode(), number.encode()), None))
+    for label, param, url, body, code in sent:
+        request_headers = {**headers, "Idempotency-Key": f"bad-{next(KEYS)}", "Content-Type": "application/json"}
+        response = requests.request(method.upper(), base_url + url, data=body or None, headers=request_headers,
+                                    timeout=30)
+        assert response.status_code == 400, (label, url, body[:80], response.status_code, response.text[:300])
+        error = response.json()["error"]
+        assert error["code"] == (code or "parameter_invalid"), (label, url, body[:80], error)
+        if param is not None:
+            assert error["param"] == param, (label, url, body[:80], error)
+
+
+@functools.cache
+def _operations_by_key() -> dict:
+    return {(m, p): op for m, p, op in _operations()}
