@@ -68,9 +68,12 @@ def live(config, tmp_path_factory, request):
     channels_file = write_channels_file(tmp_path_factory.mktemp("fuzz") / "channels.yaml", "http://127.0.0.1:1")
     sandbox = SandboxServer("127.0.0.1", 0, channels_file, **FAST_SANDBOX_OPTIONS)
     write_channels_file(channels_file, sandbox.url)
-    app = create_app(config.with_(channels_file=channels_file))
+    # Endpoints on loopback are allowed so that generated ones get created: _with_real_ids points each
+    # at a closed loopback port, so no delivery ever leaves this machine.
+    fuzz_config = config.with_(channels_file=channels_file, allow_private_webhooks=True)
+    app = create_app(fuzz_config)
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    set_config(config.with_(channels_file=channels_file, public_url=f"http://127.0.0.1:{server.server_port}"))
+    set_config(fuzz_config.with_(public_url=f"http://127.0.0.1:{server.server_port}"))
     channels_runtime.reset()
     seed_default_rules()
     sandbox.start()
@@ -82,8 +85,10 @@ def live(config, tmp_path_factory, request):
         payment = api.post("/v1/payments", builders.payment_body(500))
         assert (transfer.status_code, payment.status_code) == (201, 201)
         event = api.get("/v1/events?limit=1").get_json()["data"][0]
+        endpoint = api.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]})
+        assert endpoint.status_code == 201, endpoint.get_json()
         ids = {"acct": funded["id"], "to_account": other["id"], "tr": transfer.get_json()["id"],
-               "pay": payment.get_json()["id"], "evt": event["id"]}
+               "pay": payment.get_json()["id"], "evt": event["id"], "we": endpoint.get_json()["id"]}
         yield f"http://127.0.0.1:{server.server_port}", api.headers(), ids
     finally:
         server.shutdown()
@@ -114,13 +119,19 @@ def test_the_api_answers_as_documented(case, live):
 
 
 # Which seeded object a path's {id} or a body's reference to another object may name.
-PATH_KINDS = {"accounts": "acct", "test_helpers": "acct", "transfers": "tr", "payments": "pay", "events": "evt"}
+PATH_KINDS = {"accounts": "acct", "test_helpers": "acct", "transfers": "tr", "payments": "pay", "events": "evt",
+              "webhook_endpoints": "we"}
 BODY_KINDS = {"account": "acct", "from_account": "acct", "to_account": "to_account", "payment": "pay"}
 
 
 def _with_real_ids(case, ids: dict) -> None:
     """Every other case names objects that exist (a generated id is never found, so without this
-    nothing past the lookup of an id would be fuzzed: transfers, top-ups, refunds, entries…)."""
+    nothing past the lookup of an id would be fuzzed: transfers, top-ups, refunds, entries…).
+    Every webhook endpoint URL, whatever its host, is sent to a closed port on loopback."""
+    if isinstance(case.body, dict) and isinstance(case.body.get("url"), str):
+        authority = re.match(r"https?://[^/?#]*", case.body["url"])
+        if authority:
+            case.body["url"] = "http://127.0.0.1:9" + case.body["url"][authority.end():]
     if next(ALTERNATE) % 2:
         return
     segments = case.operation.path.split("/")
