@@ -129,6 +129,9 @@ def _operation(method: str, path: str, schema: str | None, summary: str, status:
 
 @cache
 def document() -> dict:
+    # Each resource module adds its operations when imported: all of them are, before the first build.
+    from app.api import accounts, events, payments, routing, transfers, webhooks  # noqa: F401
+
     operations = OPERATIONS + EXTRA_OPERATIONS
     bodies = {schema for _, _, schema, _, _ in operations if schema} | set(OPTIONAL_BODIES.values())
     # One self-contained schema per body, as validation.validate checks it.
