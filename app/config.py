@@ -8,7 +8,8 @@ from pathlib import Path
 DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 # An operation left processing is queried at its channel after 30 s, then with backoff.
 DEFAULT_STATUS_QUERY_DELAYS = (30, 60, 120, 300, 600, 1800, 3600)
-# PAYROUTER_SECRET_KEY unset: admin sessions use this; secrets at rest use a random key file instead (app.crypto).
+# PAYROUTER_SECRET_KEY unset: this marks it so; console sessions and secrets at rest then use a random key file
+# (app.crypto.current_key), never this constant.
 DEV_SECRET_KEY = "dev-insecure-change-me"
 
 
@@ -39,6 +40,11 @@ class Config:
     @property
     def embedded_redis(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def session_cookie_secure(self) -> bool:
+        """Console cookies are sent over HTTPS only when the router is served on https://."""
+        return (self.public_url or "").lower().startswith("https://")
 
     @property
     def is_sqlite(self) -> bool:

@@ -22,7 +22,10 @@ def create_app(config: Config | None = None) -> Flask:
 
     check_live_channels()  # a live channel without its secret from the environment: refuse to start
     app = Flask(__name__)
-    app.config["SECRET_KEY"] = config.secret_key
+    from app import crypto
+
+    # Signs console sessions: PAYROUTER_SECRET_KEY, or without it this install's random var/secret_key.
+    app.config["SECRET_KEY"] = crypto.current_key(config)
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     app.json.sort_keys = False
     errors.register(app)
@@ -32,6 +35,9 @@ def create_app(config: Config | None = None) -> Flask:
 
     for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks, callbacks, ops):
         app.register_blueprint(module.bp)
+    from admin import init_admin
+
+    init_admin(app)  # the console at /admin: its own log-in (not the /v1 keys), CSRF on its forms
     return app
 
 

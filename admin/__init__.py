@@ -1,0 +1,96 @@
+"""The admin console (issue #12): Flask-Admin at /admin, mounted by app.web.create_app.
+
+``init_admin(app)`` sets up sessions (Flask-Login), CSRF (Flask-WTF, on every /admin form) and the
+pages listed in ``admin.views.PAGES`` (see admin/views/__init__.py for how a page registers).
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Flask, render_template, request
+from flask_admin import Admin
+from flask_admin.theme import Bootstrap4Theme
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFError, CSRFProtect
+
+from admin.views.base import AdminForbidden
+
+URL = "/admin"
+csrf = CSRFProtect()
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
+
+
+# The console's own templates (admin/templates/admin/...) and static files, served at /admin/assets/
+# (vendored libraries: no CDN, the console works with no internet).
+assets = Blueprint("console_assets", __name__, template_folder="templates", static_folder="static",
+                   static_url_path=URL + "/assets")
+
+
+def init_admin(app: Flask) -> Admin:
+    from app.config import get_config
+
+    config = get_config()
+    # SECRET_KEY (create_app): PAYROUTER_SECRET_KEY, or the install's random var/secret_key — never a constant.
+    app.config.update(
+        SESSION_COOKIE_NAME="payrouter_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=config.session_cookie_secure,
+        SESSION_COOKIE_PATH=URL,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_SECURE=config.session_cookie_secure,
+        PERMANENT_SESSION_LIFETIME=12 * 3600,
+        WTF_CSRF_CHECK_DEFAULT=False,  # checked below for /admin only: /v1, /callbacks, /ops are not forms
+        WTF_CSRF_TIME_LIMIT=12 * 3600,
+        WTF_CSRF_SSL_STRICT=config.session_cookie_secure,
+    )
+    csrf.init_app(app)
+    app.register_blueprint(assets)
+    _login_manager(app)
+
+    @app.before_request
+    def _admin_csrf():
+        if request.method not in SAFE_METHODS and (request.path == URL or request.path.startswith(URL + "/")):
+            csrf.protect()
+
+    @app.errorhandler(CSRFError)
+    def _csrf_refused(error):
+        return render_template("admin/payrouter_error.html", status=400, title="Form expired or forged",
+                               message="The form was refused: its CSRF token is missing or invalid. "
+                                       "Reload the page and try again.", admin_base_template=_BASE), 400
+
+    @app.errorhandler(AdminForbidden)
+    def _forbidden(error):
+        return render_template("admin/payrouter_error.html", status=403, title="Forbidden",
+                               message=error.description, admin_base_template=_BASE), 403
+
+    from admin import views
+
+    console = Admin(app, name="PayRouter", url=URL, index_view=views.index_view(),
+                    theme=Bootstrap4Theme(base_template=_BASE, swatch="default"))
+    for view in views.all_views():
+        console.add_view(view)
+    return console
+
+
+_BASE = "admin/payrouter_master.html"
+
+
+def _login_manager(app: Flask) -> None:
+    from admin.views.base import ConsoleUser
+    from app.services import admin_users
+
+    manager = LoginManager()
+    manager.login_view = "console_login.index"
+    manager.login_message = None
+    manager.session_protection = "basic"
+    manager.init_app(app)
+
+    @manager.user_loader
+    def _load(user_id: str):
+        try:
+            user = admin_users.get_by_id(int(user_id))
+        except (TypeError, ValueError):
+            return None
+        if user is None or user.disabled:  # disabled: logged out at the next request
+            return None
+        return ConsoleUser(user)

@@ -1,0 +1,69 @@
+"""Log in and Log out (not in the navigation)."""
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from flask import redirect, request, url_for
+from flask_admin import BaseView, expose
+from flask_login import login_user, logout_user
+from wtforms import PasswordField, StringField
+from wtforms.validators import DataRequired, Length
+
+from admin.views.base import ConsoleForm, ConsoleUser
+from app.domain.errors import AuthenticationFailed
+from app.services import admin_users
+
+
+class LoginForm(ConsoleForm):
+    username = StringField("Username", validators=[DataRequired(), Length(max=80)])
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+
+
+def _safe_next(target: str | None) -> str:
+    """Only a path of this console: never another site (an open redirect)."""
+    if target:
+        parts = urlsplit(target)
+        if not parts.scheme and not parts.netloc and target.startswith("/admin") and "\\" not in target:
+            return target
+    return url_for("admin.index")
+
+
+class LoginView(BaseView):
+    def is_visible(self) -> bool:
+        return False
+
+    @expose("/", methods=("GET", "POST"))
+    def index(self):
+        form = LoginForm()
+        error, status = None, 200
+        if form.validate_on_submit():
+            try:
+                user = admin_users.authenticate(form.username.data, form.password.data, request.remote_addr)
+            except admin_users.LoginThrottled as exc:
+                error, status = exc.message, 429
+            except AuthenticationFailed as exc:
+                error, status = exc.message, 401
+            else:
+                login_user(ConsoleUser(user))
+                return redirect(_safe_next(request.args.get("next")))
+        elif request.method == "POST":
+            error, status = "Enter a user name and a password.", 400
+        response = self.render("admin/payrouter_login.html", form=form, error=error)
+        return response, status
+
+
+class LogoutView(BaseView):
+    def is_visible(self) -> bool:
+        return False
+
+    @expose("/", methods=("GET", "POST"))
+    def index(self):
+        if request.method == "POST":  # CSRF-checked like every /admin POST
+            logout_user()
+            return redirect(url_for("console_login.index"))
+        return self.render("admin/payrouter_logout.html")
+
+
+def views() -> list:
+    return [LoginView(name="Log in", endpoint="console_login", url="login"),
+            LogoutView(name="Log out", endpoint="console_logout", url="logout")]

@@ -1,0 +1,8 @@
+"""The "Reconciliation" page (placeholder until its page lands)."""
+from __future__ import annotations
+
+from admin.views.placeholder import PlaceholderView
+
+
+def views() -> list:
+    return [PlaceholderView(name="Reconciliation", endpoint="console_reconciliation", url="reconciliation")]

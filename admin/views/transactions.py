@@ -1,0 +1,8 @@
+"""The "Transactions" page (placeholder until its page lands)."""
+from __future__ import annotations
+
+from admin.views.placeholder import PlaceholderView
+
+
+def views() -> list:
+    return [PlaceholderView(name="Transactions", endpoint="console_transactions", url="transactions")]

@@ -1,0 +1,8 @@
+"""The "Webhooks" page (placeholder until its page lands)."""
+from __future__ import annotations
+
+from admin.views.placeholder import PlaceholderView
+
+
+def views() -> list:
+    return [PlaceholderView(name="Webhooks", endpoint="console_webhooks", url="webhooks")]
