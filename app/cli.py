@@ -279,11 +279,11 @@ def secrets_rotate(old_key_envs, old_key_files):
 
 
 def _register_groups() -> None:
-    """Command groups that live beside their modules: rules, switches, webhooks."""
-    from app import ops_cli
+    """Command groups that live beside their modules: rules, switches, webhooks, console users."""
+    from app import ops_cli, users_cli
     from rules import cli as rules_cli
 
-    for command in rules_cli.COMMANDS + ops_cli.COMMANDS:
+    for command in rules_cli.COMMANDS + ops_cli.COMMANDS + users_cli.COMMANDS:
         main.add_command(command)
 
 

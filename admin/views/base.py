@@ -48,7 +48,8 @@ def user_can(*roles: str) -> bool:
 
 def _refuse(roles: tuple[str, ...]):
     if not current_user.is_authenticated:
-        return redirect(url_for("console_login.index", next=request.full_path.rstrip("?") if request.method == "GET" else None))
+        back = request.full_path.rstrip("?") if request.method == "GET" else None
+        return redirect(url_for("console_login.index", next=back))
     raise AdminForbidden(f"This needs the role {' or '.join(roles)} (or admin); you are {current_user.role}.")
 
 
