@@ -47,11 +47,6 @@ class Config:
         return (self.public_url or "").lower().startswith("https://")
 
     @property
-    def session_cookie_secure(self) -> bool:
-        """Console cookies are sent over HTTPS only when the router is served on https://."""
-        return (self.public_url or "").lower().startswith("https://")
-
-    @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 

@@ -264,31 +264,6 @@ class AdminLoginFailure(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
-class AdminUser(Base):
-    """A person who logs in to the admin console (admin/): a role, an argon2 password hash."""
-
-    __tablename__ = "admin_users"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    username: Mapped[str] = mapped_column(String(80), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(200))
-    role: Mapped[str] = mapped_column(String(20))  # viewer | ops | pm | admin
-    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    last_login_at: Mapped[datetime | None] = mapped_column(DateTime)
-
-
-class AdminLoginFailure(Base):
-    """Failed console log-ins counted per key (``user:<name>`` or ``addr:<client address>``): enough
-    of them lock the key out for a while (app.services.admin_users), with or without Redis."""
-
-    __tablename__ = "admin_login_failures"
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    first_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime)
-
-
 class Operation(Base):
     """A payment-like money movement through a channel (or the ledger): payment, topup,
     withdrawal or refund. One table, one state machine, one compare-and-set."""
