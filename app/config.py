@@ -33,6 +33,7 @@ class Config:
     status_query_delays: tuple[int, ...] = DEFAULT_STATUS_QUERY_DELAYS
     ops_token: str | None = None
     reconcile_interval: int = 60  # seconds between near-real-time reconciliation passes; 0: off
+    rules_approval: bool = False  # publishing a rule set needs a second pm/admin's approval
     log_json: bool = True
     testing: bool = False
     extra: dict = field(default_factory=dict)
@@ -72,6 +73,7 @@ class Config:
             status_query_delays=_schedule(env.get("PAYROUTER_STATUS_QUERY_DELAYS"), DEFAULT_STATUS_QUERY_DELAYS),
             ops_token=env.get("PAYROUTER_OPS_TOKEN") or None,
             reconcile_interval=int(env.get("PAYROUTER_RECONCILE_INTERVAL") or 60),
+            rules_approval=env.get("PAYROUTER_RULES_APPROVAL") == "1",
             log_json=env.get("PAYROUTER_LOG_FORMAT", "json") == "json",
         )
 

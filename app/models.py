@@ -209,6 +209,27 @@ class RulesetPublication(Base):
     action: Mapped[str] = mapped_column(String(10))  # publish | rollback
     actor: Mapped[str] = mapped_column(String(200))
     reason: Mapped[str | None] = mapped_column(String(1000))
+    approved_by: Mapped[str | None] = mapped_column(String(200))  # four-eyes: the second person
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class RulesetRequest(Base):
+    """A rule set awaiting a second person's approval (PAYROUTER_RULES_APPROVAL=1) before it goes live."""
+
+    __tablename__ = "ruleset_requests"
+    __table_args__ = (Index("ix_ruleset_requests_status", "status", "merchant_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str | None] = mapped_column(String(40))  # None: the platform set
+    source: Mapped[str] = mapped_column(Text)
+    checksum: Mapped[str] = mapped_column(String(64))
+    author: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(1000))
+    dropped: Mapped[list] = mapped_column(JSON, default=list)  # live rule ids it removes (confirmed)
+    status: Mapped[str] = mapped_column(String(10))  # pending | approved | rejected
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(DateTime)
+    note: Mapped[str | None] = mapped_column(String(1000))
+    version: Mapped[int | None] = mapped_column(ForeignKey("ruleset_versions.version"))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -18,7 +18,7 @@ from rules.facts import facts_for, flatten
 from rules.fees import compute_fee
 from rules.model import RuleSet
 
-__all__ = ["Availability", "Decision", "decide", "facts_for", "combine_limits", "split_order"]
+__all__ = ["Availability", "Decision", "decide", "facts_for", "combine_limits", "split_order", "sources"]
 
 
 class Availability(Protocol):
@@ -115,6 +115,14 @@ def _pick(ruleset: RuleSet, matched: tuple[str, ...], attr: str) -> tuple[str | 
         if value:
             return rid, then
     return None, ruleset.defaults
+
+
+def sources(ruleset: RuleSet, matched: tuple[str, ...]) -> dict:
+    """Which rule gave the routing and which the fee (``"defaults"`` when none did), and that fee spec:
+    the "why" beside a decision (the admin UI's simulate)."""
+    route_rule, _ = _pick(ruleset, matched, "routing")
+    fee_rule, then = _pick(ruleset, matched, "fee")
+    return {"routing": route_rule or "defaults", "fee": fee_rule or "defaults", "fee_spec": then.fee}
 
 
 def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availability: Availability | None = None,

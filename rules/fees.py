@@ -36,3 +36,16 @@ def fee_to_dict(fee: Fee) -> dict:
     if fee.max is not None:
         out["max"] = fee.max
     return out
+
+
+def formula(fee: Fee | None, amount: int, currency: str) -> str:
+    """How the fee came about, in words: ``2.9% of 150000 + 30 = 4380; min 50 → 4380``."""
+    if fee is None:
+        return "no fee"
+    raw = percent_of(amount, fee.percent) + Decimal(fee.fixed)
+    text = f"{fee.percent}% of {amount} + {fee.fixed} = {raw.normalize():f}"
+    if fee.min is not None and raw < fee.min:
+        text += f"; below min {fee.min}"
+    if fee.max is not None and raw > fee.max:
+        text += f"; above max {fee.max}"
+    return f"{text} → {compute_fee(fee, amount, currency)} {currency}"

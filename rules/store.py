@@ -55,14 +55,17 @@ def _source_format(source: str) -> str:
         return "yaml"
 
 
-def publish(session: Session, source: str, author: str, comment: str | None = None) -> int:
-    """Store and make live a new version; returns its number."""
+def publish(session: Session, source: str, author: str, comment: str | None = None,
+            approved_by: str | None = None) -> int:
+    """Store and make live a new version; returns its number. ``comment``: the reason, kept on the
+    version and its publication; ``approved_by``: the second person when approval is required."""
     check(source)
     version = RulesetVersion(source=source, source_format=_source_format(source), author=author, comment=comment,
                              checksum=hashlib.sha256(source.encode()).hexdigest())
     session.add(version)
     session.flush()
-    session.add(RulesetPublication(version=version.version, action="publish", actor=author, reason=comment))
+    session.add(RulesetPublication(version=version.version, action="publish", actor=author, reason=comment,
+                                   approved_by=approved_by))
     session.flush()
     return version.version
 
@@ -93,6 +96,7 @@ def history(session: Session) -> list[dict]:
                            .order_by(RulesetPublication.id.desc())).all()
     return [{"version": p.version, "action": p.action, "actor": p.actor, "reason": p.reason,
              "at": p.created_at.isoformat() + "Z", "author": v.author, "comment": v.comment,
+             "approved_by": p.approved_by,
              "checksum": v.checksum[:12]} for p, v in rows]
 
 

@@ -74,7 +74,7 @@ def test_publish_history_rollback(clean, rules_file):
     assert code == 0
     rows = json.loads(cli("rules", "history", "--json")[1])
     assert (rows[0]["version"], rows[0]["action"], rows[0]["reason"]) == (1, "rollback", "oops")
-    assert cli("rules", "rollback", "99")[0] != 0
+    assert cli("rules", "rollback", "99", "--reason", "no such version")[0] != 0
 
 
 def test_simulate_prints_the_decision(clean, rules_file, tmp_path):
@@ -100,7 +100,7 @@ def test_a_rule_set_that_would_hang_the_engine_is_refused_and_serving_goes_on(cl
     init()
     rules = "".join(f"  - id: r{i}\n    priority: 1\n    when: {{all: [{{fact: amount, eq: {i + 1}}}]}}\n"
                     f"    then: {{route: [sandbox]}}\n" for i in range(520))
-    code, out = cli("rules", "publish", rules_file("rules:\n" + rules))
+    code, out = cli("rules", "publish", rules_file("rules:\n" + rules), "--reason", "many rules", "--yes")
     assert code != 0
     assert runtime.version_in_use() == 1
 
@@ -131,7 +131,7 @@ def test_hot_reload_in_api_and_worker_processes_within_2_s(clean, rules_file):
                 raise AssertionError("worker did not answer")
 
             assert api_version() == 1 and worker_version() == 1
-            code, out = cli("rules", "publish", rules_file(V2))
+            code, out = cli("rules", "publish", rules_file(V2), "--reason", "cheaper default fee")
             assert code == 0, out
             published = time.monotonic()
             seen = {}
@@ -141,7 +141,7 @@ def test_hot_reload_in_api_and_worker_processes_within_2_s(clean, rules_file):
                 if "worker" not in seen and worker_version() == 2:
                     seen["worker"] = time.monotonic() - published
             assert set(seen) == {"api", "worker"} and max(seen.values()) < 2.0, seen
-            cli("rules", "rollback", "1")
+            assert cli("rules", "rollback", "1", "--reason", "back to the defaults")[0] == 0
             time.sleep(1.0)
             assert api_version() == 1 and worker_version() == 1
     finally:

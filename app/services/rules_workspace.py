@@ -1,0 +1,287 @@
+"""The rules workspace (contract §3 and §5 "Rules"): a draft rule set looked at beside the live one.
+
+Show the live (or any) version as YAML, validate a draft with its problems at their line, diff it
+against live rule by rule, simulate one body under draft and live side by side, and replay the last
+N operations under both. Publishing, approval, history and rollback are in
+``app.services.rules_publishing``. Every decision here is made by ``rules.decide.decide``, the one
+decision path the API uses; only the rule set and its matcher differ.
+
+``merchant``: the rule set of one merchant. Per-merchant rule sets arrive with their own change;
+until then only the platform set (``merchant=None``) exists and any other answers 400.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from types import SimpleNamespace
+
+import yaml
+from sqlalchemy import select
+
+from app.db import read_only
+from app.domain.errors import InvalidRequest, NotFound, PayRouterError
+from app.models import Merchant, Operation
+from app.services import routing
+from rules import decide as decide_mod
+from rules import diff as diff_mod
+from rules import fees, format, runtime, store
+from rules.engine import CompiledRules
+from rules.model import RuleSet
+
+KINDS = ("payment", "topup", "withdrawal", "refund")
+MAX_REPLAY = 10_000
+EXAMPLES = 5
+_checked: OrderedDict[str, RuleSet] = OrderedDict()  # checksum → a draft that passed every check
+
+
+def platform_only(merchant: str | None) -> None:
+    if merchant is not None:
+        raise InvalidRequest("rule sets per merchant are not available yet; leave merchant empty",
+                             param="merchant", code="merchant_rules_unavailable")
+
+
+# -- show ---------------------------------------------------------------------------------------
+
+def as_yaml(source: str) -> str:
+    """A stored source as YAML: YAML as written (comments kept), JSON converted."""
+    try:
+        data = json.loads(source)
+    except ValueError:
+        return source
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+def show(version: int | None = None, merchant: str | None = None) -> dict:
+    """``{version, live_version, source}``: the live version (or ``version``) as YAML."""
+    platform_only(merchant)
+    with read_only() as session:
+        live = store.live_version(session)
+        wanted = live if version is None else version
+        if wanted is None:
+            return {"version": None, "live_version": None, "merchant": merchant,
+                    "source": store.DEFAULT_RULES.read_text(encoding="utf-8")}
+        source = store.source_of(session, wanted)
+    return {"version": wanted, "live_version": live, "merchant": merchant, "source": as_yaml(source)}
+
+
+# -- validate -----------------------------------------------------------------------------------
+
+def problem_dict(problem) -> dict:
+    return {"line": problem.line, "rule_id": problem.rule_id, "path": problem.path, "message": problem.message,
+            "text": str(problem)}
+
+
+def checked(source: str) -> RuleSet:
+    """The draft as a rule set once it passed every check (schema, static, engine limits, a compile in
+    a child process); ``RulesInvalid`` or ``InvalidRequest`` otherwise. Recent passes are remembered."""
+    if not isinstance(source, str) or not source.strip():
+        raise InvalidRequest("the draft is empty", param="source")
+    key = hashlib.sha256(source.encode()).hexdigest()
+    if key in _checked:
+        _checked.move_to_end(key)
+        return _checked[key]
+    ruleset = store.check(source)
+    _checked[key] = ruleset
+    while len(_checked) > 16:
+        _checked.popitem(last=False)
+    return ruleset
+
+
+def validate(source: str) -> list[dict]:
+    """Every problem of a draft (``[]``: it can be published), each with its line where known."""
+    try:
+        checked(source)
+    except format.RulesInvalid as exc:
+        return [problem_dict(p) for p in exc.problems]
+    except PayRouterError as exc:
+        return [{"line": None, "rule_id": None, "path": "", "message": exc.message, "text": exc.message}]
+    return []
+
+
+# -- diff ---------------------------------------------------------------------------------------
+
+def _live_data(merchant: str | None = None, version: int | None = None):
+    platform_only(merchant)
+    with read_only() as session:
+        wanted = store.live_version(session) if version is None else version
+        if wanted is None:
+            return None, None
+        return wanted, format.to_data(store.source_of(session, wanted))
+
+
+def diff(source: str, merchant: str | None = None, against: int | None = None) -> dict:
+    """The draft against the live version (or ``against``), rule by rule; ``problems`` if it cannot be read."""
+    version, before = _live_data(merchant, against)
+    problems = validate(source)
+    after = format.to_data(source) if isinstance(source, str) and source.strip() else None
+    if not isinstance(after, dict):  # unreadable: nothing to compare, the problems say why
+        after = before
+    result = diff_mod.diff(before, after)
+    result.update({"against": version, "problems": problems, "text": diff_mod.render(result)})
+    return result
+
+
+def dropped_rules(source: str, merchant: str | None = None) -> list[str]:
+    """Ids of live rules the draft no longer has."""
+    _, before = _live_data(merchant)
+    return [item["id"] for item in diff_mod.diff(before, format.to_data(source))["removed"]]
+
+
+# -- simulate -----------------------------------------------------------------------------------
+
+def _merchant(session, merchant_id: str | None, livemode: bool):
+    if not merchant_id:
+        return SimpleNamespace(id=None, category=None, livemode=livemode)
+    row = session.get(Merchant, merchant_id)
+    if row is None:
+        raise NotFound(f"No such merchant: '{merchant_id}'", param="merchant")
+    return SimpleNamespace(id=row.id, category=row.category, livemode=livemode)
+
+
+def explained(decision, ruleset: RuleSet, amount: int, currency: str) -> dict:
+    """The decision (contract's routing_decision) plus why: the rule that routed, the rule that set the
+    fee with its spec and formula, the rule that declined."""
+    out = decision.to_dict()
+    src = decide_mod.sources(ruleset, decision.matched_rules)
+    spec = src.pop("fee_spec")
+    out["explain"] = {
+        "routing_from": src["routing"] if decision.outcome == "route" else None,
+        "fee_from": src["fee"] if decision.outcome == "route" else None,
+        "fee_spec": fees.fee_to_dict(spec) if spec is not None and decision.outcome == "route" else None,
+        "fee_formula": fees.formula(spec, amount, currency) if decision.outcome == "route" else None,
+        "declined_by": decision.declined_by,
+    }
+    return out
+
+
+def _availability(kind: str, body: dict, livemode: bool):
+    if kind == "refund" or (body.get("payment_method") or {}).get("type") == "balance":
+        return routing.LedgerOnly()  # as the API decides them: no channel is routed to
+    return routing.Availability(livemode)
+
+
+def simulate(source: str, kind: str, body: dict, merchant_id: str | None = None, livemode: bool = False) -> dict:
+    """One body decided under the draft and under the live set, side by side (no side effect)."""
+    from app.api.validation import validate as validate_body
+
+    if kind not in KINDS:
+        raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}", param="kind")
+    ruleset = checked(source)
+    body = validate_body("simulate", {**body, "type": kind})
+    with read_only() as session:
+        merchant = _merchant(session, merchant_id, livemode)
+    amount, currency = body["amount"], body["currency"]
+    facts = routing.facts(kind, merchant, body, amount=amount, currency=currency)
+    availability = _availability(kind, body, livemode)
+    key = body.get("reference") or "simulate"
+    live = runtime.current()
+    before = decide_mod.decide(facts, live.ruleset, live, availability, split_key=key, version=live.version)
+    matcher = CompiledRules(ruleset)
+    try:
+        after = decide_mod.decide(facts, ruleset, matcher, availability, split_key=key)
+    finally:
+        matcher.close()
+    draft, current = explained(after, ruleset, amount, currency), explained(before, live.ruleset, amount, currency)
+    return {"kind": kind, "merchant": merchant.id, "facts": facts_view(facts), "draft": draft, "live": current,
+            "differs": _outcome(after) != _outcome(before)}
+
+
+def facts_view(facts: dict) -> dict:
+    return json.loads(json.dumps(facts, default=str))
+
+
+def _outcome(decision) -> tuple:
+    return decision.outcome, decision.decline_code, decision.channel, decision.fee, decision.matched_rules
+
+
+# -- replay -------------------------------------------------------------------------------------
+
+class _Remembered:
+    """Availability asked once per (channel, operation, currency, method) during one replay."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, {}
+
+    def drop_reason(self, channel_id, *, operation, currency, method):
+        key = (channel_id, operation, currency, method)
+        if key not in self.seen:
+            self.seen[key] = self.inner.drop_reason(channel_id, operation=operation, currency=currency,
+                                                    method=method)
+        return self.seen[key]
+
+
+def _summary(decision, refund_channel: str | None = None) -> dict:
+    return {"outcome": decision.outcome, "decline_code": decision.decline_code,
+            "channel": refund_channel if refund_channel is not None else decision.channel,
+            "fee": decision.fee, "matched_rules": list(decision.matched_rules)}
+
+
+def _recent(last: int, merchant: str | None):
+    with read_only() as session:
+        query = select(Operation).order_by(Operation.created_at.desc(), Operation.id.desc()).limit(last)
+        ops = [SimpleNamespace(**{name: getattr(op, name) for name in _STORED}) for op in session.scalars(query)]
+        ids = {op.merchant_id for op in ops}
+        categories = {m.id: m.category for m in session.scalars(select(Merchant).where(Merchant.id.in_(ids)))} \
+            if ids else {}
+    return ops, categories
+
+
+_STORED = ("id", "merchant_id", "livemode", "kind", "status", "amount", "currency", "fee", "reference",
+           "idempotency_key", "metadata_", "customer", "payment_method", "destination", "channel", "created_at")
+
+
+def replay(source: str, last: int = 100, merchant: str | None = None) -> dict:
+    """Re-decide the last ``last`` operations (their stored facts, at their own hour and weekday) under
+    the live set and under the draft, with today's channel availability for both, so every difference
+    comes from the rules: counts of changed channel, fee and decline, and examples of each."""
+    platform_only(merchant)
+    if type(last) is not int or not 1 <= last <= MAX_REPLAY:
+        raise InvalidRequest(f"last must be an integer from 1 to {MAX_REPLAY}", param="last")
+    ruleset = checked(source)
+    ops, categories = _recent(last, merchant)
+    live = runtime.current()
+    matcher = CompiledRules(ruleset)
+    availabilities = {}
+    counts = {"channel": 0, "fee": 0, "decline": 0}
+    examples = {"channel": [], "fee": [], "decline": []}
+    changed = 0
+    try:
+        for op in ops:
+            body = {"payment_method": op.payment_method, "destination": op.destination, "customer": op.customer,
+                    "metadata": op.metadata_}
+            who = SimpleNamespace(id=op.merchant_id, category=categories.get(op.merchant_id), livemode=op.livemode)
+            facts = routing.facts(op.kind, who, body, amount=op.amount, currency=op.currency, now=op.created_at)
+            ledger_only = op.kind == "refund" or (op.payment_method or {}).get("type") == "balance"
+            avail_key = "ledger" if ledger_only else op.livemode
+            if avail_key not in availabilities:
+                availabilities[avail_key] = _Remembered(_availability(op.kind, body, op.livemode))
+            availability = availabilities[avail_key]
+            key = op.idempotency_key or op.reference
+            before = decide_mod.decide(facts, live.ruleset, live, availability, split_key=key, version=live.version)
+            after = decide_mod.decide(facts, ruleset, matcher, availability, split_key=key)
+            refund_channel = op.channel if op.kind == "refund" else None  # a refund follows its payment
+            a, b = _summary(before, refund_channel), _summary(after, refund_channel)
+            if op.kind == "refund":
+                a["fee"] = b["fee"] = 0  # a refund charges no fee, whatever the rules say
+            what = []
+            if (a["outcome"], a["decline_code"]) != (b["outcome"], b["decline_code"]):
+                what.append("decline")
+            elif a["outcome"] == "route":
+                if a["channel"] != b["channel"]:
+                    what.append("channel")
+                if a["fee"] != b["fee"]:
+                    what.append("fee")
+            changed += bool(what)
+            for name in what:
+                counts[name] += 1
+                if len(examples[name]) < EXAMPLES:
+                    examples[name].append({
+                        "operation": op.id, "kind": op.kind, "amount": op.amount, "currency": op.currency,
+                        "merchant": op.merchant_id, "created_at": op.created_at.isoformat() + "Z",
+                        "stored": {"status": op.status, "channel": op.channel, "fee": op.fee},
+                        "live": a, "draft": b})
+    finally:
+        matcher.close()
+    return {"replayed": len(ops), "last": last, "live_version": live.version, "changed": changed,
+            "counts": counts, "examples": examples}
