@@ -32,6 +32,15 @@ def check_live_channels() -> None:
     require_live_secrets(read_channels_file(get_config().channels_file))
 
 
+def prepare() -> ChannelRegistry:
+    """Where a process starts (app factory, worker): refuse a live channel without its secret, and
+    load the channels now, so a test channel's missing generated secret is created in a transaction
+    of its own, never from inside a request's (on SQLite that transaction holds the only write lock,
+    and the nested insert waited for it until ``database is locked``)."""
+    check_live_channels()
+    return registry()
+
+
 def channel(channel_id: str) -> Channel:
     return registry().get(channel_id)
 

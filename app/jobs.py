@@ -84,11 +84,11 @@ def run_worker(names: list[str], burst: bool = False) -> None:
     from app.config import get_config
 
     logs.setup(get_config().log_json)
-    from app.channels_runtime import check_live_channels
+    from app import channels_runtime
     from channels.config import ChannelConfigError
 
     try:  # a live channel without its secret from the environment: refuse to start
-        check_live_channels()
+        channels_runtime.prepare()
     except ChannelConfigError as exc:
         raise SystemExit(exc.message) from None
     names = names or list(ALL_QUEUES)

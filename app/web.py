@@ -18,9 +18,9 @@ def create_app(config: Config | None = None) -> Flask:
         set_config(config)
     config = get_config()
     logs.setup(config.log_json)
-    from app.channels_runtime import check_live_channels
+    from app import channels_runtime
 
-    check_live_channels()  # a live channel without its secret from the environment: refuse to start
+    channels_runtime.prepare()  # a live channel without its secret from the environment: refuse to start
     app = Flask(__name__)
     from app import crypto
 
