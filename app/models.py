@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -155,6 +156,8 @@ class Transfer(Base):
     __table_args__ = (
         UniqueConstraint("merchant_id", "reference", name="uq_transfers_reference"),
         Index("ix_transfers_list", "merchant_id", "livemode", "created_at", "id"),
+        Index("ix_transfers_created", "created_at", "id"),  # the admin search (0014)
+        Index("ix_transfers_reference", "reference"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
@@ -296,6 +299,13 @@ class Operation(Base):
         CheckConstraint("amount_refunded >= 0 AND amount_refunded <= amount", name="ck_operations_refund_bound"),
         Index("ix_operations_list", "merchant_id", "livemode", "kind", "created_at", "id"),
         Index("ix_operations_due", "status", "next_query_at"),
+        # The admin search, newest first across merchants, and the dashboard (0014_admin_search).
+        Index("ix_operations_created", "created_at", "id"),
+        Index("ix_operations_status_created", "status", "created_at", "id"),
+        Index("ix_operations_channel_created", "channel", "created_at", "id"),
+        Index("ix_operations_merchant_created", "merchant_id", "created_at", "id"),
+        Index("ix_operations_reference", "reference"),
+        Index("ix_operations_customer", text("(customer ->> 'id')")),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
@@ -359,7 +369,8 @@ class ChannelCallback(Base):
 
     __tablename__ = "channel_callbacks"
     __table_args__ = (UniqueConstraint("dedupe_key", name="uq_channel_callbacks_dedupe"),
-                      Index("ix_channel_callbacks_pending", "processed_at", "received_at"))
+                      Index("ix_channel_callbacks_pending", "processed_at", "received_at"),
+                      Index("ix_channel_callbacks_reference", "reference"))  # an operation's callbacks
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     channel: Mapped[str] = mapped_column(String(100))
     dedupe_key: Mapped[str] = mapped_column(String(300))
@@ -379,7 +390,8 @@ class ReconciliationRun(Base):
     command) or the minutes since the previous pass (``continuous``, run by batch workers)."""
 
     __tablename__ = "reconciliation_runs"
-    __table_args__ = (Index("ix_reconciliation_runs_window", "channel", "mode", "window_end"),)
+    __table_args__ = (Index("ix_reconciliation_runs_window", "channel", "mode", "window_end"),
+                      Index("ix_reconciliation_runs_created", "created_at", "id"))
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     channel: Mapped[str] = mapped_column(String(100), index=True)
     day: Mapped[str] = mapped_column(String(10))
@@ -403,7 +415,8 @@ class ReconciliationIssue(Base):
 
     __tablename__ = "reconciliation_issues"
     __table_args__ = (UniqueConstraint("channel", "kind", "channel_reference", name="uq_reconciliation_issues_key"),
-                      Index("ix_reconciliation_issues_open", "status", "channel"))
+                      Index("ix_reconciliation_issues_open", "status", "channel"),
+                      Index("ix_reconciliation_issues_status_created", "status", "created_at", "id"))
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     run_id: Mapped[str | None] = mapped_column(String(40))  # the run that found it first (None: a status query)
     channel: Mapped[str] = mapped_column(String(100))

@@ -1,0 +1,59 @@
+"""Reconciliation for operators (the console's "Reconciliation" page): runs and issues newest first
+(keyset pages), and "Resolve" with a note, which is app.services.issues.resolve (audited there)."""
+from __future__ import annotations
+
+from sqlalchemy import select, tuple_
+
+from app.db import read_only
+from app.domain.errors import InvalidRequest
+from app.models import ReconciliationIssue, ReconciliationRun
+from app.representation import rfc3339
+from app.services import issues
+from app.services.search import decode_cursor, encode_cursor
+
+ISSUE_STATUSES = (issues.OPEN, issues.RESOLVED)
+
+
+def _page(session, query, model, limit: int, after: str | None):
+    limit = max(1, min(int(limit), 200))
+    if after:
+        query = query.where(tuple_(model.created_at, model.id) < tuple_(*decode_cursor(after)))
+    rows = list(session.scalars(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
+    cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], cursor
+
+
+def runs(channel: str | None = None, with_issues: bool = False, limit: int = 50,
+         after: str | None = None) -> tuple[list[dict], str | None]:
+    """Runs newest first (their issues counted, not listed: the issues list shows them)."""
+    query = select(ReconciliationRun)
+    if channel:
+        query = query.where(ReconciliationRun.channel == channel)
+    if with_issues:
+        query = query.where(ReconciliationRun.issue_count > 0)
+    with read_only() as session:
+        rows, cursor = _page(session, query, ReconciliationRun, limit, after)
+        return [{"id": r.id, "channel": r.channel, "mode": r.mode, "date": r.day,
+                 "window_start": rfc3339(r.window_start), "window_end": rfc3339(r.window_end),
+                 "statement_lines": r.statement_lines, "matched": r.matched, "issue_count": r.issue_count,
+                 "channel_fees": r.channel_fees, "created_at": rfc3339(r.created_at)} for r in rows], cursor
+
+
+def issue_list(status: str | None = issues.OPEN, channel: str | None = None, limit: int = 50,
+               after: str | None = None) -> tuple[list[dict], str | None]:
+    """Issues newest first: the open ones by default (``status`` None: all)."""
+    if status and status not in ISSUE_STATUSES:
+        raise InvalidRequest(f"status is one of {', '.join(ISSUE_STATUSES)}", param="status")
+    query = select(ReconciliationIssue)
+    if status:
+        query = query.where(ReconciliationIssue.status == status)
+    if channel:
+        query = query.where(ReconciliationIssue.channel == channel)
+    with read_only() as session:
+        rows, cursor = _page(session, query, ReconciliationIssue, limit, after)
+        return [issues.view(issue) for issue in rows], cursor
+
+
+def resolve(issue_id: str, note: str, actor: str) -> dict:
+    """Resolve an open issue with a note (required): who, when, why; audited."""
+    return issues.resolve(issue_id, note, actor)
