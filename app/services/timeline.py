@@ -1,0 +1,214 @@
+"""An operation's whole story for operators (the console's operation page): the routing decision
+and why, the attempts, the callbacks received, the status queries, the ledger lines, the events
+and their webhook deliveries, reconciliation issues, as one list in time order.
+
+"Why did this payment go to acq_beta and cost 62?": the decision stored on the operation names
+the rule-set version, the rules matched, the candidates and the channels dropped with their
+reasons; the version's source then tells which rule chose the route (and its split weights) and
+which set the fee, and the fee's formula. Every read is by an indexed key of the operation.
+"""
+from __future__ import annotations
+
+import functools
+from collections import defaultdict
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.db import read_only
+from app.domain.errors import NotFound
+from app.models import (
+    Attempt,
+    ChannelCallback,
+    Event,
+    JournalEntry,
+    LedgerLine,
+    Operation,
+    ReconciliationIssue,
+    RulesetVersion,
+    Transfer,
+)
+from app.representation import operation as operation_view
+from app.representation import rfc3339
+from app.representation import transfer as transfer_view
+from app.webhooks.models import WebhookAttempt, WebhookDelivery
+
+
+def timeline(object_id: str) -> dict:
+    """The operation (or transfer) ``object_id`` and everything recorded about it."""
+    with read_only() as session:
+        op = session.get(Operation, object_id)
+        if op is None:
+            transfer = session.get(Transfer, object_id)
+            if transfer is None:
+                raise NotFound(f"No such operation or transfer: '{object_id}'", param="id")
+            return _transfer_story(session, transfer)
+        attempts = list(session.scalars(select(Attempt).where(Attempt.operation_id == op.id).order_by(Attempt.seq)))
+        story = {"object": operation_view(op, attempts), "merchant": op.merchant_id, "channel": op.channel,
+                 "channel_reference": op.channel_reference, "decision": decision(session, op),
+                 "attempts": [_attempt(a) for a in attempts], "callbacks": _callbacks(session, op),
+                 "status_queries": _status_queries(op), "ledger": _ledger(session, op.id),
+                 "refunds": _refunds(session, op), "issues": _issues(session, op.id)}
+        story["events"], story["deliveries"] = _events_and_deliveries(session, op.id)
+        story["entries"] = _entries(op, story)
+        return story
+
+
+def decision(session: Session, op: Operation) -> dict:
+    """The routing decision as stored, with the rules behind the route and the fee."""
+    routing = dict(op.routing or {})
+    out = {"ruleset_version": routing.get("ruleset_version"), "matched_rules": list(routing.get("matched_rules") or []),
+           "candidates": list(routing.get("candidates") or []), "dropped": list(routing.get("dropped") or []),
+           "chosen": routing.get("channel"), "channel": op.channel, "fee": op.fee, "amount": op.amount,
+           "currency": op.currency, "limits": op.limit_reservation, "route_rule": None, "route": None,
+           "fee_rule": None, "fee_spec": None, "fee_formula": None}
+    version = out["ruleset_version"]
+    ruleset = _ruleset(session, version) if version is not None else None
+    if ruleset is None:
+        return out
+    by_id = ruleset.by_id()
+    matched = tuple(rule for rule in out["matched_rules"] if rule in by_id)
+    from rules.decide import sources
+    from rules.fees import fee_to_dict, formula
+
+    why = sources(ruleset, matched)
+    out["route_rule"], out["fee_rule"] = why["routing"], why["fee"]
+    then = by_id[why["routing"]].then if why["routing"] in by_id else ruleset.defaults
+    if then.split:
+        out["route"] = {"split": [{"channel": c, "weight": w} for c, w in then.split]}
+    elif then.route:
+        out["route"] = {"order": list(then.route)}
+    if why["fee_spec"] is not None:
+        out["fee_spec"] = fee_to_dict(why["fee_spec"])
+    out["fee_formula"] = formula(why["fee_spec"], op.amount, op.currency)
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _parsed(version: int, source: str):
+    from rules import format
+
+    ruleset, _problems = format.check(source)
+    return ruleset
+
+
+def _ruleset(session: Session, version: int):
+    """A published version's rule set (versions never change: parsed once per process)."""
+    source = session.scalar(select(RulesetVersion.source).where(RulesetVersion.version == version))
+    return _parsed(version, source) if source is not None else None
+
+
+def _attempt(a: Attempt) -> dict:
+    return {"seq": a.seq, "id": a.id, "channel": a.channel, "status": a.status, "error_code": a.error_code,
+            "error_message": a.error_message, "channel_reference": a.channel_reference, "raw": a.raw,
+            "created_at": rfc3339(a.created_at), "updated_at": rfc3339(a.updated_at), "_at": a.created_at}
+
+
+def _callbacks(session: Session, op: Operation) -> list[dict]:
+    # The channel echoes our reference, the operation's id (ix_channel_callbacks_reference).
+    rows = session.scalars(select(ChannelCallback).where(ChannelCallback.reference == op.id)
+                           .order_by(ChannelCallback.received_at))
+    return [{"id": c.id, "channel": c.channel, "status": c.status, "error_code": c.error_code,
+             "channel_reference": c.channel_reference, "outcome": c.outcome, "body": c.body,
+             "received_at": rfc3339(c.received_at), "processed_at": rfc3339(c.processed_at), "_at": c.received_at}
+            for c in rows]
+
+
+def _status_queries(op: Operation) -> dict:
+    """What is recorded of the status queries: how many were asked, the next one, the review flag
+    (the channel answered "unknown operation" about an operation it had acknowledged)."""
+    return {"asked": op.query_count, "next_at": rfc3339(op.next_query_at), "review": bool(op.review)}
+
+
+def _ledger(session: Session, source_id: str) -> list[dict]:
+    rows = session.execute(select(LedgerLine, JournalEntry.kind)
+                           .join(JournalEntry, JournalEntry.id == LedgerLine.entry_id)
+                           .where(JournalEntry.source_id == source_id)
+                           .order_by(LedgerLine.created_at, LedgerLine.entry_id, LedgerLine.id))
+    return [{"entry": line.entry_id, "kind": kind, "account": line.account_id, "balance_type": line.balance_type,
+             "amount": line.amount, "currency": line.currency, "created_at": rfc3339(line.created_at),
+             "_at": line.created_at} for line, kind in rows]
+
+
+def _refunds(session: Session, op: Operation) -> list[dict]:
+    if op.kind != "payment":
+        return []
+    rows = session.scalars(select(Operation).where(Operation.payment_id == op.id).order_by(Operation.created_at))
+    return [{"id": r.id, "status": r.status, "amount": r.amount, "created_at": rfc3339(r.created_at),
+             "_at": r.created_at} for r in rows]
+
+
+def _issues(session: Session, operation_id: str) -> list[dict]:
+    from app.services.issues import view
+
+    rows = session.scalars(select(ReconciliationIssue).where(ReconciliationIssue.operation_id == operation_id)
+                           .order_by(ReconciliationIssue.created_at))
+    return [{**view(issue), "_at": issue.created_at} for issue in rows]
+
+
+def _events_and_deliveries(session: Session, object_id: str) -> tuple[list[dict], list[dict]]:
+    events = list(session.scalars(select(Event).where(Event.object_id == object_id).order_by(Event.created_at)))
+    deliveries = list(session.scalars(select(WebhookDelivery).where(
+        WebhookDelivery.event_id.in_([e.id for e in events])).order_by(WebhookDelivery.created_at))) if events else []
+    attempts = defaultdict(list)
+    if deliveries:
+        for attempt in session.scalars(select(WebhookAttempt).where(
+                WebhookAttempt.delivery_id.in_([d.id for d in deliveries])).order_by(WebhookAttempt.number)):
+            attempts[attempt.delivery_id].append({"number": attempt.number, "started_at": rfc3339(attempt.started_at),
+                                                  "status_code": attempt.status_code, "latency_ms": attempt.latency_ms,
+                                                  "error": attempt.error})
+    types = {e.id: e.type for e in events}
+    return ([{"id": e.id, "type": e.type, "relayed": e.relayed, "created_at": rfc3339(e.created_at),
+              "_at": e.created_at} for e in events],
+            [{"id": d.id, "event": d.event_id, "event_type": types[d.event_id], "endpoint": d.endpoint_id,
+              "generation": d.generation, "status": d.status, "attempt_count": d.attempts,
+              "last_status_code": d.last_status_code, "last_error": d.last_error,
+              "created_at": rfc3339(d.created_at), "completed_at": rfc3339(d.completed_at),
+              "attempts": attempts[d.id], "_at": d.created_at} for d in deliveries])
+
+
+def _entries(op: Operation, story: dict) -> list[dict]:
+    """Everything above as one list in time order: (when, what, summary, details)."""
+    d = story["decision"]
+    why = f"rules {', '.join(d['matched_rules']) or '(none)'} matched; candidates {', '.join(d['candidates']) or '-'}"
+    if d["dropped"]:
+        why += "; dropped " + ", ".join(f"{x['channel']} ({x['reason']})" for x in d["dropped"])
+    entries = [(op.created_at, "decision", f"{op.kind} created, routed to {d['chosen'] or 'the ledger'}: {why}", d)]
+    entries += [(a["_at"], "attempt", f"attempt {a['seq']} at {a['channel']}: {a['status']}"
+                 + (f" ({a['error_code']})" if a["error_code"] else ""), a) for a in story["attempts"]]
+    entries += [(c["_at"], "callback", f"callback from {c['channel']}: {c['status']} → {c['outcome'] or 'pending'}", c)
+                for c in story["callbacks"]]
+    entries += [(line["_at"], "ledger", f"{line['kind']}: {line['amount']:+d} {line['currency']} on {line['account']}"
+                 f" ({line['balance_type']})", line) for line in story["ledger"]]
+    entries += [(e["_at"], "event", f"event {e['type']}", e) for e in story["events"]]
+    entries += [(w["_at"], "webhook", f"webhook {w['event_type']} to {w['endpoint']}: {w['status']}"
+                 f" after {w['attempt_count']} attempt(s)", w) for w in story["deliveries"]]
+    entries += [(r["_at"], "refund", f"refund {r['id']}: {r['amount']} {r['status']}", r) for r in story["refunds"]]
+    entries += [(i["_at"], "issue", f"reconciliation issue {i['issue']}: {i['status']}", i) for i in story["issues"]]
+    q = story["status_queries"]
+    if q["asked"] or q["next_at"]:
+        entries.append((op.updated_at, "status_query", f"{q['asked']} status quer{'y' if q['asked'] == 1 else 'ies'}"
+                        + (f", next at {q['next_at']}" if q["next_at"] else "") + ("; under review" if q["review"]
+                                                                                     else ""), q))
+    entries.sort(key=lambda entry: entry[0])
+    for section in ("attempts", "callbacks", "ledger", "events", "deliveries", "refunds", "issues"):
+        for item in story[section]:
+            item.pop("_at", None)
+    return [{"at": rfc3339(at), "type": kind, "summary": text, "details": details}
+            for at, kind, text, details in entries]
+
+
+def _transfer_story(session: Session, transfer: Transfer) -> dict:
+    story = {"object": transfer_view(transfer), "merchant": transfer.merchant_id,
+             "ledger": _ledger(session, transfer.id)}
+    story["events"], story["deliveries"] = _events_and_deliveries(session, transfer.id)
+    entries = [(transfer.created_at, "transfer", f"transfer of {transfer.amount} {transfer.currency}", story["object"])]
+    entries += [(line.pop("_at"), "ledger", f"{line['kind']}: {line['amount']:+d} {line['currency']} on "
+                 f"{line['account']}", line) for line in story["ledger"]]
+    entries += [(e.pop("_at"), "event", f"event {e['type']}", e) for e in story["events"]]
+    entries += [(w.pop("_at"), "webhook", f"webhook {w['event_type']} to {w['endpoint']}: {w['status']}", w)
+                for w in story["deliveries"]]
+    entries.sort(key=lambda entry: entry[0])
+    story["entries"] = [{"at": rfc3339(at), "type": kind, "summary": text, "details": details}
+                        for at, kind, text, details in entries]
+    return story
