@@ -1,8 +1,74 @@
-"""The "Transactions" page (placeholder until its page lands)."""
+"""The "Transactions" page: search operations and transfers (id, reference, customer, status, kind,
+channel, merchant, dates), and an operation's page: its timeline, with "Redeliver" on its webhook
+deliveries (ops)."""
 from __future__ import annotations
 
-from admin.views.placeholder import PlaceholderView
+import json
+from datetime import date, datetime, time, timedelta
+
+from flask import flash, redirect, request, url_for
+from flask_admin import expose
+
+from admin.audit import current_actor
+from admin.views.base import SecureView, role_required, user_can
+from app.domain.errors import NotFound, PayRouterError
+from app.services import search, timeline, webhook_admin
+
+FIELDS = ("id", "reference", "customer", "status", "kind", "channel", "merchant")
+
+
+def _day(name: str, shift: int = 0) -> datetime | None:
+    """A date field of the form as the start of that day (``shift``: days later), naive UTC."""
+    value = (request.args.get(name) or "").strip()
+    try:
+        return datetime.combine(date.fromisoformat(value), time()) + timedelta(days=shift) if value else None
+    except ValueError:
+        flash(f"{name}: not a date (YYYY-MM-DD)", "error")
+        return None
+
+
+def pretty(value) -> str:
+    return json.dumps(value, indent=1, sort_keys=True, ensure_ascii=False, default=str)
+
+
+class TransactionsView(SecureView):
+    @expose("/")
+    def index(self):
+        args = request.args
+        criteria = search.Criteria(**{f: args.get(f) or None for f in FIELDS}, since=_day("from"),
+                                   until=_day("to", shift=1))
+        searched = any(args.get(f) for f in (*FIELDS, "from", "to"))
+        results, error = None, None
+        try:
+            results = search.search(criteria, limit=50, after=args.get("after") or None)
+        except PayRouterError as exc:
+            error = exc.message
+        query = {k: v for k, v in args.items() if k != "after" and v}
+        return self.render("admin/payrouter_transactions.html", results=results, error=error, args=args,
+                           query=query, searched=searched, kinds=search.KINDS, statuses=search.STATUSES)
+
+    @expose("/<object_id>")
+    def operation(self, object_id: str):
+        try:
+            story = timeline.timeline(object_id)
+        except NotFound as exc:
+            return self.render("admin/payrouter_error.html", status=404, title="Not found",
+                               message=exc.message), 404
+        return self.render("admin/payrouter_operation.html", story=story, pretty=pretty,
+                           can_redeliver=user_can("ops"))
+
+    @expose("/<object_id>/redeliver", methods=("POST",))
+    @role_required("ops")
+    def redeliver(self, object_id: str):
+        delivery = (request.form.get("delivery") or "").strip()
+        try:
+            created = webhook_admin.redeliver(delivery, current_actor(), request.form.get("reason") or None)
+        except PayRouterError as exc:
+            flash(exc.message, "error")
+        else:
+            flash(f"Redelivery {created['id']} of {delivery} queued.", "success")
+        return redirect(url_for(".operation", object_id=object_id))
 
 
 def views() -> list:
-    return [PlaceholderView(name="Transactions", endpoint="console_transactions", url="transactions")]
+    return [TransactionsView(name="Transactions", endpoint="console_transactions", url="transactions")]
