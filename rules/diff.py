@@ -12,6 +12,8 @@ _ABSENT = None
 
 
 def _fields(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict) and not obj and not prefix:
+        return {}
     if isinstance(obj, dict) and obj:
         out: dict[str, Any] = {}
         for key, value in obj.items():

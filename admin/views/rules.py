@@ -1,8 +1,151 @@
-"""The "Rules" page (placeholder until its page lands)."""
+"""The "Rules" page (contract §5): the live set, a draft with Validate / Diff / Simulate / Replay,
+Publish with a reason (a confirmation when live rules are dropped; with PAYROUTER_RULES_APPROVAL=1
+another pm/admin approves), History with who/when/reason/diff and Roll back.
+
+Everyone who may see the console may look and try (validate, diff, simulate and replay change
+nothing); publishing, approving and rolling back need ``pm`` (or admin). The work is done by
+app.services.rules_workspace / rules_publishing, which also write the audit log.
+"""
 from __future__ import annotations
 
-from admin.views.placeholder import PlaceholderView
+import json
+
+from flask import flash, redirect, request, url_for
+from flask_admin import expose
+
+from admin.audit import current_actor
+from admin.views.base import SecureView, role_required, user_can
+from app.config import get_config
+from app.domain.errors import PayRouterError
+from app.services import rules_publishing, rules_workspace
+
+EXAMPLE_BODY = {"amount": 150000, "currency": "USD",
+                "payment_method": {"type": "card", "brand": "visa", "country": "US", "last4": "4242"},
+                "customer": {"id": "cus_1", "country": "US"}}
+TRIES = ("validate", "diff", "simulate", "replay")
+
+
+class RulesView(SecureView):
+    roles = ()  # every role reads; the actions below say who may change
+
+    def _page(self, *, status: int = 200, **state):
+        merchant = (request.values.get("merchant") or "").strip() or None
+        try:
+            live = rules_workspace.show(merchant=merchant)
+            history = rules_publishing.history(merchant)
+            pending = rules_publishing.pending(merchant)
+        except PayRouterError as exc:
+            flash(exc.message, "error")
+            merchant = None
+            live, history, pending = (rules_workspace.show(), rules_publishing.history(),
+                                      rules_publishing.pending())
+        form = {"source": live["source"], "kind": "payment", "sim_merchant": "",
+                "body": json.dumps(EXAMPLE_BODY, indent=2), "last": "100", "reason": ""}
+        form.update({k: v for k, v in request.form.items() if k in form})
+        source_lines = form["source"].splitlines()
+        return self.render("admin/payrouter_rules.html", live=live, history=history, pending=pending, form=form,
+                           merchant=merchant, source_lines=source_lines, kinds=rules_workspace.KINDS,
+                           can_change=user_can("pm"), me=current_actor(),
+                           approval=get_config().rules_approval, **state), status
+
+    @expose("/")
+    def index(self):
+        return self._page()
+
+    @expose("/try", methods=("POST",))
+    def try_draft(self):
+        """Validate, Diff, Simulate or Replay the draft (no change anywhere)."""
+        action = request.form.get("action")
+        source = request.form.get("source", "")
+        if action not in TRIES:
+            flash("Choose Validate, Diff, Simulate or Replay.", "error")
+            return self._page(status=400)
+        problems = rules_workspace.validate(source)
+        state: dict = {"action": action, "problems": problems}
+        try:
+            if action == "diff":
+                state["diff"] = rules_workspace.diff(source)
+            elif action == "simulate" and not problems:
+                state["simulation"] = rules_workspace.simulate(
+                    source, request.form.get("kind", "payment"), _json_body(request.form.get("body", "")),
+                    (request.form.get("sim_merchant") or "").strip() or None)
+            elif action == "replay" and not problems:
+                state["replay"] = rules_workspace.replay(source, _int(request.form.get("last"), 100))
+        except PayRouterError as exc:
+            state["error"] = exc.message
+        return self._page(**state)
+
+    @expose("/publish", methods=("POST",))
+    @role_required("pm")
+    def publish(self):
+        source = request.form.get("source", "")
+        confirm = request.form.get("confirm_dropped") == "1"
+        try:
+            result = rules_publishing.publish(source, current_actor(), request.form.get("reason"),
+                                              confirm_dropped=confirm)
+        except rules_publishing.DropsLiveRules as exc:
+            return self._page(action="publish", confirm_dropped=exc.extra.get("dropped", []), status=409)
+        except PayRouterError as exc:
+            problems = getattr(exc, "problems", None)
+            state = {"problems": [rules_workspace.problem_dict(p) for p in problems]} if problems else {}
+            return self._page(action="publish", error=exc.message, status=400, **state)
+        if result["status"] == "pending":
+            flash(f"Request {result['request']} awaits approval by another pm or admin.", "info")
+        else:
+            flash(f"Published version {result['version']}: it is live.", "success")
+        return redirect(url_for(".index"))
+
+    @expose("/approve", methods=("POST",))
+    @role_required("pm")
+    def approve(self):
+        return self._decide(rules_publishing.approve, "approved and published")
+
+    @expose("/reject", methods=("POST",))
+    @role_required("pm")
+    def reject(self):
+        return self._decide(lambda number, actor: rules_publishing.reject(number, actor, request.form.get("note")),
+                            "rejected")
+
+    def _decide(self, fn, done: str):
+        number = _int(request.form.get("request"), 0)
+        try:
+            result = fn(number, current_actor())
+        except PayRouterError as exc:
+            flash(exc.message, "error")
+            status = 403 if isinstance(exc, rules_publishing.SelfApproval) else 409
+            return self._page(status=status)
+        version = f" as version {result['version']}" if result.get("version") else ""
+        flash(f"Request {number} {done}{version}.", "success")
+        return redirect(url_for(".index"))
+
+    @expose("/rollback", methods=("POST",))
+    @role_required("pm")
+    def rollback(self):
+        version = _int(request.form.get("version"), 0)
+        try:
+            rules_publishing.rollback(version, current_actor(), request.form.get("reason"))
+        except PayRouterError as exc:
+            flash(exc.message, "error")
+            return redirect(url_for(".index"))
+        flash(f"Rolled back: version {version} is live.", "success")
+        return redirect(url_for(".index"))
+
+
+def _json_body(text: str) -> dict:
+    from app.api.validation import parse_json
+
+    body = parse_json(text.encode())
+    if not isinstance(body, dict):
+        raise rules_workspace.InvalidRequest("the body must be a JSON object", param="body")
+    return body
+
+
+def _int(text, default: int) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        return default
 
 
 def views() -> list:
-    return [PlaceholderView(name="Rules", endpoint="console_rules", url="rules")]
+    return [RulesView(name="Rules", endpoint="console_rules", url="rules")]

@@ -11,11 +11,11 @@ import hashlib
 
 from sqlalchemy import select
 
-from app import context
+from app.audit import record
 from app.config import get_config
 from app.db import read_only, unit_of_work
 from app.domain.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from app.models import AuditLog, RulesetRequest, utcnow
+from app.models import RulesetRequest, utcnow
 from app.services.rules_workspace import checked, dropped_rules, platform_only
 from rules import diff as diff_mod
 from rules import format, store
@@ -45,8 +45,7 @@ def _reason(reason: str | None) -> str:
 
 
 def audit(session, actor: str, action: str, target: str, before, after, reason: str | None) -> None:
-    session.add(AuditLog(actor=actor, action=action, target=target, before=before, after=after, reason=reason,
-                         request_id=context.current_request_id(), created_at=utcnow()))
+    record(session, actor=actor, action=action, target=target, before=before, after=after, reason=reason)
 
 
 def _guard_drops(source: str, merchant: str | None, confirm_dropped: bool) -> list[str]:

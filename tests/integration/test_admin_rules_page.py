@@ -1,0 +1,136 @@
+"""The "Rules" page through the Flask test client: every role reads and tries drafts; only pm/admin
+publish, approve and roll back (403 otherwise); a form without its CSRF token is refused; problems
+show at their line; a publish that drops live rules needs a confirmation; approval by another person."""
+import json
+import re
+
+import pytest
+from sqlalchemy import select
+
+from app.db import unit_of_work
+from app.models import AuditLog
+from app.services import admin_users, rules_publishing
+from rules.store import DEFAULT_RULES
+from tests.builders import CARD, unique
+
+PASSWORD = "correct horse battery"
+LIVE = DEFAULT_RULES.read_text()
+CHEAPER = LIVE.replace('fee: {percent: "3.0", fixed: 0}}', 'fee: {percent: "1.0", fixed: 7}}')
+DROPPING = LIVE.split("  - id: test-emails-cheap")[0] + \
+    'defaults: {route: [sandbox], fee: {percent: "3.0", fixed: 0}}\n'
+
+
+@pytest.fixture
+def seeded(clean):
+    from app.bootstrap import init
+
+    init()
+
+
+def _token(page: str) -> str:
+    return re.search(r'name="csrf_token" (?:type="hidden" )?value="([^"]+)"', page).group(1)
+
+
+class Console:
+    def __init__(self, app, role: str):
+        self.client = app.test_client()
+        self.name = unique(role)
+        admin_users.create_user(self.name, PASSWORD, role, actor="test")
+        page = self.client.get("/admin/login/").get_data(as_text=True)
+        answer = self.client.post("/admin/login/", data={"username": self.name, "password": PASSWORD,
+                                                        "csrf_token": _token(page)})
+        assert answer.status_code == 302, answer.get_data(as_text=True)
+
+    def get(self, path="/admin/rules/"):
+        return self.client.get(path)
+
+    def post(self, path: str, **form):
+        token = _token(self.get().get_data(as_text=True))
+        return self.client.post("/admin/rules/" + path, data={"csrf_token": token, **form})
+
+
+def test_every_role_reads_the_live_set_and_history(app, seeded):
+    page = Console(app, "viewer").get()
+    text = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert 'id="live-version">version 1' in text and "block-sanctioned" in text
+    assert 'class="history-row" data-version="1"' in text and "default rules" in text
+    assert "formaction" not in text and "Roll back" not in text  # no Publish for a viewer
+
+
+@pytest.mark.parametrize("role", ["viewer", "ops"])
+def test_viewer_and_ops_cannot_publish_approve_or_roll_back(app, seeded, role):
+    console = Console(app, role)
+    assert console.post("publish", source=CHEAPER, reason="cheaper").status_code == 403
+    assert console.post("approve", request="1").status_code == 403
+    assert console.post("rollback", version="1", reason="x").status_code == 403
+    assert [r["version"] for r in rules_publishing.history()] == [1]
+    assert console.post("try", action="validate", source=CHEAPER).status_code == 200  # trying changes nothing
+
+
+def test_a_form_without_its_csrf_token_is_refused(app, seeded):
+    console = Console(app, "pm")
+    answer = console.client.post("/admin/rules/publish", data={"source": CHEAPER, "reason": "no token"})
+    assert answer.status_code == 400
+    assert [r["version"] for r in rules_publishing.history()] == [1]
+
+
+def test_problems_show_at_their_line(app, seeded):
+    bad = LIVE.replace("{fact: currency, eq: EUR}", "{fact: currency, eq: EURO}")
+    line = next(i for i, text in enumerate(bad.splitlines(), 1) if "EURO" in text)
+    text = Console(app, "pm").post("try", action="validate", source=bad).get_data(as_text=True)
+    assert f'class="problem" data-line="{line}">Line {line}: rule eur-split: ' in text
+    assert f'class="bg-warning problem-line" data-line="{line}">' in text
+    text = Console(app, "pm").post("try", action="validate", source=CHEAPER).get_data(as_text=True)
+    assert 'id="valid"' in text
+
+
+def test_diff_simulate_and_replay_render(app, seeded):
+    console = Console(app, "pm")
+    text = console.post("try", action="diff", source=DROPPING).get_data(as_text=True)
+    assert 'class="text-danger diff-removed" data-rule="test-emails-cheap"' in text
+    body = json.dumps({"amount": 1000, "currency": "USD", "payment_method": CARD})
+    text = console.post("try", action="simulate", source=CHEAPER, kind="payment", body=body).get_data(as_text=True)
+    assert 'id="sim-draft"' in text and 'id="sim-live"' in text
+    assert "1.0% of 1000 + 7 = 17 → 17 USD" in text and "3.0% of 1000 + 0 = 30 → 30 USD" in text
+    text = console.post("try", action="replay", source=CHEAPER, last="10").get_data(as_text=True)
+    assert "Replayed 0 operation(s) against live version 1" in text
+
+
+def test_publish_needs_a_reason_and_a_confirmation_to_drop_rules(app, seeded):
+    console = Console(app, "pm")
+    answer = console.post("publish", source=CHEAPER, reason="")
+    assert answer.status_code == 400 and "a reason is required" in answer.get_data(as_text=True)
+    answer = console.post("publish", source=DROPPING, reason="fewer rules")
+    assert answer.status_code == 409
+    text = answer.get_data(as_text=True)
+    assert 'id="confirm-drop"' in text and "test-emails-cheap" in text and "Publish anyway" in text
+    assert [r["version"] for r in rules_publishing.history()] == [1]
+    answer = console.post("publish", source=DROPPING, reason="fewer rules", confirm_dropped="1")
+    assert answer.status_code == 302
+    text = console.get().get_data(as_text=True)
+    assert 'id="live-version">version 2' in text and "fewer rules" in text
+    with unit_of_work() as session:
+        row = session.scalars(select(AuditLog).where(AuditLog.action == "rules.publish")).one()
+    assert (row.actor, row.reason, row.after["dropped"]) == (console.name, "fewer rules", ["test-emails-cheap"])
+    answer = console.post("rollback", version="1", reason="back")
+    assert answer.status_code == 302 and rules_publishing.history()[0]["reason"] == "back"
+
+
+def test_approval_by_another_pm(app, seeded, clean):
+    from app.config import set_config
+
+    set_config(clean.with_(rules_approval=True))
+    try:
+        author, other = Console(app, "pm"), Console(app, "admin")
+        assert author.post("publish", source=CHEAPER, reason="cheaper").status_code == 302
+        assert [r["version"] for r in rules_publishing.history()] == [1]
+        request = rules_publishing.pending()[0]["request"]
+        assert 'class="pending-row" data-request="%d"' % request in author.get().get_data(as_text=True)
+        answer = author.post("approve", request=str(request))
+        assert answer.status_code == 403 and "another pm or admin" in answer.get_data(as_text=True)
+        assert other.post("approve", request=str(request)).status_code == 302
+        row = rules_publishing.history()[0]
+        assert (row["version"], row["actor"], row["approved_by"]) == (2, author.name, other.name)
+    finally:
+        set_config(clean)
