@@ -32,9 +32,9 @@ class UsersView(SecureView):
     @expose("/")
     def index(self):
         users = admin_users.list_users()
-        forms = {u.username: ChangeUserForm(username=u.username, role=u.role, formdata=None) for u in users}
+        forms = {u.username: ChangeUserForm(role=u.role, formdata=None) for u in users}
         return self.render("admin/payrouter_users.html", users=users, forms=forms,
-                           create_form=CreateUserForm(formdata=None), me=current_actor())
+                           create_form=CreateUserForm(formdata=None, prefix="new"), me=current_actor())
 
     def _done(self, fn, *args, message: str):
         try:
@@ -48,7 +48,7 @@ class UsersView(SecureView):
     @expose("/create", methods=("POST",))
     @role_required("admin")
     def create(self):
-        form = CreateUserForm()
+        form = CreateUserForm(prefix="new")
         if not form.validate():
             flash("; ".join(f"{form[name].label.text}: {' '.join(errs)}" for name, errs in form.errors.items()),
                   "error")
