@@ -23,10 +23,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context, jobs, ledger, writebehind
+from app.api.validation import bad_text
 from app.channels_runtime import channel, registry
 from app.config import get_config
 from app.db import read_only, unit_of_work
-from app.domain.errors import AuthenticationFailed, NotFound, PermissionDenied
+from app.domain.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED, allowed
 from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
 from app.redis_conn import get_redis
@@ -53,6 +54,9 @@ def receive(channel_id: str, headers: dict, body: bytes) -> str:
     except InvalidCallback as exc:
         log.warning("refused a callback for %s: %s", channel_id, exc, extra={"channel": channel_id})
         raise AuthenticationFailed(f"callback signature refused: {exc}", code="invalid_signature") from None
+    if (why := malformed(event)) is not None:
+        log.warning("refused a callback for %s: %s", channel_id, why, extra={"channel": channel_id})
+        raise InvalidRequest(f"callback refused: {why}", code="callback_malformed")
     with read_only() as session:
         attempts = session.execute(select(Attempt.channel, Attempt.channel_reference).where(
             Attempt.operation_id == event.reference)).all() if event.reference else []
@@ -74,6 +78,28 @@ def receive(channel_id: str, headers: dict, body: bytes) -> str:
             return existing.id
     _enqueue_apply(row.id)
     return row.id
+
+
+# The inbox's columns (ChannelCallback): what a verified event may hold to be stored and looked up.
+_EVENT_FIELDS = (("reference", 200, True), ("channel_reference", 200, True), ("status", 12, False),
+                 ("error_code", 60, True), ("dedupe_key", 300, False))
+
+
+def malformed(event) -> str | None:
+    """Why a verified callback's fields cannot be stored or looked up (not text, a NUL or an
+    unpaired surrogate, longer than its column), or None. A signature proves who sent a body,
+    not that an adapter parsed it into something the database takes: refused 400, never a 5xx."""
+    for name, limit, optional in _EVENT_FIELDS:
+        value = getattr(event, name, None)
+        if value is None and optional:
+            continue
+        if not isinstance(value, str):
+            return f"{name} is not a string"
+        if (problem := bad_text(value)) is not None:
+            return f"{name} contains {problem}"
+        if len(value) > limit:
+            return f"{name} is longer than {limit} characters"
+    return None
 
 
 def attempt_mismatch(channel_id: str, channel_reference: str | None, attempts) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import time
 from typing import Mapping
 
@@ -17,6 +18,7 @@ from channels.base import InvalidCallback
 SIGNATURE_HEADER = "X-Sandbox-Signature"
 TIMESTAMP_HEADER = "X-Sandbox-Timestamp"
 TOLERANCE_S = 300
+_TIMESTAMP = re.compile(r"[0-9]{1,15}")  # ASCII digits only: a longer one is no time and no float holds it
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -38,14 +40,14 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, now: float | No
     raw_sig = lowered.get(SIGNATURE_HEADER.lower())
     if not raw_ts or not raw_sig:
         raise InvalidCallback("callback is not signed")
-    try:
-        timestamp = int(raw_ts)
-    except ValueError:
-        raise InvalidCallback("callback timestamp is malformed") from None
+    if not _TIMESTAMP.fullmatch(raw_ts.strip()):
+        raise InvalidCallback("callback timestamp is malformed")
+    timestamp = int(raw_ts)
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance:
         raise InvalidCallback("callback timestamp is outside the tolerance (stale or replayed)")
     expected = sign(secret, timestamp, body)
-    if not any(hmac.compare_digest(expected, candidate) for candidate in raw_sig.split()):
+    # compare_digest refuses str that is not ASCII (a header byte above 0x7F): such a value matches nothing
+    if not any(candidate.isascii() and hmac.compare_digest(expected, candidate) for candidate in raw_sig.split()):
         raise InvalidCallback("callback signature does not match")
     return timestamp
