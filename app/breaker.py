@@ -7,6 +7,11 @@ through, and a probe that succeeds closes the circuit, one that fails opens it a
 Faults are ChannelUnavailable and ChannelTimeout; a decline is a healthy answer.
 If Redis cannot be reached the breaker stays closed (it never blocks payments by itself).
 
+An operator may open a circuit by hand (app.circuit_overrides, stored in the database): it stays
+open, whatever the window says, until an operator closes it; closing clears the breaker's own
+state too (``clear``). ``allow`` and ``state`` ask the override first, from this process's copy
+of the overrides (no round trip).
+
 The check (``allow``) and the bookkeeping (``record``) are each one Lua script, so each is
 atomic: two processes cannot both take the probe, and a probe's outcome and the window it
 clears change together.
@@ -29,7 +34,7 @@ from collections import Counter
 
 import redis
 
-from app import notify
+from app import circuit_overrides, notify
 from app.redis_conn import get_redis
 
 BUCKET = 10
@@ -213,6 +218,8 @@ def record(channel_id: str, ok: bool, now: float | None = None) -> None:
 def state(channel_id: str) -> str:
     """closed | open | half_open (without taking the probe); no round trip for a circuit this
     process saw closed and trusts, else one."""
+    if circuit_overrides.opened(channel_id):
+        return "open"
     if _view.trusted(channel_id):
         return "closed"
     open_key, probe_key = _keys(channel_id, 0)[:2]
@@ -226,6 +233,8 @@ def state(channel_id: str) -> str:
 def allow(channel_id: str, now: float | None = None) -> bool:
     """May a call go to this channel now? After the cool-down, only one probe at a time."""
     view = _view
+    if circuit_overrides.opened(channel_id):
+        return False
     if now is None and view.trusted(channel_id):
         view.took_probe(channel_id, False)  # closed: no probe of this thread's is pending
         return True
@@ -242,3 +251,34 @@ def allow(channel_id: str, now: float | None = None) -> bool:
         view.took_probe(channel_id, False)
         view.saw_closed(channel_id, notice)
     return answer > 0
+
+
+def describe(channel_id: str) -> dict:
+    """The circuit as an operator sees it (one round trip, never trusted from this process's view):
+    ``state`` closed | open | half_open, ``manual`` (opened by hand: ``opened_by``, ``reason``,
+    ``since``), and for an automatic open circuit ``retry_in`` (seconds until a probe may go)."""
+    override = circuit_overrides.opened(channel_id)
+    if override:
+        return {"state": "open", "manual": True, "opened_by": override["opened_by"], "reason": override["reason"],
+                "since": override["opened_at"], "retry_in": None}
+    open_key, probe_key = _keys(channel_id, 0)[:2]
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        pipe.ttl(open_key)
+        pipe.exists(probe_key)
+        ttl, probing = pipe.execute()
+    except redis.RedisError:
+        ttl, probing = -2, 0
+    current = "open" if ttl != -2 else ("half_open" if probing else "closed")  # -2: no such key
+    return {"state": current, "manual": False, "opened_by": None, "reason": None, "since": None,
+            "retry_in": max(ttl, 0) if current == "open" else None}
+
+
+def clear(channel_id: str) -> None:
+    """Close the circuit the breaker opened (and forget its window and probe); announced to every
+    process. Raises redis.RedisError if Redis is down (the breaker then blocks nothing anyway)."""
+    now = time.time()
+    keys = _keys(channel_id, now)
+    get_redis().delete(*keys)
+    _view.forget()
+    _announce()

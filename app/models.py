@@ -348,7 +348,8 @@ class Attempt(Base):
 
     __tablename__ = "attempts"
     __table_args__ = (UniqueConstraint("operation_id", "seq", name="uq_attempts_seq"),
-                      Index("ix_attempts_channel_ref", "channel", "channel_reference"))
+                      Index("ix_attempts_channel_ref", "channel", "channel_reference"),
+                      Index("ix_attempts_created", "created_at"))  # channel stats over the last minutes
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     # Looked up by operation through uq_attempts_seq (operation_id, seq): no index of its own.
     operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"))
@@ -359,9 +360,22 @@ class Attempt(Base):
     error_message: Mapped[str | None] = mapped_column(String(500))
     channel_reference: Mapped[str | None] = mapped_column(String(200))
     raw: Mapped[dict | None] = mapped_column(JSON)
+    # How long the channel took to answer the call (None: not answered yet, or before 0013).
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class CircuitOverride(Base):
+    """A channel's circuit opened by hand (app.circuit_overrides): open until an operator closes
+    it, whatever the breaker counts. No row: the breaker decides."""
+
+    __tablename__ = "circuit_overrides"
+    channel: Mapped[str] = mapped_column(String(100), primary_key=True)
+    opened_by: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(1000))
+    opened_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class ChannelCallback(Base):

@@ -48,12 +48,13 @@ def config() -> Config:
 
 def _reset_process_caches() -> None:
     """Per-process caches that would outlive a cleaned database."""
-    from app import breaker, channels_runtime, ledger, switches
+    from app import breaker, channels_runtime, circuit_overrides, ledger, switches
     from app.services import merchants
     from rules import runtime
 
     runtime.reset()
     switches.reset_cache()
+    circuit_overrides.reset_cache()
     channels_runtime.reset()
     merchants._auth_cache.clear()
     ledger._system_accounts.clear()

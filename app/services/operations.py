@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -88,11 +89,13 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             session.commit()
         attempts.append(attempt)
         verb, request = _request(op, payment, attempt)
+        started = time.perf_counter()
         try:
             result = getattr(channel(channel_id), verb)(request)
         except ChannelUnavailable as exc:
+            took = _ms(started)
             breaker.record(channel_id, ok=False)
-            _close_attempt(session, attempt, FAILED, "channel_error", str(exc)[:500])
+            _close_attempt(session, attempt, FAILED, "channel_error", str(exc)[:500], duration_ms=took)
             session.commit()
             log.warning("channel %s unavailable for %s; trying the next candidate", channel_id, op.id)
             continue
@@ -101,21 +104,23 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             session.commit()
             continue
         except ChannelError as exc:  # a timeout, or any other fault: the outcome is unknown
+            took = _ms(started)
             breaker.record(channel_id, ok=False)
             code = "timeout" if isinstance(exc, ChannelTimeout) else "channel_error"
-            _close_attempt(session, attempt, "unknown", code, str(exc)[:500])
+            _close_attempt(session, attempt, "unknown", code, str(exc)[:500], duration_ms=took)
             session.commit()
             log.warning("channel %s: %s for %s, outcome unknown, left processing", channel_id, code, op.id)
             return _as_it_is_now(session, op)
+        took = _ms(started)
         breaker.record(channel_id, ok=True)
         raw = dict(result.raw or {})
         if result.status == PROCESSING:  # what the channel said; a callback may already have settled it
-            _record_answer(session, attempt, result.channel_reference, raw)
+            _record_answer(session, attempt, result.channel_reference, raw, took)
             op.channel_reference = result.channel_reference
             session.commit()
             return _as_it_is_now(session, op)
         _close_attempt(session, attempt, result.status, result.error_code, result.error_message,
-                       result.channel_reference, raw)
+                       result.channel_reference, raw, duration_ms=took)
         settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
                channel_reference=result.channel_reference)
         return op  # the caller commits the outcome with its stored response
@@ -123,6 +128,11 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         return op
     settle(session, op, FAILED, "channel_error", "no candidate channel could be reached", attempts=attempts)
     return op
+
+
+def _ms(started: float) -> int:
+    """Milliseconds since ``started`` (perf_counter): the channel's answer time, kept on the attempt."""
+    return round((time.perf_counter() - started) * 1000)
 
 
 def _as_it_is_now(session: Session, op: Operation) -> Operation:
@@ -172,22 +182,26 @@ _ATTEMPT_READ = select(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"
 
 
 def _outcome_values(status: str, code: str | None, message: str | None, channel_reference: str | None = None,
-                    raw: dict | None = None) -> dict:
-    """The columns an attempt's outcome sets."""
+                    raw: dict | None = None, duration_ms: int | None = None) -> dict:
+    """The columns an attempt's outcome sets (``duration_ms``: the channel's answer time, when it
+    answered the call; a callback or status query that settles the attempt later keeps it)."""
     values = {"status": status, "error_code": code, "error_message": message, "updated_at": utcnow()}
     if channel_reference is not None:
         values["channel_reference"] = channel_reference
     if raw is not None:
         values["raw"] = raw
+    if duration_ms is not None:
+        values["duration_ms"] = duration_ms
     return values
 
 
 def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | None, message: str | None,
-                   channel_reference: str | None = None, raw: dict | None = None) -> None:
+                   channel_reference: str | None = None, raw: dict | None = None,
+                   duration_ms: int | None = None) -> None:
     """Record an outcome on an attempt still open (processing or unknown), in one conditional
     UPDATE: an attempt a callback or status query closed meanwhile keeps its outcome. The object
     (loaded in the session or not) then shows the row's values without being flushed again."""
-    values = _outcome_values(status, code, message, channel_reference, raw)
+    values = _outcome_values(status, code, message, channel_reference, raw, duration_ms)
     if session.connection().execute(_ATTEMPT_CLOSE, {"attempt_id": attempt.id, **values}).rowcount != 1:
         values = dict(session.connection().execute(_ATTEMPT_READ, {"attempt_id": attempt.id}).mappings().one())
     for name, value in values.items():
@@ -208,9 +222,10 @@ def _close_attempts(session: Session, closes: list[tuple[Attempt, tuple]]) -> bo
     return True
 
 
-def _record_answer(session: Session, attempt: Attempt, channel_reference: str | None, raw: dict) -> None:
-    """A channel's 'processing' answer: its reference and raw answer, never the attempt's status."""
-    values = {"channel_reference": channel_reference, "raw": raw, "updated_at": utcnow()}
+def _record_answer(session: Session, attempt: Attempt, channel_reference: str | None, raw: dict,
+                   duration_ms: int) -> None:
+    """A channel's 'processing' answer: its reference, raw answer and answer time, never the attempt's status."""
+    values = {"channel_reference": channel_reference, "raw": raw, "duration_ms": duration_ms, "updated_at": utcnow()}
     session.connection().execute(_ATTEMPT_UPDATE, {"attempt_id": attempt.id, **values})
     for name, value in values.items():
         set_committed_value(attempt, name, value)

@@ -16,8 +16,8 @@ from tests.live import process_env
 
 @pytest.fixture
 def listening(clean, monkeypatch):
-    monkeypatch.setattr(switches, "CHECK_INTERVAL", 600.0)
-    monkeypatch.setattr(switches, "RELOAD_INTERVAL", 600.0)
+    monkeypatch.setattr(switches._cache, "check_interval", 600.0)
+    monkeypatch.setattr(switches._cache, "reload_interval", 600.0)
     monkeypatch.setattr(runtime, "CHECK_INTERVAL", 600.0)
     monkeypatch.setattr(runtime, "RELOAD_INTERVAL", 600.0)
     switches.reset_cache()

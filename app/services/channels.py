@@ -1,0 +1,141 @@
+"""Channels as operators see them (the "Channels" page, ``payrouter channels list``): each
+channel's mode, switch, circuit and its last 15 minutes, and opening or closing a circuit by hand.
+
+The numbers come from the attempts table, one grouped query for every channel: ``volume`` is
+the calls made (attempts started in the window), ``success_rate`` the share of answered calls
+that succeeded (a decline and a fault count against it; a call still waiting for its answer
+does not count yet), ``p95_ms`` the 95th percentile (nearest rank) of the channel's answer
+times (``attempts.duration_ms``).
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+import redis
+from sqlalchemy import and_, case, func, select
+
+from app import audit, breaker, circuit_overrides
+from app.db import read_only, unit_of_work
+from app.domain.errors import InvalidRequest
+from app.models import Attempt, utcnow
+from app.services import switchboard
+from app.services.switchboard import required_reason, when
+
+log = logging.getLogger("payrouter.channels")
+WINDOW = timedelta(minutes=15)
+_A = Attempt.__table__
+
+
+def _stats_query(since):
+    """Per channel: calls, successes, answered calls, the p95 answer time and how many were timed."""
+    timed = _A.c.duration_ms.is_not(None)
+    ranked = select(
+        _A.c.channel, _A.c.status, _A.c.duration_ms,
+        # rank among the channel's timed calls, fastest first (untimed ones ranked apart)
+        func.row_number().over(partition_by=(_A.c.channel, timed), order_by=_A.c.duration_ms).label("rank"),
+        func.count(_A.c.duration_ms).over(partition_by=_A.c.channel).label("timed"),
+    ).where(_A.c.created_at >= since).subquery()
+    nearest = (ranked.c.timed * 95 + 99) // 100  # ceil(0.95 n): the nearest-rank 95th percentile
+    return select(
+        ranked.c.channel,
+        func.count().label("volume"),
+        func.sum(case((ranked.c.status == "succeeded", 1), else_=0)).label("succeeded"),
+        func.sum(case((ranked.c.status.in_(("succeeded", "failed", "unknown")), 1), else_=0)).label("answered"),
+        func.max(case((and_(ranked.c.duration_ms.is_not(None), ranked.c.rank == nearest),
+                       ranked.c.duration_ms))).label("p95_ms"),
+        func.max(ranked.c.timed).label("timed"),
+    ).group_by(ranked.c.channel)
+
+
+def stats(window: timedelta = WINDOW, now=None) -> dict[str, dict]:
+    """Each channel's calls over the last ``window``: volume, succeeded, answered, success_rate
+    (None: nothing answered), p95_ms (None: no timed call)."""
+    since = (now or utcnow()) - window
+    with read_only() as session:
+        rows = session.execute(_stats_query(since)).all()
+    found = {}
+    for row in rows:
+        answered, succeeded = int(row.answered or 0), int(row.succeeded or 0)
+        found[row.channel] = {"volume": int(row.volume), "succeeded": succeeded, "answered": answered,
+                              "success_rate": round(succeeded / answered, 4) if answered else None,
+                              "p95_ms": int(row.p95_ms) if row.p95_ms is not None else None,
+                              "timed": int(row.timed or 0)}
+    return found
+
+
+EMPTY = {"volume": 0, "succeeded": 0, "answered": 0, "success_rate": None, "p95_ms": None, "timed": 0}
+
+
+def circuit_words(circuit: dict) -> str:
+    """"closed", "open by hand since …, by …, because …", "open (automatic; a probe in 12 s)", "half-open"."""
+    if circuit["state"] == "open" and circuit["manual"]:
+        return (f"open by hand since {when(circuit['since'])}, by {circuit['opened_by']}, "
+                f"because {circuit['reason']}")
+    if circuit["state"] == "open":
+        return f"open (automatic; a probe in {circuit['retry_in']} s)"
+    return {"half_open": "half-open (a probe is under way)"}.get(circuit["state"], circuit["state"])
+
+
+def board(window: timedelta = WINDOW) -> list[dict]:
+    """Every configured channel: id, adapter, mode, methods, currencies, its switch in words, its
+    circuit (state, manual or automatic, in words) and its stats over ``window``."""
+    from app.channels_runtime import registry
+
+    numbers = stats(window)
+    switches = {entry["name"]: entry for entry in switchboard.board()}
+    listed = []
+    for chan in registry():
+        spec = chan.spec
+        circuit = breaker.describe(spec.id)
+        switch = switches[f"channel:{spec.id}"]
+        listed.append({"id": spec.id, "adapter": spec.adapter, "mode": spec.mode, "methods": list(spec.methods),
+                       "currencies": list(spec.currencies), "enabled": not switch["on"], "switch": switch["words"],
+                       "circuit": {**circuit, "words": circuit_words(circuit)},
+                       "window_minutes": int(window.total_seconds() // 60), **numbers.get(spec.id, EMPTY)})
+    return listed
+
+
+def _known(channel_id: str) -> None:
+    from app.channels_runtime import registry
+
+    if channel_id not in registry() and circuit_overrides.opened(channel_id) is None:
+        raise InvalidRequest(f"no such channel {channel_id!r}: configured channels are "
+                             + ", ".join(registry().ids()), param="channel", code="channel_unknown")
+
+
+def open_circuit(channel_id: str, actor: str, reason: str) -> dict:
+    """Open the channel's circuit by hand: routing drops it (``circuit_open``) in every process
+    within 2 s, until an operator closes it. Audited; returns the circuit."""
+    _known(channel_id)
+    reason = required_reason(reason)
+    before = breaker.describe(channel_id)
+    with unit_of_work() as session:
+        held = circuit_overrides.put(session, channel_id, actor, reason)
+        after = {"state": "open", "manual": True, "opened_by": held["opened_by"], "reason": held["reason"],
+                 "since": held["opened_at"], "retry_in": None}
+        audit.record(session, actor=actor, action="circuit.open", target=f"channel:{channel_id}", before=before,
+                     after=after, reason=reason)
+    circuit_overrides.announce()
+    log.warning("circuit of %s opened by hand by %s: %s", channel_id, actor, reason, extra={"channel": channel_id})
+    return after
+
+
+def close_circuit(channel_id: str, actor: str, reason: str) -> dict:
+    """Close the channel's circuit, whether opened by hand or by the breaker (its window of faults
+    is forgotten too). Audited; returns the circuit."""
+    _known(channel_id)
+    reason = required_reason(reason)
+    before = breaker.describe(channel_id)
+    after = {"state": "closed", "manual": False, "opened_by": None, "reason": None, "since": None, "retry_in": None}
+    with unit_of_work() as session:
+        circuit_overrides.remove(session, channel_id)
+        audit.record(session, actor=actor, action="circuit.close", target=f"channel:{channel_id}", before=before,
+                     after=after, reason=reason)
+    circuit_overrides.announce()
+    try:
+        breaker.clear(channel_id)
+    except redis.RedisError as exc:  # without Redis the breaker holds nothing open anyway
+        log.warning("circuit of %s: the breaker's state not cleared, Redis unreachable: %s", channel_id, exc)
+    log.info("circuit of %s closed by hand by %s: %s", channel_id, actor, reason)
+    return after
