@@ -36,7 +36,19 @@ def seed() -> dict:
         alice = accounts.create_account(session, merchant, {"currency": "USD", "customer": {"id": "alice"}})
         bob = accounts.create_account(session, merchant, {"currency": "USD", "customer": {"id": "bob"}})
         accounts.fund_for_testing(session, merchant, alice.id, 50_000)
-    return {"merchant": merchant.id, "secret_key": issued.secret, "accounts": [alice.id, bob.id]}
+    return {"merchant": merchant.id, "secret_key": issued.secret, "accounts": [alice.id, bob.id],
+            "console": demo_admin()}
+
+
+def demo_admin() -> dict:
+    """A console user with the admin role and a random password (printed by the demo, stored hashed)."""
+    import secrets
+
+    from app.services import admin_users
+
+    username, password = f"demo-admin-{secrets.token_hex(3)}", secrets.token_urlsafe(12)
+    admin_users.create_user(username, password, "admin", actor="demo")
+    return {"username": username, "password": password}
 
 
 def _stop_embedded_redis(server) -> None:
@@ -100,6 +112,7 @@ PayRouter demo is up.
   merchant   {seeded['merchant']}
   secret key {key}
   accounts   {alice} (alice, 500.00 USD)   {bob} (bob, empty)
+  console    {base}/admin/   user {seeded['console']['username']}   password {seeded['console']['password']}
 
 Try:
   curl -s {base}/v1/transfers -H 'Authorization: Bearer {key}' -H 'Idempotency-Key: demo-1' \\

@@ -47,10 +47,42 @@ def test_demo_boots_on_a_clean_var_dir_and_is_ready(tmp_path):
         ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
         assert ready["checks"] == {"database": "ok", "redis": "ok"}
         assert (tmp_path / "var" / "payrouter.db").exists()
+        _log_in_as_printed(f"http://127.0.0.1:{port}", _read_until(proc.stdout, b"Ctrl-C stops everything"))
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
     assert _embedded_redis_servers_in(tmp_path / "var") == []  # the demo stopped the Redis it started
+
+
+def _read_until(stream, marker: bytes, timeout: float = 30.0) -> str:
+    import select
+    import time
+
+    out, deadline = b"", time.monotonic() + timeout
+    while marker not in out and time.monotonic() < deadline:
+        if select.select([stream], [], [], 0.5)[0]:
+            chunk = os.read(stream.fileno(), 4096)
+            if not chunk:
+                break
+            out += chunk
+    return out.decode()
+
+
+def _log_in_as_printed(base: str, banner: str) -> None:
+    """The demo prints the console's URL and an admin login that works there."""
+    import re
+
+    found = re.search(r"console\s+(\S+)\s+user (\S+)\s+password (\S+)", banner)
+    assert found, banner
+    url, user, password = found.groups()
+    assert url == base + "/admin/"
+    http = requests.Session()
+    page = http.get(base + "/admin/login/", timeout=5).text
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page).group(1)
+    answer = http.post(base + "/admin/login/", data={"username": user, "password": password, "csrf_token": token},
+                       allow_redirects=False, timeout=10)
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/"
+    assert "(admin)" in http.get(base + "/admin/", timeout=10).text
 
 
 def _embedded_redis_servers_in(var_dir) -> list[int]:
