@@ -7,6 +7,7 @@ with each further failure up to 15 min. While locked, every attempt — even wit
 password — is refused with ``LoginThrottled`` (HTTP 429 on the console)."""
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from datetime import timedelta
@@ -137,9 +138,13 @@ def set_password(username: str, password: str, actor: str) -> AdminUser:
 # -- logging in ------------------------------------------------------------------------------------
 
 def _keys(username: str, address: str | None) -> list[tuple[str, int]]:
-    keys = [(f"user:{username.lower()[:150]}", USER_LIMIT)]
+    if USERNAME.match(username):
+        name = username.lower()
+    else:  # a name no user can have (a NUL, say): counted under its digest, never stored as typed
+        name = "#" + hashlib.sha256(username.encode("utf-8", "surrogatepass")).hexdigest()
+    keys = [(f"user:{name}", USER_LIMIT)]
     if address:
-        keys.append((f"addr:{address[:150]}", ADDR_LIMIT))
+        keys.append((f"addr:{address[:150].replace(chr(0), '')}", ADDR_LIMIT))
     return keys
 
 

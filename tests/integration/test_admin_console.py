@@ -175,6 +175,15 @@ def test_the_lock_grows_with_each_further_failure(client):
     assert (second - utcnow()).total_seconds() > (first - utcnow()).total_seconds() + 20  # 30 s, then 60 s
 
 
+def test_a_name_no_user_can_have_is_refused_like_any_other(client):
+    for name in ("a\x00b", "x" * 5000, ""):
+        assert log_in(client, name, "wrong password").status_code in (400, 401), name
+    page = client.get("/admin/login/")  # bytes that are not UTF-8
+    answer = client.post("/admin/login/", data=f"username=%ff%fe&password=%ed%a0%80&csrf_token={token(page)}",
+                         content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 401
+
+
 def test_many_failures_from_one_address_lock_that_address(client):
     attacker = {"REMOTE_ADDR": "192.0.2.7"}
     for i in range(admin_users.ADDR_LIMIT):
