@@ -22,6 +22,13 @@ import re2
 # of Unicode classes, ``(?i)\pL{100}``) RE2's DFA runs out of room and a 10 KB value took 3–22 ms
 # per pattern; at or under this, at most ~0.2 ms (measured on the 2-core reference machine).
 MAX_PROGRAM_SIZE = 20_000
+# Size is not the whole cost: a DFA state holds every instruction the pattern may be at after the bytes
+# read so far, and RE2 builds one per new byte. A chain of optional items (``(?:a?a?a?a?a?a?a?a?a?a?){600}``,
+# 12,004 instructions, or ``(?:.?){300}``) makes each state thousands wide: its DFA outgrows its memory
+# and starts over on every search, 0.1–0.6 s per 500-byte value, every time. Such a program shows a
+# large fanout (instructions reachable from one without reading a byte); rules that need no such
+# chain stay far below it (Unicode classes under (?i): at most 127).
+MAX_FANOUT = 256
 
 _OPTIONS = re2.Options()
 _OPTIONS.log_errors = False  # a refused pattern is reported by ``problem``, not logged by the C++ side
@@ -50,6 +57,10 @@ def problem(pattern: str) -> str | None:
     if size > MAX_PROGRAM_SIZE:
         return (f"it is too complex: {size:,} RE2 instructions (limit {MAX_PROGRAM_SIZE:,}); large repeat counts "
                 "of Unicode classes such as \\pL or [\\p{L}\\p{N}], or under (?i), are the usual cause")
+    if len(compiled(pattern).programfanout) > MAX_FANOUT.bit_length() - 1:  # histogram buckets: powers of 2
+        return (f"it is too branchy to match fast: one step fans out to {MAX_FANOUT} or more alternatives (a long run "
+                "of optional items such as (?:a?){300} or (?:.?){200}; write the repetition as one bounded class, "
+                "e.g. a{0,300})")
     return None
 
 
