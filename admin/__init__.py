@@ -5,7 +5,9 @@ pages listed in ``admin.views.PAGES`` (see admin/views/__init__.py for how a pag
 """
 from __future__ import annotations
 
-from flask import Blueprint, Flask, render_template, request
+import time
+
+from flask import Blueprint, Flask, render_template, request, session
 from flask_admin import Admin
 from flask_admin.theme import Bootstrap4Theme
 from flask_login import LoginManager
@@ -14,6 +16,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from admin.views.base import AdminForbidden
 
 URL = "/admin"
+SESSION_HOURS = 12
 csrf = CSRFProtect()
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS", "TRACE")
 
@@ -38,9 +41,9 @@ def init_admin(app: Flask) -> Admin:
         REMEMBER_COOKIE_HTTPONLY=True,
         REMEMBER_COOKIE_SAMESITE="Lax",
         REMEMBER_COOKIE_SECURE=config.session_cookie_secure,
-        PERMANENT_SESSION_LIFETIME=12 * 3600,
+        PERMANENT_SESSION_LIFETIME=SESSION_HOURS * 3600,
         WTF_CSRF_CHECK_DEFAULT=False,  # checked below for /admin only: /v1, /callbacks, /ops are not forms
-        WTF_CSRF_TIME_LIMIT=12 * 3600,
+        WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
         WTF_CSRF_SSL_STRICT=config.session_cookie_secure,
     )
     csrf.init_app(app)
@@ -93,4 +96,6 @@ def _login_manager(app: Flask) -> None:
             return None
         if user is None or user.disabled:  # disabled: logged out at the next request
             return None
+        if not 0 <= time.time() - session.get("login_at", 0) <= SESSION_HOURS * 3600:
+            return None  # a session (even a copied cookie) ends SESSION_HOURS after its log-in
         return ConsoleUser(user)

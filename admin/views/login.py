@@ -1,9 +1,10 @@
 """Log in and Log out (not in the navigation)."""
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
-from flask import redirect, request, url_for
+from flask import redirect, request, session, url_for
 from flask_admin import BaseView, expose
 from flask_login import login_user, logout_user
 from wtforms import PasswordField, StringField
@@ -44,7 +45,9 @@ class LoginView(BaseView):
             except AuthenticationFailed as exc:
                 error, status = exc.message, 401
             else:
+                session.clear()
                 login_user(ConsoleUser(user))
+                session["login_at"] = int(time.time())  # a session lasts SESSION_HOURS from here, however used
                 return redirect(_safe_next(request.args.get("next")))
         elif request.method == "POST":
             error, status = "Enter a user name and a password.", 400

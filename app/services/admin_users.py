@@ -104,12 +104,21 @@ def create_user(username: str, password: str, role: str, actor: str) -> AdminUse
     return user
 
 
+def _active_admin(user: AdminUser) -> bool:
+    return user.role == "admin" and not user.disabled
+
+
 def _change(username: str, actor: str, action: str, reason: str | None, **changes) -> AdminUser:
     with unit_of_work() as session:
+        admins = list(session.scalars(select(AdminUser).where(AdminUser.role == "admin", AdminUser.disabled.is_(False))
+                                      .order_by(AdminUser.id).with_for_update()))  # two demotions at once: one waits
         user = _get(session, username, lock=True)
         before = representation(user)
+        was_admin = _active_admin(user)
         for name, value in changes.items():
             setattr(user, name, value)
+        if was_admin and not _active_admin(user) and not [a for a in admins if a.id != user.id]:
+            raise Conflict(f"{username} is the last active admin: make another admin first", param="username")
         user.updated_at = utcnow()
         session.flush()
         after = representation(user)

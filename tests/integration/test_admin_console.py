@@ -202,6 +202,18 @@ def test_session_cookie_is_httponly_lax_and_signed_with_no_constant(client, app)
     assert app.secret_key and app.secret_key != DEV_SECRET_KEY
 
 
+def test_a_session_ends_twelve_hours_after_its_log_in_however_used(app):
+    import time
+
+    client, _, _ = logged_in(app, "viewer")
+    with client.session_transaction(path="/admin/") as session:  # logged in 11 h 59 min ago, busy since
+        session["login_at"] = int(time.time()) - 12 * 3600 + 60
+    assert client.get("/admin/audit/").status_code == 200
+    with client.session_transaction(path="/admin/") as session:
+        session["login_at"] = int(time.time()) - 12 * 3600 - 60
+    assert client.get("/admin/audit/").status_code == 302
+
+
 def test_session_cookie_is_secure_when_served_on_https(clean):
     from app.web import create_app
 
@@ -239,6 +251,20 @@ def test_users_page_creates_changes_and_disables_and_each_is_audited(app):
     # An admin cannot disable themself (the console would lose its last way in).
     admin.post("/admin/users/disable", data={"csrf_token": csrf, "username": me})
     assert audit_rows(f"user:{me}")[-1].action == "user.create"
+
+
+def test_the_last_active_admin_cannot_be_demoted_or_disabled(clean):
+    from app.domain.errors import Conflict
+
+    first = user("admin")
+    with pytest.raises(Conflict):
+        admin_users.set_role(first, "viewer", actor="test")
+    with pytest.raises(Conflict):
+        admin_users.set_disabled(first, True, actor="test")
+    second = user("admin")
+    admin_users.set_role(first, "viewer", actor="test")  # another admin remains
+    with pytest.raises(Conflict):
+        admin_users.set_disabled(second, True, actor="test")
 
 
 def test_audit_log_page_filters_by_user_object_and_date(app):
