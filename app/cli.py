@@ -161,8 +161,12 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
     if day and not channel_id:
         raise click.UsageError("--date needs --channel")
     try:
-        if day:
-            runs = [recon.reconcile(channel_id, dt.date.fromisoformat(day))]
+        date = dt.date.fromisoformat(day) if day else None
+    except ValueError:
+        raise click.BadParameter("use YYYY-MM-DD", param_hint="--date") from None
+    try:
+        if date:
+            runs = [recon.reconcile(channel_id, date)]
         else:
             from app.channels_runtime import registry
             from channels.base import OperationNotSupported
@@ -174,8 +178,6 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
                 except OperationNotSupported:
                     if channel_id:
                         raise
-    except ValueError:
-        raise click.BadParameter("use YYYY-MM-DD", param_hint="--date") from None
     except PayRouterError as exc:
         raise click.ClickException(exc.message) from None
     shown = [recon.summary(run) for run in runs if run is not None]

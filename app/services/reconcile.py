@@ -104,7 +104,12 @@ class _Statements:
     def fetch(self, day: dt.date) -> None:
         if day not in self.days:
             self.days.add(day)
-            self.lines.update({line.channel_reference: line for line in self.adapter.statement(day)})
+            try:
+                lines = self.adapter.statement(day)
+            except (ValueError, KeyError, TypeError) as exc:  # a line the adapter cannot read: the run fails (exit 1)
+                raise ChannelError(f"the statement of channel {self.adapter.id} for {day.isoformat()} cannot be "
+                                   f"read: {exc.__class__.__name__}: {exc}", code="statement_malformed") from exc
+            self.lines.update({line.channel_reference: line for line in lines})
 
     def has(self, reference: str, since: dt.date) -> bool:
         """Is ``reference`` on the statement of any day from ``since`` (at most ``lookback_days``
