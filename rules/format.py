@@ -221,6 +221,17 @@ def load(source: Any, known_channels: set[str] | None = None) -> RuleSet:
     return ruleset
 
 
+# The same booleans, parsed by libyaml when it is installed: for stored (already valid) versions, whose
+# lines nobody needs, about 20 times faster than the pure-Python parser above.
+_FastLoader = type("_FastLoader", (getattr(yaml, "CSafeLoader", yaml.SafeLoader),), {})
+_FastLoader.yaml_implicit_resolvers = _Loader.yaml_implicit_resolvers
+
+
+def data_of(text: str) -> Any:
+    """The plain data of a stored rule file (no line map, no problems: it was valid when stored)."""
+    return yaml.load(text, Loader=_FastLoader)  # noqa: S506 - a SafeLoader
+
+
 def to_data(source: Any) -> Any:
     """The plain data of a rule file (for storage as JSON by the publishing side)."""
     return read_document(source)[0]

@@ -7,6 +7,7 @@ about half a second) is ``rules.store``; this module adds the workspace's rules 
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from sqlalchemy import select
@@ -15,12 +16,18 @@ from app.audit import record
 from app.config import get_config
 from app.db import read_only, unit_of_work
 from app.domain.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from app.models import RulesetRequest, utcnow
+from app.models import RulesetRequest, RulesetVersion, utcnow
 from app.services.rules_workspace import checked, dropped_rules, platform_only
 from rules import diff as diff_mod
 from rules import format, store
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
+
+
+@functools.lru_cache(maxsize=512)
+def _data(source: str):
+    """A stored version's plain data (versions never change: the history page parses each once)."""
+    return format.data_of(source)
 
 
 class DropsLiveRules(Conflict):
@@ -132,12 +139,12 @@ def pending(merchant: str | None = None) -> list[dict]:
     platform_only(merchant)
     with read_only() as session:
         live = store.live_version(session)
-        before = format.to_data(store.source_of(session, live)) if live is not None else None
+        before = _data(store.source_of(session, live)) if live is not None else None
         rows = [{"request": r.id, "author": r.author, "reason": r.reason, "at": r.created_at.isoformat() + "Z",
                  "dropped": r.dropped or [], "source": r.source}
                 for r in session.scalars(select(RulesetRequest).where(RulesetRequest.status == PENDING)
                                          .order_by(RulesetRequest.id))]
-    return [{**row, "diff": diff_mod.diff(before, format.to_data(row["source"]))} for row in rows]
+    return [{**row, "diff": diff_mod.diff(before, _data(row["source"]))} for row in rows]
 
 
 def rollback(version: int, actor: str, reason: str | None, merchant: str | None = None) -> dict:
@@ -158,8 +165,10 @@ def history(merchant: str | None = None, limit: int = 50) -> list[dict]:
     platform_only(merchant)
     with read_only() as session:
         rows = list(reversed(store.history(session)[:limit + 1]))
-        sources = {v: store.source_of(session, v) for v in {r["version"] for r in rows}}
-    data = {v: format.to_data(text) for v, text in sources.items()}
+        wanted = {r["version"] for r in rows}
+        sources = dict(session.execute(select(RulesetVersion.version, RulesetVersion.source)
+                                       .where(RulesetVersion.version.in_(wanted))).all()) if wanted else {}
+    data = {v: _data(text) for v, text in sources.items()}
     out, previous = [], None
     for row in rows:
         change = diff_mod.diff(data[previous] if previous is not None else None, data[row["version"]])
