@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections import OrderedDict
 from types import SimpleNamespace
 
@@ -33,6 +34,7 @@ KINDS = ("payment", "topup", "withdrawal", "refund")
 MAX_REPLAY = 10_000
 EXAMPLES = 5
 _checked: OrderedDict[str, RuleSet] = OrderedDict()  # checksum → a draft that passed every check
+_checked_lock = threading.Lock()
 
 
 def platform_only(merchant: str | None) -> None:
@@ -78,13 +80,15 @@ def checked(source: str) -> RuleSet:
     if not isinstance(source, str) or not source.strip():
         raise InvalidRequest("the draft is empty", param="source")
     key = hashlib.sha256(source.encode()).hexdigest()
-    if key in _checked:
-        _checked.move_to_end(key)
-        return _checked[key]
+    with _checked_lock:
+        if key in _checked:
+            _checked.move_to_end(key)
+            return _checked[key]
     ruleset = store.check(source)
-    _checked[key] = ruleset
-    while len(_checked) > 16:
-        _checked.popitem(last=False)
+    with _checked_lock:
+        _checked[key] = ruleset
+        while len(_checked) > 16:
+            _checked.popitem(last=False)
     return ruleset
 
 
