@@ -19,11 +19,11 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import context
+from app import audit, context
 from app.db import insert_unique_row, read_only, unit_of_work
 from app.domain.errors import Conflict, InvalidRequest, NotFound
 from app.domain.states import FAILED, PROCESSING, SUCCEEDED
-from app.models import AuditLog, Operation, ReconciliationIssue, new_id, utcnow
+from app.models import Operation, ReconciliationIssue, new_id, utcnow
 
 log = logging.getLogger("payrouter.reconcile")
 OPEN, RESOLVED = "open", "resolved"
@@ -112,8 +112,8 @@ def resolve(issue_id: str, note: str, actor: str, settle: str | None = None) -> 
         after = view(issue)
         if settle is not None:
             after["operation_status"] = _settle_operation(session, issue, settle, note)
-        session.add(AuditLog(actor=actor, action="reconciliation.resolve", target=issue_id, before=before,
-                             after=after, reason=note, request_id=context.current_request_id(), created_at=utcnow()))
+        audit.record(session, actor=actor, action="reconciliation.resolve", target=issue_id, before=before,
+                     after=after, reason=note)
     log.info("reconciliation issue %s (%s %s) resolved by %s: %s", issue_id, before["issue"],
              before["channel_reference"], actor, note)
     return after
