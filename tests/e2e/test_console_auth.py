@@ -14,6 +14,8 @@ NAVIGATION = ["Dashboard", "Rules", "Switches", "Channels", "Transactions", "Rec
 
 def test_log_in_and_out(live, page, make_user):
     name = make_user("ops")
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
     page.goto(live.admin_url + "/rules/")  # not logged in: the log-in page, and back here after
     expect(page).to_have_url(re.compile(r"/admin/login/"))
     page.get_by_label("Username").fill(name)
@@ -29,6 +31,11 @@ def test_log_in_and_out(live, page, make_user):
         expect(nav.get_by_role("link", name=item, exact=True)).to_be_visible()
     expect(nav.get_by_role("link", name="Users", exact=True)).to_have_count(0)  # admins only
     expect(page.locator("#console-user")).to_have_text(f"{name} (ops)")
+    nav.get_by_role("link", name="Dashboard", exact=True).click()
+    page.wait_for_load_state("networkidle")
+    # Every asset came from the router itself: the console works with no internet.
+    assert requested and all(url.startswith(live.url + "/") for url in requested), \
+        [url for url in requested if not url.startswith(live.url + "/")]
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/admin/login/"))
     page.goto(live.admin_url + "/")
