@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import bindparam, delete, tuple_, update
+from sqlalchemy import bindparam, delete, event, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -128,6 +128,27 @@ def _execute(session: Session, merchant_id: str, key: str, execute, error_respon
     as ``in_flight``; other requests with the key then wait for it. A 4xx outcome is stored (the
     work undone to a savepoint taken after the claim); a 5xx or a crash releases the key."""
     savepoint = session.begin_nested()
+    claimed = time.monotonic()
+
+    def fresh_lease(session: Session) -> None:
+        """Each commit of the work (a payment commits before its channel call) carries a lease
+        counted from now. The claim becomes visible to other requests only with the first one, so
+        work that took longer than LEASE before it would show a claim already run out, taken over
+        at once by a retry waiting on it while its owner goes on. Costs nothing for quick work."""
+        nonlocal claimed
+        if time.monotonic() - claimed >= RENEW_SECONDS:
+            session.connection().execute(_RENEW, {"m": merchant_id, "k": key, "until": utcnow() + LEASE})
+            claimed = time.monotonic()
+
+    event.listen(session, "before_commit", fresh_lease)
+    try:
+        return _run_and_store(session, savepoint, merchant_id, key, execute, error_response)
+    finally:
+        event.remove(session, "before_commit", fresh_lease)
+
+
+def _run_and_store(session: Session, savepoint, merchant_id: str, key: str, execute, error_response
+                   ) -> StoredResponse:
     try:
         status, payload = execute(session)
     except PayRouterError as error:
@@ -175,6 +196,8 @@ def _take_over(session: Session, row: IdempotencyKey, now) -> bool:
 
 
 _KEYS = IdempotencyKey.__table__
+_RENEW = (update(_KEYS).where(_KEYS.c.merchant_id == bindparam("m"), _KEYS.c.key == bindparam("k"),
+                              _KEYS.c.status == "in_flight").values(locked_until=bindparam("until")))
 _FINISH = (update(_KEYS).where(_KEYS.c.merchant_id == bindparam("m"), _KEYS.c.key == bindparam("k"))
            .values(status="done", response_status=bindparam("http_status"), response_body=bindparam("body")))
 
