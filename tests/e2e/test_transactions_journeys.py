@@ -104,3 +104,16 @@ def test_ops_redeliver_a_webhook(live, page, login, hooks):
     page.get_by_role("link", name="Audit log", exact=True).click()
     expect(page.locator(f"tr.audit-entry[data-action='webhook.redeliver'][data-object='{first}']")).to_contain_text(
         name)
+
+
+def test_the_dashboard_draws_its_charts_from_the_app_alone(live, page, login):
+    requested, errors = [], []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    login(page, "viewer")
+    page.get_by_role("link", name="Dashboard", exact=True).click()
+    page.wait_for_function("window.payrouterCharts && Object.keys(window.payrouterCharts).length === 5")
+    assert page.evaluate("window.payrouterCharts['chart-volume'].data.labels.length") == 24
+    assert not errors, errors
+    assert requested and all(url.startswith(live.url) for url in requested), [
+        url for url in requested if not url.startswith(live.url)]
