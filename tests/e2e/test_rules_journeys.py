@@ -75,12 +75,13 @@ def test_pm_fixes_a_bad_rule_checks_diff_and_replay_publishes_and_rolls_back(liv
     expect(page.locator("#replay .replay-example[data-change='fee']").first).to_contain_text("fee 30")
 
     page.get_by_label("Reason", exact=True).fill("cheaper default fee for small merchants")
+    clicked = time.monotonic()
     page.get_by_role("button", name="Publish", exact=True).click()
     expect(page.locator("body")).to_contain_text(re.compile(r"Published version \d+: it is live"))
     new = int(re.search(r"Published version (\d+)", page.locator("body").inner_text()).group(1))
     assert new > rules_back
-    elapsed = _within_2_s(api, body, (new, 17), time.monotonic())
-    print(f"API decided by version {new} {elapsed:.3f} s after the page answered")
+    elapsed = _within_2_s(api, body, (new, 17), clicked)
+    print(f"API decided by version {new} {elapsed:.3f} s after Publish was clicked")
     row = page.locator(f"#history .history-row[data-version='{new}']").first
     expect(row.locator(".history-who")).to_have_text(me)
     expect(row.locator(".history-reason")).to_have_text("cheaper default fee for small merchants")
@@ -88,9 +89,10 @@ def test_pm_fixes_a_bad_rule_checks_diff_and_replay_publishes_and_rolls_back(liv
 
     back = page.locator(f"#history .history-row[data-version='{rules_back}']").first
     back.get_by_label(f"Reason to roll back to version {rules_back}").fill("fee back to 3%")
+    clicked = time.monotonic()
     back.get_by_role("button", name="Roll back").click()
     expect(page.locator("body")).to_contain_text(f"Rolled back: version {rules_back} is live")
-    _within_2_s(api, body, (rules_back, 30), time.monotonic())
+    _within_2_s(api, body, (rules_back, 30), clicked)
     expect(page.locator("#history .history-row").first.locator(".history-reason")).to_have_text("fee back to 3%")
 
     page.get_by_role("link", name="Audit log", exact=True).click()
@@ -121,10 +123,11 @@ def test_publish_waits_for_a_second_person_when_approval_is_configured(live, pag
         theirs = other.new_page()
         approver = login(theirs, "admin")
         theirs.goto(live.admin_url + "/rules/")
+        clicked = time.monotonic()
         theirs.locator("#pending .pending-row").last.get_by_role("button", name="Approve").click()
         expect(theirs.locator("body")).to_contain_text(re.compile(r"approved and published as version \d+"))
         new = int(re.search(r"as version (\d+)", theirs.locator("body").inner_text()).group(1))
-        _within_2_s(api, body, (new, 17), time.monotonic())
+        _within_2_s(api, body, (new, 17), clicked)
         row = theirs.locator(f"#history .history-row[data-version='{new}']").first
         expect(row.locator(".history-who")).to_have_text(f"{author} (approved by {approver})")
     finally:
