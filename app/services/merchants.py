@@ -13,7 +13,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from app import notify
-from app.db import unit_of_work
+from app.db import read_only
 from app.domain.errors import AuthenticationFailed, NotFound
 from app.models import ApiKey, Merchant, new_id, utcnow
 
@@ -113,9 +113,10 @@ def authenticate(secret: str | None) -> tuple[Merchant, ApiKey]:
         return cached[1], cached[2]
     generation = _auth_generation[0]
     notify.healthy()  # starts this process's listener, so revocations elsewhere reach the cache
-    with unit_of_work() as session:
+    with read_only() as session:  # a read: no COMMIT round trip (the cache misses every 50 ms)
         row = session.execute(select(ApiKey, Merchant).join(Merchant, Merchant.id == ApiKey.merchant_id)
                               .where(ApiKey.key_hash == digest)).first()
+        session.expunge_all()  # loaded as they are: the read-only session's rollback would expire them
     if row is None or not hmac.compare_digest(row[0].key_hash, digest) or row[0].revoked_at is not None:
         raise AuthenticationFailed("Invalid API key provided.")
     key, merchant = row
