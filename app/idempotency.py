@@ -116,7 +116,8 @@ def _insert_claim(session: Session, merchant_id: str, key: str, endpoint: str, d
     """The first statement of the request's transaction. On PostgreSQL a concurrent request with the
     same key waits here until the first one commits or rolls back, then finds its row."""
     return insert_unique_row(session, _KEYS, {
-        "merchant_id": merchant_id, "key": key, "request_hash": digest, "endpoint": endpoint, "status": "in_flight",
+        "merchant_id": merchant_id, "key": key, "request_hash": digest, "endpoint": endpoint[:_ENDPOINT_MAX],
+        "status": "in_flight",
         "request_id": context.current_request_id(), "created_at": now, "locked_until": now + LEASE,
         "expires_at": now + KEEP})
 
@@ -196,6 +197,10 @@ def _take_over(session: Session, row: IdempotencyKey, now) -> bool:
 
 
 _KEYS = IdempotencyKey.__table__
+# The path is kept for operators (and to find a creation's stored response); the request hash binds the
+# key to the whole path. A longer one (an action on an id no object has) is cut to the column, so the
+# request goes on to its 404 instead of a 500 from the database ("value too long").
+_ENDPOINT_MAX = _KEYS.c.endpoint.type.length
 _RENEW = (update(_KEYS).where(_KEYS.c.merchant_id == bindparam("m"), _KEYS.c.key == bindparam("k"),
                               _KEYS.c.status == "in_flight").values(locked_until=bindparam("until")))
 _FINISH = (update(_KEYS).where(_KEYS.c.merchant_id == bindparam("m"), _KEYS.c.key == bindparam("k"))
