@@ -220,10 +220,20 @@ def _to_error(error: ValidationError) -> InvalidRequest:
         message = f"{param}: {error.instance} is not an integer (amounts are integers in minor units)"
     elif error.validator == "enum":
         shown = ", ".join(map(str, error.validator_value[:12]))
-        message = f"{param}: {error.instance!r} is not one of: {shown}{' …' if len(error.validator_value) > 12 else ''}"
-    else:
-        message = f"{param or 'body'}: {error.message}"
+        message = (f"{param}: {_shown(error.instance)} is not one of: "
+                   f"{shown}{' …' if len(error.validator_value) > 12 else ''}")
+    else:  # jsonschema's message quotes the whole value: a 50-key object or a long string, shortened
+        message = f"{param or 'body'}: {error.message.replace(repr(error.instance), _shown(error.instance), 1)}"
     return InvalidRequest(message, param=param, code="parameter_invalid")
+
+
+SHOWN_CHARS = 60
+
+
+def _shown(value: object) -> str:
+    """A refused value as an error message quotes it: at most SHOWN_CHARS of its repr."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}… ({len(text)} characters)"
 
 
 def _depth(error: ValidationError) -> tuple:

@@ -181,3 +181,14 @@ def test_schema_lengths_match_the_columns(where, column):
         assert max(map(len, node["enum"])) <= length
     else:
         assert node["maxLength"] == length, (where, node.get("maxLength"), length)
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"currency": "USD", "customer": {"id": "a"}, "metadata": {f"key{i}": "v" * 100 for i in range(51)}}, "metadata"),
+    ({"currency": "USD", "customer": {"id": "x" * 5000}}, "customer[id]"),
+])
+def test_an_error_message_quotes_a_refused_value_only_in_part(body, param):
+    with pytest.raises(InvalidRequest) as refused:
+        parse_body(json.dumps(body).encode(), "account_create")
+    assert refused.value.param == param
+    assert len(refused.value.message) < 200, refused.value.message
