@@ -7,7 +7,20 @@ import sys
 import click
 
 
-@click.group()
+class _Commands(click.Group):
+    """The CLI's one error map: a PayRouterError that a command does not handle itself is its
+    message and exit status 1, never a traceback (e.g. ``init`` on secrets stored under another key)."""
+
+    def invoke(self, ctx):
+        from app.domain.errors import PayRouterError
+
+        try:
+            return super().invoke(ctx)
+        except PayRouterError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+@click.group(cls=_Commands)
 def main():
     """PayRouter: a self-hostable payment router."""
 

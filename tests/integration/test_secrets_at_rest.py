@@ -251,3 +251,15 @@ def test_migration_0008_encrypts_what_was_stored_in_clear_and_downgrading_restor
         assert gone[0].startswith("whsec_") and gone[0] != "whsec_G" and gone[1] is None
         bodies = dict(connection.execute(text("SELECT key, response_body FROM idempotency_keys")).all())
         assert json.loads(bytes(bodies["create-we_live"]))["secret"] == "whsec_A"
+
+
+def test_init_under_another_key_says_why_and_exits_1_instead_of_a_traceback(clean):
+    channel_secrets.ensure(clean)  # stored under this install's key
+    set_config(clean.with_(secret_key="another-install-" + "k" * 24))
+    try:
+        result = CliRunner().invoke(main, ["init"])
+    finally:
+        set_config(clean)
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and result.exception is not None
+    assert "decrypt" in result.output.lower() or "secret" in result.output.lower(), result.output
