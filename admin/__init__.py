@@ -52,8 +52,16 @@ def init_admin(app: Flask) -> Admin:
 
     @app.before_request
     def _admin_csrf():
-        if request.method not in SAFE_METHODS and (request.path == URL or request.path.startswith(URL + "/")):
+        if not (request.path == URL or request.path.startswith(URL + "/")):
+            return None
+        posted = request.method not in SAFE_METHODS
+        if posted:
             csrf.protect()
+        if _holds_nul(request.args) or (posted and _holds_nul(request.form)):
+            # no console field has a use for one, and PostgreSQL text cannot hold it (it was a 500 there)
+            return render_template("admin/payrouter_error.html", status=400, title="Bad request",
+                                   message="A field holds a NUL character.", admin_base_template=_BASE), 400
+        return None
 
     @app.errorhandler(CSRFError)
     def _csrf_refused(error):
@@ -76,6 +84,10 @@ def init_admin(app: Flask) -> Admin:
 
 
 _BASE = "admin/payrouter_master.html"
+
+
+def _holds_nul(values) -> bool:
+    return any("\x00" in key or any("\x00" in value for value in values.getlist(key)) for key in values)
 
 
 def _login_manager(app: Flask) -> None:

@@ -46,3 +46,27 @@ def test_a_rules_number_out_of_range_is_refused_not_a_500(app, path, field):
     token = _token(pm.text("/admin/rules/"))
     answer = pm.client.post(path, data={"csrf_token": token, field: "9" * 40, "reason": "why"})
     assert answer.status_code in (302, 400, 404, 409), answer.status_code
+
+
+@pytest.mark.parametrize("path, form", [
+    ("/admin/switches/change", {"name": "channel:sandbox", "on": "1", "reason": "r\x00"}),
+    ("/admin/channels/circuit", {"channel": "sandbox", "action": "open", "reason": "r\x00"}),
+    ("/admin/webhooks/redeliver", {"delivery": "wd_\x00"}),
+    ("/admin/transactions/pay_x/redeliver", {"delivery": "wd_\x00"}),
+    ("/admin/reconciliation/resolve", {"issue": "ri_\x00", "note": "n"}),
+    ("/admin/rules/publish", {"source": "rules: []", "reason": "r\x00"}),
+    ("/admin/users/role", {"username": "u\x00", "role": "pm"}),
+    ("/admin/users/disable", {"username": "u\x00"}),
+    ("/admin/users/enable", {"username": "u", "reason": "\x00"}),
+])
+def test_a_nul_in_a_form_is_a_400(app, path, form):
+    """PostgreSQL text cannot hold a NUL: it used to be a 500 there (and stored as typed on SQLite)."""
+    admin = Console(app, "admin")
+    token = _token(admin.text("/admin/"))
+    answer = admin.client.post(path, data={"csrf_token": token, **form})
+    assert answer.status_code == 400, answer.status_code
+
+
+def test_a_nul_in_a_query_is_a_400(app):
+    admin = Console(app, "admin")
+    assert admin.client.get("/admin/transactions/?reference=a%00b").status_code == 400
