@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from flask import redirect, request, session, url_for
 from flask_admin import BaseView, expose
@@ -21,10 +21,15 @@ class LoginForm(ConsoleForm):
 
 
 def _safe_next(target: str | None) -> str:
-    """Only a path of this console: never another site (an open redirect)."""
-    if target:
+    """Only a path of this console: never another site (an open redirect), never a header broken by
+    a control character (a CR/LF was a 500), never a ``..`` that climbs out of /admin (to ``//host``)."""
+    if target and target.isascii() and target.isprintable() and " " not in target and "\\" not in target:
         parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc and target.startswith("/admin") and "\\" not in target:
+        path = unquote(parts.path)
+        segments = path.split("/")[1:]
+        if (not parts.scheme and not parts.netloc and (path == "/admin" or path.startswith("/admin/"))
+                and "//" not in path and "." not in segments and ".." not in segments
+                and path.isprintable() and "\\" not in path):
             return target
     return url_for("admin.index")
 

@@ -7,8 +7,9 @@ import re
 
 import pytest
 
+from app.services import admin_users
 from tests import builders
-from tests.integration.test_admin_tx_pages import Console, _token
+from tests.integration.test_admin_tx_pages import PASSWORD, Console, _token
 
 XSS = '<img src=x onerror=alert(1)>'
 
@@ -70,3 +71,25 @@ def test_a_nul_in_a_form_is_a_400(app, path, form):
 def test_a_nul_in_a_query_is_a_400(app):
     admin = Console(app, "admin")
     assert admin.client.get("/admin/transactions/?reference=a%00b").status_code == 400
+
+
+def _log_in_with_next(app, target: str):
+    name = builders.unique("viewer")
+    admin_users.create_user(name, PASSWORD, "viewer", actor="test")
+    client = app.test_client()
+    token = _token(client.get("/admin/login/").get_data(as_text=True))
+    return client.post(f"/admin/login/?next={target}", data={"username": name, "password": PASSWORD,
+                                                             "csrf_token": token})
+
+
+@pytest.mark.parametrize("target", ["/admin%0d%0aSet-Cookie:%20x=1", "/admin/%0a", "/admin/../..//evil.example",
+                                    "/admin/..%2f..%2f%2fevil.example", "/admin/%09/evil.example",
+                                    "/admin/%C3%A9"])
+def test_a_log_in_next_with_control_characters_or_dot_segments_goes_home(app, target):
+    answer = _log_in_with_next(app, target)
+    assert answer.status_code == 302 and answer.headers["Location"] == "/admin/"
+
+
+def test_a_log_in_next_inside_the_console_is_kept(app):
+    answer = _log_in_with_next(app, "/admin/transactions/%3Freference%3Dx%252F%252Fy")
+    assert answer.headers["Location"] == "/admin/transactions/?reference=x%2F%2Fy"
