@@ -63,6 +63,17 @@ def init_admin(app: Flask) -> Admin:
                                    message="A field holds a NUL character.", admin_base_template=_BASE), 400
         return None
 
+    @app.after_request
+    def _not_framed(response):
+        if request.path == URL or request.path.startswith(URL + "/"):
+            # no other site may frame the console and trick a click on Disable, Approve or Change role
+            response.headers.setdefault("X-Frame-Options", "DENY")
+            response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+            response.headers.setdefault("X-Content-Type-Options", "nosniff")
+            if not request.path.startswith((URL + "/assets/", URL + "/static/")):
+                response.headers.setdefault("Cache-Control", "no-store")  # operations' data: not in any cache
+        return response
+
     @app.errorhandler(CSRFError)
     def _csrf_refused(error):
         return render_template("admin/payrouter_error.html", status=400, title="Form expired or forged",

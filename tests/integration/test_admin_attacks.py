@@ -93,3 +93,12 @@ def test_a_log_in_next_with_control_characters_or_dot_segments_goes_home(app, ta
 def test_a_log_in_next_inside_the_console_is_kept(app):
     answer = _log_in_with_next(app, "/admin/transactions/%3Freference%3Dx%252F%252Fy")
     assert answer.headers["Location"] == "/admin/transactions/?reference=x%2F%2Fy"
+
+
+def test_the_console_cannot_be_framed_by_another_site(app, client):
+    for answer in (client.get("/admin/login/"), Console(app, "ops").client.get("/admin/switches/")):
+        assert answer.headers.get("X-Frame-Options") == "DENY"
+        assert "frame-ancestors 'none'" in answer.headers.get("Content-Security-Policy", "")
+        assert answer.headers.get("X-Content-Type-Options") == "nosniff"
+        assert answer.headers.get("Cache-Control") == "no-store"
+    assert "X-Frame-Options" not in client.get("/healthz").headers  # the API is not a page
