@@ -96,8 +96,11 @@ def merchant_revoke_key(key_id):
 @click.option("--threads", default=8, type=int)
 def serve(host, port, workers, threads):
     """The HTTP API and admin UI under gunicorn."""
+    from app import metrics_dir
+    from app.config import get_config
     from app.server import run
 
+    metrics_dir.prepare(get_config().var_dir, clean=True)  # before prometheus_client is imported (app.metrics)
     _refuse_live_channels_without_secrets()
     run(host, port, workers=workers, threads=threads)
 

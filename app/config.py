@@ -35,6 +35,8 @@ class Config:
     reconcile_interval: int = 60  # seconds between near-real-time reconciliation passes; 0: off
     rules_approval: bool = False  # publishing a rule set needs a second pm/admin's approval
     log_json: bool = True
+    rate_limit: int = 100  # requests per second per API key (burst 2×); 0: off
+    metrics_token: str | None = None  # GET /metrics requires it as a bearer token when set
     testing: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -75,6 +77,8 @@ class Config:
             reconcile_interval=int(env.get("PAYROUTER_RECONCILE_INTERVAL") or 60),
             rules_approval=env.get("PAYROUTER_RULES_APPROVAL") == "1",
             log_json=env.get("PAYROUTER_LOG_FORMAT", "json") == "json",
+            rate_limit=int(env.get("PAYROUTER_RATE_LIMIT") or 100),
+            metrics_token=env.get("PAYROUTER_METRICS_TOKEN") or None,
         )
 
 

@@ -80,9 +80,10 @@ def maintenance_for(names: list[str]) -> list[Periodic]:
 
 def run_worker(names: list[str], burst: bool = False) -> None:
     """A worker that runs jobs in its own process (no fork per job: callbacks are small and many)."""
-    from app import logs
+    from app import logs, metrics_dir
     from app.config import get_config
 
+    metrics_dir.prepare(get_config().var_dir)  # its counters show on the API's /metrics (app.metrics_dir)
     logs.setup(get_config().log_json)
     from app import channels_runtime
     from channels.config import ChannelConfigError

@@ -31,6 +31,9 @@ def serve(load: Callable, host: str, port: int, *, workers: int, threads: int, p
                "control_socket_disable": True}  # no shared ~/.gunicorn socket between servers
     if post_fork is not None:
         options["post_fork"] = post_fork
+    from app.metrics_dir import worker_exited
+
+    options["child_exit"] = worker_exited  # a dead worker's live gauges leave /metrics
     _Gunicorn(options, load).run()
 
 

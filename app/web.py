@@ -6,7 +6,7 @@ import time
 
 from flask import Flask, g, request
 
-from app import context, logs
+from app import context, logs, metrics
 from app.api import errors, validation
 from app.config import Config, get_config, set_config
 
@@ -32,8 +32,10 @@ def create_app(config: Config | None = None) -> Flask:
     _context_hooks(app)
 
     from app.api import accounts, callbacks, events, health, openapi, ops, payments, routing, transfers, webhooks
+    from app.api import metrics as metrics_api
 
-    for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks, callbacks, ops):
+    for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks, callbacks, ops,
+                   metrics_api):
         app.register_blueprint(module.bp)
     from admin import init_admin
 
@@ -50,9 +52,11 @@ def _context_hooks(app: Flask) -> None:
                             context.object_id_var.set(None))
         g.started = time.perf_counter()
         if request.path.startswith("/v1/"):  # merchant API; /callbacks and /ops authenticate on their own
+            from app import ratelimit
             from app.api.common import authenticate_request
 
             authenticate_request()
+            ratelimit.check(g.api_key.id)  # per key (CONTRACT §1): one Redis round trip, or this process's memory
         # Every route's path and query, as parse_json does every body: bad text is a 400, never a 5xx.
         validation.screen(validation.raw_path(request.environ), request.query_string, request.view_args)
 
@@ -60,6 +64,10 @@ def _context_hooks(app: Flask) -> None:
     def _echo(response):
         response.headers[context.REQUEST_ID_HEADER] = context.current_request_id() or ""
         started = g.get("started")
+        if started:  # counters in memory only (app.metrics): nothing on the request path waits for them
+            rule = request.url_rule
+            metrics.observe_request(request.method, rule.rule if rule is not None else None, response.status_code,
+                                    time.perf_counter() - started)
         log.info("%s %s %s", request.method, request.path, response.status_code, extra={
             "method": request.method, "path": request.path, "status": response.status_code,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2) if started else None})

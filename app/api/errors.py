@@ -78,6 +78,8 @@ def to_response(error: e.PayRouterError):
     response.status_code = status
     if status == 503:
         response.headers["Retry-After"] = "1"
+    elif status == 429:
+        response.headers["Retry-After"] = str(error.extra.get("retry_after") or 1)
     return response
 
 

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import breaker, context, events, ledger, representation, writebehind
+from app import breaker, context, events, ledger, metrics, representation, writebehind
 from app.channels_runtime import callback_url, channel
 from app.config import get_config
 from app.db import execute_all_matched, pipelined
@@ -320,6 +320,7 @@ def _record_settlement(session: Session, op: Operation, status: str, attempts: l
     under review (``reviewed``), its reconciliation issue closed."""
     if reviewed:
         issues.settled_under_review(session, op, status)
+    metrics.settled_on_commit(session, op.kind, status, op.channel)
     postings = _postings(session, op, status)
     data = representation.operation(op, attempts) if attempts is not None else view(session, op)
     # What follows needs no answer, unless a customer's balance moves (its row is read back); in a

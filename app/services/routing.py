@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from app import breaker, switches
+from app import breaker, metrics, switches
 from app.channels_runtime import registry
 from app.domain.errors import LimitExceeded, NoRoute, RuleDeclined
 from channels.modes import mode_of
@@ -56,8 +56,9 @@ def decide(kind: str, merchant, body: dict, *, amount: int, currency: str, split
     channels of the merchant's mode (``merchant.livemode``: the API key's) are candidates."""
     from rules import runtime
 
-    return runtime.decide(facts(kind, merchant, body, amount=amount, currency=currency),
-                          availability or Availability(merchant.livemode), split_key=split_key)
+    with metrics.RULES_DECISION.time():
+        return runtime.decide(facts(kind, merchant, body, amount=amount, currency=currency),
+                              availability or Availability(merchant.livemode), split_key=split_key)
 
 
 def refuse_if_declined(decision) -> None:

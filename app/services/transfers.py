@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app import context, events, ledger, representation
+from app import context, events, ledger, metrics, representation
 from app.db import add_unique
 from app.domain.errors import InvalidRequest, NotFound
 from app.models import Merchant, Transfer, new_id
@@ -35,6 +35,7 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
                 legs=[ledger.Leg(source, -transfer.amount), ledger.Leg(target, transfer.amount)])
     events.record(session, merchant_id=merchant.id, livemode=transfer.livemode, type="transfer.succeeded",
                   object_id=transfer.id, data=representation.transfer(transfer))
+    metrics.settled_on_commit(session, "transfer", transfer.status, None)
     return transfer
 
 

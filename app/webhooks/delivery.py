@@ -23,7 +23,7 @@ from datetime import timedelta
 import urllib3
 from sqlalchemy import bindparam, insert, select, update
 
-from app import context, jobs, switches
+from app import context, jobs, metrics, switches
 from app.config import get_config
 from app.db import unit_of_work
 from app.models import Event, utcnow
@@ -38,6 +38,7 @@ BATCH_JOB = "app.webhooks.delivery.deliver_many"
 CHUNK = 32  # deliveries per batch job
 THREADS = 8  # concurrent sends inside one job
 EARLY_TOLERANCE = timedelta(seconds=1)
+_OUTCOMES = {SUCCEEDED: "succeeded", PENDING: "retrying", FAILED: "failed"}  # the outcome label of an attempt
 _local = threading.local()
 
 
@@ -228,6 +229,8 @@ def _finish(claims: list[Claim], outcomes: list[Outcome]) -> list[str]:
                     next_attempt_at=bindparam("next_attempt_at"), enqueued_at=bindparam("enqueued_at"),
                     completed_at=bindparam("completed_at"), last_status_code=bindparam("last_status_code"),
                     last_error=bindparam("last_error")), rows)
+    for row in rows:  # committed: one per attempt, by what came of it
+        metrics.WEBHOOK_DELIVERIES.labels(_OUTCOMES[row["status"]]).inc()
     for delay, ids in retries.items():
         for start in range(0, len(ids), CHUNK):
             _queue(ids[start:start + CHUNK], delay)
