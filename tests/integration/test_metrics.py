@@ -3,7 +3,10 @@ workers (prometheus-client's multiprocess mode); route labels are templates; the
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 
 import pytest
 import requests
@@ -14,7 +17,7 @@ from app.config import set_config
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
 from tests import builders
-from tests.live import api_server
+from tests.live import free_port, process_env, wait_http
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -49,6 +52,26 @@ def sandbox_channels(clean, tmp_path):
         channels_runtime.reset()
 
 
+@contextmanager
+def served(config, metrics_dir, channels_file, workers: int = 2):
+    """``payrouter serve`` with two gunicorn workers on a free port (the sandbox calls back to it)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = process_env(config, PAYROUTER_CHANNELS=channels_file, PROMETHEUS_MULTIPROC_DIR=metrics_dir,
+                      PAYROUTER_PUBLIC_URL=base)
+    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers),
+                             "--threads", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(base + "/readyz", proc=proc)
+        yield base, env
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def worker_pids_with_counters(directory) -> set[int]:
     return {int(m.group(1)) for f in directory.iterdir() if (m := re.fullmatch(r"counter_(\d+)\.db", f.name))}
 
@@ -57,8 +80,7 @@ def test_a_payment_counts_once_across_two_gunicorn_workers(clean, sandbox_channe
     metrics_dir = tmp_path / "metrics"
     _merchant_id, secret = builders.merchant()
     auth = {"Authorization": f"Bearer {secret}", "Connection": "close"}  # a new connection each: either worker
-    with api_server(clean, workers=2, threads=4, PAYROUTER_CHANNELS=sandbox_channels,
-                    PROMETHEUS_MULTIPROC_DIR=metrics_dir) as base:
+    with served(clean, metrics_dir, sandbox_channels) as (base, env):
         before = samples(requests.get(base + "/metrics", timeout=10).text)
         paid = []
         for amount in (2000, 2000, 2000, 2000, 2051):  # four succeed, one is declined
@@ -80,8 +102,23 @@ def test_a_payment_counts_once_across_two_gunicorn_workers(clean, sandbox_channe
             requests.get(base + "/healthz", headers={"Connection": "close"}, timeout=10)
         assert len(worker_pids_with_counters(metrics_dir)) >= 2
         text = requests.get(base + "/metrics", timeout=10).text
+        # Settled by an RQ worker (a callback): counted by that process, shown by the API's /metrics.
+        late = requests.post(base + "/v1/payments", json=builders.payment_body(2052),
+                             headers={**auth, "Idempotency-Key": builders.unique("idem")}, timeout=10).json()
+        assert late["status"] == "processing"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.3)  # the sandbox calls back after 0.2 s; the API stores it and queues the job
+            subprocess.run([sys.executable, "-m", "app.cli", "worker", "--burst", "core"], env=env, check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            if requests.get(f"{base}/v1/payments/{late['id']}", headers=auth, timeout=10).json()["status"] != (
+                    "processing"):
+                break
+        with_worker = samples(requests.get(base + "/metrics", timeout=10).text)
     after = samples(text)
     assert value(after, "payrouter_operations_total", **PAID) - value(before, "payrouter_operations_total", **PAID) == 5
+    assert value(with_worker, "payrouter_operations_total", **PAID) - value(after, "payrouter_operations_total",
+                                                                            **PAID) == 1
     assert value(after, "payrouter_operations_total", **DECLINED) - value(
         before, "payrouter_operations_total", **DECLINED) == 1
     posts = dict(method="POST", route="/v1/payments", status="201")
@@ -122,3 +159,27 @@ def test_the_metrics_token_is_required_when_set(app, clean):
     assert "# TYPE payrouter_operations_total counter" in response.get_data(as_text=True)
     set_config(clean)
     assert app.test_client().get("/metrics").status_code == 200  # no token set: open
+
+
+def test_without_redis_the_scrape_leaves_out_queue_depths_only(app, clean):
+    from app import redis_conn
+    from tests.outage_support import PrivateRedis
+
+    private = PrivateRedis().start()
+    try:
+        set_config(clean.with_(redis_url=private.url))
+        redis_conn.reset()
+        found = samples(app.test_client().get("/metrics").get_data(as_text=True))
+        assert value(found, "payrouter_queue_depth", queue="core") == 0
+        assert ("payrouter_queue_depth", (("queue", "core"),)) in found
+        private.hang()  # hung: one wait of REQUEST_TIMEOUT, then Redis is marked down in this process
+        started = time.perf_counter()
+        response = app.test_client().get("/metrics")
+        assert response.status_code == 200 and time.perf_counter() - started < 2
+        found = samples(response.get_data(as_text=True))
+        assert not any(name == "payrouter_queue_depth" for name, _labels in found)
+        assert ("payrouter_reconciliation_open_issues", (("channel", "sandbox"),)) in found
+    finally:
+        private.stop()
+        set_config(clean)
+        redis_conn.reset()
