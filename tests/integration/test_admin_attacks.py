@@ -102,3 +102,40 @@ def test_the_console_cannot_be_framed_by_another_site(app, client):
         assert answer.headers.get("X-Content-Type-Options") == "nosniff"
         assert answer.headers.get("Cache-Control") == "no-store"
     assert "X-Frame-Options" not in client.get("/healthz").headers  # the API is not a page
+
+
+def test_a_decline_code_from_a_channel_cannot_break_out_of_the_dashboard_json(app):
+    from datetime import timedelta
+
+    from app.models import utcnow
+    from tests.integration.test_admin_data import add_operation
+
+    shop, _ = builders.merchant()
+    add_operation(shop, at=utcnow() - timedelta(minutes=5), status="failed",
+                  failure_code="</script><script>alert(1)</script>")
+    page = Console(app, "viewer").text("/admin/")
+    assert "<script>alert" not in page and "&lt;/script&gt;&lt;script&gt;alert(1)" in page  # the table, escaped
+    data = re.search(r'<script type="application/json" id="dashboard-data">(.*?)</script>', page, re.S).group(1)
+    assert "\\u003c/script\\u003e" in data
+
+
+def test_the_log_in_throttle_holds_for_case_and_space_variants_and_ignores_forwarded_for(app):
+    name = builders.unique("ops")
+    admin_users.create_user(name, PASSWORD, "ops", actor="test")
+    client = app.test_client()
+
+    def attempt(username: str, password: str, address: str = "192.0.2.50", forwarded: str | None = None):
+        token = _token(client.get("/admin/login/").get_data(as_text=True))
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        return client.post("/admin/login/", data={"username": username, "password": password, "csrf_token": token},
+                           environ_base={"REMOTE_ADDR": address}, headers=headers).status_code
+
+    variants = [name.upper(), f" {name} ", name.capitalize(), f"{name}\t", name]
+    for i in range(admin_users.USER_LIMIT):
+        assert attempt(variants[i], "wrong password", f"192.0.2.{60 + i}", f"10.0.0.{i}") == 401
+    assert attempt(name, PASSWORD, "192.0.2.99") == 429  # the name is locked, whatever its spelling was
+    for i in range(admin_users.ADDR_LIMIT):  # X-Forwarded-For is not the client: one address, locked
+        attempt(builders.unique("guess"), "wrong password", "192.0.2.77", f"10.1.{i}.1")
+    other = builders.unique("viewer")
+    admin_users.create_user(other, PASSWORD, "viewer", actor="test")
+    assert attempt(other, PASSWORD, "192.0.2.77", "10.9.9.9") == 429
