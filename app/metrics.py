@@ -16,6 +16,8 @@ from prometheus_client import Counter, Histogram
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from rules import engine
+
 HTTP_REQUESTS = Counter("payrouter_http_requests", "HTTP requests answered, by route template",
                         ["method", "route", "status"])
 HTTP_DURATION = Histogram("payrouter_http_request_duration_seconds", "Time to answer an HTTP request",
@@ -25,8 +27,13 @@ OPERATIONS = Counter("payrouter_operations", "Operations that reached a final st
                      ["kind", "status", "channel"])
 RULES_DECISION = Histogram("payrouter_rules_decision_seconds", "Time to decide the route of one operation",
                            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1))
+ENGINE_FALLBACKS = Counter("payrouter_rules_engine_fallbacks",
+                           "Decisions the reference evaluator answered because the rules engine failed on the fact")
 WEBHOOK_DELIVERIES = Counter("payrouter_webhook_deliveries", "Webhook delivery attempts, by what came of them",
                              ["outcome"])
+
+if ENGINE_FALLBACKS.inc not in engine.FALLBACK_LISTENERS:
+    engine.FALLBACK_LISTENERS.append(ENGINE_FALLBACKS.inc)
 
 NO_CHANNEL = "ledger"  # the channel label of what moves inside the ledger only (balance payments, transfers)
 UNMATCHED_ROUTE = "unmatched"  # the route label of a request no URL rule matched (never the raw path)

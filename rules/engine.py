@@ -28,6 +28,9 @@ from rules.model import RuleSet
 from rules.reference import ReferenceRules
 
 ENGINE_LOCK = threading.RLock()
+# Called (no argument) on every decision the reference evaluator answered instead of the engine:
+# app.metrics counts them for /metrics, without this module knowing of it.
+FALLBACK_LISTENERS: list = []
 _names = itertools.count(1)
 _SID = "0"
 
@@ -138,6 +141,8 @@ class CompiledRules:
                     fired = None
         if fired is None:
             self.fallbacks += 1
+            for listener in FALLBACK_LISTENERS:
+                listener()
             return self._reference.match(facts)
         hits = set()
         targets = self._targets
