@@ -126,8 +126,16 @@ def median(values):
 
 
 def bench_env() -> dict:
+    from app.config import get_config
+
     env = dict(os.environ)
     env.setdefault("PAYROUTER_LOG_FORMAT", "text")
+    # The servers run from the repository's root, the bench from wherever it was started: one var dir
+    # for all, or each would make its own secret key and could not read the others' stored secrets.
+    env.setdefault("PAYROUTER_VAR_DIR", str(get_config().var_dir))
+    # One merchant key carries the whole load: a limit it never reaches, so the limiter still runs (and
+    # costs what it costs) without refusing (the default 100/s would answer most requests 429).
+    env.setdefault("PAYROUTER_RATE_LIMIT", "1000000")
     return env
 
 
