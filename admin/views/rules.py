@@ -107,7 +107,7 @@ class RulesView(SecureView):
                             "rejected")
 
     def _decide(self, fn, done: str):
-        number = _int(request.form.get("request"), 0)
+        number = _id(request.form.get("request"))
         try:
             result = fn(number, current_actor())
         except PayRouterError as exc:
@@ -121,7 +121,7 @@ class RulesView(SecureView):
     @expose("/rollback", methods=("POST",))
     @role_required("pm")
     def rollback(self):
-        version = _int(request.form.get("version"), 0)
+        version = _id(request.form.get("version"))
         try:
             rules_publishing.rollback(version, current_actor(), request.form.get("reason"))
         except PayRouterError as exc:
@@ -144,12 +144,16 @@ MAX_ID = 2 ** 31 - 1  # versions and request numbers are INTEGER columns: a larg
 
 
 def _int(text, default: int) -> int:
-    """``text`` as a number 0..MAX_ID, else ``default`` (40 nines used to be a 500 from the database)."""
     try:
-        number = int(text)
+        return int(text)
     except (TypeError, ValueError):
         return default
-    return number if 0 <= number <= MAX_ID else default
+
+
+def _id(text) -> int:
+    """A version or request number as typed, 0 (none) unless it is 1..MAX_ID (40 nines were a 500)."""
+    number = _int(text, 0)
+    return number if 0 < number <= MAX_ID else 0
 
 
 def views() -> list:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from app.services import admin_users
+from app.services import admin_users, rules_workspace
 from tests import builders
 from tests.integration.test_admin_tx_pages import PASSWORD, Console, _token
 
@@ -47,6 +47,15 @@ def test_a_rules_number_out_of_range_is_refused_not_a_500(app, path, field):
     token = _token(pm.text("/admin/rules/"))
     answer = pm.client.post(path, data={"csrf_token": token, field: "9" * 40, "reason": "why"})
     assert answer.status_code in (302, 400, 404, 409), answer.status_code
+
+
+@pytest.mark.parametrize("last", ["-5", "9" * 40])
+def test_a_replay_count_out_of_range_is_explained(app, last):
+    pm = Console(app, "pm")
+    token = _token(pm.text("/admin/rules/"))
+    answer = pm.client.post("/admin/rules/try", data={"csrf_token": token, "action": "replay", "last": last,
+                                                      "source": rules_workspace.show()["source"]})
+    assert answer.status_code == 200 and "last must be an integer from 1 to" in answer.get_data(as_text=True)
 
 
 @pytest.mark.parametrize("path, form", [
