@@ -37,7 +37,9 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture(scope="session")
 def config() -> Config:
-    cfg = Config.from_env().with_(testing=True)
+    # Off: the suite sends bursts with one key on purpose (fuzzing, concurrency); the tests of the limit
+    # turn it on (tests/integration/test_rate_limits.py). Servers a test starts read PAYROUTER_RATE_LIMIT.
+    cfg = Config.from_env().with_(testing=True, rate_limit=0)
     set_config(cfg)
     from app import migrate
 
