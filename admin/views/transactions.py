@@ -25,6 +25,8 @@ def _day(name: str, shift: int = 0) -> datetime | None:
     except ValueError:
         flash(f"{name}: not a date (YYYY-MM-DD)", "error")
         return None
+    except OverflowError:  # the day after 9999-12-31: no bound
+        return None
 
 
 def pretty(value) -> str:

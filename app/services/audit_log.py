@@ -47,7 +47,7 @@ def search(filters: Filters, before_id: int | None = None, limit: int = PAGE) ->
         query = query.where(AuditLog.action == filters.action)
     if filters.since:
         query = query.where(AuditLog.created_at >= datetime.combine(filters.since, time.min))
-    if filters.until:
+    if filters.until and filters.until < date.max:  # up to 9999-12-31: no bound (the day after is no date)
         query = query.where(AuditLog.created_at < datetime.combine(filters.until + timedelta(days=1), time.min))
     if before_id is not None:
         query = query.where(AuditLog.id < before_id)

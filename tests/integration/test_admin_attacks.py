@@ -40,6 +40,14 @@ def test_an_audit_cursor_out_of_range_is_ignored_not_a_500(app, cursor):
     assert viewer.client.get(f"/admin/audit/?before={cursor}").status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/admin/audit/?to=9999-12-31", "/admin/transactions/?to=9999-12-31",
+                                  "/admin/audit/?from=0001-01-01&to=9999-12-31",
+                                  "/admin/transactions/?from=9999-12-31&to=9999-12-31"])
+def test_the_last_day_there_is_as_an_upper_bound_is_no_500(app, path):
+    """The day after 9999-12-31 is no date: it was an OverflowError (500) on both pages."""
+    assert Console(app, "viewer").client.get(path).status_code == 200
+
+
 @pytest.mark.parametrize("path, field", [("/admin/rules/rollback", "version"), ("/admin/rules/approve", "request"),
                                          ("/admin/rules/reject", "request")])
 def test_a_rules_number_out_of_range_is_refused_not_a_500(app, path, field):
