@@ -183,3 +183,22 @@ def test_without_redis_the_scrape_leaves_out_queue_depths_only(app, clean):
         private.stop()
         set_config(clean)
         redis_conn.reset()
+
+
+def test_a_settlement_rolled_back_counts_nothing(stack):
+    """A balance payment wins its transition, then the ledger refuses it (402): rolled back, not counted."""
+    api = builders.api(stack.client)
+    wallet = api.account(funded=5000)
+    paid = dict(kind="payment", status="succeeded", channel="ledger")
+
+    def counted() -> float:
+        return value(samples(stack.client.get("/metrics").get_data(as_text=True)), "payrouter_operations_total",
+                     **paid)
+
+    before = counted()
+    body = builders.payment_body(1200, payment_method={"type": "balance", "account": wallet["id"]})
+    assert api.post("/v1/payments", body).get_json()["status"] == "succeeded"
+    short = api.post("/v1/payments", builders.payment_body(9999, payment_method={"type": "balance",
+                                                                                  "account": wallet["id"]}))
+    assert short.status_code == 402 and short.get_json()["error"]["code"] == "insufficient_funds"
+    assert counted() - before == 1
