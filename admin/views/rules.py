@@ -56,7 +56,7 @@ class RulesView(SecureView):
     def try_draft(self):
         """Validate, Diff, Simulate or Replay the draft (no change anywhere)."""
         action = request.form.get("action")
-        source = request.form.get("source", "")
+        source = _draft()
         if action not in TRIES:
             flash("Choose Validate, Diff, Simulate or Replay.", "error")
             return self._page(status=400)
@@ -78,7 +78,7 @@ class RulesView(SecureView):
     @expose("/publish", methods=("POST",))
     @role_required("pm")
     def publish(self):
-        source = request.form.get("source", "")
+        source = _draft()
         confirm = request.form.get("confirm_dropped") == "1"
         try:
             result = rules_publishing.publish(source, current_actor(), request.form.get("reason"),
@@ -129,6 +129,14 @@ class RulesView(SecureView):
             return redirect(url_for(".index"))
         flash(f"Rolled back: version {version} is live.", "success")
         return redirect(url_for(".index"))
+
+
+def _draft() -> str:
+    """The draft as typed: always text. The rules reader takes a one-line string ending in .yaml,
+    .yml or .json as a file name (for the CLI), so a draft "/etc/x.yaml" read that server file
+    (its keys came back as problems; "no such rule file" told which files exist)."""
+    source = request.form.get("source", "")
+    return source if source.endswith("\n") else source + "\n"
 
 
 def _json_body(text: str) -> dict:

@@ -48,6 +48,24 @@ def test_the_last_day_there_is_as_an_upper_bound_is_no_500(app, path):
     assert Console(app, "viewer").client.get(path).status_code == 200
 
 
+@pytest.mark.parametrize("action", ["validate", "diff", "simulate", "replay"])
+def test_a_draft_naming_a_server_file_is_text_not_that_file(app, tmp_path, action):
+    secret = tmp_path / "channels.yaml"
+    secret.write_text("channels:\n  - id: acq_x\n    secret: s3cr3t\n")
+    viewer = Console(app, "viewer")
+    token = _token(viewer.text("/admin/rules/"))
+    for name in (str(secret), str(tmp_path / "missing.json")):
+        page = viewer.client.post("/admin/rules/try", data={"csrf_token": token, "action": action,
+                                                             "source": name}).get_data(as_text=True)
+        assert "unknown top-level key" not in page and "no such rule file" not in page  # read as text
+    pm = Console(app, "pm")
+    token = _token(pm.text("/admin/rules/"))
+    live = rules_workspace.show()["version"]
+    pm.client.post("/admin/rules/publish", data={"csrf_token": token, "source": str(secret), "reason": "x",
+                                                "confirm_dropped": "1"})
+    assert rules_workspace.show()["version"] == live
+
+
 @pytest.mark.parametrize("path, field", [("/admin/rules/rollback", "version"), ("/admin/rules/approve", "request"),
                                          ("/admin/rules/reject", "request")])
 def test_a_rules_number_out_of_range_is_refused_not_a_500(app, path, field):
