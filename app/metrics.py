@@ -12,6 +12,8 @@ issues, circuits, webhook backlog) is computed when /metrics is scraped (app.met
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 from prometheus_client import Counter, Histogram
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -27,6 +29,8 @@ OPERATIONS = Counter("payrouter_operations", "Operations that reached a final st
                      ["kind", "status", "channel"])
 RULES_DECISION = Histogram("payrouter_rules_decision_seconds", "Time to decide the route of one operation",
                            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1))
+CALLBACK_LAG = Histogram("payrouter_callback_lag_seconds", "From a channel callback received to applied (committed)",
+                         buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800))
 ENGINE_FALLBACKS = Counter("payrouter_rules_engine_fallbacks",
                            "Decisions the reference evaluator answered because the rules engine failed on the fact")
 WEBHOOK_DELIVERIES = Counter("payrouter_webhook_deliveries", "Webhook delivery attempts, by what came of them",
@@ -46,6 +50,13 @@ def observe_request(method: str, route: str | None, status: int, seconds: float)
     route = route or UNMATCHED_ROUTE
     HTTP_REQUESTS.labels(method, route, str(status)).inc()
     HTTP_DURATION.labels(method, route).observe(seconds)
+
+
+def callbacks_applied(received: list[datetime]) -> None:
+    """Callbacks received at these times (naive UTC, as stored) were applied, and that committed."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    for at in received:
+        CALLBACK_LAG.observe(max((now - at).total_seconds(), 0.0))
 
 
 def settled_on_commit(session: Session, kind: str, status: str, channel: str | None) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import context, jobs, ledger, writebehind
+from app import context, jobs, ledger, metrics, writebehind
 from app.api.validation import bad_text
 from app.channels_runtime import channel, registry
 from app.config import get_config
@@ -158,6 +158,8 @@ def drain(batch: int = DRAIN_BATCH) -> int:
                 failed = [row.id for row in rows]
             if failed:  # the savepoint took the batch's writes back: no object may show them
                 session.expire_all()
+        if not failed:  # committed: received → applied, per callback
+            metrics.callbacks_applied([row.received_at for row in rows])
         for callback_id in failed:
             apply(callback_id)
         applied += len(rows)
@@ -186,7 +188,10 @@ def apply(callback_id: str) -> str:
             if row is None or row.processed_at is not None:
                 return "done"
             op = session.get(Operation, row.reference) if row.reference else None
-            return _apply_row(session, row, op, {op.id: attempts_of(session, op)} if op else {})
+            received, outcome = row.received_at, _apply_row(session, row, op, {op.id: attempts_of(session, op)}
+                                                            if op else {})
+        metrics.callbacks_applied([received])
+        return outcome
     except Exception as exc:  # noqa: BLE001 - recorded on the row below
         log.exception("callback %s could not be applied", callback_id)
         with unit_of_work() as session:

@@ -119,6 +119,7 @@ def test_a_payment_counts_once_across_two_gunicorn_workers(clean, sandbox_channe
     assert value(after, "payrouter_operations_total", **PAID) - value(before, "payrouter_operations_total", **PAID) == 5
     assert value(with_worker, "payrouter_operations_total", **PAID) - value(after, "payrouter_operations_total",
                                                                             **PAID) == 1
+    assert value(with_worker, "payrouter_callback_lag_seconds_count") >= 1  # the worker applied its callback(s)
     assert value(after, "payrouter_operations_total", **DECLINED) - value(
         before, "payrouter_operations_total", **DECLINED) == 1
     posts = dict(method="POST", route="/v1/payments", status="201")
