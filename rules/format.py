@@ -69,7 +69,22 @@ def _read_text(source: Any) -> str | None:
     return None
 
 
-def _walk_lines(node: yaml.Node, path: str, lines: dict[str, int], dups: list[tuple[str, int]]) -> None:
+MAX_NODES = 100_000  # values in a rule file once its aliases are expanded (a real one has hundreds)
+MAX_DEPTH = 64  # nesting of lists and mappings (a real one has under 10)
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _walk_lines(node: yaml.Node, path: str, lines: dict[str, int], dups: list[tuple[str, int]],
+                budget: list[int] | None = None) -> None:
+    budget = [MAX_NODES] if budget is None else budget
+    budget[0] -= 1
+    if budget[0] < 0:  # "billion laughs": 9 aliases of 9 aliases... (425 bytes) walked forever
+        raise _TooBig(f"the file holds more than {MAX_NODES} values once its aliases are expanded")
+    if path.count("/") > MAX_DEPTH:  # deeper: a RecursionError in the checks that follow
+        raise _TooBig(f"the file nests lists or mappings more than {MAX_DEPTH} deep")
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
@@ -80,10 +95,10 @@ def _walk_lines(node: yaml.Node, path: str, lines: dict[str, int], dups: list[tu
                 dups.append((child, key_node.start_mark.line + 1))
             seen.add(key)
             lines[child] = key_node.start_mark.line + 1
-            _walk_lines(value_node, child, lines, dups)
+            _walk_lines(value_node, child, lines, dups, budget)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk_lines(item, f"{path}/{i}", lines, dups)
+            _walk_lines(item, f"{path}/{i}", lines, dups, budget)
 
 
 def read_document(source: Any) -> tuple[Any, dict[str, int], list[Problem]]:
@@ -99,12 +114,17 @@ def read_document(source: Any) -> tuple[Any, dict[str, int], list[Problem]]:
         if node is None:
             return None, {}, [Problem(None, "", "the file is empty")]
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except RecursionError:  # the parser itself recurses: "[" 1,000 deep
+        return None, {}, [Problem(None, "", f"the file nests lists or mappings more than {MAX_DEPTH} deep")]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         return None, {}, [Problem(None, "", f"not valid YAML/JSON: {exc}", mark.line + 1 if mark else None)]
     lines: dict[str, int] = {}
     dups: list[tuple[str, int]] = []
-    _walk_lines(node, "", lines, dups)
+    try:
+        _walk_lines(node, "", lines, dups)
+    except _TooBig as exc:
+        return None, {}, [Problem(None, "", str(exc))]
     problems = [Problem(None, p, "duplicate key", line) for p, line in dups]
     return data, lines, problems
 

@@ -66,6 +66,25 @@ def test_a_draft_naming_a_server_file_is_text_not_that_file(app, tmp_path, actio
     assert rules_workspace.show()["version"] == live
 
 
+def _alias_bomb() -> str:
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    return "\n".join(lines) + "\nrules: *a8\n"  # 425 bytes, 9^9 values once expanded
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("draft, problem", [(_alias_bomb(), "values once its aliases are expanded"),
+                                            ("rules: " + "[" * 600 + "]" * 600 + "\n", "nests lists or mappings"),
+                                            ("rules: " + "{a: " * 40 + "[" * 40 + "]" * 40 + "}" * 40 + "\n",
+                                             "nests lists or mappings")])
+def test_a_draft_that_expands_or_nests_without_end_is_a_problem_not_a_hung_worker(app, draft, problem):
+    """A viewer may validate: 425 bytes of aliases pinned a worker forever; 600 brackets were a 500."""
+    viewer = Console(app, "viewer")
+    token = _token(viewer.text("/admin/rules/"))
+    answer = viewer.client.post("/admin/rules/try", data={"csrf_token": token, "action": "validate", "source": draft})
+    assert answer.status_code == 200 and problem in answer.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("path, field", [("/admin/rules/rollback", "version"), ("/admin/rules/approve", "request"),
                                          ("/admin/rules/reject", "request")])
 def test_a_rules_number_out_of_range_is_refused_not_a_500(app, path, field):
