@@ -102,7 +102,7 @@ def _holds_nul(values) -> bool:
 
 
 def _login_manager(app: Flask) -> None:
-    from admin.views.base import ConsoleUser
+    from admin.views.base import ConsoleUser, password_mark
     from app.services import admin_users
 
     manager = LoginManager()
@@ -121,4 +121,6 @@ def _login_manager(app: Flask) -> None:
             return None
         if not 0 <= time.time() - session.get("login_at", 0) <= SESSION_HOURS * 3600:
             return None  # a session (even a copied cookie) ends SESSION_HOURS after its log-in
+        if session.get("password_mark") != password_mark(user.password_hash):
+            return None  # the password changed since this log-in (a copied cookie too)
         return ConsoleUser(user)

@@ -13,6 +13,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 from typing import Callable
 
 from flask import redirect, request, url_for
@@ -36,6 +38,16 @@ class ConsoleUser(UserMixin):
 
     def can(self, *roles: str) -> bool:
         return _roles.allows(self.role, *roles)
+
+
+def password_mark(password_hash: str) -> str:
+    """What a session keeps of its user's password hash (keyed, so the readable cookie tells nothing
+    of it): a new password — ``payrouter user set-password`` after a leak — ends every older session."""
+    from flask import current_app
+
+    key = current_app.secret_key
+    key = key.encode() if isinstance(key, str) else key
+    return hmac.new(key, password_hash.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 class ConsoleForm(FlaskForm):

@@ -10,7 +10,7 @@ from flask_login import login_user, logout_user
 from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
-from admin.views.base import ConsoleForm, ConsoleUser
+from admin.views.base import ConsoleForm, ConsoleUser, password_mark
 from app.domain.errors import AuthenticationFailed
 from app.services import admin_users
 
@@ -53,6 +53,7 @@ class LoginView(BaseView):
                 session.clear()
                 login_user(ConsoleUser(user))
                 session["login_at"] = int(time.time())  # a session lasts SESSION_HOURS from here, however used
+                session["password_mark"] = password_mark(user.password_hash)  # until the password changes
                 return redirect(_safe_next(request.args.get("next")))
         elif request.method == "POST":
             error, status = "Enter a user name and a password.", 400

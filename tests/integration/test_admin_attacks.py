@@ -193,3 +193,19 @@ def test_the_log_in_throttle_holds_for_case_and_space_variants_and_ignores_forwa
     other = builders.unique("viewer")
     admin_users.create_user(other, PASSWORD, "viewer", actor="test")
     assert attempt(other, PASSWORD, "192.0.2.77", "10.9.9.9") == 429
+
+
+def test_a_new_password_ends_every_older_session_even_a_copied_cookie(app):
+    viewer = Console(app, "viewer")
+    thief = app.test_client()
+    cookie = viewer.client.get_cookie("payrouter_session", path="/admin")
+    thief.set_cookie(cookie.key, cookie.value, path="/admin")
+    assert thief.get("/admin/audit/").status_code == 200  # a copied cookie works...
+    admin_users.set_password(viewer.name, "a brand new password", actor="test")
+    assert thief.get("/admin/audit/").status_code == 302  # ...until the password changes
+    assert viewer.client.get("/admin/audit/").status_code == 302
+    again = app.test_client()
+    token = _token(again.get("/admin/login/").get_data(as_text=True))
+    assert again.post("/admin/login/", data={"username": viewer.name, "password": "a brand new password",
+                                             "csrf_token": token}).status_code == 302
+    assert again.get("/admin/audit/").status_code == 200
