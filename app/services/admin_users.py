@@ -24,7 +24,7 @@ from app.domain.errors import AuthenticationFailed, Conflict, InvalidRequest, No
 from app.models import AdminLoginFailure, AdminUser, utcnow
 
 ROLES = ("viewer", "ops", "pm", "admin")
-USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,79}$")
+USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,79}\Z")  # \Z: "$" let a final newline in
 MIN_PASSWORD = 8
 MAX_PASSWORD = 1024
 WINDOW = timedelta(minutes=15)

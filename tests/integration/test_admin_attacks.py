@@ -209,3 +209,11 @@ def test_a_new_password_ends_every_older_session_even_a_copied_cookie(app):
     assert again.post("/admin/login/", data={"username": viewer.name, "password": "a brand new password",
                                              "csrf_token": token}).status_code == 302
     assert again.get("/admin/audit/").status_code == 200
+
+
+def test_a_user_name_with_a_final_newline_is_refused(clean):
+    """``$`` matches before a final newline: "bob\\n" was created, and could never log in (names are stripped)."""
+    from app.domain.errors import InvalidRequest
+
+    with pytest.raises(InvalidRequest):
+        admin_users.create_user("bob\n", PASSWORD, "viewer", actor="test")
