@@ -136,7 +136,7 @@ def test_redeliver_a_webhook(wh_client, receiver):
 
 def test_dashboard_figures(clean, client):
     shop, _ = builders.merchant()
-    now = utcnow()
+    now = utcnow().replace(minute=30, second=0, microsecond=0)  # "5 minutes ago" is in this hour's bucket
     for status, channel, code in [("succeeded", "acq_alpha", None), ("succeeded", "acq_alpha", None),
                                   ("failed", "acq_alpha", "card_declined"), ("processing", "acq_alpha", None),
                                   ("failed", "acq_beta", "card_declined"), ("failed", "acq_beta", "do_not_honor")]:
