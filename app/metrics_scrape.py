@@ -12,8 +12,6 @@ from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from sqlalchemy import func, select
 
-from app import metrics_dir
-
 log = logging.getLogger("payrouter.metrics")
 
 
@@ -104,12 +102,14 @@ class _ThisProcess:
 
 def exposition() -> bytes:
     """The text of one scrape: every process's counters and histograms, and the scraped gauges."""
-    import os
+    from prometheus_client import values
 
     import app.metrics  # noqa: F401 - the metrics exist (and show) before anything moved them
 
     registry = CollectorRegistry()
-    if os.environ.get(metrics_dir.ENV):
+    # The mode prometheus_client took when it was imported, not the environment now: a process that
+    # set PROMETHEUS_MULTIPROC_DIR later (a command run in process) still counts in memory.
+    if values.ValueClass is not values.MutexValue:
         multiprocess.MultiProcessCollector(registry)
     else:
         registry.register(_ThisProcess())

@@ -203,3 +203,22 @@ def test_a_settlement_rolled_back_counts_nothing(stack):
                                                                                   "account": wallet["id"]}))
     assert short.status_code == 402 and short.get_json()["error"]["code"] == "insufficient_funds"
     assert counted() - before == 1
+
+
+def test_a_process_counting_in_memory_scrapes_its_memory_whatever_the_environment_says_later(
+        client, monkeypatch, tmp_path):
+    """An in-process `payrouter serve` (as the CLI tests run it) sets PROMETHEUS_MULTIPROC_DIR after
+    prometheus_client chose to count in memory: /metrics must still show this process's counts."""
+    from prometheus_client import values
+
+    if values.ValueClass is not values.MutexValue:
+        pytest.skip("this test process counts in multiprocess files")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    api = builders.api(client)
+    source, target = api.account(funded=1000), api.account()
+    before = samples(client.get("/metrics").get_data(as_text=True))
+    assert api.post("/v1/transfers", api.transfer_body(source["id"], target["id"], 600)).status_code == 201
+    after = samples(client.get("/metrics").get_data(as_text=True))
+    moved = dict(kind="transfer", status="succeeded", channel="ledger")
+    counted = value(after, "payrouter_operations_total", **moved) - value(before, "payrouter_operations_total", **moved)
+    assert counted == 1
