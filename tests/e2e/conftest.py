@@ -43,25 +43,16 @@ def browser_name():
     return "chromium"
 
 
-class HttpApi:
-    """A merchant's API over real HTTP, shaped like tests.builders.Api (``.post``/``.get`` → requests)."""
+class BaseUrlSession(requests.Session):
+    """A requests session that takes paths, so tests.builders.Api drives the live server over HTTP."""
 
-    def __init__(self, base: str, secret: str, merchant_id: str):
-        self.base, self.secret, self.merchant_id = base, secret, merchant_id
-        self.http = requests.Session()
+    def __init__(self, base: str):
+        super().__init__()
+        self.base = base
 
-    def headers(self, key: str | None = None, **extra) -> dict:
-        headers = {"Authorization": f"Bearer {self.secret}", **extra}
-        if key is not None:
-            headers["Idempotency-Key"] = key
-        return headers
-
-    def post(self, path: str, body, key: str | None = None, **extra):
-        return self.http.post(self.base + path, json=body, headers=self.headers(key or unique("idem"), **extra),
-                              timeout=10)
-
-    def get(self, path: str, **extra):
-        return self.http.get(self.base + path, headers=self.headers(**extra), timeout=10)
+    def request(self, method, url, *args, **kwargs):
+        kwargs.setdefault("timeout", 10)
+        return super().request(method, self.base + url, *args, **kwargs)
 
 
 class Live:
@@ -69,12 +60,12 @@ class Live:
         self.config, self.url, self.sandbox, self.worker = config, url, sandbox, worker
         self.admin_url = url + "/admin"
 
-    def api(self, name: str = "Shop") -> HttpApi:
+    def api(self, name: str = "Shop"):
         """A new merchant and its API client."""
         from tests import builders
 
         merchant_id, secret = builders.merchant(name)
-        return HttpApi(self.url, secret, merchant_id)
+        return builders.Api(BaseUrlSession(self.url), secret, merchant_id)
 
     def reset_switches(self) -> None:
         from sqlalchemy import delete
