@@ -9,10 +9,10 @@ from datetime import date, datetime, time, timedelta
 from flask import flash, redirect, request, url_for
 from flask_admin import expose
 
-from admin.audit import current_actor
 from admin.views.base import SecureView, role_required, user_can
+from admin.views.webhooks import redeliver_from_form
 from app.domain.errors import NotFound, PayRouterError
-from app.services import search, timeline, webhook_admin
+from app.services import search, timeline
 
 FIELDS = ("id", "reference", "customer", "status", "kind", "channel", "merchant")
 
@@ -62,13 +62,7 @@ class TransactionsView(SecureView):
     @expose("/<object_id>/redeliver", methods=("POST",))
     @role_required("ops")
     def redeliver(self, object_id: str):
-        delivery = (request.form.get("delivery") or "").strip()
-        try:
-            created = webhook_admin.redeliver(delivery, current_actor(), request.form.get("reason") or None)
-        except PayRouterError as exc:
-            flash(exc.message, "error")
-        else:
-            flash(f"Redelivery {created['id']} of {delivery} queued.", "success")
+        redeliver_from_form()
         return redirect(url_for(".operation", object_id=object_id))
 
 

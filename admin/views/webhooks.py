@@ -33,14 +33,20 @@ class WebhooksView(SecureView):
     @expose("/redeliver", methods=("POST",))
     @role_required("ops")
     def redeliver(self):
-        delivery = (request.form.get("delivery") or "").strip()
-        try:
-            created = webhook_admin.redeliver(delivery, current_actor(), request.form.get("reason") or None)
-        except PayRouterError as exc:
-            flash(exc.message, "error")
-        else:
-            flash(f"Redelivery {created['id']} of {delivery} queued.", "success")
+        redeliver_from_form()
         return redirect(request.referrer or url_for(".index"))
+
+
+def redeliver_from_form() -> None:
+    """A "Redeliver" button's form (this page's and an operation's timeline): queue the delivery
+    again as the signed-in user, and say what came of it."""
+    delivery = (request.form.get("delivery") or "").strip()
+    try:
+        created = webhook_admin.redeliver(delivery, current_actor(), request.form.get("reason") or None)
+    except PayRouterError as exc:
+        flash(exc.message, "error")
+    else:
+        flash(f"Redelivery {created['id']} of {delivery} queued.", "success")
 
 
 def views() -> list:
