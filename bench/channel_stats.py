@@ -29,7 +29,7 @@ def _admin_engine(url: str):
 
 
 def fill(recent: int, older: int) -> None:
-    from app.db import get_engine, unit_of_work
+    from app.adapters.db import get_engine, unit_of_work
     from app.services.merchants import create_merchant
 
     with unit_of_work() as session:
@@ -71,7 +71,7 @@ def main() -> int:
         import os
         import tempfile
 
-        from app import migrate
+        from app.adapters import migrate
         from app.services import channels
 
         env = {**os.environ, "DATABASE_URL": url,
@@ -86,7 +86,7 @@ def main() -> int:
             found = channels.stats()
             samples.append((time.perf_counter() - started) * 1000)
     finally:
-        from app import db
+        from app.adapters import db
 
         db.dispose_all()
         with admin.connect() as conn:

@@ -50,7 +50,7 @@ def main() -> None:
     from limits.storage import MemoryStorage
     from limits.strategies import SlidingWindowCounterRateLimiter
 
-    from app import metrics, ratelimit, redis_conn
+    from app.adapters import metrics, ratelimit, redis_conn
     from app.config import Config, set_config
 
     config = Config.from_env().with_(rate_limit=10 ** 9)  # never refuses: every call is a full hit
@@ -79,7 +79,7 @@ def end_to_end(config, requests_per_round: int, rounds: int = 3) -> None:
 
     import requests
 
-    from app.db import unit_of_work
+    from app.adapters.db import unit_of_work
     from app.services.merchants import create_merchant
     from tests.live import free_port, process_env, wait_http
 
@@ -91,7 +91,7 @@ def end_to_end(config, requests_per_round: int, rounds: int = 3) -> None:
         for limit in took:
             port = free_port()
             env = process_env(config, PAYROUTER_RATE_LIMIT=limit)
-            proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", "1",
+            proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", "1",
                                      "--threads", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             try:
                 base = f"http://127.0.0.1:{port}"

@@ -133,7 +133,7 @@ def one_revocation(base: str, redis_server, hung: bool) -> tuple[float, float]:
     answered 200, and the first 401."""
     from sqlalchemy import event
 
-    from app.db import unit_of_work
+    from app.adapters.db import unit_of_work
     from app.services.merchants import create_merchant, revoke_key
 
     with unit_of_work() as session:
@@ -194,17 +194,17 @@ def main() -> int:
     sandbox_port = free_port()
     os.environ.update({"DATABASE_URL": cluster.url, "REDIS_URL": redis_server.url, "PAYROUTER_VAR_DIR": var,
                        "PAYROUTER_SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}", "PAYROUTER_LOG_FORMAT": "text"})
-    from app import bootstrap
     from app.config import Config, set_config
+    from app.entrypoints import bootstrap
 
     set_config(Config.from_env())
     servers = []
     try:
         bootstrap.init()
         env = dict(os.environ)
-        servers.append(start([sys.executable, "-m", "app.cli", "sandbox", "--port", "{port}"], env, "/healthz",
+        servers.append(start([sys.executable, "-m", "app", "sandbox", "--port", "{port}"], env, "/healthz",
                              port=sandbox_port)[0])
-        api, base = start([sys.executable, "-m", "app.cli", "serve", "--port", "{port}", "--workers", "2",
+        api, base = start([sys.executable, "-m", "app", "serve", "--port", "{port}", "--workers", "2",
                            "--threads", "8"], env, "/readyz")
         servers.append(api)
         from tests import builders

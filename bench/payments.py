@@ -36,7 +36,7 @@ from tests.live import free_port
 
 
 def setup(config: Config) -> str:
-    from app.db import unit_of_work
+    from app.adapters.db import unit_of_work
     from app.services.merchants import create_merchant
 
     with unit_of_work() as session:
@@ -45,8 +45,8 @@ def setup(config: Config) -> str:
 
 
 def count_payment_statements(secret: str, config: Config) -> StatementCount:
-    from app.db import get_engine
-    from app.web import create_app
+    from app.adapters.db import get_engine
+    from app.entrypoints.web import create_app
 
     client = create_app(config).test_client()
     client.post("/v1/payments", json=body(), headers=headers(secret))  # the first creates the system accounts
@@ -73,12 +73,12 @@ def callbacks_per_second(n: int) -> float:
     the first job to the queue running dry)."""
     from rq import Queue, SimpleWorker
 
-    from app import jobs
-    from app.db import unit_of_work
-    from app.models import Attempt, ChannelCallback, Merchant, Operation, new_id
-    from app.redis_conn import get_redis
+    from app.adapters import jobs
+    from app.adapters.db import unit_of_work
+    from app.adapters.models import Attempt, ChannelCallback, Merchant, Operation, new_id
+    from app.adapters.redis_conn import get_redis
+    from app.entrypoints.tuning import tune_gc_for_serving
     from app.services import callbacks
-    from app.tuning import tune_gc_for_serving
 
     with unit_of_work() as session:
         merchant = Merchant(id=new_id("mer"), name="bench-callbacks")
@@ -132,11 +132,11 @@ def main() -> int:
         print("set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
         return 2
     set_config(config)
-    from app import bootstrap
+    from app.entrypoints import bootstrap
 
     bootstrap.init()  # before the sandbox starts: it reads the channels' generated secrets from the database
     env = bench_env()
-    sandbox, _ = start([sys.executable, "-m", "app.cli", "sandbox", "--port", "{port}"], env, "/healthz",
+    sandbox, _ = start([sys.executable, "-m", "app", "sandbox", "--port", "{port}"], env, "/healthz",
                        port=sandbox_port)
     try:
         secret = setup(config)
@@ -145,7 +145,7 @@ def main() -> int:
         import baseline_app
 
         baseline_app.setup_tables()
-        pr, base_pr = start([sys.executable, "-m", "app.cli", "serve", "--port", "{port}", "--workers",
+        pr, base_pr = start([sys.executable, "-m", "app", "serve", "--port", "{port}", "--workers",
                              str(SERVER["workers"]), "--threads", str(SERVER["threads"])], env, "/readyz")
         baselines: dict = {}
         try:

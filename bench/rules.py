@@ -22,7 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from app.tuning import tune_gc_for_serving  # noqa: E402
+from app.entrypoints.tuning import tune_gc_for_serving  # noqa: E402
 from rules.decide import decide, facts_for  # noqa: E402
 from rules.engine import CompiledRules  # noqa: E402
 from rules.facts import flatten  # noqa: E402
@@ -146,7 +146,7 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         ruleset = load(make_rules(size))
         engine = CompiledRules(ruleset, version=size)
-        tune_gc_for_serving()  # as `payrouter serve` and `payrouter worker` do (app/tuning.py)
+        tune_gc_for_serving()  # as `payrouter serve` and `payrouter worker` do (app/entrypoints/tuning.py)
         for name, matcher in (("engine", engine), ("reference", ReferenceRules(ruleset))):
             latencies(ruleset, matcher, reqs[:2000])  # warm up
             lat = latencies(ruleset, matcher, reqs)

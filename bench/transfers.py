@@ -31,11 +31,11 @@ from app.config import Config, set_config
 
 def count_statements_per_transfer(config: Config) -> tuple[StatementCount, str, list[str]]:
     """Set up a merchant with funded accounts and count the SQL one transfer request runs."""
-    from app import migrate
-    from app.db import get_engine, unit_of_work
+    from app.adapters import migrate
+    from app.adapters.db import get_engine, unit_of_work
+    from app.entrypoints.web import create_app
     from app.services import accounts
     from app.services.merchants import create_merchant
-    from app.web import create_app
 
     migrate.upgrade(config)
     with unit_of_work() as session:
@@ -85,7 +85,7 @@ def main() -> int:
         return session.post(base_pr + "/v1/transfers", json=body, timeout=60, headers={
             "Authorization": f"Bearer {secret}", "Idempotency-Key": uuid.uuid4().hex}).status_code
 
-    pr_proc, base_pr = start([sys.executable, "-m", "app.cli", "serve", "--port", "{port}", "--workers",
+    pr_proc, base_pr = start([sys.executable, "-m", "app", "serve", "--port", "{port}", "--workers",
                               str(SERVER["workers"]), "--threads", str(SERVER["threads"])], env, "/readyz")
     baselines: dict = {}
 

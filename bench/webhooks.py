@@ -28,13 +28,14 @@ os.environ.setdefault("PAYROUTER_VAR_DIR", tempfile.mkdtemp(prefix="payrouter-be
 from rq import Queue, SimpleWorker  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from app import events, jobs, migrate  # noqa: E402
+from app.adapters import jobs, migrate
+from app.adapters.db import unit_of_work  # noqa: E402
+from app.adapters.redis_conn import get_redis  # noqa: E402
+from app.adapters.webhook_models import WebhookDelivery  # noqa: E402
 from app.config import Config, set_config  # noqa: E402
-from app.db import unit_of_work  # noqa: E402
-from app.redis_conn import get_redis  # noqa: E402
+from app.services import events  # noqa: E402
 from app.services.merchants import create_merchant  # noqa: E402
-from app.webhooks import endpoints, relay  # noqa: E402
-from app.webhooks.models import WebhookDelivery  # noqa: E402
+from app.services.webhooks import endpoints, relay  # noqa: E402
 from tests.webhook_support import Receiver  # noqa: E402
 
 

@@ -6,7 +6,7 @@
 - A channel's secret is never derived from anything public (contract §4). It comes from the
   environment variable named by ``config.secret_env``; when that is unset, a test channel
   uses the random secret ``payrouter init`` generated and stored encrypted (``stored``, a
-  lookup the caller passes: app.channel_secrets), which the router and the sandbox both read.
+  lookup the caller passes: app.adapters.channel_secrets), which the router and the sandbox both read.
   A live channel without its variable is refused.
 """
 from __future__ import annotations
@@ -156,7 +156,7 @@ def read_channels_file(path: str | os.PathLike | None = None,
     return parse_channels(data, env, source=f"channels file {path}")
 
 
-StoredSecrets = Callable[[ChannelSpec], str]  # a test channel's generated secret (app.channel_secrets)
+StoredSecrets = Callable[[ChannelSpec], str]  # a test channel's generated secret (app.adapters.channel_secrets)
 
 
 def needs_generated_secret(spec: ChannelSpec, env: Mapping[str, str] | None = None) -> bool:

@@ -29,7 +29,7 @@ from rules.reference import ReferenceRules
 
 ENGINE_LOCK = threading.RLock()
 # Called (no argument) on every decision the reference evaluator answered instead of the engine:
-# app.metrics counts them for /metrics, without this module knowing of it.
+# app.adapters.metrics counts them for /metrics, without this module knowing of it.
 FALLBACK_LISTENERS: list = []
 _names = itertools.count(1)
 _SID = "0"

@@ -20,11 +20,12 @@ from typing import Any
 import jsonschema
 import yaml
 
+import schemas
 from app.domain.errors import InvalidRequest
 from rules import parse
 from rules.model import Problem, Rule, RuleSet, Then
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "rules.schema.json"
+SCHEMA_PATH = schemas.path("rules.schema.json")
 
 
 class RulesInvalid(InvalidRequest):

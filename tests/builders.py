@@ -4,7 +4,7 @@ from __future__ import annotations
 import itertools
 import uuid
 
-from app.db import unit_of_work
+from app.adapters.db import unit_of_work
 from app.services import accounts
 from app.services.merchants import create_merchant
 
@@ -62,7 +62,7 @@ def api(client, name: str = "Shop", mode: str = "test") -> Api:
 
 def fund(merchant_id: str, account_id: str, amount: int) -> None:
     """Credit an account from its merchant's test-funding account (of the account's mode)."""
-    from app.models import Account, Merchant
+    from app.adapters.models import Account, Merchant
     from app.services.merchants import MerchantScope
 
     with unit_of_work() as session:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from app import db, redis_conn
+from app.adapters import db, redis_conn
 from app.config import Config, set_config
 
 # One var dir per test run (the embedded SQLite file and Redis live there), removed at the end.
@@ -41,7 +41,7 @@ def config() -> Config:
     # turn it on (tests/integration/test_rate_limits.py). Servers a test starts read PAYROUTER_RATE_LIMIT.
     cfg = Config.from_env().with_(testing=True, rate_limit=0)
     set_config(cfg)
-    from app import migrate
+    from app.adapters import migrate
 
     migrate.upgrade(cfg)
     yield cfg
@@ -50,9 +50,9 @@ def config() -> Config:
 
 def _reset_process_caches() -> None:
     """Per-process caches that would outlive a cleaned database."""
-    from app import breaker, channels_runtime, circuit_overrides, ledger, switches
-    from app.services import merchants
-    from rules import runtime
+    from app.adapters import channels_runtime
+    from app.services import breaker, circuit_overrides, ledger, merchants, switches
+    from app.services import rules_runtime as runtime
 
     runtime.reset()
     switches.reset_cache()
@@ -64,7 +64,7 @@ def _reset_process_caches() -> None:
 
 
 def _clean_database(cfg: Config) -> None:
-    from app.models import Base
+    from app.adapters.models import Base
 
     engine = db.get_engine(cfg)
     names = [t.name for t in reversed(Base.metadata.sorted_tables)]
@@ -91,7 +91,7 @@ def clean(config):
 
 @pytest.fixture
 def app(clean):
-    from app.web import create_app
+    from app.entrypoints.web import create_app
 
     flask_app = create_app(clean)
     flask_app.testing = True
@@ -107,8 +107,8 @@ def assert_ledger_balanced(cfg: Config) -> None:
     """The ledger invariant: lines sum to zero per currency (and per journal entry), and every
     account's stored balances equal the sums of its lines once queued system-account moves
     are applied."""
-    from app import ledger
-    from app.models import Account, AccountMove, LedgerLine
+    from app.adapters.models import Account, AccountMove, LedgerLine
+    from app.services import ledger
 
     while ledger.apply_queued_moves():  # system accounts' rows catch up with their lines
         pass

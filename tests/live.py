@@ -10,8 +10,8 @@ from contextlib import contextmanager
 
 import requests
 
+from app.adapters.redis_conn import redis_url
 from app.config import Config
-from app.redis_conn import redis_url
 
 
 def free_ports(count: int) -> list[int]:
@@ -56,7 +56,7 @@ def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = N
 def api_server(config: Config, workers: int = 2, threads: int = 16, **env):
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers),
+        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers),
          "--threads", str(threads)],
         env=process_env(config, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

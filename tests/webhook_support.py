@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from rq import Queue, SimpleWorker
 
-from app import jobs
-from app.redis_conn import get_redis
-from app.webhooks import relay
+from app.adapters import jobs
+from app.adapters.redis_conn import get_redis
+from app.services.webhooks import relay
 
 
 class Receiver:

@@ -140,7 +140,7 @@ def _draft() -> str:
 
 
 def _json_body(text: str) -> dict:
-    from app.api.validation import parse_json
+    from app.services.validation import parse_json
 
     body = parse_json(text.encode())
     if not isinstance(body, dict):

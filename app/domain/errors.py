@@ -1,7 +1,7 @@
 """One error root. Every exception PayRouter raises on purpose inherits PayRouterError.
 
 The mapping from error class to HTTP status / contract ``type`` / ``code`` is the single
-table ``ERROR_MAP`` in app/api/errors.py.
+table ``ERROR_MAP`` in app/entrypoints/api/errors.py.
 """
 from __future__ import annotations
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app import context, ledger
-from app.db import add_unique
+from app import context
+from app.adapters.db import add_unique
+from app.adapters.models import Account, JournalEntry, LedgerLine, Merchant, new_id
 from app.domain.errors import InvalidRequest, NotFound
-from app.models import Account, JournalEntry, LedgerLine, Merchant, new_id
+from app.services import ledger
 from app.services.listing import Page, page
 
 

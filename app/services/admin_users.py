@@ -18,10 +18,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app import audit
-from app.db import unit_of_work
+from app.adapters.db import unit_of_work
+from app.adapters.models import AdminLoginFailure, AdminUser, utcnow
 from app.domain.errors import AuthenticationFailed, Conflict, InvalidRequest, NotFound, RateLimited
-from app.models import AdminLoginFailure, AdminUser, utcnow
+from app.services import audit
 
 ROLES = ("viewer", "ops", "pm", "admin")
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,79}\Z")  # \Z: "$" let a final newline in

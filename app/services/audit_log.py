@@ -7,8 +7,8 @@ from datetime import date, datetime, time, timedelta
 
 from sqlalchemy import select
 
-from app.db import read_only
-from app.models import AuditLog
+from app.adapters.db import read_only
+from app.adapters.models import AuditLog
 
 PAGE = 50
 

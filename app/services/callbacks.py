@@ -6,7 +6,7 @@ drain(): an RQ job on the core queue (one queued at a time) that applies stored 
 batches; each settles its operation through the one compare-and-set transition, so
 duplicates and out-of-order callbacks change nothing.
 A batch writes its journal entries, lines and events once and nets its balance moves per
-account (app.writebehind).
+account (app.adapters.writebehind).
 query_status(): asks the channel about an operation still processing (after a timeout
 or a lost callback), then again with backoff until it is final.
 sweep(): run by every worker every second; re-queues a drain for inbox rows and the due
@@ -22,17 +22,18 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import context, jobs, ledger, metrics, writebehind
-from app.api.validation import bad_text
-from app.channels_runtime import channel, registry
+from app import context
+from app.adapters import jobs, metrics, writebehind
+from app.adapters.channels_runtime import channel, registry
+from app.adapters.db import read_only, unit_of_work
+from app.adapters.models import Attempt, ChannelCallback, Operation, new_id, utcnow
+from app.adapters.redis_conn import get_redis
 from app.config import get_config
-from app.db import read_only, unit_of_work
 from app.domain.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED, allowed
-from app.models import Attempt, ChannelCallback, Operation, new_id, utcnow
-from app.redis_conn import get_redis
-from app.services import issues
+from app.services import issues, ledger
 from app.services.operations import Settlement, SettlementRace, attempts_of, next_query_at, settle, settle_all
+from app.services.validation import bad_text
 from channels.base import ChannelError, InvalidCallback
 
 log = logging.getLogger("payrouter.callbacks")

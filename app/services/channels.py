@@ -15,11 +15,10 @@ from datetime import timedelta
 import redis
 from sqlalchemy import and_, case, func, select
 
-from app import audit, breaker, circuit_overrides
-from app.db import read_only, unit_of_work
+from app.adapters.db import read_only, unit_of_work
+from app.adapters.models import Attempt, utcnow
 from app.domain.errors import InvalidRequest
-from app.models import Attempt, utcnow
-from app.services import switchboard
+from app.services import audit, breaker, circuit_overrides, switchboard
 from app.services.switchboard import required_reason, when
 
 log = logging.getLogger("payrouter.channels")
@@ -91,7 +90,7 @@ def circuit_words(circuit: dict) -> str:
 def board(window: timedelta = WINDOW) -> list[dict]:
     """Every configured channel: id, adapter, mode, methods, currencies, its switch in words, its
     circuit (state, manual or automatic, in words) and its stats over ``window``."""
-    from app.channels_runtime import registry
+    from app.adapters.channels_runtime import registry
 
     numbers = stats(window)
     switches = {entry["name"]: entry for entry in switchboard.board()}
@@ -108,7 +107,7 @@ def board(window: timedelta = WINDOW) -> list[dict]:
 
 
 def _known(channel_id: str) -> None:
-    from app.channels_runtime import registry
+    from app.adapters.channels_runtime import registry
 
     if channel_id not in registry() and circuit_overrides.opened(channel_id) is None:
         raise InvalidRequest(f"no such channel {channel_id!r}: configured channels are "

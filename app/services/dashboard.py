@@ -9,9 +9,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, literal_column, select
 
-from app.db import read_only
-from app.models import Operation, ReconciliationIssue, utcnow
-from app.webhooks.models import FAILED, PENDING, SENDING, WebhookDelivery
+from app.adapters.db import read_only
+from app.adapters.models import Operation, ReconciliationIssue, utcnow
+from app.adapters.webhook_models import FAILED, PENDING, SENDING, WebhookDelivery
 
 HOURS = 24
 

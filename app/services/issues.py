@@ -19,11 +19,12 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import audit, context
-from app.db import insert_unique_row, read_only, unit_of_work
+from app import context
+from app.adapters.db import insert_unique_row, read_only, unit_of_work
+from app.adapters.models import Operation, ReconciliationIssue, new_id, utcnow
 from app.domain.errors import Conflict, InvalidRequest, NotFound
 from app.domain.states import FAILED, PROCESSING, SUCCEEDED
-from app.models import Operation, ReconciliationIssue, new_id, utcnow
+from app.services import audit
 
 log = logging.getLogger("payrouter.reconcile")
 OPEN, RESOLVED = "open", "resolved"
@@ -68,7 +69,7 @@ def statuses(issue_ids: list[str]) -> dict[str, str]:
 
 
 def view(issue: ReconciliationIssue) -> dict:
-    from app.representation import rfc3339
+    from app.services.representation import rfc3339
 
     return {"id": issue.id, "object": "reconciliation_issue", "issue": issue.kind, "channel": issue.channel,
             "channel_reference": issue.channel_reference, "operation": issue.operation_id, "ours": issue.ours,

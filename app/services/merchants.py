@@ -12,16 +12,16 @@ from dataclasses import dataclass
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
-from app import notify
-from app.db import read_only
+from app.adapters import notify
+from app.adapters.db import read_only
+from app.adapters.models import ApiKey, Merchant, new_id, utcnow
 from app.domain.errors import AuthenticationFailed, NotFound
-from app.models import ApiKey, Merchant, new_id, utcnow
 
 log = logging.getLogger("payrouter.merchants")
 
 # Authentication results are cached per process for AUTH_CACHE_SECONDS, counted from before the
 # database was read, so a key revoked in any process is refused by every process within that time
-# whatever Redis does (contract: 100 ms). A revocation is also announced once committed (app.notify,
+# whatever Redis does (contract: 100 ms). A revocation is also announced once committed (app.adapters.notify,
 # topic "api_keys"), and every listening process drops its cache on the notice, within milliseconds.
 AUTH_CACHE_SECONDS = 0.05
 _auth_cache: dict[str, tuple[float, Merchant, ApiKey]] = {}

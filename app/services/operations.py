@@ -19,14 +19,15 @@ from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from app import breaker, context, events, ledger, metrics, representation, writebehind
-from app.channels_runtime import callback_url, channel
+from app import context
+from app.adapters import metrics, writebehind
+from app.adapters.channels_runtime import callback_url, channel
+from app.adapters.db import execute_all_matched, pipelined
+from app.adapters.models import Account, Attempt, Operation, new_id, utcnow
 from app.config import get_config
-from app.db import execute_all_matched, pipelined
 from app.domain.states import FAILED, FINAL, PENDING, PROCESSING, SUCCEEDED
-from app.models import Account, Attempt, Operation, new_id, utcnow
-from app.services import issues
-from app.state import transition, transition_all
+from app.services import breaker, events, issues, ledger, representation
+from app.services.transitions import transition, transition_all
 from channels.base import (
     ChannelError,
     ChannelTimeout,
@@ -68,7 +69,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
     """Call the candidates in order until one answers; commit before each call (the first commit
     also carries a newly written operation, so it is on record with its first attempt before any
     channel hears of it) and after an answer that leaves the operation open. A final outcome is
-    left uncommitted: the caller (app.idempotency) commits it together with the stored response,
+    left uncommitted: the caller (app.services.idempotency) commits it together with the stored response,
     and if that commit fails the operation is still on record as processing, so status queries
     settle it. ``attempts``: the operation's attempts if the caller knows them."""
     payment = session.get(Operation, op.payment_id) if op.payment_id else None
@@ -324,7 +325,7 @@ def _record_settlement(session: Session, op: Operation, status: str, attempts: l
     postings = _postings(session, op, status)
     data = representation.operation(op, attempts) if attempts is not None else view(session, op)
     # What follows needs no answer, unless a customer's balance moves (its row is read back); in a
-    # batch (app.writebehind) it is only collected, and the batch writes it at its end.
+    # batch (app.adapters.writebehind) it is only collected, and the batch writes it at its end.
     pipeline = writebehind.current(session) is None and all(
         leg.account.kind == "system" for _kind, legs in postings for leg in legs)
     with pipelined(session) if pipeline else contextlib.nullcontext():
@@ -342,7 +343,7 @@ def _record_settlement(session: Session, op: Operation, status: str, attempts: l
 
 def release_limits(reservation: dict) -> None:
     """Give a velocity-limit reservation back (idempotent; never fails a settlement on Redis)."""
-    from app.redis_conn import get_redis
+    from app.adapters.redis_conn import get_redis
     from rules import limits
 
     try:

@@ -14,8 +14,9 @@ import redis
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app import context, ledger, switches
-from app.db import add_unique
+from app import context
+from app.adapters.db import add_unique
+from app.adapters.models import Merchant, Operation, new_id
 from app.domain.errors import (
     IdempotencyMismatch,
     InvalidRequest,
@@ -27,18 +28,17 @@ from app.domain.errors import (
     ServiceUnavailable,
 )
 from app.domain.states import PENDING, PROCESSING, SUCCEEDED
-from app.models import Merchant, Operation, new_id
-from app.services import routing
+from app.services import ledger, routing, switches
 from app.services.accounts import get_account
 from app.services.listing import Page, page
 from app.services.operations import release_limits, run_channels, settle
-from app.state import transition
+from app.services.transitions import transition
 
 PREFIX = {"payment": "pay", "topup": "top", "withdrawal": "wd", "refund": "re"}
 
 
 def guard(kind: str) -> None:
-    """An operation paused by ops answers 503 (read-only mode is refused for every write in app.api)."""
+    """An operation paused by ops answers 503 (read-only mode is refused for every write in app.entrypoints.api)."""
     if switches.is_on(f"operation:{kind}"):
         raise ServiceUnavailable(f"{kind} operations are paused; retry later.", code="operation_paused")
 
@@ -56,7 +56,7 @@ def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Operat
 
 
 def _reserve(decision, facts: dict, amount: int, currency: str, livemode: bool = False) -> dict | None:
-    from app.redis_conn import get_redis
+    from app.adapters.redis_conn import get_redis
     from rules import limits
 
     if not any(k in (decision.limits or {}) for k in ("daily_amount", "daily_count")):

@@ -35,14 +35,15 @@ import time
 import redis
 from sqlalchemy import delete, func, select
 
-from app import context, jobs
-from app.channels_runtime import channel, registry
+from app import context
+from app.adapters import jobs
+from app.adapters.channels_runtime import channel, registry
+from app.adapters.db import read_only, unit_of_work
+from app.adapters.models import Attempt, Operation, ReconciliationRun, new_id, utcnow
+from app.adapters.redis_conn import get_redis
 from app.config import get_config
-from app.db import read_only, unit_of_work
 from app.domain.errors import InvalidRequest
 from app.domain.states import FINAL, PROCESSING, SUCCEEDED
-from app.models import Attempt, Operation, ReconciliationRun, new_id, utcnow
-from app.redis_conn import get_redis
 from app.services import issues as issue_store
 from channels.base import ChannelError, OperationNotSupported
 
@@ -323,7 +324,7 @@ def _issue(kind: str, reference: str, op: Operation | None = None, theirs=None) 
 def summary(run: ReconciliationRun, statuses: dict[str, str] | None = None) -> dict:
     """A run as shown to operators: each issue with its id and its status now (``statuses``: the
     issues' statuses if already read), and how many of them are still open."""
-    from app.representation import rfc3339
+    from app.services.representation import rfc3339
 
     if statuses is None:
         statuses = issue_store.statuses([issue["id"] for issue in run.issues if "id" in issue])

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import select, tuple_
 
-from app.db import read_only
+from app.adapters.db import read_only
+from app.adapters.models import ReconciliationIssue, ReconciliationRun
 from app.domain.errors import InvalidRequest
-from app.models import ReconciliationIssue, ReconciliationRun
-from app.representation import rfc3339
 from app.services import issues
+from app.services.representation import rfc3339
 from app.services.search import decode_cursor, encode_cursor
 
 ISSUE_STATUSES = (issues.OPEN, issues.RESOLVED)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from app import breaker, metrics, switches
-from app.channels_runtime import registry
+from app.adapters import metrics
+from app.adapters.channels_runtime import registry
 from app.domain.errors import LimitExceeded, NoRoute, RuleDeclined
+from app.services import breaker, switches
 from channels.modes import mode_of
 
 
@@ -54,7 +55,7 @@ def facts(kind: str, merchant, body: dict, *, amount: int, currency: str, now: d
 def decide(kind: str, merchant, body: dict, *, amount: int, currency: str, split_key: str, availability=None):
     """The decision for this request under the live rule set (no side effect); by default only
     channels of the merchant's mode (``merchant.livemode``: the API key's) are candidates."""
-    from rules import runtime
+    from app.services import rules_runtime as runtime
 
     with metrics.RULES_DECISION.time():
         return runtime.decide(facts(kind, merchant, body, amount=amount, currency=currency),

@@ -3,7 +3,7 @@ dropped, optional four-eyes approval (``PAYROUTER_RULES_APPROVAL=1``), history w
 previous version, rollback. Every change is written to the audit log in the same transaction.
 
 The version store itself (versions, publications, the announcement every process obeys within
-about half a second) is ``rules.store``; this module adds the workspace's rules around it.
+about half a second) is ``app.services.rules_store``; this module adds the workspace's rules around it.
 """
 from __future__ import annotations
 
@@ -12,14 +12,15 @@ import hashlib
 
 from sqlalchemy import select
 
-from app.audit import record
+from app.adapters.db import read_only, unit_of_work
+from app.adapters.models import RulesetRequest, RulesetVersion, utcnow
 from app.config import get_config
-from app.db import read_only, unit_of_work
 from app.domain.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
-from app.models import RulesetRequest, RulesetVersion, utcnow
+from app.services import rules_store as store
+from app.services.audit import record
 from app.services.rules_workspace import checked, dropped_rules, platform_only
 from rules import diff as diff_mod
-from rules import format, store
+from rules import format
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 

@@ -20,13 +20,15 @@ from types import SimpleNamespace
 import yaml
 from sqlalchemy import select
 
-from app.db import read_only
+from app.adapters.db import read_only
+from app.adapters.models import Merchant, Operation
 from app.domain.errors import InvalidRequest, NotFound, PayRouterError
-from app.models import Merchant, Operation
 from app.services import routing
+from app.services import rules_runtime as runtime
+from app.services import rules_store as store
 from rules import decide as decide_mod
 from rules import diff as diff_mod
-from rules import fees, format, runtime, store
+from rules import fees, format
 from rules.engine import CompiledRules
 from rules.model import RuleSet
 
@@ -167,7 +169,7 @@ def _availability(kind: str, body: dict, livemode: bool):
 
 def simulate(source: str, kind: str, body: dict, merchant_id: str | None = None, livemode: bool = False) -> dict:
     """One body decided under the draft and under the live set, side by side (no side effect)."""
-    from app.api.validation import validate as validate_body
+    from app.services.validation import validate as validate_body
 
     if kind not in KINDS:
         raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}", param="kind")

@@ -13,10 +13,10 @@ from datetime import datetime
 from sqlalchemy import literal_column, select, tuple_
 from sqlalchemy.orm import Session
 
-from app.db import read_only
+from app.adapters.db import read_only
+from app.adapters.models import Operation, Transfer
 from app.domain.errors import InvalidRequest
-from app.models import Operation, Transfer
-from app.representation import rfc3339
+from app.services.representation import rfc3339
 
 OPERATION_KINDS = ("payment", "topup", "withdrawal", "refund")
 KINDS = (*OPERATION_KINDS, "transfer")

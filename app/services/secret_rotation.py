@@ -1,5 +1,5 @@
 """``payrouter secrets rotate``: every secret stored encrypted re-encrypted under the current
-PAYROUTER_SECRET_KEY (app.crypto), in one transaction: all of them or none.
+PAYROUTER_SECRET_KEY (app.adapters.crypto), in one transaction: all of them or none.
 
 Rotating the key without downtime: (1) every process gets the new PAYROUTER_SECRET_KEY and the
 old one as PAYROUTER_PREVIOUS_SECRET_KEY (both decrypt, the new one encrypts); (2) ``payrouter
@@ -12,12 +12,12 @@ import json
 
 from sqlalchemy import or_, select
 
-from app import crypto
+from app.adapters import crypto
+from app.adapters.db import unit_of_work
+from app.adapters.models import ChannelSecret, IdempotencyKey
+from app.adapters.webhook_models import WebhookEndpoint
 from app.config import Config, get_config
-from app.db import unit_of_work
-from app.models import ChannelSecret, IdempotencyKey
-from app.webhooks.endpoints import CREATE_PATH, ROTATE_PATH
-from app.webhooks.models import WebhookEndpoint
+from app.services.webhooks.endpoints import CREATE_PATH, ROTATE_PATH
 
 
 def rotate(old_keys: tuple[str, ...] = (), config: Config | None = None) -> dict:
@@ -41,7 +41,7 @@ def rotate(old_keys: tuple[str, ...] = (), config: Config | None = None) -> dict
                 or_(IdempotencyKey.endpoint == CREATE_PATH, IdempotencyKey.endpoint.like(ROTATE_PATH.format("%"))),
                 IdempotencyKey.status == "done", IdempotencyKey.response_status < 300).with_for_update()):
             body = json.loads(row.response_body)
-            if body.get("secret"):  # sealed (app.webhooks.endpoints.seal)
+            if body.get("secret"):  # sealed (app.services.webhooks.endpoints.seal)
                 body["secret"] = crypto.reencrypt(body["secret"], ring)
                 row.response_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
                 counts["stored_responses"] += 1

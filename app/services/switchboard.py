@@ -1,6 +1,6 @@
 """Degradation switches in words, for the "Switches" page and the CLI alike (contract §5).
 
-A switch is stored as ``on`` = degraded (app.switches); operators read and act in outcomes:
+A switch is stored as ``on`` = degraded (app.services.switches); operators read and act in outcomes:
 "Channel acq_alpha: disabled since 2026-12-06 07:30:12 UTC, by alice, because acquirer outage",
 and Disable/Enable, Pause/Resume, read-only on/off, each with a required reason. ``board`` lists
 every switch there is (never-set ones read as their normal state), ``history`` every change.
@@ -11,11 +11,11 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from app import switches
-from app.db import read_only
+from app.adapters.db import read_only
+from app.adapters.models import AuditLog
 from app.domain.errors import InvalidRequest
-from app.models import AuditLog
-from app.switches import OPERATIONS
+from app.services import switches
+from app.services.switches import OPERATIONS
 
 REASON_MAX = 1000
 AUDIT_ACTION = "switch.set"
@@ -79,7 +79,7 @@ def _entry(name: str, stored: dict | None) -> dict:
 
 def known_names() -> list[str]:
     """Every switch there is: one per configured channel, one per operation kind, webhooks, read-only."""
-    from app.channels_runtime import registry
+    from app.adapters.channels_runtime import registry
 
     return ([f"channel:{cid}" for cid in registry().ids()] + [f"operation:{kind}" for kind in OPERATIONS]
             + ["webhooks", "read_only"])
@@ -145,7 +145,7 @@ def change(name: str, degraded: bool, actor: str, reason: str) -> dict:
 
 
 def _known_channel(channel_id: str, stored: bool) -> None:
-    from app.channels_runtime import registry
+    from app.adapters.channels_runtime import registry
 
     if channel_id not in registry() and not stored:
         raise InvalidRequest(f"no such channel {channel_id!r}: configured channels are "

@@ -15,9 +15,8 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.db import read_only
-from app.domain.errors import NotFound
-from app.models import (
+from app.adapters.db import read_only
+from app.adapters.models import (
     Attempt,
     ChannelCallback,
     Event,
@@ -28,10 +27,11 @@ from app.models import (
     RulesetVersion,
     Transfer,
 )
-from app.representation import operation as operation_view
-from app.representation import rfc3339
-from app.representation import transfer as transfer_view
-from app.webhooks.models import WebhookAttempt, WebhookDelivery
+from app.adapters.webhook_models import WebhookAttempt, WebhookDelivery
+from app.domain.errors import NotFound
+from app.services.representation import operation as operation_view
+from app.services.representation import rfc3339
+from app.services.representation import transfer as transfer_view
 
 
 def timeline(object_id: str) -> dict:

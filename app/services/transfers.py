@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app import context, events, ledger, metrics, representation
-from app.db import add_unique
+from app import context
+from app.adapters import metrics
+from app.adapters.db import add_unique
+from app.adapters.models import Merchant, Transfer, new_id
 from app.domain.errors import InvalidRequest, NotFound
-from app.models import Merchant, Transfer, new_id
+from app.services import events, ledger, representation
 from app.services.accounts import get_accounts
 from app.services.listing import Page, page
 from app.services.payments import guard

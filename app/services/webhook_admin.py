@@ -1,17 +1,17 @@
 """Webhooks for operators (the console's "Webhooks" page): every merchant's endpoints, their
 deliveries newest first (keyset pages), and "Redeliver": the same redelivery as the merchant API's
-``POST /v1/events/{id}/redeliver`` to one endpoint (app.webhooks.deliveries), audited."""
+``POST /v1/events/{id}/redeliver`` to one endpoint (app.services.webhooks.deliveries), audited."""
 from __future__ import annotations
 
 from sqlalchemy import select, tuple_
 
-from app import audit
-from app.db import read_only, unit_of_work
+from app.adapters.db import read_only, unit_of_work
+from app.adapters.webhook_models import FAILED, PENDING, SENDING, SUCCEEDED, WebhookDelivery, WebhookEndpoint
 from app.domain.errors import InvalidRequest, NotFound
-from app.representation import rfc3339
+from app.services import audit
+from app.services.representation import rfc3339
 from app.services.search import decode_cursor, encode_cursor
-from app.webhooks import deliveries, relay
-from app.webhooks.models import FAILED, PENDING, SENDING, SUCCEEDED, WebhookDelivery, WebhookEndpoint
+from app.services.webhooks import deliveries, relay
 
 DELIVERY_STATUSES = (PENDING, SENDING, SUCCEEDED, FAILED)
 

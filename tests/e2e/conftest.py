@@ -70,9 +70,9 @@ class Live:
     def reset_switches(self) -> None:
         from sqlalchemy import delete
 
-        from app import switches
-        from app.db import unit_of_work
-        from app.models import Switch
+        from app.adapters.db import unit_of_work
+        from app.adapters.models import Switch
+        from app.services import switches
 
         with unit_of_work() as session:
             session.execute(delete(Switch))
@@ -89,12 +89,13 @@ def _worker_env(config) -> dict:
 
 @pytest.fixture(scope="package")
 def live(config, tmp_path_factory):
-    from app import channels_runtime, redis_conn
+    from app.adapters import channels_runtime, redis_conn
+    from app.adapters.channel_secrets import StoredChannelSecrets
     from app.config import set_config
-    from app.web import create_app
+    from app.entrypoints.web import create_app
+    from app.services.rules_store import seed_default_rules
     from channels.sandbox.server import SandboxServer
     from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
-    from rules.store import seed_default_rules
     from tests.conftest import _clean_database, _reset_process_caches
 
     set_config(config)
@@ -102,7 +103,7 @@ def live(config, tmp_path_factory):
     redis_conn.get_redis(config).flushdb()
     _reset_process_caches()
     channels_file = write_channels_file(tmp_path_factory.mktemp("e2e") / "channels.yaml", "http://127.0.0.1:1")
-    sandbox = SandboxServer("127.0.0.1", 0, channels_file, **FAST_SANDBOX_OPTIONS)
+    sandbox = SandboxServer("127.0.0.1", 0, channels_file, stored=StoredChannelSecrets(), **FAST_SANDBOX_OPTIONS)
     write_channels_file(channels_file, sandbox.url, timeout_ms=400)
     live_config = config.with_(channels_file=channels_file, status_query_delays=(1, 1, 2),
                                allow_private_webhooks=True, reconcile_interval=0)
@@ -115,7 +116,7 @@ def live(config, tmp_path_factory):
     sandbox.start()
     thread = threading.Thread(target=server.serve_forever, name="e2e-server", daemon=True)
     thread.start()
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker"], env=_worker_env(live_config),
+    worker = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=_worker_env(live_config),
                               stdout=subprocess.DEVNULL, stderr=None if os.environ.get("E2E_WORKER_LOG") else
                               subprocess.DEVNULL)
     try:

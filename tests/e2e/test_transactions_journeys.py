@@ -8,7 +8,7 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from app.db import unit_of_work
+from app.adapters.db import unit_of_work
 from app.services import issues
 from tests.builders import payment_body, unique
 from tests.webhook_support import Receiver

@@ -10,10 +10,12 @@ import yaml
 from rq import Queue, SimpleWorker
 from werkzeug.serving import make_server
 
-from app import channels_runtime, jobs, switches
+from app.adapters import channels_runtime, jobs
+from app.adapters.channel_secrets import StoredChannelSecrets
+from app.adapters.redis_conn import get_redis
 from app.config import set_config
-from app.redis_conn import get_redis
-from app.web import create_app
+from app.entrypoints.web import create_app
+from app.services import switches
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
 from tests.webhook_support import Receiver, webhook_config
@@ -47,11 +49,11 @@ class Stack:
 @pytest.fixture
 def stack(clean, tmp_path, app):
     """Sandbox PSP + API server on free ports, channels pointing at the sandbox, rules published."""
-    from rules.store import seed_default_rules
+    from app.services.rules_store import seed_default_rules
 
     # Both servers bind port 0 and report the port they got: no window for another process to take it.
     channels_file = write_channels_file(tmp_path / "channels.yaml", "http://127.0.0.1:1", timeout_ms=400)
-    sandbox = SandboxServer("127.0.0.1", 0, channels_file, **FAST_SANDBOX_OPTIONS)
+    sandbox = SandboxServer("127.0.0.1", 0, channels_file, stored=StoredChannelSecrets(), **FAST_SANDBOX_OPTIONS)
     sandbox_url = sandbox.url
     write_channels_file(channels_file, sandbox_url, timeout_ms=400)  # the router's view: where the sandbox is
     server = make_server("127.0.0.1", 0, app, threaded=True)

@@ -1,8 +1,8 @@
 """Accounts: create, retrieve, list with cursors, ledger lines, tenant isolation, auth."""
 from sqlalchemy import select
 
-from app.db import unit_of_work
-from app.models import Account
+from app.adapters.db import unit_of_work
+from app.adapters.models import Account
 from tests import builders
 
 
@@ -93,7 +93,7 @@ def test_authentication_errors(client):
 
 
 def test_revoked_key_stops_working(client):
-    from app.models import ApiKey
+    from app.adapters.models import ApiKey
     from app.services.merchants import hash_key, revoke_key
 
     api = builders.api(client)
@@ -105,7 +105,7 @@ def test_revoked_key_stops_working(client):
 
 
 def test_only_a_hash_of_the_key_is_stored(client):
-    from app.models import ApiKey
+    from app.adapters.models import ApiKey
 
     api = builders.api(client)
     with unit_of_work() as session:

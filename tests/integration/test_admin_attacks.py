@@ -161,7 +161,7 @@ def test_the_console_cannot_be_framed_by_another_site(app, client):
 def test_a_decline_code_from_a_channel_cannot_break_out_of_the_dashboard_json(app):
     from datetime import timedelta
 
-    from app.models import utcnow
+    from app.adapters.models import utcnow
     from tests.integration.test_admin_data import add_operation
 
     shop, _ = builders.merchant()

@@ -11,11 +11,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from app.cli import main
+from app.adapters.db import unit_of_work
+from app.adapters.models import AdminLoginFailure, AdminUser, AuditLog, utcnow
 from app.config import DEV_SECRET_KEY
-from app.db import unit_of_work
 from app.domain.errors import AuthenticationFailed
-from app.models import AdminLoginFailure, AdminUser, AuditLog, utcnow
+from app.entrypoints.cli import main
 from app.services import admin_users
 from tests import builders
 
@@ -215,7 +215,7 @@ def test_a_session_ends_twelve_hours_after_its_log_in_however_used(app):
 
 
 def test_session_cookie_is_secure_when_served_on_https(clean):
-    from app.web import create_app
+    from app.entrypoints.web import create_app
 
     app = create_app(clean.with_(public_url="https://pay.example.com"))
     client = app.test_client()
@@ -268,7 +268,7 @@ def test_the_last_active_admin_cannot_be_demoted_or_disabled(clean):
 
 
 def test_audit_log_page_filters_by_user_object_and_date(app):
-    from app import switches
+    from app.services import switches
 
     switches.set("channel:acq_beta", True, actor="alice", reason="flaky")
     switches.set("webhooks", True, actor="bob", reason="maintenance")

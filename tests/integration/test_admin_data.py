@@ -7,13 +7,13 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from app.adapters.db import unit_of_work
+from app.adapters.models import AuditLog, Operation, new_id, utcnow
+from app.adapters.webhook_models import WebhookDelivery
 from app.config import set_config
-from app.db import unit_of_work
 from app.domain.errors import Conflict, InvalidRequest, NotFound
-from app.models import AuditLog, Operation, new_id, utcnow
 from app.services import dashboard, issues, reconciliation_admin, search, webhook_admin
 from app.services.search import Criteria
-from app.webhooks.models import WebhookDelivery
 from tests import builders
 from tests.webhook_support import create_endpoint, pump, webhook_config
 from tests.webhook_support import transfer as make_transfer
@@ -163,7 +163,7 @@ def test_dashboard_figures(clean, client):
     try:
         create_endpoint(api, "http://127.0.0.1:9/hooks")
         make_transfer(api)
-        from app.webhooks import relay
+        from app.services.webhooks import relay
 
         relay.relay_events()  # a delivery is made and waits (no worker runs here)
     finally:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app import breaker, switches
-from app.db import unit_of_work
-from app.models import AuditLog
+from app.adapters.db import unit_of_work
+from app.adapters.models import AuditLog
+from app.services import breaker, switches
 from tests import builders
 from tests.integration.test_admin_console import logged_in
 

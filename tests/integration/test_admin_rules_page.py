@@ -7,10 +7,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from app.db import unit_of_work
-from app.models import AuditLog
+from app.adapters.db import unit_of_work
+from app.adapters.models import AuditLog
 from app.services import admin_users, rules_publishing
-from rules.store import DEFAULT_RULES
+from app.services.rules_store import DEFAULT_RULES
 from tests.builders import CARD, unique
 
 PASSWORD = "correct horse battery"
@@ -22,7 +22,7 @@ DROPPING = LIVE.split("  - id: test-emails-cheap")[0] + \
 
 @pytest.fixture
 def seeded(clean):
-    from app.bootstrap import init
+    from app.entrypoints.bootstrap import init
 
     init()
 

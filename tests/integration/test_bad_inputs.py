@@ -211,7 +211,7 @@ def test_an_ops_actor_fits_its_column(clean):
     """The audited actor is "ops-api:" + the given one, in a 200-character column (on PostgreSQL a
     200-character actor was a 500)."""
     from app.config import set_config
-    from app.web import create_app
+    from app.entrypoints.web import create_app
 
     config = clean.with_(extra={"ops_token": "s3cret"})
     set_config(config)

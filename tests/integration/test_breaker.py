@@ -1,11 +1,11 @@
 """The circuit breaker against the real Redis of the run (server or embedded): its Lua scripts
-open, half-open and close the circuit as app/breaker.py describes."""
+open, half-open and close the circuit as app/services/breaker.py describes."""
 import time
 
 import pytest
 
-from app import breaker
-from app.redis_conn import get_redis
+from app.adapters.redis_conn import get_redis
+from app.services import breaker
 
 CHANNEL = "acq_alpha"
 
@@ -95,7 +95,7 @@ def test_redis_unreachable_keeps_the_circuit_closed(now, monkeypatch):
     from tests.live import free_port
 
     nowhere = redis.Redis(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.5,  # nothing listens
-                          retry=Retry(NoBackoff(), 1))  # as app.redis_conn's client
+                          retry=Retry(NoBackoff(), 1))  # as app.adapters.redis_conn's client
     monkeypatch.setattr(breaker, "get_redis", lambda: nowhere)
     monkeypatch.setattr(breaker, "_scripts", {})
     fail(breaker.MIN_CALLS, now)  # logged, not raised
@@ -122,7 +122,7 @@ def test_successes_are_counted_locally_and_reach_the_window_before_any_fault(now
 
 
 def test_a_channel_seen_closed_costs_no_round_trip(now, monkeypatch):
-    from app import notify
+    from app.adapters import notify
 
     deadline = time.monotonic() + 5
     while not notify.healthy() and time.monotonic() < deadline:  # trust needs the change notices
@@ -141,7 +141,7 @@ def test_a_circuit_opened_by_another_process_is_obeyed_within_two_seconds(now):
     import subprocess
     import sys
 
-    from app import notify
+    from app.adapters import notify
     from app.config import get_config
     from tests.live import process_env
 
@@ -149,7 +149,7 @@ def test_a_circuit_opened_by_another_process_is_obeyed_within_two_seconds(now):
     while not notify.healthy() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert breaker.allow(CHANNEL) is True and breaker.state(CHANNEL) == "closed"  # trusted from here on
-    script = ("from app import breaker\n"
+    script = ("from app.services import breaker\n"
               f"for _ in range({breaker.MIN_CALLS}): breaker.record({CHANNEL!r}, ok=False)\n"
               f"assert breaker.state({CHANNEL!r}) == 'open'\n")
     subprocess.run([sys.executable, "-c", script], env=process_env(get_config()), check=True, timeout=60)
@@ -163,7 +163,7 @@ def test_a_circuit_opened_by_another_process_is_obeyed_within_two_seconds(now):
 def test_the_apps_redis_client_fails_fast_when_redis_is_down(config):
     import redis
 
-    from app import redis_conn
+    from app.adapters import redis_conn
     from tests.live import free_port
 
     dead = config.with_(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens

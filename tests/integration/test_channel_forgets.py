@@ -5,8 +5,8 @@ import time
 
 from sqlalchemy import select
 
-from app.db import unit_of_work
-from app.models import ChannelCallback, Operation, ReconciliationIssue
+from app.adapters.db import unit_of_work
+from app.adapters.models import ChannelCallback, Operation, ReconciliationIssue
 from app.services import callbacks
 from tests import builders
 
@@ -89,7 +89,7 @@ def test_reconciliation_reports_the_operation_under_review(stack):
 
 def test_an_operation_the_channel_never_acknowledged_still_fails_not_found(stack, monkeypatch):
     """A timeout left no reference: "unknown operation" then means the charge never arrived."""
-    from app.channels_runtime import channel
+    from app.adapters.channels_runtime import channel
     from channels.base import ChannelTimeout
 
     def lost(request):
@@ -108,7 +108,7 @@ def test_an_operation_the_channel_never_acknowledged_still_fails_not_found(stack
 def test_an_operator_settles_it_by_resolving_its_issue(stack):
     from click.testing import CliRunner
 
-    from app.cli import main
+    from app.entrypoints.cli import main
 
     api = builders.api(stack.client)
     account = api.account(funded=10_000)

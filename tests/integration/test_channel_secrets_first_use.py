@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from app.db import read_only
-from app.models import ChannelSecret
+from app.adapters.db import read_only
+from app.adapters.models import ChannelSecret
 from tests import builders
 
 

@@ -1,4 +1,4 @@
-"""Circuits opened and closed by hand (app.circuit_overrides, app.services.channels): obeyed by
+"""Circuits opened and closed by hand (app.services.circuit_overrides, app.services.channels): obeyed by
 another process within 2 s, routing drops the channel with ``circuit_open``, closing clears an
 automatic open circuit too, audited; a healthy channel still costs no round trip; and the
 "Channels" numbers (volume, success rate, p95 latency) from a known set of attempts."""
@@ -13,12 +13,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import event, select
 
-from app import breaker, cached, circuit_overrides, notify
-from app.cli import main
-from app.db import get_engine, unit_of_work
+from app.adapters import cached, notify
+from app.adapters.db import get_engine, unit_of_work
+from app.adapters.models import Attempt, AuditLog, Operation, new_id, utcnow
 from app.domain.errors import InvalidRequest
-from app.models import Attempt, AuditLog, Operation, new_id, utcnow
-from app.services import channels
+from app.entrypoints.cli import main
+from app.services import breaker, channels, circuit_overrides
 from tests import builders
 from tests.live import process_env
 
@@ -92,7 +92,7 @@ def test_an_override_opened_in_another_process_is_obeyed_within_two_seconds(clea
     assert breaker.allow(CHANNEL) is True and breaker.state(CHANNEL) == "closed"  # trusted from here on
     env = process_env(clean)
     for verb, expected in (("open-circuit", False), ("close-circuit", True)):
-        done = subprocess.run([sys.executable, "-m", "app.cli", "channel", verb, CHANNEL, "--reason", "drill",
+        done = subprocess.run([sys.executable, "-m", "app", "channel", verb, CHANNEL, "--reason", "drill",
                                "--actor", "ci"], env=env, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         assert done.stdout.startswith(f"Circuit of {CHANNEL}: ")
@@ -105,7 +105,7 @@ def test_an_override_opened_in_another_process_is_obeyed_within_two_seconds(clea
 def test_an_override_opened_here_is_obeyed_by_a_running_process_within_two_seconds(clean):
     watcher = subprocess.Popen(
         [sys.executable, "-c",
-         "import time\nfrom app import breaker, notify\nnotify.wait_until_healthy()\n"
+         "import time\nfrom app.adapters import notify\nfrom app.services import breaker\nnotify.wait_until_healthy()\n"
          f"assert breaker.allow({CHANNEL!r})\nprint('ready', flush=True)\n"
          f"while breaker.allow({CHANNEL!r}):\n    time.sleep(0.01)\nprint('open', flush=True)\n"
          f"while not breaker.allow({CHANNEL!r}):\n    time.sleep(0.01)\nprint('closed', flush=True)\n"],

@@ -9,8 +9,8 @@ import requests
 from click.testing import CliRunner
 from sqlalchemy import inspect
 
-from app.cli import main
-from app.db import get_engine
+from app.adapters.db import get_engine
+from app.entrypoints.cli import main
 from tests.live import free_ports, wait_http
 
 
@@ -39,7 +39,7 @@ def test_merchant_create_prints_the_key_once_and_it_works(client):
 def test_demo_boots_on_a_clean_var_dir_and_is_ready(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "PAYROUTER_VAR_DIR")}
     port, sandbox_port = free_ports(2)
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "demo", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "app", "demo", "--port", str(port),
                              "--sandbox-port", str(sandbox_port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
     try:

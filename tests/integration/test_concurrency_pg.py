@@ -6,8 +6,8 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from app.db import unit_of_work
-from app.models import Account, Transfer
+from app.adapters.db import unit_of_work
+from app.adapters.models import Account, Transfer
 from tests import builders
 from tests.live import api_server
 
@@ -97,7 +97,7 @@ def test_opposite_transfers_do_not_deadlock(live, client):
 def test_database_refuses_an_unbalanced_entry(clean):
     from sqlalchemy.exc import IntegrityError
 
-    from app.models import JournalEntry, LedgerLine, Merchant, new_id
+    from app.adapters.models import JournalEntry, LedgerLine, Merchant, new_id
 
     with unit_of_work() as session:
         session.add(Merchant(id="mer_x", name="x"))

@@ -10,7 +10,7 @@ import time
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from app import db
+from app.adapters import db
 
 
 def test_a_silent_database_host_fails_the_connection_within_the_connect_timeout():

@@ -3,8 +3,8 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app.db import pipelined, unit_of_work
-from app.models import Event, utcnow
+from app.adapters.db import pipelined, unit_of_work
+from app.adapters.models import Event, utcnow
 from tests import builders
 
 

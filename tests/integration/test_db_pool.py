@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from app import db
+from app.adapters import db
 
 
 def _backend_pid() -> int:

@@ -111,7 +111,7 @@ def test_the_wheel_carries_every_file_the_app_reads(wheel):
                 wanted.add(path.relative_to(ROOT).as_posix())
     assert wanted - names == set()
     for needed in ("schemas/api.schema.json", "schemas/rules.schema.json", "schemas/channels.schema.json",
-                   "rules/default_rules.yaml", "channels/channels.yaml", "app/migrations/env.py",
+                   "rules/default_rules.yaml", "channels/channels.yaml", "app/adapters/migrations/env.py",
                    "admin/templates/admin/payrouter_login.html", "admin/static/dashboard.js"):
         assert needed in names
     assert not any(name.startswith(("tests/", "bench/")) for name in names)

@@ -2,8 +2,8 @@
 and in its event, for every kind, whether it failed at once or later by a callback."""
 from sqlalchemy import select
 
-from app.db import unit_of_work
-from app.models import Event, Operation
+from app.adapters.db import unit_of_work
+from app.adapters.models import Event, Operation
 from tests import builders
 
 DEST = {"type": "bank_account", "country": "US", "last4": "6789"}

@@ -25,9 +25,10 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 from werkzeug.serving import make_server
 
-from app import channels_runtime
+from app.adapters import channels_runtime
+from app.adapters.channel_secrets import StoredChannelSecrets
+from app.adapters.redis_conn import get_redis
 from app.config import set_config
-from app.redis_conn import get_redis
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
 from tests import builders
@@ -45,7 +46,7 @@ ALTERNATE = itertools.count()
 
 def _document() -> dict:
     """The document the server serves."""
-    from app.api import openapi
+    from app.entrypoints.api import openapi
 
     return openapi.document()
 
@@ -58,15 +59,15 @@ schema = schemathesis.openapi.from_dict(_document(), config=schemathesis.Config.
 def live(config, tmp_path_factory, request):
     """One API server (and sandbox PSP) for every operation's cases, with a merchant that has
     something to list: two accounts (one funded), a transfer, a payment and its events."""
-    from app.web import create_app
-    from rules.store import seed_default_rules
+    from app.entrypoints.web import create_app
+    from app.services.rules_store import seed_default_rules
 
     set_config(config)
     _clean_database(config)
     get_redis(config).flushdb()
     _reset_process_caches()
     channels_file = write_channels_file(tmp_path_factory.mktemp("fuzz") / "channels.yaml", "http://127.0.0.1:1")
-    sandbox = SandboxServer("127.0.0.1", 0, channels_file, **FAST_SANDBOX_OPTIONS)
+    sandbox = SandboxServer("127.0.0.1", 0, channels_file, stored=StoredChannelSecrets(), **FAST_SANDBOX_OPTIONS)
     write_channels_file(channels_file, sandbox.url)
     # Endpoints on loopback are allowed so that generated ones get created: _with_real_ids points each
     # at a closed loopback port, so no delivery ever leaves this machine.

@@ -5,9 +5,9 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
-from app import ledger
-from app.db import get_engine, unit_of_work
-from app.models import Account, LedgerLine, Operation
+from app.adapters.db import get_engine, unit_of_work
+from app.adapters.models import Account, LedgerLine, Operation
+from app.services import ledger
 from tests import builders
 
 
@@ -115,8 +115,7 @@ def test_a_payment_commits_twice_its_outcome_with_its_stored_response(stack):
 
 
 def test_an_outcome_whose_commit_fails_stays_processing_and_a_status_query_settles_it(stack, monkeypatch):
-    from app import idempotency
-    from app.services import callbacks
+    from app.services import callbacks, idempotency
 
     api = builders.api(stack.client)
 

@@ -3,9 +3,9 @@ from datetime import timedelta
 
 from sqlalchemy import func, select, update
 
-from app import idempotency
-from app.db import unit_of_work
-from app.models import IdempotencyKey, Transfer, utcnow
+from app.adapters.db import unit_of_work
+from app.adapters.models import IdempotencyKey, Transfer, utcnow
+from app.services import idempotency
 from tests import builders
 
 
@@ -104,7 +104,7 @@ def test_a_running_request_keeps_its_claim_past_the_lease(stack, monkeypatch):
     import threading
     import time
 
-    from app.channels_runtime import channel
+    from app.adapters.channels_runtime import channel
 
     monkeypatch.setattr(idempotency, "LEASE", timedelta(seconds=1))
     monkeypatch.setattr(idempotency, "RENEW_SECONDS", 0.3)

@@ -10,8 +10,7 @@ from datetime import timedelta
 import pytest
 import requests
 
-from app import idempotency
-from app.services import routing
+from app.services import idempotency, routing
 from tests import builders
 
 pytestmark = pytest.mark.postgres

@@ -6,9 +6,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from app import channels_runtime, jobs
-from app.cli import main
-from app.web import create_app
+from app.adapters import channels_runtime
+from app.entrypoints import worker
+from app.entrypoints.cli import main
+from app.entrypoints.web import create_app
 from channels.config import ChannelConfigError
 from tests import builders
 from tests.webhook_support import create_endpoint, transfer
@@ -75,8 +76,8 @@ def test_an_idempotency_key_used_in_one_mode_is_refused_in_the_other(client):
 
 
 def test_events_go_only_to_endpoints_of_their_mode(wh_client):
-    from app.webhooks import relay
-    from app.webhooks.models import WebhookDelivery
+    from app.adapters.webhook_models import WebhookDelivery
+    from app.services.webhooks import relay
 
     test = builders.api(wh_client)
     live = _live_key(test)
@@ -88,8 +89,8 @@ def test_events_go_only_to_endpoints_of_their_mode(wh_client):
     transfer(test)
     transfer(live)
     relay.relay_events()
-    from app.db import unit_of_work
-    from app.models import Event
+    from app.adapters.db import unit_of_work
+    from app.adapters.models import Event
 
     with unit_of_work() as session:
         sent = {(session.get(Event, d.event_id).livemode, d.endpoint_id, d.livemode)
@@ -208,9 +209,9 @@ def test_no_process_starts_with_a_live_channel_without_its_secret(clean, tmp_pat
         with pytest.raises(ChannelConfigError, match=f"acq_alpha: environment variable {LIVE_SECRET_ENV}"):
             create_app(config)
         with pytest.raises(SystemExit, match="refusing to start"):
-            jobs.run_worker([], burst=True)
+            worker.run_worker([], burst=True)
         started = []
-        monkeypatch.setattr("app.server.run", lambda *args, **kwargs: started.append(args))
+        monkeypatch.setattr("app.entrypoints.server.run", lambda *args, **kwargs: started.append(args))
         result = CliRunner().invoke(main, ["serve", "--port", "1"])
         assert result.exit_code == 1 and "refusing to start" in result.output and LIVE_SECRET_ENV in result.output
         assert started == []

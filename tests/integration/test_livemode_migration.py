@@ -8,7 +8,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
-from app.migrate import alembic_config
+from app.adapters.migrate import alembic_config
 
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import channels_runtime
+from app.adapters import channels_runtime
+from app.adapters.channel_secrets import StoredChannelSecrets
 from app.config import set_config
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
@@ -35,10 +36,10 @@ DECLINED = dict(kind="payment", status="failed", channel="sandbox")
 
 @pytest.fixture
 def sandbox_channels(clean, tmp_path):
-    from rules.store import seed_default_rules
+    from app.services.rules_store import seed_default_rules
 
     channels_file = write_channels_file(tmp_path / "channels.yaml", "http://127.0.0.1:1", timeout_ms=400)
-    sandbox = SandboxServer("127.0.0.1", 0, channels_file, **FAST_SANDBOX_OPTIONS)
+    sandbox = SandboxServer("127.0.0.1", 0, channels_file, stored=StoredChannelSecrets(), **FAST_SANDBOX_OPTIONS)
     write_channels_file(channels_file, sandbox.url, timeout_ms=400)
     set_config(clean.with_(channels_file=channels_file))
     channels_runtime.reset()
@@ -59,7 +60,7 @@ def served(config, metrics_dir, channels_file, workers: int = 2):
     base = f"http://127.0.0.1:{port}"
     env = process_env(config, PAYROUTER_CHANNELS=channels_file, PROMETHEUS_MULTIPROC_DIR=metrics_dir,
                       PAYROUTER_PUBLIC_URL=base)
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "serve", "--port", str(port), "--workers", str(workers),
+    proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers),
                              "--threads", "4"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_http(base + "/readyz", proc=proc)
@@ -109,7 +110,7 @@ def test_a_payment_counts_once_across_two_gunicorn_workers(clean, sandbox_channe
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             time.sleep(0.3)  # the sandbox calls back after 0.2 s; the API stores it and queues the job
-            subprocess.run([sys.executable, "-m", "app.cli", "worker", "--burst", "core"], env=env, check=True,
+            subprocess.run([sys.executable, "-m", "app", "worker", "--burst", "core"], env=env, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
             if requests.get(f"{base}/v1/payments/{late['id']}", headers=auth, timeout=10).json()["status"] != (
                     "processing"):
@@ -163,7 +164,7 @@ def test_the_metrics_token_is_required_when_set(app, clean):
 
 
 def test_without_redis_the_scrape_leaves_out_queue_depths_only(app, clean):
-    from app import redis_conn
+    from app.adapters import redis_conn
     from tests.outage_support import PrivateRedis
 
     private = PrivateRedis().start()

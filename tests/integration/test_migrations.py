@@ -4,12 +4,12 @@ import warnings
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from app.db import get_engine
-from app.models import Base
+from app.adapters.db import get_engine
+from app.adapters.models import Base
 
 
 def test_migrated_schema_matches_the_models(config):
-    import app.webhooks.models  # noqa: F401 - their tables are part of the metadata too
+    import app.adapters.webhook_models  # noqa: F401 - their tables are part of the metadata too
 
     with get_engine(config).connect() as connection, warnings.catch_warnings():
         # SQLite's reflection skips an expression index (ix_operations_customer), and autogenerate
@@ -31,7 +31,7 @@ def test_downgrading_0007_applies_the_queued_moves_first(config, tmp_path):
     from alembic import command
     from sqlalchemy import create_engine, text
 
-    from app.migrate import alembic_config
+    from app.adapters.migrate import alembic_config
 
     if config.database_url.startswith("postgresql"):
         name = f"payrouter_mig_{uuid.uuid4().hex[:10]}"

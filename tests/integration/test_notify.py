@@ -1,4 +1,4 @@
-"""Change notices over the real Redis pub/sub (app.notify): with polling made too slow to
+"""Change notices over the real Redis pub/sub (app.adapters.notify): with polling made too slow to
 matter, a switch toggled or a rule set published in another process is obeyed here within
 2 s only because of the notice; with Redis unreachable the caches fall back to polling."""
 from __future__ import annotations
@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from app import notify, switches
-from rules import runtime
+from app.adapters import notify
+from app.services import rules_runtime as runtime
+from app.services import switches
 from tests.live import process_env
 
 
@@ -29,7 +30,7 @@ def listening(clean, monkeypatch):
 
 
 def _cli(config, *args: str) -> None:
-    done = subprocess.run([sys.executable, "-m", "app.cli", *args], env=process_env(config), capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "app", *args], env=process_env(config), capture_output=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr.decode()
 
@@ -51,7 +52,7 @@ def test_a_switch_toggled_elsewhere_is_obeyed_on_the_notice(listening):
 
 
 def test_a_rule_set_published_elsewhere_is_used_on_the_notice(listening, tmp_path):
-    from rules.store import DEFAULT_RULES, seed_default_rules
+    from app.services.rules_store import DEFAULT_RULES, seed_default_rules
 
     seed_default_rules()
     runtime.current()

@@ -3,7 +3,7 @@ import json
 
 from jsonschema import Draft202012Validator
 
-from app.api.validation import api_schema
+from app.services.validation import api_schema
 from tests import builders
 
 
@@ -50,7 +50,7 @@ def _refs(node):
 
 
 def _doc():
-    from app.api import openapi
+    from app.entrypoints.api import openapi
 
     return openapi.document()
 

@@ -14,10 +14,10 @@ import psycopg
 import pytest
 import requests
 
-from app import db, migrate
+from app.adapters import db, migrate
+from app.adapters.db import unit_of_work
+from app.adapters.models import Attempt, Operation
 from app.config import set_config
-from app.db import unit_of_work
-from app.models import Attempt, Operation
 from tests import builders
 from tests.conftest import _reset_process_caches
 from tests.live import process_env
@@ -62,7 +62,7 @@ def pg_cluster():
 @pytest.fixture
 def pg_stack(stack, private_redis, pg_cluster):
     """The payment stack on a database (and a Redis) of this test's own, in a cluster it may stop."""
-    from rules.store import seed_default_rules
+    from app.services.rules_store import seed_default_rules
 
     name = f"outage_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg_cluster.url, autocommit=True) as conn:
@@ -88,7 +88,7 @@ def _share_channel_secrets(source, target) -> None:
     router on the private one must present the same."""
     from sqlalchemy import insert, select
 
-    from app.models import ChannelSecret
+    from app.adapters.models import ChannelSecret
 
     table = ChannelSecret.__table__
     with unit_of_work(source) as session:
@@ -196,7 +196,7 @@ def test_a_key_left_in_flight_by_a_database_death_answers_within_10_s(pg_stack, 
     """PostgreSQL stops while the channel is being called: the request fails (503) after its
     payment and attempt were committed; the retry with the same key, once the database is back,
     gets the payment (resumed from its recorded attempt, never charged again) within 10 s."""
-    from app.channels_runtime import channel
+    from app.adapters.channels_runtime import channel
 
     stack, cluster = pg_stack
     api = builders.api(stack.client)
@@ -239,7 +239,7 @@ def test_a_key_left_in_flight_by_a_database_death_answers_within_10_s(pg_stack, 
 
 WATCHER = """
 import sys, time
-from app import notify
+from app.adapters import notify
 from app.domain.errors import AuthenticationFailed
 from app.services import merchants
 
@@ -264,7 +264,7 @@ def revocation_delay(config, hang=None, cache_seconds=None) -> float:
     (a process of its own, with its own cache, on the same database and Redis)."""
     from sqlalchemy import event, select
 
-    from app.models import ApiKey
+    from app.adapters.models import ApiKey
     from app.services.merchants import hash_key, revoke_key
 
     merchant_id, secret = builders.merchant()

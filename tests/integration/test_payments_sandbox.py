@@ -2,8 +2,8 @@
 import pytest
 from sqlalchemy import select
 
-from app.db import unit_of_work
-from app.models import Event, JournalEntry, LedgerLine
+from app.adapters.db import unit_of_work
+from app.adapters.models import Event, JournalEntry, LedgerLine
 from tests import builders
 
 
@@ -62,7 +62,7 @@ def test_56_three_callbacks_make_one_transition(stack):
     import time
 
     deadline = time.monotonic() + 10
-    from app.models import ChannelCallback
+    from app.adapters.models import ChannelCallback
 
     while time.monotonic() < deadline:
         with unit_of_work() as session:
@@ -84,7 +84,7 @@ def test_56_three_callbacks_make_one_transition(stack):
 def test_timeout_is_never_rerouted(stack):
     """100054 matches big-usd-cards (acq_alpha then acq_beta): the timeout on acq_alpha must not
     send the charge to acq_beta; the status query settles it."""
-    from app.channels_runtime import channel
+    from app.adapters.channels_runtime import channel
 
     api = builders.api(stack.client)
     payment = api.post("/v1/payments", builders.payment_body(100054)).get_json()
@@ -98,7 +98,7 @@ def test_timeout_is_never_rerouted(stack):
 
 
 def test_fault_fails_over_to_the_next_candidate(stack, tmp_path):
-    from app import channels_runtime
+    from app.adapters import channels_runtime
     from tests.integration.conftest import channels_file_with
     from tests.live import free_port
 

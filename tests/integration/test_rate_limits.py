@@ -8,7 +8,7 @@ import time
 import pytest
 import redis
 
-from app import ratelimit, redis_conn
+from app.adapters import ratelimit, redis_conn
 from app.config import set_config
 from tests import builders
 from tests.outage_support import PrivateRedis

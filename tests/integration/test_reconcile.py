@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from app.cli import main
-from app.db import unit_of_work
-from app.models import Attempt, Operation, ReconciliationRun, new_id
+from app.adapters.db import unit_of_work
+from app.adapters.models import Attempt, Operation, ReconciliationRun, new_id
+from app.entrypoints.cli import main
 from tests import builders
 
 
@@ -120,7 +120,7 @@ def test_one_pass_at_a_time_across_workers_and_off_when_the_interval_is_zero(sta
     assert recon.run_continuous() == {}  # another worker's pass holds the lease
     set_config(stack.config.with_(reconcile_interval=0))
     try:
-        from app.redis_conn import get_redis
+        from app.adapters.redis_conn import get_redis
 
         get_redis().delete(recon.LEASE_KEY)
         assert recon.run_continuous() == {}
@@ -129,11 +129,12 @@ def test_one_pass_at_a_time_across_workers_and_off_when_the_interval_is_zero(sta
 
 
 def test_a_batch_worker_runs_passes_on_its_own(stack):
-    from app import jobs
+    from app.adapters import jobs
     from app.config import set_config
+    from app.entrypoints import worker
 
     set_config(stack.config.with_(reconcile_interval=1))
-    threads = [t for t in jobs.maintenance_for([jobs.BATCH]) if t.name == "payrouter-reconcile-recent"]
+    threads = [t for t in worker.maintenance_for([jobs.BATCH]) if t.name == "payrouter-reconcile-recent"]
     assert len(threads) == 1
     threads[0].start()
     try:
@@ -181,7 +182,7 @@ def test_cli_recent_and_list_and_the_ops_api(stack):
 
 
 def test_old_empty_passes_are_purged_but_not_the_newest_or_those_that_found_something(clean):
-    from app.models import utcnow
+    from app.adapters.models import utcnow
     from app.services import reconcile as recon
 
     now = utcnow()
@@ -211,7 +212,7 @@ def test_old_empty_passes_are_purged_but_not_the_newest_or_those_that_found_some
 def test_no_database_connection_is_held_while_the_channel_is_asked(no_grace, monkeypatch):
     """Asking the channel about timed-out attempts can be slow: the pass holds no transaction
     (on SQLite that would be the write lock) while it does."""
-    from app.db import get_engine
+    from app.adapters.db import get_engine
     from app.services import reconcile as recon
     from channels.sandbox.adapter import SandboxChannel
 
@@ -236,7 +237,7 @@ def test_no_database_connection_is_held_while_the_channel_is_asked(no_grace, mon
 
 
 def test_after_a_long_outage_each_pass_catches_up_a_day_and_nothing_is_skipped(no_grace):
-    from app.models import utcnow
+    from app.adapters.models import utcnow
     from app.services import reconcile as recon
 
     now = utcnow()  # one clock for every pass: the test does not depend on seconds ticking by
@@ -256,7 +257,7 @@ def test_after_a_long_outage_each_pass_catches_up_a_day_and_nothing_is_skipped(n
 def test_an_outcome_learned_late_is_found_on_an_earlier_days_statement(clean):
     """Settled by the channel before midnight, learned by us after: the statement of the day the
     operation was created is read too, so this is no 'missing_at_channel'."""
-    from app.models import utcnow
+    from app.adapters.models import utcnow
     from app.services import reconcile as recon
     from channels.base import StatementLine
 
@@ -296,7 +297,7 @@ def test_an_outcome_learned_late_is_found_on_an_earlier_days_statement(clean):
 
 
 def test_the_lease_lasts_one_interval_from_the_start_of_a_pass(stack):
-    from app.redis_conn import get_redis
+    from app.adapters.redis_conn import get_redis
     from app.services import reconcile as recon
 
     assert recon.run_continuous() != {}
@@ -306,7 +307,7 @@ def test_the_lease_lasts_one_interval_from_the_start_of_a_pass(stack):
 
 
 def test_a_pass_that_lost_its_lease_stops_and_leaves_the_new_holders_lease_alone(stack, monkeypatch):
-    from app.redis_conn import get_redis
+    from app.adapters.redis_conn import get_redis
     from app.services import reconcile as recon
 
     seen = []

@@ -4,7 +4,7 @@ import datetime as dt
 
 from click.testing import CliRunner
 
-from app.cli import main
+from app.entrypoints.cli import main
 from channels.sandbox.client import SandboxClient
 from tests import builders
 

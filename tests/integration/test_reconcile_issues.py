@@ -8,9 +8,9 @@ from decimal import Decimal
 from click.testing import CliRunner
 from sqlalchemy import select, update
 
-from app.cli import main
-from app.db import unit_of_work
-from app.models import AuditLog, Operation, ReconciliationIssue
+from app.adapters.db import unit_of_work
+from app.adapters.models import AuditLog, Operation, ReconciliationIssue
+from app.entrypoints.cli import main
 from tests import builders
 
 
@@ -44,7 +44,7 @@ def test_ours_failed_theirs_succeeded_is_a_status_mismatch_and_the_reverse(stack
 
 
 def test_a_fee_other_than_the_channels_cost_is_a_fee_mismatch(stack, monkeypatch):
-    from app.channels_runtime import channel
+    from app.adapters.channels_runtime import channel
     from channels.config import Cost
 
     api = builders.api(stack.client)
@@ -128,7 +128,7 @@ def test_a_pending_issue_closes_when_the_operation_settles_as_the_statement_says
 def test_a_pending_issue_also_closes_when_a_callback_settled_the_operation_first(stack):
     import time
 
-    from app.channels_runtime import channel
+    from app.adapters.channels_runtime import channel
     from app.services import callbacks
     from app.services import reconcile as recon
 

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select, update
 
-from app.db import unit_of_work
-from app.models import IdempotencyKey, Operation, utcnow
+from app.adapters.db import unit_of_work
+from app.adapters.models import IdempotencyKey, Operation, utcnow
 from tests import builders
 
 DEST = {"type": "bank_account", "country": "US", "last4": "1234"}
@@ -55,7 +55,7 @@ def test_a_retry_that_takes_over_a_dead_request_resumes_its_payment(stack):
 
 
 def test_an_unexpected_channel_fault_leaves_the_operation_queryable(stack, monkeypatch):
-    from app.channels_runtime import channel
+    from app.adapters.channels_runtime import channel
     from channels.base import ChannelError
 
     sandbox = channel("sandbox")
@@ -78,7 +78,7 @@ def test_an_unexpected_channel_fault_leaves_the_operation_queryable(stack, monke
 def test_a_processing_answer_never_reopens_an_attempt_a_callback_settled_during_the_call(stack, monkeypatch):
     """The channel's callback is applied while our call to it is still in flight; its late
     'processing' answer must not turn the settled attempt back to processing."""
-    from app.channels_runtime import channel
+    from app.adapters.channels_runtime import channel
     from app.services import callbacks
     from channels.sandbox.adapter import SandboxChannel
 
@@ -104,9 +104,9 @@ def test_a_processing_answer_never_reopens_an_attempt_a_callback_settled_during_
 def test_a_system_account_created_in_a_rolled_back_transaction_is_not_remembered(clean):
     """A merchant's first balance payment is refused (402) after its fee and settlement accounts
     were created in the same transaction; the next posting must not use their vanished ids."""
-    from app import ledger
-    from app.db import unit_of_work as uow
-    from app.models import Account
+    from app.adapters.db import unit_of_work as uow
+    from app.adapters.models import Account
+    from app.services import ledger
 
     merchant_id, _ = builders.merchant("First")
     with uow() as session:  # a customer and a committed funding source for the second attempt

@@ -1,5 +1,5 @@
 """Rules in the flows: declines, limits, no route, switches, circuit breakers, simulate."""
-from app import breaker, switches
+from app.services import breaker, switches
 from tests import builders
 
 
@@ -81,7 +81,7 @@ def test_breaker_half_opens_with_one_probe_and_closes_on_success():
     channel = f"probe-test-{now}"
     for _ in range(breaker.MIN_CALLS):
         breaker.record(channel, ok=False, now=now)
-    from app.redis_conn import get_redis
+    from app.adapters.redis_conn import get_redis
 
     get_redis().delete(f"payrouter:breaker:{channel}:open")  # the cool-down is over
     assert breaker.allow(channel, now=now) is True  # the probe

@@ -11,9 +11,9 @@ import requests
 from click.testing import CliRunner
 from rq import Queue
 
-from app.cli import main
-from app.redis_conn import get_redis
-from rules.store import DEFAULT_RULES
+from app.adapters.redis_conn import get_redis
+from app.entrypoints.cli import main
+from app.services.rules_store import DEFAULT_RULES
 from tests import builders
 from tests.live import api_server, process_env
 
@@ -60,7 +60,7 @@ def test_validate_refuses_patterns_re2_cannot_take_with_their_lines(clean, rules
 
 
 def test_publish_history_rollback(clean, rules_file):
-    from app.bootstrap import init
+    from app.entrypoints.bootstrap import init
 
     assert init()["rules_version"] == 1
     code, out = cli("rules", "publish", rules_file(V2), "--author", "pm@shop", "-m", "cheaper default fee")
@@ -78,7 +78,7 @@ def test_publish_history_rollback(clean, rules_file):
 
 
 def test_simulate_prints_the_decision(clean, rules_file, tmp_path):
-    from app.bootstrap import init
+    from app.entrypoints.bootstrap import init
 
     init()
     payload = tmp_path / "p.json"
@@ -94,8 +94,8 @@ def test_a_rule_set_that_would_hang_the_engine_is_refused_and_serving_goes_on(cl
     notes measured the hang at 512): publish refuses it before this process compiles anything, and the
     live version keeps serving. (The child-process compile check itself is tested in
     tests/unit/test_rules_engine*.py with a simulated crash and hang.)"""
-    from app.bootstrap import init
-    from rules import runtime
+    from app.entrypoints.bootstrap import init
+    from app.services import rules_runtime as runtime
 
     init()
     rules = "".join(f"  - id: r{i}\n    priority: 1\n    when: {{all: [{{fact: amount, eq: {i + 1}}}]}}\n"
@@ -106,11 +106,11 @@ def test_a_rule_set_that_would_hang_the_engine_is_refused_and_serving_goes_on(cl
 
 
 def test_hot_reload_in_api_and_worker_processes_within_2_s(clean, rules_file):
-    from app.bootstrap import init
+    from app.entrypoints.bootstrap import init
 
     init()
     env = process_env(clean)
-    worker = subprocess.Popen([sys.executable, "-m", "app.cli", "worker", "batch"], env=env,
+    worker = subprocess.Popen([sys.executable, "-m", "app", "worker", "batch"], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         with api_server(clean) as base:
@@ -123,7 +123,7 @@ def test_hot_reload_in_api_and_worker_processes_within_2_s(clean, rules_file):
                                      timeout=10).json()["ruleset_version"]
 
             def worker_version():
-                job = Queue("batch", connection=get_redis()).enqueue("rules.runtime.version_in_use")
+                job = Queue("batch", connection=get_redis()).enqueue("app.services.rules_runtime.version_in_use")
                 for _ in range(100):
                     if job.get_status(refresh=True) == "finished":
                         return job.return_value()

@@ -9,13 +9,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from app.cli import main
-from app.db import unit_of_work
+from app.adapters.db import unit_of_work
+from app.adapters.models import AuditLog, Operation, RulesetRequest, new_id
 from app.domain.errors import InvalidRequest
-from app.models import AuditLog, Operation, RulesetRequest, new_id
+from app.entrypoints.cli import main
 from app.services import rules_publishing, rules_workspace
-from rules import runtime
-from rules.store import DEFAULT_RULES
+from app.services import rules_runtime as runtime
+from app.services.rules_store import DEFAULT_RULES
 from tests import builders
 
 LIVE = DEFAULT_RULES.read_text()
@@ -47,7 +47,7 @@ def cli(*args):
 
 @pytest.fixture
 def live(clean):
-    from app.bootstrap import init
+    from app.entrypoints.bootstrap import init
 
     assert init()["rules_version"] == 1
     runtime.reset()

@@ -243,7 +243,7 @@ def test_the_sandbox_command_keeps_connections_alive_and_sends_callbacks(tmp_pat
 
     port = free_port()
     path = write_channels_file(tmp_path / "channels.yaml", f"http://127.0.0.1:{port}", TIMEOUT_MS)
-    proc = subprocess.Popen([sys.executable, "-m", "app.cli", "sandbox", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "app", "sandbox", "--port", str(port)],
                             env={**os.environ, "PAYROUTER_CHANNELS": str(path), **ENV},
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

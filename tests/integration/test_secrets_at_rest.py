@@ -16,13 +16,13 @@ import requests
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from app import channel_secrets, crypto
-from app.channels_runtime import channel
-from app.cli import main
+from app.adapters import channel_secrets, crypto
+from app.adapters.channels_runtime import channel
+from app.adapters.db import unit_of_work
+from app.adapters.models import ChannelCallback, ChannelSecret, IdempotencyKey, Operation
+from app.adapters.webhook_models import WebhookEndpoint
 from app.config import set_config
-from app.db import unit_of_work
-from app.models import ChannelCallback, ChannelSecret, IdempotencyKey, Operation
-from app.webhooks.models import WebhookEndpoint
+from app.entrypoints.cli import main
 from channels.config import read_channels_file
 from tests import builders
 from tests.webhook_support import create_endpoint
@@ -212,7 +212,7 @@ def test_migration_0008_encrypts_what_was_stored_in_clear_and_downgrading_restor
     from alembic import command
     from sqlalchemy import text
 
-    from app.migrate import alembic_config
+    from app.adapters.migrate import alembic_config
 
     def response(endpoint_id: str, secret: str) -> bytes:
         return json.dumps({"id": endpoint_id, "object": "webhook_endpoint", "secret": secret}).encode()

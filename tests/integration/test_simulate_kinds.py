@@ -2,7 +2,7 @@
 `type`, the field's first name, is still taken."""
 from __future__ import annotations
 
-from rules.store import seed_default_rules
+from app.services.rules_store import seed_default_rules
 from tests import builders
 
 DESTINATION = {"type": "bank_account", "country": "US", "last4": "6789"}

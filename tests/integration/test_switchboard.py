@@ -8,11 +8,10 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from app import switches
-from app.cli import main
-from app.db import unit_of_work
-from app.models import AuditLog
-from app.services import switchboard
+from app.adapters.db import unit_of_work
+from app.adapters.models import AuditLog
+from app.entrypoints.cli import main
+from app.services import switchboard, switches
 from tests import builders
 
 WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC"

@@ -8,12 +8,12 @@ import time
 import pytest
 from sqlalchemy import select
 
-from app import switches
+from app.adapters.db import unit_of_work
+from app.adapters.models import AuditLog
 from app.config import set_config
-from app.db import unit_of_work
 from app.domain.errors import InvalidRequest
-from app.models import AuditLog
-from app.web import create_app
+from app.entrypoints.web import create_app
+from app.services import switches
 from tests.live import process_env
 
 
@@ -71,7 +71,7 @@ def test_a_toggle_in_another_process_is_seen_within_two_seconds(fresh):
     assert switches.is_on("webhooks") is False  # cached in this process now
     env = process_env(fresh)
     for state, expected in (("on", True), ("off", False)):
-        done = subprocess.run([sys.executable, "-m", "app.cli", "switch", "set", "webhooks", state,
+        done = subprocess.run([sys.executable, "-m", "app", "switch", "set", "webhooks", state,
                                "--reason", "drill", "--actor", "ci"], env=env, capture_output=True, timeout=60)
         assert done.returncode == 0, done.stderr.decode()
         toggled = time.monotonic()
@@ -83,7 +83,7 @@ def test_a_toggle_in_another_process_is_seen_within_two_seconds(fresh):
 
 def test_this_process_toggle_is_seen_by_another_process(fresh):
     watcher = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom app import switches\nassert not switches.is_on('read_only')\n"
+        [sys.executable, "-c", "import time\nfrom app.services import switches\nassert not switches.is_on('read_only')\n"
          "print('ready', flush=True)\n"
          "while not switches.is_on('read_only'):\n    time.sleep(0.02)\nprint('seen', flush=True)\n"],
         env=process_env(fresh), stdout=subprocess.PIPE, text=True)

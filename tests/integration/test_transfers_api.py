@@ -1,8 +1,8 @@
 """Transfers: atomic moves, refusals that write nothing, events."""
 from sqlalchemy import func, select
 
-from app.db import unit_of_work
-from app.models import Event, JournalEntry, Transfer
+from app.adapters.db import unit_of_work
+from app.adapters.models import Event, JournalEntry, Transfer
 from tests import builders
 
 

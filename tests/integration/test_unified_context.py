@@ -4,8 +4,8 @@ import logging
 from sqlalchemy import select
 
 from app import context
-from app.db import unit_of_work
-from app.models import Attempt, ChannelCallback, Event, JournalEntry, LedgerLine, Operation
+from app.adapters.db import unit_of_work
+from app.adapters.models import Attempt, ChannelCallback, Event, JournalEntry, LedgerLine, Operation
 from tests import builders
 
 
@@ -46,7 +46,7 @@ def test_jobs_run_in_the_context_of_the_request_that_queued_them(stack, caplog):
 def test_enqueue_carries_the_context_into_the_job(clean):
     from rq import Queue, SimpleWorker
 
-    from app.redis_conn import get_redis
+    from app.adapters.redis_conn import get_redis
 
     queue = Queue("batch", connection=get_redis())
     with context.bound("trace-job-1", "mer_x", "obj_y"):

@@ -12,12 +12,15 @@ import requests
 from sqlalchemy import func, select, update
 from standardwebhooks import Webhook
 
-from app import context, jobs, switches
+from app import context
+from app.adapters import jobs
+from app.adapters.db import unit_of_work
+from app.adapters.models import utcnow
+from app.adapters.webhook_models import WebhookAttempt, WebhookDelivery
 from app.config import set_config
-from app.db import unit_of_work
-from app.models import utcnow
-from app.webhooks import delivery, relay
-from app.webhooks.models import WebhookAttempt, WebhookDelivery
+from app.entrypoints import worker
+from app.services import switches
+from app.services.webhooks import delivery, relay
 from tests import builders
 from tests.webhook_support import create_endpoint, pump, transfer, work
 
@@ -88,7 +91,7 @@ def test_never_succeeds_ends_failed_after_the_schedule_then_redelivers(wh_client
 
 
 def test_timeout_is_a_failed_attempt(wh_config, receiver):
-    from app.web import create_app
+    from app.entrypoints.web import create_app
 
     cfg = wh_config.with_(webhook_retry_schedule=(0,), extra={"webhook_timeout": 0.3})
     set_config(cfg)
@@ -188,7 +191,7 @@ def test_a_lost_attempt_is_recovered_after_its_lease(wh_client, receiver):
 
 
 def test_a_job_lost_by_redis_is_requeued_by_the_sweep(wh_config, receiver):
-    from app.web import create_app
+    from app.entrypoints.web import create_app
 
     cfg = wh_config.with_(extra={"webhook_sweep_grace": 0})
     set_config(cfg)
@@ -256,7 +259,7 @@ def test_attempt_log_lines_carry_the_events_request_id(wh_client, receiver):
 def test_the_webhook_workers_relay_thread_queues_within_seconds(wh_client, receiver):
     api, r = builders.api(wh_client), receiver()
     create_endpoint(api, r.url)
-    (thread,) = jobs.maintenance_for([jobs.WEBHOOKS])  # what `payrouter worker webhooks` runs beside its jobs
+    (thread,) = worker.maintenance_for([jobs.WEBHOOKS])  # what `payrouter worker webhooks` runs beside its jobs
     thread.interval = 0.1
     thread.start()
     try:
@@ -275,7 +278,7 @@ def test_the_webhook_workers_relay_thread_queues_within_seconds(wh_client, recei
 def test_cli_relay_and_redeliver(wh_client, receiver):
     from click.testing import CliRunner
 
-    from app.ops_cli import webhooks as webhooks_cli
+    from app.entrypoints.ops_cli import webhooks as webhooks_cli
 
     api, r = builders.api(wh_client), receiver()
     endpoint = create_endpoint(api, r.url)
@@ -304,7 +307,7 @@ def test_a_delivery_connects_to_the_address_that_was_checked(wh_client, receiver
     connection made to that address (with the name in Host), not to a second DNS answer."""
     import socket
 
-    from app.webhooks import endpoints
+    from app.services.webhooks import endpoints
 
     r = receiver()
     port = int(r.url.rsplit(":", 1)[1].split("/", 1)[0])
@@ -336,7 +339,7 @@ def test_a_delivery_connects_to_the_address_that_was_checked(wh_client, receiver
 def test_an_internationalised_host_goes_on_the_wire_in_its_ascii_form(wh_config, monkeypatch):
     import socket
 
-    from app.webhooks import endpoints
+    from app.services.webhooks import endpoints
 
     asked = []
 
@@ -368,7 +371,7 @@ def test_a_delivery_tries_the_next_checked_address_when_one_refuses(wh_client, r
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolver)
-    from app.webhooks import endpoints
+    from app.services.webhooks import endpoints
 
     assert endpoints.resolve("dual.merchant.test", port) == ["127.0.0.2", "127.0.0.1"]  # the resolver's order
     api = builders.api(wh_client)

@@ -6,7 +6,7 @@ import base64
 import pytest
 
 from app.config import set_config
-from app.web import create_app
+from app.entrypoints.web import create_app
 from tests import builders
 from tests.webhook_support import create_endpoint
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from app import switches
+from app.adapters.redis_conn import get_redis
 from app.config import set_config
-from app.redis_conn import get_redis
-from app.web import create_app
-from app.webhooks import relay
+from app.entrypoints.web import create_app
+from app.services import switches
+from app.services.webhooks import relay
 from tests import builders
 from tests.outage_support import PrivateRedis
 from tests.webhook_support import create_endpoint, pump, webhook_config

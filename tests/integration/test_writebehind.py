@@ -1,4 +1,4 @@
-"""Rows inserted by app.writebehind, now or at the end of a batch, land exactly as given: on
+"""Rows inserted by app.adapters.writebehind, now or at the end of a batch, land exactly as given: on
 PostgreSQL several rows go as one ``INSERT … SELECT unnest(…)``, elsewhere as an executemany."""
 import datetime as dt
 
@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import StatementError
 
-from app import writebehind
-from app.db import get_engine, read_only, unit_of_work
-from app.models import Event, utcnow
+from app.adapters import writebehind
+from app.adapters.db import get_engine, read_only, unit_of_work
+from app.adapters.models import Event, utcnow
 from tests import builders
 from tests.conftest import on_postgres
 

@@ -47,7 +47,7 @@ channels:
 
 
 def generated(spec) -> str:
-    """Stands in for the database's generated secrets (app.channel_secrets)."""
+    """Stands in for the database's generated secrets (app.adapters.channel_secrets)."""
     return f"generated-{spec.id}"
 
 

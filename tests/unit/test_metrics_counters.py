@@ -1,5 +1,5 @@
 """Counters the code moves in memory: an engine fallback counts once per decision it answered."""
-from app import metrics
+from app.adapters import metrics
 from rules.engine import CompiledRules
 from rules.format import load
 

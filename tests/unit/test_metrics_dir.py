@@ -3,7 +3,7 @@ import os
 import subprocess
 import sys
 
-from app import metrics_dir
+from app.adapters import metrics_dir
 
 
 def test_prepare_keeps_a_given_directory_and_clears_only_dead_processes(tmp_path, monkeypatch):

@@ -1,7 +1,7 @@
 """rules.diff (rule by rule, field by field) and the fast parser of stored versions."""
+from app.services.rules_store import DEFAULT_RULES
 from rules import format
 from rules.diff import diff, render
-from rules.store import DEFAULT_RULES
 
 
 def test_stored_versions_parse_the_same_with_the_fast_loader():

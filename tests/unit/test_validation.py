@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from app.api.validation import api_schema, list_params, parse_body, screen
 from app.domain.errors import InvalidRequest
+from app.services.validation import api_schema, list_params, parse_body, screen
 
 GOOD = {"from_account": "acct_a1", "to_account": "acct_b2", "amount": 100, "currency": "USD", "reference": "r1"}
 
@@ -149,8 +149,8 @@ def test_screen_lets_good_text_through():
 
 
 def _columns():
-    from app.models import Account, Operation, Transfer
-    from app.webhooks.models import WebhookEndpoint
+    from app.adapters.models import Account, Operation, Transfer
+    from app.adapters.webhook_models import WebhookEndpoint
 
     return [
         (("account_create", "reference"), Account.reference),

@@ -7,7 +7,7 @@ import pytest
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
-from app.webhooks import endpoints, signing
+from app.services.webhooks import endpoints, signing
 
 
 def test_signature_verifies_with_the_official_library():

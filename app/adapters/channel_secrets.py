@@ -1,0 +1,67 @@
+"""Generated secrets of test channels (contract §4: never derived from anything public).
+
+A test channel whose ``secret_env`` is unset runs on a random secret that ``payrouter init``
+generates and stores encrypted (``channel_secrets``, app.adapters.crypto). The router's registry and the
+sandbox (``payrouter sandbox``, or in process in tests and the demo) both resolve it through
+``StoredChannelSecrets``, so they hold the same value. A process that finds none (init not run on
+this database, or a channel added since) generates it the same way: the first insert wins and
+everyone reads that row.
+"""
+from __future__ import annotations
+
+import secrets
+
+from sqlalchemy import select
+
+from app.adapters import crypto
+from app.adapters.db import insert_unique_row, read_only, unit_of_work
+from app.adapters.models import ChannelSecret, utcnow
+from app.config import Config, get_config
+from channels.config import ChannelSpec, needs_generated_secret, read_channels_file
+
+PREFIX = "chsec_"
+
+
+def new_secret() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+class StoredChannelSecrets:
+    """``channels.config.StoredSecrets`` over the database: ``(spec) -> secret``, created if missing."""
+
+    def __init__(self, config: Config | None = None):
+        self.config = config or get_config()
+        with read_only(self.config) as session:
+            self._stored = dict(session.execute(select(ChannelSecret.channel_id, ChannelSecret.secret_encrypted)).all())
+
+    def __contains__(self, channel_id: object) -> bool:
+        return channel_id in self._stored
+
+    def __call__(self, spec: ChannelSpec) -> str:
+        token = self._stored.get(spec.id)
+        if token is None:
+            token = self._stored[spec.id] = _create(spec.id, self.config)
+        return crypto.decrypt(token, self.config)
+
+
+def _create(channel_id: str, config: Config) -> str:
+    """Insert a new secret unless another process did first; the stored one either way (encrypted)."""
+    with unit_of_work(config) as session:
+        insert_unique_row(session, ChannelSecret.__table__, {
+            "channel_id": channel_id, "secret_encrypted": crypto.encrypt(new_secret(), config),
+            "created_at": utcnow()})
+        return session.scalar(select(ChannelSecret.secret_encrypted).where(ChannelSecret.channel_id == channel_id))
+
+
+def ensure(config: Config | None = None, specs: list[ChannelSpec] | None = None) -> list[str]:
+    """``payrouter init``: a generated secret for every test channel of the channels file that has
+    no ``secret_env`` value and no stored secret yet; the ids of the channels that got one."""
+    config = config or get_config()
+    specs = read_channels_file(config.channels_file) if specs is None else specs
+    store = StoredChannelSecrets(config)
+    created = []
+    for spec in specs:
+        if needs_generated_secret(spec) and spec.id not in store:
+            store(spec)
+            created.append(spec.id)
+    return created

@@ -1,0 +1,72 @@
+"""What every /v1 view shares: authentication, the request's session, idempotent POSTs, lists."""
+from __future__ import annotations
+
+from typing import Callable
+
+from flask import Response, g, request
+from sqlalchemy.orm import Session
+
+from app import context
+from app.adapters.db import unit_of_work
+from app.domain.errors import ServiceUnavailable
+from app.entrypoints.api import errors
+from app.services import idempotency, switches
+from app.services.merchants import MerchantScope, authenticate
+from app.services.validation import list_params, parse_body
+
+JSON = "application/json"
+
+
+def authenticate_request() -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, secret = header.partition(" ")
+    merchant, key = authenticate(secret.strip() if scheme.lower() == "bearer" else None)
+    g.merchant, g.api_key = MerchantScope.of(merchant, key), key
+    context.merchant_id_var.set(merchant.id)
+
+
+def refuse_writes_if_read_only() -> None:
+    """Read-only mode (an ops switch): every write answers 503; reads keep working."""
+    if switches.is_on("read_only"):
+        raise ServiceUnavailable("PayRouter is in read-only mode; retry later.", code="read_only")
+
+
+def json_response(status: int, raw: bytes, replayed: bool = False) -> Response:
+    response = Response(raw, status=status, mimetype=JSON)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return response
+
+
+def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]],
+           present: Callable[[idempotency.StoredResponse], Response] | None = None) -> Response:
+    """An idempotent POST: validate the body, then run ``execute(session, body)`` once per key.
+    ``present``: how the stored response is shown, when it is not as stored (a sealed secret)."""
+    key = idempotency.check_key(request.headers.get("Idempotency-Key"))
+    body = parse_body(request.get_data(cache=False), schema)
+    refuse_writes_if_read_only()
+    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
+                             errors.error_payload)
+    if present is not None:
+        return present(stored)
+    return json_response(stored.status, stored.body, stored.replayed)
+
+
+def in_mode(body):
+    """What an Idempotency-Key is bound to, besides the path: the body, and the key's mode. A key
+    is one per merchant, so a key used in one mode and then in the other is refused (422) like a
+    key used with another body, instead of replaying one mode's answer to the other."""
+    return {"livemode": True, "body": body} if g.merchant.livemode else body
+
+
+def read(fetch: Callable[[Session], dict]) -> Response:
+    with unit_of_work() as session:
+        payload = fetch(session)
+    return json_response(200, idempotency.encode(payload))
+
+
+def listing(fetch: Callable[[Session, int, str | None], tuple[list, bool]], url: str) -> Response:
+    limit, after = list_params(request.args)
+    with unit_of_work() as session:
+        data, has_more = fetch(session, limit, after)
+    return json_response(200, idempotency.encode({"object": "list", "url": url, "data": data, "has_more": has_more}))

@@ -1,0 +1,52 @@
+"""/v1/payments, /v1/topups, /v1/withdrawals, /v1/refunds: create, retrieve, list."""
+from flask import Blueprint, g, request
+
+from app.entrypoints.api.common import create, listing, read
+from app.entrypoints.api.openapi import EXTRA_OPERATIONS
+from app.services import payments
+from app.services.operations import view
+
+bp = Blueprint("payments", __name__)
+
+CREATORS = {
+    "payments": ("payment", "payment_create", payments.create_payment),
+    "topups": ("topup", "topup_create", payments.create_topup),
+    "withdrawals": ("withdrawal", "withdrawal_create", payments.create_withdrawal),
+    "refunds": ("refund", "refund_create", payments.create_refund),
+}
+
+
+def _create(collection: str):
+    _kind, schema, creator = CREATORS[collection]
+    key = request.headers.get("Idempotency-Key")
+    return create(schema, lambda s, body: (201, view(s, creator(s, g.merchant, body, key))))
+
+
+def _list(collection: str):
+    kind = CREATORS[collection][0]
+
+    def fetch(s, limit, after):
+        page = payments.list_operations(s, g.merchant, kind, limit, after)
+        return [view(s, op) for op in page.items], page.has_more
+
+    return listing(fetch, f"/v1/{collection}")
+
+
+def _get(collection: str, object_id: str):
+    kind = CREATORS[collection][0]
+    return read(lambda s: view(s, payments.get_operation(s, g.merchant, kind, object_id)))
+
+
+for _collection, (_kind, _schema, _) in CREATORS.items():
+    EXTRA_OPERATIONS.extend([
+        ("post", f"/v1/{_collection}", _schema, f"Create a {_kind}", "201"),
+        ("get", f"/v1/{_collection}", None, f"List {_collection}", "200"),
+        ("get", f"/v1/{_collection}/{{id}}", None, f"Retrieve a {_kind}", "200"),
+    ])
+
+for _collection in CREATORS:
+    bp.add_url_rule(f"/v1/{_collection}", f"create_{_collection}", lambda c=_collection: _create(c),
+                    methods=["POST"])
+    bp.add_url_rule(f"/v1/{_collection}", f"list_{_collection}", lambda c=_collection: _list(c), methods=["GET"])
+    bp.add_url_rule(f"/v1/{_collection}/<object_id>", f"get_{_collection}",
+                    lambda object_id, c=_collection: _get(c, object_id), methods=["GET"])

@@ -1,0 +1,29 @@
+"""POST /v1/routing/simulate: the routing decision for a body of any operation kind (``kind``, default
+payment), with no side effect."""
+from flask import Blueprint, g, request
+
+from app.domain.errors import InvalidRequest
+from app.entrypoints.api.common import json_response
+from app.entrypoints.api.openapi import EXTRA_OPERATIONS
+from app.services import routing
+from app.services.idempotency import encode
+from app.services.validation import parse_body
+
+bp = Blueprint("routing", __name__)
+EXTRA_OPERATIONS.append(("post", "/v1/routing/simulate", "simulate", "The routing decision for a body, no side effect",
+                         "200"))
+
+
+@bp.post("/v1/routing/simulate")
+def simulate():
+    body = parse_body(request.get_data(cache=False), "simulate")
+    kind = body.get("kind") or body.get("type") or "payment"  # `type`: the name this field had first
+    if body.get("type") and body.get("kind") and body["type"] != body["kind"]:
+        raise InvalidRequest("kind and type name different operation kinds: send kind alone", param="type")
+    wanted = "destination" if kind == "withdrawal" else "payment_method"
+    if kind != "refund" and not body.get("payment_method") and not body.get("destination"):
+        raise InvalidRequest(f"Missing required param: {wanted}", param=wanted, code="parameter_missing")
+    key = request.headers.get("Idempotency-Key") or body.get("reference") or "simulate"
+    decision = routing.decide(kind, g.merchant, body, amount=body["amount"], currency=body["currency"],
+                              split_key=key)
+    return json_response(200, encode(decision.to_dict()))

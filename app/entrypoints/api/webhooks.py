@@ -1,0 +1,155 @@
+"""/v1/webhook_endpoints and the webhook views of /v1/events: endpoints, deliveries, redelivery."""
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, g, request
+
+from app.adapters.db import read_only, unit_of_work
+from app.domain.errors import InvalidRequest, PayRouterError
+from app.entrypoints.api import errors
+from app.entrypoints.api.common import create, in_mode, json_response, listing, read
+from app.entrypoints.api.openapi import EXTRA_OPERATIONS
+from app.services import idempotency
+from app.services.validation import parse_json
+from app.services.webhooks import deliveries, relay
+from app.services.webhooks import endpoints as service
+
+bp = Blueprint("webhooks", __name__)
+
+EXTRA_OPERATIONS.extend([
+    ("post", "/v1/webhook_endpoints", "webhook_endpoint_create", "Create a webhook endpoint (secret shown once)",
+     "201"),
+    ("get", "/v1/webhook_endpoints", None, "List webhook endpoints", "200"),
+    ("get", "/v1/webhook_endpoints/{id}", None, "Retrieve a webhook endpoint", "200"),
+    ("delete", "/v1/webhook_endpoints/{id}", None, "Delete a webhook endpoint", "200"),
+    ("post", "/v1/webhook_endpoints/{id}/rotate_secret", None,
+     "Rotate the signing secret; the old one keeps signing during the overlap window", "200"),
+    ("get", "/v1/webhook_endpoints/{id}/deliveries", None, "List an endpoint's deliveries and attempts", "200"),
+    ("get", "/v1/events/{id}/deliveries", None, "List an event's deliveries and attempts", "200"),
+    ("post", "/v1/events/{id}/redeliver", None, "Send an event again (optionally to one endpoint)", "200"),
+])
+
+MAX_OVERLAP = 7 * 86400
+
+
+def _action(fields: dict, execute, present=None):
+    """An idempotent POST whose body is optional: ``fields`` maps each allowed field to its check."""
+    key = idempotency.check_key(request.headers.get("Idempotency-Key"))
+    raw = request.get_data(cache=False)
+    body = parse_json(raw) if raw.strip() else {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    for name, value in body.items():
+        if name not in fields:
+            raise InvalidRequest(f"Received unknown parameter: {name}", param=name, code="parameter_unknown")
+        if not fields[name](value):
+            raise InvalidRequest(f"{name}: invalid value {value!r}", param=name)
+
+    def error_response(error: PayRouterError) -> tuple[int, dict]:
+        status, kind = errors.status_and_type(error)
+        return status, errors.error_body(kind, error.code, error.message, error.param)
+
+    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
+                             error_response)
+    if present is not None:
+        return present(stored)
+    return json_response(stored.status, stored.body, stored.replayed)
+
+
+class _ShowsSecret:
+    """A response that shows an endpoint's secret is stored with the secret sealed (encrypted):
+    the fresh response shows it as made; a replay unseals it, or leaves it out once the endpoint is
+    deleted (contract §2)."""
+
+    def __init__(self):
+        self.fresh: dict | None = None
+
+    def store(self, status: int, payload: dict) -> tuple[int, dict]:
+        self.fresh = payload
+        return status, service.seal(payload)
+
+    def __call__(self, stored: idempotency.StoredResponse):
+        if stored.status >= 300:
+            return json_response(stored.status, stored.body, stored.replayed)
+        if not stored.replayed and self.fresh is not None:
+            payload = self.fresh
+        else:
+            with read_only() as session:
+                payload = service.unseal(session, g.merchant.id, json.loads(stored.body))
+        return json_response(stored.status, idempotency.encode(payload), stored.replayed)
+
+
+@bp.post("/v1/webhook_endpoints")
+def create_endpoint():
+    shows = _ShowsSecret()
+
+    def execute(session, body):
+        endpoint, secret = service.create_endpoint(session, g.merchant.id, body, g.merchant.livemode)
+        return shows.store(201, service.representation(endpoint, secret))
+
+    return create("webhook_endpoint_create", execute, present=shows)
+
+
+@bp.get("/v1/webhook_endpoints")
+def list_endpoints():
+    def fetch(session, limit, after):
+        result = service.list_endpoints(session, g.merchant.id, limit, after, g.merchant.livemode)
+        return [service.representation(e) for e in result.items], result.has_more
+
+    return listing(fetch, "/v1/webhook_endpoints")
+
+
+@bp.get("/v1/webhook_endpoints/<endpoint_id>")
+def get_endpoint(endpoint_id):
+    return read(lambda s: service.representation(service.get_endpoint(s, g.merchant.id, endpoint_id,
+                                                                      g.merchant.livemode)))
+
+
+@bp.delete("/v1/webhook_endpoints/<endpoint_id>")
+def delete_endpoint(endpoint_id):
+    with unit_of_work() as session:
+        payload = service.delete_endpoint(session, g.merchant.id, endpoint_id, g.merchant.livemode)
+    return json_response(200, idempotency.encode(payload))
+
+
+@bp.post("/v1/webhook_endpoints/<endpoint_id>/rotate_secret")
+def rotate_secret(endpoint_id):
+    shows = _ShowsSecret()
+
+    def execute(session, body):
+        endpoint, secret = service.rotate_secret(session, g.merchant.id, endpoint_id, body.get("overlap_seconds"),
+                                                 g.merchant.livemode)
+        return shows.store(200, service.representation(endpoint, secret))
+
+    valid_overlap = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_OVERLAP  # noqa: E731
+    return _action({"overlap_seconds": valid_overlap}, execute, shows)
+
+
+@bp.get("/v1/webhook_endpoints/<endpoint_id>/deliveries")
+def endpoint_deliveries(endpoint_id):
+    return listing(lambda s, limit, after: deliveries.list_deliveries(s, g.merchant.id, limit, after,
+                                                                        endpoint_id=endpoint_id,
+                                                                        livemode=g.merchant.livemode),
+                   f"/v1/webhook_endpoints/{endpoint_id}/deliveries")
+
+
+@bp.get("/v1/events/<event_id>/deliveries")
+def event_deliveries(event_id):
+    return listing(lambda s, limit, after: deliveries.list_deliveries(s, g.merchant.id, limit, after,
+                                                                        event_id=event_id,
+                                                                        livemode=g.merchant.livemode),
+                   f"/v1/events/{event_id}/deliveries")
+
+
+@bp.post("/v1/events/<event_id>/redeliver")
+def redeliver(event_id):
+    def execute(session, body):
+        created = deliveries.redeliver(session, g.merchant.id, event_id, body.get("endpoint"),
+                                       livemode=g.merchant.livemode)
+        return 200, {"object": "list", "data": created, "has_more": False}
+
+    response = _action({"endpoint": lambda v: isinstance(v, str) and 0 < len(v) <= 40}, execute)
+    if response.status_code == 200:
+        relay.sweep(event_id=event_id)
+    return response

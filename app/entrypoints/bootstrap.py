@@ -1,0 +1,19 @@
+"""``payrouter init``: schema, default channels and rules. Safe to run twice."""
+from __future__ import annotations
+
+from app.adapters import migrate
+from app.config import get_config
+
+
+def init() -> dict:
+    config = get_config()
+    config.var_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(config)
+    summary = {"database": config.database_url.split("@")[-1], "schema": "up to date"}
+    from app.adapters import channel_secrets
+
+    summary["generated_channel_secrets"] = channel_secrets.ensure(config)
+    from app.services.rules_store import seed_default_rules
+
+    summary.update(seed_default_rules())
+    return summary

@@ -1,0 +1,312 @@
+"""The ``payrouter`` command line: everything an operator scripts."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+
+class _Commands(click.Group):
+    """The CLI's one error map: a PayRouterError that a command does not handle itself is its
+    message and exit status 1, never a traceback (e.g. ``init`` on secrets stored under another key)."""
+
+    def invoke(self, ctx):
+        from app.domain.errors import PayRouterError
+
+        try:
+            return super().invoke(ctx)
+        except PayRouterError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+@click.group(cls=_Commands)
+def main():
+    """PayRouter: a self-hostable payment router."""
+
+
+@main.command()
+def init():
+    """Create or migrate the schema, load the default channels and rules (safe to run twice)."""
+    from app.entrypoints import bootstrap
+
+    summary = bootstrap.init()
+    click.echo(json.dumps(summary) if summary else "initialised")
+
+
+@main.group()
+def merchant():
+    """Merchants and their API keys."""
+
+
+@merchant.command("create")
+@click.argument("name")
+@click.option("--category", default=None, help="merchant category (a rules fact)")
+@click.option("--live", is_flag=True, help="issue a sk_live_ key instead of sk_test_")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def merchant_create(name, category, live, as_json):
+    """Create a merchant and its first secret key (printed once, never again)."""
+    from app.adapters.db import unit_of_work
+    from app.services.merchants import create_merchant
+
+    with unit_of_work() as session:
+        m, issued = create_merchant(session, name, category, "live" if live else "test")
+    if as_json:
+        click.echo(json.dumps({"merchant": m.id, "name": m.name, "key_id": issued.key.id, "secret_key": issued.secret}))
+    else:
+        click.echo(f"merchant {m.id} ({m.name})\nsecret key (shown once): {issued.secret}")
+
+
+@merchant.command("new-key")
+@click.argument("merchant_id")
+@click.option("--live", is_flag=True, help="a sk_live_ key: it sees and makes live objects only (default sk_test_)")
+def merchant_new_key(merchant_id, live):
+    """Issue another secret key for a merchant (printed once, never again)."""
+    from app.adapters.db import unit_of_work
+    from app.adapters.models import Merchant
+    from app.services.merchants import issue_key
+
+    with unit_of_work() as session:
+        if session.get(Merchant, merchant_id) is None:
+            raise click.ClickException(f"no such merchant {merchant_id}")
+        issued = issue_key(session, merchant_id, "live" if live else "test")
+    click.echo(f"key {issued.key.id}\nsecret key (shown once): {issued.secret}")
+
+
+@merchant.command("revoke-key")
+@click.argument("key_id")
+def merchant_revoke_key(key_id):
+    """Revoke a secret key: it stops working at once."""
+    from app.adapters.db import unit_of_work
+    from app.domain.errors import NotFound
+    from app.services.merchants import revoke_key
+
+    try:
+        with unit_of_work() as session:
+            revoke_key(session, key_id)
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    click.echo(f"revoked {key_id}")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=8000, type=int)
+@click.option("--workers", default=2, type=int)
+@click.option("--threads", default=8, type=int)
+def serve(host, port, workers, threads):
+    """The HTTP API and admin UI under gunicorn."""
+    from app.adapters import metrics_dir
+    from app.config import get_config
+    from app.entrypoints.server import run
+
+    metrics_dir.prepare(get_config().var_dir, clean=True)  # before prometheus_client is imported (app.adapters.metrics)
+    _refuse_live_channels_without_secrets()
+    run(host, port, workers=workers, threads=threads)
+
+
+def _refuse_live_channels_without_secrets() -> None:
+    """Before the server starts: a live channel whose secret is not in its environment variable
+    stops the command with the reason (exit 1)."""
+    from app.adapters.channels_runtime import check_live_channels
+    from channels.config import ChannelConfigError
+
+    try:
+        check_live_channels()
+    except ChannelConfigError as exc:
+        raise click.ClickException(exc.message) from None
+
+
+@main.command()
+@click.argument("queues", nargs=-1)
+@click.option("--burst", is_flag=True, help="stop when the queues are empty")
+def worker(queues, burst):
+    """RQ worker(s) for the given queues (none named: all of them)."""
+    from app.entrypoints.worker import run_worker
+
+    run_worker(list(queues), burst=burst)  # refuses to start as serve does
+
+
+@main.command()
+@click.option("--port", default=8000, type=int)
+@click.option("--sandbox-port", default=8090, type=int)
+def demo(port, sandbox_port):
+    """Everything on the embedded defaults, seeded, on one command."""
+    from app.entrypoints.demo import run_demo
+
+    run_demo(port=port, sandbox_port=sandbox_port)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1")
+@click.option("--port", default=8090, type=int)
+def sandbox(host, port):
+    """The sandbox channel: a simulated PSP over HTTP with async callbacks and statements."""
+    from app.adapters.channel_secrets import StoredChannelSecrets
+    from channels.sandbox.server import run
+
+    run(host=host, port=port, stored=StoredChannelSecrets())
+
+
+@main.group(invoke_without_command=True)
+@click.option("--channel", "channel_id", help="channel id from the channels file")
+@click.option("--date", "day", help="YYYY-MM-DD (UTC): reconcile this whole day")
+@click.option("--recent", is_flag=True, help="run a near-real-time pass now (every channel unless --channel)")
+@click.option("--list", "listing", is_flag=True, help="show the newest stored runs")
+@click.option("--issues", "only_issues", is_flag=True, help="with --list: only runs that found issues")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
+    """Compare a channel's statement with our records: a whole day (--channel --date), the minutes
+    since the previous near-real-time pass (--recent), or show stored runs (--list). Status
+    queries are queued for operations we still wait on; every run is stored.
+
+    Exit status (cron and alerting key on it): 0 clean, 3 open issues found, 1 an error.
+    `reconcile issues` lists the open issues, `reconcile resolve ISSUE --note` resolves one."""
+    import datetime as dt
+
+    from app.domain.errors import PayRouterError
+    from app.services import reconcile as recon
+
+    if ctx.invoked_subcommand is not None:
+        return
+    if sum(map(bool, (day, recent, listing))) != 1:
+        raise click.UsageError("give exactly one of --date, --recent, --list")
+    if listing:
+        _show_runs(recon.recent_runs(channel_id, with_issues=only_issues), as_json)
+        return
+    if day and not channel_id:
+        raise click.UsageError("--date needs --channel")
+    try:
+        date = dt.date.fromisoformat(day) if day else None
+    except ValueError:
+        raise click.BadParameter("use YYYY-MM-DD", param_hint="--date") from None
+    try:
+        if date:
+            runs = [recon.reconcile(channel_id, date)]
+        else:
+            from app.adapters.channels_runtime import registry
+            from channels.base import OperationNotSupported
+
+            runs = []
+            for cid in [channel_id] if channel_id else registry().ids():
+                try:
+                    runs.append(recon.reconcile_recent(cid))
+                except OperationNotSupported:
+                    if channel_id:
+                        raise
+    except PayRouterError as exc:
+        raise click.ClickException(exc.message) from None
+    shown = [recon.summary(run) for run in runs if run is not None]
+    _show_runs(shown, as_json)
+    if any(out["open_issues"] for out in shown):
+        ctx.exit(RECONCILE_OPEN_ISSUES)
+
+
+RECONCILE_OPEN_ISSUES = 3  # the exit status of a run that found open issues (1 stays an error)
+
+
+@reconcile.command("resolve")
+@click.argument("issue_id")
+@click.option("--note", required=True, help="what was found and done (kept with the issue and in the audit log)")
+@click.option("--actor", default=None, help="who (default: the OS user)")
+@click.option("--settle", type=click.Choice(["succeeded", "failed"]), default=None,
+              help="also settle the issue's operation, still processing (e.g. one the channel forgot)")
+@click.option("--json", "as_json", is_flag=True)
+def reconcile_resolve(issue_id, note, actor, settle, as_json):
+    """Resolve reconciliation issue ISSUE_ID (ri_…) with a note; refused if unknown or already resolved."""
+    import getpass
+
+    from app import context
+    from app.domain.errors import PayRouterError
+    from app.services import issues
+
+    try:
+        with context.bound():
+            resolved = issues.resolve(issue_id, note, "cli:" + (actor or getpass.getuser()), settle)
+    except PayRouterError as exc:
+        raise click.ClickException(exc.message) from None
+    if as_json:
+        click.echo(json.dumps(resolved, indent=2))
+    else:
+        click.echo(f"resolved {resolved['id']} ({resolved['issue']} {resolved['channel_reference']}) by "
+                   f"{resolved['resolved_by']} at {resolved['resolved_at']}: {resolved['note']}")
+
+
+@reconcile.command("issues")
+@click.option("--channel", "channel_id", default=None)
+@click.option("--all", "everything", is_flag=True, help="resolved issues too")
+@click.option("--json", "as_json", is_flag=True)
+def reconcile_issues(channel_id, everything, as_json):
+    """Reconciliation issues, newest first: the open ones (to resolve), or --all."""
+    from app.services import issues
+
+    found = issues.listing(channel_id, status=None if everything else issues.OPEN)
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    for issue in found:
+        click.echo(f"{issue['id']}  {issue['status']:<8} {issue['channel']:<12} {issue['issue']:<22} "
+                   f"{issue['channel_reference']}  ours={issue['ours']}  theirs={issue['theirs']}"
+                   + (f"  resolved by {issue['resolved_by']}: {issue['note']}" if issue["note"] else ""))
+
+
+def _show_runs(runs: list[dict], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(runs if len(runs) != 1 else runs[0], indent=2))
+        return
+    for out in runs:
+        when = out["date"] if out["mode"] == "daily" else f"{out['window_start']} – {out['window_end']}"
+        click.echo(f"{out['channel']} {out['mode']} {when}: {out['statement_lines']} statement lines, "
+                   f"{out['matched']} matched, {len(out['issues'])} issue(s) ({out['open_issues']} open), "
+                   f"channel fees {out['channel_fees']}")
+        for issue in out["issues"]:
+            click.echo(f"  {issue.get('id', '-'):<27} {issue['status']:<8} {issue['issue']:<22} "
+                       f"{issue['channel_reference']}  ours={issue.get('ours')}  theirs={issue.get('theirs')}")
+
+
+@main.group("secrets")
+def secrets_group():
+    """Secrets stored encrypted (webhook endpoint and generated channel secrets)."""
+
+
+@secrets_group.command("rotate")
+@click.option("--old-key-env", "old_key_envs", multiple=True, metavar="NAME",
+              help="an environment variable holding a previous PAYROUTER_SECRET_KEY (repeatable); "
+                   "PAYROUTER_PREVIOUS_SECRET_KEY is always tried")
+@click.option("--old-key-file", "old_key_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="a file holding a previous key, e.g. var/secret_key of an install that had none (repeatable)")
+def secrets_rotate(old_key_envs, old_key_files):
+    """Re-encrypt every stored secret under the current PAYROUTER_SECRET_KEY (all or nothing)."""
+    import os
+    from pathlib import Path
+
+    from app.adapters.crypto import SecretUndecryptable
+    from app.services.secret_rotation import rotate
+
+    old_keys = []
+    for name in old_key_envs:
+        if not os.environ.get(name):
+            raise click.UsageError(f"environment variable {name} is not set")
+        old_keys.append(os.environ[name])
+    old_keys += [Path(path).read_text().strip() for path in old_key_files]
+    try:
+        counts = rotate(tuple(old_keys))
+    except SecretUndecryptable as exc:
+        raise click.ClickException(f"{exc.message}; nothing was changed") from None
+    click.echo(json.dumps(counts))
+
+
+def _register_groups() -> None:
+    """Command groups that live beside their modules: rules, switches, webhooks, console users."""
+    from app.entrypoints import ops_cli, rules_cli, users_cli
+
+    for command in rules_cli.COMMANDS + ops_cli.COMMANDS + users_cli.COMMANDS:
+        main.add_command(command)
+
+
+_register_groups()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""Double-entry ledger.
+
+A journal entry is a set of lines whose amounts sum to zero per currency; it is written
+in the same transaction as the business change it records. Account balances are kept
+on the account row and moved by one conditional UPDATE per line
+(``SET available = available + :delta WHERE id = :id AND available + :delta >= 0``):
+the database applies it atomically under its row lock, so concurrent postings can
+neither lose an update nor overdraw a customer account. Accounts are updated in id
+order so two postings touching the same pair cannot deadlock. PostgreSQL also refuses
+an unbalanced entry at commit (a deferred constraint trigger, migration 0001).
+
+Hot accounts: a merchant's system accounts (settlement, fee revenue, channel clearing) are
+touched by every one of its payments, so updating their rows in each posting would make all
+of them wait for each other's row locks until commit. Their moves are never refused, so a
+posting queues them instead (``account_moves``, inserted with the lines, in the same
+transaction) and ``apply_queued_moves`` adds them to the rows in batches, netted per account.
+The lines stay the record and balance at every commit; a system account's row lags its
+lines by the moves still queued (about a second while core workers run), and
+``system_balances`` gives the exact figure.
+
+In a batch job (app.adapters.writebehind) the lines and queued moves are inserted at the end of the
+batch, and a customer's moves that cannot be refused (credits) are netted per account.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, delete, event, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from app import context
+from app.adapters import writebehind
+from app.adapters.models import Account, AccountMove, JournalEntry, LedgerLine, new_id, utcnow
+from app.domain.errors import InsufficientFunds, PayRouterError
+
+AVAILABLE = "available"
+PENDING = "pending"
+
+# System accounts, one per merchant and currency, created on first use.
+CHANNEL_CLEARING = "channel_clearing"  # + ":<channel id>"
+MERCHANT_SETTLEMENT = "merchant_settlement"
+FEE_REVENUE = "fee_revenue"
+WITHDRAWAL_HOLDS = "withdrawal_holds"
+TEST_FUNDING = "test_funding"
+
+
+class UnbalancedEntry(PayRouterError):
+    """A journal entry whose lines do not sum to zero per currency (a programming error)."""
+
+    code = "ledger_unbalanced"
+
+
+@dataclass(frozen=True)
+class Leg:
+    account: Account | SystemAccount
+    amount: int  # signed minor units; + raises this account's balance
+    balance_type: str = AVAILABLE
+
+
+@dataclass(frozen=True)
+class SystemAccount:
+    """A merchant's system account as a posting needs it: which row, of what currency. Its
+    balances are moved by queued moves (never read or updated by a posting), so this small
+    immutable value stands in for the row and can be shared by every thread of the process."""
+
+    id: str
+    merchant_id: str
+    system_code: str
+    currency: str
+    kind: str = "system"
+
+
+# (database, merchant, code, currency) → a system account seen committed: ids never change.
+_system_accounts: dict[tuple[str, str, str, str], SystemAccount] = {}
+_PENDING_IDS = "payrouter.system_ids"  # session.info: accounts seen in a transaction not yet committed
+
+
+@event.listens_for(Session, "after_commit")
+def _remember_system_ids(session: Session) -> None:
+    """Only accounts of committed rows are cached for the process: an account created (or first
+    seen) in a transaction that then rolls back must not be used by later transactions. SQLAlchemy
+    also calls this when a savepoint is released; only the real commit counts."""
+    if session.in_nested_transaction():
+        return
+    _system_accounts.update(session.info.pop(_PENDING_IDS, {}))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_system_ids(session: Session, previous_transaction) -> None:
+    """Any rollback, a savepoint's included, may have taken a new account with it: forget them all
+    (a later posting finds the committed ones again with one query)."""
+    session.info.pop(_PENDING_IDS, None)
+
+
+def system_account(session: Session, merchant_id: str, code: str, currency: str,
+                   livemode: bool = False) -> SystemAccount:
+    """The merchant's system account ``code`` in ``currency`` of one mode (test money and live
+    money never share an account), created on first use; a known one costs no query."""
+    code = system_code(code, livemode)
+    cache_key = (str(session.get_bind().engine.url), merchant_id, code, currency)
+    known = _system_accounts.get(cache_key) or session.info.get(_PENDING_IDS, {}).get(cache_key)
+    if known:
+        return known
+    query = select(Account).where(
+        Account.merchant_id == merchant_id, Account.system_code == code, Account.currency == currency
+    )
+    account = session.scalars(query).first()
+    if account is None:
+        try:
+            with session.begin_nested():
+                account = Account(
+                    id=new_id("acct"), merchant_id=merchant_id, livemode=livemode, kind="system", system_code=code,
+                    currency=currency, metadata_={}, available=0, pending=0, version=0,
+                    request_id=context.current_request_id(),
+                )
+                session.add(account)
+        except IntegrityError:  # created concurrently by another transaction
+            account = session.scalars(query).one()
+    found = SystemAccount(account.id, merchant_id, code, currency)
+    session.info.setdefault(_PENDING_IDS, {})[cache_key] = found
+    return found
+
+
+def system_code(code: str, livemode: bool) -> str:
+    """A system account's stored code: ``live:`` before a live one's, as (merchant, code,
+    currency) is the accounts' unique key. A channel's clearing account needs none: a channel is
+    of one mode, and its id may take the column's whole length."""
+    if not livemode or code.startswith(CHANNEL_CLEARING + ":"):
+        return code
+    return f"live:{code}"
+
+
+def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None, legs: list[Leg],
+         description: str | None = None) -> str:
+    """Write one balanced journal entry and move the balances it touches; the entry's id."""
+    legs = [leg for leg in legs if leg.amount]  # a zero line records nothing
+    totals: dict[str, int] = defaultdict(int)
+    for leg in legs:
+        if type(leg.amount) is not int:
+            raise UnbalancedEntry("ledger amounts are integers in minor units")
+        if leg.account.currency != leg.account.currency.upper():
+            raise UnbalancedEntry("bad currency")
+        totals[leg.account.currency] += leg.amount
+    if not legs or any(totals.values()):
+        raise UnbalancedEntry(f"entry {kind} does not balance: {dict(totals)}")
+
+    request_id, now, entry_id = context.current_request_id(), utcnow(), new_id("je")
+    entry_rows = [{"id": entry_id, "merchant_id": merchant_id, "kind": kind, "source_id": source_id,
+                   "description": description, "request_id": request_id, "created_at": now}]
+    line_rows = [
+        {"id": new_id("ln"), "entry_id": entry_id, "account_id": leg.account.id, "balance_type": leg.balance_type,
+         "amount": leg.amount, "currency": leg.account.currency, "request_id": request_id, "created_at": now}
+        for leg in legs]
+    # Core inserts (this runs for every money movement); in a batch job, at the end of the batch
+    # together with the moves that cannot be refused.
+    writebehind.insert_rows(session, JournalEntry.__table__, entry_rows)
+    writebehind.insert_rows(session, LedgerLine.__table__, line_rows)
+    behind = writebehind.current(session)
+    queued: dict[tuple[str, str], int] = defaultdict(int)
+    # A refused move below raises, and the caller's transaction rolls all of it back.
+    for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
+        if leg.account.kind == "system":
+            queued[(leg.account.id, leg.balance_type)] += leg.amount
+        elif behind is not None and not _guarded(leg):
+            behind.move(leg.account, leg.balance_type, leg.amount)
+        else:
+            _move(session, leg)
+    if queued:
+        writebehind.insert_rows(session, AccountMove.__table__, [
+            {"account_id": account_id, "balance_type": balance_type, "delta": delta, "created_at": now}
+            for (account_id, balance_type), delta in queued.items() if delta])
+    return entry_id
+
+
+def apply_queued_moves(batch: int = 5000) -> int:
+    """Apply queued system-account moves to their rows, netted per account, in account-id order,
+    and delete them, in one transaction (core workers run this every second). On PostgreSQL the
+    rows are taken with SKIP LOCKED, so several workers never apply one twice. Returns how many."""
+    from app.adapters.db import unit_of_work
+
+    moves = AccountMove.__table__
+    with unit_of_work() as session:
+        connection = session.connection()
+        rows = connection.execute(select(moves.c.id, moves.c.account_id, moves.c.balance_type, moves.c.delta)
+                                  .order_by(moves.c.id).limit(batch).with_for_update(skip_locked=True)).all()
+        if not rows:
+            return 0
+        net: dict[tuple[str, str], int] = defaultdict(int)
+        for _id, account_id, balance_type, delta in rows:
+            net[(account_id, balance_type)] += delta
+        for (account_id, balance_type), delta in sorted(net.items()):
+            if delta:
+                connection.execute(_MOVES[(balance_type, False)], {"account_id": account_id, "delta": delta})
+        connection.execute(_DELETE_MOVES, {"ids": [row.id for row in rows]})
+    return len(rows)
+
+
+def apply_all_queued_moves(batch: int = 5000) -> int:
+    """Apply queued moves batch after batch until fewer than a full batch was left (core workers
+    run this every second, so a backlog after an outage is worked off at once)."""
+    total = 0
+    while (applied := apply_queued_moves(batch)) > 0:
+        total += applied
+        if applied < batch:
+            break
+    return total
+
+
+def system_balances(session: Session, account_ids: list[str]) -> dict[tuple[str, str], int]:
+    """Exact balances of system accounts now: the row's plus the moves still queued for it."""
+    accounts, moves = Account.__table__, AccountMove.__table__
+    out = {}
+    for row in session.connection().execute(select(accounts.c.id, accounts.c.available, accounts.c.pending)
+                                            .where(accounts.c.id.in_(account_ids))):
+        out[(row.id, AVAILABLE)], out[(row.id, PENDING)] = row.available, row.pending
+    for account_id, balance_type, delta in session.connection().execute(
+            select(moves.c.account_id, moves.c.balance_type, func.sum(moves.c.delta))
+            .where(moves.c.account_id.in_(account_ids)).group_by(moves.c.account_id, moves.c.balance_type)):
+        out[(account_id, balance_type)] = out.get((account_id, balance_type), 0) + int(delta)
+    return out
+
+
+def apply_moves(session: Session, behind: writebehind.WriteBehind) -> None:
+    """The netted moves of a write-behind batch, one UPDATE per account, in account-id order (only
+    moves that cannot be refused are netted, so no net move is one that can)."""
+    for (account_id, balance_type), delta in sorted(behind.moves.items()):
+        if delta:
+            _move(session, Leg(behind.accounts[account_id], delta, balance_type))
+
+
+_ACCOUNTS = Account.__table__
+_DELETE_MOVES = delete(AccountMove.__table__).where(AccountMove.__table__.c.id.in_(bindparam("ids", expanding=True)))
+_MOVES = {
+    (balance, guarded): (
+        update(_ACCOUNTS)
+        .where(_ACCOUNTS.c.id == bindparam("account_id"),
+               *([_ACCOUNTS.c[balance] + bindparam("delta") >= 0] if guarded else []))
+        .values({balance: _ACCOUNTS.c[balance] + bindparam("delta"), "version": _ACCOUNTS.c.version + 1})
+        .returning(_ACCOUNTS.c.available, _ACCOUNTS.c.pending, _ACCOUNTS.c.version)
+    )
+    for balance in (AVAILABLE, PENDING) for guarded in (False, True)
+}
+
+
+def _guarded(leg: Leg) -> bool:
+    """Only a customer's money is refused when short; system accounts may go below zero."""
+    return leg.amount < 0 and leg.account.kind == "customer"
+
+
+def _move(session: Session, leg: Leg) -> None:
+    """One conditional UPDATE (Core: it runs per ledger line, on the hot path)."""
+    row = session.connection().execute(_MOVES[(leg.balance_type, _guarded(leg))],
+                                       {"account_id": leg.account.id, "delta": leg.amount}).first()
+    if row is None:
+        raise InsufficientFunds(f"account {leg.account.id} does not hold enough {leg.balance_type} balance",
+                                param="amount")
+    for name, value in zip(("available", "pending", "version"), row, strict=True):
+        set_committed_value(leg.account, name, value)

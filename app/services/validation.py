@@ -1,0 +1,269 @@
+"""Request parsing: JSON bodies checked against schemas/api.schema.json.
+
+Floats are refused everywhere (they parse as Decimal, which no ``integer`` accepts);
+unknown fields are refused with ``param`` naming them.
+
+Bad input is a 4xx, never a 5xx, and that is decided here for every request, not per field:
+a body is decoded strictly as UTF-8, numbers beyond 64 bits or with a huge exponent are
+kept as ``Oversized`` by the parser's hooks, and every string, key and number of the body,
+the query and the path is walked once (``parse_json``, ``screen``): a NUL, an
+unpaired surrogate or an oversized number answers 400 ``parameter_invalid`` naming its
+``param`` before any of it reaches a column.
+"""
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from functools import cache
+from urllib.parse import unquote_to_bytes
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+import schemas
+from app.domain.errors import InvalidRequest
+
+SCHEMA_PATH = schemas.path("api.schema.json")
+MAX_BODY = 64 * 1024
+
+
+@cache
+def api_schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _inline(node, defs: dict, seen: tuple = ()):
+    """``node`` with every local ``{"$ref": "#/$defs/x"}`` replaced by a copy of ``x`` (a recursive
+    definition keeps its $ref): validation then follows no references, which is most of
+    jsonschema's cost on these small bodies."""
+    if isinstance(node, list):
+        return [_inline(item, defs, seen) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/") and len(node) == 1:
+        name = ref.removeprefix("#/$defs/")
+        if name in defs and name not in seen:
+            return _inline(defs[name], defs, seen + (name,))
+        return node
+    return {key: _inline(value, defs, seen) for key, value in node.items()}
+
+
+def body_schema(name: str) -> dict:
+    """The schema of one request body, self-contained (what the OpenAPI document shows)."""
+    defs = api_schema()["$defs"]
+    return _inline(defs[name], defs, (name,))
+
+
+@cache
+def _validator(name: str) -> Draft202012Validator:
+    schema = api_schema()
+    if name not in schema["$defs"]:
+        raise KeyError(name)
+    return Draft202012Validator({**body_schema(name), "$defs": schema["$defs"]})
+
+
+MAX_DEPTH = 32  # nesting of a body: ours go four deep
+INT64 = 2**63 - 1
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # NUL (no text column takes it) and unpaired surrogates
+_OBJECT_ID = re.compile(r"[a-z]+_[A-Za-z0-9]+")  # as $defs.object_id
+_JSON_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?([0-9]+))?")
+
+
+class Oversized:
+    """A JSON number beyond 64 bits, with a huge exponent or too many digits, as written: the walk refuses
+    it with its param (no arithmetic is done on it: ``Decimal("1e99999999999999999999")`` itself raises)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _reject_constant(name: str):
+    raise InvalidRequest(f"{name} is not valid JSON", code="invalid_json")
+
+
+def _parse_int(text: str):
+    if len(text) > 20:  # 20 characters hold every 64-bit integer; int() of thousands of digits is slow
+        return Oversized(text)
+    value = int(text)
+    return value if -INT64 - 1 <= value <= INT64 else Oversized(text)
+
+
+def _parse_float(text: str):
+    match = _JSON_NUMBER.fullmatch(text)
+    if match is None or (match.group(4) and len(match.group(4).lstrip("0")) > 3) or len(text) > 40:
+        return Oversized(text)
+    value = Decimal(text)
+    return value if value.is_finite() and value.adjusted() <= 18 else Oversized(text)
+
+
+def bad_text(value: str) -> str | None:
+    """Why a string cannot be stored as text, or None."""
+    found = _BAD_TEXT.search(value)
+    if found is None:
+        return None
+    return "a NUL character" if found.group() == "\x00" else "an unpaired surrogate"
+
+
+def refuse_bad_text(value: str, param: str | None) -> None:
+    problem = bad_text(value)
+    if problem:
+        raise InvalidRequest(f"{param or 'body'}: contains {problem}", param=param, code="parameter_invalid")
+
+
+def _walk(body: object) -> None:
+    """Every key, string and number of a parsed body, without recursion (a deep body cannot overflow)."""
+    stack: list[tuple[object, tuple, int]] = [(body, (), 0)]
+    while stack:
+        node, path, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidRequest(f"request body is nested deeper than {MAX_DEPTH} levels", code="invalid_json")
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if bad_text(key):  # named escaped: the key itself cannot be echoed
+                    refuse_bad_text(key, _param(path + (key.encode("unicode_escape", "backslashreplace").decode(),)))
+                stack.append((value, path + (key,), depth + 1))
+        elif isinstance(node, list):
+            stack.extend((value, path + (index,), depth + 1) for index, value in enumerate(node))
+        elif isinstance(node, Oversized):
+            param = _param(path)
+            shown = node.text if len(node.text) <= 24 else node.text[:24] + "…"
+            raise InvalidRequest(f"{param or 'body'}: {shown} is beyond the 64-bit range, or has a huge exponent "
+                                 "or too many digits", param=param, code="parameter_invalid")
+        elif isinstance(node, str):
+            refuse_bad_text(node, _param(path))
+
+
+def parse_json(raw: bytes) -> object:
+    """A request body: strict UTF-8, JSON with no NaN or Infinity, every string and number checked."""
+    if len(raw) > MAX_BODY:
+        raise InvalidRequest("request body is too large", code="body_too_large")
+    if not raw.strip():
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"request body is not valid UTF-8 (byte {exc.start})", code="invalid_json") from None
+    try:
+        body = json.loads(text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"malformed JSON body: {exc}", code="invalid_json") from None
+    _walk(body)
+    return body
+
+
+def _path_param(name: str) -> str:
+    return "id" if name.endswith("id") else name  # the documents name every object id in a path {id}
+
+
+def raw_path(environ: dict) -> bytes:
+    """The request's path as the client sent its bytes: the raw request target where the server keeps it
+    (the development server's PATH_INFO has already replaced bytes that are not UTF-8), else PATH_INFO."""
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if target and target.startswith("/"):
+        return unquote_to_bytes(target.split("?", 1)[0])
+    return environ.get("PATH_INFO", "").encode("latin-1", "replace")
+
+
+def screen(path: bytes, query_string: bytes, view_args: dict | None) -> None:
+    """A request's path and query as its body: strict UTF-8, no NUL, no unpaired surrogate.
+
+    The router decoded the path leniently (a bad byte became U+FFFD), so a bad path segment is
+    matched to its view argument to name it."""
+    view_args = view_args or {}
+    for raw in path.split(b"/"):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            lenient = raw.decode("utf-8", "replace")
+            names = [name for name, value in view_args.items() if value == lenient]
+            param = _path_param(names[0]) if names else "path"
+            raise InvalidRequest(f"{param}: not valid UTF-8", param=param, code="parameter_invalid") from None
+    for name, value in view_args.items():
+        if isinstance(value, str):
+            refuse_bad_text(value, _path_param(name))
+    for part in query_string.split(b"&"):
+        name, _, value = part.partition(b"=")
+        name_text = unquote_to_bytes(name.replace(b"+", b" ")).decode("utf-8", "replace")
+        param = name_text.encode("unicode_escape", "backslashreplace").decode() if bad_text(name_text) else name_text
+        for component in (name, value):
+            try:
+                text = unquote_to_bytes(component.replace(b"+", b" ")).decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidRequest(f"{param}: not valid UTF-8", param=param, code="parameter_invalid") from None
+            refuse_bad_text(text, param)
+
+
+def _param(path) -> str | None:
+    parts = [str(p) for p in path]
+    if not parts:
+        return None
+    head, rest = parts[0], "".join(f"[{p}]" for p in parts[1:])
+    return head + rest
+
+
+def _to_error(error: ValidationError) -> InvalidRequest:
+    path = list(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        param = _param(path + extra[:1])
+        return InvalidRequest(f"Received unknown parameter: {param}", param=param, code="parameter_unknown")
+    if error.validator == "required":
+        missing = [name for name in error.validator_value if name not in error.instance]
+        param = _param(path + missing[:1])
+        return InvalidRequest(f"Missing required param: {param}", param=param, code="parameter_missing")
+    param = _param(path)
+    if error.validator == "type" and isinstance(error.instance, Decimal):
+        message = f"{param}: {error.instance} is not an integer (amounts are integers in minor units)"
+    elif error.validator == "enum":
+        shown = ", ".join(map(str, error.validator_value[:12]))
+        message = (f"{param}: {_shown(error.instance)} is not one of: "
+                   f"{shown}{' …' if len(error.validator_value) > 12 else ''}")
+    else:  # jsonschema's message quotes the whole value: a 50-key object or a long string, shortened
+        message = f"{param or 'body'}: {error.message.replace(repr(error.instance), _shown(error.instance), 1)}"
+    return InvalidRequest(message, param=param, code="parameter_invalid")
+
+
+SHOWN_CHARS = 60
+
+
+def _shown(value: object) -> str:
+    """A refused value as an error message quotes it: at most SHOWN_CHARS of its repr."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}… ({len(text)} characters)"
+
+
+def _depth(error: ValidationError) -> tuple:
+    # Prefer unknown/missing field errors, then the deepest path: they say the most.
+    rank = {"additionalProperties": 0, "required": 1}.get(error.validator, 2)
+    return (rank, -len(error.absolute_path))
+
+
+def validate(name: str, body: object) -> dict:
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
+    errors = list(_validator(name).iter_errors(body))
+    if errors:
+        raise _to_error(sorted(errors, key=_depth)[0])
+    return body
+
+
+def parse_body(raw: bytes, name: str) -> dict:
+    return validate(name, parse_json(raw))
+
+
+def list_params(args) -> tuple[int, str | None]:
+    """``limit`` (1–100, default 10) and ``starting_after`` from a query string."""
+    unknown = sorted(set(args) - {"limit", "starting_after"})
+    if unknown:
+        raise InvalidRequest(f"Received unknown parameter: {unknown[0]}", param=unknown[0], code="parameter_unknown")
+    raw = args.get("limit", "10")
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 100:
+        raise InvalidRequest("limit must be an integer from 1 to 100", param="limit")
+    after = args.get("starting_after") or None
+    if after is not None and not (len(after) <= 40 and _OBJECT_ID.fullmatch(after)):
+        raise InvalidRequest("starting_after is not a valid id", param="starting_after")
+    return int(raw), after
