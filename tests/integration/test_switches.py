@@ -83,7 +83,8 @@ def test_a_toggle_in_another_process_is_seen_within_two_seconds(fresh):
 
 def test_this_process_toggle_is_seen_by_another_process(fresh):
     watcher = subprocess.Popen(
-        [sys.executable, "-c", "import time\nfrom app.services import switches\nassert not switches.is_on('read_only')\n"
+        [sys.executable, "-c", "import time\nfrom app.services import switches\n"
+         "assert not switches.is_on('read_only')\n"
          "print('ready', flush=True)\n"
          "while not switches.is_on('read_only'):\n    time.sleep(0.02)\nprint('seen', flush=True)\n"],
         env=process_env(fresh), stdout=subprocess.PIPE, text=True)
