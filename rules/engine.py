@@ -4,7 +4,8 @@
 under a process-wide lock: assert the fact → drain every triggered action → retract it.
 No ``durable.lang``, no ``Host`` threads. If the engine errors on a fact (e.g. error 303:
 more than 64 tests matching one fact at once) the session is drained and the decision is
-answered by the reference evaluator instead, so answers stay correct (``fallbacks`` counts).
+answered by the reference evaluator instead, so answers stay correct: ``fallbacks`` counts them
+per handle, ``fallback_count()`` for the process, and each one is logged (logger ``payrouter.rules``).
 
 Rulesets are immutable in the engine: a new version is a new ``CompiledRules`` under a
 unique name; ``RulesSlot.swap`` installs it and deletes the old handle.
@@ -12,6 +13,7 @@ unique name; ``RulesSlot.swap`` installs it and deletes the old handle.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import subprocess
 import sys
@@ -31,12 +33,19 @@ ENGINE_LOCK = threading.RLock()
 # Called (no argument) on every decision the reference evaluator answered instead of the engine:
 # app.adapters.metrics counts them for /metrics, without this module knowing of it.
 FALLBACK_LISTENERS: list = []
+log = logging.getLogger("payrouter.rules")
+_fallback_total = 0  # written under ENGINE_LOCK; read through fallback_count()
 _names = itertools.count(1)
 _SID = "0"
 
 
 class EngineError(RuntimeError):
     """durable-rules refused a rule set."""
+
+
+def fallback_count() -> int:
+    """Decisions the reference evaluator answered instead of the engine, in this process so far."""
+    return _fallback_total
 
 
 def _post_ok(post: tuple, facts: Mapping[str, Any]) -> bool:
@@ -77,9 +86,15 @@ class CompiledRules:
             except _dre.error as exc:
                 raise EngineError(f"durable-rules refused the rule set: {exc}") from exc
             fired = self._run('{"id":"prime","sid":"0","_p":1}')
-        if "prime" not in fired:  # pragma: no cover - would mean the engine is broken
-            self.close()
-            raise EngineError("priming rule did not fire")
+            if "prime" not in fired:
+                # No action ever fired on the session, so delete_state would free uninitialised
+                # memory (a crash): delete the ruleset only.
+                handle, self._handle = self._handle, None
+                try:
+                    _dre.delete_ruleset(handle)
+                except _dre.error:  # pragma: no cover
+                    pass
+                raise EngineError("priming rule did not fire")
 
     def _run(self, fact_json: str) -> list[str]:
         """assert → drain → retract on the reused session; caller holds ENGINE_LOCK."""
@@ -120,6 +135,7 @@ class CompiledRules:
 
     def match(self, facts: Mapping[str, Any]) -> tuple[str, ...]:
         """Rule ids matching flat typed ``facts``, by priority desc then file order."""
+        global _fallback_total
         parts = ['{"id":"q","sid":"0","_r":1']
         for path, name in self._props:  # names are p<i>: no escaping needed; values are int or str
             value = facts.get(path)
@@ -133,14 +149,17 @@ class CompiledRules:
         text = "".join(parts)
         with ENGINE_LOCK:
             if self._handle is None:
-                fired = None
+                fired, why = None, "the engine handle is closed"
             else:
                 try:
                     fired = self._run(text)
-                except _dre.error:
-                    fired = None
+                except _dre.error as exc:
+                    fired, why = None, f"the engine failed on the fact: {exc}"
+            if fired is None:
+                self.fallbacks += 1
+                _fallback_total += 1
         if fired is None:
-            self.fallbacks += 1
+            log.warning("rules %s (version %s): the reference evaluator answered: %s", self.name, self.version, why)
             for listener in FALLBACK_LISTENERS:
                 listener()
             return self._reference.match(facts)
@@ -169,6 +188,12 @@ class CompiledRules:
                     pass
 
 
+def _describe(matcher: Any) -> str:
+    if matcher is None:
+        return "nothing"
+    return f"{getattr(matcher, 'name', type(matcher).__name__)} (version {getattr(matcher, 'version', None)})"
+
+
 class RulesSlot:
     """Holds the live matcher of a process; ``swap`` installs a new one and frees the old one."""
 
@@ -183,6 +208,8 @@ class RulesSlot:
     def swap(self, new: Any) -> Any:
         with self._lock:
             old, self._current = self._current, new
+        if old is not new:
+            log.info("rules swapped: %s in place of %s", _describe(new), _describe(old))
         if old is not None and old is not new:
             old.close()
         return old

@@ -178,3 +178,73 @@ def test_stale_fact_in_the_session_is_replaced():
     assert engine.match({"currency": "USD"}) == ("usd",)
     assert engine.match({"currency": "EUR"}) == ()
     engine.close()
+
+
+_PRIMING_FAILS = """
+import dataclasses
+from rules.compiler import plan
+from rules.engine import CompiledRules, EngineError
+from rules.format import load
+
+rules = load({"rules": [{"id": "usd", "when": {"fact": "currency", "eq": "USD"}, "then": {"route": ["s"]}}]})
+compiled = plan(rules)
+never = dataclasses.replace(compiled, definition={**compiled.definition, "prime": {"all": [{"m": {"_p": 2}}]}})
+for _ in range(20):
+    try:
+        CompiledRules(rules, compiled=never)
+    except EngineError as exc:
+        assert "priming" in str(exc), exc
+    else:
+        raise SystemExit("no EngineError")
+engine = CompiledRules(rules)  # the engine still works after the refusals
+assert engine.match({"currency": "USD"}) == ("usd",) and engine.fallbacks == 0
+engine.close()
+print("ok")
+"""
+
+
+def test_a_priming_rule_that_did_not_fire_is_refused_without_crashing():
+    """The real engine, given a ruleset whose priming rule cannot match: its session never fired an
+    action, and delete_state on such a session crashes the process (in a child here)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _PRIMING_FAILS], cwd=root, capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+def test_fallbacks_are_counted_for_the_process_and_logged(caplog):
+    from rules.engine import fallback_count
+
+    rules = load({"rules": [{"id": f"r{i}", "when": {"fact": "amount", "gt": i}, "then": {"route": ["s"]}}
+                            for i in range(100)]})
+    engine = CompiledRules(rules, version=7)
+    before = fallback_count()
+    with caplog.at_level("INFO", logger="payrouter.rules"):
+        assert engine.match({"amount": 10}) == tuple(f"r{i}" for i in range(10))  # the engine answers
+        assert len(engine.match({"amount": 500})) == 100  # more than 64 tests match at once: the reference
+        engine.close()
+        engine.match({"amount": 10})  # a closed handle: the reference again
+    assert fallback_count() - before == engine.fallbacks == 2
+    warnings = [r for r in caplog.records if r.name == "payrouter.rules" and r.levelname == "WARNING"]
+    assert len(warnings) == 2 and engine.name in warnings[0].getMessage() and "version 7" in warnings[0].getMessage()
+    assert "303" in warnings[0].getMessage() or "failed" in warnings[0].getMessage()
+    assert "closed" in warnings[1].getMessage()
+
+
+def test_swaps_are_logged(caplog):
+    slot = RulesSlot()
+    first, second = CompiledRules(RULES, version=1), CompiledRules(RULES, version=2)
+    with caplog.at_level("INFO", logger="payrouter.rules"):
+        slot.swap(first)
+        slot.swap(second)
+        slot.swap(second)  # the same matcher again: nothing happens
+        slot.swap(None)
+    swaps = [r.getMessage() for r in caplog.records if r.name == "payrouter.rules"]
+    assert swaps == [f"rules swapped: {first.name} (version 1) in place of nothing",
+                     f"rules swapped: {second.name} (version 2) in place of {first.name} (version 1)",
+                     f"rules swapped: nothing in place of {second.name} (version 2)"]
+    assert first._handle is None and second._handle is None
