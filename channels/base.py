@@ -16,8 +16,6 @@ from app.domain.errors import ChannelError
 if TYPE_CHECKING:  # pragma: no cover
     from channels.config import ChannelSpec, Cost
 
-OPERATIONS = ("payment", "topup", "refund", "withdrawal")
-METHODS = ("card", "wallet", "bank_transfer")
 STATUSES = ("succeeded", "failed", "processing")
 Status = Literal["succeeded", "failed", "processing"]
 

@@ -18,7 +18,6 @@ NUMERIC_FACTS = frozenset({"amount", "hour"})
 PLAIN_FACTS = frozenset({"type", "amount", "currency", "merchant.id", "merchant.category", "hour", "weekday"})
 OPEN_PREFIXES = ("payment_method.", "customer.", "metadata.")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-OPERATION_TYPES = ("payment", "topup", "withdrawal", "refund")
 _SUFFIX = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 
 

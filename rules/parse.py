@@ -5,9 +5,10 @@ import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from app.domain.kinds import OperationKind
 from app.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT
 from rules import patterns
-from rules.facts import OPERATION_TYPES, WEEKDAYS, is_known_fact, is_numeric
+from rules.facts import WEEKDAYS, is_known_fact, is_numeric
 from rules.model import OPERATORS, ORDERING, All, AnyOf, Atom, Condition, Daily, Fee, Limits, Not, Then
 
 MAX_DEPTH = 16
@@ -34,8 +35,8 @@ def _check_domain(fact: str, value: Any, path: str, out: Collector) -> None:
         out.add(path, f"unknown currency {value!r} (ISO 4217 code of a supported currency expected)")
     elif fact == "weekday" and value not in WEEKDAYS:
         out.add(path, f"weekday must be one of {', '.join(WEEKDAYS)}, got {value!r}")
-    elif fact == "type" and value not in OPERATION_TYPES:
-        out.add(path, f"type must be one of {', '.join(OPERATION_TYPES)}, got {value!r}")
+    elif fact == "type" and value not in OperationKind.routed():
+        out.add(path, f"type must be one of {', '.join(OperationKind.routed())}, got {value!r}")
     elif fact == "hour" and not 0 <= value <= 23:
         out.add(path, f"hour is 0–23, got {value!r}")
 

@@ -17,6 +17,7 @@ from admin.audit import current_actor
 from admin.views.base import SecureView, role_required, user_can
 from app.config import get_config
 from app.domain.errors import PayRouterError
+from app.domain.kinds import OperationKind
 from app.services import rules_publishing, rules_workspace
 
 EXAMPLE_BODY = {"amount": 150000, "currency": "USD",
@@ -44,7 +45,7 @@ class RulesView(SecureView):
         form.update({k: v for k, v in request.form.items() if k in form})
         source_lines = form["source"].splitlines()
         return self.render("admin/payrouter_rules.html", live=live, history=history, pending=pending, form=form,
-                           merchant=merchant, source_lines=source_lines, kinds=rules_workspace.KINDS,
+                           merchant=merchant, source_lines=source_lines, kinds=OperationKind.routed(),
                            can_change=user_can("pm"), me=current_actor(),
                            approval=get_config().rules_approval, **state), status
 

@@ -12,6 +12,7 @@ from flask_admin import expose
 from admin.views.base import SecureView, role_required, user_can
 from admin.views.webhooks import redeliver_from_form
 from app.domain.errors import NotFound, PayRouterError
+from app.domain.kinds import OperationKind
 from app.services import search, timeline
 
 FIELDS = ("id", "reference", "customer", "status", "kind", "channel", "merchant")
@@ -47,7 +48,7 @@ class TransactionsView(SecureView):
             error = exc.message
         query = {k: v for k, v in args.items() if k != "after" and v}
         return self.render("admin/payrouter_transactions.html", results=results, error=error, args=args,
-                           query=query, searched=searched, kinds=search.KINDS, statuses=search.STATUSES)
+                           query=query, searched=searched, kinds=OperationKind.values(), statuses=search.STATUSES)
 
     @expose("/<object_id>")
     def operation(self, object_id: str):

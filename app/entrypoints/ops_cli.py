@@ -11,7 +11,7 @@ import json
 
 import click
 
-from app.services.switches import OPERATIONS
+from app.domain.kinds import OperationKind
 
 
 def _fail(exc) -> click.ClickException:
@@ -185,7 +185,7 @@ def operation():
 
 
 @operation.command("pause")
-@click.argument("kind", type=click.Choice(OPERATIONS))
+@click.argument("kind", type=click.Choice(OperationKind.values()))
 @_change
 def operation_pause(kind, *, reason, actor):
     """Pause KIND (new ones are refused) in every process within 2 s."""
@@ -195,7 +195,7 @@ def operation_pause(kind, *, reason, actor):
 
 
 @operation.command("resume")
-@click.argument("kind", type=click.Choice(OPERATIONS))
+@click.argument("kind", type=click.Choice(OperationKind.values()))
 @_change
 def operation_resume(kind, *, reason, actor):
     """Resume KIND."""

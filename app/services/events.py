@@ -11,12 +11,7 @@ from sqlalchemy.orm import Session
 from app import context
 from app.adapters import writebehind
 from app.adapters.models import Event, new_id, utcnow
-
-EVENT_TYPES = (
-    "payment.succeeded", "payment.failed", "topup.succeeded", "topup.failed",
-    "withdrawal.succeeded", "withdrawal.failed", "refund.succeeded", "refund.failed",
-    "transfer.succeeded",
-)
+from app.domain.kinds import EVENT_TYPES
 
 
 def record(session: Session, *, merchant_id: str, type: str, object_id: str, data: dict,

@@ -27,14 +27,13 @@ from app.domain.errors import (
     PaymentDeclined,
     ServiceUnavailable,
 )
+from app.domain.kinds import OperationKind
 from app.domain.states import PENDING, PROCESSING, SUCCEEDED
 from app.services import ledger, routing, switches
 from app.services.accounts import get_account
 from app.services.listing import Page, page
 from app.services.operations import release_limits, run_channels, settle
 from app.services.transitions import transition
-
-PREFIX = {"payment": "pay", "topup": "top", "withdrawal": "wd", "refund": "re"}
 
 
 def guard(kind: str) -> None:
@@ -124,8 +123,8 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
     reservation = _reserve(decision, facts, amount, currency, merchant.livemode)
     payload = decision.to_dict()
     op = Operation(
-        id=new_id(PREFIX[kind]), merchant_id=merchant.id, livemode=merchant.livemode, kind=kind, status=PENDING,
-        version=0, amount=amount, currency=currency, fee=fields.pop("fee", payload["fee"]),
+        id=new_id(OperationKind(kind).id_prefix), merchant_id=merchant.id, livemode=merchant.livemode, kind=kind,
+        status=PENDING, version=0, amount=amount, currency=currency, fee=fields.pop("fee", payload["fee"]),
         reference=body["reference"], idempotency_key=key, metadata_=body.get("metadata") or {},
         limit_reservation=reservation,
         routing=routing_view or {k: payload[k] for k in ("ruleset_version", "matched_rules", "candidates", "dropped",

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from app.adapters.db import read_only
 from app.adapters.models import Merchant, Operation
 from app.domain.errors import InvalidRequest, NotFound, PayRouterError
+from app.domain.kinds import OperationKind
 from app.services import routing
 from app.services import rules_runtime as runtime
 from app.services import rules_store as store
@@ -32,7 +33,6 @@ from rules import fees, format
 from rules.engine import CompiledRules
 from rules.model import RuleSet
 
-KINDS = ("payment", "topup", "withdrawal", "refund")
 MAX_REPLAY = 10_000
 EXAMPLES = 5
 _checked: OrderedDict[str, RuleSet] = OrderedDict()  # checksum → a draft that passed every check
@@ -171,8 +171,8 @@ def simulate(source: str, kind: str, body: dict, merchant_id: str | None = None,
     """One body decided under the draft and under the live set, side by side (no side effect)."""
     from app.services.validation import validate as validate_body
 
-    if kind not in KINDS:
-        raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}", param="kind")
+    if kind not in OperationKind.routed():
+        raise InvalidRequest(f"kind must be one of {', '.join(OperationKind.routed())}", param="kind")
     ruleset = checked(source)
     body = validate_body("simulate", {**body, "type": kind})
     with read_only() as session:

@@ -16,10 +16,9 @@ from sqlalchemy.orm import Session
 from app.adapters.db import read_only
 from app.adapters.models import Operation, Transfer
 from app.domain.errors import InvalidRequest
+from app.domain.kinds import OperationKind
 from app.services.representation import rfc3339
 
-OPERATION_KINDS = ("payment", "topup", "withdrawal", "refund")
-KINDS = (*OPERATION_KINDS, "transfer")
 STATUSES = ("pending", "processing", "succeeded", "failed")
 MAX_LIMIT = 200
 
@@ -42,8 +41,8 @@ class Criteria:
     def checked(self) -> Criteria:
         cleaned = {k: (v.strip() or None) if isinstance(v, str) else v for k, v in self.__dict__.items()}
         out = replace(self, **cleaned)
-        if out.kind is not None and out.kind not in KINDS:
-            raise InvalidRequest(f"kind is one of {', '.join(KINDS)}", param="kind")
+        if out.kind is not None and out.kind not in OperationKind.values():
+            raise InvalidRequest(f"kind is one of {', '.join(OperationKind.values())}", param="kind")
         if out.status is not None and out.status not in STATUSES:
             raise InvalidRequest(f"status is one of {', '.join(STATUSES)}", param="status")
         if out.since and out.until and out.since >= out.until:

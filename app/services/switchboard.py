@@ -14,8 +14,8 @@ from sqlalchemy import select
 from app.adapters.db import read_only
 from app.adapters.models import AuditLog
 from app.domain.errors import InvalidRequest
+from app.domain.kinds import OperationKind
 from app.services import switches
-from app.services.switches import OPERATIONS
 
 REASON_MAX = 1000
 AUDIT_ACTION = "switch.set"
@@ -81,7 +81,7 @@ def known_names() -> list[str]:
     """Every switch there is: one per configured channel, one per operation kind, webhooks, read-only."""
     from app.adapters.channels_runtime import registry
 
-    return ([f"channel:{cid}" for cid in registry().ids()] + [f"operation:{kind}" for kind in OPERATIONS]
+    return ([f"channel:{cid}" for cid in registry().ids()] + [f"operation:{kind}" for kind in OperationKind.values()]
             + ["webhooks", "read_only"])
 
 

@@ -17,20 +17,21 @@ from app.adapters import cached
 from app.adapters.db import read_only, unit_of_work
 from app.adapters.models import Switch, utcnow
 from app.domain.errors import InvalidRequest
+from app.domain.kinds import OperationKind
 from app.services import audit
 from app.services.representation import rfc3339
 
 log = logging.getLogger("payrouter.switches")
 
 VERSION_KEY = "payrouter:switches:version"
-OPERATIONS = ("payment", "topup", "withdrawal", "refund", "transfer")
-_NAME = re.compile(r"^(webhooks|read_only|channel:[A-Za-z0-9_.-]{1,80}|operation:(%s))$" % "|".join(OPERATIONS))
+_KINDS = "|".join(OperationKind.values())
+_NAME = re.compile(r"^(webhooks|read_only|channel:[A-Za-z0-9_.-]{1,80}|operation:(%s))$" % _KINDS)
 
 
 def validate_name(name: str) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise InvalidRequest(
-            f"unknown switch {name!r}: use webhooks, read_only, channel:<id> or operation:<{'|'.join(OPERATIONS)}>",
+            f"unknown switch {name!r}: use webhooks, read_only, channel:<id> or operation:<{_KINDS}>",
             param="name", code="switch_unknown")
     return name
 

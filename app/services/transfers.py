@@ -8,6 +8,7 @@ from app.adapters import metrics
 from app.adapters.db import add_unique
 from app.adapters.models import Merchant, Transfer, new_id
 from app.domain.errors import InvalidRequest, NotFound
+from app.domain.kinds import OperationKind
 from app.services import events, ledger, representation
 from app.services.accounts import get_accounts
 from app.services.listing import Page, page
@@ -25,9 +26,10 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
             raise InvalidRequest(f"{name} holds {account.currency}, not {body['currency']}", param="currency",
                                  code="currency_mismatch")
     transfer = Transfer(
-        id=new_id("tr"), merchant_id=merchant.id, livemode=merchant.livemode, from_account_id=source.id,
-        to_account_id=target.id, amount=body["amount"], currency=body["currency"], reference=body["reference"],
-        metadata_=body.get("metadata") or {}, status="succeeded", request_id=context.current_request_id(),
+        id=new_id(OperationKind.TRANSFER.id_prefix), merchant_id=merchant.id, livemode=merchant.livemode,
+        from_account_id=source.id, to_account_id=target.id, amount=body["amount"], currency=body["currency"],
+        reference=body["reference"], metadata_=body.get("metadata") or {}, status="succeeded",
+        request_id=context.current_request_id(),
     )
     context.set_object_id(transfer.id)
     if not add_unique(session, transfer):

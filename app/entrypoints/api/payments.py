@@ -1,6 +1,7 @@
 """/v1/payments, /v1/topups, /v1/withdrawals, /v1/refunds: create, retrieve, list."""
 from flask import Blueprint, g, request
 
+from app.domain.kinds import OperationKind
 from app.entrypoints.api.common import create, listing, read
 from app.entrypoints.api.openapi import EXTRA_OPERATIONS
 from app.services import payments
@@ -9,10 +10,10 @@ from app.services.operations import view
 bp = Blueprint("payments", __name__)
 
 CREATORS = {
-    "payments": ("payment", "payment_create", payments.create_payment),
-    "topups": ("topup", "topup_create", payments.create_topup),
-    "withdrawals": ("withdrawal", "withdrawal_create", payments.create_withdrawal),
-    "refunds": ("refund", "refund_create", payments.create_refund),
+    "payments": (OperationKind.PAYMENT, "payment_create", payments.create_payment),
+    "topups": (OperationKind.TOPUP, "topup_create", payments.create_topup),
+    "withdrawals": (OperationKind.WITHDRAWAL, "withdrawal_create", payments.create_withdrawal),
+    "refunds": (OperationKind.REFUND, "refund_create", payments.create_refund),
 }
 
 

@@ -1,0 +1,45 @@
+import json
+
+import pytest
+
+import schemas
+from app.domain.kinds import EVENT_TYPES, OperationKind
+
+
+def test_kinds_are_spelled_as_the_api_and_the_database_spell_them():
+    assert OperationKind.values() == ("payment", "topup", "withdrawal", "refund", "transfer")
+    assert OperationKind.routed() == ("payment", "topup", "withdrawal", "refund")
+    assert OperationKind("topup") is OperationKind.TOPUP and OperationKind.TOPUP == "topup"
+    assert f"{OperationKind.WITHDRAWAL}.paused" == "withdrawal.paused"
+
+
+@pytest.mark.parametrize("kind,prefix", [("payment", "pay"), ("topup", "top"), ("withdrawal", "wd"), ("refund", "re"),
+                                         ("transfer", "tr")])
+def test_id_prefixes(kind, prefix):
+    assert OperationKind(kind).id_prefix == prefix
+
+
+def test_event_types_are_each_kinds_final_statuses():
+    assert EVENT_TYPES == ("payment.succeeded", "payment.failed", "topup.succeeded", "topup.failed",
+                           "withdrawal.succeeded", "withdrawal.failed", "refund.succeeded", "refund.failed",
+                           "transfer.succeeded")
+
+
+def test_unknown_kind_is_refused():
+    with pytest.raises(ValueError):
+        OperationKind("capture")
+
+
+def _schema(name: str) -> dict:
+    with open(schemas.path(name), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_schema_enums_hold_the_domain_lists():
+    api, channels = _schema("api.schema.json"), _schema("channels.schema.json")
+    simulate = api["$defs"]["simulate"]["properties"]
+    assert set(simulate["kind"]["enum"]) == set(simulate["type"]["enum"]) == set(OperationKind.routed())
+    assert set(channels["$defs"]["channel"]["properties"]["operations"]["items"]["enum"]) == \
+        set(OperationKind.routed())
+    events = api["$defs"]["webhook_endpoint_create"]["properties"]["enabled_events"]["items"]["enum"]
+    assert set(events) == {"*", *EVENT_TYPES}
