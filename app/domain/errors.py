@@ -26,6 +26,11 @@ class InvalidRequest(PayRouterError):
     code = "parameter_invalid"
 
 
+class Unprocessable(InvalidRequest):
+    """The request is well formed but refused for what it means: a reference already used, an
+    account of another currency, a refund beyond what was paid (422, not 400)."""
+
+
 class NotFound(PayRouterError):
     """No such object for this merchant."""
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 from app import context
 from app.adapters.db import add_unique
 from app.adapters.models import Account, JournalEntry, LedgerLine, Merchant, new_id
-from app.domain.errors import InvalidRequest, NotFound
+from app.domain.errors import InvalidRequest, NotFound, Unprocessable
 from app.services import ledger
 from app.services.listing import Page, page
 
@@ -20,8 +20,8 @@ def create_account(session: Session, merchant: Merchant, body: dict) -> Account:
         request_id=context.current_request_id(),
     )
     if not add_unique(session, account):
-        raise InvalidRequest("reference is already used by another account", param="reference",
-                             code="reference_already_used")
+        raise Unprocessable("reference is already used by another account", param="reference",
+                            code="reference_already_used")
     context.set_object_id(account.id)
     return account
 

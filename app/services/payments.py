@@ -26,6 +26,7 @@ from app.domain.errors import (
     NotFound,
     PaymentDeclined,
     ServiceUnavailable,
+    Unprocessable,
 )
 from app.domain.kinds import OperationKind
 from app.domain.states import PENDING, PROCESSING, SUCCEEDED
@@ -92,8 +93,8 @@ def _write(session: Session, op: Operation) -> None:
     if earlier:  # (an object of the other mode is not named: its id answers 404 to this key)
         made = earlier.id if earlier.livemode == op.livemode else "an object in the other mode"
         raise IdempotencyMismatch(f"This Idempotency-Key created {made} more than a day ago; use a new key.")
-    raise InvalidRequest(f"reference is already used by another {op.kind}", param="reference",
-                         code="reference_already_used")
+    raise Unprocessable(f"reference is already used by another {op.kind}", param="reference",
+                        code="reference_already_used")
 
 
 @contextlib.contextmanager
@@ -147,8 +148,8 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
     if method["type"] == "balance":
         account = get_account(session, merchant, method["account"], param="payment_method[account]")
         if account.currency != body["currency"]:
-            raise InvalidRequest(f"account {account.id} holds {account.currency}", param="currency",
-                                 code="currency_mismatch")
+            raise Unprocessable(f"account {account.id} holds {account.currency}", param="currency",
+                                code="currency_mismatch")
         decision = routing.decide("payment", merchant, body, amount=body["amount"], currency=body["currency"],
                                   split_key=key, availability=routing.LedgerOnly())
         routing.refuse_if_declined(decision)  # a balance payment needs no channel, but obeys the rules
@@ -200,12 +201,12 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
         return op
     payment = get_operation(session, merchant, "payment", body["payment"], param="payment")
     if payment.status != SUCCEEDED:
-        raise InvalidRequest(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
-                             param="payment", code="payment_not_refundable")
+        raise Unprocessable(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
+                            param="payment", code="payment_not_refundable")
     amount = body.get("amount", payment.amount - payment.amount_refunded)
     if amount <= 0:
-        raise InvalidRequest("this payment is already fully refunded", param="amount",
-                             code="refund_exceeds_payment")
+        raise Unprocessable("this payment is already fully refunded", param="amount",
+                            code="refund_exceeds_payment")
     decision = routing.decide("refund", merchant, {**body, "customer": payment.customer,
                                                    "payment_method": payment.payment_method},
                               amount=amount, currency=payment.currency, split_key=key,
@@ -226,8 +227,8 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
         update(Operation).where(Operation.id == payment.id, Operation.amount_refunded + amount <= Operation.amount)
         .values(amount_refunded=Operation.amount_refunded + amount).execution_options(synchronize_session=False))
     if reserved.rowcount != 1:
-        raise InvalidRequest(f"refunds of {payment.id} would exceed the amount paid", param="amount",
-                             code="refund_exceeds_payment")
+        raise Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
+                            code="refund_exceeds_payment")
     op = _start(session, merchant, "refund", {**body, "customer": payment.customer}, key, amount=amount,
                 currency=payment.currency, decision=decision, routing_view=view,
                 fee=0, payment_id=payment.id, reason=body.get("reason"), customer=payment.customer,
@@ -250,8 +251,8 @@ def _ledger_only_view(decision) -> dict:
 def _account_in(session: Session, merchant: Merchant, body: dict):
     account = get_account(session, merchant, body["account"], param="account")
     if account.currency != body["currency"]:
-        raise InvalidRequest(f"account {account.id} holds {account.currency}", param="currency",
-                             code="currency_mismatch")
+        raise Unprocessable(f"account {account.id} holds {account.currency}", param="currency",
+                            code="currency_mismatch")
     return account
 
 

@@ -7,7 +7,7 @@ from app import context
 from app.adapters import metrics
 from app.adapters.db import add_unique
 from app.adapters.models import Merchant, Transfer, new_id
-from app.domain.errors import InvalidRequest, NotFound
+from app.domain.errors import InvalidRequest, NotFound, Unprocessable
 from app.domain.kinds import OperationKind
 from app.services import events, ledger, representation
 from app.services.accounts import get_accounts
@@ -23,8 +23,8 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
                                                       "to_account": body["to_account"]})
     for name, account in (("from_account", source), ("to_account", target)):
         if account.currency != body["currency"]:
-            raise InvalidRequest(f"{name} holds {account.currency}, not {body['currency']}", param="currency",
-                                 code="currency_mismatch")
+            raise Unprocessable(f"{name} holds {account.currency}, not {body['currency']}", param="currency",
+                                code="currency_mismatch")
     transfer = Transfer(
         id=new_id(OperationKind.TRANSFER.id_prefix), merchant_id=merchant.id, livemode=merchant.livemode,
         from_account_id=source.id, to_account_id=target.id, amount=body["amount"], currency=body["currency"],
@@ -33,8 +33,8 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
     )
     context.set_object_id(transfer.id)
     if not add_unique(session, transfer):
-        raise InvalidRequest("reference is already used by another transfer", param="reference",
-                             code="reference_already_used")
+        raise Unprocessable("reference is already used by another transfer", param="reference",
+                            code="reference_already_used")
     ledger.post(session, merchant_id=merchant.id, kind="transfer", source_id=transfer.id,
                 legs=[ledger.Leg(source, -transfer.amount), ledger.Leg(target, transfer.amount)])
     events.record(session, merchant_id=merchant.id, livemode=transfer.livemode, type="transfer.succeeded",

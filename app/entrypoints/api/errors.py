@@ -16,6 +16,7 @@ log = logging.getLogger("payrouter.api")
 # Most specific first: the first class an error is an instance of decides.
 ERROR_MAP: list[tuple[type[e.PayRouterError], int, str]] = [
     (e.NotFound, 404, "invalid_request_error"),
+    (e.Unprocessable, 422, "invalid_request_error"),
     (e.InvalidRequest, 400, "invalid_request_error"),
     (e.Conflict, 409, "invalid_request_error"),
     (e.AuthenticationFailed, 401, "authentication_error"),
@@ -43,16 +44,9 @@ def database_unavailable(error: Exception) -> e.ServiceUnavailable | None:
     return None
 
 
-# Codes of InvalidRequest that are about the request's meaning rather than its form.
-UNPROCESSABLE_CODES = {"reference_already_used", "currency_mismatch", "amount_too_large", "state_conflict",
-                       "refund_exceeds_payment", "payment_not_refundable"}
-
-
 def status_and_type(error: e.PayRouterError) -> tuple[int, str]:
     for cls, status, kind in ERROR_MAP:
         if isinstance(error, cls):
-            if status == 400 and error.code in UNPROCESSABLE_CODES:
-                return 422, kind
             return status, kind
     return 500, "api_error"
 
