@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Iterable
 from decimal import Decimal
 from functools import cache
 from urllib.parse import unquote_to_bytes
@@ -23,6 +24,7 @@ from jsonschema.exceptions import ValidationError
 
 import schemas
 from app.domain.errors import InvalidRequest
+from app.domain.money import CURRENCY_EXPONENTS
 
 SCHEMA_PATH = schemas.path("api.schema.json")
 MAX_BODY = 64 * 1024
@@ -30,7 +32,10 @@ MAX_BODY = 64 * 1024
 
 @cache
 def api_schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
+    """schemas/api.schema.json, with the enums whose one list is the domain's filled in."""
+    schema = json.loads(SCHEMA_PATH.read_text())
+    schema["$defs"]["currency"]["enum"] = list(CURRENCY_EXPONENTS)
+    return schema
 
 
 def _inline(node, defs: dict, seen: tuple = ()):
@@ -255,15 +260,33 @@ def parse_body(raw: bytes, name: str) -> dict:
     return validate(name, parse_json(raw))
 
 
-def list_params(args) -> tuple[int, str | None]:
-    """``limit`` (1–100, default 10) and ``starting_after`` from a query string."""
-    unknown = sorted(set(args) - {"limit", "starting_after"})
+MAX_LIMIT = 100  # lists take limit 1–100, default 10 (contract §1: Lists)
+DEFAULT_LIMIT = 10
+
+
+def refuse_unknown(names: Iterable[str], allowed: Collection[str]) -> None:
+    """A query (or a body checked by hand) naming a parameter not in ``allowed``: 400 naming the first, in order."""
+    unknown = sorted(set(names) - set(allowed))
     if unknown:
         raise InvalidRequest(f"Received unknown parameter: {unknown[0]}", param=unknown[0], code="parameter_unknown")
-    raw = args.get("limit", "10")
-    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= 100:
-        raise InvalidRequest("limit must be an integer from 1 to 100", param="limit")
+
+
+def query_params(args, allowed: Collection[str], *, default_limit: int | None = None) -> int | None:
+    """The one check of a query string: no parameter but ``allowed`` (and ``limit`` when the query takes
+    one: ``default_limit`` given), and ``limit`` an integer from 1 to MAX_LIMIT. Answers the limit."""
+    refuse_unknown(args, {*allowed, "limit"} if default_limit is not None else allowed)
+    if default_limit is None:
+        return None
+    raw = args.get("limit", str(default_limit))
+    if not (raw.isascii() and raw.isdecimal()) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}", param="limit")
+    return int(raw)
+
+
+def list_params(args) -> tuple[int, str | None]:
+    """``limit`` (1–100, default 10) and ``starting_after`` from a query string."""
+    limit = query_params(args, {"starting_after"}, default_limit=DEFAULT_LIMIT)
     after = args.get("starting_after") or None
     if after is not None and not (len(after) <= 40 and _OBJECT_ID.fullmatch(after)):
         raise InvalidRequest("starting_after is not a valid id", param="starting_after")
-    return int(raw), after
+    return limit, after

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from app.domain.errors import InvalidRequest
-from app.services.validation import api_schema, list_params, parse_body, screen
+from app.services.validation import api_schema, list_params, parse_body, query_params, screen
 
 GOOD = {"from_account": "acct_a1", "to_account": "acct_b2", "amount": 100, "currency": "USD", "reference": "r1"}
 
@@ -192,3 +192,28 @@ def test_an_error_message_quotes_a_refused_value_only_in_part(body, param):
         parse_body(json.dumps(body).encode(), "account_create")
     assert refused.value.param == param
     assert len(refused.value.message) < 200, refused.value.message
+
+
+def test_query_params_is_the_one_check_of_a_query():
+    """Lists and the operator API refuse what they do not take, and bound limit, in one place."""
+    assert query_params({"channel": "x"}, {"channel", "issues"}, default_limit=20) == 20
+    assert query_params({"limit": "100"}, {"channel"}, default_limit=20) == 100
+    for args, param, code in (({"nope": "1"}, "nope", "parameter_unknown"), ({"limit": "101"}, "limit", None),
+                              ({"limit": "٣"}, "limit", None), ({"b": "1", "a": "1"}, "a", "parameter_unknown")):
+        with pytest.raises(InvalidRequest) as info:
+            query_params(args, {"channel"}, default_limit=20)
+        assert info.value.param == param and info.value.code == (code or "parameter_invalid")
+    with pytest.raises(InvalidRequest) as info:  # a query that takes no limit
+        query_params({"limit": "5"}, {"channel"})
+    assert (info.value.param, info.value.code) == ("limit", "parameter_unknown")
+
+
+def test_currencies_are_the_domains():
+    """The schema's currency enum is app.domain.money's list: a currency added there is accepted here."""
+    from app.domain.money import CURRENCY_EXPONENTS
+
+    for currency in CURRENCY_EXPONENTS:
+        assert parse_body(json.dumps({**GOOD, "currency": currency}).encode(), "transfer_create")
+    error = err(json.dumps({**GOOD, "currency": "XXX"}).encode())
+    assert (error.param, error.code) == ("currency", "parameter_invalid") and "AED" in error.message
+    assert api_schema()["$defs"]["currency"]["enum"] == list(CURRENCY_EXPONENTS)

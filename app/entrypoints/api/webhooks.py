@@ -6,12 +6,11 @@ import json
 from flask import Blueprint, g, request
 
 from app.adapters.db import read_only, unit_of_work
-from app.domain.errors import InvalidRequest, PayRouterError
 from app.entrypoints.api import errors
 from app.entrypoints.api.common import create, in_mode, json_response, listing, read
 from app.entrypoints.api.openapi import EXTRA_OPERATIONS
 from app.services import idempotency
-from app.services.validation import parse_json
+from app.services.validation import parse_body
 from app.services.webhooks import deliveries, relay
 from app.services.webhooks import endpoints as service
 
@@ -30,28 +29,13 @@ EXTRA_OPERATIONS.extend([
     ("post", "/v1/events/{id}/redeliver", None, "Send an event again (optionally to one endpoint)", "200"),
 ])
 
-MAX_OVERLAP = 7 * 86400
-
-
-def _action(fields: dict, execute, present=None):
-    """An idempotent POST whose body is optional: ``fields`` maps each allowed field to its check."""
+def _action(schema: str, execute, present=None):
+    """An idempotent POST whose body is optional, checked against ``schema`` when given."""
     key = idempotency.check_key(request.headers.get("Idempotency-Key"))
     raw = request.get_data(cache=False)
-    body = parse_json(raw) if raw.strip() else {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object", code="invalid_json")
-    for name, value in body.items():
-        if name not in fields:
-            raise InvalidRequest(f"Received unknown parameter: {name}", param=name, code="parameter_unknown")
-        if not fields[name](value):
-            raise InvalidRequest(f"{name}: invalid value {value!r}", param=name)
-
-    def error_response(error: PayRouterError) -> tuple[int, dict]:
-        status, kind = errors.status_and_type(error)
-        return status, errors.error_body(kind, error.code, error.message, error.param)
-
+    body = parse_body(raw, schema) if raw.strip() else {}
     stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
-                             error_response)
+                             errors.error_payload)
     if present is not None:
         return present(stored)
     return json_response(stored.status, stored.body, stored.replayed)
@@ -122,8 +106,7 @@ def rotate_secret(endpoint_id):
                                                  g.merchant.livemode)
         return shows.store(200, service.representation(endpoint, secret))
 
-    valid_overlap = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_OVERLAP  # noqa: E731
-    return _action({"overlap_seconds": valid_overlap}, execute, shows)
+    return _action("webhook_secret_rotation", execute, shows)
 
 
 @bp.get("/v1/webhook_endpoints/<endpoint_id>/deliveries")
@@ -149,7 +132,7 @@ def redeliver(event_id):
                                        livemode=g.merchant.livemode)
         return 200, {"object": "list", "data": created, "has_more": False}
 
-    response = _action({"endpoint": lambda v: isinstance(v, str) and 0 < len(v) <= 40}, execute)
+    response = _action("event_redelivery", execute)
     if response.status_code == 200:
         relay.sweep(event_id=event_id)
     return response
