@@ -24,6 +24,7 @@ from jsonschema.exceptions import ValidationError
 
 import schemas
 from app.domain.errors import InvalidRequest
+from app.domain.kinds import EVENT_TYPES, OperationKind
 from app.domain.money import CURRENCY_EXPONENTS
 
 SCHEMA_PATH = schemas.path("api.schema.json")
@@ -34,7 +35,11 @@ MAX_BODY = 64 * 1024
 def api_schema() -> dict:
     """schemas/api.schema.json, with the enums whose one list is the domain's filled in."""
     schema = json.loads(SCHEMA_PATH.read_text())
-    schema["$defs"]["currency"]["enum"] = list(CURRENCY_EXPONENTS)
+    defs = schema["$defs"]
+    defs["currency"]["enum"] = list(CURRENCY_EXPONENTS)
+    for name in ("kind", "type"):  # type: the name simulate's kind had first
+        defs["simulate"]["properties"][name]["enum"] = list(OperationKind.routed())
+    defs["webhook_endpoint_create"]["properties"]["enabled_events"]["items"]["enum"] = ["*", *EVENT_TYPES]
     return schema
 
 

@@ -217,3 +217,19 @@ def test_currencies_are_the_domains():
     error = err(json.dumps({**GOOD, "currency": "XXX"}).encode())
     assert (error.param, error.code) == ("currency", "parameter_invalid") and "AED" in error.message
     assert api_schema()["$defs"]["currency"]["enum"] == list(CURRENCY_EXPONENTS)
+
+
+def test_operation_kinds_and_event_types_are_the_domains():
+    from app.domain.kinds import EVENT_TYPES, OperationKind
+
+    simulate = {"amount": 100, "currency": "USD", "payment_method": {"type": "wallet"}}
+    for kind in OperationKind.routed():
+        assert parse_body(json.dumps({**simulate, "kind": kind, "type": kind}).encode(), "simulate")
+    error = err(json.dumps({**simulate, "kind": "transfer"}).encode(), "simulate")  # nothing routes a transfer
+    assert (error.param, error.code) == ("kind", "parameter_invalid")
+    events = api_schema()["$defs"]["webhook_endpoint_create"]["properties"]["enabled_events"]["items"]["enum"]
+    assert events == ["*", *EVENT_TYPES]
+    endpoint = {"url": "https://example.com/hook", "enabled_events": ["*", *EVENT_TYPES]}
+    assert parse_body(json.dumps(endpoint).encode(), "webhook_endpoint_create")
+    error = err(json.dumps({**endpoint, "enabled_events": ["payment.exploded"]}).encode(), "webhook_endpoint_create")
+    assert error.param == "enabled_events[0]"
