@@ -196,7 +196,6 @@ class RulesetVersion(Base):
     __tablename__ = "ruleset_versions"
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(Text)
-    source_format: Mapped[str] = mapped_column(String(4))  # yaml | json
     checksum: Mapped[str] = mapped_column(String(64))
     author: Mapped[str] = mapped_column(String(200))
     comment: Mapped[str | None] = mapped_column(String(1000))

@@ -39,10 +39,6 @@ def opened(channel_id: str) -> dict | None:
     return _copy.get().get(channel_id)
 
 
-def all_opened() -> dict[str, dict]:
-    return dict(_copy.get())
-
-
 def put(session: Session, channel_id: str, actor: str, reason: str) -> dict:
     """Hold the circuit open (in ``session``: it commits with its audit row); ``announce`` after."""
     row = session.get(CircuitOverride, channel_id, with_for_update=True)

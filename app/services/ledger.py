@@ -43,7 +43,6 @@ PENDING = "pending"
 CHANNEL_CLEARING = "channel_clearing"  # + ":<channel id>"
 MERCHANT_SETTLEMENT = "merchant_settlement"
 FEE_REVENUE = "fee_revenue"
-WITHDRAWAL_HOLDS = "withdrawal_holds"
 TEST_FUNDING = "test_funding"
 
 

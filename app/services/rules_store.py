@@ -7,7 +7,6 @@ to Redis, where every process checks it cheaply (app/services/rules_runtime.py).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
@@ -48,20 +47,12 @@ def check(source: str):
     return ruleset
 
 
-def _source_format(source: str) -> str:
-    try:
-        json.loads(source)
-        return "json"
-    except ValueError:
-        return "yaml"
-
-
 def publish(session: Session, source: str, author: str, comment: str | None = None,
             approved_by: str | None = None) -> int:
     """Store and make live a new version; returns its number. ``comment``: the reason, kept on the
     version and its publication; ``approved_by``: the second person when approval is required."""
     check(source)
-    version = RulesetVersion(source=source, source_format=_source_format(source), author=author, comment=comment,
+    version = RulesetVersion(source=source, author=author, comment=comment,
                              checksum=hashlib.sha256(source.encode()).hexdigest())
     session.add(version)
     session.flush()
@@ -120,13 +111,6 @@ def announce(version: int | None, notify_others: bool = True) -> None:
 def publish_and_announce(source: str, author: str, comment: str | None = None) -> int:
     with unit_of_work() as session:
         version = publish(session, source, author, comment)
-    announce(version)
-    return version
-
-
-def rollback_and_announce(version: int, actor: str, reason: str | None = None) -> int:
-    with unit_of_work() as session:
-        rollback(session, version, actor, reason)
     announce(version)
     return version
 

@@ -47,8 +47,6 @@ def _result(status_code: int, body: dict) -> ChannelResult:
 class SandboxChannel(Channel):
     """A channel instance served by the sandbox PSP (``payrouter sandbox``)."""
 
-    allows_dev_secret = True
-
     def __init__(self, spec, secret: str):
         super().__init__(spec, secret)
         base_url = spec.config.get("base_url") or DEFAULT_BASE_URL

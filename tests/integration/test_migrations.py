@@ -1,5 +1,6 @@
 """The Alembic migrations build exactly the schema the models describe (on the run's backend)."""
 import warnings
+from contextlib import contextmanager
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -23,15 +24,12 @@ def test_migrated_schema_matches_the_models(config):
     assert diff == []
 
 
-def test_downgrading_0007_applies_the_queued_moves_first(config, tmp_path):
-    """On a database of its own (SQLite file, or a scratch PostgreSQL database): queued
-    system-account moves are added to their rows before their table goes."""
+@contextmanager
+def scratch_database(config, tmp_path):
+    """An engine on a database of its own (SQLite file, or a scratch PostgreSQL database dropped after)."""
     import uuid
 
-    from alembic import command
     from sqlalchemy import create_engine, text
-
-    from app.adapters.migrate import alembic_config
 
     if config.database_url.startswith("postgresql"):
         name = f"payrouter_mig_{uuid.uuid4().hex[:10]}"
@@ -45,6 +43,24 @@ def test_downgrading_0007_applies_the_queued_moves_first(config, tmp_path):
         admin, name, url = None, None, f"sqlite:///{tmp_path / 'mig.db'}"
     engine = create_engine(url)
     try:
+        yield engine
+    finally:
+        engine.dispose()
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            admin.dispose()
+
+
+def test_downgrading_0007_applies_the_queued_moves_first(config, tmp_path):
+    """On a database of its own (SQLite file, or a scratch PostgreSQL database): queued
+    system-account moves are added to their rows before their table goes."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from app.adapters.migrate import alembic_config
+
+    with scratch_database(config, tmp_path) as engine:
         cfg = alembic_config()
         with engine.begin() as connection:
             cfg.attributes["connection"] = connection
@@ -61,9 +77,28 @@ def test_downgrading_0007_applies_the_queued_moves_first(config, tmp_path):
             command.downgrade(cfg, "0006_continuous_reconciliation")
             row = connection.execute(text("SELECT available, pending FROM accounts WHERE id = 'acct_s'")).one()
         assert tuple(row) == (142, -5)
-    finally:
-        engine.dispose()
-        if admin is not None:
-            with admin.connect() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            admin.dispose()
+
+
+def test_0015_drops_the_unread_source_format_and_a_downgrade_labels_versions_again(config, tmp_path):
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from app.adapters.migrate import alembic_config
+
+    with scratch_database(config, tmp_path) as engine:
+        cfg = alembic_config()
+        with engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "0014_admin_search")
+            for source, label in (("rules: []\n", "yaml"), ('{"rules": []}', "json")):
+                connection.execute(text("INSERT INTO ruleset_versions (source, source_format, checksum, author, "
+                                        "created_at) VALUES (:s, :f, 'c', 'a', CURRENT_TIMESTAMP)"),
+                                   {"s": source, "f": label})
+            command.upgrade(cfg, "0015_drop_ruleset_source_format")
+            columns = {c["name"] for c in inspect(connection).get_columns("ruleset_versions")}
+            assert "source_format" not in columns and {"source", "checksum", "author"} <= columns
+            assert connection.execute(text("SELECT count(*) FROM ruleset_versions")).scalar() == 2
+            command.downgrade(cfg, "0014_admin_search")
+            rows = connection.execute(text("SELECT source, source_format FROM ruleset_versions "
+                                           "ORDER BY version")).all()
+        assert [tuple(r) for r in rows] == [("rules: []\n", "yaml"), ('{"rules": []}', "json")]
