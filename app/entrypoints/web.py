@@ -33,23 +33,10 @@ def create_app(config: Config | None = None) -> Flask:
     errors.register(app)
     _context_hooks(app)
 
-    from app.entrypoints.api import (
-        accounts,
-        callbacks,
-        events,
-        health,
-        openapi,
-        ops,
-        payments,
-        routing,
-        transfers,
-        webhooks,
-    )
-    from app.entrypoints.api import metrics as metrics_api
+    from app.entrypoints.api import blueprints
 
-    for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks, callbacks, ops,
-                   metrics_api):
-        app.register_blueprint(module.bp)
+    for blueprint in blueprints():
+        app.register_blueprint(blueprint)
     from admin import init_admin
 
     init_admin(app)  # the console at /admin: its own log-in (not the /v1 keys), CSRF on its forms

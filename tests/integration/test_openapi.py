@@ -33,6 +33,37 @@ def test_every_merchant_route_is_documented(app, client):
             assert (method, path) in documented, (method, path)
 
 
+def test_every_merchant_view_says_what_it_takes_and_answers(app):
+    """The document is built from the routes: each /v1 view carries its @documented, and the served
+    document holds those routes and nothing else."""
+    from app.entrypoints.api.openapi import Described, described_routes, document
+
+    v1 = [rule for rule in app.url_map.iter_rules() if rule.rule.startswith("/v1/")]
+    assert v1
+    for rule in v1:
+        assert isinstance(getattr(app.view_functions[rule.endpoint], "openapi", None), Described), rule.rule
+    routes = {(method, path) for method, path, _ in described_routes(app)}
+    assert routes == {(m, p) for p, item in document(app)["paths"].items() for m in item}
+    assert len(routes) == sum(len(rule.methods - {"HEAD", "OPTIONS"}) for rule in v1)
+
+
+def test_an_undescribed_merchant_route_cannot_be_documented():
+    """A /v1 route without @documented is refused when the document is built, not left out of it."""
+    import pytest
+    from flask import Blueprint, Flask
+
+    from app.entrypoints.api.openapi import ListOf, Undescribed, build, documented
+
+    bp = Blueprint("scratch", __name__)
+    bp.add_url_rule("/v1/things", "list_things", documented("List things", answers=ListOf("account"))(lambda: ""))
+    bp.add_url_rule("/v1/things/<thing_id>", "get_thing", lambda thing_id: "")
+    bp.add_url_rule("/healthz", "probe", lambda: "")  # outside the document: needs nothing
+    app = Flask(__name__)
+    app.register_blueprint(bp)
+    with pytest.raises(Undescribed, match="/v1/things/<thing_id>"):
+        build(app)
+
+
 def test_api_schemas_are_valid_json_schema():
     Draft202012Validator.check_schema(api_schema())
 

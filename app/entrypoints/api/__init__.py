@@ -1,1 +1,21 @@
 """HTTP API: one blueprint per resource. Each view parses, calls one service, serializes."""
+
+
+def blueprints() -> list:
+    """Every blueprint of the HTTP API, in the order the app registers them."""
+    from app.entrypoints.api import (
+        accounts,
+        callbacks,
+        events,
+        health,
+        metrics,
+        openapi,
+        ops,
+        payments,
+        routing,
+        transfers,
+        webhooks,
+    )
+
+    return [module.bp for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks,
+                                     callbacks, ops, metrics)]

@@ -3,6 +3,7 @@ from flask import Blueprint, g
 
 from app.domain.errors import PermissionDenied
 from app.entrypoints.api.common import create, listing, read
+from app.entrypoints.api.openapi import ListOf, documented
 from app.services import accounts
 from app.services import representation as rep
 
@@ -10,11 +11,13 @@ bp = Blueprint("accounts", __name__)
 
 
 @bp.post("/v1/accounts")
+@documented("Create a stored-value account", body="account_create", answers="account", status=201)
 def create_account():
     return create("account_create", lambda s, body: (201, rep.account(accounts.create_account(s, g.merchant, body))))
 
 
 @bp.get("/v1/accounts")
+@documented("List accounts", answers=ListOf("account"))
 def list_accounts():
     def fetch(s, limit, after):
         page = accounts.list_accounts(s, g.merchant, limit, after)
@@ -24,11 +27,13 @@ def list_accounts():
 
 
 @bp.get("/v1/accounts/<account_id>")
+@documented("Retrieve an account", answers="account")
 def get_account(account_id):
     return read(lambda s: rep.account(accounts.get_account(s, g.merchant, account_id)))
 
 
 @bp.get("/v1/accounts/<account_id>/entries")
+@documented("List an account's ledger lines", answers=ListOf("ledger_entry"))
 def list_entries(account_id):
     def fetch(s, limit, after):
         page = accounts.list_entries(s, g.merchant, account_id, limit, after)
@@ -39,6 +44,7 @@ def list_entries(account_id):
 
 
 @bp.post("/v1/test_helpers/accounts/<account_id>/fund")
+@documented("Test mode: credit an account", body="test_funding", answers="account")
 def fund_account(account_id):
     """Test mode only: credit an account, so flows can be tried before top-ups are wired."""
     if g.api_key.mode != "test":

@@ -4,6 +4,7 @@ from flask import Blueprint, g
 from app.adapters.models import Event
 from app.domain.errors import NotFound
 from app.entrypoints.api.common import listing, read
+from app.entrypoints.api.openapi import ListOf, documented
 from app.services import events
 from app.services.listing import page
 
@@ -11,6 +12,7 @@ bp = Blueprint("events", __name__)
 
 
 @bp.get("/v1/events")
+@documented("List events", answers=ListOf("event"))
 def list_events():
     def fetch(s, limit, after):
         result = page(s, Event, merchant_id=g.merchant.id, limit=limit, starting_after=after,
@@ -21,6 +23,7 @@ def list_events():
 
 
 @bp.get("/v1/events/<event_id>")
+@documented("Retrieve an event", answers="event")
 def get_event(event_id):
     def fetch(s):
         event = s.get(Event, event_id)

@@ -1,5 +1,7 @@
 """GET /openapi.json: an OpenAPI 3.1 document of the merchant API.
 
+Each operation is described where its route is declared (``@documented`` on the view) and the
+document is built from the app's routes, so a merchant route cannot be served undescribed.
 Request bodies are the schemas the API validates with (schemas/api.schema.json), one
 self-contained schema per body; responses are app/entrypoints/api/responses.py. Every operation says what
 it answers on success and in the contract's error shape, so a client generated from this
@@ -8,61 +10,53 @@ server to it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import cache
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Flask, current_app, has_app_context, jsonify
 
 from app.entrypoints.api import responses
 from app.services.validation import body_schema
 
 bp = Blueprint("openapi", __name__)
 
-# (method, path, request schema or None, summary, success status)
-OPERATIONS = [
-    ("post", "/v1/accounts", "account_create", "Create a stored-value account", "201"),
-    ("get", "/v1/accounts", None, "List accounts", "200"),
-    ("get", "/v1/accounts/{id}", None, "Retrieve an account", "200"),
-    ("get", "/v1/accounts/{id}/entries", None, "List an account's ledger lines", "200"),
-    ("post", "/v1/transfers", "transfer_create", "Move money between two accounts", "201"),
-    ("get", "/v1/transfers", None, "List transfers", "200"),
-    ("get", "/v1/transfers/{id}", None, "Retrieve a transfer", "200"),
-    ("get", "/v1/events", None, "List events", "200"),
-    ("get", "/v1/events/{id}", None, "Retrieve an event", "200"),
-    ("post", "/v1/test_helpers/accounts/{id}/fund", "test_funding", "Test mode: credit an account", "200"),
-]
-EXTRA_OPERATIONS: list[tuple] = []  # later resources append here at import time
 
-# What each operation answers on success: an object's name in responses.OBJECTS, or ("list", name).
-RESPONSES: dict[tuple[str, str], str | tuple[str, str]] = {
-    ("post", "/v1/accounts"): "account",
-    ("get", "/v1/accounts"): ("list", "account"),
-    ("get", "/v1/accounts/{id}"): "account",
-    ("get", "/v1/accounts/{id}/entries"): ("list", "ledger_entry"),
-    ("post", "/v1/test_helpers/accounts/{id}/fund"): "account",
-    ("post", "/v1/transfers"): "transfer",
-    ("get", "/v1/transfers"): ("list", "transfer"),
-    ("get", "/v1/transfers/{id}"): "transfer",
-    ("get", "/v1/events"): ("list", "event"),
-    ("get", "/v1/events/{id}"): "event",
-    ("get", "/v1/events/{id}/deliveries"): ("list", "webhook_delivery"),
-    ("post", "/v1/events/{id}/redeliver"): ("list", "webhook_delivery"),
-    ("post", "/v1/routing/simulate"): "routing_decision",
-    ("post", "/v1/webhook_endpoints"): "webhook_endpoint",
-    ("get", "/v1/webhook_endpoints"): ("list", "webhook_endpoint"),
-    ("get", "/v1/webhook_endpoints/{id}"): "webhook_endpoint",
-    ("delete", "/v1/webhook_endpoints/{id}"): "deleted_webhook_endpoint",
-    ("post", "/v1/webhook_endpoints/{id}/rotate_secret"): "webhook_endpoint",
-    ("get", "/v1/webhook_endpoints/{id}/deliveries"): ("list", "webhook_delivery"),
-}
+@dataclass(frozen=True)
+class ListOf:
+    """An answer that is the list envelope around objects of ``name`` (contract §1: Lists)."""
 
-for _collection, _kind in (("payments", "payment"), ("topups", "topup"), ("withdrawals", "withdrawal"),
-                          ("refunds", "refund")):
-    RESPONSES.update({("post", f"/v1/{_collection}"): _kind, ("get", f"/v1/{_collection}"): ("list", _kind),
-                      ("get", f"/v1/{_collection}/{{id}}"): _kind})
+    name: str
 
-# POSTs whose body is optional and checked field by field in their view (app/entrypoints/api/webhooks.py).
-OPTIONAL_BODIES = {("post", "/v1/webhook_endpoints/{id}/rotate_secret"): "webhook_secret_rotation",
-                   ("post", "/v1/events/{id}/redeliver"): "event_redelivery"}
+
+@dataclass(frozen=True)
+class Described:
+    """What a route takes and answers, as its view declares it with ``documented``."""
+
+    summary: str
+    answers: str | ListOf  # an object of responses.OBJECTS, or a list of them
+    status: int
+    body: str | None  # the request body: a schema of schemas/api.schema.json
+    optional_body: str | None  # a body that may be left out (checked against that schema when sent)
+    idempotent: bool | None  # takes an Idempotency-Key and may be refused before money moves; None: a POST
+
+
+def documented(summary: str, *, answers: str | ListOf, status: int = 200, body: str | None = None,
+               optional_body: str | None = None, idempotent: bool | None = None) -> Callable:
+    """Declares, on a view, what its route takes and answers: the document is built from these, route by
+    route (``document``), so a merchant route cannot be served without being described."""
+    described = Described(summary, answers, status, body, optional_body, idempotent)
+
+    def mark(view: Callable) -> Callable:
+        view.openapi = described
+        return view
+
+    return mark
+
+
+class Undescribed(LookupError):
+    """A documented prefix's route whose view has no ``documented``."""
+
 
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key", "in": "header", "required": True,
@@ -98,49 +92,66 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _success(method: str, path: str) -> dict:
-    shape = RESPONSES[(method, path)]  # a KeyError here: a route whose answer is not described
-    if isinstance(shape, tuple):
-        return responses.list_of(_ref(shape[1]))
-    return _ref(shape)
+def _success(answers: str | ListOf) -> dict:
+    if isinstance(answers, ListOf):
+        return responses.list_of(_ref(answers.name))
+    return _ref(answers)
 
 
-def _operation(method: str, path: str, schema: str | None, summary: str, status: str) -> dict:
+def _operation(method: str, path: str, described: Described) -> dict:
     request_id_header = {"X-Request-Id": {"schema": {"type": "string"}}}
-    op: dict = {"summary": summary, "responses": {
-        status: {"description": "OK", "headers": request_id_header, "content": _json(_success(method, path))},
+    op: dict = {"summary": described.summary, "responses": {
+        str(described.status): {"description": "OK", "headers": request_id_header,
+                                 "content": _json(_success(described.answers))},
         **{code: {"$ref": "#/components/responses/Error"} for code in ERROR_STATUSES},
         "default": {"$ref": "#/components/responses/Error"}}}
     params = [REQUEST_ID]
     if "{id}" in path:
         params.append({"name": "id", "in": "path", "required": True, "schema": {"type": "string"}})
-    if method == "post" and path != "/v1/routing/simulate":
+    if described.idempotent if described.idempotent is not None else method == "post":
         params.append(IDEMPOTENCY_KEY)
         op["responses"]["402"] = {"$ref": "#/components/responses/Error"}
-    if schema:
-        op["requestBody"] = {"required": True, "content": _json(_ref(schema))}
-    elif (method, path) in OPTIONAL_BODIES:
-        op["requestBody"] = {"required": False, "content": _json(_ref(OPTIONAL_BODIES[(method, path)]))}
-    elif method == "get" and isinstance(RESPONSES[(method, path)], tuple):
+    if described.body:
+        op["requestBody"] = {"required": True, "content": _json(_ref(described.body))}
+    elif described.optional_body:
+        op["requestBody"] = {"required": False, "content": _json(_ref(described.optional_body))}
+    elif method == "get" and isinstance(described.answers, ListOf):
         params += LIST_PARAMETERS
     op["parameters"] = params
     return op
 
 
-@cache
-def document() -> dict:
-    # Each resource module adds its operations when imported: all of them are, before the first build.
-    from app.entrypoints.api import accounts, events, payments, routing, transfers, webhooks  # noqa: F401
+DOCUMENTED_PREFIXES = ("/v1/",)  # the merchant API; /ops, /callbacks and the probes are not in the document
 
-    operations = OPERATIONS + EXTRA_OPERATIONS
-    bodies = {schema for _, _, schema, _, _ in operations if schema} | set(OPTIONAL_BODIES.values())
+
+def _path(rule: str) -> str:
+    """A route's path as the document writes it: every object id in a path is ``{id}``."""
+    return "/".join("{id}" if part.startswith("<") else part for part in rule.split("/"))
+
+
+def described_routes(app: Flask) -> Iterator[tuple[str, str, Described]]:
+    """(method, path, description) of every route of ``app`` under a documented prefix, in the order
+    they were declared; ``Undescribed`` for one whose view does not say what it takes and answers."""
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith(DOCUMENTED_PREFIXES):
+            continue
+        described = getattr(app.view_functions[rule.endpoint], "openapi", None)
+        if not isinstance(described, Described):
+            raise Undescribed(f"{rule.rule} ({rule.endpoint}): its view has no @documented")
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            yield method.lower(), _path(rule.rule), described
+
+
+def build(app: Flask) -> dict:
+    paths: dict = {}
+    bodies: set[str] = set()
+    for method, path, described in described_routes(app):
+        paths.setdefault(path, {})[method] = _operation(method, path, described)
+        bodies.update(name for name in (described.body, described.optional_body) if name)
     # One self-contained schema per body, as validation.validate checks it.
     schemas = {name: body_schema(name) for name in sorted(bodies)}
     schemas.update({name: body for name, body in responses.OBJECTS.items()})
     schemas["Error"] = responses.ERROR
-    paths: dict = {}
-    for method, path, schema, summary, status in operations:
-        paths.setdefault(path, {})[method] = _operation(method, path, schema, summary, status)
     return {
         "openapi": "3.1.0",
         "info": {"title": "PayRouter API", "version": "1"},
@@ -153,6 +164,27 @@ def document() -> dict:
         "security": [{"bearer": []}],
         "paths": paths,
     }
+
+
+def document(app: Flask | None = None) -> dict:
+    """The document of ``app`` (default: the app serving this request, else the API's blueprints on
+    their own), built once per app."""
+    if app is None:
+        app = current_app._get_current_object() if has_app_context() else _api_only()
+    if "payrouter.openapi" not in app.extensions:
+        app.extensions["payrouter.openapi"] = build(app)
+    return app.extensions["payrouter.openapi"]
+
+
+@cache
+def _api_only() -> Flask:
+    """The API's routes without a configured app (a client generator or the fuzz test reading the document)."""
+    from app.entrypoints.api import blueprints
+
+    app = Flask(__name__)
+    for blueprint in blueprints():
+        app.register_blueprint(blueprint)
+    return app
 
 
 @bp.get("/openapi.json")

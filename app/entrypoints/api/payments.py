@@ -3,7 +3,7 @@ from flask import Blueprint, g, request
 
 from app.domain.kinds import OperationKind
 from app.entrypoints.api.common import create, listing, read
-from app.entrypoints.api.openapi import EXTRA_OPERATIONS
+from app.entrypoints.api.openapi import ListOf, documented
 from app.services import payments
 from app.services.operations import view
 
@@ -39,15 +39,10 @@ def _get(collection: str, object_id: str):
 
 
 for _collection, (_kind, _schema, _) in CREATORS.items():
-    EXTRA_OPERATIONS.extend([
-        ("post", f"/v1/{_collection}", _schema, f"Create a {_kind}", "201"),
-        ("get", f"/v1/{_collection}", None, f"List {_collection}", "200"),
-        ("get", f"/v1/{_collection}/{{id}}", None, f"Retrieve a {_kind}", "200"),
-    ])
-
-for _collection in CREATORS:
-    bp.add_url_rule(f"/v1/{_collection}", f"create_{_collection}", lambda c=_collection: _create(c),
-                    methods=["POST"])
-    bp.add_url_rule(f"/v1/{_collection}", f"list_{_collection}", lambda c=_collection: _list(c), methods=["GET"])
-    bp.add_url_rule(f"/v1/{_collection}/<object_id>", f"get_{_collection}",
-                    lambda object_id, c=_collection: _get(c, object_id), methods=["GET"])
+    bp.add_url_rule(f"/v1/{_collection}", f"create_{_collection}", documented(
+        f"Create a {_kind}", body=_schema, answers=_kind, status=201)(lambda c=_collection: _create(c)),
+        methods=["POST"])
+    bp.add_url_rule(f"/v1/{_collection}", f"list_{_collection}", documented(
+        f"List {_collection}", answers=ListOf(_kind))(lambda c=_collection: _list(c)), methods=["GET"])
+    bp.add_url_rule(f"/v1/{_collection}/<object_id>", f"get_{_collection}", documented(
+        f"Retrieve a {_kind}", answers=_kind)(lambda object_id, c=_collection: _get(c, object_id)), methods=["GET"])

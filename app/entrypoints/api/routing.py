@@ -4,17 +4,17 @@ from flask import Blueprint, g, request
 
 from app.domain.errors import InvalidRequest
 from app.entrypoints.api.common import json_response
-from app.entrypoints.api.openapi import EXTRA_OPERATIONS
+from app.entrypoints.api.openapi import documented
 from app.services import routing
 from app.services.idempotency import encode
 from app.services.validation import parse_body
 
 bp = Blueprint("routing", __name__)
-EXTRA_OPERATIONS.append(("post", "/v1/routing/simulate", "simulate", "The routing decision for a body, no side effect",
-                         "200"))
 
 
 @bp.post("/v1/routing/simulate")
+@documented("The routing decision for a body, no side effect", body="simulate", answers="routing_decision",
+            idempotent=False)  # nothing is made: no Idempotency-Key, and a decline is a decision (200), not a 402
 def simulate():
     body = parse_body(request.get_data(cache=False), "simulate")
     kind = body.get("kind") or body.get("type") or "payment"  # `type`: the name this field had first

@@ -2,6 +2,7 @@
 from flask import Blueprint, g
 
 from app.entrypoints.api.common import create, listing, read
+from app.entrypoints.api.openapi import ListOf, documented
 from app.services import representation as rep
 from app.services import transfers
 
@@ -9,12 +10,14 @@ bp = Blueprint("transfers", __name__)
 
 
 @bp.post("/v1/transfers")
+@documented("Move money between two accounts", body="transfer_create", answers="transfer", status=201)
 def create_transfer():
     return create("transfer_create",
                   lambda s, body: (201, rep.transfer(transfers.create_transfer(s, g.merchant, body))))
 
 
 @bp.get("/v1/transfers")
+@documented("List transfers", answers=ListOf("transfer"))
 def list_transfers():
     def fetch(s, limit, after):
         page = transfers.list_transfers(s, g.merchant, limit, after)
@@ -24,5 +27,6 @@ def list_transfers():
 
 
 @bp.get("/v1/transfers/<transfer_id>")
+@documented("Retrieve a transfer", answers="transfer")
 def get_transfer(transfer_id):
     return read(lambda s: rep.transfer(transfers.get_transfer(s, g.merchant, transfer_id)))

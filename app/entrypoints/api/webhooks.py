@@ -8,7 +8,7 @@ from flask import Blueprint, g, request
 from app.adapters.db import read_only, unit_of_work
 from app.entrypoints.api import errors
 from app.entrypoints.api.common import create, in_mode, json_response, listing, read
-from app.entrypoints.api.openapi import EXTRA_OPERATIONS
+from app.entrypoints.api.openapi import ListOf, documented
 from app.services import idempotency
 from app.services.validation import parse_body
 from app.services.webhooks import deliveries, relay
@@ -16,18 +16,6 @@ from app.services.webhooks import endpoints as service
 
 bp = Blueprint("webhooks", __name__)
 
-EXTRA_OPERATIONS.extend([
-    ("post", "/v1/webhook_endpoints", "webhook_endpoint_create", "Create a webhook endpoint (secret shown once)",
-     "201"),
-    ("get", "/v1/webhook_endpoints", None, "List webhook endpoints", "200"),
-    ("get", "/v1/webhook_endpoints/{id}", None, "Retrieve a webhook endpoint", "200"),
-    ("delete", "/v1/webhook_endpoints/{id}", None, "Delete a webhook endpoint", "200"),
-    ("post", "/v1/webhook_endpoints/{id}/rotate_secret", None,
-     "Rotate the signing secret; the old one keeps signing during the overlap window", "200"),
-    ("get", "/v1/webhook_endpoints/{id}/deliveries", None, "List an endpoint's deliveries and attempts", "200"),
-    ("get", "/v1/events/{id}/deliveries", None, "List an event's deliveries and attempts", "200"),
-    ("post", "/v1/events/{id}/redeliver", None, "Send an event again (optionally to one endpoint)", "200"),
-])
 
 def _action(schema: str, execute, present=None):
     """An idempotent POST whose body is optional, checked against ``schema`` when given."""
@@ -65,6 +53,8 @@ class _ShowsSecret:
 
 
 @bp.post("/v1/webhook_endpoints")
+@documented("Create a webhook endpoint (secret shown once)", body="webhook_endpoint_create",
+            answers="webhook_endpoint", status=201)
 def create_endpoint():
     shows = _ShowsSecret()
 
@@ -76,6 +66,7 @@ def create_endpoint():
 
 
 @bp.get("/v1/webhook_endpoints")
+@documented("List webhook endpoints", answers=ListOf("webhook_endpoint"))
 def list_endpoints():
     def fetch(session, limit, after):
         result = service.list_endpoints(session, g.merchant.id, limit, after, g.merchant.livemode)
@@ -85,12 +76,14 @@ def list_endpoints():
 
 
 @bp.get("/v1/webhook_endpoints/<endpoint_id>")
+@documented("Retrieve a webhook endpoint", answers="webhook_endpoint")
 def get_endpoint(endpoint_id):
     return read(lambda s: service.representation(service.get_endpoint(s, g.merchant.id, endpoint_id,
                                                                       g.merchant.livemode)))
 
 
 @bp.delete("/v1/webhook_endpoints/<endpoint_id>")
+@documented("Delete a webhook endpoint", answers="deleted_webhook_endpoint")
 def delete_endpoint(endpoint_id):
     with unit_of_work() as session:
         payload = service.delete_endpoint(session, g.merchant.id, endpoint_id, g.merchant.livemode)
@@ -98,6 +91,8 @@ def delete_endpoint(endpoint_id):
 
 
 @bp.post("/v1/webhook_endpoints/<endpoint_id>/rotate_secret")
+@documented("Rotate the signing secret; the old one keeps signing during the overlap window",
+            optional_body="webhook_secret_rotation", answers="webhook_endpoint")
 def rotate_secret(endpoint_id):
     shows = _ShowsSecret()
 
@@ -110,6 +105,7 @@ def rotate_secret(endpoint_id):
 
 
 @bp.get("/v1/webhook_endpoints/<endpoint_id>/deliveries")
+@documented("List an endpoint's deliveries and attempts", answers=ListOf("webhook_delivery"))
 def endpoint_deliveries(endpoint_id):
     return listing(lambda s, limit, after: deliveries.list_deliveries(s, g.merchant.id, limit, after,
                                                                         endpoint_id=endpoint_id,
@@ -118,6 +114,7 @@ def endpoint_deliveries(endpoint_id):
 
 
 @bp.get("/v1/events/<event_id>/deliveries")
+@documented("List an event's deliveries and attempts", answers=ListOf("webhook_delivery"))
 def event_deliveries(event_id):
     return listing(lambda s, limit, after: deliveries.list_deliveries(s, g.merchant.id, limit, after,
                                                                         event_id=event_id,
@@ -126,6 +123,8 @@ def event_deliveries(event_id):
 
 
 @bp.post("/v1/events/<event_id>/redeliver")
+@documented("Send an event again (optionally to one endpoint)", optional_body="event_redelivery",
+            answers=ListOf("webhook_delivery"))
 def redeliver(event_id):
     def execute(session, body):
         created = deliveries.redeliver(session, g.merchant.id, event_id, body.get("endpoint"),
