@@ -76,7 +76,7 @@ class CompiledRules:
         self._rank = {index: rank for rank, index in enumerate(order)}
         self._ids = tuple(rule.id for rule in ruleset.rules)
         # only the paths the engine tests: a value only ``matches`` reads (say a 10 KB e-mail) is
-        # not parsed by durable-rules on every decision (about 10 µs per KB)
+        # not parsed by durable-rules on every decision (its cost grows with the value's length)
         tested = {lit[1] for chain in self.plan.chains.values() for lit in chain}
         self._props = tuple((path, name) for path, name in self.plan.props.items() if path in tested)
         self._targets = self.plan.targets
@@ -178,7 +178,7 @@ class CompiledRules:
         with ENGINE_LOCK:
             if getattr(self, "_handle", None) is not None:
                 handle, self._handle = self._handle, None
-                try:  # the session fired (priming), so delete_state is safe; without it ~3 MiB leak per reload
+                try:  # the session fired (priming), so delete_state is safe; without it every reload leaks
                     _dre.delete_state(handle, _SID)
                 except _dre.error:  # pragma: no cover
                     pass

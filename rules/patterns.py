@@ -18,14 +18,14 @@ from functools import lru_cache
 
 import re2
 
-# Linear, but the constant grows with the compiled program: past ~20,000 instructions (large counts
-# of Unicode classes, ``(?i)\pL{100}``) RE2's DFA runs out of room and a 10 KB value took 3–22 ms
-# per pattern; at or under this, at most ~0.2 ms (measured on the 2-core reference machine).
+# Linear, but the constant grows with the compiled program: past this many instructions (large counts
+# of Unicode classes, ``(?i)\pL{100}``) RE2's DFA runs out of room and one search over a long value
+# costs more than the rest of a decision many times over (docs/benchmarks.md has the figures).
 MAX_PROGRAM_SIZE = 20_000
 # Size is not the whole cost: a DFA state holds every instruction the pattern may be at after the bytes
 # read so far, and RE2 builds one per new byte. A chain of optional items (``(?:a?a?a?a?a?a?a?a?a?a?){600}``,
 # 12,004 instructions, or ``(?:.?){300}``) makes each state thousands wide: its DFA outgrows its memory
-# and starts over on every search, 0.1–0.6 s per 500-byte value, every time. Such a program shows a
+# and starts over on every search, slow even on a short value, every time. Such a program shows a
 # large fanout (instructions reachable from one without reading a byte); rules that need no such
 # chain stay far below it (Unicode classes under (?i): at most 127).
 MAX_FANOUT = 256

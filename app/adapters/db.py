@@ -46,7 +46,7 @@ def _make_engine(url: str) -> Engine:
     # LIFO: the connection used last is used next, so a quiet process keeps reusing one warm
     # connection and only those left idle in the pool are pinged (below) before use. Positional
     # parameters ("format"): psycopg takes them as they come instead of reordering a dict per
-    # statement (about 8 % of a statement's client CPU here).
+    # statement, client CPU spent on every statement for nothing (docs/benchmarks.md).
     # A database host that drops packets (instead of refusing) must not hold a request for the
     # kernel's TCP timeout: a connection attempt gives up after 5 s (503 service_unavailable) unless
     # the URL sets its own connect_timeout.

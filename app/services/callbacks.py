@@ -40,7 +40,7 @@ log = logging.getLogger("payrouter.callbacks")
 STALE_INBOX = timedelta(seconds=2)
 DRAIN_FLAG = "payrouter:callbacks:drain-queued"
 DRAIN_FLAG_SECONDS = 30
-DRAIN_BATCH = 100  # callbacks per transaction: 25 → 100 took one worker from ~775 to ~1,060 a second (fewer commits)
+DRAIN_BATCH = 100  # callbacks per transaction: a commit per batch, not per callback (docs/benchmarks.md)
 SWEEP_LEASE_SECONDS = 10
 # A status query's failed result with this code: the channel has no such operation (its 404).
 UNKNOWN_OPERATION = "not_found"
