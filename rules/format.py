@@ -149,97 +149,13 @@ def _rule_id_for(path: str, data: Any) -> str | None:
     return rule.get("id") if isinstance(rule, dict) and isinstance(rule.get("id"), str) else None
 
 
-# What the schema refuses, in the words a rule author reads: keyed by the schema node that refused
-# (a $defs name, "file" for the top level, "<def>.<property>" for a property written in place,
-# "<def>.*" for the values of a map). The schema is the one statement of a rule file's shape;
-# rules/parse.py checks only what it cannot say (facts and their values, channels, sums, bounds
-# between fields, duplicates, conditions that can never be true).
-_UNKNOWN_KEY = {
-    "file": "unknown top-level key {key!r}",
-    "rule": "unknown rule key {key!r}",
-    "then": "unknown key {key!r} (allowed: {allowed})",
-    "defaults": "unknown key {key!r} (allowed: {allowed})",
-    "fee": "unknown fee key {key!r}",
-    "limits": "unknown limit {key!r}",
-}
-_DAILY = "expected {per: customer|merchant, max: non-negative integer}"
-_SPLIT = "split takes {channel: positive integer weight}"
-_ROUTE = "route takes a non-empty list of channel ids"
-# node → (message, how many path steps up the problem is reported: the field, not a part of it)
-_SHAPES: dict[str, tuple[str, int]] = {
-    "file": ("a rule file is an object with 'rules' (a list) and optional 'defaults'", 0),
-    "file.rules": ("'rules' must be a list", 0),
-    "rule": ("a rule must be an object {id, priority, when, then}", 0),
-    "id": ("id must be a short string of letters, digits, _ . : -, got {value!r}", 0),
-    "rule.priority": ("priority must be an integer in ±1000000, got {value!r}", 0),
-    "then": ("expected an object with some of: decline, route, split, fee, limits", 0),
-    "defaults": ("expected an object with some of: route, split, fee", 0),
-    "then.decline": ("decline takes a snake_case code such as country_blocked", 0),
-    "route": (_ROUTE, 0),
-    "split": (_SPLIT, 0),
-    "split.*": (_SPLIT, 1),
-    "fee": ("fee must be an object {percent, fixed, min, max}", 0),
-    "percent": ('percent must be a decimal string like "2.9", got {kind} (no floats)', 0),
-    "minor": ("{key} must be a non-negative integer in minor units, got {value!r}", 0),
-    "daily": (_DAILY, 0),
-    "daily.per": (_DAILY, 1),
-    "limits": ("limits must be a non-empty object", 0),
-    "scalars": ("{key} takes a non-empty list", 0),
-    "condition.exists": ("exists takes true or false, got {value!r}", 0),
-    "condition.matches": ("matches takes a non-empty regular expression string", 0),
-}
-_SHAPE_CHECKS = {"type", "pattern", "minimum", "maximum", "minItems", "minProperties", "minLength", "enum",
-                 "required", "additionalProperties", "propertyNames"}
-
-
-@lru_cache(maxsize=1)
-def _node_names() -> dict[int, str]:
-    schema = schema_validator().schema
-    names = {id(schema): "file"}
-    for prop, node in schema["properties"].items():
-        names.setdefault(id(node), f"file.{prop}")
-    for name, node in schema["$defs"].items():
-        names[id(node)] = name
-    for name, node in schema["$defs"].items():
-        for prop, sub in node.get("properties", {}).items():
-            names.setdefault(id(sub), f"{name}.{prop}")
-        if isinstance(node.get("additionalProperties"), dict):
-            names.setdefault(id(node["additionalProperties"]), f"{name}.*")
-    return names
-
-
-def _in_words(error: jsonschema.ValidationError) -> list[tuple[str, str]]:
-    parts = [str(p) for p in error.absolute_path]
-    path = "".join(f"/{p}" for p in parts)
-    name = _node_names().get(id(error.schema))
-    value = error.instance
-    if error.validator == "additionalProperties" and name in _UNKNOWN_KEY:
-        allowed = list(error.schema.get("properties", {}))
-        return [(f"{path}/{key}", _UNKNOWN_KEY[name].format(key=key, allowed=", ".join(allowed)))
-                for key in value if key not in allowed]
-    if error.validator == "required" and name in ("file", "rule"):
-        return [(path, f"missing {key!r}") for key in error.validator_value if key not in value]
-    if name == "channel":  # a route's channel, or a split's channel name
-        name, parts = ("route", parts[:-1]) if parts and parts[-1].isdigit() else ("split", parts)
-        path = "".join(f"/{p}" for p in parts)
-        return [(path, _ROUTE if name == "route" else _SPLIT)]
-    if error.validator == "not" and name in ("then", "defaults"):
-        return [(path, "route and split are exclusive")]
-    if name in _SHAPES and error.validator in _SHAPE_CHECKS:
-        message, up = _SHAPES[name]
-        key = parts[-1] if parts else ""
-        kind = "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
-        return [("".join(f"/{p}" for p in parts[:len(parts) - up]),
-                 message.format(value=value, key=key, kind=kind))]
-    return [(path, f"schema: {error.message}")]
-
-
 def _schema_problems(data: Any) -> list[tuple[str, str]]:
-    out: list[tuple[str, str]] = []
+    out = []
     for error in schema_validator().iter_errors(data):
         if error.context:  # oneOf/anyOf: the most specific branch error says the most
             error = jsonschema.exceptions.best_match(error.context) or error
-        out.extend(problem for problem in _in_words(error) if problem not in out)
+        path = "".join(f"/{p}" for p in error.absolute_path)
+        out.append((path, f"schema: {error.message}"))
     return out
 
 
