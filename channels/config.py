@@ -85,6 +85,13 @@ def _where(error: jsonschema.ValidationError) -> str:
     return path or "(top level)"
 
 
+def environment(env: Mapping[str, str] | None = None) -> Mapping[str, str]:
+    """Where ``${VAR}`` and ``secret_env`` names are looked up: the mapping the caller passes (the
+    router passes its ``Config.channel_env``), else this process's environment (a sandbox run on
+    its own, a plugin's tests). The one place channels read the environment."""
+    return os.environ if env is None else env
+
+
 def expand_env(value: Any, env: Mapping[str, str]) -> Any:
     """Expand ``${VAR}`` / ``${VAR:-default}`` in strings, recursively."""
     if isinstance(value, str):
@@ -108,7 +115,7 @@ def expand_env(value: Any, env: Mapping[str, str]) -> Any:
 def parse_channels(data: Any, env: Mapping[str, str] | None = None,
                    source: str = "channels file") -> list[ChannelSpec]:
     """Validate already-loaded data (dict) and build the specs, in file order."""
-    env = os.environ if env is None else env
+    env = environment(env)
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
@@ -143,7 +150,7 @@ def parse_channels(data: Any, env: Mapping[str, str] | None = None,
 def read_channels_file(path: str | os.PathLike | None = None,
                        env: Mapping[str, str] | None = None) -> list[ChannelSpec]:
     """Load the channels file (default: ``PAYROUTER_CHANNELS`` or channels/channels.yaml)."""
-    env = os.environ if env is None else env
+    env = environment(env)
     path = Path(path or env.get("PAYROUTER_CHANNELS") or DEFAULT_CHANNELS_FILE)
     try:
         text = path.read_text()
@@ -161,7 +168,7 @@ StoredSecrets = Callable[[ChannelSpec], str]  # a test channel's generated secre
 
 def needs_generated_secret(spec: ChannelSpec, env: Mapping[str, str] | None = None) -> bool:
     """A test channel whose ``secret_env`` is not set: it runs on a generated secret."""
-    env = os.environ if env is None else env
+    env = environment(env)
     name = spec.config.get("secret_env")
     return spec.mode == "test" and not (name and env.get(name))
 
@@ -170,7 +177,7 @@ def resolve_secret(spec: ChannelSpec, env: Mapping[str, str] | None = None,
                    stored: StoredSecrets | None = None) -> str:
     """The channel's secret: the environment variable named by ``config.secret_env``, else (a test
     channel) its generated secret from ``stored``."""
-    env = os.environ if env is None else env
+    env = environment(env)
     name = spec.config.get("secret_env")
     value = env.get(name) if name else None
     if value:

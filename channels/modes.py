@@ -8,10 +8,9 @@ would load a live channel without one refuses to start (``require_live_secrets``
 """
 from __future__ import annotations
 
-import os
 from typing import Iterable, Mapping
 
-from channels.config import ChannelConfigError, ChannelSpec
+from channels.config import ChannelConfigError, ChannelSpec, environment
 
 TEST, LIVE = "test", "live"
 
@@ -22,7 +21,7 @@ def mode_of(livemode: bool) -> str:
 
 def live_without_secret(specs: Iterable[ChannelSpec], env: Mapping[str, str] | None = None) -> list[str]:
     """What is wrong with each live channel whose secret is not in its environment variable."""
-    env = os.environ if env is None else env
+    env = environment(env)
     problems = []
     for spec in specs:
         if spec.mode != LIVE:

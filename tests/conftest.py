@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config, items):
 def config() -> Config:
     # Off: the suite sends bursts with one key on purpose (fuzzing, concurrency); the tests of the limit
     # turn it on (tests/integration/test_rate_limits.py). Servers a test starts read PAYROUTER_RATE_LIMIT.
-    cfg = Config.from_env().with_(testing=True, rate_limit=0)
+    cfg = Config.from_env().with_(rate_limit=0)
     set_config(cfg)
     from app.adapters import migrate
 

@@ -57,11 +57,11 @@ def ensure(config: Config | None = None, specs: list[ChannelSpec] | None = None)
     """``payrouter init``: a generated secret for every test channel of the channels file that has
     no ``secret_env`` value and no stored secret yet; the ids of the channels that got one."""
     config = config or get_config()
-    specs = read_channels_file(config.channels_file) if specs is None else specs
+    specs = read_channels_file(config.channels_file, config.channel_env) if specs is None else specs
     store = StoredChannelSecrets(config)
     created = []
     for spec in specs:
-        if needs_generated_secret(spec) and spec.id not in store:
+        if needs_generated_secret(spec, config.channel_env) and spec.id not in store:
             store(spec)
             created.append(spec.id)
     return created

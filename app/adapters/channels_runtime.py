@@ -1,7 +1,6 @@
 """This process's channel instances, loaded once from the configured channels file."""
 from __future__ import annotations
 
-import os
 import threading
 
 from app.adapters.channel_secrets import StoredChannelSecrets
@@ -9,16 +8,18 @@ from app.config import get_config
 from channels.base import Channel
 from channels.registry import ChannelRegistry, load_channels
 
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"  # PAYROUTER_PUBLIC_URL unset: `serve`'s default address
 _lock = threading.Lock()
 _registry: dict[str, ChannelRegistry] = {}
 
 
 def registry() -> ChannelRegistry:
-    path = str(get_config().channels_file)
+    config = get_config()
+    path = str(config.channels_file)
     with _lock:
         if path not in _registry:
             check_live_channels()
-            _registry[path] = load_channels(path, stored=StoredChannelSecrets())
+            _registry[path] = load_channels(path, env=config.channel_env, stored=StoredChannelSecrets(config))
         return _registry[path]
 
 
@@ -29,7 +30,8 @@ def check_live_channels() -> None:
     from channels.config import read_channels_file
     from channels.modes import require_live_secrets
 
-    require_live_secrets(read_channels_file(get_config().channels_file))
+    config = get_config()
+    require_live_secrets(read_channels_file(config.channels_file, config.channel_env), config.channel_env)
 
 
 def prepare() -> ChannelRegistry:
@@ -47,7 +49,7 @@ def channel(channel_id: str) -> Channel:
 
 def callback_url(channel_id: str) -> str:
     """Where a channel posts its callbacks for us: PAYROUTER_PUBLIC_URL + /callbacks/<id>."""
-    base = get_config().public_url or os.environ.get("PAYROUTER_PUBLIC_URL") or "http://127.0.0.1:8000"
+    base = get_config().public_url or DEFAULT_PUBLIC_URL
     return f"{base.rstrip('/')}/callbacks/{channel_id}"
 
 

@@ -143,9 +143,12 @@ def demo(port, sandbox_port):
 def sandbox(host, port):
     """The sandbox channel: a simulated PSP over HTTP with async callbacks and statements."""
     from app.adapters.channel_secrets import StoredChannelSecrets
+    from app.config import get_config
     from channels.sandbox.server import run
 
-    run(host=host, port=port, stored=StoredChannelSecrets())
+    config = get_config()
+    run(host=host, port=port, channels_path=config.channels_file, env=config.channel_env,
+        stored=StoredChannelSecrets(config))
 
 
 @main.group(invoke_without_command=True)

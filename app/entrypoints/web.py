@@ -8,7 +8,7 @@ from flask import Flask, g, request
 
 from app import context
 from app.adapters import logs, metrics
-from app.config import Config, get_config, set_config
+from app.config import APP_EXTENSION, Config, get_config, set_config
 from app.entrypoints.api import errors
 from app.services import validation
 
@@ -24,6 +24,7 @@ def create_app(config: Config | None = None) -> Flask:
 
     channels_runtime.prepare()  # a live channel without its secret from the environment: refuse to start
     app = Flask(__name__)
+    app.extensions[APP_EXTENSION] = config  # the console and anything holding the app read it here
     from app.adapters import crypto
 
     # Signs console sessions: PAYROUTER_SECRET_KEY, or without it this install's random var/secret_key.

@@ -21,7 +21,6 @@ import hmac
 import io
 import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -301,7 +300,6 @@ def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, **options
     """Serve the sandbox in the foreground until stopped (``payrouter sandbox --port``): one process,
     as the operations live in its memory, with a thread per kept-alive connection. Idle connections
     are kept 15 s (the client reuses one only within 1.5 s, and checks it is still open)."""
-    channels_path = channels_path or os.environ.get("PAYROUTER_CHANNELS")
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     psp = SandboxPSP(channels_path, **options)

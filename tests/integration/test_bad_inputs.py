@@ -213,7 +213,7 @@ def test_an_ops_actor_fits_its_column(clean):
     from app.config import set_config
     from app.entrypoints.web import create_app
 
-    config = clean.with_(extra={"ops_token": "s3cret"})
+    config = clean.with_(ops_token="s3cret")
     set_config(config)
     try:
         client = create_app(config).test_client()

@@ -102,9 +102,9 @@ def test_this_process_toggle_is_seen_by_another_process(fresh):
 def test_ops_api(fresh):
     client = create_app(fresh).test_client()
     assert client.get("/ops/switches").status_code == 403  # no token configured: disabled
-    set_config(fresh.with_(extra={"ops_token": "s3cret"}))
+    set_config(fresh.with_(ops_token="s3cret"))
     try:
-        client = create_app(fresh.with_(extra={"ops_token": "s3cret"})).test_client()
+        client = create_app(fresh.with_(ops_token="s3cret")).test_client()
         assert client.get("/ops/switches").status_code == 401
         assert client.get("/ops/switches", headers={"Authorization": "Bearer nope"}).status_code == 401
         auth = {"Authorization": "Bearer s3cret"}

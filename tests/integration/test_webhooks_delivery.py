@@ -93,7 +93,7 @@ def test_never_succeeds_ends_failed_after_the_schedule_then_redelivers(wh_client
 def test_timeout_is_a_failed_attempt(wh_config, receiver):
     from app.entrypoints.web import create_app
 
-    cfg = wh_config.with_(webhook_retry_schedule=(0,), extra={"webhook_timeout": 0.3})
+    cfg = wh_config.with_(webhook_retry_schedule=(0,), webhook_timeout=0.3)
     set_config(cfg)
     api, r = builders.api(create_app(cfg).test_client()), receiver(delay=1.0)
     endpoint = create_endpoint(api, r.url)
@@ -193,7 +193,7 @@ def test_a_lost_attempt_is_recovered_after_its_lease(wh_client, receiver):
 def test_a_job_lost_by_redis_is_requeued_by_the_sweep(wh_config, receiver):
     from app.entrypoints.web import create_app
 
-    cfg = wh_config.with_(extra={"webhook_sweep_grace": 0})
+    cfg = wh_config.with_(webhook_sweep_grace=0)
     set_config(cfg)
     api, r = builders.api(create_app(cfg).test_client()), receiver()
     create_endpoint(api, r.url)

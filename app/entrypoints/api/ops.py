@@ -5,7 +5,6 @@ No token configured → every call answers 403 (the admin UI with users and role
 from __future__ import annotations
 
 import hmac
-import os
 
 from flask import Blueprint, jsonify, request
 
@@ -20,8 +19,7 @@ ACTOR_PREFIX = "ops-api:"  # the audit column holds 200: schemas/api.schema.json
 
 
 def ops_token() -> str | None:
-    config = get_config()
-    return config.ops_token or config.extra.get("ops_token") or os.environ.get("PAYROUTER_OPS_TOKEN") or None
+    return get_config().ops_token
 
 
 @bp.before_request

@@ -11,7 +11,6 @@ a DNS answer that changes between check and connect cannot reach a private addre
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from app.config import Config, get_config
@@ -19,7 +18,7 @@ from app.config import Config, get_config
 
 @dataclass(frozen=True)
 class Settings:
-    """Webhook knobs: ``Config.extra`` first (tests), then the environment, then defaults."""
+    """The webhook knobs of ``Config`` (PAYROUTER_WEBHOOK_*), by their short names."""
 
     timeout: float  # seconds per attempt
     secret_overlap: int  # seconds the previous secret keeps signing after a rotation
@@ -29,14 +28,5 @@ class Settings:
 
 def settings(config: Config | None = None) -> Settings:
     config = config or get_config()
-
-    def pick(key: str, env: str, default):
-        value = config.extra.get(key, os.environ.get(env))
-        return type(default)(value) if value not in (None, "") else default
-
-    return Settings(
-        timeout=pick("webhook_timeout", "PAYROUTER_WEBHOOK_TIMEOUT", 10.0),
-        secret_overlap=pick("webhook_secret_overlap", "PAYROUTER_WEBHOOK_SECRET_OVERLAP", 86400),
-        sweep_grace=pick("webhook_sweep_grace", "PAYROUTER_WEBHOOK_SWEEP_GRACE", 60),
-        lease_margin=pick("webhook_lease_margin", "PAYROUTER_WEBHOOK_LEASE_MARGIN", 30),
-    )
+    return Settings(timeout=config.webhook_timeout, secret_overlap=config.webhook_secret_overlap,
+                    sweep_grace=config.webhook_sweep_grace, lease_margin=config.webhook_lease_margin)
