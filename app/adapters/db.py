@@ -11,6 +11,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.orm.attributes import instance_dict
 
 from app.config import Config, get_config
 
@@ -192,7 +193,7 @@ def add_unique(session: Session, obj) -> bool:
     with every column loaded (reading one later costs no query).
 
     One statement where a savepoint would take three; the caller turns False into its error."""
-    loaded = obj.__dict__  # the instance's attribute values (a new object: no history to keep)
+    loaded = instance_dict(obj)  # the instance's attribute values (a new object: no history to keep)
     values = {}
     for key, name, default in _columns(obj.__class__):
         value = loaded.get(key)

@@ -141,7 +141,9 @@ class _View:
         return channel_id in getattr(self.probes, "held", ())
 
     def took_probe(self, channel_id: str, taken: bool) -> None:
-        held = self.probes.__dict__.setdefault("held", set())
+        held = getattr(self.probes, "held", None)
+        if held is None:
+            held = self.probes.held = set()
         (held.add if taken else held.discard)(channel_id)
 
 

@@ -45,9 +45,18 @@ def attempts_of(session: Session, op: Operation) -> list[Attempt]:
     return list(session.scalars(select(Attempt).where(Attempt.operation_id == op.id).order_by(Attempt.seq)))
 
 
-def view(session: Session, op: Operation) -> dict:
-    known = op.__dict__.get("known_attempts")  # set by whoever loaded or wrote them in this session
-    return representation.operation(op, known if known is not None else attempts_of(session, op))
+@dataclass(frozen=True)
+class Made:
+    """An operation as a create leaves it, with its attempts when this session already holds them
+    (None: ``view`` reads them), so that answering with it costs no further query."""
+
+    operation: Operation
+    attempts: list[Attempt] | None = None
+
+
+def view(session: Session, op: Operation, attempts: list[Attempt] | None = None) -> dict:
+    """The operation as the API shows it; ``attempts``: its attempts if the caller holds them."""
+    return representation.operation(op, attempts if attempts is not None else attempts_of(session, op))
 
 
 def next_query_at(query_count: int):
@@ -65,7 +74,7 @@ def _request(op: Operation, payment: Operation | None, attempt: Attempt):
     return "refund", RefundRequest(payment_channel_reference=payment.channel_reference, **common)
 
 
-def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None = None) -> Operation:
+def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None = None) -> Made:
     """Call the candidates in order until one answers; commit before each call (the first commit
     also carries a newly written operation, so it is on record with its first attempt before any
     channel hears of it) and after an answer that leaves the operation open. A final outcome is
@@ -75,7 +84,6 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
     payment = session.get(Operation, op.payment_id) if op.payment_id else None
     candidates = list(op.routing.get("candidates") or [])
     attempts = attempts_of(session, op) if attempts is None else attempts
-    op.known_attempts = attempts
     seq = len(attempts)
     for channel_id in candidates:
         if not breaker.allow(channel_id):
@@ -84,7 +92,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         seq += 1
         if not _use_channel(session, op, channel_id):
             session.rollback()
-            return op
+            return Made(op, attempts)
         with pipelined(session):  # the attempt is on record before the channel hears of it
             attempt = _write_attempt(session, op, seq, channel_id)
             session.commit()
@@ -124,11 +132,11 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
                        result.channel_reference, raw, duration_ms=took)
         settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
                channel_reference=result.channel_reference)
-        return op  # the caller commits the outcome with its stored response
+        return Made(op, attempts)  # the caller commits the outcome with its stored response
     if op.status == PENDING and not transition(session, op, PROCESSING, routing=op.routing):
-        return op
+        return Made(op, attempts)
     settle(session, op, FAILED, "channel_error", "no candidate channel could be reached", attempts=attempts)
-    return op
+    return Made(op, attempts)
 
 
 def _ms(started: float) -> int:
@@ -136,13 +144,12 @@ def _ms(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
 
 
-def _as_it_is_now(session: Session, op: Operation) -> Operation:
+def _as_it_is_now(session: Session, op: Operation) -> Made:
     """After an answer that leaves the operation processing: re-read it, so the response shows a
     callback or status query that settled it meanwhile. Its first status query was set when the
     channel was chosen (``_use_channel``); a settled operation has none."""
     session.refresh(op)
-    op.known_attempts = attempts_of(session, op)
-    return op
+    return Made(op, attempts_of(session, op))
 
 
 def _use_channel(session: Session, op: Operation, channel_id: str) -> bool:

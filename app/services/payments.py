@@ -33,7 +33,7 @@ from app.domain.states import PENDING, PROCESSING, SUCCEEDED
 from app.services import ledger, routing, switches
 from app.services.accounts import get_account
 from app.services.listing import Page, page
-from app.services.operations import release_limits, run_channels, settle
+from app.services.operations import Made, release_limits, run_channels, settle
 from app.services.transitions import transition
 
 
@@ -43,16 +43,17 @@ def guard(kind: str) -> None:
         raise ServiceUnavailable(f"{kind} operations are paused; retry later.", code="operation_paused")
 
 
-def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Operation | None:
+def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Made | None:
     """Only a request that took over a dead request's claim (same key, same body) resumes the
     operation that request wrote, answering with it as it is; everything else starts afresh. (It
     is never pending: a new operation is committed only once it is processing, with its first
     attempt, and then status queries settle it.)"""
     if not session.info.get("idempotency_takeover"):
         return None
-    return session.scalars(select(Operation).where(Operation.merchant_id == merchant.id, Operation.kind == kind,
-                                                   Operation.livemode == merchant.livemode,
-                                                   Operation.idempotency_key == key)).first()
+    op = session.scalars(select(Operation).where(Operation.merchant_id == merchant.id, Operation.kind == kind,
+                                                 Operation.livemode == merchant.livemode,
+                                                 Operation.idempotency_key == key)).first()
+    return Made(op) if op is not None else None
 
 
 def _reserve(decision, facts: dict, amount: int, currency: str, livemode: bool = False) -> dict | None:
@@ -98,24 +99,25 @@ def _write(session: Session, op: Operation) -> None:
 
 
 @contextlib.contextmanager
-def _giving_back_limits(op: Operation):
+def _giving_back_limits(op: Operation, decision: dict):
     """Steps that may still refuse the operation after its velocity limits were reserved: a
     refusal rolls the operation back, so the reservation goes back too, and the 402 carries
-    the decision."""
+    the ``decision`` (as ``Decision.to_dict`` gives it)."""
     try:
         yield
     except BaseException as exc:
         if op.limit_reservation:
             release_limits(op.limit_reservation)
         if isinstance(exc, PaymentDeclined) and "decision" not in exc.extra:
-            exc.extra["decision"] = op.decision
+            exc.extra["decision"] = decision
         raise
 
 
 def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str, *, amount: int, currency: str,
-           routing_view: dict | None = None, decision=None, **fields) -> Operation:
+           routing_view: dict | None = None, decision=None, **fields) -> tuple[Operation, dict]:
     """Decide, reserve limits and write the operation as pending; not yet committed. It moves to
-    processing with its first channel (run_channels) or before it settles inside the ledger."""
+    processing with its first channel (run_channels) or before it settles inside the ledger.
+    Returns the operation and the decision as a later refusal reports it."""
     facts = routing.facts(kind, merchant, body, amount=amount, currency=currency)
     if decision is None:
         decision = routing.decide(kind, merchant, body, amount=amount, currency=currency, split_key=key)
@@ -131,18 +133,16 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
         routing=routing_view or {k: payload[k] for k in ("ruleset_version", "matched_rules", "candidates", "dropped",
                                                           "channel")},
         request_id=context.current_request_id(), **fields)
-    op.decision = payload  # not a column: what a later refusal reports
-    op.known_attempts = []  # not a column: a new operation has no attempts yet
     context.set_object_id(op.id)
-    with _giving_back_limits(op):
+    with _giving_back_limits(op, payload):
         _write(session, op)
-    return op
+    return op, payload
 
 
-def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
+def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
     guard("payment")
-    if (op := _resume(session, merchant, key, "payment")) is not None:
-        return op
+    if (made := _resume(session, merchant, key, "payment")) is not None:
+        return made
     method = body["payment_method"]
     account = None
     if method["type"] == "balance":
@@ -156,49 +156,50 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
         view = _ledger_only_view(decision)
     else:
         decision = view = None
-    op = _start(session, merchant, "payment", body, key, amount=body["amount"], currency=body["currency"],
-                decision=decision, routing_view=view, customer=body.get("customer"), payment_method=method,
-                description=body.get("description"), account_id=account.id if account else None)
+    op, decided = _start(session, merchant, "payment", body, key, amount=body["amount"], currency=body["currency"],
+                         decision=decision, routing_view=view, customer=body.get("customer"), payment_method=method,
+                         description=body.get("description"), account_id=account.id if account else None)
     if account is not None:
-        with _giving_back_limits(op):
+        with _giving_back_limits(op, decided):
             transition(session, op, PROCESSING)
-            settle(session, op, SUCCEEDED)  # moves the money inside the ledger; 402 if the balance is short
-        return op  # committed with the stored response
+            settle(session, op, SUCCEEDED, attempts=[])  # inside the ledger; 402 if the balance is short
+        return Made(op, [])  # committed with the stored response
     return run_channels(session, op, attempts=[])
 
 
-def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
+def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
     guard("topup")
-    if (op := _resume(session, merchant, key, "topup")) is not None:
-        return op
+    if (made := _resume(session, merchant, key, "topup")) is not None:
+        return made
     if body["payment_method"]["type"] == "balance":
         raise InvalidRequest("a top-up pays in from outside: payment_method cannot be balance",
                              param="payment_method[type]")
     account = _account_in(session, merchant, body)
-    op = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
-                payment_method=body["payment_method"], account_id=account.id, customer=account.customer)
+    op, _decided = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
+                          payment_method=body["payment_method"], account_id=account.id, customer=account.customer)
     return run_channels(session, op, attempts=[])
 
 
-def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
+def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
     guard("withdrawal")
-    if (op := _resume(session, merchant, key, "withdrawal")) is not None:
-        return op
+    if (made := _resume(session, merchant, key, "withdrawal")) is not None:
+        return made
     account = _account_in(session, merchant, body)
     facts_body = {**body, "customer": account.customer}
-    op = _start(session, merchant, "withdrawal", facts_body, key, amount=body["amount"], currency=body["currency"],
-                destination=body["destination"], account_id=account.id, customer=account.customer)
+    op, decided = _start(session, merchant, "withdrawal", facts_body, key, amount=body["amount"],
+                         currency=body["currency"], destination=body["destination"], account_id=account.id,
+                         customer=account.customer)
     # The hold: available → pending on the same account, refused (402, nothing written) if short.
-    with _giving_back_limits(op):
+    with _giving_back_limits(op, decided):
         ledger.post(session, merchant_id=merchant.id, kind="withdrawal_hold", source_id=op.id,
                     legs=[ledger.Leg(account, -op.amount), ledger.Leg(account, op.amount, ledger.PENDING)])
     return run_channels(session, op, attempts=[])
 
 
-def create_refund(session: Session, merchant: Merchant, body: dict, key: str) -> Operation:
+def create_refund(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
     guard("refund")
-    if (op := _resume(session, merchant, key, "refund")) is not None:
-        return op
+    if (made := _resume(session, merchant, key, "refund")) is not None:
+        return made
     payment = get_operation(session, merchant, "payment", body["payment"], param="payment")
     if payment.status != SUCCEEDED:
         raise Unprocessable(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
@@ -229,16 +230,16 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
     if reserved.rowcount != 1:
         raise Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
                             code="refund_exceeds_payment")
-    op = _start(session, merchant, "refund", {**body, "customer": payment.customer}, key, amount=amount,
-                currency=payment.currency, decision=decision, routing_view=view,
-                fee=0, payment_id=payment.id, reason=body.get("reason"), customer=payment.customer,
-                account_id=None)
+    op, decided = _start(session, merchant, "refund", {**body, "customer": payment.customer}, key, amount=amount,
+                         currency=payment.currency, decision=decision, routing_view=view,
+                         fee=0, payment_id=payment.id, reason=body.get("reason"), customer=payment.customer,
+                         account_id=None)
     op.channel = payment.channel
     if not payment.channel:  # a balance payment is refunded inside the ledger
-        with _giving_back_limits(op):
+        with _giving_back_limits(op, decided):
             transition(session, op, PROCESSING)
-            settle(session, op, SUCCEEDED)
-        return op  # committed with the stored response
+            settle(session, op, SUCCEEDED, attempts=[])
+        return Made(op, [])  # committed with the stored response
     return run_channels(session, op, attempts=[])
 
 

@@ -7,7 +7,7 @@ own newest ``limit + 1`` rows past the cursor) and merged.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from datetime import datetime
 
 from sqlalchemy import literal_column, select, tuple_
@@ -39,7 +39,8 @@ class Criteria:
     until: datetime | None = None
 
     def checked(self) -> Criteria:
-        cleaned = {k: (v.strip() or None) if isinstance(v, str) else v for k, v in self.__dict__.items()}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        cleaned = {k: (v.strip() or None) if isinstance(v, str) else v for k, v in values.items()}
         out = replace(self, **cleaned)
         if out.kind is not None and out.kind not in OperationKind.values():
             raise InvalidRequest(f"kind is one of {', '.join(OperationKind.values())}", param="kind")

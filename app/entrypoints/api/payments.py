@@ -20,7 +20,12 @@ CREATORS = {
 def _create(collection: str):
     _kind, schema, creator = CREATORS[collection]
     key = request.headers.get("Idempotency-Key")
-    return create(schema, lambda s, body: (201, view(s, creator(s, g.merchant, body, key))))
+
+    def made(s, body):
+        result = creator(s, g.merchant, body, key)
+        return 201, view(s, result.operation, result.attempts)
+
+    return create(schema, made)
 
 
 def _list(collection: str):
