@@ -21,11 +21,13 @@ setup-test: $(BIN)/python
 demo: setup
 	$(BIN)/payrouter demo
 
-## Set everything up and run the whole test suite (embedded defaults unless DATABASE_URL / REDIS_URL are set).
+## Set everything up and run the test suite (embedded defaults unless DATABASE_URL / REDIS_URL are set).
+## Tests marked slow (soak, install) run only when CI is set, as .ci/run sets it: CI=1 make test runs all.
+PYTEST_MARKS ?= $(if $(CI),,-m "not slow")
 test: setup-test
 	$(BIN)/ruff check app rules channels tests bench worker.py admin schemas
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_MARKS) $(PYTEST_ARGS)
 
 ## Schemathesis against a live server: every operation of /openapi.json, boundary values and FUZZ_EXAMPLES
 ## generated cases each (test runs a few); no 5xx, every answer as documented. On PostgreSQL: DATABASE_URL=… make fuzz

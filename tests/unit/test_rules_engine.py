@@ -45,6 +45,7 @@ def requests(n: int, seed: int = 1) -> list[dict]:
                       {"tier": rnd.choice(["gold", "silver"])} if rnd.random() < 0.7 else {}) for _ in range(n)]
 
 
+@pytest.mark.slow
 def test_eight_threads_agree_with_single_thread():
     engine = CompiledRules(RULES, version=1)
     reqs = requests(2_000)
@@ -83,6 +84,7 @@ def test_rss_flat_over_200000_decisions():
     assert grown < 4 * 2**20, f"RSS grew {grown / 2**20:.1f} MiB"
 
 
+@pytest.mark.slow
 def test_500_compile_swap_cycles_keep_memory_flat():
     slot = RulesSlot(CompiledRules(RULES, version=0))
     fact = {"amount": 100, "currency": "USD", "customer.country": "FR"}
