@@ -58,8 +58,8 @@ def _reset_process_caches() -> None:
     switches.reset_cache()
     circuit_overrides.reset_cache()
     channels_runtime.reset()
-    merchants._auth_cache.clear()
-    ledger._system_accounts.clear()
+    merchants.reset_cache()
+    ledger.reset_cache()
     breaker.reset()
 
 

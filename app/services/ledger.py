@@ -77,6 +77,11 @@ _system_accounts: dict[tuple[str, str, str, str], SystemAccount] = {}
 _PENDING_IDS = "payrouter.system_ids"  # session.info: accounts seen in a transaction not yet committed
 
 
+def reset_cache() -> None:
+    """Forget the system accounts seen: for tests that empty the database under a running process."""
+    _system_accounts.clear()
+
+
 @event.listens_for(Session, "after_commit")
 def _remember_system_ids(session: Session) -> None:
     """Only accounts of committed rows are cached for the process: an account created (or first

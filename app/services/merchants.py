@@ -38,6 +38,11 @@ def _forget_keys() -> None:
 notify.on_change("api_keys", _forget_keys)
 
 
+def reset_cache() -> None:
+    """Forget every cached authentication (as a revocation notice does): for tests that empty the database."""
+    _forget_keys()
+
+
 @dataclass(frozen=True)
 class MerchantScope:
     """A merchant as one API key sees it (contract §1, modes): what a service needs of the
