@@ -1,10 +1,9 @@
-"""One money type: integer minor units plus an ISO 4217 currency.
+"""Money is an integer of minor units in an ISO 4217 currency, end to end (see docs/design.md, "Money").
 
 Decimal appears only for percentages; ``round_minor`` is the one rounding function.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
 # ISO 4217 minor-unit exponents for the currencies we accept.
@@ -19,14 +18,6 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 
 # Largest amount we accept in minor units: fits a signed 64-bit column with room for sums.
 MAX_AMOUNT = 10**15
-
-
-class CurrencyMismatch(ValueError):
-    """Two Money values of different currencies were combined."""
-
-
-def exponent(currency: str) -> int:
-    return CURRENCY_EXPONENTS[currency]
 
 
 def is_currency(code: object) -> bool:
@@ -45,46 +36,3 @@ def percent_of(minor: int, percent: Decimal | str) -> Decimal:
     if isinstance(percent, float) or isinstance(minor, float):
         raise TypeError("no floats where money flows")
     return Decimal(minor) * Decimal(percent) / Decimal(100)
-
-
-@dataclass(frozen=True, slots=True)
-class Money:
-    minor: int
-    currency: str
-
-    def __post_init__(self):
-        if type(self.minor) is not int:
-            raise TypeError("Money.minor must be an int (minor units)")
-        if self.currency not in CURRENCY_EXPONENTS:
-            raise ValueError(f"unknown currency {self.currency!r}")
-
-    def _check(self, other: "Money") -> None:
-        if not isinstance(other, Money):
-            raise TypeError("Money only combines with Money")
-        if other.currency != self.currency:
-            raise CurrencyMismatch(f"{self.currency} vs {other.currency}")
-
-    def __add__(self, other: "Money") -> "Money":
-        self._check(other)
-        return Money(self.minor + other.minor, self.currency)
-
-    def __sub__(self, other: "Money") -> "Money":
-        self._check(other)
-        return Money(self.minor - other.minor, self.currency)
-
-    def __neg__(self) -> "Money":
-        return Money(-self.minor, self.currency)
-
-    def __lt__(self, other: "Money") -> bool:
-        self._check(other)
-        return self.minor < other.minor
-
-    def __le__(self, other: "Money") -> bool:
-        self._check(other)
-        return self.minor <= other.minor
-
-    def __str__(self) -> str:
-        exp = exponent(self.currency)
-        sign = "-" if self.minor < 0 else ""
-        whole, frac = divmod(abs(self.minor), 10**exp) if exp else (abs(self.minor), 0)
-        return f"{sign}{whole}.{frac:0{exp}d} {self.currency}" if exp else f"{sign}{whole} {self.currency}"
