@@ -50,7 +50,7 @@ class SandboxChannel(Channel):
     def __init__(self, spec, secret: str):
         super().__init__(spec, secret)
         base_url = spec.config.get("base_url") or DEFAULT_BASE_URL
-        self.client = SandboxClient(base_url, spec.id, secret, spec.timeout_ms)
+        self.client = SandboxClient(base_url, spec.id, secret, spec.timeout_ms, config=spec.config)
 
     def _require(self, operation: str) -> None:
         if operation not in self.operations:

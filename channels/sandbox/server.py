@@ -38,8 +38,8 @@ from channels.config import (
 )
 from channels.registry import resolve_adapter
 from channels.sandbox.callbacks import CallbackSender
-from channels.sandbox.httpd import HTTPServer, Reply, Request
 from channels.sandbox.outcomes import outcome_for
+from channels.sandbox.serving import Reply, Request, Server
 from channels.sandbox.store import Operation, Store, rfc3339
 
 log = logging.getLogger("payrouter.sandbox")
@@ -273,21 +273,17 @@ class SandboxServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, channels_path=None, **options):
         self.psp = SandboxPSP(channels_path, **options)
-        self._server = HTTPServer(host, port, self.psp.handle)
+        self._server = Server(host, port, self.psp.handle)
         self.port = self._server.port
         self.url = f"http://{host}:{self.port}"
-        self._thread: threading.Thread | None = None
 
     def start(self) -> "SandboxServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="sandbox-server", daemon=True)
-        self._thread.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
         self.psp.close()
         self._server.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def __enter__(self) -> "SandboxServer":
         return self.start()
@@ -298,18 +294,18 @@ class SandboxServer:
 
 def run(host: str = "127.0.0.1", port: int = 8090, channels_path=None, **options) -> None:
     """Serve the sandbox in the foreground until stopped (``payrouter sandbox --port``): one process,
-    as the operations live in its memory, with a thread per kept-alive connection. Idle connections
-    are kept 15 s (the client reuses one only within 1.5 s, and checks it is still open)."""
+    as the operations live in its memory (channels.sandbox.serving)."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     psp = SandboxPSP(channels_path, **options)
-    server = HTTPServer(host, port, psp.handle, idle_timeout=15.0)
-    signal.signal(signal.SIGTERM, lambda *_: server.request_stop())
+    server = Server(host, port, psp.handle)
+    # From a thread of its own: the handler may interrupt the serving thread inside the lock it needs.
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.request_stop).start())
     log.info("sandbox PSP on http://%s:%s serving %s", host, server.port, ", ".join(psp.channels))
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        server.request_stop()
+        server.stop()
     finally:
         psp.close()
 

@@ -1,12 +1,12 @@
-"""The sandbox channel's HTTP transport against real sockets: a kept-alive connection the channel
-drops as a request goes out is retried once on a new connection (with the same Idempotency-Key),
-instead of leaving the payment's outcome unknown."""
+"""The sandbox channel's client on the channel HTTP layer, against real sockets: a kept-alive
+connection the channel drops as a request goes out is retried once on a new connection (with the
+same Idempotency-Key), instead of leaving the payment's outcome unknown. (The layer's own tests,
+with these servers: test_channel_http.py.)"""
 from __future__ import annotations
 
 import json
 import socket
 import threading
-import time
 
 import pytest
 
@@ -209,84 +209,6 @@ def _ok(body: bytes, extra: bytes = b"") -> bytes:
     return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n%s" % (len(body), extra, body)
 
 
-def test_transport_keeps_connections_alive_and_reads_every_framing():
-    from channels.sandbox.transport import Transport
-
-    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nWiki\r\n6;x=1\r\npedia \r\n0\r\n\r\n"
-    interim = b"HTTP/1.1 100 Continue\r\n\r\n" + _ok(b"after 100")
-    s = ScriptedServer([_ok(b'{"a":1}'), chunked, interim, b"HTTP/1.1 204 No Content\r\n\r\n",
-                        _ok(b"last", b"Connection: close\r\n"), b"HTTP/1.0 200 OK\r\n\r\nto the end"])
-    try:
-        transport = Transport(s.url, timeout_s=2)
-        assert transport.request("POST", "/x", {"A": "b"}, b"{}") == (200, b'{"a":1}')
-        assert transport.request("GET", "/y?q=1", {}) == (200, b"Wikipedia ")
-        assert transport.request("GET", "/z", {}) == (200, b"after 100")
-        assert transport.request("GET", "/n", {}) == (204, b"")
-        assert transport.request("GET", "/c", {}) == (200, b"last")
-        assert s.connections == 1  # all of that on one kept-alive connection
-        assert transport.request("GET", "/old", {}) == (200, b"to the end")  # closed: a new one
-        assert s.connections == 2
-        line, head, body = s.requests[0]
-        assert line == "POST /x HTTP/1.1" and head["a"] == "b" and head["content-length"] == "2" and body == b"{}"
-        assert head["host"] == s.url.removeprefix("http://")
-    finally:
-        s.close()
-
-
-def test_transport_reports_what_went_wrong_by_kind():
-    from channels.sandbox.transport import BadAnswer, Dropped, NotSent, ReadTimeout, Transport
-    from tests.live import free_port
-
-    with pytest.raises(NotSent):  # nothing listens: never sent
-        Transport(f"http://127.0.0.1:{free_port()}", timeout_s=1).request("POST", "/x", {}, b"{}")
-    truncated = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nshort"
-    s = ScriptedServer([None, truncated, b"SMTP ready\r\n\r\n"])
-    try:
-        with pytest.raises(ReadTimeout):  # sent, then silence
-            Transport(s.url, timeout_s=0.3).request("POST", "/x", {}, b"{}")
-        with pytest.raises(Dropped):  # the connection closed in the middle of the body
-            Transport(s.url, timeout_s=2).request("GET", "/x", {})
-        with pytest.raises(BadAnswer):
-            Transport(s.url, timeout_s=2).request("GET", "/x", {})
-    finally:
-        s.close()
-
-
-def test_transport_does_not_reuse_a_connection_the_channel_closed_while_idle():
-    """A server closes kept-alive connections left idle (gunicorn: after 2 s): the next request
-    goes on a new connection instead of failing as dropped, which would make a refusal look like
-    an unknown outcome."""
-    from channels.sandbox.transport import Transport
-
-    s = ScriptedServer([_ok(b"one"), _ok(b"two"), _ok(b"three")], idle_close=0.2)
-    try:
-        transport = Transport(s.url, timeout_s=2)
-        assert transport.request("POST", "/x", {}, b"{}") == (200, b"one")
-        time.sleep(0.5)  # the server has closed it meanwhile
-        assert transport.request("POST", "/x", {}, b"{}") == (200, b"two")
-        assert s.connections == 2
-        assert transport.request("POST", "/x", {}, b"{}") == (200, b"three")  # kept again
-        assert s.connections == 2
-    finally:
-        s.close()
-
-
-def test_transport_keeps_no_connection_with_bytes_beyond_the_answer():
-    from channels.sandbox.transport import BadAnswer, Transport
-
-    s = ScriptedServer([_ok(b"ok") + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstale", _ok(b"fresh"),
-                        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n"])
-    try:
-        transport = Transport(s.url, timeout_s=2)
-        assert transport.request("GET", "/a", {}) == (200, b"ok")
-        assert transport.request("GET", "/b", {}) == (200, b"fresh")  # not the stray "stale"
-        assert s.connections == 2
-        with pytest.raises(BadAnswer):
-            transport.request("GET", "/c", {})
-    finally:
-        s.close()
-
-
 def _sandbox_channel(url: str, secret: str = "secret"):
     from channels.config import ChannelSpec
     from channels.sandbox.adapter import SandboxChannel
@@ -314,46 +236,6 @@ def test_a_channel_reference_reaches_the_channel_as_one_encoded_path_segment(ref
         assert line2 == f"GET /v1/channels/sbx/operations?reference={segment.replace('%20', '+')} HTTP/1.1"
         assert "x-injected" not in head and "x-injected" not in head2 and body == b""
         assert s.connections == 1  # one kept-alive connection: nothing desynchronised it
-    finally:
-        s.close()
-
-
-@pytest.mark.parametrize("headers", [
-    {"Idempotency-Key": "att_1\r\nX-Injected: 1"},
-    {"Idempotency-Key": "att_1\nX-Injected: 1"},
-    {"Idempotency-Key": "att_1\rX-Injected: 1"},
-    {"Idempotency-Key": "att_1\x00"},
-    {"X-Injected: 1\r\nIdempotency-Key": "att_1"},
-    {"Bad Name": "1"},
-    {"Idempotency-Key": "att_\u2603"},  # not Latin-1: cannot be sent as it is
-])
-def test_a_header_that_could_add_a_header_is_refused_before_anything_is_sent(headers):
-    from channels.sandbox.transport import NotSent, Transport
-
-    s = ScriptedServer([_ok(b"fine")])
-    try:
-        transport = Transport(s.url, timeout_s=2)
-        with pytest.raises(NotSent) as refused:  # never sent: safe to re-route
-            transport.request("POST", "/charges", headers, b"{}")
-        assert type(refused.value).__name__ == "UnsafeRequest"
-        assert "att_1" not in str(refused.value)  # a header's value (a credential, say) is never echoed
-        assert transport.request("POST", "/charges", {"Idempotency-Key": "att_1"}, b"{}") == (200, b"fine")
-        assert [line for line, _, _ in s.requests] == ["POST /charges HTTP/1.1"]  # only the good one arrived
-        assert s.connections == 1
-    finally:
-        s.close()
-
-
-@pytest.mark.parametrize("method,target", [("GET", "/x HTTP/1.1\r\nX-Injected: 1\r\n\r\nGET /y"), ("GET", "/a b"),
-                                           ("GET", "/caf\u00e9"), ("GET /x HTTP/1.1\r\n", "/")])
-def test_a_request_line_that_could_add_a_header_is_refused_before_anything_is_sent(method, target):
-    from channels.sandbox.transport import NotSent, Transport
-
-    s = ScriptedServer([])
-    try:
-        with pytest.raises(NotSent, match="request target|method"):
-            Transport(s.url, timeout_s=2).request(method, target, {})
-        assert s.connections == 0 and s.requests == []
     finally:
         s.close()
 
