@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from app.domain.kinds import OperationKind  # noqa: E402
 from app.entrypoints.tuning import tune_gc_for_serving  # noqa: E402
 from rules.decide import decide, facts_for  # noqa: E402
 from rules.engine import CompiledRules  # noqa: E402
@@ -29,7 +30,7 @@ from rules.facts import flatten  # noqa: E402
 from rules.format import load  # noqa: E402
 from rules.reference import ReferenceRules  # noqa: E402
 
-TYPES = ["payment", "topup", "withdrawal", "refund"]
+TYPES = list(OperationKind.routed())
 CURRENCIES = ["USD", "EUR", "GBP", "JPY", "CNY", "BRL", "INR", "AUD", "CAD", "CHF"]
 COUNTRIES = ["US", "FR", "DE", "GB", "CN", "BR", "IN", "JP", "NG", "KP", "IR", "ES", "IT", "MX"]
 METHODS = ["card", "wallet", "bank_transfer"]
