@@ -2,8 +2,9 @@
 
 ``validate`` reports every problem at once as ``Problem(rule_id, path, message, line)``;
 ``load`` returns a ``RuleSet`` or raises ``RulesInvalid`` carrying that list. Checks:
-the JSON Schema in ``schemas/rules.schema.json`` (draft 2020-12), then static checks
-(facts, types, currencies, regexes, channels, split weights, duplicate ids, conditions that
+the JSON Schema in ``schemas/rules.schema.json`` (draft 2020-12), the one statement of a file's
+shape, its refusals put in an author's words here; then what a schema cannot say (``rules.parse``:
+facts and their values, currencies, regexes, channels, split sums, duplicate ids, conditions that
 can never be true) and the durable-rules engine limits (``rules.compiler.engine_problems``).
 
 YAML is read with booleans restricted to true/false, so ``in: [NO, SE]`` keeps Norway.
@@ -15,6 +16,7 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
+from string import Template
 from typing import Any
 
 import jsonschema
@@ -149,50 +151,134 @@ def _rule_id_for(path: str, data: Any) -> str | None:
     return rule.get("id") if isinstance(rule, dict) and isinstance(rule.get("id"), str) else None
 
 
+# What the schema refuses, in the words a rule author reads: keyed by the schema node that refused
+# (a $defs name, "file" for the top level, "<def>.<property>" for a property written in place,
+# "<def>.*" for the values of a map). The schema is the one statement of a rule file's shape;
+# rules/parse.py checks only what it cannot say (facts and their values, channels, sums, bounds
+# between fields, duplicates, conditions that can never be true).
+_UNKNOWN_KEY = {
+    "file": "unknown top-level key {key!r}",
+    "rule": "unknown rule key {key!r}",
+    "then": "unknown key {key!r} (allowed: {allowed})",
+    "defaults": "unknown key {key!r} (allowed: {allowed})",
+    "fee": "unknown fee key {key!r}",
+    "limits": "unknown limit {key!r}",
+}
+_DAILY = "expected {per: customer|merchant, max: non-negative integer}"
+_SPLIT = "split takes {channel: positive integer weight}"
+_ROUTE = "route takes a non-empty list of channel ids"
+# node → (message, how many path steps up the problem is reported: the field, not a part of it); a message
+# is a string.Template of $value (its repr), $key (the field's name) and $kind (the value, or "a number")
+_SHAPES: dict[str, tuple[str, int]] = {
+    "file": ("a rule file is an object with 'rules' (a list) and optional 'defaults'", 0),
+    "file.rules": ("'rules' must be a list", 0),
+    "rule": ("a rule must be an object {id, priority, when, then}", 0),
+    "id": ("id must be a short string of letters, digits, _ . : -, got $value", 0),
+    "rule.priority": ("priority must be an integer in ±1000000, got $value", 0),
+    "then": ("expected an object with some of: decline, route, split, fee, limits", 0),
+    "defaults": ("expected an object with some of: route, split, fee", 0),
+    "then.decline": ("decline takes a snake_case code such as country_blocked", 0),
+    "route": (_ROUTE, 0),
+    "split": (_SPLIT, 0),
+    "split.*": (_SPLIT, 1),
+    "fee": ("fee must be an object {percent, fixed, min, max}", 0),
+    "percent": ('percent must be a decimal string like "2.9", got $kind (no floats)', 0),
+    "minor": ("$key must be a non-negative integer in minor units, got $value", 0),
+    "daily": (_DAILY, 0),
+    "daily.per": (_DAILY, 1),
+    "limits": ("limits must be a non-empty object", 0),
+    "scalars": ("$key takes a non-empty list", 0),
+    "condition.exists": ("exists takes true or false, got $value", 0),
+    "condition.matches": ("matches takes a non-empty regular expression string", 0),
+}
+_RAW = "schema: "  # a refusal with no words of ours: jsonschema's message follows
+_SHAPE_CHECKS = {"type", "pattern", "minimum", "maximum", "minItems", "minProperties", "minLength", "enum",
+                 "required", "additionalProperties", "propertyNames"}
+
+
+@lru_cache(maxsize=1)
+def _node_names() -> dict[int, str]:
+    schema = schema_validator().schema
+    names = {id(schema): "file"}
+    for prop, node in schema["properties"].items():
+        names.setdefault(id(node), f"file.{prop}")
+    for name, node in schema["$defs"].items():
+        names[id(node)] = name
+    for name, node in schema["$defs"].items():
+        for prop, sub in node.get("properties", {}).items():
+            names.setdefault(id(sub), f"{name}.{prop}")
+        if isinstance(node.get("additionalProperties"), dict):
+            names.setdefault(id(node["additionalProperties"]), f"{name}.*")
+    return names
+
+
+def _in_words(error: jsonschema.ValidationError) -> list[tuple[str, str]]:
+    parts = [str(p) for p in error.absolute_path]
+    path = "".join(f"/{p}" for p in parts)
+    name = _node_names().get(id(error.schema))
+    value = error.instance
+    if error.validator == "additionalProperties" and name in _UNKNOWN_KEY:
+        allowed = list(error.schema.get("properties", {}))
+        return [(f"{path}/{key}", _UNKNOWN_KEY[name].format(key=key, allowed=", ".join(allowed)))
+                for key in value if key not in allowed]
+    if error.validator == "required" and name == "file":  # the one required key: rules
+        return [(f"/{key}", _SHAPES[f"file.{key}"][0]) for key in error.validator_value if key not in value]
+    if error.validator == "required" and name == "rule":  # a rule without an id is told what an id is
+        return [(f"{path}/id", Template(_SHAPES["id"][0]).substitute(value=None)) if key == "id"
+                else (path, f"missing {key!r}") for key in error.validator_value if key not in value]
+    if name == "channel":  # a route's channel, or a split's channel name
+        name, parts = ("route", parts[:-1]) if parts and parts[-1].isdigit() else ("split", parts)
+        path = "".join(f"/{p}" for p in parts)
+        return [(path, _ROUTE if name == "route" else _SPLIT)]
+    if error.validator == "not" and name in ("then", "defaults"):  # not both route and split
+        return [(path, "route and split are exclusive")] if isinstance(value, dict) else []
+    if name == "minor" and len(parts) > 1 and parts[-2] in ("daily_amount", "daily_count"):
+        name = "daily.per"  # a daily limit's max: the limit is named, as for its other parts
+    if name in _SHAPES and error.validator in _SHAPE_CHECKS:
+        message, up = _SHAPES[name]
+        key = parts[-1] if parts else ""
+        kind = "a number" if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
+        return [("".join(f"/{p}" for p in parts[:len(parts) - up]),
+                 Template(message).safe_substitute(value=repr(value), key=key, kind=kind))]
+    return [(path, f"{_RAW}{error.message}")]
+
+
 def _schema_problems(data: Any) -> list[tuple[str, str]]:
-    out = []
+    out: list[tuple[str, str]] = []
     for error in schema_validator().iter_errors(data):
         if error.context:  # oneOf/anyOf: the most specific branch error says the most
             error = jsonschema.exceptions.best_match(error.context) or error
-        path = "".join(f"/{p}" for p in error.absolute_path)
-        out.append((path, f"schema: {error.message}"))
+        out.extend(problem for problem in _in_words(error) if problem not in out)
     return out
 
 
+def _said_better(path: str, message: str, covered: set[str]) -> bool:
+    """Whether a check of rules/parse.py already tells a schema problem better: the schema's own words
+    ("schema: …", on conditions and values whose facts those checks read) give way to a check's problem
+    anywhere above or below it; a problem put in an author's words, only to one at the same place."""
+    if message.startswith(_RAW):
+        return any(path.startswith(c) or c.startswith(path) for c in covered if c)
+    return path in covered
+
+
 def _parse(data: Any, known: set[str] | None, out: parse.Collector) -> RuleSet | None:
+    """The model of ``data``, with the problems only code can find; its shape (keys, types, forms) is the
+    schema's to check (``_schema_problems``), so what does not fit it is skipped here without a word."""
     if not isinstance(data, dict):
-        out.add("", "a rule file is an object with 'rules' (a list) and optional 'defaults'")
         return None
-    for key in data:
-        if key not in ("rules", "defaults"):
-            out.add(f"/{key}", f"unknown top-level key {key!r}")
     raw_rules = data.get("rules")
-    if not isinstance(raw_rules, list):
-        out.add("/rules", "'rules' must be a list")
-        raw_rules = []
     rules: list[Rule] = []
     first_seen: dict[str, int] = {}
-    for i, raw in enumerate(raw_rules):
+    for i, raw in enumerate(raw_rules if isinstance(raw_rules, list) else []):
         path = f"/rules/{i}"
         out.rule_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
         if not isinstance(raw, dict):
-            out.add(path, "a rule must be an object {id, priority, when, then}")
             continue
-        for key in raw:
-            if key not in ("id", "priority", "when", "then"):
-                out.add(f"{path}/{key}", f"unknown rule key {key!r}")
         rid, priority = raw.get("id"), raw.get("priority", 0)
-        if not isinstance(rid, str) or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$", rid):
-            out.add(f"{path}/id", f"id must be a short string of letters, digits, _ . : -, got {rid!r}")
-        elif rid in first_seen:
+        if isinstance(rid, str) and rid in first_seen:
             out.add(f"{path}/id", f"duplicate id {rid!r} (first used by rules/{first_seen[rid]})")
-        else:
+        elif isinstance(rid, str):
             first_seen[rid] = i
-        if type(priority) is not int or not -1_000_000 <= priority <= 1_000_000:
-            out.add(f"{path}/priority", f"priority must be an integer in ±1000000, got {priority!r}")
-        for key in ("when", "then"):
-            if key not in raw:
-                out.add(path, f"missing {key!r}")
         when = parse.condition(raw["when"], f"{path}/when", out) if "when" in raw else None
         then = parse.then(raw["then"], f"{path}/then", out, known) if "then" in raw else None
         if when is not None and then is not None and isinstance(rid, str) and type(priority) is int:
@@ -200,7 +286,7 @@ def _parse(data: Any, known: set[str] | None, out: parse.Collector) -> RuleSet |
     out.rule_id = None
     defaults = Then()
     if "defaults" in data:
-        defaults = parse.then(data["defaults"], "/defaults", out, known, defaults=True) or Then()
+        defaults = parse.then(data["defaults"], "/defaults", out, known) or Then()
     return RuleSet(tuple(rules), defaults)
 
 
@@ -214,7 +300,7 @@ def check(source: Any, known_channels: set[str] | None = None) -> tuple[RuleSet 
     found = [(p, m, rid) for rid, p, m in out.items]
     covered = {p for p, _, _ in found}
     for path, message in _schema_problems(data):
-        if not any(path.startswith(c) or c.startswith(path) for c in covered if c):
+        if not _said_better(path, message, covered):
             found.append((path, message, _rule_id_for(path, data)))
     if not found and ruleset is not None:
         from rules.compiler import engine_problems  # late import: compiler depends on the model only

@@ -1,8 +1,16 @@
-"""Plain data (from YAML/JSON) → model objects, collecting every problem with its path."""
+"""Plain data (from YAML/JSON) → model objects, collecting every problem with its path.
+
+Only what ``schemas/rules.schema.json`` cannot say is checked here: facts and the values each takes,
+operators that need a numeric or string fact, regular expressions (RE2), conditions that can never be
+true, channels, split sums, bounds between two fields, duplicates. A value whose shape the schema refuses
+is skipped without a word (rules/format.py words the schema's refusal). Conditions keep their own checks
+of form: the schema's condition is a oneOf over the shapes, and its refusal cannot name the shape the
+author meant ("exactly one operator", "unknown operator 'between'").
+"""
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from app.domain.kinds import OperationKind
@@ -81,27 +89,25 @@ def _atom(obj: dict, path: str, out: Collector) -> Atom | None:
             return None
         ok = _scalar(fact, value, vpath, out, domain=False)
     elif op in ("in", "not_in"):
-        if not isinstance(value, list) or not value:
-            out.add(vpath, f"{op} takes a non-empty list")
+        if not isinstance(value, list) or not value:  # the schema says so (scalars)
             return None
         ok = all([_scalar(fact, v, f"{vpath}/{i}", out) for i, v in enumerate(value)])
         if ok and len(set(value)) != len(value):
             out.add(vpath, f"{op} list has duplicates")
         value = tuple(value)
     elif op == "matches":
-        if is_numeric(fact) or not isinstance(value, str) or not value:
-            out.add(vpath, f"matches takes a non-empty regular expression string on a string fact ({fact} is not)"
-                    if is_numeric(fact) else "matches takes a non-empty regular expression string")
+        if is_numeric(fact):
+            out.add(vpath, f"matches takes a non-empty regular expression string on a string fact ({fact} is not)")
+            return None
+        if not isinstance(value, str) or not value:  # the schema says so
             return None
         why = patterns.problem(value)
         if why is not None:
             out.add(vpath, f"invalid regular expression {value!r}: {why}")
             return None
         ok = True
-    else:  # exists
+    else:  # exists: true or false, as the schema says
         ok = isinstance(value, bool)
-        if not ok:
-            out.add(vpath, f"exists takes true or false, got {value!r}")
     return Atom(fact, op, value) if ok else None
 
 
@@ -140,92 +146,53 @@ def condition(obj: Any, path: str, out: Collector, depth: int = 0) -> Condition 
     return All(tuple(items)) if key == "all" else AnyOf(tuple(items))
 
 
-def _minor(obj: dict, key: str, path: str, out: Collector) -> int | None:
-    if key not in obj:
-        return None
-    value = obj[key]
-    if not _is_int(value) or not 0 <= value <= MAX_AMOUNT:
-        out.add(f"{path}/{key}", f"{key} must be a non-negative integer in minor units, got {value!r}")
-        return None
-    return value
+def _minor(obj: dict, key: str) -> int | None:
+    value = obj.get(key)
+    return value if _is_int(value) and 0 <= value <= MAX_AMOUNT else None
 
 
 def fee(obj: Any, path: str, out: Collector) -> Fee | None:
     if not isinstance(obj, dict):
-        out.add(path, "fee must be an object {percent, fixed, min, max}")
         return None
-    for key in obj:
-        if key not in ("percent", "fixed", "min", "max"):
-            out.add(f"{path}/{key}", f"unknown fee key {key!r}")
     percent = obj.get("percent", "0")
-    if not isinstance(percent, str) or not _PERCENT.match(percent):
-        kind = "a number" if isinstance(percent, (int, float)) and not isinstance(percent, bool) else repr(percent)
-        out.add(f"{path}/percent", f'percent must be a decimal string like "2.9", got {kind} (no floats)')
-        percent = None
-    else:
-        try:
-            percent = Decimal(percent)
-        except InvalidOperation:  # pragma: no cover - the pattern already guards this
-            percent = None
-    fixed, low, high = (_minor(obj, k, path, out) for k in ("fixed", "min", "max"))
+    percent = Decimal(percent) if isinstance(percent, str) and _PERCENT.match(percent) else None
+    fixed, low, high = (_minor(obj, k) for k in ("fixed", "min", "max"))
     if low is not None and high is not None and low > high:
         out.add(path, f"fee min {low} is above max {high}")
     return Fee(percent, fixed or 0, low, high) if percent is not None else None
 
 
-def _daily(obj: Any, path: str, out: Collector) -> Daily | None:
-    if not isinstance(obj, dict) or obj.get("per") not in ("customer", "merchant") or not _is_int(obj.get("max")) \
-            or obj["max"] < 0 or set(obj) - {"per", "max"}:
-        out.add(path, "expected {per: customer|merchant, max: non-negative integer}")
-        return None
-    return Daily(obj["per"], obj["max"])
+def _daily(obj: Any) -> Daily | None:
+    if isinstance(obj, dict) and obj.get("per") in ("customer", "merchant") and _minor(obj, "max") is not None:
+        return Daily(obj["per"], obj["max"])
+    return None
 
 
 def limits(obj: Any, path: str, out: Collector) -> Limits | None:
-    if not isinstance(obj, dict) or not obj:
-        out.add(path, "limits must be a non-empty object")
+    if not isinstance(obj, dict):
         return None
-    for key in obj:
-        if key not in ("max_amount", "min_amount", "daily_amount", "daily_count"):
-            out.add(f"{path}/{key}", f"unknown limit {key!r}")
-    hi, lo = _minor(obj, "max_amount", path, out), _minor(obj, "min_amount", path, out)
+    hi, lo = _minor(obj, "max_amount"), _minor(obj, "min_amount")
     if hi is not None and lo is not None and lo > hi:
         out.add(path, f"min_amount {lo} is above max_amount {hi}")
-    da = _daily(obj["daily_amount"], f"{path}/daily_amount", out) if "daily_amount" in obj else None
-    dc = _daily(obj["daily_count"], f"{path}/daily_count", out) if "daily_count" in obj else None
-    return Limits(hi, lo, da, dc)
+    return Limits(hi, lo, _daily(obj.get("daily_amount")), _daily(obj.get("daily_count")))
 
 
-def then(obj: Any, path: str, out: Collector, known: set[str] | None, *, defaults: bool = False) -> Then | None:
-    """Parse a ``then`` (or ``defaults`` when ``defaults``)."""
-    allowed = ("route", "split", "fee") if defaults else ("decline", "route", "split", "fee", "limits")
-    if not isinstance(obj, dict) or (not obj and not defaults):
-        out.add(path, f"expected an object with some of: {', '.join(allowed)}")
+def then(obj: Any, path: str, out: Collector, known: set[str] | None) -> Then | None:
+    """Parse a ``then`` (or the ``defaults``: which keys each takes is the schema's to say)."""
+    if not isinstance(obj, dict):
         return None
-    for key in obj:
-        if key not in allowed:
-            out.add(f"{path}/{key}", f"unknown key {key!r} (allowed: {', '.join(allowed)})")
     decline = obj.get("decline")
-    if decline is not None and (not isinstance(decline, str) or not re.match(r"^[a-z][a-z0-9_]{0,63}$", decline)):
-        out.add(f"{path}/decline", "decline takes a snake_case code such as country_blocked")
-    if "route" in obj and "split" in obj:
-        out.add(path, "route and split are exclusive")
     if decline is not None and ("route" in obj or "split" in obj or "fee" in obj):
         out.add(path, "a declining rule cannot also route, split or set a fee")
     route = split = None
-    if "route" in obj:
-        r = obj["route"]
-        if not isinstance(r, list) or not r or not all(isinstance(c, str) and c for c in r):
-            out.add(f"{path}/route", "route takes a non-empty list of channel ids")
-        else:
-            if len(set(r)) != len(r):
-                out.add(f"{path}/route", "route lists a channel twice")
-            route = tuple(r)
-    if "split" in obj:
-        s = obj["split"]
-        if not isinstance(s, dict) or not s or not all(_is_int(w) and w > 0 for w in s.values()):
-            out.add(f"{path}/split", "split takes {channel: positive integer weight}")
-        elif sum(s.values()) != 100:
+    r = obj.get("route")
+    if isinstance(r, list) and r and all(isinstance(c, str) and c for c in r):
+        if len(set(r)) != len(r):
+            out.add(f"{path}/route", "route lists a channel twice")
+        route = tuple(r)
+    s = obj.get("split")
+    if isinstance(s, dict) and s and all(_is_int(w) and w > 0 for w in s.values()):
+        if sum(s.values()) != 100:
             out.add(f"{path}/split", f"split weights sum to {sum(s.values())}, not 100")
         else:
             split = tuple((str(k), v) for k, v in s.items())

@@ -205,3 +205,19 @@ def test_missing_file_is_a_problem_not_a_crash(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"rules": []}))
     assert validate(path) == [] and validate(str(path)) == []
+
+
+def test_the_shape_of_a_rule_file_is_checked_once_by_its_schema():
+    """rules/parse.py leaves keys, types and forms to schemas/rules.schema.json and only builds the model:
+    a shape problem is reported once, in the words of rules/format.py, at the field."""
+    from rules import parse
+
+    out = parse.Collector()
+    assert parse.then({"reroute": 1, "decline": "Not Snake", "limits": {"daily_count": {"per": "device"}}},
+                      "/then", out, None) is not None
+    assert parse.fee({"percent": 2.9, "fixed": -1, "pct": 1}, "/fee", out) is None
+    assert out.items == []
+    problems = validate(doc(rule(then="{split: {sandbox: 0}, fee: {pct: '1'}}")), CHANNELS)
+    assert sorted((p.path, p.message) for p in problems) == [
+        ("/rules/0/then/fee/pct", "unknown fee key 'pct'"),
+        ("/rules/0/then/split", "split takes {channel: positive integer weight}")]
