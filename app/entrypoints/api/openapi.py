@@ -17,7 +17,7 @@ from functools import cache
 from flask import Blueprint, Flask, current_app, has_app_context, jsonify
 
 from app.entrypoints.api import responses
-from app.services.validation import body_schema
+from app.services.validation import DEFAULT_LIMIT, MAX_LIMIT, body_schema
 
 bp = Blueprint("openapi", __name__)
 
@@ -67,8 +67,8 @@ IDEMPOTENCY_KEY = {
                "pattern": "^[\\x21-\\x7e]([\\x20-\\x7e]*[\\x21-\\x7e])?$"},
 }
 LIST_PARAMETERS = [
-    {"name": "limit", "in": "query", "description": "1–100, default 10",
-     "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
+    {"name": "limit", "in": "query", "description": f"1–{MAX_LIMIT}, default {DEFAULT_LIMIT}",
+     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
     {"name": "starting_after", "in": "query", "description": "The id of the last object of the previous page",
      "schema": {"type": "string", "minLength": 3, "maxLength": 40, "pattern": "^[a-z]+_[A-Za-z0-9]+$"}},
 ]
