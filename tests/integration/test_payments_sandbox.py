@@ -5,6 +5,7 @@ from sqlalchemy import select
 from app.adapters.db import unit_of_work
 from app.adapters.models import Event, JournalEntry, LedgerLine
 from tests import builders
+from tests.support import wait_until
 
 
 def ledger_kinds(object_id: str) -> list[str]:
@@ -59,18 +60,14 @@ def test_sandbox_row(stack, amount, first, final, attempts, failure):
 def test_56_three_callbacks_make_one_transition(stack):
     api = builders.api(stack.client)
     payment = api.post("/v1/payments", builders.payment_body(3056)).get_json()
-    import time
+    import threading
 
-    deadline = time.monotonic() + 10
     from app.adapters.models import ChannelCallback
 
-    while time.monotonic() < deadline:
-        with unit_of_work() as session:
-            rows = list(session.scalars(select(ChannelCallback).where(ChannelCallback.reference == payment["id"])))
-        if rows:
-            break
-        time.sleep(0.1)
-    time.sleep(0.6)  # the sandbox posts the same event three times
+    def sandbox_sending() -> bool:  # the sandbox's thread that posts an operation's event (three times here)
+        return any(t.name.startswith("sandbox-callback-") and t.is_alive() for t in threading.enumerate())
+
+    wait_until(lambda: not sandbox_sending(), timeout=10, what="the sandbox's three posts")
     stack.work()
     payment = api.get(f"/v1/payments/{payment['id']}").get_json()
     assert payment["status"] == "succeeded"

@@ -10,6 +10,7 @@ from app.adapters.db import unit_of_work
 from app.adapters.models import Attempt, Operation, ReconciliationRun, new_id
 from app.entrypoints.cli import main
 from tests import builders
+from tests.support import wait_until
 
 
 def test_reconcile_finds_each_kind_of_issue_and_compensates(stack):
@@ -138,16 +139,12 @@ def test_a_batch_worker_runs_passes_on_its_own(stack):
     assert len(threads) == 1
     threads[0].start()
     try:
-        import time
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        def passed() -> bool:
             with unit_of_work() as session:
-                if session.scalars(select(ReconciliationRun).where(ReconciliationRun.mode == "continuous")).first():
-                    break
-            time.sleep(0.2)
-        else:
-            raise AssertionError("no near-real-time pass within 10 s")
+                run = session.scalars(select(ReconciliationRun).where(ReconciliationRun.mode == "continuous")).first()
+            return run is not None
+
+        wait_until(passed, timeout=10, what="a near-real-time pass")
     finally:
         threads[0].stopped.set()
         threads[0].join(5)

@@ -16,6 +16,7 @@ from app.entrypoints.cli import main
 from app.services.rules_store import DEFAULT_RULES
 from tests import builders
 from tests.live import api_server, process_env
+from tests.support import wait_until
 
 V2 = DEFAULT_RULES.read_text().replace("defaults: {route: [sandbox], fee: {percent: \"3.0\", fixed: 0}}",
                                        "defaults: {route: [sandbox], fee: {percent: \"1.0\", fixed: 7}}")
@@ -142,8 +143,8 @@ def test_hot_reload_in_api_and_worker_processes_within_2_s(clean, rules_file):
                     seen["worker"] = time.monotonic() - published
             assert set(seen) == {"api", "worker"} and max(seen.values()) < 2.0, seen
             assert cli("rules", "rollback", "1", "--reason", "back to the defaults")[0] == 0
-            time.sleep(1.0)
-            assert api_version() == 1 and worker_version() == 1
+            wait_until(lambda: api_version() == 1 and worker_version() == 1, timeout=1.0, interval=0.05,
+                       what="version 1 back in the API and the worker")
     finally:
         os.killpg(worker.pid, signal.SIGTERM)  # the worker and its scheduler process
         worker.wait(timeout=15)
