@@ -36,12 +36,13 @@ def _flag(text: str) -> bool:
 
 
 def setting(env: str, doc: str, default: Any = None, parse: Callable[[str], Any] = str,
-            shown: str | None = None, blank_is_value: bool = False) -> Any:
+            shown: str | None = None, blank_is_value: bool = False, secret: bool = False) -> Any:
     """A field read from the environment variable ``env``. Unset or empty → ``default``
     (``blank_is_value``: an empty value is parsed as given). ``shown``: the default as the README
-    states it, when the value itself would not say it (a computed or absent default)."""
+    states it, when the value itself would not say it (a computed or absent default). ``secret``: left
+    out of the object's repr, which test failures and logs print."""
     meta = {"env": env, "doc": doc, "parse": parse, "shown": shown, "blank_is_value": blank_is_value}
-    return field(default=default, metadata=meta)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,11 @@ class Config:
         "the key stored secrets are encrypted with (webhook endpoint and generated channel secrets, derived by "
         "HKDF) and that signs admin console sessions; set it in production, the same in every process (API, "
         "workers, sandbox)",
-        DEV_SECRET_KEY, shown="a random key kept in `./var/secret_key`")
+        DEV_SECRET_KEY, shown="a random key kept in `./var/secret_key`", secret=True)
     previous_secret_key: str | None = setting(
         "PAYROUTER_PREVIOUS_SECRET_KEY",
         "during a key rotation: the old key, still accepted to decrypt until `payrouter secrets rotate` has "
-        "re-encrypted everything")
+        "re-encrypted everything", secret=True)
     public_url: str | None = setting(
         "PAYROUTER_PUBLIC_URL",
         "where channels send callbacks (`/callbacks/<channel>`); when it starts with `https://`, the admin "
@@ -96,7 +97,7 @@ class Config:
         "PAYROUTER_STATUS_QUERY_DELAYS", "when an operation left processing is queried at its channel",
         DEFAULT_STATUS_QUERY_DELAYS, parse=_seconds_list)
     ops_token: str | None = setting(
-        "PAYROUTER_OPS_TOKEN", "bearer token for the `/ops` API", shown="unset (ops API off)")
+        "PAYROUTER_OPS_TOKEN", "bearer token for the `/ops` API", shown="unset (ops API off)", secret=True)
     reconcile_interval: int = setting(
         "PAYROUTER_RECONCILE_INTERVAL",
         "seconds between near-real-time reconciliation passes of `batch` workers; `0` turns them off",
@@ -117,7 +118,7 @@ class Config:
         100, parse=int)
     metrics_token: str | None = setting(
         "PAYROUTER_METRICS_TOKEN", "when set, `GET /metrics` requires it as a bearer token (else 401)",
-        shown="unset (open)")
+        shown="unset (open)", secret=True)
     # Not a setting: the environment the channels file's ``${VAR}`` and ``secret_env`` names are
     # looked up in (channels/config.py). The router passes it to channels; from_env keeps the mapping
     # it read (os.environ itself, so a secret exported later is seen, as the channel loaders always did).

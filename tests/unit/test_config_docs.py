@@ -68,6 +68,9 @@ def test_defaults_and_parsing_as_documented():
     env = {"SOME_CHANNEL_SECRET": "x"}
     assert Config.from_env(env).channel_env is env  # what the router hands channels
     assert "channel_env" not in repr(config)  # the environment, secrets included, is never printed
+    keyed = Config.from_env({"PAYROUTER_SECRET_KEY": "k" * 32, "PAYROUTER_PREVIOUS_SECRET_KEY": "p" * 32,
+                             "PAYROUTER_OPS_TOKEN": "ops-token-1", "PAYROUTER_METRICS_TOKEN": "scrape-token-1"})
+    assert not any(value in repr(keyed) for value in ("k" * 32, "p" * 32, "ops-token-1", "scrape-token-1"))
 
 
 def test_nothing_else_reads_settings_from_the_environment():
