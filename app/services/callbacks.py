@@ -32,7 +32,14 @@ from app.config import get_config
 from app.domain.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED, allowed
 from app.services import issues, ledger
-from app.services.operations import Settlement, SettlementRace, attempts_of, next_query_at, settle, settle_all
+from app.services.operations import (
+    Settlement,
+    SettlementRace,
+    attempts_of,
+    next_query_at,
+    settle_all,
+    settle_one,
+)
 from app.services.validation import bad_text
 from channels.base import ChannelError, InvalidCallback
 
@@ -203,15 +210,42 @@ def apply(callback_id: str) -> str:
 
 
 def _apply_batch(session, rows: list[ChannelCallback], ops: dict, attempts: dict) -> None:
-    """A drain batch: what each callback means is decided first (as one by one: a later callback
-    for an operation an earlier one settles is a duplicate), then every settlement is applied at
-    once (``settle_all``: two round trips for the batch), then each callback is marked and logged."""
-    outcomes: dict[str, str] = {}
-    settlements: list[Settlement] = []
-    settling: set[str] = set()
+    """A drain batch: what each callback means is decided first (``_verdicts``), then every
+    settlement is applied at once (``settle_all``: two round trips for the batch; a race raises
+    SettlementRace, and the drain replays the batch one by one), then each callback is marked."""
     # The work runs in the context of the request that caused it (the channel echoes our request
     # id); one id per callback for all it writes and logs, a fresh one if the channel gave none.
     request_ids = {row.id: row.request_id or context.new_request_id() for row in rows}
+    outcomes = _verdicts(rows, ops, attempts)
+    settlements = [_settlement(ops[row.reference], row.status, row.error_code, row.channel_reference,
+                               attempts.get(row.reference, []), request_ids[row.id])
+                   for row in rows if outcomes[row.id] == "applied"]
+    if settlements:
+        settle_all(session, settlements)
+    _mark(rows, ops, outcomes, request_ids)
+
+
+def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: dict) -> str:
+    """One callback (``apply``): decided as in a batch of one, settled with ``settle``, which knows
+    its race exactly: an operation settled meanwhile makes the callback a duplicate."""
+    request_ids = {row.id: row.request_id or context.new_request_id()}
+    ops = {op.id: op} if op is not None else {}
+    with context.bound(request_ids[row.id], op.merchant_id if op else None, row.reference):
+        outcomes = _verdicts([row], ops, attempts)
+        if outcomes[row.id] == "applied" and not settle_one(session, _settlement(
+                op, row.status, row.error_code, row.channel_reference, attempts.get(op.id, []))):
+            outcomes[row.id] = "duplicate"
+        _mark([row], ops, outcomes, request_ids)
+    return outcomes[row.id]
+
+
+def _verdicts(rows: list[ChannelCallback], ops: dict, attempts: dict) -> dict[str, str]:
+    """What each callback means, in order: ``unknown_operation`` (no such operation on this
+    channel), ``attempt_mismatch``, ``ignored`` (not a final status), ``duplicate`` (the operation
+    is final, an earlier callback of the same rows settles it, or the move is not in the state
+    machine) or ``applied`` (to be settled; one by one, a lost race still makes it a duplicate)."""
+    outcomes: dict[str, str] = {}
+    settling: set[str] = set()
     for row in rows:
         op = ops.get(row.reference)
         if op is None or op.channel != row.channel:
@@ -221,38 +255,21 @@ def _apply_batch(session, rows: list[ChannelCallback], ops: dict, attempts: dict
         elif row.status not in (SUCCEEDED, FAILED):
             outcomes[row.id] = "ignored"
         elif op.status in FINAL or op.id in settling or not allowed(op.status, row.status):
-            outcomes[row.id] = "duplicate"  # as one by one: settled already, or not a transition to make
+            outcomes[row.id] = "duplicate"
         else:
             outcomes[row.id] = "applied"
             settling.add(op.id)
-            settlements.append(Settlement(op, row.status, row.error_code, row.error_code, attempts.get(op.id, []),
-                                          row.channel_reference, request_ids[row.id]))
-    if settlements:
-        settle_all(session, settlements)
+    return outcomes
+
+
+def _mark(rows: list[ChannelCallback], ops: dict, outcomes: dict, request_ids: dict) -> None:
+    """Each callback done with its outcome, and logged in its context."""
     now = utcnow()
     for row in rows:
         op = ops.get(row.reference)
         with context.bound(request_ids[row.id], op.merchant_id if op else None, row.reference):
             row.processed_at, row.outcome = now, outcomes[row.id]
             log.info("callback %s for %s: %s", row.dedupe_key, row.reference, row.outcome)
-
-
-def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: dict) -> str:
-    # The work runs in the context of the request that caused it (the channel echoes our request id).
-    with context.bound(row.request_id, op.merchant_id if op else None, row.reference):
-        if op is None or op.channel != row.channel:
-            outcome = "unknown_operation"
-        elif _mismatched(row, attempts.get(op.id, [])):
-            outcome = "attempt_mismatch"
-        elif row.status in (SUCCEEDED, FAILED):
-            settled = _settle_from_channel(session, op, row.status, row.error_code, row.channel_reference,
-                                           attempts.get(op.id, []))
-            outcome = "applied" if settled else "duplicate"
-        else:
-            outcome = "ignored"
-        row.processed_at, row.outcome = utcnow(), outcome
-        log.info("callback %s for %s: %s", row.dedupe_key, row.reference, outcome)
-    return outcome
 
 
 def _mismatched(row: ChannelCallback, attempts: list) -> bool:
@@ -263,13 +280,11 @@ def _mismatched(row: ChannelCallback, attempts: list) -> bool:
     return why is not None
 
 
-def _settle_from_channel(session, op: Operation, status: str, code: str | None, channel_reference: str | None,
-                         attempts: list | None = None) -> bool:
-    """A channel's word on an operation (callback or status query); ``attempts`` if already loaded."""
-    if op.status in FINAL:
-        return False
-    return settle(session, op, status, code, code, attempts=attempts_of(session, op) if attempts is None else attempts,
-                  channel_reference=channel_reference)
+def _settlement(op: Operation, status: str, code: str | None, channel_reference: str | None, attempts: list,
+                request_id: str | None = None) -> Settlement:
+    """A channel's word on an operation (a callback, a status query's answer) as a settlement: its
+    error code is the failure message too."""
+    return Settlement(op, status, code, code, attempts, channel_reference, request_id)
 
 
 def query_status(operation_id: str) -> str:
@@ -308,7 +323,8 @@ def query_status(operation_id: str) -> str:
             if forgotten and op.channel_reference:
                 return _review(session, op)
             if result is not None and result.status in (SUCCEEDED, FAILED):
-                _settle_from_channel(session, op, result.status, result.error_code, result.channel_reference)
+                settle_one(session, _settlement(op, result.status, result.error_code, result.channel_reference,
+                                                attempts_of(session, op)))
                 issues.settled_as_stated(session, op)
                 return result.status
             _reschedule(op)

@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import context
-from app.adapters.db import insert_unique_row, request_session, unit_of_work
+from app.adapters.db import execute_all_matched, insert_unique_row, request_session, unit_of_work
 from app.adapters.models import IdempotencyKey, utcnow
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
 
@@ -187,13 +187,10 @@ def _abandon(session: Session, savepoint, merchant_id: str, key: str) -> None:
 
 
 def _take_over(session: Session, row: IdempotencyKey, now) -> bool:
-    result = session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.merchant_id == row.merchant_id, IdempotencyKey.key == row.key,
-               IdempotencyKey.status == "in_flight", IdempotencyKey.locked_until == row.locked_until)
-        .values(locked_until=now + LEASE, request_id=context.current_request_id())
-        .execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    """Compare-and-set on the lease this request saw run out: of two retries, one takes the claim."""
+    return execute_all_matched(session.connection(), _TAKE_OVER, [{
+        "m": row.merchant_id, "k": row.key, "seen": row.locked_until, "until": now + LEASE,
+        "request_id": context.current_request_id()}])
 
 
 _KEYS = IdempotencyKey.__table__
@@ -201,6 +198,9 @@ _KEYS = IdempotencyKey.__table__
 # key to the whole path. A longer one (an action on an id no object has) is cut to the column, so the
 # request goes on to its 404 instead of a 500 from the database ("value too long").
 _ENDPOINT_MAX = _KEYS.c.endpoint.type.length
+_TAKE_OVER = (update(_KEYS).where(_KEYS.c.merchant_id == bindparam("m"), _KEYS.c.key == bindparam("k"),
+                                  _KEYS.c.status == "in_flight", _KEYS.c.locked_until == bindparam("seen"))
+              .values(locked_until=bindparam("until"), request_id=bindparam("request_id")))
 _RENEW = (update(_KEYS).where(_KEYS.c.merchant_id == bindparam("m"), _KEYS.c.key == bindparam("k"),
                               _KEYS.c.status == "in_flight").values(locked_until=bindparam("until")))
 _FINISH = (update(_KEYS).where(_KEYS.c.merchant_id == bindparam("m"), _KEYS.c.key == bindparam("k"))

@@ -206,20 +206,20 @@ def _outcome_values(status: str, code: str | None, message: str | None, channel_
 def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | None, message: str | None,
                    channel_reference: str | None = None, raw: dict | None = None,
                    duration_ms: int | None = None) -> None:
-    """Record an outcome on an attempt still open (processing or unknown), in one conditional
-    UPDATE: an attempt a callback or status query closed meanwhile keeps its outcome. The object
-    (loaded in the session or not) then shows the row's values without being flushed again."""
-    values = _outcome_values(status, code, message, channel_reference, raw, duration_ms)
-    if session.connection().execute(_ATTEMPT_CLOSE, {"attempt_id": attempt.id, **values}).rowcount != 1:
+    """``_close_attempts`` of one attempt. One conditional UPDATE tells exactly whether a callback
+    or status query closed it meanwhile, and then it keeps that outcome: the object shows the row."""
+    outcome = (status, code, message, channel_reference, raw, duration_ms)
+    if not _close_attempts(session, [(attempt, outcome)]):
         values = dict(session.connection().execute(_ATTEMPT_READ, {"attempt_id": attempt.id}).mappings().one())
-    for name, value in values.items():
-        set_committed_value(attempt, name, value)
+        for name, value in values.items():
+            set_committed_value(attempt, name, value)
 
 
 def _close_attempts(session: Session, closes: list[tuple[Attempt, tuple]]) -> bool:
-    """``_close_attempt`` for several ``(attempt, outcome arguments)``, as executemanys; True if
-    every attempt was still open and is closed now (the objects then show it), False if any was
-    closed meanwhile (which one is not known)."""
+    """Record outcomes ``(attempt, _outcome_values arguments)`` on attempts still open (processing
+    or unknown), each one conditional UPDATE, sent as executemanys; True if every attempt was still
+    open and is closed now (the objects, loaded in the session or not, then show the row's values
+    without being flushed again), False if any was closed meanwhile (which one is not known)."""
     planned = [(attempt, _outcome_values(*outcome)) for attempt, outcome in closes]
     if not execute_all_matched(session.connection(), _ATTEMPT_CLOSE,
                                [{"attempt_id": attempt.id, **values} for attempt, values in planned]):
@@ -266,33 +266,17 @@ def _settled_attempt(op: Operation, attempts: list[Attempt] | None, status: str,
                      attempt.channel_reference or channel_reference)
 
 
-def settle(session: Session, op: Operation, status: str, code: str | None = None, message: str | None = None,
-           *, attempts: list[Attempt] | None = None, channel_reference: str | None = None) -> bool:
-    """Move a processing operation to its final status, with its postings and event, once.
-
-    ``attempts`` (the operation's, already loaded) marks the open attempt on the operation's
-    channel with the outcome; that happens only if this call won the transition."""
-    reviewed = op.review
-    if not transition(session, op, status, **_settle_changes(op, status, code, message, channel_reference)):
-        return False
-    if (closing := _settled_attempt(op, attempts, status, code, message, channel_reference)) is not None:
-        attempt, outcome = closing
-        _close_attempt(session, attempt, *outcome)
-    _record_settlement(session, op, status, attempts, reviewed)
-    return True
-
-
 @dataclass(frozen=True)
 class Settlement:
-    """One outcome for ``settle_all``: as the arguments of ``settle``, and the request id its
-    postings and event are written under (None: the current context's)."""
+    """One outcome to settle: as the arguments of ``settle``, and the request id its postings and
+    event are written under (None: the current context's)."""
 
     op: Operation
     status: str
-    code: str | None
-    message: str | None
-    attempts: list[Attempt]
-    channel_reference: str | None
+    code: str | None = None
+    message: str | None = None
+    attempts: list[Attempt] | None = None
+    channel_reference: str | None = None
     request_id: str | None = None
 
 
@@ -300,25 +284,57 @@ class SettlementRace(Exception):
     """A batch of settlements met a concurrent change (see ``settle_all``); nothing of it may be kept."""
 
 
+def settle(session: Session, op: Operation, status: str, code: str | None = None, message: str | None = None,
+           *, attempts: list[Attempt] | None = None, channel_reference: str | None = None) -> bool:
+    """Move a processing operation to its final status, with its postings and event, once:
+    ``_settle`` of one, where a race is known exactly. False (and nothing written) if the operation
+    changed meanwhile; an attempt that a callback or status query closed meanwhile keeps its outcome.
+
+    ``attempts`` (the operation's, already loaded) marks the open attempt on the operation's
+    channel with the outcome; that happens only if this call won the transition."""
+    return settle_one(session, Settlement(op, status, code, message, attempts, channel_reference))
+
+
+def settle_one(session: Session, settlement: Settlement) -> bool:
+    """``settle`` of a Settlement."""
+    return _settle(session, [settlement], exact=True)
+
+
 def settle_all(session: Session, settlements: list[Settlement]) -> None:
-    """``settle`` for several operations at once (the callback drain): their transitions are one
-    compare-and-set executemany and the closing of their open attempts another, so a batch costs
-    two round trips where one by one it costs two per operation; postings and events follow per
-    operation, under its request id. Raises SettlementRace if any transition or attempt close did
-    not apply (a concurrent change): what was written since the caller's savepoint must then be
-    rolled back, and the batch applied one by one with ``settle``."""
+    """``settle`` for several operations at once (the callback drain): ``_settle`` with their
+    transitions as one compare-and-set executemany and the closing of their open attempts as
+    another, so a batch costs two round trips where one by one it costs two per operation. Raises
+    SettlementRace if any transition or attempt close did not apply (a concurrent change): what was
+    written since the caller's savepoint must then be rolled back, and the batch applied one by
+    one with ``settle``."""
+    _settle(session, settlements, exact=False)
+
+
+def _settle(session: Session, settlements: list[Settlement], *, exact: bool) -> bool:
+    """The one way operations are settled: each one's transition (a compare-and-set), then, only
+    if it won, its open attempt on the operation's channel closed with the outcome, then what the
+    settlement writes (postings and event per operation, under its request id). ``exact``: a single
+    settlement, whose races are known one by one (``transition``, ``_close_attempt``); otherwise
+    the executemanys tell only that something raced, and SettlementRace is raised."""
     moves = [(s.op, s.status, _settle_changes(s.op, s.status, s.code, s.message, s.channel_reference))
              for s in settlements]
-    reviewed = {s.op.id for s in settlements if s.op.review}
-    if not transition_all(session, moves):
-        raise SettlementRace("an operation of the batch changed meanwhile")
     closes = [closing for s in settlements
               if (closing := _settled_attempt(s.op, s.attempts, s.status, s.code, s.message, s.channel_reference))]
-    if not _close_attempts(session, closes):
+    reviewed = {s.op.id for s in settlements if s.op.review}
+    if exact:
+        ((op, target, changes),) = moves
+        if not transition(session, op, target, **changes):
+            return False
+        for attempt, outcome in closes:
+            _close_attempt(session, attempt, *outcome)
+    elif not transition_all(session, moves):
+        raise SettlementRace("an operation of the batch changed meanwhile")
+    elif not _close_attempts(session, closes):
         raise SettlementRace("an attempt of the batch was closed meanwhile")
     for s in settlements:
         with context.bound(s.request_id, s.op.merchant_id, s.op.id) if s.request_id else contextlib.nullcontext():
             _record_settlement(session, s.op, s.status, s.attempts, s.op.id in reviewed)
+    return True
 
 
 def _record_settlement(session: Session, op: Operation, status: str, attempts: list[Attempt] | None,

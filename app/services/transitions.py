@@ -41,31 +41,38 @@ def _commit_values(op: Operation, values: dict) -> None:
 
 
 def transition(session: Session, op: Operation, target: str, **changes) -> bool:
-    if not allowed(op.status, target):
-        log.info("transition %s -> %s of %s refused: not in the state machine", op.status, target, op.id)
-        return False
-    values, params = _cas(op, target, changes)
-    result = session.connection().execute(_CAS, params)
-    if result.rowcount != 1:
-        log.info("transition %s -> %s of %s lost a race; nothing changed", op.status, target, op.id)
+    """``transition_all`` of one operation. One compare-and-set tells exactly whether it lost a race,
+    and then the operation is read again, so it shows its row as it is now."""
+    if transition_all(session, [(op, target, changes)]):
+        return True
+    if allowed(op.status, target):  # not refused: it lost a race
         session.refresh(op)
-        return False
-    _commit_values(op, values)
-    return True
+    return False
 
 
 def transition_all(session: Session, moves: list[tuple[Operation, str, dict]]) -> bool:
-    """Several transitions at once, each the same compare-and-set as ``transition``, sent as one
-    executemany per set of changed columns (one round trip on PostgreSQL). True if every one
-    won, and then each operation shows its new state. False if any was refused or lost a race:
-    the executemany tells only how many rows matched, not which, so the caller must roll back
-    what it wrote since (the callback drain replays its batch one callback at a time)."""
-    if any(not allowed(op.status, target) for op, target, _changes in moves):
+    """Transitions ``(operation, target, changed columns)``, each a compare-and-set, sent as one
+    executemany per set of changed columns (one round trip on PostgreSQL). True if every one won,
+    and then each operation shows its new state. False if any was refused (not in the state
+    machine: nothing is sent) or lost a race: an executemany tells only how many rows matched,
+    not which, so the caller of a batch must roll back what it wrote since (the callback drain
+    replays its batch one callback at a time)."""
+    refused = [(op, target) for op, target, _changes in moves if not allowed(op.status, target)]
+    for op, target in refused:
+        log.info("transition %s -> %s of %s refused: not in the state machine", op.status, target, op.id)
+    if refused:
         return False
     planned = [(op, *_cas(op, target, changes)) for op, target, changes in moves]
     if not execute_all_matched(session.connection(), _CAS, [params for _op, _values, params in planned]):
-        log.info("a batch of %s transitions lost a race; rolling back to apply them one by one", len(moves))
+        log.info("%s lost a race", _described(moves))
         return False
     for op, values, _params in planned:
         _commit_values(op, values)
     return True
+
+
+def _described(moves: list[tuple[Operation, str, dict]]) -> str:
+    if len(moves) == 1:
+        op, target, _changes = moves[0]
+        return f"transition {op.status} -> {target} of {op.id}"
+    return f"a batch of {len(moves)} transitions"

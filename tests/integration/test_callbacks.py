@@ -334,3 +334,38 @@ def test_a_drain_batch_settles_with_two_round_trips_for_its_transitions_and_atte
         outcomes = sorted(session.scalars(select(ChannelCallback.outcome)))
     assert outcomes == ["applied", "applied", "applied", "duplicate"]
     assert api.get(f"/v1/payments/{payments[0]['id']}").get_json()["status"] == "succeeded"
+
+
+def test_one_callback_alone_settles_with_one_plain_compare_and_set_and_one_attempt_close(stack):
+    """One by one, the batch's compare-and-set and attempt close go out as one plain statement
+    each (a list of one is no executemany), and a later callback for the settled operation sends
+    none: the single form of the money path costs no more than the batch's share."""
+    from sqlalchemy import event
+
+    from app.adapters.db import get_engine
+    from app.services import callbacks
+
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(8054)).get_json()
+    seen = []
+
+    def record(_conn, _cursor, statement, _parameters, _context, executemany):
+        if statement.startswith(("UPDATE operations", "UPDATE attempts")):
+            seen.append((statement.split()[1], executemany))
+
+    outcomes = []
+    for event_id, status in (("first", "succeeded"), ("late", "failed")):
+        body, headers = builders.signed_callback(channel("sandbox"), payment["id"], status, "sbx_alone",
+                                                 event_id=event_id)
+        assert post_callback(stack, body, headers).status_code == 200
+        with unit_of_work() as session:
+            callback_id = session.scalars(select(ChannelCallback.id).where(
+                ChannelCallback.processed_at.is_(None))).one()
+        event.listen(get_engine(), "before_cursor_execute", record)
+        try:
+            outcomes.append(callbacks.apply(callback_id))
+        finally:
+            event.remove(get_engine(), "before_cursor_execute", record)
+    assert outcomes == ["applied", "duplicate"]
+    assert seen == [("operations", False), ("attempts", False)]
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "succeeded"

@@ -58,33 +58,35 @@ def test_declines_are_stored_and_replayed(client):
     assert n_transfers() == 0
 
 
+ACCOUNT_BODY = {"currency": "USD", "customer": {"id": "c"}}
+
+
+def claim_in_flight(merchant_id: str, key: str, lease: timedelta) -> None:
+    """A claim of POST /v1/accounts with ACCOUNT_BODY left in flight by another request, its lease
+    running out ``lease`` from now (negative: already run out)."""
+    now = utcnow()
+    with unit_of_work() as session:
+        session.add(IdempotencyKey(merchant_id=merchant_id, key=key, endpoint="/v1/accounts",
+                                   request_hash=idempotency.request_hash("/v1/accounts", ACCOUNT_BODY),
+                                   status="in_flight", created_at=now, locked_until=now + lease,
+                                   expires_at=now + timedelta(hours=24)))
+
+
 def test_in_flight_key_answers_409(client, monkeypatch):
     api = builders.api(client)
-    now = utcnow()
-    body = {"currency": "USD", "customer": {"id": "c"}}
-    with unit_of_work() as session:
-        session.add(IdempotencyKey(merchant_id=api.merchant_id, key="busy", endpoint="/v1/accounts",
-                                   request_hash=idempotency.request_hash("/v1/accounts", body), status="in_flight",
-                                   created_at=now, locked_until=now + timedelta(seconds=60),
-                                   expires_at=now + timedelta(hours=24)))
+    claim_in_flight(api.merchant_id, "busy", timedelta(seconds=60))
     monkeypatch.setattr(idempotency, "WAIT_SECONDS", 0.3)
-    response = api.post("/v1/accounts", body, key="busy")
+    response = api.post("/v1/accounts", ACCOUNT_BODY, key="busy")
     assert response.status_code == 409
     assert response.get_json()["error"]["type"] == "idempotency_error"
 
 
 def test_stale_claim_of_a_dead_request_is_taken_over(client):
     api = builders.api(client)
-    now = utcnow()
-    body = {"currency": "USD", "customer": {"id": "c"}}
-    with unit_of_work() as session:
-        session.add(IdempotencyKey(merchant_id=api.merchant_id, key="orphan", endpoint="/v1/accounts",
-                                   request_hash=idempotency.request_hash("/v1/accounts", body), status="in_flight",
-                                   created_at=now, locked_until=now - timedelta(seconds=1),
-                                   expires_at=now + timedelta(hours=24)))
-    response = api.post("/v1/accounts", body, key="orphan")
+    claim_in_flight(api.merchant_id, "orphan", timedelta(seconds=-1))
+    response = api.post("/v1/accounts", ACCOUNT_BODY, key="orphan")
     assert response.status_code == 201
-    assert api.post("/v1/accounts", body, key="orphan").get_data() == response.get_data()
+    assert api.post("/v1/accounts", ACCOUNT_BODY, key="orphan").get_data() == response.get_data()
 
 
 def test_keys_are_kept_a_day_then_purged(client):
