@@ -24,6 +24,7 @@ batch, and a customer's moves that cannot be refused (credits) are netted per ac
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, event, func, select, update
@@ -35,9 +36,7 @@ from app import context
 from app.adapters import writebehind
 from app.adapters.models import Account, AccountMove, JournalEntry, LedgerLine, new_id, utcnow
 from app.domain.errors import InsufficientFunds, PayRouterError
-
-AVAILABLE = "available"
-PENDING = "pending"
+from app.domain.postings import AVAILABLE, PENDING, Entry, Role
 
 # System accounts, one per merchant and currency, created on first use.
 CHANNEL_CLEARING = "channel_clearing"  # + ":<channel id>"
@@ -135,6 +134,11 @@ def system_code(code: str, livemode: bool) -> str:
     if not livemode or code.startswith(CHANNEL_CLEARING + ":"):
         return code
     return f"live:{code}"
+
+
+def legs_of(entry: Entry, account: Callable[[Role], Account | SystemAccount]) -> list[Leg]:
+    """A posting rule's entry (``app.domain.postings``) on accounts: ``account`` gives each role's."""
+    return [Leg(account(line.role), line.amount, line.balance) for line in entry.lines]
 
 
 def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None, legs: list[Leg],

@@ -25,7 +25,9 @@ from app.adapters.channels_runtime import callback_url, channel
 from app.adapters.db import execute_all_matched, pipelined
 from app.adapters.models import Account, Attempt, Operation, new_id, utcnow
 from app.config import get_config
-from app.domain.states import FAILED, FINAL, PENDING, PROCESSING, SUCCEEDED
+from app.domain import postings
+from app.domain.postings import Role
+from app.domain.states import FAILED, FINAL, PENDING, PROCESSING
 from app.services import breaker, events, issues, ledger, representation
 from app.services.transitions import transition, transition_all
 from channels.base import (
@@ -345,14 +347,14 @@ def _record_settlement(session: Session, op: Operation, status: str, attempts: l
     if reviewed:
         issues.settled_under_review(session, op, status)
     metrics.settled_on_commit(session, op.kind, status, op.channel)
-    postings = _postings(session, op, status)
+    entries = _postings(session, op, status)
     data = representation.operation(op, attempts) if attempts is not None else view(session, op)
     # What follows needs no answer, unless a customer's balance moves (its row is read back); in a
     # batch (app.adapters.writebehind) it is only collected, and the batch writes it at its end.
     pipeline = writebehind.current(session) is None and all(
-        leg.account.kind == "system" for _kind, legs in postings for leg in legs)
+        leg.account.kind == "system" for _kind, legs in entries for leg in legs)
     with pipelined(session) if pipeline else contextlib.nullcontext():
-        for kind, legs in postings:
+        for kind, legs in entries:
             ledger.post(session, merchant_id=op.merchant_id, kind=kind, source_id=op.id, legs=legs)
         if status == FAILED and op.kind == "refund":
             session.execute(update(Operation).where(Operation.id == op.payment_id)
@@ -376,34 +378,28 @@ def release_limits(reservation: dict) -> None:
 
 
 def _postings(session: Session, op: Operation, status: str) -> list[tuple[str, list[ledger.Leg]]]:
-    m, cur = op.merchant_id, op.currency
+    """The settlement's entries (``app.domain.postings``) on the operation's accounts. An operation
+    with no channel ran inside the ledger: a balance payment, or the refund of one (a refund takes
+    its payment's channel)."""
+    entries = postings.settlement(op.kind, status, op.amount, op.fee, in_ledger=not op.channel)
+    accounts: dict[Role, Account | ledger.SystemAccount] = {}
 
-    def sys(code: str) -> ledger.SystemAccount:
-        return ledger.system_account(session, m, code, cur, livemode=op.livemode)
+    def account(role: Role) -> Account | ledger.SystemAccount:
+        if role not in accounts:
+            accounts[role] = _account(session, op, role)
+        return accounts[role]
 
-    def clearing() -> ledger.SystemAccount:
-        return sys(f"{ledger.CHANNEL_CLEARING}:{op.channel}")
+    return [(entry.kind, ledger.legs_of(entry, account)) for entry in entries]
 
-    def fee() -> list[ledger.Leg]:
-        return [ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), -op.fee), ledger.Leg(sys(ledger.FEE_REVENUE), op.fee)] \
-            if op.fee else []
 
-    customer = session.get(Account, op.account_id) if op.account_id else None
-    if op.kind == "payment" and status == SUCCEEDED:
-        source = ledger.Leg(customer, -op.amount) if customer else ledger.Leg(clearing(), -op.amount)
-        return [("payment", [source, ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), op.amount - op.fee),
-                             ledger.Leg(sys(ledger.FEE_REVENUE), op.fee)])]
-    if op.kind == "topup" and status == SUCCEEDED:
-        return [("topup", [ledger.Leg(clearing(), -op.amount), ledger.Leg(customer, op.amount), *fee()])]
-    if op.kind == "withdrawal" and status == SUCCEEDED:
-        return [("withdrawal", [ledger.Leg(customer, -op.amount, ledger.PENDING), ledger.Leg(clearing(), op.amount),
-                                *fee()])]
-    if op.kind == "withdrawal" and status == FAILED:
-        return [("withdrawal_release", [ledger.Leg(customer, -op.amount, ledger.PENDING),
-                                        ledger.Leg(customer, op.amount)])]
-    if op.kind == "refund" and status == SUCCEEDED:
-        payment = session.get(Operation, op.payment_id)
-        payer = session.get(Account, payment.account_id) if payment.account_id else None
-        target = ledger.Leg(payer, op.amount) if payer else ledger.Leg(clearing(), op.amount)
-        return [("refund", [ledger.Leg(sys(ledger.MERCHANT_SETTLEMENT), -op.amount), target])]
-    return []
+_SYSTEM_CODES = {Role.SETTLEMENT: ledger.MERCHANT_SETTLEMENT, Role.FEE_REVENUE: ledger.FEE_REVENUE}
+
+
+def _account(session: Session, op: Operation, role: Role) -> Account | ledger.SystemAccount:
+    """The account that plays ``role`` in a settlement of ``op``: its customer's (a refund's is the
+    one its payment was paid from), or one of the merchant's system accounts in its currency."""
+    if role is Role.CUSTOMER:
+        owner = session.get(Operation, op.payment_id) if op.kind == "refund" else op
+        return session.get(Account, owner.account_id)
+    code = f"{ledger.CHANNEL_CLEARING}:{op.channel}" if role is Role.CLEARING else _SYSTEM_CODES[role]
+    return ledger.system_account(session, op.merchant_id, code, op.currency, livemode=op.livemode)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from app import context
 from app.adapters.db import add_unique
 from app.adapters.models import Merchant, Operation, new_id
+from app.domain import postings
 from app.domain.errors import (
     IdempotencyMismatch,
     InvalidRequest,
@@ -191,8 +192,9 @@ def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str
                          customer=account.customer)
     # The hold: available → pending on the same account, refused (402, nothing written) if short.
     with _giving_back_limits(op, decided):
-        ledger.post(session, merchant_id=merchant.id, kind="withdrawal_hold", source_id=op.id,
-                    legs=[ledger.Leg(account, -op.amount), ledger.Leg(account, op.amount, ledger.PENDING)])
+        hold = postings.withdrawal_hold(op.amount)
+        ledger.post(session, merchant_id=merchant.id, kind=hold.kind, source_id=op.id,
+                    legs=ledger.legs_of(hold, lambda _customer: account))
     return run_channels(session, op, attempts=[])
 
 

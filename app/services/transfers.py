@@ -7,8 +7,10 @@ from app import context
 from app.adapters import metrics
 from app.adapters.db import add_unique
 from app.adapters.models import Merchant, Transfer, new_id
+from app.domain import postings
 from app.domain.errors import InvalidRequest, NotFound, Unprocessable
 from app.domain.kinds import OperationKind
+from app.domain.postings import Role
 from app.services import events, ledger, representation
 from app.services.accounts import get_accounts
 from app.services.listing import Page, page
@@ -35,8 +37,9 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
     if not add_unique(session, transfer):
         raise Unprocessable("reference is already used by another transfer", param="reference",
                             code="reference_already_used")
-    ledger.post(session, merchant_id=merchant.id, kind="transfer", source_id=transfer.id,
-                legs=[ledger.Leg(source, -transfer.amount), ledger.Leg(target, transfer.amount)])
+    entry = postings.transfer(transfer.amount)
+    ledger.post(session, merchant_id=merchant.id, kind=entry.kind, source_id=transfer.id,
+                legs=ledger.legs_of(entry, {Role.SOURCE: source, Role.TARGET: target}.__getitem__))
     events.record(session, merchant_id=merchant.id, livemode=transfer.livemode, type="transfer.succeeded",
                   object_id=transfer.id, data=representation.transfer(transfer))
     metrics.settled_on_commit(session, "transfer", transfer.status, None)

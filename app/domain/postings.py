@@ -1,0 +1,95 @@
+"""Posting rules: the journal entries each money movement writes, as data.
+
+A line names its account by role (whose money it is); the ledger service finds the rows. Amounts
+are signed minor units, + raising the account's balance, and every entry's lines sum to zero.
+
+| movement | entry | lines |
+| --- | --- | --- |
+| payment succeeded (channel) | payment | clearing −A · settlement +(A−F) · fee revenue +F |
+| payment succeeded (balance) | payment | customer −A · settlement +(A−F) · fee revenue +F |
+| top-up succeeded | topup | clearing −A · customer +A · fee |
+| withdrawal created | withdrawal_hold | customer available −A · customer pending +A |
+| withdrawal succeeded | withdrawal | customer pending −A · clearing +A · fee |
+| withdrawal failed | withdrawal_release | customer pending −A · customer available +A |
+| refund succeeded | refund | settlement −A · clearing (balance: customer) +A |
+| transfer | transfer | source −A · target +A |
+
+"fee" is settlement −F · fee revenue +F, and nothing when F is 0. Any other failure writes nothing:
+a failed payment, top-up or refund never moved money (a fee is charged only on success).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from app.domain.states import FAILED, SUCCEEDED
+
+AVAILABLE = "available"
+PENDING = "pending"
+
+
+class Role(Enum):
+    """Whose account a line moves."""
+
+    CUSTOMER = "customer"  # a top-up's or withdrawal's account; a balance payment's payer, repaid by its refund
+    CLEARING = "clearing"  # the operation's channel's clearing account
+    SETTLEMENT = "settlement"  # what the merchant is owed
+    FEE_REVENUE = "fee_revenue"  # the fees charged to the merchant
+    SOURCE = "source"  # a transfer's from_account
+    TARGET = "target"  # a transfer's to_account
+
+
+@dataclass(frozen=True)
+class Line:
+    role: Role
+    amount: int
+    balance: str = AVAILABLE
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One journal entry: ``kind`` as the ledger records it, and its lines."""
+
+    kind: str
+    lines: tuple[Line, ...]
+
+    def __post_init__(self) -> None:
+        if sum(line.amount for line in self.lines):
+            raise ValueError(f"entry {self.kind} does not balance: {self.lines}")
+
+
+def settlement(kind: str, status: str, amount: int, fee: int, *, in_ledger: bool = False) -> list[Entry]:
+    """The entries an operation of ``kind`` writes when it becomes ``status`` (final).
+
+    ``in_ledger``: the operation ran with no channel, inside the ledger (a payment from a customer's
+    balance, or the refund of one), so the customer's account takes the clearing account's place."""
+    payer = Role.CUSTOMER if in_ledger else Role.CLEARING
+    if status == SUCCEEDED:
+        if kind == "payment":
+            # The fee revenue line stays even at 0 (the ledger drops a zero line when it posts).
+            return [Entry("payment", (Line(payer, -amount), Line(Role.SETTLEMENT, amount - fee),
+                                      Line(Role.FEE_REVENUE, fee)))]
+        if kind == "topup":
+            return [Entry("topup", (Line(Role.CLEARING, -amount), Line(Role.CUSTOMER, amount), *fee_lines(fee)))]
+        if kind == "withdrawal":
+            return [Entry("withdrawal", (Line(Role.CUSTOMER, -amount, PENDING), Line(Role.CLEARING, amount),
+                                         *fee_lines(fee)))]
+        if kind == "refund":
+            return [Entry("refund", (Line(Role.SETTLEMENT, -amount), Line(payer, amount)))]
+    if status == FAILED and kind == "withdrawal":
+        return [Entry("withdrawal_release", (Line(Role.CUSTOMER, -amount, PENDING), Line(Role.CUSTOMER, amount)))]
+    return []
+
+
+def fee_lines(fee: int) -> tuple[Line, ...]:
+    """A fee charged to the merchant: out of what it is owed, into fee revenue."""
+    return (Line(Role.SETTLEMENT, -fee), Line(Role.FEE_REVENUE, fee)) if fee else ()
+
+
+def withdrawal_hold(amount: int) -> Entry:
+    """A withdrawal's amount set aside when it is created: refused (by the ledger) when short."""
+    return Entry("withdrawal_hold", (Line(Role.CUSTOMER, -amount), Line(Role.CUSTOMER, amount, PENDING)))
+
+
+def transfer(amount: int) -> Entry:
+    return Entry("transfer", (Line(Role.SOURCE, -amount), Line(Role.TARGET, amount)))
