@@ -11,7 +11,7 @@ from admin.views.base import ConsoleForm, SecureView, role_required
 from app.domain.errors import PayRouterError
 from app.services import admin_users
 
-ROLE_CHOICES = [(r, r) for r in admin_users.ROLES]
+ROLE_CHOICES = list(admin_users.ROLES)  # each its own label (WTForms deprecates (value, label) tuples)
 
 
 class CreateUserForm(ConsoleForm):

@@ -52,8 +52,8 @@ def relay_events(limit: int = BATCH) -> int:
         for endpoint in session.scalars(select(WebhookEndpoint).where(
                 WebhookEndpoint.merchant_id.in_({e.merchant_id for e in batch}), WebhookEndpoint.deleted_at.is_(None))):
             endpoints[endpoint.merchant_id, endpoint.livemode].append(endpoint)
-        existing = set(session.execute(select(WebhookDelivery.event_id, WebhookDelivery.endpoint_id).where(
-            WebhookDelivery.event_id.in_([e.id for e in batch]), WebhookDelivery.generation == 0)).tuples())
+        existing = {tuple(row) for row in session.execute(select(WebhookDelivery.event_id, WebhookDelivery.endpoint_id)
+                    .where(WebhookDelivery.event_id.in_([e.id for e in batch]), WebhookDelivery.generation == 0))}
         for event in batch:
             for endpoint in endpoints[event.merchant_id, event.livemode]:
                 if (endpoint.subscribes(event.type) and endpoint.created_at <= event.created_at
