@@ -48,6 +48,23 @@ def config() -> Config:
     db.dispose_all()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cheap_password_hashes():
+    """Console passwords hashed in this process with argon2id's cheapest parameters. The product's
+    (64 MiB, 3 passes) take ~0.25 s a hash or check, and the console tests make ~250 of them: most
+    of their time. Still argon2id, so what is stored keeps its form; processes a test starts (the
+    CLI, served apps) hash as the product does."""
+    from argon2 import PasswordHasher
+
+    from app.services import admin_users
+
+    cheap = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(admin_users, "_hasher", cheap)
+        patch.setattr(admin_users, "_DUMMY_HASH", cheap.hash("not a password anyone has"))
+        yield
+
+
 def _reset_process_caches() -> None:
     """Per-process caches that would outlive a cleaned database."""
     from app.adapters import channels_runtime
@@ -89,13 +106,27 @@ def clean(config):
     assert_ledger_balanced(config)
 
 
-@pytest.fixture
-def app(clean):
+@pytest.fixture(scope="session")
+def _flask_app(config):
+    """One Flask app for the run: building one (every route compiled, the console's views) costs
+    more than most tests. It holds the session's config, as an app made per test from ``clean`` did."""
     from app.entrypoints.web import create_app
 
-    flask_app = create_app(clean)
+    flask_app = create_app(config)
     flask_app.testing = True
     return flask_app
+
+
+@pytest.fixture
+def app(clean, _flask_app):
+    """The app, with what create_app does on each call redone for this test: the config in force,
+    logging, and the channels loaded (their generated secrets stored in the emptied database)."""
+    from app.adapters import channels_runtime, logs
+
+    set_config(clean)
+    logs.setup(clean.log_json)
+    channels_runtime.prepare()
+    return _flask_app
 
 
 @pytest.fixture
