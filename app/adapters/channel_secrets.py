@@ -27,12 +27,23 @@ def new_secret() -> str:
 
 
 class StoredChannelSecrets:
-    """``channels.config.StoredSecrets`` over the database: ``(spec) -> secret``, created if missing."""
+    """``channels.config.StoredSecrets`` over the database: ``(spec) -> secret``, created if missing.
+
+    The table is read on first use, not when made: a process whose channels all take their
+    secrets from the environment (``payrouter sandbox`` with explicit secrets) never needs the
+    database."""
 
     def __init__(self, config: Config | None = None):
         self.config = config or get_config()
-        with read_only(self.config) as session:
-            self._stored = dict(session.execute(select(ChannelSecret.channel_id, ChannelSecret.secret_encrypted)).all())
+        self._loaded: dict[str, str] | None = None
+
+    @property
+    def _stored(self) -> dict[str, str]:
+        if self._loaded is None:
+            with read_only(self.config) as session:
+                self._loaded = dict(session.execute(
+                    select(ChannelSecret.channel_id, ChannelSecret.secret_encrypted)).all())
+        return self._loaded
 
     def __contains__(self, channel_id: object) -> bool:
         return channel_id in self._stored
