@@ -44,6 +44,9 @@ def config() -> Config:
     from app.adapters import migrate
 
     migrate.upgrade(cfg)
+    # A database kept from an earlier run holds channel secrets encrypted under that run's key: empty
+    # it before anything of this session (the one app of the run) reads them.
+    _clean_database(cfg)
     yield cfg
     db.dispose_all()
 
