@@ -39,7 +39,10 @@ def prepare() -> ChannelRegistry:
     load the channels now, so a test channel's missing generated secret is created in a transaction
     of its own, never from inside a request's (on SQLite that transaction holds the only write lock,
     and the nested insert waited for it until ``database is locked``)."""
-    check_live_channels()
+    with _lock:  # registry() checks before it loads; a process whose channels are loaded checks again
+        loaded = str(get_config().channels_file) in _registry
+    if loaded:
+        check_live_channels()
     return registry()
 
 
