@@ -94,6 +94,8 @@ class Account(Base):
         UniqueConstraint("merchant_id", "system_code", "currency", name="uq_accounts_system"),
         CheckConstraint("kind <> 'customer' OR (available >= 0 AND pending >= 0)", name="ck_accounts_no_overdraft"),
         Index("ix_accounts_list", "merchant_id", "livemode", "created_at", "id"),
+        # a list filtered by customer (0018)
+        Index("ix_accounts_list_customer", "merchant_id", "livemode", text("(customer ->> 'id')"), "created_at", "id"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
@@ -305,6 +307,11 @@ class Operation(Base):
         Index("ix_operations_merchant_created", "merchant_id", "created_at", "id"),
         Index("ix_operations_reference", "reference"),
         Index("ix_operations_customer", text("(customer ->> 'id')")),
+        # a merchant's list filtered by status, channel or customer, in its order (0018)
+        Index("ix_operations_list_status", "merchant_id", "livemode", "kind", "status", "created_at", "id"),
+        Index("ix_operations_list_channel", "merchant_id", "livemode", "kind", "channel", "created_at", "id"),
+        Index("ix_operations_list_customer", "merchant_id", "livemode", "kind", text("(customer ->> 'id')"),
+              "created_at", "id"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))

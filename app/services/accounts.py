@@ -7,9 +7,9 @@ from sqlalchemy.orm import Session
 from app import context
 from app.adapters.db import add_unique
 from app.adapters.models import Account, JournalEntry, LedgerLine, Merchant, new_id
-from app.domain.errors import InvalidRequest, NotFound, Unprocessable
+from app.domain.errors import NotFound, Unprocessable
 from app.services import ledger
-from app.services.listing import Page, page
+from app.services.listing import ListQuery, Page, page
 
 
 def create_account(session: Session, merchant: Merchant, body: dict) -> Account:
@@ -55,27 +55,18 @@ def _detached(row) -> Account:
     return Account(**{prop.key: row[prop.columns[0].name] for prop in Account.__mapper__.column_attrs})
 
 
-def list_accounts(session: Session, merchant: Merchant, limit: int, starting_after: str | None) -> Page:
-    return page(session, Account, merchant_id=merchant.id, limit=limit, starting_after=starting_after,
+def list_accounts(session: Session, merchant: Merchant, query: ListQuery) -> Page:
+    return page(session, Account, merchant_id=merchant.id, query=query,
                 where=(Account.livemode == merchant.livemode, Account.kind == "customer"))
 
 
-def list_entries(session: Session, merchant: Merchant, account_id: str, limit: int,
-                 starting_after: str | None) -> Page:
+def list_entries(session: Session, merchant: Merchant, account_id: str, query: ListQuery) -> Page:
     """The account's ledger lines, newest first, each with its journal entry's kind and source."""
     account = get_account(session, merchant, account_id)
-    query = (select(LedgerLine, JournalEntry.kind, JournalEntry.source_id)
-             .join(JournalEntry, JournalEntry.id == LedgerLine.entry_id)
-             .where(LedgerLine.account_id == account.id))
-    if starting_after:
-        cursor = session.get(LedgerLine, starting_after)
-        if cursor is None or cursor.account_id != account.id:
-            raise InvalidRequest(f"starting_after: no such entry {starting_after}", param="starting_after",
-                                 code="resource_missing")
-        query = query.where((LedgerLine.created_at < cursor.created_at)
-                            | ((LedgerLine.created_at == cursor.created_at) & (LedgerLine.id < cursor.id)))
-    rows = session.execute(query.order_by(LedgerLine.created_at.desc(), LedgerLine.id.desc()).limit(limit + 1)).all()
-    return Page(items=[tuple(row) for row in rows[:limit]], has_more=len(rows) > limit)
+    statement = (select(LedgerLine, JournalEntry.kind, JournalEntry.source_id)
+                 .join(JournalEntry, JournalEntry.id == LedgerLine.entry_id))
+    return page(session, LedgerLine, merchant_id=None, query=query, statement=statement,
+                where=(LedgerLine.account_id == account.id,))
 
 
 def fund_for_testing(session: Session, merchant: Merchant, account_id: str, amount: int) -> Account:

@@ -47,6 +47,17 @@ def attempts_of(session: Session, op: Operation) -> list[Attempt]:
     return list(session.scalars(select(Attempt).where(Attempt.operation_id == op.id).order_by(Attempt.seq)))
 
 
+def view_all(session: Session, ops: list[Operation]) -> list[dict]:
+    """``view`` of several operations (a page of a list), their attempts read in one statement."""
+    if not ops:
+        return []
+    attempts: dict[str, list[Attempt]] = {op.id: [] for op in ops}
+    for attempt in session.scalars(select(Attempt).where(Attempt.operation_id.in_(list(attempts)))
+                                   .order_by(Attempt.operation_id, Attempt.seq)):
+        attempts[attempt.operation_id].append(attempt)
+    return [representation.operation(op, attempts[op.id]) for op in ops]
+
+
 @dataclass(frozen=True)
 class Made:
     """An operation as a create leaves it, with its attempts when this session already holds them

@@ -30,10 +30,10 @@ from app.domain.errors import (
     Unprocessable,
 )
 from app.domain.kinds import OperationKind
-from app.domain.states import PENDING, PROCESSING, SUCCEEDED
+from app.domain.states import OPERATION_TRANSITIONS, PENDING, PROCESSING, SUCCEEDED
 from app.services import ledger, routing, switches
 from app.services.accounts import get_account
-from app.services.listing import Page, page
+from app.services.listing import ListQuery, Page, page
 from app.services.operations import Made, release_limits, run_channels, settle
 from app.services.transitions import transition
 
@@ -266,6 +266,21 @@ def get_operation(session: Session, merchant: Merchant, kind: str, op_id: str, p
     return op
 
 
-def list_operations(session: Session, merchant: Merchant, kind: str, limit: int, after: str | None) -> Page:
-    return page(session, Operation, merchant_id=merchant.id, limit=limit, starting_after=after,
+# A payment's statuses beyond the shared machine (contract §1): requires_action, requires_capture, canceled.
+PAYMENT_ONLY_STATUSES = frozenset({"requires_action", "requires_capture", "canceled"})
+
+
+def list_filters(kind: str) -> tuple[str, ...]:
+    """The filters a list of operations of ``kind`` takes: the fields its objects have."""
+    return ("status", "customer", "reference", "channel", *(("payment",) if kind == OperationKind.REFUND else ()))
+
+
+def list_statuses(kind: str) -> frozenset[str]:
+    """The statuses an operation of ``kind`` can show (contract §1: payments add three)."""
+    base = frozenset(OPERATION_TRANSITIONS)
+    return base | PAYMENT_ONLY_STATUSES if kind == OperationKind.PAYMENT else base
+
+
+def list_operations(session: Session, merchant: Merchant, kind: str, query: ListQuery) -> Page:
+    return page(session, Operation, merchant_id=merchant.id, query=query, columns={"payment": Operation.payment_id},
                 where=(Operation.livemode == merchant.livemode, Operation.kind == kind))

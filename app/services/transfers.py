@@ -13,8 +13,11 @@ from app.domain.kinds import OperationKind
 from app.domain.postings import Role
 from app.services import events, ledger, representation
 from app.services.accounts import get_accounts
-from app.services.listing import Page, page
+from app.services.listing import ListQuery, Page, page
 from app.services.payments import guard
+
+# A transfer is succeeded or rejected (a refused request writes none): the statuses a list filters by.
+STATUSES = frozenset({"succeeded"})
 
 
 def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfer:
@@ -53,6 +56,6 @@ def get_transfer(session: Session, merchant: Merchant, transfer_id: str) -> Tran
     return transfer
 
 
-def list_transfers(session: Session, merchant: Merchant, limit: int, starting_after: str | None) -> Page:
-    return page(session, Transfer, merchant_id=merchant.id, limit=limit, starting_after=starting_after,
+def list_transfers(session: Session, merchant: Merchant, query: ListQuery) -> Page:
+    return page(session, Transfer, merchant_id=merchant.id, query=query,
                 where=(Transfer.livemode == merchant.livemode,))

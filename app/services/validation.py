@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Iterable
+from datetime import datetime, timezone
 from decimal import Decimal
 from functools import cache
 from urllib.parse import unquote_to_bytes
@@ -26,6 +27,7 @@ import schemas
 from app.domain.errors import InvalidRequest
 from app.domain.kinds import EVENT_TYPES, OperationKind
 from app.domain.money import CURRENCY_EXPONENTS
+from app.services.listing import CREATED, ListQuery
 
 SCHEMA_PATH = schemas.path("api.schema.json")
 MAX_BODY = 64 * 1024
@@ -226,6 +228,11 @@ def _to_error(error: ValidationError) -> InvalidRequest:
         param = _param(path + missing[:1])
         return InvalidRequest(f"Missing required param: {param}", param=param, code="parameter_missing")
     param = _param(path)
+    if isinstance(error.schema, dict) and error.schema.get("writeOnly"):  # a secret (a card token): never quoted
+        wanted = (f"a string matching {error.validator_value}" if error.validator == "pattern"
+                  else f"{error.validator} {error.validator_value}")
+        return InvalidRequest(f"{param}: expected {wanted} (the value is not quoted)", param=param,
+                              code="parameter_invalid")
     if error.validator == "type" and isinstance(error.instance, Decimal):
         message = f"{param}: {error.instance} is not an integer (amounts are integers in minor units)"
     elif error.validator == "enum":
@@ -288,10 +295,66 @@ def query_params(args, allowed: Collection[str], *, default_limit: int | None = 
     return int(raw)
 
 
-def list_params(args) -> tuple[int, str | None]:
-    """``limit`` (1–100, default 10) and ``starting_after`` from a query string."""
-    limit = query_params(args, {"starting_after"}, default_limit=DEFAULT_LIMIT)
-    after = args.get("starting_after") or None
-    if after is not None and not (len(after) <= 40 and _OBJECT_ID.fullmatch(after)):
-        raise InvalidRequest("starting_after is not a valid id", param="starting_after")
-    return limit, after
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+_CHANNEL_ID = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+MAX_UNIX_SECONDS = 253402300799  # 9999-12-31T23:59:59Z
+
+
+def moment(raw: str, param: str) -> datetime:
+    """A point in time from a query: RFC 3339 with an offset, or Unix seconds; naive UTC (as stored)."""
+    if raw.isascii() and raw.isdecimal() and len(raw) <= 12 and int(raw) <= MAX_UNIX_SECONDS:
+        return datetime.fromtimestamp(int(raw), timezone.utc).replace(tzinfo=None)
+    if _RFC3339.fullmatch(raw):
+        text = raw.upper().replace(" ", "T").replace("Z", "+00:00")
+        whole, dot, rest = text.partition(".")
+        if dot:  # fromisoformat takes at most microseconds
+            digits = re.match(r"\d+", rest).group()
+            text = f"{whole}.{digits[:6].ljust(6, '0')}{rest[len(digits):]}"
+        try:
+            return datetime.fromisoformat(text).astimezone(timezone.utc).replace(tzinfo=None)
+        except (ValueError, OverflowError):
+            pass
+    raise InvalidRequest(f"{param}: {_shown(raw)} is neither an RFC 3339 date-time (with Z or an offset) "
+                         "nor Unix seconds", param=param, code="parameter_invalid")
+
+
+def _filter_value(name: str, raw: str, statuses: Collection[str]) -> str:
+    """A filter's value, checked: a bad one is 400 parameter_invalid naming the filter."""
+    if name == "status":
+        ok, expected = raw in statuses, f"one of: {', '.join(sorted(statuses))}"
+    elif name in ("order", "payment"):
+        prefix = {"order": "ord_", "payment": "pay_"}[name]
+        ok, expected = raw.startswith(prefix) and len(raw) <= 40 and bool(_OBJECT_ID.fullmatch(raw)), \
+            f"a {name} id ({prefix}…)"
+    elif name == "channel":
+        ok, expected = bool(_CHANNEL_ID.fullmatch(raw)), "a channel id"
+    else:  # customer, reference: the merchant's own ids, 1–200 characters as in the bodies
+        ok, expected = 1 <= len(raw) <= 200, "1 to 200 characters"
+    if not ok:
+        raise InvalidRequest(f"{name}: {_shown(raw)} is not {expected}", param=name, code="parameter_invalid")
+    return raw
+
+
+def _cursor(args, name: str) -> str | None:
+    value = args.get(name) or None
+    if value is not None and not (len(value) <= 40 and _OBJECT_ID.fullmatch(value)):
+        raise InvalidRequest(f"{name} is not a valid id", param=name, code="parameter_invalid")
+    return value
+
+
+def list_params(args, filters: Collection[str] = (), *, statuses: Collection[str] = (),
+                extra: Collection[str] = ()) -> ListQuery:
+    """A list's query string, checked: ``limit`` (1–100, default 10), one cursor (``starting_after``
+    or ``ending_before``), ``created[gte]`` and ``created[lt]``, and the ``filters`` (of
+    app.services.listing.FILTERS) this collection takes; ``status`` one of ``statuses``. ``extra``:
+    parameters the view reads itself. Any other parameter is refused, naming it."""
+    limit = query_params(args, {"starting_after", "ending_before", *CREATED, *filters, *extra},
+                         default_limit=DEFAULT_LIMIT)
+    after, before = _cursor(args, "starting_after"), _cursor(args, "ending_before")
+    if after and before:
+        raise InvalidRequest("starting_after and ending_before cannot be used together", param="ending_before",
+                             code="parameter_invalid")
+    gte = moment(args["created[gte]"], "created[gte]") if "created[gte]" in args else None
+    lt = moment(args["created[lt]"], "created[lt]") if "created[lt]" in args else None
+    return ListQuery(limit=limit, starting_after=after, ending_before=before, created_gte=gte, created_lt=lt,
+                     filters={name: _filter_value(name, args[name], statuses) for name in filters if name in args})

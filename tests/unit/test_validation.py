@@ -3,6 +3,7 @@ import json
 import pytest
 
 from app.domain.errors import InvalidRequest
+from app.services.listing import ListQuery
 from app.services.validation import api_schema, list_params, parse_body, query_params, screen
 
 GOOD = {"from_account": "acct_a1", "to_account": "acct_b2", "amount": 100, "currency": "USD", "reference": "r1"}
@@ -83,7 +84,7 @@ def test_list_params(args, param):
 
 
 def test_list_defaults():
-    assert list_params({}) == (10, None)
+    assert list_params({}) == ListQuery(limit=10)
 
 
 # Bad input is a 4xx: strings that no text column takes and numbers no integer column holds are refused

@@ -8,6 +8,7 @@ from app.services import accounts
 from app.services import representation as rep
 
 bp = Blueprint("accounts", __name__)
+ACCOUNTS = ListOf("account", ("customer", "reference"))
 
 
 @bp.post("/v1/accounts")
@@ -17,13 +18,13 @@ def create_account():
 
 
 @bp.get("/v1/accounts")
-@documented("List accounts", answers=ListOf("account"))
+@documented("List accounts", answers=ACCOUNTS)
 def list_accounts():
-    def fetch(s, limit, after):
-        page = accounts.list_accounts(s, g.merchant, limit, after)
+    def fetch(s, query):
+        page = accounts.list_accounts(s, g.merchant, query)
         return [rep.account(a) for a in page.items], page.has_more
 
-    return listing(fetch, "/v1/accounts")
+    return listing(fetch, "/v1/accounts", ACCOUNTS.filters)
 
 
 @bp.get("/v1/accounts/<account_id>")
@@ -35,8 +36,8 @@ def get_account(account_id):
 @bp.get("/v1/accounts/<account_id>/entries")
 @documented("List an account's ledger lines", answers=ListOf("ledger_entry"))
 def list_entries(account_id):
-    def fetch(s, limit, after):
-        page = accounts.list_entries(s, g.merchant, account_id, limit, after)
+    def fetch(s, query):
+        page = accounts.list_entries(s, g.merchant, account_id, query)
         return [rep.ledger_line(line, kind, source, g.merchant.livemode) for line, kind, source in page.items], \
             page.has_more
 

@@ -1,6 +1,7 @@
 """What every /v1 view shares: authentication, the request's session, idempotent POSTs, lists."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Callable
 
 from flask import Response, g, request
@@ -11,6 +12,7 @@ from app.adapters.db import unit_of_work
 from app.domain.errors import ServiceUnavailable
 from app.entrypoints.api import errors
 from app.services import idempotency, switches
+from app.services.listing import ListQuery
 from app.services.merchants import MerchantScope, authenticate
 from app.services.validation import list_params, parse_body
 
@@ -65,8 +67,11 @@ def read(fetch: Callable[[Session], dict]) -> Response:
     return json_response(200, idempotency.encode(payload))
 
 
-def listing(fetch: Callable[[Session, int, str | None], tuple[list, bool]], url: str) -> Response:
-    limit, after = list_params(request.args)
+def listing(fetch: Callable[[Session, ListQuery], tuple[list, bool]], url: str, filters: Collection[str] = (),
+            statuses: Collection[str] = ()) -> Response:
+    """A list: its query checked (``filters``: those this collection takes; ``status`` one of
+    ``statuses``), then ``fetch(session, query)`` answers the page and whether more follow."""
+    query = list_params(request.args, filters, statuses=statuses)
     with unit_of_work() as session:
-        data, has_more = fetch(session, limit, after)
+        data, has_more = fetch(session, query)
     return json_response(200, idempotency.encode({"object": "list", "url": url, "data": data, "has_more": has_more}))

@@ -14,8 +14,8 @@ bp = Blueprint("events", __name__)
 @bp.get("/v1/events")
 @documented("List events", answers=ListOf("event"))
 def list_events():
-    def fetch(s, limit, after):
-        result = page(s, Event, merchant_id=g.merchant.id, limit=limit, starting_after=after,
+    def fetch(s, query):
+        result = page(s, Event, merchant_id=g.merchant.id, query=query,
                       where=(Event.livemode == g.merchant.livemode,))
         return [events.representation(e) for e in result.items], result.has_more
 

@@ -24,9 +24,12 @@ bp = Blueprint("openapi", __name__)
 
 @dataclass(frozen=True)
 class ListOf:
-    """An answer that is the list envelope around objects of ``name`` (contract §1: Lists)."""
+    """An answer that is the list envelope around objects of ``name`` (contract §1: Lists); ``filters``:
+    those the list takes (of app.services.listing.FILTERS), ``status`` one of ``statuses``."""
 
     name: str
+    filters: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,37 @@ LIST_PARAMETERS = [
      "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}},
     {"name": "starting_after", "in": "query", "description": "The id of the last object of the previous page",
      "schema": {"type": "string", "minLength": 3, "maxLength": 40, "pattern": "^[a-z]+_[A-Za-z0-9]+$"}},
+    {"name": "ending_before", "in": "query", "description": "The id of the first object of the next page: pages "
+     "backwards (newer objects); not with starting_after",
+     "schema": {"type": "string", "minLength": 3, "maxLength": 40, "pattern": "^[a-z]+_[A-Za-z0-9]+$"}},
+    *({"name": name, "in": "query", "description": f"Objects created {word}: RFC 3339 with Z or an offset, "
+       "or Unix seconds", "schema": {"type": "string"}}
+      for name, word in (("created[gte]", "at or after"), ("created[lt]", "before"))),
 ]
+_ID_FILTER = {"type": "string", "maxLength": 40}
+FILTER_PARAMETERS = {
+    "status": "Only objects with this status",
+    "customer": "Only objects of this customer (the customer's id)",
+    "reference": "The object with this reference (the merchant's own id)",
+    "order": "Only objects of this order (ord_…)",
+    "channel": "Only objects routed to this channel",
+    "payment": "Only refunds of this payment (pay_…)",
+}
+
+
+def _filter_parameters(answers: ListOf) -> list[dict]:
+    """The query parameters of a list's filters, as validation.list_params checks them."""
+    def schema(name: str) -> dict:
+        if name == "status":
+            return {"type": "string", "enum": list(answers.statuses)}
+        if name in ("order", "payment"):
+            return {**_ID_FILTER, "pattern": f"^{'ord' if name == 'order' else 'pay'}_[A-Za-z0-9]+$"}
+        if name == "channel":
+            return {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,100}$"}
+        return {"type": "string", "minLength": 1, "maxLength": 200}
+
+    return [{"name": name, "in": "query", "description": FILTER_PARAMETERS[name], "schema": schema(name)}
+            for name in answers.filters]
 REQUEST_ID = {"name": "X-Request-Id", "in": "header", "required": False,
               "description": "Echoed in the response; generated when absent or not 1–200 printable ASCII characters",
               "schema": {"type": "string"}}
@@ -116,7 +149,7 @@ def _operation(method: str, path: str, described: Described) -> dict:
     elif described.optional_body:
         op["requestBody"] = {"required": False, "content": _json(_ref(described.optional_body))}
     elif method == "get" and isinstance(described.answers, ListOf):
-        params += LIST_PARAMETERS
+        params += LIST_PARAMETERS + _filter_parameters(described.answers)
     op["parameters"] = params
     return op
 

@@ -5,7 +5,7 @@ from app.domain.kinds import OperationKind
 from app.entrypoints.api.common import create, listing, read
 from app.entrypoints.api.openapi import ListOf, documented
 from app.services import payments
-from app.services.operations import view
+from app.services.operations import view, view_all
 
 bp = Blueprint("payments", __name__)
 
@@ -31,11 +31,17 @@ def _create(collection: str):
 def _list(collection: str):
     kind = CREATORS[collection][0]
 
-    def fetch(s, limit, after):
-        page = payments.list_operations(s, g.merchant, kind, limit, after)
-        return [view(s, op) for op in page.items], page.has_more
+    def fetch(s, query):
+        page = payments.list_operations(s, g.merchant, kind, query)
+        return view_all(s, page.items), page.has_more
 
-    return listing(fetch, f"/v1/{collection}")
+    listed = _listed(kind)
+    return listing(fetch, f"/v1/{collection}", listed.filters, listed.statuses)
+
+
+def _listed(kind: str) -> ListOf:
+    """A list of operations of ``kind``, with the filters it takes."""
+    return ListOf(kind, payments.list_filters(kind), tuple(sorted(payments.list_statuses(kind))))
 
 
 def _get(collection: str, object_id: str):
@@ -48,6 +54,6 @@ for _collection, (_kind, _schema, _) in CREATORS.items():
         f"Create a {_kind}", body=_schema, answers=_kind, status=201)(lambda c=_collection: _create(c)),
         methods=["POST"])
     bp.add_url_rule(f"/v1/{_collection}", f"list_{_collection}", documented(
-        f"List {_collection}", answers=ListOf(_kind))(lambda c=_collection: _list(c)), methods=["GET"])
+        f"List {_collection}", answers=_listed(_kind))(lambda c=_collection: _list(c)), methods=["GET"])
     bp.add_url_rule(f"/v1/{_collection}/<object_id>", f"get_{_collection}", documented(
         f"Retrieve a {_kind}", answers=_kind)(lambda object_id, c=_collection: _get(c, object_id)), methods=["GET"])

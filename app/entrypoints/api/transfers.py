@@ -7,6 +7,7 @@ from app.services import representation as rep
 from app.services import transfers
 
 bp = Blueprint("transfers", __name__)
+TRANSFERS = ListOf("transfer", ("status", "reference"), tuple(sorted(transfers.STATUSES)))
 
 
 @bp.post("/v1/transfers")
@@ -17,13 +18,13 @@ def create_transfer():
 
 
 @bp.get("/v1/transfers")
-@documented("List transfers", answers=ListOf("transfer"))
+@documented("List transfers", answers=TRANSFERS)
 def list_transfers():
-    def fetch(s, limit, after):
-        page = transfers.list_transfers(s, g.merchant, limit, after)
+    def fetch(s, query):
+        page = transfers.list_transfers(s, g.merchant, query)
         return [rep.transfer(t) for t in page.items], page.has_more
 
-    return listing(fetch, "/v1/transfers")
+    return listing(fetch, "/v1/transfers", TRANSFERS.filters, TRANSFERS.statuses)
 
 
 @bp.get("/v1/transfers/<transfer_id>")

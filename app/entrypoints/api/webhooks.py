@@ -68,8 +68,8 @@ def create_endpoint():
 @bp.get("/v1/webhook_endpoints")
 @documented("List webhook endpoints", answers=ListOf("webhook_endpoint"))
 def list_endpoints():
-    def fetch(session, limit, after):
-        result = service.list_endpoints(session, g.merchant.id, limit, after, g.merchant.livemode)
+    def fetch(session, query):
+        result = service.list_endpoints(session, g.merchant.id, query, g.merchant.livemode)
         return [service.representation(e) for e in result.items], result.has_more
 
     return listing(fetch, "/v1/webhook_endpoints")
@@ -107,18 +107,16 @@ def rotate_secret(endpoint_id):
 @bp.get("/v1/webhook_endpoints/<endpoint_id>/deliveries")
 @documented("List an endpoint's deliveries and attempts", answers=ListOf("webhook_delivery"))
 def endpoint_deliveries(endpoint_id):
-    return listing(lambda s, limit, after: deliveries.list_deliveries(s, g.merchant.id, limit, after,
-                                                                        endpoint_id=endpoint_id,
-                                                                        livemode=g.merchant.livemode),
+    return listing(lambda s, query: deliveries.list_deliveries(s, g.merchant.id, query, endpoint_id=endpoint_id,
+                                                               livemode=g.merchant.livemode),
                    f"/v1/webhook_endpoints/{endpoint_id}/deliveries")
 
 
 @bp.get("/v1/events/<event_id>/deliveries")
 @documented("List an event's deliveries and attempts", answers=ListOf("webhook_delivery"))
 def event_deliveries(event_id):
-    return listing(lambda s, limit, after: deliveries.list_deliveries(s, g.merchant.id, limit, after,
-                                                                        event_id=event_id,
-                                                                        livemode=g.merchant.livemode),
+    return listing(lambda s, query: deliveries.list_deliveries(s, g.merchant.id, query, event_id=event_id,
+                                                               livemode=g.merchant.livemode),
                    f"/v1/events/{event_id}/deliveries")
 
 

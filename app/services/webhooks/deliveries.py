@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app.adapters.models import Event, utcnow
 from app.adapters.webhook_models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from app.domain.errors import Conflict, NotFound
-from app.services.listing import page
+from app.services.listing import ListQuery, page
 from app.services.representation import rfc3339
 from app.services.webhooks import endpoints as endpoint_service
 from app.services.webhooks.relay import new_delivery
@@ -53,7 +53,7 @@ def get_event(session: Session, merchant_id: str, event_id: str, livemode: bool 
     return event
 
 
-def list_deliveries(session: Session, merchant_id: str, limit: int, starting_after: str | None, *,
+def list_deliveries(session: Session, merchant_id: str, query: ListQuery, *,
                     endpoint_id: str | None = None, event_id: str | None = None,
                     livemode: bool = False) -> tuple[list[dict], bool]:
     """One page of an endpoint's or an event's deliveries, newest first."""
@@ -63,7 +63,7 @@ def list_deliveries(session: Session, merchant_id: str, limit: int, starting_aft
     else:
         get_event(session, merchant_id, event_id, livemode)
         where = (WebhookDelivery.event_id == event_id,)
-    result = page(session, WebhookDelivery, merchant_id=merchant_id, limit=limit, starting_after=starting_after,
+    result = page(session, WebhookDelivery, merchant_id=merchant_id, query=query,
                   where=(WebhookDelivery.livemode == livemode, *where))
     return represent_all(session, result.items), result.has_more
 

@@ -17,7 +17,7 @@ from app.adapters.models import IdempotencyKey, new_id, utcnow
 from app.adapters.webhook_models import WebhookEndpoint
 from app.config import get_config
 from app.domain.errors import InvalidRequest, NotFound
-from app.services.listing import Page, page
+from app.services.listing import ListQuery, Page, page
 from app.services.representation import rfc3339
 from app.services.webhooks import settings, signing
 
@@ -162,9 +162,8 @@ def get_endpoint(session: Session, merchant_id: str, endpoint_id: str, livemode:
     return endpoint
 
 
-def list_endpoints(session: Session, merchant_id: str, limit: int, starting_after: str | None,
-                   livemode: bool = False) -> Page:
-    return page(session, WebhookEndpoint, merchant_id=merchant_id, limit=limit, starting_after=starting_after,
+def list_endpoints(session: Session, merchant_id: str, query: ListQuery, livemode: bool = False) -> Page:
+    return page(session, WebhookEndpoint, merchant_id=merchant_id, query=query,
                 where=(WebhookEndpoint.livemode == livemode, WebhookEndpoint.deleted_at.is_(None)))
 
 
