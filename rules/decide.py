@@ -46,6 +46,7 @@ class Decision:
     limits: dict = field(default_factory=dict)
     ruleset_version: int | None = None
     declined_by: str | None = None  # the rule that declined or set the exceeded limit
+    retry: dict | None = None  # {"on": [codes], "max", "rule"}: soft declines that try the next candidate
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"object": "routing_decision", "outcome": self.outcome}
@@ -58,6 +59,8 @@ class Decision:
             "limits": {k: ([dict(x) for x in v] if isinstance(v, list) else dict(v)) for k, v in self.limits.items()},
             "ruleset_version": self.ruleset_version,
         })
+        if self.retry is not None:
+            out["retry"] = {"on": list(self.retry["on"]), "max": self.retry["max"], "rule": self.retry["rule"]}
         return out
 
 
@@ -166,4 +169,8 @@ def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availab
         return declined("no_route", None, dropped)
     _, fee_then = _pick(ruleset, matched, "fee")
     fee = compute_fee(fee_then.fee, amount, currency)
-    return Decision("route", None, candidates[0], tuple(candidates), tuple(dropped), matched, fee, limits, version)
+    retry_rule, retry_then = _pick(ruleset, matched, "retry")
+    retry = retry_then.retry and {"on": retry_then.retry.on, "max": retry_then.retry.max,
+                                  "rule": retry_rule or "defaults"}
+    return Decision("route", None, candidates[0], tuple(candidates), tuple(dropped), matched, fee, limits, version,
+                    retry=retry)

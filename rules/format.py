@@ -163,6 +163,7 @@ _UNKNOWN_KEY = {
     "defaults": "unknown key {key!r} (allowed: {allowed})",
     "fee": "unknown fee key {key!r}",
     "limits": "unknown limit {key!r}",
+    "retry": "unknown retry key {key!r} (allowed: on, max)",
 }
 _DAILY = "expected {per: customer|merchant, max: non-negative integer}"
 _SPLIT = "split takes {channel: positive integer weight}"
@@ -175,8 +176,8 @@ _SHAPES: dict[str, tuple[str, int]] = {
     "rule": ("a rule must be an object {id, priority, when, then}", 0),
     "id": ("id must be a short string of letters, digits, _ . : -, got $value", 0),
     "rule.priority": ("priority must be an integer in ±1000000, got $value", 0),
-    "then": ("expected an object with some of: decline, route, split, fee, limits", 0),
-    "defaults": ("expected an object with some of: route, split, fee", 0),
+    "then": ("expected an object with some of: decline, route, split, fee, limits, retry", 0),
+    "defaults": ("expected an object with some of: route, split, fee, retry", 0),
     "then.decline": ("decline takes a snake_case code such as country_blocked", 0),
     "route": (_ROUTE, 0),
     "split": (_SPLIT, 0),
@@ -187,6 +188,10 @@ _SHAPES: dict[str, tuple[str, int]] = {
     "daily": (_DAILY, 0),
     "daily.per": (_DAILY, 1),
     "limits": ("limits must be a non-empty object", 0),
+    "retry": ("retry must be an object {on: [decline codes], max: 1-10}", 0),
+    "retry.on": ("retry.on takes a non-empty list of snake_case decline codes such as issuer_unavailable", 0),
+    "decline_code": ("a decline code is snake_case, such as issuer_unavailable, got $value", 0),
+    "retry.max": ("retry.max is the number of extra attempts: an integer from 1 to 10, got $value", 0),
     "scalars": ("$key takes a non-empty list", 0),
     "condition.exists": ("exists takes true or false, got $value", 0),
     "condition.matches": ("matches takes a non-empty regular expression string", 0),

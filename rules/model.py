@@ -62,12 +62,21 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """Decline codes on which the next candidate is tried (soft declines), at most ``max`` extra attempts."""
+
+    on: tuple[str, ...]
+    max: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Then:
     decline: str | None = None
     route: tuple[str, ...] | None = None
     split: tuple[tuple[str, int], ...] | None = None
     fee: Fee | None = None
     limits: Limits | None = None
+    retry: Retry | None = None
 
     def channels(self) -> tuple[str, ...]:
         return tuple(self.route or ()) + tuple(ch for ch, _ in self.split or ())

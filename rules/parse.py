@@ -17,7 +17,7 @@ from app.domain.kinds import OperationKind
 from app.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT
 from rules import patterns
 from rules.facts import WEEKDAYS, is_known_fact, is_numeric
-from rules.model import OPERATORS, ORDERING, All, AnyOf, Atom, Condition, Daily, Fee, Limits, Not, Then
+from rules.model import OPERATORS, ORDERING, All, AnyOf, Atom, Condition, Daily, Fee, Limits, Not, Retry, Then
 
 MAX_DEPTH = 16
 _PERCENT = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,6})?$")
@@ -177,13 +177,23 @@ def limits(obj: Any, path: str, out: Collector) -> Limits | None:
     return Limits(hi, lo, _daily(obj.get("daily_amount")), _daily(obj.get("daily_count")))
 
 
+def retry(obj: Any, path: str, out: Collector) -> Retry | None:
+    if not isinstance(obj, dict) or not isinstance(obj.get("on"), list) or not obj["on"] \
+            or not all(isinstance(code, str) for code in obj["on"]):
+        return None  # the schema says what is wrong
+    if len(set(obj["on"])) != len(obj["on"]):
+        out.add(f"{path}/on", "retry.on lists a code twice")
+    limit = obj.get("max", 1)
+    return Retry(tuple(obj["on"]), limit) if _is_int(limit) and limit >= 1 else None
+
+
 def then(obj: Any, path: str, out: Collector, known: set[str] | None) -> Then | None:
     """Parse a ``then`` (or the ``defaults``: which keys each takes is the schema's to say)."""
     if not isinstance(obj, dict):
         return None
     decline = obj.get("decline")
-    if decline is not None and ("route" in obj or "split" in obj or "fee" in obj):
-        out.add(path, "a declining rule cannot also route, split or set a fee")
+    if decline is not None and ("route" in obj or "split" in obj or "fee" in obj or "retry" in obj):
+        out.add(path, "a declining rule cannot also route, split, set a fee or retry")
     route = split = None
     r = obj.get("route")
     if isinstance(r, list) and r and all(isinstance(c, str) and c for c in r):
@@ -204,4 +214,5 @@ def then(obj: Any, path: str, out: Collector, known: set[str] | None) -> Then | 
             out.add(f"{path}/split/{ch}", f"unknown channel {ch!r}")
     fee_ = fee(obj["fee"], f"{path}/fee", out) if "fee" in obj else None
     lim = limits(obj["limits"], f"{path}/limits", out) if "limits" in obj else None
-    return Then(decline if isinstance(decline, str) else None, route, split, fee_, lim)
+    retry_ = retry(obj["retry"], f"{path}/retry", out) if "retry" in obj else None
+    return Then(decline if isinstance(decline, str) else None, route, split, fee_, lim, retry_)

@@ -10,14 +10,12 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
-    Table,
     Text,
     UniqueConstraint,
     false,
@@ -70,8 +68,6 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
-    expires_at: Mapped[datetime | None] = mapped_column(DateTime)  # a rolled key's overlap, or a chosen expiry
-    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)  # to the minute (app.services.merchants)
 
 
 class IdempotencyKey(Base):
@@ -359,8 +355,6 @@ class Attempt(Base):
     __tablename__ = "attempts"
     __table_args__ = (UniqueConstraint("operation_id", "seq", name="uq_attempts_seq"),
                       Index("ix_attempts_channel_ref", "channel", "channel_reference"),
-                      # a reconciliation pass reads the outcomes of its window: proportional to the window
-                      Index("ix_attempts_channel_updated", "channel", "updated_at"),
                       Index("ix_attempts_created", "created_at"))  # channel stats over the last minutes
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     # Looked up by operation through uq_attempts_seq (operation_id, seq): no index of its own.
@@ -457,24 +451,6 @@ class ReconciliationIssue(Base):
     resolution_note: Mapped[str | None] = mapped_column(String(1000))
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
-# A channel's statement lines as they stream in, one load per reconciliation pass
-# (app.adapters.staging): matched set-wise against attempts, then deleted. Rows only, no mapped class:
-# nothing builds an object per line. Unlogged on PostgreSQL (migration 0019): a crash loses only a
-# pass, which is run again.
-reconciliation_lines = Table(
-    "reconciliation_lines", Base.metadata,
-    Column("load_id", String(40), nullable=False),
-    Column("channel_reference", String(200), nullable=False),
-    Column("operation", String(20), nullable=False),
-    Column("amount", BigInteger, nullable=False),
-    Column("currency", String(3), nullable=False),
-    Column("status", String(12), nullable=False),
-    Column("fee", BigInteger, nullable=False),
-    Column("settled_at", DateTime, nullable=False),
-    Index("ix_reconciliation_lines_ref", "load_id", "channel_reference"),
-)
 
 
 class ChannelSecret(Base):

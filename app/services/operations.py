@@ -3,7 +3,8 @@ an outcome (compare-and-set transition, ledger postings, event, limits given bac
 transaction.
 
 Failover: a fault that proves nothing was charged (ChannelUnavailable: refused, 5xx) is
-an attempt that failed, and the next candidate is tried. A decline is final. A timeout is
+an attempt that failed, and the next candidate is tried. A decline is final, unless the
+decision's ``retry`` names its code (a soft decline): then the next candidate is tried too. A timeout is
 an unknown outcome: never re-routed; the operation stays processing and is settled by
 status queries (app.services.callbacks.query_status) or a late callback.
 """
@@ -14,6 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, Mapping
 
 from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -87,18 +89,25 @@ def _request(op: Operation, payment: Operation | None, attempt: Attempt):
     return "refund", RefundRequest(payment_channel_reference=payment.channel_reference, **common)
 
 
-def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None = None) -> Made:
+def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None = None, *,
+                 retry: Mapping[str, Any] | None = None) -> Made:
     """Call the candidates in order until one answers; commit before each call (the first commit
     also carries a newly written operation, so it is on record with its first attempt before any
     channel hears of it) and after an answer that leaves the operation open. A final outcome is
     left uncommitted: the caller (app.services.idempotency) commits it together with the stored response,
     and if that commit fails the operation is still on record as processing, so status queries
-    settle it. ``attempts``: the operation's attempts if the caller knows them."""
+    settle it. ``attempts``: the operation's attempts if the caller knows them.
+
+    ``retry``: the decision's ``{"on": [codes], "max": n}`` (contract §3): a decline with one of
+    those codes (a soft decline) is recorded on its attempt and the next candidate is tried, at
+    most ``max`` times; if no later candidate takes the payment, the last soft decline stands."""
     payment = session.get(Operation, op.payment_id) if op.payment_id else None
     candidates = list(op.routing.get("candidates") or [])
     attempts = attempts_of(session, op) if attempts is None else attempts
     seq = len(attempts)
-    for channel_id in candidates:
+    retry_on, retries_left = frozenset((retry or {}).get("on") or ()), (retry or {}).get("max", 0)
+    declined = None  # the last soft decline passed on to the next candidate
+    for index, channel_id in enumerate(candidates):
         if not breaker.allow(channel_id):
             _note_drop(op, channel_id, "circuit_open")
             continue
@@ -143,12 +152,23 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             return _as_it_is_now(session, op)
         _close_attempt(session, attempt, result.status, result.error_code, result.error_message,
                        result.channel_reference, raw, duration_ms=took)
+        if (result.status == FAILED and result.error_code in retry_on and retries_left > 0
+                and index + 1 < len(candidates)):
+            retries_left -= 1
+            declined = result
+            session.commit()  # the declined attempt is on record before the next channel hears of it
+            log.info("channel %s declined %s with %s, a soft decline: trying the next candidate",
+                     channel_id, op.id, result.error_code)
+            continue
         settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
                channel_reference=result.channel_reference)
         return Made(op, attempts)  # the caller commits the outcome with its stored response
     if op.status == PENDING and not transition(session, op, PROCESSING, routing=op.routing):
         return Made(op, attempts)
-    settle(session, op, FAILED, "channel_error", "no candidate channel could be reached", attempts=attempts)
+    if declined is not None:  # no later candidate took it: the issuer's answer is the outcome
+        settle(session, op, FAILED, declined.error_code, declined.error_message, attempts=attempts)
+    else:
+        settle(session, op, FAILED, "channel_error", "no candidate channel could be reached", attempts=attempts)
     return Made(op, attempts)
 
 

@@ -165,7 +165,7 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
             transition(session, op, PROCESSING)
             settle(session, op, SUCCEEDED, attempts=[])  # inside the ledger; 402 if the balance is short
         return Made(op, [])  # committed with the stored response
-    return run_channels(session, op, attempts=[])
+    return run_channels(session, op, attempts=[], retry=decided.get("retry"))
 
 
 def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
@@ -176,9 +176,9 @@ def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> 
         raise InvalidRequest("a top-up pays in from outside: payment_method cannot be balance",
                              param="payment_method[type]")
     account = _account_in(session, merchant, body)
-    op, _decided = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
-                          payment_method=body["payment_method"], account_id=account.id, customer=account.customer)
-    return run_channels(session, op, attempts=[])
+    op, decided = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
+                         payment_method=body["payment_method"], account_id=account.id, customer=account.customer)
+    return run_channels(session, op, attempts=[], retry=decided.get("retry"))
 
 
 def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
@@ -195,7 +195,7 @@ def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str
         hold = postings.withdrawal_hold(op.amount)
         ledger.post(session, merchant_id=merchant.id, kind=hold.kind, source_id=op.id,
                     legs=ledger.legs_of(hold, lambda _customer: account))
-    return run_channels(session, op, attempts=[])
+    return run_channels(session, op, attempts=[], retry=decided.get("retry"))
 
 
 def create_refund(session: Session, merchant: Merchant, body: dict, key: str) -> Made:

@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DECLINE_CODE = "card_declined"
+SOFT_DECLINE_CODE = "issuer_unavailable"  # a soft decline: a rule's retry may try the next channel
+MESSAGES = {DECLINE_CODE: "The card was declined.",
+            SOFT_DECLINE_CODE: "The card's issuer could not be reached; another attempt may succeed."}
 
 
 @dataclass(frozen=True)
@@ -31,9 +34,10 @@ TABLE: dict[int, Outcome] = {
     54: Outcome("succeeded", hang=True),
     55: Outcome(None, http_error=True),
     56: Outcome("processing", final="succeeded", callbacks=3),
+    59: Outcome("failed", error_code=SOFT_DECLINE_CODE),
 }
 
 
 def outcome_for(amount: int) -> Outcome:
-    """00–49 and unlisted tails succeed at once; 51–56 as in the contract table."""
+    """00–49 and unlisted tails succeed at once; 51–56 and 59 as in the contract table."""
     return TABLE.get(amount % 100, SUCCEEDED)

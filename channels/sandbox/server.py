@@ -7,7 +7,7 @@ Endpoints (channel id in the path; ``Authorization: Bearer <channel secret>`` on
 - ``POST /v1/channels/<id>/refunds``  ``{reference, payment, amount, currency, callback_url?}``
 - ``POST /v1/channels/<id>/payouts``  ``{reference, amount, currency, destination, callback_url?}``
 - ``GET  /v1/channels/<id>/operations/<sbx_id>`` and ``GET /v1/channels/<id>/operations?reference=<our id>``
-- ``GET  /statements/YYYY-MM-DD?channel=<id>[&since=<RFC 3339>]`` → CSV, streamed (no auth: a sandbox convenience)
+- ``GET  /statements/YYYY-MM-DD?channel=<id>`` → CSV (no auth: a sandbox convenience)
 - ``GET  /healthz``
 
 Several channel instances share one process; the channel id selects secret, cost and timeout.
@@ -38,7 +38,7 @@ from channels.config import (
 )
 from channels.registry import resolve_adapter
 from channels.sandbox.callbacks import CallbackSender
-from channels.sandbox.outcomes import outcome_for
+from channels.sandbox.outcomes import MESSAGES, outcome_for
 from channels.sandbox.serving import Reply, Request, Server
 from channels.sandbox.store import Operation, Store, rfc3339
 
@@ -136,7 +136,7 @@ class SandboxPSP:
                 return _json(200, self.store.view(op))
         if len(parts) == 2 and parts[0] == "statements":
             _allow(method, "GET")
-            return self.statement(parts[1], request.query.get("channel", ""), request.query.get("since", ""))
+            return self.statement(parts[1], request.query.get("channel", ""))
         if parts == ["healthz"]:
             _allow(method, "GET")
             return _json(200, {"channels": sorted(self.channels), "ok": True})
@@ -202,7 +202,7 @@ class SandboxPSP:
             if outcome.initial != "processing":
                 op.settled_at = now
             if outcome.error_code and outcome.initial == "failed":
-                op.error_message = "The card was declined."
+                op.error_message = MESSAGES[outcome.error_code]
             store.add(op, key, fingerprint)
             view = op.to_json()
         if outcome.initial == "processing":
@@ -245,37 +245,19 @@ class SandboxPSP:
             raise ApiError(400, "invalid_request", "destination object is required")
         return self.submit(request, served, data, "withdrawal")
 
-    def statement(self, day: str, channel_id: str, since: str = "") -> Reply:
-        """The day's settled operations as CSV, sent chunked as it is written (a day of millions of
-        lines is never one string); ``since`` (RFC 3339): only lines settled from then on."""
+    def statement(self, day: str, channel_id: str) -> Reply:
         try:
             date = dt.date.fromisoformat(day)
         except ValueError:
             raise ApiError(400, "invalid_date", "date must be YYYY-MM-DD") from None
-        try:
-            start = dt.datetime.fromisoformat(since).astimezone(dt.timezone.utc) if since else None
-        except ValueError:
-            raise ApiError(400, "invalid_since", "since must be an RFC 3339 time") from None
         served = self.channel(None, channel_id)  # no auth: a sandbox convenience
-        return Reply(200, self.statement_chunks(served, self.store.settled_on(served.spec.id, date), start),
-                     "text/csv; charset=utf-8")
-
-    @staticmethod
-    def statement_chunks(served: Served, ops: list[Operation], since: dt.datetime | None,
-                         lines_per_chunk: int = 2000):
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(STATEMENT_HEADER)
-        for count, op in enumerate(ops, 1):
-            if since is not None and op.settled_at.replace(microsecond=0) < since:
-                continue  # lines are dated to the second
+        for op in self.store.settled_on(served.spec.id, date):
             fee = served.spec.cost.fee(op.amount) if op.status == "succeeded" else 0
             writer.writerow([op.id, op.operation, op.amount, op.currency, op.status, fee, rfc3339(op.settled_at)])
-            if count % lines_per_chunk == 0:
-                yield out.getvalue().encode()
-                out.seek(0)
-                out.truncate()
-        yield out.getvalue().encode()
+        return Reply(200, out.getvalue().encode(), "text/csv; charset=utf-8")
 
     def close(self) -> None:
         self.sender.close()

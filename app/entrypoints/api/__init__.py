@@ -5,7 +5,6 @@ def blueprints() -> list:
     """Every blueprint of the HTTP API, in the order the app registers them."""
     from app.entrypoints.api import (
         accounts,
-        api_keys,
         callbacks,
         events,
         health,
@@ -19,4 +18,4 @@ def blueprints() -> list:
     )
 
     return [module.bp for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks,
-                                     api_keys, callbacks, ops, metrics)]
+                                     callbacks, ops, metrics)]

@@ -87,17 +87,14 @@ OBJECTS: dict[str, dict] = {
         "request_id": _null(STRING), "attempts": {"type": "array", "items": _obj({
             "number": INTEGER, "started_at": _null(TIME), "status_code": _null(INTEGER),
             "latency_ms": _null(INTEGER), "error": _null(STRING)})}}),
-    "api_key": _object("api_key", "key", {
-        "prefix": STRING, "created_at": TIME, "last_used_at": _null(TIME), "expires_at": _null(TIME),
-        "revoked_at": _null(TIME), "status": {"enum": ["active", "expired", "revoked"]}},
-        {"secret": {"type": "string", "pattern": "^sk_(test|live)_"}}),
     "routing_decision": _obj({
         "object": {"const": "routing_decision"}, "outcome": {"enum": ["route", "decline"]},
         "channel": _null(STRING), "candidates": {"type": "array", "items": STRING},
         "dropped": {"type": "array", "items": _obj({"channel": STRING, "reason": STRING})},
         "matched_rules": {"type": "array", "items": STRING}, "fee": {"type": "integer", "minimum": 0},
         "limits": {"type": "object"}, "ruleset_version": _null(INTEGER)},
-        {"decline_code": STRING, "strategy": STRING, "scores": {"type": "object"}}),
+        {"decline_code": STRING, "strategy": STRING, "scores": {"type": "object"},
+         "retry": _obj({"on": {"type": "array", "items": STRING}, "max": INTEGER, "rule": STRING})}),
 }
 
 ERROR = _obj({"error": _obj(
