@@ -50,9 +50,12 @@ class ChargeRequest:
     reference: str  # our object id, e.g. pay_… or top_…
     amount: int  # minor units
     currency: str
-    payment_method: Mapping[str, Any]
+    payment_method: Mapping[str, Any]  # as the merchant described it, without the token
     callback_url: str | None
     idempotency_key: str
+    # The card token (``tok_…`` from the channel's vault), for the adapter alone: the router never
+    # stores, logs or answers it, so it is kept out of payment_method and out of this object's repr.
+    token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,19 @@ def fund(merchant_id: str, account_id: str, amount: int) -> None:
 CARD = {"type": "card", "brand": "visa", "country": "US", "last4": "4242"}
 
 
+def card_token(sandbox_url: str, number: str = "4242424242424242", **card) -> dict:
+    """A token from the sandbox's vault (``POST /tokens``, over HTTP): ``{token, brand, last4, country}``."""
+    import json
+
+    import urllib3
+
+    body = {"number": number, "exp_month": 12, "exp_year": 2040, "cvc": "123", **card}
+    answer = urllib3.request("POST", f"{sandbox_url}/tokens", body=json.dumps(body).encode(),
+                             headers={"Content-Type": "application/json"})
+    assert answer.status == 200, answer.data
+    return json.loads(answer.data)
+
+
 def payment_body(amount: int, currency: str = "USD", **fields) -> dict:
     return {"amount": amount, "currency": currency, "payment_method": dict(CARD), "reference": unique("pay"),
             "customer": {"id": unique("cus"), "country": "US"}, **fields}

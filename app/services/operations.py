@@ -79,18 +79,19 @@ def next_query_at(query_count: int):
     return utcnow() + timedelta(seconds=delays[min(query_count, len(delays) - 1)])
 
 
-def _request(op: Operation, payment: Operation | None, attempt: Attempt):
+def _request(op: Operation, payment: Operation | None, attempt: Attempt, token: str | None = None):
     common = dict(reference=op.id, amount=op.amount, currency=op.currency, callback_url=callback_url(attempt.channel),
                   idempotency_key=attempt.id)
     if op.kind in ("payment", "topup"):
-        return "charge", ChargeRequest(operation=op.kind, payment_method=op.payment_method or {}, **common)
+        return "charge", ChargeRequest(operation=op.kind, payment_method=op.payment_method or {}, token=token,
+                                       **common)
     if op.kind == "withdrawal":
         return "payout", PayoutRequest(destination=op.destination or {}, **common)
     return "refund", RefundRequest(payment_channel_reference=payment.channel_reference, **common)
 
 
 def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None = None, *,
-                 retry: Mapping[str, Any] | None = None) -> Made:
+                 token: str | None = None, retry: Mapping[str, Any] | None = None) -> Made:
     """Call the candidates in order until one answers; commit before each call (the first commit
     also carries a newly written operation, so it is on record with its first attempt before any
     channel hears of it) and after an answer that leaves the operation open. A final outcome is
@@ -98,6 +99,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
     and if that commit fails the operation is still on record as processing, so status queries
     settle it. ``attempts``: the operation's attempts if the caller knows them.
 
+    ``token``: the card token, handed to the adapter in the request and kept nowhere else.
     ``retry``: the decision's ``{"on": [codes], "max": n}`` (contract §3): a decline with one of
     those codes (a soft decline) is recorded on its attempt and the next candidate is tried, at
     most ``max`` times; if no later candidate takes the payment, the last soft decline stands."""
@@ -119,7 +121,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             attempt = _write_attempt(session, op, seq, channel_id)
             session.commit()
         attempts.append(attempt)
-        verb, request = _request(op, payment, attempt)
+        verb, request = _request(op, payment, attempt, token)
         started = time.perf_counter()
         try:
             result = getattr(channel(channel_id), verb)(request)

@@ -44,6 +44,14 @@ def guard(kind: str) -> None:
         raise ServiceUnavailable(f"{kind} operations are paused; retry later.", code="operation_paused")
 
 
+def without_token(method: dict) -> tuple[dict, str | None]:
+    """A payment method as the operation keeps it (stored, answered, in events and webhooks), and its
+    card token apart: the token goes to the channel's adapter and nowhere else (contract §1)."""
+    if "token" not in method:
+        return method, None
+    return {k: v for k, v in method.items() if k != "token"}, method["token"]
+
+
 def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Made | None:
     """Only a request that took over a dead request's claim (same key, same body) resumes the
     operation that request wrote, answering with it as it is; everything else starts afresh. (It
@@ -144,9 +152,12 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
     guard("payment")
     if (made := _resume(session, merchant, key, "payment")) is not None:
         return made
-    method = body["payment_method"]
+    method, token = without_token(body["payment_method"])
     account = None
     if method["type"] == "balance":
+        if token is not None:
+            raise InvalidRequest("a balance payment moves money inside the ledger: it takes no token",
+                                 param="payment_method[token]")
         account = get_account(session, merchant, method["account"], param="payment_method[account]")
         if account.currency != body["currency"]:
             raise Unprocessable(f"account {account.id} holds {account.currency}", param="currency",
@@ -165,7 +176,7 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
             transition(session, op, PROCESSING)
             settle(session, op, SUCCEEDED, attempts=[])  # inside the ledger; 402 if the balance is short
         return Made(op, [])  # committed with the stored response
-    return run_channels(session, op, attempts=[], retry=decided.get("retry"))
+    return run_channels(session, op, attempts=[], token=token, retry=decided.get("retry"))
 
 
 def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
@@ -176,9 +187,10 @@ def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> 
         raise InvalidRequest("a top-up pays in from outside: payment_method cannot be balance",
                              param="payment_method[type]")
     account = _account_in(session, merchant, body)
+    method, token = without_token(body["payment_method"])
     op, decided = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
-                         payment_method=body["payment_method"], account_id=account.id, customer=account.customer)
-    return run_channels(session, op, attempts=[], retry=decided.get("retry"))
+                         payment_method=method, account_id=account.id, customer=account.customer)
+    return run_channels(session, op, attempts=[], token=token, retry=decided.get("retry"))
 
 
 def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str) -> Made:

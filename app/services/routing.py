@@ -47,7 +47,10 @@ class LedgerOnly:
 def facts(kind: str, merchant, body: dict, *, amount: int, currency: str, now: datetime | None = None) -> dict:
     from rules.decide import facts_for
 
-    return facts_for(kind, amount, currency, body.get("payment_method") or body.get("destination") or {},
+    instrument = body.get("payment_method") or body.get("destination") or {}
+    if "token" in instrument:  # a card token is no fact: no rule reads it, no decision carries it
+        instrument = {k: v for k, v in instrument.items() if k != "token"}
+    return facts_for(kind, amount, currency, instrument,
                      body.get("customer") or {}, merchant.id, merchant.category, body.get("metadata") or {},
                      now or datetime.now(timezone.utc))
 

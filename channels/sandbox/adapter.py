@@ -58,9 +58,11 @@ class SandboxChannel(Channel):
 
     def charge(self, req: ChargeRequest) -> ChannelResult:
         self._require(req.operation)
+        method = dict(req.payment_method)
+        if req.token is not None:
+            method["token"] = req.token
         payload = {"operation": req.operation, "reference": req.reference, "amount": req.amount,
-                   "currency": req.currency, "payment_method": dict(req.payment_method),
-                   "callback_url": req.callback_url}
+                   "currency": req.currency, "payment_method": method, "callback_url": req.callback_url}
         return _result(*self.client.post("/charges", payload, req.idempotency_key))
 
     def refund(self, req: RefundRequest) -> ChannelResult:

@@ -8,6 +8,8 @@ Endpoints (channel id in the path; ``Authorization: Bearer <channel secret>`` on
 - ``POST /v1/channels/<id>/payouts``  ``{reference, amount, currency, destination, callback_url?}``
 - ``GET  /v1/channels/<id>/operations/<sbx_id>`` and ``GET /v1/channels/<id>/operations?reference=<our id>``
 - ``GET  /statements/YYYY-MM-DD?channel=<id>`` → CSV (no auth: a sandbox convenience)
+- ``POST /tokens``  ``{number, exp_month, exp_year, cvc, country?, channel?}`` → ``{token, brand, last4, country}``
+  (the vault, channels.sandbox.vault; no auth: it stands for the PSP's client-side tokenization)
 - ``GET  /healthz``
 
 Several channel instances share one process; the channel id selects secret, cost and timeout.
@@ -41,6 +43,7 @@ from channels.sandbox.callbacks import CallbackSender
 from channels.sandbox.outcomes import MESSAGES, outcome_for
 from channels.sandbox.serving import Reply, Request, Server
 from channels.sandbox.store import Operation, Store, rfc3339
+from channels.sandbox.vault import CardRefused, Vault
 
 log = logging.getLogger("payrouter.sandbox")
 TIMEOUT_HEADER = "X-Sandbox-Timeout-Ms"  # the adapter tells its timeout (for outcome 54)
@@ -98,6 +101,7 @@ class SandboxPSP:
                  retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8), clock: Callable[[], dt.datetime] = _utcnow):
         self.channels = served_channels(channels_path, env, stored)
         self.store = Store()
+        self.vault = Vault()
         self.clock = clock
         self.hang_extra = hang_extra
         self.sender = CallbackSender(self.store, clock, callback_delay, duplicate_gap, retry_delays)
@@ -137,6 +141,9 @@ class SandboxPSP:
         if len(parts) == 2 and parts[0] == "statements":
             _allow(method, "GET")
             return self.statement(parts[1], request.query.get("channel", ""))
+        if parts == ["tokens"]:
+            _allow(method, "POST")
+            return self.tokens(self.body(request))
         if parts == ["healthz"]:
             _allow(method, "GET")
             return _json(200, {"channels": sorted(self.channels), "ok": True})
@@ -219,7 +226,17 @@ class SandboxPSP:
             raise ApiError(400, "invalid_request", "operation must be payment or topup")
         if not isinstance(data.get("payment_method"), dict):
             raise ApiError(400, "invalid_request", "payment_method object is required")
+        token = data["payment_method"].get("token")
+        if token is not None and self.vault.card(token, served.spec.id) is None:
+            # Refused before anything is charged, as a decline: a final answer, never a fault to fail over on.
+            raise ApiError(402, "invalid_token", "this token was not issued by this channel's vault")
         return self.submit(request, served, data, data["operation"])
+
+    def tokens(self, data: dict) -> Reply:
+        try:
+            return _json(200, self.vault.issue(data, set(self.channels)))
+        except CardRefused as exc:
+            raise ApiError(400, f"invalid_{exc.param}", str(exc)) from None
 
     def refunds(self, request: Request, served: Served, data: dict) -> Reply:
         self.check_money(data, served)
