@@ -52,6 +52,9 @@ _PREFIXES = {OperationKind.PAYMENT: "pay", OperationKind.TOPUP: "top", Operation
 _VALUES = tuple(kind.value for kind in OperationKind)
 _ROUTED = tuple(kind.value for kind in OperationKind if kind.is_routed)
 
-# The event types (and webhook subscriptions): ``<kind>.<final status>``.
+# An order's events: it is paid in full (app.domain.orders.became_paid), once.
+ORDER_EVENT_TYPES: tuple[str, ...] = ("order.paid",)
+
+# The event types (and webhook subscriptions): ``<kind>.<final status>``, and an order's.
 EVENT_TYPES: tuple[str, ...] = tuple(f"{kind.value}.{status}" for kind in OperationKind
-                                     for status in kind.final_statuses)
+                                     for status in kind.final_statuses) + ORDER_EVENT_TYPES

@@ -19,7 +19,7 @@ def test_id_prefixes(kind, prefix):
 def test_event_types_are_each_kinds_final_statuses():
     assert EVENT_TYPES == ("payment.succeeded", "payment.failed", "topup.succeeded", "topup.failed",
                            "withdrawal.succeeded", "withdrawal.failed", "refund.succeeded", "refund.failed",
-                           "transfer.succeeded")
+                           "transfer.succeeded", "order.paid")
 
 
 def test_unknown_kind_is_refused():
