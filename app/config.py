@@ -96,6 +96,9 @@ class Config:
     status_query_delays: tuple[int, ...] = setting(
         "PAYROUTER_STATUS_QUERY_DELAYS", "when an operation left processing is queried at its channel",
         DEFAULT_STATUS_QUERY_DELAYS, parse=_seconds_list)
+    sandbox_auth_expiry_s: float = setting(
+        "SANDBOX_AUTH_EXPIRY_S", "`payrouter sandbox`: seconds after which it voids an authorization not "
+        "captured (`capture_method: manual`)", 7 * 24 * 3600.0, parse=float, shown="604800")
     ops_token: str | None = setting(
         "PAYROUTER_OPS_TOKEN", "bearer token for the `/ops` API", shown="unset (ops API off)", secret=True)
     reconcile_interval: int = setting(

@@ -16,8 +16,10 @@ from app.domain.errors import ChannelError
 if TYPE_CHECKING:  # pragma: no cover
     from channels.config import ChannelSpec, Cost
 
-STATUSES = ("succeeded", "failed", "processing")
-Status = Literal["succeeded", "failed", "processing"]
+# A payment may also wait for its customer (requires_action: ``next_action``), wait for its capture
+# (requires_capture: authorized with ``capture_method: manual``) or end voided (canceled).
+STATUSES = ("succeeded", "failed", "processing", "requires_action", "requires_capture", "canceled")
+Status = Literal["succeeded", "failed", "processing", "requires_action", "requires_capture", "canceled"]
 
 
 class ChannelUnavailable(ChannelError):
@@ -56,6 +58,25 @@ class ChargeRequest:
     # The card token (``tok_…`` from the channel's vault), for the adapter alone: the router never
     # stores, logs or answers it, so it is kept out of payment_method and out of this object's repr.
     token: str | None = field(default=None, repr=False)
+    capture_method: Literal["automatic", "manual"] = "automatic"
+
+
+@dataclass(frozen=True)
+class CaptureRequest:
+    """Capture ``amount`` (all or part) of an authorized payment; ``VoidRequest``: release it."""
+
+    reference: str  # pay_…
+    channel_reference: str
+    amount: int
+    currency: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True)
+class VoidRequest:
+    reference: str
+    channel_reference: str
+    idempotency_key: str
 
 
 @dataclass(frozen=True)
@@ -85,6 +106,9 @@ class ChannelResult:
     error_code: str | None = None
     error_message: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+    next_action: Mapping[str, Any] | None = None  # requires_action: {"type": "redirect_to_url", "url"}
+    amount_captured: int | None = None  # a capture's amount (None: the whole payment)
+    capture_before: dt.datetime | None = None  # requires_capture: when the channel voids it (UTC)
 
 
 @dataclass(frozen=True)
@@ -144,6 +168,14 @@ class Channel(abc.ABC):
 
     def payout(self, req: PayoutRequest) -> ChannelResult:
         raise OperationNotSupported(f"channel {self.id} does not pay out")
+
+    def capture(self, req: CaptureRequest) -> ChannelResult:
+        """Capture an authorization: ``succeeded`` (with ``amount_captured``), or failed with a code."""
+        raise OperationNotSupported(f"channel {self.id} does not capture")
+
+    def void(self, req: VoidRequest) -> ChannelResult:
+        """Release an authorization, or abandon a customer's action: ``canceled``, or failed with a code."""
+        raise OperationNotSupported(f"channel {self.id} does not void")
 
     @abc.abstractmethod
     def query(self, reference: str, channel_reference: str | None = None) -> ChannelResult:

@@ -289,40 +289,6 @@ class AdminLoginFailure(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
-class Order(Base):
-    """A merchant's sale (``ord_…``): payments and refunds name it with ``order_id``. Its sums and
-    status change only by compare-and-set on ``version`` (app.services.orders); ``amount_in_flight``
-    holds what its payments not yet final have reserved, so none can pay it beyond ``amount``."""
-
-    __tablename__ = "orders"
-    __table_args__ = (
-        UniqueConstraint("merchant_id", "reference", name="uq_orders_reference"),
-        CheckConstraint("amount_paid + amount_in_flight <= amount AND amount_in_flight >= 0 "
-                        "AND amount_refunded >= 0 AND amount_refunded <= amount_paid", name="ck_orders_amounts"),
-        Index("ix_orders_list", "merchant_id", "livemode", "created_at", "id"),
-        # the list filtered by status or customer, in its order (as 0018 does for the other lists)
-        Index("ix_orders_list_status", "merchant_id", "livemode", "status", "created_at", "id"),
-        Index("ix_orders_list_customer", "merchant_id", "livemode", text("(customer ->> 'id')"), "created_at", "id"),
-    )
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
-    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    amount: Mapped[int] = mapped_column()
-    currency: Mapped[str] = mapped_column(String(3))
-    reference: Mapped[str] = mapped_column(String(200))
-    customer: Mapped[dict | None] = mapped_column(JSON)
-    description: Mapped[str | None] = mapped_column(String(1000))
-    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
-    amount_paid: Mapped[int] = mapped_column(default=0)
-    amount_in_flight: Mapped[int] = mapped_column(default=0)
-    amount_refunded: Mapped[int] = mapped_column(default=0)
-    status: Mapped[str] = mapped_column(String(20), default="open")
-    version: Mapped[int] = mapped_column(Integer, default=0)
-    request_id: Mapped[str | None] = mapped_column(String(200))
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-
-
 # An operation's, attempt's or callback's status: up to 20 characters (requires_capture is 16; 0016
 # widened it from 12). SQLite does not enforce a VARCHAR's length, and changing the declared one
 # there would mean copying tables others refer to, so an embedded database keeps 12 on record.
@@ -352,13 +318,12 @@ class Operation(Base):
         Index("ix_operations_list_channel", "merchant_id", "livemode", "kind", "channel", "created_at", "id"),
         Index("ix_operations_list_customer", "merchant_id", "livemode", "kind", text("(customer ->> 'id')"),
               "created_at", "id"),
-        Index("ix_operations_order", "order_id", "created_at", "id"),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     kind: Mapped[str] = mapped_column(String(12))  # payment | topup | withdrawal | refund
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[str] = mapped_column(STATUS)  # app.domain.states
     version: Mapped[int] = mapped_column(Integer, default=0)
     amount: Mapped[int] = mapped_column()
     currency: Mapped[str] = mapped_column(String(3))
@@ -373,10 +338,6 @@ class Operation(Base):
     destination: Mapped[dict | None] = mapped_column(JSON)
     account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"))
     payment_id: Mapped[str | None] = mapped_column(ForeignKey("operations.id"), index=True)  # refunds
-    # The order a payment names; a refund's is its payment's (ix_operations_order: an order's payments
-    # and refunds). No foreign key: SQLite can drop a column only if no foreign key holds it, and the
-    # service writes an order's id only after reading that order (orders are never deleted).
-    order_id: Mapped[str | None] = mapped_column(String(40))
     reason: Mapped[str | None] = mapped_column(String(40))
     routing: Mapped[dict] = mapped_column(JSON, default=dict)
     channel: Mapped[str | None] = mapped_column(String(100))
@@ -389,6 +350,13 @@ class Operation(Base):
     # The channel acknowledged it, then answered a status query "unknown operation": it stays
     # processing, flagged for review (and a reconciliation issue) until the channel or ops settle it.
     review: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Payments (0016): "manual" stops an authorization at requires_capture; amount_captured is set
+    # by a capture (None: captured in full, or not captured); capture_before, when the channel voids
+    # an uncaptured authorization; next_action, where the customer completes a step (requires_action).
+    capture_method: Mapped[str | None] = mapped_column(String(10))
+    amount_captured: Mapped[int | None] = mapped_column()
+    capture_before: Mapped[datetime | None] = mapped_column(DateTime)
+    next_action: Mapped[dict | None] = mapped_column(JSON)
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -406,7 +374,8 @@ class Attempt(Base):
     operation_id: Mapped[str] = mapped_column(ForeignKey("operations.id"))
     seq: Mapped[int] = mapped_column(Integer)
     channel: Mapped[str] = mapped_column(String(100))
-    status: Mapped[str] = mapped_column(String(12))  # processing | succeeded | failed | error | unknown
+    # processing | requires_capture (an authorization) | succeeded | failed | canceled | unknown
+    status: Mapped[str] = mapped_column(STATUS)
     error_code: Mapped[str | None] = mapped_column(String(60))
     error_message: Mapped[str | None] = mapped_column(String(500))
     channel_reference: Mapped[str | None] = mapped_column(String(200))
@@ -441,7 +410,7 @@ class ChannelCallback(Base):
     dedupe_key: Mapped[str] = mapped_column(String(300))
     reference: Mapped[str | None] = mapped_column(String(200))
     channel_reference: Mapped[str | None] = mapped_column(String(200))
-    status: Mapped[str] = mapped_column(String(12))
+    status: Mapped[str] = mapped_column(STATUS)
     error_code: Mapped[str | None] = mapped_column(String(60))
     body: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str | None] = mapped_column(String(40))  # applied | duplicate | attempt_mismatch | …

@@ -13,9 +13,14 @@ are signed minor units, + raising the account's balance, and every entry's lines
 | withdrawal failed | withdrawal_release | customer pending −A · customer available +A |
 | refund succeeded | refund | settlement −A · clearing (balance: customer) +A |
 | transfer | transfer | source −A · target +A |
+| payment authorized (requires_capture) | — | nothing: the money is only held at the channel |
+| payment captured | payment | as "payment succeeded", A the captured amount, F its fee |
+| authorization voided (canceled) | — | nothing: the hold is released at the channel |
 
 "fee" is settlement −F · fee revenue +F, and nothing when F is 0. Any other failure writes nothing:
-a failed payment, top-up or refund never moved money (a fee is charged only on success).
+a failed payment, top-up or refund never moved money (a fee is charged only on success). A payment
+that waits (requires_action, requires_capture) or is canceled moved nothing either: only a capture
+moves money, and only what it captured (the rest of the authorization is released, never posted).
 """
 from __future__ import annotations
 
@@ -78,6 +83,22 @@ def settlement(kind: str, status: str, amount: int, fee: int, *, in_ledger: bool
             return [Entry("refund", (Line(Role.SETTLEMENT, -amount), Line(payer, amount)))]
     if status == FAILED and kind == "withdrawal":
         return [Entry("withdrawal_release", (Line(Role.CUSTOMER, -amount, PENDING), Line(Role.CUSTOMER, amount)))]
+    return []
+
+
+def authorized(amount: int) -> list[Entry]:
+    """A payment authorized for ``amount`` (requires_capture): nothing moves, the channel holds it."""
+    return []
+
+
+def captured(amount_captured: int, fee: int) -> list[Entry]:
+    """A capture of ``amount_captured`` (all or part of the authorization) with ``fee``, the fee on
+    the captured amount: posted as the payment's success of that amount; the rest posts nothing."""
+    return settlement("payment", SUCCEEDED, amount_captured, fee)
+
+
+def voided(amount: int) -> list[Entry]:
+    """An authorization voided (canceled by the merchant, or expired at the channel): nothing moves."""
     return []
 
 

@@ -148,7 +148,7 @@ def sandbox(host, port):
 
     config = get_config()
     run(host=host, port=port, channels_path=config.channels_file, env=config.channel_env,
-        stored=StoredChannelSecrets(config))
+        stored=StoredChannelSecrets(config), auth_expiry_s=config.sandbox_auth_expiry_s)
 
 
 @main.group(invoke_without_command=True)

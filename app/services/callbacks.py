@@ -30,7 +30,7 @@ from app.adapters.models import Attempt, ChannelCallback, Operation, new_id, utc
 from app.adapters.redis_conn import get_redis
 from app.config import get_config
 from app.domain.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
-from app.domain.states import FAILED, FINAL, PROCESSING, SUCCEEDED, allowed
+from app.domain.states import CANCELED, FAILED, FINAL, OPEN, PROCESSING, REQUIRES_CAPTURE, SUCCEEDED, allowed
 from app.services import issues, ledger
 from app.services.operations import (
     Settlement,
@@ -39,6 +39,7 @@ from app.services.operations import (
     next_query_at,
     settle_all,
     settle_one,
+    waiting_changes,
 )
 from app.services.validation import bad_text
 from channels.base import ChannelError, InvalidCallback
@@ -51,6 +52,9 @@ DRAIN_BATCH = 100  # callbacks per transaction: a commit per batch, not per call
 SWEEP_LEASE_SECONDS = 10
 # A status query's failed result with this code: the channel has no such operation (its 404).
 UNKNOWN_OPERATION = "not_found"
+# What a callback or a status query may move an operation to (requires_action is only ever the
+# answer to a charge: a customer's step the channel reports later is no news).
+SETTLING = frozenset({SUCCEEDED, FAILED, REQUIRES_CAPTURE, CANCELED})
 
 
 def receive(channel_id: str, headers: dict, body: bytes) -> str:
@@ -89,7 +93,7 @@ def receive(channel_id: str, headers: dict, body: bytes) -> str:
 
 
 # The inbox's columns (ChannelCallback): what a verified event may hold to be stored and looked up.
-_EVENT_FIELDS = (("reference", 200, True), ("channel_reference", 200, True), ("status", 12, False),
+_EVENT_FIELDS = (("reference", 200, True), ("channel_reference", 200, True), ("status", 20, False),
                  ("error_code", 60, True), ("dedupe_key", 300, False))
 
 
@@ -252,9 +256,9 @@ def _verdicts(rows: list[ChannelCallback], ops: dict, attempts: dict) -> dict[st
             outcomes[row.id] = "unknown_operation"
         elif _mismatched(row, attempts.get(op.id, [])):
             outcomes[row.id] = "attempt_mismatch"
-        elif row.status not in (SUCCEEDED, FAILED):
+        elif row.status not in SETTLING:
             outcomes[row.id] = "ignored"
-        elif op.status in FINAL or op.id in settling or not allowed(op.status, row.status):
+        elif op.status in FINAL or op.id in settling or not allowed(op.status, row.status, op.kind):
             outcomes[row.id] = "duplicate"
         else:
             outcomes[row.id] = "applied"
@@ -281,10 +285,10 @@ def _mismatched(row: ChannelCallback, attempts: list) -> bool:
 
 
 def _settlement(op: Operation, status: str, code: str | None, channel_reference: str | None, attempts: list,
-                request_id: str | None = None) -> Settlement:
+                request_id: str | None = None, changes: dict | None = None) -> Settlement:
     """A channel's word on an operation (a callback, a status query's answer) as a settlement: its
     error code is the failure message too."""
-    return Settlement(op, status, code, code, attempts, channel_reference, request_id)
+    return Settlement(op, status, code, code, attempts, channel_reference, request_id, changes)
 
 
 def query_status(operation_id: str) -> str:
@@ -303,7 +307,7 @@ def query_status(operation_id: str) -> str:
         if op is None or not op.channel:
             return "final"
         session.expunge(op)
-    if op.status != PROCESSING:
+    if op.status not in OPEN:
         with unit_of_work() as session:
             issues.settled_as_stated(session, op)
         return "final"
@@ -316,19 +320,32 @@ def query_status(operation_id: str) -> str:
             log.warning("status query of %s at %s failed: %s", reference, channel_id, exc)
         with unit_of_work() as session:
             op = session.get(Operation, operation_id)
-            if op.status != PROCESSING:
+            if op.status not in OPEN:
                 issues.settled_as_stated(session, op)
                 return "final"
             forgotten = result is not None and result.status == FAILED and result.error_code == UNKNOWN_OPERATION
-            if forgotten and op.channel_reference:
+            if forgotten and op.channel_reference and op.status == PROCESSING:
                 return _review(session, op)
-            if result is not None and result.status in (SUCCEEDED, FAILED):
+            if result is not None and result.status in SETTLING and allowed(op.status, result.status, op.kind):
                 settle_one(session, _settlement(op, result.status, result.error_code, result.channel_reference,
-                                                attempts_of(session, op)))
+                                                attempts_of(session, op), changes=_answered(session, op, result)))
                 issues.settled_as_stated(session, op)
                 return result.status
+            if result is not None and result.status == op.status == REQUIRES_CAPTURE and result.capture_before:
+                op.next_query_at = waiting_changes(result)["next_query_at"]  # asked again when it expires
+                return op.status
             _reschedule(op)
-            return "processing"
+            return op.status
+
+
+def _answered(session, op: Operation, result) -> dict:
+    """The columns a status query's answer sets beyond the status: an authorization's expiry, or
+    (a capture whose answer was lost) the amount captured and its fee."""
+    from app.services.capture import captured_changes
+
+    if result.status == SUCCEEDED and op.status == REQUIRES_CAPTURE:
+        return captured_changes(session, op, result.amount_captured or op.amount)
+    return waiting_changes(result)
 
 
 def _reschedule(op: Operation) -> None:
@@ -365,7 +382,7 @@ def sweep(batch: int = 200) -> dict:
         callbacks = list(session.scalars(select(ChannelCallback.id).where(
             ChannelCallback.processed_at.is_(None), ChannelCallback.received_at < now - STALE_INBOX).limit(batch)))
         due = list(session.scalars(select(Operation.id).where(
-            Operation.status == PROCESSING, Operation.next_query_at.is_not(None),
+            Operation.status.in_(sorted(OPEN)), Operation.next_query_at.is_not(None),
             Operation.next_query_at <= now).limit(batch)))
     r = get_redis()
     queued = {"callbacks": 0, "queries": 0}

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import timedelta, timezone
 from typing import Any, Mapping
 
 from sqlalchemy import bindparam, insert, literal, or_, select, update
@@ -29,8 +29,17 @@ from app.adapters.models import Account, Attempt, Operation, new_id, utcnow
 from app.config import get_config
 from app.domain import postings
 from app.domain.postings import Role
-from app.domain.states import FAILED, FINAL, PENDING, PROCESSING
-from app.services import breaker, events, issues, ledger, orders, representation
+from app.domain.states import (
+    CANCELED,
+    FAILED,
+    FINAL,
+    PENDING,
+    PROCESSING,
+    REQUIRES_ACTION,
+    REQUIRES_CAPTURE,
+    SUCCEEDED,
+)
+from app.services import breaker, events, issues, ledger, representation
 from app.services.transitions import transition, transition_all
 from channels.base import (
     ChannelError,
@@ -84,7 +93,7 @@ def _request(op: Operation, payment: Operation | None, attempt: Attempt, token: 
                   idempotency_key=attempt.id)
     if op.kind in ("payment", "topup"):
         return "charge", ChargeRequest(operation=op.kind, payment_method=op.payment_method or {}, token=token,
-                                       **common)
+                                       capture_method=op.capture_method or "automatic", **common)
     if op.kind == "withdrawal":
         return "payout", PayoutRequest(destination=op.destination or {}, **common)
     return "refund", RefundRequest(payment_channel_reference=payment.channel_reference, **common)
@@ -152,8 +161,11 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             op.channel_reference = result.channel_reference
             session.commit()
             return _as_it_is_now(session, op)
-        _close_attempt(session, attempt, result.status, result.error_code, result.error_message,
-                       result.channel_reference, raw, duration_ms=took)
+        if (closed := attempt_status(result.status)) is None:  # the customer's step: still open
+            _record_answer(session, attempt, result.channel_reference, raw, took)
+        else:
+            _close_attempt(session, attempt, closed, result.error_code, result.error_message,
+                           result.channel_reference, raw, duration_ms=took)
         if (result.status == FAILED and result.error_code in retry_on and retries_left > 0
                 and index + 1 < len(candidates)):
             retries_left -= 1
@@ -163,7 +175,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
                      channel_id, op.id, result.error_code)
             continue
         settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
-               channel_reference=result.channel_reference)
+               channel_reference=result.channel_reference, changes=waiting_changes(result))
         return Made(op, attempts)  # the caller commits the outcome with its stored response
     if op.status == PENDING and not transition(session, op, PROCESSING, routing=op.routing):
         return Made(op, attempts)
@@ -216,11 +228,12 @@ def _write_attempt(session: Session, op: Operation, seq: int, channel_id: str) -
     return attempt
 
 
-# An attempt still waiting for its outcome is processing or unknown (two literals, not IN: an IN
-# list is rendered again on every execution, and this runs on every payment).
+# An attempt still waiting for its outcome is processing, unknown or (an authorization) requires_capture
+# (literals, not IN: an IN list is rendered again on every execution, and this runs on every payment).
 _ATTEMPT_CLOSE = update(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"),
                                          or_(_ATTEMPTS.c.status == literal(PROCESSING),
-                                             _ATTEMPTS.c.status == literal("unknown")))
+                                             _ATTEMPTS.c.status == literal("unknown"),
+                                             _ATTEMPTS.c.status == literal(REQUIRES_CAPTURE)))
 _ATTEMPT_READ = select(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"))
 
 
@@ -279,14 +292,39 @@ def _note_drop(op: Operation, channel_id: str, reason: str) -> None:
     op.routing = {**op.routing, "dropped": dropped}
 
 
+def attempt_status(status: str) -> str | None:
+    """What an attempt records when its channel answers ``status`` about a payment: an authorization
+    stays open until captured or voided (reconciliation looks only at closed attempts, which the
+    channel's statement lists); a customer's step leaves the attempt as it is (None)."""
+    return None if status == REQUIRES_ACTION else status
+
+
+def waiting_changes(result) -> dict:
+    """The columns a channel's answer sets on a payment that waits: where the customer goes
+    (requires_action), and until when an authorization holds, its status query due then."""
+    if result.status == REQUIRES_ACTION and result.next_action:
+        return {"next_action": dict(result.next_action)}
+    if result.status == REQUIRES_CAPTURE and result.capture_before is not None:
+        before = result.capture_before.astimezone(timezone.utc).replace(tzinfo=None)
+        return {"capture_before": before, "next_query_at": before + timedelta(seconds=1)}
+    return {}
+
+
 def _settle_changes(op: Operation, status: str, code: str | None, message: str | None,
-                    channel_reference: str | None) -> dict:
-    # A final operation is never under review; a fee is charged only on success (contract §1).
-    changes = {"next_query_at": None, "review": False}
+                    channel_reference: str | None, extra: dict | None = None) -> dict:
+    # A final operation is never under review; a fee is charged only on success (contract §1). A
+    # payment that waits (for its customer, or its capture) is still asked at its channel.
+    changes = {"next_query_at": next_query_at(0) if status in (REQUIRES_ACTION, REQUIRES_CAPTURE) else None,
+               "review": False}
     if status == FAILED:
         changes.update(failure_code=code or "channel_error", failure_message=message or code or "failed", fee=0)
+    if status == CANCELED:
+        changes["fee"] = 0
+    if status != REQUIRES_ACTION and op.next_action:
+        changes["next_action"] = None
     if channel_reference and not op.channel_reference:
         changes["channel_reference"] = channel_reference
+    changes.update(extra or {})
     return changes
 
 
@@ -295,9 +333,10 @@ def _settled_attempt(op: Operation, attempts: list[Attempt] | None, status: str,
     """The operation's attempt on its channel still waiting for an outcome, if any, and the outcome
     a settlement records on it (``_close_attempt``'s arguments after the attempt)."""
     attempt = next((a for a in reversed(attempts or []) if a.channel == op.channel), None)
-    if attempt is None or attempt.status in FINAL:
+    closed = attempt_status(status)
+    if attempt is None or attempt.status in FINAL or closed is None or closed == attempt.status:
         return None
-    return attempt, (status, code, message if status == FAILED else None,
+    return attempt, (closed, code, message if status == FAILED else None,
                      attempt.channel_reference or channel_reference)
 
 
@@ -313,6 +352,7 @@ class Settlement:
     attempts: list[Attempt] | None = None
     channel_reference: str | None = None
     request_id: str | None = None
+    changes: dict | None = None  # other columns the move sets (waiting_changes, a capture's amount and fee)
 
 
 class SettlementRace(Exception):
@@ -320,14 +360,15 @@ class SettlementRace(Exception):
 
 
 def settle(session: Session, op: Operation, status: str, code: str | None = None, message: str | None = None,
-           *, attempts: list[Attempt] | None = None, channel_reference: str | None = None) -> bool:
+           *, attempts: list[Attempt] | None = None, channel_reference: str | None = None,
+           changes: dict | None = None) -> bool:
     """Move a processing operation to its final status, with its postings and event, once:
     ``_settle`` of one, where a race is known exactly. False (and nothing written) if the operation
     changed meanwhile; an attempt that a callback or status query closed meanwhile keeps its outcome.
 
     ``attempts`` (the operation's, already loaded) marks the open attempt on the operation's
     channel with the outcome; that happens only if this call won the transition."""
-    return settle_one(session, Settlement(op, status, code, message, attempts, channel_reference))
+    return settle_one(session, Settlement(op, status, code, message, attempts, channel_reference, changes=changes))
 
 
 def settle_one(session: Session, settlement: Settlement) -> bool:
@@ -351,7 +392,7 @@ def _settle(session: Session, settlements: list[Settlement], *, exact: bool) -> 
     settlement writes (postings and event per operation, under its request id). ``exact``: a single
     settlement, whose races are known one by one (``transition``, ``_close_attempt``); otherwise
     the executemanys tell only that something raced, and SettlementRace is raised."""
-    moves = [(s.op, s.status, _settle_changes(s.op, s.status, s.code, s.message, s.channel_reference))
+    moves = [(s.op, s.status, _settle_changes(s.op, s.status, s.code, s.message, s.channel_reference, s.changes))
              for s in settlements]
     closes = [closing for s in settlements
               if (closing := _settled_attempt(s.op, s.attempts, s.status, s.code, s.message, s.channel_reference))]
@@ -379,7 +420,8 @@ def _record_settlement(session: Session, op: Operation, status: str, attempts: l
     under review (``reviewed``), its reconciliation issue closed."""
     if reviewed:
         issues.settled_under_review(session, op, status)
-    metrics.settled_on_commit(session, op.kind, status, op.channel)
+    if status in FINAL:
+        metrics.settled_on_commit(session, op.kind, status, op.channel)
     entries = _postings(session, op, status)
     data = representation.operation(op, attempts) if attempts is not None else view(session, op)
     # What follows needs no answer, unless a customer's balance moves (its row is read back); in a
@@ -395,9 +437,7 @@ def _record_settlement(session: Session, op: Operation, status: str, attempts: l
                             .execution_options(synchronize_session=False))
         events.record(session, merchant_id=op.merchant_id, livemode=op.livemode, type=f"{op.kind}.{status}",
                       object_id=op.id, data=data)
-    if op.order_id:  # outside the pipeline: it reads the order and counts what its compare-and-set matched
-        orders.settled(session, op, status)
-    if status == FAILED and op.limit_reservation:
+    if status in (FAILED, CANCELED) and op.limit_reservation:
         release_limits(op.limit_reservation)
 
 
@@ -416,7 +456,10 @@ def _postings(session: Session, op: Operation, status: str) -> list[tuple[str, l
     """The settlement's entries (``app.domain.postings``) on the operation's accounts. An operation
     with no channel ran inside the ledger: a balance payment, or the refund of one (a refund takes
     its payment's channel)."""
-    entries = postings.settlement(op.kind, status, op.amount, op.fee, in_ledger=not op.channel)
+    if op.kind == "payment" and status == SUCCEEDED and op.amount_captured is not None:
+        entries = postings.captured(op.amount_captured, op.fee)  # a capture: what it took, its fee
+    else:
+        entries = postings.settlement(op.kind, status, op.amount, op.fee, in_ledger=not op.channel)
     accounts: dict[Role, Account | ledger.SystemAccount] = {}
 
     def account(role: Role) -> Account | ledger.SystemAccount:

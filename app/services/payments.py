@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 
 import redis
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app import context
@@ -31,7 +31,7 @@ from app.domain.errors import (
 )
 from app.domain.kinds import OperationKind
 from app.domain.states import OPERATION_TRANSITIONS, PENDING, PROCESSING, SUCCEEDED
-from app.services import ledger, orders, routing, switches
+from app.services import ledger, routing, switches
 from app.services.accounts import get_account
 from app.services.listing import ListQuery, Page, page
 from app.services.operations import Made, release_limits, run_channels, settle
@@ -158,6 +158,9 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
         if token is not None:
             raise InvalidRequest("a balance payment moves money inside the ledger: it takes no token",
                                  param="payment_method[token]")
+        if body.get("capture_method") == "manual":
+            raise InvalidRequest("a balance payment moves money inside the ledger at once: it cannot be "
+                                 "authorized and captured later", param="capture_method")
         account = get_account(session, merchant, method["account"], param="payment_method[account]")
         if account.currency != body["currency"]:
             raise Unprocessable(f"account {account.id} holds {account.currency}", param="currency",
@@ -168,12 +171,10 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
         view = _ledger_only_view(decision)
     else:
         decision = view = None
-    if body.get("order"):  # held before anything is written: rolled back with the payment if it is refused
-        orders.reserve(session, merchant, body["order"], body["amount"], body["currency"])
     op, decided = _start(session, merchant, "payment", body, key, amount=body["amount"], currency=body["currency"],
                          decision=decision, routing_view=view, customer=body.get("customer"), payment_method=method,
                          description=body.get("description"), account_id=account.id if account else None,
-                         order_id=body.get("order"))
+                         capture_method="manual" if body.get("capture_method") == "manual" else None)
     if account is not None:
         with _giving_back_limits(op, decided):
             transition(session, op, PROCESSING)
@@ -221,7 +222,8 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
     if payment.status != SUCCEEDED:
         raise Unprocessable(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
                             param="payment", code="payment_not_refundable")
-    amount = body.get("amount", payment.amount - payment.amount_refunded)
+    paid = payment.amount if payment.amount_captured is None else payment.amount_captured  # a partial capture
+    amount = body.get("amount", paid - payment.amount_refunded)
     if amount <= 0:
         raise Unprocessable("this payment is already fully refunded", param="amount",
                             code="refund_exceeds_payment")
@@ -242,7 +244,8 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
                                     "dropped": [{"channel": payment.channel, "reason": reason}]})
     # Reserve the amount on the payment: parallel refunds can never exceed what was paid.
     reserved = session.execute(
-        update(Operation).where(Operation.id == payment.id, Operation.amount_refunded + amount <= Operation.amount)
+        update(Operation).where(Operation.id == payment.id, Operation.amount_refunded + amount
+                                <= func.coalesce(Operation.amount_captured, Operation.amount))
         .values(amount_refunded=Operation.amount_refunded + amount).execution_options(synchronize_session=False))
     if reserved.rowcount != 1:
         raise Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
@@ -250,7 +253,7 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
     op, decided = _start(session, merchant, "refund", {**body, "customer": payment.customer}, key, amount=amount,
                          currency=payment.currency, decision=decision, routing_view=view,
                          fee=0, payment_id=payment.id, reason=body.get("reason"), customer=payment.customer,
-                         account_id=None, order_id=payment.order_id)
+                         account_id=None)
     op.channel = payment.channel
     if not payment.channel:  # a balance payment is refunded inside the ledger
         with _giving_back_limits(op, decided):

@@ -61,6 +61,22 @@ def transfer(obj: Transfer) -> dict:
 UNCHARGED = ("failed", "canceled")
 
 
+def _capture(op) -> dict:
+    """A payment's capture: how it is captured, what was (a partial capture releases the rest), until
+    when an authorization holds, and where its customer completes a step (requires_action)."""
+    if op.amount_captured is not None:
+        captured = op.amount_captured
+    else:  # captured in full by its success; nothing while it waits, or once it failed or was canceled
+        captured = op.amount if op.status == "succeeded" else 0
+    out = {"capture_method": op.capture_method or "automatic", "amount_captured": captured,
+           "next_action": op.next_action if op.status == "requires_action" else None}
+    if op.capture_before is not None and op.status == "requires_capture":
+        out["capture_before"] = rfc3339(op.capture_before)
+    if op.status == "canceled":
+        out["cancellation_reason"] = op.reason
+    return out
+
+
 def operation(op, attempts: list) -> dict:
     """A payment, top-up, withdrawal or refund, with how it was routed and what was tried."""
     out = {
@@ -78,14 +94,14 @@ def operation(op, attempts: list) -> dict:
         "customer": op.customer,
     }
     if op.kind == "payment":
-        out.update(payment_method=op.payment_method, description=op.description, amount_refunded=op.amount_refunded,
-                   order=op.order_id)
+        out.update(payment_method=op.payment_method, description=op.description, amount_refunded=op.amount_refunded)
+        out.update(_capture(op))
     elif op.kind == "topup":
         out.update(account=op.account_id, payment_method=op.payment_method)
     elif op.kind == "withdrawal":
         out.update(account=op.account_id, destination=op.destination)
     else:
-        out.update(payment=op.payment_id, reason=op.reason, order=op.order_id)  # its payment's order
+        out.update(payment=op.payment_id, reason=op.reason)
     out.update(
         routing=dict(op.routing or {}),
         attempts=[{k: v for k, v in (("channel", a.channel), ("status", a.status), ("error_code", a.error_code))

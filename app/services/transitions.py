@@ -45,7 +45,7 @@ def transition(session: Session, op: Operation, target: str, **changes) -> bool:
     and then the operation is read again, so it shows its row as it is now."""
     if transition_all(session, [(op, target, changes)]):
         return True
-    if allowed(op.status, target):  # not refused: it lost a race
+    if allowed(op.status, target, op.kind):  # not refused: it lost a race
         session.refresh(op)
     return False
 
@@ -57,7 +57,7 @@ def transition_all(session: Session, moves: list[tuple[Operation, str, dict]]) -
     machine: nothing is sent) or lost a race: an executemany tells only how many rows matched,
     not which, so the caller of a batch must roll back what it wrote since (the callback drain
     replays its batch one callback at a time)."""
-    refused = [(op, target) for op, target, _changes in moves if not allowed(op.status, target)]
+    refused = [(op, target) for op, target, _changes in moves if not allowed(op.status, target, op.kind)]
     for op, target in refused:
         log.info("transition %s -> %s of %s refused: not in the state machine", op.status, target, op.id)
     if refused:

@@ -11,6 +11,7 @@ from urllib.parse import quote
 from channels.base import (
     STATUSES,
     CallbackEvent,
+    CaptureRequest,
     Channel,
     ChannelResult,
     ChannelTimeout,
@@ -20,6 +21,7 @@ from channels.base import (
     PayoutRequest,
     RefundRequest,
     StatementLine,
+    VoidRequest,
 )
 from channels.sandbox import signing
 from channels.sandbox.client import SandboxClient
@@ -41,7 +43,19 @@ def _result(status_code: int, body: dict) -> ChannelResult:
     status = body.get("status")
     if status not in STATUSES or not body.get("id"):
         raise ChannelTimeout(f"sandbox answered an unexpected body (outcome unknown): {body!r}")
-    return ChannelResult(status, body["id"], body.get("error_code"), body.get("error_message"), body)
+    action, captured, before = body.get("next_action"), body.get("amount_captured"), body.get("capture_before")
+    return ChannelResult(status, body["id"], body.get("error_code"), body.get("error_message"), body,
+                         next_action=action if isinstance(action, dict) else None,
+                         amount_captured=captured if type(captured) is int else None,
+                         capture_before=_moment(before))
+
+
+def _moment(text) -> dt.datetime | None:
+    """An RFC 3339 time of the sandbox's (UTC), or None."""
+    try:
+        return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if isinstance(text, str) else None
+    except ValueError:
+        return None
 
 
 class SandboxChannel(Channel):
@@ -63,7 +77,17 @@ class SandboxChannel(Channel):
             method["token"] = req.token
         payload = {"operation": req.operation, "reference": req.reference, "amount": req.amount,
                    "currency": req.currency, "payment_method": method, "callback_url": req.callback_url}
+        if req.capture_method == "manual":
+            payload["capture_method"] = "manual"
         return _result(*self.client.post("/charges", payload, req.idempotency_key))
+
+    def capture(self, req: CaptureRequest) -> ChannelResult:
+        path = f"/operations/{_segment(req.channel_reference)}/capture"
+        return _result(*self.client.post(path, {"amount": req.amount}, req.idempotency_key))
+
+    def void(self, req: VoidRequest) -> ChannelResult:
+        path = f"/operations/{_segment(req.channel_reference)}/void"
+        return _result(*self.client.post(path, {}, req.idempotency_key))
 
     def refund(self, req: RefundRequest) -> ChannelResult:
         self._require("refund")

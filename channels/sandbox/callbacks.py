@@ -40,10 +40,19 @@ class CallbackSender:
         """Stop pending deliveries (tests, shutdown)."""
         self.stopped.set()
 
+    def notify(self, op: Operation, secret: str) -> None:
+        """Post the operation's status as it is now, once (a customer's answer, an expiry)."""
+        thread = threading.Thread(target=self._post, args=(op, secret, 1), name=f"sandbox-callback-{op.id}",
+                                  daemon=True)
+        thread.start()
+
     def _run(self, op: Operation, secret: str, final: str, error_code: str | None, deliveries: int) -> None:
         if self.stopped.wait(self.delay):
             return
         self.store.finalize(op, final, self.clock(), error_code)
+        self._post(op, secret, deliveries)
+
+    def _post(self, op: Operation, secret: str, deliveries: int) -> None:
         if not op.callback_url:
             return
         event = {"id": "sbxevt_" + secrets.token_hex(10), "type": f"operation.{op.status}",

@@ -34,6 +34,7 @@ TABLE: dict[int, Outcome] = {
     54: Outcome("succeeded", hang=True),
     55: Outcome(None, http_error=True),
     56: Outcome("processing", final="succeeded", callbacks=3),
+    57: Outcome("requires_action"),  # the customer approves or declines (channels.sandbox.authorizations)
     59: Outcome("failed", error_code=SOFT_DECLINE_CODE),
 }
 

@@ -10,6 +10,8 @@ Endpoints (channel id in the path; ``Authorization: Bearer <channel secret>`` on
 - ``GET  /statements/YYYY-MM-DD?channel=<id>`` → CSV (no auth: a sandbox convenience)
 - ``POST /tokens``  ``{number, exp_month, exp_year, cvc, country?, channel?}`` → ``{token, brand, last4, country}``
   (the vault, channels.sandbox.vault; no auth: it stands for the PSP's client-side tokenization)
+- ``POST /v1/channels/<id>/operations/<sbx_id>/capture`` ``{amount?}`` and ``…/void`` ``{}``, and the
+  customer's page ``GET /actions/<sbx_id>`` (``POST …/approve``, ``…/decline``): channels.sandbox.authorizations
 - ``GET  /healthz``
 
 Several channel instances share one process; the channel id selects secret, cost and timeout.
@@ -39,6 +41,7 @@ from channels.config import (
     resolve_secret,
 )
 from channels.registry import resolve_adapter
+from channels.sandbox.authorizations import DEFAULT_EXPIRY_S, Authorizations
 from channels.sandbox.callbacks import CallbackSender
 from channels.sandbox.outcomes import MESSAGES, outcome_for
 from channels.sandbox.serving import Reply, Request, Server
@@ -98,13 +101,15 @@ class SandboxPSP:
     def __init__(self, channels_path=None, *, env: Mapping[str, str] | None = None,
                  stored: StoredSecrets | None = None, callback_delay: float = 1.0,
                  hang_extra: float = 2.0, duplicate_gap: float = 0.2,
-                 retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8), clock: Callable[[], dt.datetime] = _utcnow):
+                 retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8), clock: Callable[[], dt.datetime] = _utcnow,
+                 auth_expiry_s: float | None = None, public_url: str | None = None):
         self.channels = served_channels(channels_path, env, stored)
         self.store = Store()
         self.vault = Vault()
         self.clock = clock
         self.hang_extra = hang_extra
         self.sender = CallbackSender(self.store, clock, callback_delay, duplicate_gap, retry_delays)
+        self.auth = Authorizations(self, DEFAULT_EXPIRY_S if auth_expiry_s is None else auth_expiry_s, public_url)
         self._auth = {cid: f"Bearer {served.secret}".encode() for cid, served in self.channels.items()}
 
     def handle(self, request: Request) -> Reply:
@@ -123,12 +128,16 @@ class SandboxPSP:
     def _route(self, request: Request) -> Reply:
         parts = request.path.strip("/").split("/")
         method = request.method
-        if parts[:2] == ["v1", "channels"] and len(parts) in (4, 5):
+        if parts[:2] == ["v1", "channels"] and len(parts) in (4, 5, 6):
             cid, verb = parts[2], parts[3]
             if len(parts) == 4 and verb in ("charges", "refunds", "payouts"):
                 _allow(method, "POST")
                 return getattr(self, verb)(request, self.channel(request, cid), self.body(request))
-            if verb == "operations":
+            if verb == "operations" and len(parts) == 6 and parts[5] in ("capture", "void"):
+                _allow(method, "POST")
+                served, data = self.channel(request, cid), self.body(request)
+                return getattr(self.auth, parts[5])(request, served, parts[4], data)
+            if verb == "operations" and len(parts) < 6:
                 _allow(method, "GET")
                 self.channel(request, cid)
                 if len(parts) == 5:
@@ -144,6 +153,12 @@ class SandboxPSP:
         if parts == ["tokens"]:
             _allow(method, "POST")
             return self.tokens(self.body(request))
+        if parts[0] == "actions" and len(parts) == 2:
+            _allow(method, "GET")
+            return self.auth.page(parts[1])
+        if parts[0] == "actions" and len(parts) == 3:
+            _allow(method, "POST")
+            return self.auth.act(parts[1], parts[2])
         if parts == ["healthz"]:
             _allow(method, "GET")
             return _json(200, {"channels": sorted(self.channels), "ok": True})
@@ -210,6 +225,7 @@ class SandboxPSP:
                 op.settled_at = now
             if outcome.error_code and outcome.initial == "failed":
                 op.error_message = MESSAGES[outcome.error_code]
+            self.auth.prepare(op, data, request, now)
             store.add(op, key, fingerprint)
             view = op.to_json()
         if outcome.initial == "processing":
@@ -244,7 +260,7 @@ class SandboxPSP:
 
         def validate() -> str:
             paid = self.store.get(cid, str(data.get("payment")))
-            if paid is None or paid.operation not in ("payment", "topup"):
+            if paid is None or paid.operation not in ("payment", "topup", "capture"):
                 raise ApiError(422, "payment_not_found", "no such payment on this channel")
             if paid.status != "succeeded":
                 raise ApiError(422, "payment_not_refundable", f"payment is {paid.status}")

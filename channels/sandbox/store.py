@@ -29,6 +29,12 @@ class Operation:
     payment: str | None = None  # refunds: the refunded operation's id
     callback_url: str | None = None
     request_id: str | None = None
+    # Authorize now, capture later (channels.sandbox.authorizations): ``amount`` becomes what was
+    # captured (statements and refunds count it), ``authorized`` keeps what was authorized.
+    capture_method: str = "automatic"
+    authorized: int | None = None
+    capture_before: dt.datetime | None = None
+    next_action: dict | None = None  # requires_action: where the customer approves or declines
 
     def to_json(self) -> dict:
         return {
@@ -36,14 +42,19 @@ class Operation:
             "reference": self.reference, "amount": self.amount, "currency": self.currency,
             "status": self.status, "error_code": self.error_code, "error_message": self.error_message,
             "payment": self.payment, "created_at": rfc3339(self.created_at), "settled_at": rfc3339(self.settled_at),
+            "capture_method": self.capture_method, "amount_authorized": self.authorized or self.amount,
+            "amount_captured": self.amount if self.operation == "capture" else None,
+            "capture_before": rfc3339(self.capture_before), "next_action": self.next_action,
         }
 
 
 class Store:
     """All sandbox state behind one re-entrant lock (``with store.lock`` for compound steps)."""
 
-    def __init__(self):
+    def __init__(self, auth_expiry: dt.timedelta = dt.timedelta(days=7)):
         self.lock = threading.RLock()
+        self.auth_expiry = auth_expiry  # an uncaptured authorization is voided this long after it is made
+        self.authorizations: dict[str, Operation] = {}  # requires_capture, by id: what expiry looks at
         self._ops: dict[str, Operation] = {}
         self._by_key: dict[tuple[str, str], tuple[str, str]] = {}  # (channel, key) -> (fingerprint, op id)
 
@@ -61,6 +72,11 @@ class Store:
         with self.lock:
             op = self._ops.get(op_id)
             return op if op and op.channel == channel else None
+
+    def find(self, op_id: str) -> Operation | None:
+        """An operation by its id alone (the customer's action page names no channel)."""
+        with self.lock:
+            return self._ops.get(op_id)
 
     def by_reference(self, channel: str, reference: str) -> Operation | None:
         """The latest operation of a channel carrying the router's reference."""
@@ -81,10 +97,21 @@ class Store:
 
     def finalize(self, op: Operation, status: str, at: dt.datetime, error_code: str | None = None) -> None:
         with self.lock:
-            if op.status == "processing":
-                op.status, op.error_code, op.settled_at = status, error_code, at
+            if op.status in ("processing", "requires_action") and status == "succeeded" \
+                    and op.capture_method == "manual":
+                self.authorize(op, at)
+            elif op.status in ("processing", "requires_action"):
+                op.status, op.error_code, op.settled_at, op.next_action = status, error_code, at, None
                 if error_code:
                     op.error_message = "The card was declined."
+
+    def authorize(self, op: Operation, at: dt.datetime) -> None:
+        """A payment that would succeed, made with ``capture_method: manual``: held until captured,
+        voided or expired (not settled: no statement line until then)."""
+        with self.lock:
+            op.status, op.next_action, op.authorized = "requires_capture", None, op.amount
+            op.capture_before = at + self.auth_expiry
+            self.authorizations[op.id] = op
 
     def settled_on(self, channel: str, day: dt.date) -> list[Operation]:
         """Final operations of a channel whose settlement fell on ``day`` (UTC), oldest first."""

@@ -16,10 +16,11 @@ def test_id_prefixes(kind, prefix):
     assert OperationKind(kind).id_prefix == prefix
 
 
-def test_event_types_are_each_kinds_final_statuses():
-    assert EVENT_TYPES == ("payment.succeeded", "payment.failed", "topup.succeeded", "topup.failed",
-                           "withdrawal.succeeded", "withdrawal.failed", "refund.succeeded", "refund.failed",
-                           "transfer.succeeded", "order.paid")
+def test_event_types_are_each_kinds_final_statuses_and_a_payments_own():
+    assert EVENT_TYPES[:12] == ("payment.succeeded", "payment.failed", "topup.succeeded", "topup.failed",
+                                "withdrawal.succeeded", "withdrawal.failed", "refund.succeeded", "refund.failed",
+                                "transfer.succeeded", "payment.requires_action", "payment.requires_capture",
+                                "payment.canceled")
 
 
 def test_unknown_kind_is_refused():

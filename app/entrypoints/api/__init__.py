@@ -11,12 +11,11 @@ def blueprints() -> list:
         metrics,
         openapi,
         ops,
-        orders,
         payments,
         routing,
         transfers,
         webhooks,
     )
 
-    return [module.bp for module in (health, openapi, accounts, transfers, payments, orders, routing, events,
-                                     webhooks, callbacks, ops, metrics)]
+    return [module.bp for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks,
+                                     callbacks, ops, metrics)]

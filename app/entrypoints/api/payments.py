@@ -2,10 +2,12 @@
 from flask import Blueprint, g, request
 
 from app.domain.kinds import OperationKind
-from app.entrypoints.api.common import create, listing, read
+from app.entrypoints.api import errors
+from app.entrypoints.api.common import create, in_mode, json_response, listing, read, refuse_writes_if_read_only
 from app.entrypoints.api.openapi import ListOf, documented
-from app.services import payments
+from app.services import capture, idempotency, payments
 from app.services.operations import view, view_all
+from app.services.validation import parse_body
 
 bp = Blueprint("payments", __name__)
 
@@ -57,3 +59,35 @@ for _collection, (_kind, _schema, _) in CREATORS.items():
         f"List {_collection}", answers=_listed(_kind))(lambda c=_collection: _list(c)), methods=["GET"])
     bp.add_url_rule(f"/v1/{_collection}/<object_id>", f"get_{_collection}", documented(
         f"Retrieve a {_kind}", answers=_kind)(lambda object_id, c=_collection: _get(c, object_id)), methods=["GET"])
+
+
+def _payment_action(schema: str, act):
+    """An idempotent POST on a payment whose body is optional (checked against ``schema`` when given)."""
+    key = idempotency.check_key(request.headers.get("Idempotency-Key"))
+    raw = request.get_data(cache=False)
+    body = parse_body(raw, schema) if raw.strip() else {}
+    refuse_writes_if_read_only()
+
+    def execute(s, body):
+        result = act(s, g.merchant, body)
+        return 200, view(s, result.operation, result.attempts)
+
+    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
+                             errors.error_payload)
+    return json_response(stored.status, stored.body, stored.replayed)
+
+
+@bp.post("/v1/payments/<payment_id>/capture")
+@documented("Capture an authorized payment (requires_capture), in full or in part; the rest is released",
+            optional_body="payment_capture", answers="payment")
+def capture_payment(payment_id):
+    return _payment_action("payment_capture", lambda s, merchant, body: capture.capture_payment(
+        s, merchant, payment_id, body))
+
+
+@bp.post("/v1/payments/<payment_id>/cancel")
+@documented("Cancel a payment: void its authorization (requires_capture) or abandon its customer's step "
+            "(requires_action)", optional_body="payment_cancel", answers="payment")
+def cancel_payment(payment_id):
+    return _payment_action("payment_cancel", lambda s, merchant, body: capture.cancel_payment(
+        s, merchant, payment_id, body))

@@ -1,0 +1,217 @@
+"""Authorize now, capture later (contract §1, §4): capture_method manual, capture in full or in part,
+cancel, expiry, and capture racing cancel, through the public API with the sandbox over HTTP."""
+import datetime as dt
+import threading
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from app.adapters.db import unit_of_work
+from app.adapters.models import Event, JournalEntry, LedgerLine
+from tests import builders
+from tests.support import wait_until
+
+
+def ledger_lines(object_id: str) -> list[int]:
+    with unit_of_work() as session:
+        return sorted(session.scalars(select(LedgerLine.amount)
+                                      .join(JournalEntry, JournalEntry.id == LedgerLine.entry_id)
+                                      .where(JournalEntry.source_id == object_id)))
+
+
+def events_of(object_id: str) -> list[str]:
+    with unit_of_work() as session:
+        return list(session.scalars(select(Event.type).where(Event.object_id == object_id).order_by(Event.created_at,
+                                                                                                   Event.id)))
+
+
+def fee_of(amount: int) -> int:
+    """The default rules' fee: 3.0 %, rounded half-up."""
+    return amount * 3 // 100 + (1 if amount * 3 % 100 >= 50 else 0)
+
+
+def authorize(api, amount: int = 2000, **fields) -> dict:
+    response = api.post("/v1/payments", builders.payment_body(amount, capture_method="manual", **fields))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def test_manual_capture_stops_at_requires_capture_and_moves_nothing(stack):
+    api = builders.api(stack.client)
+    payment = authorize(api, 2000)
+    assert payment["status"] == "requires_capture"
+    assert payment["capture_method"] == "manual" and payment["amount_captured"] == 0
+    assert payment["capture_before"] > dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert payment["attempts"] == [{"channel": "sandbox", "status": "requires_capture"}]
+    assert ledger_lines(payment["id"]) == []  # authorize moves nothing
+    assert events_of(payment["id"]) == ["payment.requires_capture"]
+    automatic = api.post("/v1/payments", builders.payment_body(2000)).get_json()
+    assert automatic["capture_method"] == "automatic" and automatic["amount_captured"] == 2000
+
+
+def test_full_capture_posts_the_payment_and_is_idempotent(stack):
+    api = builders.api(stack.client)
+    payment = authorize(api, 2000)
+    response = api.post(f"/v1/payments/{payment['id']}/capture", {}, key="cap-1")
+    assert response.status_code == 200, response.get_json()
+    captured = response.get_json()
+    assert captured["status"] == "succeeded" and captured["amount_captured"] == 2000
+    assert captured["fee"] == fee_of(2000)
+    assert captured["attempts"] == [{"channel": "sandbox", "status": "succeeded"}]
+    assert ledger_lines(payment["id"]) == sorted([-2000, 2000 - fee_of(2000), fee_of(2000)])
+    assert events_of(payment["id"]) == ["payment.requires_capture", "payment.succeeded"]
+    replay = api.post(f"/v1/payments/{payment['id']}/capture", {}, key="cap-1")
+    assert replay.status_code == 200 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.data == response.data
+    again = api.post(f"/v1/payments/{payment['id']}/capture", {})
+    assert again.status_code == 409
+    assert again.get_json()["error"]["type"] == "invalid_request_error"
+    assert again.get_json()["error"]["code"] == "payment_not_capturable"
+    assert ledger_lines(payment["id"]) == sorted([-2000, 2000 - fee_of(2000), fee_of(2000)])  # nothing twice
+
+
+def test_partial_capture_posts_what_was_captured_and_bounds_refunds(stack):
+    api = builders.api(stack.client)
+    payment = authorize(api, 10000)
+    captured = api.post(f"/v1/payments/{payment['id']}/capture", {"amount": 6000}).get_json()
+    assert captured["status"] == "succeeded"
+    assert captured["amount"] == 10000 and captured["amount_captured"] == 6000
+    assert captured["fee"] == fee_of(6000)  # the fee on the captured amount
+    assert ledger_lines(payment["id"]) == sorted([-6000, 6000 - fee_of(6000), fee_of(6000)])
+    too_much = api.post("/v1/refunds", {"payment": payment["id"], "amount": 6001, "reference": builders.unique("re")})
+    assert too_much.status_code == 422 and too_much.get_json()["error"]["code"] == "refund_exceeds_payment"
+    refund = api.post("/v1/refunds", {"payment": payment["id"], "reference": builders.unique("re")})
+    assert refund.status_code == 201, refund.get_json()
+    assert refund.get_json()["amount"] == 6000 and refund.get_json()["status"] == "succeeded"
+
+
+@pytest.mark.parametrize("body,status,code,param", [
+    ({"amount": 2001}, 422, "amount_too_large", "amount"),
+    ({"amount": 0}, 400, "parameter_invalid", "amount"),
+    ({"amount": "10"}, 400, "parameter_invalid", "amount"),
+    ({"amount": 10, "tip": 1}, 400, "parameter_unknown", "tip"),
+])
+def test_bad_captures_are_refused_and_change_nothing(stack, body, status, code, param):
+    api = builders.api(stack.client)
+    payment = authorize(api, 2000)
+    response = api.post(f"/v1/payments/{payment['id']}/capture", body)
+    assert response.status_code == status, response.get_json()
+    error = response.get_json()["error"]
+    assert error["type"] == "invalid_request_error" and error["param"] == param
+    assert error["code"] == code or status == 400
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "requires_capture"
+
+
+def test_capture_and_cancel_of_what_cannot_be_are_409(stack):
+    api = builders.api(stack.client)
+    paid = api.post("/v1/payments", builders.payment_body(2000)).get_json()
+    for action, code in (("capture", "payment_not_capturable"), ("cancel", "payment_not_cancelable")):
+        response = api.post(f"/v1/payments/{paid['id']}/{action}", {})
+        assert response.status_code == 409, response.get_json()
+        assert response.get_json()["error"] | {"message": "", "request_id": ""} == {
+            "type": "invalid_request_error", "code": code, "message": "", "request_id": ""}
+    assert api.post("/v1/payments/pay_nope/capture", {}).status_code == 404
+
+
+def test_cancel_voids_the_authorization(stack):
+    api = builders.api(stack.client)
+    payment = authorize(api, 2000)
+    response = api.post(f"/v1/payments/{payment['id']}/cancel", {"reason": "duplicate"})
+    assert response.status_code == 200, response.get_json()
+    canceled = response.get_json()
+    assert canceled["status"] == "canceled" and canceled["fee"] == 0 and canceled["amount_captured"] == 0
+    assert canceled["cancellation_reason"] == "duplicate"
+    assert canceled["attempts"] == [{"channel": "sandbox", "status": "canceled"}]
+    assert ledger_lines(payment["id"]) == []  # void posts nothing
+    assert events_of(payment["id"]) == ["payment.requires_capture", "payment.canceled"]
+    late = api.post(f"/v1/payments/{payment['id']}/capture", {})
+    assert late.status_code == 409 and late.get_json()["error"]["code"] == "payment_not_capturable"
+    assert api.post(f"/v1/payments/{payment['id']}/cancel", {}).status_code == 409
+
+
+def test_balance_payments_cannot_be_captured_later(stack):
+    api = builders.api(stack.client)
+    account = api.account(funded=5000)
+    body = builders.payment_body(1000, capture_method="manual",
+                                 payment_method={"type": "balance", "account": account["id"]})
+    response = api.post("/v1/payments", body)
+    assert response.status_code == 400 and response.get_json()["error"]["param"] == "capture_method"
+
+
+def test_an_uncaptured_authorization_expires_at_the_channel(stack):
+    stack.sandbox.psp.store.auth_expiry = dt.timedelta(seconds=1)  # SANDBOX_AUTH_EXPIRY_S=1
+    api = builders.api(stack.client)
+    payment = authorize(api, 2000)
+
+    def canceled():
+        stack.work()  # the sandbox's canceled callback, drained
+        return api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "canceled"
+
+    wait_until(canceled, timeout=15, what="the expired authorization canceled")
+    assert ledger_lines(payment["id"]) == []
+    assert events_of(payment["id"]) == ["payment.requires_capture", "payment.canceled"]
+    late = api.post(f"/v1/payments/{payment['id']}/capture", {})
+    assert late.status_code == 409
+
+
+def test_an_expiry_whose_callback_is_lost_is_learned_by_status_query(stack):
+    stack.sandbox.psp.store.auth_expiry = dt.timedelta(seconds=1)
+    stack.sandbox.psp.sender.stopped.set()  # no callback leaves the sandbox
+    api = builders.api(stack.client)
+    payment = authorize(api, 2000)
+
+    def canceled():
+        stack.work()  # the status query due at capture_before
+        return api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "canceled"
+
+    wait_until(canceled, timeout=15, what="the expiry learned by status query")
+    assert events_of(payment["id"]) == ["payment.requires_capture", "payment.canceled"]
+
+
+def test_a_callback_authorization_52_is_captured(stack):
+    api = builders.api(stack.client)
+    payment = authorize(api, 2052)
+    assert payment["status"] == "processing"
+    payment = stack.settle(api, f"/v1/payments/{payment['id']}", want=("requires_capture",))
+    assert payment["status"] == "requires_capture"
+    captured = api.post(f"/v1/payments/{payment['id']}/capture", {"amount": 1000}).get_json()
+    assert captured["status"] == "succeeded" and captured["amount_captured"] == 1000
+
+
+def test_capture_racing_cancel_exactly_one_wins(stack):
+    """Threads over real HTTP: for each authorization a capture and a cancel at once; exactly one
+    answers 200, the other 409, and the payment, its ledger and its events say the same."""
+    api = builders.api(stack.client)
+    session = requests.Session()
+    outcomes = []
+    for _ in range(6):
+        payment = authorize(api, 3000)
+        answers: dict[str, requests.Response] = {}
+        barrier = threading.Barrier(2)
+
+        def hit(action: str, pid=payment["id"], answers=answers, barrier=barrier):
+            barrier.wait()
+            answers[action] = session.post(f"{stack.api_url}/v1/payments/{pid}/{action}", json={},
+                                           headers=api.headers(builders.unique("race")), timeout=30)
+
+        threads = [threading.Thread(target=hit, args=(action,)) for action in ("capture", "cancel")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        statuses = sorted(r.status_code for r in answers.values())
+        assert statuses == [200, 409], {a: (r.status_code, r.text) for a, r in answers.items()}
+        winner = next(action for action, r in answers.items() if r.status_code == 200)
+        final = api.get(f"/v1/payments/{payment['id']}").get_json()
+        expected = "succeeded" if winner == "capture" else "canceled"
+        assert final["status"] == expected
+        assert stack.sandbox.psp.store.by_reference("sandbox", payment["id"]).status == expected  # the channel agrees
+        assert answers[winner].json()["status"] == expected
+        loser = answers["cancel" if winner == "capture" else "capture"].json()["error"]
+        assert loser["code"] in ("payment_not_capturable", "payment_not_cancelable")
+        assert ledger_lines(payment["id"]) == ([] if expected == "canceled" else
+                                               sorted([-3000, 3000 - fee_of(3000), fee_of(3000)]))
+        assert events_of(payment["id"]) == ["payment.requires_capture", f"payment.{expected}"]
+        outcomes.append(winner)
+    assert len(outcomes) == 6
