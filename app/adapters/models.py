@@ -68,6 +68,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)  # a rolled key's overlap, or a chosen expiry
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime)  # to the minute (app.services.merchants)
 
 
 class IdempotencyKey(Base):

@@ -5,6 +5,7 @@ def blueprints() -> list:
     """Every blueprint of the HTTP API, in the order the app registers them."""
     from app.entrypoints.api import (
         accounts,
+        api_keys,
         callbacks,
         events,
         health,
@@ -18,4 +19,4 @@ def blueprints() -> list:
     )
 
     return [module.bp for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks,
-                                     callbacks, ops, metrics)]
+                                     api_keys, callbacks, ops, metrics)]

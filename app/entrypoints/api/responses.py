@@ -89,6 +89,10 @@ OBJECTS: dict[str, dict] = {
         "request_id": _null(STRING), "attempts": {"type": "array", "items": _obj({
             "number": INTEGER, "started_at": _null(TIME), "status_code": _null(INTEGER),
             "latency_ms": _null(INTEGER), "error": _null(STRING)})}}),
+    "api_key": _object("api_key", "key", {
+        "prefix": STRING, "created_at": TIME, "last_used_at": _null(TIME), "expires_at": _null(TIME),
+        "revoked_at": _null(TIME), "status": {"enum": ["active", "expired", "revoked"]}},
+        {"secret": {"type": "string", "pattern": "^sk_(test|live)_"}}),
     "routing_decision": _obj({
         "object": {"const": "routing_decision"}, "outcome": {"enum": ["route", "decline"]},
         "channel": _null(STRING), "candidates": {"type": "array", "items": STRING},

@@ -1,4 +1,4 @@
-"""merchant lists: an index per filter, each ending in the list's order
+"""merchant lists: an index per filter, each ending in the list's order; keys the merchant manages
 
 Revision ID: 0018_list_indexes
 Revises: 0017_orders
@@ -17,6 +17,10 @@ The others are served already: ``reference`` by the unique (merchant, kind, refe
 constraints, ``payment`` by ix_operations_payment_id (a payment has few refunds), ``order`` by
 the orders revision's ix_operations_order (0017), ``created[gte]``/``created[lt]`` by each list
 index itself.
+
+The merchant's own keys (/v1/api_keys) add two columns to ``api_keys``: ``expires_at`` (a
+chosen expiry, or the end of a rolled key's overlap) and ``last_used_at`` (to the minute).
+Both are nullable: existing keys keep no expiry and show no last use until they are used.
 
 Alembic runs a revision inside a transaction, where PostgreSQL refuses CREATE INDEX
 CONCURRENTLY; a plain CREATE INDEX blocks writes to the table while it builds. On a large live
@@ -44,6 +48,8 @@ INDEXES = [
 
 
 def upgrade() -> None:
+    op.add_column("api_keys", sa.Column("expires_at", sa.DateTime(), nullable=True))
+    op.add_column("api_keys", sa.Column("last_used_at", sa.DateTime(), nullable=True))
     for name, table, columns in INDEXES:
         op.create_index(name, table, [sa.text(c) if c.startswith("(") else c for c in columns], unique=False,
                         if_not_exists=True)
@@ -52,3 +58,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     for name, table, _ in reversed(INDEXES):
         op.drop_index(name, table_name=table, if_exists=True)
+    op.drop_column("api_keys", "last_used_at")
+    op.drop_column("api_keys", "expires_at")

@@ -1,0 +1,99 @@
+"""/v1/api_keys: the merchant's own secret keys, managed with a key of the same mode."""
+from __future__ import annotations
+
+import json
+
+from flask import Blueprint, g, request
+
+from app.adapters.db import read_only
+from app.entrypoints.api import errors
+from app.entrypoints.api.common import create, in_mode, json_response, listing, read, refuse_writes_if_read_only
+from app.entrypoints.api.openapi import ListOf, documented
+from app.services import idempotency, merchants
+from app.services.validation import parse_body
+
+bp = Blueprint("api_keys", __name__)
+
+
+class _ShowsSecret:
+    """A response showing a new key's secret is stored with the secret sealed (encrypted; only the
+    key's hash is kept anywhere else): the fresh response shows it, a replay of the same
+    Idempotency-Key unseals it while the key is live and leaves it out after."""
+
+    def __init__(self):
+        self.fresh: dict | None = None
+
+    def store(self, status: int, payload: dict) -> tuple[int, dict]:
+        self.fresh = payload
+        return status, merchants.seal_secret(payload)
+
+    def __call__(self, stored: idempotency.StoredResponse):
+        if stored.status >= 300:
+            return json_response(stored.status, stored.body, stored.replayed)
+        if not stored.replayed and self.fresh is not None:
+            payload = self.fresh
+        else:
+            with read_only() as session:
+                payload = merchants.unseal_secret(session, g.merchant, json.loads(stored.body))
+        return json_response(stored.status, idempotency.encode(payload), stored.replayed)
+
+
+def _action(schema: str, execute, present=None):
+    """An idempotent POST on a key whose body is optional (checked against ``schema`` when sent)."""
+    key = idempotency.check_key(request.headers.get("Idempotency-Key"))
+    raw = request.get_data(cache=False)
+    body = parse_body(raw, schema) if raw.strip() else {}
+    refuse_writes_if_read_only()
+    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
+                             errors.error_payload)
+    return present(stored) if present is not None else json_response(stored.status, stored.body, stored.replayed)
+
+
+@bp.post("/v1/api_keys")
+@documented("Create a secret key of this key's mode (the secret is shown once)", body="api_key_create",
+            answers="api_key", status=201)
+def create_key():
+    shows = _ShowsSecret()
+
+    def execute(session, body):
+        issued = merchants.create_key(session, g.merchant, body.get("expires_at"))
+        return shows.store(201, merchants.key_representation(issued.key, issued.secret))
+
+    return create("api_key_create", execute, present=shows)
+
+
+@bp.get("/v1/api_keys")
+@documented("List the secret keys of this key's mode (prefixes, created, last used)", answers=ListOf("api_key"))
+def list_keys():
+    def fetch(session, query):
+        result = merchants.list_keys(session, g.merchant, query)
+        return [merchants.key_representation(key) for key in result.items], result.has_more
+
+    return listing(fetch, "/v1/api_keys")
+
+
+@bp.get("/v1/api_keys/<key_id>")
+@documented("Retrieve a secret key (its prefix, never the secret)", answers="api_key")
+def get_key(key_id):
+    return read(lambda s: merchants.key_representation(merchants.get_key(s, g.merchant, key_id)))
+
+
+@bp.post("/v1/api_keys/<key_id>/revoke")
+@documented("Revoke a secret key: refused at once by every process; never the last live key (409)",
+            optional_body="api_key_revoke", answers="api_key")
+def revoke_key(key_id):
+    return _action("api_key_revoke", lambda s, _body: (
+        200, merchants.key_representation(merchants.revoke_merchant_key(s, g.merchant, key_id))))
+
+
+@bp.post("/v1/api_keys/<key_id>/roll")
+@documented("Replace a secret key with a new one (shown once); the old one stays valid for overlap_seconds",
+            optional_body="api_key_roll", answers="api_key")
+def roll_key(key_id):
+    shows = _ShowsSecret()
+
+    def execute(session, body):
+        issued = merchants.roll_key(session, g.merchant, key_id, body.get("overlap_seconds", 0))
+        return shows.store(200, merchants.key_representation(issued.key, issued.secret))
+
+    return _action("api_key_roll", execute, shows)
