@@ -9,7 +9,7 @@ from __future__ import annotations
 import abc
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping
 
 from app.domain.errors import ChannelError
 
@@ -185,7 +185,10 @@ class Channel(abc.ABC):
     def verify_callback(self, headers: Mapping[str, str], body: bytes) -> CallbackEvent:
         """Verify and parse a callback; raise InvalidCallback when it cannot be trusted."""
 
-    def statement(self, date: dt.date) -> list[StatementLine]:
+    def statement(self, date: dt.date, since: dt.datetime | None = None) -> Iterable[StatementLine]:
+        """The lines the channel settled on ``date`` (UTC), from ``since`` on if given (one that cannot
+        filter may return the whole day: the router filters). Yield them as they stream in, of any
+        number (the router stages them in its database as they come), or return a list."""
         raise OperationNotSupported(f"channel {self.id} serves no statement")
 
     def __repr__(self) -> str:

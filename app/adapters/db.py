@@ -217,6 +217,13 @@ def insert_unique_row(session: Session, table, values: dict) -> bool:
     return session.connection().execute(statement, values).first() is not None
 
 
+def insert_unique_rows(session: Session, table, rows: list[dict]) -> None:
+    """``INSERT … ON CONFLICT DO NOTHING`` of many rows as one executemany (sent as multi-row
+    inserts); a row that collides with a unique key is left out."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.connection().execute(insert(table).on_conflict_do_nothing(), rows)
+
+
 def execute_all_matched(connection, statement, parameter_sets: list[dict]) -> bool:
     """Run a conditional UPDATE for every parameter set, as one executemany per set of keys (one
     round trip on PostgreSQL); True if each set matched a row. An executemany reports only how

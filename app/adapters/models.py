@@ -10,12 +10,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Column,
     DateTime,
     ForeignKey,
     Index,
     Integer,
     LargeBinary,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -370,6 +372,8 @@ class Attempt(Base):
     __tablename__ = "attempts"
     __table_args__ = (UniqueConstraint("operation_id", "seq", name="uq_attempts_seq"),
                       Index("ix_attempts_channel_ref", "channel", "channel_reference"),
+                      # a reconciliation pass reads the outcomes of its window: proportional to the window
+                      Index("ix_attempts_channel_updated", "channel", "updated_at"),
                       Index("ix_attempts_created", "created_at"))  # channel stats over the last minutes
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     # Looked up by operation through uq_attempts_seq (operation_id, seq): no index of its own.
@@ -439,6 +443,8 @@ class ReconciliationRun(Base):
     issues: Mapped[list] = mapped_column(JSON)
     issue_count: Mapped[int] = mapped_column(Integer, default=0)  # filterable in SQL, unlike JSON
     channel_fees: Mapped[int] = mapped_column(default=0)
+    # lines, matched, by_class, theirs/ours totals by currency, seconds (None: runs stored before it)
+    summary: Mapped[dict | None] = mapped_column(JSON)
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -467,6 +473,24 @@ class ReconciliationIssue(Base):
     resolution_note: Mapped[str | None] = mapped_column(String(1000))
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# A channel's statement lines as they stream in, one load per reconciliation pass
+# (app.adapters.staging): matched set-wise against attempts, then deleted. Rows only, no mapped class:
+# nothing builds an object per line. Unlogged on PostgreSQL (migration 0019): a crash loses only a
+# pass, which is run again.
+reconciliation_lines = Table(
+    "reconciliation_lines", Base.metadata,
+    Column("load_id", String(40), nullable=False),
+    Column("channel_reference", String(200), nullable=False),
+    Column("operation", String(20), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(12), nullable=False),
+    Column("fee", BigInteger, nullable=False),
+    Column("settled_at", DateTime, nullable=False),
+    Index("ix_reconciliation_lines_ref", "load_id", "channel_reference"),
+)
 
 
 class ChannelSecret(Base):

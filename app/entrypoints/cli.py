@@ -239,12 +239,13 @@ def reconcile_resolve(issue_id, note, actor, settle, as_json):
 @reconcile.command("issues")
 @click.option("--channel", "channel_id", default=None)
 @click.option("--all", "everything", is_flag=True, help="resolved issues too")
+@click.option("--kind", default=None, help="only this class (missing_in_payrouter, status_mismatch, fee_mismatch, …)")
 @click.option("--json", "as_json", is_flag=True)
-def reconcile_issues(channel_id, everything, as_json):
+def reconcile_issues(channel_id, everything, kind, as_json):
     """Reconciliation issues, newest first: the open ones (to resolve), or --all."""
     from app.services import issues
 
-    found = issues.listing(channel_id, status=None if everything else issues.OPEN)
+    found = issues.listing(channel_id, status=None if everything else issues.OPEN, kind=kind)
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
@@ -252,6 +253,21 @@ def reconcile_issues(channel_id, everything, as_json):
         click.echo(f"{issue['id']}  {issue['status']:<8} {issue['channel']:<12} {issue['issue']:<22} "
                    f"{issue['channel_reference']}  ours={issue['ours']}  theirs={issue['theirs']}"
                    + (f"  resolved by {issue['resolved_by']}: {issue['note']}" if issue["note"] else ""))
+
+
+@reconcile.command("export")
+@click.argument("run_id")
+def reconcile_export(run_id):
+    """A run's issues (recon_…) as CSV on standard output, each with its status now."""
+    import sys
+
+    from app.domain.errors import PayRouterError
+    from app.services import reconcile as recon
+
+    try:
+        recon.export_csv(run_id, sys.stdout)
+    except PayRouterError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 def _show_runs(runs: list[dict], as_json: bool) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app import context
-from app.adapters.db import insert_unique_row, read_only, unit_of_work
+from app.adapters.db import insert_unique_rows, read_only, unit_of_work
 from app.adapters.models import Operation, ReconciliationIssue, new_id, utcnow
 from app.domain.errors import Conflict, InvalidRequest, NotFound
 from app.domain.states import FAILED, PROCESSING, SUCCEEDED
@@ -34,8 +34,28 @@ _TABLE = ReconciliationIssue.__table__
 
 
 def record(session: Session, channel_id: str, found: list[dict], run_id: str | None = None) -> None:
-    """Store the issues a run (or a status query) found, as ``_issue`` dicts; each dict gains the
-    issue's ``id`` and ``status`` (``resolved`` if it was found and resolved before)."""
+    """Store the issues a run (or a status query) found, as ``_issue`` dicts, in bulk: one
+    ``INSERT … ON CONFLICT DO NOTHING`` executemany for those not known yet, then their rows read
+    back by key (an issue another pass recorded meanwhile is that pass's row). Each dict gains
+    the issue's ``id`` and ``status`` (``resolved`` if it was found and resolved before)."""
+    known = _known(session, channel_id, found)
+    new, now, request_id = {}, utcnow(), context.current_request_id()
+    for issue in found:
+        key = (issue["issue"], issue["channel_reference"])
+        if key not in known and key not in new:
+            new[key] = {"id": new_id("ri"), "run_id": run_id, "channel": channel_id, "kind": key[0],
+                        "channel_reference": key[1], "operation_id": (issue.get("ours") or {}).get("id"),
+                        "ours": issue.get("ours"), "theirs": issue.get("theirs"), "status": OPEN,
+                        "request_id": request_id, "created_at": now}
+    if new:
+        insert_unique_rows(session, _TABLE, list(new.values()))
+        known.update(_known(session, channel_id, [{"issue": kind, "channel_reference": ref} for kind, ref in new]))
+    for issue in found:
+        issue["id"], issue["status"] = known[(issue["issue"], issue["channel_reference"])]
+
+
+def _known(session: Session, channel_id: str, found: list[dict]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(kind, reference) → (id, status) of the stored issues among ``found``."""
     known = {}
     kinds = sorted({issue["issue"] for issue in found})  # with the references: the unique key's index
     references = sorted({issue["channel_reference"] for issue in found})
@@ -44,20 +64,7 @@ def record(session: Session, channel_id: str, found: list[dict], run_id: str | N
                                    .where(_TABLE.c.channel == channel_id, _TABLE.c.kind.in_(kinds),
                                           _TABLE.c.channel_reference.in_(references[start:start + 500]))):
             known[(row.kind, row.channel_reference)] = (row.id, row.status)
-    for issue in found:
-        key = (issue["issue"], issue["channel_reference"])
-        if key not in known:
-            values = {"id": new_id("ri"), "run_id": run_id, "channel": channel_id, "kind": key[0],
-                      "channel_reference": key[1], "operation_id": (issue.get("ours") or {}).get("id"),
-                      "ours": issue.get("ours"), "theirs": issue.get("theirs"), "status": OPEN,
-                      "request_id": context.current_request_id(), "created_at": utcnow()}
-            if insert_unique_row(session, _TABLE, values):
-                known[key] = (values["id"], OPEN)
-            else:  # recorded meanwhile by another pass
-                known[key] = tuple(session.execute(select(_TABLE.c.id, _TABLE.c.status).where(
-                    _TABLE.c.channel == channel_id, _TABLE.c.kind == key[0],
-                    _TABLE.c.channel_reference == key[1])).one())
-        issue["id"], issue["status"] = known[key]
+    return known
 
 
 def statuses(issue_ids: list[str]) -> dict[str, str]:
@@ -78,12 +85,15 @@ def view(issue: ReconciliationIssue) -> dict:
             "resolved_at": rfc3339(issue.resolved_at), "note": issue.resolution_note}
 
 
-def listing(channel_id: str | None = None, status: str | None = OPEN, limit: int = 100) -> list[dict]:
-    """Issues, newest first: the open ones by default."""
+def listing(channel_id: str | None = None, status: str | None = OPEN, limit: int = 100,
+            kind: str | None = None) -> list[dict]:
+    """Issues, newest first: the open ones by default; ``kind``: of one class only."""
     with read_only() as session:
         query = select(ReconciliationIssue).order_by(ReconciliationIssue.created_at.desc(), ReconciliationIssue.id)
         if channel_id:
             query = query.where(ReconciliationIssue.channel == channel_id)
+        if kind:
+            query = query.where(ReconciliationIssue.kind == kind)
         if status:
             query = query.where(ReconciliationIssue.status == status)
         return [view(issue) for issue in session.scalars(query.limit(limit))]

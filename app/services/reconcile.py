@@ -29,20 +29,24 @@ open until an operator resolves it with a note.
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 import logging
 import time
+from decimal import Decimal
+from types import SimpleNamespace
 
 import redis
-from sqlalchemy import delete, func, select
+from sqlalchemy import and_, case, delete, exists, func, or_, select
 
 from app import context
-from app.adapters import jobs
+from app.adapters import jobs, staging
 from app.adapters.channels_runtime import channel, registry
 from app.adapters.db import read_only, unit_of_work
 from app.adapters.models import Attempt, Operation, ReconciliationRun, new_id, utcnow
+from app.adapters.models import reconciliation_lines as LINES
 from app.adapters.redis_conn import get_redis
 from app.config import get_config
-from app.domain.errors import InvalidRequest
+from app.domain.errors import InvalidRequest, NotFound
 from app.domain.states import FINAL, PROCESSING, SUCCEEDED
 from app.services import issues as issue_store
 from channels.base import ChannelError, OperationNotSupported
@@ -86,43 +90,66 @@ def reconcile_recent(channel_id: str, now: dt.datetime | None = None) -> Reconci
     until = min(until, since + MAX_WINDOW)
     if until - since < MIN_WINDOW:
         return None
-    return _compare(channel_id, adapter, _Statements(adapter, since.date(), until.date()), since, until,
+    return _compare(channel_id, adapter, _Statements(adapter, since.date(), until.date(), since=since), since, until,
                     "continuous")
 
 
 class _Statements:
-    """A channel's statement lines by reference, for the days a pass needs: those its window
-    touches, and on demand up to ``lookback_days`` earlier days (an outcome we learned late may
-    have settled at the channel days before), each day fetched once."""
+    """A channel's statement staged in the database as it streams in (app.adapters.staging), under
+    one load id, for the days a pass needs: those its window touches (the first from ``since`` on,
+    for a near-real-time pass: its cost follows the new lines, not the day), and on demand up to
+    ``lookback_days`` earlier (an outcome we learned late may have settled at the channel before);
+    each part fetched once. ``discard`` deletes the rows; a fetch that fails deletes them too."""
 
-    def __init__(self, adapter, first: dt.date, last: dt.date, lookback_days: int = LOOKBACK_DAYS):
-        self.adapter, self.days, self.lines, self.lookback_days = adapter, set(), {}, lookback_days
-        day = first
-        while day <= last:
-            self.fetch(day)
-            day += dt.timedelta(days=1)
+    def __init__(self, adapter, first: dt.date, last: dt.date, lookback_days: int = LOOKBACK_DAYS,
+                 since: dt.datetime | None = None):
+        self.adapter, self.days, self.lookback_days = adapter, set(), lookback_days
+        self.first, self.since, self.load_id, self.loaded = first, since, staging.new_load_id(), 0
+        self.takes_since = "since" in inspect.signature(adapter.statement).parameters
+        self.started = time.monotonic()
+        try:
+            day = first
+            while day <= last:
+                self.fetch(day, since if day == first else None)
+                day += dt.timedelta(days=1)
+        except BaseException:
+            self.discard()
+            raise
 
-    def fetch(self, day: dt.date) -> None:
-        if day not in self.days:
-            self.days.add(day)
-            try:
+    def fetch(self, day: dt.date, since: dt.datetime | None = None, before: dt.datetime | None = None) -> None:
+        """Stage the lines of ``day`` settled in [since, before) (naive UTC; None: unbounded)."""
+        self.days.add(day)
+        try:
+            if since is not None and self.takes_since:
+                lines = self.adapter.statement(day, since=since.replace(tzinfo=dt.timezone.utc))
+            else:
                 lines = self.adapter.statement(day)
-            except (ValueError, KeyError, TypeError) as exc:  # a line the adapter cannot read: the run fails (exit 1)
-                raise ChannelError(f"the statement of channel {self.adapter.id} for {day.isoformat()} cannot be "
-                                   f"read: {exc.__class__.__name__}: {exc}", code="statement_malformed") from exc
-            self.lines.update({line.channel_reference: line for line in lines})
+            keep = None if since is None and before is None else (
+                lambda settled: (since is None or settled >= since) and (before is None or settled < before))
+            self.loaded += staging.load(self.load_id, lines, keep)
+        except (ValueError, KeyError, TypeError, IndexError) as exc:  # a line the adapter cannot read: exit 1
+            raise ChannelError(f"the statement of channel {self.adapter.id} for {day.isoformat()} cannot be "
+                               f"read: {exc.__class__.__name__}: {exc}", code="statement_malformed") from exc
 
-    def has(self, reference: str, since: dt.date) -> bool:
-        """Is ``reference`` on the statement of any day from ``since`` (at most ``lookback_days``
-        before the window) on, fetching the days not read yet?"""
-        if reference in self.lines:
-            return True
-        first = min(self.days)
-        day = max(since, first - dt.timedelta(days=self.lookback_days))
-        while day < first:
-            self.fetch(day)
+    def reach_back(self, created: dt.datetime) -> bool:
+        """Stage what an operation created at ``created`` may have settled on before the window: the
+        first day before ``since``, and whole earlier days (at most ``lookback_days`` before the
+        first). False when there was nothing more to fetch."""
+        fetched = False
+        if self.since is not None and created < self.since:
+            since = created.replace(microsecond=0) if created.date() == self.first else None
+            self.fetch(self.first, since, before=self.since)
+            self.since, fetched = since, True
+        day = max(created.date(), self.first - dt.timedelta(days=self.lookback_days))
+        while day < self.first:
+            if day not in self.days:
+                self.fetch(day)
+                fetched = True
             day += dt.timedelta(days=1)
-        return reference in self.lines
+        return fetched
+
+    def discard(self) -> None:
+        staging.discard(self.load_id)
 
 
 PASS_BUDGET_SECONDS = 120  # a pass stops asking channels by reference after this long
@@ -192,43 +219,66 @@ def purge_empty_runs(now: dt.datetime | None = None, batch: int = 1000) -> int:
     return len(doomed)
 
 
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.timezone.utc).replace(tzinfo=None) if moment.tzinfo else moment
-
-
 def _compare(channel_id: str, adapter, statement: _Statements, start: dt.datetime, end: dt.datetime,
              mode: str) -> ReconciliationRun:
-    """Reads in short read-only sessions, asks the channel with no transaction open, then writes
-    the run in one short transaction (a slow channel never holds a database lock)."""
-    lines = {ref: line for ref, line in statement.lines.items() if start <= _naive_utc(line.settled_at) < end}
+    """Matches the staged statement with our records in SQL, then deletes it (whatever happens:
+    a run that fails records nothing)."""
+    try:
+        return _compare_staged(channel_id, adapter, statement, start, end, mode)
+    finally:
+        statement.discard()
+
+
+def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.datetime, end: dt.datetime,
+                    mode: str) -> ReconciliationRun:
+    """Set-wise: one query counts the window's lines and sums their fees, one returns only the lines
+    that disagree with our record or have none (an outer join on the channel's reference), one the
+    outcomes of ours in the window that no staged line lists (an anti-join); only those rows reach
+    Python, to be worded as issues. Reads in short read-only sessions, asks the channel (about
+    timed-out attempts) with no transaction open, then writes the run in one short transaction."""
+    in_window = and_(LINES.c.load_id == statement.load_id, LINES.c.settled_at >= start, LINES.c.settled_at < end)
     with read_only() as session:
-        by_ref = _attempts_by_reference(session, channel_id, list(lines))
-        unanswered = _unanswered_candidates(session, channel_id) if set(lines) - set(by_ref) else []
-        ours_in_window = session.execute(
-            select(Attempt, Operation).join(Operation, Operation.id == Attempt.operation_id)
-            .where(Attempt.channel == channel_id, Attempt.status.in_(FINAL), Attempt.channel_reference.is_not(None),
-                   Attempt.updated_at >= start, Attempt.updated_at < end)).all()
+        theirs = {currency: {"lines": lines, "amount": int(amount), "fee": int(fee)}
+                  for currency, lines, amount, fee in session.execute(
+                      select(LINES.c.currency, func.count(), func.sum(LINES.c.amount), func.sum(LINES.c.fee))
+                      .where(in_window).group_by(LINES.c.currency))}
+        count, fees = sum(t["lines"] for t in theirs.values()), sum(t["fee"] for t in theirs.values())
+        ours = {currency: {"outcomes": outcomes, "amount": int(amount)}
+                for currency, outcomes, amount in session.execute(
+                    select(Operation.currency, func.count(), func.sum(Operation.amount))
+                    .join(Attempt, Operation.id == Attempt.operation_id)
+                    .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),
+                           Attempt.updated_at >= start, Attempt.updated_at < end).group_by(Operation.currency))}
+        discrepant = {row.channel_reference: row for row in session.execute(
+            _disagreeing(channel_id, adapter.cost, in_window))} if count else {}
+        unmatched = {ref for ref, row in discrepant.items() if row.attempt_id is None}
+        unanswered = _unanswered_candidates(session, channel_id) if unmatched else []
         # Operations the channel answered "unknown operation" about (app.services.callbacks) made here.
         under_review = list(session.scalars(select(Operation).where(
             Operation.channel == channel_id, Operation.review.is_(True), Operation.status == PROCESSING,
             Operation.created_at >= start, Operation.created_at < end)))
         session.expunge_all()  # loaded and kept as they are: the session ends before the channel is asked
-    by_ref.update(_ask_by_reference(adapter, unanswered, set(lines) - set(by_ref)))
-    issues, matched, to_query = [], 0, []
-    for ref, line in lines.items():
-        found = _line_issues(adapter, ref, line, by_ref.get(ref))
-        issues.extend(found)
-        matched += not found
-        to_query.extend(issue["ours"]["id"] for issue in found if issue["issue"] == "pending_in_payrouter")
-    for attempt, op in ours_in_window:
-        if not statement.has(attempt.channel_reference, op.created_at.date()):
-            issues.append(_issue("missing_at_channel", attempt.channel_reference, op))
+    asked = _ask_by_reference(adapter, unanswered, unmatched)
+    issues, to_query = [], []
+    for ref, row in discrepant.items():
+        found = asked.get(ref) or (None if row.attempt_id is None else _ours(row))
+        line_issues = _line_issues(adapter, ref, _theirs(row), found)
+        issues.extend(line_issues)
+        to_query.extend(issue["ours"]["id"] for issue in line_issues if issue["issue"] == "pending_in_payrouter")
+    matched = count - len({issue["channel_reference"] for issue in issues})
+    issues.extend(_issue("missing_at_channel", ref, op) for ref, op in _missing_at_channel(channel_id, statement,
+                                                                                             start, end))
     issues.extend(_issue(issue_store.UNKNOWN_AT_CHANNEL, op.channel_reference, op) for op in under_review)
+    by_class: dict[str, int] = {}
+    for issue in issues:
+        by_class[issue["issue"]] = by_class.get(issue["issue"], 0) + 1
+    report = {"lines": count, "matched": matched, "by_class": by_class, "theirs": theirs, "ours": ours,
+              "seconds": round(time.monotonic() - statement.started, 3)}
     with unit_of_work() as session:
         run = ReconciliationRun(id=new_id("recon"), channel=channel_id, day=(end - dt.timedelta(microseconds=1))
                                 .date().isoformat(), mode=mode, window_start=start, window_end=end,
-                                statement_lines=len(lines), matched=matched, issues=issues, issue_count=len(issues),
-                                channel_fees=sum(line.fee for line in lines.values()),
+                                statement_lines=count, matched=matched, issues=issues, issue_count=len(issues),
+                                channel_fees=int(fees), summary=report,
                                 request_id=context.current_request_id())
         issue_store.record(session, channel_id, issues, run.id)  # each issue dict gains its id and status
         session.add(run)
@@ -237,10 +287,80 @@ def _compare(channel_id: str, adapter, statement: _Statements, start: dt.datetim
             jobs.enqueue(jobs.CORE, "app.services.callbacks.query_status", op_id, job_id=f"query-{op_id}")
         except redis.RedisError:
             log.warning("status query for %s not queued (Redis unreachable); the sweep will do it", op_id)
-    level = logging.WARNING if issues else logging.INFO if lines or mode == "daily" else logging.DEBUG
-    log.log(level, "reconciled %s (%s, %s – %s): %s matched, %s issue(s)", channel_id, mode, start, end, matched,
-            len(issues), extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
+    level = logging.WARNING if issues else logging.INFO if count or mode == "daily" else logging.DEBUG
+    log.log(level, "reconciled %s (%s, %s – %s): %s line(s), %s matched, %s issue(s)", channel_id, mode, start, end,
+            count, matched, len(issues), extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
     return run
+
+
+def _fee_sql(cost, amount, status):
+    """``Cost.fee`` in SQL, exactly (integers only, on both backends): half-up rounding of
+    amount·percent/100 is floor((2·amount·num + 100·den) / (200·den)) for percent = num/den, split
+    at d = 200·den so no product outgrows 64 bits for any amount below MAX_AMOUNT."""
+    num, den = Decimal(cost.percent).as_integer_ratio()
+    d = 200 * den
+    percent_part = (amount // d) * (2 * num) + ((amount % d) * (2 * num) + 100 * den) // d
+    return case((status == SUCCEEDED, percent_part + cost.fixed), else_=0)
+
+
+def _disagreeing(channel_id: str, cost, in_window):
+    """The window's lines with no attempt of ours, or one still pending, or that disagree with it
+    on status (ours: the attempt's, and the operation's if that attempt decided it), amount,
+    currency, or whose fee is not the channel's cost: everything ``_line_issues`` may report."""
+    final = sorted(FINAL)
+    decided = and_(Attempt.channel == Operation.channel,
+                   or_(Operation.channel_reference.is_(None), Operation.channel_reference == Attempt.channel_reference))
+    return (select(LINES.c.channel_reference, LINES.c.operation, LINES.c.amount, LINES.c.currency, LINES.c.status,
+                   LINES.c.fee, Attempt.id.label("attempt_id"), Attempt.status.label("attempt_status"),
+                   Attempt.channel.label("attempt_channel"), Operation.id.label("op_id"),
+                   Operation.status.label("op_status"), Operation.amount.label("op_amount"),
+                   Operation.currency.label("op_currency"), Operation.channel.label("op_channel"),
+                   Operation.channel_reference.label("op_reference"))
+            .select_from(LINES.outerjoin(Attempt, and_(Attempt.channel == channel_id,
+                                                       Attempt.channel_reference == LINES.c.channel_reference))
+                         .outerjoin(Operation, Operation.id == Attempt.operation_id))
+            .where(in_window, or_(Attempt.id.is_(None), Attempt.status.not_in(final), Operation.status.not_in(final),
+                                  Attempt.status != LINES.c.status, and_(decided, Operation.status != LINES.c.status),
+                                  Operation.amount != LINES.c.amount, Operation.currency != LINES.c.currency,
+                                  LINES.c.fee != _fee_sql(cost, LINES.c.amount, LINES.c.status))))
+
+
+def _theirs(row) -> SimpleNamespace:
+    return SimpleNamespace(operation=row.operation, amount=row.amount, currency=row.currency, status=row.status,
+                           fee=row.fee)
+
+
+def _ours(row) -> tuple[SimpleNamespace, SimpleNamespace]:
+    """The (attempt, operation) pair ``_line_issues`` reads, from a row of ``_disagreeing``."""
+    return (SimpleNamespace(channel=row.attempt_channel, status=row.attempt_status,
+                            channel_reference=row.channel_reference),
+            SimpleNamespace(id=row.op_id, status=row.op_status, amount=row.op_amount, currency=row.op_currency,
+                            channel=row.op_channel, channel_reference=row.op_reference))
+
+
+def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datetime, end: dt.datetime) -> list:
+    """Outcomes of ours in the window (final, with the channel's reference) that no staged line
+    lists, as (reference, operation) pairs: an anti-join; then, for operations made before the
+    window, the earlier statements they may be on are staged and those few looked up again."""
+    staged = LINES.c.load_id == statement.load_id
+    with read_only() as session:
+        rows = session.execute(
+            select(Attempt.channel_reference, Operation.id, Operation.status, Operation.amount, Operation.currency,
+                   Operation.created_at)
+            .join(Operation, Operation.id == Attempt.operation_id)
+            .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),
+                   Attempt.channel_reference.is_not(None), Attempt.updated_at >= start, Attempt.updated_at < end,
+                   ~exists().where(staged, LINES.c.channel_reference == Attempt.channel_reference))).all()
+    if rows and statement.reach_back(min(row.created_at for row in rows)):  # no session open meanwhile
+        references = sorted({row.channel_reference for row in rows})
+        found = set()
+        with read_only() as session:
+            for first in range(0, len(references), 500):
+                found.update(session.scalars(select(LINES.c.channel_reference).where(
+                    staged, LINES.c.channel_reference.in_(references[first:first + 500]))))
+        rows = [row for row in rows if row.channel_reference not in found]
+    return [(row.channel_reference, SimpleNamespace(id=row.id, status=row.status, amount=row.amount,
+                                                    currency=row.currency)) for row in rows]
 
 
 def _line_issues(adapter, ref: str, line, found: tuple | None) -> list[dict]:
@@ -265,7 +385,7 @@ def _line_issues(adapter, ref: str, line, found: tuple | None) -> list[dict]:
     return [_issue(kind, ref, op, line)] + _fee_issues(adapter, ref, line, op)
 
 
-def _fee_issues(adapter, ref: str, line, op: Operation | None = None) -> list[dict]:
+def _fee_issues(adapter, ref: str, line, op=None) -> list[dict]:
     """The channel's fee on a line against its configured ``cost`` (channels.config.Cost): what it
     should charge on a succeeded line's amount, nothing on any other."""
     expected = adapter.cost.fee(line.amount) if line.status == SUCCEEDED else 0
@@ -274,17 +394,6 @@ def _fee_issues(adapter, ref: str, line, op: Operation | None = None) -> list[di
     issue = _issue("fee_mismatch", ref, op, line)
     issue["expected_fee"] = expected
     return [issue]
-
-
-def _attempts_by_reference(session, channel_id: str, references: list[str]) -> dict:
-    found = {}
-    for start in range(0, len(references), 500):
-        chunk = references[start:start + 500]
-        for attempt, op in session.execute(
-                select(Attempt, Operation).join(Operation, Operation.id == Attempt.operation_id)
-                .where(Attempt.channel == channel_id, Attempt.channel_reference.in_(chunk))):
-            found[attempt.channel_reference] = (attempt, op)
-    return found
 
 
 def _unanswered_candidates(session, channel_id: str, limit: int = 200) -> list:
@@ -311,7 +420,7 @@ def _ask_by_reference(adapter, candidates: list, unmatched: set[str]) -> dict:
     return found
 
 
-def _issue(kind: str, reference: str, op: Operation | None = None, theirs=None) -> dict:
+def _issue(kind: str, reference: str, op=None, theirs=None) -> dict:
     issue = {"issue": kind, "channel_reference": reference}
     if op is not None:
         issue["ours"] = {"id": op.id, "status": op.status, "amount": op.amount, "currency": op.currency}
@@ -333,7 +442,32 @@ def summary(run: ReconciliationRun, statuses: dict[str, str] | None = None) -> d
     return {"id": run.id, "channel": run.channel, "mode": run.mode, "date": run.day,
             "window_start": rfc3339(run.window_start), "window_end": rfc3339(run.window_end),
             "statement_lines": run.statement_lines, "matched": run.matched, "channel_fees": run.channel_fees,
-            "open_issues": sum(issue["status"] == issue_store.OPEN for issue in shown), "issues": shown}
+            "open_issues": sum(issue["status"] == issue_store.OPEN for issue in shown), "summary": run.summary,
+            "issues": shown}
+
+
+CSV_COLUMNS = ("id", "status", "issue", "channel_reference", "ours_id", "ours_status", "ours_amount", "ours_currency",
+               "theirs_operation", "theirs_status", "theirs_amount", "theirs_currency", "theirs_fee", "expected_fee")
+
+
+def export_csv(run_id: str, out) -> int:
+    """Write a run's issues as CSV (``CSV_COLUMNS``, each issue's status now) to ``out``; how many."""
+    import csv
+
+    with read_only() as session:
+        run = session.get(ReconciliationRun, run_id)
+        if run is None:
+            raise NotFound(f"No such reconciliation run: '{run_id}'", param="run")
+        shown = summary(run)["issues"]
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for issue in shown:
+        ours, theirs = issue.get("ours") or {}, issue.get("theirs") or {}
+        writer.writerow([issue.get("id"), issue["status"], issue["issue"], issue["channel_reference"], ours.get("id"),
+                         ours.get("status"), ours.get("amount"), ours.get("currency"), theirs.get("operation"),
+                         theirs.get("status"), theirs.get("amount"), theirs.get("currency"), theirs.get("fee"),
+                         issue.get("expected_fee")])
+    return len(shown)
 
 
 def recent_runs(channel_id: str | None = None, limit: int = 20, with_issues: bool = False) -> list[dict]:

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import io
 import json
-from typing import Mapping
+from typing import Iterator, Mapping
 from urllib.parse import quote
 
 from channels.base import (
@@ -27,6 +26,7 @@ from channels.sandbox import signing
 from channels.sandbox.client import SandboxClient
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8090"
+STATEMENT_COLUMNS = ("channel_reference", "operation", "amount", "currency", "status", "fee", "settled_at")
 
 
 def _segment(value: str) -> str:
@@ -128,11 +128,19 @@ class SandboxChannel(Channel):
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise InvalidCallback(f"callback body is malformed: {exc}") from None
 
-    def statement(self, date: dt.date) -> list[StatementLine]:
-        text = self.client.get_text(f"/statements/{_segment(date.isoformat())}", {"channel": self.id})
-        lines = []
-        for row in csv.DictReader(io.StringIO(text)):
-            settled = dt.datetime.fromisoformat(row["settled_at"].replace("Z", "+00:00"))
-            lines.append(StatementLine(row["channel_reference"], row["operation"], int(row["amount"]),
-                                       row["currency"], row["status"], int(row["fee"]), settled))
-        return lines
+    def statement(self, date: dt.date, since: dt.datetime | None = None) -> Iterator[StatementLine]:
+        """The day's lines as the CSV streams in, one at a time (never the whole text at once)."""
+        params = {"channel": self.id}
+        if since is not None:
+            params["since"] = since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        rows = csv.reader(self.client.text_lines(f"/statements/{_segment(date.isoformat())}", params))
+        header = next(rows, None)
+        if header is None:
+            return
+        at = {name: header.index(name) for name in STATEMENT_COLUMNS}  # ValueError: a column is missing
+        ref, op, amount, currency, status, fee, settled = (at[name] for name in STATEMENT_COLUMNS)
+        fromisoformat = dt.datetime.fromisoformat
+        for row in rows:
+            if row:
+                yield StatementLine(row[ref], row[op], int(row[amount]), row[currency], row[status], int(row[fee]),
+                                    fromisoformat(row[settled]))

@@ -8,8 +8,9 @@ which sends them and classifies faults. What the sandbox's answers mean:
 """
 from __future__ import annotations
 
+import codecs
 import json
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import quote
 
 from app import context
@@ -50,16 +51,22 @@ class SandboxClient:
                                    refused=REFUSED_GET)
         return answer.status, self._json(answer)
 
-    def get_text(self, path: str, params: dict | None = None) -> str:
-        """A text document of any size (a statement), read as it streams in."""
+    def text_lines(self, path: str, params: dict | None = None) -> Iterator[str]:
+        """A text document of any size (a statement), line by line as it streams in: only the
+        piece being read is held. A body cut short raises the channel HTTP layer's fault."""
         with self.http.stream("GET", path, params=params, headers=self._headers()) as answer:
             if answer.status != 200:
                 raise ChannelUnavailable(f"{self.channel_id}: {path} answered HTTP {answer.status}")
-            data = b"".join(answer.chunks())
-        try:
-            return data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise ChannelUnavailable(f"{self.channel_id}: {path} is not UTF-8 text") from None
+            decoder, rest = codecs.getincrementaldecoder("utf-8")(), ""
+            try:
+                for chunk in answer.chunks():
+                    *lines, rest = (rest + decoder.decode(chunk)).split("\n")
+                    yield from lines
+                rest += decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                raise ChannelUnavailable(f"{self.channel_id}: {path} is not UTF-8 text") from None
+            if rest:
+                yield rest
 
     def _path(self, path: str) -> str:
         return f"/v1/channels/{quote(self.channel_id, safe='')}{path}"

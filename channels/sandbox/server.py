@@ -7,7 +7,7 @@ Endpoints (channel id in the path; ``Authorization: Bearer <channel secret>`` on
 - ``POST /v1/channels/<id>/refunds``  ``{reference, payment, amount, currency, callback_url?}``
 - ``POST /v1/channels/<id>/payouts``  ``{reference, amount, currency, destination, callback_url?}``
 - ``GET  /v1/channels/<id>/operations/<sbx_id>`` and ``GET /v1/channels/<id>/operations?reference=<our id>``
-- ``GET  /statements/YYYY-MM-DD?channel=<id>`` → CSV (no auth: a sandbox convenience)
+- ``GET  /statements/YYYY-MM-DD?channel=<id>[&since=<RFC 3339>]`` → CSV, streamed (no auth: a sandbox convenience)
 - ``POST /tokens``  ``{number, exp_month, exp_year, cvc, country?, channel?}`` → ``{token, brand, last4, country}``
   (the vault, channels.sandbox.vault; no auth: it stands for the PSP's client-side tokenization)
 - ``POST /v1/channels/<id>/operations/<sbx_id>/capture`` ``{amount?}`` and ``…/void`` ``{}``, and the
@@ -149,7 +149,7 @@ class SandboxPSP:
                 return _json(200, self.store.view(op))
         if len(parts) == 2 and parts[0] == "statements":
             _allow(method, "GET")
-            return self.statement(parts[1], request.query.get("channel", ""))
+            return self.statement(parts[1], request.query.get("channel", ""), request.query.get("since", ""))
         if parts == ["tokens"]:
             _allow(method, "POST")
             return self.tokens(self.body(request))
@@ -278,19 +278,37 @@ class SandboxPSP:
             raise ApiError(400, "invalid_request", "destination object is required")
         return self.submit(request, served, data, "withdrawal")
 
-    def statement(self, day: str, channel_id: str) -> Reply:
+    def statement(self, day: str, channel_id: str, since: str = "") -> Reply:
+        """The day's settled operations as CSV, sent chunked as it is written (a day of millions of
+        lines is never one string); ``since`` (RFC 3339): only lines settled from then on."""
         try:
             date = dt.date.fromisoformat(day)
         except ValueError:
             raise ApiError(400, "invalid_date", "date must be YYYY-MM-DD") from None
+        try:
+            start = dt.datetime.fromisoformat(since).astimezone(dt.timezone.utc) if since else None
+        except ValueError:
+            raise ApiError(400, "invalid_since", "since must be an RFC 3339 time") from None
         served = self.channel(None, channel_id)  # no auth: a sandbox convenience
+        return Reply(200, self.statement_chunks(served, self.store.settled_on(served.spec.id, date), start),
+                     "text/csv; charset=utf-8")
+
+    @staticmethod
+    def statement_chunks(served: Served, ops: list[Operation], since: dt.datetime | None,
+                         lines_per_chunk: int = 2000):
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(STATEMENT_HEADER)
-        for op in self.store.settled_on(served.spec.id, date):
+        for count, op in enumerate(ops, 1):
+            if since is not None and op.settled_at.replace(microsecond=0) < since:
+                continue  # lines are dated to the second
             fee = served.spec.cost.fee(op.amount) if op.status == "succeeded" else 0
             writer.writerow([op.id, op.operation, op.amount, op.currency, op.status, fee, rfc3339(op.settled_at)])
-        return Reply(200, out.getvalue().encode(), "text/csv; charset=utf-8")
+            if count % lines_per_chunk == 0:
+                yield out.getvalue().encode()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue().encode()
 
     def close(self) -> None:
         self.sender.close()

@@ -16,7 +16,7 @@ def test_a_garbled_statement_exits_1_naming_the_statement_not_the_date(stack, mo
     assert api.post("/v1/payments", builders.payment_body(1000)).status_code == 201
     now = dt.datetime.now(dt.timezone.utc)
     garbled = HEADER + f"sbx_1,payment,ten,USD,succeeded,0,{now.isoformat()}\n"
-    monkeypatch.setattr(SandboxClient, "get_text", lambda self, path, params=None: garbled)
+    monkeypatch.setattr(SandboxClient, "text_lines", lambda self, path, params=None: iter(garbled.splitlines()))
     result = CliRunner().invoke(main, ["reconcile", "--channel", "sandbox", "--date", now.date().isoformat()])
     assert result.exit_code == 1, result.output
     assert "YYYY-MM-DD" not in result.output and "statement" in result.output

@@ -218,7 +218,7 @@ def test_statement_csv(registry, sandbox):
     lines = {line.channel_reference: line for line in channel.statement(today)}
     assert lines[ok.channel_reference].amount == 10000 and lines[ok.channel_reference].fee == 175
     assert lines[ok.channel_reference].settled_at.tzinfo is not None
-    assert channel.statement(today - dt.timedelta(days=3)) == []
+    assert list(channel.statement(today - dt.timedelta(days=3))) == []
     bad = requests.get(f"{sandbox.url}/statements/2024-13-01", params={"channel": "acq_beta"}, timeout=2)
     assert bad.status_code == 400
 
