@@ -39,7 +39,7 @@ from app.domain.states import (
     REQUIRES_CAPTURE,
     SUCCEEDED,
 )
-from app.services import breaker, events, issues, ledger, representation
+from app.services import breaker, events, issues, ledger, orders, representation
 from app.services.transitions import transition, transition_all
 from channels.base import (
     ChannelError,
@@ -437,6 +437,8 @@ def _record_settlement(session: Session, op: Operation, status: str, attempts: l
                             .execution_options(synchronize_session=False))
         events.record(session, merchant_id=op.merchant_id, livemode=op.livemode, type=f"{op.kind}.{status}",
                       object_id=op.id, data=data)
+    if op.order_id:  # outside the pipeline: it reads the order and counts what its compare-and-set matched
+        orders.settled(session, op, status)
     if status in (FAILED, CANCELED) and op.limit_reservation:
         release_limits(op.limit_reservation)
 

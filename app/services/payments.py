@@ -31,7 +31,7 @@ from app.domain.errors import (
 )
 from app.domain.kinds import OperationKind
 from app.domain.states import OPERATION_TRANSITIONS, PENDING, PROCESSING, SUCCEEDED
-from app.services import ledger, routing, switches
+from app.services import ledger, orders, routing, switches
 from app.services.accounts import get_account
 from app.services.listing import ListQuery, Page, page
 from app.services.operations import Made, release_limits, run_channels, settle
@@ -171,9 +171,12 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
         view = _ledger_only_view(decision)
     else:
         decision = view = None
+    if body.get("order"):  # held before anything is written: rolled back with the payment if it is refused
+        orders.reserve(session, merchant, body["order"], body["amount"], body["currency"])
     op, decided = _start(session, merchant, "payment", body, key, amount=body["amount"], currency=body["currency"],
                          decision=decision, routing_view=view, customer=body.get("customer"), payment_method=method,
                          description=body.get("description"), account_id=account.id if account else None,
+                         order_id=body.get("order"),
                          capture_method="manual" if body.get("capture_method") == "manual" else None)
     if account is not None:
         with _giving_back_limits(op, decided):
@@ -253,7 +256,7 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
     op, decided = _start(session, merchant, "refund", {**body, "customer": payment.customer}, key, amount=amount,
                          currency=payment.currency, decision=decision, routing_view=view,
                          fee=0, payment_id=payment.id, reason=body.get("reason"), customer=payment.customer,
-                         account_id=None)
+                         account_id=None, order_id=payment.order_id)
     op.channel = payment.channel
     if not payment.channel:  # a balance payment is refunded inside the ledger
         with _giving_back_limits(op, decided):
@@ -290,7 +293,11 @@ PAYMENT_ONLY_STATUSES = frozenset({"requires_action", "requires_capture", "cance
 
 def list_filters(kind: str) -> tuple[str, ...]:
     """The filters a list of operations of ``kind`` takes: the fields its objects have."""
-    return ("status", "customer", "reference", "channel", *(("payment",) if kind == OperationKind.REFUND else ()))
+    return ("status", "customer", "reference", "channel", *_NAMES_OBJECTS.get(kind, ()))
+
+
+# The objects an operation of a kind names: a payment its order, a refund its payment and that payment's order.
+_NAMES_OBJECTS = {OperationKind.PAYMENT: ("order",), OperationKind.REFUND: ("order", "payment")}
 
 
 def list_statuses(kind: str) -> frozenset[str]:
@@ -300,5 +307,6 @@ def list_statuses(kind: str) -> frozenset[str]:
 
 
 def list_operations(session: Session, merchant: Merchant, kind: str, query: ListQuery) -> Page:
-    return page(session, Operation, merchant_id=merchant.id, query=query, columns={"payment": Operation.payment_id},
+    return page(session, Operation, merchant_id=merchant.id, query=query,
+                columns={"payment": Operation.payment_id, "order": Operation.order_id},
                 where=(Operation.livemode == merchant.livemode, Operation.kind == kind))

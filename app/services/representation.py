@@ -94,14 +94,15 @@ def operation(op, attempts: list) -> dict:
         "customer": op.customer,
     }
     if op.kind == "payment":
-        out.update(payment_method=op.payment_method, description=op.description, amount_refunded=op.amount_refunded)
+        out.update(payment_method=op.payment_method, description=op.description, amount_refunded=op.amount_refunded,
+                   order=op.order_id)
         out.update(_capture(op))
     elif op.kind == "topup":
         out.update(account=op.account_id, payment_method=op.payment_method)
     elif op.kind == "withdrawal":
         out.update(account=op.account_id, destination=op.destination)
     else:
-        out.update(payment=op.payment_id, reason=op.reason)
+        out.update(payment=op.payment_id, reason=op.reason, order=op.order_id)  # its payment's order
     out.update(
         routing=dict(op.routing or {}),
         attempts=[{k: v for k, v in (("channel", a.channel), ("status", a.status), ("error_code", a.error_code))

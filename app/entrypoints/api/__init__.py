@@ -12,11 +12,12 @@ def blueprints() -> list:
         metrics,
         openapi,
         ops,
+        orders,
         payments,
         routing,
         transfers,
         webhooks,
     )
 
-    return [module.bp for module in (health, openapi, accounts, transfers, payments, routing, events, webhooks,
-                                     api_keys, callbacks, ops, metrics)]
+    return [module.bp for module in (health, openapi, accounts, transfers, payments, orders, routing, events,
+                                     webhooks, api_keys, callbacks, ops, metrics)]

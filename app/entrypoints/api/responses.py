@@ -67,12 +67,18 @@ OBJECTS: dict[str, dict] = {
         "reference": STRING, "metadata": METADATA}),
     "payment": _operation("payment", "pay", {
         "payment_method": _obj({"type": STRING}), "description": _null(STRING),
-        "amount_refunded": {"type": "integer", "minimum": 0},
+        "amount_refunded": {"type": "integer", "minimum": 0}, "order": _null(_id("ord")),
         "capture_method": {"enum": ["automatic", "manual"]}, "amount_captured": {"type": "integer", "minimum": 0},
         "next_action": _null(_obj({"type": {"enum": ["redirect_to_url"]}, "url": STRING}))}),
     "topup": _operation("topup", "top", {"account": _id("acct"), "payment_method": _obj({"type": STRING})}),
     "withdrawal": _operation("withdrawal", "wd", {"account": _id("acct"), "destination": _obj({"type": STRING})}),
-    "refund": _operation("refund", "re", {"payment": _id("pay"), "reason": _null(STRING)}),
+    "refund": _operation("refund", "re", {"payment": _id("pay"), "reason": _null(STRING), "order": _null(_id("ord"))}),
+    "order": _object("order", "ord", {
+        "created_at": TIME, "amount": {"type": "integer", "minimum": 1}, "currency": CURRENCY, "reference": STRING,
+        "customer": CUSTOMER, "description": _null(STRING), "metadata": METADATA,
+        "status": {"enum": ["open", "paid", "partially_refunded", "refunded"]},
+        "amount_paid": {"type": "integer", "minimum": 0}, "amount_refunded": {"type": "integer", "minimum": 0},
+        "payments": {"type": "array", "items": _id("pay")}, "refunds": {"type": "array", "items": _id("re")}}),
     "event": _object("event", "evt", {
         "type": STRING, "created_at": TIME, "request_id": _null(STRING), "data": _obj({"object": {"type": "object"}})}),
     "webhook_endpoint": _object("webhook_endpoint", "we", {
