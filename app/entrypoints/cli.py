@@ -284,6 +284,30 @@ def _show_runs(runs: list[dict], as_json: bool) -> None:
                        f"{issue['channel_reference']}  ours={issue.get('ours')}  theirs={issue.get('theirs')}")
 
 
+@main.group()
+def report():
+    """Reports read from the ledger."""
+
+
+@report.command("settlement")
+@click.option("--date", "day", required=True, help="the UTC day, YYYY-MM-DD")
+@click.option("--merchant", "merchant_id", default=None, help="one merchant's id (default: every merchant)")
+@click.option("--format", "fmt", type=click.Choice(["csv", "table"]), default="table", show_default=True)
+def report_settlement(day, merchant_id, fmt):
+    """A day's settlement per merchant, mode, currency and channel: count, gross, fees, refunds,
+    disputes, net (docs/api.md, Settlement report)."""
+    from app.adapters.db import read_only
+    from app.adapters.models import Merchant
+    from app.services import reports
+
+    parsed = reports.parse_day(day, "--date")
+    with read_only() as session:
+        if merchant_id is not None and session.get(Merchant, merchant_id) is None:
+            raise click.ClickException(f"no such merchant {merchant_id}")
+        rows = reports.settlement(session, parsed, merchant_id)
+    click.echo(reports.to_csv(rows, with_merchant=True) if fmt == "csv" else reports.to_table(rows), nl=fmt != "csv")
+
+
 @main.group("secrets")
 def secrets_group():
     """Secrets stored encrypted (webhook endpoint and generated channel secrets)."""

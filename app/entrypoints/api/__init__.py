@@ -6,6 +6,7 @@ def blueprints() -> list:
     from app.entrypoints.api import (
         accounts,
         api_keys,
+        balance,
         callbacks,
         events,
         health,
@@ -14,10 +15,11 @@ def blueprints() -> list:
         ops,
         orders,
         payments,
+        reports,
         routing,
         transfers,
         webhooks,
     )
 
     return [module.bp for module in (health, openapi, accounts, transfers, payments, orders, routing, events,
-                                     webhooks, api_keys, callbacks, ops, metrics)]
+                                     webhooks, api_keys, balance, reports, callbacks, ops, metrics)]

@@ -33,22 +33,31 @@ class ListOf:
 
 
 @dataclass(frozen=True)
+class Csv:
+    """An answer that is CSV with a header row of ``columns`` (a report), not a JSON object."""
+
+    columns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Described:
     """What a route takes and answers, as its view declares it with ``documented``."""
 
     summary: str
-    answers: str | ListOf  # an object of responses.OBJECTS, or a list of them
+    answers: str | ListOf | Csv  # an object of responses.OBJECTS, or a list of them, or CSV
     status: int
     body: str | None  # the request body: a schema of schemas/api.schema.json
     optional_body: str | None  # a body that may be left out (checked against that schema when sent)
     idempotent: bool | None  # takes an Idempotency-Key and may be refused before money moves; None: a POST
+    parameters: tuple[dict, ...] = ()  # query parameters of its own (OpenAPI parameter objects)
 
 
-def documented(summary: str, *, answers: str | ListOf, status: int = 200, body: str | None = None,
-               optional_body: str | None = None, idempotent: bool | None = None) -> Callable:
+def documented(summary: str, *, answers: str | ListOf | Csv, status: int = 200, body: str | None = None,
+               optional_body: str | None = None, idempotent: bool | None = None,
+               parameters: tuple[dict, ...] | list[dict] = ()) -> Callable:
     """Declares, on a view, what its route takes and answers: the document is built from these, route by
     route (``document``), so a merchant route cannot be served without being described."""
-    described = Described(summary, answers, status, body, optional_body, idempotent)
+    described = Described(summary, answers, status, body, optional_body, idempotent, tuple(parameters))
 
     def mark(view: Callable) -> Callable:
         view.openapi = described
@@ -125,17 +134,20 @@ def _ref(name: str) -> dict:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _success(answers: str | ListOf) -> dict:
+def _success(answers: str | ListOf | Csv) -> dict:
+    if isinstance(answers, Csv):
+        return {"text/csv": {"schema": {"type": "string", "description": "CSV, a header row then one row per "
+                                                                         "line: " + ",".join(answers.columns)}}}
     if isinstance(answers, ListOf):
-        return responses.list_of(_ref(answers.name))
-    return _ref(answers)
+        return _json(responses.list_of(_ref(answers.name)))
+    return _json(_ref(answers))
 
 
 def _operation(method: str, path: str, described: Described) -> dict:
     request_id_header = {"X-Request-Id": {"schema": {"type": "string"}}}
     op: dict = {"summary": described.summary, "responses": {
         str(described.status): {"description": "OK", "headers": request_id_header,
-                                 "content": _json(_success(described.answers))},
+                                 "content": _success(described.answers)},
         **{code: {"$ref": "#/components/responses/Error"} for code in ERROR_STATUSES},
         "default": {"$ref": "#/components/responses/Error"}}}
     params = [REQUEST_ID]
@@ -150,7 +162,7 @@ def _operation(method: str, path: str, described: Described) -> dict:
         op["requestBody"] = {"required": False, "content": _json(_ref(described.optional_body))}
     elif method == "get" and isinstance(described.answers, ListOf):
         params += LIST_PARAMETERS + _filter_parameters(described.answers)
-    op["parameters"] = params
+    op["parameters"] = params + list(described.parameters)
     return op
 
 

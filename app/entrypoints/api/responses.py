@@ -95,6 +95,12 @@ OBJECTS: dict[str, dict] = {
         "request_id": _null(STRING), "attempts": {"type": "array", "items": _obj({
             "number": INTEGER, "started_at": _null(TIME), "status_code": _null(INTEGER),
             "latency_ms": _null(INTEGER), "error": _null(STRING)})}}),
+    "balance": _obj({"object": {"const": "balance"}, "livemode": BOOLEAN,
+                     "available": {"type": "array", "items": _obj({"currency": CURRENCY, "amount": INTEGER})},
+                     "pending": {"type": "array", "items": _obj({"currency": CURRENCY, "amount": INTEGER})}}),
+    "balance_transaction": _object("balance_transaction", "txn", {
+        "created_at": TIME, "type": STRING, "amount": INTEGER, "fee": INTEGER, "net": INTEGER, "currency": CURRENCY,
+        "source": _null(STRING), "description": _null(STRING), "journal_entry": _id("je")}),
     "api_key": _object("api_key", "key", {
         "prefix": STRING, "created_at": TIME, "last_used_at": _null(TIME), "expires_at": _null(TIME),
         "revoked_at": _null(TIME), "status": {"enum": ["active", "expired", "revoked"]}},
