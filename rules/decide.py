@@ -9,21 +9,39 @@ no channel left gives ``no_route``. Daily limits are enforced later by ``rules.l
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from app.domain.errors import InvalidRequest
 from rules.facts import facts_for, flatten
 from rules.fees import compute_fee
-from rules.model import RuleSet
+from rules.model import Fee, RuleSet, Strategy
 
-__all__ = ["Availability", "Decision", "decide", "facts_for", "combine_limits", "split_order", "sources"]
+STRATEGY_KEYS = ("strategy", "scores", "strategy_fallback", "exploration")  # a decision's account of its strategy
+
+__all__ = ["STRATEGY_KEYS", "Availability", "Decision", "Strategist", "decide", "facts_for", "combine_limits",
+           "split_order", "order_by_strategy", "sources"]
 
 
 class Availability(Protocol):
     def drop_reason(self, channel_id: str, *, operation: str, currency: str, method: str | None) -> str | None:
         """Why ``channel_id`` cannot take this operation now ("switched_off", "circuit_open", ...), or None."""
+
+
+@runtime_checkable
+class Strategist(Protocol):
+    """What a ``cost`` or ``success_rate`` strategy needs from outside the engine (app.services.routing)."""
+
+    rng: random.Random  # exploration's random source (seeded in tests and the bench)
+
+    def costs(self, channels: tuple[str, ...]) -> Mapping[str, Fee]:
+        """Each channel's ``cost`` as a fee spec (percent + fixed)."""
+
+    def outcomes(self, channels: tuple[str, ...], *, window_minutes: int, operation: str, currency: str,
+                 method: str | None) -> Mapping[str, tuple[int, int]] | None:
+        """``{channel: (succeeded, final outcomes)}`` over the window, or None when they cannot be read."""
 
 
 class Matcher(Protocol):
@@ -47,6 +65,7 @@ class Decision:
     ruleset_version: int | None = None
     declined_by: str | None = None  # the rule that declined or set the exceeded limit
     retry: dict | None = None  # {"on": [codes], "max", "rule"}: soft declines that try the next candidate
+    strategy: dict | None = None  # order_by_strategy's account: {strategy, scores?, fallback?, exploration?}
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"object": "routing_decision", "outcome": self.outcome}
@@ -59,6 +78,14 @@ class Decision:
             "limits": {k: ([dict(x) for x in v] if isinstance(v, list) else dict(v)) for k, v in self.limits.items()},
             "ruleset_version": self.ruleset_version,
         })
+        if self.strategy is not None:
+            out["strategy"] = self.strategy["strategy"]
+            if "scores" in self.strategy:
+                out["scores"] = {ch: dict(score) for ch, score in self.strategy["scores"].items()}
+            if "fallback" in self.strategy:
+                out["strategy_fallback"] = self.strategy["fallback"]
+            if self.strategy.get("exploration"):
+                out["exploration"] = True
         if self.retry is not None:
             out["retry"] = {"on": list(self.retry["on"]), "max": self.retry["max"], "rule": self.retry["rule"]}
         return out
@@ -110,6 +137,44 @@ def split_order(split: tuple[tuple[str, int], ...], split_key: str, salt: str = 
     return (chosen, *(c for c, _ in rest))
 
 
+def order_by_strategy(strategy: Strategy, candidates: tuple[str, ...], strategist: Strategist | None, *,
+                      amount: int, currency: str, operation: str, method: str | None) -> tuple[tuple[str, ...], dict]:
+    """The candidates in the strategy's order, and what it saw (the decision's ``strategy``/``scores``).
+
+    ``cost``: cheapest first, each channel's cost computed as fees are (``compute_fee``: half-up to the
+    minor unit); ties keep the listed order. ``success_rate``: highest share of succeeded first; a channel
+    under ``min_samples`` outcomes scores as the average of those over it (no channel over it: the listed
+    order); ``exploration_percent`` of decisions take a random order instead. When the inputs cannot be
+    had (no strategist, Redis down), the listed order, with ``fallback`` saying why."""
+    info: dict[str, Any] = {"strategy": strategy.name}
+    if strategy.name == "cost":
+        costs = strategist.costs(candidates) if strategist is not None else None
+        if costs is None:
+            info["fallback"] = "costs_unavailable"
+            return candidates, info
+        priced = {ch: compute_fee(costs.get(ch), amount, currency) for ch in candidates}
+        info["scores"] = {ch: {"cost": priced[ch]} for ch in candidates}
+        return tuple(sorted(candidates, key=priced.__getitem__)), info  # sorted is stable: ties keep the list
+    counts = strategist.outcomes(candidates, window_minutes=strategy.window_minutes, operation=operation,
+                                 currency=currency, method=method) if strategist is not None else None
+    if counts is None:
+        info["fallback"] = "redis_unavailable"
+        return candidates, info
+    rates = {ch: ok / n for ch, (ok, n) in ((ch, counts.get(ch, (0, 0))) for ch in candidates)
+             if n >= strategy.min_samples}
+    average = sum(rates.values()) / len(rates) if rates else None
+    scores = {ch: rates.get(ch, average) for ch in candidates}
+    info["scores"] = {ch: {"score": None if scores[ch] is None else round(scores[ch], 4),
+                           "samples": counts.get(ch, (0, 0))[1]} for ch in candidates}
+    rng = strategist.rng
+    if strategy.exploration_percent and rng.random() * 100 < strategy.exploration_percent:
+        info["exploration"] = True
+        return tuple(rng.sample(candidates, len(candidates))), info
+    if average is None:
+        return candidates, info
+    return tuple(sorted(candidates, key=lambda ch: -scores[ch])), info
+
+
 def _pick(ruleset: RuleSet, matched: tuple[str, ...], attr: str) -> tuple[str | None, Any]:
     by_id = ruleset.by_id()
     for rid in matched:
@@ -129,8 +194,10 @@ def sources(ruleset: RuleSet, matched: tuple[str, ...]) -> dict:
 
 
 def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availability: Availability | None = None,
-           *, split_key: str, version: int | None = None) -> Decision:
-    """Evaluate every rule and resolve the outcome (contract §3). Never raises for a decline."""
+           *, split_key: str, version: int | None = None, strategist: Strategist | None = None) -> Decision:
+    """Evaluate every rule and resolve the outcome (contract §3). Never raises for a decline.
+    ``strategist``: the inputs of a ``cost`` or ``success_rate`` route (default: ``availability``, if it
+    is one)."""
     flat = flatten(facts)
     amount, currency = flat.get("amount"), flat.get("currency")
     if type(amount) is not int or not isinstance(currency, str):
@@ -167,10 +234,18 @@ def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availab
             candidates.append(channel)
     if not candidates:
         return declined("no_route", None, dropped)
+    strategy = None
+    if then.route and then.strategy is not None:
+        if strategist is None and isinstance(availability, Strategist):
+            strategist = availability
+        method_ = None if operation == "withdrawal" else method  # a payout's channel methods are pay-in methods
+        ordered_, strategy = order_by_strategy(then.strategy, tuple(candidates), strategist, amount=amount,
+                                               currency=currency, operation=operation, method=method_)
+        candidates = list(ordered_)
     _, fee_then = _pick(ruleset, matched, "fee")
     fee = compute_fee(fee_then.fee, amount, currency)
     retry_rule, retry_then = _pick(ruleset, matched, "retry")
     retry = retry_then.retry and {"on": retry_then.retry.on, "max": retry_then.retry.max,
                                   "rule": retry_rule or "defaults"}
     return Decision("route", None, candidates[0], tuple(candidates), tuple(dropped), matched, fee, limits, version,
-                    retry=retry)
+                    retry=retry, strategy=strategy)

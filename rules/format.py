@@ -164,10 +164,13 @@ _UNKNOWN_KEY = {
     "fee": "unknown fee key {key!r}",
     "limits": "unknown limit {key!r}",
     "retry": "unknown retry key {key!r} (allowed: on, max)",
+    "route_strategy": "unknown route key {key!r} (allowed: {allowed})",
 }
 _DAILY = "expected {per: customer|merchant, max: non-negative integer}"
 _SPLIT = "split takes {channel: positive integer weight}"
 _ROUTE = "route takes a non-empty list of channel ids"
+_ROUTE_STRATEGY = ("route takes a list of channel ids or {strategy: priority|cost|success_rate, channels: [ids], "
+                   "window_minutes?, min_samples?, exploration_percent?}")
 # node → (message, how many path steps up the problem is reported: the field, not a part of it); a message
 # is a string.Template of $value (its repr), $key (the field's name) and $kind (the value, or "a number")
 _SHAPES: dict[str, tuple[str, int]] = {
@@ -179,7 +182,13 @@ _SHAPES: dict[str, tuple[str, int]] = {
     "then": ("expected an object with some of: decline, route, split, fee, limits, retry", 0),
     "defaults": ("expected an object with some of: route, split, fee, retry", 0),
     "then.decline": ("decline takes a snake_case code such as country_blocked", 0),
-    "route": (_ROUTE, 0),
+    "route": (_ROUTE_STRATEGY, 0),
+    "route_list": (_ROUTE, 0),
+    "route_strategy": (_ROUTE_STRATEGY, 0),
+    "route_strategy.strategy": ("strategy is one of priority, cost, success_rate, got $value", 0),
+    "route_strategy.window_minutes": ("window_minutes is an integer from 1 to 240, got $value", 0),
+    "route_strategy.min_samples": ("min_samples is an integer from 1 to 100000, got $value", 0),
+    "route_strategy.exploration_percent": ("exploration_percent is an integer from 0 to 50, got $value", 0),
     "split": (_SPLIT, 0),
     "split.*": (_SPLIT, 1),
     "fee": ("fee must be an object {percent, fixed, min, max}", 0),
@@ -251,6 +260,15 @@ def _in_words(error: jsonschema.ValidationError) -> list[tuple[str, str]]:
 def _schema_problems(data: Any) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for error in schema_validator().iter_errors(data):
+        if error.context and _node_names().get(id(error.schema)) == "route":
+            # a list or {strategy, channels, ...}: the branch of the value's own shape says what is wrong
+            branch = 0 if isinstance(error.instance, list) else 1 if isinstance(error.instance, dict) else None
+            errors = [e for e in error.context if e.schema_path and e.schema_path[0] == branch]
+            for each in errors:
+                out.extend(problem for problem in _in_words(each) if problem not in out)
+            if not errors:
+                out.append(("".join(f"/{p}" for p in error.absolute_path), _ROUTE_STRATEGY))
+            continue
         if error.context:  # oneOf/anyOf: the most specific branch error says the most
             error = jsonschema.exceptions.best_match(error.context) or error
         out.extend(problem for problem in _in_words(error) if problem not in out)

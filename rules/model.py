@@ -69,6 +69,28 @@ class Retry:
     max: int = 1
 
 
+STRATEGIES = ("priority", "cost", "success_rate")
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """How a ``route`` orders its channels (contract §3): ``cost`` cheapest first for this amount,
+    ``success_rate`` by the share of succeeded outcomes over the last ``window_minutes`` (a channel
+    under ``min_samples`` outcomes scores as the average), ``exploration_percent`` of decisions in
+    random order. ``priority`` (a plain list) is the listed order and needs no Strategy."""
+
+    name: str
+    window_minutes: int = 15
+    min_samples: int = 20
+    exploration_percent: int = 5
+
+    def to_dict(self) -> dict:
+        if self.name == "success_rate":
+            return {"strategy": self.name, "window_minutes": self.window_minutes,
+                    "min_samples": self.min_samples, "exploration_percent": self.exploration_percent}
+        return {"strategy": self.name}
+
+
 @dataclass(frozen=True, slots=True)
 class Then:
     decline: str | None = None
@@ -77,6 +99,7 @@ class Then:
     fee: Fee | None = None
     limits: Limits | None = None
     retry: Retry | None = None
+    strategy: Strategy | None = None  # how ``route`` is ordered; None: the listed order (priority)
 
     def channels(self) -> tuple[str, ...]:
         return tuple(self.route or ()) + tuple(ch for ch, _ in self.split or ())

@@ -17,7 +17,22 @@ from app.domain.kinds import OperationKind
 from app.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT
 from rules import patterns
 from rules.facts import WEEKDAYS, is_known_fact, is_numeric
-from rules.model import OPERATORS, ORDERING, All, AnyOf, Atom, Condition, Daily, Fee, Limits, Not, Retry, Then
+from rules.model import (
+    OPERATORS,
+    ORDERING,
+    STRATEGIES,
+    All,
+    AnyOf,
+    Atom,
+    Condition,
+    Daily,
+    Fee,
+    Limits,
+    Not,
+    Retry,
+    Strategy,
+    Then,
+)
 
 MAX_DEPTH = 16
 _PERCENT = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,6})?$")
@@ -196,9 +211,13 @@ def then(obj: Any, path: str, out: Collector, known: set[str] | None) -> Then | 
         out.add(path, "a declining rule cannot also route, split, set a fee or retry")
     route = split = None
     r = obj.get("route")
+    rpath = f"{path}/route"
+    strategy_ = strategy(r, rpath, out) if isinstance(r, dict) else None
+    if isinstance(r, dict):
+        r, rpath = r.get("channels"), f"{rpath}/channels"
     if isinstance(r, list) and r and all(isinstance(c, str) and c for c in r):
         if len(set(r)) != len(r):
-            out.add(f"{path}/route", "route lists a channel twice")
+            out.add(rpath, "route lists a channel twice")
         route = tuple(r)
     s = obj.get("split")
     if isinstance(s, dict) and s and all(_is_int(w) and w > 0 for w in s.values()):
@@ -208,11 +227,31 @@ def then(obj: Any, path: str, out: Collector, known: set[str] | None) -> Then | 
             split = tuple((str(k), v) for k, v in s.items())
     for i, ch in enumerate(route or ()):
         if known is not None and ch not in known:
-            out.add(f"{path}/route/{i}", f"unknown channel {ch!r}")
+            out.add(f"{rpath}/{i}", f"unknown channel {ch!r}")
     for ch, _ in split or ():
         if known is not None and ch not in known:
             out.add(f"{path}/split/{ch}", f"unknown channel {ch!r}")
     fee_ = fee(obj["fee"], f"{path}/fee", out) if "fee" in obj else None
     lim = limits(obj["limits"], f"{path}/limits", out) if "limits" in obj else None
     retry_ = retry(obj["retry"], f"{path}/retry", out) if "retry" in obj else None
-    return Then(decline if isinstance(decline, str) else None, route, split, fee_, lim, retry_)
+    return Then(decline if isinstance(decline, str) else None, route, split, fee_, lim, retry_,
+                strategy_ if route is not None else None)
+
+
+_TUNING = {"window_minutes": (1, 240), "min_samples": (1, 100_000), "exploration_percent": (0, 50)}
+
+
+def strategy(obj: dict, path: str, out: Collector) -> Strategy | None:
+    """A route's ``{strategy, channels, ...}``: its Strategy (None for ``priority``, the listed order).
+    The schema says the shape; here only that the tuning keys belong to ``success_rate``."""
+    name = obj.get("strategy")
+    if name not in STRATEGIES:
+        return None
+    given = {k: obj[k] for k in _TUNING if k in obj}
+    if name != "success_rate":
+        for key in given:
+            out.add(f"{path}/{key}", f"{key} applies only to strategy success_rate")
+        return None if name == "priority" else Strategy(name)
+    if not all(_is_int(v) and _TUNING[k][0] <= v <= _TUNING[k][1] for k, v in given.items()):
+        return None  # the schema says what is wrong
+    return Strategy(name, **given)

@@ -39,7 +39,7 @@ from app.domain.states import (
     REQUIRES_CAPTURE,
     SUCCEEDED,
 )
-from app.services import breaker, events, issues, ledger, orders, representation
+from app.services import breaker, events, issues, ledger, orders, representation, success_rates
 from app.services.transitions import transition, transition_all
 from channels.base import (
     ChannelError,
@@ -137,7 +137,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         except ChannelUnavailable as exc:
             took = _ms(started)
             breaker.record(channel_id, ok=False)
-            _close_attempt(session, attempt, FAILED, "channel_error", str(exc)[:500], duration_ms=took)
+            _close_attempt(session, attempt, FAILED, "channel_error", str(exc)[:500], duration_ms=took, op=op)
             session.commit()
             log.warning("channel %s unavailable for %s; trying the next candidate", channel_id, op.id)
             continue
@@ -165,7 +165,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             _record_answer(session, attempt, result.channel_reference, raw, took)
         else:
             _close_attempt(session, attempt, closed, result.error_code, result.error_message,
-                           result.channel_reference, raw, duration_ms=took)
+                           result.channel_reference, raw, duration_ms=took, op=op)
         if (result.status == FAILED and result.error_code in retry_on and retries_left > 0
                 and index + 1 < len(candidates)):
             retries_left -= 1
@@ -253,14 +253,26 @@ def _outcome_values(status: str, code: str | None, message: str | None, channel_
 
 def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | None, message: str | None,
                    channel_reference: str | None = None, raw: dict | None = None,
-                   duration_ms: int | None = None) -> None:
+                   duration_ms: int | None = None, *, op: Operation | None = None) -> None:
     """``_close_attempts`` of one attempt. One conditional UPDATE tells exactly whether a callback
-    or status query closed it meanwhile, and then it keeps that outcome: the object shows the row."""
+    or status query closed it meanwhile, and then it keeps that outcome: the object shows the row.
+    ``op``: the attempt's operation, whose outcome then counts for success rates if this call closed it."""
     outcome = (status, code, message, channel_reference, raw, duration_ms)
-    if not _close_attempts(session, [(attempt, outcome)]):
+    if _close_attempts(session, [(attempt, outcome)]):
+        if op is not None:
+            _count_outcome(session, op, attempt.channel, status, code)
+    else:
         values = dict(session.connection().execute(_ATTEMPT_READ, {"attempt_id": attempt.id}).mappings().one())
         for name, value in values.items():
             set_committed_value(attempt, name, value)
+
+
+def _count_outcome(session: Session, op: Operation, channel_id: str, status: str, code: str | None) -> None:
+    """An attempt's final outcome, for the success_rate strategy: a decline and a channel fault are
+    failures; what never reached the channel (operation_not_supported) is not an outcome of it."""
+    if status in (SUCCEEDED, FAILED) and code != "operation_not_supported":
+        method = success_rates.method_of(op.kind, op.payment_method)
+        success_rates.record_on_commit(session, channel_id, op.kind, method, op.currency, status == SUCCEEDED)
 
 
 def _close_attempts(session: Session, closes: list[tuple[Attempt, tuple]]) -> bool:
@@ -394,19 +406,23 @@ def _settle(session: Session, settlements: list[Settlement], *, exact: bool) -> 
     the executemanys tell only that something raced, and SettlementRace is raised."""
     moves = [(s.op, s.status, _settle_changes(s.op, s.status, s.code, s.message, s.channel_reference, s.changes))
              for s in settlements]
-    closes = [closing for s in settlements
-              if (closing := _settled_attempt(s.op, s.attempts, s.status, s.code, s.message, s.channel_reference))]
+    owned = [(s.op, closing) for s in settlements
+             if (closing := _settled_attempt(s.op, s.attempts, s.status, s.code, s.message, s.channel_reference))]
+    closes = [closing for _op, closing in owned]
     reviewed = {s.op.id for s in settlements if s.op.review}
     if exact:
         ((op, target, changes),) = moves
         if not transition(session, op, target, **changes):
             return False
         for attempt, outcome in closes:
-            _close_attempt(session, attempt, *outcome)
+            _close_attempt(session, attempt, *outcome, op=op)
     elif not transition_all(session, moves):
         raise SettlementRace("an operation of the batch changed meanwhile")
     elif not _close_attempts(session, closes):
         raise SettlementRace("an attempt of the batch was closed meanwhile")
+    else:
+        for op_, (attempt, (status, code, *_rest)) in owned:
+            _count_outcome(session, op_, attempt.channel, status, code)
     for s in settlements:
         with context.bound(s.request_id, s.op.merchant_id, s.op.id) if s.request_id else contextlib.nullcontext():
             _record_settlement(session, s.op, s.status, s.attempts, s.op.id in reviewed)

@@ -36,6 +36,7 @@ from app.services.accounts import get_account
 from app.services.listing import ListQuery, Page, page
 from app.services.operations import Made, release_limits, run_channels, settle
 from app.services.transitions import transition
+from rules.decide import STRATEGY_KEYS
 
 
 def guard(kind: str) -> None:
@@ -140,7 +141,7 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
         reference=body["reference"], idempotency_key=key, metadata_=body.get("metadata") or {},
         limit_reservation=reservation,
         routing=routing_view or {k: payload[k] for k in ("ruleset_version", "matched_rules", "candidates", "dropped",
-                                                          "channel")},
+                                                          "channel", *STRATEGY_KEYS) if k in payload},
         request_id=context.current_request_id(), **fields)
     context.set_object_id(op.id)
     with _giving_back_limits(op, payload):

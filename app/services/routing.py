@@ -2,13 +2,15 @@
 (capabilities from the channels file, degradation switches, circuit breakers)."""
 from __future__ import annotations
 
+import random
 from datetime import datetime, timezone
 
 from app.adapters import metrics
 from app.adapters.channels_runtime import registry
 from app.domain.errors import LimitExceeded, NoRoute, RuleDeclined
-from app.services import breaker, switches
+from app.services import breaker, success_rates, switches
 from channels.modes import mode_of
+from rules.model import Fee
 
 
 class Availability:
@@ -34,6 +36,19 @@ class Availability:
         if breaker.state(channel_id) == "open":
             return "circuit_open"
         return None
+
+    # The inputs of a cost or success_rate route (rules.decide.Strategist).
+    rng = random.Random()  # exploration's random source; tests and the bench seed their own
+
+    def costs(self, channels: tuple[str, ...]) -> dict[str, Fee]:
+        known = registry()
+        return {ch: Fee(known.get(ch).spec.cost.percent, known.get(ch).spec.cost.fixed)
+                for ch in channels if ch in known}
+
+    def outcomes(self, channels: tuple[str, ...], *, window_minutes: int, operation: str, currency: str,
+                 method: str | None) -> dict[str, tuple[int, int]] | None:
+        return success_rates.counts(channels, window_minutes=window_minutes, kind=operation, method=method,
+                                    currency=currency)
 
 
 class LedgerOnly:

@@ -41,7 +41,8 @@ def _object(kind: str, prefix: str, required: dict, optional: dict | None = None
 ROUTING = _obj({}, {
     "ruleset_version": _null(INTEGER), "matched_rules": {"type": "array", "items": STRING},
     "candidates": {"type": "array", "items": STRING}, "channel": _null(STRING),
-    "dropped": {"type": "array", "items": _obj({"channel": STRING, "reason": STRING})}})
+    "dropped": {"type": "array", "items": _obj({"channel": STRING, "reason": STRING})},
+    "strategy": STRING, "scores": {"type": "object"}, "strategy_fallback": STRING, "exploration": BOOLEAN})
 ATTEMPT = _obj({"channel": STRING, "status": STRING}, {"error_code": STRING})
 
 
@@ -111,7 +112,8 @@ OBJECTS: dict[str, dict] = {
         "dropped": {"type": "array", "items": _obj({"channel": STRING, "reason": STRING})},
         "matched_rules": {"type": "array", "items": STRING}, "fee": {"type": "integer", "minimum": 0},
         "limits": {"type": "object"}, "ruleset_version": _null(INTEGER)},
-        {"decline_code": STRING, "strategy": STRING, "scores": {"type": "object"},
+        {"decline_code": STRING, "strategy": STRING, "scores": {"type": "object"}, "strategy_fallback": STRING,
+         "exploration": BOOLEAN,
          "retry": _obj({"on": {"type": "array", "items": STRING}, "max": INTEGER, "rule": STRING})}),
 }
 

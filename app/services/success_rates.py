@@ -1,0 +1,122 @@
+"""Live success rates for ``strategy: success_rate`` (contract §3): per channel × kind × method ×
+currency, how many final outcomes and how many of them succeeded, over a sliding window.
+
+Kept in Redis as per-minute bucket counters, so both sides cost the same whatever the traffic: an
+outcome is one pipeline of INCR + EXPIRE on its minute's bucket (two counters: all outcomes and
+succeeded ones), and a decision reads its candidates' buckets of the window with one MGET
+(2 × window_minutes × channels keys, bounded by the rule file, never a scan of history). A bucket
+expires once no window can reach it. Declines and channel faults count as failures: for routing, a
+channel that answers but does not get the money is as bad as one that does not answer.
+
+An outcome counts when the transaction that recorded it commits (a settlement rolled back counts
+nothing). Without Redis (stopped, or marked down by app.adapters.redis_conn) an outcome is not
+counted and a decision gets None: the strategy then keeps the listed order and says so.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+
+import redis
+from sqlalchemy import event
+from sqlalchemy.orm import Session
+
+from app.adapters.redis_conn import get_redis
+
+log = logging.getLogger("payrouter.success_rates")
+
+MAX_WINDOW_MINUTES = 240  # schemas/rules.schema.json: window_minutes maximum
+RETAIN_SECONDS = (MAX_WINDOW_MINUTES + 1) * 60  # a bucket outlives every window that can read it
+_PENDING = "payrouter.success_rates.pending"  # Session.info: outcomes waiting for their commit
+NO_METHOD = "-"
+
+
+def _minute(now: float | None) -> int:
+    return int((time.time() if now is None else now) // 60)
+
+
+def _key(counter: str, channel: str, kind: str, method: str | None, currency: str, minute: int) -> str:
+    return f"sr:{counter}:{channel}:{kind}:{method or NO_METHOD}:{currency}:{minute}"
+
+
+def method_of(kind: str, instrument: dict | None) -> str | None:
+    """The method an outcome is counted under, as routing reads it: a payout's is none."""
+    if kind == "withdrawal" or not instrument:
+        return None
+    return instrument.get("type")
+
+
+def record(outcomes: Iterable[tuple[str, str, str | None, str, bool]], *, now: float | None = None) -> None:
+    """Count ``(channel, kind, method, currency, succeeded)`` outcomes now: one round trip for all."""
+    outcomes = list(outcomes)
+    if not outcomes:
+        return
+    minute = _minute(now)
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        for channel, kind, method, currency, succeeded in outcomes:
+            for counter in ("n", "ok") if succeeded else ("n",):
+                key = _key(counter, channel, kind, method, currency, minute)
+                pipe.incr(key)
+                pipe.expire(key, RETAIN_SECONDS)
+        pipe.execute()
+    except redis.RedisError as exc:
+        log.debug("success rates not counted (Redis unavailable): %s", exc)
+
+
+def counts(channels: tuple[str, ...], *, window_minutes: int, kind: str, method: str | None, currency: str,
+           now: float | None = None) -> dict[str, tuple[int, int]] | None:
+    """``{channel: (succeeded, outcomes)}`` over the last ``window_minutes`` minutes (this one
+    included), with one MGET; None when Redis cannot answer."""
+    last = _minute(now)
+    minutes = range(last - window_minutes + 1, last + 1)
+    keys = [_key(counter, ch, kind, method, currency, m) for ch in channels for counter in ("ok", "n")
+            for m in minutes]
+    try:
+        values = get_redis().mget(keys)
+    except redis.RedisError:
+        return None
+    out, width = {}, len(minutes)
+    for i, ch in enumerate(channels):
+        ok = sum(int(v) for v in values[2 * i * width:(2 * i + 1) * width] if v is not None)
+        n = sum(int(v) for v in values[(2 * i + 1) * width:(2 * i + 2) * width] if v is not None)
+        out[ch] = (ok, n)
+    return out
+
+
+def record_on_commit(session: Session, channel: str, kind: str, method: str | None, currency: str,
+                     succeeded: bool) -> None:
+    """Count an attempt's final outcome when (and only if) the transaction that closed it commits."""
+    current = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_PENDING, []).append((current, (channel, kind, method, currency, succeeded)))
+
+
+def _within(transaction, ancestor) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@event.listens_for(Session, "after_commit")
+def _count_committed(session: Session) -> None:
+    # Fired for a savepoint's release too: count only when the outermost transaction commits.
+    pending = session.info.get(_PENDING)
+    if pending and not session.in_nested_transaction():
+        session.info[_PENDING] = []
+        record(outcome for _transaction, outcome in pending)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction) -> None:
+    pending = session.info.get(_PENDING)
+    if pending:
+        session.info[_PENDING] = [p for p in pending if not _within(p[0], previous_transaction)]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_uncommitted(session: Session, transaction) -> None:
+    if transaction.parent is None and session.info.get(_PENDING):
+        session.info[_PENDING] = []
