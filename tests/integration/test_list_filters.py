@@ -291,3 +291,25 @@ def test_list_filters_are_in_the_document(client):
     assert "payment" not in names("/v1/payments")
     assert names("/v1/accounts") >= common | {"customer", "reference"}
     assert names("/v1/transfers") >= common | {"status", "reference"}
+
+
+def test_payments_and_refunds_by_order_combined_with_status(stack):
+    api = builders.api(stack.client)
+    order = api.post("/v1/orders", {"amount": 5000, "currency": "USD", "reference": builders.unique("ord")}).get_json()
+    failed = api.post("/v1/payments", builders.payment_body(2051, order=order["id"])).get_json()
+    paid = api.post("/v1/payments", builders.payment_body(2000, order=order["id"])).get_json()
+    other = api.post("/v1/payments", builders.payment_body(2000)).get_json()
+    assert (failed["status"], paid["status"], other["status"]) == ("failed", "succeeded", "succeeded")
+    refund = api.post("/v1/refunds", {"payment": paid["id"], "amount": 300, "reference": builders.unique("re")})
+    assert refund.status_code == 201, refund.get_json()
+    ids = lambda path: [o["id"] for o in api.get(path).get_json()["data"]]  # noqa: E731
+    assert ids(f"/v1/payments?order={order['id']}") == [paid["id"], failed["id"]]
+    assert ids(f"/v1/payments?order={order['id']}&status=failed") == [failed["id"]]
+    assert ids(f"/v1/payments?order={order['id']}&status=succeeded&limit=1") == [paid["id"]]
+    assert ids(f"/v1/payments?order={order['id']}&ending_before={failed['id']}") == [paid["id"]]
+    assert ids(f"/v1/refunds?order={order['id']}&payment={paid['id']}") == [refund.get_json()["id"]]
+    assert ids(f"/v1/refunds?order={order['id']}&payment={other['id']}") == []
+    for path, param, code in ((f"/v1/payments?order={paid['id']}", "order", "parameter_invalid"),
+                              ("/v1/topups?order=ord_abc", "order", "parameter_unknown")):
+        error = api.get(path).get_json()["error"]
+        assert (error["param"], error["code"]) == (param, code), error
