@@ -245,7 +245,7 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
         count, fees = sum(t["lines"] for t in theirs.values()), sum(t["fee"] for t in theirs.values())
         ours = {currency: {"outcomes": outcomes, "amount": int(amount)}
                 for currency, outcomes, amount in session.execute(
-                    select(Operation.currency, func.count(), func.sum(Operation.amount))
+                    select(Operation.currency, func.count(), func.sum(SETTLED_AMOUNT))
                     .join(Attempt, Operation.id == Attempt.operation_id)
                     .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),
                            Attempt.updated_at >= start, Attempt.updated_at < end).group_by(Operation.currency))}
@@ -303,6 +303,11 @@ def _fee_sql(cost, amount, status):
     return case((status == SUCCEEDED, percent_part + cost.fixed), else_=0)
 
 
+# What an operation settled at its channel: a payment's captured amount (a partial capture releases
+# the rest, and the channel's line is the capture), else its amount.
+SETTLED_AMOUNT = func.coalesce(Operation.amount_captured, Operation.amount)
+
+
 def _disagreeing(channel_id: str, cost, in_window):
     """The window's lines with no attempt of ours, or one still pending, or that disagree with it
     on status (ours: the attempt's, and the operation's if that attempt decided it), amount,
@@ -313,7 +318,7 @@ def _disagreeing(channel_id: str, cost, in_window):
     return (select(LINES.c.channel_reference, LINES.c.operation, LINES.c.amount, LINES.c.currency, LINES.c.status,
                    LINES.c.fee, Attempt.id.label("attempt_id"), Attempt.status.label("attempt_status"),
                    Attempt.channel.label("attempt_channel"), Operation.id.label("op_id"),
-                   Operation.status.label("op_status"), Operation.amount.label("op_amount"),
+                   Operation.status.label("op_status"), SETTLED_AMOUNT.label("op_amount"),
                    Operation.currency.label("op_currency"), Operation.channel.label("op_channel"),
                    Operation.channel_reference.label("op_reference"))
             .select_from(LINES.outerjoin(Attempt, and_(Attempt.channel == channel_id,
@@ -321,7 +326,7 @@ def _disagreeing(channel_id: str, cost, in_window):
                          .outerjoin(Operation, Operation.id == Attempt.operation_id))
             .where(in_window, or_(Attempt.id.is_(None), Attempt.status.not_in(final), Operation.status.not_in(final),
                                   Attempt.status != LINES.c.status, and_(decided, Operation.status != LINES.c.status),
-                                  Operation.amount != LINES.c.amount, Operation.currency != LINES.c.currency,
+                                  SETTLED_AMOUNT != LINES.c.amount, Operation.currency != LINES.c.currency,
                                   LINES.c.fee != _fee_sql(cost, LINES.c.amount, LINES.c.status))))
 
 
@@ -345,7 +350,8 @@ def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datet
     staged = LINES.c.load_id == statement.load_id
     with read_only() as session:
         rows = session.execute(
-            select(Attempt.channel_reference, Operation.id, Operation.status, Operation.amount, Operation.currency,
+            select(Attempt.channel_reference, Operation.id, Operation.status, SETTLED_AMOUNT.label("amount"),
+                   Operation.currency,
                    Operation.created_at)
             .join(Operation, Operation.id == Attempt.operation_id)
             .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),

@@ -215,3 +215,27 @@ def test_capture_racing_cancel_exactly_one_wins(stack):
         assert events_of(payment["id"]) == ["payment.requires_capture", f"payment.{expected}"]
         outcomes.append(winner)
     assert len(outcomes) == 6
+
+
+def test_captures_voids_and_open_authorizations_reconcile_clean(stack):
+    """The statement lists a capture (of the captured amount) and a void; an authorization still
+    open is on neither side: reconciliation of the day finds nothing."""
+    import json
+
+    from click.testing import CliRunner
+
+    from app.entrypoints.cli import main
+
+    api = builders.api(stack.client)
+    partial = authorize(api, 10000)
+    api.post(f"/v1/payments/{partial['id']}/capture", {"amount": 2500})
+    full = authorize(api, 4000)
+    api.post(f"/v1/payments/{full['id']}/capture", {})
+    voided = authorize(api, 3000)
+    api.post(f"/v1/payments/{voided['id']}/cancel", {})
+    authorize(api, 2000)  # left open
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    result = CliRunner().invoke(main, ["reconcile", "--channel", "sandbox", "--date", today, "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["issues"] == [] and report["statement_lines"] == 3 and report["matched"] == 3
