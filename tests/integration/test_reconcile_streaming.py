@@ -1,5 +1,6 @@
 """Reconciliation on the streaming path: the statement comes over real HTTP in chunks, is staged in
 the database (COPY on PostgreSQL, batched inserts on SQLite) and matched there in SQL."""
+import csv
 import datetime as dt
 import json
 import os
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from channels.sandbox.adapter import SandboxChannel
 from tests import builders
 
 DAY = dt.date(2026, 3, 2)
-COST = Cost(percent=__import__("decimal").Decimal("1.8"), fixed=20)
+COST = Cost(percent=Decimal("1.8"), fixed=20)
 HEADER = b"channel_reference,operation,amount,currency,status,fee,settled_at\n"
 
 
@@ -132,6 +134,23 @@ def test_every_class_of_discrepancy_is_found_and_nothing_else(statement):
     fee_issue = next(i for i in report["issues"] if i["issue"] == "fee_mismatch")
     assert fee_issue["expected_fee"] == COST.fee(5000) and fee_issue["theirs"]["fee"] == COST.fee(5000) + 1
     assert _staged() == 0  # the pass's lines are gone; the issues stay
+    summary = report["summary"]  # stored with the run
+    assert (summary["lines"], summary["matched"]) == (7, 1)
+    assert summary["by_class"] == {"missing_in_payrouter": 1, "missing_at_channel": 1, "amount_mismatch": 1,
+                                   "fee_mismatch": 1, "status_mismatch": 2, "pending_in_payrouter": 1,
+                                   "unknown_at_channel": 1}
+    assert summary["theirs"] == {"USD": {"lines": 7, "amount": 1000 + 2000 + 4001 + 5000 + 6000 + 7000 + 8000,
+                                         "fee": report["channel_fees"]}}
+    # ours: the final outcomes in the window (not the processing ones)
+    assert summary["ours"] == {"USD": {"outcomes": 6, "amount": 1000 + 3000 + 4000 + 5000 + 6000 + 7000}}
+    fees = CliRunner().invoke(main, ["reconcile", "issues", "--kind", "fee_mismatch", "--json"])
+    assert [i["channel_reference"] for i in json.loads(fees.output)] == ["r_fee"]
+    exported = CliRunner().invoke(main, ["reconcile", "export", report["id"]])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(exported.output.splitlines()))
+    assert len(rows) == 8 and {row["status"] for row in rows} == {"open"}
+    assert next(r for r in rows if r["issue"] == "fee_mismatch")["expected_fee"] == str(COST.fee(5000))
+    assert CliRunner().invoke(main, ["reconcile", "export", "recon_nope"]).exit_code == 1
 
     # The same day again: the same issues (same rows), none added, still open.
     again = _reconcile()
@@ -151,6 +170,20 @@ def test_a_clean_day_exits_0_and_the_fee_rounds_half_up_like_the_configured_cost
     result = _reconcile()
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["matched"] == 6
+
+
+def test_a_fee_one_minor_unit_off_either_side_of_the_rounding_is_found(statement):
+    """The SQL that picks the lines to look at rounds as Cost.fee does: a fee that a truncating or
+    rounding-up formula would take for right is still reported."""
+    merchant_id, _ = builders.merchant("Srv")
+    _ours(merchant_id, "r_down", 139)  # 1.8% is 2.502: half-up 3, truncated 2
+    statement.line("r_down", 139, fee=COST.fee(139) - 1)
+    _ours(merchant_id, "r_up", 2778)  # 1.8% is 50.004: half-up 50, rounded up 51
+    statement.line("r_up", 2778, fee=COST.fee(2778) + 1)
+    result = _reconcile()
+    assert result.exit_code == 3, result.output
+    assert sorted((i["issue"], i["channel_reference"]) for i in json.loads(result.output)["issues"]) == [
+        ("fee_mismatch", "r_down"), ("fee_mismatch", "r_up")]
 
 
 def test_a_statement_broken_off_mid_stream_is_an_error_and_records_nothing(statement):
