@@ -92,7 +92,11 @@ def test_the_last_live_key_cannot_be_revoked(client):
     assert api.post(f"/v1/api_keys/{only}/revoke", None).status_code == 409
 
 
-def test_revoke_with_another_key_and_the_revoked_key_is_refused_at_once(client):
+def test_revoke_with_another_key_and_the_revoked_key_is_refused_at_once(client, monkeypatch):
+    from app.services import merchants
+
+    # a cached key would stay good for a minute: only the revocation dropping the cache refuses it now
+    monkeypatch.setattr(merchants, "AUTH_CACHE_SECONDS", 60.0)
     api = builders.api(client)
     (old,) = _keys(api)
     made = api.post("/v1/api_keys", {}).get_json()
@@ -130,7 +134,10 @@ def test_roll_with_an_overlap_then_the_old_key_stops(client):
     assert new.post(f"/v1/api_keys/{old}/roll", None).status_code == 409  # an expired key is not rolled
 
 
-def test_roll_without_overlap_revokes_at_once(client):
+def test_roll_without_overlap_revokes_at_once(client, monkeypatch):
+    from app.services import merchants
+
+    monkeypatch.setattr(merchants, "AUTH_CACHE_SECONDS", 60.0)
     api = builders.api(client)
     (old,) = _keys(api)
     assert api.get("/v1/accounts").status_code == 200
