@@ -257,3 +257,29 @@ def test_a_statement_over_16_mib_is_reconciled_in_bounded_memory(clean):
     assert found == day.expected()
     assert usage.ru_maxrss * 1024 < 500 * 2**20, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"
     assert _staged() == 0
+
+
+def test_the_sandbox_serves_the_lines_since_a_moment_and_refuses_a_bad_one(stack):
+    """What a near-real-time pass asks for: the day's lines from ``since`` on (to the second)."""
+    import time
+
+    import requests
+
+    from app.adapters.channels_runtime import channel
+
+    api = builders.api(stack.client)
+    first = api.post("/v1/payments", builders.payment_body(1000)).get_json()
+    time.sleep(1.05)  # lines are dated to the second
+    since = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    second = api.post("/v1/payments", builders.payment_body(1100)).get_json()
+    sandbox = channel("sandbox")
+    today = since.date()
+    if since.date() != dt.datetime.now(dt.timezone.utc).date():
+        pytest.skip("the day changed during the test")
+    everything = {line.amount for line in sandbox.statement(today)}
+    assert {1000, 1100} <= everything
+    assert [line.amount for line in sandbox.statement(today, since=since)] == [1100]
+    assert first["status"] == second["status"] == "succeeded"
+    bad = requests.get(f"{stack.sandbox_url}/statements/{today}", params={"channel": "sandbox", "since": "soon"},
+                       timeout=5)
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_since"
