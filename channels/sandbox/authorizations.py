@@ -5,7 +5,7 @@
   ``POST …/operations/<id>/capture {amount?}`` captures all or part of it (``succeeded``; the
   statement line is a ``capture`` of the captured amount), ``POST …/operations/<id>/void`` releases
   it (``canceled``, a ``void`` line); an expired one is voided and a ``canceled`` callback is sent.
-- Amounts ending in 57 answer ``requires_action`` with ``next_action: {"type": "redirect_to_url",
+- Payments of amounts ending in 57 answer ``requires_action`` with ``next_action: {"type": "redirect_to_url",
   "url"}``: a page of this server with "Approve" and "Decline", each of which settles the payment
   and posts the callback (approved with manual capture: ``requires_capture``). A void abandons it.
 
@@ -51,6 +51,10 @@ class Authorizations:
     def prepare(self, op: Operation, data: dict, request: Request, now: dt.datetime) -> None:
         """Before a new charge is stored (under the store's lock): manual capture and actions."""
         op.capture_method = "manual" if data.get("capture_method") == "manual" else "automatic"
+        if op.operation != "payment":  # a customer's step and a later capture are a payment's only
+            op.capture_method = "automatic"
+            if op.status == "requires_action":
+                op.status = "succeeded"
         if op.status == "requires_action":
             op.settled_at = None
             base = self.public_url or f"http://{request.header('Host') or '127.0.0.1'}"

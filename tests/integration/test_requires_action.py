@@ -123,3 +123,15 @@ def test_a_lost_approval_callback_is_learned_by_status_query(stack):
     press(payment["next_action"]["url"], "Approve")
     paid = settled(stack, api, payment["id"], "succeeded")
     assert events_of(paid["id"]) == ["payment.requires_action", "payment.succeeded"]
+
+
+def test_57_is_a_payments_outcome_other_operations_succeed(stack):
+    api = builders.api(stack.client)
+    account = api.account()
+    topup = api.post("/v1/topups", {"account": account["id"], "amount": 3057, "currency": "USD",
+                                    "payment_method": {"type": "card", "brand": "visa", "country": "US",
+                                                       "last4": "4242"}, "reference": builders.unique("top")})
+    assert topup.status_code == 201 and topup.get_json()["status"] == "succeeded", topup.get_json()
+    paid = api.post("/v1/payments", builders.payment_body(5000)).get_json()
+    refund = api.post("/v1/refunds", {"payment": paid["id"], "amount": 1057, "reference": builders.unique("re")})
+    assert refund.status_code == 201 and refund.get_json()["status"] == "succeeded", refund.get_json()
