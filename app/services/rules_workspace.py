@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
 from collections import OrderedDict
 from types import SimpleNamespace
@@ -203,11 +204,27 @@ def _outcome(decision) -> tuple:
 
 # -- replay -------------------------------------------------------------------------------------
 
+class _NeverExplore(random.Random):
+    """A replay compares orders, not exploration's draws: a strategy never explores in it."""
+
+    def random(self) -> float:
+        return 1.0
+
+
 class _Remembered:
-    """Availability asked once per (channel, operation, currency, method) during one replay."""
+    """Availability asked once per (channel, operation, currency, method) during one replay; a
+    strategy's inputs (costs, live success counts) passed through from it, without exploration."""
+
+    rng = _NeverExplore()
 
     def __init__(self, inner):
         self.inner, self.seen = inner, {}
+
+    def costs(self, channels):
+        return self.inner.costs(channels) if hasattr(self.inner, "costs") else None
+
+    def outcomes(self, channels, **key):
+        return self.inner.outcomes(channels, **key) if hasattr(self.inner, "outcomes") else None
 
     def drop_reason(self, channel_id, *, operation, currency, method):
         key = (channel_id, operation, currency, method)

@@ -1,0 +1,157 @@
+"""Routing strategies through the public API with the sandbox over HTTP (contract §1 ``scores``, §3):
+``cost`` orders by each channel's cost for the amount; ``success_rate`` by outcomes counted in Redis
+(real Redis: the suite's, or a private redis-server stopped to see the fallback)."""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from app.adapters import redis_conn
+from app.config import set_config
+from app.services import callbacks, routing, rules_store, success_rates
+from app.services.rules_store import seed_default_rules
+from tests import builders
+from tests.outage_support import PrivateRedis
+from tests.support import wait_until
+
+RULES = """
+rules:
+  - id: usd-cards
+    priority: 100
+    when: {all: [{fact: currency, eq: USD}, {fact: payment_method.type, eq: card}]}
+    then:
+      route: %s
+defaults: {route: [sandbox], fee: {percent: "1.0", fixed: 0}}
+"""
+COST = RULES % "{strategy: cost, channels: [acq_alpha, acq_beta]}"
+RATE = RULES % "{strategy: success_rate, channels: [acq_alpha, acq_beta], min_samples: 10, exploration_percent: %d}"
+BOTH = ("acq_alpha", "acq_beta")
+
+
+def publish(source: str, api) -> int:
+    version = rules_store.publish_and_announce(source, "test", "strategy rules")
+    wait_until(lambda: api.post("/v1/routing/simulate", builders.payment_body(100)).get_json()["ruleset_version"]
+               == version, what="the new rule set in use")
+    return version
+
+
+def simulate(api, amount: int) -> dict:
+    response = api.post("/v1/routing/simulate", builders.payment_body(amount))
+    assert response.status_code == 200, response.get_json()
+    return response.get_json()
+
+
+def seed(channel: str, succeeded: int, failed: int, *, now: float | None = None) -> None:
+    success_rates.record([(channel, "payment", "card", "USD", True)] * succeeded
+                         + [(channel, "payment", "card", "USD", False)] * failed, now=now)
+
+
+def counts() -> dict:
+    return success_rates.counts(BOTH, window_minutes=15, kind="payment", method="card", currency="USD")
+
+
+def test_cost_routes_to_the_cheapest_channel_and_shows_each_cost(stack):
+    api = builders.api(stack.client)
+    publish(COST, api)
+    # acq_alpha costs 1.8 % + 20, acq_beta 1.5 % + 25 (channels.yaml), rounded half-up as fees are.
+    small = simulate(api, 100)
+    assert small["candidates"] == ["acq_alpha", "acq_beta"] and small["strategy"] == "cost"
+    assert small["scores"] == {"acq_alpha": {"cost": 22}, "acq_beta": {"cost": 27}}
+    tie = simulate(api, 1700)  # 50.6 and 50.5: both 51, so the listed order stands
+    assert tie["candidates"] == ["acq_alpha", "acq_beta"], tie
+    assert tie["scores"] == {"acq_alpha": {"cost": 51}, "acq_beta": {"cost": 51}}
+    big = simulate(api, 100_000)
+    assert big["candidates"] == ["acq_beta", "acq_alpha"] and big["scores"]["acq_beta"] == {"cost": 1525}
+    payment = api.post("/v1/payments", builders.payment_body(100_000)).get_json()
+    assert payment["status"] == "succeeded" and payment["attempts"][0]["channel"] == "acq_beta"
+    routing_ = api.get(f"/v1/payments/{payment['id']}").get_json()["routing"]
+    assert routing_["channel"] == "acq_beta" and routing_["strategy"] == "cost"
+    assert routing_["scores"] == {"acq_alpha": {"cost": 1820}, "acq_beta": {"cost": 1525}}
+
+
+def test_success_rate_orders_by_seeded_outcomes_within_the_window(stack):
+    api = builders.api(stack.client)
+    publish(RATE % 0, api)
+    seed("acq_alpha", 4, 6)
+    seed("acq_beta", 9, 1)
+    seed("acq_beta", 0, 50, now=time.time() - 16 * 60)  # outside the 15-minute window: not counted
+    decision = simulate(api, 1000)
+    assert decision["candidates"] == ["acq_beta", "acq_alpha"], decision
+    assert decision["strategy"] == "success_rate" and "strategy_fallback" not in decision
+    assert decision["scores"] == {"acq_alpha": {"score": 0.4, "samples": 10}, "acq_beta": {"score": 0.9, "samples": 10}}
+    payment = api.post("/v1/payments", builders.payment_body(1000)).get_json()
+    assert payment["routing"]["channel"] == "acq_beta" and payment["routing"]["scores"] == decision["scores"]
+    assert counts()["acq_beta"] == (10, 11)  # that payment's success counted
+
+
+def test_outcomes_count_where_attempts_close(stack):
+    api = builders.api(stack.client)
+    publish(RATE % 0, api)
+    assert counts() == {"acq_alpha": (0, 0), "acq_beta": (0, 0)}
+    api.post("/v1/payments", builders.payment_body(1000))  # succeeded on acq_alpha
+    api.post("/v1/payments", builders.payment_body(1051))  # declined: a failure
+    assert counts() == {"acq_alpha": (1, 2), "acq_beta": (0, 0)}
+    api.post("/v1/payments", builders.payment_body(1055))  # HTTP 500 on both: two channel faults
+    assert counts() == {"acq_alpha": (1, 3), "acq_beta": (0, 1)}
+    late = api.post("/v1/payments", builders.payment_body(1052)).get_json()  # settled by its callback
+    assert late["status"] == "processing"
+    wait_until(lambda: callbacks.drain() == 1, what="the callback received and applied (a drain batch)")
+    assert counts()["acq_alpha"] == (2, 4)
+    withdrawal_key = success_rates.counts(BOTH, window_minutes=15, kind="withdrawal", method=None, currency="USD")
+    assert withdrawal_key == {"acq_alpha": (0, 0), "acq_beta": (0, 0)}
+
+
+def test_exploration_sends_a_seeded_share_in_random_order(stack, monkeypatch):
+    api = builders.api(stack.client)
+    publish(RATE % 50, api)
+    seed("acq_alpha", 2, 18)
+    seed("acq_beta", 20, 0)
+    monkeypatch.setattr(routing.Availability, "rng", random.Random(11))
+    decisions = [simulate(api, 1000) for _ in range(40)]
+    explored = [d for d in decisions if d.get("exploration")]
+    assert 8 <= len(explored) <= 32, len(explored)
+    assert all(d["candidates"] == ["acq_beta", "acq_alpha"] for d in decisions if not d.get("exploration"))
+    assert {tuple(d["candidates"]) for d in explored} == {BOTH, BOTH[::-1]}  # a random order: both seen
+    monkeypatch.setattr(routing.Availability, "rng", random.Random(11))
+    assert [simulate(api, 1000)["candidates"] for _ in range(40)] == [d["candidates"] for d in decisions]
+
+
+@pytest.fixture
+def private_redis(app, clean):
+    private = PrivateRedis().start()
+    set_config(clean.with_(redis_url=private.url))
+    redis_conn.reset()
+    yield private
+    private.stop()
+    set_config(clean)
+    redis_conn.reset()
+
+
+def test_without_redis_success_rate_keeps_the_listed_order_and_says_so(private_redis, client):
+    seed_default_rules()
+    api = builders.api(client)
+    publish(RATE % 0, api)
+    seed("acq_alpha", 0, 20)
+    seed("acq_beta", 20, 0)
+    assert simulate(api, 1000)["candidates"] == ["acq_beta", "acq_alpha"]
+    private_redis.stop()
+    decision = simulate(api, 1000)
+    assert decision["candidates"] == ["acq_alpha", "acq_beta"], decision
+    assert decision["strategy"] == "success_rate" and decision["strategy_fallback"] == "redis_unavailable"
+    assert "scores" not in decision
+
+
+def test_replay_of_a_cost_draft_counts_the_channels_it_would_change(stack):
+    from app.services import rules_workspace
+
+    api = builders.api(stack.client)
+    publish(RULES % "[acq_alpha, acq_beta]", api)
+    for amount in (100_000, 100):
+        assert api.post("/v1/payments", builders.payment_body(amount)).get_json()["status"] == "succeeded"
+    result = rules_workspace.replay(COST, last=2)
+    # 100000: acq_beta is cheaper (1525 against 1820); 100: acq_alpha stays the cheaper (22 against 27)
+    assert result["replayed"] == 2 and result["counts"] == {"channel": 1, "fee": 0, "decline": 0}, result
+    (example,) = result["examples"]["channel"]
+    assert example["amount"] == 100_000 and (example["live"]["channel"], example["draft"]["channel"]) == BOTH
