@@ -45,9 +45,9 @@ def capture_payment(session: Session, merchant, payment_id: str, body: dict) -> 
     amount = body.get("amount", op.amount)
     if amount > op.amount:
         raise Unprocessable(f"at most {op.amount} was authorized", param="amount", code="amount_too_large")
-    result = _ask(session, op, lambda key: channel(op.channel).capture(CaptureRequest(
+    result = _ask(session, op, "capture", lambda key: CaptureRequest(
         reference=op.id, channel_reference=op.channel_reference, amount=amount, currency=op.currency,
-        idempotency_key=key)), "capture")
+        idempotency_key=key))
     if result.status == SUCCEEDED:
         taken = result.amount_captured if result.amount_captured is not None else amount
         return _apply(session, op, SUCCEEDED, result, captured_changes(session, op, taken), "payment_not_capturable")
@@ -61,8 +61,8 @@ def cancel_payment(session: Session, merchant, payment_id: str, body: dict) -> M
     if op.status not in CANCELABLE:
         raise Conflict(f"payment {op.id} is {op.status}; only a payment that requires_capture or requires_action "
                        "can be canceled", code="payment_not_cancelable")
-    result = _ask(session, op, lambda key: channel(op.channel).void(VoidRequest(
-        reference=op.id, channel_reference=op.channel_reference, idempotency_key=key)), "void")
+    result = _ask(session, op, "void", lambda key: VoidRequest(
+        reference=op.id, channel_reference=op.channel_reference, idempotency_key=key))
     if result.status == CANCELED:
         return _apply(session, op, CANCELED, result, {"reason": body.get("reason") or "requested_by_customer"},
                       "payment_not_cancelable")
@@ -95,15 +95,17 @@ def routing_scope(merchant: Merchant, livemode: bool):
     return MerchantScope(merchant.id, merchant.name, merchant.category, livemode)
 
 
-def _ask(session: Session, op: Operation, call, verb: str) -> ChannelResult:
-    """Call the channel with no transaction open. Committed first: the Idempotency-Key's claim (so
-    a retry waits for this request) and a status query due soon, so that a capture or void whose
-    answer is lost (a timeout, this process dying) is learned from the channel. A fault raises:
-    the request answers 502 and its key is released, to be retried as it was."""
-    key = f"{op.id}:{verb}:{op.version}"
+def _ask(session: Session, op: Operation, verb: str, build) -> ChannelResult:
+    """Call the channel (``verb``: capture or void, the request ``build(key)`` makes) with no
+    transaction open: the request is built first, as nothing of the session may be read during the
+    call (a read would open a transaction, on SQLite a writing one). Committed before: the
+    Idempotency-Key's claim (so a retry waits for this request) and a status query due soon, so
+    that a capture or void whose answer is lost (a timeout, this process dying) is learned from the
+    channel. A fault raises: the request answers 502 and its key is released, to be retried as it was."""
+    request, adapter = build(f"{op.id}:{verb}:{op.version}"), channel(op.channel)
     op.next_query_at = next_query_at(0)
     session.commit()
-    return call(key)
+    return getattr(adapter, verb)(request)
 
 
 def _apply(session: Session, op: Operation, status: str, result: ChannelResult, changes: dict, code: str) -> Made:

@@ -239,3 +239,48 @@ def test_captures_voids_and_open_authorizations_reconcile_clean(stack):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["issues"] == [] and report["statement_lines"] == 3 and report["matched"] == 3
+
+
+def no_transaction_open() -> bool:
+    """No session holds a transaction: on SQLite the write lock is free at once, on PostgreSQL no
+    backend of this database is idle in a transaction."""
+    import sqlite3
+
+    from app.adapters.db import get_engine
+
+    engine = get_engine()
+    if engine.dialect.name == "sqlite":
+        probe = sqlite3.connect(engine.url.database, timeout=0, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")  # refused at once while another writer holds the lock
+            probe.execute("ROLLBACK")
+            return True
+        except sqlite3.OperationalError:
+            return False
+        finally:
+            probe.close()
+    with engine.connect() as connection:
+        return connection.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND state IN ('idle in transaction', 'idle in transaction (aborted)')").scalar() == 0
+
+
+@pytest.mark.parametrize("action", ["capture", "cancel"])
+def test_no_transaction_is_held_while_the_channel_is_asked(stack, monkeypatch, action):
+    """The capture or void call to the channel holds no transaction (on SQLite that would be the
+    write lock, held for as long as the channel takes to answer)."""
+    from channels.sandbox.adapter import SandboxChannel
+
+    api = builders.api(stack.client)
+    payment = authorize(api, 2000)
+    verb = "capture" if action == "capture" else "void"
+    free, real = [], getattr(SandboxChannel, verb)
+
+    def asked(self, request):
+        free.append(no_transaction_open())
+        return real(self, request)
+
+    monkeypatch.setattr(SandboxChannel, verb, asked)
+    response = api.post(f"/v1/payments/{payment['id']}/{action}", {})
+    assert response.status_code == 200, response.get_json()
+    assert free == [True]
