@@ -293,12 +293,6 @@ class AdminLoginFailure(Base):
     locked_until: Mapped[datetime | None] = mapped_column(DateTime)
 
 
-# An operation's, attempt's or callback's status: up to 20 characters (requires_capture is 16; 0016
-# widened it from 12). SQLite does not enforce a VARCHAR's length, and changing the declared one
-# there would mean copying tables others refer to, so an embedded database keeps 12 on record.
-STATUS = String(20).with_variant(String(12), "sqlite")
-
-
 class Order(Base):
     """A merchant's sale (``ord_…``): payments and refunds name it with ``order_id``. Its sums and
     status change only by compare-and-set on ``version`` (app.services.orders); ``amount_in_flight``

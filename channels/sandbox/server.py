@@ -312,6 +312,7 @@ class SandboxPSP:
 
     def close(self) -> None:
         self.sender.close()
+        self.auth.close()
 
 
 def _allow(method: str, allowed: str) -> None:
