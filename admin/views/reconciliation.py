@@ -9,7 +9,7 @@ from wtforms.validators import DataRequired, Length
 from admin.audit import current_actor
 from admin.views.base import ConsoleForm, SecureView, role_required, user_can
 from app.domain.errors import PayRouterError
-from app.services import reconciliation_admin
+from app.services import issues, reconciliation_admin
 
 
 class ResolveForm(ConsoleForm):
@@ -23,9 +23,11 @@ class ReconciliationView(SecureView):
         args = request.args
         status = args.get("status", "open")
         channel = (args.get("channel") or "").strip() or None
+        kind = args.get("kind") or None
         try:
             found, issues_after = reconciliation_admin.issue_list(status=None if status == "all" else status,
-                                                                  channel=channel, after=args.get("issues_after"))
+                                                                  channel=channel, kind=kind,
+                                                                  after=args.get("issues_after"))
             runs, runs_after = reconciliation_admin.runs(channel=channel, with_issues=args.get("with_issues") == "1",
                                                          limit=20, after=args.get("runs_after"))
         except PayRouterError as exc:
@@ -34,6 +36,7 @@ class ReconciliationView(SecureView):
         query = {k: v for k, v in args.items() if k not in ("issues_after", "runs_after") and v}
         return self.render("admin/payrouter_reconciliation.html", issues=found, issues_after=issues_after,
                            runs=runs, runs_after=runs_after, status=status, channel=channel or "", query=query,
+                           kind=kind or "", kinds=issues.KINDS,
                            can_resolve=user_can("ops"), form=ResolveForm(formdata=None))
 
     @expose("/resolve", methods=("POST",))

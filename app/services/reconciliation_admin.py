@@ -40,16 +40,30 @@ def runs(channel: str | None = None, with_issues: bool = False, limit: int = 50,
 
 
 def issue_list(status: str | None = issues.OPEN, channel: str | None = None, limit: int = 50,
-               after: str | None = None) -> tuple[list[dict], str | None]:
-    """Issues newest first: the open ones by default (``status`` None: all)."""
+               after: str | None = None, kind: str | None = None,
+               run: str | None = None, starting_after: str | None = None) -> tuple[list[dict], str | None]:
+    """Issues newest first: the open ones by default (``status`` None: all); ``kind``: of one class
+    (issues.KINDS); ``run``: found by that run; ``starting_after``: an issue id (the API's pages),
+    ``after``: the console's cursor."""
     if status and status not in ISSUE_STATUSES:
         raise InvalidRequest(f"status is one of {', '.join(ISSUE_STATUSES)}", param="status")
+    if kind and kind not in issues.KINDS:
+        raise InvalidRequest(f"kind is one of {', '.join(issues.KINDS)}", param="kind")
     query = select(ReconciliationIssue)
+    if kind:
+        query = query.where(ReconciliationIssue.kind == kind)
+    if run:
+        query = query.where(ReconciliationIssue.run_id == run)
     if status:
         query = query.where(ReconciliationIssue.status == status)
     if channel:
         query = query.where(ReconciliationIssue.channel == channel)
     with read_only() as session:
+        if starting_after:
+            last = session.get(ReconciliationIssue, starting_after)
+            if last is None:
+                raise InvalidRequest(f"No such reconciliation issue: '{starting_after}'", param="starting_after")
+            after = encode_cursor(last.created_at, last.id)
         rows, cursor = _page(session, query, ReconciliationIssue, limit, after)
         return [issues.view(issue) for issue in rows], cursor
 

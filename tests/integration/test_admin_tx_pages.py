@@ -75,6 +75,18 @@ def test_resolve_needs_ops_a_note_and_the_csrf_token(app):
     assert f"by {ops.name}" in resolved and "paid by hand" in resolved
 
 
+def test_issues_filter_by_class(app):
+    status, fee = open_issue(), open_issue("acq_beta", "fee_mismatch")
+    viewer = Console(app, "viewer")
+    page = viewer.text("/admin/reconciliation/?kind=fee_mismatch")
+    assert f'data-id="{fee}"' in page and f'data-id="{status}"' not in page
+    assert '<option value="fee_mismatch" selected>' in page and 'value="amount_mismatch"' in page
+    both = viewer.text("/admin/reconciliation/?kind=")
+    assert f'data-id="{fee}"' in both and f'data-id="{status}"' in both
+    refused = viewer.client.get("/admin/reconciliation/?kind=nonsense", follow_redirects=True)
+    assert "kind is one of" in refused.get_data(as_text=True)
+
+
 @pytest.mark.parametrize("role,allowed", [("viewer", False), ("pm", False), ("ops", True), ("admin", True)])
 def test_redeliver_needs_ops(wh_config, receiver, role, allowed):
     from app.entrypoints.web import create_app

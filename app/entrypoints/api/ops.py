@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from app.config import get_config
 from app.domain.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
@@ -57,3 +57,42 @@ def list_reconciliation_runs():
         raise InvalidRequest("issues must be true or false", param="issues")
     runs = recent_runs(request.args.get("channel") or None, limit, with_issues=issues == "true")
     return jsonify({"object": "list", "data": runs, "has_more": False})
+
+
+@bp.get("/ops/reconciliation/issues")
+def list_reconciliation_issues():
+    """Issues newest first: ``?status=`` open (default), resolved or all, ``?channel=``, ``?kind=``
+    (a class), ``?run=`` (the run that found it), ``?limit=`` (1–100, default 20), ``?starting_after=``."""
+    from app.services import reconciliation_admin
+
+    limit = query_params(request.args, {"status", "channel", "kind", "run", "starting_after"}, default_limit=20)
+    status = request.args.get("status", "open")
+    found, cursor = reconciliation_admin.issue_list(
+        status=None if status == "all" else status, channel=request.args.get("channel") or None, limit=limit,
+        kind=request.args.get("kind") or None, run=request.args.get("run") or None,
+        starting_after=request.args.get("starting_after") or None)
+    return jsonify({"object": "list", "data": found, "has_more": cursor is not None})
+
+
+@bp.post("/ops/reconciliation/issues/<issue_id>/resolve")
+def resolve_reconciliation_issue(issue_id: str):
+    """Body: ``{"note", "actor"?}``; audited as ``ops-api:<actor>``, as the console's and the CLI's."""
+    from app.services import reconciliation_admin
+
+    body = parse_body(request.get_data(cache=False), "ops_resolve")
+    actor = ACTOR_PREFIX + body.get("actor", "token")
+    return jsonify(reconciliation_admin.resolve(issue_id, body["note"], actor))
+
+
+@bp.get("/ops/reconciliation/<run_id>/issues.csv")
+def export_reconciliation_run(run_id: str):
+    """A run's issues as CSV: the same file as ``payrouter reconcile export RUN``."""
+    import io
+
+    from app.services.reconcile import export_csv
+
+    query_params(request.args, set())
+    out = io.StringIO()
+    export_csv(run_id, out)
+    return Response(out.getvalue(), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{run_id}-issues.csv"'})
