@@ -19,6 +19,7 @@ from sqlalchemy import delete, insert
 
 from app.adapters.db import get_engine, unit_of_work
 from app.adapters.models import reconciliation_lines as LINES
+from app.domain.money import MAX_AMOUNT
 
 BATCH = 5000
 STALE = 86400  # seconds: a load this old belongs to no running pass
@@ -36,13 +37,39 @@ def _naive_utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(_UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
+# The text columns' widths, from the table: a line is checked against them before it is written.
+_WIDTHS = {name: LINES.c[name].type.length for name in ("channel_reference", "operation", "currency", "status")}
+
+
+def _row(load_id: str, number: int, line) -> tuple:
+    """One line as a staging row, or ValueError naming the line and what is wrong with it: a
+    text value that is not a string, empty, wider than its column or holding a NUL; an amount
+    outside 0..MAX_AMOUNT or a fee outside ±MAX_AMOUNT (beyond them the fee arithmetic in SQL could
+    leave 64 bits); a settlement time that is not a datetime. Nothing unchecked reaches COPY."""
+    values = {name: getattr(line, name) for name in _WIDTHS}
+    for name, value in values.items():
+        if not isinstance(value, str) or not value or len(value) > _WIDTHS[name] or "\x00" in value:
+            raise ValueError(f"statement line {number}: {name} {str(value)[:40]!r} is not a string of 1 to "
+                             f"{_WIDTHS[name]} characters")
+    amount, fee, settled = line.amount, line.fee, line.settled_at
+    if type(amount) is not int or not 0 <= amount <= MAX_AMOUNT:
+        raise ValueError(f"statement line {number}: amount {str(amount)[:40]} is not an integer in 0..{MAX_AMOUNT}")
+    if type(fee) is not int or not -MAX_AMOUNT <= fee <= MAX_AMOUNT:
+        raise ValueError(f"statement line {number}: fee {str(fee)[:40]} is not an integer in ±{MAX_AMOUNT}")
+    if not isinstance(settled, dt.datetime):
+        raise ValueError(f"statement line {number}: settled_at {str(settled)[:40]!r} is not a time")
+    return (load_id, values["channel_reference"], values["operation"], amount, values["currency"],
+            values["status"], fee, _naive_utc(settled))
+
+
 def load(load_id: str, lines: Iterable, keep: Callable[[dt.datetime], bool] | None = None) -> int:
     """Write ``lines`` (channels.base.StatementLine, or anything with its attributes) under
-    ``load_id`` as they come; ``keep``: a filter on a line's settlement time (naive UTC). Returns
-    how many were written. An exception from ``lines`` (a stream that broke off) propagates: on
-    PostgreSQL nothing of this call is kept, on SQLite the caller's ``discard`` removes the batches."""
-    rows = ((load_id, line.channel_reference, line.operation, line.amount, line.currency, line.status, line.fee,
-             settled) for line in lines for settled in (_naive_utc(line.settled_at),) if keep is None or keep(settled))
+    ``load_id`` as they come, each checked first (``_row``: ValueError on a bad one); ``keep``: a
+    filter on a line's settlement time (naive UTC). Returns how many were written. An exception
+    from ``lines`` (a stream that broke off) propagates: on PostgreSQL nothing of this call is
+    kept, on SQLite the caller's ``discard`` removes the batches."""
+    rows = (row for number, line in enumerate(lines, 1) for row in (_row(load_id, number, line),)
+            if keep is None or keep(row[-1]))
     engine = get_engine()
     if engine.dialect.name == "postgresql":
         return _copy(engine, rows)
@@ -63,8 +90,10 @@ def _copy(engine, rows) -> int:
         with connection.driver_connection.cursor() as cursor:
             cursor.execute(f"ANALYZE {LINES.name}")
         connection.commit()
-    except BaseException:
+    except BaseException as exc:
         connection.rollback()
+        if str(getattr(exc, "sqlstate", "") or "").startswith("22"):  # a data exception: a value COPY refused
+            raise ValueError(f"a statement line the database refused: {exc}") from exc
         raise
     finally:
         connection.close()

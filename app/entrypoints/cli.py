@@ -184,6 +184,7 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
         date = dt.date.fromisoformat(day) if day else None
     except ValueError:
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--date") from None
+    failed: list[str] = []
     try:
         if date:
             runs = [recon.reconcile(channel_id, date)]
@@ -198,10 +199,17 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
                 except OperationNotSupported:
                     if channel_id:
                         raise
+                except PayRouterError as exc:  # one channel's fault: said, and the others still run
+                    if channel_id:
+                        raise
+                    failed.append(cid)
+                    click.echo(f"Error: {cid}: {exc.message}", err=True)
     except PayRouterError as exc:
         raise click.ClickException(exc.message) from None
     shown = [recon.summary(run) for run in runs if run is not None]
     _show_runs(shown, as_json)
+    if failed:
+        ctx.exit(1)
     if any(out["open_issues"] for out in shown):
         ctx.exit(RECONCILE_OPEN_ISSUES)
 

@@ -30,9 +30,10 @@ log = logging.getLogger("payrouter.reconcile")
 OPEN, RESOLVED = "open", "resolved"
 UNKNOWN_AT_CHANNEL = "unknown_at_channel"
 PENDING_IN_PAYROUTER = "pending_in_payrouter"
+DUPLICATE_IN_STATEMENT = "duplicate_in_statement"
 # Every class a run can find (app.services.reconcile): the filters offer these and refuse others.
 KINDS = ("missing_in_payrouter", "missing_at_channel", PENDING_IN_PAYROUTER, "status_mismatch", "amount_mismatch",
-         "fee_mismatch", UNKNOWN_AT_CHANNEL)
+         "fee_mismatch", DUPLICATE_IN_STATEMENT, UNKNOWN_AT_CHANNEL)
 _TABLE = ReconciliationIssue.__table__
 
 

@@ -18,6 +18,8 @@ reference. Issues found:
 - ``status_mismatch`` / ``amount_mismatch``: both sides have it, and they disagree (ours is the
   status the merchant sees: ours ``failed`` and theirs ``succeeded`` is a mismatch, and the reverse);
 - ``fee_mismatch``: the line's fee is not what the channel's ``cost`` says it charges;
+- ``duplicate_in_statement``: the statement lists one reference more than once (none of its lines
+  counts as matched, whatever else they disagree on);
 - ``missing_at_channel``: we recorded a final outcome in the window that the statement lacks;
 - ``unknown_at_channel``: an operation made in the window that the channel acknowledged and then
   answered "unknown operation" about (left processing for review; app.services.callbacks).
@@ -28,6 +30,7 @@ open until an operator resolves it with a note.
 """
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import inspect
 import logging
@@ -127,9 +130,11 @@ class _Statements:
             keep = None if since is None and before is None else (
                 lambda settled: (since is None or settled >= since) and (before is None or settled < before))
             self.loaded += staging.load(self.load_id, lines, keep)
-        except (ValueError, KeyError, TypeError, IndexError) as exc:  # a line the adapter cannot read: exit 1
-            raise ChannelError(f"the statement of channel {self.adapter.id} for {day.isoformat()} cannot be "
-                               f"read: {exc.__class__.__name__}: {exc}", code="statement_malformed") from exc
+        except ChannelError:
+            raise
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError, csv.Error) as exc:  # a bad line: exit 1
+            raise ChannelError(f"{self.adapter.id}: the statement for {day.isoformat()} cannot be read: {exc}",
+                               code="statement_malformed") from exc
 
     def reach_back(self, created: dt.datetime) -> bool:
         """Stage what an operation created at ``created`` may have settled on before the window: the
@@ -187,13 +192,19 @@ def run_continuous() -> dict:
                 run = reconcile_recent(channel_id)
             except OperationNotSupported:
                 continue  # this channel serves no statement
-            except ChannelError as exc:
+            except ChannelError as exc:  # its window stays where it was: the next pass tries it again
                 log.warning("near-real-time reconciliation of %s skipped: %s", channel_id, exc)
+                continue
+            except Exception:  # noqa: BLE001 - one channel's fault never stops the others' passes
+                log.exception("near-real-time reconciliation of %s failed", channel_id)
                 continue
             if run is not None:
                 done[channel_id] = len(run.issues)
     finally:
-        _lease(r, token, interval - (time.monotonic() - started))
+        try:
+            _lease(r, token, interval - (time.monotonic() - started))
+        except redis.RedisError as exc:  # the lease expires by itself; never hide what happened above
+            log.warning("near-real-time reconciliation lease not released: %s", exc)
     return done
 
 
@@ -249,9 +260,11 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
                     .join(Attempt, Operation.id == Attempt.operation_id)
                     .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),
                            Attempt.updated_at >= start, Attempt.updated_at < end).group_by(Operation.currency))}
-        discrepant = {row.channel_reference: row for row in session.execute(
-            _disagreeing(channel_id, adapter.cost, in_window))} if count else {}
-        unmatched = {ref for ref, row in discrepant.items() if row.attempt_id is None}
+        # Every disagreeing line (a reference listed twice may disagree twice), and every line of a
+        # reference the statement lists more than once (a line charged twice is never "matched").
+        discrepant = list(session.execute(_disagreeing(channel_id, adapter.cost, in_window))) if count else []
+        duplicated = list(session.execute(_duplicated(channel_id, in_window))) if count else []
+        unmatched = {row.channel_reference for row in discrepant if row.attempt_id is None}
         unanswered = _unanswered_candidates(session, channel_id) if unmatched else []
         # Operations the channel answered "unknown operation" about (app.services.callbacks) made here.
         under_review = list(session.scalars(select(Operation).where(
@@ -259,13 +272,25 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
             Operation.created_at >= start, Operation.created_at < end)))
         session.expunge_all()  # loaded and kept as they are: the session ends before the channel is asked
     asked = _ask_by_reference(adapter, unanswered, unmatched)
-    issues, to_query = [], []
-    for ref, row in discrepant.items():
+    issues, to_query, unmatched_lines = [], [], 0
+    twice = {}
+    for row in duplicated:
+        twice.setdefault(row.channel_reference, []).append(row)
+    for row in discrepant:
+        ref = row.channel_reference
         found = asked.get(ref) or (None if row.attempt_id is None else _ours(row))
         line_issues = _line_issues(adapter, ref, _theirs(row), found)
         issues.extend(line_issues)
-        to_query.extend(issue["ours"]["id"] for issue in line_issues if issue["issue"] == "pending_in_payrouter")
-    matched = count - len({issue["channel_reference"] for issue in issues})
+        unmatched_lines += bool(line_issues) and ref not in twice  # those are counted below
+        to_query.extend(issue["ours"]["id"] for issue in line_issues
+                        if issue["issue"] == "pending_in_payrouter" and issue["ours"]["id"] not in to_query)
+    for ref, rows in twice.items():
+        issue = _issue(issue_store.DUPLICATE_IN_STATEMENT, ref, None if rows[0].op_id is None else _ours(rows[0])[1],
+                       _theirs(rows[0]))
+        issue["lines"] = len(rows)
+        issues.append(issue)
+        unmatched_lines += len(rows)
+    matched = count - unmatched_lines
     issues.extend(_issue("missing_at_channel", ref, op) for ref, op in _missing_at_channel(channel_id, statement,
                                                                                              start, end))
     issues.extend(_issue(issue_store.UNKNOWN_AT_CHANNEL, op.channel_reference, op) for op in under_review)
@@ -315,6 +340,25 @@ def _disagreeing(channel_id: str, cost, in_window):
     final = sorted(FINAL)
     decided = and_(Attempt.channel == Operation.channel,
                    or_(Operation.channel_reference.is_(None), Operation.channel_reference == Attempt.channel_reference))
+    return _lines_with_ours(channel_id).where(
+        in_window, or_(Attempt.id.is_(None), Attempt.status.not_in(final), Operation.status.not_in(final),
+                       Attempt.status != LINES.c.status, and_(decided, Operation.status != LINES.c.status),
+                       SETTLED_AMOUNT != LINES.c.amount, Operation.currency != LINES.c.currency,
+                       LINES.c.fee != _fee_sql(cost, LINES.c.amount, LINES.c.status)))
+
+
+def _duplicated(channel_id: str, in_window):
+    """Every line of the window whose reference the window lists more than once (a channel that
+    sends one operation twice charges its fee twice): a GROUP BY … HAVING over the load's index."""
+    twice = (select(LINES.c.channel_reference).where(in_window).group_by(LINES.c.channel_reference)
+             .having(func.count() > 1))
+    return (_lines_with_ours(channel_id).where(in_window, LINES.c.channel_reference.in_(twice))
+            .order_by(LINES.c.channel_reference, LINES.c.settled_at))
+
+
+def _lines_with_ours(channel_id: str):
+    """Staged lines, each outer-joined to our attempt on this channel with its reference, and
+    that attempt's operation: the columns ``_theirs`` and ``_ours`` read."""
     return (select(LINES.c.channel_reference, LINES.c.operation, LINES.c.amount, LINES.c.currency, LINES.c.status,
                    LINES.c.fee, Attempt.id.label("attempt_id"), Attempt.status.label("attempt_status"),
                    Attempt.channel.label("attempt_channel"), Operation.id.label("op_id"),
@@ -323,11 +367,7 @@ def _disagreeing(channel_id: str, cost, in_window):
                    Operation.channel_reference.label("op_reference"))
             .select_from(LINES.outerjoin(Attempt, and_(Attempt.channel == channel_id,
                                                        Attempt.channel_reference == LINES.c.channel_reference))
-                         .outerjoin(Operation, Operation.id == Attempt.operation_id))
-            .where(in_window, or_(Attempt.id.is_(None), Attempt.status.not_in(final), Operation.status.not_in(final),
-                                  Attempt.status != LINES.c.status, and_(decided, Operation.status != LINES.c.status),
-                                  SETTLED_AMOUNT != LINES.c.amount, Operation.currency != LINES.c.currency,
-                                  LINES.c.fee != _fee_sql(cost, LINES.c.amount, LINES.c.status))))
+                         .outerjoin(Operation, Operation.id == Attempt.operation_id)))
 
 
 def _theirs(row) -> SimpleNamespace:
@@ -458,8 +498,6 @@ CSV_COLUMNS = ("id", "status", "issue", "channel_reference", "ours_id", "ours_st
 
 def export_csv(run_id: str, out) -> int:
     """Write a run's issues as CSV (``CSV_COLUMNS``, each issue's status now) to ``out``; how many."""
-    import csv
-
     with read_only() as session:
         run = session.get(ReconciliationRun, run_id)
         if run is None:

@@ -12,6 +12,7 @@ from channels.base import (
     CallbackEvent,
     CaptureRequest,
     Channel,
+    ChannelError,
     ChannelResult,
     ChannelTimeout,
     ChargeRequest,
@@ -134,13 +135,17 @@ class SandboxChannel(Channel):
         if since is not None:
             params["since"] = since.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         rows = csv.reader(self.client.text_lines(f"/statements/{_segment(date.isoformat())}", params))
-        header = next(rows, None)
-        if header is None:
-            return
-        at = {name: header.index(name) for name in STATEMENT_COLUMNS}  # ValueError: a column is missing
-        ref, op, amount, currency, status, fee, settled = (at[name] for name in STATEMENT_COLUMNS)
-        fromisoformat = dt.datetime.fromisoformat
-        for row in rows:
-            if row:
-                yield StatementLine(row[ref], row[op], int(row[amount]), row[currency], row[status], int(row[fee]),
-                                    fromisoformat(row[settled]))
+        try:
+            header = next(rows, None)
+            if header is None:
+                return
+            at = {name: header.index(name) for name in STATEMENT_COLUMNS}  # ValueError: a column is missing
+            ref, op, amount, currency, status, fee, settled = (at[name] for name in STATEMENT_COLUMNS)
+            fromisoformat = dt.datetime.fromisoformat
+            for row in rows:
+                if row:
+                    yield StatementLine(row[ref], row[op], int(row[amount]), row[currency], row[status],
+                                        int(row[fee]), fromisoformat(row[settled]))
+        except (csv.Error, ValueError, IndexError) as exc:  # a line this adapter cannot read
+            raise ChannelError(f"{self.id}: the statement for {date.isoformat()} cannot be read at line "
+                               f"{rows.line_num}: {exc}", code="statement_malformed") from None

@@ -14,11 +14,12 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 from app import context
-from channels.base import ChannelTimeout, ChannelUnavailable
+from channels.base import ChannelError, ChannelTimeout, ChannelUnavailable
 from channels.http import Answer, for_channel
 
 REFUSED_POST = frozenset({401, 403, 404, 429})
 REFUSED_GET = frozenset({401, 403, 429})
+MAX_LINE = 64 * 1024  # characters in one statement line: far above any real line, and bounded
 
 
 class SandboxClient:
@@ -52,8 +53,10 @@ class SandboxClient:
         return answer.status, self._json(answer)
 
     def text_lines(self, path: str, params: dict | None = None) -> Iterator[str]:
-        """A text document of any size (a statement), line by line as it streams in: only the
-        piece being read is held. A body cut short raises the channel HTTP layer's fault."""
+        """A text document of any size (a statement), line by line as it streams in, each line with
+        its ``\n`` (so a CSV reader keeps a newline inside a quoted field): only the piece being read
+        is held. A body cut short raises the channel HTTP layer's fault; a line longer than
+        MAX_LINE characters, or a body that is not UTF-8, is ChannelError ``statement_malformed``."""
         with self.http.stream("GET", path, params=params, headers=self._headers()) as answer:
             if answer.status != 200:
                 raise ChannelUnavailable(f"{self.channel_id}: {path} answered HTTP {answer.status}")
@@ -61,12 +64,18 @@ class SandboxClient:
             try:
                 for chunk in answer.chunks():
                     *lines, rest = (rest + decoder.decode(chunk)).split("\n")
-                    yield from lines
+                    for line in lines:
+                        yield line + "\n"
+                    if len(rest) > MAX_LINE:  # checked per chunk: a body with no newline stays bounded
+                        raise self._malformed(path, f"a line is longer than {MAX_LINE} characters")
                 rest += decoder.decode(b"", final=True)
             except UnicodeDecodeError:
-                raise ChannelUnavailable(f"{self.channel_id}: {path} is not UTF-8 text") from None
+                raise self._malformed(path, "it is not UTF-8 text") from None
             if rest:
                 yield rest
+
+    def _malformed(self, path: str, why: str) -> ChannelError:
+        return ChannelError(f"{self.channel_id}: {path} cannot be read: {why}", code="statement_malformed")
 
     def _path(self, path: str) -> str:
         return f"/v1/channels/{quote(self.channel_id, safe='')}{path}"

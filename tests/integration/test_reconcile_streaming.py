@@ -59,6 +59,7 @@ class Statement:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.handle_error = lambda request, address: None  # a client that stops reading early
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
@@ -207,6 +208,110 @@ def test_a_line_the_adapter_cannot_read_is_an_error_and_records_nothing(statemen
     result = _reconcile()
     assert result.exit_code == 1 and "statement" in result.output, result.output
     assert _staged() == 0
+
+
+def test_a_line_listed_twice_is_a_duplicate_and_never_matched(statement):
+    """A channel that sends one operation twice charges its fee twice: the reference's lines are a
+    ``duplicate_in_statement`` issue (one, however many lines), none of them counts as matched, and
+    a copy that also disagrees is still reported (every disagreeing line, not one per reference)."""
+    merchant_id, _ = builders.merchant("Srv")
+    _ours(merchant_id, "r_ok", 1000)
+    statement.line("r_ok", 1000)
+    _ours(merchant_id, "r_twice", 2000)
+    statement.line("r_twice", 2000, at="10:00:00")
+    statement.line("r_twice", 2000, at="10:05:00")
+    _ours(merchant_id, "r_thrice", 3000)
+    statement.line("r_thrice", 3000, at="10:00:00")
+    statement.line("r_thrice", 3000, status="failed", at="10:01:00")  # a copy that disagrees on status
+    statement.line("r_thrice", 3001, at="10:02:00")  # and one on amount
+    result = _reconcile()
+    assert result.exit_code == 3, result.output
+    report = json.loads(result.output)
+    assert sorted((i["issue"], i["channel_reference"]) for i in report["issues"]) == [
+        ("amount_mismatch", "r_thrice"), ("duplicate_in_statement", "r_thrice"), ("duplicate_in_statement", "r_twice"),
+        ("status_mismatch", "r_thrice")]
+    twice = {i["channel_reference"]: i for i in report["issues"] if i["issue"] == "duplicate_in_statement"}
+    assert (twice["r_twice"]["lines"], twice["r_thrice"]["lines"]) == (2, 3)
+    assert twice["r_twice"]["ours"]["amount"] == 2000 and twice["r_twice"]["theirs"]["amount"] == 2000
+    assert (report["statement_lines"], report["matched"]) == (6, 1)
+    assert report["summary"]["by_class"]["duplicate_in_statement"] == 2
+    kinds = CliRunner().invoke(main, ["reconcile", "issues", "--kind", "duplicate_in_statement", "--json"])
+    assert sorted(i["channel_reference"] for i in json.loads(kinds.output)) == ["r_thrice", "r_twice"]
+    assert _staged() == 0
+
+
+BAD_LINES = {
+    "a bare CR inside a field": f"r_cr\rx,payment,1000,USD,succeeded,38,{DAY}T10:00:00Z\n".encode(),
+    "an amount beyond 64 bits": f"r_big,payment,{2**64},USD,succeeded,0,{DAY}T10:00:00Z\n".encode(),
+    "an amount beyond MAX_AMOUNT": f"r_max,payment,{10**15 + 1},USD,succeeded,0,{DAY}T10:00:00Z\n".encode(),
+    "a negative amount": f"r_neg,payment,-5,USD,succeeded,0,{DAY}T10:00:00Z\n".encode(),
+    "a reference wider than its column": f"{'r' * 201},payment,1000,USD,succeeded,38,{DAY}T10:00:00Z\n".encode(),
+    "an empty reference": f",payment,1000,USD,succeeded,38,{DAY}T10:00:00Z\n".encode(),
+    "a currency of four letters": f"r_cur,payment,1000,USDX,succeeded,38,{DAY}T10:00:00Z\n".encode(),
+    "a NUL in a reference": f"r_\x00,payment,1000,USD,succeeded,38,{DAY}T10:00:00Z\n".encode(),
+    "a status wider than its column": f"r_st,payment,1000,USD,{'s' * 13},38,{DAY}T10:00:00Z\n".encode(),
+    "a line of 200,000 characters": b"r_long," + b"p" * 200_000 + b",1000,USD,succeeded,38,2026-03-02T10:00:00Z\n",
+    "a body with no newline at all": b"x" * 300_000,
+    "not UTF-8": b"r_\xff,payment,1000,USD,succeeded,38,2026-03-02T10:00:00Z\n",
+}
+
+
+@pytest.mark.parametrize("why", sorted(BAD_LINES))
+def test_a_bad_line_is_an_error_naming_the_statement_and_records_nothing(statement, why):
+    """Whatever a line holds, the run exits 1 with a message, keeps nothing staged and records no
+    run: nothing unchecked reaches COPY (PostgreSQL) or the batches (SQLite)."""
+    merchant_id, _ = builders.merchant("Srv")
+    _ours(merchant_id, "r_1", 1000)
+    statement.line("r_1", 1000)
+    statement.blocks.append(BAD_LINES[why])
+    result = _reconcile()
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # said, not raised
+    assert "Error: srv: " in result.output and "cannot be read" in result.output
+    assert _staged() == 0
+    with unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(ReconciliationRun)) == 0
+
+
+def test_a_newline_inside_a_quoted_field_is_kept(statement):
+    merchant_id, _ = builders.merchant("Srv")
+    _ours(merchant_id, "r_a\nb", 1000)
+    statement.blocks.append(f'"r_a\nb",payment,1000,USD,succeeded,{COST.fee(1000)},{DAY}T10:00:00Z\n'.encode())
+    result = _reconcile()
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["matched"] == 1
+
+
+def test_one_channels_bad_statement_stops_neither_the_pass_nor_the_cli_for_the_others(stack, monkeypatch):
+    """Near-real-time: a channel whose statement cannot be read is skipped with a warning, its
+    window stays where it was, and every other channel is still compared; `reconcile --recent`
+    says which channel failed and exits 1 after running the rest."""
+    from app.adapters.channels_runtime import channel as real_channel
+    from app.services import reconcile as recon
+
+    served = Statement()
+    served.blocks.append(BAD_LINES["a bare CR inside a field"])
+    spec = ChannelSpec(id="acq_alpha", adapter="sandbox", methods=("card",), currencies=("USD",),
+                       operations=("payment",), cost=COST, timeout_ms=5000, config={"base_url": served.url})
+    broken = SandboxChannel(spec, "x" * 32)
+    monkeypatch.setattr(recon, "channel", lambda cid: broken if cid == "acq_alpha" else real_channel(cid))
+    try:
+        assert recon.run_continuous() == {"sandbox": 0, "acq_beta": 0}
+        from app.adapters.redis_conn import get_redis
+
+        get_redis().delete(recon.LEASE_KEY)
+        with unit_of_work() as session:
+            assert session.scalar(select(func.count()).select_from(ReconciliationRun)
+                                  .where(ReconciliationRun.channel == "acq_alpha")) == 0
+        import time
+
+        time.sleep(1.1)  # windows end on whole seconds: the CLI's pass has a window of its own
+        result = CliRunner().invoke(main, ["reconcile", "--recent", "--json"])
+        assert result.exit_code == 1, result.output
+        assert "acq_alpha" in result.stderr and "cannot be read" in result.stderr
+        assert {run["channel"] for run in json.loads(result.stdout)} == {"sandbox", "acq_beta"}
+    finally:
+        served.server.shutdown()
 
 
 @pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgresql"), reason="needs PostgreSQL")
