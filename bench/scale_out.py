@@ -13,6 +13,7 @@ PostgreSQL's backends for this database, Redis.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -49,10 +50,12 @@ def payments_point(env: dict, secret: str, processes: int, duration: int, databa
     return {"processes": processes, **best}
 
 
-def load_callbacks(n: int) -> list[str]:
-    """n payments left processing, each with its stored (unapplied) callback, as payments.py does."""
+def load_callbacks(n: int) -> list[dict]:
+    """n payments left processing, each with an open attempt (committed now), and the rows of
+    their n callbacks, not yet stored: the caller stores them once the clock runs, so no worker
+    can apply one before it starts."""
     from app.adapters.db import unit_of_work
-    from app.adapters.models import Attempt, ChannelCallback, Merchant, Operation, new_id
+    from app.adapters.models import Attempt, Merchant, Operation, new_id
 
     with unit_of_work() as session:
         merchant = Merchant(id=new_id("mer"), name=f"scale-{uuid.uuid4().hex[:6]}")
@@ -63,28 +66,27 @@ def load_callbacks(n: int) -> list[str]:
                          routing={"candidates": ["sandbox"], "channel": "sandbox"}, metadata_={}) for _ in range(n)]
         session.add_all(ops)
         session.flush()
-        ids = []
-        for op in ops:
-            cb = ChannelCallback(id=new_id("cb"), channel="sandbox", dedupe_key=uuid.uuid4().hex, reference=op.id,
-                                 channel_reference=f"sbx_{op.id}", status="succeeded", body="{}")
-            session.add_all([Attempt(id=new_id("att"), operation_id=op.id, seq=1, channel="sandbox",
-                                     status="processing", channel_reference=None), cb])
-            ids.append(cb.id)
-    return ids
+        session.add_all([Attempt(id=new_id("att"), operation_id=op.id, seq=1, channel="sandbox", status="processing",
+                                 channel_reference=None) for op in ops])
+    return [{"id": new_id("cb"), "channel": "sandbox", "dedupe_key": uuid.uuid4().hex, "reference": op_id,
+             "channel_reference": f"sbx_{op_id}", "status": "succeeded", "body": "{}"}
+            for op_id in [op.id for op in ops]]
 
 
 def callbacks_point(env: dict, workers: int, n: int, database: str) -> dict:
-    """Time for ``workers`` worker processes to apply n stored callbacks; each stored callback is
-    queued as its own drain job, as when n callbacks arrive over a spread of time."""
-    from sqlalchemy import func, select
+    """Time for ``workers`` worker processes to apply n callbacks: the workers start and settle,
+    then the clock starts, the n callbacks are stored in one INSERT (inside the timed window) and
+    n/50 drain jobs queued (callbacks arriving in bursts), with the drain kicked while waiting."""
+    from sqlalchemy import func, insert, select
 
     from app.adapters import jobs
-    from app.adapters.db import read_only
+    from app.adapters.db import read_only, unit_of_work
     from app.adapters.models import ChannelCallback
     from app.adapters.redis_conn import get_redis
     from app.services import callbacks
 
-    ids = load_callbacks(n)
+    rows = load_callbacks(n)
+    ids = [row["id"] for row in rows]
     get_redis().delete(callbacks.DRAIN_FLAG)
     groups = {"PostgreSQL": f"postgres:{database}", "Redis": "redis-server"}
     procs = [subprocess.Popen(pinned(API_CPUS, [sys.executable, "-m", "app", "worker", "core"]), env=env, cwd=ROOT,
@@ -94,7 +96,9 @@ def callbacks_point(env: dict, workers: int, n: int, database: str) -> dict:
         before = cpu_snapshot(groups)
         worker_cpu = [cpu_snapshot({"w": p.pid})["w"] for p in procs]
         t0 = time.monotonic()
-        for _ in range(n // 50):
+        with unit_of_work() as session:
+            session.execute(insert(ChannelCallback), rows)
+        for _ in range(max(1, n // 50)):
             jobs.enqueue(jobs.CORE, "app.services.callbacks.drain")
         while True:
             with read_only() as session:
@@ -132,6 +136,8 @@ def plot(path: str, api: list[dict], work: list[dict]) -> None:
     for group, style in (("API", "s--"), ("PostgreSQL", "^--"), ("Redis", "v--")):
         twin.plot([p["processes"] for p in api], [p["cores"][group] for p in api], style, alpha=0.6, label=group)
     twin.set_ylabel("cores busy")
+    left.set_ylim(bottom=0)
+    twin.set_ylim(0, 1.05)
     left.legend(loc="upper left")
     twin.legend(loc="lower right", fontsize="small")
     right.plot([p["workers"] for p in work], [p["per_second"] for p in work], "o-", label="callbacks/s")
@@ -142,6 +148,8 @@ def plot(path: str, api: list[dict], work: list[dict]) -> None:
     for group, style in (("workers", "s--"), ("PostgreSQL", "^--"), ("Redis", "v--")):
         twin.plot([p["workers"] for p in work], [p["cores"][group] for p in work], style, alpha=0.6, label=group)
     twin.set_ylabel("cores busy")
+    right.set_ylim(bottom=0)
+    twin.set_ylim(0, 1.05)
     right.legend(loc="upper left")
     twin.legend(loc="lower right", fontsize="small")
     fig.suptitle("PayRouter scale-out on one machine (one PostgreSQL, one Redis)")
@@ -189,6 +197,8 @@ def main() -> int:
         c = w["cores"]
         print(f"| {w['workers']} | {w['per_second']:.0f} | {c['workers']:.2f} | {c['PostgreSQL']:.2f} | "
               f"{c['Redis']:.2f} |")
+    with open(os.path.splitext(args.plot)[0] + ".json", "w") as out:  # the plot's data, to draw it again
+        json.dump({"payments": api, "callbacks": work}, out, indent=2)
     plot(args.plot, api, work)
     print(f"\nplot: {os.path.relpath(args.plot, ROOT)}")
     return 0
