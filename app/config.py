@@ -35,6 +35,14 @@ def _flag(text: str) -> bool:
     return text == "1"
 
 
+def _count(text: str) -> int:
+    """A whole number of at least 1 (processes, threads)."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def setting(env: str, doc: str, default: Any = None, parse: Callable[[str], Any] = str,
             shown: str | None = None, blank_is_value: bool = False, secret: bool = False) -> Any:
     """A field read from the environment variable ``env``. Unset or empty → ``default``
@@ -105,6 +113,12 @@ class Config:
         "PAYROUTER_RECONCILE_INTERVAL",
         "seconds between near-real-time reconciliation passes of `batch` workers; `0` turns them off",
         60, parse=int)
+    serve_workers: int = setting(
+        "PAYROUTER_SERVE_WORKERS", "gunicorn worker processes of `payrouter serve` (about one per core); "
+        "`--workers` overrides it", 2, parse=_count)
+    serve_threads: int = setting(
+        "PAYROUTER_SERVE_THREADS", "threads per `payrouter serve` worker (requests waiting on a channel or "
+        "the database overlap); `--threads` overrides it", 8, parse=_count)
     rules_approval: bool = setting(
         "PAYROUTER_RULES_APPROVAL",
         "`1`: publishing a rule set (admin UI or CLI) creates a request that another `pm`/`admin` (not its "
@@ -152,7 +166,12 @@ class Config:
             if raw is None or (raw == "" and not item.blank_is_value):
                 values[item.name] = item.default
             else:
-                values[item.name] = item.parse(raw)
+                try:
+                    values[item.name] = item.parse(raw)
+                except ValueError as exc:
+                    from app.domain.errors import InvalidConfiguration
+
+                    raise InvalidConfiguration(f"{item.env}={raw!r} cannot be used: {exc}") from None
         var_dir = values["var_dir"] = values["var_dir"].resolve()
         db_url = values["database_url"] or f"sqlite:///{var_dir / 'payrouter.db'}"
         values["database_url"] = normalize_database_url(db_url)

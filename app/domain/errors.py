@@ -120,3 +120,9 @@ class ChannelError(PayRouterError):
     """Root of channel adapter faults (see channels/base.py)."""
 
     code = "channel_error"
+
+
+class InvalidConfiguration(PayRouterError):
+    """A setting's value cannot be used (named with the variable it came from)."""
+
+    code = "invalid_configuration"

@@ -92,17 +92,20 @@ def merchant_revoke_key(key_id):
 @main.command()
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", default=8000, type=int)
-@click.option("--workers", default=2, type=int)
-@click.option("--threads", default=8, type=int)
+@click.option("--workers", default=None, type=click.IntRange(min=1),
+              help="worker processes (default: PAYROUTER_SERVE_WORKERS, 2)")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="threads per worker (default: PAYROUTER_SERVE_THREADS, 8)")
 def serve(host, port, workers, threads):
     """The HTTP API and admin UI under gunicorn."""
     from app.adapters import metrics_dir
     from app.config import get_config
     from app.entrypoints.server import run
 
-    metrics_dir.prepare(get_config().var_dir, clean=True)  # before prometheus_client is imported (app.adapters.metrics)
+    config = get_config()
+    metrics_dir.prepare(config.var_dir, clean=True)  # before prometheus_client is imported (app.adapters.metrics)
     _refuse_live_channels_without_secrets()
-    run(host, port, workers=workers, threads=threads)
+    run(host, port, workers=workers or config.serve_workers, threads=threads or config.serve_threads)
 
 
 def _refuse_live_channels_without_secrets() -> None:

@@ -101,3 +101,30 @@ def _embedded_redis_servers_in(var_dir) -> list[int]:
         if b"redis-server" in cmdline and cwd.startswith(str(var_dir)):
             found.append(int(proc_dir.name))
     return found
+
+
+def test_serve_sizes_itself_from_the_environment_and_the_flags_override_it(clean):
+    """PAYROUTER_SERVE_WORKERS / _THREADS size `payrouter serve` (a deployment sets them to its
+    cores); `--workers` wins over the variable; a value below 1 is refused naming the variable."""
+    import psutil
+
+    from tests.live import free_port, process_env
+
+    def workers_started(*flags, **env) -> int:
+        port = free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), *flags],
+                                env=process_env(clean, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60, proc=proc)
+            return len(psutil.Process(proc.pid).children())  # gunicorn's master forks one per worker
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+    assert workers_started(PAYROUTER_SERVE_WORKERS=3, PAYROUTER_SERVE_THREADS=2) == 3
+    assert workers_started("--workers", "1", PAYROUTER_SERVE_WORKERS=3) == 1
+    refused = subprocess.run([sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+                             env=process_env(clean, PAYROUTER_SERVE_WORKERS=0), capture_output=True, text=True,
+                             timeout=60)
+    assert refused.returncode == 1
+    assert "PAYROUTER_SERVE_WORKERS='0' cannot be used" in refused.stderr and "Traceback" not in refused.stderr
