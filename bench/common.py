@@ -6,6 +6,7 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,49 @@ def bench_env() -> dict:
     # costs what it costs) without refusing (the default 100/s would answer most requests 429).
     env.setdefault("PAYROUTER_RATE_LIMIT", "1000000")
     return env
+
+
+@dataclass
+class PostgresBench:
+    config: object  # app.config.Config
+    database: str  # the database's name (its backends' CPU is counted by that name)
+    sandbox_port: int  # PAYROUTER_SANDBOX_URL points there; the bench starts the sandbox on it
+    env: dict  # the servers' environment (bench_env)
+
+
+def postgres_bench() -> PostgresBench | None:
+    """What a bench against the machine's PostgreSQL and Redis starts from: a port for the sandbox
+    PSP (PAYROUTER_SANDBOX_URL), this process's configuration installed, the database initialised
+    (``payrouter init``), the servers' environment. None, said on stderr, without DATABASE_URL
+    (PostgreSQL) and REDIS_URL."""
+    from app.config import Config, set_config
+    from app.entrypoints import bootstrap
+
+    sandbox_port = free_port()
+    os.environ["PAYROUTER_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
+    config = Config.from_env()
+    if not config.database_url.startswith("postgresql") or not config.redis_url:
+        print("set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
+        return None
+    set_config(config)  # a script is its own entry point: the process's configuration
+    bootstrap.init()
+    return PostgresBench(config, config.database_url.rsplit("/", 1)[-1].split("?")[0], sandbox_port, bench_env())
+
+
+def setup_merchant(accounts_needed: int) -> tuple[str, list[str]]:
+    """A new merchant's secret key and ``accounts_needed`` USD customer accounts, each funded."""
+    from app.adapters.db import unit_of_work
+    from app.services import accounts
+    from app.services.merchants import create_merchant
+
+    with unit_of_work() as session:
+        merchant, issued = create_merchant(session, f"bench-fixed-{uuid.uuid4().hex[:6]}")
+        ids = [accounts.create_account(session, merchant, {"currency": "USD", "customer": {"id": "c"}}).id
+               for _ in range(accounts_needed)]
+        session.flush()
+        for acct_id in ids:
+            accounts.fund_for_testing(session, merchant, acct_id, 10**12)
+    return issued.secret, ids
 
 
 def report(what: str, count: StatementCount, clients: int, requests_: int, rounds: int,

@@ -26,10 +26,9 @@ import uuid
 from dataclasses import dataclass, field
 
 import psutil
-from common import ROOT, SERVER, bench_env, start, stop
+from common import ROOT, SERVER, postgres_bench, setup_merchant, start, stop
 
-from app.config import Config, normalize_database_url, set_config
-from tests.live import free_port
+from app.config import normalize_database_url
 
 API_CPUS = os.environ.get("BENCH_API_CPUS", "0")
 OTHER_CPUS = os.environ.get("BENCH_OTHER_CPUS", "1")
@@ -110,21 +109,6 @@ def measure(base: str, path: str, body: str, auth: str, args, groups: dict[str, 
                cpu_ms={g: (after[g] - before[g]) * 1000 / max(created, 1) for g in groups})
 
 
-def setup_merchant(config: Config, accounts_needed: int) -> tuple[str, list[str]]:
-    from app.adapters.db import unit_of_work
-    from app.services import accounts
-    from app.services.merchants import create_merchant
-
-    with unit_of_work() as session:
-        merchant, issued = create_merchant(session, f"bench-fixed-{uuid.uuid4().hex[:6]}")
-        ids = [accounts.create_account(session, merchant, {"currency": "USD", "customer": {"id": "c"}}).id
-               for _ in range(accounts_needed)]
-        session.flush()
-        for acct_id in ids:
-            accounts.fund_for_testing(session, merchant, acct_id, 10**12)
-    return issued.secret, ids
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--duration", type=int, default=20, help="seconds per run")
@@ -132,19 +116,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--scenarios", default="payments,transfers-hot,transfers-spread")
     args = parser.parse_args()
-    sandbox_port = free_port()
-    os.environ["PAYROUTER_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
-    config = Config.from_env()
-    if not config.database_url.startswith("postgresql") or not config.redis_url:
-        print("set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
+    bench = postgres_bench()
+    if bench is None:
         return 2
-    set_config(config)
-    database = config.database_url.rsplit("/", 1)[-1].split("?")[0]
-    from app.entrypoints import bootstrap
-
-    bootstrap.init()
-    env = bench_env()
-    secret, ids = setup_merchant(config, 32)
+    config, database, sandbox_port, env = bench.config, bench.database, bench.sandbox_port, bench.env
+    secret, ids = setup_merchant(32)
     scenarios = args.scenarios.split(",")
     workers, threads = str(SERVER["workers"]), str(SERVER["threads"])
     servers: dict[str, tuple[subprocess.Popen, str]] = {}

@@ -20,11 +20,8 @@ import sys
 import time
 import uuid
 
-from common import ROOT, bench_env, start, stop
-from fixed_reference import API_CPUS, OTHER_CPUS, PAYMENT_BODY, cpu_snapshot, pinned, setup_merchant, wrk
-
-from app.config import Config, set_config
-from tests.live import free_port
+from common import ROOT, postgres_bench, setup_merchant, start, stop
+from fixed_reference import API_CPUS, OTHER_CPUS, PAYMENT_BODY, cpu_snapshot, pinned, wrk
 
 COUNTS = (1, 2, 4)
 
@@ -163,19 +160,11 @@ def main() -> int:
     parser.add_argument("--callbacks", type=int, default=3000)
     parser.add_argument("--plot", default=str(ROOT / "docs" / "scale_out.png"))
     args = parser.parse_args()
-    sandbox_port = free_port()
-    os.environ["PAYROUTER_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
-    config = Config.from_env()
-    if not config.database_url.startswith("postgresql") or not config.redis_url:
-        print("set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
+    bench = postgres_bench()
+    if bench is None:
         return 2
-    set_config(config)
-    database = config.database_url.rsplit("/", 1)[-1].split("?")[0]
-    from app.entrypoints import bootstrap
-
-    bootstrap.init()
-    env = bench_env()
-    secret, _ids = setup_merchant(config, 2)
+    database, sandbox_port, env = bench.database, bench.sandbox_port, bench.env
+    secret, _ids = setup_merchant(2)
     sandbox, _ = start(pinned(OTHER_CPUS, [sys.executable, "-m", "app", "sandbox", "--port", "{port}"]), env,
                        "/healthz", port=sandbox_port)
     try:

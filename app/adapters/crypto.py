@@ -16,6 +16,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from cryptography.hazmat.primitives import hashes
@@ -95,6 +96,22 @@ def decrypt(token: str, config: Config | None = None) -> str:
         raise SecretUndecryptable(
             "a stored secret cannot be decrypted with PAYROUTER_SECRET_KEY (or PAYROUTER_PREVIOUS_SECRET_KEY); "
             "was the key changed without `payrouter secrets rotate`?") from exc
+
+
+def seal_secret(payload: dict) -> dict:
+    """A response that shows a secret once, as stored for replay: its ``secret`` encrypted."""
+    return {**payload, "secret": encrypt(payload["secret"])} if payload.get("secret") else payload
+
+
+def unseal_secret(payload: dict, still_shown: Callable[[str | None], bool]) -> dict:
+    """A sealed response as replayed: its ``secret`` decrypted while ``still_shown(payload["id"])``
+    (its key or endpoint lives), left out after (key order kept: a replay is the original's bytes)."""
+    sealed = payload.get("secret")
+    if not sealed:
+        return payload
+    if not still_shown(payload.get("id")):
+        return {k: v for k, v in payload.items() if k != "secret"}
+    return {**payload, "secret": decrypt(sealed)}
 
 
 def reencrypt(token: str, ring: MultiFernet) -> str:

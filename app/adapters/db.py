@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -232,6 +233,59 @@ def execute_all_matched(connection, statement, parameter_sets: list[dict]) -> bo
     for params in parameter_sets:
         groups.setdefault(tuple(params), []).append(params)
     return all(connection.execute(statement, group).rowcount == len(group) for group in groups.values())
+
+
+_AFTER_COMMIT = "payrouter.after_commit"  # Session.info: (transaction, run, item) waiting for the commit
+
+
+def after_commit(session: Session, run: Callable[[list], None], item) -> None:
+    """Hand ``item`` to ``run`` when (and only if) the transaction open now commits: an item added
+    inside a savepoint that is rolled back, or in a transaction rolled back or closed uncommitted,
+    is dropped. At the outermost commit ``run`` is called once with all its items of that
+    transaction, in order (one Redis round trip a commit for a consumer that counts there).
+    ``run`` is a module-level function (items are grouped by it); what it raises reaches the
+    caller of ``commit()``, after the commit."""
+    current = session.get_nested_transaction() or session.get_transaction()
+    if current is None:  # nothing begun yet: begin, so that a rollback from here drops the item
+        session.connection()
+        current = session.get_transaction()
+    session.info.setdefault(_AFTER_COMMIT, []).append((current, run, item))
+
+
+def _within(transaction, ancestor) -> bool:
+    while transaction is not None:
+        if transaction is ancestor:
+            return True
+        transaction = transaction.parent
+    return False
+
+
+@event.listens_for(Session, "after_commit")
+def _run_committed(session: Session) -> None:
+    # Fired for a savepoint's release too: run only when the outermost transaction commits.
+    pending = session.info.get(_AFTER_COMMIT)
+    if not pending or session.in_nested_transaction():
+        return
+    session.info[_AFTER_COMMIT] = []
+    batches: dict[Callable[[list], None], list] = {}
+    for _transaction, run, item in pending:
+        batches.setdefault(run, []).append(item)
+    for run, items in batches.items():
+        run(items)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _drop_rolled_back(session: Session, previous_transaction) -> None:
+    pending = session.info.get(_AFTER_COMMIT)
+    if pending:
+        session.info[_AFTER_COMMIT] = [p for p in pending if not _within(p[0], previous_transaction)]
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _drop_uncommitted(session: Session, transaction) -> None:
+    # The outermost transaction ended without a commit running them (closed, failed): nothing runs.
+    if transaction.parent is None and session.info.get(_AFTER_COMMIT):
+        session.info[_AFTER_COMMIT] = []
 
 
 def dispose_all() -> None:

@@ -15,9 +15,9 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.adapters import db
 from rules import engine
 
 HTTP_REQUESTS = Counter("payrouter_http_requests", "HTTP requests answered, by route template",
@@ -42,7 +42,6 @@ if ENGINE_FALLBACKS.inc not in engine.FALLBACK_LISTENERS:
 NO_CHANNEL = "ledger"  # the channel label of what moves inside the ledger only (balance payments, transfers)
 UNMATCHED_ROUTE = "unmatched"  # the route label of a request no URL rule matched (never the raw path)
 _METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
-_PENDING = "payrouter.metrics.settled"  # Session.info: settlements waiting for their commit
 
 
 def observe_request(method: str, route: str | None, status: int, seconds: float) -> None:
@@ -62,37 +61,9 @@ def callbacks_applied(received: list[datetime]) -> None:
 def settled_on_commit(session: Session, kind: str, status: str, channel: str | None) -> None:
     """Count an operation that reached ``status`` when (and only if) the transaction that wrote it
     commits: a settlement rolled back (a lost race, a refused balance, a savepoint undone) counts nothing."""
-    current = session.get_nested_transaction() or session.get_transaction()
-    session.info.setdefault(_PENDING, []).append((current, (kind, status, channel or NO_CHANNEL)))
+    db.after_commit(session, _count_settled, (kind, status, channel or NO_CHANNEL))
 
 
-def _within(transaction, ancestor) -> bool:
-    while transaction is not None:
-        if transaction is ancestor:
-            return True
-        transaction = transaction.parent
-    return False
-
-
-@event.listens_for(Session, "after_commit")
-def _count_committed(session: Session) -> None:
-    # Fired for a savepoint's release too: count only when the outermost transaction commits.
-    pending = session.info.get(_PENDING)
-    if pending and not session.in_nested_transaction():
-        session.info[_PENDING] = []
-        for _transaction, labels in pending:
-            OPERATIONS.labels(*labels).inc()
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_rolled_back(session: Session, previous_transaction) -> None:
-    pending = session.info.get(_PENDING)
-    if pending:
-        session.info[_PENDING] = [p for p in pending if not _within(p[0], previous_transaction)]
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_uncommitted(session: Session, transaction) -> None:
-    # The outermost transaction ended without a commit counting them (closed, failed): nothing counts.
-    if transaction.parent is None and session.info.get(_PENDING):
-        session.info[_PENDING] = []
+def _count_settled(settled: list[tuple[str, str, str]]) -> None:
+    for labels in settled:
+        OPERATIONS.labels(*labels).inc()

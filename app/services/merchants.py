@@ -206,20 +206,13 @@ def roll_key(session: Session, merchant: MerchantScope, key_id: str, overlap_sec
     return issued
 
 
-def seal_secret(payload: dict) -> dict:
-    """A response showing a new key, as stored for replay: its ``secret`` encrypted."""
-    return {**payload, "secret": crypto.encrypt(payload["secret"])} if payload.get("secret") else payload
-
-
 def unseal_secret(session: Session, merchant: MerchantScope, payload: dict) -> dict:
     """A stored response as replayed: the key's secret decrypted while the key is live, left out after."""
-    sealed = payload.get("secret")
-    if not sealed:
-        return payload
-    key = session.get(ApiKey, payload.get("id"))
-    if key is None or key.merchant_id != merchant.id or not is_live(key):
-        return {k: v for k, v in payload.items() if k != "secret"}
-    return {**payload, "secret": crypto.decrypt(sealed)}
+    def live(key_id: str | None) -> bool:
+        key = session.get(ApiKey, key_id)
+        return key is not None and key.merchant_id == merchant.id and is_live(key)
+
+    return crypto.unseal_secret(payload, live)
 
 
 def _touch(key: ApiKey) -> None:

@@ -41,7 +41,7 @@ def rotate(old_keys: tuple[str, ...] = (), config: Config | None = None) -> dict
                 or_(IdempotencyKey.endpoint == CREATE_PATH, IdempotencyKey.endpoint.like(ROTATE_PATH.format("%"))),
                 IdempotencyKey.status == "done", IdempotencyKey.response_status < 300).with_for_update()):
             body = json.loads(row.response_body)
-            if body.get("secret"):  # sealed (app.services.webhooks.endpoints.seal)
+            if body.get("secret"):  # sealed (app.adapters.crypto.seal_secret)
                 body["secret"] = crypto.reencrypt(body["secret"], ring)
                 row.response_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
                 counts["stored_responses"] += 1

@@ -19,16 +19,15 @@ import time
 from collections.abc import Iterable
 
 import redis
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.adapters import db
 from app.adapters.redis_conn import get_redis
 
 log = logging.getLogger("payrouter.success_rates")
 
 MAX_WINDOW_MINUTES = 240  # schemas/rules.schema.json: window_minutes maximum
 RETAIN_SECONDS = (MAX_WINDOW_MINUTES + 1) * 60  # a bucket outlives every window that can read it
-_PENDING = "payrouter.success_rates.pending"  # Session.info: outcomes waiting for their commit
 NO_METHOD = "-"
 
 
@@ -87,36 +86,6 @@ def counts(channels: tuple[str, ...], *, window_minutes: int, kind: str, method:
 
 def record_on_commit(session: Session, channel: str, kind: str, method: str | None, currency: str,
                      succeeded: bool) -> None:
-    """Count an attempt's final outcome when (and only if) the transaction that closed it commits."""
-    current = session.get_nested_transaction() or session.get_transaction()
-    session.info.setdefault(_PENDING, []).append((current, (channel, kind, method, currency, succeeded)))
-
-
-def _within(transaction, ancestor) -> bool:
-    while transaction is not None:
-        if transaction is ancestor:
-            return True
-        transaction = transaction.parent
-    return False
-
-
-@event.listens_for(Session, "after_commit")
-def _count_committed(session: Session) -> None:
-    # Fired for a savepoint's release too: count only when the outermost transaction commits.
-    pending = session.info.get(_PENDING)
-    if pending and not session.in_nested_transaction():
-        session.info[_PENDING] = []
-        record(outcome for _transaction, outcome in pending)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_rolled_back(session: Session, previous_transaction) -> None:
-    pending = session.info.get(_PENDING)
-    if pending:
-        session.info[_PENDING] = [p for p in pending if not _within(p[0], previous_transaction)]
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_uncommitted(session: Session, transaction) -> None:
-    if transaction.parent is None and session.info.get(_PENDING):
-        session.info[_PENDING] = []
+    """Count an attempt's final outcome when (and only if) the transaction that closed it commits:
+    all of a transaction's outcomes in one round trip."""
+    db.after_commit(session, record, (channel, kind, method, currency, succeeded))

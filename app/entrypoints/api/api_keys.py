@@ -1,41 +1,23 @@
 """/v1/api_keys: the merchant's own secret keys, managed with a key of the same mode."""
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, g, request
 
-from app.adapters.db import read_only
 from app.entrypoints.api import errors
-from app.entrypoints.api.common import create, in_mode, json_response, listing, read, refuse_writes_if_read_only
+from app.entrypoints.api.common import (
+    SecretShownOnce,
+    create,
+    in_mode,
+    json_response,
+    listing,
+    read,
+    refuse_writes_if_read_only,
+)
 from app.entrypoints.api.openapi import ListOf, documented
 from app.services import idempotency, merchants
 from app.services.validation import parse_body
 
 bp = Blueprint("api_keys", __name__)
-
-
-class _ShowsSecret:
-    """A response showing a new key's secret is stored with the secret sealed (encrypted; only the
-    key's hash is kept anywhere else): the fresh response shows it, a replay of the same
-    Idempotency-Key unseals it while the key is live and leaves it out after."""
-
-    def __init__(self):
-        self.fresh: dict | None = None
-
-    def store(self, status: int, payload: dict) -> tuple[int, dict]:
-        self.fresh = payload
-        return status, merchants.seal_secret(payload)
-
-    def __call__(self, stored: idempotency.StoredResponse):
-        if stored.status >= 300:
-            return json_response(stored.status, stored.body, stored.replayed)
-        if not stored.replayed and self.fresh is not None:
-            payload = self.fresh
-        else:
-            with read_only() as session:
-                payload = merchants.unseal_secret(session, g.merchant, json.loads(stored.body))
-        return json_response(stored.status, idempotency.encode(payload), stored.replayed)
 
 
 def _action(schema: str, execute, present=None):
@@ -49,11 +31,16 @@ def _action(schema: str, execute, present=None):
     return present(stored) if present is not None else json_response(stored.status, stored.body, stored.replayed)
 
 
+def _unseal(session, payload: dict) -> dict:
+    return merchants.unseal_secret(session, g.merchant, payload)  # only the key's hash is kept anywhere else
+
+
+
 @bp.post("/v1/api_keys")
 @documented("Create a secret key of this key's mode (the secret is shown once)", body="api_key_create",
             answers="api_key", status=201)
 def create_key():
-    shows = _ShowsSecret()
+    shows = SecretShownOnce(_unseal)
 
     def execute(session, body):
         issued = merchants.create_key(session, g.merchant, body.get("expires_at"))
@@ -90,7 +77,7 @@ def revoke_key(key_id):
 @documented("Replace a secret key with a new one (shown once); the old one stays valid for overlap_seconds",
             optional_body="api_key_roll", answers="api_key")
 def roll_key(key_id):
-    shows = _ShowsSecret()
+    shows = SecretShownOnce(_unseal)
 
     def execute(session, body):
         issued = merchants.roll_key(session, g.merchant, key_id, body.get("overlap_seconds", 0))

@@ -1,6 +1,7 @@
 """What every /v1 view shares: authentication, the request's session, idempotent POSTs, lists."""
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from typing import Callable
 
@@ -8,7 +9,8 @@ from flask import Response, g, request
 from sqlalchemy.orm import Session
 
 from app import context
-from app.adapters.db import unit_of_work
+from app.adapters import crypto
+from app.adapters.db import read_only, unit_of_work
 from app.domain.errors import ServiceUnavailable
 from app.entrypoints.api import errors
 from app.services import idempotency, switches
@@ -52,6 +54,32 @@ def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]],
     if present is not None:
         return present(stored)
     return json_response(stored.status, stored.body, stored.replayed)
+
+
+class SecretShownOnce:
+    """The answer of a POST that shows a new secret once (an API key, a webhook endpoint's signing
+    secret). It is stored for replay with the secret sealed (encrypted); the fresh answer shows it
+    as made, a replay of the same Idempotency-Key shows what ``unseal(session, payload)`` gives: the
+    secret while its owner lives, left out after (contract §2). ``store`` is what ``execute``
+    returns, the object itself the ``present`` of ``create``."""
+
+    def __init__(self, unseal: Callable[[Session, dict], dict]):
+        self.unseal = unseal
+        self.fresh: dict | None = None
+
+    def store(self, status: int, payload: dict) -> tuple[int, dict]:
+        self.fresh = payload
+        return status, crypto.seal_secret(payload)
+
+    def __call__(self, stored: idempotency.StoredResponse) -> Response:
+        if stored.status >= 300:
+            return json_response(stored.status, stored.body, stored.replayed)
+        if not stored.replayed and self.fresh is not None:
+            payload = self.fresh
+        else:
+            with read_only() as session:
+                payload = self.unseal(session, json.loads(stored.body))
+        return json_response(stored.status, idempotency.encode(payload), stored.replayed)
 
 
 def in_mode(body):

@@ -1,13 +1,11 @@
 """/v1/webhook_endpoints and the webhook views of /v1/events: endpoints, deliveries, redelivery."""
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, g, request
 
-from app.adapters.db import read_only, unit_of_work
+from app.adapters.db import unit_of_work
 from app.entrypoints.api import errors
-from app.entrypoints.api.common import create, in_mode, json_response, listing, read
+from app.entrypoints.api.common import SecretShownOnce, create, in_mode, json_response, listing, read
 from app.entrypoints.api.openapi import ListOf, documented
 from app.services import idempotency
 from app.services.validation import parse_body
@@ -29,34 +27,16 @@ def _action(schema: str, execute, present=None):
     return json_response(stored.status, stored.body, stored.replayed)
 
 
-class _ShowsSecret:
-    """A response that shows an endpoint's secret is stored with the secret sealed (encrypted):
-    the fresh response shows it as made; a replay unseals it, or leaves it out once the endpoint is
-    deleted (contract §2)."""
+def _unseal(session, payload: dict) -> dict:
+    return service.unseal(session, g.merchant.id, payload)
 
-    def __init__(self):
-        self.fresh: dict | None = None
-
-    def store(self, status: int, payload: dict) -> tuple[int, dict]:
-        self.fresh = payload
-        return status, service.seal(payload)
-
-    def __call__(self, stored: idempotency.StoredResponse):
-        if stored.status >= 300:
-            return json_response(stored.status, stored.body, stored.replayed)
-        if not stored.replayed and self.fresh is not None:
-            payload = self.fresh
-        else:
-            with read_only() as session:
-                payload = service.unseal(session, g.merchant.id, json.loads(stored.body))
-        return json_response(stored.status, idempotency.encode(payload), stored.replayed)
 
 
 @bp.post("/v1/webhook_endpoints")
 @documented("Create a webhook endpoint (secret shown once)", body="webhook_endpoint_create",
             answers="webhook_endpoint", status=201)
 def create_endpoint():
-    shows = _ShowsSecret()
+    shows = SecretShownOnce(_unseal)
 
     def execute(session, body):
         endpoint, secret = service.create_endpoint(session, g.merchant.id, body, g.merchant.livemode)
@@ -94,7 +74,7 @@ def delete_endpoint(endpoint_id):
 @documented("Rotate the signing secret; the old one keeps signing during the overlap window",
             optional_body="webhook_secret_rotation", answers="webhook_endpoint")
 def rotate_secret(endpoint_id):
-    shows = _ShowsSecret()
+    shows = SecretShownOnce(_unseal)
 
     def execute(session, body):
         endpoint, secret = service.rotate_secret(session, g.merchant.id, endpoint_id, body.get("overlap_seconds"),

@@ -192,21 +192,14 @@ def _redact_stored_responses(session: Session, merchant_id: str, endpoint_id: st
             row.response_body = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def seal(payload: dict) -> dict:
-    """A response to be stored for replay: its ``secret`` encrypted (see ``unseal``)."""
-    return {**payload, "secret": crypto.encrypt(payload["secret"])} if payload.get("secret") else payload
-
-
 def unseal(session: Session, merchant_id: str, payload: dict) -> dict:
-    """A stored response as shown: its sealed ``secret`` decrypted while the endpoint exists,
-    left out once it is deleted (key order kept: a replay is the original's bytes)."""
-    sealed = payload.get("secret")
-    if not sealed:
-        return payload
-    endpoint = session.get(WebhookEndpoint, payload.get("id"))
-    if endpoint is None or endpoint.merchant_id != merchant_id or endpoint.deleted_at is not None:
-        return {k: v for k, v in payload.items() if k != "secret"}
-    return {**payload, "secret": crypto.decrypt(sealed)}
+    """A stored response as shown: its sealed ``secret`` decrypted while the endpoint exists, left
+    out once it is deleted."""
+    def exists(endpoint_id: str | None) -> bool:
+        endpoint = session.get(WebhookEndpoint, endpoint_id)
+        return endpoint is not None and endpoint.merchant_id == merchant_id and endpoint.deleted_at is None
+
+    return crypto.unseal_secret(payload, exists)
 
 
 def rotate_secret(session: Session, merchant_id: str, endpoint_id: str,
