@@ -21,8 +21,8 @@ from rules.model import Fee, RuleSet, Strategy
 
 STRATEGY_KEYS = ("strategy", "scores", "strategy_fallback", "exploration")  # a decision's account of its strategy
 
-__all__ = ["STRATEGY_KEYS", "Availability", "Decision", "Strategist", "decide", "facts_for", "combine_limits",
-           "split_order", "order_by_strategy", "sources"]
+__all__ = ["STRATEGY_KEYS", "Availability", "Decision", "MerchantRules", "Strategist", "decide", "facts_for",
+           "combine_limits", "split_order", "order_by_strategy", "sources"]
 
 
 class Availability(Protocol):
@@ -66,6 +66,7 @@ class Decision:
     declined_by: str | None = None  # the rule that declined or set the exceeded limit
     retry: dict | None = None  # {"on": [codes], "max", "rule"}: soft declines that try the next candidate
     strategy: dict | None = None  # order_by_strategy's account: {strategy, scores?, fallback?, exploration?}
+    merchant_ruleset_version: int | None = None  # the merchant's own set decided beside the platform's
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"object": "routing_decision", "outcome": self.outcome}
@@ -78,6 +79,8 @@ class Decision:
             "limits": {k: ([dict(x) for x in v] if isinstance(v, list) else dict(v)) for k, v in self.limits.items()},
             "ruleset_version": self.ruleset_version,
         })
+        if self.merchant_ruleset_version is not None:
+            out["merchant_ruleset_version"] = self.merchant_ruleset_version
         if self.strategy is not None:
             out["strategy"] = self.strategy["strategy"]
             if "scores" in self.strategy:
@@ -91,27 +94,31 @@ class Decision:
         return out
 
 
-def combine_limits(ruleset: RuleSet, matched: tuple[str, ...]) -> dict:
+def combine_limits(ruleset: RuleSet, matched: tuple[str, ...], *more: tuple[RuleSet, tuple[str, ...], str]) -> dict:
     """Limits of all matched rules, strictest winning, each naming the rule that set it.
 
+    ``more``: further ``(ruleset, matched, prefix)`` layers (a merchant's set, its rule ids shown with
+    ``prefix``); on a tie the earlier layer, then the higher-priority rule, keeps the credit.
     ``{"max_amount": {"max", "rule"}, "min_amount": {"min", "rule"},
     "daily_amount": [{"per", "max", "rule"}], "daily_count": [...]}`` (keys only when set).
     """
-    by_id = ruleset.by_id()
     out: dict[str, Any] = {}
     daily: dict[str, dict[str, dict]] = {"daily_amount": {}, "daily_count": {}}
-    for rid in matched:  # priority order: on ties the higher-priority rule keeps the credit
-        lim = by_id[rid].then.limits
-        if lim is None:
-            continue
-        if lim.max_amount is not None and ("max_amount" not in out or lim.max_amount < out["max_amount"]["max"]):
-            out["max_amount"] = {"max": lim.max_amount, "rule": rid}
-        if lim.min_amount is not None and ("min_amount" not in out or lim.min_amount > out["min_amount"]["min"]):
-            out["min_amount"] = {"min": lim.min_amount, "rule": rid}
-        for key in daily:
-            d = getattr(lim, key)
-            if d is not None and (d.per not in daily[key] or d.max < daily[key][d.per]["max"]):
-                daily[key][d.per] = {"per": d.per, "max": d.max, "rule": rid}
+    for rules, ids, prefix in ((ruleset, matched, ""), *more):
+        by_id = rules.by_id()
+        for rid in ids:  # priority order: on ties the higher-priority rule keeps the credit
+            lim = by_id[rid].then.limits
+            if lim is None:
+                continue
+            name = prefix + rid
+            if lim.max_amount is not None and ("max_amount" not in out or lim.max_amount < out["max_amount"]["max"]):
+                out["max_amount"] = {"max": lim.max_amount, "rule": name}
+            if lim.min_amount is not None and ("min_amount" not in out or lim.min_amount > out["min_amount"]["min"]):
+                out["min_amount"] = {"min": lim.min_amount, "rule": name}
+            for key in daily:
+                d = getattr(lim, key)
+                if d is not None and (d.per not in daily[key] or d.max < daily[key][d.per]["max"]):
+                    daily[key][d.per] = {"per": d.per, "max": d.max, "rule": name}
     for key, scopes in daily.items():
         if scopes:
             out[key] = [scopes[s] for s in ("customer", "merchant") if s in scopes]
@@ -175,6 +182,21 @@ def order_by_strategy(strategy: Strategy, candidates: tuple[str, ...], strategis
     return tuple(sorted(candidates, key=lambda ch: -scores[ch])), info
 
 
+@dataclass(frozen=True)
+class MerchantRules:
+    """A merchant's own rule set, decided beside the platform's (contract §3): its rule ids show as
+    ``<merchant>/<id>`` (a rule id cannot hold "/", so they never collide with the platform's)."""
+
+    merchant: str
+    ruleset: RuleSet
+    matcher: Matcher
+    version: int | None = None
+
+    @property
+    def prefix(self) -> str:
+        return f"{self.merchant}/"
+
+
 def _pick(ruleset: RuleSet, matched: tuple[str, ...], attr: str) -> tuple[str | None, Any]:
     by_id = ruleset.by_id()
     for rid in matched:
@@ -185,39 +207,66 @@ def _pick(ruleset: RuleSet, matched: tuple[str, ...], attr: str) -> tuple[str | 
     return None, ruleset.defaults
 
 
-def sources(ruleset: RuleSet, matched: tuple[str, ...]) -> dict:
+def _has(then, attr: str) -> bool:
+    return bool(then.route or then.split) if attr == "routing" else bool(getattr(then, attr))
+
+
+def _pick_layered(ruleset: RuleSet, matched: tuple[str, ...], merchant: MerchantRules | None,
+                  own: tuple[str, ...], attr: str) -> tuple[str | None, Any]:
+    """``route``/``split``/``retry`` from the merchant's set where it has one (a matching rule, else its
+    defaults), else the platform's; the rule is named as the decision shows it."""
+    if merchant is not None:
+        rid, then = _pick(merchant.ruleset, own, attr)
+        if _has(then, attr):
+            return merchant.prefix + (rid or "defaults"), then
+    return _pick(ruleset, matched, attr)
+
+
+def sources(ruleset: RuleSet, matched: tuple[str, ...], merchant: MerchantRules | None = None) -> dict:
     """Which rule gave the routing and which the fee (``"defaults"`` when none did), and that fee spec:
-    the "why" beside a decision (the admin UI's simulate)."""
-    route_rule, _ = _pick(ruleset, matched, "routing")
-    fee_rule, then = _pick(ruleset, matched, "fee")
+    the "why" beside a decision (the admin UI's simulate). ``matched``: the decision's matched rules."""
+    prefix = merchant.prefix if merchant is not None else None
+    own = tuple(r[len(prefix):] for r in matched if r.startswith(prefix)) if prefix else ()
+    platform = tuple(r for r in matched if not (prefix and r.startswith(prefix)))
+    route_rule, _ = _pick_layered(ruleset, platform, merchant, own, "routing")
+    fee_rule, then = _pick(ruleset, platform, "fee")
     return {"routing": route_rule or "defaults", "fee": fee_rule or "defaults", "fee_spec": then.fee}
 
 
 def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availability: Availability | None = None,
-           *, split_key: str, version: int | None = None, strategist: Strategist | None = None) -> Decision:
+           *, split_key: str, version: int | None = None, strategist: Strategist | None = None,
+           merchant: MerchantRules | None = None) -> Decision:
     """Evaluate every rule and resolve the outcome (contract §3). Never raises for a decline.
     ``strategist``: the inputs of a ``cost`` or ``success_rate`` route (default: ``availability``, if it
-    is one)."""
+    is one). ``merchant``: the operation's merchant's own set: every decline and limit of both sets
+    applies (the platform's declines first, the strictest limit wins), route/split/retry come from
+    the merchant's set where it has one, the fee only from the platform's."""
     flat = flatten(facts)
     amount, currency = flat.get("amount"), flat.get("currency")
     if type(amount) is not int or not isinstance(currency, str):
         raise InvalidRequest("facts need an integer amount and a currency", param="amount")
     version = version if version is not None else getattr(matcher, "version", None)
     matched = matcher.match(flat)
-    by_id = ruleset.by_id()
-    limits = combine_limits(ruleset, matched)
+    own = merchant.matcher.match(flat) if merchant is not None else ()
+    layers = ((merchant.ruleset, own, merchant.prefix),) if merchant is not None else ()
+    limits = combine_limits(ruleset, matched, *layers)
+    shown = matched + tuple(merchant.prefix + rid for rid in own) if merchant is not None else matched
+    merchant_version = merchant.version if merchant is not None else None
 
     def declined(code: str, rule: str | None, dropped=()) -> Decision:
-        return Decision("decline", code, None, (), tuple(dropped), matched, 0, limits, version, rule)
+        return Decision("decline", code, None, (), tuple(dropped), shown, 0, limits, version, rule,
+                        merchant_ruleset_version=merchant_version)
 
-    for rid in matched:
-        if by_id[rid].then.decline:
-            return declined(by_id[rid].then.decline, rid)
+    for rules, ids, prefix in ((ruleset, matched, ""), *layers):
+        by_id = rules.by_id()
+        for rid in ids:
+            if by_id[rid].then.decline:
+                return declined(by_id[rid].then.decline, prefix + rid)
     if "max_amount" in limits and amount > limits["max_amount"]["max"]:
         return declined("limit_exceeded", limits["max_amount"]["rule"])
     if "min_amount" in limits and amount < limits["min_amount"]["min"]:
         return declined("limit_exceeded", limits["min_amount"]["rule"])
-    rid, then = _pick(ruleset, matched, "routing")
+    rid, then = _pick_layered(ruleset, matched, merchant, own, "routing")
     ordered: tuple[str, ...] = ()
     if then.route:
         ordered = then.route
@@ -242,10 +291,10 @@ def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availab
         ordered_, strategy = order_by_strategy(then.strategy, tuple(candidates), strategist, amount=amount,
                                                currency=currency, operation=operation, method=method_)
         candidates = list(ordered_)
-    _, fee_then = _pick(ruleset, matched, "fee")
+    _, fee_then = _pick(ruleset, matched, "fee")  # what the platform charges: never a merchant's set
     fee = compute_fee(fee_then.fee, amount, currency)
-    retry_rule, retry_then = _pick(ruleset, matched, "retry")
+    retry_rule, retry_then = _pick_layered(ruleset, matched, merchant, own, "retry")
     retry = retry_then.retry and {"on": retry_then.retry.on, "max": retry_then.retry.max,
                                   "rule": retry_rule or "defaults"}
-    return Decision("route", None, candidates[0], tuple(candidates), tuple(dropped), matched, fee, limits, version,
-                    retry=retry, strategy=strategy)
+    return Decision("route", None, candidates[0], tuple(candidates), tuple(dropped), shown, fee, limits, version,
+                    retry=retry, strategy=strategy, merchant_ruleset_version=merchant_version)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from string import Template
@@ -313,14 +314,50 @@ def _parse(data: Any, known: set[str] | None, out: parse.Collector) -> RuleSet |
     return RuleSet(tuple(rules), defaults)
 
 
-def check(source: Any, known_channels: set[str] | None = None) -> tuple[RuleSet | None, list[Problem]]:
-    """Parse and validate; returns the rule set (``None`` if any problem) and every problem."""
+MERCHANT_FEE = "a merchant's rule set cannot set a fee: fees come only from the platform set"
+
+
+def _merchant_then(obj: Any, path: str, unusable: Mapping[str, str], found: list) -> None:
+    if not isinstance(obj, dict):
+        return
+    if "fee" in obj:
+        found.append((f"{path}/fee", MERCHANT_FEE, None))
+    route, rpath = obj.get("route"), f"{path}/route"
+    if isinstance(route, dict):
+        route, rpath = route.get("channels"), f"{rpath}/channels"
+    named = [(f"{rpath}/{i}", ch) for i, ch in enumerate(route)] if isinstance(route, list) else []
+    split = obj.get("split")
+    named += [(f"{path}/split/{ch}", ch) for ch in split] if isinstance(split, dict) else []
+    for where, ch in named:
+        if isinstance(ch, str) and ch in unusable:
+            found.append((where, f"channel {ch!r} cannot be used by this merchant: {unusable[ch]}", None))
+
+
+def merchant_problems(data: Any, unusable: Mapping[str, str]) -> list[tuple[str, str, None]]:
+    """What a merchant's own set may not say (contract §3): a ``fee`` (only the platform charges), or a
+    channel the merchant cannot use (``unusable``: channel → why)."""
+    found: list = []
+    if not isinstance(data, dict):
+        return found
+    for i, raw in enumerate(data.get("rules") if isinstance(data.get("rules"), list) else []):
+        if isinstance(raw, dict):
+            _merchant_then(raw.get("then"), f"/rules/{i}/then", unusable, found)
+    _merchant_then(data.get("defaults"), "/defaults", unusable, found)
+    return found
+
+
+def check(source: Any, known_channels: set[str] | None = None,
+          unusable: Mapping[str, str] | None = None) -> tuple[RuleSet | None, list[Problem]]:
+    """Parse and validate; returns the rule set (``None`` if any problem) and every problem.
+    ``unusable``: given for a merchant's own set, the channels that merchant cannot use (with why)."""
     data, lines, problems = read_document(source)
     if problems and data is None:
         return None, problems
     out = parse.Collector()
     ruleset = _parse(data, known_channels, out)
     found = [(p, m, rid) for rid, p, m in out.items]
+    if unusable is not None:
+        found += merchant_problems(data, unusable)
     covered = {p for p, _, _ in found}
     for path, message in _schema_problems(data):
         if not _said_better(path, message, covered):

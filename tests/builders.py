@@ -104,3 +104,18 @@ def signed_callback(channel, reference: str, status: str, channel_reference: str
                                                        "channel": channel.id, "status": status,
                                                        "error_code": error_code}}).encode()
     return body, {**signed_headers(channel.secret, body), "Content-Type": "application/json"}
+
+
+def recorded_operation(merchant_id: str, amount: int, *, kind: str = "payment", channel: str = "acq_alpha",
+                       fee: int = 0, minutes_ago: int = 1, **fields) -> None:
+    """A succeeded USD card operation as stored ``minutes_ago`` (a recorded workload for replay)."""
+    from datetime import datetime, timedelta
+
+    from app.adapters.models import Operation, new_id
+
+    with unit_of_work() as session:
+        session.add(Operation(
+            id=new_id("pay"), merchant_id=merchant_id, kind=kind, status="succeeded", amount=amount, currency="USD",
+            fee=fee, reference=unique("pay"), idempotency_key=unique("idem"), payment_method=dict(CARD),
+            customer={"id": unique("cus"), "country": "US"}, metadata_={}, routing={"ruleset_version": 1},
+            channel=channel, created_at=datetime.utcnow() - timedelta(minutes=minutes_ago), **fields))

@@ -1,6 +1,11 @@
 """The "Rules" page (contract §5): the live set, a draft with Validate / Diff / Simulate / Replay,
 Publish with a reason (a confirmation when live rules are dropped; with PAYROUTER_RULES_APPROVAL=1
-another pm/admin approves), History with who/when/reason/diff and Roll back.
+another pm/admin approves), History with who/when/reason/diff and Roll back; for the platform's set
+or, chosen at the top ("Rule set"), one merchant's own.
+
+Replay runs as a job on the batch queue (its worker process does the work): the page shows it
+running, and admin/static/rules_replay.js fetches the result from ``/replay/<job>`` when it is done,
+leaving the draft as typed.
 
 Everyone who may see the console may look and try (validate, diff, simulate and replay change
 nothing); publishing, approving and rolling back need ``pm`` (or admin). The work is done by
@@ -10,13 +15,13 @@ from __future__ import annotations
 
 import json
 
-from flask import flash, redirect, request, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 from flask_admin import expose
 
 from admin.audit import current_actor
 from admin.views.base import SecureView, role_required, user_can
 from app.config import get_config
-from app.domain.errors import PayRouterError
+from app.domain.errors import NotFound, PayRouterError
 from app.domain.kinds import OperationKind
 from app.services import rules_publishing, rules_workspace
 
@@ -30,7 +35,7 @@ class RulesView(SecureView):
     roles = ()  # every role reads; the actions below say who may change
 
     def _page(self, *, status: int = 200, **state):
-        merchant = (request.values.get("merchant") or "").strip() or None
+        merchant = _owner()
         try:
             live = rules_workspace.show(merchant=merchant)
             history = rules_publishing.history(merchant)
@@ -61,20 +66,35 @@ class RulesView(SecureView):
         if action not in TRIES:
             flash("Choose Validate, Diff, Simulate or Replay.", "error")
             return self._page(status=400)
-        problems = rules_workspace.validate(source)
-        state: dict = {"action": action, "problems": problems}
+        merchant = _owner()
+        state: dict = {"action": action}
         try:
+            state["problems"] = problems = rules_workspace.validate(source, merchant)
             if action == "diff":
-                state["diff"] = rules_workspace.diff(source)
+                state["diff"] = rules_workspace.diff(source, merchant)
             elif action == "simulate" and not problems:
                 state["simulation"] = rules_workspace.simulate(
                     source, request.form.get("kind", "payment"), _json_body(request.form.get("body", "")),
-                    (request.form.get("sim_merchant") or "").strip() or None)
+                    (request.form.get("sim_merchant") or "").strip() or None, draft_owner=merchant)
             elif action == "replay" and not problems:
-                state["replay"] = rules_workspace.replay(source, _int(request.form.get("last"), 100))
+                job = rules_workspace.start_replay(source, _int(request.form.get("last"), 100), merchant)
+                state["replay_job"] = url_for(".replay_result", job=job)
         except PayRouterError as exc:
             state["error"] = exc.message
         return self._page(**state)
+
+    @expose("/replay/<job>")
+    def replay_result(self, job):
+        """A replay's result as a fragment of the page: 202 while it runs, 200 with its counts."""
+        try:
+            found = rules_workspace.replay_status(job)
+        except NotFound:
+            abort(404)
+        except PayRouterError:
+            abort(503)
+        status = 200 if found["status"] in ("finished", "failed") else 202
+        return render_template("admin/payrouter_rules_replay.html", job=found,
+                               poll=url_for(".replay_result", job=job)), status
 
     @expose("/publish", methods=("POST",))
     @role_required("pm")
@@ -83,7 +103,7 @@ class RulesView(SecureView):
         confirm = request.form.get("confirm_dropped") == "1"
         try:
             result = rules_publishing.publish(source, current_actor(), request.form.get("reason"),
-                                              confirm_dropped=confirm)
+                                              confirm_dropped=confirm, merchant=_owner())
         except rules_publishing.DropsLiveRules as exc:
             return self._page(action="publish", confirm_dropped=exc.extra.get("dropped", []), status=409)
         except PayRouterError as exc:
@@ -94,7 +114,7 @@ class RulesView(SecureView):
             flash(f"Request {result['request']} awaits approval by another pm or admin.", "info")
         else:
             flash(f"Published version {result['version']}: it is live.", "success")
-        return redirect(url_for(".index"))
+        return _back()
 
     @expose("/approve", methods=("POST",))
     @role_required("pm")
@@ -117,19 +137,29 @@ class RulesView(SecureView):
             return self._page(status=status)
         version = f" as version {result['version']}" if result.get("version") else ""
         flash(f"Request {number} {done}{version}.", "success")
-        return redirect(url_for(".index"))
+        return _back()
 
     @expose("/rollback", methods=("POST",))
     @role_required("pm")
     def rollback(self):
         version = _id(request.form.get("version"))
         try:
-            rules_publishing.rollback(version, current_actor(), request.form.get("reason"))
+            rules_publishing.rollback(version, current_actor(), request.form.get("reason"), _owner())
         except PayRouterError as exc:
             flash(exc.message, "error")
-            return redirect(url_for(".index"))
+            return _back()
         flash(f"Rolled back: version {version} is live.", "success")
-        return redirect(url_for(".index"))
+        return _back()
+
+
+def _owner() -> str | None:
+    """Whose rule set the page is about: the platform's (blank) or a merchant's (``merchant``)."""
+    return (request.values.get("merchant") or "").strip() or None
+
+
+def _back():
+    merchant = _owner()
+    return redirect(url_for(".index", merchant=merchant) if merchant else url_for(".index"))
 
 
 def _draft() -> str:

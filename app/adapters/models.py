@@ -201,6 +201,7 @@ class Event(Base):
 class RulesetVersion(Base):
     __tablename__ = "ruleset_versions"
     version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str | None] = mapped_column(String(40))  # None: the platform set
     source: Mapped[str] = mapped_column(Text)
     checksum: Mapped[str] = mapped_column(String(64))
     author: Mapped[str] = mapped_column(String(200))
@@ -209,10 +210,12 @@ class RulesetVersion(Base):
 
 
 class RulesetPublication(Base):
-    """Who made which version live, when; the newest row is the live version."""
+    """Who made which version live, when; each owner's (platform or merchant) newest row is its live version."""
 
     __tablename__ = "ruleset_publications"
+    __table_args__ = (Index("ix_ruleset_publications_merchant", "merchant_id", "id"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    merchant_id: Mapped[str | None] = mapped_column(String(40))  # None: the platform set
     version: Mapped[int] = mapped_column(ForeignKey("ruleset_versions.version"))
     action: Mapped[str] = mapped_column(String(10))  # publish | rollback
     actor: Mapped[str] = mapped_column(String(200))

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from app.domain.errors import PayRouterError
+from app.domain.kinds import OperationKind
 
 
 def _read(path: str) -> str:
@@ -27,19 +28,26 @@ def _fail(exc: PayRouterError) -> None:
     raise click.ClickException(exc.message)
 
 
+_MERCHANT = click.option("--merchant", default=None, metavar="MER_ID",
+                         help="a merchant's own rule set (mer_…) instead of the platform's")
+
+
 @click.group("rules")
 def rules_group():
-    """Rule sets: validate, simulate, show, diff, replay, publish, history, rollback."""
+    """Rule sets: validate, simulate, show, diff, replay, publish, history, rollback. Each takes
+    --merchant mer_… for that merchant's own set, decided beside the platform's."""
 
 
 @rules_group.command("validate")
 @click.argument("file")
-def validate(file):
-    """Check a rule file; every problem is listed with its rule id, path and line."""
+@_MERCHANT
+def validate(file, merchant):
+    """Check a rule file; every problem is listed with its rule id, path and line. With --merchant, also
+    what a merchant's set may not say: a fee, or a channel that merchant cannot use."""
     from app.services import rules_store as store
 
     try:
-        store.check(_read(file))
+        store.check(_read(file), store.merchant_id(merchant))
     except PayRouterError as exc:
         _fail(exc)
     click.echo(f"{file}: valid")
@@ -48,31 +56,29 @@ def validate(file):
 @rules_group.command("simulate")
 @click.argument("file")
 @click.argument("payload")
+@click.option("--kind", type=click.Choice(OperationKind.routed()), default=None,
+              help="the operation kind (default: the payload's kind, else payment); a withdrawal's payload "
+                   "names its destination, a refund's neither method nor destination")
+@_MERCHANT
+@click.option("--as", "as_merchant", default=None, metavar="MER_ID",
+              help="decide as this merchant's operation (its own live set applies); default: --merchant")
 @click.option("--live", is_flag=True, help="as a live-mode operation: only live channels are candidates")
-def simulate(file, payload, live):
-    """Print the decision FILE would make for PAYLOAD.json (a payment body), as JSON; a test-mode
-    operation unless --live."""
-    from app.services.routing import Availability
+def simulate(file, payload, kind, merchant, as_merchant, live):
+    """Print the decision FILE would make for PAYLOAD.json (a body of the operation kind), as JSON, with
+    the live sets around it (FILE in place of the platform's set, or of --merchant's own); a test-mode
+    operation unless --live. "explain" says which rule routed, set the fee and declined."""
+    from app.services import rules_workspace
     from app.services.validation import parse_body
-    from rules import decide, format
-    from rules.engine import CompiledRules
 
     try:
-        ruleset = format.load(_read(file))
         body = parse_body(_read(payload).encode(), "simulate")
+        named = body.pop("kind", None) or body.pop("type", None)
+        body.pop("type", None)
+        result = rules_workspace.simulate(_read(file), kind or named or "payment", body, as_merchant,
+                                          livemode=live, draft_owner=merchant)
     except PayRouterError as exc:
         _fail(exc)
-    merchant = body.pop("merchant", None) or {}
-    facts = decide.facts_for(body.get("type", "payment"), body["amount"], body["currency"],
-                             body.get("payment_method"), body.get("customer"), merchant.get("id"),
-                             merchant.get("category"), body.get("metadata"))
-    matcher = CompiledRules(ruleset)
-    try:
-        result = decide.decide(facts, ruleset, matcher, Availability(live),
-                               split_key=body.get("reference") or "simulate")
-    finally:
-        matcher.close()
-    click.echo(json.dumps(result.to_dict(), indent=2))
+    click.echo(json.dumps(result["draft"], indent=2))
 
 
 @rules_group.command("publish")
@@ -81,14 +87,16 @@ def simulate(file, payload, live):
               help="why this change (required; kept in the history and the audit log)")
 @click.option("--yes", "-y", "confirm", is_flag=True, help="publish even though it drops rules of the live set")
 @click.option("--author", default=None, help="who publishes (default: the OS user)")
-def publish(file, reason, confirm, author):
+@_MERCHANT
+def publish(file, reason, confirm, author, merchant):
     """Validate, compile-check and make FILE the live rule set; prints its version number. A file that
     drops rules of the live set needs --yes. With PAYROUTER_RULES_APPROVAL=1 it waits for another
     pm/admin to approve it on the admin UI's "Rules" page."""
     from app.services import rules_publishing
 
     try:
-        result = rules_publishing.publish(_read(file), author or getpass.getuser(), reason, confirm_dropped=confirm)
+        result = rules_publishing.publish(_read(file), author or getpass.getuser(), reason, confirm_dropped=confirm,
+                                          merchant=merchant)
     except rules_publishing.DropsLiveRules as exc:
         for rule_id in exc.extra.get("dropped", []):
             click.echo(f"- {rule_id}  (in the live set, not in {file})", err=True)
@@ -98,12 +106,13 @@ def publish(file, reason, confirm, author):
     if result["status"] == "pending":
         click.echo(f"request {result['request']} awaits approval by another pm or admin (admin UI, \"Rules\")")
         return
-    click.echo(f"published version {result['version']}")
+    owner = f" of {merchant}'s rule set" if merchant else ""
+    click.echo(f"published version {result['version']}{owner}")
 
 
 @rules_group.command("show")
 @click.argument("version", type=int, required=False)
-@click.option("--merchant", default=None, help="a merchant's rule set (mer_…) instead of the platform's")
+@_MERCHANT
 def show(version, merchant):
     """The live rule set (or VERSION) as YAML."""
     from app.services import rules_workspace
@@ -119,12 +128,13 @@ def show(version, merchant):
 @rules_group.command("diff")
 @click.argument("file")
 @click.option("--json", "as_json", is_flag=True)
-def diff(file, as_json):
+@_MERCHANT
+def diff(file, as_json, merchant):
     """What FILE changes against the live rule set, rule by rule (+ added, - removed, ~ changed fields)."""
     from app.services import rules_workspace
 
     try:
-        result = rules_workspace.diff(_read(file))
+        result = rules_workspace.diff(_read(file), merchant)
     except PayRouterError as exc:
         _fail(exc)
     if result["problems"]:
@@ -142,12 +152,14 @@ def diff(file, as_json):
 @click.option("--last", "last", type=click.IntRange(1, 10_000), default=100, show_default=True,
               help="how many of the most recent operations")
 @click.option("--json", "as_json", is_flag=True)
-def replay(file, last, as_json):
-    """Re-decide the last N operations under FILE and under the live set; count what would change."""
+@_MERCHANT
+def replay(file, last, as_json, merchant):
+    """Re-decide the last N operations under FILE and under the live set; count what would change. With
+    --merchant, FILE is that merchant's own set and only its operations are replayed."""
     from app.services import rules_workspace
 
     try:
-        result = rules_workspace.replay(_read(file), last)
+        result = rules_workspace.replay(_read(file), last, merchant)
     except PayRouterError as exc:
         _fail(exc)
     if as_json:
@@ -173,11 +185,15 @@ def _brief(summary: dict) -> str:
 @rules_group.command("history")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--diff", "with_diff", is_flag=True, help="each version's diff to the one live before it")
-def history(as_json, with_diff):
+@_MERCHANT
+def history(as_json, with_diff, merchant):
     """Who published which version, when and why (newest first)."""
     from app.services import rules_publishing
 
-    rows = rules_publishing.history(limit=200)
+    try:
+        rows = rules_publishing.history(merchant, limit=200)
+    except PayRouterError as exc:
+        _fail(exc)
     if as_json:
         click.echo(json.dumps([{k: v for k, v in r.items() if k != "diff_text"} for r in rows], indent=2))
         return
@@ -193,12 +209,13 @@ def history(as_json, with_diff):
 @click.argument("version", type=int)
 @click.option("--reason", "-m", required=True, help="why (required; kept in the history and the audit log)")
 @click.option("--actor", default=None)
-def rollback(version, reason, actor):
-    """Make an earlier VERSION live again."""
+@_MERCHANT
+def rollback(version, reason, actor, merchant):
+    """Make an earlier VERSION live again (with --merchant, a version of that merchant's set)."""
     from app.services import rules_publishing
 
     try:
-        rules_publishing.rollback(version, actor or getpass.getuser(), reason)
+        rules_publishing.rollback(version, actor or getpass.getuser(), reason, merchant)
     except PayRouterError as exc:
         _fail(exc)
     click.echo(f"version {version} is live")

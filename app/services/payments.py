@@ -140,8 +140,9 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
         status=PENDING, version=0, amount=amount, currency=currency, fee=fields.pop("fee", payload["fee"]),
         reference=body["reference"], idempotency_key=key, metadata_=body.get("metadata") or {},
         limit_reservation=reservation,
-        routing=routing_view or {k: payload[k] for k in ("ruleset_version", "matched_rules", "candidates", "dropped",
-                                                          "channel", *STRATEGY_KEYS) if k in payload},
+        routing=routing_view or {k: payload[k] for k in ("ruleset_version", "merchant_ruleset_version", "matched_rules",
+                                                          "candidates", "dropped", "channel", *STRATEGY_KEYS)
+                                  if k in payload},
         request_id=context.current_request_id(), **fields)
     context.set_object_id(op.id)
     with _giving_back_limits(op, payload):
@@ -269,8 +270,11 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
 
 def _ledger_only_view(decision) -> dict:
     payload = decision.to_dict()
-    return {"ruleset_version": payload["ruleset_version"], "matched_rules": payload["matched_rules"],
+    view = {"ruleset_version": payload["ruleset_version"], "matched_rules": payload["matched_rules"],
             "candidates": [], "dropped": [], "channel": None}
+    if "merchant_ruleset_version" in payload:
+        view["merchant_ruleset_version"] = payload["merchant_ruleset_version"]
+    return view
 
 
 def _account_in(session: Session, merchant: Merchant, body: dict):

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 
 from app.adapters import metrics
 from app.adapters.channels_runtime import registry
-from app.domain.errors import LimitExceeded, NoRoute, RuleDeclined
+from app.domain.errors import InvalidRequest, LimitExceeded, NoRoute, RuleDeclined
 from app.services import breaker, success_rates, switches
 from channels.modes import mode_of
 from rules.model import Fee
@@ -57,6 +57,24 @@ class LedgerOnly:
 
     def drop_reason(self, channel_id: str, *, operation: str, currency: str, method: str | None) -> str | None:
         return None
+
+
+def availability_for(kind: str, body: dict, livemode: bool):
+    """What the API decides an operation of ``kind`` with: refunds (they follow their payment) and
+    balance payments (inside the ledger) reach no channel by routing; the rest the channels of its mode."""
+    if kind == "refund" or (body.get("payment_method") or {}).get("type") == "balance":
+        return LedgerOnly()
+    return Availability(livemode)
+
+
+def require_instrument(kind: str, body: dict) -> None:
+    """A simulated body names what its kind would: a withdrawal its ``destination``, a payment or top-up
+    its ``payment_method``; a refund needs neither (it follows its payment)."""
+    if kind == "refund":
+        return
+    wanted = "destination" if kind == "withdrawal" else "payment_method"
+    if not body.get(wanted):
+        raise InvalidRequest(f"Missing required param: {wanted}", param=wanted, code="parameter_missing")
 
 
 def facts(kind: str, merchant, body: dict, *, amount: int, currency: str, now: datetime | None = None) -> dict:

@@ -18,7 +18,7 @@ from app.config import get_config
 from app.domain.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from app.services import rules_store as store
 from app.services.audit import record
-from app.services.rules_workspace import checked, dropped_rules, platform_only
+from app.services.rules_workspace import checked, dropped_rules, owner
 from rules import diff as diff_mod
 from rules import format
 
@@ -68,12 +68,13 @@ def publish(source: str, actor: str, reason: str | None, *, confirm_dropped: boo
             merchant: str | None = None, approval: bool | None = None) -> dict:
     """Publish a draft: ``{"status": "published", "version"}``; or, with approval required,
     ``{"status": "pending", "request"}`` awaiting another pm/admin. Raises ``DropsLiveRules`` when the
-    draft drops live rules and ``confirm_dropped`` is not set."""
-    platform_only(merchant)
+    draft drops live rules and ``confirm_dropped`` is not set. ``merchant``: the draft is that merchant's
+    own set."""
+    merchant = owner(merchant)
     reason = _reason(reason)
     if not actor:
         raise InvalidRequest("actor is required", param="actor")
-    checked(source)  # every problem before anything else
+    checked(source, merchant)  # every problem before anything else
     dropped = _guard_drops(source, merchant, confirm_dropped)
     approval = get_config().rules_approval if approval is None else approval
     if approval:
@@ -88,12 +89,17 @@ def publish(source: str, actor: str, reason: str | None, *, confirm_dropped: boo
             number = request.id
         return {"status": PENDING, "request": number, "dropped": dropped}
     with unit_of_work() as session:
-        before = store.live_version(session)
-        version = store.publish(session, source, actor, reason)
-        audit(session, actor, "rules.publish", "rules:platform", {"version": before},
+        before = store.live_version(session, merchant)
+        version = store.publish(session, source, actor, reason, merchant=merchant)
+        audit(session, actor, "rules.publish", target(merchant), {"version": before},
               {"version": version, "dropped": dropped}, reason)
-    store.announce(version)
-    return {"status": "published", "version": version, "dropped": dropped}
+    store.announce(version, merchant=merchant)
+    return {"status": "published", "version": version, "dropped": dropped, "merchant": merchant}
+
+
+def target(merchant: str | None) -> str:
+    """The audit log's name for a rule set."""
+    return f"rules:{merchant or 'platform'}"
 
 
 def _request(session, request_id: int) -> RulesetRequest:
@@ -116,13 +122,16 @@ def approve(request_id: int, actor: str) -> dict:
         if unconfirmed:  # the live set changed since the request: its author confirmed other drops
             raise DropsLiveRules(f"the live set changed since request {request_id}: it would now also drop "
                                  f"{', '.join(unconfirmed)}; submit it again", dropped=unconfirmed)
-        before = store.live_version(session)
-        version = store.publish(session, request.source, request.author, request.reason, approved_by=actor)
+        merchant = request.merchant_id
+        before = store.live_version(session, merchant)
+        version = store.publish(session, request.source, request.author, request.reason, approved_by=actor,
+                                merchant=merchant)
         request.status, request.decided_by, request.decided_at, request.version = APPROVED, actor, utcnow(), version
         audit(session, actor, "rules.approve", f"rules_request:{request_id}", {"status": PENDING, "version": before},
-              {"status": APPROVED, "version": version, "author": request.author}, request.reason)
-    store.announce(version)
-    return {"status": "published", "version": version, "request": request_id}
+              {"status": APPROVED, "version": version, "author": request.author, "rules": target(merchant)},
+              request.reason)
+    store.announce(version, merchant=merchant)
+    return {"status": "published", "version": version, "request": request_id, "merchant": merchant}
 
 
 def reject(request_id: int, actor: str, note: str | None = None) -> dict:
@@ -136,36 +145,37 @@ def reject(request_id: int, actor: str, note: str | None = None) -> dict:
 
 
 def pending(merchant: str | None = None) -> list[dict]:
-    """Requests awaiting approval, oldest first, each with its diff to the live set."""
-    platform_only(merchant)
+    """Requests for this owner's set awaiting approval, oldest first, each with its diff to the live set."""
+    merchant = owner(merchant)
+    mine = RulesetRequest.merchant_id.is_(None) if merchant is None else RulesetRequest.merchant_id == merchant
     with read_only() as session:
-        live = store.live_version(session)
-        before = _data(store.source_of(session, live)) if live is not None else None
+        live = store.live_version(session, merchant)
+        before = _data(store.source_of(session, live, merchant)) if live is not None else None
         rows = [{"request": r.id, "author": r.author, "reason": r.reason, "at": r.created_at.isoformat() + "Z",
-                 "dropped": r.dropped or [], "source": r.source}
-                for r in session.scalars(select(RulesetRequest).where(RulesetRequest.status == PENDING)
+                 "dropped": r.dropped or [], "source": r.source, "merchant": r.merchant_id}
+                for r in session.scalars(select(RulesetRequest).where(RulesetRequest.status == PENDING, mine)
                                          .order_by(RulesetRequest.id))]
     return [{**row, "diff": diff_mod.diff(before, _data(row["source"]))} for row in rows]
 
 
 def rollback(version: int, actor: str, reason: str | None, merchant: str | None = None) -> dict:
-    """Make an earlier version live again (the undo: no approval needed), with a reason."""
-    platform_only(merchant)
+    """Make an earlier version of the same owner's live again (the undo: no approval needed), with a reason."""
+    merchant = owner(merchant)
     reason = _reason(reason)
     with unit_of_work() as session:
-        before = store.live_version(session)
-        store.rollback(session, version, actor, reason)
-        audit(session, actor, "rules.rollback", "rules:platform", {"version": before}, {"version": version}, reason)
-    store.announce(version)
-    return {"status": "published", "version": version}
+        before = store.live_version(session, merchant)
+        store.rollback(session, version, actor, reason, merchant)
+        audit(session, actor, "rules.rollback", target(merchant), {"version": before}, {"version": version}, reason)
+    store.announce(version, merchant=merchant)
+    return {"status": "published", "version": version, "merchant": merchant}
 
 
 def history(merchant: str | None = None, limit: int = 50) -> list[dict]:
     """Publications, newest first: who, when, reason, who approved, and the diff to the version live
     before it."""
-    platform_only(merchant)
+    merchant = owner(merchant)
     with read_only() as session:
-        rows = list(reversed(store.history(session)[:limit + 1]))
+        rows = list(reversed(store.history(session, merchant)[:limit + 1]))
         wanted = {r["version"] for r in rows}
         sources = dict(session.execute(select(RulesetVersion.version, RulesetVersion.source)
                                        .where(RulesetVersion.version.in_(wanted))).all()) if wanted else {}

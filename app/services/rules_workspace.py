@@ -6,24 +6,29 @@ N operations under both. Publishing, approval, history and rollback are in
 ``app.services.rules_publishing``. Every decision here is made by ``rules.decide.decide``, the one
 decision path the API uses; only the rule set and its matcher differ.
 
-``merchant``: the rule set of one merchant. Per-merchant rule sets arrive with their own change;
-until then only the platform set (``merchant=None``) exists and any other answers 400.
+``merchant``: whose set the draft is: the platform's (None) or one merchant's own set (contract §3),
+decided beside the platform's live set. Validation refuses in a merchant's set a ``fee`` and any
+channel that merchant cannot use.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import re
 import threading
+import uuid
 from collections import OrderedDict
+from dataclasses import dataclass
 from types import SimpleNamespace
 
+import redis
 import yaml
 from sqlalchemy import select
 
 from app.adapters.db import read_only
 from app.adapters.models import Merchant, Operation
-from app.domain.errors import InvalidRequest, NotFound, PayRouterError
+from app.domain.errors import InvalidRequest, NotFound, PayRouterError, ServiceUnavailable
 from app.domain.kinds import OperationKind
 from app.services import routing
 from app.services import rules_runtime as runtime
@@ -40,10 +45,15 @@ _checked: OrderedDict[str, RuleSet] = OrderedDict()  # checksum → a draft that
 _checked_lock = threading.Lock()
 
 
-def platform_only(merchant: str | None) -> None:
-    if merchant is not None:
-        raise InvalidRequest("rule sets per merchant are not available yet; leave merchant empty",
-                             param="merchant", code="merchant_rules_unavailable")
+def owner(merchant: str | None) -> str | None:
+    """Whose rule set: None (the platform's) or a well-formed merchant id (blank is the platform)."""
+    return store.merchant_id(merchant or None)
+
+
+NO_OWN_SET = """# {merchant} has no rule set of its own: the platform's decides alone.
+# A merchant's set may decline, set limits, route, split and retry; fees come from the platform's.
+rules: []
+"""
 
 
 # -- show ---------------------------------------------------------------------------------------
@@ -59,14 +69,17 @@ def as_yaml(source: str) -> str:
 
 def show(version: int | None = None, merchant: str | None = None) -> dict:
     """``{version, live_version, source}``: the live version (or ``version``) as YAML."""
-    platform_only(merchant)
+    merchant = owner(merchant)
     with read_only() as session:
-        live = store.live_version(session)
+        if merchant is not None and session.get(Merchant, merchant) is None:
+            raise NotFound(f"No such merchant: '{merchant}'", param="merchant")
+        live = store.live_version(session, merchant)
         wanted = live if version is None else version
         if wanted is None:
-            return {"version": None, "live_version": None, "merchant": merchant,
-                    "source": store.DEFAULT_RULES.read_text(encoding="utf-8")}
-        source = store.source_of(session, wanted)
+            source = NO_OWN_SET.format(merchant=merchant) if merchant else \
+                store.DEFAULT_RULES.read_text(encoding="utf-8")
+            return {"version": None, "live_version": None, "merchant": merchant, "source": source}
+        source = store.source_of(session, wanted, merchant)
     return {"version": wanted, "live_version": live, "merchant": merchant, "source": as_yaml(source)}
 
 
@@ -77,17 +90,19 @@ def problem_dict(problem) -> dict:
             "text": str(problem)}
 
 
-def checked(source: str) -> RuleSet:
+def checked(source: str, merchant: str | None = None) -> RuleSet:
     """The draft as a rule set once it passed every check (schema, static, engine limits, a compile in
-    a child process); ``RulesInvalid`` or ``InvalidRequest`` otherwise. Recent passes are remembered."""
+    a child process; for a merchant's set, no fee and only channels it can use); ``RulesInvalid`` or
+    ``InvalidRequest`` otherwise. Recent passes are remembered."""
     if not isinstance(source, str) or not source.strip():
         raise InvalidRequest("the draft is empty", param="source")
-    key = hashlib.sha256(source.encode()).hexdigest()
+    merchant = owner(merchant)
+    key = hashlib.sha256(f"{merchant or ''}\x00{source}".encode()).hexdigest()
     with _checked_lock:
         if key in _checked:
             _checked.move_to_end(key)
             return _checked[key]
-    ruleset = store.check(source)
+    ruleset = store.check(source, merchant)
     with _checked_lock:
         _checked[key] = ruleset
         while len(_checked) > 16:
@@ -95,10 +110,10 @@ def checked(source: str) -> RuleSet:
     return ruleset
 
 
-def validate(source: str) -> list[dict]:
+def validate(source: str, merchant: str | None = None) -> list[dict]:
     """Every problem of a draft (``[]``: it can be published), each with its line where known."""
     try:
-        checked(source)
+        checked(source, merchant)
     except format.RulesInvalid as exc:
         return [problem_dict(p) for p in exc.problems]
     except PayRouterError as exc:
@@ -109,18 +124,18 @@ def validate(source: str) -> list[dict]:
 # -- diff ---------------------------------------------------------------------------------------
 
 def _live_data(merchant: str | None = None, version: int | None = None):
-    platform_only(merchant)
+    merchant = owner(merchant)
     with read_only() as session:
-        wanted = store.live_version(session) if version is None else version
+        wanted = store.live_version(session, merchant) if version is None else version
         if wanted is None:
             return None, None
-        return wanted, format.to_data(store.source_of(session, wanted))
+        return wanted, format.to_data(store.source_of(session, wanted, merchant))
 
 
 def diff(source: str, merchant: str | None = None, against: int | None = None) -> dict:
     """The draft against the live version (or ``against``), rule by rule; ``problems`` if it cannot be read."""
     version, before = _live_data(merchant, against)
-    problems = validate(source)
+    problems = validate(source, merchant)
     after = format.to_data(source) if isinstance(source, str) and source.strip() else None
     if not isinstance(after, dict):  # unreadable: nothing to compare, the problems say why
         after = before
@@ -146,11 +161,37 @@ def _merchant(session, merchant_id: str | None, livemode: bool):
     return SimpleNamespace(id=row.id, category=row.category, livemode=livemode)
 
 
-def explained(decision, ruleset: RuleSet, amount: int, currency: str) -> dict:
+@dataclass(frozen=True)
+class Side:
+    """The sets one decision is made under: the platform's and, for a merchant with one, its own."""
+
+    ruleset: RuleSet
+    matcher: object
+    version: int | None
+    merchant: decide_mod.MerchantRules | None = None
+
+    def decide(self, facts: dict, availability, key: str):
+        return decide_mod.decide(facts, self.ruleset, self.matcher, availability, split_key=key,
+                                 version=self.version, merchant=self.merchant)
+
+
+def sides(draft: RuleSet, draft_matcher, draft_owner: str | None, merchant_id: str | None) -> tuple[Side, Side]:
+    """(live, draft) for an operation of ``merchant_id``: live is the platform's live set with the
+    merchant's own live set; the draft takes the place of the platform's set, or of ``draft_owner``'s."""
+    live = runtime.current()
+    own = runtime.merchant_rules(merchant_id)
+    before = Side(live.ruleset, live, live.version, own)
+    if draft_owner is None:
+        return before, Side(draft, draft_matcher, None, own)
+    return before, Side(live.ruleset, live, live.version,
+                        decide_mod.MerchantRules(draft_owner, draft, draft_matcher, None))
+
+
+def explained(decision, side: Side, amount: int, currency: str) -> dict:
     """The decision (contract's routing_decision) plus why: the rule that routed, the rule that set the
     fee with its spec and formula, the rule that declined."""
     out = decision.to_dict()
-    src = decide_mod.sources(ruleset, decision.matched_rules)
+    src = decide_mod.sources(side.ruleset, decision.matched_rules, side.merchant)
     spec = src.pop("fee_spec")
     out["explain"] = {
         "routing_from": src["routing"] if decision.outcome == "route" else None,
@@ -162,36 +203,38 @@ def explained(decision, ruleset: RuleSet, amount: int, currency: str) -> dict:
     return out
 
 
-def _availability(kind: str, body: dict, livemode: bool):
-    if kind == "refund" or (body.get("payment_method") or {}).get("type") == "balance":
-        return routing.LedgerOnly()  # as the API decides them: no channel is routed to
-    return routing.Availability(livemode)
-
-
-def simulate(source: str, kind: str, body: dict, merchant_id: str | None = None, livemode: bool = False) -> dict:
-    """One body decided under the draft and under the live set, side by side (no side effect)."""
+def simulate(source: str, kind: str, body: dict, merchant_id: str | None = None, livemode: bool = False,
+             draft_owner: str | None = None) -> dict:
+    """One body decided under the draft and under the live sets, side by side (no side effect), as an
+    operation of ``merchant_id`` (default: the draft's owner, the only merchant a merchant's draft
+    decides for)."""
     from app.services.validation import validate as validate_body
 
     if kind not in OperationKind.routed():
         raise InvalidRequest(f"kind must be one of {', '.join(OperationKind.routed())}", param="kind")
-    ruleset = checked(source)
+    draft_owner = owner(draft_owner)
+    merchant_id = owner(merchant_id) or draft_owner
+    if draft_owner is not None and merchant_id != draft_owner:
+        raise InvalidRequest(f"a draft of {draft_owner}'s rule set decides only {draft_owner}'s operations",
+                             param="merchant")
+    ruleset = checked(source, draft_owner)
     body = validate_body("simulate", {**body, "type": kind})
+    routing.require_instrument(kind, body)
     with read_only() as session:
         merchant = _merchant(session, merchant_id, livemode)
     amount, currency = body["amount"], body["currency"]
     facts = routing.facts(kind, merchant, body, amount=amount, currency=currency)
-    availability = _availability(kind, body, livemode)
+    availability = routing.availability_for(kind, body, livemode)
     key = body.get("reference") or "simulate"
-    live = runtime.current()
-    before = decide_mod.decide(facts, live.ruleset, live, availability, split_key=key, version=live.version)
     matcher = CompiledRules(ruleset)
     try:
-        after = decide_mod.decide(facts, ruleset, matcher, availability, split_key=key)
+        live, draft = sides(ruleset, matcher, draft_owner, merchant.id)
+        before, after = live.decide(facts, availability, key), draft.decide(facts, availability, key)
+        shown_draft, shown_live = explained(after, draft, amount, currency), explained(before, live, amount, currency)
     finally:
         matcher.close()
-    draft, current = explained(after, ruleset, amount, currency), explained(before, live.ruleset, amount, currency)
-    return {"kind": kind, "merchant": merchant.id, "facts": facts_view(facts), "draft": draft, "live": current,
-            "differs": _outcome(after) != _outcome(before)}
+    return {"kind": kind, "merchant": merchant.id, "facts": facts_view(facts), "draft": shown_draft,
+            "live": shown_live, "differs": _outcome(after) != _outcome(before)}
 
 
 def facts_view(facts: dict) -> dict:
@@ -243,6 +286,8 @@ def _summary(decision, refund_channel: str | None = None) -> dict:
 def _recent(last: int, merchant: str | None):
     with read_only() as session:
         query = select(Operation).order_by(Operation.created_at.desc(), Operation.id.desc()).limit(last)
+        if merchant is not None:
+            query = query.where(Operation.merchant_id == merchant)
         ops = [SimpleNamespace(**{name: getattr(op, name) for name in _STORED}) for op in session.scalars(query)]
         ids = {op.merchant_id for op in ops}
         categories = {m.id: m.category for m in session.scalars(select(Merchant).where(Merchant.id.in_(ids)))} \
@@ -256,16 +301,17 @@ _STORED = ("id", "merchant_id", "livemode", "kind", "status", "amount", "currenc
 
 def replay(source: str, last: int = 100, merchant: str | None = None) -> dict:
     """Re-decide the last ``last`` operations (their stored facts, at their own hour and weekday) under
-    the live set and under the draft, with today's channel availability for both, so every difference
-    comes from the rules: counts of changed channel, fee and decline, and examples of each."""
-    platform_only(merchant)
+    the live sets and under the draft, with today's channel availability for both, so every difference
+    comes from the rules: counts of changed channel, fee and decline, and examples of each. A draft of
+    ``merchant``'s own set replays that merchant's operations only; the platform's, everyone's (each
+    with its merchant's own live set on both sides)."""
+    merchant = owner(merchant)
     if type(last) is not int or not 1 <= last <= MAX_REPLAY:
         raise InvalidRequest(f"last must be an integer from 1 to {MAX_REPLAY}", param="last")
-    ruleset = checked(source)
+    ruleset = checked(source, merchant)
     ops, categories = _recent(last, merchant)
-    live = runtime.current()
     matcher = CompiledRules(ruleset)
-    availabilities = {}
+    availabilities, pairs = {}, {}
     counts = {"channel": 0, "fee": 0, "decline": 0}
     examples = {"channel": [], "fee": [], "decline": []}
     changed = 0
@@ -275,14 +321,16 @@ def replay(source: str, last: int = 100, merchant: str | None = None) -> dict:
                     "metadata": op.metadata_}
             who = SimpleNamespace(id=op.merchant_id, category=categories.get(op.merchant_id), livemode=op.livemode)
             facts = routing.facts(op.kind, who, body, amount=op.amount, currency=op.currency, now=op.created_at)
-            ledger_only = op.kind == "refund" or (op.payment_method or {}).get("type") == "balance"
-            avail_key = "ledger" if ledger_only else op.livemode
+            availability = routing.availability_for(op.kind, body, op.livemode)
+            avail_key = type(availability).__name__, op.livemode
             if avail_key not in availabilities:
-                availabilities[avail_key] = _Remembered(_availability(op.kind, body, op.livemode))
-            availability = availabilities[avail_key]
+                availabilities[avail_key] = _Remembered(availability)
+            if op.merchant_id not in pairs:
+                pairs[op.merchant_id] = sides(ruleset, matcher, merchant, op.merchant_id)
+            live, draft = pairs[op.merchant_id]
             key = op.idempotency_key or op.reference
-            before = decide_mod.decide(facts, live.ruleset, live, availability, split_key=key, version=live.version)
-            after = decide_mod.decide(facts, ruleset, matcher, availability, split_key=key)
+            before = live.decide(facts, availabilities[avail_key], key)
+            after = draft.decide(facts, availabilities[avail_key], key)
             refund_channel = op.channel if op.kind == "refund" else None  # a refund follows its payment
             a, b = _summary(before, refund_channel), _summary(after, refund_channel)
             if op.kind == "refund":
@@ -306,5 +354,57 @@ def replay(source: str, last: int = 100, merchant: str | None = None) -> dict:
                         "live": a, "draft": b})
     finally:
         matcher.close()
-    return {"replayed": len(ops), "last": last, "live_version": live.version, "changed": changed,
-            "counts": counts, "examples": examples}
+    return {"replayed": len(ops), "last": last, "live_version": runtime.current().version, "merchant": merchant,
+            "changed": changed, "counts": counts, "examples": examples}
+
+
+# -- replay for the console: a job on the batch queue, never in the web request ------------------
+
+REPLAY_JOB = "app.services.rules_workspace.replay"
+REPLAY_TIMEOUT = 600  # seconds a replay job may run on its worker
+REPLAY_KEPT = 3600  # seconds its result stays readable
+_JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def start_replay(source: str, last: int, merchant: str | None = None) -> str:
+    """Queue a replay on the batch queue (its worker process does the work, so the API and console
+    processes are never slowed by it); returns the job id that ``replay_status`` reads. What can be
+    refused at once (last, the merchant, a draft with problems) is refused here."""
+    from app.adapters import jobs
+
+    merchant = owner(merchant)
+    if type(last) is not int or not 1 <= last <= MAX_REPLAY:
+        raise InvalidRequest(f"last must be an integer from 1 to {MAX_REPLAY}", param="last")
+    checked(source, merchant)
+    try:
+        job = jobs.enqueue(jobs.BATCH, REPLAY_JOB, source, last, merchant, job_id=uuid.uuid4().hex,
+                           job_timeout=REPLAY_TIMEOUT, result_ttl=REPLAY_KEPT, failure_ttl=REPLAY_KEPT)
+    except redis.RedisError:
+        raise ServiceUnavailable("a replay runs on the job queue, and Redis cannot be reached: try again "
+                                 "shortly") from None
+    return job.id
+
+
+def replay_status(job_id: str) -> dict:
+    """``{"status": "queued" | "started" | "finished" | "failed", "result"?, "error"?}`` of a replay job."""
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job
+
+    from app.adapters.redis_conn import get_redis
+
+    if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        raise NotFound("No such replay", param="job")
+    try:
+        job = Job.fetch(job_id, connection=get_redis())
+        if not job.args or job.args[0] != REPLAY_JOB:
+            raise NotFound("No such replay", param="job")
+        status = job.get_status().value if job.get_status() is not None else "queued"
+        if status == "finished":
+            return {"status": status, "result": job.return_value()}
+        if status in ("failed", "stopped", "canceled"):
+            return {"status": "failed", "error": (job.exc_info or "the replay failed").strip().splitlines()[-1]}
+    except NoSuchJobError:
+        raise NotFound("No such replay (a result is kept for an hour)", param="job") from None
+    except redis.RedisError:
+        raise ServiceUnavailable("Redis cannot be reached: the replay's result cannot be read now") from None
+    return {"status": status}

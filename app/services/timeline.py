@@ -66,14 +66,23 @@ def decision(session: Session, op: Operation) -> dict:
     ruleset = _ruleset(session, version) if version is not None else None
     if ruleset is None:
         return out
-    by_id = ruleset.by_id()
-    matched = tuple(rule for rule in out["matched_rules"] if rule in by_id)
-    from rules.decide import sources
+    from rules.decide import MerchantRules, sources
     from rules.fees import fee_to_dict, formula
 
-    why = sources(ruleset, matched)
+    by_id = ruleset.by_id()
+    own_version = routing.get("merchant_ruleset_version")
+    own_set = _ruleset(session, own_version) if own_version is not None else None
+    own = MerchantRules(op.merchant_id, own_set, None, own_version) if own_set is not None else None
+    prefix = own.prefix if own is not None else None
+    matched = tuple(rule for rule in out["matched_rules"]
+                    if rule in by_id or (prefix and rule.startswith(prefix) and rule[len(prefix):] in own_set.by_id()))
+    why = sources(ruleset, matched, own)
     out["route_rule"], out["fee_rule"] = why["routing"], why["fee"]
-    then = by_id[why["routing"]].then if why["routing"] in by_id else ruleset.defaults
+    if own is not None and why["routing"].startswith(prefix):
+        name = why["routing"][len(prefix):]
+        then = own_set.by_id()[name].then if name in own_set.by_id() else own_set.defaults
+    else:
+        then = by_id[why["routing"]].then if why["routing"] in by_id else ruleset.defaults
     if then.split:
         out["route"] = {"split": [{"channel": c, "weight": w} for c, w in then.split]}
     elif then.route:

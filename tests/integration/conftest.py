@@ -75,6 +75,17 @@ def stack(clean, tmp_path, app):
         channels_runtime.reset()
 
 
+@pytest.fixture
+def live(clean):
+    """The database as `payrouter init` leaves it: the default rules published as version 1."""
+    from app.entrypoints.bootstrap import init
+    from app.services import rules_runtime
+
+    assert init()["rules_version"] == 1
+    rules_runtime.reset()
+    return 1
+
+
 def channels_file_with(path, base_url: str, **overrides) -> None:
     """Rewrite one test channels file: overrides maps a channel id to config changes."""
     data = yaml.safe_load(path.read_text())

@@ -94,7 +94,59 @@ def test_diff_simulate_and_replay_render(app, seeded):
     assert 'id="sim-draft"' in text and 'id="sim-live"' in text
     assert "1.0% of 1000 + 7 = 17 → 17 USD" in text and "3.0% of 1000 + 0 = 30 → 30 USD" in text
     text = console.post("try", action="replay", source=CHEAPER, last="10").get_data(as_text=True)
-    assert "Replayed 0 operation(s) against live version 1" in text
+    assert 'id="replay-pending"' in text  # its result: test_replay_runs_on_the_batch_queue_…
+
+
+def _run_batch_queue() -> None:
+    from rq import Queue, SimpleWorker
+
+    from app.adapters import jobs
+    from app.adapters.redis_conn import get_redis
+
+    SimpleWorker([Queue(jobs.BATCH, connection=get_redis())], connection=get_redis()).work(burst=True)
+
+
+def test_replay_runs_on_the_batch_queue_and_the_page_fetches_its_result(app, seeded):
+    """The web request only queues the replay (nothing is re-decided in it); the batch queue's worker
+    does the work, and /replay/<job> answers 202 until the result is there."""
+    console = Console(app, "viewer")
+    text = console.post("try", action="replay", source=CHEAPER, last="10").get_data(as_text=True)
+    assert "Replayed" not in text and "rules_replay.js" in text
+    poll = re.search(r'id="replay-pending" data-poll="([^"]+)"', text).group(1)
+    assert console.get(poll).status_code == 202
+    _run_batch_queue()
+    answer = console.get(poll)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert "Replayed 0 operation(s) against live version 1" in answer.get_data(as_text=True)
+    assert console.get("/admin/rules/replay/" + "0" * 32).status_code == 404
+    assert console.get("/admin/rules/replay/not-a-job").status_code == 404
+    assert console.get("/admin/assets/rules_replay.js").status_code == 200  # served by the app, no CDN
+
+
+def test_a_merchants_own_set_on_the_rules_page(app, seeded):
+    from tests import builders
+
+    merchant_id = builders.merchant()[0]
+    console = Console(app, "pm")
+    page = console.get(f"/admin/rules/?merchant={merchant_id}").get_data(as_text=True)
+    assert 'id="merchant-note"' in page and "no rule set of its own" in page and "none yet" in page
+    own = "rules:\n  - id: beta\n    when: {fact: currency, eq: USD}\n    then: {route: [acq_beta]}\n"
+    answer = console.post("publish", source=own, reason="beta for USD", merchant=merchant_id)
+    assert answer.status_code == 302 and f"merchant={merchant_id}" in answer.headers["Location"]
+    assert [r["version"] for r in rules_publishing.history(merchant_id)] == [2]
+    assert [r["version"] for r in rules_publishing.history()] == [1]
+    body = json.dumps({"amount": 1000, "currency": "USD", "payment_method": CARD})
+    text = console.post("try", action="simulate", source=own.replace("acq_beta", "acq_alpha"), kind="payment",
+                        body=body, merchant=merchant_id).get_data(as_text=True)
+    assert f"{merchant_id}/beta" in text and "3.0% of 1000 + 0 = 30 → 30 USD" in text  # the platform's fee
+    text = console.post("try", action="validate", source=own.replace("then: {route: [acq_beta]}",
+                                                                     'then: {fee: {percent: "1", fixed: 0}}'),
+                        merchant=merchant_id).get_data(as_text=True)
+    assert "a merchant&#39;s rule set cannot set a fee" in text
+    console.post("publish", source=own.replace("acq_beta", "acq_alpha"), reason="alpha", merchant=merchant_id)
+    answer = console.post("rollback", version="2", reason="back to beta", merchant=merchant_id)
+    assert answer.status_code == 302
+    assert [(r["version"], r["action"]) for r in rules_publishing.history(merchant_id)][0] == (2, "rollback")
 
 
 def test_publish_needs_a_reason_and_a_confirmation_to_drop_rules(app, seeded):

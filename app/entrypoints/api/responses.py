@@ -39,7 +39,8 @@ def _object(kind: str, prefix: str, required: dict, optional: dict | None = None
 
 
 ROUTING = _obj({}, {
-    "ruleset_version": _null(INTEGER), "matched_rules": {"type": "array", "items": STRING},
+    "ruleset_version": _null(INTEGER), "merchant_ruleset_version": INTEGER,
+    "matched_rules": {"type": "array", "items": STRING},
     "candidates": {"type": "array", "items": STRING}, "channel": _null(STRING),
     "dropped": {"type": "array", "items": _obj({"channel": STRING, "reason": STRING})},
     "strategy": STRING, "scores": {"type": "object"}, "strategy_fallback": STRING, "exploration": BOOLEAN})
@@ -112,8 +113,8 @@ OBJECTS: dict[str, dict] = {
         "dropped": {"type": "array", "items": _obj({"channel": STRING, "reason": STRING})},
         "matched_rules": {"type": "array", "items": STRING}, "fee": {"type": "integer", "minimum": 0},
         "limits": {"type": "object"}, "ruleset_version": _null(INTEGER)},
-        {"decline_code": STRING, "strategy": STRING, "scores": {"type": "object"}, "strategy_fallback": STRING,
-         "exploration": BOOLEAN,
+        {"decline_code": STRING, "merchant_ruleset_version": INTEGER, "strategy": STRING,
+         "scores": {"type": "object"}, "strategy_fallback": STRING, "exploration": BOOLEAN,
          "retry": _obj({"on": {"type": "array", "items": STRING}, "max": INTEGER, "rule": STRING})}),
 }
 

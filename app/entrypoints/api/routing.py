@@ -20,10 +20,8 @@ def simulate():
     kind = body.get("kind") or body.get("type") or "payment"  # `type`: the name this field had first
     if body.get("type") and body.get("kind") and body["type"] != body["kind"]:
         raise InvalidRequest("kind and type name different operation kinds: send kind alone", param="type")
-    wanted = "destination" if kind == "withdrawal" else "payment_method"
-    if kind != "refund" and not body.get("payment_method") and not body.get("destination"):
-        raise InvalidRequest(f"Missing required param: {wanted}", param=wanted, code="parameter_missing")
+    routing.require_instrument(kind, body)
     key = request.headers.get("Idempotency-Key") or body.get("reference") or "simulate"
     decision = routing.decide(kind, g.merchant, body, amount=body["amount"], currency=body["currency"],
-                              split_key=key)
+                              split_key=key, availability=routing.availability_for(kind, body, g.merchant.livemode))
     return json_response(200, encode(decision.to_dict()))

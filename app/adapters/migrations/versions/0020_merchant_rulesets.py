@@ -3,8 +3,12 @@
 Revision ID: 0020_merchant_rulesets
 Revises: 0019_reconcile_staging
 
-Reserved in the chain before the work was split; filled in by the change that needs it.
+A version and a publication belong to the platform (merchant_id NULL) or to one merchant; each owner's
+newest publication is its live version, found through (merchant_id, id).
 """
+import sqlalchemy as sa
+from alembic import op
+
 revision = "0020_merchant_rulesets"
 down_revision = "0019_reconcile_staging"
 branch_labels = None
@@ -12,8 +16,16 @@ depends_on = None
 
 
 def upgrade():
-    pass
+    with op.batch_alter_table("ruleset_versions", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("merchant_id", sa.String(length=40), nullable=True))
+    with op.batch_alter_table("ruleset_publications", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("merchant_id", sa.String(length=40), nullable=True))
+        batch_op.create_index("ix_ruleset_publications_merchant", ["merchant_id", "id"], unique=False)
 
 
 def downgrade():
-    pass
+    with op.batch_alter_table("ruleset_publications", schema=None) as batch_op:
+        batch_op.drop_index("ix_ruleset_publications_merchant")
+        batch_op.drop_column("merchant_id")
+    with op.batch_alter_table("ruleset_versions", schema=None) as batch_op:
+        batch_op.drop_column("merchant_id")
