@@ -20,11 +20,8 @@ import sys
 import uuid
 
 import psutil
-from common import bench_env, start, stop
-from fixed_reference import API_CPUS, OTHER_CPUS, PAYMENT_BODY, pinned, setup_merchant, wrk
-
-from app.config import Config, set_config
-from tests.live import free_port
+from common import postgres_bench, setup_merchant, start, stop
+from fixed_reference import API_CPUS, OTHER_CPUS, PAYMENT_BODY, pinned, wrk
 
 # A frame's file (as py-spy prints it: relative to its sys.path entry) → who wrote the code that ran.
 OURS = {"app": "payrouter app/", "rules": "payrouter rules/", "channels": "payrouter channels/",
@@ -78,18 +75,11 @@ def main() -> int:
     if args.summarize:
         summarize(args.summarize)
         return 0
-    sandbox_port = free_port()
-    os.environ["PAYROUTER_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
-    config = Config.from_env()
-    if not config.database_url.startswith("postgresql") or not config.redis_url:
-        print("set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
+    bench = postgres_bench()
+    if bench is None:
         return 2
-    set_config(config)
-    from app.entrypoints import bootstrap
-
-    bootstrap.init()
-    env = bench_env()
-    secret, _ids = setup_merchant(config, 2)
+    sandbox_port, env = bench.sandbox_port, bench.env
+    secret, _ids = setup_merchant(2)
     servers = []
     try:
         servers.append(start(pinned(OTHER_CPUS, [sys.executable, "-m", "app", "sandbox", "--port", "{port}"]), env,
