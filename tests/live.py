@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import time
+import tomllib
+import venv
 from contextlib import contextmanager
+from pathlib import Path
 
 import requests
 
@@ -69,3 +73,28 @@ def api_server(config: Config, workers: int = 2, threads: int = 16, **env):
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", "build")
+
+
+def source_copy(target: Path) -> Path:
+    """What `pip install .` reads from a checkout: pyproject.toml, the README and the packages it names."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = [name.rstrip("*") for name in project["tool"]["setuptools"]["packages"]["find"]["include"]]
+    for name in ("pyproject.toml", project["project"]["readme"]):
+        shutil.copy2(ROOT / name, target / name)
+    for package in packages:
+        shutil.copytree(ROOT / package, target / package, ignore=IGNORED)
+    return target
+
+
+def fresh_venv(home: Path, *requirements: str) -> Path:
+    """A new venv at ``home`` holding a normal (non-editable) install of ``requirements`` (paths or
+    names, resolved by pip from the package index), with nothing of this test run's environment."""
+    venv.create(home, with_pip=False)
+    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(home / "bin" / "python"), "install",
+                           "--quiet", *requirements], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return home

@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
-import tomllib
-import venv
 from pathlib import Path
 
 import psutil
 import pytest
 import requests
 
-from tests.live import free_ports, wait_http
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.live import free_ports, fresh_venv, source_copy, wait_http
 
 pytestmark = [
     pytest.mark.slow,
@@ -34,28 +28,11 @@ pytestmark = [
 ]
 
 
-def _source_copy(target: Path) -> Path:
-    """What `pip install .` reads from a checkout: pyproject.toml, the README and the packages it names."""
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    packages = [name.rstrip("*") for name in project["tool"]["setuptools"]["packages"]["find"]["include"]]
-    for name in ("pyproject.toml", project["project"]["readme"]):
-        shutil.copy2(ROOT / name, target / name)
-    for package in packages:
-        shutil.copytree(ROOT / package, target / package,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
-    return target
-
-
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
     """A fresh venv holding a normal (non-editable) install of the project and of its dependencies."""
-    src = _source_copy(tmp_path_factory.mktemp("install-src"))
-    home = tmp_path_factory.mktemp("install-venv")
-    venv.create(home, with_pip=False)
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(home / "bin" / "python"), "install",
-                           "--quiet", str(src)], capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return home
+    src = source_copy(tmp_path_factory.mktemp("install-src"))
+    return fresh_venv(tmp_path_factory.mktemp("install-venv"), str(src))
 
 
 @pytest.fixture(scope="module")

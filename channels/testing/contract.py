@@ -1,0 +1,388 @@
+"""``ChannelContract``: what the router needs of every adapter, as tests a plugin inherits (see
+channels.testing). Each check drives the adapter either against its PSP (``psp_url``) or against one of
+the kit's hosts (channels.testing.hosts), which see exactly what reached the wire."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from typing import Any, Callable, Mapping
+
+import pytest
+
+from channels.base import (
+    STATUSES,
+    CallbackEvent,
+    CaptureRequest,
+    Channel,
+    ChannelError,
+    ChannelResult,
+    ChannelTimeout,
+    ChannelUnavailable,
+    ChargeRequest,
+    InvalidCallback,
+    PayoutRequest,
+    RefundRequest,
+    StatementLine,
+    VoidRequest,
+)
+from channels.config import ChannelSpec
+from channels.testing.hosts import CallbackReceiver, Host, closed_url
+
+FINAL = ("succeeded", "failed")
+NOT_FOUND = "not_found"  # a status query's error_code for an operation the channel never saw
+STATEMENT_OPERATIONS = ("payment", "topup", "capture", "refund", "payout", "void", "dispute")
+INJECTIONS = ("ref\r\nX-Injected: 1", "ref\nX-Injected: 1", "ref\rX-Injected: 1",
+              "ref\r\n\r\nGET /smuggled HTTP/1.1\r\nX-Injected: 1")
+
+
+def _key() -> str:
+    return uuid.uuid4().hex
+
+
+def _ref(prefix: str) -> str:
+    return f"{prefix}_kit{uuid.uuid4().hex[:16]}"
+
+
+def wire_problems(raw: bytes) -> list[str]:
+    """What in one recorded request's head could only come from an injected line break."""
+    head = raw.split(b"\r\n\r\n", 1)[0]
+    lines = head.split(b"\r\n")
+    problems = [f"a bare CR or LF in {line[:60]!r}" for line in lines if b"\r" in line or b"\n" in line]
+    problems += [f"an injected header {line[:60]!r}" for line in lines if line.lower().startswith(b"x-injected")]
+    if len(lines[0].split(b" ")) != 3:
+        problems.append(f"a request line that is not 'METHOD target HTTP/1.1': {lines[0][:80]!r}")
+    return problems
+
+
+def _fails(call: Callable[..., Any], *args) -> ChannelError | None:
+    """Run one adapter call that may fail: a ChannelError is the router's to handle; anything else
+    (a ValueError, a KeyError…) would be a 500 in the router, so it propagates and fails the test."""
+    try:
+        call(*args)
+    except ChannelError as exc:
+        return exc
+    return None
+
+
+class ChannelContract:
+    """Subclass as ``Test<YourChannel>``; set ``adapter`` and ``outcomes``, and provide ``psp_url``."""
+
+    adapter: type[Channel]
+    outcomes: Mapping[str, int] = {}
+    channel_id = "kit"
+    secret = "kit-secret"
+    currency = "USD"
+    methods: tuple[str, ...] = ("card",)
+    operations: tuple[str, ...] = ("payment", "refund")  # add "withdrawal" for payouts
+    payment_method: Mapping[str, Any] = {"type": "card", "brand": "visa", "country": "US", "last4": "4242"}
+    config: Mapping[str, Any] = {}  # the instance's config besides base_url
+    timeout_ms = 500
+    takes_tokens = True  # a card token reaches the PSP
+    captures = False  # manual capture: charge → requires_capture → capture / void
+    statement_lists_charges_at_once = True  # a succeeded charge is on today's statement straight away
+    callback_wait_s = 10.0
+
+    # ---- what a plugin may override -------------------------------------------------------------
+
+    def make_channel(self, base_url: str, secret: str | None = None) -> Channel:
+        """The adapter as the router builds it from a channels file entry pointing at ``base_url``."""
+        spec = ChannelSpec(id=self.channel_id, adapter=f"{self.adapter.__module__}:{self.adapter.__qualname__}",
+                           methods=tuple(self.methods), currencies=(self.currency,),
+                           operations=tuple(self.operations), timeout_ms=self.timeout_ms,
+                           config={**self.config, "base_url": base_url})
+        return self.adapter(spec, self.secret if secret is None else secret)
+
+    def charge_request(self, amount: int, **changes) -> ChargeRequest:
+        fields = dict(operation="payment", reference=_ref("pay"), amount=amount, currency=self.currency,
+                      payment_method=dict(self.payment_method), callback_url=None, idempotency_key=_key())
+        return ChargeRequest(**{**fields, **changes})
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def psp_url(cls):
+        """The base URL of the PSP, or of a fake of it, the adapter's channel talks to."""
+        raise NotImplementedError(f"{cls.__name__} must provide the psp_url fixture (see channels.testing)")
+
+    # ---- the kit's fixtures ---------------------------------------------------------------------
+
+    @pytest.fixture
+    def channel(self, psp_url) -> Channel:
+        return self.make_channel(psp_url)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def wire(cls):
+        """A host that records what reaches the wire and answers 503 (a refusal) to everything."""
+        with Host() as host:
+            yield host
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def silent(cls):
+        """A host that reads each request and never answers."""
+        with Host(answer=None) as host:
+            yield host
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def callbacks(cls):
+        with CallbackReceiver() as receiver:
+            yield receiver
+
+    def amount(self, outcome: str) -> int:
+        if outcome not in self.outcomes:
+            if outcome in ("succeeded", "declined"):
+                raise AssertionError(f"{type(self).__name__}.outcomes must name an amount for {outcome!r}")
+            pytest.skip(f"the PSP has no {outcome!r} outcome ({type(self).__name__}.outcomes)")
+        return self.outcomes[outcome]
+
+    def refund_request(self, channel_reference: str, amount: int, key: str | None = None) -> RefundRequest:
+        return RefundRequest(_ref("re"), channel_reference, amount, self.currency, None, key or _key())
+
+    def payout_request(self, amount: int, key: str | None = None) -> PayoutRequest:
+        return PayoutRequest(_ref("wd"), amount, self.currency, {"type": "bank_account", "country": "US",
+                                                                 "last4": "6789"}, None, key or _key())
+
+    def changes(self, channel: Channel, channel_reference: str = "ref_kit") -> dict[str, Callable[[str], Any]]:
+        """Every change the instance declares, each as a call taking an idempotency key."""
+        ok = self.outcomes.get("succeeded", 1000)
+        calls = {"charge": lambda key: channel.charge(self.charge_request(ok, idempotency_key=key))}
+        if "refund" in self.operations:
+            calls["refund"] = lambda key: channel.refund(self.refund_request(channel_reference, ok, key))
+        if "withdrawal" in self.operations:
+            calls["payout"] = lambda key: channel.payout(self.payout_request(ok, key))
+        if self.captures:
+            calls["capture"] = lambda key: channel.capture(CaptureRequest(
+                _ref("pay"), channel_reference, ok, self.currency, key))
+            calls["void"] = lambda key: channel.void(VoidRequest(_ref("pay"), channel_reference, key))
+        return calls
+
+    # ---- charges: outcomes are data, faults are exceptions ----------------------------------------
+
+    def test_a_charge_that_succeeds_is_succeeded_with_the_channels_reference(self, channel):
+        result = channel.charge(self.charge_request(self.amount("succeeded")))
+        assert isinstance(result, ChannelResult)
+        assert result.status == "succeeded" and result.channel_reference and isinstance(result.channel_reference, str)
+
+    def test_a_decline_is_a_failed_result_with_the_psps_code_not_an_exception(self, channel):
+        result = channel.charge(self.charge_request(self.amount("declined")))
+        assert result.status == "failed" and result.error_code and isinstance(result.error_code, str)
+
+    def test_no_answer_from_the_psp_is_an_unknown_outcome_a_query_settles(self, channel):
+        request = self.charge_request(self.amount("unknown"))
+        with pytest.raises(ChannelTimeout):
+            channel.charge(request)
+        found = self._eventually(lambda: channel.query(request.reference), lambda r: r.error_code != NOT_FOUND)
+        assert found.status in STATUSES and found.channel_reference, found
+
+    def test_a_5xx_at_the_psp_is_a_refusal_and_nothing_was_charged(self, channel):
+        request = self.charge_request(self.amount("refused"))
+        with pytest.raises(ChannelUnavailable):
+            channel.charge(request)
+        found = channel.query(request.reference)
+        assert found.status == "failed" and found.error_code == NOT_FOUND, found
+
+    def test_a_channel_that_cannot_be_reached_is_never_sent(self):
+        unreachable = self.make_channel(closed_url())
+        for name, call in self.changes(unreachable).items():
+            with pytest.raises(ChannelUnavailable):
+                call(_key())
+        with pytest.raises(ChannelUnavailable):
+            unreachable.query(_ref("pay"))
+
+    def test_a_request_sent_and_never_answered_is_an_unknown_outcome(self, silent):
+        quiet = self.make_channel(silent.url)
+        for name, call in self.changes(quiet).items():
+            mark, started = len(silent.requests), time.monotonic()
+            with pytest.raises(ChannelTimeout):
+                call(_key())
+            assert silent.since(mark), f"{name}: nothing reached the channel, yet the outcome is unknown"
+            assert time.monotonic() - started < 3 * self.timeout_ms / 1000 + 2, f"{name} outlasted its timeout"
+
+    def test_a_5xx_answer_is_a_refusal(self, wire):
+        refusing = self.make_channel(wire.url)
+        for name, call in self.changes(refusing).items():
+            with pytest.raises(ChannelUnavailable):
+                call(_key())
+
+    # ---- idempotency ---------------------------------------------------------------------------
+
+    def test_every_change_carries_its_idempotency_key(self, wire):
+        wired = self.make_channel(wire.url)
+        for name, call in self.changes(wired).items():
+            mark, key = len(wire.requests), _key()
+            _fails(call, key)
+            sent = wire.since(mark)
+            assert sent and any(key.encode() in raw for raw in sent), f"{name}: the idempotency key was not sent"
+
+    def test_the_same_idempotency_key_is_one_operation(self, channel):
+        request = self.charge_request(self.amount("succeeded"))
+        first, again = channel.charge(request), channel.charge(request)
+        assert again.status == first.status == "succeeded"
+        assert again.channel_reference == first.channel_reference
+
+    # ---- status queries ------------------------------------------------------------------------
+
+    def test_a_query_finds_a_charge_by_our_reference_and_by_the_channels(self, channel):
+        request = self.charge_request(self.amount("succeeded"))
+        paid = channel.charge(request)
+        for found in (channel.query(request.reference), channel.query(request.reference, paid.channel_reference)):
+            assert found.status == "succeeded" and found.channel_reference == paid.channel_reference, found
+
+    def test_a_query_for_an_operation_the_channel_never_saw_is_failed_not_found(self, channel):
+        found = channel.query(_ref("pay"))
+        assert found.status == "failed" and found.error_code == NOT_FOUND, found
+
+    # ---- refunds, payouts, captures, as the instance declares them -----------------------------------
+
+    def test_a_refund_of_a_charge(self, channel):
+        if "refund" not in self.operations:
+            pytest.skip("the instance does not declare refunds")
+        paid = channel.charge(self.charge_request(self.amount("succeeded")))
+        refunded = channel.refund(self.refund_request(paid.channel_reference, self.amount("succeeded") // 2))
+        assert refunded.status in ("succeeded", "processing") and refunded.channel_reference, refunded
+
+    def test_a_payout(self, channel):
+        if "withdrawal" not in self.operations:
+            pytest.skip("the instance does not declare withdrawals")
+        paid = channel.payout(self.payout_request(self.amount("succeeded")))
+        assert paid.status in ("succeeded", "processing") and paid.channel_reference, paid
+
+    def test_an_authorization_is_captured_or_voided(self, channel):
+        if not self.captures:
+            pytest.skip("the adapter does not declare manual capture (captures = False)")
+        ok = self.amount("succeeded")
+        for then, expected in (("capture", "succeeded"), ("void", "canceled")):
+            request = self.charge_request(ok, capture_method="manual")
+            held = channel.charge(request)
+            assert held.status == "requires_capture" and held.channel_reference, held
+            if then == "capture":
+                done = channel.capture(CaptureRequest(request.reference, held.channel_reference, ok, self.currency,
+                                                      _key()))
+            else:
+                done = channel.void(VoidRequest(request.reference, held.channel_reference, _key()))
+            assert done.status == expected, done
+
+    # ---- callbacks -----------------------------------------------------------------------------
+
+    def test_a_pending_charge_is_processing_and_its_signed_callback_parses(self, channel, callbacks, psp_url):
+        path = f"/callbacks/{self.channel_id}/{uuid.uuid4().hex}"
+        request = self.charge_request(self.amount("processing"), callback_url=callbacks.url + path)
+        pending = channel.charge(request)
+        assert pending.status == "processing" and pending.channel_reference, pending
+        delivery = callbacks.wait_for(path, self.callback_wait_s)
+        event = channel.verify_callback(delivery.headers, delivery.body)
+        assert isinstance(event, CallbackEvent)
+        assert (event.reference, event.channel_reference) == (request.reference, pending.channel_reference)
+        assert event.status in FINAL and isinstance(event.dedupe_key, str) and event.dedupe_key
+        assert channel.verify_callback(delivery.headers, delivery.body).dedupe_key == event.dedupe_key
+
+        forgeries = {"unsigned": ({}, delivery.body), "padded": (delivery.headers, b" " + delivery.body),
+                     "not JSON": (delivery.headers, b"\xff\xfe{"), "empty": (delivery.headers, b"")}
+        if request.reference.encode() in delivery.body:  # the same signature over another operation
+            forgeries["another operation"] = (delivery.headers, delivery.body.replace(
+                request.reference.encode(), _ref("pay").encode()))
+        for name, (headers, body) in forgeries.items():
+            refused = _fails(channel.verify_callback, headers, body)
+            assert isinstance(refused, InvalidCallback), f"a callback {name} was not refused as InvalidCallback"
+        other = self.make_channel(psp_url, secret=self.secret + "-not-ours")
+        refused = _fails(other.verify_callback, delivery.headers, delivery.body)
+        assert isinstance(refused, InvalidCallback), "a callback signed with another secret was not refused"
+
+    def test_a_callback_nobody_signed_is_refused(self, channel):
+        for headers, body in (({}, b"{}"), ({}, b"\xff"), ({"X-Signature": "v1=00"}, b'{"status": "succeeded"}')):
+            refused = _fails(channel.verify_callback, headers, body)
+            assert isinstance(refused, InvalidCallback), (headers, body)
+
+    # ---- statements ----------------------------------------------------------------------------
+
+    def test_statement_lines_are_typed(self, channel):
+        if type(channel).statement is Channel.statement:
+            pytest.skip("the adapter serves no statement")
+        request = self.charge_request(self.amount("succeeded"))
+        paid = channel.charge(request)
+        today = dt.datetime.now(dt.timezone.utc).date()
+        lines = list(channel.statement(today))
+        for line in lines:
+            assert isinstance(line, StatementLine), line
+            for name in ("channel_reference", "operation", "currency", "status"):
+                assert isinstance(getattr(line, name), str) and getattr(line, name), (name, line)
+            assert line.operation in STATEMENT_OPERATIONS, line
+            assert type(line.amount) is int and line.amount >= 0 and type(line.fee) is int, line
+            assert isinstance(line.settled_at, dt.datetime) and line.settled_at.utcoffset() is not None, line
+        if self.statement_lists_charges_at_once:
+            if not any(line.channel_reference == paid.channel_reference for line in lines):  # past midnight
+                lines += list(channel.statement(today - dt.timedelta(days=1)))
+            mine = [line for line in lines if line.channel_reference == paid.channel_reference]
+            assert len(mine) == 1, f"the charge {paid.channel_reference} is on the statement {len(mine)} times"
+            assert (mine[0].amount, mine[0].currency, mine[0].status) == (request.amount, self.currency, "succeeded")
+
+    # ---- nothing reaches the wire that could change a request ------------------------------------
+
+    def test_line_breaks_in_channel_supplied_values_never_reach_the_wire(self, wire):
+        wired, calls, mark = self.make_channel(wire.url), 0, len(wire.requests)
+        for value in INJECTIONS:
+            for name, call in self.changes(wired, channel_reference=value).items():
+                if name != "charge":
+                    calls += 1
+                    _fails(call, _key())
+            calls += 2
+            _fails(wired.query, _ref("pay"), value)
+            _fails(wired.query, value)
+            calls += 1
+            method = {**self.payment_method, "brand": value}
+            _fails(wired.charge, self.charge_request(self.amount("succeeded"), payment_method=method))
+        sent = wire.since(mark)
+        assert len(sent) <= calls, f"{len(sent)} requests reached the wire for {calls} calls: one was smuggled"
+        for raw in sent:
+            assert not wire_problems(raw), (wire_problems(raw), raw[:300])
+
+    def test_a_secret_with_a_line_break_never_adds_a_header(self, wire):
+        mark = len(wire.requests)
+        for value in INJECTIONS:
+            wired = self.make_channel(wire.url, secret=value)
+            _fails(wired.charge, self.charge_request(self.amount("succeeded")))
+        for raw in wire.since(mark):
+            assert not wire_problems(raw), (wire_problems(raw), raw[:300])
+
+    # ---- secrets stay secret -------------------------------------------------------------------
+
+    def test_a_card_token_reaches_the_psp_and_nothing_else(self, channel, wire):
+        token = "tok_kit" + uuid.uuid4().hex
+        request = self.charge_request(self.amount("succeeded"), token=token)
+        assert token not in repr(request) and token not in repr(channel) and token not in str(channel)
+        mark = len(wire.requests)
+        refused = _fails(self.make_channel(wire.url).charge, request)
+        assert refused is not None and token not in str(refused) and token not in repr(refused)
+        if self.takes_tokens:
+            assert any(token.encode() in raw for raw in wire.since(mark)), "the token never reached the PSP"
+        try:  # the PSP answers whatever it answers to a token it never issued: none of it may echo the token
+            result = channel.charge(request)
+        except ChannelError as exc:
+            seen = f"{exc} {exc!r}"
+        else:
+            seen = repr(result) + json.dumps(result.raw, default=str)
+        assert token not in seen
+
+    def test_the_secret_is_never_in_a_repr_or_a_fault(self, channel):
+        assert self.secret not in repr(channel) and self.secret not in str(channel)
+        fault = _fails(self.make_channel(closed_url()).charge, self.charge_request(self.amount("succeeded")))
+        assert fault is not None and self.secret not in str(fault)
+
+    # ---- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _eventually(ask: Callable[[], ChannelResult], done: Callable[[ChannelResult], bool],
+                    timeout: float = 10.0) -> ChannelResult:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                result = ask()
+                if done(result) or time.monotonic() > deadline:
+                    return result
+            except ChannelError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.2)
