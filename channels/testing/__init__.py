@@ -32,7 +32,7 @@ from __future__ import annotations
 import pytest
 
 # The contract's asserts explain their failures as a test module's do (pytest rewrites them on import).
-pytest.register_assert_rewrite("channels.testing.contract")
+pytest.register_assert_rewrite("channels.testing.contract", "channels.testing.wire")
 
 from channels.testing.contract import ChannelContract  # noqa: E402, F401
 from channels.testing.hosts import CallbackReceiver, Host, closed_url  # noqa: F401
