@@ -51,6 +51,7 @@ from channels.sandbox.vault import CardRefused, Vault
 log = logging.getLogger("payrouter.sandbox")
 TIMEOUT_HEADER = "X-Sandbox-Timeout-Ms"  # the adapter tells its timeout (for outcome 54)
 STATEMENT_HEADER = ["channel_reference", "operation", "amount", "currency", "status", "fee", "settled_at"]
+STATEMENT_OPERATION = {"withdrawal": "payout"}  # a statement names operations as the contract does (§4)
 
 
 class ApiError(Exception):
@@ -303,7 +304,8 @@ class SandboxPSP:
             if since is not None and op.settled_at.replace(microsecond=0) < since:
                 continue  # lines are dated to the second
             fee = served.spec.cost.fee(op.amount) if op.status == "succeeded" else 0
-            writer.writerow([op.id, op.operation, op.amount, op.currency, op.status, fee, rfc3339(op.settled_at)])
+            writer.writerow([op.id, STATEMENT_OPERATION.get(op.operation, op.operation), op.amount, op.currency,
+                             op.status, fee, rfc3339(op.settled_at)])
             if count % lines_per_chunk == 0:
                 yield out.getvalue().encode()
                 out.seek(0)

@@ -35,4 +35,4 @@ import pytest
 pytest.register_assert_rewrite("channels.testing.contract", "channels.testing.wire")
 
 from channels.testing.contract import ChannelContract  # noqa: E402, F401
-from channels.testing.hosts import CallbackReceiver, Host, closed_url  # noqa: F401
+from channels.testing.hosts import CallbackReceiver, Host, closed_url  # noqa: E402, F401

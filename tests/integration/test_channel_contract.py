@@ -2,6 +2,9 @@
 its PSP is the sandbox over HTTP, whose outcomes are chosen by the amount (contract §4)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import pytest
 
 from channels.base import ChannelTimeout, ChannelUnavailable
@@ -22,10 +25,17 @@ class TestSandboxChannel(ChannelContract):
     @pytest.fixture(scope="class")
     @classmethod
     def psp_url(cls, tmp_path_factory):
-        # No database here: the sandbox runs on the explicit secrets of its channels file's variables.
-        path = write_channels_file(tmp_path_factory.mktemp("kit") / "channels.yaml", "http://127.0.0.1:1", 400)
-        with SandboxServer("127.0.0.1", 0, path, env=EXPLICIT_SECRETS, **FAST_SANDBOX_OPTIONS) as sandbox:
-            yield sandbox.url
+        with sandbox(tmp_path_factory) as url:
+            yield url
+
+
+@contextmanager
+def sandbox(tmp_path_factory) -> Iterator[str]:
+    """The sandbox PSP over HTTP; no database here: it runs on the explicit secrets of its channels
+    file's variables."""
+    path = write_channels_file(tmp_path_factory.mktemp("kit") / "channels.yaml", "http://127.0.0.1:1", 400)
+    with SandboxServer("127.0.0.1", 0, path, env=EXPLICIT_SECRETS, **FAST_SANDBOX_OPTIONS) as server:
+        yield server.url
 
 
 def test_fault_classes_never_overlap():

@@ -85,7 +85,7 @@ def test_an_installed_adapter_is_routed_to_by_config(stack, echo):
     today = dt.datetime.now(dt.timezone.utc).date().isoformat()
     result = CliRunner().invoke(main, ["reconcile", "--channel", "echo", "--date", today, "--json"])
     assert result.exit_code == 0, result.output  # every line of Echo Pay's settlement matches ours
-    assert json.loads(result.output)["matched"] == 3  # two payments and the refund
+    assert json.loads(result.output)["matched"] == 4  # three payments (one declined) and the refund
 
 
 def test_a_fault_at_the_plugins_psp_fails_over_and_silence_stays_processing(stack, echo):

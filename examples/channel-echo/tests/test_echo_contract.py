@@ -1,7 +1,7 @@
 """Echo Pay's adapter against the router's plugin kit (channels.testing), with Echo Pay's fake as its PSP."""
 import pytest
-
 from channels.testing import ChannelContract
+
 from payrouter_channel_echo import EchoChannel
 from payrouter_channel_echo.psp import EchoPSP
 

@@ -11,7 +11,8 @@ Every ``/v1`` request carries ``Echo-Key: <the channel's secret>`` (else 401); e
   nothing recorded; any other ``approved``.
 - ``GET /v1/payments/<payment_id>``, ``GET /v1/payments?ref=<ref>`` → the payment, or 404.
 - ``POST /v1/refunds {payment_id, amount, ref}`` → ``{refund_id, payment_id, amount, currency, state}``.
-- ``GET /v1/settlements/YYYY-MM-DD`` → ``{lines: [{id, kind, amount, currency, state, fee, settled_at}]}``.
+- ``GET /v1/settlements/YYYY-MM-DD`` → ``{lines: [{id, kind, amount, currency, state, fee, settled_at}]}``: every
+  operation that became final that day, declined ones included (fee 0; an approved one's fee is 1 %).
 - Notifications: ``POST notify_url {event_id, payment_id, ref, state}`` with ``Echo-Timestamp: <unix s>``
   and ``Echo-Signature: <hex HMAC-SHA256(secret, timestamp + "." + body)>``.
 """
@@ -126,7 +127,8 @@ class EchoPSP:
         amount = data.get("amount")
         if paid is None or paid["kind"] != "payment":
             raise Refused(404, "unknown_payment")
-        if paid["state"] != "approved" or type(amount) is not int or not 0 < amount <= paid["amount"] - paid["refunded"]:
+        left = paid["amount"] - paid["refunded"]
+        if paid["state"] != "approved" or type(amount) is not int or not 0 < amount <= left:
             raise Refused(400, "not_refundable")
         paid["refunded"] += amount
         op = {"kind": "refund", "refund_id": "er_" + secrets.token_hex(8), "payment_id": paid["payment_id"],
@@ -149,10 +151,11 @@ class EchoPSP:
     def settled_on(self, day: str) -> list[dict]:
         with self.lock:
             return [{"id": op.get("refund_id") or op["payment_id"], "kind": op["kind"], "amount": op["amount"],
-                     "currency": op["currency"], "state": op["state"], "fee": op["amount"] // 100,
+                     "currency": op["currency"], "state": op["state"],
+                     "fee": op["amount"] // 100 if op["state"] == "approved" else 0,
                      "settled_at": op["settled_at"].isoformat()}
-                    for op in self.operations.values() if op.get("settled_at") and op["settled_at"].date().isoformat()
-                    == day and op["state"] == "approved"]
+                    for op in self.operations.values()
+                    if op.get("settled_at") and op["settled_at"].date().isoformat() == day]
 
     @staticmethod
     def view(op: dict) -> dict:

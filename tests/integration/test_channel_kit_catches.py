@@ -1,0 +1,75 @@
+"""The plugin kit has teeth: an adapter that gets one thing of the contract wrong fails the kit's check
+of it, while the sandbox's own adapter passes the same check. Each broken adapter is the sandbox's
+with one fault added, run against the sandbox over HTTP or the kit's own hosts."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from channels.base import CallbackEvent, ChannelError, ChannelResult, ChannelTimeout, InvalidCallback
+from channels.sandbox.adapter import SandboxChannel
+from channels.testing import Host
+from tests.integration import test_channel_contract as sandbox_kit
+
+
+class ForgetsTheKey(SandboxChannel):
+    def __init__(self, spec, secret):
+        super().__init__(spec, secret)
+        headers = self.client._headers
+        self.client._headers = lambda key=None, json_body=False: headers(None, json_body)
+
+
+class DeclinesLoudly(SandboxChannel):
+    def charge(self, req):
+        result = super().charge(req)
+        if result.status == "failed":
+            raise ChannelError(f"declined: {result.error_code}")
+        return result
+
+
+class EchoesTheToken(SandboxChannel):
+    def charge(self, req):
+        return replace(super().charge(req), raw={"card": req.token})
+
+
+class CallsSilenceAFailure(SandboxChannel):  # the router would re-route a charge that may have gone through
+    def charge(self, req):
+        try:
+            return super().charge(req)
+        except ChannelTimeout:
+            return ChannelResult("failed", None, "timeout")
+
+
+class TrustsEveryCallback(SandboxChannel):
+    def verify_callback(self, headers, body):
+        try:
+            return super().verify_callback(headers, body)
+        except InvalidCallback:
+            return CallbackEvent("sbx_1", "pay_1", "succeeded", None, "sandbox:1", {})
+
+
+@pytest.fixture(scope="module")
+def sandbox_url(tmp_path_factory):
+    with sandbox_kit.sandbox(tmp_path_factory) as url:
+        yield url
+
+
+@pytest.mark.parametrize("adapter, check, needs", [
+    (ForgetsTheKey, "test_every_change_carries_its_idempotency_key", "wire"),
+    (DeclinesLoudly, "test_a_decline_is_a_failed_result_with_the_psps_code_not_an_exception", "channel"),
+    (EchoesTheToken, "test_a_card_token_reaches_the_psp_and_nothing_else", "channel wire"),
+    (CallsSilenceAFailure, "test_a_request_sent_and_never_answered_is_an_unknown_outcome", "silent"),
+    (TrustsEveryCallback, "test_a_callback_nobody_signed_is_refused", "channel"),
+])
+def test_the_kit_fails_an_adapter_that_breaks_the_contract(sandbox_url, adapter, check, needs):
+    with Host() as wire, Host(answer=None) as silent:
+        for kit_of, passes in ((SandboxChannel, True), (adapter, False)):
+            contract = type(f"Test{kit_of.__name__}", (sandbox_kit.TestSandboxChannel,), {"adapter": kit_of})()
+            given = {"channel": contract.make_channel(sandbox_url), "wire": wire, "silent": silent}
+            run = getattr(contract, check)
+            if passes:
+                run(*(given[name] for name in needs.split()))
+            else:
+                with pytest.raises((AssertionError, ChannelError)):
+                    run(*(given[name] for name in needs.split()))
