@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import time
 from collections.abc import Callable
 
-from sqlalchemy import create_engine, event
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -223,6 +224,15 @@ def insert_unique_rows(session: Session, table, rows: list[dict]) -> None:
     inserts); a row that collides with a unique key is left out."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.connection().execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+def serialize(session: Session, name: str) -> None:
+    """Hold ``name``'s lock until the session's transaction ends: writers of the same name take
+    turns (PostgreSQL: a transaction-level advisory lock on a 64-bit hash of the name; SQLite:
+    every writing transaction already holds the database's write lock, BEGIN IMMEDIATE above)."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def execute_all_matched(connection, statement, parameter_sets: list[dict]) -> bool:

@@ -58,7 +58,8 @@ def _row(load_id: str, number: int, line) -> tuple:
         raise ValueError(f"statement line {number}: fee {str(fee)[:40]} is not an integer in ±{MAX_AMOUNT}")
     if not isinstance(settled, dt.datetime):
         raise ValueError(f"statement line {number}: settled_at {str(settled)[:40]!r} is not a time")
-    return (load_id, values["channel_reference"], values["operation"], amount, values["currency"],
+    # A currency code is one currency in any case (some channels write ``usd``), as ours are stored.
+    return (load_id, values["channel_reference"], values["operation"], amount, values["currency"].upper(),
             values["status"], fee, _naive_utc(settled))
 
 

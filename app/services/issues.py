@@ -10,7 +10,8 @@ reopened by finding it again. Resolved by:
   settles the operation the issue is about when it is still processing (the channel forgot it);
 - the channel, for what it was waiting on: an ``unknown_at_channel`` issue when a callback or
   status query settles the operation under review, a ``pending_in_payrouter`` issue when the
-  operation settles the way the statement said.
+  operation settles the way the statement said, a ``missing_at_channel`` issue when a later run
+  finds the operation on the statement (a statement that came late).
 """
 from __future__ import annotations
 
@@ -31,8 +32,9 @@ OPEN, RESOLVED = "open", "resolved"
 UNKNOWN_AT_CHANNEL = "unknown_at_channel"
 PENDING_IN_PAYROUTER = "pending_in_payrouter"
 DUPLICATE_IN_STATEMENT = "duplicate_in_statement"
+MISSING_AT_CHANNEL = "missing_at_channel"
 # Every class a run can find (app.services.reconcile): the filters offer these and refuse others.
-KINDS = ("missing_in_payrouter", "missing_at_channel", PENDING_IN_PAYROUTER, "status_mismatch", "amount_mismatch",
+KINDS = ("missing_in_payrouter", MISSING_AT_CHANNEL, PENDING_IN_PAYROUTER, "status_mismatch", "amount_mismatch",
          "fee_mismatch", DUPLICATE_IN_STATEMENT, UNKNOWN_AT_CHANNEL)
 _TABLE = ReconciliationIssue.__table__
 
@@ -153,6 +155,12 @@ def _resolve_rows(session: Session, ids: list[str], by: str, note: str) -> None:
     if ids:
         session.execute(update(_TABLE).where(_TABLE.c.id.in_(ids), _TABLE.c.status == OPEN)
                         .values(status=RESOLVED, resolved_by=by, resolved_at=utcnow(), resolution_note=note))
+
+
+def listed_after_all(session: Session, ids: list[str], run_id: str) -> None:
+    """``missing_at_channel`` issues whose operation a later run found on the channel's statement
+    (app.services.reconcile._listed_now): closed by that run."""
+    _resolve_rows(session, ids, f"reconciliation:{run_id}", "the channel's statement lists it now")
 
 
 def settled_under_review(session: Session, op: Operation, status: str) -> None:

@@ -34,18 +34,19 @@ import csv
 import datetime as dt
 import inspect
 import logging
+import threading
 import time
 from decimal import Decimal
 from types import SimpleNamespace
 
 import redis
-from sqlalchemy import and_, case, delete, exists, func, or_, select
+from sqlalchemy import and_, case, delete, exists, func, join, or_, select, tuple_
 
 from app import context
 from app.adapters import jobs, staging
 from app.adapters.channels_runtime import channel, registry
-from app.adapters.db import read_only, unit_of_work
-from app.adapters.models import Attempt, Operation, ReconciliationRun, new_id, utcnow
+from app.adapters.db import read_only, serialize, unit_of_work
+from app.adapters.models import Attempt, Operation, ReconciliationIssue, ReconciliationRun, new_id, utcnow
 from app.adapters.models import reconciliation_lines as LINES
 from app.adapters.redis_conn import get_redis
 from app.config import get_config
@@ -71,17 +72,18 @@ def _adapter(channel_id: str):
 
 
 def reconcile(channel_id: str, day: dt.date) -> ReconciliationRun:
-    """The batch comparison of one channel's whole day."""
+    """The batch comparison of one channel's whole day (an outcome of ours recorded that day for
+    an operation made earlier is also looked for on the earlier days' statements: the channel may
+    have settled it before midnight)."""
     adapter = _adapter(channel_id)
     start = dt.datetime.combine(day, dt.time())
-    return _compare(channel_id, adapter, _Statements(adapter, day, day, lookback_days=0), start,
-                    start + dt.timedelta(days=1), "daily")
+    return _compare(channel_id, adapter, _Statements(adapter, day, day), start, start + dt.timedelta(days=1), "daily")
 
 
 def reconcile_recent(channel_id: str, now: dt.datetime | None = None) -> ReconciliationRun | None:
     """The near-real-time comparison: from the end of this channel's previous pass to now minus
     SETTLE_GRACE, at most MAX_WINDOW at a time (after an outage, the following passes catch up).
-    None when the new window is shorter than MIN_WINDOW."""
+    None when the new window is shorter than MIN_WINDOW, or when another pass recorded it first."""
     adapter = _adapter(channel_id)
     # Windows end on whole seconds: statements date their lines to the second, so each line
     # falls in exactly one window.
@@ -138,8 +140,8 @@ class _Statements:
 
     def reach_back(self, created: dt.datetime) -> bool:
         """Stage what an operation created at ``created`` may have settled on before the window: the
-        first day before ``since``, and whole earlier days (at most ``lookback_days`` before the
-        first). False when there was nothing more to fetch."""
+        first day before ``since``, and earlier days from ``created`` on (at most ``lookback_days``
+        before the first). False when there was nothing more to fetch."""
         fetched = False
         if self.since is not None and created < self.since:
             since = created.replace(microsecond=0) if created.date() == self.first else None
@@ -147,8 +149,8 @@ class _Statements:
             self.since, fetched = since, True
         day = max(created.date(), self.first - dt.timedelta(days=self.lookback_days))
         while day < self.first:
-            if day not in self.days:
-                self.fetch(day)
+            if day not in self.days:  # the operation's own day from its creation on, later days whole
+                self.fetch(day, created.replace(microsecond=0) if day == created.date() else None)
                 fetched = True
             day += dt.timedelta(days=1)
         return fetched
@@ -158,7 +160,7 @@ class _Statements:
 
 
 PASS_BUDGET_SECONDS = 120  # a pass stops asking channels by reference after this long
-LEASE_SECONDS = 2 * PASS_BUDGET_SECONDS + 60  # one channel's pass fits well inside (renewed per channel)
+LEASE_SECONDS = 2 * PASS_BUDGET_SECONDS + 60  # renewed every third of it while a pass runs, and per channel
 # Expire (or drop, for 0) the lease only while it is still ours: one atomic step.
 _LEASE_LUA = """
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
@@ -171,21 +173,48 @@ def _lease(r, token: str, seconds: int) -> bool:
     return bool(r.eval(_LEASE_LUA, 1, LEASE_KEY, token, max(0, int(seconds))))
 
 
+class _KeptLease(threading.Thread):
+    """Renews a pass's lease every third of its length while the pass runs (one channel's slow
+    statement may take longer than the lease), from a thread of its own; ``lost`` once it is no
+    longer ours. A Redis error is logged and tried again at the next beat."""
+
+    def __init__(self, r, token: str, seconds: int):
+        super().__init__(name="payrouter-reconcile-lease", daemon=True)
+        self.r, self.token, self.seconds = r, token, seconds
+        self.stopped, self.lost = threading.Event(), threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.seconds / 3):
+            try:
+                if not _lease(self.r, self.token, self.seconds):
+                    self.lost.set()
+                    return
+            except redis.RedisError as exc:
+                log.warning("near-real-time reconciliation lease not renewed: %s", exc)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join()
+
+
 def run_continuous() -> dict:
     """One near-real-time pass over every channel that serves statements (batch workers call this
     every PAYROUTER_RECONCILE_INTERVAL seconds). A Redis lease keeps to one pass at a time across
-    workers: renewed before each channel, and at the end left to expire one interval after the
-    pass started, so passes neither overlap nor come more often than the interval."""
+    workers: renewed all along the pass (``_KeptLease``) and before each channel, and at the end
+    left to expire one interval after the pass started, so passes neither overlap nor come more
+    often than the interval."""
     interval = get_config().reconcile_interval
     if interval <= 0:
         return {}
     r, token, started = get_redis(), new_id("lease"), time.monotonic()
-    if not r.set(LEASE_KEY, token, nx=True, ex=max(interval, LEASE_SECONDS)):
+    seconds = max(interval, LEASE_SECONDS)
+    if not r.set(LEASE_KEY, token, nx=True, ex=seconds):
         return {}
-    done = {}
+    done, kept = {}, _KeptLease(r, token, seconds)
+    kept.start()
     try:
         for channel_id in registry().ids():
-            if not _lease(r, token, max(interval, LEASE_SECONDS)):
+            if kept.lost.is_set() or not _lease(r, token, seconds):
                 log.warning("near-real-time reconciliation lease lost; stopping this pass")
                 break
             try:
@@ -201,6 +230,7 @@ def run_continuous() -> dict:
             if run is not None:
                 done[channel_id] = len(run.issues)
     finally:
+        kept.stop()
         try:
             _lease(r, token, interval - (time.monotonic() - started))
         except redis.RedisError as exc:  # the lease expires by itself; never hide what happened above
@@ -231,9 +261,10 @@ def purge_empty_runs(now: dt.datetime | None = None, batch: int = 1000) -> int:
 
 
 def _compare(channel_id: str, adapter, statement: _Statements, start: dt.datetime, end: dt.datetime,
-             mode: str) -> ReconciliationRun:
+             mode: str) -> ReconciliationRun | None:
     """Matches the staged statement with our records in SQL, then deletes it (whatever happens:
-    a run that fails records nothing)."""
+    a run that fails records nothing). None: a near-real-time pass whose window another pass
+    (a worker's, or ``reconcile --recent``) recorded meanwhile."""
     try:
         return _compare_staged(channel_id, adapter, statement, start, end, mode)
     finally:
@@ -241,13 +272,18 @@ def _compare(channel_id: str, adapter, statement: _Statements, start: dt.datetim
 
 
 def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.datetime, end: dt.datetime,
-                    mode: str) -> ReconciliationRun:
+                    mode: str) -> ReconciliationRun | None:
     """Set-wise: one query counts the window's lines and sums their fees, one returns only the lines
     that disagree with our record or have none (an outer join on the channel's reference), one the
     outcomes of ours in the window that no staged line lists (an anti-join); only those rows reach
     Python, to be worded as issues. Reads in short read-only sessions, asks the channel (about
     timed-out attempts) with no transaction open, then writes the run in one short transaction."""
-    in_window = and_(LINES.c.load_id == statement.load_id, LINES.c.settled_at >= start, LINES.c.settled_at < end)
+    # A daily run compares every line of its day's statement, whatever time the line bears (a channel
+    # that dates its day in its own time zone, a line at midnight): each line is on one day's
+    # statement, so exactly one daily run counts it. (Earlier days are staged only later, by
+    # _missing_at_channel's reach_back.) A near-real-time pass takes the lines settled in its window.
+    in_window = (LINES.c.load_id == statement.load_id if mode == "daily" else
+                 and_(LINES.c.load_id == statement.load_id, LINES.c.settled_at >= start, LINES.c.settled_at < end))
     with read_only() as session:
         theirs = {currency: {"lines": lines, "amount": int(amount), "fee": int(fee)}
                   for currency, lines, amount, fee in session.execute(
@@ -275,24 +311,25 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
     issues, to_query, unmatched_lines = [], [], 0
     twice = {}
     for row in duplicated:
-        twice.setdefault(row.channel_reference, []).append(row)
+        twice.setdefault((row.channel_reference, _line_family(row.operation)), []).append(row)
     for row in discrepant:
         ref = row.channel_reference
         found = asked.get(ref) or (None if row.attempt_id is None else _ours(row))
         line_issues = _line_issues(adapter, ref, _theirs(row), found)
         issues.extend(line_issues)
-        unmatched_lines += bool(line_issues) and ref not in twice  # those are counted below
+        # those listed twice are counted below
+        unmatched_lines += bool(line_issues) and (ref, _line_family(row.operation)) not in twice
         to_query.extend(issue["ours"]["id"] for issue in line_issues
                         if issue["issue"] == "pending_in_payrouter" and issue["ours"]["id"] not in to_query)
-    for ref, rows in twice.items():
+    for (ref, _family_name), rows in twice.items():
         issue = _issue(issue_store.DUPLICATE_IN_STATEMENT, ref, None if rows[0].op_id is None else _ours(rows[0])[1],
                        _theirs(rows[0]))
         issue["lines"] = len(rows)
         issues.append(issue)
         unmatched_lines += len(rows)
     matched = count - unmatched_lines
-    issues.extend(_issue("missing_at_channel", ref, op) for ref, op in _missing_at_channel(channel_id, statement,
-                                                                                             start, end))
+    issues.extend(_issue(issue_store.MISSING_AT_CHANNEL, ref, op)
+                  for ref, op in _missing_at_channel(channel_id, statement, start, end))
     issues.extend(_issue(issue_store.UNKNOWN_AT_CHANNEL, op.channel_reference, op) for op in under_review)
     by_class: dict[str, int] = {}
     for issue in issues:
@@ -300,12 +337,17 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
     report = {"lines": count, "matched": matched, "by_class": by_class, "theirs": theirs, "ours": ours,
               "seconds": round(time.monotonic() - statement.started, 3)}
     with unit_of_work() as session:
+        if mode == "continuous" and not _window_unclaimed(session, channel_id, start):
+            log.info("near-real-time reconciliation of %s from %s not recorded: another pass compared this "
+                     "window meanwhile", channel_id, start)
+            return None
         run = ReconciliationRun(id=new_id("recon"), channel=channel_id, day=(end - dt.timedelta(microseconds=1))
                                 .date().isoformat(), mode=mode, window_start=start, window_end=end,
                                 statement_lines=count, matched=matched, issues=issues, issue_count=len(issues),
                                 channel_fees=int(fees), summary=report,
                                 request_id=context.current_request_id())
         issue_store.record(session, channel_id, issues, run.id)  # each issue dict gains its id and status
+        issue_store.listed_after_all(session, _listed_now(session, channel_id, statement.load_id), run.id)
         session.add(run)
     for op_id in to_query:
         try:
@@ -316,6 +358,27 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
     log.log(level, "reconciled %s (%s, %s – %s): %s line(s), %s matched, %s issue(s)", channel_id, mode, start, end,
             count, matched, len(issues), extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
     return run
+
+
+def _listed_now(session, channel_id: str, load_id: str) -> list[str]:
+    """Open ``missing_at_channel`` issues of this channel whose operation a line of this load lists
+    (found by a pass that ran before the channel's statement had it: a statement later than
+    SETTLE_GRACE): what they say is no longer true."""
+    issue = ReconciliationIssue
+    return list(session.scalars(select(issue.id).join(Operation, Operation.id == issue.operation_id).where(
+        issue.status == issue_store.OPEN, issue.channel == channel_id, issue.kind == issue_store.MISSING_AT_CHANNEL,
+        exists().where(LINES.c.load_id == load_id, LINES.c.channel_reference == issue.channel_reference,
+                       _same_family()))))
+
+
+def _window_unclaimed(session, channel_id: str, start: dt.datetime) -> bool:
+    """No near-real-time pass of this channel was recorded from ``start`` on since this one began
+    (its newest window ends at or before it), checked under the channel's lock in the writing
+    transaction: of two passes that set out over one window, exactly one is recorded."""
+    serialize(session, f"reconcile:{channel_id}")
+    newest = session.scalar(select(func.max(ReconciliationRun.window_end)).where(
+        ReconciliationRun.channel == channel_id, ReconciliationRun.mode == "continuous"))
+    return newest is None or newest <= start
 
 
 def _fee_sql(cost, amount, status):
@@ -348,26 +411,52 @@ def _disagreeing(channel_id: str, cost, in_window):
 
 
 def _duplicated(channel_id: str, in_window):
-    """Every line of the window whose reference the window lists more than once (a channel that
-    sends one operation twice charges its fee twice): a GROUP BY … HAVING over the load's index."""
-    twice = (select(LINES.c.channel_reference).where(in_window).group_by(LINES.c.channel_reference)
-             .having(func.count() > 1))
-    return (_lines_with_ours(channel_id).where(in_window, LINES.c.channel_reference.in_(twice))
+    """Every line of the window whose reference the window lists more than once in one family (a
+    channel that sends one operation twice charges its fee twice; a refund under its payment's
+    reference is another operation): a GROUP BY … HAVING over the load's index."""
+    family = _family(LINES.c.operation, LINE_FAMILIES)
+    # Grouped over a subquery's columns: PostgreSQL would not take a GROUP BY of an expression
+    # whose parameters are bound apart from the select list's.
+    lines = select(LINES.c.channel_reference.label("ref"), family.label("family")).where(in_window).subquery()
+    twice = select(lines.c.ref, lines.c.family).group_by(lines.c.ref, lines.c.family).having(func.count() > 1)
+    return (_lines_with_ours(channel_id).where(in_window, tuple_(LINES.c.channel_reference, family).in_(twice))
             .order_by(LINES.c.channel_reference, LINES.c.settled_at))
 
 
+# What a statement line's ``operation`` can be of ours (contract §4 names payment, capture, refund,
+# payout, void and dispute; the sandbox also writes topup and withdrawal): money in (a payment or a
+# top-up, captured or voided), money back (a refund), money out (a payout). A line is matched only
+# to an operation of its family, so a refund a channel lists under a payment's reference is never
+# taken for that payment; an operation named nowhere here (a dispute) is a family of its own.
+LINE_FAMILIES = {"in": ("payment", "capture", "void", "topup"), "back": ("refund",), "out": ("payout", "withdrawal")}
+KIND_FAMILIES = {"in": ("payment", "topup"), "back": ("refund",), "out": ("withdrawal",)}
+
+
+def _family(column, families: dict[str, tuple[str, ...]]):
+    return case(*((column.in_(names), family) for family, names in families.items()), else_=column)
+
+
+def _same_family():
+    return _family(LINES.c.operation, LINE_FAMILIES) == _family(Operation.kind, KIND_FAMILIES)
+
+
+def _line_family(operation: str) -> str:
+    return next((family for family, names in LINE_FAMILIES.items() if operation in names), operation)
+
+
 def _lines_with_ours(channel_id: str):
-    """Staged lines, each outer-joined to our attempt on this channel with its reference, and
-    that attempt's operation: the columns ``_theirs`` and ``_ours`` read."""
+    """Staged lines, each outer-joined to our attempt on this channel with its reference and
+    that attempt's operation, of the line's family: the columns ``_theirs`` and ``_ours`` read."""
+    ours = join(Attempt, Operation, Operation.id == Attempt.operation_id)
     return (select(LINES.c.channel_reference, LINES.c.operation, LINES.c.amount, LINES.c.currency, LINES.c.status,
                    LINES.c.fee, Attempt.id.label("attempt_id"), Attempt.status.label("attempt_status"),
                    Attempt.channel.label("attempt_channel"), Operation.id.label("op_id"),
                    Operation.status.label("op_status"), SETTLED_AMOUNT.label("op_amount"),
                    Operation.currency.label("op_currency"), Operation.channel.label("op_channel"),
                    Operation.channel_reference.label("op_reference"))
-            .select_from(LINES.outerjoin(Attempt, and_(Attempt.channel == channel_id,
-                                                       Attempt.channel_reference == LINES.c.channel_reference))
-                         .outerjoin(Operation, Operation.id == Attempt.operation_id)))
+            .select_from(LINES.outerjoin(ours, and_(Attempt.channel == channel_id,
+                                                    Attempt.channel_reference == LINES.c.channel_reference,
+                                                    _same_family()))))
 
 
 def _theirs(row) -> SimpleNamespace:
@@ -390,21 +479,22 @@ def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datet
     staged = LINES.c.load_id == statement.load_id
     with read_only() as session:
         rows = session.execute(
-            select(Attempt.channel_reference, Operation.id, Operation.status, SETTLED_AMOUNT.label("amount"),
-                   Operation.currency,
-                   Operation.created_at)
+            select(Attempt.channel_reference, Operation.id, Operation.kind, Operation.status,
+                   SETTLED_AMOUNT.label("amount"), Operation.currency, Operation.created_at)
             .join(Operation, Operation.id == Attempt.operation_id)
             .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),
                    Attempt.channel_reference.is_not(None), Attempt.updated_at >= start, Attempt.updated_at < end,
-                   ~exists().where(staged, LINES.c.channel_reference == Attempt.channel_reference))).all()
+                   ~exists().where(staged, LINES.c.channel_reference == Attempt.channel_reference,
+                                   _same_family()))).all()
     if rows and statement.reach_back(min(row.created_at for row in rows)):  # no session open meanwhile
         references = sorted({row.channel_reference for row in rows})
         found = set()
         with read_only() as session:
             for first in range(0, len(references), 500):
-                found.update(session.scalars(select(LINES.c.channel_reference).where(
-                    staged, LINES.c.channel_reference.in_(references[first:first + 500]))))
-        rows = [row for row in rows if row.channel_reference not in found]
+                found.update((reference, _line_family(operation)) for reference, operation in session.execute(
+                    select(LINES.c.channel_reference, LINES.c.operation).where(
+                        staged, LINES.c.channel_reference.in_(references[first:first + 500]))))
+        rows = [row for row in rows if (row.channel_reference, _line_family(row.kind)) not in found]
     return [(row.channel_reference, SimpleNamespace(id=row.id, status=row.status, amount=row.amount,
                                                     currency=row.currency)) for row in rows]
 
@@ -507,11 +597,22 @@ def export_csv(run_id: str, out) -> int:
     writer.writerow(CSV_COLUMNS)
     for issue in shown:
         ours, theirs = issue.get("ours") or {}, issue.get("theirs") or {}
-        writer.writerow([issue.get("id"), issue["status"], issue["issue"], issue["channel_reference"], ours.get("id"),
-                         ours.get("status"), ours.get("amount"), ours.get("currency"), theirs.get("operation"),
-                         theirs.get("status"), theirs.get("amount"), theirs.get("currency"), theirs.get("fee"),
-                         issue.get("expected_fee")])
+        writer.writerow([_cell(value) for value in (
+            issue.get("id"), issue["status"], issue["issue"], issue["channel_reference"], ours.get("id"),
+            ours.get("status"), ours.get("amount"), ours.get("currency"), theirs.get("operation"),
+            theirs.get("status"), theirs.get("amount"), theirs.get("currency"), theirs.get("fee"),
+            issue.get("expected_fee"))])
     return len(shown)
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value):
+    """A CSV cell that a spreadsheet shows as written: text a channel wrote (a reference, a status)
+    that would start a formula (``=HYPERLINK(…)``, ``+``, ``-``, ``@``, a tab or CR first) gets a
+    leading apostrophe, as OWASP advises against CSV injection; numbers stay numbers."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
 def recent_runs(channel_id: str | None = None, limit: int = 20, with_issues: bool = False) -> list[dict]:

@@ -122,3 +122,22 @@ def wh_client(wh_config):
     app = create_app(wh_config)
     app.testing = True
     return app.test_client()
+
+
+@pytest.fixture
+def statement(clean, monkeypatch):
+    """A channel ``srv`` whose statement the test writes (test_reconcile_streaming.Statement), served
+    over HTTP; the CLI finds it."""
+    from app.services import reconcile as recon
+    from channels.config import ChannelSpec
+    from channels.sandbox.adapter import SandboxChannel
+    from tests.integration.test_reconcile_streaming import COST, Statement
+
+    served = Statement()
+    spec = ChannelSpec(id="srv", adapter="sandbox", methods=("card",), currencies=("USD",), operations=("payment",),
+                       cost=COST, timeout_ms=5000, config={"base_url": served.url})
+    adapter = SandboxChannel(spec, "x" * 32)
+    real = recon.channel
+    monkeypatch.setattr(recon, "channel", lambda cid: adapter if cid == "srv" else real(cid))
+    yield served
+    served.server.shutdown()

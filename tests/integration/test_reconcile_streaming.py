@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,24 +31,31 @@ HEADER = b"channel_reference,operation,amount,currency,status,fee,settled_at\n"
 
 
 class Statement:
-    """A channel's statement host: serves ``blocks`` (bytes) as a chunked answer; ``cut``: the
-    connection closes after the blocks without the terminating chunk (a body broken off)."""
+    """A channel's statement host: serves ``blocks`` (bytes) as a chunked answer, or ``days[date]``
+    for that date's statement when the test wrote one; ``cut``: the connection closes after the
+    blocks without the terminating chunk (a body broken off); ``delay``: seconds it waits before
+    the last block (a slow channel)."""
 
     def __init__(self):
-        self.blocks, self.cut = [HEADER], False
+        self.blocks, self.cut, self.days, self.delay = [HEADER], False, {}, 0.0
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
             def do_GET(self):  # noqa: N802
+                day = self.path.split("?", 1)[0].rsplit("/", 1)[-1]
+                blocks = owner.days.get(day, owner.blocks)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/csv")
                 self.send_header("Transfer-Encoding", "chunked")
                 if owner.cut:
                     self.send_header("Connection", "close")
                 self.end_headers()
-                for block in owner.blocks:
+                for number, block in enumerate(blocks, 1):
+                    if number == len(blocks) and owner.delay:
+                        self.wfile.flush()
+                        time.sleep(owner.delay)
                     self.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
                 if owner.cut:
                     self.wfile.flush()
@@ -63,37 +71,30 @@ class Statement:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
-    def line(self, ref, amount, status="succeeded", fee=None, at="10:00:00"):
+    def line(self, ref, amount, status="succeeded", fee=None, at="10:00:00", operation="payment", currency="USD",
+             day=None):
+        """A line on the statement (``day``: on that date's statement only, dated that day)."""
         fee = (COST.fee(amount) if status == "succeeded" else 0) if fee is None else fee
-        self.blocks.append(f"{ref},payment,{amount},USD,{status},{fee},{DAY}T{at}Z\n".encode())
+        blocks = self.blocks if day is None else self.days.setdefault(day.isoformat(), [HEADER])
+        blocks.append(f"{ref},{operation},{amount},{currency},{status},{fee},{day or DAY}T{at}Z\n".encode())
 
 
-@pytest.fixture
-def statement(clean, monkeypatch):
-    """A channel ``srv`` whose statement the test writes, served over HTTP; the CLI finds it."""
-    from app.services import reconcile as recon
-
-    served = Statement()
-    spec = ChannelSpec(id="srv", adapter="sandbox", methods=("card",), currencies=("USD",), operations=("payment",),
-                       cost=COST, timeout_ms=5000, config={"base_url": served.url})
-    adapter = SandboxChannel(spec, "x" * 32)
-    real = recon.channel
-    monkeypatch.setattr(recon, "channel", lambda cid: adapter if cid == "srv" else real(cid))
-    yield served
-    served.server.shutdown()
-
-
-def _ours(merchant_id, ref, amount, status="succeeded", review=False, attempt=True):
-    at = dt.datetime.combine(DAY, dt.time(10))
+def _ours(merchant_id, ref, amount, status="succeeded", review=False, attempt=True, kind="payment", at=None,
+          settled=None):
+    """An operation of ours on ``srv`` with its attempt: made ``at`` (default 10:00 on DAY), its
+    outcome recorded ``settled`` (default: at once)."""
+    at = at or dt.datetime.combine(DAY, dt.time(10))
+    prefix = {"payment": "pay", "refund": "re", "topup": "top", "withdrawal": "wd"}[kind]
     with unit_of_work() as session:
-        op = Operation(id=new_id("pay"), merchant_id=merchant_id, kind="payment", status=status, version=2,
+        op = Operation(id=new_id(prefix), merchant_id=merchant_id, kind=kind, status=status, version=2,
                        amount=amount, currency="USD", fee=0, reference=new_id("ref"), channel="srv",
-                       channel_reference=ref, routing={}, metadata_={}, review=review, created_at=at, updated_at=at)
+                       channel_reference=ref, routing={}, metadata_={}, review=review, created_at=at,
+                       updated_at=settled or at)
         session.add(op)
         session.flush()
         if attempt:
             session.add(Attempt(id=new_id("att"), operation_id=op.id, seq=1, channel="srv", status=status,
-                                channel_reference=ref, created_at=at, updated_at=at))
+                                channel_reference=ref, created_at=at, updated_at=settled or at))
     return op.id
 
 
@@ -303,8 +304,6 @@ def test_one_channels_bad_statement_stops_neither_the_pass_nor_the_cli_for_the_o
         with unit_of_work() as session:
             assert session.scalar(select(func.count()).select_from(ReconciliationRun)
                                   .where(ReconciliationRun.channel == "acq_alpha")) == 0
-        import time
-
         time.sleep(1.1)  # windows end on whole seconds: the CLI's pass has a window of its own
         result = CliRunner().invoke(main, ["reconcile", "--recent", "--json"])
         assert result.exit_code == 1, result.output
@@ -366,8 +365,6 @@ def test_a_statement_over_16_mib_is_reconciled_in_bounded_memory(clean):
 
 def test_the_sandbox_serves_the_lines_since_a_moment_and_refuses_a_bad_one(stack):
     """What a near-real-time pass asks for: the day's lines from ``since`` on (to the second)."""
-    import time
-
     import requests
 
     from app.adapters.channels_runtime import channel
