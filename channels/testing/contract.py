@@ -4,6 +4,7 @@ the kit's hosts (channels.testing.hosts), which see exactly what reached the wir
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from typing import Any, Callable, Mapping
@@ -33,6 +34,26 @@ from channels.testing.wire import WireContract, fails, new_key, new_ref
 FINAL = ("succeeded", "failed")
 NOT_FOUND = "not_found"  # a status query's error_code for an operation the channel never saw
 STATEMENT_OPERATIONS = ("payment", "topup", "capture", "refund", "payout", "void", "dispute")
+# What the router keeps of a result: the widths of the attempts table's columns (app/adapters/models.py,
+# which tests/unit/test_channel_kit_limits.py holds these to), and ``raw`` as JSON.
+RESULT_LIMITS = {"channel_reference": 200, "error_code": 60, "error_message": 500}
+
+
+def storable(result: ChannelResult) -> ChannelResult:
+    """``result``, once it is checked to be what the router can store: a ChannelResult of one of its
+    statuses, text fields within their columns, and ``raw`` a mapping that JSON can hold."""
+    assert isinstance(result, ChannelResult), f"{result!r} is not a ChannelResult"
+    assert result.status in STATUSES, f"status {result.status!r} is not one of {STATUSES}"
+    for name, limit in RESULT_LIMITS.items():
+        value = getattr(result, name)
+        assert value is None or isinstance(value, str) and len(value) <= limit, f"{name} {value!r:.80}: not text of " \
+            f"at most {limit} characters"
+    assert isinstance(result.raw, Mapping), f"raw is a {type(result.raw).__name__}, not a mapping"
+    try:
+        json.dumps(dict(result.raw))
+    except (TypeError, ValueError) as exc:
+        raise AssertionError(f"raw cannot be stored as JSON: {exc}") from None
+    return result
 
 
 class ChannelContract(WireContract):
@@ -131,26 +152,26 @@ class ChannelContract(WireContract):
     # ---- charges: outcomes are data, faults are exceptions ----------------------------------------
 
     def test_a_charge_that_succeeds_is_succeeded_with_the_channels_reference(self, channel):
-        result = channel.charge(self.charge_request(self.amount("succeeded")))
-        assert isinstance(result, ChannelResult)
+        result = storable(channel.charge(self.charge_request(self.amount("succeeded"))))
         assert result.status == "succeeded" and result.channel_reference and isinstance(result.channel_reference, str)
 
     def test_a_decline_is_a_failed_result_with_the_psps_code_not_an_exception(self, channel):
-        result = channel.charge(self.charge_request(self.amount("declined")))
+        result = storable(channel.charge(self.charge_request(self.amount("declined"))))
         assert result.status == "failed" and result.error_code and isinstance(result.error_code, str)
 
     def test_no_answer_from_the_psp_is_an_unknown_outcome_a_query_settles(self, channel):
         request = self.charge_request(self.amount("unknown"))
         with pytest.raises(ChannelTimeout):
             channel.charge(request)
-        found = self._eventually(lambda: channel.query(request.reference), lambda r: r.error_code != NOT_FOUND)
+        found = storable(self._eventually(lambda: channel.query(request.reference),
+                                          lambda r: r.error_code != NOT_FOUND))
         assert found.status in STATUSES and found.channel_reference, found
 
     def test_a_5xx_at_the_psp_is_a_refusal_and_nothing_was_charged(self, channel):
         request = self.charge_request(self.amount("refused"))
         with pytest.raises(ChannelUnavailable):
             channel.charge(request)
-        found = channel.query(request.reference)
+        found = storable(channel.query(request.reference))
         assert found.status == "failed" and found.error_code == NOT_FOUND, found
 
     def test_a_channel_that_cannot_be_reached_is_never_sent(self):
@@ -196,11 +217,12 @@ class ChannelContract(WireContract):
     def test_a_query_finds_a_charge_by_our_reference_and_by_the_channels(self, channel):
         request = self.charge_request(self.amount("succeeded"))
         paid = channel.charge(request)
-        for found in (channel.query(request.reference), channel.query(request.reference, paid.channel_reference)):
+        for found in map(storable, (channel.query(request.reference),
+                                    channel.query(request.reference, paid.channel_reference))):
             assert found.status == "succeeded" and found.channel_reference == paid.channel_reference, found
 
     def test_a_query_for_an_operation_the_channel_never_saw_is_failed_not_found(self, channel):
-        found = channel.query(new_ref("pay"))
+        found = storable(channel.query(new_ref("pay")))
         assert found.status == "failed" and found.error_code == NOT_FOUND, found
 
     # ---- refunds, payouts, captures, as the instance declares them -----------------------------------
@@ -209,13 +231,14 @@ class ChannelContract(WireContract):
         if "refund" not in self.operations:
             pytest.skip("the instance does not declare refunds")
         paid = channel.charge(self.charge_request(self.amount("succeeded")))
-        refunded = channel.refund(self.refund_request(paid.channel_reference, self.amount("succeeded") // 2))
+        refunded = storable(channel.refund(self.refund_request(paid.channel_reference,
+                                                               self.amount("succeeded") // 2)))
         assert refunded.status in ("succeeded", "processing") and refunded.channel_reference, refunded
 
     def test_a_payout(self, channel):
         if "withdrawal" not in self.operations:
             pytest.skip("the instance does not declare withdrawals")
-        paid = channel.payout(self.payout_request(self.amount("succeeded")))
+        paid = storable(channel.payout(self.payout_request(self.amount("succeeded"))))
         assert paid.status in ("succeeded", "processing") and paid.channel_reference, paid
 
     def test_an_authorization_is_captured_or_voided(self, channel):
@@ -224,21 +247,21 @@ class ChannelContract(WireContract):
         ok = self.amount("succeeded")
         for then, expected in (("capture", "succeeded"), ("void", "canceled")):
             request = self.charge_request(ok, capture_method="manual")
-            held = channel.charge(request)
+            held = storable(channel.charge(request))
             assert held.status == "requires_capture" and held.channel_reference, held
             if then == "capture":
                 done = channel.capture(CaptureRequest(request.reference, held.channel_reference, ok, self.currency,
                                                       new_key()))
             else:
                 done = channel.void(VoidRequest(request.reference, held.channel_reference, new_key()))
-            assert done.status == expected, done
+            assert storable(done).status == expected, done
 
     # ---- callbacks -----------------------------------------------------------------------------
 
     def test_a_pending_charge_is_processing_and_its_signed_callback_parses(self, channel, callbacks, psp_url):
         path = f"/callbacks/{self.channel_id}/{uuid.uuid4().hex}"
         request = self.charge_request(self.amount("processing"), callback_url=callbacks.url + path)
-        pending = channel.charge(request)
+        pending = storable(channel.charge(request))
         assert pending.status == "processing" and pending.channel_reference, pending
         delivery = callbacks.wait_for(path, self.callback_wait_s)
         event = channel.verify_callback(delivery.headers, delivery.body)

@@ -3,6 +3,7 @@ of it, while the sandbox's own adapter passes the same check. Each broken adapte
 with one fault added, run against the sandbox over HTTP or the kit's own hosts."""
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 
 import pytest
@@ -33,6 +34,11 @@ class EchoesTheToken(SandboxChannel):
         return replace(super().charge(req), raw={"card": req.token})
 
 
+class KeepsWhatJSONCannot(SandboxChannel):  # the router stores raw as JSON: its call would fail after the charge
+    def charge(self, req):
+        return replace(super().charge(req), raw={"at": dt.datetime.now()})
+
+
 class CallsSilenceAFailure(SandboxChannel):  # the router would re-route a charge that may have gone through
     def charge(self, req):
         try:
@@ -59,6 +65,7 @@ def sandbox_url(tmp_path_factory):
     (ForgetsTheKey, "test_every_change_carries_its_idempotency_key", "wire"),
     (DeclinesLoudly, "test_a_decline_is_a_failed_result_with_the_psps_code_not_an_exception", "channel"),
     (EchoesTheToken, "test_a_card_token_reaches_the_psp_and_nothing_else", "channel wire"),
+    (KeepsWhatJSONCannot, "test_a_charge_that_succeeds_is_succeeded_with_the_channels_reference", "channel"),
     (CallsSilenceAFailure, "test_a_request_sent_and_never_answered_is_an_unknown_outcome", "silent"),
     (TrustsEveryCallback, "test_a_callback_nobody_signed_is_refused", "channel"),
 ])
