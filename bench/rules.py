@@ -1,7 +1,7 @@
 """Decision latency and throughput: durable-rules engine vs the Python reference evaluator.
 
     .venv/bin/python bench/rules.py [--requests 20000] [--sizes 10,100,1000] [--adversarial 100,1000]
-                                    [--adversarial-bytes 10240]
+                                    [--adversarial-bytes 10240] [--merchant-rules 20]
 
 Measures the whole ``rules.decide.decide()`` call (flatten, match, resolve, fee), not only the
 engine, on generated but realistic rule sets; prints a markdown table. Then the adversarial
@@ -9,6 +9,8 @@ case (``--adversarial N,…``, 0 to skip): the generated set of N rules plus rul
 backtracks exponentially in Python's ``re`` (``^(a+)+$``, ``(x+x+)+y``), against requests whose
 customer e-mail is 10 KB (``--adversarial-bytes``) of ``aaaa…!`` or ``xxxx…`` (each pattern's worst
 input, half and half). The API admits at most 320 characters of e-mail and 500 of a metadata value.
+With ``--merchant-rules M`` (0 to skip) each size is measured again with a merchant's own set of M
+generated rules decided beside it (contract §3: both sets matched, then combined).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from app.domain.kinds import OperationKind  # noqa: E402
 from app.entrypoints.tuning import tune_gc_for_serving  # noqa: E402
-from rules.decide import decide, facts_for  # noqa: E402
+from rules.decide import MerchantRules, decide, facts_for  # noqa: E402
 from rules.engine import CompiledRules  # noqa: E402
 from rules.facts import flatten  # noqa: E402
 from rules.format import load  # noqa: E402
@@ -95,18 +97,28 @@ def make_adversarial(n: int, requests: list[dict], size: int = 10_240) -> tuple[
     return data, evil
 
 
+def make_merchant_rules(n: int) -> dict:
+    """A merchant's own set: generated rules of another seed, without fees (only the platform's set has them)."""
+    data = make_rules(n, seed=23)
+    for rule in data["rules"]:
+        rule["then"].pop("fee", None)
+        if not rule["then"]:
+            rule["then"] = {"limits": {"max_amount": 5_000_000}}
+    return {"rules": data["rules"]}
+
+
 class AllUp:
     def drop_reason(self, channel_id, *, operation, currency, method):
         return None
 
 
-def latencies(ruleset, matcher, reqs) -> list[float]:
+def latencies(ruleset, matcher, reqs, merchant=None) -> list[float]:
     out = []
     avail = AllUp()
     clock = time.perf_counter_ns
     for i, f in enumerate(reqs):
         t0 = clock()
-        decide(f, ruleset, matcher, avail, split_key=str(i))
+        decide(f, ruleset, matcher, avail, split_key=str(i), merchant=merchant)
         out.append((clock() - t0) / 1000)
     return out
 
@@ -138,6 +150,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="10,100,1000")
     ap.add_argument("--adversarial", default="100,1000", help="generated rules in the adversarial case (0: skip)")
     ap.add_argument("--adversarial-bytes", type=int, default=10_240, help="length of the adversarial e-mails")
+    ap.add_argument("--merchant-rules", type=int, default=20, help="rules in a merchant's own set (0: skip)")
     args = ap.parse_args()
     reqs = make_requests(args.requests)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.requests} requests per cell\n")
@@ -156,6 +169,15 @@ def main() -> None:
             fb = engine.fallbacks if name == "engine" else "-"
             print(f"| {size} | {len(engine.plan.chains)} | {name} | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} "
                   f"| {one:,.0f} | {four:,.0f} | {fb} |")
+        if args.merchant_rules:
+            own_set = load(make_merchant_rules(args.merchant_rules))
+            own = MerchantRules("mer_1", own_set, CompiledRules(own_set, version=1), 1)
+            latencies(ruleset, engine, reqs[:2000], own)
+            lat = latencies(ruleset, engine, reqs, own)
+            print(f"| {size} + {args.merchant_rules} merchant's | {len(engine.plan.chains)} + "
+                  f"{len(own.matcher.plan.chains)} | engine, both sets | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} "
+                  f"| - | - | {engine.fallbacks + own.matcher.fallbacks} |")
+            own.matcher.close()
         engine.close()
     for size in (int(s) for s in args.adversarial.split(",")):
         if size:

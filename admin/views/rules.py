@@ -50,8 +50,8 @@ class RulesView(SecureView):
         form.update({k: v for k, v in request.form.items() if k in form})
         source_lines = form["source"].splitlines()
         return self.render("admin/payrouter_rules.html", live=live, history=history, pending=pending, form=form,
-                           merchant=merchant, source_lines=source_lines, kinds=OperationKind.routed(),
-                           can_change=user_can("pm"), me=current_actor(),
+                           merchant=merchant, owners=rules_workspace.merchants_with_sets(), source_lines=source_lines,
+                           kinds=OperationKind.routed(), can_change=user_can("pm"), me=current_actor(),
                            approval=get_config().rules_approval, **state), status
 
     @expose("/")

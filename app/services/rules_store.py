@@ -124,6 +124,12 @@ def source_of(session: Session, version: int, merchant: str | None = None) -> st
     return _owned(session, version, merchant).source
 
 
+def owners(session: Session, limit: int = 1000) -> list[str]:
+    """The merchants that have published a set of their own (the console's merchant choices)."""
+    column = RulesetPublication.merchant_id
+    return list(session.scalars(select(column).where(column.is_not(None)).distinct().order_by(column).limit(limit)))
+
+
 def history(session: Session, merchant: str | None = None) -> list[dict]:
     rows = session.execute(select(RulesetPublication, RulesetVersion)
                            .join(RulesetVersion, RulesetVersion.version == RulesetPublication.version)

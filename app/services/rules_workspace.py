@@ -83,6 +83,12 @@ def show(version: int | None = None, merchant: str | None = None) -> dict:
     return {"version": wanted, "live_version": live, "merchant": merchant, "source": as_yaml(source)}
 
 
+def merchants_with_sets() -> list[str]:
+    """Merchants with a rule set of their own (the console's choices for "Rule set")."""
+    with read_only() as session:
+        return store.owners(session)
+
+
 # -- validate -----------------------------------------------------------------------------------
 
 def problem_dict(problem) -> dict:

@@ -135,6 +135,7 @@ def test_a_merchants_own_set_on_the_rules_page(app, seeded):
     assert answer.status_code == 302 and f"merchant={merchant_id}" in answer.headers["Location"]
     assert [r["version"] for r in rules_publishing.history(merchant_id)] == [2]
     assert [r["version"] for r in rules_publishing.history()] == [1]
+    assert f'<option value="{merchant_id}">' in console.get().get_data(as_text=True)  # a choice from now on
     body = json.dumps({"amount": 1000, "currency": "USD", "payment_method": CARD})
     text = console.post("try", action="simulate", source=own.replace("acq_beta", "acq_alpha"), kind="payment",
                         body=body, merchant=merchant_id).get_data(as_text=True)
