@@ -135,6 +135,10 @@ class StatementLine:
 class Channel(abc.ABC):
     """One configured channel instance. Subclasses implement the protocol of one PSP."""
 
+    # What a merchant's own account at this channel carries (contract §4, merchant channel
+    # accounts), e.g. ``("api_key",)``; none: the channel takes no merchant credentials.
+    credential_fields: tuple[str, ...] = ()
+
     def __init__(self, spec: "ChannelSpec", secret: str):
         self.spec = spec
         self.secret = secret
@@ -148,6 +152,12 @@ class Channel(abc.ABC):
     @property
     def cost(self) -> "Cost":
         return self.spec.cost
+
+    def with_credentials(self, credentials: Mapping[str, str]) -> "Channel":
+        """This channel acting for a merchant's own account: an instance whose every request (and
+        statement) uses ``credentials`` (exactly the ``credential_fields``, strings). The router
+        makes it once per account and keeps it; credentials must never be logged or shown."""
+        raise OperationNotSupported(f"channel {self.id} takes no merchant credentials")
 
     def supports(self, operation: str, currency: str, method: str | None = None) -> str | None:
         """None if this instance can carry the operation, else the drop reason."""

@@ -87,6 +87,17 @@ def card_token(sandbox_url: str, number: str = "4242424242424242", **card) -> di
     return json.loads(answer.data)
 
 
+def sandbox_account(sandbox_url: str) -> dict:
+    """A merchant account at the sandbox PSP (``POST /accounts``, over HTTP): ``{id, api_key}``."""
+    import json
+
+    import urllib3
+
+    answer = urllib3.request("POST", f"{sandbox_url}/accounts")
+    assert answer.status == 200, answer.data
+    return json.loads(answer.data)
+
+
 def payment_body(amount: int, currency: str = "USD", **fields) -> dict:
     return {"amount": amount, "currency": currency, "payment_method": dict(CARD), "reference": unique("pay"),
             "customer": {"id": unique("cus"), "country": "US"}, **fields}

@@ -30,3 +30,22 @@ def answers(call: Callable[[], object], errors: tuple[type[BaseException], ...] 
     except errors:
         return False
     return True
+
+
+def database_text() -> str:
+    """Every value of every row of every table, as text (bytes decoded): what a secret (a card token,
+    a merchant's channel credentials) must not be in."""
+    from sqlalchemy import inspect, text
+
+    from app.adapters.db import unit_of_work
+
+    parts = []
+    with unit_of_work() as session:
+        connection = session.connection()
+        for table in inspect(connection).get_table_names():
+            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
+                for value in row:
+                    if isinstance(value, memoryview):
+                        value = value.tobytes()
+                    parts.append(value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value))
+    return "\n".join(parts)

@@ -403,6 +403,9 @@ class Operation(Base):
     amount_captured: Mapped[int | None] = mapped_column()
     capture_before: Mapped[datetime | None] = mapped_column(DateTime)
     next_action: Mapped[dict | None] = mapped_column(JSON)
+    # The merchant's channel account (mca_…) whose credentials carry it on ``channel`` (None: the
+    # platform's): its status queries, capture, void and refunds use the same (0023).
+    channel_account_id: Mapped[str | None] = mapped_column(String(40))
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -430,9 +433,36 @@ class Attempt(Base):
     raw: Mapped[dict | None] = mapped_column(JSON)
     # How long the channel took to answer the call (None: not answered yet, or before 0013).
     duration_ms: Mapped[int | None] = mapped_column(Integer)
+    # Whose credentials made the call: a merchant's channel account (mca_…), or None, the platform's.
+    # Reconciliation matches each account's statement with that account's attempts (0023).
+    channel_account_id: Mapped[str | None] = mapped_column(String(40))
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ChannelAccount(Base):
+    """A merchant's own credentials for a channel (contract §4, ``mca_…``), stored encrypted
+    (app.adapters.crypto) and never shown again. At most one live account per merchant, mode and
+    channel; deleting one stops new operations using it, while the operations it already carries
+    (status queries, capture, refunds, reconciliation) keep their credentials."""
+
+    __tablename__ = "channel_accounts"
+    __table_args__ = (
+        Index("ix_channel_accounts_list", "merchant_id", "livemode", "created_at", "id"),
+        Index("uq_channel_accounts_live", "merchant_id", "livemode", "channel", unique=True,
+              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    channel: Mapped[str] = mapped_column(String(100))
+    credentials_encrypted: Mapped[str] = mapped_column(Text)  # a JSON object of strings, encrypted
+    credential_fields: Mapped[list] = mapped_column(JSON, default=list)  # its names, shown
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime)
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class CircuitOverride(Base):
@@ -487,6 +517,8 @@ class ReconciliationRun(Base):
     channel_fees: Mapped[int] = mapped_column(default=0)
     # lines, matched, by_class, theirs/ours totals by currency, seconds (None: runs stored before it)
     summary: Mapped[dict | None] = mapped_column(JSON)
+    # A merchant's channel account whose statement this run read (None: the platform's), 0023.
+    channel_account: Mapped[str | None] = mapped_column(String(40))
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 

@@ -189,16 +189,18 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
         raise click.BadParameter("use YYYY-MM-DD", param_hint="--date") from None
     failed: list[str] = []
     try:
-        if date:
-            runs = [recon.reconcile(channel_id, date)]
+        if date:  # the platform's account, then each merchant channel account on the channel
+            runs = [recon.reconcile(channel_id, date, account) for account in recon.accounts(channel_id)]
         else:
             from app.adapters.channels_runtime import registry
             from channels.base import OperationNotSupported
 
             runs = []
-            for cid in [channel_id] if channel_id else registry().ids():
+            scopes = [(each, account) for each in ([channel_id] if channel_id else registry().ids())
+                      for account in recon.accounts(each)]
+            for cid, account in scopes:
                 try:
-                    runs.append(recon.reconcile_recent(cid))
+                    runs.append(recon.reconcile_recent(cid, account=account))
                 except OperationNotSupported:
                     if channel_id:
                         raise
@@ -287,7 +289,8 @@ def _show_runs(runs: list[dict], as_json: bool) -> None:
         return
     for out in runs:
         when = out["date"] if out["mode"] == "daily" else f"{out['window_start']} – {out['window_end']}"
-        click.echo(f"{out['channel']} {out['mode']} {when}: {out['statement_lines']} statement lines, "
+        account = f" account {out['channel_account']}" if out.get("channel_account") else ""
+        click.echo(f"{out['channel']}{account} {out['mode']} {when}: {out['statement_lines']} statement lines, "
                    f"{out['matched']} matched, {len(out['issues'])} issue(s) ({out['open_issues']} open), "
                    f"channel fees {out['channel_fees']}")
         for issue in out["issues"]:

@@ -20,7 +20,7 @@ from decimal import Decimal
 
 from sqlalchemy.orm import Session
 
-from app.adapters.channels_runtime import channel
+from app.adapters.account_channels import adapter as channel_for
 from app.adapters.models import Merchant, Operation
 from app.domain.errors import Conflict, Unprocessable
 from app.domain.money import round_minor
@@ -102,7 +102,7 @@ def _ask(session: Session, op: Operation, verb: str, build) -> ChannelResult:
     Idempotency-Key's claim (so a retry waits for this request) and a status query due soon, so
     that a capture or void whose answer is lost (a timeout, this process dying) is learned from the
     channel. A fault raises: the request answers 502 and its key is released, to be retried as it was."""
-    request, adapter = build(f"{op.id}:{verb}:{op.version}"), channel(op.channel)
+    request, adapter = build(f"{op.id}:{verb}:{op.version}"), channel_for(op.channel, op.channel_account_id)
     op.next_query_at = next_query_at(0)
     session.commit()
     return getattr(adapter, verb)(request)

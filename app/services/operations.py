@@ -22,8 +22,8 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context
-from app.adapters import metrics, writebehind
-from app.adapters.channels_runtime import callback_url, channel
+from app.adapters import account_channels, metrics, writebehind
+from app.adapters.channels_runtime import callback_url
 from app.adapters.db import execute_all_matched, pipelined
 from app.adapters.models import Account, Attempt, Operation, new_id, utcnow
 from app.config import get_config
@@ -39,7 +39,7 @@ from app.domain.states import (
     REQUIRES_CAPTURE,
     SUCCEEDED,
 )
-from app.services import breaker, events, issues, ledger, orders, representation, success_rates
+from app.services import breaker, channel_accounts, events, issues, ledger, orders, representation, success_rates
 from app.services.transitions import transition, transition_all
 from channels.base import (
     ChannelError,
@@ -114,6 +114,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
     most ``max`` times; if no later candidate takes the payment, the last soft decline stands."""
     payment = session.get(Operation, op.payment_id) if op.payment_id else None
     candidates = list(op.routing.get("candidates") or [])
+    accounts = channel_accounts.for_candidates(session, op, candidates, payment)  # the merchant's own, per channel
     attempts = attempts_of(session, op) if attempts is None else attempts
     seq = len(attempts)
     retry_on, retries_left = frozenset((retry or {}).get("on") or ()), (retry or {}).get("max", 0)
@@ -123,17 +124,18 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             _note_drop(op, channel_id, "circuit_open")
             continue
         seq += 1
-        if not _use_channel(session, op, channel_id):
+        account_id, sealed = accounts.get(channel_id, (None, None))
+        if not _use_channel(session, op, channel_id, account_id):
             session.rollback()
             return Made(op, attempts)
         with pipelined(session):  # the attempt is on record before the channel hears of it
-            attempt = _write_attempt(session, op, seq, channel_id)
+            attempt = _write_attempt(session, op, seq, channel_id, account_id)
             session.commit()
         attempts.append(attempt)
         verb, request = _request(op, payment, attempt, token)
         started = time.perf_counter()
         try:
-            result = getattr(channel(channel_id), verb)(request)
+            result = getattr(account_channels.adapter(channel_id, account_id, sealed), verb)(request)
         except ChannelUnavailable as exc:
             took = _ms(started)
             breaker.record(channel_id, ok=False)
@@ -199,11 +201,12 @@ def _as_it_is_now(session: Session, op: Operation) -> Made:
     return Made(op, attempts_of(session, op))
 
 
-def _use_channel(session: Session, op: Operation, channel_id: str) -> bool:
-    """Point the operation at the channel about to be called; a new operation moves pending →
-    processing in the same statement. If this process dies during the call, a status query follows."""
+def _use_channel(session: Session, op: Operation, channel_id: str, account_id: str | None = None) -> bool:
+    """Point the operation at the channel about to be called (and the merchant's channel account
+    it is called with); a new operation moves pending → processing in the same statement. If this
+    process dies during the call, a status query follows."""
     changes = {"channel": channel_id, "routing": {**op.routing, "channel": channel_id},
-               "next_query_at": next_query_at(0)}
+               "next_query_at": next_query_at(0), "channel_account_id": account_id}
     if op.status == PENDING:
         return transition(session, op, PROCESSING, **changes)
     for name, value in changes.items():
@@ -216,15 +219,17 @@ _ATTEMPT_INSERT = insert(_ATTEMPTS)
 _ATTEMPT_UPDATE = update(_ATTEMPTS).where(_ATTEMPTS.c.id == bindparam("attempt_id"))
 
 
-def _write_attempt(session: Session, op: Operation, seq: int, channel_id: str) -> Attempt:
+def _write_attempt(session: Session, op: Operation, seq: int, channel_id: str,
+                   account_id: str | None = None) -> Attempt:
     """A new attempt row (Core: it is written on every payment); the object stays outside the
     session, and _close_attempt keeps row and object in step."""
     now = utcnow()
     attempt = Attempt(id=new_id("att"), operation_id=op.id, seq=seq, channel=channel_id, status=PROCESSING,
-                      request_id=context.current_request_id(), created_at=now, updated_at=now)
+                      channel_account_id=account_id, request_id=context.current_request_id(), created_at=now,
+                      updated_at=now)
     session.connection().execute(_ATTEMPT_INSERT, {
         "id": attempt.id, "operation_id": op.id, "seq": seq, "channel": channel_id, "status": PROCESSING,
-        "request_id": attempt.request_id, "created_at": now, "updated_at": now})
+        "channel_account_id": account_id, "request_id": attempt.request_id, "created_at": now, "updated_at": now})
     return attempt
 
 

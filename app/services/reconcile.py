@@ -24,6 +24,11 @@ reference. Issues found:
 - ``unknown_at_channel``: an operation made in the window that the channel acknowledged and then
   answered "unknown operation" about (left processing for review; app.services.callbacks).
 
+Per account: a channel's statement lists one account's operations. The platform's account is
+compared with the attempts made with the platform's credentials; each merchant channel account
+(app.services.channel_accounts) is a run of its own (``channel_account``), its statement read with
+its credentials and compared with the attempts made with them.
+
 Each run is stored (``reconciliation_runs``) with its window and issues, for ops to follow up;
 a run with issues is logged as a warning. Each issue is also a row of its own (app.services.issues),
 open until an operator resolves it with a note.
@@ -43,7 +48,7 @@ import redis
 from sqlalchemy import and_, case, delete, exists, func, join, or_, select, tuple_
 
 from app import context
-from app.adapters import jobs, staging
+from app.adapters import account_channels, jobs, staging
 from app.adapters.channels_runtime import channel, registry
 from app.adapters.db import read_only, serialize, unit_of_work
 from app.adapters.models import Attempt, Operation, ReconciliationIssue, ReconciliationRun, new_id, utcnow
@@ -52,6 +57,7 @@ from app.adapters.redis_conn import get_redis
 from app.config import get_config
 from app.domain.errors import InvalidRequest, NotFound
 from app.domain.states import FINAL, PROCESSING, SUCCEEDED
+from app.services import channel_accounts
 from app.services import issues as issue_store
 from channels.base import ChannelError, OperationNotSupported
 
@@ -64,39 +70,60 @@ LOOKBACK_DAYS = 7  # how far before a window an outcome learned late is looked f
 LEASE_KEY = "payrouter:reconcile:lease"
 
 
-def _adapter(channel_id: str):
+def _adapter(channel_id: str, account: str | None = None):
     try:
-        return channel(channel_id)
+        return channel(channel_id) if account is None else account_channels.adapter(channel_id, account)
     except KeyError:
         raise InvalidRequest(f"no such channel {channel_id}", param="channel") from None
 
 
-def reconcile(channel_id: str, day: dt.date) -> ReconciliationRun:
-    """The batch comparison of one channel's whole day (an outcome of ours recorded that day for
-    an operation made earlier is also looked for on the earlier days' statements: the channel may
-    have settled it before midnight)."""
-    adapter = _adapter(channel_id)
+def accounts(channel_id: str) -> list[str | None]:
+    """Whose statements a channel's reconciliation reads: the platform's (None), then each merchant
+    channel account's (app.services.channel_accounts.of_channel)."""
+    with read_only() as session:
+        return [None, *channel_accounts.of_channel(session, channel_id)]
+
+
+def _of_account(column, account: str | None):
+    """``column`` names ``account`` (None: the platform's credentials made it)."""
+    return column.is_(None) if account is None else column == account
+
+
+def reconcile(channel_id: str, day: dt.date, account: str | None = None) -> ReconciliationRun:
+    """The batch comparison of one channel's whole day, for one account (None: the platform's; an
+    outcome of ours recorded that day for an operation made earlier is also looked for on the
+    earlier days' statements: the channel may have settled it before midnight)."""
+    adapter = _adapter(channel_id, account)
     start = dt.datetime.combine(day, dt.time())
-    return _compare(channel_id, adapter, _Statements(adapter, day, day), start, start + dt.timedelta(days=1), "daily")
+    return _compare(channel_id, adapter, _Statements(adapter, day, day), start, start + dt.timedelta(days=1), "daily",
+                    account)
 
 
-def reconcile_recent(channel_id: str, now: dt.datetime | None = None) -> ReconciliationRun | None:
-    """The near-real-time comparison: from the end of this channel's previous pass to now minus
-    SETTLE_GRACE, at most MAX_WINDOW at a time (after an outage, the following passes catch up).
-    None when the new window is shorter than MIN_WINDOW, or when another pass recorded it first."""
-    adapter = _adapter(channel_id)
+def reconcile_recent(channel_id: str, now: dt.datetime | None = None,
+                     account: str | None = None) -> ReconciliationRun | None:
+    """The near-real-time comparison: from the end of this channel's (and account's) previous pass
+    to now minus SETTLE_GRACE, at most MAX_WINDOW at a time (after an outage, the following passes
+    catch up). None when the new window is shorter than MIN_WINDOW, or when another pass recorded
+    it first."""
+    adapter = _adapter(channel_id, account)
     # Windows end on whole seconds: statements date their lines to the second, so each line
     # falls in exactly one window.
     until = ((now or utcnow()) - SETTLE_GRACE).replace(microsecond=0)
     with read_only() as session:
-        since = session.scalar(select(func.max(ReconciliationRun.window_end)).where(
-            ReconciliationRun.channel == channel_id, ReconciliationRun.mode == "continuous"))
+        since = session.scalar(_newest_window(channel_id, account))
     since = since or until - FIRST_WINDOW
     until = min(until, since + MAX_WINDOW)
     if until - since < MIN_WINDOW:
         return None
     return _compare(channel_id, adapter, _Statements(adapter, since.date(), until.date(), since=since), since, until,
-                    "continuous")
+                    "continuous", account)
+
+
+def _newest_window(channel_id: str, account: str | None):
+    """Where the next near-real-time pass of this channel and account starts."""
+    return select(func.max(ReconciliationRun.window_end)).where(
+        ReconciliationRun.channel == channel_id, ReconciliationRun.mode == "continuous",
+        _of_account(ReconciliationRun.channel_account, account))
 
 
 class _Statements:
@@ -213,22 +240,23 @@ def run_continuous() -> dict:
     done, kept = {}, _KeptLease(r, token, seconds)
     kept.start()
     try:
-        for channel_id in registry().ids():
+        for channel_id, account in ((cid, account) for cid in registry().ids() for account in accounts(cid)):
             if kept.lost.is_set() or not _lease(r, token, seconds):
                 log.warning("near-real-time reconciliation lease lost; stopping this pass")
                 break
+            name = channel_id if account is None else f"{channel_id}/{account}"
             try:
-                run = reconcile_recent(channel_id)
+                run = reconcile_recent(channel_id, account=account)
             except OperationNotSupported:
                 continue  # this channel serves no statement
             except ChannelError as exc:  # its window stays where it was: the next pass tries it again
-                log.warning("near-real-time reconciliation of %s skipped: %s", channel_id, exc)
+                log.warning("near-real-time reconciliation of %s skipped: %s", name, exc)
                 continue
             except Exception:  # noqa: BLE001 - one channel's fault never stops the others' passes
-                log.exception("near-real-time reconciliation of %s failed", channel_id)
+                log.exception("near-real-time reconciliation of %s failed", name)
                 continue
             if run is not None:
-                done[channel_id] = len(run.issues)
+                done[name] = len(run.issues)
     finally:
         kept.stop()
         try:
@@ -244,35 +272,37 @@ KEEP_EMPTY_RUNS = dt.timedelta(days=7)
 def purge_empty_runs(now: dt.datetime | None = None, batch: int = 1000) -> int:
     """Delete near-real-time runs older than KEEP_EMPTY_RUNS that compared nothing and found
     nothing (a quiet channel makes one a minute); runs with lines or issues stay, and so does
-    each channel's newest run, where its next pass starts."""
+    each channel's (and account's) newest run, where its next pass starts."""
     cutoff = (now or utcnow()) - KEEP_EMPTY_RUNS
+    run = ReconciliationRun
     with unit_of_work() as session:
-        newest = dict(session.execute(select(ReconciliationRun.channel, func.max(ReconciliationRun.window_end))
-                                      .where(ReconciliationRun.mode == "continuous")
-                                      .group_by(ReconciliationRun.channel)).all())
+        newest = {(channel_id, account): end for channel_id, account, end in session.execute(
+            select(run.channel, run.channel_account, func.max(run.window_end)).where(run.mode == "continuous")
+            .group_by(run.channel, run.channel_account))}
         candidates = session.execute(
-            select(ReconciliationRun.id, ReconciliationRun.channel, ReconciliationRun.window_end)
-            .where(ReconciliationRun.mode == "continuous", ReconciliationRun.statement_lines == 0,
-                   ReconciliationRun.issue_count == 0, ReconciliationRun.created_at < cutoff).limit(batch)).all()
-        doomed = [run_id for run_id, channel_id, end in candidates if end != newest.get(channel_id)]
+            select(run.id, run.channel, run.channel_account, run.window_end)
+            .where(run.mode == "continuous", run.statement_lines == 0,
+                   run.issue_count == 0, run.created_at < cutoff).limit(batch)).all()
+        doomed = [run_id for run_id, channel_id, account, end in candidates if end != newest.get((channel_id, account))]
         if doomed:
             session.execute(delete(ReconciliationRun).where(ReconciliationRun.id.in_(doomed)))
     return len(doomed)
 
 
 def _compare(channel_id: str, adapter, statement: _Statements, start: dt.datetime, end: dt.datetime,
-             mode: str) -> ReconciliationRun | None:
-    """Matches the staged statement with our records in SQL, then deletes it (whatever happens:
-    a run that fails records nothing). None: a near-real-time pass whose window another pass
-    (a worker's, or ``reconcile --recent``) recorded meanwhile."""
+             mode: str, account: str | None = None) -> ReconciliationRun | None:
+    """Matches the staged statement with our records (of ``account``: the attempts made with its
+    credentials) in SQL, then deletes it (whatever happens: a run that fails records nothing).
+    None: a near-real-time pass whose window another pass (a worker's, or ``reconcile --recent``)
+    recorded meanwhile."""
     try:
-        return _compare_staged(channel_id, adapter, statement, start, end, mode)
+        return _compare_staged(channel_id, adapter, statement, start, end, mode, account)
     finally:
         statement.discard()
 
 
 def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.datetime, end: dt.datetime,
-                    mode: str) -> ReconciliationRun | None:
+                    mode: str, account: str | None = None) -> ReconciliationRun | None:
     """Set-wise: one query counts the window's lines and sums their fees, one returns only the lines
     that disagree with our record or have none (an outer join on the channel's reference), one the
     outcomes of ours in the window that no staged line lists (an anti-join); only those rows reach
@@ -295,16 +325,18 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
                     select(Operation.currency, func.count(), func.sum(SETTLED_AMOUNT))
                     .join(Attempt, Operation.id == Attempt.operation_id)
                     .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),
+                           _of_account(Attempt.channel_account_id, account),
                            Attempt.updated_at >= start, Attempt.updated_at < end).group_by(Operation.currency))}
         # Every disagreeing line (a reference listed twice may disagree twice), and every line of a
         # reference the statement lists more than once (a line charged twice is never "matched").
-        discrepant = list(session.execute(_disagreeing(channel_id, adapter.cost, in_window))) if count else []
-        duplicated = list(session.execute(_duplicated(channel_id, in_window))) if count else []
+        discrepant = list(session.execute(_disagreeing(channel_id, adapter.cost, in_window, account))) if count else []
+        duplicated = list(session.execute(_duplicated(channel_id, in_window, account))) if count else []
         unmatched = {row.channel_reference for row in discrepant if row.attempt_id is None}
-        unanswered = _unanswered_candidates(session, channel_id) if unmatched else []
+        unanswered = _unanswered_candidates(session, channel_id, account) if unmatched else []
         # Operations the channel answered "unknown operation" about (app.services.callbacks) made here.
         under_review = list(session.scalars(select(Operation).where(
-            Operation.channel == channel_id, Operation.review.is_(True), Operation.status == PROCESSING,
+            Operation.channel == channel_id, _of_account(Operation.channel_account_id, account),
+            Operation.review.is_(True), Operation.status == PROCESSING,
             Operation.created_at >= start, Operation.created_at < end)))
         session.expunge_all()  # loaded and kept as they are: the session ends before the channel is asked
     asked = _ask_by_reference(adapter, unanswered, unmatched)
@@ -329,7 +361,7 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
         unmatched_lines += len(rows)
     matched = count - unmatched_lines
     issues.extend(_issue(issue_store.MISSING_AT_CHANNEL, ref, op)
-                  for ref, op in _missing_at_channel(channel_id, statement, start, end))
+                  for ref, op in _missing_at_channel(channel_id, statement, start, end, account))
     issues.extend(_issue(issue_store.UNKNOWN_AT_CHANNEL, op.channel_reference, op) for op in under_review)
     by_class: dict[str, int] = {}
     for issue in issues:
@@ -337,14 +369,14 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
     report = {"lines": count, "matched": matched, "by_class": by_class, "theirs": theirs, "ours": ours,
               "seconds": round(time.monotonic() - statement.started, 3)}
     with unit_of_work() as session:
-        if mode == "continuous" and not _window_unclaimed(session, channel_id, start):
+        if mode == "continuous" and not _window_unclaimed(session, channel_id, start, account):
             log.info("near-real-time reconciliation of %s from %s not recorded: another pass compared this "
                      "window meanwhile", channel_id, start)
             return None
         run = ReconciliationRun(id=new_id("recon"), channel=channel_id, day=(end - dt.timedelta(microseconds=1))
                                 .date().isoformat(), mode=mode, window_start=start, window_end=end,
                                 statement_lines=count, matched=matched, issues=issues, issue_count=len(issues),
-                                channel_fees=int(fees), summary=report,
+                                channel_fees=int(fees), summary=report, channel_account=account,
                                 request_id=context.current_request_id())
         issue_store.record(session, channel_id, issues, run.id)  # each issue dict gains its id and status
         issue_store.listed_after_all(session, _listed_now(session, channel_id, statement.load_id), run.id)
@@ -355,8 +387,9 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
         except redis.RedisError:
             log.warning("status query for %s not queued (Redis unreachable); the sweep will do it", op_id)
     level = logging.WARNING if issues else logging.INFO if count or mode == "daily" else logging.DEBUG
-    log.log(level, "reconciled %s (%s, %s – %s): %s line(s), %s matched, %s issue(s)", channel_id, mode, start, end,
-            count, matched, len(issues), extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
+    log.log(level, "reconciled %s%s (%s, %s – %s): %s line(s), %s matched, %s issue(s)", channel_id,
+            f" account {account}" if account else "", mode, start, end, count, matched, len(issues),
+            extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
     return run
 
 
@@ -371,13 +404,12 @@ def _listed_now(session, channel_id: str, load_id: str) -> list[str]:
                        _same_family()))))
 
 
-def _window_unclaimed(session, channel_id: str, start: dt.datetime) -> bool:
-    """No near-real-time pass of this channel was recorded from ``start`` on since this one began
-    (its newest window ends at or before it), checked under the channel's lock in the writing
-    transaction: of two passes that set out over one window, exactly one is recorded."""
+def _window_unclaimed(session, channel_id: str, start: dt.datetime, account: str | None = None) -> bool:
+    """No near-real-time pass of this channel (and account) was recorded from ``start`` on since
+    this one began (its newest window ends at or before it), checked under the channel's lock in
+    the writing transaction: of two passes that set out over one window, exactly one is recorded."""
     serialize(session, f"reconcile:{channel_id}")
-    newest = session.scalar(select(func.max(ReconciliationRun.window_end)).where(
-        ReconciliationRun.channel == channel_id, ReconciliationRun.mode == "continuous"))
+    newest = session.scalar(_newest_window(channel_id, account))
     return newest is None or newest <= start
 
 
@@ -396,21 +428,21 @@ def _fee_sql(cost, amount, status):
 SETTLED_AMOUNT = func.coalesce(Operation.amount_captured, Operation.amount)
 
 
-def _disagreeing(channel_id: str, cost, in_window):
+def _disagreeing(channel_id: str, cost, in_window, account: str | None = None):
     """The window's lines with no attempt of ours, or one still pending, or that disagree with it
     on status (ours: the attempt's, and the operation's if that attempt decided it), amount,
     currency, or whose fee is not the channel's cost: everything ``_line_issues`` may report."""
     final = sorted(FINAL)
     decided = and_(Attempt.channel == Operation.channel,
                    or_(Operation.channel_reference.is_(None), Operation.channel_reference == Attempt.channel_reference))
-    return _lines_with_ours(channel_id).where(
+    return _lines_with_ours(channel_id, account).where(
         in_window, or_(Attempt.id.is_(None), Attempt.status.not_in(final), Operation.status.not_in(final),
                        Attempt.status != LINES.c.status, and_(decided, Operation.status != LINES.c.status),
                        SETTLED_AMOUNT != LINES.c.amount, Operation.currency != LINES.c.currency,
                        LINES.c.fee != _fee_sql(cost, LINES.c.amount, LINES.c.status)))
 
 
-def _duplicated(channel_id: str, in_window):
+def _duplicated(channel_id: str, in_window, account: str | None = None):
     """Every line of the window whose reference the window lists more than once in one family (a
     channel that sends one operation twice charges its fee twice; a refund under its payment's
     reference is another operation): a GROUP BY … HAVING over the load's index."""
@@ -419,7 +451,8 @@ def _duplicated(channel_id: str, in_window):
     # whose parameters are bound apart from the select list's.
     lines = select(LINES.c.channel_reference.label("ref"), family.label("family")).where(in_window).subquery()
     twice = select(lines.c.ref, lines.c.family).group_by(lines.c.ref, lines.c.family).having(func.count() > 1)
-    return (_lines_with_ours(channel_id).where(in_window, tuple_(LINES.c.channel_reference, family).in_(twice))
+    return (_lines_with_ours(channel_id, account).where(in_window,
+                                                        tuple_(LINES.c.channel_reference, family).in_(twice))
             .order_by(LINES.c.channel_reference, LINES.c.settled_at))
 
 
@@ -444,9 +477,10 @@ def _line_family(operation: str) -> str:
     return next((family for family, names in LINE_FAMILIES.items() if operation in names), operation)
 
 
-def _lines_with_ours(channel_id: str):
-    """Staged lines, each outer-joined to our attempt on this channel with its reference and
-    that attempt's operation, of the line's family: the columns ``_theirs`` and ``_ours`` read."""
+def _lines_with_ours(channel_id: str, account: str | None = None):
+    """Staged lines, each outer-joined to our attempt on this channel (made with this account's
+    credentials) with its reference and that attempt's operation, of the line's family: the
+    columns ``_theirs`` and ``_ours`` read."""
     ours = join(Attempt, Operation, Operation.id == Attempt.operation_id)
     return (select(LINES.c.channel_reference, LINES.c.operation, LINES.c.amount, LINES.c.currency, LINES.c.status,
                    LINES.c.fee, Attempt.id.label("attempt_id"), Attempt.status.label("attempt_status"),
@@ -456,6 +490,7 @@ def _lines_with_ours(channel_id: str):
                    Operation.channel_reference.label("op_reference"))
             .select_from(LINES.outerjoin(ours, and_(Attempt.channel == channel_id,
                                                     Attempt.channel_reference == LINES.c.channel_reference,
+                                                    _of_account(Attempt.channel_account_id, account),
                                                     _same_family()))))
 
 
@@ -472,7 +507,8 @@ def _ours(row) -> tuple[SimpleNamespace, SimpleNamespace]:
                             channel=row.op_channel, channel_reference=row.op_reference))
 
 
-def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datetime, end: dt.datetime) -> list:
+def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datetime, end: dt.datetime,
+                        account: str | None = None) -> list:
     """Outcomes of ours in the window (final, with the channel's reference) that no staged line
     lists, as (reference, operation) pairs: an anti-join; then, for operations made before the
     window, the earlier statements they may be on are staged and those few looked up again."""
@@ -483,6 +519,7 @@ def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datet
                    SETTLED_AMOUNT.label("amount"), Operation.currency, Operation.created_at)
             .join(Operation, Operation.id == Attempt.operation_id)
             .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),
+                   _of_account(Attempt.channel_account_id, account),
                    Attempt.channel_reference.is_not(None), Attempt.updated_at >= start, Attempt.updated_at < end,
                    ~exists().where(staged, LINES.c.channel_reference == Attempt.channel_reference,
                                    _same_family()))).all()
@@ -532,11 +569,13 @@ def _fee_issues(adapter, ref: str, line, op=None) -> list[dict]:
     return [issue]
 
 
-def _unanswered_candidates(session, channel_id: str, limit: int = 200) -> list:
-    """Attempts that never learned the channel's reference (a timeout), oldest first."""
+def _unanswered_candidates(session, channel_id: str, account: str | None = None, limit: int = 200) -> list:
+    """Attempts (made with this account's credentials) that never learned the channel's reference
+    (a timeout), oldest first."""
     return session.execute(
         select(Attempt, Operation).join(Operation, Operation.id == Attempt.operation_id)
-        .where(Attempt.channel == channel_id, Attempt.channel_reference.is_(None), Operation.status == PROCESSING)
+        .where(Attempt.channel == channel_id, _of_account(Attempt.channel_account_id, account),
+               Attempt.channel_reference.is_(None), Operation.status == PROCESSING)
         .order_by(Attempt.created_at).limit(limit)).all()
 
 
@@ -575,7 +614,8 @@ def summary(run: ReconciliationRun, statuses: dict[str, str] | None = None) -> d
         statuses = issue_store.statuses([issue["id"] for issue in run.issues if "id" in issue])
     # Runs stored before issues had rows of their own carry no id: open, as they were reported.
     shown = [{**issue, "status": statuses.get(issue.get("id"), issue_store.OPEN)} for issue in run.issues]
-    return {"id": run.id, "channel": run.channel, "mode": run.mode, "date": run.day,
+    return {"id": run.id, "channel": run.channel, "channel_account": run.channel_account, "mode": run.mode,
+            "date": run.day,
             "window_start": rfc3339(run.window_start), "window_end": rfc3339(run.window_end),
             "statement_lines": run.statement_lines, "matched": run.matched, "channel_fees": run.channel_fees,
             "open_issues": sum(issue["status"] == issue_store.OPEN for issue in shown), "summary": run.summary,

@@ -14,7 +14,7 @@ from sqlalchemy import or_, select
 
 from app.adapters import crypto
 from app.adapters.db import unit_of_work
-from app.adapters.models import ChannelSecret, IdempotencyKey
+from app.adapters.models import ChannelAccount, ChannelSecret, IdempotencyKey
 from app.adapters.webhook_models import WebhookEndpoint
 from app.config import Config, get_config
 from app.services.webhooks.endpoints import CREATE_PATH, ROTATE_PATH
@@ -25,11 +25,15 @@ def rotate(old_keys: tuple[str, ...] = (), config: Config | None = None) -> dict
     SecretUndecryptable (nothing changed) if one opens under none of the keys."""
     config = config or get_config()
     ring = crypto.keyring(config, old_keys)
-    counts = {"channel_secrets": 0, "webhook_endpoint_secrets": 0, "stored_responses": 0}
+    counts = {"channel_secrets": 0, "channel_account_credentials": 0, "webhook_endpoint_secrets": 0,
+              "stored_responses": 0}
     with unit_of_work(config) as session:
         for row in session.scalars(select(ChannelSecret).with_for_update()):
             row.secret_encrypted = crypto.reencrypt(row.secret_encrypted, ring)
             counts["channel_secrets"] += 1
+        for account in session.scalars(select(ChannelAccount).with_for_update()):
+            account.credentials_encrypted = crypto.reencrypt(account.credentials_encrypted, ring)
+            counts["channel_account_credentials"] += 1
         for endpoint in session.scalars(select(WebhookEndpoint).where(or_(
                 WebhookEndpoint.secret_encrypted.is_not(None),
                 WebhookEndpoint.previous_secret_encrypted.is_not(None))).with_for_update()):

@@ -110,6 +110,7 @@ def _ruleset(session: Session, version: int):
 def _attempt(a: Attempt) -> dict:
     return {"seq": a.seq, "id": a.id, "channel": a.channel, "status": a.status, "error_code": a.error_code,
             "error_message": a.error_message, "channel_reference": a.channel_reference, "raw": a.raw,
+            "channel_account": a.channel_account_id,  # the merchant's own credentials made it (None: the platform's)
             "created_at": rfc3339(a.created_at), "updated_at": rfc3339(a.updated_at), "_at": a.created_at}
 
 
@@ -183,7 +184,8 @@ def _entries(op: Operation, story: dict) -> list[dict]:
     if d["dropped"]:
         why += "; dropped " + ", ".join(f"{x['channel']} ({x['reason']})" for x in d["dropped"])
     entries = [(op.created_at, "decision", f"{op.kind} created, routed to {d['chosen'] or 'the ledger'}: {why}", d)]
-    entries += [(a["_at"], "attempt", f"attempt {a['seq']} at {a['channel']}: {a['status']}"
+    entries += [(a["_at"], "attempt", f"attempt {a['seq']} at {a['channel']}"
+                 + (f" (merchant account {a['channel_account']})" if a["channel_account"] else "") + f": {a['status']}"
                  + (f" ({a['error_code']})" if a["error_code"] else ""), a) for a in story["attempts"]]
     entries += [(c["_at"], "callback", f"callback from {c['channel']}: {c['status']} → {c['outcome'] or 'pending'}", c)
                 for c in story["callbacks"]]

@@ -1,6 +1,7 @@
 """The sandbox adapter: our requests to the sandbox's wire format and its answers back."""
 from __future__ import annotations
 
+import copy
 import csv
 import datetime as dt
 import json
@@ -62,10 +63,19 @@ def _moment(text) -> dt.datetime | None:
 class SandboxChannel(Channel):
     """A channel instance served by the sandbox PSP (``payrouter sandbox``)."""
 
+    credential_fields = ("api_key",)  # a merchant account's key, from the sandbox's POST /accounts
+
     def __init__(self, spec, secret: str):
         super().__init__(spec, secret)
         base_url = spec.config.get("base_url") or DEFAULT_BASE_URL
         self.client = SandboxClient(base_url, spec.id, secret, spec.timeout_ms, config=spec.config)
+
+    def with_credentials(self, credentials: Mapping[str, str]) -> "SandboxChannel":
+        """Requests (and statements) sent with the account's key; callbacks still verified with the
+        channel's secret, which signs them for every account."""
+        account = copy.copy(self)
+        account.client = self.client.bearing(credentials["api_key"])
+        return account
 
     def _require(self, operation: str) -> None:
         if operation not in self.operations:

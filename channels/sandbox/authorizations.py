@@ -37,7 +37,7 @@ class Authorizations:
         self.store = psp.store
         self.store.auth_expiry = dt.timedelta(seconds=expiry_s)
         self.public_url = public_url
-        self._replies: dict[tuple[str, str], tuple[str, int, dict]] = {}  # (channel, key) → answer
+        self._replies: dict[tuple, tuple[str, int, dict]] = {}  # (channel, account, key) → answer
         self._stopped = threading.Event()
         self._tick = min(1.0, max(expiry_s / 4, 0.05))
         self._expirer = threading.Thread(target=self._expire_loop, name="sandbox-auth-expiry", daemon=True)
@@ -97,20 +97,20 @@ class Authorizations:
         key = request.header("Idempotency-Key")
         if not key:
             return _error(400, "idempotency_key_missing", "Idempotency-Key header is required")
-        cid = served.spec.id
+        cid, replies = served.spec.id, (served.spec.id, served.account, key)
         fingerprint = hashlib.sha256(json.dumps([op_id, request.path, data], sort_keys=True).encode()).hexdigest()
         with self.store.lock:
-            if (cid, key) in self._replies:
-                seen, status, body = self._replies[(cid, key)]
+            if replies in self._replies:
+                seen, status, body = self._replies[replies]
                 if seen != fingerprint:
                     return _error(409, "idempotency_conflict", "Idempotency-Key reused with a different body")
                 return Reply(status, json.dumps(body).encode(), headers={"Idempotent-Replayed": "true"})
-            op = self.store.get(cid, op_id)
+            op = self.store.get(cid, op_id, served.account)
             if op is None:
                 return _error(404, "operation_not_found", "no such operation")
             self._expire_if_due(op)
             status, body = decide(op)
-            self._replies[(cid, key)] = (fingerprint, status, body)
+            self._replies[replies] = (fingerprint, status, body)
         return Reply(status, json.dumps(body).encode())
 
     def _void(self, op: Operation) -> None:

@@ -3,12 +3,16 @@ which sends them and classifies faults. What the sandbox's answers mean:
 
 - HTTP 5xx, and 401, 403, 404, 429 to a POST → ChannelUnavailable (the request was not
   processed: safe to re-route); 401, 403, 429 to a GET → ChannelUnavailable;
+- but a POST made with a merchant account's key (``bearing``) that the sandbox refuses (401, 403)
+  is answered to the adapter, a decline (``authentication_failed``): that merchant's credentials
+  are wrong, not the channel down, so it neither fails over nor counts against the channel's circuit;
 - a 2xx whose body is not JSON → ChannelTimeout (the outcome is unknown);
 - other 4xx answers are returned to the adapter, which maps them to a failed result.
 """
 from __future__ import annotations
 
 import codecs
+import copy
 import json
 from typing import Any, Iterator
 from urllib.parse import quote
@@ -32,6 +36,17 @@ class SandboxClient:
         self.secret = secret
         self.timeout_s = timeout_ms / 1000
         self.http = for_channel(channel_id, self.base_url, timeout_ms, config, pool_size)
+        self.refused_post = REFUSED_POST
+
+    def bearing(self, key: str) -> "SandboxClient":
+        """This client sending ``key`` (a merchant account's) instead of the channel's secret, on
+        the same connections."""
+        other = copy.copy(self)
+        other.secret, other.refused_post = key, REFUSED_POST - {401, 403}
+        return other
+
+    def __repr__(self) -> str:  # never the key
+        return f"<SandboxClient {self.channel_id}>"
 
     def _headers(self, idempotency_key: str | None = None, json_body: bool = False) -> dict:
         headers = {"Authorization": f"Bearer {self.secret}", "Accept": "application/json",
@@ -44,7 +59,7 @@ class SandboxClient:
 
     def post(self, path: str, payload: dict, idempotency_key: str) -> tuple[int, dict]:
         answer = self.http.request("POST", self._path(path), body=json.dumps(payload).encode(),
-                                   headers=self._headers(idempotency_key, json_body=True), refused=REFUSED_POST)
+                                   headers=self._headers(idempotency_key, json_body=True), refused=self.refused_post)
         return answer.status, self._json(answer)
 
     def get(self, path: str, params: dict | None = None) -> tuple[int, dict]:

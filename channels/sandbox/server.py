@@ -7,7 +7,10 @@ Endpoints (channel id in the path; ``Authorization: Bearer <channel secret>`` on
 - ``POST /v1/channels/<id>/refunds``  ``{reference, payment, amount, currency, callback_url?}``
 - ``POST /v1/channels/<id>/payouts``  ``{reference, amount, currency, destination, callback_url?}``
 - ``GET  /v1/channels/<id>/operations/<sbx_id>`` and ``GET /v1/channels/<id>/operations?reference=<our id>``
-- ``GET  /statements/YYYY-MM-DD?channel=<id>[&since=<RFC 3339>]`` → CSV, streamed (no auth: a sandbox convenience)
+- ``GET  /statements/YYYY-MM-DD?channel=<id>[&since=<RFC 3339>]`` → CSV, streamed (no auth: a sandbox
+  convenience, the platform account's lines; with a merchant account's key: that account's lines)
+- ``POST /accounts`` → ``{id, api_key}``: a merchant account whose key acts on every channel for that
+  account alone (channels.sandbox.accounts; no auth: it stands for signing up at the PSP)
 - ``POST /tokens``  ``{number, exp_month, exp_year, cvc, country?, channel?}`` → ``{token, brand, last4, country}``
   (the vault, channels.sandbox.vault; no auth: it stands for the PSP's client-side tokenization)
 - ``POST /v1/channels/<id>/operations/<sbx_id>/capture`` ``{amount?}`` and ``…/void`` ``{}``, and the
@@ -28,7 +31,7 @@ import logging
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Mapping
 
 from app.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT
@@ -41,6 +44,7 @@ from channels.config import (
     resolve_secret,
 )
 from channels.registry import resolve_adapter
+from channels.sandbox.accounts import Accounts
 from channels.sandbox.authorizations import DEFAULT_EXPIRY_S, Authorizations
 from channels.sandbox.callbacks import CallbackSender
 from channels.sandbox.outcomes import MESSAGES, outcome_for
@@ -64,6 +68,7 @@ class ApiError(Exception):
 class Served:
     spec: ChannelSpec
     secret: str
+    account: str | None = None  # as a request sees it: the merchant account its key acts for
 
 
 def served_channels(channels_path=None, env: Mapping[str, str] | None = None,
@@ -107,6 +112,7 @@ class SandboxPSP:
         self.channels = served_channels(channels_path, env, stored)
         self.store = Store()
         self.vault = Vault()
+        self.accounts = Accounts()
         self.clock = clock
         self.hang_extra = hang_extra
         self.sender = CallbackSender(self.store, clock, callback_delay, duplicate_gap, retry_delays)
@@ -140,17 +146,21 @@ class SandboxPSP:
                 return getattr(self.auth, parts[5])(request, served, parts[4], data)
             if verb == "operations" and len(parts) < 6:
                 _allow(method, "GET")
-                self.channel(request, cid)
+                account = self.channel(request, cid).account
                 if len(parts) == 5:
-                    op = self.store.get(cid, parts[4])
+                    op = self.store.get(cid, parts[4], account)
                 else:
-                    op = self.store.by_reference(cid, request.query.get("reference", ""))
+                    op = self.store.by_reference(cid, request.query.get("reference", ""), account)
                 if op is None:
                     raise ApiError(404, "operation_not_found", "no such operation")
                 return _json(200, self.store.view(op))
         if len(parts) == 2 and parts[0] == "statements":
             _allow(method, "GET")
-            return self.statement(parts[1], request.query.get("channel", ""), request.query.get("since", ""))
+            return self.statement(parts[1], request.query.get("channel", ""), request.query.get("since", ""),
+                                  request)
+        if parts == ["accounts"]:
+            _allow(method, "POST")
+            return _json(200, self.accounts.open())
         if parts == ["tokens"]:
             _allow(method, "POST")
             return self.tokens(self.body(request))
@@ -166,14 +176,23 @@ class SandboxPSP:
         raise ApiError(404, "not_found", f"no route {request.path}")
 
     def channel(self, request: Request | None, cid: str) -> Served:
+        """The channel, as the request's key acts on it (``caller``); no request: unauthenticated."""
         served = self.channels.get(cid)
         if served is None:
             raise ApiError(404, "unknown_channel", f"no sandbox channel {cid!r}")
-        if request is not None:
-            given = request.header("Authorization").encode()
-            if not hmac.compare_digest(given, self._auth[cid]):
-                raise ApiError(401, "authentication_failed", "missing or wrong channel secret")
-        return served
+        return served if request is None else self.caller(request, served)
+
+    def caller(self, request: Request, served: Served) -> Served:
+        """The channel's secret acts for the platform's account, a key from ``POST /accounts`` for
+        that account (``Served.account``); any other key, or none, is refused."""
+        given = request.header("Authorization")
+        if hmac.compare_digest(given.encode(), self._auth[served.spec.id]):
+            return served
+        scheme, _, key = given.partition(" ")
+        account = self.accounts.holder(key) if scheme == "Bearer" and key else None
+        if account is None:
+            raise ApiError(401, "authentication_failed", "missing or wrong channel secret or account key")
+        return replace(served, account=account)
 
     @staticmethod
     def body(request: Request) -> dict:
@@ -209,7 +228,7 @@ class SandboxPSP:
         outcome = outcome_for(data["amount"])
         store = self.store
         with store.lock:
-            found = store.by_key(served.spec.id, key)
+            found = store.by_key(served.spec.id, key, served.account)
             if found:
                 if found[0] != fingerprint:
                     raise ApiError(409, "idempotency_conflict", "Idempotency-Key reused with a different body")
@@ -221,7 +240,8 @@ class SandboxPSP:
             op = Operation(channel=served.spec.id, operation=kind, reference=data["reference"],
                            amount=data["amount"], currency=data["currency"], status=outcome.initial,
                            created_at=now, error_code=outcome.error_code, payment=payment,
-                           callback_url=data.get("callback_url"), request_id=request.header("X-Request-Id") or None)
+                           callback_url=data.get("callback_url"), request_id=request.header("X-Request-Id") or None,
+                           account=served.account)
             if outcome.initial != "processing":
                 op.settled_at = now
             if outcome.error_code and outcome.initial == "failed":
@@ -260,7 +280,7 @@ class SandboxPSP:
         cid = served.spec.id
 
         def validate() -> str:
-            paid = self.store.get(cid, str(data.get("payment")))
+            paid = self.store.get(cid, str(data.get("payment")), served.account)
             if paid is None or paid.operation not in ("payment", "topup", "capture"):
                 raise ApiError(422, "payment_not_found", "no such payment on this channel")
             if paid.status != "succeeded":
@@ -279,9 +299,10 @@ class SandboxPSP:
             raise ApiError(400, "invalid_request", "destination object is required")
         return self.submit(request, served, data, "withdrawal")
 
-    def statement(self, day: str, channel_id: str, since: str = "") -> Reply:
+    def statement(self, day: str, channel_id: str, since: str = "", request: Request | None = None) -> Reply:
         """The day's settled operations as CSV, sent chunked as it is written (a day of millions of
-        lines is never one string); ``since`` (RFC 3339): only lines settled from then on."""
+        lines is never one string); ``since`` (RFC 3339): only lines settled from then on. Without
+        an Authorization header, the platform account's lines; with one, that key's account's."""
         try:
             date = dt.date.fromisoformat(day)
         except ValueError:
@@ -291,7 +312,10 @@ class SandboxPSP:
         except ValueError:
             raise ApiError(400, "invalid_since", "since must be an RFC 3339 time") from None
         served = self.channel(None, channel_id)  # no auth: a sandbox convenience
-        return Reply(200, self.statement_chunks(served, self.store.settled_on(served.spec.id, date), start),
+        if request is not None and request.header("Authorization"):
+            served = self.caller(request, served)
+        ops = self.store.settled_on(served.spec.id, date, served.account)
+        return Reply(200, self.statement_chunks(served, ops, start),
                      "text/csv; charset=utf-8")
 
     @staticmethod

@@ -35,6 +35,7 @@ class Operation:
     authorized: int | None = None
     capture_before: dt.datetime | None = None
     next_action: dict | None = None  # requires_action: where the customer approves or declines
+    account: str | None = None  # the merchant account whose key made it (None: the platform's)
 
     def to_json(self) -> dict:
         return {
@@ -56,32 +57,35 @@ class Store:
         self.auth_expiry = auth_expiry  # an uncaptured authorization is voided this long after it is made
         self.authorizations: dict[str, Operation] = {}  # requires_capture, by id: what expiry looks at
         self._ops: dict[str, Operation] = {}
-        self._by_key: dict[tuple[str, str], tuple[str, str]] = {}  # (channel, key) -> (fingerprint, op id)
+        # (channel, account, key) -> (fingerprint, op id)
+        self._by_key: dict[tuple[str, str | None, str], tuple[str, str]] = {}
 
-    def by_key(self, channel: str, key: str) -> tuple[str, Operation] | None:
+    def by_key(self, channel: str, key: str, account: str | None = None) -> tuple[str, Operation] | None:
         with self.lock:
-            found = self._by_key.get((channel, key))
+            found = self._by_key.get((channel, account, key))
             return (found[0], self._ops[found[1]]) if found else None
 
     def add(self, op: Operation, key: str, fingerprint: str) -> None:
         with self.lock:
             self._ops[op.id] = op
-            self._by_key[(op.channel, key)] = (fingerprint, op.id)
+            self._by_key[(op.channel, op.account, key)] = (fingerprint, op.id)
 
-    def get(self, channel: str, op_id: str) -> Operation | None:
+    def get(self, channel: str, op_id: str, account: str | None = None) -> Operation | None:
+        """An operation of this channel and account (another account's answers None, as unknown ones)."""
         with self.lock:
             op = self._ops.get(op_id)
-            return op if op and op.channel == channel else None
+            return op if op and op.channel == channel and op.account == account else None
 
     def find(self, op_id: str) -> Operation | None:
         """An operation by its id alone (the customer's action page names no channel)."""
         with self.lock:
             return self._ops.get(op_id)
 
-    def by_reference(self, channel: str, reference: str) -> Operation | None:
-        """The latest operation of a channel carrying the router's reference."""
+    def by_reference(self, channel: str, reference: str, account: str | None = None) -> Operation | None:
+        """The latest operation of a channel and account carrying the router's reference."""
         with self.lock:
-            found = [op for op in self._ops.values() if op.channel == channel and op.reference == reference]
+            found = [op for op in self._ops.values()
+                     if op.channel == channel and op.reference == reference and op.account == account]
             return max(found, key=lambda op: op.created_at) if found else None
 
     def view(self, op: Operation) -> dict:
@@ -113,9 +117,9 @@ class Store:
             op.capture_before = at + self.auth_expiry
             self.authorizations[op.id] = op
 
-    def settled_on(self, channel: str, day: dt.date) -> list[Operation]:
-        """Final operations of a channel whose settlement fell on ``day`` (UTC), oldest first."""
+    def settled_on(self, channel: str, day: dt.date, account: str | None = None) -> list[Operation]:
+        """Final operations of a channel and account whose settlement fell on ``day`` (UTC), oldest first."""
         with self.lock:
-            rows = [op for op in self._ops.values() if op.channel == channel and op.settled_at
+            rows = [op for op in self._ops.values() if op.channel == channel and op.account == account and op.settled_at
                     and op.settled_at.astimezone(dt.timezone.utc).date() == day]
             return sorted(rows, key=lambda op: (op.settled_at, op.id))

@@ -2,6 +2,8 @@
 a real RQ worker on the test's Redis, and the rules published as by `payrouter init`."""
 from __future__ import annotations
 
+import io
+import logging
 import threading
 import time
 
@@ -12,6 +14,7 @@ from werkzeug.serving import make_server
 
 from app.adapters import channels_runtime, jobs
 from app.adapters.channel_secrets import StoredChannelSecrets
+from app.adapters.logs import JsonFormatter
 from app.adapters.redis_conn import get_redis
 from app.config import set_config
 from app.entrypoints.web import create_app
@@ -141,3 +144,19 @@ def statement(clean, monkeypatch):
     monkeypatch.setattr(recon, "channel", lambda cid: adapter if cid == "srv" else real(cid))
     yield served
     served.server.shutdown()
+
+
+@pytest.fixture
+def json_log():
+    """The JSON log output (app.adapters.logs.JsonFormatter) of everything logged during the test:
+    where a secret must not appear either."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield stream
+    finally:
+        root.removeHandler(handler)

@@ -310,7 +310,7 @@ def test_a_pass_that_lost_its_lease_stops_and_leaves_the_new_holders_lease_alone
     seen = []
     real = recon.reconcile_recent
 
-    def reconcile_recent(channel_id, now=None):
+    def reconcile_recent(channel_id, now=None, account=None):
         seen.append(channel_id)
         get_redis().set(recon.LEASE_KEY, "another-worker", ex=300)  # our lease ran out; another took it
         return real(channel_id, now)

@@ -172,7 +172,8 @@ def test_secrets_rotate_reencrypts_everything_under_the_new_key(wh_client, wh_co
     result = runner.invoke(main, ["secrets", "rotate", "--old-key-env", "OLD_PAYROUTER_SECRET_KEY"])
     assert result.exit_code == 0, result.output
     counts = json.loads(result.output)
-    assert counts == {"channel_secrets": 3, "webhook_endpoint_secrets": 1, "stored_responses": 1}
+    assert counts == {"channel_secrets": 3, "channel_account_credentials": 0, "webhook_endpoint_secrets": 1,
+                      "stored_responses": 1}
     with unit_of_work() as session:  # under the new key alone now
         assert session.get(WebhookEndpoint, endpoint["id"]).secret == endpoint["secret"]
         assert {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(

@@ -2,54 +2,22 @@
 the sandbox over HTTP: a token reaches the channel's adapter and nothing else. It is searched for in
 every answer, every log line (caplog and the JSON log output), every column of every table and every
 webhook sent."""
-import io
 import json
 import logging
 import secrets
 
 import pytest
 import urllib3
-from sqlalchemy import inspect, text
 
-from app.adapters.db import unit_of_work
-from app.adapters.logs import JsonFormatter
 from app.config import set_config
 from channels.base import ChargeRequest
 from tests import builders
+from tests.support import database_text
 from tests.webhook_support import create_endpoint, pump, webhook_config
 
 
 def card(token: str, **fields) -> dict:
     return {**builders.CARD, "token": token, **fields}
-
-
-def database_text() -> str:
-    """Every value of every row of every table, as text (bytes decoded): what a token must not be in."""
-    parts = []
-    with unit_of_work() as session:
-        connection = session.connection()
-        for table in inspect(connection).get_table_names():
-            for row in connection.execute(text(f'SELECT * FROM "{table}"')):
-                for value in row:
-                    if isinstance(value, memoryview):
-                        value = value.tobytes()
-                    parts.append(value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value))
-    return "\n".join(parts)
-
-
-@pytest.fixture
-def json_log():
-    """The JSON log output (app.adapters.logs.JsonFormatter) of everything logged during the test."""
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    handler.setLevel(logging.DEBUG)
-    root = logging.getLogger()
-    root.addHandler(handler)
-    try:
-        yield stream
-    finally:
-        root.removeHandler(handler)
 
 
 def test_a_token_reaches_the_channel_and_is_never_stored_logged_or_answered(stack, caplog, json_log, receiver):

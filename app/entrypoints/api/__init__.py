@@ -8,6 +8,7 @@ def blueprints() -> list:
         api_keys,
         balance,
         callbacks,
+        channel_accounts,
         events,
         health,
         metrics,
@@ -22,4 +23,4 @@ def blueprints() -> list:
     )
 
     return [module.bp for module in (health, openapi, accounts, transfers, payments, orders, routing, events,
-                                     webhooks, api_keys, balance, reports, callbacks, ops, metrics)]
+                                     webhooks, api_keys, channel_accounts, balance, reports, callbacks, ops, metrics)]

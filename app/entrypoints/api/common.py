@@ -43,13 +43,15 @@ def json_response(status: int, raw: bytes, replayed: bool = False) -> Response:
 
 
 def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]],
-           present: Callable[[idempotency.StoredResponse], Response] | None = None) -> Response:
+           present: Callable[[idempotency.StoredResponse], Response] | None = None,
+           binds: Callable[[dict], dict] = lambda body: body) -> Response:
     """An idempotent POST: validate the body, then run ``execute(session, body)`` once per key.
-    ``present``: how the stored response is shown, when it is not as stored (a sealed secret)."""
+    ``present``: how the stored response is shown, when it is not as stored (a sealed secret);
+    ``binds``: what of the body the key is bound to (a credential only as a keyed digest)."""
     key = idempotency.check_key(request.headers.get("Idempotency-Key"))
     body = parse_body(request.get_data(cache=False), schema)
     refuse_writes_if_read_only()
-    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
+    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(binds(body)), lambda s: execute(s, body),
                              errors.error_payload)
     if present is not None:
         return present(stored)

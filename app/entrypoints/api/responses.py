@@ -90,6 +90,11 @@ OBJECTS: dict[str, dict] = {
         {"secret": {"type": "string", "pattern": "^whsec_"}}),
     "deleted_webhook_endpoint": _obj({"id": _id("we"), "object": {"const": "webhook_endpoint"},
                                       "deleted": {"const": True}}),
+    "channel_account": _object("channel_account", "mca", {
+        "created_at": TIME, "channel": STRING, "credential_fields": {"type": "array", "items": STRING},
+        "metadata": METADATA}),
+    "deleted_channel_account": _obj({"id": _id("mca"), "object": {"const": "channel_account"},
+                                     "deleted": {"const": True}}),
     "webhook_delivery": _object("webhook_delivery", "whd", {
         "created_at": TIME, "event": _id("evt"), "webhook_endpoint": _id("we"), "redelivery": BOOLEAN,
         "status": STRING, "attempt_count": INTEGER, "next_attempt_at": _null(TIME),

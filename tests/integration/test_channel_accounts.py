@@ -1,0 +1,216 @@
+"""Merchant channel accounts (contract §4), through the public API with the sandbox over HTTP: a
+merchant brings its own key at the sandbox (``POST /accounts``); its operations on that channel are
+made with it (the sandbox files them under its account), another merchant's are not; the key is
+never answered, logged or stored in clear; a key the sandbox did not issue is refused; statements
+and reconciliation are per account."""
+import csv
+import datetime as dt
+import io
+import json
+import logging
+
+import pytest
+import urllib3
+from click.testing import CliRunner
+from sqlalchemy import select, update
+
+from app.adapters.db import unit_of_work
+from app.adapters.models import Attempt, ChannelAccount, Operation
+from app.entrypoints.cli import main
+from tests import builders
+from tests.support import database_text
+
+
+def bring(api, api_key: str, channel: str = "sandbox", key: str | None = None, **fields):
+    """``POST /v1/channel_accounts`` with the sandbox key ``api_key`` (``key``: the Idempotency-Key)."""
+    return api.post("/v1/channel_accounts", {"channel": channel, "credentials": {"api_key": api_key}, **fields},
+                    key=key)
+
+
+def pay(api, amount: int = 2000, **fields) -> dict:
+    response = api.post("/v1/payments", builders.payment_body(amount, **fields))
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()
+
+
+def channel_reference(operation_id: str) -> str:
+    with unit_of_work() as session:
+        return session.get(Operation, operation_id).channel_reference
+
+
+def statement(stack, api_key: str | None = None, channel: str = "sandbox") -> dict[str, dict]:
+    """The sandbox's statement of today over HTTP (with ``api_key``: that account's), by reference."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    answer = urllib3.request("GET", f"{stack.sandbox_url}/statements/{today}?channel={channel}", headers=headers)
+    assert answer.status == 200, answer.data
+    return {row["channel_reference"]: row for row in csv.DictReader(io.StringIO(answer.data.decode()))}
+
+
+def sandbox_get(stack, path: str, authorization: str) -> urllib3.BaseHTTPResponse:
+    return urllib3.request("GET", f"{stack.sandbox_url}{path}", headers={"Authorization": authorization})
+
+
+def test_an_account_is_stored_encrypted_used_for_its_merchant_and_never_shown(stack, caplog, json_log):
+    caplog.set_level(logging.DEBUG)
+    mine, theirs = builders.api(stack.client, "Mine"), builders.api(stack.client, "Theirs")
+    key = builders.sandbox_account(stack.sandbox_url)["api_key"]
+    answers = []
+
+    created = bring(mine, key, metadata={"team": "payments"}, key="bring-my-key")
+    assert created.status_code == 201, created.get_json()
+    account = created.get_json()
+    assert account["id"].startswith("mca_") and account["object"] == "channel_account"
+    assert (account["channel"], account["credential_fields"], account["livemode"]) == ("sandbox", ["api_key"], False)
+    replay = bring(mine, key, metadata={"team": "payments"}, key="bring-my-key")
+    assert replay.headers.get("Idempotent-Replayed") == "true" and replay.data == created.data
+    other_key = bring(mine, key + "x", metadata={"team": "payments"}, key="bring-my-key")
+    assert other_key.status_code == 422  # the key is bound to the credentials too
+    twice = bring(mine, builders.sandbox_account(stack.sandbox_url)["api_key"])
+    assert twice.status_code == 409 and twice.get_json()["error"]["code"] == "channel_account_exists"
+    listed = mine.get("/v1/channel_accounts?channel=sandbox")
+    assert [a["id"] for a in listed.get_json()["data"]] == [account["id"]]
+    assert mine.get("/v1/channel_accounts?channel=acq_alpha").get_json()["data"] == []
+    retrieved = mine.get(f"/v1/channel_accounts/{account['id']}")
+    assert retrieved.get_json() == account
+    assert theirs.get(f"/v1/channel_accounts/{account['id']}").status_code == 404  # another merchant's
+    assert theirs.get("/v1/channel_accounts").get_json()["data"] == []
+    answers += [created, replay, other_key, twice, listed, retrieved]
+
+    # That merchant's payment, refund, capture, late callback and status query go with its key ...
+    paid = pay(mine)
+    assert paid["status"] == "succeeded" and paid["attempts"] == [{"channel": "sandbox", "status": "succeeded"}]
+    refund = mine.post("/v1/refunds", {"payment": paid["id"], "amount": 500, "reference": builders.unique("re")})
+    assert refund.status_code == 201 and refund.get_json()["status"] == "succeeded", refund.get_json()
+    held = pay(mine, 2100, capture_method="manual")
+    assert held["status"] == "requires_capture"
+    captured = mine.post(f"/v1/payments/{held['id']}/capture", {"amount": 1500})
+    assert captured.status_code == 200 and captured.get_json()["status"] == "succeeded", captured.get_json()
+    late = pay(mine, 2052)  # processing; the sandbox's signed callback settles it
+    lost = pay(mine, 2054)  # no answer in time; a status query (with the merchant's key) settles it
+    assert stack.settle(mine, f"/v1/payments/{late['id']}")["status"] == "succeeded"
+    assert stack.settle(mine, f"/v1/payments/{lost['id']}")["status"] == "succeeded"
+    # ... and another merchant's with the platform's.
+    platform = pay(theirs)
+    assert platform["status"] == "succeeded"
+    answers += [refund, captured, mine.get(f"/v1/payments/{paid['id']}"), mine.get("/v1/payments"),
+                mine.get("/v1/events")]
+
+    at_account, at_platform = statement(stack, key), statement(stack)
+    ours = {channel_reference(op["id"]) for op in (paid, late, lost)}
+    assert ours <= set(at_account) and not ours & set(at_platform)
+    assert channel_reference(platform["id"]) in at_platform and channel_reference(platform["id"]) not in at_account
+    assert {row["operation"] for row in at_account.values()} >= {"payment", "refund", "capture"}
+    with unit_of_work() as session:
+        made_with = dict(session.execute(select(Attempt.operation_id, Attempt.channel_account_id)).all())
+    assert made_with[paid["id"]] == made_with[refund.get_json()["id"]] == account["id"]
+    assert made_with[platform["id"]] is None
+
+    assert key not in database_text()
+    with unit_of_work() as session:  # stored, encrypted
+        assert session.get(ChannelAccount, account["id"]).credentials_encrypted
+    for answer in answers:
+        assert key not in answer.get_data(as_text=True)
+    assert caplog.records and key not in caplog.text
+    assert json_log.getvalue() and key not in json_log.getvalue()
+
+
+def test_a_key_the_sandbox_did_not_issue_is_refused_and_nothing_fails_over(stack):
+    mine, theirs = builders.api(stack.client, "Mine"), builders.api(stack.client, "Theirs")
+    made_up = "sbxkey_" + "0" * 32
+    assert bring(mine, made_up).status_code == 201
+    # 100000 USD by card routes to [acq_alpha, acq_beta]: the refusal on acq_alpha is final.
+    assert bring(mine, made_up, channel="acq_alpha").status_code == 201
+    refused = pay(mine, 100_000)
+    assert refused["status"] == "failed" and refused["failure_code"] == "authentication_failed"
+    assert refused["attempts"] == [{"channel": "acq_alpha", "status": "failed", "error_code": "authentication_failed"}]
+    for _ in range(6):  # one merchant's wrong key is not the channel down: its circuit stays closed
+        assert pay(mine)["failure_code"] == "authentication_failed"
+    assert pay(theirs)["status"] == "succeeded"
+
+    # At the sandbox: an account sees its own operations only; a key it never issued is refused.
+    first, second = (builders.sandbox_account(stack.sandbox_url) for _ in range(2))
+    other = builders.api(stack.client, "Other")
+    assert bring(other, first["api_key"]).status_code == 201
+    reference = channel_reference(pay(other)["id"])
+    path = f"/v1/channels/sandbox/operations/{reference}"
+    assert sandbox_get(stack, path, f"Bearer {first['api_key']}").status == 200
+    assert sandbox_get(stack, path, f"Bearer {second['api_key']}").status == 404
+    refused_key = sandbox_get(stack, path, f"Bearer {made_up}")
+    assert refused_key.status == 401 and json.loads(refused_key.data)["error"]["code"] == "authentication_failed"
+    answer = urllib3.request("GET", f"{stack.sandbox_url}/statements/2026-01-01?channel=sandbox",
+                             headers={"Authorization": f"Bearer {made_up}"})
+    assert answer.status == 401
+
+
+def test_a_deleted_account_is_gone_for_new_operations_and_kept_for_its_own(stack):
+    mine = builders.api(stack.client)
+    key = builders.sandbox_account(stack.sandbox_url)["api_key"]
+    account = bring(mine, key).get_json()
+    before = pay(mine)
+    deleted = stack.client.delete(f"/v1/channel_accounts/{account['id']}", headers=mine.headers())
+    assert deleted.status_code == 200
+    assert deleted.get_json() == {"id": account["id"], "object": "channel_account", "deleted": True}
+    assert mine.get(f"/v1/channel_accounts/{account['id']}").status_code == 404
+    assert mine.get("/v1/channel_accounts").get_json()["data"] == []
+    after = pay(mine)
+    refund = mine.post("/v1/refunds", {"payment": before["id"], "reference": builders.unique("re")})
+    assert refund.status_code == 201 and refund.get_json()["status"] == "succeeded", refund.get_json()
+    assert channel_reference(after["id"]) in statement(stack)
+    assert {channel_reference(before["id"]), channel_reference(refund.get_json()["id"])} <= set(statement(stack, key))
+    assert bring(mine, builders.sandbox_account(stack.sandbox_url)["api_key"]).status_code == 201  # another one
+
+
+@pytest.mark.parametrize("body,status,code,param", [
+    ({"channel": "nowhere", "credentials": {"api_key": "k"}}, 400, "channel_unknown", "channel"),
+    ({"channel": "sandbox", "credentials": {"secret": "k"}}, 400, "parameter_unknown", "credentials[secret]"),
+    ({"channel": "sandbox", "credentials": {"api_key": "k", "other": "k"}}, 400, "parameter_unknown",
+     "credentials[other]"),
+    ({"channel": "sandbox", "credentials": {}}, 400, "parameter_invalid", "credentials"),
+    ({"channel": "sandbox", "credentials": {"api_key": "s3cr3t-" + "x" * 2000}}, 400, "parameter_invalid",
+     "credentials[api_key]"),
+    ({"channel": "sandbox", "credentials": "s3cr3t-as-a-string"}, 400, "parameter_invalid", "credentials"),
+    ({"channel": "sandbox", "credentials": {"api_key": 12345678}}, 400, "parameter_invalid", "credentials[api_key]"),
+    ({"channel": "sandbox"}, 400, "parameter_missing", "credentials"),
+])
+def test_bad_credentials_are_refused_without_being_quoted(stack, body, status, code, param):
+    answer = builders.api(stack.client).post("/v1/channel_accounts", body)
+    assert answer.status_code == status, answer.get_json()
+    error = answer.get_json()["error"]
+    assert (error["code"], error.get("param")) == (code, param)
+    assert "s3cr3t" not in answer.get_data(as_text=True) and "12345678" not in answer.get_data(as_text=True)
+
+
+def reconcile_today(*extra) -> tuple[int, list[dict]]:
+    today = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    result = CliRunner().invoke(main, ["reconcile", "--channel", "sandbox", "--date", today, "--json", *extra])
+    runs = json.loads(result.output) if result.output.strip().startswith(("[", "{")) else result.output
+    return result.exit_code, runs if isinstance(runs, list) else [runs]
+
+
+def test_statements_and_reconciliation_are_per_account(stack):
+    mine, theirs = builders.api(stack.client, "Mine"), builders.api(stack.client, "Theirs")
+    account = bring(mine, builders.sandbox_account(stack.sandbox_url)["api_key"]).get_json()
+    mine_paid = [pay(mine, amount) for amount in (2000, 2100, 2051)]
+    for amount in (2200, 2300):
+        pay(theirs, amount)
+    refund = mine.post("/v1/refunds", {"payment": mine_paid[0]["id"], "reference": builders.unique("re")}).get_json()
+    assert refund["status"] == "succeeded"
+
+    code, runs = reconcile_today()
+    assert code == 0, runs  # both clean: no line of one account is missing from the other's statement
+    by_account = {run["channel_account"]: run for run in runs}
+    assert set(by_account) == {None, account["id"]}
+    assert (by_account[None]["statement_lines"], by_account[None]["matched"]) == (2, 2)
+    assert (by_account[account["id"]]["statement_lines"], by_account[account["id"]]["matched"]) == (4, 4)
+    assert by_account[None]["issues"] == by_account[account["id"]]["issues"] == []
+
+    # A disagreement on one of the account's operations is that account's issue alone.
+    with unit_of_work() as session:
+        session.execute(update(Operation).where(Operation.id == mine_paid[1]["id"]).values(amount=2099))
+    code, runs = reconcile_today()
+    assert code == 3
+    by_account = {run["channel_account"]: run for run in runs}
+    assert by_account[None]["issues"] == []
+    assert [(i["issue"], i["ours"]["id"]) for i in by_account[account["id"]]["issues"]] == [
+        ("amount_mismatch", mine_paid[1]["id"])]
