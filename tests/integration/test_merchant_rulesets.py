@@ -112,6 +112,32 @@ def test_a_payment_is_routed_by_the_merchants_set_and_declined_by_its_rule(stack
     assert error["code"] == "rule_declined" and f"{api.merchant_id}/gb-blocked" in error["message"]
 
 
+def test_a_daily_limit_of_the_merchants_set_is_counted_in_redis(stack):
+    api, other = builders.api(stack.client), builders.api(stack.client, "Other")
+    once = OWN + "  - id: once-a-day\n    when: {fact: amount, gte: 1}\n" \
+                 "    then: {limits: {daily_count: {per: customer, max: 1}}}\n"
+    publish_own(api.merchant_id, once)
+    customer = {"id": builders.unique("cus"), "country": "US"}
+    assert api.post("/v1/payments", builders.payment_body(1000, customer=customer)).status_code == 201
+    again = api.post("/v1/payments", builders.payment_body(1000, customer=customer))
+    assert again.status_code == 402 and again.get_json()["error"]["code"] == "limit_exceeded"
+    assert f"{api.merchant_id}/once-a-day" in again.get_json()["error"]["message"]
+    for _ in range(2):  # another merchant's customer of the same id: the platform's limits only
+        assert other.post("/v1/payments", builders.payment_body(1000, customer=customer)).status_code == 201
+
+
+def test_a_merchants_set_awaits_approval_like_the_platforms(client, live):
+    m = builders.merchant()[0]
+    asked = rules_publishing.publish(OWN, "alice", "beta first", merchant=m, approval=True)
+    assert asked["status"] == "pending" and rules_publishing.pending() == []
+    pending = rules_publishing.pending(m)
+    assert [(p["request"], p["merchant"]) for p in pending] == [(asked["request"], m)]
+    assert [a["id"] for a in pending[0]["diff"]["added"]] == ["gb-blocked", "usd-beta-first", "payouts-loose"]
+    done = rules_publishing.approve(asked["request"], "bob")
+    assert (done["merchant"], [r["approved_by"] for r in rules_publishing.history(m)]) == (m, ["bob"])
+    assert runtime.merchant_rules(m).version == done["version"] and runtime.version_in_use() == 1
+
+
 def test_publish_and_rollback_per_merchant_leave_the_platform_and_other_merchants_alone(client, live, files):
     api, other = builders.api(client), builders.api(client, "Other")
     m = api.merchant_id
