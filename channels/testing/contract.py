@@ -117,6 +117,13 @@ class ChannelContract(WireContract):
 
     @pytest.fixture(scope="class")
     @classmethod
+    def dropping(cls):
+        """A host that reads each request and closes the connection without an answer."""
+        with Host(answer=b"") as host:
+            yield host
+
+    @pytest.fixture(scope="class")
+    @classmethod
     def callbacks(cls):
         with CallbackReceiver() as receiver:
             yield receiver
@@ -189,6 +196,15 @@ class ChannelContract(WireContract):
             assert isinstance(fault, ChannelTimeout), f"{name}: {fault!r}, not ChannelTimeout"
             assert silent.since(mark), f"{name}: nothing reached the channel, yet the outcome is unknown"
             assert time.monotonic() - started < 3 * self.timeout_ms / 1000 + 2, f"{name} outlasted its timeout"
+
+    def test_a_connection_dropped_after_sending_is_an_unknown_outcome(self, dropping):
+        dropped = self.make_channel(dropping.url)
+        for name, call in self.changes(dropped).items():
+            mark, key = len(dropping.requests), new_key()
+            fault = fails(call, key)
+            assert isinstance(fault, ChannelTimeout), f"{name}: {fault!r}, not ChannelTimeout (it may be charged)"
+            sent = dropping.since(mark)
+            assert sent and all(key.encode() in raw for raw in sent), f"{name}: sent again without its key"
 
     def test_a_5xx_answer_is_a_refusal(self, wire):
         refusing = self.make_channel(wire.url)

@@ -1,7 +1,8 @@
 """The kit's own loopback hosts, which a channel under test is pointed at instead of its PSP:
 
 - ``Host(answer)``: records the bytes of every request it reads, then sends ``answer`` (a whole
-  HTTP response) or, with ``answer=None``, nothing at all until the caller hangs up (silence);
+  HTTP response); with ``answer=None``, nothing at all until the caller hangs up (silence); with
+  ``answer=b""``, nothing, closing the connection (dropped);
 - ``CallbackReceiver``: records the callbacks a PSP posts (answering 200), by path;
 - ``closed_url()``: a URL where nothing listens (connection refused).
 
@@ -102,6 +103,8 @@ class Host(_Closing):
                     if self.answer is None:
                         while conn.recv(4096):  # silence, until the caller gives up and hangs up
                             pass
+                        return
+                    if not self.answer:  # dropped: the connection closes with the request read, unanswered
                         return
                     conn.sendall(self.answer)
             except (OSError, ValueError):

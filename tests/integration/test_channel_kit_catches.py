@@ -67,13 +67,15 @@ def sandbox_url(tmp_path_factory):
     (EchoesTheToken, "test_a_card_token_reaches_the_psp_and_nothing_else", "channel wire"),
     (KeepsWhatJSONCannot, "test_a_charge_that_succeeds_is_succeeded_with_the_channels_reference", "channel"),
     (CallsSilenceAFailure, "test_a_request_sent_and_never_answered_is_an_unknown_outcome", "silent"),
+    (CallsSilenceAFailure, "test_a_connection_dropped_after_sending_is_an_unknown_outcome", "dropping"),
     (TrustsEveryCallback, "test_a_callback_nobody_signed_is_refused", "channel"),
 ])
 def test_the_kit_fails_an_adapter_that_breaks_the_contract(sandbox_url, adapter, check, needs):
-    with Host() as wire, Host(answer=None) as silent:
+    with Host() as wire, Host(answer=None) as silent, Host(answer=b"") as dropping:
         for kit_of, passes in ((SandboxChannel, True), (adapter, False)):
             contract = type(f"Test{kit_of.__name__}", (sandbox_kit.TestSandboxChannel,), {"adapter": kit_of})()
-            given = {"channel": contract.make_channel(sandbox_url), "wire": wire, "silent": silent}
+            given = {"channel": contract.make_channel(sandbox_url), "wire": wire, "silent": silent,
+                     "dropping": dropping}
             run = getattr(contract, check)
             if passes:
                 run(*(given[name] for name in needs.split()))
