@@ -139,6 +139,10 @@ class Channel(abc.ABC):
     # accounts), e.g. ``("api_key",)``; none: the channel takes no merchant credentials.
     credential_fields: tuple[str, ...] = ()
 
+    # False for a PSP that signs nothing and takes no key: its channels run with ``secret`` "" unless
+    # their ``config.secret_env`` names a set variable, and none is generated for them (even live).
+    needs_secret = True
+
     def __init__(self, spec: "ChannelSpec", secret: str):
         self.spec = spec
         self.secret = secret

@@ -152,20 +152,29 @@ def parse_channels(data: Any, env: Mapping[str, str] | None = None,
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def read_channels_file(path: str | os.PathLike | None = None,
-                       env: Mapping[str, str] | None = None) -> list[ChannelSpec]:
-    """Load the channels file (default: ``PAYROUTER_CHANNELS`` or channels/channels.yaml)."""
-    env = environment(env)
-    path = Path(path or env.get("PAYROUTER_CHANNELS") or DEFAULT_CHANNELS_FILE)
+def channels_path(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The channels file: ``path``, else ``PAYROUTER_CHANNELS``, else channels/channels.yaml."""
+    return Path(path or environment(env).get("PAYROUTER_CHANNELS") or DEFAULT_CHANNELS_FILE)
+
+
+def read_channels_data(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Any:
+    """The channels file as loaded, not yet checked (``${VAR}`` unexpanded): what is stored in the
+    database, so that each process expands the references from its own environment."""
+    path = channels_path(path, env)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ChannelConfigError(f"cannot read channels file {path}: {exc.strerror or exc}") from exc
     try:
-        data = yaml.load(text, Loader=SAFE_LOADER)
+        return yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise ChannelConfigError(f"channels file {path} is not valid YAML: {exc}") from exc
-    return parse_channels(data, env, source=f"channels file {path}")
+
+
+def read_channels_file(path: str | os.PathLike | None = None,
+                       env: Mapping[str, str] | None = None) -> list[ChannelSpec]:
+    """Load the channels file (default: ``PAYROUTER_CHANNELS`` or channels/channels.yaml)."""
+    return parse_channels(read_channels_data(path, env), env, source=f"channels file {channels_path(path, env)}")
 
 
 StoredSecrets = Callable[[ChannelSpec], str]  # a test channel's generated secret (app.adapters.channel_secrets)
@@ -179,14 +188,15 @@ def needs_generated_secret(spec: ChannelSpec, env: Mapping[str, str] | None = No
 
 
 def resolve_secret(spec: ChannelSpec, env: Mapping[str, str] | None = None,
-                   stored: StoredSecrets | None = None) -> str:
+                   stored: StoredSecrets | None = None, required: bool = True) -> str:
     """The channel's secret: the environment variable named by ``config.secret_env``, else (a test
-    channel) its generated secret from ``stored``."""
+    channel) its generated secret from ``stored``. ``required`` False (an adapter whose channel
+    takes no secret, ``Channel.needs_secret``): the variable's value if set, else "" (none is invented)."""
     env = environment(env)
     name = spec.config.get("secret_env")
     value = env.get(name) if name else None
-    if value:
-        return value
+    if value or not required:
+        return value or ""
     wanted = f"environment variable {name}" if name else "config.secret_env"
     if spec.mode != "test":
         raise ChannelConfigError(f"live channel {spec.id}: no secret ({wanted} is not set)")

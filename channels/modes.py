@@ -23,8 +23,10 @@ def live_without_secret(specs: Iterable[ChannelSpec], env: Mapping[str, str] | N
     """What is wrong with each live channel whose secret is not in its environment variable."""
     env = environment(env)
     problems = []
+    from channels.registry import needs_secret
+
     for spec in specs:
-        if spec.mode != LIVE:
+        if spec.mode != LIVE or not needs_secret(spec):
             continue
         name = spec.config.get("secret_env")
         if not name:

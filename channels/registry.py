@@ -70,7 +70,16 @@ def build_channel(spec: ChannelSpec, env: Mapping[str, str] | None = None,
     """Instantiate one channel: resolve its adapter class and its secret (``stored``: where a test
     channel's generated secret is read, see channels.config.resolve_secret)."""
     cls = resolve_adapter(spec.adapter)
-    return cls(spec, resolve_secret(spec, env, stored))
+    return cls(spec, resolve_secret(spec, env, stored, required=cls.needs_secret))
+
+
+def needs_secret(spec: ChannelSpec) -> bool:
+    """Does the channel's adapter take a secret? (An adapter that cannot be resolved is said to:
+    building the channel then says what is wrong with it.)"""
+    try:
+        return resolve_adapter(spec.adapter).needs_secret
+    except ChannelConfigError:
+        return True
 
 
 class ChannelRegistry:
@@ -90,6 +99,10 @@ class ChannelRegistry:
 
     def ids(self) -> list[str]:
         return list(self._channels)
+
+    def methods(self) -> set[str]:
+        """Every payment method some channel declares (of either mode)."""
+        return {method for channel in self._channels.values() for method in channel.spec.methods}
 
     def __contains__(self, channel_id: object) -> bool:
         return channel_id in self._channels

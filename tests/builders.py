@@ -71,6 +71,14 @@ def fund(merchant_id: str, account_id: str, amount: int) -> None:
         accounts.fund_for_testing(session, scope, account_id, amount)
 
 
+def store_channels(path=None) -> None:
+    """Make the stored channels exactly those of ``path`` (default: the configured channels file), as
+    ``payrouter channels import --prune`` does; this process runs them from its next request on."""
+    from app.services import channel_import
+
+    channel_import.import_file(path, "tests", prune=True)
+
+
 CARD = {"type": "card", "brand": "visa", "country": "US", "last4": "4242"}
 
 

@@ -1,9 +1,10 @@
 """Generated secrets of test channels (contract §4: never derived from anything public).
 
-A test channel whose ``secret_env`` is unset runs on a random secret that ``payrouter init``
-generates and stores encrypted (``channel_secrets``, app.adapters.crypto). The router's registry and the
-sandbox (``payrouter sandbox``, or in process in tests and the demo) both resolve it through
-``StoredChannelSecrets``, so they hold the same value. A process that finds none (init not run on
+A test channel whose ``secret_env`` is unset (and whose adapter takes a secret) runs on a random
+secret that ``payrouter init`` (or ``channels import``) generates and stores encrypted
+(``channel_secrets``, app.adapters.crypto). The router's registry and the sandbox (``payrouter
+sandbox``, or in process in tests and the demo) both resolve it through ``StoredChannelSecrets``,
+so they hold the same value. A process that finds none (init not run on
 this database, or a channel added since) generates it the same way: the first insert wins and
 everyone reads that row.
 """
@@ -17,7 +18,8 @@ from app.adapters import crypto
 from app.adapters.db import insert_unique_row, read_only, unit_of_work
 from app.adapters.models import ChannelSecret, utcnow
 from app.config import Config, get_config
-from channels.config import ChannelSpec, needs_generated_secret, read_channels_file
+from channels.config import ChannelSpec, needs_generated_secret
+from channels.registry import needs_secret
 
 PREFIX = "chsec_"
 
@@ -65,14 +67,18 @@ def _create(channel_id: str, config: Config) -> str:
 
 
 def ensure(config: Config | None = None, specs: list[ChannelSpec] | None = None) -> list[str]:
-    """``payrouter init``: a generated secret for every test channel of the channels file that has
-    no ``secret_env`` value and no stored secret yet; the ids of the channels that got one."""
+    """``payrouter init`` and ``channels import``: a generated secret for every test channel (of
+    ``specs``, by default the stored channels) that has no ``secret_env`` value and no stored secret
+    yet, unless its adapter takes none; the ids of the channels that got one."""
     config = config or get_config()
-    specs = read_channels_file(config.channels_file, config.channel_env) if specs is None else specs
+    if specs is None:
+        from app.adapters import channel_definitions
+
+        specs = channel_definitions.specs(channel_definitions.rows(config), config)
     store = StoredChannelSecrets(config)
     created = []
     for spec in specs:
-        if needs_generated_secret(spec, config.channel_env) and spec.id not in store:
+        if needs_generated_secret(spec, config.channel_env) and needs_secret(spec) and spec.id not in store:
             store(spec)
             created.append(spec.id)
     return created

@@ -575,3 +575,16 @@ class ChannelSecret(Base):
     channel_id: Mapped[str] = mapped_column(String(100), primary_key=True)
     secret_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class ChannelDefinition(Base):
+    """One channel as the channels file defines it (contract §4), the source of truth once ``payrouter
+    init`` or ``payrouter channels import`` wrote it: ``definition`` is the file's item with its
+    ``${VAR}`` references unexpanded (each process expands them from its own environment)."""
+
+    __tablename__ = "channels"
+    id: Mapped[str] = mapped_column(String(63), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)  # the order of the file the channel was last imported from
+    definition: Mapped[dict] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -10,9 +10,11 @@ def init() -> dict:
     config.var_dir.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(config)
     summary = {"database": config.database_url.split("@")[-1], "schema": "up to date"}
-    from app.adapters import channel_secrets
+    from app.services import channel_import
 
-    summary["generated_channel_secrets"] = channel_secrets.ensure(config)
+    imported = channel_import.import_file(config.channels_file, "payrouter init", reason="payrouter init")
+    summary["channels"] = {k: imported[k] for k in ("added", "changed", "unchanged", "kept")}
+    summary["generated_channel_secrets"] = imported["generated_channel_secrets"]
     from app.services.rules_store import seed_default_rules
 
     summary.update(seed_default_rules())

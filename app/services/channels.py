@@ -15,6 +15,7 @@ from datetime import timedelta
 import redis
 from sqlalchemy import and_, case, func, select
 
+from app.adapters import channel_definitions
 from app.adapters.db import read_only, unit_of_work
 from app.adapters.models import Attempt, utcnow
 from app.domain.errors import InvalidRequest
@@ -88,19 +89,23 @@ def circuit_words(circuit: dict) -> str:
 
 
 def board(window: timedelta = WINDOW) -> list[dict]:
-    """Every configured channel: id, adapter, mode, methods, currencies, its switch in words, its
-    circuit (state, manual or automatic, in words) and its stats over ``window``."""
+    """Every channel this process runs: id, adapter, mode, methods, currencies, its switch in words,
+    whether its definition enables it and who last imported that definition and when, its circuit
+    (state, manual or automatic, in words) and its stats over ``window``."""
     from app.adapters.channels_runtime import registry
 
     numbers = stats(window)
     switches = {entry["name"]: entry for entry in switchboard.board()}
+    changes = channel_definitions.last_changes()
     listed = []
     for chan in registry():
         spec = chan.spec
         circuit = breaker.describe(spec.id)
         switch = switches[f"channel:{spec.id}"]
+        by, at = changes.get(spec.id, (None, None))
         listed.append({"id": spec.id, "adapter": spec.adapter, "mode": spec.mode, "methods": list(spec.methods),
                        "currencies": list(spec.currencies), "enabled": not switch["on"], "switch": switch["words"],
+                       "defined_enabled": spec.enabled, "defined_by": by, "defined_at": when(at) if at else None,
                        "circuit": {**circuit, "words": circuit_words(circuit)},
                        "window_minutes": int(window.total_seconds() // 60), **numbers.get(spec.id, EMPTY)})
     return listed

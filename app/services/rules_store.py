@@ -34,9 +34,12 @@ log = logging.getLogger("payrouter.rules")
 
 
 def known_channels() -> set[str] | None:
-    from app.adapters.channels_runtime import registry
+    """The channels a rule may name: those stored in the database (read now, not this process's
+    copy), which every process runs within 2 s. A rule naming any other is refused at publish: it
+    would route nowhere until a channel of that name is imported."""
+    from app.adapters import channel_definitions
 
-    return set(registry().ids())
+    return {channel_id for channel_id, _ in channel_definitions.rows()}
 
 
 def merchant_id(merchant: str | None) -> str | None:

@@ -265,7 +265,26 @@ def validate(name: str, body: object) -> dict:
     errors = list(_validator(name).iter_errors(body))
     if errors:
         raise _to_error(sorted(errors, key=_depth)[0])
+    _check_method(body.get("payment_method"))
     return body
+
+
+BUILTIN_METHODS = frozenset({"card", "wallet", "bank_transfer", "balance"})
+
+
+def _check_method(instrument: object) -> None:
+    """``payment_method.type``: a built-in method, or one a configured channel declares (``upi``,
+    ``pix``…; the channels of this process, rebuilt within 2 s of a change)."""
+    method = instrument.get("type") if isinstance(instrument, dict) else None
+    if method is None or method in BUILTIN_METHODS:
+        return
+    from app.adapters.channels_runtime import registry
+
+    known = registry().methods()
+    if method not in known:
+        shown = ", ".join(sorted(BUILTIN_METHODS | known))
+        raise InvalidRequest(f"payment_method.type: {_shown(method)} is not a method any channel takes "
+                             f"(known: {shown})", param="payment_method.type", code="parameter_invalid")
 
 
 def parse_body(raw: bytes, name: str) -> dict:

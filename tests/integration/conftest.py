@@ -21,6 +21,7 @@ from app.entrypoints.web import create_app
 from app.services import switches
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
+from tests import builders
 from tests.webhook_support import Receiver, webhook_config
 
 
@@ -64,6 +65,7 @@ def stack(clean, tmp_path, app):
                          status_query_delays=(1, 1, 2))
     set_config(config)
     channels_runtime.reset()
+    builders.store_channels()  # the router's channels: those of this file (`app` stored the defaults)
     seed_default_rules()
     sandbox.start()
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -151,13 +151,15 @@ def live_alpha(monkeypatch):
     monkeypatch.setenv(LIVE_SECRET_ENV, "live-secret-given-by-the-operator-0123456789")
 
 
-def _set_modes(path, **modes) -> None:
+def _set_modes(path, store: bool = True, **modes) -> None:
+    """Rewrite the channels file with these modes, and (``store``) import it as the router's channels."""
     data = yaml.safe_load(path.read_text())
     for channel in data["channels"]:
         if channel["id"] in modes:
             channel["mode"] = modes[channel["id"]]
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    channels_runtime.reset()
+    if store:
+        builders.store_channels(path)
 
 
 def test_a_live_channel_with_its_secret_carries_live_payments_and_only_them(live_alpha, stack):
@@ -196,7 +198,7 @@ def _live_channels_file(tmp_path):
     from channels.sandbox.testing import write_channels_file
 
     path = write_channels_file(tmp_path / "channels.yaml", "http://127.0.0.1:1")
-    _set_modes(path, acq_alpha="live")
+    _set_modes(path, store=False, acq_alpha="live")
     return path
 
 

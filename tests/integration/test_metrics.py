@@ -43,6 +43,7 @@ def sandbox_channels(clean, tmp_path):
     write_channels_file(channels_file, sandbox.url, timeout_ms=400)
     set_config(clean.with_(channels_file=channels_file))
     channels_runtime.reset()
+    builders.store_channels()
     seed_default_rules()
     sandbox.start()
     try:

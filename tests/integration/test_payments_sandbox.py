@@ -95,13 +95,12 @@ def test_timeout_is_never_rerouted(stack):
 
 
 def test_fault_fails_over_to_the_next_candidate(stack, tmp_path):
-    from app.adapters import channels_runtime
     from tests.integration.conftest import channels_file_with
     from tests.live import free_port
 
     channels_file_with(stack.config.channels_file, stack.sandbox_url,
                        acq_alpha={"base_url": f"http://127.0.0.1:{free_port()}"})  # connection refused
-    channels_runtime.reset()
+    builders.store_channels()
     api = builders.api(stack.client)
     payment = api.post("/v1/payments", builders.payment_body(100000)).get_json()
     assert payment["status"] == "succeeded"

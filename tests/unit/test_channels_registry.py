@@ -141,7 +141,7 @@ def test_bad_adapters_fail_clearly(tmp_path, adapter, message):
     ("channels:\n  - id: a\n    adapter: sandbox\n", "channels\\[0\\]: 'methods' is a required property"),
     (ONE.format(id="a", adapter="sandbox").replace("[USD]", "[usd]"), r"channels\[0\].currencies\[0\]"),
     (ONE.format(id="a", adapter="sandbox").replace("[USD]", "[XXX]"), "unknown currency XXX"),
-    (ONE.format(id="a", adapter="sandbox").replace("[card]", "[crad]"), r"channels\[0\].methods\[0\]"),
+    (ONE.format(id="a", adapter="sandbox").replace("[card]", "[Card]"), r"channels\[0\].methods\[0\]"),
     (ONE.format(id="a", adapter="sandbox").replace('"1.8"', "1.8"), r"channels\[0\].cost.percent"),
     (ONE.format(id="a", adapter="sandbox") + ONE.format(id="a", adapter="sandbox").replace("channels:\n", ""),
      "duplicate channel id 'a'"),

@@ -1,0 +1,66 @@
+"""``payrouter init`` and ``payrouter channels import FILE``: a channels file into the database
+(contract §4), obeyed by every process within 2 s, with no restart (app.adapters.channels_runtime).
+
+The file is checked first as this process would run it: the schema, every ``${VAR}`` it uses,
+each adapter built (a test channel's generated secret made if missing), a live channel's secret
+in its environment variable. Channels the file leaves out are kept, or removed with ``prune``
+unless the live rules still route to them. An import that changes something is audited.
+"""
+from __future__ import annotations
+
+import os
+
+from app.adapters import channel_definitions
+from app.adapters.channel_secrets import StoredChannelSecrets
+from app.adapters.db import read_only, unit_of_work
+from app.config import get_config
+from app.domain.errors import InvalidRequest
+from app.services import audit
+from app.services import rules_store as store
+from channels.config import channels_path, parse_channels, read_channels_data
+from channels.modes import require_live_secrets
+from channels.registry import build_channel
+from rules import format
+
+
+def import_file(path: str | os.PathLike | None, actor: str, *, prune: bool = False, reason: str | None = None) -> dict:
+    """Store the channels of ``path`` (default: the configured file); what was added, changed,
+    left unchanged, removed (``prune``) or kept, and the test channels given a generated secret."""
+    config = get_config()
+    path = channels_path(path or config.channels_file, config.channel_env)
+    data = read_channels_data(path, config.channel_env)
+    wanted = parse_channels(data, config.channel_env, source=f"channels file {path}")
+    require_live_secrets(wanted, config.channel_env)
+    stored = StoredChannelSecrets(config)
+    had_secret = {spec.id for spec in wanted if spec.id in stored}
+    for spec in wanted:
+        build_channel(spec, config.channel_env, stored)
+    listed = [item["id"] for item in data["channels"]]
+    if prune:
+        _refuse_removing_routed(set(listed))
+    with unit_of_work() as session:
+        written = channel_definitions.write(session, list(data["channels"]), actor, prune=prune)
+        if written.any:
+            before = sorted({*written.unchanged, *written.changed, *written.removed, *written.kept})
+            audit.record(session, actor=actor, action="channels.import", target=f"channels:{path.name}"[:200],
+                         before={"channels": before}, after=written.to_dict(), reason=reason)
+    if written.any:
+        channel_definitions.announce()
+    generated = [spec.id for spec in wanted if spec.id in stored and spec.id not in had_secret]
+    return {"file": str(path), **written.to_dict(), "generated_channel_secrets": generated}
+
+
+def _refuse_removing_routed(remaining: set[str]) -> None:
+    """The live rule set must still name only channels that stay: else a removal would leave its
+    routes pointing nowhere (every payment on them a silent ``no_route``)."""
+    with read_only() as session:
+        live = store.live_version(session)
+        source = store.source_of(session, live) if live is not None else None
+    if source is None:
+        return
+    problems = format.validate(source, remaining)
+    if problems:
+        raise InvalidRequest(
+            f"--prune would remove channels the live rules (version {live}) route to: "
+            + "; ".join(str(problem) for problem in problems[:5])
+            + ". Publish rules without them first.", param="channels", code="channel_in_use")

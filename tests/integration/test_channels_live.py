@@ -1,0 +1,263 @@
+"""Channels live in the database (issue #14 item 7, contract §4): ``init`` and ``payrouter channels
+import FILE`` store them, every process obeys a change within 2 s with no restart, a rule naming a
+channel nobody knows is refused at publish, ``methods`` are what the channels declare, and a
+channel whose adapter takes no secret runs without one."""
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+import yaml
+from click.testing import CliRunner
+from sqlalchemy import delete, select
+
+from app.adapters import channel_definitions, channels_runtime
+from app.adapters.channel_secrets import StoredChannelSecrets
+from app.adapters.db import read_only, unit_of_work
+from app.adapters.models import AuditLog, ChannelDefinition, ChannelSecret
+from app.config import set_config
+from app.entrypoints.cli import main
+from app.services import channel_import
+from app.services.rules_store import DEFAULT_RULES
+from channels.base import Channel, ChannelResult
+from channels.sandbox.server import SandboxServer
+from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
+from tests import builders
+from tests.live import api_server
+
+UPI = {"type": "upi"}
+# The default rules with UPI payments routed to acq_gamma (a channel the default file does not have).
+GAMMA_RULES = DEFAULT_RULES.read_text().replace(
+    "rules:\n", "rules:\n  - id: upi\n    priority: 500\n    when: {fact: payment_method.type, eq: upi}\n"
+                "    then: {route: [acq_gamma]}\n", 1)
+
+
+class KeylessChannel(Channel):
+    """A PSP that signs nothing and takes no key (``needs_secret = False``)."""
+
+    needs_secret = False
+
+    def charge(self, req):
+        return ChannelResult(status="succeeded", channel_reference=f"kl_{req.reference}")
+
+    def query(self, reference, channel_reference=None):
+        return ChannelResult(status="succeeded", channel_reference=channel_reference)
+
+    def verify_callback(self, headers, body):
+        raise NotImplementedError
+
+
+def cli(*args):
+    result = CliRunner().invoke(main, [str(arg) for arg in args])
+    return result.exit_code, result.output
+
+
+def with_channel(path, base_url: str, **channel) -> str:
+    """The test channels file (sandbox, acq_alpha, acq_beta on ``base_url``) plus ``channel``."""
+    write_channels_file(path, base_url)
+    data = yaml.safe_load(path.read_text())
+    if channel:
+        data["channels"].append({"adapter": "sandbox", "operations": ["payment", "refund"], "timeout_ms": 400,
+                                 "config": {"base_url": base_url, "secret_env": "ACQ_GAMMA_SECRET"}, **channel})
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(path)
+
+
+GAMMA = {"id": "acq_gamma", "methods": ["upi"], "currencies": ["USD", "INR"]}
+
+
+@pytest.fixture
+def stored(clean, tmp_path):
+    """The database initialised from the three test channels (on a sandbox that is not there)."""
+    from app.entrypoints.bootstrap import init
+
+    config = clean.with_(channels_file=with_channel(tmp_path / "base.yaml", "http://127.0.0.1:1"))
+    set_config(config)
+    channels_runtime.reset()
+    init()
+    yield config
+    with unit_of_work() as session:  # a test may leave definitions no later process can build
+        session.execute(delete(ChannelDefinition))
+    set_config(clean)
+    channels_runtime.reset()
+
+
+def test_a_channel_added_by_channels_import_is_routed_to_by_a_running_server_within_2_s(stored, tmp_path):
+    """A real API server (gunicorn, two worker processes) runs on the three channels; `channels
+    import` adds acq_gamma (methods [upi]): every worker runs it within 2 s (a UPI body is no longer
+    refused), and once the rules name it (refused at publish before the import), UPI payments made
+    over HTTP are routed to it. Disabling it by another import is obeyed as fast."""
+    gamma_file = tmp_path / "gamma.yaml"
+    with_channel(gamma_file, "http://127.0.0.1:1", **GAMMA)
+    sandbox = SandboxServer("127.0.0.1", 0, gamma_file, stored=StoredChannelSecrets(), **FAST_SANDBOX_OPTIONS)
+    with_channel(gamma_file, sandbox.url, **GAMMA)
+    with_channel(tmp_path / "base.yaml", sandbox.url)
+    assert cli("channels", "import", tmp_path / "base.yaml")[0] == 0  # the three channels on the sandbox
+    sandbox.start()
+    rules = tmp_path / "gamma_rules.yaml"
+    rules.write_text(GAMMA_RULES)
+    try:
+        with api_server(stored, PAYROUTER_PUBLIC_URL="http://127.0.0.1:1") as base:
+            api = builders.api(requests.Session())
+
+            def pay(amount=1000):
+                body = builders.payment_body(amount, payment_method=dict(UPI))
+                return requests.post(f"{base}/v1/payments", json=body, timeout=10,
+                                     headers=api.headers(builders.unique("idem")))
+
+            def simulate():
+                return requests.post(f"{base}/v1/routing/simulate", headers=api.headers(), timeout=10,
+                                     json=builders.payment_body(1000, payment_method=dict(UPI)))
+
+            before = pay()
+            assert before.status_code == 400, before.text  # no channel takes upi yet
+            assert before.json()["error"]["param"] == "payment_method.type"
+            code, out = cli("rules", "publish", rules, "--reason", "upi", "--yes")
+            assert code != 0 and "unknown channel 'acq_gamma'" in out  # refused: no process knows it
+
+            code, out = cli("channels", "import", gamma_file, "--reason", "a UPI acquirer")
+            imported = time.monotonic()
+            assert code == 0 and "added: acq_gamma" in out, out
+            known = _streak(simulate, lambda r: r.status_code == 200)  # every worker runs acq_gamma
+            code, out = cli("rules", "publish", rules, "--reason", "upi", "--yes")
+            published = time.monotonic()
+            assert code == 0, out
+            routed = _streak(pay, lambda r: r.status_code == 201 and r.json()["routing"]["channel"] == "acq_gamma")
+            print(f"\nacq_gamma run by the server {known - imported:.3f} s after the import; routed to "
+                  f"{routed - published:.3f} s after the rules naming it were published "
+                  f"({routed - imported:.3f} s after the import)")
+            assert known - imported < 2.0, f"the server ran acq_gamma {known - imported:.2f} s after the import"
+            assert routed - published < 2.0, f"routed to acq_gamma {routed - published:.2f} s after the publish"
+            assert pay().json()["status"] == "succeeded"
+
+            gamma_off = with_channel(tmp_path / "off.yaml", sandbox.url, **GAMMA, enabled=False)
+            assert cli("channels", "import", gamma_off, "--reason", "pause UPI")[0] == 0
+            imported = time.monotonic()
+            dropped = _streak(pay, lambda r: r.status_code == 402 and r.json()["error"]["code"] == "no_route")
+            print(f"no longer routed {dropped - imported:.3f} s after disabling it by import")
+            assert dropped - imported < 2.0, f"still routed {dropped - imported:.2f} s after disabling"
+    finally:
+        sandbox.stop()
+
+
+def _streak(pay, wanted, timeout: float = 5.0, length: int = 8) -> float:
+    """When the first of ``length`` answers in a row (the server's workers take turns) met ``wanted``."""
+    deadline, first, run = time.monotonic() + timeout, None, 0
+    while time.monotonic() < deadline:
+        started = time.monotonic()
+        if wanted(pay()):
+            first, run = (first or started), run + 1
+            if run == length:
+                return first
+        else:
+            first, run = None, 0
+    raise AssertionError(f"not {length} answers in a row within {timeout} s")
+
+
+def test_import_reports_what_changed_keeps_the_others_and_is_audited(stored, tmp_path):
+    changed = tmp_path / "changed.yaml"
+    with_channel(changed, "http://127.0.0.1:1", **GAMMA)
+    data = yaml.safe_load(changed.read_text())
+    data["channels"] = [c for c in data["channels"] if c["id"] != "acq_beta"]
+    data["channels"][0]["cost"] = {"percent": "1.0", "fixed": 5}
+    changed.write_text(yaml.safe_dump(data))
+    first = channels_runtime.registry()
+    alpha = first.get("acq_alpha")
+
+    done = channel_import.import_file(changed, "cli:test", reason="cheaper sandbox")
+    assert (done["added"], done["changed"], done["kept"]) == (["acq_gamma"], ["sandbox"], ["acq_beta"])
+    assert done["unchanged"] == ["acq_alpha"] and done["generated_channel_secrets"] == ["acq_gamma"]
+    channel_definitions.announce()  # this process re-reads at once (others within 2 s)
+    now = channels_runtime.registry()
+    assert now.ids() == ["sandbox", "acq_alpha", "acq_gamma", "acq_beta"]
+    assert now.get("acq_alpha") is alpha  # unchanged: the same instance (its connections kept)
+    assert now.get("sandbox").spec.cost.fixed == 5
+    with read_only() as session:
+        row = session.execute(select(AuditLog.actor, AuditLog.reason, AuditLog.after)
+                              .where(AuditLog.action == "channels.import").order_by(AuditLog.id.desc())).first()
+    assert row.actor == "cli:test" and row.reason == "cheaper sandbox" and row.after["added"] == ["acq_gamma"]
+    again = channel_import.import_file(changed, "cli:test")
+    assert again["added"] == again["changed"] == [] and len(again["unchanged"]) == 3
+
+    code, out = cli("channels", "import", changed, "--prune", "--reason", "beta gone")
+    assert code == 1 and "live rules (version 1) route to" in out and "acq_beta" in out, out  # the default rules
+    code, out = cli("channels", "import", with_channel(tmp_path / "three.yaml", "http://127.0.0.1:1"), "--prune")
+    assert code == 0 and "removed: acq_gamma" in out, out
+    channel_definitions.announce()
+    assert channels_runtime.registry().ids() == ["sandbox", "acq_alpha", "acq_beta"]
+
+
+@pytest.mark.parametrize("broken, said", [
+    ({"id": "acq_gamma", "methods": ["upi"], "currencies": ["USD"], "adapter": "nowhere"}, "unknown adapter 'nowhere'"),
+    ({**GAMMA, "mode": "live"}, "environment variable ACQ_GAMMA_SECRET is not set"),
+    ({**GAMMA, "methods": ["UPI!"]}, "channels[3].methods[0]"),
+    ({**GAMMA, "config": {"base_url": "${NOT_SET_ANYWHERE}"}}, "NOT_SET_ANYWHERE is not set"),
+])
+def test_an_import_this_process_could_not_run_is_refused_whole(stored, tmp_path, broken, said):
+    path = with_channel(tmp_path / "bad.yaml", "http://127.0.0.1:1", **broken)
+    data = yaml.safe_load(open(path).read())
+    data["channels"][0]["cost"] = {"percent": "9.9", "fixed": 1}  # a change that must not land either
+    open(path, "w").write(yaml.safe_dump(data))
+    code, out = cli("channels", "import", path)
+    assert code == 1 and said in out, out
+    assert [cid for cid, _ in channel_definitions.rows()] == ["sandbox", "acq_alpha", "acq_beta"]
+    assert channel_definitions.items(channel_definitions.rows())[0]["cost"] == {"percent": "2.0", "fixed": 10}
+
+
+def test_prune_is_refused_while_the_live_rules_route_to_the_channel(stored, tmp_path):
+    path = tmp_path / "two.yaml"
+    with_channel(path, "http://127.0.0.1:1")
+    data = yaml.safe_load(path.read_text())
+    data["channels"] = [c for c in data["channels"] if c["id"] != "acq_beta"]  # the default rules route to it
+    path.write_text(yaml.safe_dump(data))
+    code, out = cli("channels", "import", path, "--prune")
+    assert code == 1 and "acq_beta" in out and "live rules" in out, out
+    assert "acq_beta" in {cid for cid, _ in channel_definitions.rows()}
+
+
+def test_a_process_that_cannot_build_a_changed_channel_keeps_the_ones_it_runs(stored, tmp_path, monkeypatch):
+    """Another process imported a definition this one cannot expand: it keeps its channels (and says so)."""
+    before = channels_runtime.registry()
+    path = with_channel(tmp_path / "env.yaml", "${GAMMA_URL}", **GAMMA)
+    monkeypatch.setenv("GAMMA_URL", "http://127.0.0.1:1")
+    channel_import.import_file(path, "cli:elsewhere")
+    monkeypatch.delenv("GAMMA_URL")
+    channel_definitions.announce()
+    assert channels_runtime.registry() is before
+    monkeypatch.setenv("GAMMA_URL", "http://127.0.0.1:2")
+    channel_import.import_file(with_channel(tmp_path / "env2.yaml", "${GAMMA_URL}", **GAMMA, timeout_ms=500),
+                               "cli:elsewhere")
+    channel_definitions.announce()
+    assert channels_runtime.registry().get("acq_gamma").spec.config["base_url"] == "http://127.0.0.1:2"
+
+
+def test_methods_are_those_the_channels_declare(stored, client, tmp_path):
+    api = builders.api(client)
+    refused = api.post("/v1/payments", builders.payment_body(1000, payment_method={"type": "pix"}))
+    assert refused.status_code == 400
+    assert refused.get_json()["error"]["param"] == "payment_method.type"
+    assert "'pix'" in refused.get_json()["error"]["message"]
+    channel_import.import_file(with_channel(tmp_path / "pix.yaml", "http://127.0.0.1:1",
+                                            **{**GAMMA, "methods": ["pix", "upi"]}), "cli:test")
+    channel_definitions.announce()
+    simulated = api.post("/v1/routing/simulate", builders.payment_body(1000, payment_method={"type": "pix"}))
+    assert simulated.status_code == 200, simulated.get_json()
+    assert {d["channel"]: d["reason"] for d in simulated.get_json()["dropped"]}.get("sandbox") == "unsupported_method"
+
+
+def test_a_channel_whose_adapter_takes_no_secret_runs_without_one_even_live(stored, tmp_path):
+    keyless = {"id": "keyless", "adapter": f"{__name__}:KeylessChannel", "methods": ["card"], "currencies": ["USD"],
+               "operations": ["payment"], "mode": "live", "config": {}}
+    path = tmp_path / "keyless.yaml"
+    write_channels_file(path, "http://127.0.0.1:1")
+    data = yaml.safe_load(path.read_text())
+    data["channels"].append(keyless)
+    path.write_text(yaml.safe_dump(data))
+    done = channel_import.import_file(path, "cli:test")
+    assert done["added"] == ["keyless"] and done["generated_channel_secrets"] == []
+    channel_definitions.announce()
+    assert channels_runtime.registry().get("keyless").secret == ""
+    channels_runtime.check_live_channels()  # no refusal: it needs none
+    with unit_of_work() as session:
+        assert session.get(ChannelSecret, "keyless") is None
