@@ -50,6 +50,7 @@ def echo(stack):
         config = stack.config.with_(channel_env={**os.environ, "ECHO_SECRET": SECRET})
         set_config(config)
         channels_runtime.reset()
+        builders.store_channels()  # as `payrouter channels import` would: every process runs echo within 2 s
         api = builders.api(stack.client)
         version = rules_store.publish_and_announce(TO_ECHO, "test", "route to the echo plugin")
         wait_until(lambda: api.post("/v1/routing/simulate", builders.payment_body(100)).get_json()["ruleset_version"]

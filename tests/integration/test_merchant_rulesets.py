@@ -193,6 +193,7 @@ def test_validate_refuses_a_fee_and_a_channel_the_merchant_cannot_use(client, li
     before = get_config()
     set_config(before.with_(channels_file=channels))
     channels_runtime.reset()
+    builders.store_channels()
     try:
         m = builders.merchant()[0]
         bad = OWN.replace("limits: {max_amount: 300000}", 'fee: {percent: "0.5", fixed: 0}')
