@@ -75,10 +75,12 @@ def _known(session: Session, channel_id: str, found: list[dict]) -> dict[tuple[s
 
 def statuses(issue_ids: list[str]) -> dict[str, str]:
     """The current status of each issue id given (runs keep the ids of what they found)."""
-    if not issue_ids:
-        return {}
-    with read_only() as session:
-        return dict(session.execute(select(_TABLE.c.id, _TABLE.c.status).where(_TABLE.c.id.in_(issue_ids))).all())
+    found = {}
+    with read_only() as session:  # in pieces: PostgreSQL takes at most 65,535 parameters in one statement
+        for start in range(0, len(issue_ids), 500):
+            found.update(session.execute(select(_TABLE.c.id, _TABLE.c.status)
+                                         .where(_TABLE.c.id.in_(issue_ids[start:start + 500]))).all())
+    return found
 
 
 def view(issue: ReconciliationIssue) -> dict:
