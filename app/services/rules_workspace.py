@@ -408,7 +408,9 @@ def replay_status(job_id: str) -> dict:
         if status == "finished":
             return {"status": status, "result": job.return_value()}
         if status in ("failed", "stopped", "canceled"):
-            return {"status": "failed", "error": (job.exc_info or "the replay failed").strip().splitlines()[-1]}
+            result = job.latest_result()
+            why = (getattr(result, "exc_string", None) or "the replay failed").strip().splitlines()
+            return {"status": "failed", "error": why[-1] if why else "the replay failed"}
     except NoSuchJobError:
         raise NotFound("No such replay (a result is kept for an hour)", param="job") from None
     except redis.RedisError:

@@ -123,6 +123,19 @@ def test_replay_runs_on_the_batch_queue_and_the_page_fetches_its_result(app, see
     assert console.get("/admin/assets/rules_replay.js").status_code == 200  # served by the app, no CDN
 
 
+def test_a_replay_that_failed_on_its_worker_says_so(app, seeded):
+    import uuid
+
+    from app.adapters import jobs
+    from app.services import rules_workspace
+
+    job = jobs.enqueue(jobs.BATCH, rules_workspace.REPLAY_JOB, "rules: [unreadable\n", 10, None,
+                       job_id=uuid.uuid4().hex)
+    _run_batch_queue()
+    answer = Console(app, "viewer").get(f"/admin/rules/replay/{job.id}")
+    assert answer.status_code == 200 and 'id="replay-failed"' in answer.get_data(as_text=True)
+
+
 def test_a_merchants_own_set_on_the_rules_page(app, seeded):
     from tests import builders
 
