@@ -8,6 +8,7 @@ import datetime as dt
 import io
 import json
 import logging
+import time
 
 import pytest
 import urllib3
@@ -214,3 +215,26 @@ def test_statements_and_reconciliation_are_per_account(stack):
     assert by_account[None]["issues"] == []
     assert [(i["issue"], i["ours"]["id"]) for i in by_account[account["id"]]["issues"]] == [
         ("amount_mismatch", mine_paid[1]["id"])]
+
+
+def test_near_real_time_passes_follow_each_account_on_its_own(stack, monkeypatch):
+    from app.services import reconcile as recon
+
+    monkeypatch.setattr(recon, "SETTLE_GRACE", dt.timedelta(0))  # lines settled up to the pass count
+    mine, theirs = builders.api(stack.client, "Mine"), builders.api(stack.client, "Theirs")
+    account = bring(mine, builders.sandbox_account(stack.sandbox_url)["api_key"]).get_json()
+    paid = pay(mine)
+    pay(theirs)
+    time.sleep(1.1)  # windows end on whole seconds
+    first = {run.channel_account: run for run in (recon.reconcile_recent("sandbox", account=account_id)
+                                                   for account_id in recon.accounts("sandbox"))}
+    assert set(first) == {None, account["id"]}
+    assert [(run.statement_lines, run.matched, run.issues) for run in first.values()] == [(1, 1, [])] * 2
+    # A second payment of the merchant: only its account's next pass sees it, from where that pass ended.
+    late = pay(mine, 2100)
+    time.sleep(1.1)
+    platform = recon.reconcile_recent("sandbox")
+    mine_next = recon.reconcile_recent("sandbox", account=account["id"])
+    assert mine_next.window_start == first[account["id"]].window_end
+    assert (platform.statement_lines, mine_next.statement_lines, mine_next.matched) == (0, 1, 1)
+    assert paid["status"] == late["status"] == "succeeded"
