@@ -102,6 +102,11 @@ def prepare() -> ChannelRegistry:
     return registry()
 
 
+def ids_in_use() -> list[str]:
+    """The channels this process runs right now (a probe for ops and tests, as a job on a worker)."""
+    return registry().ids()
+
+
 def channel(channel_id: str) -> Channel:
     return registry().get(channel_id)
 

@@ -4,18 +4,25 @@ channel nobody knows is refused at publish, ``methods`` are what the channels de
 channel whose adapter takes no secret runs without one."""
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 import requests
 import yaml
 from click.testing import CliRunner
+from rq import Queue
 from sqlalchemy import delete, select
 
 from app.adapters import channel_definitions, channels_runtime
 from app.adapters.channel_secrets import StoredChannelSecrets
 from app.adapters.db import read_only, unit_of_work
 from app.adapters.models import AuditLog, ChannelDefinition, ChannelSecret
+from app.adapters.redis_conn import get_redis
 from app.config import set_config
 from app.entrypoints.cli import main
 from app.services import channel_import
@@ -24,7 +31,8 @@ from channels.base import Channel, ChannelResult
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
 from tests import builders
-from tests.live import api_server
+from tests.live import api_server, process_env
+from tests.support import wait_until
 
 UPI = {"type": "upi"}
 # The default rules with UPI payments routed to acq_gamma (a channel the default file does not have).
@@ -97,6 +105,8 @@ def test_a_channel_added_by_channels_import_is_routed_to_by_a_running_server_wit
     sandbox.start()
     rules = tmp_path / "gamma_rules.yaml"
     rules.write_text(GAMMA_RULES)
+    worker = subprocess.Popen([sys.executable, "-m", "app", "worker", "batch"], env=process_env(stored),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         with api_server(stored, PAYROUTER_PUBLIC_URL="http://127.0.0.1:1") as base:
             api = builders.api(requests.Session())
@@ -120,14 +130,18 @@ def test_a_channel_added_by_channels_import_is_routed_to_by_a_running_server_wit
             imported = time.monotonic()
             assert code == 0 and "added: acq_gamma" in out, out
             known = _streak(simulate, lambda r: r.status_code == 200)  # every worker runs acq_gamma
+            in_worker = wait_until(lambda: "acq_gamma" in worker_channels() and time.monotonic(), timeout=5,
+                                   interval=0.05, what="acq_gamma in the RQ worker")
             code, out = cli("rules", "publish", rules, "--reason", "upi", "--yes")
             published = time.monotonic()
             assert code == 0, out
             routed = _streak(pay, lambda r: r.status_code == 201 and r.json()["routing"]["channel"] == "acq_gamma")
-            print(f"\nacq_gamma run by the server {known - imported:.3f} s after the import; routed to "
+            print(f"\nacq_gamma run by the server {known - imported:.3f} s and by the RQ worker "
+                  f"{in_worker - imported:.3f} s after the import; routed to "
                   f"{routed - published:.3f} s after the rules naming it were published "
                   f"({routed - imported:.3f} s after the import)")
             assert known - imported < 2.0, f"the server ran acq_gamma {known - imported:.2f} s after the import"
+            assert in_worker - imported < 2.0, f"the worker ran acq_gamma {in_worker - imported:.2f} s after"
             assert routed - published < 2.0, f"routed to acq_gamma {routed - published:.2f} s after the publish"
             assert pay().json()["status"] == "succeeded"
 
@@ -139,6 +153,15 @@ def test_a_channel_added_by_channels_import_is_routed_to_by_a_running_server_wit
             assert dropped - imported < 2.0, f"still routed {dropped - imported:.2f} s after disabling"
     finally:
         sandbox.stop()
+        os.killpg(worker.pid, signal.SIGTERM)  # the worker and its scheduler process
+        worker.wait(timeout=15)
+
+
+def worker_channels() -> list[str]:
+    """The channels the RQ worker runs now (a job on its queue)."""
+    job = Queue("batch", connection=get_redis()).enqueue("app.adapters.channels_runtime.ids_in_use")
+    return wait_until(lambda: job.return_value() if job.get_status(refresh=True) == "finished" else None,
+                      timeout=5, interval=0.02, what="the worker's answer")
 
 
 def _streak(pay, wanted, timeout: float = 5.0, length: int = 8) -> float:
@@ -261,3 +284,29 @@ def test_a_channel_whose_adapter_takes_no_secret_runs_without_one_even_live(stor
     channels_runtime.check_live_channels()  # no refusal: it needs none
     with unit_of_work() as session:
         assert session.get(ChannelSecret, "keyless") is None
+
+
+def test_a_changed_channel_keeps_its_circuit_and_the_console_shows_who_defined_it(stored, app, tmp_path):
+    from app.services import breaker, channels
+    from tests.integration.test_admin_console import logged_in
+
+    channels.open_circuit("acq_alpha", "cli:ops", "PSP incident")
+    path = tmp_path / "priced.yaml"
+    with_channel(path, "http://127.0.0.1:1", **GAMMA, enabled=False)
+    data = yaml.safe_load(path.read_text())
+    data["channels"][1]["cost"] = {"percent": "1.8", "fixed": 99}  # acq_alpha
+    path.write_text(yaml.safe_dump(data))
+    done = channel_import.import_file(path, "cli:carol", reason="new price")
+    assert done["changed"] == ["acq_alpha"] and done["added"] == ["acq_gamma"]
+    channel_definitions.announce()
+    assert channels_runtime.registry().get("acq_alpha").spec.cost.fixed == 99
+    assert breaker.state("acq_alpha") == "open"  # the circuit opened by hand outlives the new definition
+
+    viewer, _, _ = logged_in(app, "viewer")
+    page = viewer.get("/admin/channels/").get_data(as_text=True)
+    assert "acq_gamma" in page and "defined by cli:carol" in page and "off in its definition" in page
+    code, out = cli("channels", "list", "--json")
+    rows = {row["id"]: row for row in json.loads(out)}
+    assert code == 0 and rows["acq_gamma"]["defined_by"] == "cli:carol"
+    assert rows["acq_gamma"]["defined_enabled"] is False
+    assert rows["acq_alpha"]["circuit"]["manual"] is True
