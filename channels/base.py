@@ -112,13 +112,29 @@ class ChannelResult:
 
 
 @dataclass(frozen=True)
+class DisputeNotice:
+    """A chargeback as the channel reports it: opened (``needs_response``) or closed (``won``, ``lost``)."""
+
+    channel_reference: str  # the channel's id of the dispute (not of the payment)
+    status: Literal["needs_response", "won", "lost"]
+    amount: int  # minor units, of the payment's currency
+    currency: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
 class CallbackEvent:
+    """A verified callback: about an operation (``status``: its status at the channel), or, with
+    ``dispute``, about a dispute of the payment ``reference`` (``channel_reference``: the payment's at
+    the channel; ``status``: the dispute's)."""
+
     channel_reference: str
     reference: str  # our object id
-    status: Status
+    status: Status | str
     error_code: str | None
     dedupe_key: str  # identical on every redelivery of the same event
     raw: Mapping[str, Any]
+    dispute: DisputeNotice | None = None
 
 
 @dataclass(frozen=True)

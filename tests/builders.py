@@ -138,3 +138,20 @@ def recorded_operation(merchant_id: str, amount: int, *, kind: str = "payment", 
             fee=fee, reference=unique("pay"), idempotency_key=unique("idem"), payment_method=dict(CARD),
             customer={"id": unique("cus"), "country": "US"}, metadata_={}, routing={"ruleset_version": 1},
             channel=channel, created_at=datetime.utcnow() - timedelta(minutes=minutes_ago), **fields))
+
+
+def signed_dispute_callback(channel, reference: str, payment_channel_reference: str, dispute_reference: str,
+                            status: str, amount: int, currency: str = "USD",
+                            event_id: str | None = None) -> tuple[bytes, dict]:
+    """A dispute callback body and headers exactly as the sandbox PSP signs them: the dispute
+    ``dispute_reference`` of the payment ``reference`` (ours) / ``payment_channel_reference`` (the channel's)."""
+    import json
+
+    from channels.sandbox.signing import signed_headers
+
+    body = json.dumps({"id": event_id or unique("sbxevt"), "type": f"dispute.{status}", "created_at": "now",
+                       "channel": channel.id, "data": {"id": dispute_reference, "operation": "dispute",
+                                                       "reference": reference, "payment": payment_channel_reference,
+                                                       "channel": channel.id, "status": status, "amount": amount,
+                                                       "currency": currency, "reason": "fraudulent"}}).encode()
+    return body, {**signed_headers(channel.secret, body), "Content-Type": "application/json"}

@@ -411,6 +411,35 @@ class Operation(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class Dispute(Base):
+    """A chargeback (``dp_…``) the channel of a payment reported (app.services.disputes): one per channel
+    and channel reference, so a repeated report changes nothing; its status changes only by
+    compare-and-set on ``version`` (app.domain.disputes)."""
+
+    __tablename__ = "disputes"
+    __table_args__ = (
+        UniqueConstraint("channel", "channel_reference", name="uq_disputes_channel_reference"),
+        Index("ix_disputes_list", "merchant_id", "livemode", "created_at", "id"),
+        Index("ix_disputes_list_status", "merchant_id", "livemode", "status", "created_at", "id"),
+        Index("ix_disputes_list_payment", "merchant_id", "livemode", "payment_id", "created_at", "id"),
+    )
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
+    livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    payment_id: Mapped[str] = mapped_column(ForeignKey("operations.id"))
+    amount: Mapped[int] = mapped_column()
+    currency: Mapped[str] = mapped_column(String(3))
+    reason: Mapped[str] = mapped_column(String(60))
+    status: Mapped[str] = mapped_column(String(20))  # needs_response | won | lost
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    channel: Mapped[str] = mapped_column(String(100))
+    channel_reference: Mapped[str] = mapped_column(String(200))
+    request_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
 class Attempt(Base):
     """One call to one channel for an operation (failover makes several)."""
 
@@ -492,6 +521,9 @@ class ChannelCallback(Base):
     error_code: Mapped[str | None] = mapped_column(String(60))
     body: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str | None] = mapped_column(String(40))  # applied | duplicate | attempt_mismatch | …
+    # A callback reporting a dispute (0021): what it says of it (channels.base.DisputeNotice as a dict);
+    # ``reference`` and ``channel_reference`` are then the disputed payment's.
+    dispute: Mapped[dict | None] = mapped_column(JSON)
     request_id: Mapped[str | None] = mapped_column(String(200))
     received_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     processed_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -560,7 +592,7 @@ reconciliation_lines = Table(
     Column("operation", String(20), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("status", String(12), nullable=False),
+    Column("status", String(20), nullable=False),  # a dispute line's needs_response is 14 (0021)
     Column("fee", BigInteger, nullable=False),
     Column("settled_at", DateTime, nullable=False),
     Index("ix_reconciliation_lines_ref", "load_id", "channel_reference"),

@@ -54,9 +54,12 @@ _ROUTED = tuple(kind.value for kind in OperationKind if kind.is_routed)
 
 # An order's events: it is paid in full (app.domain.orders.became_paid), once.
 ORDER_EVENT_TYPES: tuple[str, ...] = ("order.paid",)
+# A dispute's events (app.domain.disputes): reported by the channel, then closed won or lost, once each.
+DISPUTE_EVENT_TYPES: tuple[str, ...] = ("dispute.created", "dispute.closed")
 
 # The event types (and webhook subscriptions): ``<kind>.<final status>``, and a payment's own
 # statuses (contract §2): it waits for the customer, waits for its capture, or is canceled.
 EVENT_TYPES: tuple[str, ...] = tuple(f"{kind.value}.{status}" for kind in OperationKind
                                      for status in kind.final_statuses) + tuple(
-    f"payment.{status}" for status in (REQUIRES_ACTION, REQUIRES_CAPTURE, CANCELED)) + ORDER_EVENT_TYPES
+    f"payment.{status}" for status in (REQUIRES_ACTION, REQUIRES_CAPTURE, CANCELED)
+) + ORDER_EVENT_TYPES + DISPUTE_EVENT_TYPES

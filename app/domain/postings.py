@@ -16,17 +16,24 @@ are signed minor units, + raising the account's balance, and every entry's lines
 | payment authorized (requires_capture) | — | nothing: the money is only held at the channel |
 | payment captured | payment | as "payment succeeded", A the captured amount, F its fee |
 | authorization voided (canceled) | — | nothing: the hold is released at the channel |
+| dispute reported (chargeback) | dispute | settlement −D · clearing +D |
+| dispute won | dispute_reversal | clearing −D · settlement +D |
+| dispute lost | — | nothing: the debit at its report stands |
 
 "fee" is settlement −F · fee revenue +F, and nothing when F is 0. Any other failure writes nothing:
 a failed payment, top-up or refund never moved money (a fee is charged only on success). A payment
 that waits (requires_action, requires_capture) or is canceled moved nothing either: only a capture
 moves money, and only what it captured (the rest of the authorization is released, never posted).
+A dispute (D, the amount the channel took back) is debited from the merchant when the channel reports
+it, before anyone knows how it ends (the channel has already taken the money back); the payment's fee
+stays charged. Won, the debit is reversed; lost, it stands.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
 
+from app.domain.disputes import DISPUTE_LOST, DISPUTE_WON
 from app.domain.states import FAILED, SUCCEEDED
 
 AVAILABLE = "available"
@@ -114,3 +121,19 @@ def withdrawal_hold(amount: int) -> Entry:
 
 def transfer(amount: int) -> Entry:
     return Entry("transfer", (Line(Role.SOURCE, -amount), Line(Role.TARGET, amount)))
+
+
+def dispute_opened(amount: int) -> Entry:
+    """A chargeback of ``amount`` reported by the payment's channel: the channel takes it back out of
+    what the merchant is owed (clearing is owed it again, as before the payment)."""
+    return Entry("dispute", (Line(Role.SETTLEMENT, -amount), Line(Role.CLEARING, amount)))
+
+
+def dispute_closed(status: str, amount: int) -> list[Entry]:
+    """A dispute of ``amount`` closed ``status`` (``won`` or ``lost``): won gives the merchant the
+    debit back; lost moves nothing more."""
+    if status == DISPUTE_WON:
+        return [Entry("dispute_reversal", (Line(Role.CLEARING, -amount), Line(Role.SETTLEMENT, amount)))]
+    if status == DISPUTE_LOST:
+        return []
+    raise ValueError(f"a dispute closes won or lost, not {status}")

@@ -15,6 +15,7 @@ status queries that no job is carrying (lost with Redis, or a killed worker).
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from datetime import timedelta
 
 import redis
@@ -31,7 +32,7 @@ from app.adapters.redis_conn import get_redis
 from app.config import get_config
 from app.domain.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
 from app.domain.states import CANCELED, FAILED, FINAL, OPEN, PROCESSING, REQUIRES_CAPTURE, SUCCEEDED, allowed
-from app.services import issues, ledger
+from app.services import disputes, issues, ledger
 from app.services.operations import (
     Settlement,
     SettlementRace,
@@ -78,6 +79,7 @@ def receive(channel_id: str, headers: dict, body: bytes) -> str:
         raise PermissionDenied(f"callback refused: {why}", code="callback_attempt_mismatch")
     row = ChannelCallback(id=new_id("cb"), channel=channel_id, dedupe_key=event.dedupe_key, reference=event.reference,
                           channel_reference=event.channel_reference, status=event.status, error_code=event.error_code,
+                          dispute=asdict(event.dispute) if event.dispute is not None else None,
                           body=body.decode("utf-8", "replace"), request_id=context.current_request_id())
     try:
         with unit_of_work() as session:
@@ -111,6 +113,13 @@ def malformed(event) -> str | None:
             return f"{name} contains {problem}"
         if len(value) > limit:
             return f"{name} is longer than {limit} characters"
+    notice = getattr(event, "dispute", None)
+    if notice is not None:
+        for name in ("channel_reference", "currency", "reason"):
+            value = getattr(notice, name, None)
+            if isinstance(value, str) and (problem := bad_text(value)) is not None:
+                return f"dispute {name} contains {problem}"
+        return disputes.malformed(asdict(notice))
     return None
 
 
@@ -226,6 +235,7 @@ def _apply_batch(session, rows: list[ChannelCallback], ops: dict, attempts: dict
                    for row in rows if outcomes[row.id] == "applied"]
     if settlements:
         settle_all(session, settlements)
+    _apply_disputes(session, rows, ops, outcomes, request_ids)
     _mark(rows, ops, outcomes, request_ids)
 
 
@@ -239,13 +249,15 @@ def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: di
         if outcomes[row.id] == "applied" and not settle_one(session, _settlement(
                 op, row.status, row.error_code, row.channel_reference, attempts.get(op.id, []))):
             outcomes[row.id] = "duplicate"
+        _apply_disputes(session, [row], ops, outcomes, request_ids)
         _mark([row], ops, outcomes, request_ids)
     return outcomes[row.id]
 
 
 def _verdicts(rows: list[ChannelCallback], ops: dict, attempts: dict) -> dict[str, str]:
     """What each callback means, in order: ``unknown_operation`` (no such operation on this
-    channel), ``attempt_mismatch``, ``ignored`` (not a final status), ``duplicate`` (the operation
+    channel), ``attempt_mismatch``, a dispute's verdict (app.services.disputes.verdict: applied by
+    ``_apply_disputes``), ``ignored`` (not a final status), ``duplicate`` (the operation
     is final, an earlier callback of the same rows settles it, or the move is not in the state
     machine) or ``applied`` (to be settled; one by one, a lost race still makes it a duplicate)."""
     outcomes: dict[str, str] = {}
@@ -256,6 +268,8 @@ def _verdicts(rows: list[ChannelCallback], ops: dict, attempts: dict) -> dict[st
             outcomes[row.id] = "unknown_operation"
         elif _mismatched(row, attempts.get(op.id, [])):
             outcomes[row.id] = "attempt_mismatch"
+        elif row.dispute is not None:
+            outcomes[row.id] = disputes.verdict(op, row.dispute)
         elif row.status not in SETTLING:
             outcomes[row.id] = "ignored"
         elif op.status in FINAL or op.id in settling or not allowed(op.status, row.status, op.kind):
@@ -264,6 +278,16 @@ def _verdicts(rows: list[ChannelCallback], ops: dict, attempts: dict) -> dict[st
             outcomes[row.id] = "applied"
             settling.add(op.id)
     return outcomes
+
+
+def _apply_disputes(session, rows: list[ChannelCallback], ops: dict, outcomes: dict, request_ids: dict) -> None:
+    """The dispute callbacks to apply (app.services.disputes), in order, each in its context: applied,
+    or a duplicate if it changed nothing (reported already, or closed already)."""
+    for row in rows:
+        if outcomes[row.id] == disputes.APPLY:
+            op = ops[row.reference]
+            with context.bound(request_ids[row.id], op.merchant_id, row.reference):
+                outcomes[row.id] = disputes.report(session, op, row.dispute)
 
 
 def _mark(rows: list[ChannelCallback], ops: dict, outcomes: dict, request_ids: dict) -> None:

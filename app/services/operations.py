@@ -483,6 +483,12 @@ def _postings(session: Session, op: Operation, status: str) -> list[tuple[str, l
         entries = postings.captured(op.amount_captured, op.fee)  # a capture: what it took, its fee
     else:
         entries = postings.settlement(op.kind, status, op.amount, op.fee, in_ledger=not op.channel)
+    return entries_on(session, op, entries)
+
+
+def entries_on(session: Session, op: Operation, entries: list[postings.Entry]) -> list[tuple[str, list[ledger.Leg]]]:
+    """Posting rules' entries on the accounts of ``op`` (its customer's, its channel's clearing, the
+    merchant's settlement and fee revenue), as (kind, legs) for ``ledger.post``."""
     accounts: dict[Role, Account | ledger.SystemAccount] = {}
 
     def account(role: Role) -> Account | ledger.SystemAccount:

@@ -29,6 +29,10 @@ compared with the attempts made with the platform's credentials; each merchant c
 (app.services.channel_accounts) is a run of its own (``channel_account``), its statement read with
 its credentials and compared with the attempts made with them.
 
+A ``dispute`` line (a chargeback; its reference is the channel's dispute, not the payment) is
+matched against our disputes instead (app.services.disputes): missing, status (``needs_response``,
+``won``, ``lost``), amount and fee (none) as above.
+
 Each run is stored (``reconciliation_runs``) with its window and issues, for ops to follow up;
 a run with issues is logged as a warning. Each issue is also a row of its own (app.services.issues),
 open until an operator resolves it with a note.
@@ -51,7 +55,7 @@ from app import context
 from app.adapters import account_channels, jobs, staging
 from app.adapters.channels_runtime import channel, registry
 from app.adapters.db import read_only, serialize, unit_of_work
-from app.adapters.models import Attempt, Operation, ReconciliationIssue, ReconciliationRun, new_id, utcnow
+from app.adapters.models import Attempt, Dispute, Operation, ReconciliationIssue, ReconciliationRun, new_id, utcnow
 from app.adapters.models import reconciliation_lines as LINES
 from app.adapters.redis_conn import get_redis
 from app.config import get_config
@@ -340,7 +344,8 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
             Operation.created_at >= start, Operation.created_at < end)))
         session.expunge_all()  # loaded and kept as they are: the session ends before the channel is asked
     asked = _ask_by_reference(adapter, unanswered, unmatched)
-    issues, to_query, unmatched_lines = [], [], 0
+    issues, unmatched_lines = _dispute_issues(channel_id, adapter, in_window) if count else ([], 0)
+    to_query = []
     twice = {}
     for row in duplicated:
         twice.setdefault((row.channel_reference, _line_family(row.operation)), []).append(row)
@@ -435,11 +440,47 @@ def _disagreeing(channel_id: str, cost, in_window, account: str | None = None):
     final = sorted(FINAL)
     decided = and_(Attempt.channel == Operation.channel,
                    or_(Operation.channel_reference.is_(None), Operation.channel_reference == Attempt.channel_reference))
-    return _lines_with_ours(channel_id, account).where(
+    return _lines_with_ours(channel_id, account).where(LINES.c.operation != DISPUTE).where(
         in_window, or_(Attempt.id.is_(None), Attempt.status.not_in(final), Operation.status.not_in(final),
                        Attempt.status != LINES.c.status, and_(decided, Operation.status != LINES.c.status),
                        SETTLED_AMOUNT != LINES.c.amount, Operation.currency != LINES.c.currency,
                        LINES.c.fee != _fee_sql(cost, LINES.c.amount, LINES.c.status)))
+
+
+DISPUTE = "dispute"  # a statement line's operation for a chargeback: matched against our disputes
+
+
+def _dispute_issues(channel_id: str, adapter, in_window) -> tuple[list[dict], int]:
+    """The window's dispute lines that disagree with our dispute of the channel's reference (or have
+    none), as issues, and how many lines they are: one query, over the disputes' unique key."""
+    with read_only() as session:
+        rows = session.execute(
+            select(LINES.c.channel_reference, LINES.c.operation, LINES.c.amount, LINES.c.currency, LINES.c.status,
+                   LINES.c.fee, Dispute.id.label("dp_id"), Dispute.status.label("dp_status"),
+                   Dispute.amount.label("dp_amount"), Dispute.currency.label("dp_currency"))
+            .select_from(LINES.outerjoin(Dispute, and_(Dispute.channel == channel_id,
+                                                       Dispute.channel_reference == LINES.c.channel_reference)))
+            .where(in_window, LINES.c.operation == DISPUTE,
+                   or_(Dispute.id.is_(None), Dispute.status != LINES.c.status, Dispute.amount != LINES.c.amount,
+                       Dispute.currency != LINES.c.currency, LINES.c.fee != 0))).all()
+    issues, lines = [], 0
+    for row in rows:
+        line, ours = _theirs(row), None
+        if row.dp_id is not None:
+            ours = SimpleNamespace(id=row.dp_id, status=row.dp_status, amount=row.dp_amount, currency=row.dp_currency)
+        if ours is None:
+            kind = "missing_in_payrouter"
+        elif ours.status != line.status:
+            kind = "status_mismatch"
+        elif (ours.amount, ours.currency) != (line.amount, line.currency):
+            kind = "amount_mismatch"
+        else:
+            kind = None
+        found = ([_issue(kind, row.channel_reference, ours, line)] if kind else []) + _fee_issues(
+            adapter, row.channel_reference, line, ours)
+        issues.extend(found)
+        lines += bool(found)
+    return issues, lines
 
 
 def _duplicated(channel_id: str, in_window, account: str | None = None):

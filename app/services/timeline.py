@@ -1,6 +1,7 @@
 """An operation's whole story for operators (the console's operation page): the routing decision
 and why, the attempts, the callbacks received, the status queries, the ledger lines, the events
-and their webhook deliveries, reconciliation issues, as one list in time order.
+and their webhook deliveries, reconciliation issues, a payment's disputes (with their ledger lines
+and events), as one list in time order.
 
 "Why did this payment go to acq_beta and cost 62?": the decision stored on the operation names
 the rule-set version, the rules matched, the candidates and the channels dropped with their
@@ -29,6 +30,7 @@ from app.adapters.models import (
 )
 from app.adapters.webhook_models import WebhookAttempt, WebhookDelivery
 from app.domain.errors import NotFound
+from app.services import disputes
 from app.services.representation import operation as operation_view
 from app.services.representation import rfc3339
 from app.services.representation import transfer as transfer_view
@@ -50,8 +52,27 @@ def timeline(object_id: str) -> dict:
                  "status_queries": _status_queries(op), "ledger": _ledger(session, op.id),
                  "refunds": _refunds(session, op), "issues": _issues(session, op.id)}
         story["events"], story["deliveries"] = _events_and_deliveries(session, op.id)
+        story["disputes"] = _disputes(session, op)
+        for dispute in story["disputes"]:
+            story["ledger"] += dispute.pop("_ledger")
+            story["events"] += dispute.pop("_events")
+            story["deliveries"] += dispute.pop("_deliveries")
         story["entries"] = _entries(op, story)
         return story
+
+
+def _disputes(session: Session, op: Operation) -> list[dict]:
+    """A payment's disputes; their ledger lines, events and webhook deliveries join the payment's."""
+    if op.kind != "payment":
+        return []
+    found = []
+    for dispute in disputes.of_payment(session, op):
+        story_events, story_deliveries = _events_and_deliveries(session, dispute.id)
+        found.append({**disputes.representation(dispute), "channel_reference": dispute.channel_reference,
+                      "_at": dispute.created_at, "_closed_at": dispute.closed_at,
+                      "_ledger": _ledger(session, dispute.id), "_events": story_events,
+                      "_deliveries": story_deliveries})
+    return found
 
 
 def decision(session: Session, op: Operation) -> dict:
@@ -196,15 +217,21 @@ def _entries(op: Operation, story: dict) -> list[dict]:
                  f" after {w['attempt_count']} attempt(s)", w) for w in story["deliveries"]]
     entries += [(r["_at"], "refund", f"refund {r['id']}: {r['amount']} {r['status']}", r) for r in story["refunds"]]
     entries += [(i["_at"], "issue", f"reconciliation issue {i['issue']}: {i['status']}", i) for i in story["issues"]]
+    for x in story["disputes"]:
+        entries.append((x["_at"], "dispute", f"dispute {x['id']} of {x['amount']} {x['currency']} ({x['reason']}) "
+                        "reported by the channel", x))
+        if x["_closed_at"] is not None:
+            entries.append((x["_closed_at"], "dispute", f"dispute {x['id']} closed: {x['status']}", x))
     q = story["status_queries"]
     if q["asked"] or q["next_at"]:
         entries.append((op.updated_at, "status_query", f"{q['asked']} status quer{'y' if q['asked'] == 1 else 'ies'}"
                         + (f", next at {q['next_at']}" if q["next_at"] else "") + ("; under review" if q["review"]
                                                                                      else ""), q))
     entries.sort(key=lambda entry: entry[0])
-    for section in ("attempts", "callbacks", "ledger", "events", "deliveries", "refunds", "issues"):
+    for section in ("attempts", "callbacks", "ledger", "events", "deliveries", "refunds", "issues", "disputes"):
         for item in story[section]:
             item.pop("_at", None)
+            item.pop("_closed_at", None)
     return [{"at": rfc3339(at), "type": kind, "summary": text, "details": details}
             for at, kind, text, details in entries]
 

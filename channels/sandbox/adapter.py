@@ -17,6 +17,7 @@ from channels.base import (
     ChannelResult,
     ChannelTimeout,
     ChargeRequest,
+    DisputeNotice,
     InvalidCallback,
     OperationNotSupported,
     PayoutRequest,
@@ -58,6 +59,24 @@ def _moment(text) -> dt.datetime | None:
         return dt.datetime.fromisoformat(text.replace("Z", "+00:00")) if isinstance(text, str) else None
     except ValueError:
         return None
+
+
+DISPUTE_STATUSES = ("needs_response", "won", "lost")
+
+
+def _dispute_event(event: dict, dedupe_key: str) -> CallbackEvent:
+    """A dispute callback (``data``: the sandbox's dispute, whose ``payment`` is the disputed
+    charge's id and ``reference`` ours) as a CallbackEvent carrying a DisputeNotice."""
+    data = event["data"]
+    if data["status"] not in DISPUTE_STATUSES:
+        raise InvalidCallback(f"dispute callback has an unknown status {data['status']!r}")
+    if type(data["amount"]) is not int or not isinstance(data["currency"], str):
+        raise InvalidCallback("dispute callback has no integer amount or no currency")
+    reason = data.get("reason")
+    notice = DisputeNotice(channel_reference=data["id"], status=data["status"], amount=data["amount"],
+                           currency=data["currency"], reason=reason if isinstance(reason, str) else None)
+    return CallbackEvent(channel_reference=data["payment"], reference=data["reference"], status=data["status"],
+                         error_code=None, dedupe_key=dedupe_key, raw=event, dispute=notice)
 
 
 class SandboxChannel(Channel):
@@ -131,6 +150,8 @@ class SandboxChannel(Channel):
             data = event["data"]
             if event.get("channel") != self.id or data.get("channel") != self.id:
                 raise InvalidCallback(f"callback is for channel {event.get('channel')!r}, not {self.id!r}")
+            if data.get("operation") == "dispute":
+                return _dispute_event(event, f"{self.id}:{event['id']}")
             if data["status"] not in STATUSES:
                 raise InvalidCallback(f"callback has an unknown status {data['status']!r}")
             return CallbackEvent(channel_reference=data["id"], reference=data["reference"], status=data["status"],

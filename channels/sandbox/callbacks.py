@@ -55,7 +55,8 @@ class CallbackSender:
     def _post(self, op: Operation, secret: str, deliveries: int) -> None:
         if not op.callback_url:
             return
-        event = {"id": "sbxevt_" + secrets.token_hex(10), "type": f"operation.{op.status}",
+        kind = "dispute" if op.operation == "dispute" else "operation"
+        event = {"id": "sbxevt_" + secrets.token_hex(10), "type": f"{kind}.{op.status}",
                  "created_at": rfc3339(self.clock()), "channel": op.channel, "data": self.store.view(op)}
         body = json.dumps(event, separators=(",", ":")).encode()
         for n in range(deliveries):

@@ -16,6 +16,7 @@ class Outcome:
     ``http_error``: answer 500 and record nothing. ``initial``: the status answered at once.
     ``final``: the status reached by a callback (``callbacks`` deliveries) or None.
     ``hang``: answer only after the channel's timeout has passed.
+    ``dispute``: a payment that succeeds is disputed later (channels.sandbox.disputes).
     """
 
     initial: str | None
@@ -24,6 +25,7 @@ class Outcome:
     callbacks: int = 0
     hang: bool = False
     http_error: bool = False
+    dispute: bool = False
 
 
 SUCCEEDED = Outcome("succeeded")
@@ -35,10 +37,11 @@ TABLE: dict[int, Outcome] = {
     55: Outcome(None, http_error=True),
     56: Outcome("processing", final="succeeded", callbacks=3),
     57: Outcome("requires_action"),  # the customer approves or declines (channels.sandbox.authorizations)
+    58: Outcome("succeeded", dispute=True),  # then a chargeback of the full amount (channels.sandbox.disputes)
     59: Outcome("failed", error_code=SOFT_DECLINE_CODE),
 }
 
 
 def outcome_for(amount: int) -> Outcome:
-    """00–49 and unlisted tails succeed at once; 51–56 and 59 as in the contract table."""
+    """00–49 and unlisted tails succeed at once; 51–59 as in the contract table."""
     return TABLE.get(amount % 100, SUCCEEDED)

@@ -15,6 +15,8 @@ Endpoints (channel id in the path; ``Authorization: Bearer <channel secret>`` on
   (the vault, channels.sandbox.vault; no auth: it stands for the PSP's client-side tokenization)
 - ``POST /v1/channels/<id>/operations/<sbx_id>/capture`` ``{amount?}`` and ``…/void`` ``{}``, and the
   customer's page ``GET /actions/<sbx_id>`` (``POST …/approve``, ``…/decline``): channels.sandbox.authorizations
+- ``POST /disputes/<sbxdp_id>/close`` ``{status: won|lost}``: the network's ruling on a dispute of row 58
+  (channels.sandbox.disputes; no auth: a sandbox convenience)
 - ``GET  /healthz``
 
 Several channel instances share one process; the channel id selects secret, cost and timeout.
@@ -47,6 +49,7 @@ from channels.registry import resolve_adapter
 from channels.sandbox.accounts import Accounts
 from channels.sandbox.authorizations import DEFAULT_EXPIRY_S, Authorizations
 from channels.sandbox.callbacks import CallbackSender
+from channels.sandbox.disputes import DEFAULT_DELAY_S, Disputes, Refused
 from channels.sandbox.outcomes import MESSAGES, outcome_for
 from channels.sandbox.serving import Reply, Request, Server
 from channels.sandbox.store import Operation, Store, rfc3339
@@ -108,7 +111,8 @@ class SandboxPSP:
                  stored: StoredSecrets | None = None, callback_delay: float = 1.0,
                  hang_extra: float = 2.0, duplicate_gap: float = 0.2,
                  retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8), clock: Callable[[], dt.datetime] = _utcnow,
-                 auth_expiry_s: float | None = None, public_url: str | None = None):
+                 auth_expiry_s: float | None = None, public_url: str | None = None,
+                 dispute_delay: float = DEFAULT_DELAY_S):
         self.channels = served_channels(channels_path, env, stored)
         self.store = Store()
         self.vault = Vault()
@@ -117,6 +121,7 @@ class SandboxPSP:
         self.hang_extra = hang_extra
         self.sender = CallbackSender(self.store, clock, callback_delay, duplicate_gap, retry_delays)
         self.auth = Authorizations(self, DEFAULT_EXPIRY_S if auth_expiry_s is None else auth_expiry_s, public_url)
+        self.disputes = Disputes(self, dispute_delay)
         self._auth = {cid: f"Bearer {served.secret}".encode() for cid, served in self.channels.items()}
 
     def handle(self, request: Request) -> Reply:
@@ -164,6 +169,9 @@ class SandboxPSP:
         if parts == ["tokens"]:
             _allow(method, "POST")
             return self.tokens(self.body(request))
+        if parts[0] == "disputes" and len(parts) == 3 and parts[2] == "close":
+            _allow(method, "POST")
+            return self.close_dispute(parts[1], self.body(request))
         if parts[0] == "actions" and len(parts) == 2:
             _allow(method, "GET")
             return self.auth.page(parts[1])
@@ -251,6 +259,8 @@ class SandboxPSP:
             view = op.to_json()
         if outcome.initial == "processing":
             self.sender.schedule(op, served.secret, outcome.final, outcome.error_code, outcome.callbacks)
+        if outcome.dispute and kind == "payment" and op.status == "succeeded":
+            self.disputes.schedule(op, served.secret)
         if outcome.hang:  # outlast both our configured timeout and the one the caller says it uses
             told = request.header(TIMEOUT_HEADER)
             told_ms = min(int(told), 120_000) if told.isdigit() else 0
@@ -274,6 +284,14 @@ class SandboxPSP:
             return _json(200, self.vault.issue(data, set(self.channels)))
         except CardRefused as exc:
             raise ApiError(400, f"invalid_{exc.param}", str(exc)) from None
+
+    def close_dispute(self, dispute_id: str, data: dict) -> Reply:
+        try:
+            dispute, channel_id = self.disputes.rule(dispute_id, data)
+        except Refused as exc:
+            raise ApiError(exc.status, exc.code, exc.message) from None
+        self.sender.notify(dispute, self.channels[channel_id].secret)
+        return _json(200, self.store.view(dispute))
 
     def refunds(self, request: Request, served: Served, data: dict) -> Reply:
         self.check_money(data, served)
@@ -339,6 +357,7 @@ class SandboxPSP:
     def close(self) -> None:
         self.sender.close()
         self.auth.close()
+        self.disputes.close()
 
 
 def _allow(method: str, allowed: str) -> None:

@@ -36,6 +36,7 @@ class Operation:
     capture_before: dt.datetime | None = None
     next_action: dict | None = None  # requires_action: where the customer approves or declines
     account: str | None = None  # the merchant account whose key made it (None: the platform's)
+    reason: str | None = None  # a dispute's (channels.sandbox.disputes)
 
     def to_json(self) -> dict:
         return {
@@ -46,6 +47,7 @@ class Operation:
             "capture_method": self.capture_method, "amount_authorized": self.authorized or self.amount,
             "amount_captured": self.amount if self.operation == "capture" else None,
             "capture_before": rfc3339(self.capture_before), "next_action": self.next_action,
+            **({"reason": self.reason} if self.operation == "dispute" else {}),
         }
 
 
@@ -70,6 +72,11 @@ class Store:
             self._ops[op.id] = op
             self._by_key[(op.channel, op.account, key)] = (fingerprint, op.id)
 
+    def keep(self, op: Operation) -> None:
+        """An operation made by the sandbox itself (a dispute): no idempotency key of the router's."""
+        with self.lock:
+            self._ops[op.id] = op
+
     def get(self, channel: str, op_id: str, account: str | None = None) -> Operation | None:
         """An operation of this channel and account (another account's answers None, as unknown ones)."""
         with self.lock:
@@ -82,10 +89,11 @@ class Store:
             return self._ops.get(op_id)
 
     def by_reference(self, channel: str, reference: str, account: str | None = None) -> Operation | None:
-        """The latest operation of a channel and account carrying the router's reference."""
+        """The latest operation of a channel and account carrying the router's reference (a dispute
+        carries its payment's: it is never the answer about the payment)."""
         with self.lock:
-            found = [op for op in self._ops.values()
-                     if op.channel == channel and op.reference == reference and op.account == account]
+            found = [op for op in self._ops.values() if op.channel == channel and op.reference == reference
+                     and op.account == account and op.operation != "dispute"]
             return max(found, key=lambda op: op.created_at) if found else None
 
     def view(self, op: Operation) -> dict:

@@ -15,7 +15,7 @@ import yaml
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-FAST_SANDBOX_OPTIONS = {"callback_delay": 0.2, "hang_extra": 0.5, "duplicate_gap": 0.05,
+FAST_SANDBOX_OPTIONS = {"callback_delay": 0.2, "hang_extra": 0.5, "duplicate_gap": 0.05, "dispute_delay": 0.3,
                         "retry_delays": (0.1, 0.2, 0.4)}
 # The secret_env values of write_channels_file's channels, for tests that run the sandbox and its
 # adapters without a database (elsewhere a test channel runs on its generated secret).

@@ -107,6 +107,45 @@ def test_56_the_succeeded_callback_arrives_three_times(registry, receiver, hook)
     assert len({e.dedupe_key for e in events}) == 1 and events[0].channel_reference == result.channel_reference
 
 
+def test_58_succeeds_then_a_dispute_is_reported_and_closed_by_the_networks_ruling(sandbox, registry, receiver,
+                                                                                  hook):
+    path, url = hook
+    channel = registry.get("sandbox")
+    req, result = charge(channel, 2058, url)
+    assert result.status == "succeeded"
+    first = receiver.wait_for(path, 1)[0]
+    reported = channel.verify_callback(first.headers, first.body)
+    notice = reported.dispute
+    assert (reported.reference, reported.channel_reference) == (req.reference, result.channel_reference)
+    assert notice.channel_reference.startswith("sbxdp_") and notice.channel_reference != result.channel_reference
+    assert (notice.status, notice.amount, notice.currency, notice.reason) == ("needs_response", 2058, "USD",
+                                                                             "fraudulent")
+    assert channel.query(req.reference).status == "succeeded"  # asked by our reference: the payment, not its dispute
+    close = f"{sandbox.url}/disputes/{notice.channel_reference}/close"
+    assert requests.post(close, json={"status": "maybe"}, timeout=2).status_code == 400
+    unknown = requests.post(f"{sandbox.url}/disputes/sbxdp_nope/close", json={"status": "won"}, timeout=2)
+    assert unknown.status_code == 404
+    assert requests.post(close, json={"status": "lost"}, timeout=2).json()["status"] == "lost"
+    again = requests.post(close, json={"status": "won"}, timeout=2)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "dispute_closed"
+    got = receiver.wait_for(path, 2)
+    ruled = channel.verify_callback(got[1].headers, got[1].body)
+    assert (ruled.dispute.channel_reference, ruled.dispute.status) == (notice.channel_reference, "lost")
+    assert ruled.dedupe_key != reported.dedupe_key
+    today = dt.datetime.now(dt.timezone.utc).date()
+    lines = {line.channel_reference: line for line in channel.statement(today)}
+    line = lines[notice.channel_reference]
+    assert (line.operation, line.amount, line.currency, line.status, line.fee) == ("dispute", 2058, "USD", "lost", 0)
+
+
+def test_58_is_a_payments_outcome_a_topup_is_not_disputed(registry, receiver, hook):
+    path, url = hook
+    _, result = charge(registry.get("sandbox"), 2058, url, operation="topup")
+    assert result.status == "succeeded"
+    time.sleep(FAST_SANDBOX_OPTIONS["dispute_delay"] + 0.5)
+    assert receiver.for_path(path, None) == []
+
+
 def test_callbacks_are_retried_until_2xx(sandbox, registry, hook):
     with CallbackReceiver(fail_first=2) as flaky:
         path = hook[0]

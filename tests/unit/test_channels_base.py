@@ -107,9 +107,10 @@ def test_rotated_signatures_accept_any_match():
     (1000, "succeeded", None, 0), (1049, "succeeded", None, 0), (1050, "succeeded", None, 0),
     (1051, "failed", None, 0), (1052, "processing", "succeeded", 1), (1053, "processing", "failed", 1),
     (1054, "succeeded", None, 0), (1055, None, None, 0), (1056, "processing", "succeeded", 3),
-    (1099, "succeeded", None, 0), (51, "failed", None, 0),
+    (1058, "succeeded", None, 0), (1099, "succeeded", None, 0), (51, "failed", None, 0),
 ])
 def test_outcome_table(amount, initial, final, callbacks):
     outcome = outcome_for(amount)
     assert (outcome.initial, outcome.final, outcome.callbacks) == (initial, final, callbacks)
     assert outcome.hang == (amount % 100 == 54) and outcome.http_error == (amount % 100 == 55)
+    assert outcome.dispute == (amount % 100 == 58)

@@ -85,3 +85,28 @@ def test_every_entry_balances_debits_against_credits(kind, status, in_ledger, am
         debits = -sum(line.amount for line in entry.lines if line.amount < 0)
         credits = sum(line.amount for line in entry.lines if line.amount > 0)
         assert debits == credits > 0
+
+
+def test_a_reported_dispute_takes_its_amount_back_from_the_merchant_for_the_channel():
+    assert lines([postings.dispute_opened(A)]) == [("dispute", [(SETTLEMENT, -A), (CLEARING, A)])]
+
+
+def test_a_dispute_won_reverses_the_debit_and_one_lost_moves_nothing_more():
+    assert lines(postings.dispute_closed("won", A)) == [("dispute_reversal", [(CLEARING, -A), (SETTLEMENT, A)])]
+    assert postings.dispute_closed("lost", A) == []
+    with pytest.raises(ValueError, match="won or lost"):
+        postings.dispute_closed("needs_response", A)
+
+
+@given(amount=st.integers(1, 10**15))
+def test_a_won_dispute_leaves_every_account_as_before_it_and_a_lost_one_leaves_the_debit(amount):
+    def net(entries):
+        moved: dict = {}
+        for entry in entries:
+            for line in entry.lines:
+                moved[line.role] = moved.get(line.role, 0) + line.amount
+        return {role: total for role, total in moved.items() if total}
+
+    opened = [postings.dispute_opened(amount)]
+    assert net(opened + postings.dispute_closed("won", amount)) == {}
+    assert net(opened + postings.dispute_closed("lost", amount)) == {SETTLEMENT: -amount, CLEARING: amount}

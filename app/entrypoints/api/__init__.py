@@ -9,6 +9,7 @@ def blueprints() -> list:
         balance,
         callbacks,
         channel_accounts,
+        disputes,
         events,
         health,
         metrics,
@@ -22,5 +23,6 @@ def blueprints() -> list:
         webhooks,
     )
 
-    return [module.bp for module in (health, openapi, accounts, transfers, payments, orders, routing, events,
-                                     webhooks, api_keys, channel_accounts, balance, reports, callbacks, ops, metrics)]
+    return [module.bp for module in (health, openapi, accounts, transfers, payments, orders, disputes, routing,
+                                     events, webhooks, api_keys, channel_accounts, balance, reports, callbacks, ops,
+                                     metrics)]

@@ -97,7 +97,7 @@ FILTER_PARAMETERS = {
     "reference": "The object with this reference (the merchant's own id)",
     "order": "Only objects of this order (ord_…)",
     "channel": "Only objects routed to this channel",
-    "payment": "Only refunds of this payment (pay_…)",
+    "payment": "Only refunds (or disputes) of this payment (pay_…)",
 }
 
 

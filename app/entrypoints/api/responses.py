@@ -81,6 +81,9 @@ OBJECTS: dict[str, dict] = {
         "status": {"enum": ["open", "paid", "partially_refunded", "refunded"]},
         "amount_paid": {"type": "integer", "minimum": 0}, "amount_refunded": {"type": "integer", "minimum": 0},
         "payments": {"type": "array", "items": _id("pay")}, "refunds": {"type": "array", "items": _id("re")}}),
+    "dispute": _object("dispute", "dp", {
+        "created_at": TIME, "payment": _id("pay"), "amount": {"type": "integer", "minimum": 1}, "currency": CURRENCY,
+        "reason": STRING, "status": {"enum": ["needs_response", "won", "lost"]}, "closed_at": _null(TIME)}),
     "event": _object("event", "evt", {
         "type": STRING, "created_at": TIME, "request_id": _null(STRING), "data": _obj({"object": {"type": "object"}})}),
     "webhook_endpoint": _object("webhook_endpoint", "we", {

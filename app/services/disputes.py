@@ -1,0 +1,169 @@
+"""Disputes (chargebacks, ``dp_…``): what a payment's channel reports about one, applied once.
+
+A channel reports a dispute with a signed callback (channels.base.DisputeNotice), stored in the
+callback inbox and applied by the drain (app.services.callbacks) in the drain's transaction:
+
+- reported (``needs_response``): the dispute is written (one per channel and channel reference:
+  ``INSERT … ON CONFLICT DO NOTHING``, so a repeated report, even under another event id or by two
+  workers at once, writes nothing more), the merchant's settlement is debited (posting rules,
+  app.domain.postings.dispute_opened) and ``dispute.created`` is recorded;
+- closed (``won`` or ``lost``): one compare-and-set on status and version from ``needs_response``;
+  won reverses the debit (``dispute_reversal``), lost moves nothing more; ``dispute.closed`` is
+  recorded. A close that arrives before its report opens the dispute first, then closes it.
+
+The channel decides; a merchant reads disputes (``GET /v1/disputes``, ``/v1/disputes/{id}``).
+"""
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from app import context
+from app.adapters.db import add_unique
+from app.adapters.models import Dispute, Merchant, Operation, new_id, utcnow
+from app.domain import disputes as rules
+from app.domain import postings
+from app.domain.errors import NotFound
+from app.domain.money import MAX_AMOUNT
+from app.domain.states import SUCCEEDED
+from app.services import events, ledger
+from app.services.listing import ListQuery, Page, page
+from app.services.operations import entries_on
+from app.services.representation import rfc3339
+
+log = logging.getLogger("payrouter.disputes")
+
+# A dispute callback's verdicts (app.services.callbacks): to be applied, or set aside.
+APPLY, NOT_DISPUTABLE, MISMATCH = "dispute", "not_disputable", "dispute_mismatch"
+# The filters a list of disputes takes (the fields a dispute has), and the statuses it may name.
+LIST_FILTERS = ("status", "payment")
+STATUSES = rules.STATUSES
+
+
+def malformed(notice: dict) -> str | None:
+    """Why a channel's dispute notice cannot be stored, or None (the text fields' types and NULs are
+    checked with the callback's: app.services.callbacks.malformed)."""
+    amount = notice.get("amount")
+    if type(amount) is not int or not 0 < amount <= MAX_AMOUNT:
+        return "dispute amount is not a positive integer"
+    if notice.get("status") not in rules.STATUSES:
+        return f"dispute status {str(notice.get('status'))[:20]!r} is not one of {', '.join(rules.STATUSES)}"
+    if not isinstance(notice.get("channel_reference"), str) or not 0 < len(notice["channel_reference"]) <= 200:
+        return "dispute channel_reference is not a string of 1 to 200 characters"
+    if notice.get("reason") is not None and (not isinstance(notice["reason"], str) or len(notice["reason"]) > 60):
+        return "dispute reason is not a string of at most 60 characters"
+    return None
+
+
+def verdict(payment: Operation, notice: dict) -> str:
+    """Whether a dispute notice about ``payment`` can be applied: only to a payment that succeeded
+    (through a channel), in its currency, of at most what it settled."""
+    if payment.kind != "payment" or payment.status != SUCCEEDED:
+        log.warning("dispute %s reported for %s, which is a %s %s: set aside", notice.get("channel_reference"),
+                    payment.id, payment.status, payment.kind)
+        return NOT_DISPUTABLE
+    settled = payment.amount_captured if payment.amount_captured is not None else payment.amount
+    if notice.get("currency") != payment.currency or notice["amount"] > settled:
+        log.warning("dispute %s of %s %s does not fit payment %s (%s %s): set aside", notice.get("channel_reference"),
+                    notice["amount"], notice.get("currency"), payment.id, settled, payment.currency)
+        return MISMATCH
+    return APPLY
+
+
+def report(session: Session, payment: Operation, notice: dict) -> str:
+    """Apply a channel's word on a dispute of ``payment`` (checked by ``verdict``): ``applied`` if it
+    changed anything, else ``duplicate``."""
+    dispute, opened = _open(session, payment, notice)
+    closed = notice["status"] in rules.CLOSED and _close(session, payment, dispute, notice["status"])
+    return "applied" if opened or closed else "duplicate"
+
+
+def _open(session: Session, payment: Operation, notice: dict) -> tuple[Dispute, bool]:
+    """The dispute the notice names, written (with its debit and event) if it is new."""
+    found = _find(session, payment.channel, notice["channel_reference"])
+    if found is not None:
+        return found, False
+    now = utcnow()
+    dispute = Dispute(id=new_id("dp"), merchant_id=payment.merchant_id, livemode=payment.livemode,
+                      payment_id=payment.id, amount=notice["amount"], currency=payment.currency,
+                      reason=notice.get("reason") or rules.DEFAULT_REASON, status=rules.NEEDS_RESPONSE, version=0,
+                      channel=payment.channel, channel_reference=notice["channel_reference"],
+                      request_id=context.current_request_id(), created_at=now, updated_at=now)
+    if not add_unique(session, dispute):  # reported meanwhile by another worker's transaction
+        return _find(session, payment.channel, notice["channel_reference"]), False
+    _post(session, payment, dispute, [postings.dispute_opened(dispute.amount)])
+    events.record(session, merchant_id=dispute.merchant_id, livemode=dispute.livemode, type="dispute.created",
+                  object_id=dispute.id, data=representation(dispute))
+    log.info("dispute %s of %s on payment %s reported by %s", dispute.id, dispute.amount, payment.id,
+             dispute.channel, extra={"channel": dispute.channel})
+    return dispute, True
+
+
+def _close(session: Session, payment: Operation, dispute: Dispute, status: str) -> bool:
+    """Close ``dispute`` as ``status``: one compare-and-set; False if it was not open (already closed)."""
+    if not rules.closes(dispute.status, status):
+        return False
+    now = utcnow()
+    won = session.execute(
+        update(Dispute).where(Dispute.id == dispute.id, Dispute.status == dispute.status,
+                              Dispute.version == dispute.version)
+        .values(status=status, version=dispute.version + 1, updated_at=now, closed_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+    if won != 1:
+        return False
+    for name, value in (("status", status), ("version", dispute.version + 1), ("updated_at", now),
+                        ("closed_at", now)):
+        set_committed_value(dispute, name, value)
+    _post(session, payment, dispute, postings.dispute_closed(status, dispute.amount))
+    events.record(session, merchant_id=dispute.merchant_id, livemode=dispute.livemode, type="dispute.closed",
+                  object_id=dispute.id, data=representation(dispute))
+    log.info("dispute %s closed %s", dispute.id, status, extra={"channel": dispute.channel})
+    return True
+
+
+def _post(session: Session, payment: Operation, dispute: Dispute, entries: list[postings.Entry]) -> None:
+    """The entries on the payment's accounts (its channel's clearing, the merchant's settlement)."""
+    for kind, legs in entries_on(session, payment, entries):
+        ledger.post(session, merchant_id=dispute.merchant_id, kind=kind, source_id=dispute.id, legs=legs)
+
+
+def _find(session: Session, channel_id: str, channel_reference: str) -> Dispute | None:
+    return session.scalars(select(Dispute).where(Dispute.channel == channel_id,
+                                                 Dispute.channel_reference == channel_reference)).first()
+
+
+def get_dispute(session: Session, merchant: Merchant, dispute_id: str) -> Dispute:
+    dispute = session.get(Dispute, dispute_id)
+    if dispute is None or dispute.merchant_id != merchant.id or dispute.livemode != merchant.livemode:
+        raise NotFound(f"No such dispute: '{dispute_id}'", param="id")
+    return dispute
+
+
+def list_disputes(session: Session, merchant: Merchant, query: ListQuery) -> Page:
+    return page(session, Dispute, merchant_id=merchant.id, query=query, columns={"payment": Dispute.payment_id},
+                where=(Dispute.livemode == merchant.livemode,))
+
+
+def of_payment(session: Session, payment: Operation) -> list[Dispute]:
+    """A payment's disputes, oldest first (the console's timeline; through ix_disputes_list_payment)."""
+    return list(session.scalars(select(Dispute).where(
+        Dispute.merchant_id == payment.merchant_id, Dispute.livemode == payment.livemode,
+        Dispute.payment_id == payment.id).order_by(Dispute.created_at, Dispute.id)))
+
+
+def representation(dispute: Dispute) -> dict:
+    return {
+        "id": dispute.id,
+        "object": "dispute",
+        "livemode": dispute.livemode,
+        "created_at": rfc3339(dispute.created_at),
+        "payment": dispute.payment_id,
+        "amount": dispute.amount,
+        "currency": dispute.currency,
+        "reason": dispute.reason,
+        "status": dispute.status,
+        "closed_at": rfc3339(dispute.closed_at),
+    }

@@ -1,0 +1,227 @@
+"""Disputes (contract §1 ``dp_…``, §2 events, §4 row 58): a payment of an amount ending in 58 succeeds,
+then its channel reports a chargeback of the full amount; the merchant's settlement is debited,
+``dispute.created`` is recorded, the dispute is listed and read through the API; the channel's
+ruling closes it (won: the debit reversed; lost: it stands) with ``dispute.closed``. Through the
+public API with the sandbox over HTTP and its callbacks applied by the RQ worker."""
+import datetime as dt
+
+import requests
+from sqlalchemy import func, select
+
+from app.adapters.channels_runtime import channel
+from app.adapters.db import unit_of_work
+from app.adapters.models import ChannelCallback, Dispute, Event, JournalEntry, LedgerLine, Operation
+from app.services import reconcile
+from tests import builders
+from tests.integration.test_admin_tx_pages import Console
+from tests.support import wait_until
+
+
+def events_of(object_id: str) -> list[str]:
+    with unit_of_work() as session:
+        return list(session.scalars(select(Event.type).where(Event.object_id == object_id)
+                                    .order_by(Event.created_at, Event.id)))
+
+
+def entries_of(object_id: str) -> list[tuple[str, list[int]]]:
+    """The journal entries of an object, each as (kind, its lines' amounts sorted)."""
+    with unit_of_work() as session:
+        entries = session.execute(select(JournalEntry.id, JournalEntry.kind).where(JournalEntry.source_id == object_id)
+                                  .order_by(JournalEntry.created_at, JournalEntry.id)).all()
+        return [(kind, sorted(session.scalars(select(LedgerLine.amount).where(LedgerLine.entry_id == entry_id))))
+                for entry_id, kind in entries]
+
+
+def events_listed(api, type_: str) -> list[dict]:
+    """The merchant's events of one type, as GET /v1/events answers them."""
+    return [e for e in api.get("/v1/events?limit=100").get_json()["data"] if e["type"] == type_]
+
+
+def paid(api, amount: int = 2058) -> dict:
+    payment = api.post("/v1/payments", builders.payment_body(amount)).get_json()
+    assert payment["status"] == "succeeded", payment
+    return payment
+
+
+def disputed(stack, api, payment_id: str) -> dict:
+    """The payment's dispute, once the sandbox has reported it and the worker applied the callback."""
+    def reported():
+        stack.work()
+        return api.get(f"/v1/disputes?payment={payment_id}").get_json()["data"]
+
+    found = wait_until(reported, timeout=15, what=f"a dispute of {payment_id}")
+    assert len(found) == 1, found
+    return found[0]
+
+
+def at_channel(dispute_id: str) -> str:
+    with unit_of_work() as session:
+        return session.get(Dispute, dispute_id).channel_reference
+
+
+def rule(stack, dispute_id: str, status: str) -> requests.Response:
+    """The card network's ruling at the sandbox (its close endpoint)."""
+    return requests.post(f"{stack.sandbox_url}/disputes/{at_channel(dispute_id)}/close", json={"status": status},
+                         timeout=10)
+
+
+def closed(stack, api, dispute_id: str, status: str) -> dict:
+    def done():
+        stack.work()
+        found = api.get(f"/v1/disputes/{dispute_id}").get_json()
+        return found if found["status"] == status else None
+
+    return wait_until(done, timeout=15, what=f"{dispute_id} {status}")
+
+
+def available(api, currency: str = "USD") -> int:
+    balance = api.get("/v1/balance").get_json()
+    return next((row["amount"] for row in balance["available"] if row["currency"] == currency), 0)
+
+
+def test_58_is_disputed_debited_from_the_merchant_and_read_through_the_api(stack):
+    api = builders.api(stack.client)
+    payment = paid(api)
+    dispute = disputed(stack, api, payment["id"])
+    assert dispute["id"].startswith("dp_") and dispute["object"] == "dispute" and dispute["livemode"] is False
+    assert (dispute["payment"], dispute["amount"], dispute["currency"]) == (payment["id"], 2058, "USD")
+    assert (dispute["status"], dispute["reason"], dispute["closed_at"]) == ("needs_response", "fraudulent", None)
+    assert events_of(dispute["id"]) == ["dispute.created"]
+    assert entries_of(dispute["id"]) == [("dispute", [-2058, 2058])]  # settlement −A, clearing +A
+    assert available(api) == 2058 - payment["fee"] - 2058  # paid, less its fee (still charged), less the dispute
+    lines = api.get(f"/v1/balance_transactions?source={dispute['id']}").get_json()["data"]
+    assert [(t["type"], t["amount"], t["fee"], t["net"]) for t in lines] == [("dispute", -2058, 0, -2058)]
+    assert api.get(f"/v1/disputes/{dispute['id']}").get_json() == dispute
+    assert [e["data"]["object"] for e in events_listed(api, "dispute.created")] == [dispute]
+    # The payment itself is unchanged: it succeeded, and its own ledger is its own.
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "succeeded"
+
+
+def test_the_list_of_disputes_filters_and_pages_like_the_others(stack):
+    api = builders.api(stack.client)
+    first, second = paid(api, 1058), paid(api, 3058)
+    one, two = disputed(stack, api, first["id"]), disputed(stack, api, second["id"])
+    listed = api.get("/v1/disputes").get_json()
+    assert listed["object"] == "list" and listed["has_more"] is False
+    assert {d["id"] for d in listed["data"]} == {one["id"], two["id"]}
+    newest, oldest = listed["data"]
+    page = api.get("/v1/disputes?limit=1").get_json()
+    assert [d["id"] for d in page["data"]] == [newest["id"]] and page["has_more"] is True
+    after = api.get(f"/v1/disputes?limit=1&starting_after={newest['id']}").get_json()
+    assert [d["id"] for d in after["data"]] == [oldest["id"]] and after["has_more"] is False
+    before = api.get(f"/v1/disputes?ending_before={oldest['id']}").get_json()
+    assert [d["id"] for d in before["data"]] == [newest["id"]]
+    assert [d["id"] for d in api.get(f"/v1/disputes?payment={first['id']}").get_json()["data"]] == [one["id"]]
+    assert len(api.get("/v1/disputes?status=needs_response").get_json()["data"]) == 2
+    assert api.get("/v1/disputes?status=won").get_json()["data"] == []
+    future = int(dt.datetime.now(dt.timezone.utc).timestamp()) + 3600
+    assert api.get(f"/v1/disputes?created[gte]={future}").get_json()["data"] == []
+    for query, param in (("status=open", "status"), ("customer=cus_1", "customer"), ("payment=re_1", "payment")):
+        response = api.get(f"/v1/disputes?{query}")
+        assert response.status_code == 400 and response.get_json()["error"]["param"] == param, query
+    # Another merchant, and the other mode, see none of them: 404 like an unknown id.
+    other = builders.api(stack.client, name="Other")
+    assert other.get("/v1/disputes").get_json()["data"] == []
+    assert other.get(f"/v1/disputes/{one['id']}").status_code == 404
+    assert api.get("/v1/disputes/dp_nope").status_code == 404
+
+
+def test_a_dispute_won_gives_the_debit_back_and_one_lost_keeps_it(stack, app):
+    api = builders.api(stack.client)
+    payment = paid(api, 2058)
+    won, lost = disputed(stack, api, payment["id"]), disputed(stack, api, paid(api, 4058)["id"])
+    before = available(api)
+    assert rule(stack, won["id"], "won").status_code == 200
+    assert rule(stack, lost["id"], "lost").status_code == 200
+    won, lost = closed(stack, api, won["id"], "won"), closed(stack, api, lost["id"], "lost")
+    assert won["closed_at"] and lost["closed_at"]
+    assert entries_of(won["id"]) == [("dispute", [-2058, 2058]), ("dispute_reversal", [-2058, 2058])]
+    assert entries_of(lost["id"]) == [("dispute", [-4058, 4058])]
+    assert available(api) == before + 2058
+    assert events_of(won["id"]) == events_of(lost["id"]) == ["dispute.created", "dispute.closed"]
+    assert sorted(e["data"]["object"]["status"] for e in events_listed(api, "dispute.closed")) == ["lost", "won"]
+    assert [d["id"] for d in api.get("/v1/disputes?status=won").get_json()["data"]] == [won["id"]]
+    # The network rules once: the sandbox refuses a second ruling, and nothing more is applied.
+    assert rule(stack, won["id"], "lost").status_code == 409
+    stack.work()
+    assert api.get(f"/v1/disputes/{won['id']}").get_json()["status"] == "won"
+    # The console's timeline of the payment tells the dispute's story: reported, debited, closed, reversed.
+    story = Console(app, "viewer").text(f"/admin/transactions/{payment['id']}")
+    assert story.count('data-type="dispute"') == 2 and f"dispute {won['id']} closed: won" in story
+    assert "dispute_reversal: -2058" in story and "event dispute.closed" in story
+
+
+def test_a_repeated_dispute_callback_is_applied_once(stack):
+    api = builders.api(stack.client)
+    payment = paid(api)
+    dispute = disputed(stack, api, payment["id"])
+    sandbox, reference = channel("sandbox"), at_channel(dispute["id"])
+    payment_reference = _payment_reference(payment["id"])
+
+    def post(status: str, event_id: str | None = None) -> None:
+        body, headers = builders.signed_dispute_callback(sandbox, payment["id"], payment_reference, reference, status,
+                                                         2058, event_id=event_id)
+        assert requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers,
+                             timeout=10).status_code == 200
+
+    post("needs_response", "again")  # the same report under another event id
+    post("needs_response", "again")  # and that event delivered twice
+    post("won", "ruled")
+    post("won", "ruled-again")
+    post("lost", "ruled-late")  # a contradicting late word: a closed dispute stays closed
+    stack.work()
+    assert api.get(f"/v1/disputes/{dispute['id']}").get_json()["status"] == "won"
+    assert [d["id"] for d in api.get(f"/v1/disputes?payment={payment['id']}").get_json()["data"]] == [dispute["id"]]
+    assert entries_of(dispute["id"]) == [("dispute", [-2058, 2058]), ("dispute_reversal", [-2058, 2058])]
+    assert events_of(dispute["id"]) == ["dispute.created", "dispute.closed"]
+    with unit_of_work() as session:
+        outcomes = sorted(session.scalars(select(ChannelCallback.outcome).where(
+            ChannelCallback.dispute.is_not(None))))
+    # The sandbox's own report, then one inbox row per event id (the twice-delivered one is one row).
+    assert outcomes == ["applied", "applied", "duplicate", "duplicate", "duplicate"]
+
+
+def _payment_reference(payment_id: str) -> str:
+    """The payment's reference at its channel (what a dispute callback names it by)."""
+    with unit_of_work() as session:
+        return session.get(Operation, payment_id).channel_reference
+
+
+def test_a_dispute_of_a_payment_that_did_not_succeed_or_does_not_fit_is_set_aside(stack):
+    api = builders.api(stack.client)
+    failed = api.post("/v1/payments", builders.payment_body(2051)).get_json()
+    payment = paid(api, 1000)
+    sandbox = channel("sandbox")
+    for reference, amount in ((failed["id"], 2051), (payment["id"], 1001)):  # failed; more than was paid
+        at = _payment_reference(reference)
+        body, headers = builders.signed_dispute_callback(sandbox, reference, at, builders.unique("sbxdp"),
+                                                         "needs_response", amount)
+        assert requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers,
+                             timeout=10).status_code == 200
+    stack.work()
+    assert api.get("/v1/disputes").get_json()["data"] == []
+    with unit_of_work() as session:
+        assert sorted(session.scalars(select(ChannelCallback.outcome))) == ["dispute_mismatch", "not_disputable"]
+        assert session.scalar(select(func.count()).select_from(JournalEntry).where(
+            JournalEntry.kind.startswith("dispute"))) == 0
+
+
+def test_the_statement_lists_the_dispute_and_reconciliation_matches_it(stack):
+    api = builders.api(stack.client)
+    won = disputed(stack, api, paid(api, 2058)["id"])
+    open_one = disputed(stack, api, paid(api, 3058)["id"])
+    rule(stack, won["id"], "won")
+    closed(stack, api, won["id"], "won")
+    today = dt.datetime.now(dt.timezone.utc).date()
+    csv_text = requests.get(f"{stack.sandbox_url}/statements/{today.isoformat()}?channel=sandbox", timeout=10).text
+    lines = {line.split(",")[0]: line.split(",")[1:6] for line in csv_text.splitlines()[1:]}
+    assert lines[at_channel(won["id"])] == ["dispute", "2058", "USD", "won", "0"]
+    assert lines[at_channel(open_one["id"])] == ["dispute", "3058", "USD", "needs_response", "0"]
+    run = reconcile.reconcile("sandbox", today)
+    assert run.issues == [] and run.statement_lines == 4 and run.matched == 4  # two payments, two disputes
+    # A dispute the channel lists and we never heard of is reported (its callback was lost).
+    charge = stack.sandbox.psp.store.by_reference("sandbox", paid(api, 5000)["id"])
+    ghost = stack.sandbox.psp.disputes.open(charge)
+    run = reconcile.reconcile("sandbox", today)
+    assert [(i["issue"], i["channel_reference"], i["theirs"]["operation"]) for i in run.issues] == [
+        ("missing_in_payrouter", ghost.id, "dispute")]
