@@ -142,7 +142,7 @@ def recorded_operation(merchant_id: str, amount: int, *, kind: str = "payment", 
 
 def signed_dispute_callback(channel, reference: str, payment_channel_reference: str, dispute_reference: str,
                             status: str, amount: int, currency: str = "USD",
-                            event_id: str | None = None) -> tuple[bytes, dict]:
+                            event_id: str | None = None, reason: str = "fraudulent") -> tuple[bytes, dict]:
     """A dispute callback body and headers exactly as the sandbox PSP signs them: the dispute
     ``dispute_reference`` of the payment ``reference`` (ours) / ``payment_channel_reference`` (the channel's)."""
     import json
@@ -153,5 +153,5 @@ def signed_dispute_callback(channel, reference: str, payment_channel_reference: 
                        "channel": channel.id, "data": {"id": dispute_reference, "operation": "dispute",
                                                        "reference": reference, "payment": payment_channel_reference,
                                                        "channel": channel.id, "status": status, "amount": amount,
-                                                       "currency": currency, "reason": "fraudulent"}}).encode()
+                                                       "currency": currency, "reason": reason}}).encode()
     return body, {**signed_headers(channel.secret, body), "Content-Type": "application/json"}

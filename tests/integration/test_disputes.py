@@ -3,7 +3,9 @@ then its channel reports a chargeback of the full amount; the merchant's settlem
 ``dispute.created`` is recorded, the dispute is listed and read through the API; the channel's
 ruling closes it (won: the debit reversed; lost: it stands) with ``dispute.closed``. Through the
 public API with the sandbox over HTTP and its callbacks applied by the RQ worker."""
+import csv
 import datetime as dt
+import io
 
 import requests
 from sqlalchemy import func, select
@@ -141,6 +143,12 @@ def test_a_dispute_won_gives_the_debit_back_and_one_lost_keeps_it(stack, app):
     assert events_of(won["id"]) == events_of(lost["id"]) == ["dispute.created", "dispute.closed"]
     assert sorted(e["data"]["object"]["status"] for e in events_listed(api, "dispute.closed")) == ["lost", "won"]
     assert [d["id"] for d in api.get("/v1/disputes?status=won").get_json()["data"]] == [won["id"]]
+    # The settlement report's disputes column: what left for disputes, net of the one won back.
+    day = dt.datetime.now(dt.timezone.utc).date().isoformat()
+    report = list(csv.DictReader(io.StringIO(api.get(f"/v1/reports/settlement?date={day}").get_data(as_text=True))))
+    assert [(r["channel"], r["disputes"], r["refunds"]) for r in report] == [("sandbox", "4058", "0")]
+    row = {k: int(v) for k, v in report[0].items() if k not in ("currency", "channel")}
+    assert row["gross"] == 2058 + 4058 and row["net"] == row["gross"] - row["fees"] - 4058 == available(api)
     # The network rules once: the sandbox refuses a second ruling, and nothing more is applied.
     assert rule(stack, won["id"], "lost").status_code == 409
     stack.work()
@@ -198,6 +206,13 @@ def test_a_dispute_of_a_payment_that_did_not_succeed_or_does_not_fit_is_set_asid
                                                          "needs_response", amount)
         assert requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers,
                              timeout=10).status_code == 200
+    # A notice the inbox cannot take (a reason longer than its column, a NUL) is refused before it is kept.
+    for reason in ("x" * 61, "fraud\x00"):
+        body, headers = builders.signed_dispute_callback(sandbox, payment["id"], _payment_reference(payment["id"]),
+                                                         builders.unique("sbxdp"), "needs_response", 1000,
+                                                         reason=reason)
+        refused = requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers, timeout=10)
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "callback_malformed", reason
     stack.work()
     assert api.get("/v1/disputes").get_json()["data"] == []
     with unit_of_work() as session:

@@ -250,7 +250,7 @@ BAD_LINES = {
     "an empty reference": f",payment,1000,USD,succeeded,38,{DAY}T10:00:00Z\n".encode(),
     "a currency of four letters": f"r_cur,payment,1000,USDX,succeeded,38,{DAY}T10:00:00Z\n".encode(),
     "a NUL in a reference": f"r_\x00,payment,1000,USD,succeeded,38,{DAY}T10:00:00Z\n".encode(),
-    "a status wider than its column": f"r_st,payment,1000,USD,{'s' * 13},38,{DAY}T10:00:00Z\n".encode(),
+    "a status wider than its column": f"r_st,payment,1000,USD,{'s' * 21},38,{DAY}T10:00:00Z\n".encode(),
     "a line of 200,000 characters": b"r_long," + b"p" * 200_000 + b",1000,USD,succeeded,38,2026-03-02T10:00:00Z\n",
     "a body with no newline at all": b"x" * 300_000,
     "not UTF-8": b"r_\xff,payment,1000,USD,succeeded,38,2026-03-02T10:00:00Z\n",
