@@ -204,11 +204,12 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
                 except OperationNotSupported:
                     if channel_id:
                         raise
-                except PayRouterError as exc:  # one channel's fault: said, and the others still run
+                except Exception as exc:  # noqa: BLE001 - one channel's fault: said, and the others still run
                     if channel_id:
                         raise
                     failed.append(cid)
-                    click.echo(f"Error: {cid}: {exc.message}", err=True)
+                    click.echo(f"Error: {cid}: {exc.message if isinstance(exc, PayRouterError) else repr(exc)}",
+                               err=True)
     except PayRouterError as exc:
         raise click.ClickException(exc.message) from None
     shown = [recon.summary(run) for run in runs if run is not None]

@@ -384,7 +384,7 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
                                 channel_fees=int(fees), summary=report, channel_account=account,
                                 request_id=context.current_request_id())
         issue_store.record(session, channel_id, issues, run.id)  # each issue dict gains its id and status
-        issue_store.listed_after_all(session, _listed_now(session, channel_id, statement.load_id), run.id)
+        issue_store.listed_after_all(session, _listed_now(session, channel_id, statement.load_id, account), run.id)
         session.add(run)
     for op_id in to_query:
         try:
@@ -398,13 +398,14 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
     return run
 
 
-def _listed_now(session, channel_id: str, load_id: str) -> list[str]:
-    """Open ``missing_at_channel`` issues of this channel whose operation a line of this load lists
-    (found by a pass that ran before the channel's statement had it: a statement later than
-    SETTLE_GRACE): what they say is no longer true."""
+def _listed_now(session, channel_id: str, load_id: str, account: str | None = None) -> list[str]:
+    """Open ``missing_at_channel`` issues of this channel (and account) whose operation a line of
+    this load lists (found by a pass that ran before the channel's statement had it: a statement
+    later than SETTLE_GRACE): what they say is no longer true."""
     issue = ReconciliationIssue
     return list(session.scalars(select(issue.id).join(Operation, Operation.id == issue.operation_id).where(
         issue.status == issue_store.OPEN, issue.channel == channel_id, issue.kind == issue_store.MISSING_AT_CHANNEL,
+        _of_account(Operation.channel_account_id, account),
         exists().where(LINES.c.load_id == load_id, LINES.c.channel_reference == issue.channel_reference,
                        _same_family()))))
 

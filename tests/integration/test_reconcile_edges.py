@@ -277,3 +277,37 @@ def _open_issue() -> str:
     from tests.integration.test_admin_data import open_issue
 
     return open_issue("srv", "missing_in_payrouter")
+
+
+def test_an_adapter_that_breaks_stops_neither_the_pass_nor_the_cli_for_the_others(stack, monkeypatch):
+    """A channel's adapter (a third party's plugin) that raises something of its own while reading
+    its statement: `reconcile --recent` names it and exits 1 after running every other channel."""
+    from app.adapters.channels_runtime import channel as real_channel
+    from app.services import reconcile as recon
+
+    class Broken:
+        id, cost = "acq_alpha", COST
+
+        def statement(self, date, since=None):
+            raise RuntimeError("the plugin's own bug")
+
+    monkeypatch.setattr(recon, "channel", lambda cid: Broken() if cid == "acq_alpha" else real_channel(cid))
+    result = CliRunner().invoke(main, ["reconcile", "--recent", "--json"])
+    assert result.exit_code == 1, result.output
+    assert "acq_alpha" in result.stderr and "the plugin's own bug" in result.stderr
+    assert {run["channel"] for run in json.loads(result.stdout)} == {"sandbox", "acq_beta"}
+
+
+def test_resolve_refuses_a_query_parameter(stack):
+    from app.services import issues
+    from tests.integration.test_admin_data import open_issue
+
+    issue = open_issue("sandbox", "status_mismatch")
+    set_config(stack.config.with_(ops_token="ops-secret"))
+    try:
+        answer = stack.client.post(f"/ops/reconciliation/issues/{issue}/resolve?settle=failed", json={"note": "x"},
+                                   headers=AUTH)
+    finally:
+        set_config(stack.config)
+    assert answer.status_code == 400 and answer.get_json()["error"]["param"] == "settle"
+    assert [i["id"] for i in issues.listing("sandbox")] == [issue]  # still open

@@ -79,6 +79,7 @@ def resolve_reconciliation_issue(issue_id: str):
     """Body: ``{"note", "actor"?}``; audited as ``ops-api:<actor>``, as the console's and the CLI's."""
     from app.services import reconciliation_admin
 
+    query_params(request.args, set())
     body = parse_body(request.get_data(cache=False), "ops_resolve")
     actor = ACTOR_PREFIX + body.get("actor", "token")
     return jsonify(reconciliation_admin.resolve(issue_id, body["note"], actor))
