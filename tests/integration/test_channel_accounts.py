@@ -238,3 +238,32 @@ def test_near_real_time_passes_follow_each_account_on_its_own(stack, monkeypatch
     assert mine_next.window_start == first[account["id"]].window_end
     assert (platform.statement_lines, mine_next.statement_lines, mine_next.matched) == (0, 1, 1)
     assert paid["status"] == late["status"] == "succeeded"
+
+
+def test_two_accounts_brought_at_once_for_one_channel_one_wins(stack):
+    """Threads over real HTTP: two creates for the same merchant, mode and channel at the same time
+    (two Idempotency-Keys, two keys at the sandbox): one 201, the other 409, one account stored."""
+    import threading
+
+    import requests
+
+    api = builders.api(stack.client)
+    for _ in range(4):
+        keys = [builders.sandbox_account(stack.sandbox_url)["api_key"] for _ in range(2)]
+        barrier, answers = threading.Barrier(2), []
+
+        def hit(api_key: str, barrier=barrier, answers=answers):
+            barrier.wait()
+            answers.append(requests.post(f"{stack.api_url}/v1/channel_accounts", timeout=30,
+                                         json={"channel": "sandbox", "credentials": {"api_key": api_key}},
+                                         headers=api.headers(builders.unique("race"))))
+
+        threads = [threading.Thread(target=hit, args=(key,)) for key in keys]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+        listed = api.get("/v1/channel_accounts").get_json()["data"]
+        assert [a["id"] for a in listed] == [next(a.json()["id"] for a in answers if a.status_code == 201)]
+        assert stack.client.delete(f"/v1/channel_accounts/{listed[0]['id']}", headers=api.headers()).status_code == 200
