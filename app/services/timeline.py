@@ -20,6 +20,7 @@ from app.adapters.db import read_only
 from app.adapters.models import (
     Attempt,
     ChannelCallback,
+    Dispute,
     Event,
     JournalEntry,
     LedgerLine,
@@ -37,9 +38,12 @@ from app.services.representation import transfer as transfer_view
 
 
 def timeline(object_id: str) -> dict:
-    """The operation (or transfer) ``object_id`` and everything recorded about it."""
+    """The operation (or transfer) ``object_id`` and everything recorded about it; a dispute's id
+    answers its payment's story (the dispute is part of it)."""
     with read_only() as session:
         op = session.get(Operation, object_id)
+        if op is None and object_id.startswith("dp_") and (dispute := session.get(Dispute, object_id)):
+            op = session.get(Operation, dispute.payment_id)
         if op is None:
             transfer = session.get(Transfer, object_id)
             if transfer is None:

@@ -16,6 +16,7 @@ from app.adapters.models import ChannelCallback, Dispute, Event, JournalEntry, L
 from app.services import reconcile
 from tests import builders
 from tests.integration.test_admin_tx_pages import Console
+from tests.integration.test_livemode import _live_key
 from tests.support import wait_until
 
 
@@ -121,10 +122,10 @@ def test_the_list_of_disputes_filters_and_pages_like_the_others(stack):
     for query, param in (("status=open", "status"), ("customer=cus_1", "customer"), ("payment=re_1", "payment")):
         response = api.get(f"/v1/disputes?{query}")
         assert response.status_code == 400 and response.get_json()["error"]["param"] == param, query
-    # Another merchant, and the other mode, see none of them: 404 like an unknown id.
-    other = builders.api(stack.client, name="Other")
-    assert other.get("/v1/disputes").get_json()["data"] == []
-    assert other.get(f"/v1/disputes/{one['id']}").status_code == 404
+    # Another merchant, and the same merchant's live key, see none of them: 404 like an unknown id.
+    for other in (builders.api(stack.client, name="Other"), _live_key(api)):
+        assert other.get("/v1/disputes").get_json()["data"] == []
+        assert other.get(f"/v1/disputes/{one['id']}").status_code == 404
     assert api.get("/v1/disputes/dp_nope").status_code == 404
 
 
@@ -154,9 +155,11 @@ def test_a_dispute_won_gives_the_debit_back_and_one_lost_keeps_it(stack, app):
     stack.work()
     assert api.get(f"/v1/disputes/{won['id']}").get_json()["status"] == "won"
     # The console's timeline of the payment tells the dispute's story: reported, debited, closed, reversed.
-    story = Console(app, "viewer").text(f"/admin/transactions/{payment['id']}")
+    viewer = Console(app, "viewer")
+    story = viewer.text(f"/admin/transactions/{payment['id']}")
     assert story.count('data-type="dispute"') == 2 and f"dispute {won['id']} closed: won" in story
     assert "dispute_reversal: -2058" in story and "event dispute.closed" in story
+    assert payment["id"] in viewer.text(f"/admin/transactions/{won['id']}")  # a dispute's id: its payment's story
 
 
 def test_a_repeated_dispute_callback_is_applied_once(stack):
@@ -240,3 +243,18 @@ def test_the_statement_lists_the_dispute_and_reconciliation_matches_it(stack):
     run = reconcile.reconcile("sandbox", today)
     assert [(i["issue"], i["channel_reference"], i["theirs"]["operation"]) for i in run.issues] == [
         ("missing_in_payrouter", ghost.id, "dispute")]
+
+
+def test_a_dispute_of_a_payment_made_with_a_merchant_account_is_on_that_accounts_statement(stack):
+    from tests.integration.test_channel_accounts import bring, reconcile_today, statement
+
+    api = builders.api(stack.client)
+    key = builders.sandbox_account(stack.sandbox_url)["api_key"]
+    account = bring(api, key).get_json()
+    dispute = disputed(stack, api, paid(api, 2058)["id"])
+    assert statement(stack, key)[at_channel(dispute["id"])]["operation"] == "dispute"
+    assert at_channel(dispute["id"]) not in statement(stack)  # not the platform account's
+    code, runs = reconcile_today()
+    assert code == 0, runs
+    by_account = {run["channel_account"]: run for run in runs}
+    assert (by_account[account["id"]]["statement_lines"], by_account[account["id"]]["matched"]) == (2, 2)
