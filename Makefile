@@ -26,11 +26,14 @@ demo: setup
 
 ## Set everything up and run the test suite (embedded defaults unless DATABASE_URL / REDIS_URL are set).
 ## Tests marked slow (soak, install) run only when CI is set, as .ci/run sets it: CI=1 make test runs all.
+## The tests run in parallel worker processes (pytest-xdist), each on a backend of its own (tests/workers.py):
+## most of the suite's time is waiting (servers, callbacks, leases), not CPU. PYTEST_WORKERS=0 runs them in one.
 PYTEST_MARKS ?= $(if $(CI),,-m "not slow")
+PYTEST_WORKERS ?= auto
 test: setup-test
 	$(BIN)/ruff check app rules channels tests bench worker.py admin schemas examples
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_MARKS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n $(PYTEST_WORKERS) $(PYTEST_MARKS) $(PYTEST_ARGS)
 
 ## Schemathesis against a live server: every operation of /openapi.json, boundary values and FUZZ_EXAMPLES
 ## generated cases each (test runs a few); no 5xx, every answer as documented. On PostgreSQL: DATABASE_URL=… make fuzz

@@ -13,15 +13,33 @@ from sqlalchemy import func, select, text
 
 from app.adapters import db, redis_conn
 from app.config import Config, set_config
+from tests import workers
 
-# One var dir per test run (the embedded SQLite file and Redis live there), removed at the end.
-_VAR = Path(tempfile.mkdtemp(prefix="payrouter-test-"))
-os.environ.setdefault("PAYROUTER_VAR_DIR", str(_VAR))
+# One var dir per test run (the embedded SQLite file and Redis live there), removed at the end; under
+# pytest-xdist each worker takes a subdirectory of it, and a database of its own (tests/workers.py).
+_OWN_VAR: Path | None = None
+if "PAYROUTER_VAR_DIR" not in os.environ:
+    _OWN_VAR = Path(tempfile.mkdtemp(prefix="payrouter-test-"))
+    os.environ["PAYROUTER_VAR_DIR"] = str(_OWN_VAR)
+if workers.worker():
+    workers.isolate(workers.worker())
+os.environ.setdefault("PAYROUTER_LOG_FORMAT", "text")
+
+
+def pytest_xdist_auto_num_workers(config):
+    return workers.auto_workers(os.cpu_count() or 1)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") in ("load", "loadgroup"):  # -n alone means load; another --dist is obeyed
+        return workers.GroupScheduling(config, log)
+    return None
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(_VAR, ignore_errors=True)
-os.environ.setdefault("PAYROUTER_LOG_FORMAT", "text")
+    workers.release()
+    if _OWN_VAR is not None:
+        shutil.rmtree(_OWN_VAR, ignore_errors=True)
 
 def on_postgres() -> bool:
     return Config.from_env().database_url.startswith("postgresql")
