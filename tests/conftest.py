@@ -26,13 +26,16 @@ if workers.worker():
 os.environ.setdefault("PAYROUTER_LOG_FORMAT", "text")
 
 
+# pytest-xdist's hooks (optional: a plain pytest without xdist installed runs the suite in one process).
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
     return workers.auto_workers(os.cpu_count() or 1)
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") in ("load", "loadgroup"):  # -n alone means load; another --dist is obeyed
-        return workers.GroupScheduling(config, log)
+        return workers.scheduler(config, log)
     return None
 
 

@@ -17,7 +17,7 @@ backend, so no worker ever sees another's data:
 
 Tests go one at a time to whichever worker is free, except those that share one costly fixture wider
 than a test: each group in ``GROUPS`` runs whole in one worker, so its fixture is built once (see
-``GroupScheduling``).
+``scheduler``).
 
 Without xdist (``-n 0``, or a plain ``pytest`` run) nothing changes: one process, the backend as given.
 """
@@ -27,8 +27,6 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
-
-from xdist.scheduler import LoadScopeScheduling
 
 WORKERS_WANTED = 4  # waits (servers, callbacks, leases), not CPU, fill most of the suite's time
 REDIS_DATABASES = 16  # a Redis server's default; `-n auto` fits the workers into the ones from REDIS_URL's on
@@ -118,16 +116,21 @@ def _postgres(url: str, statement: str, database: str) -> None:
         conn.execute(sql.SQL(statement).format(sql.Identifier(database)))
 
 
-class GroupScheduling(LoadScopeScheduling):
-    """pytest-xdist's load-scope scheduler with one scope per test, or per group of ``GROUPS``: a free
-    worker takes the next test, or a whole group. (pytest-xdist 3.8's own ``--dist loadgroup`` reads
-    ``xdist_group`` marks, but under pytest 9.2 the group it adds to a test's node id never reaches the
-    scheduler, so it schedules test by test.) Node ids must be unique: a scope lists its tests by node id."""
-
-    def _split_scope(self, nodeid: str) -> str:
-        return scope(nodeid)
-
-
 def scope(nodeid: str) -> str:
     """What a test is scheduled with: its group in ``GROUPS``, or itself alone."""
     return next((group for group in GROUPS if nodeid.startswith(group)), nodeid)
+
+
+def scheduler(config, log):
+    """pytest-xdist's load-scope scheduler with one scope per test, or per group of ``GROUPS``: a free
+    worker takes the next test, or a whole group. (pytest-xdist 3.8's own ``--dist loadgroup`` reads
+    ``xdist_group`` marks, but under pytest 9.2 the group it adds to a test's node id never reaches the
+    scheduler, so it schedules test by test.) Node ids must be unique: a scope lists its tests by node id.
+    xdist is imported here only: the suite also runs where it is not installed (a plain ``pytest``)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope(nodeid)
+
+    return GroupScheduling(config, log)
