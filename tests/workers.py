@@ -40,6 +40,8 @@ GROUPS = {
     "tests/integration/test_channel_contract.py": "one harness per channel (module scope)",
     "tests/integration/test_install.py": "one fresh venv with the package installed (module scope)",
     "tests/integration/test_docker_image.py": "one image built (module scope)",
+    "tests/integration/test_channel_kit_catches.py": "one sandbox (sandbox_url, module scope)",
+    "tests/integration/test_plugin_install.py": "one venv with the router and the example plugin (module scope)",
     # Not a fixture: its soak tests (slow) run in file order in one process, as in a serial run. The RSS
     # one starts after the threads test's 80,000 decisions; from a cold process the engine's memory still
     # grows by ~4.5 MiB over the first ~130,000 decisions, and it would fail its 4 MiB bound.
