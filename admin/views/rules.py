@@ -23,7 +23,7 @@ from admin.views.base import SecureView, role_required, user_can
 from app.config import get_config
 from app.domain.errors import NotFound, PayRouterError
 from app.domain.kinds import OperationKind
-from app.services import rules_publishing, rules_workspace
+from app.services import rules_publishing, rules_replay, rules_workspace
 
 EXAMPLE_BODY = {"amount": 150000, "currency": "USD",
                 "payment_method": {"type": "card", "brand": "visa", "country": "US", "last4": "4242"},
@@ -77,7 +77,7 @@ class RulesView(SecureView):
                     source, request.form.get("kind", "payment"), _json_body(request.form.get("body", "")),
                     (request.form.get("sim_merchant") or "").strip() or None, draft_owner=merchant)
             elif action == "replay" and not problems:
-                job = rules_workspace.start_replay(source, _int(request.form.get("last"), 100), merchant)
+                job = rules_replay.start_replay(source, _int(request.form.get("last"), 100), merchant)
                 state["replay_job"] = url_for(".replay_result", job=job)
         except PayRouterError as exc:
             state["error"] = exc.message
@@ -87,7 +87,7 @@ class RulesView(SecureView):
     def replay_result(self, job):
         """A replay's result as a fragment of the page: 202 while it runs, 200 with its counts."""
         try:
-            found = rules_workspace.replay_status(job)
+            found = rules_replay.replay_status(job)
         except NotFound:
             abort(404)
         except PayRouterError:

@@ -156,10 +156,10 @@ def diff(file, as_json, merchant):
 def replay(file, last, as_json, merchant):
     """Re-decide the last N operations under FILE and under the live set; count what would change. With
     --merchant, FILE is that merchant's own set and only its operations are replayed."""
-    from app.services import rules_workspace
+    from app.services import rules_replay
 
     try:
-        result = rules_workspace.replay(_read(file), last, merchant)
+        result = rules_replay.replay(_read(file), last, merchant)
     except PayRouterError as exc:
         _fail(exc)
     if as_json:

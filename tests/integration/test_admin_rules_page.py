@@ -127,9 +127,9 @@ def test_a_replay_that_failed_on_its_worker_says_so(app, seeded):
     import uuid
 
     from app.adapters import jobs
-    from app.services import rules_workspace
+    from app.services import rules_replay
 
-    job = jobs.enqueue(jobs.BATCH, rules_workspace.REPLAY_JOB, "rules: [unreadable\n", 10, None,
+    job = jobs.enqueue(jobs.BATCH, rules_replay.REPLAY_JOB, "rules: [unreadable\n", 10, None,
                        job_id=uuid.uuid4().hex)
     _run_batch_queue()
     answer = Console(app, "viewer").get(f"/admin/rules/replay/{job.id}")

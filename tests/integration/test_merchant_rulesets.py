@@ -17,7 +17,7 @@ from app.adapters.db import unit_of_work
 from app.adapters.models import AuditLog, Operation
 from app.config import set_config
 from app.domain.errors import NotFound
-from app.services import rules_publishing, rules_workspace, timeline
+from app.services import rules_publishing, rules_replay, rules_workspace, timeline
 from app.services import rules_runtime as runtime
 from app.services.rules_store import DEFAULT_RULES
 from rules.format import RulesInvalid
@@ -230,7 +230,7 @@ def test_replay_of_a_merchants_draft_counts_its_own_recorded_operations(live, fi
     assert result["examples"]["decline"][0]["draft"]["decline_code"] == "limit_exceeded"
     # the platform's draft replays everyone's, each with its merchant's own live set on both sides
     publish_own(m)
-    everyone = rules_workspace.replay(DEFAULT_RULES.read_text(), 100)
+    everyone = rules_replay.replay(DEFAULT_RULES.read_text(), 100)
     assert (everyone["replayed"], everyone["changed"]) == (9, 0)
 
 

@@ -144,13 +144,13 @@ def test_without_redis_success_rate_keeps_the_listed_order_and_says_so(private_r
 
 
 def test_replay_of_a_cost_draft_counts_the_channels_it_would_change(stack):
-    from app.services import rules_workspace
+    from app.services import rules_replay
 
     api = builders.api(stack.client)
     publish(RULES % "[acq_alpha, acq_beta]", api)
     for amount in (100_000, 100):
         assert api.post("/v1/payments", builders.payment_body(amount)).get_json()["status"] == "succeeded"
-    result = rules_workspace.replay(COST, last=2)
+    result = rules_replay.replay(COST, last=2)
     # 100000: acq_beta is cheaper (1525 against 1820); 100: acq_alpha stays the cheaper (22 against 27)
     assert result["replayed"] == 2 and result["counts"] == {"channel": 1, "fee": 0, "decline": 0}, result
     (example,) = result["examples"]["channel"]
