@@ -106,23 +106,31 @@ def _embedded_redis_servers_in(var_dir) -> list[int]:
 def test_serve_sizes_itself_from_the_environment_and_the_flags_override_it(clean):
     """PAYROUTER_SERVE_WORKERS / _THREADS size `payrouter serve` (a deployment sets them to its
     cores); `--workers` wins over the variable; a value below 1 is refused naming the variable."""
+    import time
+
     import psutil
 
     from tests.live import free_port, process_env
+    from tests.support import wait_until
 
-    def workers_started(*flags, **env) -> int:
+    def serves_with(workers: int, *flags, **env) -> None:
+        """gunicorn's master forks one child per worker: ``workers`` of them, and no more a moment
+        later (a loaded machine may answer /readyz from the first before the last is forked)."""
         port = free_port()
         proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), *flags],
                                 env=process_env(clean, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_http(f"http://127.0.0.1:{port}/readyz", timeout=60, proc=proc)
-            return len(psutil.Process(proc.pid).children())  # gunicorn's master forks one per worker
+            master = psutil.Process(proc.pid)
+            wait_until(lambda: len(master.children()) >= workers, timeout=30, what=f"{workers} workers")
+            time.sleep(1)
+            assert len(master.children()) == workers
         finally:
             proc.terminate()
             proc.wait(timeout=30)
 
-    assert workers_started(PAYROUTER_SERVE_WORKERS=3, PAYROUTER_SERVE_THREADS=2) == 3
-    assert workers_started("--workers", "1", PAYROUTER_SERVE_WORKERS=3) == 1
+    serves_with(3, PAYROUTER_SERVE_WORKERS=3, PAYROUTER_SERVE_THREADS=2)
+    serves_with(1, "--workers", "1", PAYROUTER_SERVE_WORKERS=3)
     refused = subprocess.run([sys.executable, "-m", "app", "serve", "--port", str(free_port())],
                              env=process_env(clean, PAYROUTER_SERVE_WORKERS=0), capture_output=True, text=True,
                              timeout=60)
