@@ -111,6 +111,11 @@ def payment_body(amount: int, currency: str = "USD", **fields) -> dict:
             "customer": {"id": unique("cus"), "country": "US"}, **fields}
 
 
+def refund_body(payment: str, **fields) -> dict:
+    """A refund of ``payment`` (in full unless ``amount`` is given)."""
+    return {"payment": payment, "reference": unique("re"), **fields}
+
+
 def signed_callback(channel, reference: str, status: str, channel_reference: str, event_id: str | None = None,
                     error_code: str | None = None) -> tuple[bytes, dict]:
     """A callback body and headers exactly as the sandbox PSP signs them (for the channel's secret)."""

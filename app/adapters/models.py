@@ -419,6 +419,7 @@ class Dispute(Base):
     __tablename__ = "disputes"
     __table_args__ = (
         UniqueConstraint("channel", "channel_reference", name="uq_disputes_channel_reference"),
+        Index("uq_disputes_reference", "merchant_id", "reference", unique=True),  # serves the reference filter
         Index("ix_disputes_list", "merchant_id", "livemode", "created_at", "id"),
         Index("ix_disputes_list_status", "merchant_id", "livemode", "status", "created_at", "id"),
         Index("ix_disputes_list_payment", "merchant_id", "livemode", "payment_id", "created_at", "id"),
@@ -434,6 +435,10 @@ class Dispute(Base):
     version: Mapped[int] = mapped_column(Integer, default=0)
     channel: Mapped[str] = mapped_column(String(100))
     channel_reference: Mapped[str] = mapped_column(String(200))
+    # the merchant channel account (0023) of the disputed payment; None: the platform's (its statement)
+    channel_account_id: Mapped[str | None] = mapped_column(String(40))
+    reference: Mapped[str | None] = mapped_column(String(200))  # the channel's object: None (contract §1)
+    metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict, server_default=text("'{}'"))
     request_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -6,6 +6,9 @@ from __future__ import annotations
 NEEDS_RESPONSE, DISPUTE_WON, DISPUTE_LOST = "needs_response", "won", "lost"
 STATUSES = (NEEDS_RESPONSE, DISPUTE_WON, DISPUTE_LOST)
 CLOSED = frozenset({DISPUTE_WON, DISPUTE_LOST})
+# A payment with a dispute in one of these is not refunded (the chargeback returns, or may return,
+# the money); a won one leaves what is left refundable.
+BLOCKS_REFUNDS = frozenset({NEEDS_RESPONSE, DISPUTE_LOST})
 # The channel's word on a dispute's reason, when it gives none (the sandbox says fraudulent).
 DEFAULT_REASON = "general"
 

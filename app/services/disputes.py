@@ -26,7 +26,7 @@ from app.adapters.db import add_unique
 from app.adapters.models import Dispute, Merchant, Operation, new_id, utcnow
 from app.domain import disputes as rules
 from app.domain import postings
-from app.domain.errors import NotFound
+from app.domain.errors import Conflict, NotFound
 from app.domain.money import MAX_AMOUNT
 from app.domain.states import SUCCEEDED
 from app.services import events, ledger
@@ -39,7 +39,7 @@ log = logging.getLogger("payrouter.disputes")
 # A dispute callback's verdicts (app.services.callbacks): to be applied, or set aside.
 APPLY, NOT_DISPUTABLE, MISMATCH = "dispute", "not_disputable", "dispute_mismatch"
 # The filters a list of disputes takes (the fields a dispute has), and the statuses it may name.
-LIST_FILTERS = ("status", "payment")
+LIST_FILTERS = ("status", "payment", "reference")
 STATUSES = rules.STATUSES
 
 
@@ -91,6 +91,7 @@ def _open(session: Session, payment: Operation, notice: dict) -> tuple[Dispute, 
                       payment_id=payment.id, amount=notice["amount"], currency=payment.currency,
                       reason=notice.get("reason") or rules.DEFAULT_REASON, status=rules.NEEDS_RESPONSE, version=0,
                       channel=payment.channel, channel_reference=notice["channel_reference"],
+                      channel_account_id=payment.channel_account_id, metadata_={},
                       request_id=context.current_request_id(), created_at=now, updated_at=now)
     if not add_unique(session, dispute):  # reported meanwhile by another worker's transaction
         return _find(session, payment.channel, notice["channel_reference"]), False
@@ -135,6 +136,20 @@ def _find(session: Session, channel_id: str, channel_reference: str) -> Dispute 
                                                  Dispute.channel_reference == channel_reference)).first()
 
 
+def refuse_refund(session: Session, payment: Operation) -> None:
+    """A payment with an open or lost dispute is not refunded (the chargeback already gives, or may
+    give, the money back): 409 ``payment_disputed``, before any channel is called. A won dispute
+    leaves the rest refundable."""
+    dispute = session.scalars(select(Dispute).where(
+        Dispute.merchant_id == payment.merchant_id, Dispute.livemode == payment.livemode,
+        Dispute.payment_id == payment.id, Dispute.status.in_(sorted(rules.BLOCKS_REFUNDS)))
+        .order_by(Dispute.created_at, Dispute.id).limit(1)).first()
+    if dispute is not None:
+        raise Conflict(f"payment {payment.id} has a {dispute.status} dispute {dispute.id}: a disputed payment is "
+                       "not refunded (the chargeback returns the money); a won dispute allows refunds again",
+                       param="payment", code="payment_disputed")
+
+
 def get_dispute(session: Session, merchant: Merchant, dispute_id: str) -> Dispute:
     dispute = session.get(Dispute, dispute_id)
     if dispute is None or dispute.merchant_id != merchant.id or dispute.livemode != merchant.livemode:
@@ -166,4 +181,6 @@ def representation(dispute: Dispute) -> dict:
         "reason": dispute.reason,
         "status": dispute.status,
         "closed_at": rfc3339(dispute.closed_at),
+        "reference": dispute.reference,
+        "metadata": dispute.metadata_ or {},
     }

@@ -31,7 +31,7 @@ from app.domain.errors import (
 )
 from app.domain.kinds import OperationKind
 from app.domain.states import OPERATION_TRANSITIONS, PENDING, PROCESSING, SUCCEEDED
-from app.services import ledger, orders, routing, switches
+from app.services import disputes, ledger, orders, routing, switches
 from app.services.accounts import get_account
 from app.services.listing import ListQuery, Page, page
 from app.services.operations import Made, release_limits, run_channels, settle
@@ -227,6 +227,7 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
     if payment.status != SUCCEEDED:
         raise Unprocessable(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
                             param="payment", code="payment_not_refundable")
+    disputes.refuse_refund(session, payment)
     paid = payment.amount if payment.amount_captured is None else payment.amount_captured  # a partial capture
     amount = body.get("amount", paid - payment.amount_refunded)
     if amount <= 0:

@@ -258,3 +258,46 @@ def test_a_dispute_of_a_payment_made_with_a_merchant_account_is_on_that_accounts
     assert code == 0, runs
     by_account = {run["channel_account"]: run for run in runs}
     assert (by_account[account["id"]]["statement_lines"], by_account[account["id"]]["matched"]) == (2, 2)
+
+
+def test_a_dispute_carries_reference_and_metadata_read_only(stack):
+    """Contract §1: every object carries ``reference`` and ``metadata``; a dispute is the channel's,
+    so they are null and {} and no POST changes them (the contract lists only GETs for disputes)."""
+    api = builders.api(stack.client)
+    dispute = disputed(stack, api, paid(api)["id"])
+    assert (dispute["reference"], dispute["metadata"]) == (None, {})
+    assert [e["data"]["object"]["reference"] for e in events_listed(api, "dispute.created")] == [None]
+    update = api.post(f"/v1/disputes/{dispute['id']}", {"metadata": {"case": "1"}})
+    assert update.status_code in (404, 405), update.get_data(as_text=True)
+    assert api.get(f"/v1/disputes/{dispute['id']}").get_json()["metadata"] == {}
+    # The reference filter exists (the field does) and matches no dispute; an unknown filter is still refused.
+    assert api.get("/v1/disputes?reference=order-1").get_json()["data"] == []
+    unknown = api.get("/v1/disputes?customer=cus_1")
+    assert unknown.status_code == 400 and unknown.get_json()["error"]["param"] == "customer"
+
+
+def test_a_disputed_payment_is_not_refunded_until_its_dispute_is_won(stack):
+    api = builders.api(stack.client)
+    payment, lost_one = paid(api, 2058), paid(api, 3058)
+    dispute = disputed(stack, api, payment["id"])
+    refused = api.post("/v1/refunds", builders.refund_body(payment["id"], amount=100))
+    error = refused.get_json()["error"]
+    assert refused.status_code == 409, error
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "payment_disputed", "payment")
+    assert dispute["id"] in error["message"] and error["request_id"]
+    with unit_of_work() as session:  # refused before any refund was written, so before any channel call
+        assert session.scalar(select(func.count()).select_from(Operation).where(Operation.kind == "refund")) == 0
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["amount_refunded"] == 0
+    # Lost: still refused. Won: what is left is refundable, and no more.
+    lost = disputed(stack, api, lost_one["id"])
+    rule(stack, lost["id"], "lost")
+    closed(stack, api, lost["id"], "lost")
+    again = api.post("/v1/refunds", builders.refund_body(lost_one["id"]))
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "payment_disputed"
+    rule(stack, dispute["id"], "won")
+    closed(stack, api, dispute["id"], "won")
+    part = api.post("/v1/refunds", builders.refund_body(payment["id"], amount=1000))
+    assert part.status_code == 201 and part.get_json()["status"] == "succeeded", part.get_json()
+    rest = api.post("/v1/refunds", builders.refund_body(payment["id"])).get_json()
+    assert (rest["status"], rest["amount"]) == ("succeeded", 1058)
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["amount_refunded"] == 2058
