@@ -49,6 +49,19 @@ class Stack:
                 return obj
             time.sleep(0.2)
 
+    def dispute_of(self, api, payment_id: str, timeout: float = 15.0) -> dict:
+        """The payment's dispute (sandbox row 58), once the sandbox has reported it and the worker
+        applied its callback."""
+        from tests.support import wait_until
+
+        def reported():
+            self.work()
+            return api.get(f"/v1/disputes?payment={payment_id}").get_json()["data"]
+
+        found = wait_until(reported, timeout=timeout, what=f"a dispute of {payment_id}")
+        assert len(found) == 1, found
+        return found[0]
+
 
 @pytest.fixture
 def stack(clean, tmp_path, app):

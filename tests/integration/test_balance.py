@@ -78,6 +78,8 @@ def mixed_workload(stack, api) -> dict:
     assert api.post("/v1/transfers", api.transfer_body(wallet["id"], other["id"], 700)).status_code == 201
     post("/v1/payments", builders.payment_body(1200, payment_method={"type": "balance", "account": wallet["id"]}),
          "payment")
+    charged_back = post("/v1/payments", builders.payment_body(2058), "payment")  # the sandbox disputes it
+    done["dispute"].append(stack.dispute_of(api, charged_back["id"]))
     statuses = sorted(obj["status"] for objs in done.values() for obj in objs)
     assert statuses.count("failed") == 4, done  # two payments, a top-up, a withdrawal
     return done
@@ -105,16 +107,19 @@ def test_balance_and_its_lines_equal_the_ledger_after_a_mixed_workload(stack):
     assert dict(net) == settlement and dict(fee) == fees
 
     # One line per settled movement touching the merchant: every succeeded payment and refund, every
-    # top-up and withdrawal whose fee the merchant paid; nothing for a failure or the transfer.
+    # top-up and withdrawal whose fee the merchant paid, the dispute (its debit); nothing for a
+    # failure or the transfer.
     by_source = {txn["source"]: txn for txn in txns}
     settled = [obj for objs in done.values() for obj in objs
-               if obj["status"] == "succeeded" and (obj["object"] in ("payment", "refund") or obj["fee"])]
+               if obj["object"] == "dispute" or (obj["status"] == "succeeded"
+                                                 and (obj["object"] in ("payment", "refund") or obj["fee"]))]
     assert sorted(by_source) == sorted(obj["id"] for obj in settled) and len(txns) == len(settled)
     for obj in settled:
         txn = by_source[obj["id"]]
-        assert (txn["type"], txn["currency"], txn["fee"]) == (obj["object"], obj["currency"], obj["fee"])
-        moved = {"payment": obj["amount"], "refund": -obj["amount"]}.get(obj["object"], 0)
-        assert txn["amount"] == moved and txn["net"] == moved - obj["fee"]
+        fee = obj.get("fee", 0)  # a dispute charges no fee here
+        assert (txn["type"], txn["currency"], txn["fee"]) == (obj["object"], obj["currency"], fee)
+        moved = {"payment": obj["amount"], "refund": -obj["amount"], "dispute": -obj["amount"]}.get(obj["object"], 0)
+        assert txn["amount"] == moved and txn["net"] == moved - fee
     assert api.get(f"/v1/balance_transactions/{txns[0]['id']}").get_json() == txns[0]
 
     # Newest first, ties by id; backwards from the oldest gives the same list.
@@ -229,6 +234,7 @@ def test_settlement_report_totals_equal_the_ledger(stack):
     assert {c: t["fees"] for c, t in totals.items()} == ledger_sums(api.merchant_id, ledger.FEE_REVENUE)
     assert sum(t["count"] for t in totals.values()) == len(txns)
     assert totals["USD"]["refunds"] == -sum(t["amount"] for t in txns if t["type"] == "refund")
+    assert [totals["USD"]["disputes"]] == [obj["amount"] for obj in done["dispute"]] == [2058]
     routed = {obj["routing"]["channel"] for objs in done.values() for obj in objs if obj["status"] == "succeeded"}
     assert {row["channel"] for row in rows} == routed - {None} | {"balance"}  # the last payment ran in the ledger
 
