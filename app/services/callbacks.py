@@ -25,6 +25,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context
 from app.adapters import account_channels, jobs, metrics, writebehind
+from app.adapters.channel_answers import ask
 from app.adapters.channels_runtime import channel, registry
 from app.adapters.db import read_only, unit_of_work
 from app.adapters.models import Attempt, ChannelCallback, Operation, new_id, utcnow
@@ -338,7 +339,8 @@ def query_status(operation_id: str) -> str:
     channel_id, reference, channel_reference = op.channel, op.id, op.channel_reference
     with context.bound(op.request_id, op.merchant_id, op.id):
         try:  # asked with the credentials it was made with (a merchant's channel account, or the platform's)
-            result = account_channels.adapter(channel_id, op.channel_account_id).query(reference, channel_reference)
+            result = ask(account_channels.adapter(channel_id, op.channel_account_id), "query", reference,
+                         channel_reference)
         except ChannelError as exc:
             result = None
             log.warning("status query of %s at %s failed: %s", reference, channel_id, exc)

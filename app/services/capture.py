@@ -21,6 +21,7 @@ from decimal import Decimal
 from sqlalchemy.orm import Session
 
 from app.adapters.account_channels import adapter as channel_for
+from app.adapters.channel_answers import ask
 from app.adapters.models import Merchant, Operation
 from app.domain.errors import Conflict, Unprocessable
 from app.domain.money import round_minor
@@ -105,7 +106,7 @@ def _ask(session: Session, op: Operation, verb: str, build) -> ChannelResult:
     request, adapter = build(f"{op.id}:{verb}:{op.version}"), channel_for(op.channel, op.channel_account_id)
     op.next_query_at = next_query_at(0)
     session.commit()
-    return getattr(adapter, verb)(request)
+    return ask(adapter, verb, request)
 
 
 def _apply(session: Session, op: Operation, status: str, result: ChannelResult, changes: dict, code: str) -> Made:

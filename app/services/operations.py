@@ -23,6 +23,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context
 from app.adapters import account_channels, metrics, writebehind
+from app.adapters.channel_answers import AdapterFault, ask, fault_text
 from app.adapters.channels_runtime import callback_url
 from app.adapters.db import execute_all_matched, pipelined
 from app.adapters.models import Account, Attempt, Operation, new_id, utcnow
@@ -135,23 +136,27 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         verb, request = _request(op, payment, attempt, token)
         started = time.perf_counter()
         try:
-            result = getattr(account_channels.adapter(channel_id, account_id, sealed), verb)(request)
+            result = ask(account_channels.adapter(channel_id, account_id, sealed), verb, request)
         except ChannelUnavailable as exc:
             took = _ms(started)
             breaker.record(channel_id, ok=False)
-            _close_attempt(session, attempt, FAILED, "channel_error", str(exc)[:500], duration_ms=took, op=op)
+            _close_attempt(session, attempt, FAILED, "channel_error", fault_text(exc), duration_ms=took, op=op)
             session.commit()
             log.warning("channel %s unavailable for %s; trying the next candidate", channel_id, op.id)
             continue
         except OperationNotSupported as exc:  # refused before anything was sent
-            _close_attempt(session, attempt, FAILED, "operation_not_supported", str(exc)[:500])
+            _close_attempt(session, attempt, FAILED, "operation_not_supported", fault_text(exc))
             session.commit()
             continue
-        except ChannelError as exc:  # a timeout, or any other fault: the outcome is unknown
+        except ChannelError as exc:  # a timeout, an answer the adapter got wrong, any other fault: unknown
             took = _ms(started)
             breaker.record(channel_id, ok=False)
-            code = "timeout" if isinstance(exc, ChannelTimeout) else "channel_error"
-            _close_attempt(session, attempt, "unknown", code, str(exc)[:500], duration_ms=took)
+            code = ("timeout" if isinstance(exc, ChannelTimeout) else
+                    AdapterFault.code if isinstance(exc, AdapterFault) else "channel_error")
+            reference = exc.channel_reference if isinstance(exc, AdapterFault) else None
+            _close_attempt(session, attempt, "unknown", code, fault_text(exc), reference, duration_ms=took)
+            if reference is not None:  # the channel has it: a status query asks by it
+                op.channel_reference = reference
             session.commit()
             log.warning("channel %s: %s for %s, outcome unknown, left processing", channel_id, code, op.id)
             return _as_it_is_now(session, op)

@@ -53,6 +53,7 @@ from sqlalchemy import and_, case, delete, exists, func, join, or_, select, tupl
 
 from app import context
 from app.adapters import account_channels, jobs, staging
+from app.adapters.channel_answers import ask
 from app.adapters.channels_runtime import channel, registry
 from app.adapters.db import read_only, serialize, unit_of_work
 from app.adapters.models import Attempt, Dispute, Operation, ReconciliationIssue, ReconciliationRun, new_id, utcnow
@@ -629,7 +630,7 @@ def _ask_by_reference(adapter, candidates: list, unmatched: set[str]) -> dict:
         if not unmatched - set(found) or time.monotonic() > deadline:
             break
         try:
-            answer = adapter.query(op.id)
+            answer = ask(adapter, "query", op.id)
         except ChannelError:
             continue
         if answer.channel_reference in unmatched:
