@@ -28,9 +28,9 @@ assets = Blueprint("console_assets", __name__, template_folder="templates", stat
 
 
 def init_admin(app: Flask) -> Admin:
-    from app.config import APP_EXTENSION, get_config
+    from app.config import APP_EXTENSION
 
-    config = app.extensions.get(APP_EXTENSION) or get_config()
+    config = app.extensions[APP_EXTENSION]  # create_app attached it
     # SECRET_KEY (create_app): PAYROUTER_SECRET_KEY, or the install's random var/secret_key — never a constant.
     app.config.update(
         SESSION_COOKIE_NAME="payrouter_session",

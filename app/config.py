@@ -5,14 +5,18 @@ variable, its default, how the text is read and a one-line doc. ``Config.from_en
 all and nothing else in the code reads a setting from the environment; the README's table is
 ``settings_table()`` (tests/unit/test_config_docs.py keeps the two equal).
 
-Who holds the object: ``create_app(config)`` attaches it to the Flask app
-(``app.extensions["payrouter.config"]``), and the entry point of the process (``serve``, a CLI
-command, the worker, the demo) installs it with ``set_config``; code outside a request reads it
-with ``get_config``. A process with no entry point (a script) gets ``Config.from_env()`` on first use.
+Who holds the object: the Flask app (``create_app(config)`` attaches it as
+``app.extensions["payrouter.config"]``; request code reads it with
+``app.entrypoints.app_config.app_config()``), and for what runs outside any app (the RQ worker, a
+CLI command, the demo) the process (``set_config``, or ``Config.from_env()`` on first use).
+Services read ``get_config()``: the active app's, else a ``scoped`` one, else the process's.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -232,19 +236,51 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-_current: Config | None = None
+_process: Config | None = None
+_scope: ContextVar[Config | None] = ContextVar("payrouter.config", default=None)
+
+
+def _no_app() -> Config | None:
+    return None
+
+
+_active_app: Callable[[], Config | None] = _no_app  # read_active_app_with: how to find the active app's
 
 
 def get_config() -> Config:
-    """The configuration the process's entry point installed (``set_config``)."""
-    global _current
-    if _current is None:
-        _current = Config.from_env()
-    return _current
+    """The configuration in force where this runs: the active app's (a request, or code run in the
+    app's context: ``app.extensions[APP_EXTENSION]``), else the one ``scoped`` gave this thread (a
+    test's own code, like a worker's job), else the process's (``set_config`` by the entry point;
+    ``Config.from_env()`` in a process none configured: a CLI command, a script)."""
+    config = _active_app() or _scope.get()
+    if config is not None:
+        return config
+    global _process
+    if _process is None:
+        _process = Config.from_env()
+    return _process
 
 
 def set_config(config: Config) -> None:
-    """Install the process's configuration: the entry point's call (``create_app``, the CLI, the
-    worker, the demo; in tests the fixtures, which play those entry points)."""
-    global _current
-    _current = config
+    """Install the process's configuration: the entry point's call (``serve``, the demo, a bench
+    script; the test run's session fixture), read where no app is active and no scope is set."""
+    global _process
+    _process = config
+
+
+@contextmanager
+def scoped(config: Config) -> Iterator[Config]:
+    """Run a block (in this thread) under ``config`` where no app is active: what a test's own code
+    (builders, services called directly, a worker run in the test's process) reads."""
+    token = _scope.set(config)
+    try:
+        yield config
+    finally:
+        _scope.reset(token)
+
+
+def read_active_app_with(lookup: Callable[[], Config | None]) -> None:
+    """How ``get_config`` finds the active app's configuration: installed by the web entry point
+    (app.entrypoints.app_config), so that this module and the services need no Flask."""
+    global _active_app
+    _active_app = lookup

@@ -3,6 +3,7 @@ DATABASE_URL / REDIS_URL set → PostgreSQL + Redis servers; unset → SQLite + 
 under a temporary var dir."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -12,7 +13,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from app.adapters import db, redis_conn
-from app.config import Config, set_config
+from app.config import Config, scoped, set_config
 from tests import workers
 
 # One var dir per test run (the embedded SQLite file and Redis live there), removed at the end; under
@@ -61,7 +62,7 @@ def config() -> Config:
     # Off: the suite sends bursts with one key on purpose (fuzzing, concurrency); the tests of the limit
     # turn it on (tests/integration/test_rate_limits.py). Servers a test starts read PAYROUTER_RATE_LIMIT.
     cfg = Config.from_env().with_(rate_limit=0)
-    set_config(cfg)
+    set_config(cfg)  # the test process's own (as an entry point's): what runs with no app and no scope reads it
     from app.adapters import migrate
 
     migrate.upgrade(cfg)
@@ -120,7 +121,6 @@ def _clean_database(cfg: Config) -> None:
 @pytest.fixture
 def clean(config):
     """An empty database and an empty Redis database around the test."""
-    set_config(config)
     _clean_database(config)
     redis_conn.get_redis(config).flushdb()
     _reset_process_caches()
@@ -130,27 +130,48 @@ def clean(config):
     assert_ledger_balanced(config)
 
 
-@pytest.fixture(scope="session")
-def _flask_app(config):
-    """One Flask app for the run: building one (every route compiled, the console's views) costs
-    more than most tests. It holds the session's config, as an app made per test from ``clean`` did."""
+_apps: dict[Config, object] = {}
+
+
+def app_for(cfg: Config):
+    """The Flask app holding ``cfg``, built once per distinct config in the run (building one, every
+    route compiled and the console's views, costs more than most tests), with what create_app does on
+    each call redone for this test: logging, and the channels loaded (their generated secrets stored
+    in the emptied database)."""
+    from app.adapters import channels_runtime, logs
     from app.entrypoints.web import create_app
 
-    flask_app = create_app(config)
-    flask_app.testing = True
+    flask_app = _apps.get(cfg)
+    if flask_app is None:
+        if len(_apps) >= 8:  # most configs are one test's (its own channels file): keep the first and the newest
+            del _apps[list(_apps)[1]]
+        flask_app = _apps[cfg] = create_app(cfg)
+        flask_app.testing = True
+    else:
+        logs.setup(cfg.log_json)
+        with flask_app.app_context():
+            channels_runtime.prepare()
     return flask_app
 
 
 @pytest.fixture
-def app(clean, _flask_app):
-    """The app, with what create_app does on each call redone for this test: the config in force,
-    logging, and the channels loaded (their generated secrets stored in the emptied database)."""
-    from app.adapters import channels_runtime, logs
+def app(clean):
+    """The app of the run's config."""
+    return app_for(clean)
 
-    set_config(clean)
-    logs.setup(clean.log_json)
-    channels_runtime.prepare()
-    return _flask_app
+
+@pytest.fixture
+def configured(clean):
+    """``configured(cfg)``: the app holding ``cfg`` (``app_for``), and the test's own code (builders,
+    services it calls, workers it runs in its thread) under ``cfg`` until the test ends
+    (``app.config.scoped``): what a test does instead of changing the process's configuration. A
+    later call (another config) holds until the test ends too, over the earlier one."""
+    with contextlib.ExitStack() as scopes:
+        def configure(cfg: Config):
+            scopes.enter_context(scoped(cfg))
+            return app_for(cfg)
+
+        yield configure
 
 
 @pytest.fixture

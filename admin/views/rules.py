@@ -20,9 +20,9 @@ from flask_admin import expose
 
 from admin.audit import current_actor
 from admin.views.base import SecureView, role_required, user_can
-from app.config import get_config
 from app.domain.errors import NotFound, PayRouterError
 from app.domain.kinds import OperationKind
+from app.entrypoints.app_config import app_config
 from app.services import rules_publishing, rules_replay, rules_workspace
 
 EXAMPLE_BODY = {"amount": 150000, "currency": "USD",
@@ -52,7 +52,7 @@ class RulesView(SecureView):
         return self.render("admin/payrouter_rules.html", live=live, history=history, pending=pending, form=form,
                            merchant=merchant, owners=rules_workspace.merchants_with_sets(), source_lines=source_lines,
                            kinds=OperationKind.routed(), can_change=user_can("pm"), me=current_actor(),
-                           approval=get_config().rules_approval, **state), status
+                           approval=app_config().rules_approval, **state), status
 
     @expose("/")
     def index(self):

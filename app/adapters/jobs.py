@@ -12,6 +12,7 @@ from rq import Queue
 
 from app import context
 from app.adapters.redis_conn import get_redis
+from app.config import get_config, scoped
 
 CORE = "core"  # channel callbacks, status queries
 WEBHOOKS = "webhooks"  # merchant notifications
@@ -33,16 +34,18 @@ def enqueue(name: str, func, *args, **kwargs):
 
 
 class Periodic(threading.Thread):
-    """Runs ``task()`` every ``interval`` seconds in the worker process; errors are logged, never fatal."""
+    """Runs ``task()`` every ``interval`` seconds in the worker process; errors are logged, never fatal.
+    It runs under the configuration in force where it was made (a thread starts with no scope of its own)."""
 
     def __init__(self, name: str, task, interval: float = 1.0):
         super().__init__(name=f"payrouter-{name}", daemon=True)
         self.task, self.interval, self.stopped = task, interval, threading.Event()
+        self.config = get_config()
 
     def run(self) -> None:
         while not self.stopped.is_set():
             try:
-                with context.bound():
+                with context.bound(), scoped(self.config):
                     self.task()
             except Exception:  # noqa: BLE001 - Redis or the database may be down for a while
                 log.exception("%s pass failed", self.name)

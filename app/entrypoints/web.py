@@ -8,7 +8,8 @@ from flask import Flask, g, request
 
 from app import context
 from app.adapters import logs, metrics
-from app.config import APP_EXTENSION, Config, get_config, set_config
+from app.config import Config, get_config
+from app.entrypoints import app_config
 from app.entrypoints.api import errors
 from app.services import validation
 
@@ -16,15 +17,16 @@ log = logging.getLogger("payrouter.http")
 
 
 def create_app(config: Config | None = None) -> Flask:
-    if config is not None:
-        set_config(config)
-    config = get_config()
+    """An app holding ``config`` (by default the process's): its requests, and the services they
+    call, read it (app.entrypoints.app_config); the process's configuration is left as it is."""
+    config = config or get_config()
     logs.setup(config.log_json)
+    app = Flask(__name__)
+    app_config.attach(app, config)
     from app.adapters import channels_runtime
 
-    channels_runtime.prepare()  # a live channel without its secret from the environment: refuse to start
-    app = Flask(__name__)
-    app.extensions[APP_EXTENSION] = config  # the console and anything holding the app read it here
+    with app.app_context():
+        channels_runtime.prepare()  # a live channel without its secret from the environment: refuse to start
     from app.adapters import crypto
 
     # Signs console sessions: PAYROUTER_SECRET_KEY, or without it this install's random var/secret_key.

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session
 from app import context
 from app.adapters.db import execute_all_matched, insert_unique_row, request_session, unit_of_work
 from app.adapters.models import IdempotencyKey, utcnow
+from app.config import Config, get_config
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
 
 log = logging.getLogger("payrouter.idempotency")
@@ -227,18 +228,23 @@ class Leases:
     ``RENEW_SECONDS`` one UPDATE moves ``locked_until`` of all claims held longer than that ``LEASE``
     ahead. A request that ends (answered or failed) stops renewing its claim at once. Nothing to
     renew costs nothing; a renewal that fails (the database is down) is tried again next time, and
-    meanwhile the leases run out, as they should: their owners cannot finish either."""
+    meanwhile the leases run out, as they should: their owners cannot finish either. A claim is
+    renewed in the database of the configuration its request ran under (one, but for tests that
+    serve apps of several configurations from one process)."""
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._held: dict[tuple[str, str], float] = {}  # (merchant, key) → last renewed (monotonic)
+        self._held: dict[tuple[str, str, str], float] = {}  # (database, merchant, key) → last renewed (monotonic)
+        self._configs: dict[str, Config] = {}  # database URL → a configuration of it
         self._thread: threading.Thread | None = None
         self._pid = 0
 
     def holding(self, merchant_id: str, key: str):
-        return _Holding(self, (merchant_id, key))
+        config = get_config()
+        self._configs.setdefault(config.database_url, config)
+        return _Holding(self, (config.database_url, merchant_id, key))
 
-    def _hold(self, claim: tuple[str, str]) -> None:
+    def _hold(self, claim: tuple[str, str, str]) -> None:
         with self._lock:
             self._held[claim] = time.monotonic()
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
@@ -246,7 +252,7 @@ class Leases:
                 self._pid = os.getpid()
                 self._thread.start()
 
-    def _release(self, claim: tuple[str, str]) -> None:
+    def _release(self, claim: tuple[str, str, str]) -> None:
         with self._lock:
             self._held.pop(claim, None)
 
@@ -265,11 +271,15 @@ class Leases:
             due = [claim for claim, renewed in self._held.items() if started - renewed >= RENEW_SECONDS]
         if not due:
             return 0
-        with unit_of_work() as session:
-            session.execute(update(IdempotencyKey).where(
-                tuple_(IdempotencyKey.merchant_id, IdempotencyKey.key).in_(due),
-                IdempotencyKey.status == "in_flight").values(locked_until=utcnow() + LEASE)
-                .execution_options(synchronize_session=False))
+        by_database: dict[str, list[tuple[str, str]]] = {}
+        for database, merchant_id, key in due:
+            by_database.setdefault(database, []).append((merchant_id, key))
+        for database, claims in by_database.items():
+            with unit_of_work(self._configs[database]) as session:
+                session.execute(update(IdempotencyKey).where(
+                    tuple_(IdempotencyKey.merchant_id, IdempotencyKey.key).in_(claims),
+                    IdempotencyKey.status == "in_flight").values(locked_until=utcnow() + LEASE)
+                    .execution_options(synchronize_session=False))
         with self._lock:
             for claim in due:
                 if claim in self._held:
@@ -278,7 +288,7 @@ class Leases:
 
 
 class _Holding:
-    def __init__(self, leases: Leases, claim: tuple[str, str]):
+    def __init__(self, leases: Leases, claim: tuple[str, str, str]):
         self.leases, self.claim = leases, claim
 
     def __enter__(self):

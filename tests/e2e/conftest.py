@@ -56,9 +56,17 @@ class BaseUrlSession(requests.Session):
 
 
 class Live:
-    def __init__(self, config, url: str, sandbox, worker: subprocess.Popen):
-        self.config, self.url, self.sandbox, self.worker = config, url, sandbox, worker
-        self.admin_url = url + "/admin"
+    def __init__(self, config, server, sandbox, worker: subprocess.Popen):
+        self.config, self.server, self.sandbox, self.worker = config, server, sandbox, worker
+        self.url = config.public_url
+        self.admin_url = self.url + "/admin"
+
+    def serve(self, config) -> None:
+        """An app holding ``config`` answers at ``url`` from now on (``_e2e_state`` serves the stack's own
+        again before each test)."""
+        from tests.conftest import app_for
+
+        self.server.app = app_for(config)
 
     def api(self, name: str = "Shop"):
         """A new merchant and its API client."""
@@ -91,60 +99,54 @@ def _worker_env(config) -> dict:
 def live(config, tmp_path_factory):
     from app.adapters import channels_runtime, redis_conn
     from app.adapters.channel_secrets import StoredChannelSecrets
-    from app.config import set_config
-    from app.entrypoints.web import create_app
+    from app.config import scoped
     from app.services.rules_store import seed_default_rules
     from channels.sandbox.server import SandboxServer
     from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
-    from tests.conftest import _clean_database, _reset_process_caches
+    from tests.conftest import _clean_database, _reset_process_caches, app_for
 
-    set_config(config)
     _clean_database(config)
     redis_conn.get_redis(config).flushdb()
     _reset_process_caches()
     channels_file = write_channels_file(tmp_path_factory.mktemp("e2e") / "channels.yaml", "http://127.0.0.1:1")
     sandbox = SandboxServer("127.0.0.1", 0, channels_file, stored=StoredChannelSecrets(), **FAST_SANDBOX_OPTIONS)
     write_channels_file(channels_file, sandbox.url, timeout_ms=400)
-    live_config = config.with_(channels_file=channels_file, status_query_delays=(1, 1, 2),
-                               allow_private_webhooks=True, reconcile_interval=0)
-    app = create_app(live_config)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    live_config = live_config.with_(public_url=f"http://127.0.0.1:{server.server_port}")
-    set_config(live_config)
+    server = make_server("127.0.0.1", 0, None, threaded=True)
+    live_config = config.with_(channels_file=channels_file, status_query_delays=(1, 1, 2), allow_private_webhooks=True,
+                               reconcile_interval=0, public_url=f"http://127.0.0.1:{server.server_port}")
     channels_runtime.reset()
-    seed_default_rules()
-    sandbox.start()
-    thread = threading.Thread(target=server.serve_forever, name="e2e-server", daemon=True)
-    thread.start()
-    worker = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=_worker_env(live_config),
-                              stdout=subprocess.DEVNULL, stderr=None if os.environ.get("E2E_WORKER_LOG") else
-                              subprocess.DEVNULL)
-    try:
-        yield Live(live_config, live_config.public_url, sandbox, worker)
-    finally:
-        worker.terminate()
+    with scoped(live_config):  # the tests' own code (merchants, users, switches, rules) on the stack's config
+        server.app = app_for(live_config)
+        seed_default_rules()
+        sandbox.start()
+        thread = threading.Thread(target=server.serve_forever, name="e2e-server", daemon=True)
+        thread.start()
+        worker = subprocess.Popen([sys.executable, "-m", "app", "worker"], env=_worker_env(live_config),
+                                  stdout=subprocess.DEVNULL, stderr=None if os.environ.get("E2E_WORKER_LOG") else
+                                  subprocess.DEVNULL)
         try:
-            worker.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        server.shutdown()
-        server.server_close()
-        sandbox.stop()
-        set_config(config)
-        channels_runtime.reset()
-        _reset_process_caches()
+            yield Live(live_config, server, sandbox, worker)
+        finally:
+            worker.terminate()
+            try:
+                worker.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+            server.shutdown()
+            server.server_close()
+            sandbox.stop()
+            channels_runtime.reset()
+            _reset_process_caches()
 
 
 @pytest.fixture(autouse=True)
 def _e2e_state(request):
-    """Before each e2e test: the live stack's config in force, every switch off."""
+    """Before each e2e test: the live stack's own app served, every switch off."""
     if "live" not in request.fixturenames:
         yield
         return
-    from app.config import set_config
-
     stack = request.getfixturevalue("live")
-    set_config(stack.config)
+    stack.serve(stack.config)
     stack.reset_switches()
     yield
 

@@ -9,7 +9,6 @@ import time
 import pytest
 from playwright.sync_api import expect
 
-from app.config import set_config
 from app.services import rules_publishing, rules_workspace
 from tests.builders import CARD, unique
 
@@ -102,7 +101,7 @@ def test_pm_fixes_a_bad_rule_checks_diff_and_replay_publishes_and_rolls_back(liv
 
 
 def test_publish_waits_for_a_second_person_when_approval_is_configured(live, page, login, browser, rules_back):
-    set_config(live.config.with_(rules_approval=True))
+    live.serve(live.config.with_(rules_approval=True))
     api = live.api()
     body = {"amount": 1000, "currency": "USD", "payment_method": dict(CARD), "reference": unique("sim")}
     author = login(page, "pm")

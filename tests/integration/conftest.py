@@ -16,8 +16,7 @@ from app.adapters import channels_runtime, jobs
 from app.adapters.channel_secrets import StoredChannelSecrets
 from app.adapters.logs import JsonFormatter
 from app.adapters.redis_conn import get_redis
-from app.config import set_config
-from app.entrypoints.web import create_app
+from app.config import APP_EXTENSION
 from app.services import switches
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
@@ -26,9 +25,18 @@ from tests.webhook_support import Receiver, webhook_config
 
 
 class Stack:
-    def __init__(self, config, api_url: str, sandbox_url: str, client, sandbox=None):
-        self.config, self.api_url, self.sandbox_url, self.client = config, api_url, sandbox_url, client
+    def __init__(self, configure, server, sandbox_url: str, sandbox=None):
+        self._configure, self.server, self.sandbox_url = configure, server, sandbox_url
+        self.api_url = f"http://127.0.0.1:{server.server_port}"
         self.sandbox = sandbox  # the SandboxServer: a test may make the PSP forget an operation (its store)
+
+    def serve(self, config) -> None:
+        """From now on, an app holding ``config`` answers at ``api_url`` and through ``client``, and the
+        test's own code (workers, sweeps, builders) runs under it (the ``configured`` fixture)."""
+        self.config = config
+        app = self._configure(config)
+        self.server.app = app  # werkzeug's server hands each request to its ``app`` of the moment
+        self.client = app.test_client()
 
     def work(self, rounds: int = 1) -> None:
         """Sweep (re-queue due status queries and stored callbacks) and run the core queue dry."""
@@ -64,8 +72,9 @@ class Stack:
 
 
 @pytest.fixture
-def stack(clean, tmp_path, app):
-    """Sandbox PSP + API server on free ports, channels pointing at the sandbox, rules published."""
+def stack(clean, tmp_path, configured):
+    """Sandbox PSP + API server on free ports, channels pointing at the sandbox, rules published: an
+    app of its own (the run's config with the channels file, the public URL and fast status queries)."""
     from app.services.rules_store import seed_default_rules
 
     # Both servers bind port 0 and report the port they got: no window for another process to take it.
@@ -73,23 +82,21 @@ def stack(clean, tmp_path, app):
     sandbox = SandboxServer("127.0.0.1", 0, channels_file, stored=StoredChannelSecrets(), **FAST_SANDBOX_OPTIONS)
     sandbox_url = sandbox.url
     write_channels_file(channels_file, sandbox_url, timeout_ms=400)  # the router's view: where the sandbox is
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    config = clean.with_(channels_file=channels_file, public_url=f"http://127.0.0.1:{server.server_port}",
-                         status_query_delays=(1, 1, 2))
-    set_config(config)
+    server = make_server("127.0.0.1", 0, None, threaded=True)  # its app: stack.serve
     channels_runtime.reset()
-    builders.store_channels()  # the router's channels: those of this file (`app` stored the defaults)
+    stack = Stack(configured, server, sandbox_url, sandbox)
+    stack.serve(clean.with_(channels_file=channels_file, public_url=stack.api_url, status_query_delays=(1, 1, 2)))
+    builders.store_channels()  # exactly this file's channels stored (the router reads them from the database)
     seed_default_rules()
     sandbox.start()
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Stack(config, config.public_url, sandbox_url, app.test_client(), sandbox)
+        yield stack
     finally:
         server.shutdown()
         server.server_close()
         sandbox.stop()
-        set_config(clean)
         channels_runtime.reset()
 
 
@@ -126,20 +133,21 @@ def receiver():
 
 
 @pytest.fixture
-def wh_config(clean):
-    cfg = webhook_config(clean)
-    set_config(cfg)
+def wh_app(clean, configured):
+    """An app (and the test's own code) with webhooks to local receivers, retried at once."""
     switches.reset_cache()
-    yield cfg
-    set_config(clean)
+    yield configured(webhook_config(clean))
     switches.reset_cache()
 
 
 @pytest.fixture
-def wh_client(wh_config):
-    app = create_app(wh_config)
-    app.testing = True
-    return app.test_client()
+def wh_config(wh_app):
+    return wh_app.extensions[APP_EXTENSION]
+
+
+@pytest.fixture
+def wh_client(wh_app):
+    return wh_app.test_client()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from sqlalchemy import select
 from app.adapters.db import unit_of_work
 from app.adapters.models import AuditLog, Operation, new_id, utcnow
 from app.adapters.webhook_models import WebhookDelivery
-from app.config import set_config
 from app.domain.errors import Conflict, InvalidRequest, NotFound
 from app.services import dashboard, issues, reconciliation_admin, search, webhook_admin
 from app.services.search import Criteria
@@ -134,7 +133,7 @@ def test_redeliver_a_webhook(wh_client, receiver):
         webhook_admin.redeliver("whd_nothing", "olga")
 
 
-def test_dashboard_figures(clean, client):
+def test_dashboard_figures(clean, client, configured):
     shop, _ = builders.merchant()
     now = utcnow().replace(minute=30, second=0, microsecond=0)  # "5 minutes ago" is in this hour's bucket
     for status, channel, code in [("succeeded", "acq_alpha", None), ("succeeded", "acq_alpha", None),
@@ -158,16 +157,12 @@ def test_dashboard_figures(clean, client):
     assert figures["open_issues"] == 2 and {i["channel"] for i in figures["issues"]} == {"acq_alpha", "acq_beta"}
     assert figures["webhooks"]["pending"] == 0
 
-    api = builders.api(client)
-    set_config(webhook_config(clean))
-    try:
-        create_endpoint(api, "http://127.0.0.1:9/hooks")
-        make_transfer(api)
-        from app.services.webhooks import relay
+    from app.services.webhooks import relay
 
-        relay.relay_events()  # a delivery is made and waits (no worker runs here)
-    finally:
-        set_config(clean)
+    api = builders.api(configured(webhook_config(clean)).test_client())  # an endpoint on a private address
+    create_endpoint(api, "http://127.0.0.1:9/hooks")
+    make_transfer(api)
+    relay.relay_events()  # a delivery is made and waits (no worker runs here)
     with unit_of_work() as session:
         pending = session.scalars(select(WebhookDelivery).where(WebhookDelivery.status == "pending")).all()
     assert dashboard.data()["webhooks"]["pending"] == len(pending) == 1

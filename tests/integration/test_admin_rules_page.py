@@ -183,20 +183,15 @@ def test_publish_needs_a_reason_and_a_confirmation_to_drop_rules(app, seeded):
     assert answer.status_code == 302 and rules_publishing.history()[0]["reason"] == "back"
 
 
-def test_approval_by_another_pm(app, seeded, clean):
-    from app.config import set_config
-
-    set_config(clean.with_(rules_approval=True))
-    try:
-        author, other = Console(app, "pm"), Console(app, "admin")
-        assert author.post("publish", source=CHEAPER, reason="cheaper").status_code == 302
-        assert [r["version"] for r in rules_publishing.history()] == [1]
-        request = rules_publishing.pending()[0]["request"]
-        assert 'class="pending-row" data-request="%d"' % request in author.get().get_data(as_text=True)
-        answer = author.post("approve", request=str(request))
-        assert answer.status_code == 403 and "another pm or admin" in answer.get_data(as_text=True)
-        assert other.post("approve", request=str(request)).status_code == 302
-        row = rules_publishing.history()[0]
-        assert (row["version"], row["actor"], row["approved_by"]) == (2, author.name, other.name)
-    finally:
-        set_config(clean)
+def test_approval_by_another_pm(seeded, clean, configured):
+    app = configured(clean.with_(rules_approval=True))
+    author, other = Console(app, "pm"), Console(app, "admin")
+    assert author.post("publish", source=CHEAPER, reason="cheaper").status_code == 302
+    assert [r["version"] for r in rules_publishing.history()] == [1]
+    request = rules_publishing.pending()[0]["request"]
+    assert 'class="pending-row" data-request="%d"' % request in author.get().get_data(as_text=True)
+    answer = author.post("approve", request=str(request))
+    assert answer.status_code == 403 and "another pm or admin" in answer.get_data(as_text=True)
+    assert other.post("approve", request=str(request)).status_code == 302
+    row = rules_publishing.history()[0]
+    assert (row["version"], row["actor"], row["approved_by"]) == (2, author.name, other.name)

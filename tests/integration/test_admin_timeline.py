@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from app.config import set_config
 from app.domain.errors import NotFound
 from app.services import search, timeline, webhook_admin
 from app.services.search import Criteria
@@ -14,7 +13,7 @@ from tests.webhook_support import transfer as make_transfer
 
 
 def test_timeline_tells_the_whole_story(stack, receiver):
-    set_config(webhook_config(stack.config))
+    stack.serve(webhook_config(stack.config))
     hooks = receiver()
     api = builders.api(stack.client)
     create_endpoint(api, hooks.url)

@@ -88,10 +88,8 @@ def test_issues_filter_by_class(app):
 
 
 @pytest.mark.parametrize("role,allowed", [("viewer", False), ("pm", False), ("ops", True), ("admin", True)])
-def test_redeliver_needs_ops(wh_config, receiver, role, allowed):
-    from app.entrypoints.web import create_app
-
-    app = create_app(wh_config)
+def test_redeliver_needs_ops(wh_app, receiver, role, allowed):
+    app = wh_app
     hooks = receiver()
     api = builders.api(app.test_client())
     endpoint = create_endpoint(api, hooks.url)

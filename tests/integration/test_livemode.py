@@ -203,17 +203,18 @@ def _live_channels_file(tmp_path):
 
 
 def test_no_process_starts_with_a_live_channel_without_its_secret(clean, tmp_path, monkeypatch):
-    from app.config import set_config
+    from app.config import scoped
 
     monkeypatch.delenv(LIVE_SECRET_ENV, raising=False)
     config = clean.with_(channels_file=_live_channels_file(tmp_path))
-    try:
+    started = []
+    monkeypatch.setattr("app.entrypoints.server.run", lambda *args, **kwargs: started.append(args))
+    # The worker and the CLI read their process's configuration: here, this block's.
+    with scoped(config):
         with pytest.raises(ChannelConfigError, match=f"acq_alpha: environment variable {LIVE_SECRET_ENV}"):
             create_app(config)
         with pytest.raises(SystemExit, match="refusing to start"):
             worker.run_worker([], burst=True)
-        started = []
-        monkeypatch.setattr("app.entrypoints.server.run", lambda *args, **kwargs: started.append(args))
         result = CliRunner().invoke(main, ["serve", "--port", "1"])
         assert result.exit_code == 1 and "refusing to start" in result.output and LIVE_SECRET_ENV in result.output
         assert started == []
@@ -223,6 +224,4 @@ def test_no_process_starts_with_a_live_channel_without_its_secret(clean, tmp_pat
         monkeypatch.setenv(LIVE_SECRET_ENV, "live-secret-given-by-the-operator-0123456789")
         assert create_app(config) is not None
         assert CliRunner().invoke(main, ["serve", "--port", "1"]).exit_code == 0 and len(started) == 1
-    finally:
-        set_config(clean)
-        channels_runtime.reset()
+    channels_runtime.reset()

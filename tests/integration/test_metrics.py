@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from app.adapters import channels_runtime
 from app.adapters.channel_secrets import StoredChannelSecrets
-from app.config import set_config
+from app.config import scoped
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
 from tests import builders
@@ -41,17 +41,16 @@ def sandbox_channels(clean, tmp_path):
     channels_file = write_channels_file(tmp_path / "channels.yaml", "http://127.0.0.1:1", timeout_ms=400)
     sandbox = SandboxServer("127.0.0.1", 0, channels_file, stored=StoredChannelSecrets(), **FAST_SANDBOX_OPTIONS)
     write_channels_file(channels_file, sandbox.url, timeout_ms=400)
-    set_config(clean.with_(channels_file=channels_file))
-    channels_runtime.reset()
-    builders.store_channels()
-    seed_default_rules()
-    sandbox.start()
-    try:
-        yield channels_file
-    finally:
-        sandbox.stop()
-        set_config(clean)
+    with scoped(clean.with_(channels_file=channels_file)):  # what this process does (the rules seeded) uses it
         channels_runtime.reset()
+        builders.store_channels()
+        seed_default_rules()
+        sandbox.start()
+        try:
+            yield channels_file
+        finally:
+            sandbox.stop()
+            channels_runtime.reset()
 
 
 @contextmanager
@@ -149,9 +148,8 @@ def test_a_transfer_counts_once_and_a_refused_one_not(client):
     assert counted == 1
 
 
-def test_the_metrics_token_is_required_when_set(app, clean):
-    set_config(clean.with_(metrics_token="scrape-secret"))
-    client = app.test_client()
+def test_the_metrics_token_is_required_when_set(app, clean, configured):
+    client = configured(clean.with_(metrics_token="scrape-secret")).test_client()
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "scrape-secret"}):
         response = client.get("/metrics", headers=headers)
         assert response.status_code == 401
@@ -160,17 +158,16 @@ def test_the_metrics_token_is_required_when_set(app, clean):
     response = client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
     assert response.status_code == 200 and response.mimetype == "text/plain"
     assert "# TYPE payrouter_operations_total counter" in response.get_data(as_text=True)
-    set_config(clean)
-    assert app.test_client().get("/metrics").status_code == 200  # no token set: open
+    assert app.test_client().get("/metrics").status_code == 200  # the run's app, no token set: open
 
 
-def test_without_redis_the_scrape_leaves_out_queue_depths_only(app, clean):
+def test_without_redis_the_scrape_leaves_out_queue_depths_only(clean, configured):
     from app.adapters import redis_conn
     from tests.outage_support import PrivateRedis
 
     private = PrivateRedis().start()
     try:
-        set_config(clean.with_(redis_url=private.url))
+        app = configured(clean.with_(redis_url=private.url))
         redis_conn.reset()
         found = samples(app.test_client().get("/metrics").get_data(as_text=True))
         assert value(found, "payrouter_queue_depth", queue="core") == 0
@@ -184,7 +181,6 @@ def test_without_redis_the_scrape_leaves_out_queue_depths_only(app, clean):
         assert ("payrouter_reconciliation_open_issues", (("channel", "sandbox"),)) in found
     finally:
         private.stop()
-        set_config(clean)
         redis_conn.reset()
 
 

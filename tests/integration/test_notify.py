@@ -64,15 +64,11 @@ def test_a_rule_set_published_elsewhere_is_used_on_the_notice(listening, tmp_pat
 
 
 def test_without_a_subscription_the_caches_poll(clean, monkeypatch):
-    from app.config import set_config
+    from app.config import scoped
     from tests.live import free_port
 
-    nowhere = clean.with_(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-    set_config(nowhere)
-    try:
+    with scoped(clean.with_(redis_url=f"redis://127.0.0.1:{free_port()}/0")):  # nothing listens there
         assert notify.healthy() is False
         time.sleep(0.3)
         assert notify.healthy() is False  # the listener keeps retrying, and says it is not subscribed
-    finally:
-        set_config(clean)
     assert notify.wait_until_healthy(10)  # back on the run's Redis: subscribed again

@@ -8,7 +8,6 @@ from standardwebhooks import Webhook
 
 from app.adapters.db import unit_of_work
 from app.adapters.models import Event, Operation
-from app.config import set_config
 from tests import builders
 from tests.integration.test_livemode import _live_key
 from tests.webhook_support import create_endpoint, pump, webhook_config
@@ -201,7 +200,7 @@ def test_orders_list_newest_first_with_its_filters(client):
 
 
 def test_order_paid_is_signed_and_delivered_once(stack, receiver):
-    set_config(webhook_config(stack.config))
+    stack.serve(webhook_config(stack.config))
     api, r = builders.api(stack.client), receiver()
     endpoint = create_endpoint(api, r.url, events=("order.paid",))
     order = make_order(api, 2_000)

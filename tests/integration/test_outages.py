@@ -17,7 +17,7 @@ import requests
 from app.adapters import db, migrate
 from app.adapters.db import unit_of_work
 from app.adapters.models import Attempt, Operation
-from app.config import set_config
+from app.config import scoped
 from tests import builders
 from tests.conftest import _reset_process_caches
 from tests.live import process_env
@@ -26,9 +26,10 @@ from tests.outage_support import PrivatePostgres, PrivateRedis, postgres_availab
 DEST = {"type": "bank_account", "country": "US", "last4": "1234"}
 
 
-def _use(config) -> None:
-    set_config(config)
+def _serve(stack, config) -> None:
+    """The stack's app, and the test's own code, on ``config`` (caches of the old servers dropped)."""
     _reset_process_caches()
+    stack.serve(config)
 
 
 @pytest.fixture
@@ -41,13 +42,12 @@ def private_redis():
 @pytest.fixture
 def redis_stack(stack, private_redis):
     """The payment stack on a Redis of this test's own."""
-    config = stack.config.with_(redis_url=private_redis.url)
-    _use(config)
+    _serve(stack, stack.config.with_(redis_url=private_redis.url))
     try:
         yield stack, private_redis
     finally:
         private_redis.resume()
-        _use(stack.config)
+        _reset_process_caches()
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def pg_stack(stack, private_redis, pg_cluster):
                                 redis_url=private_redis.url)
     migrate.upgrade(config)
     _share_channel_secrets(stack.config, config)
-    _use(config)
+    _serve(stack, config)
     seed_default_rules()
     try:
         yield stack, pg_cluster
@@ -79,7 +79,7 @@ def pg_stack(stack, private_redis, pg_cluster):
         if subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", str(pg_cluster.port)],
                           capture_output=True).returncode != 0:
             pg_cluster.start()
-        _use(stack.config)
+        _reset_process_caches()
         db.dispose_all()
 
 
@@ -299,9 +299,10 @@ def test_a_revocation_notice_empties_another_process_cache(clean):
 
 def test_a_revoked_key_is_refused_within_100_ms_while_redis_hangs(clean, private_redis):
     config = clean.with_(redis_url=private_redis.url)
-    _use(config)
+    _reset_process_caches()
     try:
-        assert revocation_delay(config, hang=private_redis.hang) < 0.1
+        with scoped(config):
+            assert revocation_delay(config, hang=private_redis.hang) < 0.1
     finally:
         private_redis.resume()
-        _use(clean)
+        _reset_process_caches()

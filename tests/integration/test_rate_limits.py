@@ -9,7 +9,6 @@ import pytest
 import redis
 
 from app.adapters import ratelimit, redis_conn
-from app.config import set_config
 from tests import builders
 from tests.outage_support import PrivateRedis
 
@@ -17,11 +16,9 @@ RATE = 5  # a window of 2 s admits 10
 
 
 @pytest.fixture
-def limited(app, clean):
-    set_config(clean.with_(rate_limit=RATE))
+def limited(clean, configured):
     ratelimit.reset()
-    yield app.test_client()
-    set_config(clean)
+    yield configured(clean.with_(rate_limit=RATE)).test_client()
     ratelimit.reset()
 
 
@@ -63,10 +60,11 @@ def test_each_key_gets_its_own_limit_with_retry_after(limited):
     assert first.get("/v1/events?limit=1").status_code == 200  # Retry-After was enough
 
 
-def test_without_redis_each_process_still_limits(limited, clean):
+def test_without_redis_each_process_still_limits(clean, configured):
     private = PrivateRedis().start()
+    ratelimit.reset()
     try:
-        set_config(clean.with_(rate_limit=RATE, redis_url=private.url))
+        limited = configured(clean.with_(rate_limit=RATE, redis_url=private.url)).test_client()
         redis_conn.reset()
         api = builders.api(limited)
         assert api.get("/v1/events?limit=1").status_code == 200
@@ -88,5 +86,5 @@ def test_without_redis_each_process_still_limits(limited, clean):
         assert RATE * ratelimit.BURST <= admitted <= RATE * ratelimit.BURST + 2
     finally:
         private.stop()
-        set_config(clean.with_(rate_limit=RATE))
         redis_conn.reset()
+        ratelimit.reset()

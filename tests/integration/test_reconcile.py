@@ -114,28 +114,24 @@ def test_each_pass_starts_where_the_last_ended_and_reports_only_what_is_new(no_g
 
 
 def test_one_pass_at_a_time_across_workers_and_off_when_the_interval_is_zero(stack):
-    from app.config import set_config
+    from app.adapters.redis_conn import get_redis
+    from app.config import scoped
     from app.services import reconcile as recon
 
     assert recon.run_continuous() == {"sandbox": 0, "acq_alpha": 0, "acq_beta": 0}
     assert recon.run_continuous() == {}  # another worker's pass holds the lease
-    set_config(stack.config.with_(reconcile_interval=0))
-    try:
-        from app.adapters.redis_conn import get_redis
-
+    with scoped(stack.config.with_(reconcile_interval=0)):  # a worker whose process has passes off
         get_redis().delete(recon.LEASE_KEY)
         assert recon.run_continuous() == {}
-    finally:
-        set_config(stack.config)
 
 
 def test_a_batch_worker_runs_passes_on_its_own(stack):
     from app.adapters import jobs
-    from app.config import set_config
+    from app.config import scoped
     from app.entrypoints import worker
 
-    set_config(stack.config.with_(reconcile_interval=1))
-    threads = [t for t in worker.maintenance_for([jobs.BATCH]) if t.name == "payrouter-reconcile-recent"]
+    with scoped(stack.config.with_(reconcile_interval=1)):  # the worker's process configuration: its threads keep it
+        threads = [t for t in worker.maintenance_for([jobs.BATCH]) if t.name == "payrouter-reconcile-recent"]
     assert len(threads) == 1
     threads[0].start()
     try:
@@ -148,12 +144,9 @@ def test_a_batch_worker_runs_passes_on_its_own(stack):
     finally:
         threads[0].stopped.set()
         threads[0].join(5)
-        set_config(stack.config)
 
 
 def test_cli_recent_and_list_and_the_ops_api(stack):
-    from app.config import set_config
-
     api = builders.api(stack.client)
     api.post("/v1/payments", builders.payment_body(2000))
     result = CliRunner().invoke(main, ["reconcile", "--recent", "--channel", "sandbox", "--json"])
@@ -163,19 +156,16 @@ def test_cli_recent_and_list_and_the_ops_api(stack):
     assert listed.exit_code == 0 and json.loads(listed.output)["channel"] == "sandbox"
     assert CliRunner().invoke(main, ["reconcile", "--recent", "--date", "2026-01-01"]).exit_code == 2
     assert CliRunner().invoke(main, ["reconcile"]).exit_code == 2
-    set_config(stack.config.with_(ops_token="ops-secret"))
-    try:
-        client = stack.client
-        auth = {"Authorization": "Bearer ops-secret"}
-        body = client.get("/ops/reconciliation?channel=sandbox&limit=5", headers=auth).get_json()
-        assert [run["mode"] for run in body["data"]] == ["continuous"]
-        assert client.get("/ops/reconciliation?issues=true", headers=auth).get_json()["data"] == []
-        bad = client.get("/ops/reconciliation?limit=0", headers=auth)
-        assert bad.status_code == 400 and bad.get_json()["error"]["param"] == "limit"
-        assert client.get("/ops/reconciliation?nope=1", headers=auth).status_code == 400
-        assert client.get("/ops/reconciliation").status_code == 401
-    finally:
-        set_config(stack.config)
+    stack.serve(stack.config.with_(ops_token="ops-secret"))
+    client = stack.client
+    auth = {"Authorization": "Bearer ops-secret"}
+    body = client.get("/ops/reconciliation?channel=sandbox&limit=5", headers=auth).get_json()
+    assert [run["mode"] for run in body["data"]] == ["continuous"]
+    assert client.get("/ops/reconciliation?issues=true", headers=auth).get_json()["data"] == []
+    bad = client.get("/ops/reconciliation?limit=0", headers=auth)
+    assert bad.status_code == 400 and bad.get_json()["error"]["param"] == "limit"
+    assert client.get("/ops/reconciliation?nope=1", headers=auth).status_code == 400
+    assert client.get("/ops/reconciliation").status_code == 401
 
 
 def test_old_empty_passes_are_purged_but_not_the_newest_or_those_that_found_something(clean):

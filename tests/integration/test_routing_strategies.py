@@ -9,7 +9,6 @@ import time
 import pytest
 
 from app.adapters import redis_conn
-from app.config import set_config
 from app.services import callbacks, routing, rules_store, success_rates
 from app.services.rules_store import seed_default_rules
 from tests import builders
@@ -119,17 +118,18 @@ def test_exploration_sends_a_seeded_share_in_random_order(stack, monkeypatch):
 
 
 @pytest.fixture
-def private_redis(app, clean):
+def private_redis(clean, configured):
+    """A Redis of the test's own, and a client of an app on it."""
     private = PrivateRedis().start()
-    set_config(clean.with_(redis_url=private.url))
+    client = configured(clean.with_(redis_url=private.url)).test_client()
     redis_conn.reset()
-    yield private
+    yield private, client
     private.stop()
-    set_config(clean)
     redis_conn.reset()
 
 
-def test_without_redis_success_rate_keeps_the_listed_order_and_says_so(private_redis, client):
+def test_without_redis_success_rate_keeps_the_listed_order_and_says_so(private_redis):
+    private_redis, client = private_redis
     seed_default_rules()
     api = builders.api(client)
     publish(RATE % 0, api)

@@ -192,13 +192,10 @@ def test_approval_needs_another_person(live):
 
 
 def test_approval_setting_makes_the_cli_publish_wait(live, draft_file, clean):
-    from app.config import set_config
+    from app.config import scoped
 
-    set_config(clean.with_(rules_approval=True))
-    try:
+    with scoped(clean.with_(rules_approval=True)):  # the CLI's process configuration, for this command
         code, out = cli("rules", "publish", draft_file(CHEAPER), "--reason", "cheaper")
-    finally:
-        set_config(clean)
     assert code == 0 and "awaits approval" in out and runtime.version_in_use() == 1
     request = rules_publishing.pending()[0]["request"]
     assert rules_publishing.reject(request, "bob", "not now")["status"] == "rejected"

@@ -21,7 +21,7 @@ from app.adapters.channels_runtime import channel
 from app.adapters.db import unit_of_work
 from app.adapters.models import ChannelCallback, ChannelSecret, IdempotencyKey, Operation
 from app.adapters.webhook_models import WebhookEndpoint
-from app.config import set_config
+from app.config import scoped
 from app.entrypoints.cli import main
 from channels.config import read_channels_file
 from tests import builders
@@ -160,29 +160,26 @@ def test_secrets_rotate_reencrypts_everything_under_the_new_key(wh_client, wh_co
         generated = {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(
             select(ChannelSecret))}
     assert len(generated) == 3 and all(secret.startswith("chsec_") for secret in generated.values())
-    new = wh_config.with_(secret_key="the-new-key-" + "x" * 20)
-    set_config(new)
-    with pytest.raises(crypto.SecretUndecryptable):  # the new key alone opens nothing stored before
-        with unit_of_work() as session:
-            session.get(WebhookEndpoint, endpoint["id"]).secret  # noqa: B018
-    runner = CliRunner()
-    refused = runner.invoke(main, ["secrets", "rotate"])  # the old key not given: nothing changes
-    assert refused.exit_code == 1 and "nothing was changed" in refused.output
-    monkeypatch.setenv("OLD_PAYROUTER_SECRET_KEY", crypto.current_key(wh_config))
-    result = runner.invoke(main, ["secrets", "rotate", "--old-key-env", "OLD_PAYROUTER_SECRET_KEY"])
-    assert result.exit_code == 0, result.output
-    counts = json.loads(result.output)
-    assert counts == {"channel_secrets": 3, "channel_account_credentials": 0, "webhook_endpoint_secrets": 1,
-                      "stored_responses": 1}
-    with unit_of_work() as session:  # under the new key alone now
-        assert session.get(WebhookEndpoint, endpoint["id"]).secret == endpoint["secret"]
-        assert {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(
-            select(ChannelSecret))} == generated
-    set_config(wh_config)
+    with scoped(wh_config.with_(secret_key="the-new-key-" + "x" * 20)):  # the CLI's process, on the new key
+        with pytest.raises(crypto.SecretUndecryptable):  # the new key alone opens nothing stored before
+            with unit_of_work() as session:
+                session.get(WebhookEndpoint, endpoint["id"]).secret  # noqa: B018
+        runner = CliRunner()
+        refused = runner.invoke(main, ["secrets", "rotate"])  # the old key not given: nothing changes
+        assert refused.exit_code == 1 and "nothing was changed" in refused.output
+        monkeypatch.setenv("OLD_PAYROUTER_SECRET_KEY", crypto.current_key(wh_config))
+        result = runner.invoke(main, ["secrets", "rotate", "--old-key-env", "OLD_PAYROUTER_SECRET_KEY"])
+        assert result.exit_code == 0, result.output
+        counts = json.loads(result.output)
+        assert counts == {"channel_secrets": 3, "channel_account_credentials": 0, "webhook_endpoint_secrets": 1,
+                          "stored_responses": 1}
+        with unit_of_work() as session:  # under the new key alone now
+            assert session.get(WebhookEndpoint, endpoint["id"]).secret == endpoint["secret"]
+            assert {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(
+                select(ChannelSecret))} == generated
     with pytest.raises(crypto.SecretUndecryptable):  # and no longer under the old one
         with unit_of_work() as session:
             session.get(WebhookEndpoint, endpoint["id"]).secret  # noqa: B018
-    set_config(new)
 
 
 @contextlib.contextmanager
@@ -256,11 +253,8 @@ def test_migration_0008_encrypts_what_was_stored_in_clear_and_downgrading_restor
 
 def test_init_under_another_key_says_why_and_exits_1_instead_of_a_traceback(clean):
     channel_secrets.ensure(clean)  # stored under this install's key
-    set_config(clean.with_(secret_key="another-install-" + "k" * 24))
-    try:
+    with scoped(clean.with_(secret_key="another-install-" + "k" * 24)):  # the CLI's process configuration
         result = CliRunner().invoke(main, ["init"])
-    finally:
-        set_config(clean)
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and result.exception is not None
     assert "decrypt" in result.output.lower() or "secret" in result.output.lower(), result.output

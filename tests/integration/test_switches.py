@@ -10,9 +10,8 @@ from sqlalchemy import select
 
 from app.adapters.db import unit_of_work
 from app.adapters.models import AuditLog
-from app.config import set_config
+from app.config import scoped
 from app.domain.errors import InvalidRequest
-from app.entrypoints.web import create_app
 from app.services import switches
 from tests.live import process_env
 
@@ -57,14 +56,11 @@ def test_unknown_names_are_refused(fresh, name):
 
 def test_reads_fall_back_to_the_database_when_redis_is_down(fresh):
     switches.set("read_only", True, "alice", "migration")
-    set_config(fresh.with_(redis_url="redis://127.0.0.1:1/0"))
-    try:
+    with scoped(fresh.with_(redis_url="redis://127.0.0.1:1/0")):
         switches.reset_cache()
         assert switches.is_on("read_only")
         switches.set("read_only", False, "alice", "done")  # committed even though it cannot be announced
         assert not switches.is_on("read_only")
-    finally:
-        set_config(fresh)
 
 
 def test_a_toggle_in_another_process_is_seen_within_two_seconds(fresh):
@@ -99,28 +95,24 @@ def test_this_process_toggle_is_seen_by_another_process(fresh):
         watcher.wait()
 
 
-def test_ops_api(fresh):
-    client = create_app(fresh).test_client()
+def test_ops_api(fresh, configured):
+    client = configured(fresh).test_client()
     assert client.get("/ops/switches").status_code == 403  # no token configured: disabled
-    set_config(fresh.with_(ops_token="s3cret"))
-    try:
-        client = create_app(fresh.with_(ops_token="s3cret")).test_client()
-        assert client.get("/ops/switches").status_code == 401
-        assert client.get("/ops/switches", headers={"Authorization": "Bearer nope"}).status_code == 401
-        auth = {"Authorization": "Bearer s3cret"}
-        response = client.post("/ops/switches", json={"name": "webhooks", "on": True, "reason": "incident 42",
-                                                       "actor": "carol"}, headers=auth)
-        assert response.status_code == 200, response.get_json()
-        assert response.get_json()["on"] is True and response.get_json()["updated_by"] == "ops-api:carol"
-        assert switches.is_on("webhooks")
-        listed = client.get("/ops/switches", headers=auth).get_json()
-        assert [s["name"] for s in listed["data"]] == ["webhooks"]
-        for body, param in (({"name": "nope", "on": True, "reason": "x"}, "name"),
-                            ({"name": "webhooks", "on": "yes", "reason": "x"}, "on"),
-                            ({"name": "webhooks", "on": True}, "reason"),
-                            ({"name": "webhooks", "on": True, "reason": "x", "extra": 1}, "extra")):
-            response = client.post("/ops/switches", json=body, headers=auth)
-            assert response.status_code == 400 and response.get_json()["error"]["param"] == param
-        assert [r.actor for r in audit_rows()] == ["ops-api:carol"]
-    finally:
-        set_config(fresh)
+    client = configured(fresh.with_(ops_token="s3cret")).test_client()
+    assert client.get("/ops/switches").status_code == 401
+    assert client.get("/ops/switches", headers={"Authorization": "Bearer nope"}).status_code == 401
+    auth = {"Authorization": "Bearer s3cret"}
+    response = client.post("/ops/switches", json={"name": "webhooks", "on": True, "reason": "incident 42",
+                                                   "actor": "carol"}, headers=auth)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["on"] is True and response.get_json()["updated_by"] == "ops-api:carol"
+    assert switches.is_on("webhooks")
+    listed = client.get("/ops/switches", headers=auth).get_json()
+    assert [s["name"] for s in listed["data"]] == ["webhooks"]
+    for body, param in (({"name": "nope", "on": True, "reason": "x"}, "name"),
+                        ({"name": "webhooks", "on": "yes", "reason": "x"}, "on"),
+                        ({"name": "webhooks", "on": True}, "reason"),
+                        ({"name": "webhooks", "on": True, "reason": "x", "extra": 1}, "extra")):
+        response = client.post("/ops/switches", json=body, headers=auth)
+        assert response.status_code == 400 and response.get_json()["error"]["param"] == param
+    assert [r.actor for r in audit_rows()] == ["ops-api:carol"]

@@ -9,7 +9,6 @@ import secrets
 import pytest
 import urllib3
 
-from app.config import set_config
 from channels.base import ChargeRequest
 from tests import builders
 from tests.support import database_text
@@ -22,7 +21,7 @@ def card(token: str, **fields) -> dict:
 
 def test_a_token_reaches_the_channel_and_is_never_stored_logged_or_answered(stack, caplog, json_log, receiver):
     caplog.set_level(logging.DEBUG)
-    set_config(webhook_config(stack.config))  # webhooks to a local receiver (the fixture restores the config)
+    stack.serve(webhook_config(stack.config))  # webhooks to a local receiver
     api = builders.api(stack.client)
     hooks = receiver()
     create_endpoint(api, hooks.url)

@@ -17,7 +17,6 @@ from app.adapters import jobs
 from app.adapters.db import unit_of_work
 from app.adapters.models import utcnow
 from app.adapters.webhook_models import WebhookAttempt, WebhookDelivery
-from app.config import set_config
 from app.entrypoints import worker
 from app.services import switches
 from app.services.webhooks import delivery, relay
@@ -90,12 +89,9 @@ def test_never_succeeds_ends_failed_after_the_schedule_then_redelivers(wh_client
     assert [d["status"] for d in deliveries_of(api, endpoint["id"])] == ["succeeded", "failed"]
 
 
-def test_timeout_is_a_failed_attempt(wh_config, receiver):
-    from app.entrypoints.web import create_app
-
-    cfg = wh_config.with_(webhook_retry_schedule=(0,), webhook_timeout=0.3)
-    set_config(cfg)
-    api, r = builders.api(create_app(cfg).test_client()), receiver(delay=1.0)
+def test_timeout_is_a_failed_attempt(wh_config, configured, receiver):
+    app = configured(wh_config.with_(webhook_retry_schedule=(0,), webhook_timeout=0.3))
+    api, r = builders.api(app.test_client()), receiver(delay=1.0)
     endpoint = create_endpoint(api, r.url)
     transfer(api)
     pump()
@@ -190,12 +186,9 @@ def test_a_lost_attempt_is_recovered_after_its_lease(wh_client, receiver):
     assert [a.error is not None for a in attempts] == [True, False]
 
 
-def test_a_job_lost_by_redis_is_requeued_by_the_sweep(wh_config, receiver):
-    from app.entrypoints.web import create_app
-
-    cfg = wh_config.with_(webhook_sweep_grace=0)
-    set_config(cfg)
-    api, r = builders.api(create_app(cfg).test_client()), receiver()
+def test_a_job_lost_by_redis_is_requeued_by_the_sweep(wh_config, configured, receiver):
+    app = configured(wh_config.with_(webhook_sweep_grace=0))
+    api, r = builders.api(app.test_client()), receiver()
     create_endpoint(api, r.url)
     transfer(api)
     relay.run_once()

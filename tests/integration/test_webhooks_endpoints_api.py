@@ -5,18 +5,13 @@ import base64
 
 import pytest
 
-from app.config import set_config
-from app.entrypoints.web import create_app
 from tests import builders
 from tests.webhook_support import create_endpoint
 
 
 @pytest.fixture
-def strict_client(clean):
-    cfg = clean.with_(allow_private_webhooks=False)
-    set_config(cfg)
-    yield create_app(cfg).test_client()
-    set_config(clean)
+def strict_client(clean, configured):
+    return configured(clean.with_(allow_private_webhooks=False)).test_client()
 
 
 def test_create_shows_the_secret_once(wh_client):

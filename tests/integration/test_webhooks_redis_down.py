@@ -4,8 +4,6 @@ from __future__ import annotations
 import pytest
 
 from app.adapters.redis_conn import get_redis
-from app.config import set_config
-from app.entrypoints.web import create_app
 from app.services import switches
 from app.services.webhooks import relay
 from tests import builders
@@ -14,22 +12,20 @@ from tests.webhook_support import create_endpoint, pump, webhook_config
 
 
 @pytest.fixture
-def private_redis(clean):
+def private_redis(clean, configured):
     server = PrivateRedis()
     server.start()
     cfg = webhook_config(clean, redis_url=server.url)
-    set_config(cfg)
     switches.reset_cache()
-    yield server, cfg
+    yield server, configured(cfg)
     server.stop()
-    set_config(clean)
     switches.reset_cache()
 
 
 def test_event_committed_while_redis_is_down_is_delivered_after(private_redis, receiver, monkeypatch):
     monkeypatch.setattr(relay, "CHUNK", 1)  # several batches, so the ones after a refused enqueue are covered
-    server, cfg = private_redis
-    api, r, others = builders.api(create_app(cfg).test_client()), receiver(), [receiver(), receiver()]
+    server, app = private_redis
+    api, r, others = builders.api(app.test_client()), receiver(), [receiver(), receiver()]
     endpoint = create_endpoint(api, r.url)
     for other in others:
         create_endpoint(api, other.url)
@@ -40,7 +36,7 @@ def test_event_committed_while_redis_is_down_is_delivered_after(private_redis, r
     assert relay.run_once()["relayed"] == 1  # deliveries written, nothing queued, nothing raised
     assert relay.run_once() == {"relayed": 0, "queued": 0}
     server.start()  # an empty Redis: whatever had been queued is gone
-    pump(get_redis(cfg))
+    pump(get_redis())
     assert [len(x.requests) for x in [r, *others]] == [1, 1, 1]
     assert r.requests[0]["headers"]["X-Request-Id"] == response.headers["X-Request-Id"]
     from standardwebhooks import Webhook

@@ -7,15 +7,15 @@ import hmac
 from flask import Blueprint, Response, request
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.config import get_config
 from app.domain.errors import AuthenticationFailed
+from app.entrypoints.app_config import app_config
 
 bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/metrics")
 def scrape():
-    expected = get_config().metrics_token
+    expected = app_config().metrics_token
     if expected:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):

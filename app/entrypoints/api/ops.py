@@ -8,8 +8,8 @@ import hmac
 
 from flask import Blueprint, Response, jsonify, request
 
-from app.config import get_config
 from app.domain.errors import AuthenticationFailed, InvalidRequest, PermissionDenied
+from app.entrypoints.app_config import app_config
 from app.services import switches
 from app.services.validation import parse_body, query_params
 
@@ -19,7 +19,7 @@ ACTOR_PREFIX = "ops-api:"  # the audit column holds 200: schemas/api.schema.json
 
 
 def ops_token() -> str | None:
-    return get_config().ops_token
+    return app_config().ops_token
 
 
 @bp.before_request

@@ -9,6 +9,7 @@ finishing transaction.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -36,7 +37,7 @@ from app.adapters.webhook_models import (
     WebhookDelivery,
     WebhookEndpoint,
 )
-from app.config import get_config
+from app.config import Config, get_config, scoped
 from app.services import switches
 from app.services.representation import rfc3339
 from app.services.webhooks import endpoints, settings, signing
@@ -99,7 +100,9 @@ def deliver_many(delivery_ids: list[str]) -> dict:
     claims = _claim(delivery_ids)
     if not claims:
         return {}
-    outcomes = list(_pool().map(_attempt, claims)) if len(claims) > 1 else [_attempt(claims[0])]
+    # The pool's threads send under this job's configuration (a thread starts with none of its own).
+    attempt = functools.partial(_attempt, config=get_config())
+    outcomes = list(_pool().map(attempt, claims)) if len(claims) > 1 else [attempt(claims[0])]
     return dict(Counter(_finish(claims, outcomes)))
 
 
@@ -157,9 +160,9 @@ def _connections() -> urllib3.PoolManager:
     return _local.pools
 
 
-def _attempt(claim: Claim) -> Outcome:
-    """Send one claimed attempt in the event's request context, and log it."""
-    with context.bound(claim.request_id, claim.merchant_id, claim.object_id):
+def _attempt(claim: Claim, config: Config) -> Outcome:
+    """Send one claimed attempt in the event's request context, under ``config``, and log it."""
+    with context.bound(claim.request_id, claim.merchant_id, claim.object_id), scoped(config):
         try:
             outcome = _send(claim) if claim.url else Outcome(None, 0, "endpoint deleted", final=True)
         except Exception as exc:  # noqa: BLE001 - an attempt that broke is a failed attempt, never a lost one
