@@ -17,7 +17,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.live import free_port, wait_http  # noqa: E402
+from tests.live import free_port, stop, wait_http  # noqa: E402, F401 - stop: the benches import it from here
 
 SERVER = {"workers": 2, "threads": 8}
 
@@ -105,14 +105,6 @@ def start(args: list[str], env: dict, ready_path: str, port: int | None = None) 
     base = f"http://127.0.0.1:{port}"
     wait_http(base + ready_path, timeout=60, proc=proc)
     return proc, base
-
-
-def stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def baseline_server(env: dict, statements: int) -> tuple[subprocess.Popen, str]:

@@ -42,6 +42,16 @@ def process_env(config: Config, **extra) -> dict:
     return env
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """Terminate a process this test started; kill it if it has not gone within 15 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -68,11 +78,7 @@ def api_server(config: Config, workers: int = 2, threads: int = 16, **env):
         wait_http(base + "/readyz", proc=proc)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 ROOT = Path(__file__).resolve().parents[1]

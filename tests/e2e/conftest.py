@@ -104,6 +104,7 @@ def live(config, tmp_path_factory):
     from channels.sandbox.server import SandboxServer
     from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
     from tests.conftest import _clean_database, _reset_process_caches, app_for
+    from tests.live import stop
 
     _clean_database(config)
     redis_conn.get_redis(config).flushdb()
@@ -127,11 +128,7 @@ def live(config, tmp_path_factory):
         try:
             yield Live(live_config, server, sandbox, worker)
         finally:
-            worker.terminate()
-            try:
-                worker.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            stop(worker)
             server.shutdown()
             server.server_close()
             sandbox.stop()

@@ -27,7 +27,7 @@ import pytest
 import requests
 import yaml
 
-from tests.live import free_port, wait_http
+from tests.live import free_port, stop, wait_http
 from tests.outage_support import PrivateRedis
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -202,18 +202,9 @@ def _start(argv: list[str], env: dict, cwd: Path, url: str) -> subprocess.Popen:
     try:
         wait_http(url, timeout=45, proc=proc)
     except BaseException:
-        _stop(proc)
+        stop(proc)
         raise
     return proc
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def test_serve_and_sandbox_from_the_installed_copy_pass_their_health_checks(installed, workdir, initialized):
@@ -234,7 +225,7 @@ def test_serve_and_sandbox_from_the_installed_copy_pass_their_health_checks(inst
         assert requests.get(base + "/admin/assets/dashboard.js", timeout=10).status_code == 200
         assert requests.get(base + "/metrics", timeout=10).status_code == 200
     finally:
-        _stop(api)
+        stop(api)
     sandbox = _start([payrouter, "sandbox", "--host", "127.0.0.1", "--port", str(sandbox_port)], env, workdir,
                      f"http://127.0.0.1:{sandbox_port}/healthz")
     try:
@@ -244,7 +235,7 @@ def test_serve_and_sandbox_from_the_installed_copy_pass_their_health_checks(inst
                               timeout=30).returncode == 0
         assert time.monotonic() - started < 10
     finally:
-        _stop(sandbox)
+        stop(sandbox)
 
 
 # --- the Dockerfile ----------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from app.config import scoped
 from channels.sandbox.server import SandboxServer
 from channels.sandbox.testing import FAST_SANDBOX_OPTIONS, write_channels_file
 from tests import builders
-from tests.live import free_port, process_env, wait_http
+from tests.live import free_port, process_env, stop, wait_http
 
 
 def samples(text: str) -> dict[tuple[str, tuple], float]:
@@ -66,11 +66,7 @@ def served(config, metrics_dir, channels_file, workers: int = 2):
         wait_http(base + "/readyz", proc=proc)
         yield base, env
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def worker_pids_with_counters(directory) -> set[int]:
