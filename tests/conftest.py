@@ -130,7 +130,7 @@ def clean(config):
     assert_ledger_balanced(config)
 
 
-_apps: dict[Config, object] = {}
+_apps: dict[tuple[Config, int], object] = {}
 
 
 def app_for(cfg: Config):
@@ -141,11 +141,12 @@ def app_for(cfg: Config):
     from app.adapters import channels_runtime, logs
     from app.entrypoints.web import create_app
 
-    flask_app = _apps.get(cfg)
+    key = (cfg, id(cfg.channel_env))  # channel_env is left out of a Config's equality: the app holds its own
+    flask_app = _apps.get(key)
     if flask_app is None:
         if len(_apps) >= 8:  # most configs are one test's (its own channels file): keep the first and the newest
             del _apps[list(_apps)[1]]
-        flask_app = _apps[cfg] = create_app(cfg)
+        flask_app = _apps[key] = create_app(cfg)
         flask_app.testing = True
     else:
         logs.setup(cfg.log_json)

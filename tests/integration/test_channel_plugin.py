@@ -15,7 +15,6 @@ import yaml
 from click.testing import CliRunner
 
 from app.adapters import channels_runtime
-from app.config import set_config
 from app.entrypoints.cli import main
 from app.services import rules_store
 from channels.registry import ENTRY_POINT_GROUP
@@ -47,16 +46,14 @@ def echo(stack):
                                  "operations": ["payment", "refund"], "cost": {"percent": "1.0", "fixed": 0},
                                  "timeout_ms": 1000, "config": {"base_url": psp.url, "secret_env": "ECHO_SECRET"}})
         path.write_text(yaml.safe_dump(data, sort_keys=False))
-        config = stack.config.with_(channel_env={**os.environ, "ECHO_SECRET": SECRET})
-        set_config(config)
         channels_runtime.reset()
+        stack.serve(stack.config.with_(channel_env={**os.environ, "ECHO_SECRET": SECRET}))
         builders.store_channels()  # as `payrouter channels import` would: every process runs echo within 2 s
         api = builders.api(stack.client)
         version = rules_store.publish_and_announce(TO_ECHO, "test", "route to the echo plugin")
         wait_until(lambda: api.post("/v1/routing/simulate", builders.payment_body(100)).get_json()["ruleset_version"]
                    == version, what="the rule set routing to echo in use")
         yield api
-        set_config(stack.config)
         channels_runtime.reset()
 
 

