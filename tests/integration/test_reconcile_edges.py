@@ -299,11 +299,8 @@ def test_resolve_refuses_a_query_parameter(stack):
     from tests.integration.test_admin_data import open_issue
 
     issue = open_issue("sandbox", "status_mismatch")
-    set_config(stack.config.with_(ops_token="ops-secret"))
-    try:
-        answer = stack.client.post(f"/ops/reconciliation/issues/{issue}/resolve?settle=failed", json={"note": "x"},
-                                   headers=AUTH)
-    finally:
-        set_config(stack.config)
+    stack.serve(stack.config.with_(ops_token="ops-secret"))
+    answer = stack.client.post(f"/ops/reconciliation/issues/{issue}/resolve?settle=failed", json={"note": "x"},
+                               headers=AUTH)
     assert answer.status_code == 400 and answer.get_json()["error"]["param"] == "settle"
     assert [i["id"] for i in issues.listing("sandbox")] == [issue]  # still open
