@@ -44,8 +44,18 @@ class AdapterFault(ChannelError):
 
 def ask(adapter: Channel, verb: str, *args) -> ChannelResult:
     """``adapter.<verb>(*args)`` (charge, refund, payout, capture, void, query): its answer made fit
-    to record (``fit``); a fault the adapter raises is raised as it is."""
-    return fit(adapter.id, getattr(adapter, verb)(*args))
+    to record (``fit``). A ChannelError the adapter raises is raised as it is; anything else it
+    raises (a bug in a plugin, perhaps after the PSP charged) is an AdapterFault, logged with its
+    traceback: an unknown outcome that status queries settle, never a 500 nor a failover."""
+    try:
+        answer = getattr(adapter, verb)(*args)
+    except ChannelError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever a plugin raises, the outcome is unknown
+        log.exception("adapter fault: channel %s raised %s in %s; outcome unknown", adapter.id,
+                      type(exc).__name__, verb, extra={"channel": adapter.id})
+        raise AdapterFault(f"channel {adapter.id}: the adapter raised {type(exc).__name__} in {verb}") from exc
+    return fit(adapter.id, answer)
 
 
 def fit(channel_id: str, result: Any) -> ChannelResult:

@@ -211,6 +211,23 @@ def test_a_fault_raised_with_text_no_column_takes_is_recorded(stack, api):
     assert len(message) == 500 and "\x00" not in message and message.endswith(MARK)
 
 
+def test_an_adapter_that_raises_after_the_psp_charged_leaves_an_unknown_outcome(stack, api, caplog):
+    """A plugin's bug (any exception but a ChannelError) after the sandbox charged: 201 processing,
+    the attempt unknown with adapter_fault and the traceback logged; a status query settles it."""
+    def breaks(result):
+        raise RuntimeError("the plugin tripped over the answer")
+
+    SPOIL["charge"] = breaks
+    response = api.post("/v1/payments", builders.payment_body(1000))
+    assert response.status_code == 201, response.get_json()
+    payment = response.get_json()
+    assert payment["status"] == "processing" and len(payment["attempts"]) == 1, payment  # never re-routed
+    assert (payment["attempts"][0]["status"], payment["attempts"][0]["error_code"]) == ("unknown", "adapter_fault")
+    assert any("raised RuntimeError in charge" in r.getMessage() and r.exc_info for r in caplog.records)
+    SPOIL.clear()
+    assert callbacks.query_status(payment["id"]) == "succeeded"
+
+
 def test_a_capture_answered_wrong_is_a_502_and_a_status_query_learns_the_capture(stack, api):
     authorized = api.post("/v1/payments", builders.payment_body(1000, capture_method="manual")).get_json()
     assert authorized["status"] == "requires_capture", authorized
