@@ -49,7 +49,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import redis
-from sqlalchemy import and_, case, delete, exists, func, join, or_, select, tuple_
+from sqlalchemy import and_, case, delete, exists, func, join, literal, or_, select, tuple_
 
 from app import context
 from app.adapters import account_channels, jobs, staging
@@ -400,15 +400,18 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
 
 
 def _listed_now(session, channel_id: str, load_id: str, account: str | None = None) -> list[str]:
-    """Open ``missing_at_channel`` issues of this channel (and account) whose operation a line of
-    this load lists (found by a pass that ran before the channel's statement had it: a statement
-    later than SETTLE_GRACE): what they say is no longer true."""
+    """Open ``missing_at_channel`` issues of this channel (and account) whose operation or dispute a
+    line of this load lists (found by a pass that ran before the channel's statement had it: a
+    statement later than SETTLE_GRACE): what they say is no longer true."""
     issue = ReconciliationIssue
-    return list(session.scalars(select(issue.id).join(Operation, Operation.id == issue.operation_id).where(
-        issue.status == issue_store.OPEN, issue.channel == channel_id, issue.kind == issue_store.MISSING_AT_CHANNEL,
-        _of_account(Operation.channel_account_id, account),
-        exists().where(LINES.c.load_id == load_id, LINES.c.channel_reference == issue.channel_reference,
-                       _same_family()))))
+    open_here = (issue.status == issue_store.OPEN, issue.channel == channel_id,
+                 issue.kind == issue_store.MISSING_AT_CHANNEL)
+    listed = LINES.c.load_id == load_id, LINES.c.channel_reference == issue.channel_reference
+    return [*session.scalars(select(issue.id).join(Operation, Operation.id == issue.operation_id).where(
+        *open_here, _of_account(Operation.channel_account_id, account), exists().where(*listed, _same_family()))),
+            *session.scalars(select(issue.id).join(Dispute, Dispute.id == issue.operation_id).where(
+                *open_here, _of_account(Dispute.channel_account_id, account),
+                exists().where(*listed, LINES.c.operation == DISPUTE)))]
 
 
 def _window_unclaimed(session, channel_id: str, start: dt.datetime, account: str | None = None) -> bool:
@@ -552,9 +555,10 @@ def _ours(row) -> tuple[SimpleNamespace, SimpleNamespace]:
 
 def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datetime, end: dt.datetime,
                         account: str | None = None) -> list:
-    """Outcomes of ours in the window (final, with the channel's reference) that no staged line
-    lists, as (reference, operation) pairs: an anti-join; then, for operations made before the
-    window, the earlier statements they may be on are staged and those few looked up again."""
+    """Outcomes of ours in the window (final, with the channel's reference) and disputes we recorded
+    in it, of this account, that no staged line lists, as (reference, ours) pairs: anti-joins; then,
+    for those made before the window (a dispute: its payment's creation), the earlier statements they
+    may be on are staged and those few looked up again."""
     staged = LINES.c.load_id == statement.load_id
     with read_only() as session:
         rows = session.execute(
@@ -566,6 +570,14 @@ def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datet
                    Attempt.channel_reference.is_not(None), Attempt.updated_at >= start, Attempt.updated_at < end,
                    ~exists().where(staged, LINES.c.channel_reference == Attempt.channel_reference,
                                    _same_family()))).all()
+        rows += session.execute(
+            select(Dispute.channel_reference, Dispute.id, literal(DISPUTE).label("kind"), Dispute.status,
+                   Dispute.amount, Dispute.currency, Operation.created_at)
+            .join(Operation, Operation.id == Dispute.payment_id)
+            .where(Dispute.channel == channel_id, _of_account(Dispute.channel_account_id, account),
+                   Dispute.created_at >= start, Dispute.created_at < end,
+                   ~exists().where(staged, LINES.c.channel_reference == Dispute.channel_reference,
+                                   LINES.c.operation == DISPUTE))).all()
     if rows and statement.reach_back(min(row.created_at for row in rows)):  # no session open meanwhile
         references = sorted({row.channel_reference for row in rows})
         found = set()

@@ -258,6 +258,10 @@ def test_a_dispute_of_a_payment_made_with_a_merchant_account_is_on_that_accounts
     assert code == 0, runs
     by_account = {run["channel_account"]: run for run in runs}
     assert (by_account[account["id"]]["statement_lines"], by_account[account["id"]]["matched"]) == (2, 2)
+    with unit_of_work() as session:
+        assert session.get(Dispute, dispute["id"]).channel_account_id == account["id"]
+    # The platform's statement does not list it, and is not expected to: no missing_at_channel there.
+    assert by_account[account["id"]]["issues"] == by_account[None]["issues"] == []
 
 
 def test_a_dispute_carries_reference_and_metadata_read_only(stack):
@@ -301,3 +305,24 @@ def test_a_disputed_payment_is_not_refunded_until_its_dispute_is_won(stack):
     rest = api.post("/v1/refunds", builders.refund_body(payment["id"])).get_json()
     assert (rest["status"], rest["amount"]) == ("succeeded", 1058)
     assert api.get(f"/v1/payments/{payment['id']}").get_json()["amount_refunded"] == 2058
+
+
+def test_a_dispute_the_channels_statement_lacks_is_missing_at_channel(stack):
+    """Reconciliation both ways: a dispute we recorded (its notice said so) that the statement of its
+    channel account does not list is reported ``missing_at_channel``."""
+    api = builders.api(stack.client)
+    listed = disputed(stack, api, paid(api, 2058)["id"])
+    payment = paid(api, 4000)
+    ghost = builders.unique("sbxdp")  # a dispute the channel never lists
+    body, headers = builders.signed_dispute_callback(channel("sandbox"), payment["id"],
+                                                     _payment_reference(payment["id"]), ghost, "needs_response", 4000)
+    assert requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers,
+                         timeout=10).status_code == 200
+    ours = disputed(stack, api, payment["id"])
+    with unit_of_work() as session:
+        assert session.get(Dispute, listed["id"]).channel_account_id is None  # the platform's account
+    run = reconcile.reconcile("sandbox", dt.datetime.now(dt.timezone.utc).date())
+    assert [(i["issue"], i["channel_reference"], i["ours"]) for i in run.issues] == [
+        ("missing_at_channel", ghost, {"id": ours["id"], "status": "needs_response", "amount": 4000,
+                                       "currency": "USD"})]
+    assert run.matched == run.statement_lines == 3  # two payments and the dispute the channel reported
