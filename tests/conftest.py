@@ -53,6 +53,8 @@ def on_postgres() -> bool:
 
 
 def pytest_collection_modifyitems(config, items):
+    if workers.worker() and (twice := workers.duplicate_ids([item.nodeid for item in items])):
+        pytest.exit(f"tests sharing a node id, of which pytest-xdist would run one: {twice}", returncode=4)
     if not on_postgres():
         skip = pytest.mark.skip(reason="needs PostgreSQL (run with DATABASE_URL=postgresql://…)")
         for item in items:

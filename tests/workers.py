@@ -24,6 +24,7 @@ Without xdist (``-n 0``, or a plain ``pytest`` run) nothing changes: one process
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -120,6 +121,11 @@ def _postgres(url: str, statement: str, database: str) -> None:
     plain = url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(plain, autocommit=True) as conn:
         conn.execute(sql.SQL(statement).format(sql.Identifier(database)))
+
+
+def duplicate_ids(nodeids: list[str]) -> list[str]:
+    """Node ids given to more than one test: the scheduler would run only the first of each."""
+    return sorted(nodeid for nodeid, count in Counter(nodeids).items() if count > 1)
 
 
 def scope(nodeid: str) -> str:

@@ -32,3 +32,8 @@ def test_a_group_runs_in_one_worker_and_every_other_test_alone():
     assert workers.scope("tests/integration/test_fuzz.py::test_x[GET /v1/accounts][api]") == \
         "tests/integration/test_fuzz.py"
     assert workers.scope("tests/unit/test_money.py::test_rounding") == "tests/unit/test_money.py::test_rounding"
+
+
+def test_node_ids_given_twice_are_found():
+    assert workers.duplicate_ids(["a::t[1]", "a::t", "a::t[2]", "a::t"]) == ["a::t"]
+    assert workers.duplicate_ids(["a::t[1]", "a::t[2]"]) == []
