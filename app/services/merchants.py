@@ -110,6 +110,9 @@ def _announce_on_commit(session: Session) -> None:
 # Keys the merchant manages (/v1/api_keys). A key manages the keys of its own mode: the other
 # mode's keys answer 404, as every object of the other mode does (contract §1, modes).
 MAX_OVERLAP_SECONDS = 7 * 24 * 3600
+# The paths whose answers show a new key's secret once (stored sealed for replay; secret rotation).
+KEY_CREATE_PATH = "/v1/api_keys"
+KEY_ROLL_PATH = "/v1/api_keys/{}/roll"
 LAST_USED_PRECISION = timedelta(seconds=60)  # last_used_at is written at most once a minute per key
 
 

@@ -17,6 +17,7 @@ from app.adapters.db import unit_of_work
 from app.adapters.models import ChannelAccount, ChannelSecret, IdempotencyKey
 from app.adapters.webhook_models import WebhookEndpoint
 from app.config import Config, get_config
+from app.services.merchants import KEY_CREATE_PATH, KEY_ROLL_PATH
 from app.services.webhooks.endpoints import CREATE_PATH, ROTATE_PATH
 
 
@@ -41,9 +42,12 @@ def rotate(old_keys: tuple[str, ...] = (), config: Config | None = None) -> dict
                 if getattr(endpoint, column):
                     setattr(endpoint, column, crypto.reencrypt(getattr(endpoint, column), ring))
                     counts["webhook_endpoint_secrets"] += 1
+        shows_a_secret = or_(  # the answers stored with a sealed secret (crypto.seal_secret), for replay
+            IdempotencyKey.endpoint.in_((CREATE_PATH, KEY_CREATE_PATH)),
+            IdempotencyKey.endpoint.like(ROTATE_PATH.format("%")), IdempotencyKey.endpoint.like(KEY_ROLL_PATH.format("%")))
         for row in session.scalars(select(IdempotencyKey).where(
-                or_(IdempotencyKey.endpoint == CREATE_PATH, IdempotencyKey.endpoint.like(ROTATE_PATH.format("%"))),
-                IdempotencyKey.status == "done", IdempotencyKey.response_status < 300).with_for_update()):
+                shows_a_secret, IdempotencyKey.status == "done", IdempotencyKey.response_status < 300)
+                .with_for_update()):
             body = json.loads(row.response_body)
             if body.get("secret"):  # sealed (app.adapters.crypto.seal_secret)
                 body["secret"] = crypto.reencrypt(body["secret"], ring)

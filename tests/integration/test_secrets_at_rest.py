@@ -25,6 +25,7 @@ from app.config import scoped
 from app.entrypoints.cli import main
 from channels.config import read_channels_file
 from tests import builders
+from tests.conftest import app_for
 from tests.webhook_support import create_endpoint
 
 
@@ -155,12 +156,17 @@ def test_webhook_secrets_are_stored_encrypted_and_gone_once_the_endpoint_is_dele
 def test_secrets_rotate_reencrypts_everything_under_the_new_key(wh_client, wh_config, monkeypatch):
     api = builders.api(wh_client)
     endpoint = create_endpoint(api, "http://127.0.0.1:9/hooks")
+    key = api.post("/v1/api_keys", {}, key="key-create-1")  # its answer is stored sealed for replay
+    assert key.status_code == 201 and key.get_json()["secret"].startswith("sk_test_"), key.get_json()
+    rolled = api.post(f"/v1/api_keys/{key.get_json()['id']}/roll", {"overlap_seconds": 60}, key="key-roll-1")
+    assert rolled.status_code == 200, rolled.get_json()
     assert channel_secrets.ensure(wh_config) == []  # the app factory already generated them
     with unit_of_work() as session:
         generated = {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(
             select(ChannelSecret))}
     assert len(generated) == 3 and all(secret.startswith("chsec_") for secret in generated.values())
-    with scoped(wh_config.with_(secret_key="the-new-key-" + "x" * 20)):  # the CLI's process, on the new key
+    new_config = wh_config.with_(secret_key="the-new-key-" + "x" * 20)
+    with scoped(new_config):  # the CLI's process, on the new key
         with pytest.raises(crypto.SecretUndecryptable):  # the new key alone opens nothing stored before
             with unit_of_work() as session:
                 session.get(WebhookEndpoint, endpoint["id"]).secret  # noqa: B018
@@ -172,11 +178,18 @@ def test_secrets_rotate_reencrypts_everything_under_the_new_key(wh_client, wh_co
         assert result.exit_code == 0, result.output
         counts = json.loads(result.output)
         assert counts == {"channel_secrets": 3, "channel_account_credentials": 0, "webhook_endpoint_secrets": 1,
-                          "stored_responses": 1}
+                          "stored_responses": 3}  # the endpoint's, the key's and the rolled key's
         with unit_of_work() as session:  # under the new key alone now
             assert session.get(WebhookEndpoint, endpoint["id"]).secret == endpoint["secret"]
             assert {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(
                 select(ChannelSecret))} == generated
+        # The keys' stored answers replay from an API on the new key alone, byte for byte.
+        on_new_key = builders.Api(app_for(new_config).test_client(), api.secret, api.merchant_id)
+        for path, body, idem, first in (("/v1/api_keys", {}, "key-create-1", key),
+                                        (f"/v1/api_keys/{key.get_json()['id']}/roll", {"overlap_seconds": 60},
+                                         "key-roll-1", rolled)):
+            again = on_new_key.post(path, body, key=idem)
+            assert again.headers["Idempotent-Replayed"] == "true" and again.data == first.data, again.get_json()
     with pytest.raises(crypto.SecretUndecryptable):  # and no longer under the old one
         with unit_of_work() as session:
             session.get(WebhookEndpoint, endpoint["id"]).secret  # noqa: B018

@@ -36,7 +36,7 @@ def _unseal(session, payload: dict) -> dict:
 
 
 
-@bp.post("/v1/api_keys")
+@bp.post(merchants.KEY_CREATE_PATH)
 @documented("Create a secret key of this key's mode (the secret is shown once)", body="api_key_create",
             answers="api_key", status=201)
 def create_key():
@@ -73,7 +73,7 @@ def revoke_key(key_id):
         200, merchants.key_representation(merchants.revoke_merchant_key(s, g.merchant, key_id))))
 
 
-@bp.post("/v1/api_keys/<key_id>/roll")
+@bp.post(merchants.KEY_ROLL_PATH.format("<key_id>"))
 @documented("Replace a secret key with a new one (shown once); the old one stays valid for overlap_seconds",
             optional_body="api_key_roll", answers="api_key")
 def roll_key(key_id):
