@@ -5,7 +5,8 @@
 
 One API process (gunicorn gthread, 1 worker × 8 threads) pinned to API_CPUS, the sandbox PSP and wrk
 on OTHER_CPUS, as in fixed_reference.py. py-spy (`pip install py-spy`; it reads the process from
-outside, so the worker runs unchanged) records the worker's stacks at 250 Hz, only the thread holding the GIL (Python's CPU, not its waits).
+outside, so the worker runs unchanged) records the worker's stacks at 250 Hz, only the thread
+holding the GIL (Python's CPU, not its waits).
 Prints each library's share of the samples by the frame that was running (self time), and the
 inclusive share of the frames of our own code that matter most; the folded stacks are kept in
 ``--out`` for a flame graph (e.g. speedscope).
@@ -60,7 +61,7 @@ def summarize(folded: str, top: int = 25) -> None:
     print(f"{total} samples\n\n| code | self share |\n| --- | --- |")
     for name, n in own.most_common():
         print(f"| {name} | {100 * n / total:.1f} % |")
-    print(f"\n| our function (inclusive) | share |\n| --- | --- |")
+    print("\n| our function (inclusive) | share |\n| --- | --- |")
     for name, n in inclusive.most_common(top):
         print(f"| `{name}` | {100 * n / total:.1f} % |")
 
@@ -89,8 +90,9 @@ def main() -> int:
         servers.append((api, base))
         wrk(base, args.path, PAYMENT_BODY, secret, 3, 16, f"warm-{uuid.uuid4().hex[:8]}")
         worker = psutil.Process(api.pid).children()[0].pid
-        spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid", str(worker), "--rate", "250", "--format", "raw", "--gil",
-                                "--output", args.out, "--duration", str(args.duration), "--nonblocking"],
+        spy = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--pid",
+                                str(worker), "--rate", "250", "--format", "raw", "--gil", "--output", args.out,
+                                "--duration", str(args.duration), "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         result = wrk(base, args.path, PAYMENT_BODY, secret, args.duration, 16, uuid.uuid4().hex[:12])
         spy.wait(timeout=args.duration + 60)

@@ -3,8 +3,9 @@
 Show the live (or any) version as YAML, validate a draft with its problems at their line, diff it
 against live rule by rule, simulate one body under draft and live side by side (``sides``: the sets
 each side decides with, which replay shares). Replay is ``app.services.rules_replay``; publishing,
-approval, history and rollback are in ``app.services.rules_publishing``. Every decision here is made by ``rules.decide.decide``, the one
-decision path the API uses; only the rule set and its matcher differ.
+approval, history and rollback are in ``app.services.rules_publishing``. Every decision here is made
+by ``rules.decide.decide``, the one decision path the API uses; only the rule set and its matcher
+differ.
 
 ``merchant``: whose set the draft is: the platform's (None) or one merchant's own set (contract §3),
 decided beside the platform's live set. Validation refuses in a merchant's set a ``fee`` and any

@@ -44,7 +44,8 @@ def rotate(old_keys: tuple[str, ...] = (), config: Config | None = None) -> dict
                     counts["webhook_endpoint_secrets"] += 1
         shows_a_secret = or_(  # the answers stored with a sealed secret (crypto.seal_secret), for replay
             IdempotencyKey.endpoint.in_((CREATE_PATH, KEY_CREATE_PATH)),
-            IdempotencyKey.endpoint.like(ROTATE_PATH.format("%")), IdempotencyKey.endpoint.like(KEY_ROLL_PATH.format("%")))
+            IdempotencyKey.endpoint.like(ROTATE_PATH.format("%")),
+            IdempotencyKey.endpoint.like(KEY_ROLL_PATH.format("%")))
         for row in session.scalars(select(IdempotencyKey).where(
                 shows_a_secret, IdempotencyKey.status == "done", IdempotencyKey.response_status < 300)
                 .with_for_update()):
