@@ -9,6 +9,7 @@ went down would.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -117,7 +118,10 @@ class Server:
         a second call does nothing."""
         if not self._stopping:
             self._stopping = True
-            self._server.trigger.pull_trigger(self._close_all)
+            try:
+                self._server.trigger.pull_trigger(self._close_all)
+            except OSError:  # the wake-up pipe is already closed (the loop is ending): close from here
+                self._close_all()
 
     def stop(self) -> None:
         if self._thread is None:  # never served: nothing runs the loop to close what is open
@@ -131,6 +135,8 @@ class Server:
     def _close_all(self) -> None:
         for dispatcher in list(self._map.values()):
             if dispatcher is not self._server.trigger:
-                dispatcher.close()
-        self._server.close()  # the listener and the wake-up pipe: the map is empty, the loop returns
+                with contextlib.suppress(OSError):  # a connection the peer or the loop already closed
+                    dispatcher.close()
+        with contextlib.suppress(OSError):
+            self._server.close()  # the listener and the wake-up pipe: the map is empty, the loop returns
         self._server.task_dispatcher.set_thread_count(0)  # idle threads leave; a busy one when done
