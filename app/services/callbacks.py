@@ -52,6 +52,8 @@ DRAIN_FLAG = "payrouter:callbacks:drain-queued"
 DRAIN_FLAG_SECONDS = 30
 DRAIN_BATCH = 100  # callbacks per transaction: a commit per batch, not per callback (docs/benchmarks.md)
 SWEEP_LEASE_SECONDS = 10
+# A dispute callback whose payment is not final yet stays in the inbox, due again this much later.
+DISPUTE_WAIT = timedelta(seconds=5)
 # A status query's failed result with this code: the channel has no such operation (its 404).
 UNKNOWN_OPERATION = "not_found"
 # What a callback or a status query may move an operation to (requires_action is only ever the
@@ -165,7 +167,8 @@ def drain(batch: int = DRAIN_BATCH) -> int:
         failed: list[str] = []
         with unit_of_work() as session:
             rows = list(session.scalars(
-                select(ChannelCallback).where(ChannelCallback.processed_at.is_(None))
+                select(ChannelCallback).where(ChannelCallback.processed_at.is_(None),
+                                              ChannelCallback.received_at <= utcnow())
                 .order_by(ChannelCallback.received_at, ChannelCallback.id).limit(batch)
                 .with_for_update(skip_locked=True)))
             ops, attempts = _load(session, rows)
@@ -181,7 +184,7 @@ def drain(batch: int = DRAIN_BATCH) -> int:
             if failed:  # the savepoint took the batch's writes back: no object may show them
                 session.expire_all()
         if not failed:  # committed: received → applied, per callback
-            metrics.callbacks_applied([row.received_at for row in rows])
+            metrics.callbacks_applied([row.received_at for row in rows if row.processed_at is not None])
         for callback_id in failed:
             apply(callback_id)
         applied += len(rows)
@@ -212,7 +215,8 @@ def apply(callback_id: str) -> str:
             op = session.get(Operation, row.reference) if row.reference else None
             received, outcome = row.received_at, _apply_row(session, row, op, {op.id: attempts_of(session, op)}
                                                             if op else {})
-        metrics.callbacks_applied([received])
+        if outcome != disputes.WAIT:  # still in the inbox
+            metrics.callbacks_applied([received])
         return outcome
     except Exception as exc:  # noqa: BLE001 - recorded on the row below
         log.exception("callback %s could not be applied", callback_id)
@@ -292,12 +296,18 @@ def _apply_disputes(session, rows: list[ChannelCallback], ops: dict, outcomes: d
 
 
 def _mark(rows: list[ChannelCallback], ops: dict, outcomes: dict, request_ids: dict) -> None:
-    """Each callback done with its outcome, and logged in its context."""
+    """Each callback done with its outcome, and logged in its context. A dispute callback waiting
+    for its payment (``disputes.WAIT``) stays in the inbox, its ``received_at`` moved to when it is
+    due again (``DISPUTE_WAIT``): the drain takes only due rows, and the sweep re-queues a drain for
+    it then, as for any callback left unapplied."""
     now = utcnow()
     for row in rows:
         op = ops.get(row.reference)
         with context.bound(request_ids[row.id], op.merchant_id if op else None, row.reference):
-            row.processed_at, row.outcome = now, outcomes[row.id]
+            if outcomes[row.id] == disputes.WAIT:
+                row.received_at, row.outcome = now + DISPUTE_WAIT, outcomes[row.id]
+            else:
+                row.processed_at, row.outcome = now, outcomes[row.id]
             log.info("callback %s for %s: %s", row.dedupe_key, row.reference, row.outcome)
 
 

@@ -28,7 +28,7 @@ from app.domain import disputes as rules
 from app.domain import postings
 from app.domain.errors import Conflict, NotFound
 from app.domain.money import MAX_AMOUNT
-from app.domain.states import SUCCEEDED
+from app.domain.states import OPEN, SUCCEEDED
 from app.services import events, ledger
 from app.services.listing import ListQuery, Page, page
 from app.services.operations import entries_on
@@ -36,8 +36,9 @@ from app.services.representation import rfc3339
 
 log = logging.getLogger("payrouter.disputes")
 
-# A dispute callback's verdicts (app.services.callbacks): to be applied, or set aside.
-APPLY, NOT_DISPUTABLE, MISMATCH = "dispute", "not_disputable", "dispute_mismatch"
+# A dispute callback's verdicts (app.services.callbacks): to be applied, set aside, or kept in the
+# inbox until its payment is final (WAIT: then applied or set aside).
+APPLY, NOT_DISPUTABLE, MISMATCH, WAIT = "dispute", "not_disputable", "dispute_mismatch", "waiting_payment"
 # The filters a list of disputes takes (the fields a dispute has), and the statuses it may name.
 LIST_FILTERS = ("status", "payment", "reference")
 STATUSES = rules.STATUSES
@@ -60,7 +61,12 @@ def malformed(notice: dict) -> str | None:
 
 def verdict(payment: Operation, notice: dict) -> str:
     """Whether a dispute notice about ``payment`` can be applied: only to a payment that succeeded
-    (through a channel), in its currency, of at most what it settled."""
+    (through a channel), in its currency, of at most what it settled. A payment not final yet (its
+    own callback or status query still to come) is waited for: WAIT."""
+    if payment.kind == "payment" and payment.status in OPEN:
+        log.info("dispute %s reported for %s, which is still %s: kept until it is final",
+                 notice.get("channel_reference"), payment.id, payment.status)
+        return WAIT
     if payment.kind != "payment" or payment.status != SUCCEEDED:
         log.warning("dispute %s reported for %s, which is a %s %s: set aside", notice.get("channel_reference"),
                     payment.id, payment.status, payment.kind)

@@ -326,3 +326,55 @@ def test_a_dispute_the_channels_statement_lacks_is_missing_at_channel(stack):
         ("missing_at_channel", ghost, {"id": ours["id"], "status": "needs_response", "amount": 4000,
                                        "currency": "USD"})]
     assert run.matched == run.statement_lines == 3  # two payments and the dispute the channel reported
+
+
+def dispute_callback(session, payment_id: str) -> ChannelCallback:
+    """The one dispute callback about a payment in the inbox."""
+    [row] = [row for row in session.scalars(select(ChannelCallback).where(ChannelCallback.reference == payment_id))
+             if row.dispute]
+    return row
+
+
+def test_a_dispute_reported_before_its_payment_is_final_waits_in_the_inbox(stack):
+    """A dispute notice about a payment still processing (row 52: its success callback comes ~1 s
+    later) is not set aside: it stays in the inbox and is applied once the payment has succeeded."""
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(2052)).get_json()
+    assert payment["status"] == "processing", payment
+    dispute_ref = builders.unique("sbxdp")
+    body, headers = builders.signed_dispute_callback(channel("sandbox"), payment["id"],
+                                                     _payment_reference(payment["id"]), dispute_ref,
+                                                     "needs_response", 2052)
+    assert requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers,
+                         timeout=10).status_code == 200
+    stack.work()
+    with unit_of_work() as session:
+        waiting = dispute_callback(session, payment["id"])
+        assert (waiting.processed_at, waiting.outcome) == (None, "waiting_payment")
+    dispute = disputed(stack, api, payment["id"])  # the payment's callback, then the retried notice
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "succeeded"
+    assert (dispute["amount"], dispute["status"]) == (2052, "needs_response")
+    assert at_channel(dispute["id"]) == dispute_ref and events_of(dispute["id"]) == ["dispute.created"]
+    with unit_of_work() as session:
+        done = session.get(ChannelCallback, waiting.id)
+        assert done.processed_at is not None and done.outcome == "applied"
+
+
+def test_a_dispute_waiting_for_a_payment_that_fails_is_set_aside(stack):
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(2053)).get_json()  # processing, then failed
+    body, headers = builders.signed_dispute_callback(channel("sandbox"), payment["id"],
+                                                     _payment_reference(payment["id"]), builders.unique("sbxdp"),
+                                                     "needs_response", 2053)
+    assert requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers,
+                         timeout=10).status_code == 200
+
+    def set_aside():
+        stack.work()
+        with unit_of_work() as session:
+            row = dispute_callback(session, payment["id"])
+            return row.outcome if row.processed_at is not None else None
+
+    assert wait_until(set_aside, timeout=20, what="the notice set aside") == "not_disputable"
+    assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "failed"
+    assert api.get(f"/v1/disputes?payment={payment['id']}").get_json()["data"] == []
