@@ -38,6 +38,8 @@ class TransactionsView(SecureView):
     @expose("/")
     def index(self):
         args = request.args
+        if payment_id := search.disputed_payment(args.get("id")):  # a dispute's id: its payment's page
+            return redirect(url_for(".operation", object_id=payment_id))
         criteria = search.Criteria(**{f: args.get(f) or None for f in FIELDS}, since=_day("from"),
                                    until=_day("to", shift=1))
         searched = any(args.get(f) for f in (*FIELDS, "from", "to"))

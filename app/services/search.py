@@ -14,7 +14,7 @@ from sqlalchemy import literal_column, select, tuple_
 from sqlalchemy.orm import Session
 
 from app.adapters.db import read_only
-from app.adapters.models import Operation, Transfer
+from app.adapters.models import Dispute, Operation, Transfer
 from app.domain.errors import InvalidRequest
 from app.domain.kinds import OperationKind
 from app.services.representation import rfc3339
@@ -55,6 +55,16 @@ class Criteria:
 class Results:
     rows: list[dict]
     next_cursor: str | None  # pass as ``after`` for the next page; None: this is the last
+
+
+def disputed_payment(object_id: str | None) -> str | None:
+    """The payment of the dispute ``object_id`` (a ``dp_…`` id typed in the search box), or None:
+    the console opens that payment's page, whose timeline tells the dispute."""
+    object_id = (object_id or "").strip()
+    if not object_id.startswith("dp_"):
+        return None
+    with read_only() as session:
+        return session.scalar(select(Dispute.payment_id).where(Dispute.id == object_id))
 
 
 def encode_cursor(created_at: datetime, object_id: str) -> str:

@@ -160,6 +160,11 @@ def test_a_dispute_won_gives_the_debit_back_and_one_lost_keeps_it(stack, app):
     assert story.count('data-type="dispute"') == 2 and f"dispute {won['id']} closed: won" in story
     assert "dispute_reversal: -2058" in story and "event dispute.closed" in story
     assert payment["id"] in viewer.text(f"/admin/transactions/{won['id']}")  # a dispute's id: its payment's story
+    # The Transactions search box takes a dispute's id and opens its payment's page.
+    found = viewer.client.get(f"/admin/transactions/?id=+{won['id']}+")
+    assert found.status_code == 302 and found.headers["Location"].endswith(f"/admin/transactions/{payment['id']}")
+    assert 'data-type="dispute"' in viewer.text(found.headers["Location"])
+    assert 'data-id="' not in viewer.text("/admin/transactions/?id=dp_nope")  # no such dispute: nothing found
 
 
 def test_a_repeated_dispute_callback_is_applied_once(stack):
