@@ -4,6 +4,7 @@ then its channel reports a chargeback of the full amount; the merchant's settlem
 ruling closes it (won: the debit reversed; lost: it stands) with ``dispute.closed``. Through the
 public API with the sandbox over HTTP and its callbacks applied by the RQ worker."""
 import csv
+import dataclasses
 import datetime as dt
 import io
 
@@ -12,7 +13,15 @@ from sqlalchemy import func, select
 
 from app.adapters.channels_runtime import channel
 from app.adapters.db import unit_of_work
-from app.adapters.models import ChannelCallback, Dispute, Event, JournalEntry, LedgerLine, Operation
+from app.adapters.models import (
+    ChannelCallback,
+    Dispute,
+    Event,
+    JournalEntry,
+    LedgerLine,
+    Operation,
+    ReconciliationIssue,
+)
 from app.services import reconcile
 from tests import builders
 from tests.integration.test_admin_tx_pages import Console
@@ -331,6 +340,16 @@ def test_a_dispute_the_channels_statement_lacks_is_missing_at_channel(stack):
         ("missing_at_channel", ghost, {"id": ours["id"], "status": "needs_response", "amount": 4000,
                                        "currency": "USD"})]
     assert run.matched == run.statement_lines == 3  # two payments and the dispute the channel reported
+    # The channel lists it after all (a late statement): the next run closes the issue.
+    sandbox = stack.sandbox.psp
+    late = sandbox.disputes.open(sandbox.store.by_reference("sandbox", payment["id"]))
+    sandbox.store.keep(dataclasses.replace(late, id=ghost))
+    with unit_of_work() as session:
+        issue = session.scalars(select(ReconciliationIssue).where(ReconciliationIssue.channel_reference == ghost)).one()
+        assert issue.status == "open"
+    reconcile.reconcile("sandbox", dt.datetime.now(dt.timezone.utc).date())
+    with unit_of_work() as session:
+        assert session.get(ReconciliationIssue, issue.id).status == "resolved"
 
 
 def dispute_callback(session, payment_id: str) -> ChannelCallback:
