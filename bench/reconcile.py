@@ -20,7 +20,9 @@ holds, not the day.
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
+import io
 import json
 import os
 import subprocess
@@ -251,13 +253,17 @@ def measure(n: int, args, env_base: dict) -> dict:
                                              "--date", DAY.isoformat(), "--json"], env)
         after = uptime()
         report = json.loads(out)
+        # The run keeps a sample of its issues: all of them are read back as `reconcile export` streams them.
+        export_wall, export_rss, exported, _ = run_measured([sys.executable, "-m", "app", "reconcile", "export",
+                                                             report["id"]], env)
         found: dict[str, set[str]] = {}
-        for issue in report["issues"]:
+        for issue in csv.DictReader(io.StringIO(exported)):
             found.setdefault(issue["issue"], set()).add(issue["channel_reference"])
         expected = day.expected()
         result = {"n": n, "lines": report["statement_lines"], "matched": report["matched"], "exit": code,
                   "seconds": round(wall, 2), "peak_rss_mb": round(rss / 2**20, 1),
-                  "load_seconds": round(load_seconds, 1),
+                  "load_seconds": round(load_seconds, 1), "issue_count": report["issue_count"],
+                  "export_seconds": round(export_wall, 2), "export_peak_rss_mb": round(export_rss / 2**20, 1),
                   "issues": {kind: len(refs) for kind, refs in sorted(found.items())},
                   "all_found_nothing_else": found == expected, "uptime_before": before, "uptime_after": after}
         if found != expected:

@@ -292,11 +292,14 @@ def _show_runs(runs: list[dict], as_json: bool) -> None:
         when = out["date"] if out["mode"] == "daily" else f"{out['window_start']} – {out['window_end']}"
         account = f" account {out['channel_account']}" if out.get("channel_account") else ""
         click.echo(f"{out['channel']}{account} {out['mode']} {when}: {out['statement_lines']} statement lines, "
-                   f"{out['matched']} matched, {len(out['issues'])} issue(s) ({out['open_issues']} open), "
+                   f"{out['matched']} matched, {out['issue_count']} issue(s) ({out['open_issues']} open), "
                    f"channel fees {out['channel_fees']}")
         for issue in out["issues"]:
             click.echo(f"  {issue.get('id', '-'):<27} {issue['status']:<8} {issue['issue']:<22} "
                        f"{issue['channel_reference']}  ours={issue.get('ours')}  theirs={issue.get('theirs')}")
+        if out["issues_truncated"]:
+            more = out['issue_count'] - len(out['issues'])
+            click.echo(f"  … and {more} more: payrouter reconcile export {out['id']}")
 
 
 @main.group()

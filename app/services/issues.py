@@ -16,8 +16,9 @@ reopened by finding it again. Resolved by:
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app import context
@@ -81,6 +82,35 @@ def statuses(issue_ids: list[str]) -> dict[str, str]:
             found.update(session.execute(select(_TABLE.c.id, _TABLE.c.status)
                                          .where(_TABLE.c.id.in_(issue_ids[start:start + 500]))).all())
     return found
+
+
+def open_of_run(run_id: str, besides: list[str]) -> int:
+    """How many issues ``run_id`` found first are still open, ``besides`` those ids (counted apart)."""
+    with read_only() as session:
+        total = session.scalar(select(func.count()).select_from(_TABLE).where(_TABLE.c.run_id == run_id,
+                                                                             _TABLE.c.status == OPEN))
+        for start in range(0, len(besides), 500):
+            total -= session.scalar(select(func.count()).select_from(_TABLE).where(
+                _TABLE.c.run_id == run_id, _TABLE.c.status == OPEN, _TABLE.c.id.in_(besides[start:start + 500])))
+    return total
+
+
+def pages_of_run(run_id: str, size: int = 1000) -> Iterator[list[dict]]:
+    """The issues ``run_id`` found first, as a run lists them (``issue``, ``channel_reference``,
+    ``ours``, ``theirs``, ``id``, ``status``), ``size`` at a time in id order (keyset pages, each
+    read in a short session of its own)."""
+    after = ""
+    while True:
+        with read_only() as session:
+            rows = session.execute(select(_TABLE.c.id, _TABLE.c.kind, _TABLE.c.channel_reference, _TABLE.c.ours,
+                                          _TABLE.c.theirs, _TABLE.c.status)
+                                   .where(_TABLE.c.run_id == run_id, _TABLE.c.id > after)
+                                   .order_by(_TABLE.c.id).limit(size)).all()
+        if not rows:
+            return
+        yield [{"id": row.id, "issue": row.kind, "channel_reference": row.channel_reference, "ours": row.ours,
+                "theirs": row.theirs, "status": row.status} for row in rows]
+        after = rows[-1].id
 
 
 def view(issue: ReconciliationIssue) -> dict:

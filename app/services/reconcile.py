@@ -135,13 +135,15 @@ class _Statements:
     """A channel's statement staged in the database as it streams in (app.adapters.staging), under
     one load id, for the days a pass needs: those its window touches (the first from ``since`` on,
     for a near-real-time pass: its cost follows the new lines, not the day), and on demand up to
-    ``lookback_days`` earlier (an outcome we learned late may have settled at the channel before);
+    ``lookback_days`` earlier (an outcome we learned late may have settled at the channel before),
+    under a load id of their own (``earlier_id``: what the window compares never grows meanwhile);
     each part fetched once. ``discard`` deletes the rows; a fetch that fails deletes them too."""
 
     def __init__(self, adapter, first: dt.date, last: dt.date, lookback_days: int = LOOKBACK_DAYS,
                  since: dt.datetime | None = None):
         self.adapter, self.days, self.lookback_days = adapter, set(), lookback_days
         self.first, self.since, self.load_id, self.loaded = first, since, staging.new_load_id(), 0
+        self.earlier_id = staging.new_load_id()
         self.takes_since = "since" in inspect.signature(adapter.statement).parameters
         self.started = time.monotonic()
         try:
@@ -153,8 +155,14 @@ class _Statements:
             self.discard()
             raise
 
-    def fetch(self, day: dt.date, since: dt.datetime | None = None, before: dt.datetime | None = None) -> None:
-        """Stage the lines of ``day`` settled in [since, before) (naive UTC; None: unbounded)."""
+    @property
+    def load_ids(self) -> tuple[str, str]:
+        return self.load_id, self.earlier_id
+
+    def fetch(self, day: dt.date, since: dt.datetime | None = None, before: dt.datetime | None = None,
+              earlier: bool = False) -> None:
+        """Stage the lines of ``day`` settled in [since, before) (naive UTC; None: unbounded);
+        ``earlier``: under ``earlier_id``."""
         self.days.add(day)
         try:
             if since is not None and self.takes_since:
@@ -163,7 +171,7 @@ class _Statements:
                 lines = self.adapter.statement(day)
             keep = None if since is None and before is None else (
                 lambda settled: (since is None or settled >= since) and (before is None or settled < before))
-            self.loaded += staging.load(self.load_id, lines, keep)
+            self.loaded += staging.load(self.earlier_id if earlier else self.load_id, lines, keep)
         except ChannelError:
             raise
         except (ValueError, KeyError, TypeError, IndexError, OverflowError, csv.Error) as exc:  # a bad line: exit 1
@@ -177,18 +185,19 @@ class _Statements:
         fetched = False
         if self.since is not None and created < self.since:
             since = created.replace(microsecond=0) if created.date() == self.first else None
-            self.fetch(self.first, since, before=self.since)
+            self.fetch(self.first, since, before=self.since, earlier=True)
             self.since, fetched = since, True
         day = max(created.date(), self.first - dt.timedelta(days=self.lookback_days))
         while day < self.first:
             if day not in self.days:  # the operation's own day from its creation on, later days whole
-                self.fetch(day, created.replace(microsecond=0) if day == created.date() else None)
+                self.fetch(day, created.replace(microsecond=0) if day == created.date() else None, earlier=True)
                 fetched = True
             day += dt.timedelta(days=1)
         return fetched
 
     def discard(self) -> None:
         staging.discard(self.load_id)
+        staging.discard(self.earlier_id)
 
 
 PASS_BUDGET_SECONDS = 120  # a pass stops asking channels by reference after this long
@@ -261,7 +270,7 @@ def run_continuous() -> dict:
                 log.exception("near-real-time reconciliation of %s failed", name)
                 continue
             if run is not None:
-                done[name] = len(run.issues)
+                done[name] = run.issue_count
     finally:
         kept.stop()
         try:
@@ -312,7 +321,11 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
     that disagree with our record or have none (an outer join on the channel's reference), one the
     outcomes of ours in the window that no staged line lists (an anti-join); only those rows reach
     Python, to be worded as issues. Reads in short read-only sessions, asks the channel (about
-    timed-out attempts) with no transaction open, then writes the run in one short transaction."""
+    timed-out attempts) with no transaction open, then writes the run in one transaction, in which
+    the disagreeing rows are streamed (``ISSUE_CHUNK`` at a time: a server-side cursor on
+    PostgreSQL) and each chunk's issues stored as rows (app.services.issues.record): memory stays
+    bounded however many issues a statement yields; the run keeps their counts by class and the
+    first ``ISSUE_SAMPLE`` of them. A run that fails rolls back with every issue it wrote."""
     # A daily run compares every line of its day's statement, whatever time the line bears (a channel
     # that dates its day in its own time zone, a line at midnight): each line is on one day's
     # statement, so exactly one daily run counts it. (Earlier days are staged only later, by
@@ -332,81 +345,151 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
                     .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),
                            _of_account(Attempt.channel_account_id, account),
                            Attempt.updated_at >= start, Attempt.updated_at < end).group_by(Operation.currency))}
-        # Every disagreeing line (a reference listed twice may disagree twice), and every line of a
-        # reference the statement lists more than once (a line charged twice is never "matched").
-        discrepant = list(session.execute(_disagreeing(channel_id, adapter.cost, in_window, account))) if count else []
-        duplicated = list(session.execute(_duplicated(channel_id, in_window, account))) if count else []
-        unmatched = {row.channel_reference for row in discrepant if row.attempt_id is None}
-        unanswered = _unanswered_candidates(session, channel_id, account) if unmatched else []
+        unmatched = _unmatched_lines(channel_id, in_window, account)
+        lines = unmatched.subquery()
+        unmatched_count = session.scalar(select(func.count(func.distinct(lines.c.channel_reference)))) if count else 0
+        unanswered = _unanswered_candidates(session, channel_id, account) if unmatched_count else []
         # Operations the channel answered "unknown operation" about (app.services.callbacks) made here.
         under_review = list(session.scalars(select(Operation).where(
             Operation.channel == channel_id, _of_account(Operation.channel_account_id, account),
             Operation.review.is_(True), Operation.status == PROCESSING,
             Operation.created_at >= start, Operation.created_at < end)))
         session.expunge_all()  # loaded and kept as they are: the session ends before the channel is asked
-    asked = _ask_by_reference(adapter, unanswered, unmatched)
-    issues, unmatched_lines = _dispute_issues(channel_id, adapter, in_window) if count else ([], 0)
-    to_query = []
-    twice = {}
-    for row in duplicated:
-        twice.setdefault((row.channel_reference, _line_family(row.operation)), []).append(row)
-    for row in discrepant:
-        ref = row.channel_reference
-        found = asked.get(ref) or (None if row.attempt_id is None else _ours(row))
-        line_issues = _line_issues(adapter, ref, _theirs(row), found)
-        issues.extend(line_issues)
-        # those listed twice are counted below
-        unmatched_lines += bool(line_issues) and (ref, _line_family(row.operation)) not in twice
-        to_query.extend(issue["ours"]["id"] for issue in line_issues
-                        if issue["issue"] == "pending_in_payrouter" and issue["ours"]["id"] not in to_query)
-    for (ref, _family_name), rows in twice.items():
-        issue = _issue(issue_store.DUPLICATE_IN_STATEMENT, ref, None if rows[0].op_id is None else _ours(rows[0])[1],
-                       _theirs(rows[0]))
-        issue["lines"] = len(rows)
-        issues.append(issue)
-        unmatched_lines += len(rows)
-    matched = count - unmatched_lines
-    issues.extend(_issue(issue_store.MISSING_AT_CHANNEL, ref, op)
-                  for ref, op in _missing_at_channel(channel_id, statement, start, end, account))
-    issues.extend(_issue(issue_store.UNKNOWN_AT_CHANNEL, op.channel_reference, op) for op in under_review)
-    by_class: dict[str, int] = {}
-    for issue in issues:
-        by_class[issue["issue"]] = by_class.get(issue["issue"], 0) + 1
-    report = {"lines": count, "matched": matched, "by_class": by_class, "theirs": theirs, "ours": ours,
-              "seconds": round(time.monotonic() - statement.started, 3)}
+    asked = _ask_by_reference(adapter, unanswered, unmatched, unmatched_count)
+    missing = _missing_at_channel(channel_id, statement, start, end, account)
+    found = _Found(channel_id)
     with unit_of_work() as session:
         if mode == "continuous" and not _window_unclaimed(session, channel_id, start, account):
             log.info("near-real-time reconciliation of %s from %s not recorded: another pass compared this "
                      "window meanwhile", channel_id, start)
             return None
-        run = ReconciliationRun(id=new_id("recon"), channel=channel_id, day=(end - dt.timedelta(microseconds=1))
+        run_id = new_id("recon")
+        unmatched_lines = 0
+        if count:
+            issues, unmatched_lines = _dispute_issues(channel_id, adapter, in_window)
+            found.add(session, run_id, issues)
+            unmatched_lines += _line_findings(session, found, run_id, adapter, asked,
+                                              _disagreeing(channel_id, adapter.cost, in_window, account)
+                                              .add_columns(_listed_twice(in_window).label("listed_twice")))
+            unmatched_lines += _duplicate_findings(session, found, run_id, _duplicated(channel_id, in_window, account))
+        for chunk in _chunks(missing):
+            found.add(session, run_id, [_issue(issue_store.MISSING_AT_CHANNEL, ref, op) for ref, op in chunk])
+        found.add(session, run_id, [_issue(issue_store.UNKNOWN_AT_CHANNEL, op.channel_reference, op)
+                                    for op in under_review])
+        matched = count - unmatched_lines
+        report = {"lines": count, "matched": matched, "by_class": found.by_class, "theirs": theirs, "ours": ours,
+                  "seconds": round(time.monotonic() - statement.started, 3)}
+        run = ReconciliationRun(id=run_id, channel=channel_id, day=(end - dt.timedelta(microseconds=1))
                                 .date().isoformat(), mode=mode, window_start=start, window_end=end,
-                                statement_lines=count, matched=matched, issues=issues, issue_count=len(issues),
+                                statement_lines=count, matched=matched, issues=found.sample, issue_count=found.count,
                                 channel_fees=int(fees), summary=report, channel_account=account,
                                 request_id=context.current_request_id())
-        issue_store.record(session, channel_id, issues, run.id)  # each issue dict gains its id and status
-        issue_store.listed_after_all(session, _listed_now(session, channel_id, statement.load_id, account), run.id)
+        issue_store.listed_after_all(session, _listed_now(session, channel_id, statement.load_ids, account), run.id)
         session.add(run)
-    for op_id in to_query:
+    for op_id in found.to_query:
         try:
             jobs.enqueue(jobs.CORE, "app.services.callbacks.query_status", op_id, job_id=f"query-{op_id}")
         except redis.RedisError:
             log.warning("status query for %s not queued (Redis unreachable); the sweep will do it", op_id)
-    level = logging.WARNING if issues else logging.INFO if count or mode == "daily" else logging.DEBUG
+    level = logging.WARNING if found.count else logging.INFO if count or mode == "daily" else logging.DEBUG
     log.log(level, "reconciled %s%s (%s, %s – %s): %s line(s), %s matched, %s issue(s)", channel_id,
-            f" account {account}" if account else "", mode, start, end, count, matched, len(issues),
-            extra={"channel": channel_id, **({"issues": issues[:20]} if issues else {})})
+            f" account {account}" if account else "", mode, start, end, count, matched, found.count,
+            extra={"channel": channel_id, **({"issues": found.sample[:20]} if found.count else {})})
     return run
 
 
-def _listed_now(session, channel_id: str, load_id: str, account: str | None = None) -> list[str]:
+ISSUE_CHUNK = 2000  # disagreeing rows read, worded and stored at a time
+ISSUE_SAMPLE = 100  # issues a run keeps whole (the rest are rows of app.services.issues)
+
+
+class _Found:
+    """What a run found so far: each chunk of issues stored as rows at once, then dropped; kept are
+    counts by class, the first ISSUE_SAMPLE issues (with their ids and statuses) and the operations
+    still pending here (a status query is queued for each once the run is recorded)."""
+
+    def __init__(self, channel_id: str):
+        self.channel_id, self.count, self.by_class, self.sample, self.to_query = channel_id, 0, {}, [], {}
+
+    def add(self, session, run_id: str, issues: list[dict]) -> None:
+        if not issues:
+            return
+        issue_store.record(session, self.channel_id, issues, run_id)  # each issue dict gains its id and status
+        for issue in issues:
+            self.by_class[issue["issue"]] = self.by_class.get(issue["issue"], 0) + 1
+            if issue["issue"] == issue_store.PENDING_IN_PAYROUTER:
+                self.to_query[issue["ours"]["id"]] = None
+        self.sample.extend(issues[:ISSUE_SAMPLE - len(self.sample)])
+        self.count += len(issues)
+
+
+def _chunks(rows):
+    """``rows`` (a list, or a result streamed from the database) ISSUE_CHUNK at a time."""
+    chunk = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == ISSUE_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _streamed(session, query):
+    """``query``'s rows as they come (PostgreSQL: a server-side cursor, ISSUE_CHUNK rows a fetch)."""
+    return session.execute(query.execution_options(yield_per=ISSUE_CHUNK))
+
+
+def _line_findings(session, found: _Found, run_id: str, adapter, asked: dict, query) -> int:
+    """The issues of the window's disagreeing lines, streamed and stored chunk by chunk; how many
+    lines disagree (those listed twice are counted by ``_duplicate_findings``)."""
+    lines = 0
+    for chunk in _chunks(_streamed(session, query)):
+        issues = []
+        for row in chunk:
+            ref = row.channel_reference
+            line_issues = _line_issues(adapter, ref, _theirs(row),
+                                       asked.get(ref) or (None if row.attempt_id is None else _ours(row)))
+            issues.extend(line_issues)
+            lines += bool(line_issues) and not row.listed_twice
+        found.add(session, run_id, issues)
+    return lines
+
+
+def _duplicate_findings(session, found: _Found, run_id: str, query) -> int:
+    """One ``duplicate_in_statement`` issue per reference and family listed more than once (rows
+    come ordered by reference), stored chunk by chunk; how many lines they are."""
+    lines, issues, group = 0, [], {}
+
+    def flush_group():
+        nonlocal lines
+        for rows in group.values():
+            issue = _issue(issue_store.DUPLICATE_IN_STATEMENT, rows[0].channel_reference,
+                           None if rows[0].op_id is None else _ours(rows[0])[1], _theirs(rows[0]))
+            issue["lines"] = len(rows)
+            issues.append(issue)
+            lines += len(rows)
+        group.clear()
+
+    for row in _streamed(session, query):
+        if group and row.channel_reference != next(iter(group.values()))[0].channel_reference:
+            flush_group()
+            if len(issues) >= ISSUE_CHUNK:
+                found.add(session, run_id, issues)
+                issues = []
+        group.setdefault(_line_family(row.operation), []).append(row)
+    flush_group()
+    found.add(session, run_id, issues)
+    return lines
+
+
+def _listed_now(session, channel_id: str, load_ids: tuple[str, ...], account: str | None = None) -> list[str]:
     """Open ``missing_at_channel`` issues of this channel (and account) whose operation or dispute a
-    line of this load lists (found by a pass that ran before the channel's statement had it: a
+    line of these loads lists (found by a pass that ran before the channel's statement had it: a
     statement later than SETTLE_GRACE): what they say is no longer true."""
     issue = ReconciliationIssue
     open_here = (issue.status == issue_store.OPEN, issue.channel == channel_id,
                  issue.kind == issue_store.MISSING_AT_CHANNEL)
-    listed = LINES.c.load_id == load_id, LINES.c.channel_reference == issue.channel_reference
+    listed = LINES.c.load_id.in_(load_ids), LINES.c.channel_reference == issue.channel_reference
     return [*session.scalars(select(issue.id).join(Operation, Operation.id == issue.operation_id).where(
         *open_here, _of_account(Operation.channel_account_id, account), exists().where(*listed, _same_family()))),
             *session.scalars(select(issue.id).join(Dispute, Dispute.id == issue.operation_id).where(
@@ -492,14 +575,25 @@ def _duplicated(channel_id: str, in_window, account: str | None = None):
     """Every line of the window whose reference the window lists more than once in one family (a
     channel that sends one operation twice charges its fee twice; a refund under its payment's
     reference is another operation): a GROUP BY … HAVING over the load's index."""
+    return (_lines_with_ours(channel_id, account).where(in_window, _listed_twice(in_window))
+            .order_by(LINES.c.channel_reference, LINES.c.settled_at))
+
+
+def _listed_twice(in_window):
+    """A line's reference is listed more than once in the window, in the line's family."""
     family = _family(LINES.c.operation, LINE_FAMILIES)
     # Grouped over a subquery's columns: PostgreSQL would not take a GROUP BY of an expression
     # whose parameters are bound apart from the select list's.
-    lines = select(LINES.c.channel_reference.label("ref"), family.label("family")).where(in_window).subquery()
+    lines = (select(LINES.c.channel_reference.label("ref"), family.label("family")).where(in_window)
+             .subquery("window_lines"))
     twice = select(lines.c.ref, lines.c.family).group_by(lines.c.ref, lines.c.family).having(func.count() > 1)
-    return (_lines_with_ours(channel_id, account).where(in_window,
-                                                        tuple_(LINES.c.channel_reference, family).in_(twice))
-            .order_by(LINES.c.channel_reference, LINES.c.settled_at))
+    return tuple_(LINES.c.channel_reference, family).in_(twice)
+
+
+def _unmatched_lines(channel_id: str, in_window, account: str | None = None):
+    """The window's lines (not disputes) with no attempt of ours: those a timed-out attempt may be."""
+    return _lines_with_ours(channel_id, account).where(in_window, LINES.c.operation != DISPUTE,
+                                                       Attempt.id.is_(None))
 
 
 # What a statement line's ``operation`` can be of ours (contract §4 names payment, capture, refund,
@@ -559,7 +653,7 @@ def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datet
     in it, of this account, that no staged line lists, as (reference, ours) pairs: anti-joins; then,
     for those made before the window (a dispute: its payment's creation), the earlier statements they
     may be on are staged and those few looked up again."""
-    staged = LINES.c.load_id == statement.load_id
+    staged = LINES.c.load_id.in_(statement.load_ids)
     with read_only() as session:
         rows = session.execute(
             select(Attempt.channel_reference, Operation.id, Operation.kind, Operation.status,
@@ -634,19 +728,24 @@ def _unanswered_candidates(session, channel_id: str, account: str | None = None,
         .order_by(Attempt.created_at).limit(limit)).all()
 
 
-def _ask_by_reference(adapter, candidates: list, unmatched: set[str]) -> dict:
+def _ask_by_reference(adapter, candidates: list, unmatched, references: int) -> dict:
     """Ask the channel about each candidate by our reference (no transaction open meanwhile), to
-    match them to unmatched statement lines; stops after PASS_BUDGET_SECONDS."""
+    match them to ``unmatched`` statement lines (a query, ``_unmatched_lines``, of ``references``
+    references: each answer is looked up there, in a short read-only session); stops once each is
+    found, or after PASS_BUDGET_SECONDS."""
     found, deadline = {}, time.monotonic() + PASS_BUDGET_SECONDS
     for attempt, op in candidates:
-        if not unmatched - set(found) or time.monotonic() > deadline:
+        if len(found) >= references or time.monotonic() > deadline:
             break
         try:
             answer = ask(adapter, "query", op.id)
         except ChannelError:
             continue
-        if answer.channel_reference in unmatched:
-            found[answer.channel_reference] = (attempt, op)
+        reference = answer.channel_reference
+        if reference and reference not in found:
+            with read_only() as session:
+                if session.scalar(select(exists(unmatched.where(LINES.c.channel_reference == reference)))):
+                    found[reference] = (attempt, op)
     return found
 
 
@@ -661,20 +760,27 @@ def _issue(kind: str, reference: str, op=None, theirs=None) -> dict:
 
 
 def summary(run: ReconciliationRun, statuses: dict[str, str] | None = None) -> dict:
-    """A run as shown to operators: each issue with its id and its status now (``statuses``: the
-    issues' statuses if already read), and how many of them are still open."""
+    """A run as shown to operators: how many issues it found (``issue_count``), the first
+    ISSUE_SAMPLE of them (``issues``; all of them for most runs, ``issues_truncated`` otherwise:
+    ``reconcile export`` and GET /ops/reconciliation/issues?run= list the rest), each with its id
+    and its status now (``statuses``: the issues' statuses if already read), and how many of the
+    run's issues are still open."""
     from app.services.representation import rfc3339
 
     if statuses is None:
         statuses = issue_store.statuses([issue["id"] for issue in run.issues if "id" in issue])
     # Runs stored before issues had rows of their own carry no id: open, as they were reported.
     shown = [{**issue, "status": statuses.get(issue.get("id"), issue_store.OPEN)} for issue in run.issues]
+    count = max(run.issue_count or 0, len(shown))
+    open_issues = sum(issue["status"] == issue_store.OPEN for issue in shown)
+    if count > len(shown):
+        open_issues += issue_store.open_of_run(run.id, [issue["id"] for issue in shown if "id" in issue])
     return {"id": run.id, "channel": run.channel, "channel_account": run.channel_account, "mode": run.mode,
             "date": run.day,
             "window_start": rfc3339(run.window_start), "window_end": rfc3339(run.window_end),
             "statement_lines": run.statement_lines, "matched": run.matched, "channel_fees": run.channel_fees,
-            "open_issues": sum(issue["status"] == issue_store.OPEN for issue in shown), "summary": run.summary,
-            "issues": shown}
+            "issue_count": count, "open_issues": open_issues, "summary": run.summary,
+            "issues": shown, "issues_truncated": count > len(shown)}
 
 
 CSV_COLUMNS = ("id", "status", "issue", "channel_reference", "ours_id", "ours_status", "ours_amount", "ours_currency",
@@ -682,22 +788,52 @@ CSV_COLUMNS = ("id", "status", "issue", "channel_reference", "ours_id", "ours_st
 
 
 def export_csv(run_id: str, out) -> int:
-    """Write a run's issues as CSV (``CSV_COLUMNS``, each issue's status now) to ``out``; how many."""
+    """Write a run's issues as CSV (``CSV_COLUMNS``, each issue's status now) to ``out``; how many.
+    Streamed: the run's sample (its first ISSUE_SAMPLE issues, as found), then the rest of the
+    issues it found first read from their rows a page at a time (an issue a later run found again
+    is listed by the run that found it first; its expected fee is the channel's cost now)."""
     with read_only() as session:
         run = session.get(ReconciliationRun, run_id)
         if run is None:
             raise NotFound(f"No such reconciliation run: '{run_id}'", param="run")
-        shown = summary(run)["issues"]
+        session.expunge(run)
+    shown = summary(run)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for issue in shown:
-        ours, theirs = issue.get("ours") or {}, issue.get("theirs") or {}
-        writer.writerow([_cell(value) for value in (
-            issue.get("id"), issue["status"], issue["issue"], issue["channel_reference"], ours.get("id"),
-            ours.get("status"), ours.get("amount"), ours.get("currency"), theirs.get("operation"),
-            theirs.get("status"), theirs.get("amount"), theirs.get("currency"), theirs.get("fee"),
-            issue.get("expected_fee"))])
-    return len(shown)
+    written = 0
+    for issue in shown["issues"]:
+        _write_issue(writer, issue)
+        written += 1
+    if shown["issues_truncated"]:
+        cost = _cost_now(run.channel, run.channel_account)
+        sampled = {issue["id"] for issue in shown["issues"] if "id" in issue}
+        for page in issue_store.pages_of_run(run.id):
+            for issue in page:
+                if issue["id"] in sampled:
+                    continue
+                theirs = issue.get("theirs") or {}
+                if issue["issue"] == "fee_mismatch" and cost is not None and theirs.get("amount") is not None:
+                    issue["expected_fee"] = cost.fee(theirs["amount"]) if theirs.get("status") == SUCCEEDED else 0
+                _write_issue(writer, issue)
+                written += 1
+    return written
+
+
+def _write_issue(writer, issue: dict) -> None:
+    ours, theirs = issue.get("ours") or {}, issue.get("theirs") or {}
+    writer.writerow([_cell(value) for value in (
+        issue.get("id"), issue["status"], issue["issue"], issue["channel_reference"], ours.get("id"),
+        ours.get("status"), ours.get("amount"), ours.get("currency"), theirs.get("operation"),
+        theirs.get("status"), theirs.get("amount"), theirs.get("currency"), theirs.get("fee"),
+        issue.get("expected_fee"))])
+
+
+def _cost_now(channel_id: str, account: str | None):
+    """The channel's cost as configured now (None: the channel is gone)."""
+    try:
+        return _adapter(channel_id, account).cost
+    except (InvalidRequest, NotFound, KeyError):
+        return None
 
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
