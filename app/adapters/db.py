@@ -219,11 +219,15 @@ def insert_unique_row(session: Session, table, values: dict) -> bool:
     return session.connection().execute(statement, values).first() is not None
 
 
-def insert_unique_rows(session: Session, table, rows: list[dict]) -> None:
+def insert_unique_rows(session: Session, table, rows: list[dict], returning: tuple = ()) -> list:
     """``INSERT … ON CONFLICT DO NOTHING`` of many rows as one executemany (sent as multi-row
-    inserts); a row that collides with a unique key is left out."""
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    session.connection().execute(insert(table).on_conflict_do_nothing(), rows)
+    inserts); a row that collides with a unique key is left out. ``returning``: columns of the
+    rows inserted, returned (those left out are not)."""
+    insert = (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+    if not returning:
+        session.connection().execute(insert.on_conflict_do_nothing(), rows)
+        return []
+    return session.connection().execute(insert.on_conflict_do_nothing().returning(*returning), rows).all()
 
 
 def serialize(session: Session, name: str) -> None:

@@ -42,21 +42,26 @@ _TABLE = ReconciliationIssue.__table__
 
 def record(session: Session, channel_id: str, found: list[dict], run_id: str | None = None) -> None:
     """Store the issues a run (or a status query) found, as ``_issue`` dicts, in bulk: one
-    ``INSERT … ON CONFLICT DO NOTHING`` executemany for those not known yet, then their rows read
-    back by key (an issue another pass recorded meanwhile is that pass's row). Each dict gains
-    the issue's ``id`` and ``status`` (``resolved`` if it was found and resolved before)."""
-    known = _known(session, channel_id, found)
+    ``INSERT … ON CONFLICT DO NOTHING … RETURNING`` executemany, then the rows of those it left
+    out read back by key (an issue found before, or one another pass recorded meanwhile, is that
+    row). Each dict gains the issue's ``id`` and ``status`` (``resolved`` if it was found and
+    resolved before)."""
     new, now, request_id = {}, utcnow(), context.current_request_id()
     for issue in found:
         key = (issue["issue"], issue["channel_reference"])
-        if key not in known and key not in new:
+        if key not in new:
             new[key] = {"id": new_id("ri"), "run_id": run_id, "channel": channel_id, "kind": key[0],
                         "channel_reference": key[1], "operation_id": (issue.get("ours") or {}).get("id"),
                         "ours": issue.get("ours"), "theirs": issue.get("theirs"), "status": OPEN,
                         "request_id": request_id, "created_at": now}
+    known = {}
     if new:
-        insert_unique_rows(session, _TABLE, list(new.values()))
-        known.update(_known(session, channel_id, [{"issue": kind, "channel_reference": ref} for kind, ref in new]))
+        inserted = insert_unique_rows(session, _TABLE, list(new.values()),
+                                      returning=(_TABLE.c.kind, _TABLE.c.channel_reference))
+        known = {key: (new[key]["id"], OPEN) for key in map(tuple, inserted)}
+        left_out = [{"issue": kind, "channel_reference": ref} for kind, ref in new if (kind, ref) not in known]
+        if left_out:
+            known.update(_known(session, channel_id, left_out))
     for issue in found:
         issue["id"], issue["status"] = known[(issue["issue"], issue["channel_reference"])]
 
