@@ -313,16 +313,26 @@ def test_one_channels_bad_statement_stops_neither_the_pass_nor_the_cli_for_the_o
         served.server.shutdown()
 
 
-@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgresql"), reason="needs PostgreSQL")
-def test_a_statement_over_16_mib_is_reconciled_in_bounded_memory(clean):
-    """300,000 lines (about 22 MB of CSV, past the 16 MiB the old transport refused) reconciled by
-    `payrouter reconcile` in a process of its own, whose peak RSS stays under 500 MB."""
+_PEAK_RSS = """
+import atexit, runpy, sys
+atexit.register(lambda: sys.stderr.write(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))))
+sys.argv[0] = "payrouter"
+runpy.run_module("app", run_name="__main__", alter_sys=True)
+"""
+
+
+def _bench_day(clean, n: int, plant: int, *commands: list[str]):
+    """bench/reconcile.py's day of ``n`` operations (``plant`` discrepancies of each class) in the
+    database and served as a statement; each command (``payrouter`` arguments, ``{run}``: the
+    first's run id) run in a process of its own: (exit status, peak RSS in bytes, standard output).
+    The peak is the process's own VmHWM, which it writes as it exits (``_PEAK_RSS``): the kernel's
+    ru_maxrss of a child counts the size of the process it was spawned from, this test's."""
     import psycopg
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from bench.reconcile import ATTEMPT_COLUMNS, CHANNEL, MERCHANT, OP_COLUMNS, Day, serve
 
-    day = Day(300_000, plant=3)
+    day = Day(n, plant=plant)
     url = clean.database_url.replace("postgresql+psycopg://", "postgresql://")
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("INSERT INTO merchants (id, name, created_at) VALUES (%s, 'Bench', now())", (MERCHANT,))
@@ -334,8 +344,7 @@ def test_a_statement_over_16_mib_is_reconciled_in_bounded_memory(clean):
             for _, attempts in blocks:
                 copy.write(attempts)
         del blocks
-    assert sum(len(block) for block in day.statement()) > 16 * 2**20
-    server = serve(day)
+    server, done, run_id = serve(day), [], None
     try:
         with tempfile.TemporaryDirectory() as var:
             channels = Path(var) / "channels.yaml"
@@ -345,21 +354,66 @@ def test_a_statement_over_16_mib_is_reconciled_in_bounded_memory(clean):
                 "config": {"base_url": f"http://127.0.0.1:{server.server_port}", "secret_env": "BENCH_SECRET"}}]}))
             env = {**os.environ, "DATABASE_URL": clean.database_url, "REDIS_URL": clean.redis_url,
                    "PAYROUTER_CHANNELS": str(channels), "BENCH_SECRET": "x" * 32}
-            out = tempfile.TemporaryFile()
-            proc = subprocess.Popen([sys.executable, "-m", "app", "reconcile", "--channel", CHANNEL, "--date",
-                                     "2026-03-02", "--json"], env=env, stdout=out, stderr=subprocess.DEVNULL)
-            _, status, usage = os.wait4(proc.pid, 0)
-            out.seek(0)
-            report = json.loads(out.read())
+            for command in commands:
+                out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+                code = subprocess.call([sys.executable, "-c", _PEAK_RSS, *(run_id if arg == "{run}" else arg
+                                                                           for arg in command)],
+                                       env=env, stdout=out, stderr=err)
+                out.seek(0)
+                err.seek(0)
+                peak = [int(line.split()[1]) * 1024 for line in err.read().decode().splitlines()
+                        if line.startswith("VmHWM:")]
+                done.append((code, peak[-1], out.read().decode()))
+                run_id = run_id or json.loads(done[0][2])["id"]
     finally:
         server.shutdown()
-    assert os.waitstatus_to_exitcode(status) == 3
-    assert report["statement_lines"] == 300_000 - 3 + 3  # 3 lines left out, 3 lines we never made
+    return day, done
+
+
+def _found(issues) -> dict[str, set[str]]:
     found = {}
-    for issue in report["issues"]:
+    for issue in issues:
         found.setdefault(issue["issue"], set()).add(issue["channel_reference"])
-    assert found == day.expected()
-    assert usage.ru_maxrss * 1024 < 500 * 2**20, f"peak RSS {usage.ru_maxrss / 1024:.0f} MB"
+    return found
+
+
+_DAILY = ["reconcile", "--channel", "bench", "--date", "2026-03-02", "--json"]
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgresql"), reason="needs PostgreSQL")
+def test_a_statement_over_16_mib_is_reconciled_in_bounded_memory(clean):
+    """300,000 lines (about 22 MB of CSV, past the 16 MiB the old transport refused) reconciled by
+    `payrouter reconcile` in a process of its own, whose peak RSS stays under 500 MB."""
+    day, [(code, peak, out)] = _bench_day(clean, 300_000, 3, _DAILY)
+    assert sum(len(block) for block in day.statement()) > 16 * 2**20
+    report = json.loads(out)
+    assert code == 3
+    assert report["statement_lines"] == 300_000 - 3 + 3  # 3 lines left out, 3 lines we never made
+    assert _found(report["issues"]) == day.expected()
+    assert peak < 500 * 2**20, f"peak RSS {peak / 2**20:.0f} MB"
+    assert _staged() == 0
+
+
+@pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgresql"), reason="needs PostgreSQL")
+def test_a_run_with_many_issues_stays_in_bounded_memory_and_exports_them_all(clean):
+    """40,000 issues (5,000 planted of each kind in 40,000 lines): the run streams the disagreeing
+    rows and stores their issues chunk by chunk, so its process stays under 200 MB (~125 MB measured; holding them
+    all took ~5 KB each: ~200 MB more); the run keeps the first 100, `reconcile export` streams
+    every one from the issues table in pages, in a process under 150 MB (~90 MB)."""
+    day, [(code, peak, out), (exported_code, export_peak, exported)] = _bench_day(
+        clean, 40_000, 5_000, _DAILY, ["reconcile", "export", "{run}"])
+    report = json.loads(out)
+    assert code == 3 and exported_code == 0
+    assert report["issue_count"] == report["open_issues"] == 40_000 and report["issues_truncated"] is True
+    assert len(report["issues"]) == 100 and sum(report["summary"]["by_class"].values()) == 40_000
+    rows = list(csv.DictReader(exported.splitlines()))
+    assert len(rows) == 40_000 and len({row["id"] for row in rows}) == 40_000
+    assert _found(rows) == day.expected()
+    assert [row["id"] for row in rows[:100]] == [issue["id"] for issue in report["issues"]]
+    fee = next(row for row in rows[100:] if row["issue"] == "fee_mismatch")
+    assert int(fee["expected_fee"]) == COST.fee(int(fee["theirs_amount"])) != int(fee["theirs_fee"])
+    assert peak < 200 * 2**20, f"peak RSS {peak / 2**20:.0f} MB"
+    assert export_peak < 150 * 2**20, f"export peak RSS {export_peak / 2**20:.0f} MB"
     assert _staged() == 0
 
 
