@@ -42,6 +42,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import inspect
+import io
 import logging
 import threading
 import time
@@ -787,23 +788,29 @@ CSV_COLUMNS = ("id", "status", "issue", "channel_reference", "ours_id", "ours_st
                "theirs_operation", "theirs_status", "theirs_amount", "theirs_currency", "theirs_fee", "expected_fee")
 
 
-def export_csv(run_id: str, out) -> int:
-    """Write a run's issues as CSV (``CSV_COLUMNS``, each issue's status now) to ``out``; how many.
-    Streamed: the run's sample (its first ISSUE_SAMPLE issues, as found), then the rest of the
-    issues it found first read from their rows a page at a time (an issue a later run found again
-    is listed by the run that found it first; its expected fee is the channel's cost now)."""
+def export_csv(run_id: str, out) -> None:
+    """Write a run's issues as CSV to ``out`` (``csv_chunks``)."""
+    for chunk in csv_chunks(run_id):
+        out.write(chunk)
+
+
+def csv_chunks(run_id: str, size: int = 64 * 1024):
+    """A run's issues as CSV (``CSV_COLUMNS``, each issue's status now), in pieces of about ``size``
+    characters, streamed: the run's sample (its first ISSUE_SAMPLE issues, as found), then the rest
+    of the issues it found first, read from their rows a page at a time (an issue a later run found
+    again is listed by the run that found it first; its expected fee is the channel's cost now).
+    NotFound at once for an unknown run."""
     with read_only() as session:
         run = session.get(ReconciliationRun, run_id)
         if run is None:
             raise NotFound(f"No such reconciliation run: '{run_id}'", param="run")
         session.expunge(run)
+    return _csv_pieces(_issues_of(run), size)
+
+
+def _issues_of(run: ReconciliationRun):
     shown = summary(run)
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
-    written = 0
-    for issue in shown["issues"]:
-        _write_issue(writer, issue)
-        written += 1
+    yield from shown["issues"]
     if shown["issues_truncated"]:
         cost = _cost_now(run.channel, run.channel_account)
         sampled = {issue["id"] for issue in shown["issues"] if "id" in issue}
@@ -814,9 +821,20 @@ def export_csv(run_id: str, out) -> int:
                 theirs = issue.get("theirs") or {}
                 if issue["issue"] == "fee_mismatch" and cost is not None and theirs.get("amount") is not None:
                     issue["expected_fee"] = cost.fee(theirs["amount"]) if theirs.get("status") == SUCCEEDED else 0
-                _write_issue(writer, issue)
-                written += 1
-    return written
+                yield issue
+
+
+def _csv_pieces(issues, size: int):
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for issue in issues:
+        _write_issue(writer, issue)
+        if buffer.tell() >= size:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
 
 
 def _write_issue(writer, issue: dict) -> None:

@@ -87,13 +87,10 @@ def resolve_reconciliation_issue(issue_id: str):
 
 @bp.get("/ops/reconciliation/<run_id>/issues.csv")
 def export_reconciliation_run(run_id: str):
-    """A run's issues as CSV: the same file as ``payrouter reconcile export RUN``."""
-    import io
-
-    from app.services.reconcile import export_csv
+    """A run's issues as CSV: the same file as ``payrouter reconcile export RUN``, streamed (an
+    unknown run answers 404 before anything is sent)."""
+    from app.services.reconcile import csv_chunks
 
     query_params(request.args, set())
-    out = io.StringIO()
-    export_csv(run_id, out)
-    return Response(out.getvalue(), mimetype="text/csv",
+    return Response(csv_chunks(run_id), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{run_id}-issues.csv"'})
