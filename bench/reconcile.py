@@ -202,12 +202,15 @@ def serve(day: Day) -> ThreadingHTTPServer:
 
 def run_measured(command: list[str], env: dict) -> tuple[float, int, str, int]:
     """(wall seconds, peak RSS bytes, stdout, exit status) of one process."""
-    out = tempfile.TemporaryFile()
+    out, err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
     started = time.perf_counter()
-    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=err)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 3):  # say why: the bench's own report would only fail to parse
+        err.seek(0)
+        sys.stderr.write(err.read().decode()[-4000:])
     out.seek(0)
     return wall, usage.ru_maxrss * 1024, out.read().decode(), proc.returncode
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from app import context
@@ -100,22 +100,26 @@ def open_of_run(run_id: str, besides: list[str]) -> int:
     return total
 
 
-def pages_of_run(run_id: str, size: int = 1000) -> Iterator[list[dict]]:
-    """The issues ``run_id`` found first, as a run lists them (``issue``, ``channel_reference``,
-    ``ours``, ``theirs``, ``id``, ``status``), ``size`` at a time in id order (keyset pages, each
-    read in a short session of its own)."""
-    after = ""
+def pages_of_run(run_id: str, channel_id: str, size: int = 1000) -> Iterator[list[dict]]:
+    """The issues ``run_id`` (of ``channel_id``) found first, as a run lists them (``issue``,
+    ``channel_reference``, ``ours``, ``theirs``, ``id``, ``status``), by class and reference, ``size``
+    at a time: keyset pages along the unique key's index (the channel's issues read once in all),
+    each read in a short session of its own."""
+    after = None
     while True:
+        query = (select(_TABLE.c.id, _TABLE.c.kind, _TABLE.c.channel_reference, _TABLE.c.ours, _TABLE.c.theirs,
+                        _TABLE.c.status)
+                 .where(_TABLE.c.channel == channel_id, _TABLE.c.run_id == run_id)
+                 .order_by(_TABLE.c.kind, _TABLE.c.channel_reference).limit(size))
+        if after is not None:
+            query = query.where(tuple_(_TABLE.c.kind, _TABLE.c.channel_reference) > after)
         with read_only() as session:
-            rows = session.execute(select(_TABLE.c.id, _TABLE.c.kind, _TABLE.c.channel_reference, _TABLE.c.ours,
-                                          _TABLE.c.theirs, _TABLE.c.status)
-                                   .where(_TABLE.c.run_id == run_id, _TABLE.c.id > after)
-                                   .order_by(_TABLE.c.id).limit(size)).all()
+            rows = session.execute(query).all()
         if not rows:
             return
         yield [{"id": row.id, "issue": row.kind, "channel_reference": row.channel_reference, "ours": row.ours,
                 "theirs": row.theirs, "status": row.status} for row in rows]
-        after = rows[-1].id
+        after = tuple_(rows[-1].kind, rows[-1].channel_reference)
 
 
 def view(issue: ReconciliationIssue) -> dict:

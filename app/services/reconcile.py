@@ -350,11 +350,6 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
         lines = unmatched.subquery()
         unmatched_count = session.scalar(select(func.count(func.distinct(lines.c.channel_reference)))) if count else 0
         unanswered = _unanswered_candidates(session, channel_id, account) if unmatched_count else []
-        # Operations the channel answered "unknown operation" about (app.services.callbacks) made here.
-        under_review = list(session.scalars(select(Operation).where(
-            Operation.channel == channel_id, _of_account(Operation.channel_account_id, account),
-            Operation.review.is_(True), Operation.status == PROCESSING,
-            Operation.created_at >= start, Operation.created_at < end)))
         session.expunge_all()  # loaded and kept as they are: the session ends before the channel is asked
     asked = _ask_by_reference(adapter, unanswered, unmatched, unmatched_count)
     missing = _missing_at_channel(channel_id, statement, start, end, account)
@@ -373,10 +368,18 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
                                               _disagreeing(channel_id, adapter.cost, in_window, account)
                                               .add_columns(_listed_twice(in_window).label("listed_twice")))
             unmatched_lines += _duplicate_findings(session, found, run_id, _duplicated(channel_id, in_window, account))
-        for chunk in _chunks(missing):
-            found.add(session, run_id, [_issue(issue_store.MISSING_AT_CHANNEL, ref, op) for ref, op in chunk])
-        found.add(session, run_id, [_issue(issue_store.UNKNOWN_AT_CHANNEL, op.channel_reference, op)
-                                    for op in under_review])
+        for query in missing:
+            for chunk in _chunks(_streamed(session, query)):
+                found.add(session, run_id, [_issue(issue_store.MISSING_AT_CHANNEL, row.channel_reference, row)
+                                            for row in chunk])
+        # Operations the channel answered "unknown operation" about (app.services.callbacks) made here.
+        for chunk in _chunks(_streamed(session, select(
+                Operation.id, Operation.status, Operation.amount, Operation.currency, Operation.channel_reference)
+                .where(Operation.channel == channel_id, _of_account(Operation.channel_account_id, account),
+                       Operation.review.is_(True), Operation.status == PROCESSING,
+                       Operation.created_at >= start, Operation.created_at < end))):
+            found.add(session, run_id, [_issue(issue_store.UNKNOWN_AT_CHANNEL, op.channel_reference, op)
+                                        for op in chunk])
         matched = count - unmatched_lines
         report = {"lines": count, "matched": matched, "by_class": found.by_class, "theirs": theirs, "ours": ours,
                   "seconds": round(time.monotonic() - statement.started, 3)}
@@ -649,41 +652,35 @@ def _ours(row) -> tuple[SimpleNamespace, SimpleNamespace]:
 
 
 def _missing_at_channel(channel_id: str, statement: _Statements, start: dt.datetime, end: dt.datetime,
-                        account: str | None = None) -> list:
+                        account: str | None = None) -> tuple:
     """Outcomes of ours in the window (final, with the channel's reference) and disputes we recorded
-    in it, of this account, that no staged line lists, as (reference, ours) pairs: anti-joins; then,
-    for those made before the window (a dispute: its payment's creation), the earlier statements they
-    may be on are staged and those few looked up again."""
+    in it, of this account, that no staged line lists: two anti-joins, returned as queries (of the
+    reference, ``id``, ``status``, ``amount``, ``currency``) that the run streams. First the
+    earliest creation among them (a dispute: its payment's) says which earlier statements they may
+    be on: those are staged (no session open meanwhile), and the anti-joins read them too."""
     staged = LINES.c.load_id.in_(statement.load_ids)
-    with read_only() as session:
-        rows = session.execute(
-            select(Attempt.channel_reference, Operation.id, Operation.kind, Operation.status,
+    ours = (select(Attempt.channel_reference, Operation.id, Operation.kind, Operation.status,
                    SETTLED_AMOUNT.label("amount"), Operation.currency, Operation.created_at)
             .join(Operation, Operation.id == Attempt.operation_id)
             .where(Attempt.channel == channel_id, Attempt.status.in_(sorted(FINAL)),
                    _of_account(Attempt.channel_account_id, account),
                    Attempt.channel_reference.is_not(None), Attempt.updated_at >= start, Attempt.updated_at < end,
                    ~exists().where(staged, LINES.c.channel_reference == Attempt.channel_reference,
-                                   _same_family()))).all()
-        rows += session.execute(
-            select(Dispute.channel_reference, Dispute.id, literal(DISPUTE).label("kind"), Dispute.status,
-                   Dispute.amount, Dispute.currency, Operation.created_at)
-            .join(Operation, Operation.id == Dispute.payment_id)
-            .where(Dispute.channel == channel_id, _of_account(Dispute.channel_account_id, account),
-                   Dispute.created_at >= start, Dispute.created_at < end,
-                   ~exists().where(staged, LINES.c.channel_reference == Dispute.channel_reference,
-                                   LINES.c.operation == DISPUTE))).all()
-    if rows and statement.reach_back(min(row.created_at for row in rows)):  # no session open meanwhile
-        references = sorted({row.channel_reference for row in rows})
-        found = set()
-        with read_only() as session:
-            for first in range(0, len(references), 500):
-                found.update((reference, _line_family(operation)) for reference, operation in session.execute(
-                    select(LINES.c.channel_reference, LINES.c.operation).where(
-                        staged, LINES.c.channel_reference.in_(references[first:first + 500]))))
-        rows = [row for row in rows if (row.channel_reference, _line_family(row.kind)) not in found]
-    return [(row.channel_reference, SimpleNamespace(id=row.id, status=row.status, amount=row.amount,
-                                                    currency=row.currency)) for row in rows]
+                                   _same_family())))
+    disputes = (select(Dispute.channel_reference, Dispute.id, literal(DISPUTE).label("kind"), Dispute.status,
+                       Dispute.amount, Dispute.currency, Operation.created_at)
+                .join(Operation, Operation.id == Dispute.payment_id)
+                .where(Dispute.channel == channel_id, _of_account(Dispute.channel_account_id, account),
+                       Dispute.created_at >= start, Dispute.created_at < end,
+                       ~exists().where(staged, LINES.c.channel_reference == Dispute.channel_reference,
+                                       LINES.c.operation == DISPUTE)))
+    with read_only() as session:
+        earliest = [session.scalar(select(func.min(rows.c.created_at)))
+                    for rows in (ours.subquery(), disputes.subquery())]
+    earliest = [created for created in earliest if created is not None]
+    if earliest:
+        statement.reach_back(min(earliest))
+    return ours, disputes
 
 
 def _line_issues(adapter, ref: str, line, found: tuple | None) -> list[dict]:
@@ -814,7 +811,7 @@ def _issues_of(run: ReconciliationRun):
     if shown["issues_truncated"]:
         cost = _cost_now(run.channel, run.channel_account)
         sampled = {issue["id"] for issue in shown["issues"] if "id" in issue}
-        for page in issue_store.pages_of_run(run.id):
+        for page in issue_store.pages_of_run(run.id, run.channel):
             for issue in page:
                 if issue["id"] in sampled:
                     continue
