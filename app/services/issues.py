@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from app import context
@@ -103,23 +103,16 @@ def open_of_run(run_id: str, besides: list[str]) -> int:
 def pages_of_run(run_id: str, channel_id: str, size: int = 1000) -> Iterator[list[dict]]:
     """The issues ``run_id`` (of ``channel_id``) found first, as a run lists them (``issue``,
     ``channel_reference``, ``ours``, ``theirs``, ``id``, ``status``), by class and reference, ``size``
-    at a time: keyset pages along the unique key's index (the channel's issues read once in all),
-    each read in a short session of its own."""
-    after = None
-    while True:
-        query = (select(_TABLE.c.id, _TABLE.c.kind, _TABLE.c.channel_reference, _TABLE.c.ours, _TABLE.c.theirs,
-                        _TABLE.c.status)
-                 .where(_TABLE.c.channel == channel_id, _TABLE.c.run_id == run_id)
-                 .order_by(_TABLE.c.kind, _TABLE.c.channel_reference).limit(size))
-        if after is not None:
-            query = query.where(tuple_(_TABLE.c.kind, _TABLE.c.channel_reference) > after)
-        with read_only() as session:
-            rows = session.execute(query).all()
-        if not rows:
-            return
-        yield [{"id": row.id, "issue": row.kind, "channel_reference": row.channel_reference, "ours": row.ours,
-                "theirs": row.theirs, "status": row.status} for row in rows]
-        after = tuple_(rows[-1].kind, rows[-1].channel_reference)
+    at a time: one query streamed (a server-side cursor on PostgreSQL; ``run_id`` has no index of
+    its own, so the issues are read once, not once a page), in one read-only session."""
+    query = (select(_TABLE.c.id, _TABLE.c.kind, _TABLE.c.channel_reference, _TABLE.c.ours, _TABLE.c.theirs,
+                    _TABLE.c.status)
+             .where(_TABLE.c.channel == channel_id, _TABLE.c.run_id == run_id)
+             .order_by(_TABLE.c.kind, _TABLE.c.channel_reference).execution_options(yield_per=size))
+    with read_only() as session:
+        for rows in session.execute(query).partitions():
+            yield [{"id": row.id, "issue": row.kind, "channel_reference": row.channel_reference, "ours": row.ours,
+                    "theirs": row.theirs, "status": row.status} for row in rows]
 
 
 def view(issue: ReconciliationIssue) -> dict:

@@ -794,7 +794,7 @@ def export_csv(run_id: str, out) -> None:
 def csv_chunks(run_id: str, size: int = 64 * 1024):
     """A run's issues as CSV (``CSV_COLUMNS``, each issue's status now), in pieces of about ``size``
     characters, streamed: the run's sample (its first ISSUE_SAMPLE issues, as found), then the rest
-    of the issues it found first, read from their rows a page at a time (an issue a later run found
+    of the issues it found first, streamed from their rows (an issue a later run found
     again is listed by the run that found it first; its expected fee is the channel's cost now).
     NotFound at once for an unknown run."""
     with read_only() as session:
