@@ -586,6 +586,15 @@ class ReconciliationIssue(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+# Which run found which issue: every run that found it, not only the first (``ReconciliationIssue.run_id``),
+# so a run's export lists all it found, the issues earlier passes recorded included (migration 0025).
+reconciliation_run_issues = Table(
+    "reconciliation_run_issues", Base.metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("issue_id", String(40), primary_key=True),
+)
+
+
 # A channel's statement lines as they stream in, one load per reconciliation pass
 # (app.adapters.staging): matched set-wise against attempts, then deleted. Rows only, no mapped class:
 # nothing builds an object per line. Unlogged on PostgreSQL (migration 0019): a crash loses only a

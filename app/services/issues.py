@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from app import context
 from app.adapters.db import insert_unique_rows, read_only, unit_of_work
 from app.adapters.models import Operation, ReconciliationIssue, new_id, utcnow
+from app.adapters.models import reconciliation_run_issues as RUN_ISSUES
 from app.domain.errors import Conflict, InvalidRequest, NotFound
 from app.domain.states import FAILED, PROCESSING, SUCCEEDED
 from app.services import audit
@@ -64,6 +65,9 @@ def record(session: Session, channel_id: str, found: list[dict], run_id: str | N
             known.update(_known(session, channel_id, left_out))
     for issue in found:
         issue["id"], issue["status"] = known[(issue["issue"], issue["channel_reference"])]
+    if run_id is not None and found:  # this run found them, whichever run found them first
+        insert_unique_rows(session, RUN_ISSUES, [{"run_id": run_id, "issue_id": issue_id}
+                                                 for issue_id in sorted({issue["id"] for issue in found})])
 
 
 def _known(session: Session, channel_id: str, found: list[dict]) -> dict[tuple[str, str], tuple[str, str]]:
@@ -89,25 +93,29 @@ def statuses(issue_ids: list[str]) -> dict[str, str]:
     return found
 
 
+def _of_run(run_id: str):
+    """The issues ``run_id`` found (first or again): a join on ``reconciliation_run_issues``."""
+    return _TABLE.join(RUN_ISSUES, and_(RUN_ISSUES.c.issue_id == _TABLE.c.id, RUN_ISSUES.c.run_id == run_id))
+
+
 def open_of_run(run_id: str, besides: list[str]) -> int:
-    """How many issues ``run_id`` found first are still open, ``besides`` those ids (counted apart)."""
+    """How many issues ``run_id`` found are still open, ``besides`` those ids (counted apart)."""
     with read_only() as session:
-        total = session.scalar(select(func.count()).select_from(_TABLE).where(_TABLE.c.run_id == run_id,
-                                                                             _TABLE.c.status == OPEN))
+        total = session.scalar(select(func.count()).select_from(_of_run(run_id)).where(_TABLE.c.status == OPEN))
         for start in range(0, len(besides), 500):
-            total -= session.scalar(select(func.count()).select_from(_TABLE).where(
-                _TABLE.c.run_id == run_id, _TABLE.c.status == OPEN, _TABLE.c.id.in_(besides[start:start + 500])))
+            total -= session.scalar(select(func.count()).select_from(_of_run(run_id)).where(
+                _TABLE.c.status == OPEN, _TABLE.c.id.in_(besides[start:start + 500])))
     return total
 
 
 def pages_of_run(run_id: str, channel_id: str, size: int = 1000) -> Iterator[list[dict]]:
-    """The issues ``run_id`` (of ``channel_id``) found first, as a run lists them (``issue``,
-    ``channel_reference``, ``ours``, ``theirs``, ``id``, ``status``), by class and reference, ``size``
-    at a time: one query streamed (a server-side cursor on PostgreSQL; ``run_id`` has no index of
-    its own, so the issues are read once, not once a page), in one read-only session."""
+    """The issues ``run_id`` (of ``channel_id``) found, first or again, as a run lists them
+    (``issue``, ``channel_reference``, ``ours``, ``theirs``, ``id``, ``status``), by class and
+    reference, ``size`` at a time: one query streamed (a server-side cursor on PostgreSQL), in one
+    read-only session."""
     query = (select(_TABLE.c.id, _TABLE.c.kind, _TABLE.c.channel_reference, _TABLE.c.ours, _TABLE.c.theirs,
-                    _TABLE.c.status)
-             .where(_TABLE.c.channel == channel_id, _TABLE.c.run_id == run_id)
+                    _TABLE.c.status).select_from(_of_run(run_id))
+             .where(_TABLE.c.channel == channel_id)
              .order_by(_TABLE.c.kind, _TABLE.c.channel_reference).execution_options(yield_per=size))
     with read_only() as session:
         for rows in session.execute(query).partitions():

@@ -794,8 +794,8 @@ def export_csv(run_id: str, out) -> None:
 def csv_chunks(run_id: str, size: int = 64 * 1024):
     """A run's issues as CSV (``CSV_COLUMNS``, each issue's status now), in pieces of about ``size``
     characters, streamed: the run's sample (its first ISSUE_SAMPLE issues, as found), then the rest
-    of the issues it found first, streamed from their rows (an issue a later run found
-    again is listed by the run that found it first; its expected fee is the channel's cost now).
+    of the issues it found (first, or again after an earlier pass), streamed from their rows (past
+    the sample, a fee issue's expected fee is the channel's cost now).
     NotFound at once for an unknown run."""
     with read_only() as session:
         run = session.get(ReconciliationRun, run_id)

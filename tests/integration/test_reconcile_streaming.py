@@ -439,3 +439,27 @@ def test_the_sandbox_serves_the_lines_since_a_moment_and_refuses_a_bad_one(stack
     bad = requests.get(f"{stack.sandbox_url}/statements/{today}", params={"channel": "sandbox", "since": "soon"},
                        timeout=5)
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_since"
+
+
+def test_a_run_that_finds_issues_again_exports_every_one_of_them(statement, monkeypatch):
+    """The daily run over a day earlier passes compared finds their issues again (one row each, the
+    first run's): past its sample, its export and open count still cover all it found."""
+    from app.services import reconcile as recon
+
+    monkeypatch.setattr(recon, "ISSUE_SAMPLE", 2)
+    for i in range(5):
+        statement.line(f"r_ghost_{i}", 1000 + i)  # missing_in_payrouter, five times
+    first = _reconcile()
+    assert first.exit_code == 3, first.output
+    again = _reconcile()
+    assert again.exit_code == 3, again.output
+    report = json.loads(again.output)
+    assert (report["issue_count"], report["open_issues"], report["issues_truncated"]) == (5, 5, True)
+    assert len(report["issues"]) == 2
+    exported = CliRunner().invoke(main, ["reconcile", "export", report["id"]])
+    assert exported.exit_code == 0, exported.output
+    rows = list(csv.DictReader(exported.output.splitlines()))
+    assert sorted(row["channel_reference"] for row in rows) == [f"r_ghost_{i}" for i in range(5)]
+    first_id = json.loads(first.output)["id"]
+    assert {row["id"] for row in rows} == {issue["id"] for issue in json.loads(
+        CliRunner().invoke(main, ["reconcile", "issues", "--json"]).output) if issue["run"] == first_id}
