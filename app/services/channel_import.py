@@ -51,16 +51,19 @@ def import_file(path: str | os.PathLike | None, actor: str, *, prune: bool = Fal
 
 
 def _refuse_removing_routed(remaining: set[str]) -> None:
-    """The live rule set must still name only channels that stay: else a removal would leave its
-    routes pointing nowhere (every payment on them a silent ``no_route``)."""
+    """Every live rule set, the platform's and each merchant's own, must still name only channels
+    that stay: else a removal would leave its routes pointing nowhere (every payment on them a
+    silent ``no_route``)."""
     with read_only() as session:
-        live = store.live_version(session)
-        source = store.source_of(session, live) if live is not None else None
-    if source is None:
-        return
-    problems = format.validate(source, remaining)
-    if problems:
-        raise InvalidRequest(
-            f"--prune would remove channels the live rules (version {live}) route to: "
-            + "; ".join(str(problem) for problem in problems[:5])
-            + ". Publish rules without them first.", param="channels", code="channel_in_use")
+        owners = [None, *store.owners(session)]
+        live = {owner: store.live_version(session, owner) for owner in owners}
+        sources = {owner: store.source_of(session, version, owner) for owner, version in live.items()
+                   if version is not None}
+    for owner, source in sources.items():
+        problems = format.validate(source, remaining)
+        if problems:
+            whose = "the live rules" if owner is None else f"the live rules of merchant {owner}"
+            raise InvalidRequest(
+                f"--prune would remove channels {whose} (version {live[owner]}) route to: "
+                + "; ".join(str(problem) for problem in problems[:5])
+                + ". Publish rules without them first.", param="channels", code="channel_in_use")

@@ -238,6 +238,27 @@ def test_prune_is_refused_while_the_live_rules_route_to_the_channel(stored, tmp_
     assert "acq_beta" in {cid for cid, _ in channel_definitions.rows()}
 
 
+def test_prune_is_refused_while_a_merchants_own_live_rules_route_to_the_channel(stored, tmp_path):
+    """The platform's rules do not name acq_gamma, a merchant's own set does: pruning it is refused
+    naming that merchant, and the channel stays."""
+    from app.services import rules_publishing
+
+    merchant_id, _ = builders.merchant("Gamma shop")
+    channel_import.import_file(with_channel(tmp_path / "gamma.yaml", "http://127.0.0.1:1", **GAMMA), "cli:test")
+    own = ("rules:\n  - id: upi\n    priority: 100\n    when: {fact: payment_method.type, eq: upi}\n"
+           "    then: {route: [acq_gamma]}\n")
+    rules_publishing.publish(own, "pm", "upi through gamma", merchant=merchant_id)
+    code, out = cli("channels", "import", tmp_path / "gamma.yaml", "--prune")  # still lists it: allowed
+    assert code == 0, out
+    without = tmp_path / "without.yaml"
+    data = yaml.safe_load((tmp_path / "gamma.yaml").read_text())
+    data["channels"] = [c for c in data["channels"] if c["id"] != "acq_gamma"]
+    without.write_text(yaml.safe_dump(data))
+    code, out = cli("channels", "import", without, "--prune")
+    assert code == 1 and "acq_gamma" in out and merchant_id in out, out
+    assert "acq_gamma" in {cid for cid, _ in channel_definitions.rows()}
+
+
 def test_a_process_that_cannot_build_a_changed_channel_keeps_the_ones_it_runs(stored, tmp_path, monkeypatch):
     """Another process imported a definition this one cannot expand: it keeps its channels (and says so)."""
     before = channels_runtime.registry()
