@@ -61,7 +61,8 @@ def malformed(notice: dict) -> str | None:
 
 def verdict(payment: Operation, notice: dict) -> str:
     """Whether a dispute notice about ``payment`` can be applied: only to a payment that succeeded
-    (through a channel), in its currency, of at most what it settled. A payment not final yet (its
+    (through a channel), in its currency, of at most what it settled less what was refunded (a
+    refund and a chargeback never take back more than the payment). A payment not final yet (its
     own callback or status query still to come) is waited for: WAIT."""
     if payment.kind == "payment" and payment.status in OPEN:
         log.info("dispute %s reported for %s, which is still %s: kept until it is final",
@@ -72,9 +73,11 @@ def verdict(payment: Operation, notice: dict) -> str:
                     payment.id, payment.status, payment.kind)
         return NOT_DISPUTABLE
     settled = payment.amount_captured if payment.amount_captured is not None else payment.amount
-    if notice.get("currency") != payment.currency or notice["amount"] > settled:
-        log.warning("dispute %s of %s %s does not fit payment %s (%s %s): set aside", notice.get("channel_reference"),
-                    notice["amount"], notice.get("currency"), payment.id, settled, payment.currency)
+    left = settled - (payment.amount_refunded or 0)  # a refund already gave the rest back
+    if notice.get("currency") != payment.currency or notice["amount"] > left:
+        log.warning("dispute %s of %s %s does not fit payment %s (%s %s left of %s after refunds): set aside",
+                    notice.get("channel_reference"), notice["amount"], notice.get("currency"), payment.id, left,
+                    payment.currency, settled)
         return MISMATCH
     return APPLY
 

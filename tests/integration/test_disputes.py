@@ -238,6 +238,27 @@ def test_a_dispute_of_a_payment_that_did_not_succeed_or_does_not_fit_is_set_asid
             JournalEntry.kind.startswith("dispute"))) == 0
 
 
+def test_a_chargeback_after_a_refund_never_takes_back_more_than_the_payment(stack):
+    """…58 refunded (2,000 of 2,058) before the sandbox's chargeback of the full amount arrives: the
+    dispute does not fit what is left (58), so it is set aside as dispute_mismatch — never debited
+    beyond the payment — and the statement's dispute line stays for reconciliation to report."""
+    api = builders.api(stack.client)
+    payment = paid(api, 2058)
+    refund = api.post("/v1/refunds", {"payment": payment["id"], "amount": 2000, "reference": builders.unique("re")})
+    assert refund.status_code == 201 and refund.get_json()["status"] == "succeeded", refund.get_json()
+
+    def set_aside():
+        stack.work()
+        with unit_of_work() as session:
+            return session.scalar(select(ChannelCallback.outcome).where(ChannelCallback.outcome == "dispute_mismatch"))
+
+    wait_until(set_aside, timeout=15, what="the chargeback set aside")
+    assert api.get("/v1/disputes").get_json()["data"] == []
+    lines = api.get("/v1/balance_transactions?limit=100").get_json()["data"]
+    assert sorted(t["type"] for t in lines) == ["payment", "refund"]
+    assert available(api) == 2058 - payment["fee"] - 2000
+
+
 def test_the_statement_lists_the_dispute_and_reconciliation_matches_it(stack):
     api = builders.api(stack.client)
     won = disputed(stack, api, paid(api, 2058)["id"])
