@@ -55,17 +55,6 @@ def paid(api, amount: int = 2058) -> dict:
     return payment
 
 
-def disputed(stack, api, payment_id: str) -> dict:
-    """The payment's dispute, once the sandbox has reported it and the worker applied the callback."""
-    def reported():
-        stack.work()
-        return api.get(f"/v1/disputes?payment={payment_id}").get_json()["data"]
-
-    found = wait_until(reported, timeout=15, what=f"a dispute of {payment_id}")
-    assert len(found) == 1, found
-    return found[0]
-
-
 def at_channel(dispute_id: str) -> str:
     with unit_of_work() as session:
         return session.get(Dispute, dispute_id).channel_reference
@@ -94,7 +83,7 @@ def available(api, currency: str = "USD") -> int:
 def test_58_is_disputed_debited_from_the_merchant_and_read_through_the_api(stack):
     api = builders.api(stack.client)
     payment = paid(api)
-    dispute = disputed(stack, api, payment["id"])
+    dispute = stack.dispute_of(api, payment["id"])
     assert dispute["id"].startswith("dp_") and dispute["object"] == "dispute" and dispute["livemode"] is False
     assert (dispute["payment"], dispute["amount"], dispute["currency"]) == (payment["id"], 2058, "USD")
     assert (dispute["status"], dispute["reason"], dispute["closed_at"]) == ("needs_response", "fraudulent", None)
@@ -112,7 +101,7 @@ def test_58_is_disputed_debited_from_the_merchant_and_read_through_the_api(stack
 def test_the_list_of_disputes_filters_and_pages_like_the_others(stack):
     api = builders.api(stack.client)
     first, second = paid(api, 1058), paid(api, 3058)
-    one, two = disputed(stack, api, first["id"]), disputed(stack, api, second["id"])
+    one, two = stack.dispute_of(api, first["id"]), stack.dispute_of(api, second["id"])
     listed = api.get("/v1/disputes").get_json()
     assert listed["object"] == "list" and listed["has_more"] is False
     assert {d["id"] for d in listed["data"]} == {one["id"], two["id"]}
@@ -141,7 +130,7 @@ def test_the_list_of_disputes_filters_and_pages_like_the_others(stack):
 def test_a_dispute_won_gives_the_debit_back_and_one_lost_keeps_it(stack, app):
     api = builders.api(stack.client)
     payment = paid(api, 2058)
-    won, lost = disputed(stack, api, payment["id"]), disputed(stack, api, paid(api, 4058)["id"])
+    won, lost = stack.dispute_of(api, payment["id"]), stack.dispute_of(api, paid(api, 4058)["id"])
     before = available(api)
     assert rule(stack, won["id"], "won").status_code == 200
     assert rule(stack, lost["id"], "lost").status_code == 200
@@ -179,7 +168,7 @@ def test_a_dispute_won_gives_the_debit_back_and_one_lost_keeps_it(stack, app):
 def test_a_repeated_dispute_callback_is_applied_once(stack):
     api = builders.api(stack.client)
     payment = paid(api)
-    dispute = disputed(stack, api, payment["id"])
+    dispute = stack.dispute_of(api, payment["id"])
     sandbox, reference = channel("sandbox"), at_channel(dispute["id"])
     payment_reference = _payment_reference(payment["id"])
 
@@ -261,8 +250,8 @@ def test_a_chargeback_after_a_refund_never_takes_back_more_than_the_payment(stac
 
 def test_the_statement_lists_the_dispute_and_reconciliation_matches_it(stack):
     api = builders.api(stack.client)
-    won = disputed(stack, api, paid(api, 2058)["id"])
-    open_one = disputed(stack, api, paid(api, 3058)["id"])
+    won = stack.dispute_of(api, paid(api, 2058)["id"])
+    open_one = stack.dispute_of(api, paid(api, 3058)["id"])
     rule(stack, won["id"], "won")
     closed(stack, api, won["id"], "won")
     today = dt.datetime.now(dt.timezone.utc).date()
@@ -286,7 +275,7 @@ def test_a_dispute_of_a_payment_made_with_a_merchant_account_is_on_that_accounts
     api = builders.api(stack.client)
     key = builders.sandbox_account(stack.sandbox_url)["api_key"]
     account = bring(api, key).get_json()
-    dispute = disputed(stack, api, paid(api, 2058)["id"])
+    dispute = stack.dispute_of(api, paid(api, 2058)["id"])
     assert statement(stack, key)[at_channel(dispute["id"])]["operation"] == "dispute"
     assert at_channel(dispute["id"]) not in statement(stack)  # not the platform account's
     code, runs = reconcile_today()
@@ -303,7 +292,7 @@ def test_a_dispute_carries_reference_and_metadata_read_only(stack):
     """Contract §1: every object carries ``reference`` and ``metadata``; a dispute is the channel's,
     so they are null and {} and no POST changes them (the contract lists only GETs for disputes)."""
     api = builders.api(stack.client)
-    dispute = disputed(stack, api, paid(api)["id"])
+    dispute = stack.dispute_of(api, paid(api)["id"])
     assert (dispute["reference"], dispute["metadata"]) == (None, {})
     assert [e["data"]["object"]["reference"] for e in events_listed(api, "dispute.created")] == [None]
     update = api.post(f"/v1/disputes/{dispute['id']}", {"metadata": {"case": "1"}})
@@ -318,7 +307,7 @@ def test_a_dispute_carries_reference_and_metadata_read_only(stack):
 def test_a_disputed_payment_is_not_refunded_until_its_dispute_is_won(stack):
     api = builders.api(stack.client)
     payment, lost_one = paid(api, 2058), paid(api, 3058)
-    dispute = disputed(stack, api, payment["id"])
+    dispute = stack.dispute_of(api, payment["id"])
     refused = api.post("/v1/refunds", builders.refund_body(payment["id"], amount=100))
     error = refused.get_json()["error"]
     assert refused.status_code == 409, error
@@ -328,7 +317,7 @@ def test_a_disputed_payment_is_not_refunded_until_its_dispute_is_won(stack):
         assert session.scalar(select(func.count()).select_from(Operation).where(Operation.kind == "refund")) == 0
     assert api.get(f"/v1/payments/{payment['id']}").get_json()["amount_refunded"] == 0
     # Lost: still refused. Won: what is left is refundable, and no more.
-    lost = disputed(stack, api, lost_one["id"])
+    lost = stack.dispute_of(api, lost_one["id"])
     rule(stack, lost["id"], "lost")
     closed(stack, api, lost["id"], "lost")
     again = api.post("/v1/refunds", builders.refund_body(lost_one["id"]))
@@ -346,14 +335,14 @@ def test_a_dispute_the_channels_statement_lacks_is_missing_at_channel(stack):
     """Reconciliation both ways: a dispute we recorded (its notice said so) that the statement of its
     channel account does not list is reported ``missing_at_channel``."""
     api = builders.api(stack.client)
-    listed = disputed(stack, api, paid(api, 2058)["id"])
+    listed = stack.dispute_of(api, paid(api, 2058)["id"])
     payment = paid(api, 4000)
     ghost = builders.unique("sbxdp")  # a dispute the channel never lists
     body, headers = builders.signed_dispute_callback(channel("sandbox"), payment["id"],
                                                      _payment_reference(payment["id"]), ghost, "needs_response", 4000)
     assert requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers,
                          timeout=10).status_code == 200
-    ours = disputed(stack, api, payment["id"])
+    ours = stack.dispute_of(api, payment["id"])
     with unit_of_work() as session:
         assert session.get(Dispute, listed["id"]).channel_account_id is None  # the platform's account
     run = reconcile.reconcile("sandbox", dt.datetime.now(dt.timezone.utc).date())
@@ -396,7 +385,7 @@ def test_a_dispute_reported_before_its_payment_is_final_waits_in_the_inbox(stack
     with unit_of_work() as session:
         waiting = dispute_callback(session, payment["id"])
         assert (waiting.processed_at, waiting.outcome) == (None, "waiting_payment")
-    dispute = disputed(stack, api, payment["id"])  # the payment's callback, then the retried notice
+    dispute = stack.dispute_of(api, payment["id"])  # the payment's callback, then the retried notice
     assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "succeeded"
     assert (dispute["amount"], dispute["status"]) == (2052, "needs_response")
     assert at_channel(dispute["id"]) == dispute_ref and events_of(dispute["id"]) == ["dispute.created"]
