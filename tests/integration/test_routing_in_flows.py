@@ -118,3 +118,22 @@ def test_read_only_mode_refuses_every_write_but_reads_work(client):
     switches.set("operation:transfer", True, actor="ops")
     response = api.post("/v1/transfers", api.transfer_body(account["id"], other["id"], 10))
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "operation_paused"
+
+
+def test_read_only_mode_refuses_actions_whose_body_may_be_left_out(wh_client):
+    api = builders.api(wh_client)
+    endpoint = api.post("/v1/webhook_endpoints", {"url": "http://127.0.0.1:9/hooks", "enabled_events": ["*"]})
+    assert endpoint.status_code == 201, endpoint.get_json()
+    key_id = api.get("/v1/api_keys").get_json()["data"][0]["id"]
+    switches.set("read_only", True, actor="ops", reason="migration")
+    for path, body in ((f"/v1/webhook_endpoints/{endpoint.get_json()['id']}/rotate_secret", None),
+                       (f"/v1/webhook_endpoints/{endpoint.get_json()['id']}/rotate_secret", {"overlap_seconds": 60}),
+                       ("/v1/events/evt_none/redeliver", None),
+                       (f"/v1/api_keys/{key_id}/roll", None),
+                       (f"/v1/api_keys/{key_id}/revoke", {})):
+        response = api.post(path, body)
+        assert response.status_code == 503 and response.get_json()["error"]["code"] == "read_only", path
+    switches.set("read_only", False, actor="ops")
+    assert len(api.get("/v1/api_keys").get_json()["data"]) == 1  # nothing rolled
+    rotated = api.post(f"/v1/webhook_endpoints/{endpoint.get_json()['id']}/rotate_secret", None)
+    assert rotated.status_code == 200 and rotated.get_json()["secret"] != endpoint.get_json()["secret"]

@@ -1,34 +1,18 @@
 """/v1/api_keys: the merchant's own secret keys, managed with a key of the same mode."""
 from __future__ import annotations
 
-from flask import Blueprint, g, request
+from flask import Blueprint, g
 
-from app.entrypoints.api import errors
 from app.entrypoints.api.common import (
     SecretShownOnce,
     create,
-    in_mode,
-    json_response,
     listing,
     read,
-    refuse_writes_if_read_only,
 )
 from app.entrypoints.api.openapi import ListOf, documented
-from app.services import idempotency, merchants
-from app.services.validation import parse_body
+from app.services import merchants
 
 bp = Blueprint("api_keys", __name__)
-
-
-def _action(schema: str, execute, present=None):
-    """An idempotent POST on a key whose body is optional (checked against ``schema`` when sent)."""
-    key = idempotency.check_key(request.headers.get("Idempotency-Key"))
-    raw = request.get_data(cache=False)
-    body = parse_body(raw, schema) if raw.strip() else {}
-    refuse_writes_if_read_only()
-    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
-                             errors.error_payload)
-    return present(stored) if present is not None else json_response(stored.status, stored.body, stored.replayed)
 
 
 def _unseal(session, payload: dict) -> dict:
@@ -69,8 +53,8 @@ def get_key(key_id):
 @documented("Revoke a secret key: refused at once by every process; never the last live key (409)",
             optional_body="api_key_revoke", answers="api_key")
 def revoke_key(key_id):
-    return _action("api_key_revoke", lambda s, _body: (
-        200, merchants.key_representation(merchants.revoke_merchant_key(s, g.merchant, key_id))))
+    return create("api_key_revoke", lambda s, _body: (
+        200, merchants.key_representation(merchants.revoke_merchant_key(s, g.merchant, key_id))), body_optional=True)
 
 
 @bp.post(merchants.KEY_ROLL_PATH.format("<key_id>"))
@@ -83,4 +67,4 @@ def roll_key(key_id):
         issued = merchants.roll_key(session, g.merchant, key_id, body.get("overlap_seconds", 0))
         return shows.store(200, merchants.key_representation(issued.key, issued.secret))
 
-    return _action("api_key_roll", execute, shows)
+    return create("api_key_roll", execute, shows, body_optional=True)

@@ -44,12 +44,15 @@ def json_response(status: int, raw: bytes, replayed: bool = False) -> Response:
 
 def create(schema: str, execute: Callable[[Session, dict], tuple[int, dict]],
            present: Callable[[idempotency.StoredResponse], Response] | None = None,
-           binds: Callable[[dict], dict] = lambda body: body) -> Response:
+           binds: Callable[[dict], dict] = lambda body: body, body_optional: bool = False) -> Response:
     """An idempotent POST: validate the body, then run ``execute(session, body)`` once per key.
     ``present``: how the stored response is shown, when it is not as stored (a sealed secret);
-    ``binds``: what of the body the key is bound to (a credential only as a keyed digest)."""
+    ``binds``: what of the body the key is bound to (a credential only as a keyed digest);
+    ``body_optional``: an action on an object (revoke, roll, rotate, redeliver) whose body may be
+    left out (it is then ``{}``); one that is sent is checked against ``schema`` all the same."""
     key = idempotency.check_key(request.headers.get("Idempotency-Key"))
-    body = parse_body(request.get_data(cache=False), schema)
+    raw = request.get_data(cache=False)
+    body = {} if body_optional and not raw.strip() else parse_body(raw, schema)
     refuse_writes_if_read_only()
     stored = idempotency.run(g.merchant.id, key, request.path, in_mode(binds(body)), lambda s: execute(s, body),
                              errors.error_payload)

@@ -2,12 +2,10 @@
 from flask import Blueprint, g, request
 
 from app.domain.kinds import OperationKind
-from app.entrypoints.api import errors
-from app.entrypoints.api.common import create, in_mode, json_response, listing, read, refuse_writes_if_read_only
+from app.entrypoints.api.common import create, listing, read
 from app.entrypoints.api.openapi import ListOf, documented
-from app.services import capture, idempotency, payments
+from app.services import capture, payments
 from app.services.operations import view, view_all
-from app.services.validation import parse_body
 
 bp = Blueprint("payments", __name__)
 
@@ -63,18 +61,11 @@ for _collection, (_kind, _schema, _) in CREATORS.items():
 
 def _payment_action(schema: str, act):
     """An idempotent POST on a payment whose body is optional (checked against ``schema`` when given)."""
-    key = idempotency.check_key(request.headers.get("Idempotency-Key"))
-    raw = request.get_data(cache=False)
-    body = parse_body(raw, schema) if raw.strip() else {}
-    refuse_writes_if_read_only()
-
     def execute(s, body):
         result = act(s, g.merchant, body)
         return 200, view(s, result.operation, result.attempts)
 
-    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
-                             errors.error_payload)
-    return json_response(stored.status, stored.body, stored.replayed)
+    return create(schema, execute, body_optional=True)
 
 
 @bp.post("/v1/payments/<payment_id>/capture")

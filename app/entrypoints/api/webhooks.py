@@ -1,30 +1,16 @@
 """/v1/webhook_endpoints and the webhook views of /v1/events: endpoints, deliveries, redelivery."""
 from __future__ import annotations
 
-from flask import Blueprint, g, request
+from flask import Blueprint, g
 
 from app.adapters.db import unit_of_work
-from app.entrypoints.api import errors
-from app.entrypoints.api.common import SecretShownOnce, create, in_mode, json_response, listing, read
+from app.entrypoints.api.common import SecretShownOnce, create, json_response, listing, read
 from app.entrypoints.api.openapi import ListOf, documented
 from app.services import idempotency
-from app.services.validation import parse_body
 from app.services.webhooks import deliveries, relay
 from app.services.webhooks import endpoints as service
 
 bp = Blueprint("webhooks", __name__)
-
-
-def _action(schema: str, execute, present=None):
-    """An idempotent POST whose body is optional, checked against ``schema`` when given."""
-    key = idempotency.check_key(request.headers.get("Idempotency-Key"))
-    raw = request.get_data(cache=False)
-    body = parse_body(raw, schema) if raw.strip() else {}
-    stored = idempotency.run(g.merchant.id, key, request.path, in_mode(body), lambda s: execute(s, body),
-                             errors.error_payload)
-    if present is not None:
-        return present(stored)
-    return json_response(stored.status, stored.body, stored.replayed)
 
 
 def _unseal(session, payload: dict) -> dict:
@@ -81,7 +67,7 @@ def rotate_secret(endpoint_id):
                                                  g.merchant.livemode)
         return shows.store(200, service.representation(endpoint, secret))
 
-    return _action("webhook_secret_rotation", execute, shows)
+    return create("webhook_secret_rotation", execute, shows, body_optional=True)
 
 
 @bp.get("/v1/webhook_endpoints/<endpoint_id>/deliveries")
@@ -109,7 +95,7 @@ def redeliver(event_id):
                                        livemode=g.merchant.livemode)
         return 200, {"object": "list", "data": created, "has_more": False}
 
-    response = _action("event_redelivery", execute)
+    response = create("event_redelivery", execute, body_optional=True)
     if response.status_code == 200:
         relay.sweep(event_id=event_id)
     return response
