@@ -45,9 +45,9 @@ def issue_list(status: str | None = issues.OPEN, channel: str | None = None, lim
     """Issues newest first: the open ones by default (``status`` None: all); ``kind``: of one class
     (issues.KINDS); ``run``: found by that run; ``starting_after``: an issue id (the API's pages),
     ``after``: the console's cursor."""
-    if status and status not in ISSUE_STATUSES:
+    if status is not None and status not in ISSUE_STATUSES:  # an empty one too: it is no filter by mistake
         raise InvalidRequest(f"status is one of {', '.join(ISSUE_STATUSES)}", param="status")
-    if kind and kind not in issues.KINDS:
+    if kind is not None and kind not in issues.KINDS:
         raise InvalidRequest(f"kind is one of {', '.join(issues.KINDS)}", param="kind")
     query = select(ReconciliationIssue)
     if kind:

@@ -55,6 +55,7 @@ def test_list_filters_resolve_and_csv(stack):
     rest = _ids(client, f"?limit=2&starting_after={page['data'][-1]['id']}")
     assert [i["id"] for i in page["data"]] + rest == everything
     for query, param in (("?kind=nonsense", "kind"), ("?status=closed", "status"), ("?limit=0", "limit"),
+                         ("?status=", "status"), ("?kind=", "kind"),
                          ("?starting_after=ri_nope", "starting_after"), ("?colour=red", "colour")):
         bad = client.get(f"/ops/reconciliation/issues{query}", headers=AUTH)
         assert bad.status_code == 400, query

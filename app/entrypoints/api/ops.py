@@ -69,7 +69,7 @@ def list_reconciliation_issues():
     status = request.args.get("status", "open")
     found, cursor = reconciliation_admin.issue_list(
         status=None if status == "all" else status, channel=request.args.get("channel") or None, limit=limit,
-        kind=request.args.get("kind") or None, run=request.args.get("run") or None,
+        kind=request.args.get("kind"), run=request.args.get("run") or None,
         starting_after=request.args.get("starting_after") or None)
     return jsonify({"object": "list", "data": found, "has_more": cursor is not None})
 
