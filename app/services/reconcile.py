@@ -861,10 +861,19 @@ def _cell(value):
     return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_START) else value
 
 
-def recent_runs(channel_id: str | None = None, limit: int = 20, with_issues: bool = False) -> list[dict]:
-    """The newest runs first; ``with_issues``: only runs that found something."""
+def recent_runs(channel_id: str | None = None, limit: int = 20, with_issues: bool = False,
+                starting_after: str | None = None) -> list[dict]:
+    """The newest runs first; ``with_issues``: only runs that found something; ``starting_after``: a
+    run id, the page after it (the API's cursor)."""
     with read_only() as session:
         query = select(ReconciliationRun).order_by(ReconciliationRun.created_at.desc(), ReconciliationRun.id.desc())
+        if starting_after is not None:
+            last = session.get(ReconciliationRun, starting_after)
+            if last is None:
+                raise InvalidRequest(f"No such reconciliation run: '{starting_after}'", param="starting_after")
+            query = query.where(or_(ReconciliationRun.created_at < last.created_at,
+                                    and_(ReconciliationRun.created_at == last.created_at,
+                                         ReconciliationRun.id < last.id)))
         if channel_id:
             query = query.where(ReconciliationRun.channel == channel_id)
         if with_issues:

@@ -91,3 +91,27 @@ def test_list_filters_resolve_and_csv(stack):
     unknown = client.get("/ops/reconciliation/recon_nope/issues.csv", headers=AUTH)
     assert unknown.status_code == 404 and unknown.get_json()["error"]["param"] == "run"
     assert client.get(f"/ops/reconciliation/{run_id}/issues.csv").status_code == 401
+
+
+def test_runs_page_with_a_cursor(stack):
+    """Runs created in one instant (ties on created_at) still page in one order, each once."""
+    from datetime import datetime
+
+    from app.adapters.models import ReconciliationRun
+
+    at = datetime(2026, 12, 6, 12, 0)
+    with unit_of_work() as session:
+        for n in range(5):
+            session.add(ReconciliationRun(id=f"recon_page{n}", channel="acq_alpha", day="2026-12-06",
+                                          statement_lines=0, matched=0, issues=[], created_at=at))
+    stack.serve(stack.config.with_(ops_token="ops-secret"))
+    seen, cursor = [], ""
+    while True:
+        page = stack.client.get(f"/ops/reconciliation?limit=2{cursor}", headers=AUTH).get_json()
+        seen += [run["id"] for run in page["data"]]
+        if not page["has_more"]:
+            break
+        cursor = f"&starting_after={page['data'][-1]['id']}"
+    assert seen == [f"recon_page{n}" for n in reversed(range(5))]
+    bad = stack.client.get("/ops/reconciliation?starting_after=recon_nope", headers=AUTH)
+    assert bad.status_code == 400 and bad.get_json()["error"]["param"] == "starting_after"

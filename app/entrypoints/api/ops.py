@@ -48,14 +48,15 @@ def set_switch():
 @bp.get("/ops/reconciliation")
 def list_reconciliation_runs():
     """The newest reconciliation runs (daily and near-real-time); ``?channel=``, ``?issues=true``
-    for runs that found something, ``?limit=`` (1–100, default 20)."""
+    for runs that found something, ``?limit=`` (1–100, default 20), ``?starting_after=`` (a run id)."""
     from app.services.reconcile import recent_runs
 
-    limit = query_params(request.args, {"channel", "issues"}, default_limit=20)
+    limit = query_params(request.args, {"channel", "issues", "starting_after"}, default_limit=20)
     issues = request.args.get("issues", "false")
     if issues not in ("true", "false"):
         raise InvalidRequest("issues must be true or false", param="issues")
-    runs = recent_runs(request.args.get("channel") or None, limit + 1, with_issues=issues == "true")
+    runs = recent_runs(request.args.get("channel") or None, limit + 1, with_issues=issues == "true",
+                       starting_after=request.args.get("starting_after"))
     return jsonify({"object": "list", "data": runs[:limit], "has_more": len(runs) > limit})
 
 
