@@ -40,6 +40,12 @@ class OperationNotSupported(ChannelError):
     code = "operation_not_supported"
 
 
+class CredentialsRefused(ChannelError):
+    """The PSP refused a merchant account's credentials (``Channel.verify_credentials``)."""
+
+    code = "channel_credentials_refused"
+
+
 class InvalidCallback(ChannelError):
     """A callback is unsigned, forged, tampered with, stale or malformed."""
 
@@ -178,6 +184,12 @@ class Channel(abc.ABC):
         statement) uses ``credentials`` (exactly the ``credential_fields``, strings). The router
         makes it once per account and keeps it; credentials must never be logged or shown."""
         raise OperationNotSupported(f"channel {self.id} takes no merchant credentials")
+
+    def verify_credentials(self, credentials: Mapping[str, str]) -> None:
+        """Optional: check a merchant account's credentials with the PSP before they are stored (one
+        cheap authenticated call). Return if it takes them, raise CredentialsRefused if it refuses
+        them, ChannelUnavailable or ChannelTimeout if it cannot say. Not overridden: stored unchecked."""
+        raise OperationNotSupported(f"channel {self.id} cannot check credentials")
 
     def supports(self, operation: str, currency: str, method: str | None = None) -> str | None:
         """None if this instance can carry the operation, else the drop reason."""

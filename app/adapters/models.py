@@ -486,12 +486,18 @@ class ChannelAccount(Base):
         Index("ix_channel_accounts_list", "merchant_id", "livemode", "created_at", "id"),
         Index("uq_channel_accounts_live", "merchant_id", "livemode", "channel", unique=True,
               postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
+        Index("uq_channel_accounts_credentials", "channel", "credentials_digest", unique=True,
+              postgresql_where=text("deleted_at IS NULL"), sqlite_where=text("deleted_at IS NULL")),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
     livemode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     channel: Mapped[str] = mapped_column(String(100))
     credentials_encrypted: Mapped[str] = mapped_column(Text)  # a JSON object of strings, encrypted
+    # HMAC of the credentials (app.services.channel_accounts.credentials_digest): one live account
+    # per channel holds the same credentials (0026; None: brought before it)
+    credentials_digest: Mapped[str | None] = mapped_column(String(64))
+    verified: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())  # the PSP took them
     credential_fields: Mapped[list] = mapped_column(JSON, default=list)  # its names, shown
     metadata_: Mapped[dict] = mapped_column("metadata", JSON, default=dict)
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -8,12 +8,22 @@ with them (``for_candidates``); without one, with the platform's. At most one li
 merchant, mode and channel (409 ``channel_account_exists``; delete it and create another to
 change credentials). Deleting one stops new operations using it; the operations it already
 carries keep it for their status queries, capture, cancel, refunds and reconciliation.
+
+Before anything is stored the credentials are checked with the PSP, when the channel's adapter
+can (``Channel.verify_credentials``, one cheap authenticated call, made with no transaction
+open): refused → 422 ``channel_credentials_refused``; the PSP unreachable or unsure → 502
+(``channel_unavailable`` / ``channel_timeout``; the Idempotency-Key is released, retry it). An
+adapter that cannot check them has them stored unchecked (``verified: false``). The same
+credentials on one channel are one merchant's: another live account holding them is 409
+``channel_credentials_in_use``, found by a keyed digest (HMAC under the encryption key,
+``credentials_digest``), never by the plaintext.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
 import json
+import logging
 from datetime import timedelta
 
 from sqlalchemy import or_, select
@@ -21,20 +31,24 @@ from sqlalchemy.orm import Session
 
 from app import context
 from app.adapters import account_channels, crypto
+from app.adapters.channel_answers import AdapterFault
 from app.adapters.db import insert_unique_row
 from app.adapters.models import ChannelAccount, Operation, new_id, utcnow
-from app.config import get_config
-from app.domain.errors import Conflict, InvalidRequest, NotFound
+from app.config import Config, get_config
+from app.domain.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from app.services.listing import ListQuery, Page, page
 from app.services.representation import rfc3339
+from channels.base import ChannelError, CredentialsRefused, OperationNotSupported
 
+log = logging.getLogger("payrouter.channels")
 MODES = {False: "test", True: "live"}
 
 
 def representation(account: ChannelAccount) -> dict:
     return {"id": account.id, "object": "channel_account", "livemode": account.livemode,
             "created_at": rfc3339(account.created_at), "channel": account.channel,
-            "credential_fields": list(account.credential_fields), "metadata": account.metadata_ or {}}
+            "credential_fields": list(account.credential_fields), "verified": bool(account.verified),
+            "metadata": account.metadata_ or {}}
 
 
 def idempotency_body(body: dict) -> dict:
@@ -45,6 +59,17 @@ def idempotency_body(body: dict) -> dict:
     key = hashlib.sha256(b"payrouter channel account credentials v1:" + crypto.current_key(get_config()).encode())
     digest = hmac.new(key.digest(), canonical, hashlib.sha256).hexdigest()
     return {**body, "credentials": digest}
+
+
+def credentials_digest(credentials: dict, config: Config | None = None) -> str:
+    """What two accounts holding the same credentials share (``channel_accounts.credentials_digest``,
+    unique per channel among live accounts): an HMAC-SHA256 of their canonical JSON under a key
+    derived from the encryption key (so the table holds no unsalted hash of a credential);
+    recomputed by ``payrouter secrets rotate`` under the new key."""
+    canonical = json.dumps(credentials, sort_keys=True, separators=(",", ":")).encode()
+    key = hashlib.sha256(b"payrouter channel account credentials digest v1:"
+                         + crypto.current_key(config or get_config()).encode())
+    return hmac.new(key.digest(), canonical, hashlib.sha256).hexdigest()
 
 
 def create(session: Session, merchant_id: str, livemode: bool, body: dict) -> ChannelAccount:
@@ -60,16 +85,56 @@ def create(session: Session, merchant_id: str, livemode: bool, body: dict) -> Ch
     for name in sorted(wanted - set(credentials)):
         raise InvalidRequest(f"Missing required param: credentials[{name}]", param=f"credentials[{name}]",
                              code="parameter_missing")
+    digest = credentials_digest(credentials)
+    _refuse_taken(session, merchant_id, livemode, adapter.id, digest)
+    session.commit()  # the Idempotency-Key's claim: a retry waits for this request while the PSP is asked
+    verified = _verify(adapter, credentials)
     account = ChannelAccount(id=new_id("mca"), merchant_id=merchant_id, livemode=livemode, channel=adapter.id,
-                             credentials_encrypted=account_channels.seal(credentials),
-                             credential_fields=sorted(credentials), metadata_=body.get("metadata") or {},
-                             request_id=context.current_request_id(), created_at=utcnow())
+                             credentials_encrypted=account_channels.seal(credentials), credentials_digest=digest,
+                             verified=verified, credential_fields=sorted(credentials),
+                             metadata_=body.get("metadata") or {}, request_id=context.current_request_id(),
+                             created_at=utcnow())
     values = {column.key: getattr(account, attr.key) for attr in ChannelAccount.__mapper__.column_attrs
               for column in attr.columns}
-    if not insert_unique_row(session, ChannelAccount.__table__, values):
-        raise Conflict(f"this merchant already has a {MODES[livemode]} account on channel {adapter.id}; "
-                       "delete it to bring other credentials", code="channel_account_exists")
+    if not insert_unique_row(session, ChannelAccount.__table__, values):  # one created meanwhile
+        _refuse_taken(session, merchant_id, livemode, adapter.id, digest)
+        raise Conflict(f"channel {adapter.id} changed meanwhile; try again", code="state_conflict")
     return account
+
+
+def _refuse_taken(session: Session, merchant_id: str, livemode: bool, channel_id: str, digest: str) -> None:
+    """409 if the merchant already has a live account on the channel in this mode, or another live
+    account on the channel holds these credentials (whoever's: which is not said)."""
+    live = (ChannelAccount.channel == channel_id, ChannelAccount.deleted_at.is_(None))
+    if session.scalar(select(ChannelAccount.id).where(*live, ChannelAccount.merchant_id == merchant_id,
+                                                      ChannelAccount.livemode == livemode)):
+        raise Conflict(f"this merchant already has a {MODES[livemode]} account on channel {channel_id}; "
+                       "delete it to bring other credentials", code="channel_account_exists")
+    if session.scalar(select(ChannelAccount.id).where(*live, ChannelAccount.credentials_digest == digest)):
+        raise Conflict(f"these credentials are already brought by another account on channel {channel_id}",
+                       param="credentials", code="channel_credentials_in_use")
+
+
+def _verify(adapter, credentials: dict) -> bool:
+    """Ask the PSP whether it takes the credentials (no transaction open: nothing of the session is
+    read meanwhile). True: it does; False: the adapter cannot tell (stored unchecked). Refused →
+    422; the PSP unreachable or unsure → its ChannelError (502, the key released: retry it)."""
+    try:
+        adapter.verify_credentials(dict(credentials))
+    except OperationNotSupported:
+        return False
+    except CredentialsRefused:
+        raise Unprocessable(f"channel {adapter.id} refused these credentials; nothing was stored",
+                            param="credentials", code="channel_credentials_refused") from None
+    except ChannelError as exc:
+        raise ChannelError(f"channel {adapter.id} could not check these credentials ({exc.code}); nothing was "
+                        "stored: retry with the same Idempotency-Key", code=exc.code) from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug: never a stored account nor a bare 500
+        log.exception("adapter fault: channel %s raised %s in verify_credentials", adapter.id,
+                      type(exc).__name__, extra={"channel": adapter.id})
+        raise AdapterFault(f"channel {adapter.id}: the adapter raised {type(exc).__name__} checking credentials; "
+                           "nothing was stored") from None
+    return True
 
 
 def _channel_of_mode(channel_id: str, livemode: bool):

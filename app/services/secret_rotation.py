@@ -1,5 +1,6 @@
 """``payrouter secrets rotate``: every secret stored encrypted re-encrypted under the current
-PAYROUTER_SECRET_KEY (app.adapters.crypto), in one transaction: all of them or none.
+PAYROUTER_SECRET_KEY (app.adapters.crypto), in one transaction: all of them or none; the keyed
+digests of channel accounts' credentials (app.services.channel_accounts) are keyed anew with it.
 
 Rotating the key without downtime: (1) every process gets the new PAYROUTER_SECRET_KEY and the
 old one as PAYROUTER_PREVIOUS_SECRET_KEY (both decrypt, the new one encrypts); (2) ``payrouter
@@ -17,6 +18,7 @@ from app.adapters.db import unit_of_work
 from app.adapters.models import ChannelAccount, ChannelSecret, IdempotencyKey
 from app.adapters.webhook_models import WebhookEndpoint
 from app.config import Config, get_config
+from app.services.channel_accounts import credentials_digest
 from app.services.merchants import KEY_CREATE_PATH, KEY_ROLL_PATH
 from app.services.webhooks.endpoints import CREATE_PATH, ROTATE_PATH
 
@@ -34,6 +36,9 @@ def rotate(old_keys: tuple[str, ...] = (), config: Config | None = None) -> dict
             counts["channel_secrets"] += 1
         for account in session.scalars(select(ChannelAccount).with_for_update()):
             account.credentials_encrypted = crypto.reencrypt(account.credentials_encrypted, ring)
+            if account.credentials_digest is not None:  # keyed by the encryption key: keyed anew
+                account.credentials_digest = credentials_digest(
+                    json.loads(crypto.decrypt(account.credentials_encrypted, config)), config)
             counts["channel_account_credentials"] += 1
         for endpoint in session.scalars(select(WebhookEndpoint).where(or_(
                 WebhookEndpoint.secret_encrypted.is_not(None),

@@ -16,7 +16,9 @@ from channels.base import (
     ChannelError,
     ChannelResult,
     ChannelTimeout,
+    ChannelUnavailable,
     ChargeRequest,
+    CredentialsRefused,
     DisputeNotice,
     InvalidCallback,
     OperationNotSupported,
@@ -95,6 +97,15 @@ class SandboxChannel(Channel):
         account = copy.copy(self)
         account.client = self.client.bearing(credentials["api_key"])
         return account
+
+    def verify_credentials(self, credentials: Mapping[str, str]) -> None:
+        """One authenticated GET of the account the key belongs to: 401/403 is a key the sandbox did
+        not issue; anything else but 200 says nothing about the key (ChannelUnavailable)."""
+        status, _ = self.with_credentials(credentials).client.whoami()
+        if status in (401, 403):
+            raise CredentialsRefused(f"channel {self.id} refused the account's api_key")
+        if status != 200:
+            raise ChannelUnavailable(f"channel {self.id} answered HTTP {status} to a credentials check")
 
     def _require(self, operation: str) -> None:
         if operation not in self.operations:

@@ -6,6 +6,7 @@ which sends them and classifies faults. What the sandbox's answers mean:
 - but a POST made with a merchant account's key (``bearing``) that the sandbox refuses (401, 403)
   is answered to the adapter, a decline (``authentication_failed``): that merchant's credentials
   are wrong, not the channel down, so it neither fails over nor counts against the channel's circuit;
+- ``whoami`` (checking a merchant account's key) is answered its 401 or 403: the key refused;
 - a 2xx whose body is not JSON → ChannelTimeout (the outcome is unknown);
 - other 4xx answers are returned to the adapter, which maps them to a failed result.
 """
@@ -62,10 +63,14 @@ class SandboxClient:
                                    headers=self._headers(idempotency_key, json_body=True), refused=self.refused_post)
         return answer.status, self._json(answer)
 
-    def get(self, path: str, params: dict | None = None) -> tuple[int, dict]:
+    def get(self, path: str, params: dict | None = None, refused: frozenset = REFUSED_GET) -> tuple[int, dict]:
         answer = self.http.request("GET", self._path(path), params=params, headers=self._headers(),
-                                   refused=REFUSED_GET)
+                                   refused=refused)
         return answer.status, self._json(answer)
+
+    def whoami(self) -> tuple[int, dict]:
+        """``GET …/account`` with this client's key: 200 (whose key it is), or 401/403 (refused)."""
+        return self.get("/account", refused=REFUSED_GET - {401, 403})
 
     def text_lines(self, path: str, params: dict | None = None) -> Iterator[str]:
         """A text document of any size (a statement), line by line as it streams in, each line with

@@ -7,6 +7,9 @@ Endpoints (channel id in the path; ``Authorization: Bearer <channel secret>`` on
 - ``POST /v1/channels/<id>/refunds``  ``{reference, payment, amount, currency, callback_url?}``
 - ``POST /v1/channels/<id>/payouts``  ``{reference, amount, currency, destination, callback_url?}``
 - ``GET  /v1/channels/<id>/operations/<sbx_id>`` and ``GET /v1/channels/<id>/operations?reference=<our id>``
+- ``GET  /v1/channels/<id>/account`` → ``{object: "account", id}``: whose key this is (the platform's
+  account for the channel's secret), 401 for a key the sandbox did not issue: a cheap authenticated
+  call that checks credentials (``SandboxChannel.verify_credentials``)
 - ``GET  /statements/YYYY-MM-DD?channel=<id>[&since=<RFC 3339>]`` → CSV, streamed (no auth: a sandbox
   convenience, the platform account's lines; with a merchant account's key: that account's lines)
 - ``POST /accounts`` → ``{id, api_key}``: a merchant account whose key acts on every channel for that
@@ -142,6 +145,9 @@ class SandboxPSP:
         method = request.method
         if parts[:2] == ["v1", "channels"] and len(parts) in (4, 5, 6):
             cid, verb = parts[2], parts[3]
+            if len(parts) == 4 and verb == "account":
+                _allow(method, "GET")
+                return _json(200, {"object": "account", "id": self.channel(request, cid).account or "platform"})
             if len(parts) == 4 and verb in ("charges", "refunds", "payouts"):
                 _allow(method, "POST")
                 return getattr(self, verb)(request, self.channel(request, cid), self.body(request))

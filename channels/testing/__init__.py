@@ -26,6 +26,10 @@ are required, the others are checked when given:
 - ``processing``: pending, then a signed callback with the final status to the request's ``callback_url``;
 - ``unknown``: no answer within the channel's ``timeout_ms`` (the operation exists at the PSP);
 - ``refused``: HTTP 5xx, and nothing charged.
+
+An adapter that checks merchant accounts' credentials (``verify_credentials``) also gives
+``account_credentials(self, psp_url)``: credentials its PSP takes; the kit then checks that they
+are taken, forged ones refused (``CredentialsRefused``) and a PSP that cannot answer is a fault.
 """
 from __future__ import annotations
 

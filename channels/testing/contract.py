@@ -21,6 +21,7 @@ from channels.base import (
     ChannelTimeout,
     ChannelUnavailable,
     ChargeRequest,
+    CredentialsRefused,
     InvalidCallback,
     PayoutRequest,
     RefundRequest,
@@ -88,6 +89,12 @@ class ChannelContract(WireContract):
         fields = dict(operation="payment", reference=new_ref("pay"), amount=amount, currency=self.currency,
                       payment_method=dict(self.payment_method), callback_url=None, idempotency_key=new_key())
         return ChargeRequest(**{**fields, **changes})
+
+    def account_credentials(self, psp_url: str) -> Mapping[str, str]:
+        """Credentials of a merchant's own account that the PSP (or its fake) takes, exactly the
+        adapter's ``credential_fields``: needed when the adapter checks credentials
+        (``verify_credentials``); each call may open a new account."""
+        pytest.skip(f"{type(self).__name__}.account_credentials is not given (see channels.testing)")
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -302,6 +309,25 @@ class ChannelContract(WireContract):
         for headers, body in (({}, b"{}"), ({}, b"\xff"), ({"X-Signature": "v1=00"}, b'{"status": "succeeded"}')):
             refused = fails(channel.verify_callback, headers, body)
             assert isinstance(refused, InvalidCallback), (headers, body)
+
+    # ---- merchant accounts' credentials, if the adapter checks them ---------------------------------
+
+    def test_credentials_are_checked_with_the_psp(self, channel, psp_url, wire, silent):
+        if type(channel).verify_credentials is Channel.verify_credentials:
+            pytest.skip("the adapter does not check credentials (they are stored unchecked)")
+        taken = dict(self.account_credentials(psp_url))
+        assert set(taken) == set(self.adapter.credential_fields), f"{sorted(taken)} are not the credential_fields"
+        assert channel.verify_credentials(taken) is None, "credentials the PSP issued were not taken"
+        forged = {name: value[:-4] + "0000" if len(value) > 4 else value + "0000" for name, value in taken.items()}
+        refused = fails(channel.verify_credentials, forged)
+        assert isinstance(refused, CredentialsRefused), f"forged credentials: {refused!r}, not CredentialsRefused"
+        for value in forged.values():
+            assert value not in str(refused), "the refusal quotes the credentials"
+        for host, why in ((closed_url(), "a PSP that cannot be reached"), (wire.url, "a PSP answering 503"),
+                          (silent.url, "a PSP that never answers")):
+            fault = fails(self.make_channel(host).verify_credentials, taken)
+            assert isinstance(fault, (ChannelUnavailable, ChannelTimeout)), \
+                f"{why}: {fault!r}, not ChannelUnavailable or ChannelTimeout (it says nothing of the credentials)"
 
     # ---- statements ----------------------------------------------------------------------------
 

@@ -2,10 +2,12 @@
 its PSP is the sandbox over HTTP, whose outcomes are chosen by the amount (contract §4)."""
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from typing import Iterator
 
 import pytest
+import urllib3
 
 from channels.base import ChannelTimeout, ChannelUnavailable
 from channels.sandbox.adapter import SandboxChannel
@@ -21,6 +23,9 @@ class TestSandboxChannel(ChannelContract):
     outcomes = {"succeeded": 2500, "declined": 2551, "processing": 2552, "unknown": 2554, "refused": 2555}
     operations = ("payment", "topup", "refund", "withdrawal")
     captures = True
+
+    def account_credentials(self, psp_url):
+        return {"api_key": json.loads(urllib3.request("POST", f"{psp_url}/accounts").data)["api_key"]}
 
     @pytest.fixture(scope="class")
     @classmethod

@@ -19,10 +19,11 @@ from sqlalchemy import func, select
 from app.adapters import channel_secrets, crypto
 from app.adapters.channels_runtime import channel
 from app.adapters.db import unit_of_work
-from app.adapters.models import ChannelCallback, ChannelSecret, IdempotencyKey, Operation
+from app.adapters.models import ChannelAccount, ChannelCallback, ChannelSecret, IdempotencyKey, Operation
 from app.adapters.webhook_models import WebhookEndpoint
 from app.config import scoped
 from app.entrypoints.cli import main
+from app.services.channel_accounts import credentials_digest
 from channels.config import read_channels_file
 from tests import builders
 from tests.conftest import app_for
@@ -161,6 +162,9 @@ def test_secrets_rotate_reencrypts_everything_under_the_new_key(wh_client, wh_co
     rolled = api.post(f"/v1/api_keys/{key.get_json()['id']}/roll", {"overlap_seconds": 60}, key="key-roll-1")
     assert rolled.status_code == 200, rolled.get_json()
     assert channel_secrets.ensure(wh_config) == []  # the app factory already generated them
+    brought = builders.revoked_channel_account(api.merchant_id, "sbxkey_rotated")  # its digest is keyed too
+    with unit_of_work() as session:
+        old_digest = session.get(ChannelAccount, brought).credentials_digest
     with unit_of_work() as session:
         generated = {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(
             select(ChannelSecret))}
@@ -177,8 +181,11 @@ def test_secrets_rotate_reencrypts_everything_under_the_new_key(wh_client, wh_co
         result = runner.invoke(main, ["secrets", "rotate", "--old-key-env", "OLD_PAYROUTER_SECRET_KEY"])
         assert result.exit_code == 0, result.output
         counts = json.loads(result.output)
-        assert counts == {"channel_secrets": 3, "channel_account_credentials": 0, "webhook_endpoint_secrets": 1,
+        assert counts == {"channel_secrets": 3, "channel_account_credentials": 1, "webhook_endpoint_secrets": 1,
                           "stored_responses": 3}  # the endpoint's, the key's and the rolled key's
+        with unit_of_work() as session:  # the same credentials brought now are found under the new key
+            digest = session.get(ChannelAccount, brought).credentials_digest
+        assert digest != old_digest and digest == credentials_digest({"api_key": "sbxkey_rotated"}, new_config)
         with unit_of_work() as session:  # under the new key alone now
             assert session.get(WebhookEndpoint, endpoint["id"]).secret == endpoint["secret"]
             assert {row.channel_id: crypto.decrypt(row.secret_encrypted) for row in session.scalars(
