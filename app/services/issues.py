@@ -11,7 +11,8 @@ reopened by finding it again. Resolved by:
 - the channel, for what it was waiting on: an ``unknown_at_channel`` issue when a callback or
   status query settles the operation under review, a ``pending_in_payrouter`` issue when the
   operation settles the way the statement said, a ``missing_at_channel`` issue when a later run
-  finds the operation on the statement (a statement that came late).
+  finds the operation on the statement (a statement that came late), a ``statement_unavailable``
+  issue (reference ``<mca_…>:<day>``) when a later run reads that account's statement of that day.
 """
 from __future__ import annotations
 
@@ -35,9 +36,10 @@ UNKNOWN_AT_CHANNEL = "unknown_at_channel"
 PENDING_IN_PAYROUTER = "pending_in_payrouter"
 DUPLICATE_IN_STATEMENT = "duplicate_in_statement"
 MISSING_AT_CHANNEL = "missing_at_channel"
+STATEMENT_UNAVAILABLE = "statement_unavailable"  # a merchant channel account's statement could not be read
 # Every class a run can find (app.services.reconcile): the filters offer these and refuse others.
 KINDS = ("missing_in_payrouter", MISSING_AT_CHANNEL, PENDING_IN_PAYROUTER, "status_mismatch", "amount_mismatch",
-         "fee_mismatch", DUPLICATE_IN_STATEMENT, UNKNOWN_AT_CHANNEL)
+         "fee_mismatch", DUPLICATE_IN_STATEMENT, UNKNOWN_AT_CHANNEL, STATEMENT_UNAVAILABLE)
 _TABLE = ReconciliationIssue.__table__
 
 
@@ -203,6 +205,15 @@ def listed_after_all(session: Session, ids: list[str], run_id: str) -> None:
     """``missing_at_channel`` issues whose operation a later run found on the channel's statement
     (app.services.reconcile._listed_now): closed by that run."""
     _resolve_rows(session, ids, f"reconciliation:{run_id}", "the channel's statement lists it now")
+
+
+def statement_read(session: Session, channel_id: str, references: list[str], run_id: str) -> None:
+    """Open ``statement_unavailable`` issues of these references (``<account>:<day>``) whose
+    statement ``run_id`` read after all: closed by that run."""
+    ids = list(session.scalars(select(_TABLE.c.id).where(
+        _TABLE.c.channel == channel_id, _TABLE.c.kind == STATEMENT_UNAVAILABLE, _TABLE.c.status == OPEN,
+        _TABLE.c.channel_reference.in_(references))))
+    _resolve_rows(session, ids, f"reconciliation:{run_id}", "the account's statement was read")
 
 
 def settled_under_review(session: Session, op: Operation, status: str) -> None:

@@ -27,7 +27,11 @@ reference. Issues found:
 Per account: a channel's statement lists one account's operations. The platform's account is
 compared with the attempts made with the platform's credentials; each merchant channel account
 (app.services.channel_accounts) is a run of its own (``channel_account``), its statement read with
-its credentials and compared with the attempts made with them.
+its credentials and compared with the attempts made with them. One account never stops another
+(``each_account``): a merchant account whose statement cannot be read (its credentials refused,
+its PSP failing, a statement its adapter cannot read) is an open ``statement_unavailable`` issue
+of its own (``statement_unavailable``), closed by the first later run that reads that day; the
+platform's statement unreadable is an error of the command, as before, after the other accounts.
 
 A ``dispute`` line (a chargeback; its reference is the channel's dispute, not the payment) is
 matched against our disputes instead (app.services.disputes): missing, status (``needs_response``,
@@ -88,6 +92,84 @@ def accounts(channel_id: str) -> list[str | None]:
     channel account's (app.services.channel_accounts.of_channel)."""
     with read_only() as session:
         return [None, *channel_accounts.of_channel(session, channel_id)]
+
+
+def each_account(channel_id: str, mode: str, run_one) -> tuple[list, list[dict], list[tuple[str, Exception]]]:
+    """``run_one(account)`` (``reconcile`` or ``reconcile_recent`` of one account) for each of the
+    channel's ``accounts``, one's failure never stopping the next. Returns the runs (None left out),
+    the issues of the merchant accounts whose statement could not be read (``statement_unavailable``,
+    recorded), and the errors as (name, exception): the platform's statement unreadable, or
+    anything else that broke. OperationNotSupported (the channel serves no statement) is raised."""
+    runs, unread, errors = [], [], []
+    for account in accounts(channel_id):
+        name = channel_id if account is None else f"{channel_id}/{account}"
+        try:
+            run = run_one(account)
+        except OperationNotSupported:
+            raise
+        except ChannelError as exc:
+            if account is None:
+                errors.append((name, exc))
+                continue
+            try:
+                run, issue = statement_unavailable(channel_id, account, mode, exc)
+            except Exception as failed:  # noqa: BLE001 - not even recorded (the database down): an error
+                errors.append((name, failed))
+                continue
+            unread.append(issue)
+        except Exception as exc:  # noqa: BLE001 - a plugin's bug, the database: said, and the others still run
+            errors.append((name, exc))
+            continue
+        if run is not None:
+            runs.append(run)
+    return runs, unread, errors
+
+
+def unread_reference(account: str, day: dt.date) -> str:
+    """A ``statement_unavailable`` issue's reference: the account and the statement's day."""
+    return f"{account}:{day.isoformat()}"
+
+
+def statement_unavailable(channel_id: str, account: str, mode: str, error: Exception,
+                          day: dt.date | None = None) -> tuple[ReconciliationRun | None, dict]:
+    """Record that merchant channel account ``account``'s statement of ``day`` (default: today, UTC)
+    could not be read (``error``: its credentials refused, its PSP failing, a statement its adapter
+    cannot read): an open ``statement_unavailable`` issue (one per account and day, however many
+    passes fail), naming the account and its merchant, whether it is deleted, and the error (its
+    code and message, never a credential). A ``daily`` run is also recorded, naming the issue (no
+    line read), so the day's runs say so; a near-real-time pass records the issue alone (its window
+    stays where it was: the next pass tries again). Returns (the run or None, the issue)."""
+    from app.adapters.models import ChannelAccount
+
+    day = day or utcnow().date()
+    code = getattr(error, "code", type(error).__name__)
+    message = getattr(error, "message", str(error))[:300]
+    with unit_of_work() as session:
+        row = session.get(ChannelAccount, account)
+        ours = {"channel_account": account, "merchant": row.merchant_id if row else None,
+                "deleted": bool(row is None or row.deleted_at is not None), "date": day.isoformat()}
+        issue = {"issue": issue_store.STATEMENT_UNAVAILABLE, "channel_reference": unread_reference(account, day),
+                 "ours": ours, "theirs": {"error": code, "message": message}}
+        run = None
+        if mode == "daily":
+            start = dt.datetime.combine(day, dt.time())
+            run = ReconciliationRun(
+                id=new_id("recon"), channel=channel_id, day=day.isoformat(), mode=mode, window_start=start,
+                window_end=start + dt.timedelta(days=1), statement_lines=0, matched=0, issue_count=1,
+                channel_fees=0, channel_account=account, request_id=context.current_request_id(),
+                summary={"lines": 0, "matched": 0, "by_class": {issue_store.STATEMENT_UNAVAILABLE: 1},
+                         "error": {"code": code, "message": message}})
+        issue_store.record(session, channel_id, [issue], run.id if run else None)
+        if run is not None:
+            run.issues = [issue]
+            session.add(run)
+    log.warning("reconciliation of %s account %s (%s): its statement of %s cannot be read: %s (issue %s)",
+                channel_id, account, mode, day, message, issue["id"], extra={"channel": channel_id})
+    if run is not None:
+        with read_only() as session:  # as stored (a run is shown from its row)
+            run = session.get(ReconciliationRun, run.id)
+            session.expunge(run)
+    return run, issue
 
 
 def _of_account(column, account: str | None):
@@ -239,6 +321,10 @@ class _KeptLease(threading.Thread):
         self.join()
 
 
+class _LeaseLost(Exception):
+    """The pass's lease is no longer ours: it stops before its next account."""
+
+
 def run_continuous() -> dict:
     """One near-real-time pass over every channel that serves statements (batch workers call this
     every PAYROUTER_RECONCILE_INTERVAL seconds). A Redis lease keeps to one pass at a time across
@@ -254,24 +340,33 @@ def run_continuous() -> dict:
         return {}
     done, kept = {}, _KeptLease(r, token, seconds)
     kept.start()
+    def one(channel_id: str, account: str | None):
+        if kept.lost.is_set() or not _lease(r, token, seconds):
+            raise _LeaseLost
+        return reconcile_recent(channel_id, account=account)
+
     try:
-        for channel_id, account in ((cid, account) for cid in registry().ids() for account in accounts(cid)):
-            if kept.lost.is_set() or not _lease(r, token, seconds):
-                log.warning("near-real-time reconciliation lease lost; stopping this pass")
-                break
-            name = channel_id if account is None else f"{channel_id}/{account}"
+        for channel_id in registry().ids():
             try:
-                run = reconcile_recent(channel_id, account=account)
+                runs, _, errors = each_account(channel_id, "continuous",
+                                                lambda account, cid=channel_id: one(cid, account))
             except OperationNotSupported:
                 continue  # this channel serves no statement
-            except ChannelError as exc:  # its window stays where it was: the next pass tries it again
-                log.warning("near-real-time reconciliation of %s skipped: %s", name, exc)
-                continue
-            except Exception:  # noqa: BLE001 - one channel's fault never stops the others' passes
-                log.exception("near-real-time reconciliation of %s failed", name)
-                continue
-            if run is not None:
-                done[name] = run.issue_count
+            for run in runs:
+                done[channel_id if run.channel_account is None else f"{channel_id}/{run.channel_account}"] = \
+                    run.issue_count
+            # Its window stays where it was: the next pass tries it again (unread merchant accounts
+            # are issues of their own, logged by statement_unavailable).
+            for name, exc in errors:
+                if isinstance(exc, _LeaseLost):
+                    continue
+                if isinstance(exc, ChannelError):
+                    log.warning("near-real-time reconciliation of %s skipped: %s", name, exc)
+                else:
+                    log.error("near-real-time reconciliation of %s failed", name, exc_info=exc)
+            if any(isinstance(exc, _LeaseLost) for _, exc in errors):
+                log.warning("near-real-time reconciliation lease lost; stopping this pass")
+                break
     finally:
         kept.stop()
         try:
@@ -389,6 +484,9 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
                                 channel_fees=int(fees), summary=report, channel_account=account,
                                 request_id=context.current_request_id())
         issue_store.listed_after_all(session, _listed_now(session, channel_id, statement.load_ids, account), run.id)
+        if account is not None:
+            issue_store.statement_read(session, channel_id, [unread_reference(account, day)
+                                                             for day in sorted(statement.days)], run.id)
         session.add(run)
     for op_id in found.to_query:
         try:

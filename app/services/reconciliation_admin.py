@@ -33,7 +33,8 @@ def runs(channel: str | None = None, with_issues: bool = False, limit: int = 50,
         query = query.where(ReconciliationRun.issue_count > 0)
     with read_only() as session:
         rows, cursor = _page(session, query, ReconciliationRun, limit, after)
-        return [{"id": r.id, "channel": r.channel, "mode": r.mode, "date": r.day,
+        return [{"id": r.id, "channel": r.channel, "channel_account": r.channel_account, "mode": r.mode,
+                 "date": r.day,
                  "window_start": rfc3339(r.window_start), "window_end": rfc3339(r.window_end),
                  "statement_lines": r.statement_lines, "matched": r.matched, "issue_count": r.issue_count,
                  "channel_fees": r.channel_fees, "created_at": rfc3339(r.created_at)} for r in rows], cursor
