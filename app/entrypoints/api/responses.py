@@ -95,7 +95,7 @@ OBJECTS: dict[str, dict] = {
                                       "deleted": {"const": True}}),
     "channel_account": _object("channel_account", "mca", {
         "created_at": TIME, "channel": STRING, "credential_fields": {"type": "array", "items": STRING},
-        "metadata": METADATA}),
+        "verified": BOOLEAN, "metadata": METADATA}),
     "deleted_channel_account": _obj({"id": _id("mca"), "object": {"const": "channel_account"},
                                      "deleted": {"const": True}}),
     "webhook_delivery": _object("webhook_delivery", "whd", {
