@@ -1,7 +1,8 @@
 """The "Channels" page: each channel's mode, switch, circuit (closed, open — by hand or by the
 breaker — or half-open), success rate, p95 latency and volume over the last 15 minutes; "Open
 circuit"/"Close circuit" with a required reason. ops and admin act; viewer and pm read (403 on
-acting). Everything here is app.services.channels, which ``payrouter channels list`` and
+acting). Below, each running process's channel definitions version and any build failure
+(app.adapters.channel_builds). Everything here is app.services.channels, which ``payrouter channels list`` and
 ``payrouter channel open-circuit|close-circuit`` use too; changes are audited there."""
 from __future__ import annotations
 
@@ -26,8 +27,8 @@ class CircuitForm(ConsoleForm):
 class ChannelsView(SecureView):
     @expose("/")
     def index(self):
-        return self.render("admin/payrouter_channels.html", channels=channels.board(), can_change=user_can("ops"),
-                           form=CircuitForm(formdata=None))
+        return self.render("admin/payrouter_channels.html", channels=channels.board(), builds=channels.processes(),
+                           can_change=user_can("ops"), form=CircuitForm(formdata=None))
 
     @expose("/circuit", methods=("POST",))
     @role_required("ops")

@@ -12,7 +12,9 @@ first use, as ``init`` would: the first writer wins, everyone reads its rows.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 
 from sqlalchemy import delete, select, update
@@ -22,7 +24,9 @@ from app.adapters import cached
 from app.adapters.db import insert_unique_row, read_only, unit_of_work
 from app.adapters.models import ChannelDefinition, utcnow
 from app.config import Config, get_config
-from channels.config import ChannelSpec, parse_channels, read_channels_data
+from channels.config import ChannelConfigError, ChannelSpec, parse_channels, read_channels_data
+
+log = logging.getLogger("payrouter.channels")
 
 VERSION_KEY = "payrouter:channels:version"
 Rows = tuple[tuple[str, str], ...]  # (id, the definition as canonical JSON), in order: cheap to compare
@@ -43,8 +47,23 @@ def rows(config: Config | None = None) -> Rows:
 
 def _read(config: Config) -> Rows:
     with read_only(config) as session:  # may run inside a request's open transaction
-        return tuple((row.id, _canonical(row.definition)) for row in session.scalars(
-            select(ChannelDefinition).order_by(ChannelDefinition.position, ChannelDefinition.id)))
+        return read_in(session)
+
+
+def read_in(session: Session) -> Rows:
+    """The stored definitions as ``session`` sees them (an import reads back what it wrote)."""
+    return tuple((row.id, _canonical(row.definition)) for row in session.scalars(
+        select(ChannelDefinition).order_by(ChannelDefinition.position, ChannelDefinition.id)))
+
+
+def version(found: Rows) -> str:
+    """The definitions' version: a digest of the stored rows, in order (12 hex digits). Every
+    process computes it from what it read, so the CLI that wrote them and each process that built
+    them name the same version without a counter to keep (app.adapters.channel_builds)."""
+    digest = hashlib.sha256()
+    for cid, definition in found:
+        digest.update(cid.encode() + b"\0" + definition.encode() + b"\n")
+    return digest.hexdigest()[:12]
 
 
 _copy = cached.Copy("channels", VERSION_KEY, rows)
@@ -80,6 +99,19 @@ def items(found: Rows) -> list[dict]:
 def specs(found: Rows, config: Config) -> list[ChannelSpec]:
     """The stored definitions as this process reads them (its environment expands ``${VAR}``)."""
     return parse_channels({"channels": items(found)}, config.channel_env, source="the channels in the database")
+
+
+def readable_specs(config: Config | None = None) -> list[ChannelSpec]:
+    """Each stored definition this process can read (its environment expands its ``${VAR}``s), the
+    others left out (logged), with no seeding: what ``payrouter sandbox`` re-reads while it runs."""
+    config = config or get_config()
+    found = []
+    for cid, definition in _read(config):
+        try:
+            found.extend(specs(((cid, definition),), config))
+        except ChannelConfigError as exc:
+            log.info("channel %s left out here: %s", cid, exc.message)
+    return found
 
 
 def last_changes() -> dict[str, tuple[str, object]]:

@@ -3,16 +3,22 @@
 
 A rebuild is all or nothing: the new set replaces the old in one assignment, or, when this process
 cannot build a definition (an adapter it cannot import, a ``${VAR}`` or a live channel's secret its
-environment lacks), the old set stays and the reason is logged. A channel whose definition (as
+environment lacks), the old set stays and the reason is logged, counted
+(``payrouter_channels_build_failures``), kept in ``state()`` (which ``/readyz`` and the process's
+build report show, app.adapters.channel_builds) and the build is tried again every
+``RETRY_BUILD_SECONDS`` by the report thread (an adapter package installed meanwhile is found) as
+well as on the next change. A channel whose definition (as
 this process expands it) did not change keeps its instance, and with it its HTTP connections; a
 circuit breaker's state is kept by channel id in Redis (app.services.breaker), so a change to one
 channel leaves the others' circuits as they were.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
+from dataclasses import dataclass, replace
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -35,6 +41,55 @@ RETRY_SECONDS = 1.0
 # adds at most this to the copy's own delay (app.adapters.cached), well within the 2 s of a change.
 _trusted_until = 0.0
 TRUST_SECONDS = 0.25
+RETRY_BUILD_SECONDS = 10.0  # a failed build is tried again this often (besides on every change)
+
+
+@dataclass(frozen=True)
+class BuildState:
+    """What this process runs and what it last failed to build. ``version`` is the definitions'
+    version the channels in use were built from, ``stored`` the version last read from the
+    database; they differ only while ``error`` says why this process could not build ``stored``."""
+
+    version: str | None = None
+    built_at: float | None = None  # epoch seconds
+    stored: str | None = None
+    error: str | None = None
+    failed_at: float | None = None
+    failures: int = 0
+
+    @property
+    def stale(self) -> bool:
+        return self.error is not None and self.stored != self.version
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "built_at": self.built_at, "stored_version": self.stored,
+                "error": self.error, "failed_at": self.failed_at, "stale": self.stale}
+
+
+_state = BuildState()
+_changed = threading.Event()  # the state changed: the report thread writes it at once
+
+
+def state() -> BuildState:
+    """This process's build state (never blocks: one attribute read)."""
+    return _state
+
+
+def pop_changed() -> bool:
+    """Did the state change since the last call? (The report thread writes it at once if so.)"""
+    if _changed.is_set():
+        _changed.clear()
+        return True
+    return False
+
+
+def _set_state(new: BuildState) -> None:
+    global _state
+    _state = new
+    _changed.set()
+    from app.adapters import metrics
+
+    metrics.CHANNELS_BUILD_STALE.set(1 if new.stale else 0)
 
 
 def specs(found: channel_definitions.Rows | None = None) -> list[ChannelSpec]:
@@ -75,18 +130,75 @@ def registry() -> ChannelRegistry:
         if built is not None and built[0] == found:
             _built = (found, built[1])
             return built[1]
+        return _rebuild(found, built)
+
+
+def _rebuild(found: channel_definitions.Rows, built) -> ChannelRegistry:
+    """Build ``found`` (holding ``_lock``): the new set in use, or (a process already running
+    channels) the old one kept and the failure recorded. Not retried on the request path until the
+    definitions change again; the report thread retries every RETRY_BUILD_SECONDS."""
+    global _built
+    from app.adapters import metrics
+
+    wanted = channel_definitions.version(found)
+    try:
+        fresh = _build(found, built[1] if built is not None else None)
+    except ChannelConfigError as exc:
+        if built is None:
+            raise
+        metrics.CHANNELS_BUILD_FAILURES.inc()
+        old = _state
+        if old.error != exc.message or old.stored != wanted:
+            log.error("channels version %s not built, version %s stays in use: %s", wanted, old.version,
+                      exc.message, extra={"channels_version": wanted})
+        _set_state(replace(old, stored=wanted, error=exc.message, failed_at=time.time(), failures=old.failures + 1))
+        _built = (found, built[1])
+        return built[1]
+    if built is not None:
+        log.info("channels version %s built: %s", wanted, ", ".join(fresh.ids()))
+    _set_state(BuildState(version=wanted, built_at=time.time(), stored=wanted, failures=_state.failures))
+    _built = (found, fresh)
+    return fresh
+
+
+def retry_failed() -> bool:
+    """Build again the definitions this process last failed to build, if RETRY_BUILD_SECONDS have
+    passed (an adapter package installed since is found: the import system's caches are dropped).
+    True if that built them."""
+    current = _state
+    if not current.stale or current.failed_at is None or time.time() - current.failed_at < RETRY_BUILD_SECONDS:
+        return False
+    with _lock:
+        built = _built
+        if built is None or not _state.stale:
+            return False
+        importlib.invalidate_caches()
+        _rebuild(built[0], built)
+        return not _state.stale
+
+
+def diagnose(found: channel_definitions.Rows | None = None) -> dict[str, str]:
+    """Why this process cannot build each stored definition it cannot (by channel id; the others
+    are left out), each tried on its own, with nothing written: ``channels list`` and the console
+    mark them instead of failing with the first error."""
+    from channels.modes import require_live_secrets
+
+    config = get_config()
+    found = channel_definitions.current() if found is None else found
+    stored = StoredChannelSecrets(config)
+
+    def secret(spec: ChannelSpec) -> str:  # a throwaway instance: no generated secret is created for it
+        return stored(spec) if spec.id in stored else "not-generated-yet"
+
+    problems = {}
+    for cid, definition in found:
         try:
-            fresh = _build(found, built[1] if built is not None else None)
+            (spec,) = channel_definitions.specs(((cid, definition),), config)
+            require_live_secrets([spec], config.channel_env)
+            build_channel(spec, config.channel_env, secret)
         except ChannelConfigError as exc:
-            if built is None:
-                raise
-            log.error("channels not reloaded, the previous ones stay in use: %s", exc.message)
-            _built = (found, built[1])  # not retried until the definitions change again
-            return built[1]
-        if built is not None:
-            log.info("channels reloaded: %s", ", ".join(fresh.ids()))
-        _built = (found, fresh)
-        return fresh
+            problems[cid] = exc.message.replace("channels[0]", f"channel {cid}")
+    return problems
 
 
 def check_live_channels() -> None:
@@ -124,7 +236,7 @@ def callback_url(channel_id: str) -> str:
 
 
 def reset() -> None:
-    global _built, _retry_at, _trusted_until
+    global _built, _retry_at, _trusted_until, _state
     with _lock:
-        _built, _retry_at, _trusted_until = None, 0.0, 0.0
+        _built, _retry_at, _trusted_until, _state = None, 0.0, 0.0, BuildState()
         channel_definitions.reset()

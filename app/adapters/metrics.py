@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy.orm import Session
 
 from app.adapters import db
@@ -35,6 +35,12 @@ ENGINE_FALLBACKS = Counter("payrouter_rules_engine_fallbacks",
                            "Decisions the reference evaluator answered because the rules engine failed on the fact")
 WEBHOOK_DELIVERIES = Counter("payrouter_webhook_deliveries", "Webhook delivery attempts, by what came of them",
                              ["outcome"])
+CHANNELS_BUILD_FAILURES = Counter("payrouter_channels_build_failures",
+                                  "Channel definitions a process could not build (it kept the previous ones)")
+CHANNELS_BUILD_STALE = Gauge("payrouter_channels_build_stale",
+                             "1 while this process runs older channel definitions than the stored ones, "
+                             "having failed to build these (per process: pid label in multiprocess mode)",
+                             multiprocess_mode="liveall")
 
 if ENGINE_FALLBACKS.inc not in engine.FALLBACK_LISTENERS:
     engine.FALLBACK_LISTENERS.append(ENGINE_FALLBACKS.inc)

@@ -144,14 +144,18 @@ def demo(port, sandbox_port):
 @click.option("--host", default="127.0.0.1")
 @click.option("--port", default=8090, type=int)
 def sandbox(host, port):
-    """The sandbox channel: a simulated PSP over HTTP with async callbacks and statements."""
+    """The sandbox channel: a simulated PSP over HTTP with async callbacks and statements. It serves
+    the channels file's sandbox channels and the router's stored ones, re-read while it runs (a
+    sandbox channel added by `channels import` is served without a restart)."""
+    from app.adapters import channel_definitions
     from app.adapters.channel_secrets import StoredChannelSecrets
     from app.config import get_config
     from channels.sandbox.server import run
 
     config = get_config()
     run(host=host, port=port, channels_path=config.channels_file, env=config.channel_env,
-        stored=StoredChannelSecrets(config), auth_expiry_s=config.sandbox_auth_expiry_s)
+        stored=StoredChannelSecrets(config), auth_expiry_s=config.sandbox_auth_expiry_s,
+        definitions=lambda: channel_definitions.readable_specs(config))
 
 
 @main.group(invoke_without_command=True)

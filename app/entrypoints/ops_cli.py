@@ -157,7 +157,9 @@ def channels_group():
 @channels_group.command("list")
 @click.option("--json", "as_json", is_flag=True)
 def channels_list(as_json):
-    """Each channel: mode, switch, circuit, and over the last 15 minutes its calls, success rate and p95 latency."""
+    """Each stored channel: mode, switch, circuit, and over the last 15 minutes its calls, success rate
+    and p95 latency. A definition this process cannot build (its environment lacks a ${VAR}, an adapter
+    package is not installed here) is listed all the same, marked with why."""
     from app.services import channels
 
     rows = channels.board()
@@ -170,13 +172,25 @@ def channels_list(as_json):
         rate = f"{row['success_rate'] * 100:.1f}%" if row["success_rate"] is not None else "-"
         p95 = str(row["p95_ms"]) if row["p95_ms"] is not None else "-"
         circuit = row["circuit"]["state"] + ("*" if row["circuit"]["manual"] else "")
-        click.echo(f"{row['id']:<16} {row['mode']:<5} {'yes' if row['enabled'] else 'NO':<8} {circuit:<10} "
+        mark = "!" if row["build_error"] else ""
+        click.echo(f"{row['id'] + mark:<16} {row['mode']:<5} {'yes' if row['enabled'] else 'NO':<8} {circuit:<10} "
                    f"{row['volume']:>6} {rate:>8} {p95:>7}")
     for row in rows:
         if row["circuit"]["state"] != "closed" or not row["enabled"]:
             click.echo(f"  {row['switch']}; circuit {row['circuit']['words']}")
     if any(row["circuit"]["manual"] for row in rows):
         click.echo("  * opened by hand")
+    for row in rows:
+        if row["build_error"]:
+            click.echo(f"  ! {row['id']} cannot be built in this process (the servers may): {row['build_error']}")
+
+
+# `channels import` exit codes (docs/operations.md): 0 stored and built by every live process (or
+# --wait 0: stored), 1 refused (nothing stored), 3 stored but at least one live process could not
+# build it (it keeps running the previous definitions), 4 stored but not confirmed in time (a live
+# process did not report the new version within --wait, or Redis did not answer).
+IMPORT_BUILD_FAILED = 3
+IMPORT_UNCONFIRMED = 4
 
 
 @channels_group.command("import")
@@ -185,11 +199,19 @@ def channels_list(as_json):
                                             "rules route to one)")
 @click.option("--reason", default=None, help="why (kept in the audit log)")
 @click.option("--actor", default=None, help="who (default: the OS user)")
+@click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=5.0, show_default=True,
+              help="seconds to wait for every live process to report it built the new definitions "
+                   "(0: do not wait or check)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def channels_import(file, prune, reason, actor, as_json):
+def channels_import(file, prune, reason, actor, wait_seconds, as_json):
     """Load FILE's channel definitions into the database: new channels added, changed ones replaced,
     obeyed by every running process within 2 s (no restart). Checked first: the schema, every
-    ${VAR}, each adapter, a live channel's secret. Others stored are kept unless --prune."""
+    ${VAR}, each adapter, a live channel's secret. Others stored are kept unless --prune.
+
+    Then waits (--wait) until every live API and worker process reports it built the new version,
+    and prints which did and which could not and why. Exit 0: built everywhere; 1: refused, nothing
+    stored; 3: stored, but a process could not build it (it keeps the previous definitions); 4: stored,
+    but not confirmed within --wait."""
     from app import context
     from app.domain.errors import PayRouterError
     from app.services import channel_import
@@ -199,9 +221,13 @@ def channels_import(file, prune, reason, actor, as_json):
             done = channel_import.import_file(file, _actor(actor), prune=prune, reason=reason)
     except PayRouterError as exc:
         raise _fail(exc) from None
+    builds = channel_import.wait_for_builds(done["version"], wait_seconds) if wait_seconds > 0 else None
+    code = 0
+    if builds is not None and not builds.confirmed:
+        code = IMPORT_BUILD_FAILED if builds.having("failed") else IMPORT_UNCONFIRMED
     if as_json:
-        click.echo(json.dumps(done))
-        return
+        click.echo(json.dumps({**done, "builds": builds.to_dict() if builds is not None else None}))
+        raise SystemExit(code)
     for word in ("added", "changed", "removed", "unchanged", "kept"):
         if done[word]:
             click.echo(f"{word}: {', '.join(done[word])}")
@@ -209,6 +235,35 @@ def channels_import(file, prune, reason, actor, as_json):
         click.echo(f"generated secrets for: {', '.join(done['generated_channel_secrets'])}")
     if done["kept"]:
         click.echo("(kept: stored channels the file does not list; --prune removes them)")
+    click.echo(f"definitions version {done['version']}")
+    if builds is not None:
+        _print_builds(builds, wait_seconds)
+    raise SystemExit(code)
+
+
+def _print_builds(builds, wait_seconds: float) -> None:
+    if builds.unreachable:
+        click.echo(f"NOT CONFIRMED: {builds.unreachable}", err=True)
+        return
+    if not builds.outcomes:
+        click.echo("no running process reported (none is live): each builds it when it starts")
+        return
+    built = builds.having("built")
+    click.echo(f"built by {len(built)} of {len(builds.outcomes)} live processes:")
+    for outcome in builds.outcomes:
+        report = outcome.report
+        who = f"{report.role:<6} {report.host} pid {report.pid}"
+        if outcome.status == "built":
+            click.echo(f"  built    {who}")
+        elif outcome.status == "failed":
+            click.echo(f"  FAILED   {who}: {report.error} (still runs version {report.version})")
+        elif outcome.status == "gone":
+            click.echo(f"  GONE     {who}: stopped reporting (it last ran version {report.version})")
+        else:
+            click.echo(f"  NO ANSWER {who}: still runs version {report.version} after {wait_seconds:g} s")
+    if not builds.confirmed:
+        click.echo("the definitions are stored; processes that failed keep running their previous ones "
+                   "and try again on the next change and every few seconds", err=True)
 
 
 @click.group("operation")

@@ -21,7 +21,7 @@ class _Gunicorn(BaseApplication):
 
 
 def serve(load: Callable, host: str, port: int, *, workers: int, threads: int, preload: bool,
-          post_fork: Callable | None = None, keepalive: int = 2) -> None:
+          post_fork: Callable | None = None, worker_exit: Callable | None = None, keepalive: int = 2) -> None:
     """Serve the WSGI app ``load()`` returns with gunicorn's threaded workers until stopped.
     ``preload``: build the app once in the master, before the fork (else in each worker).
     ``keepalive``: seconds an idle kept-alive connection is kept open."""
@@ -31,6 +31,8 @@ def serve(load: Callable, host: str, port: int, *, workers: int, threads: int, p
                "control_socket_disable": True}  # no shared ~/.gunicorn socket between servers
     if post_fork is not None:
         options["post_fork"] = post_fork
+    if worker_exit is not None:
+        options["worker_exit"] = worker_exit
     from app.adapters.metrics_dir import worker_exited
 
     options["child_exit"] = worker_exited  # a dead worker's live gauges leave /metrics
@@ -57,7 +59,17 @@ def _post_fork(_server, _worker):
     from app.entrypoints.tuning import GC_THRESHOLDS
 
     gc.set_threshold(*GC_THRESHOLDS)
+    from app.adapters import channel_builds
+
+    channel_builds.start("api")  # this worker's channel build, reported (and kept current) for `channels import`
+
+
+def _worker_exit(_server, _worker):
+    from app.adapters import channel_builds
+
+    channel_builds.stop()  # its build report withdrawn: `channels import` no longer waits for it
 
 
 def run(host: str, port: int, workers: int = 2, threads: int = 8) -> None:
-    serve(_load_api, host, port, workers=workers, threads=threads, preload=True, post_fork=_post_fork)
+    serve(_load_api, host, port, workers=workers, threads=threads, preload=True, post_fork=_post_fork,
+          worker_exit=_worker_exit)

@@ -64,9 +64,15 @@ def run_worker(names: list[str], burst: bool = False) -> None:
     tune_gc_for_serving()
     for thread in threads:
         thread.start()
+    from app.adapters import channel_builds
+
+    if not burst:
+        channel_builds.start("worker")  # its channel build, reported (and kept current) for `channels import`
     log.info("worker listening on %s", ",".join(names))
     try:
         worker.work(burst=burst, with_scheduler=True)
     finally:
         for thread in threads:
             thread.stopped.set()
+        if not burst:
+            channel_builds.stop()

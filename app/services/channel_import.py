@@ -5,12 +5,20 @@ The file is checked first as this process would run it: the schema, every ``${VA
 each adapter built (a test channel's generated secret made if missing), a live channel's secret
 in its environment variable. Channels the file leaves out are kept, or removed with ``prune``
 unless the live rules still route to them. An import that changes something is audited.
+
+What it returns names the definitions ``version`` now stored; ``wait_for_builds`` then watches the
+live processes' build reports (app.adapters.channel_builds) until each has built that version or
+said why it could not, for at most the time given: what ``payrouter channels import`` prints.
 """
 from __future__ import annotations
 
 import os
+import time
+from dataclasses import dataclass
 
-from app.adapters import channel_definitions
+import redis
+
+from app.adapters import channel_builds, channel_definitions
 from app.adapters.channel_secrets import StoredChannelSecrets
 from app.adapters.db import read_only, unit_of_work
 from app.config import get_config
@@ -44,10 +52,73 @@ def import_file(path: str | os.PathLike | None, actor: str, *, prune: bool = Fal
             before = sorted({*written.unchanged, *written.changed, *written.removed, *written.kept})
             audit.record(session, actor=actor, action="channels.import", target=f"channels:{path.name}"[:200],
                          before={"channels": before}, after=written.to_dict(), reason=reason)
+        version = channel_definitions.version(channel_definitions.read_in(session))
     if written.any:
         channel_definitions.announce()
     generated = [spec.id for spec in wanted if spec.id in stored and spec.id not in had_secret]
-    return {"file": str(path), **written.to_dict(), "generated_channel_secrets": generated}
+    return {"file": str(path), "version": version, **written.to_dict(), "generated_channel_secrets": generated}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One live process and the imported version: ``built``, ``failed`` (``error`` says why; it
+    runs ``report.version``), ``pending`` (no answer yet: still on another version) or ``gone``
+    (it was live when the wait began and stopped reporting)."""
+
+    report: channel_builds.Report
+    status: str
+
+    def to_dict(self) -> dict:
+        return {**self.report.to_dict(), "outcome": self.status}
+
+
+@dataclass(frozen=True)
+class Builds:
+    version: str
+    outcomes: list[Outcome]
+    unreachable: str | None = None  # Redis did not answer: nothing could be confirmed
+    waited: float = 0.0
+
+    def having(self, status: str) -> list[Outcome]:
+        return [outcome for outcome in self.outcomes if outcome.status == status]
+
+    @property
+    def confirmed(self) -> bool:
+        return self.unreachable is None and all(outcome.status == "built" for outcome in self.outcomes)
+
+    def to_dict(self) -> dict:
+        return {"version": self.version, "waited_seconds": round(self.waited, 3), "unreachable": self.unreachable,
+                "processes": [outcome.to_dict() for outcome in self.outcomes]}
+
+
+def _outcome(report: channel_builds.Report, version: str) -> str:
+    if report.version == version:
+        return "built"
+    if report.stored_version == version and report.error is not None:
+        return "failed"
+    return "pending"
+
+
+def wait_for_builds(version: str, timeout: float, poll: float = 0.05) -> Builds:
+    """Watch the live processes' build reports until every one has built ``version`` or failed
+    to, or ``timeout`` seconds passed. A process live when the wait began that stops reporting is
+    ``gone``; one that starts meanwhile is waited for too."""
+    started = time.monotonic()
+    deadline = started + max(timeout, 0.0)
+    seen: dict[str, channel_builds.Report] = {}
+    while True:
+        try:
+            reports = {report.name: report for report in channel_builds.live()}
+        except redis.RedisError as exc:
+            return Builds(version, [], unreachable=f"Redis did not answer ({exc.__class__.__name__}): "
+                          "the processes' builds cannot be confirmed", waited=time.monotonic() - started)
+        seen.update(reports)
+        outcomes = [Outcome(report, _outcome(report, version) if name in reports else "gone")
+                    for name, report in sorted(seen.items(), key=lambda item: (item[1].role, item[1].host,
+                                                                                item[1].pid))]
+        if all(o.status != "pending" for o in outcomes) or time.monotonic() >= deadline:
+            return Builds(version, outcomes, waited=time.monotonic() - started)
+        time.sleep(poll)
 
 
 def _refuse_removing_routed(remaining: set[str]) -> None:

@@ -89,26 +89,62 @@ def circuit_words(circuit: dict) -> str:
 
 
 def board(window: timedelta = WINDOW) -> list[dict]:
-    """Every channel this process runs: id, adapter, mode, methods, currencies, its switch in words,
+    """Every stored channel, in order: id, adapter, mode, methods, currencies, its switch in words,
     whether its definition enables it and who last imported that definition and when, its circuit
-    (state, manual or automatic, in words) and its stats over ``window``."""
-    from app.adapters.channels_runtime import registry
+    (state, manual or automatic, in words), its stats over ``window``, and whether this process runs
+    it (``runs_here``) or, if it cannot build the definition, why (``build_error``). Never fails
+    because this process cannot build a definition: the CLI's environment may lack what the
+    servers' has."""
+    from app.adapters import channels_runtime
+    from channels.config import ChannelConfigError
 
+    found = channel_definitions.current()
+    try:
+        running = channels_runtime.registry()
+    except ChannelConfigError:  # this process cannot build them all: each is tried on its own below
+        running = None
+    problems = channels_runtime.diagnose(found) if running is None or channels_runtime.state().stale else {}
     numbers = stats(window)
     switches = {entry["name"]: entry for entry in switchboard.board()}
     changes = channel_definitions.last_changes()
     listed = []
-    for chan in registry():
-        spec = chan.spec
-        circuit = breaker.describe(spec.id)
-        switch = switches[f"channel:{spec.id}"]
-        by, at = changes.get(spec.id, (None, None))
-        listed.append({"id": spec.id, "adapter": spec.adapter, "mode": spec.mode, "methods": list(spec.methods),
-                       "currencies": list(spec.currencies), "enabled": not switch["on"], "switch": switch["words"],
-                       "defined_enabled": spec.enabled, "defined_by": by, "defined_at": when(at) if at else None,
+    for item in channel_definitions.items(found):
+        cid = item["id"]
+        circuit = breaker.describe(cid)
+        switch = switches[f"channel:{cid}"]
+        by, at = changes.get(cid, (None, None))
+        listed.append({"id": cid, "adapter": item["adapter"], "mode": item.get("mode", "test"),
+                       "methods": list(item["methods"]), "currencies": list(item["currencies"]),
+                       "enabled": not switch["on"], "switch": switch["words"],
+                       "defined_enabled": bool(item.get("enabled", True)), "defined_by": by,
+                       "defined_at": when(at) if at else None,
+                       "runs_here": running is not None and cid in running, "build_error": problems.get(cid),
                        "circuit": {**circuit, "words": circuit_words(circuit)},
-                       "window_minutes": int(window.total_seconds() // 60), **numbers.get(spec.id, EMPTY)})
+                       "window_minutes": int(window.total_seconds() // 60), **numbers.get(cid, EMPTY)})
     return listed
+
+
+def processes() -> dict:
+    """The stored definitions' version and each live process's build (app.adapters.channel_builds):
+    the version it runs, whether that is the stored one, and the error that keeps it on an older one.
+    ``unreachable`` says why the reports could not be read (Redis down)."""
+    from app.adapters import channel_builds
+
+    stored = channel_definitions.version(channel_definitions.current())
+    try:
+        reports = channel_builds.live()
+    except redis.RedisError as exc:
+        return {"stored_version": stored, "processes": [], "unreachable": f"Redis: {exc.__class__.__name__}"}
+    return {"stored_version": stored, "unreachable": None,
+            "processes": [{**report.to_dict(), "current": report.version == stored,
+                           "heartbeat": when(_utc(report.heartbeat_at)), "built": when(_utc(report.built_at)),
+                           "failed": when(_utc(report.failed_at))} for report in reports]}
+
+
+def _utc(epoch: float | None):
+    from datetime import datetime, timezone
+
+    return None if epoch is None else datetime.fromtimestamp(epoch, timezone.utc).replace(tzinfo=None)
 
 
 def _known(channel_id: str) -> None:

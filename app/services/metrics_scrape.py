@@ -21,6 +21,7 @@ class Scraped:
     def collect(self):
         yield from self._circuits()
         yield from self._queues()
+        yield from self._builds()
         yield from self._database()
 
     def _circuits(self):
@@ -49,6 +50,33 @@ class Scraped:
             log.warning("metrics: queue depths left out, Redis: %s", exc)
             return
         yield family
+
+    def _builds(self):
+        from app.adapters import channel_builds, channel_definitions, redis_conn
+
+        if redis_conn.is_down():
+            return
+        try:
+            reports = channel_builds.live()
+            stored = channel_definitions.version(channel_definitions.current())
+        except Exception as exc:  # noqa: BLE001 - Redis or the database: these gauges are left out of this scrape
+            log.warning("metrics: channel builds left out: %s", exc)
+            return
+        info = GaugeMetricFamily("payrouter_channels_definitions_info",
+                                 "1 per live process, labelled with the channel definitions version it runs "
+                                 "(compare with payrouter_channels_stored_definitions_info)",
+                                 labels=["role", "host", "pid", "version"])
+        stale = GaugeMetricFamily("payrouter_channels_process_stale",
+                                  "1 per live process that could not build the stored channel definitions "
+                                  "(it runs older ones)", labels=["role", "host", "pid"])
+        for report in reports:
+            info.add_metric([report.role, report.host, str(report.pid), report.version or ""], 1.0)
+            stale.add_metric([report.role, report.host, str(report.pid)], 1.0 if report.stale else 0.0)
+        current = GaugeMetricFamily("payrouter_channels_stored_definitions_info",
+                                    "1, labelled with the version of the channel definitions stored",
+                                    labels=["version"])
+        current.add_metric([stored], 1.0)
+        yield from (info, stale, current)
 
     def _database(self):
         from app.adapters.db import read_only

@@ -78,11 +78,12 @@ def _entry(name: str, stored: dict | None) -> dict:
 
 
 def known_names() -> list[str]:
-    """Every switch there is: one per configured channel, one per operation kind, webhooks, read-only."""
-    from app.adapters.channels_runtime import registry
+    """Every switch there is: one per stored channel (whether or not this process can build it), one
+    per operation kind, webhooks, read-only."""
+    from app.adapters import channel_definitions
 
-    return ([f"channel:{cid}" for cid in registry().ids()] + [f"operation:{kind}" for kind in OperationKind.values()]
-            + ["webhooks", "read_only"])
+    return ([f"channel:{cid}" for cid, _ in channel_definitions.current()]
+            + [f"operation:{kind}" for kind in OperationKind.values()] + ["webhooks", "read_only"])
 
 
 def board() -> list[dict]:

@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from app.domain.money import CURRENCY_EXPONENTS, MAX_AMOUNT
 from channels.config import (
@@ -78,14 +78,17 @@ class Served:
 
 
 def served_channels(channels_path=None, env: Mapping[str, str] | None = None,
-                    stored: StoredSecrets | None = None) -> dict[str, Served]:
-    """The channels of the file whose adapter is the sandbox one, with their secrets: resolved as
-    the router resolves them, a generated one from ``stored`` (the router passes its database's,
-    app.adapters.channel_secrets: the sandbox itself knows nothing of the router)."""
+                    stored: StoredSecrets | None = None, more: Iterable[ChannelSpec] = ()) -> dict[str, Served]:
+    """The channels of the file (and ``more``, those of an id the file does not have) whose
+    adapter is the sandbox one, with their secrets: resolved as the router resolves them, a generated
+    one from ``stored`` (the router passes its database's, app.adapters.channel_secrets: the sandbox
+    itself knows nothing of the router)."""
     from channels.sandbox.adapter import SandboxChannel
 
     served = {}
-    for spec in read_channels_file(channels_path, env):
+    specs = {spec.id: spec for spec in read_channels_file(channels_path, env)}
+    specs.update({spec.id: spec for spec in more if spec.id not in specs})
+    for spec in specs.values():
         try:
             cls = resolve_adapter(spec.adapter)
         except ChannelConfigError:
@@ -108,15 +111,27 @@ def _json(status: int, payload: dict, headers: dict[str, str] | None = None) -> 
 
 class SandboxPSP:
     """The sandbox's routes: ``handle(Request) -> Reply``. ``hang_extra``: seconds beyond a
-    channel's timeout that outcome 54 waits."""
+    channel's timeout that outcome 54 waits. ``definitions``: more channel specs, asked again while
+    it runs (``payrouter sandbox`` passes the router's stored definitions, which ``channels import``
+    changes live): a request naming a channel it does not serve asks at once (at most every
+    ``UNKNOWN_REFRESH_SECONDS``), and every ``REFRESH_SECONDS`` anyway (a changed secret), so a
+    sandbox channel added live is served without a restart."""
+
+    REFRESH_SECONDS = 2.0
+    UNKNOWN_REFRESH_SECONDS = 0.2
 
     def __init__(self, channels_path=None, *, env: Mapping[str, str] | None = None,
                  stored: StoredSecrets | None = None, callback_delay: float = 1.0,
                  hang_extra: float = 2.0, duplicate_gap: float = 0.2,
                  retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8), clock: Callable[[], dt.datetime] = _utcnow,
                  auth_expiry_s: float | None = None, public_url: str | None = None,
-                 dispute_delay: float = DEFAULT_DELAY_S):
-        self.channels = served_channels(channels_path, env, stored)
+                 dispute_delay: float = DEFAULT_DELAY_S,
+                 definitions: Callable[[], list[ChannelSpec]] | None = None):
+        self._source = (channels_path, env, stored)
+        self._definitions = definitions
+        self._refresh_lock = threading.Lock()
+        self._refreshed = time.monotonic()
+        self.channels = served_channels(channels_path, env, stored, self._more() or ())
         self.store = Store()
         self.vault = Vault()
         self.accounts = Accounts()
@@ -126,6 +141,42 @@ class SandboxPSP:
         self.auth = Authorizations(self, DEFAULT_EXPIRY_S if auth_expiry_s is None else auth_expiry_s, public_url)
         self.disputes = Disputes(self, dispute_delay)
         self._auth = {cid: f"Bearer {served.secret}".encode() for cid, served in self.channels.items()}
+
+    def _more(self) -> list[ChannelSpec] | None:
+        """``definitions()``, or None if it failed (the router's database away a while)."""
+        if self._definitions is None:
+            return []
+        try:
+            return self._definitions()
+        except Exception as exc:  # noqa: BLE001 - whatever the source raised: serve what is served
+            log.warning("sandbox: stored channels not read: %s", exc)
+            return None
+
+    def refresh(self, unknown: bool = False) -> None:
+        """Ask ``definitions`` again if due (see the class); a failure keeps the channels served."""
+        if self._definitions is None:
+            return
+        wait = self.UNKNOWN_REFRESH_SECONDS if unknown else self.REFRESH_SECONDS
+        if time.monotonic() - self._refreshed < wait or not self._refresh_lock.acquire(blocking=False):
+            return
+        try:
+            if time.monotonic() - self._refreshed < wait:
+                return
+            self._refreshed = time.monotonic()
+            more = self._more()
+            if more is None:
+                return
+            channels = served_channels(*self._source, more)
+        except ChannelConfigError as exc:
+            log.warning("sandbox: channels not re-read: %s", exc.message)
+            return
+        finally:
+            self._refresh_lock.release()
+        added = sorted(set(channels) - set(self.channels))
+        self._auth = {**self._auth, **{cid: f"Bearer {served.secret}".encode() for cid, served in channels.items()}}
+        self.channels = channels
+        if added:
+            log.info("sandbox: now serving %s", ", ".join(added))
 
     def handle(self, request: Request) -> Reply:
         try:
@@ -186,11 +237,13 @@ class SandboxPSP:
             return self.auth.act(parts[1], parts[2])
         if parts == ["healthz"]:
             _allow(method, "GET")
+            self.refresh()
             return _json(200, {"channels": sorted(self.channels), "ok": True})
         raise ApiError(404, "not_found", f"no route {request.path}")
 
     def channel(self, request: Request | None, cid: str) -> Served:
         """The channel, as the request's key acts on it (``caller``); no request: unauthenticated."""
+        self.refresh(unknown=cid not in self.channels)
         served = self.channels.get(cid)
         if served is None:
             raise ApiError(404, "unknown_channel", f"no sandbox channel {cid!r}")

@@ -330,3 +330,45 @@ def test_a_changed_channel_keeps_its_circuit_and_the_console_shows_who_defined_i
     assert code == 0 and rows["acq_gamma"]["defined_by"] == "cli:carol"
     assert rows["acq_gamma"]["defined_enabled"] is False
     assert rows["acq_alpha"]["circuit"]["manual"] is True
+
+
+def test_a_running_sandbox_serves_a_sandbox_channel_added_by_import_without_a_restart(stored, tmp_path):
+    """`payrouter sandbox` (a real process) serves the channels file's channels; `channels import`
+    adds acq_gamma (the sandbox adapter): within 2 s the running sandbox serves it, and takes its
+    stored secret (an authenticated lookup answers operation_not_found, not unknown_channel)."""
+    from tests.live import free_port, process_env, wait_http
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    sandbox = subprocess.Popen([sys.executable, "-m", "app", "sandbox", "--port", str(port)],
+                               env=process_env(stored, PAYROUTER_CHANNELS=with_channel(tmp_path / "base.yaml", base)),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"{base}/healthz", proc=sandbox)
+        assert "acq_gamma" not in requests.get(f"{base}/healthz", timeout=5).json()["channels"]
+        code, out = cli("channels", "import", with_channel(tmp_path / "gamma.yaml", base, **GAMMA))
+        assert code == 0, out
+        imported = time.monotonic()
+        spec = next(spec for spec in channels_runtime.specs(channel_definitions.rows()) if spec.id == "acq_gamma")
+        secret = StoredChannelSecrets()(spec)
+
+        def lookup():
+            return requests.get(f"{base}/v1/channels/acq_gamma/operations?reference=nothing", timeout=5,
+                                headers={"Authorization": f"Bearer {secret}"})
+
+        def known():  # the answer (in a list: a 4xx Response is falsy), once it is not unknown_channel
+            answer = lookup()
+            unknown = answer.status_code == 404 and answer.json()["error"]["code"] == "unknown_channel"
+            return None if unknown else [answer]
+
+        (answer,) = wait_until(known, timeout=5, interval=0.05, what="the sandbox serving acq_gamma")
+        served = time.monotonic()
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "operation_not_found", answer.text
+        assert served - imported < 2.0, f"served {served - imported:.2f} s after the import"
+        assert "acq_gamma" in requests.get(f"{base}/healthz", timeout=5).json()["channels"]
+        wrong = requests.get(f"{base}/v1/channels/acq_gamma/operations?reference=x", timeout=5,
+                             headers={"Authorization": "Bearer not-its-secret"})
+        assert wrong.status_code == 401
+    finally:
+        sandbox.terminate()
+        sandbox.wait(timeout=15)

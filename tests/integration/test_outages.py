@@ -158,7 +158,8 @@ def test_velocity_limits_answer_402_limit_unavailable_while_redis_hangs(redis_st
 @pytest.mark.postgres
 def test_readyz_follows_the_database_and_reports_redis(pg_stack, private_redis):
     stack, cluster = pg_stack
-    assert requests.get(f"{stack.api_url}/readyz", timeout=5).json()["checks"] == {"database": "ok", "redis": "ok"}
+    checks = requests.get(f"{stack.api_url}/readyz", timeout=5).json()["checks"]
+    assert checks == {"database": "ok", "redis": "ok", "channels": "ok"}
     private_redis.hang()
     started = time.monotonic()
     ready = requests.get(f"{stack.api_url}/readyz", timeout=5)
