@@ -45,7 +45,7 @@ def test_demo_boots_on_a_clean_var_dir_and_is_ready(tmp_path):
     try:
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout=90, proc=proc)
         ready = requests.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json()
-        assert ready["checks"] == {"database": "ok", "redis": "ok"}
+        assert ready["checks"] == {"database": "ok", "redis": "ok", "channels": "ok"}
         assert (tmp_path / "var" / "payrouter.db").exists()
         _log_in_as_printed(f"http://127.0.0.1:{port}", _read_until(proc.stdout, b"Ctrl-C stops everything"))
     finally:
