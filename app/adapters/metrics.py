@@ -36,7 +36,8 @@ ENGINE_FALLBACKS = Counter("payrouter_rules_engine_fallbacks",
 WEBHOOK_DELIVERIES = Counter("payrouter_webhook_deliveries", "Webhook delivery attempts, by what came of them",
                              ["outcome"])
 CHANNELS_BUILD_FAILURES = Counter("payrouter_channels_build_failures",
-                                  "Channel definitions a process could not build (it kept the previous ones)")
+                                  "Failed builds of the stored channel definitions, each try counted "
+                                  "(the process kept the previous ones)")
 CHANNELS_BUILD_STALE = Gauge("payrouter_channels_build_stale",
                              "1 while this process runs older channel definitions than the stored ones, "
                              "having failed to build these (per process: pid label in multiprocess mode)",
