@@ -278,3 +278,37 @@ def test_init_under_another_key_says_why_and_exits_1_instead_of_a_traceback(clea
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output and result.exception is not None
     assert "decrypt" in result.output.lower() or "secret" in result.output.lower(), result.output
+
+
+def test_migration_0026_gives_live_accounts_their_digest_and_leaves_a_duplicates_newer_without(config, tmp_path):
+    """Accounts brought before 0026 get the keyed digest of their credentials; of two live ones
+    already holding the same credentials on a channel, the older keeps it (the unique index then
+    holds) and the newer has none; deleted ones are not compared."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from app.adapters.migrate import alembic_config
+
+    rows = (("mca_old", "mer_a", "sandbox", "k1", None, "2026-01-01 00:00:00"),
+            ("mca_dup", "mer_b", "sandbox", "k1", None, "2026-01-02 00:00:00"),
+            ("mca_other", "mer_c", "acq_alpha", "k1", None, "2026-01-03 00:00:00"),
+            ("mca_gone", "mer_d", "sandbox", "k2", "2026-01-05 00:00:00", "2026-01-04 00:00:00"))
+    with scratch_database(config, tmp_path) as engine, engine.begin() as connection:
+        cfg = alembic_config()
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "0025_run_issue_links")
+        for account_id, merchant, channel_id, key, deleted, created in rows:
+            connection.execute(text("INSERT INTO merchants (id, name, created_at) VALUES (:m, :m, CURRENT_TIMESTAMP)"),
+                               {"m": merchant})
+            connection.execute(text(
+                "INSERT INTO channel_accounts (id, merchant_id, livemode, channel, credentials_encrypted, "
+                "credential_fields, metadata, deleted_at, created_at) "
+                "VALUES (:id, :m, false, :ch, :c, '[\"api_key\"]', '{}', :d, :t)"),
+                {"id": account_id, "m": merchant, "ch": channel_id, "c": crypto.encrypt(json.dumps({"api_key": key})),
+                 "d": deleted, "t": created})
+        command.upgrade(cfg, "0026_channel_account_checks")
+        found = dict(connection.execute(text("SELECT id, credentials_digest FROM channel_accounts")).all())
+        digest = credentials_digest({"api_key": "k1"})
+        assert found == {"mca_old": digest, "mca_dup": None, "mca_other": digest, "mca_gone": None}
+        assert set(connection.execute(text("SELECT verified FROM channel_accounts")).scalars()) == {False}
+        command.downgrade(cfg, "0025_run_issue_links")
