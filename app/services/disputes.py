@@ -84,17 +84,31 @@ def verdict(payment: Operation, notice: dict) -> str:
 
 def report(session: Session, payment: Operation, notice: dict) -> str:
     """Apply a channel's word on a dispute of ``payment`` (checked by ``verdict``): ``applied`` if it
-    changed anything, else ``duplicate``."""
-    dispute, opened = _open(session, payment, notice)
+    changed anything, else ``duplicate``. A new dispute is written only on the payment's row locked
+    (``_lock``) and checked again there: a refund takes the same row (app.services.payments), so one
+    committed meanwhile is seen, and a dispute that no longer fits is set aside (``MISMATCH``)."""
+    dispute, opened = _find(session, payment.channel, notice["channel_reference"]), False
+    if dispute is None:
+        _lock(session, payment)
+        if (again := verdict(payment, notice)) != APPLY:
+            return again
+        dispute, opened = _open(session, payment, notice)
     closed = notice["status"] in rules.CLOSED and _close(session, payment, dispute, notice["status"])
     return "applied" if opened or closed else "duplicate"
 
 
+def _lock(session: Session, payment: Operation) -> None:
+    """The payment's row locked until the transaction ends (``FOR NO KEY UPDATE``, as a refund takes it;
+    SQLite has one writer at a time already) and what a dispute is measured against read anew under it."""
+    row = session.execute(select(Operation.status, Operation.amount_captured, Operation.amount_refunded)
+                          .where(Operation.id == payment.id).with_for_update(key_share=True)).one()
+    for name, value in zip(("status", "amount_captured", "amount_refunded"), row, strict=True):
+        set_committed_value(payment, name, value)
+
+
 def _open(session: Session, payment: Operation, notice: dict) -> tuple[Dispute, bool]:
-    """The dispute the notice names, written (with its debit and event) if it is new."""
-    found = _find(session, payment.channel, notice["channel_reference"])
-    if found is not None:
-        return found, False
+    """The dispute the notice names, written (with its debit and event) unless another worker's
+    transaction wrote it meanwhile."""
     now = utcnow()
     dispute = Dispute(id=new_id("dp"), merchant_id=payment.merchant_id, livemode=payment.livemode,
                       payment_id=payment.id, amount=notice["amount"], currency=payment.currency,

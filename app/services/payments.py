@@ -223,7 +223,10 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
     guard("refund")
     if (made := _resume(session, merchant, key, "refund")) is not None:
         return made
-    payment = get_operation(session, merchant, "payment", body["payment"], param="payment")
+    # Locked until this transaction ends: a dispute's insert takes the same row (app.services.disputes),
+    # so the refund's "is it disputed?" and the dispute's "what is left after refunds?" are decided one
+    # after the other, never both on what the payment had before the other (SQLite: one writer anyway).
+    payment = get_operation(session, merchant, "payment", body["payment"], param="payment", lock=True)
     if payment.status != SUCCEEDED:
         raise Unprocessable(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
                             param="payment", code="payment_not_refundable")
@@ -286,8 +289,15 @@ def _account_in(session: Session, merchant: Merchant, body: dict):
     return account
 
 
-def get_operation(session: Session, merchant: Merchant, kind: str, op_id: str, param: str = "id") -> Operation:
-    op = session.get(Operation, op_id)
+def get_operation(session: Session, merchant: Merchant, kind: str, op_id: str, param: str = "id",
+                  lock: bool = False) -> Operation:
+    """The merchant's operation ``op_id`` of ``kind`` (404 otherwise); with ``lock``, its row read anew
+    and locked until the transaction ends (``FOR NO KEY UPDATE``: the lock an UPDATE of it takes, so
+    rows that refer to it can still be inserted meanwhile)."""
+    if lock:
+        op = session.get(Operation, op_id, with_for_update={"key_share": True}, populate_existing=True)
+    else:
+        op = session.get(Operation, op_id)
     if op is None or op.merchant_id != merchant.id or op.livemode != merchant.livemode or op.kind != kind:
         raise NotFound(f"No such {kind}: '{op_id}'", param=param)
     return op
