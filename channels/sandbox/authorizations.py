@@ -5,6 +5,8 @@
   ``POST …/operations/<id>/capture {amount?}`` captures all or part of it (``succeeded``; the
   statement line is a ``capture`` of the captured amount), ``POST …/operations/<id>/void`` releases
   it (``canceled``, a ``void`` line); an expired one is voided and a ``canceled`` callback is sent.
+  Row 58 is disputed only once captured (nothing was taken before), for what was captured, ``delay``
+  seconds after the capture (channels.sandbox.disputes); a voided or expired one never is.
 - Payments of amounts ending in 57 answer ``requires_action`` with ``next_action: {"type": "redirect_to_url",
   "url"}``: a page of this server with "Approve" and "Decline", each of which settles the payment
   and posts the callback (approved with manual capture: ``requires_capture``). A void abandons it.
@@ -21,6 +23,7 @@ import json
 import threading
 from typing import TYPE_CHECKING
 
+from channels.sandbox.outcomes import outcome_for
 from channels.sandbox.serving import Reply, Request
 from channels.sandbox.store import Operation
 
@@ -79,6 +82,8 @@ class Authorizations:
             op.amount = amount if amount is not None else op.authorized
             op.status, op.operation, op.settled_at = "succeeded", "capture", now
             self.store.authorizations.pop(op.id, None)
+            if outcome_for(op.authorized).dispute:  # row 58: disputed once money was taken, for all of it
+                self.psp.disputes.schedule(op, served.secret)
             return 200, op.to_json()
 
         return self._once(request, served, op_id, data, decide)

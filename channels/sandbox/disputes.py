@@ -1,5 +1,7 @@
 """The sandbox's disputes (contract §4, row 58): a payment that succeeds with an amount ending in 58
-is disputed by its cardholder ``delay`` seconds later (default 2) for its full amount.
+is disputed by its cardholder ``delay`` seconds later (default 2) for its full amount; one made with
+``capture_method: manual`` is disputed ``delay`` seconds after its capture, for what was captured
+(channels.sandbox.authorizations), and never while it is only authorized.
 
 A dispute is an operation of the store (``operation: dispute``, id ``sbxdp_…``, ``payment``: the
 charge's id, ``reference``: the router's payment id), dated when it is reported, so the statement
@@ -37,7 +39,7 @@ class Disputes:
         self.stopped = threading.Event()
 
     def schedule(self, charge: Operation, secret: str) -> None:
-        """Dispute ``charge`` (a payment that succeeded) ``delay`` seconds from now."""
+        """Dispute ``charge`` (a payment that succeeded, or a capture) ``delay`` seconds from now."""
         threading.Thread(target=self._later, args=(charge, secret), name=f"sandbox-dispute-{charge.id}",
                          daemon=True).start()
 

@@ -412,3 +412,20 @@ def test_a_dispute_waiting_for_a_payment_that_fails_is_set_aside(stack):
     assert wait_until(set_aside, timeout=20, what="the notice set aside") == "not_disputable"
     assert api.get(f"/v1/payments/{payment['id']}").get_json()["status"] == "failed"
     assert api.get(f"/v1/disputes?payment={payment['id']}").get_json()["data"] == []
+
+
+def test_a_58_authorized_for_manual_capture_is_disputed_once_captured(stack):
+    """Row 58 with ``capture_method: manual``: nothing is disputed while it is only authorized (nothing
+    was taken); once captured, in part here, the sandbox reports a chargeback of all it captured."""
+    api = builders.api(stack.client)
+    payment = api.post("/v1/payments", builders.payment_body(2058, capture_method="manual")).get_json()
+    assert payment["status"] == "requires_capture", payment
+    assert stack.sandbox.psp.store.by_reference("sandbox", payment["id"]).status == "requires_capture"
+    captured = api.post(f"/v1/payments/{payment['id']}/capture", {"amount": 2000})
+    assert captured.status_code == 200 and captured.get_json()["amount_captured"] == 2000, captured.get_json()
+    dispute = stack.dispute_of(api, payment["id"])
+    assert (dispute["amount"], dispute["currency"], dispute["status"]) == (2000, "USD", "needs_response")
+    assert entries_of(dispute["id"]) == [("dispute", [-2000, 2000])]
+    assert events_of(dispute["id"]) == ["dispute.created"]
+    refused = api.post("/v1/refunds", builders.refund_body(payment["id"], amount=100))
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "payment_disputed"
