@@ -51,9 +51,14 @@ class StoredChannelSecrets:
         return channel_id in self._stored
 
     def __call__(self, spec: ChannelSpec) -> str:
-        token = self._stored.get(spec.id)
+        return self.named(spec.id)
+
+    def named(self, name: str) -> str:
+        """The secret stored under ``name`` (a channel's id, or another secret of a test channel's
+        server, such as the sandbox's accounts secret: channels.sandbox.accounts), created if missing."""
+        token = self._stored.get(name)
         if token is None:
-            token = self._stored[spec.id] = _create(spec.id, self.config)
+            token = self._stored[name] = _create(name, self.config)
         return crypto.decrypt(token, self.config)
 
 

@@ -150,12 +150,15 @@ def sandbox(host, port):
     from app.adapters import channel_definitions
     from app.adapters.channel_secrets import StoredChannelSecrets
     from app.config import get_config
+    from channels.sandbox.accounts import SECRET_NAME
     from channels.sandbox.server import run
 
     config = get_config()
-    run(host=host, port=port, channels_path=config.channels_file, env=config.channel_env,
-        stored=StoredChannelSecrets(config), auth_expiry_s=config.sandbox_auth_expiry_s,
-        definitions=lambda: channel_definitions.readable_specs(config))
+    stored = StoredChannelSecrets(config)
+    # Merchant accounts' keys are made under a secret kept in the database: valid after a restart.
+    run(host=host, port=port, channels_path=config.channels_file, env=config.channel_env, stored=stored,
+        auth_expiry_s=config.sandbox_auth_expiry_s, definitions=lambda: channel_definitions.readable_specs(config),
+        accounts_secret=lambda: stored.named(SECRET_NAME))
 
 
 @main.group(invoke_without_command=True)

@@ -115,7 +115,8 @@ class SandboxPSP:
     it runs (``payrouter sandbox`` passes the router's stored definitions, which ``channels import``
     changes live): a request naming a channel it does not serve asks at once (at most every
     ``UNKNOWN_REFRESH_SECONDS``), and every ``REFRESH_SECONDS`` anyway (a changed secret), so a
-    sandbox channel added live is served without a restart."""
+    sandbox channel added live is served without a restart. ``accounts_secret``: where the secret
+    that merchant accounts' keys are made under comes from (channels.sandbox.accounts)."""
 
     REFRESH_SECONDS = 2.0
     UNKNOWN_REFRESH_SECONDS = 0.2
@@ -126,7 +127,8 @@ class SandboxPSP:
                  retry_delays: tuple[float, ...] = (0.5, 1, 2, 4, 8), clock: Callable[[], dt.datetime] = _utcnow,
                  auth_expiry_s: float | None = None, public_url: str | None = None,
                  dispute_delay: float = DEFAULT_DELAY_S,
-                 definitions: Callable[[], list[ChannelSpec]] | None = None):
+                 definitions: Callable[[], list[ChannelSpec]] | None = None,
+                 accounts_secret: Callable[[], str] | None = None):
         self._source = (channels_path, env, stored)
         self._definitions = definitions
         self._refresh_lock = threading.Lock()
@@ -134,7 +136,7 @@ class SandboxPSP:
         self.channels = served_channels(channels_path, env, stored, self._more() or ())
         self.store = Store()
         self.vault = Vault()
-        self.accounts = Accounts()
+        self.accounts = Accounts(accounts_secret)  # None: keys valid as long as this process
         self.clock = clock
         self.hang_extra = hang_extra
         self.sender = CallbackSender(self.store, clock, callback_delay, duplicate_gap, retry_delays)

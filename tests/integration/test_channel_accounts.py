@@ -269,3 +269,60 @@ def test_two_accounts_brought_at_once_for_one_channel_one_wins(stack):
         listed = api.get("/v1/channel_accounts").get_json()["data"]
         assert [a["id"] for a in listed] == [next(a.json()["id"] for a in answers if a.status_code == 201)]
         assert stack.client.delete(f"/v1/channel_accounts/{listed[0]['id']}", headers=api.headers()).status_code == 200
+
+
+def test_the_sandbox_command_accepts_the_keys_it_issued_after_a_restart(clean, tmp_path):
+    """A merchant channel account's key is kept by the router (encrypted) long after the sandbox's
+    process: `payrouter sandbox`, stopped and started again on the same database, still takes the
+    keys it issued (made under its accounts secret, stored there) for the same account, and still
+    refuses any other. (Its operations, kept in memory, are forgotten: a sandbox's, not the key's.)"""
+    import subprocess
+    import sys
+    import uuid
+
+    from channels.sandbox.testing import write_channels_file
+    from tests.live import free_port, process_env, stop, wait_http
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    path = write_channels_file(tmp_path / "channels.yaml", url)
+
+    def started() -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "app", "sandbox", "--port", str(port)],
+                                env=process_env(clean, PAYROUTER_CHANNELS=path),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_http(f"{url}/healthz", timeout=30, proc=proc)
+        return proc
+
+    def charge(key: str) -> urllib3.BaseHTTPResponse:
+        body = {"operation": "payment", "reference": builders.unique("pay"), "amount": 1000, "currency": "USD",
+                "payment_method": {"type": "card"}}
+        return urllib3.request("POST", f"{url}/v1/channels/sandbox/charges", json=body,
+                               headers={"Authorization": f"Bearer {key}", "Idempotency-Key": uuid.uuid4().hex})
+
+    def listed(key: str) -> list[str]:
+        day = dt.datetime.now(dt.timezone.utc).date().isoformat()
+        answer = urllib3.request("GET", f"{url}/statements/{day}?channel=sandbox",
+                                 headers={"Authorization": f"Bearer {key}"})
+        assert answer.status == 200, answer.data
+        return [row["channel_reference"] for row in csv.DictReader(io.StringIO(answer.data.decode()))]
+
+    proc = started()
+    try:
+        account = builders.sandbox_account(url)
+        before = charge(account["api_key"])
+        assert before.status == 200 and before.json()["status"] == "succeeded", before.data
+    finally:
+        stop(proc)
+    proc = started()  # a new process: every operation forgotten, the key still valid
+    try:
+        after = charge(account["api_key"])
+        assert after.status == 200 and after.json()["status"] == "succeeded", after.data
+        assert listed(account["api_key"]) == [after.json()["id"]]  # the same account (the old charge is forgotten)
+        other = builders.sandbox_account(url)["api_key"]
+        assert other != account["api_key"] and charge(other).status == 200
+        forged = account["api_key"][:-1] + ("A" if account["api_key"][-1] != "A" else "B")
+        refused = charge(forged)
+        assert refused.status == 401 and refused.json()["error"]["code"] == "authentication_failed"
+    finally:
+        stop(proc)
