@@ -25,11 +25,14 @@ are required, the others are checked when given:
 - ``succeeded``: succeeded at once; ``declined``: failed at once, with the PSP's code;
 - ``processing``: pending, then a signed callback with the final status to the request's ``callback_url``;
 - ``unknown``: no answer within the channel's ``timeout_ms`` (the operation exists at the PSP);
-- ``refused``: HTTP 5xx, and nothing charged.
+- ``refused``: HTTP 5xx, and nothing charged;
+- ``disputed`` (with ``disputes = True``): succeeded, then a signed dispute callback (a DisputeNotice).
 
 An adapter that checks merchant accounts' credentials (``verify_credentials``) also gives
 ``account_credentials(self, psp_url)``: credentials its PSP takes; the kit then checks that they
 are taken, forged ones refused (``CredentialsRefused``) and a PSP that cannot answer is a fault.
+An adapter that declares ``credential_fields`` (merchants' own accounts) is checked with made-up
+credentials on the kit's hosts, and with ``account_credentials`` (when given) at the PSP.
 """
 from __future__ import annotations
 

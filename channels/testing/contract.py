@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 import pytest
 
+from app.domain.disputes import STATUSES as DISPUTE_STATUSES
 from channels.base import (
     STATUSES,
     CallbackEvent,
@@ -22,6 +23,7 @@ from channels.base import (
     ChannelUnavailable,
     ChargeRequest,
     CredentialsRefused,
+    DisputeNotice,
     InvalidCallback,
     PayoutRequest,
     RefundRequest,
@@ -30,7 +32,7 @@ from channels.base import (
 )
 from channels.config import ChannelSpec
 from channels.testing.hosts import CallbackReceiver, Host, closed_url
-from channels.testing.wire import WireContract, fails, new_key, new_ref
+from channels.testing.wire import INJECTIONS, WireContract, fails, new_key, new_ref, wire_problems
 
 FINAL = ("succeeded", "failed")
 NOT_FOUND = "not_found"  # a status query's error_code for an operation the channel never saw
@@ -38,6 +40,10 @@ STATEMENT_OPERATIONS = ("payment", "topup", "capture", "refund", "payout", "void
 # What the router keeps of a result: the widths of the attempts table's columns (app/adapters/models.py,
 # which tests/unit/test_channel_kit_limits.py holds these to), and ``raw`` as JSON.
 RESULT_LIMITS = {"channel_reference": 200, "error_code": 60, "error_message": 500}
+# What the router keeps of a verified callback (the inbox's columns) and of a dispute notice (the
+# disputes table's), held to them by tests/unit/test_channel_kit_limits.py.
+CALLBACK_LIMITS = {"reference": 200, "channel_reference": 200, "dedupe_key": 300}
+DISPUTE_LIMITS = {"channel_reference": 200, "reason": 60}
 
 
 def storable(result: ChannelResult) -> ChannelResult:
@@ -73,6 +79,8 @@ class ChannelContract(WireContract):
     takes_tokens = True  # a card token reaches the PSP
     captures = False  # manual capture: charge → requires_capture → capture / void
     statement_lists_charges_at_once = True  # a succeeded charge is on today's statement straight away
+    disputes = False  # the PSP reports chargebacks in signed callbacks (DisputeNotice): outcomes["disputed"]
+    sends_credentials = True  # a merchant account's requests carry one of its credential values as is
     callback_wait_s = 10.0
 
     # ---- what a plugin may override -------------------------------------------------------------
@@ -93,7 +101,8 @@ class ChannelContract(WireContract):
     def account_credentials(self, psp_url: str) -> Mapping[str, str]:
         """Credentials of a merchant's own account that the PSP (or its fake) takes, exactly the
         adapter's ``credential_fields``: needed when the adapter checks credentials
-        (``verify_credentials``); each call may open a new account."""
+        (``verify_credentials``) and for the account's charge at the PSP (``credential_fields``
+        declared); each call may open a new account."""
         pytest.skip(f"{type(self).__name__}.account_credentials is not given (see channels.testing)")
 
     @pytest.fixture(scope="class")
@@ -278,6 +287,122 @@ class ChannelContract(WireContract):
             else:
                 done = channel.void(VoidRequest(request.reference, held.channel_reference, new_key()))
             assert storable(done).status == expected, done
+
+    # ---- merchants' own accounts, when the adapter declares credential_fields ------------------------
+
+    def _credential_fields(self) -> tuple[str, ...]:
+        if not self.adapter.credential_fields:
+            pytest.skip("the adapter takes no merchant credentials (credential_fields is empty)")
+        return tuple(self.adapter.credential_fields)
+
+    def test_a_merchant_account_sends_its_credentials_and_the_channel_still_its_own(self, wire):
+        credentials = {name: f"kitcred{uuid.uuid4().hex}" for name in self._credential_fields()}
+        platform = self.make_channel(wire.url)
+        account = platform.with_credentials(credentials)
+        assert isinstance(account, Channel) and account is not platform, \
+            "with_credentials must return another instance (the router keeps one per account beside the channel's)"
+        assert account.id == platform.id
+        shown = f"{account!r} {account} {platform!r} {platform}"
+        assert not any(value in shown for value in credentials.values()), "a credential is in a repr"
+        calls = {**self.changes(account), "query": lambda key: account.query(new_ref("pay"))}
+        for name, call in calls.items():
+            mark = len(wire.requests)
+            fault = fails(call, new_key())
+            sent = wire.since(mark)
+            assert sent, f"{name}: nothing reached the wire"
+            if self.sends_credentials:
+                assert all(any(value.encode() in raw for value in credentials.values()) for raw in sent), \
+                    f"{name}: the account's request went without its credentials"
+            assert fault is None or not any(value in f"{fault} {fault!r}" for value in credentials.values()), \
+                f"{name}: a credential is in the fault"
+        for name, call in {**self.changes(platform), "query": lambda key: platform.query(new_ref("pay"))}.items():
+            mark = len(wire.requests)
+            fails(call, new_key())
+            assert not any(value.encode() in raw for raw in wire.since(mark) for value in credentials.values()), \
+                f"{name}: the channel's own request carried the account's credentials (with_credentials changed it)"
+
+    def test_line_breaks_in_a_merchants_credentials_never_reach_the_wire(self, wire):
+        fields = self._credential_fields()
+        mark = len(wire.requests)
+        for value in INJECTIONS:
+            account = self.make_channel(wire.url).with_credentials({name: value for name in fields})
+            fails(account.charge, self.charge_request(self.amount("succeeded")))
+        for raw in wire.since(mark):
+            assert not wire_problems(raw), (wire_problems(raw), raw[:300])
+
+    def test_a_merchant_account_charges_at_the_psp_and_a_key_it_refuses_is_a_decline(self, channel, psp_url):
+        fields = self._credential_fields()
+        credentials = dict(self.account_credentials(psp_url))
+        assert sorted(credentials) == sorted(fields), f"account_credentials gave {sorted(credentials)}, not {fields}"
+        account = channel.with_credentials(credentials)
+        request = self.charge_request(self.amount("succeeded"))
+        paid = storable(account.charge(request))
+        assert paid.status == "succeeded" and paid.channel_reference, paid
+        found = storable(account.query(request.reference, paid.channel_reference))
+        assert found.status == "succeeded" and found.channel_reference == paid.channel_reference, found
+        wrong = channel.with_credentials({name: f"kitwrong{uuid.uuid4().hex}" for name in fields})
+        try:
+            refused = storable(wrong.charge(self.charge_request(self.amount("succeeded"))))
+        except ChannelError as exc:
+            raise AssertionError(f"a charge with credentials the PSP refuses raised {exc!r}: answer a failed "
+                                 "result (a decline), the merchant's key is wrong, not the channel down") from None
+        assert refused.status == "failed" and refused.error_code, f"credentials the PSP never issued: {refused}"
+
+    # ---- disputes, when the PSP reports them (disputes = True) ----------------------------------------
+
+    def test_a_chargeback_is_a_signed_dispute_notice_about_the_payment(self, channel, callbacks, psp_url):
+        if not self.disputes:
+            pytest.skip("the PSP reports no disputes (disputes = False)")
+        if "disputed" not in self.outcomes:
+            raise AssertionError(f"{type(self).__name__}.outcomes must name an amount for 'disputed'")
+        path = f"/callbacks/{self.channel_id}/{uuid.uuid4().hex}"
+        request = self.charge_request(self.amount("disputed"), callback_url=callbacks.url + path)
+        paid = storable(channel.charge(request))
+        assert paid.status == "succeeded" and paid.channel_reference, paid
+        delivery, event = self._dispute_callback(channel, callbacks, path)
+        notice = event.dispute
+        assert (event.reference, event.channel_reference) == (request.reference, paid.channel_reference), \
+            "a dispute's callback names the disputed payment: our reference and the payment's channel reference " \
+            f"(the dispute's own id goes in DisputeNotice.channel_reference), not {event.reference!r}, " \
+            f"{event.channel_reference!r}"
+        for name, limit in CALLBACK_LIMITS.items():
+            value = getattr(event, name)
+            assert isinstance(value, str) and 0 < len(value) <= limit, f"event.{name} {value!r:.80}"
+        assert isinstance(notice.channel_reference, str) and 0 < len(notice.channel_reference) <= \
+            DISPUTE_LIMITS["channel_reference"], f"the dispute's channel_reference {notice.channel_reference!r:.80}"
+        assert notice.channel_reference != paid.channel_reference, "the dispute's id is the payment's"
+        assert notice.status in DISPUTE_STATUSES, f"dispute status {notice.status!r} is not one of {DISPUTE_STATUSES}"
+        assert type(notice.amount) is int and 0 < notice.amount <= request.amount, f"amount {notice.amount!r}"
+        assert notice.currency == request.currency, f"currency {notice.currency!r}, not the payment's"
+        assert notice.reason is None or isinstance(notice.reason, str) and len(notice.reason) <= \
+            DISPUTE_LIMITS["reason"], f"reason {notice.reason!r:.80}"
+        again = channel.verify_callback(delivery.headers, delivery.body)
+        assert again.dedupe_key == event.dedupe_key and again.dispute == notice
+        for name, (headers, body) in {"padded": (delivery.headers, b" " + delivery.body),
+                                      "unsigned": ({}, delivery.body)}.items():
+            refused = fails(channel.verify_callback, headers, body)
+            assert isinstance(refused, InvalidCallback), f"a dispute callback {name} was not refused as InvalidCallback"
+        other = self.make_channel(psp_url, secret=self.secret + "-not-ours")
+        refused = fails(other.verify_callback, delivery.headers, delivery.body)
+        assert isinstance(refused, InvalidCallback), "a dispute callback signed with another secret was not refused"
+
+    def _dispute_callback(self, channel: Channel, callbacks: CallbackReceiver, path: str):
+        """The first callback posted to ``path`` that carries a DisputeNotice (a PSP may post the
+        payment's own first), with its event."""
+        deadline, seen = time.monotonic() + self.callback_wait_s, []
+        while True:
+            for delivery in [d for d in list(callbacks.deliveries) if d.path == path][len(seen):]:
+                event = channel.verify_callback(delivery.headers, delivery.body)
+                assert isinstance(event, CallbackEvent)
+                if event.dispute is not None:
+                    assert isinstance(event.dispute, DisputeNotice), f"event.dispute is a {type(event.dispute)}"
+                    return delivery, event
+                seen.append(event)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no callback to {path} carried a DisputeNotice within {self.callback_wait_s:g}s"
+                                     f" (event.dispute); the PSP posted {len(seen)}: "
+                                     f"{[(e.status, e.channel_reference) for e in seen]}")
+            time.sleep(0.05)
 
     # ---- callbacks -----------------------------------------------------------------------------
 

@@ -20,9 +20,11 @@ class TestSandboxChannel(ChannelContract):
     adapter = SandboxChannel
     channel_id = "sandbox"
     secret = EXPLICIT_SECRETS["SANDBOX_SECRET"]
-    outcomes = {"succeeded": 2500, "declined": 2551, "processing": 2552, "unknown": 2554, "refused": 2555}
+    outcomes = {"succeeded": 2500, "declined": 2551, "processing": 2552, "unknown": 2554, "refused": 2555,
+                "disputed": 2558}
     operations = ("payment", "topup", "refund", "withdrawal")
     captures = True
+    disputes = True
 
     def account_credentials(self, psp_url):
         return {"api_key": json.loads(urllib3.request("POST", f"{psp_url}/accounts").data)["api_key"]}

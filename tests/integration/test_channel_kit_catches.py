@@ -3,6 +3,7 @@ of it, while the sandbox's own adapter passes the same check. Each broken adapte
 with one fault added, run against the sandbox over HTTP or the kit's own hosts."""
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from dataclasses import replace
 
@@ -10,7 +11,8 @@ import pytest
 
 from channels.base import CallbackEvent, ChannelError, ChannelResult, ChannelTimeout, InvalidCallback
 from channels.sandbox.adapter import SandboxChannel
-from channels.testing import Host
+from channels.sandbox.client import REFUSED_POST
+from channels.testing import CallbackReceiver, Host
 from tests.integration import test_channel_contract as sandbox_kit
 
 
@@ -55,6 +57,36 @@ class TrustsEveryCallback(SandboxChannel):
             return CallbackEvent("sbx_1", "pay_1", "succeeded", None, "sandbox:1", {})
 
 
+class DropsTheDispute(SandboxChannel):  # a chargeback read as the payment's own status: never recorded
+    def verify_callback(self, headers, body):
+        event = super().verify_callback(headers, body)
+        return replace(event, dispute=None, status="succeeded") if event.dispute else event
+
+
+class NamesTheDispute(SandboxChannel):  # the router would find no attempt of that reference: set aside
+    def verify_callback(self, headers, body):
+        event = super().verify_callback(headers, body)
+        return replace(event, channel_reference=event.dispute.channel_reference) if event.dispute else event
+
+
+class LendsItsClient(SandboxChannel):  # the platform's own instance now sends the merchant's key
+    def with_credentials(self, credentials):
+        self.client = self.client.bearing(credentials["api_key"])
+        return self
+
+
+class IgnoresTheCredentials(SandboxChannel):  # the merchant's operations made on the platform's account
+    def with_credentials(self, credentials):
+        return copy.copy(self)
+
+
+class TakesAWrongKeyForAnOutage(SandboxChannel):  # one merchant's bad key would fail over and open the circuit
+    def with_credentials(self, credentials):
+        account = super().with_credentials(credentials)
+        account.client.refused_post = REFUSED_POST
+        return account
+
+
 @pytest.fixture(scope="module")
 def sandbox_url(tmp_path_factory):
     with sandbox_kit.sandbox(tmp_path_factory) as url:
@@ -69,13 +101,21 @@ def sandbox_url(tmp_path_factory):
     (CallsSilenceAFailure, "test_a_request_sent_and_never_answered_is_an_unknown_outcome", "silent"),
     (CallsSilenceAFailure, "test_a_connection_dropped_after_sending_is_an_unknown_outcome", "dropping"),
     (TrustsEveryCallback, "test_a_callback_nobody_signed_is_refused", "channel"),
+    (DropsTheDispute, "test_a_chargeback_is_a_signed_dispute_notice_about_the_payment", "channel callbacks psp_url"),
+    (NamesTheDispute, "test_a_chargeback_is_a_signed_dispute_notice_about_the_payment", "channel callbacks psp_url"),
+    (LendsItsClient, "test_a_merchant_account_sends_its_credentials_and_the_channel_still_its_own", "wire"),
+    (IgnoresTheCredentials, "test_a_merchant_account_sends_its_credentials_and_the_channel_still_its_own", "wire"),
+    (IgnoresTheCredentials, "test_a_merchant_account_charges_at_the_psp_and_a_key_it_refuses_is_a_decline",
+     "channel psp_url"),
+    (TakesAWrongKeyForAnOutage, "test_a_merchant_account_charges_at_the_psp_and_a_key_it_refuses_is_a_decline",
+     "channel psp_url"),
 ])
 def test_the_kit_fails_an_adapter_that_breaks_the_contract(sandbox_url, adapter, check, needs):
-    with Host() as wire, Host(answer=None) as silent, Host(answer=b"") as dropping:
+    with Host() as wire, Host(answer=None) as silent, Host(answer=b"") as dropping, CallbackReceiver() as callbacks:
         for kit_of, passes in ((SandboxChannel, True), (adapter, False)):
             contract = type(f"Test{kit_of.__name__}", (sandbox_kit.TestSandboxChannel,), {"adapter": kit_of})()
             given = {"channel": contract.make_channel(sandbox_url), "wire": wire, "silent": silent,
-                     "dropping": dropping}
+                     "dropping": dropping, "callbacks": callbacks, "psp_url": sandbox_url}
             run = getattr(contract, check)
             if passes:
                 run(*(given[name] for name in needs.split()))
