@@ -1,9 +1,53 @@
 """Production serving: gunicorn (threads, kept-alive connections), never a debug server."""
 from __future__ import annotations
 
+import json
 from typing import Callable
 
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
+from gunicorn.workers.gthread import ThreadWorker
+
+# The longest request line (method, URL, version) gunicorn reads: its maximum (it refuses more).
+MAX_REQUEST_LINE = 8190
+# What gunicorn refuses before the app sees a request, answered in the contract's error shape
+# (its own answer is an HTML page).
+_TOO_LARGE = {
+    LimitRequestLine: dict(status=414, reason="URI Too Long", code="uri_too_long",
+                           message=f"the request line (method, URL, version) is longer than {MAX_REQUEST_LINE} bytes"),
+    LimitRequestHeaders: dict(status=431, reason="Request Header Fields Too Large", code="request_headers_too_large",
+                              message="the request's headers are too many or too large"),
+}
+
+
+class JsonErrorsWorker(ThreadWorker):
+    """gunicorn's threaded worker, whose refusal of a request line or headers beyond its limits is the
+    contract's JSON error (``invalid_request_error``, a fresh ``request_id``: the request's own header
+    was never read) instead of gunicorn's HTML page. Every other error is gunicorn's as before."""
+
+    def handle_error(self, req, client, addr, exc):
+        refusal = next((answer for cls, answer in _TOO_LARGE.items() if isinstance(exc, cls)), None)
+        if refusal is None:
+            return super().handle_error(req, client, addr, exc)
+        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        try:
+            util.write_nonblock(client, too_large_response(**refusal))
+        except Exception:  # noqa: BLE001 - the client went away: nothing to answer
+            self.log.debug("Failed to send error message.")
+
+
+def too_large_response(status: int, reason: str, code: str, message: str) -> bytes:
+    """A whole HTTP/1.1 response refusing a request gunicorn would not read (the connection closes)."""
+    from app import context
+    from app.entrypoints.api.errors import error_body
+
+    request_id = context.new_request_id()
+    with context.bound(request_id):
+        body = json.dumps(error_body("invalid_request_error", code, message)).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Request-Id: {request_id}\r\n\r\n")
+    return head.encode("latin-1") + body
 
 
 class _Gunicorn(BaseApplication):
@@ -25,7 +69,8 @@ def serve(load: Callable, host: str, port: int, *, workers: int, threads: int, p
     """Serve the WSGI app ``load()`` returns with gunicorn's threaded workers until stopped.
     ``preload``: build the app once in the master, before the fork (else in each worker).
     ``keepalive``: seconds an idle kept-alive connection is kept open."""
-    options = {"bind": f"{host}:{port}", "workers": workers, "threads": threads, "worker_class": "gthread",
+    options = {"bind": f"{host}:{port}", "workers": workers, "threads": threads,
+               "worker_class": JsonErrorsWorker, "limit_request_line": MAX_REQUEST_LINE,
                "timeout": 60, "graceful_timeout": 10, "accesslog": None, "preload_app": preload,
                "keepalive": keepalive,
                "control_socket_disable": True}  # no shared ~/.gunicorn socket between servers
