@@ -27,7 +27,7 @@ from app.adapters import redis_conn
 from app.adapters.redis_conn import get_redis, redis_url
 
 log = logging.getLogger("payrouter.notify")
-TOPICS = ("switches", "rules", "breakers", "api_keys", "channels")
+TOPICS = ("switches", "rules", "breakers", "api_keys", "channels", "channel_accounts")
 RETRY_SECONDS = 1.0
 HEALTH_CHECK_SECONDS = 5
 

@@ -26,13 +26,13 @@ import json
 import logging
 from datetime import timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from app import context
-from app.adapters import account_channels, crypto
+from app.adapters import account_channels, cached, crypto
 from app.adapters.channel_answers import AdapterFault
-from app.adapters.db import insert_unique_row
+from app.adapters.db import after_commit, insert_unique_row
 from app.adapters.models import ChannelAccount, Operation, new_id, utcnow
 from app.config import Config, get_config
 from app.domain.errors import Conflict, InvalidRequest, NotFound, Unprocessable
@@ -99,6 +99,7 @@ def create(session: Session, merchant_id: str, livemode: bool, body: dict) -> Ch
     if not insert_unique_row(session, ChannelAccount.__table__, values):  # one created meanwhile
         _refuse_taken(session, merchant_id, livemode, adapter.id, digest)
         raise Conflict(f"channel {adapter.id} changed meanwhile; try again", code="state_conflict")
+    after_commit(session, _announce, account.id)
     return account
 
 
@@ -169,6 +170,7 @@ def list_accounts(session: Session, merchant_id: str, livemode: bool, query: Lis
 def delete(session: Session, merchant_id: str, livemode: bool, account_id: str) -> dict:
     account = get(session, merchant_id, livemode, account_id)
     account.deleted_at = utcnow()
+    after_commit(session, _announce, account.id)
     return {"id": account.id, "object": "channel_account", "deleted": True}
 
 
@@ -184,11 +186,42 @@ def for_candidates(session: Session, op: Operation, candidates: list[str],
         return {}
     if not candidates:
         return {}
-    rows = session.execute(select(ChannelAccount.channel, ChannelAccount.id, ChannelAccount.credentials_encrypted)
-                           .where(ChannelAccount.merchant_id == op.merchant_id,
-                                  ChannelAccount.livemode == op.livemode,
-                                  ChannelAccount.channel.in_(candidates), ChannelAccount.deleted_at.is_(None)))
-    return {channel: (account_id, sealed) for channel, account_id, sealed in rows}
+    live = _live_accounts(session, op.merchant_id, op.livemode)
+    return {channel: (live[channel], None) for channel in candidates if channel in live}
+
+
+# Every process's copy of the merchants' live accounts it has used: {(database, merchant, livemode):
+# {channel: account id}}, filled per merchant on first use (one indexed read, uq_channel_accounts_live)
+# and dropped whole on every change notice (a create or delete, once committed: topic
+# "channel_accounts"), or every RELOAD_INTERVAL anyway; while this process is not subscribed it
+# checks the version key at most every CHECK_INTERVAL (app.adapters.cached). Only ids are kept: an
+# account's credentials are read once, when its channel instance is made (app.adapters.account_channels).
+VERSION_KEY = "payrouter:channel_accounts:version"
+_CACHED_MERCHANTS = 10_000  # beyond that, merchants are read per operation until the next notice or reload
+_copy: cached.Copy[dict] = cached.Copy("channel_accounts", VERSION_KEY, dict)
+_LIVE = (select(ChannelAccount.__table__.c.channel, ChannelAccount.__table__.c.id)
+         .where(ChannelAccount.__table__.c.merchant_id == bindparam("merchant_id"),
+                ChannelAccount.__table__.c.livemode == bindparam("livemode"),
+                ChannelAccount.__table__.c.deleted_at.is_(None)))
+
+
+def _live_accounts(session: Session, merchant_id: str, livemode: bool) -> dict[str, str]:
+    """The merchant's live accounts in one mode, ``{channel: account id}``. A read that a notice
+    overtakes is stored in the copy the notice has already replaced, so it is never used again."""
+    known = _copy.get()  # a new dict after every change notice
+    key = (str(session.get_bind().engine.url), merchant_id, livemode)
+    found = known.get(key)
+    if found is None:
+        found = dict(session.connection().execute(_LIVE, {"merchant_id": merchant_id, "livemode": livemode}).all())
+        if len(known) < _CACHED_MERCHANTS:
+            known[key] = found
+    return found
+
+
+def _announce(_account_ids: list) -> None:
+    """After the commit of a create or delete: this process forgets its copy at once, the others on
+    the notice (or within CHECK_INTERVAL of the version key's change while not subscribed)."""
+    _copy.announce()
 
 
 RECONCILED_AFTER_DELETE = timedelta(days=8)  # past the reconciliation lookback of the operations it carried

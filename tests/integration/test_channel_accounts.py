@@ -8,15 +8,17 @@ import datetime as dt
 import io
 import json
 import logging
+import threading
 import time
 
 import pytest
 import urllib3
 from click.testing import CliRunner
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
-from app.adapters.db import unit_of_work
-from app.adapters.models import Attempt, ChannelAccount, Operation
+from app.adapters import account_channels, notify
+from app.adapters.db import get_engine, unit_of_work
+from app.adapters.models import Attempt, ChannelAccount, Operation, utcnow
 from app.entrypoints.cli import main
 from tests import builders
 from tests.support import database_text
@@ -326,3 +328,51 @@ def test_the_sandbox_command_accepts_the_keys_it_issued_after_a_restart(clean, t
         assert refused.status == 401 and refused.json()["error"]["code"] == "authentication_failed"
     finally:
         stop(proc)
+
+
+def _account_reads(engine, send) -> int:
+    """How many statements reading channel_accounts ``send()`` runs on ``engine`` (this thread's)."""
+    me, reads = threading.get_ident(), []
+
+    def seen(_conn, _cursor, statement, *_rest):
+        if threading.get_ident() == me and "FROM channel_accounts" in statement:
+            reads.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        send()
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    return len(reads)
+
+
+def account_of(operation_id: str) -> str | None:
+    with unit_of_work() as session:
+        return session.get(Operation, operation_id).channel_account_id
+
+
+def test_a_merchants_accounts_are_read_once_then_again_after_each_change(stack):
+    """A payment reads its merchant's accounts once per process, not once per payment; a create or
+    a delete committed here is obeyed by the next payment, and one announced by another process
+    (its row written there, the notice through Redis) within the 2 s of every change notice."""
+    assert notify.wait_until_healthy(10)
+    mine = builders.api(stack.client)
+    engine = get_engine()
+    assert _account_reads(engine, lambda: pay(mine)) == 1
+    assert _account_reads(engine, lambda: [pay(mine) for _ in range(3)]) == 0
+    account = bring(mine, builders.sandbox_account(stack.sandbox_url)["api_key"]).get_json()
+    assert account_of(pay(mine)["id"]) == account["id"]
+    assert stack.client.delete(f"/v1/channel_accounts/{account['id']}", headers=mine.headers()).status_code == 200
+    assert account_of(pay(mine)["id"]) is None
+    # Another process brings an account: its row, then its notice; this process obeys the notice.
+    other = builders.sandbox_account(stack.sandbox_url)["api_key"]
+    with unit_of_work() as session:
+        session.add(ChannelAccount(id=builders.unique("mca"), merchant_id=mine.merchant_id, livemode=False,
+                                   channel="sandbox", credentials_encrypted=account_channels.seal({"api_key": other}),
+                                   credential_fields=["api_key"], metadata_={}, created_at=utcnow()))
+    assert account_of(pay(mine)["id"]) is None  # no notice yet: the copy holds
+    notify.announce("channel_accounts")
+    deadline = time.monotonic() + 2
+    while account_of(pay(mine)["id"]) is None:
+        assert time.monotonic() < deadline, "the notice did not reach this process's copy"
+        time.sleep(0.05)
