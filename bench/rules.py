@@ -10,7 +10,9 @@ backtracks exponentially in Python's ``re`` (``^(a+)+$``, ``(x+x+)+y``), against
 customer e-mail is 10 KB (``--adversarial-bytes``) of ``aaaa…!`` or ``xxxx…`` (each pattern's worst
 input, half and half). The API admits at most 320 characters of e-mail and 500 of a metadata value.
 With ``--merchant-rules M`` (0 to skip) each size is measured again with a merchant's own set of M
-generated rules decided beside it (contract §3: both sets matched, then combined).
+generated rules decided beside it (contract §3: both sets matched, then combined): once with both
+sets compiled as one (``rules.decide.paired``, one engine match: what a serving process does) and once
+with each set matched apart (two engine matches: simulate beside a draft, or a pair over the limits).
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from app.domain.kinds import OperationKind  # noqa: E402
 from app.entrypoints.tuning import tune_gc_for_serving  # noqa: E402
-from rules.decide import MerchantRules, decide, facts_for  # noqa: E402
+from rules.decide import MerchantRules, Paired, decide, facts_for, paired  # noqa: E402
 from rules.engine import CompiledRules  # noqa: E402
 from rules.facts import flatten  # noqa: E402
 from rules.format import load  # noqa: E402
@@ -112,13 +114,13 @@ class AllUp:
         return None
 
 
-def latencies(ruleset, matcher, reqs, merchant=None) -> list[float]:
+def latencies(ruleset, matcher, reqs, merchant=None, pair=None) -> list[float]:
     out = []
     avail = AllUp()
     clock = time.perf_counter_ns
     for i, f in enumerate(reqs):
         t0 = clock()
-        decide(f, ruleset, matcher, avail, split_key=str(i), merchant=merchant)
+        decide(f, ruleset, matcher, avail, split_key=str(i), merchant=merchant, pair=pair)
         out.append((clock() - t0) / 1000)
     return out
 
@@ -172,12 +174,17 @@ def main() -> None:
         if args.merchant_rules:
             own_set = load(make_merchant_rules(args.merchant_rules))
             own = MerchantRules("mer_1", own_set, CompiledRules(own_set, version=1), 1)
-            latencies(ruleset, engine, reqs[:2000], own)
-            lat = latencies(ruleset, engine, reqs, own)
-            print(f"| {size} + {args.merchant_rules} merchant's | {len(engine.plan.chains)} + "
-                  f"{len(own.matcher.plan.chains)} | engine, both sets | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} "
-                  f"| - | - | {engine.fallbacks + own.matcher.fallbacks} |")
+            pair = Paired(engine, own, CompiledRules(paired(ruleset, own), version=size))  # as a serving process
+            for label, with_pair in (("engine, both sets as one", pair), ("engine, each set apart", None)):
+                latencies(ruleset, engine, reqs[:2000], own, with_pair)
+                lat = latencies(ruleset, engine, reqs, own, with_pair)
+                chains = len(pair.matcher.plan.chains) if with_pair else \
+                    f"{len(engine.plan.chains)} + {len(own.matcher.plan.chains)}"
+                fallbacks = engine.fallbacks + own.matcher.fallbacks + pair.matcher.fallbacks
+                print(f"| {size} + {args.merchant_rules} merchant's | {chains} | {label} | {pct(lat, 50):.1f} "
+                      f"| {pct(lat, 99):.1f} | - | - | {fallbacks} |")
             own.matcher.close()
+            pair.matcher.close()
         engine.close()
     for size in (int(s) for s in args.adversarial.split(",")):
         if size:

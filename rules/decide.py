@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from app.domain.errors import InvalidRequest
@@ -21,8 +21,8 @@ from rules.model import Fee, RuleSet, Strategy
 
 STRATEGY_KEYS = ("strategy", "scores", "strategy_fallback", "exploration")  # a decision's account of its strategy
 
-__all__ = ["STRATEGY_KEYS", "Availability", "Decision", "MerchantRules", "Strategist", "decide", "facts_for",
-           "combine_limits", "split_order", "order_by_strategy", "sources"]
+__all__ = ["STRATEGY_KEYS", "Availability", "Decision", "MerchantRules", "Paired", "Strategist", "decide", "facts_for",
+           "combine_limits", "paired", "split_order", "order_by_strategy", "sources"]
 
 
 class Availability(Protocol):
@@ -197,6 +197,28 @@ class MerchantRules:
         return f"{self.merchant}/"
 
 
+def paired(platform: RuleSet, merchant: MerchantRules) -> RuleSet:
+    """The platform's rules and the merchant's in one set, for ONE engine match per decision: the
+    merchant's ids carry its prefix (``<merchant>/<id>``; a rule id cannot hold "/"), and its rules
+    follow the platform's, so the matches of each owner come out in that owner's own order (priority
+    descending, then file order). Defaults are the platform's; ``decide`` reads each owner's own."""
+    offset = len(platform.rules)
+    prefix = merchant.prefix
+    own = tuple(replace(rule, id=prefix + rule.id, index=offset + rule.index) for rule in merchant.ruleset.rules)
+    return RuleSet(platform.rules + own, platform.defaults)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A matcher over ``paired(platform, merchant)``, valid only beside that platform ``matcher`` and that
+    ``merchant`` object (a new version of either is a new pair). ``matcher`` None: the two could not be
+    compiled as one (the engine's limits), so each is matched on its own."""
+
+    platform: Matcher
+    merchant: MerchantRules
+    matcher: Matcher | None
+
+
 def _pick(ruleset: RuleSet, matched: tuple[str, ...], attr: str) -> tuple[str | None, Any]:
     by_id = ruleset.by_id()
     for rid in matched:
@@ -235,22 +257,33 @@ def sources(ruleset: RuleSet, matched: tuple[str, ...], merchant: MerchantRules 
 
 def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availability: Availability | None = None,
            *, split_key: str, version: int | None = None, strategist: Strategist | None = None,
-           merchant: MerchantRules | None = None) -> Decision:
+           merchant: MerchantRules | None = None, pair: Paired | None = None) -> Decision:
     """Evaluate every rule and resolve the outcome (contract §3). Never raises for a decline.
     ``strategist``: the inputs of a ``cost`` or ``success_rate`` route (default: ``availability``, if it
     is one). ``merchant``: the operation's merchant's own set: every decline and limit of both sets
     applies (the platform's declines first, the strictest limit wins), route/split/retry come from
-    the merchant's set where it has one, the fee only from the platform's."""
+    the merchant's set where it has one, the fee only from the platform's. ``pair``: both sets compiled
+    as one (``paired``), used when it was built for this ``matcher`` and this ``merchant``: one engine
+    match instead of two, the same answer."""
     flat = flatten(facts)
     amount, currency = flat.get("amount"), flat.get("currency")
     if type(amount) is not int or not isinstance(currency, str):
         raise InvalidRequest("facts need an integer amount and a currency", param="amount")
     version = version if version is not None else getattr(matcher, "version", None)
-    matched = matcher.match(flat)
-    own = merchant.matcher.match(flat) if merchant is not None else ()
+    if merchant is None:
+        matched, own, shown = matcher.match(flat), (), None
+    elif pair is not None and pair.matcher is not None and pair.platform is matcher and pair.merchant is merchant:
+        both, cut = pair.matcher.match(flat), len(merchant.prefix)
+        matched = tuple(rid for rid in both if "/" not in rid)
+        shown = tuple(rid for rid in both if "/" in rid)  # the merchant's, as the decision names them
+        own = tuple(rid[cut:] for rid in shown)
+        shown = matched + shown
+    else:
+        matched, own = matcher.match(flat), merchant.matcher.match(flat)
+        shown = matched + tuple(merchant.prefix + rid for rid in own)
     layers = ((merchant.ruleset, own, merchant.prefix),) if merchant is not None else ()
     limits = combine_limits(ruleset, matched, *layers)
-    shown = matched + tuple(merchant.prefix + rid for rid in own) if merchant is not None else matched
+    shown = shown if merchant is not None else matched
     merchant_version = merchant.version if merchant is not None else None
 
     def declined(code: str, rule: str | None, dropped=()) -> Decision:

@@ -11,9 +11,15 @@ A merchant's own set (contract §3) is kept the same way, per merchant, in a bou
 version is a field of one Redis hash (the database when the field is missing), re-checked on a
 change notice or after the same intervals; at most MERCHANT_SETS compiled sets stay in a process,
 the least recently used closed first.
+
+For the PAIRED_SETS merchants a process decided for most recently, the merchant's set is also compiled
+together with the platform's live set (``rules.decide.paired``), once per (platform version, merchant
+version): a decision is then one engine match instead of two. A publish of either set makes a new
+pair on that merchant's next decision; the old one is closed.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -26,11 +32,16 @@ from app.adapters.db import read_only
 from app.services import rules_store as store
 from rules import decide as decide_mod
 from rules import format
-from rules.engine import CompiledRules, RulesSlot
+from rules.engine import CompiledRules, EngineError, RulesSlot
 
 CHECK_INTERVAL = 0.5
 RELOAD_INTERVAL = 5.0
 MERCHANT_SETS = 256  # compiled merchant sets kept per process (each holds an engine handle)
+# merchant sets also compiled with the platform's as one (each holds a handle as big as both sets:
+# about 3.8 MiB at 100 + 20 rules, docs/benchmarks.md); the others decide with two engine matches
+PAIRED_SETS = 64
+
+log = logging.getLogger("payrouter.rules")
 
 _slot = RulesSlot()
 _lock = threading.Lock()
@@ -138,12 +149,50 @@ def merchant_rules(merchant: str | None) -> decide_mod.MerchantRules | None:
         return own.rules
 
 
+_pairs: OrderedDict[str, decide_mod.Paired] = OrderedDict()
+
+
+def _close_pair(pair: decide_mod.Paired | None) -> None:
+    if pair is not None and pair.matcher is not None:
+        pair.matcher.close()
+
+
+def pair_for(own: decide_mod.MerchantRules, platform: CompiledRules) -> decide_mod.Paired | None:
+    """``own`` and the platform's ``platform`` compiled as one (built on first use, then cached); None
+    when the two together exceed the engine's limits (then each is matched on its own)."""
+    pair = _pairs.get(own.merchant)
+    if pair is not None and pair.platform is platform and pair.merchant is own:
+        try:
+            _pairs.move_to_end(own.merchant)
+        except KeyError:  # evicted meanwhile by another thread: still valid for this decision
+            pass
+        return pair if pair.matcher is not None else None
+    with _lock:
+        pair = _pairs.get(own.merchant)
+        if pair is None or pair.platform is not platform or pair.merchant is not own:
+            try:
+                both = CompiledRules(decide_mod.paired(platform.ruleset, own), platform.version)
+            except EngineError as exc:
+                log.warning("rules of %s (version %s) and the platform's (version %s) cannot be compiled as one; "
+                            "each is matched on its own: %s", own.merchant, own.version, platform.version, exc)
+                both = None
+            _close_pair(pair)
+            pair = decide_mod.Paired(platform, own, both)
+            _pairs[own.merchant] = pair
+        _pairs.move_to_end(own.merchant)
+        while len(_pairs) > PAIRED_SETS:
+            _close_pair(_pairs.popitem(last=False)[1])
+        return pair if pair.matcher is not None else None
+
+
 def decide(facts: dict, availability, *, split_key: str) -> decide_mod.Decision:
-    """The decision under the live platform set and, for a merchant with one, its own live set."""
+    """The decision under the live platform set and, for a merchant with one, its own live set (one
+    engine match for both: ``pair_for``)."""
     matcher = current()
     own = merchant_rules((facts.get("merchant") or {}).get("id"))
+    pair = pair_for(own, matcher) if own is not None else None
     return decide_mod.decide(facts, matcher.ruleset, matcher, availability, split_key=split_key,
-                             version=matcher.version, merchant=own)
+                             version=matcher.version, merchant=own, pair=pair)
 
 
 def reset() -> None:
@@ -156,6 +205,8 @@ def reset() -> None:
             _, own = _merchants.popitem()
             if own.rules is not None:
                 own.rules.matcher.close()
+        while _pairs:
+            _close_pair(_pairs.popitem()[1])
 
 
 def version_in_use() -> int | None:

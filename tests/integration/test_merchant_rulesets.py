@@ -181,6 +181,43 @@ def test_a_merchants_change_reaches_the_process_without_a_restart(client, live):
         assert datetime.now() < deadline, "the merchant's new set was not used within 2 s"
 
 
+def test_the_process_matches_both_sets_at_once_per_pair_of_versions(client, live, monkeypatch, caplog):
+    """A decision for a merchant with a set is one engine match over both sets compiled together, built
+    once per (platform version, merchant version), rebuilt after a publish, at most PAIRED_SETS kept;
+    when the two together exceed the engine's limits each is matched on its own, with the same answers."""
+    from rules import compiler
+
+    api, other = builders.api(client), builders.api(client, "Other")
+    m = api.merchant_id
+    publish_own(m)
+    assert simulate(api, builders.payment_body(150_000))["candidates"] == ["acq_beta", "acq_alpha"]
+    pair = runtime._pairs[m]
+    assert pair.matcher is not None and pair.merchant is runtime.merchant_rules(m)
+    assert pair.platform is runtime.current() and pair.matcher.version == 1
+    simulate(api, builders.payment_body(1000))
+    assert runtime._pairs[m] is pair  # built once for this pair of versions
+    publish_own(m, OWN_V2)
+    deadline = datetime.now() + timedelta(seconds=2)
+    while simulate(api, builders.payment_body(250_000))["outcome"] != "decline":
+        assert datetime.now() < deadline, "the merchant's new version was not used within 2 s"
+    assert runtime._pairs[m] is not pair and pair.matcher._handle is None  # the old pair was closed
+    # at most PAIRED_SETS pairs: the least recently used one is closed
+    monkeypatch.setattr(runtime, "PAIRED_SETS", 1)
+    publish_own(other.merchant_id)
+    newest = runtime._pairs[m]
+    assert simulate(other, builders.payment_body(150_000))["candidates"] == ["acq_beta", "acq_alpha"]
+    assert list(runtime._pairs) == [other.merchant_id] and newest.matcher._handle is None
+    # both sets together over the engine's limits (each alone within them): two matches, same answers
+    before = simulate(api, builders.payment_body(250_000))
+    runtime.reset()
+    limit = max(len(runtime.current().plan.chains), len(runtime.merchant_rules(m).matcher.plan.chains))
+    monkeypatch.setattr(compiler, "MAX_ENGINE_RULES", limit)
+    with caplog.at_level("WARNING", logger="payrouter.rules"):
+        assert simulate(api, builders.payment_body(250_000)) == before
+    assert runtime._pairs[m].matcher is None and "cannot be compiled as one" in caplog.text
+    assert simulate(api, builders.payment_body(150_000))["candidates"] == ["acq_beta", "acq_alpha"]
+
+
 def test_validate_refuses_a_fee_and_a_channel_the_merchant_cannot_use(client, live, files, tmp_path):
     from channels.sandbox.testing import write_channels_file
 

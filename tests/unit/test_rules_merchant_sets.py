@@ -7,8 +7,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rules.decide import MerchantRules, decide, facts_for, sources
+from rules.decide import MerchantRules, Paired, decide, facts_for, paired, sources
 from rules.engine import CompiledRules
+from rules.facts import flatten
 from rules.format import MERCHANT_FEE, check, load
 from rules.reference import ReferenceRules
 
@@ -38,23 +39,36 @@ OWN = load({
 NOW = datetime(2026, 3, 7, 12, 0, tzinfo=timezone.utc)
 
 
-@pytest.fixture(params=["engine", "reference"])
+@pytest.fixture(params=["engine", "reference", "paired"])
 def kind(request):
     return request.param
 
 
+class Counting:
+    """A matcher that counts its matches (how many engine matches a decision made)."""
+
+    def __init__(self, matcher):
+        self.matcher, self.version, self.calls = matcher, matcher.version, 0
+
+    def match(self, facts):
+        self.calls += 1
+        return self.matcher.match(facts)
+
+
 @pytest.fixture
 def sets(kind):
+    """(platform matcher, the merchant's rules, a pair of both compiled as one or None)."""
     made = []
 
     def matcher(ruleset, version):
-        m = CompiledRules(ruleset, version) if kind == "engine" else ReferenceRules(ruleset, version)
+        m = ReferenceRules(ruleset, version) if kind == "reference" else CompiledRules(ruleset, version)
         made.append(m)
         return m
 
     platform = matcher(PLATFORM, 7)
     own = MerchantRules("mer_1", OWN, matcher(OWN, 9), 9)
-    yield platform, own
+    pair = Paired(platform, own, matcher(paired(PLATFORM, own), 7)) if kind == "paired" else None
+    yield platform, own, pair
     for m in made:
         m.close()
 
@@ -64,8 +78,8 @@ def facts(amount=1000, currency="USD", country="US", op="payment"):
 
 
 def run(sets, **kw):
-    platform, own = sets
-    return decide(facts(**kw), PLATFORM, platform, split_key="k", merchant=own)
+    platform, own, pair = sets
+    return decide(facts(**kw), PLATFORM, platform, split_key="k", merchant=own, pair=pair)
 
 
 def test_the_platforms_decline_wins_over_the_merchants_route(sets):
@@ -109,7 +123,7 @@ def test_without_a_merchant_route_the_platforms_applies(sets):
 
 def test_a_merchants_defaults_route_before_the_platforms_rules(kind):
     own_set = load({"rules": [], "defaults": {"route": ["sandbox"]}})
-    own_m = CompiledRules(own_set, 3) if kind == "engine" else ReferenceRules(own_set, 3)
+    own_m = ReferenceRules(own_set, 3) if kind == "reference" else CompiledRules(own_set, 3)
     platform = ReferenceRules(PLATFORM, 7)
     try:
         d = decide(facts(), PLATFORM, platform, split_key="k", merchant=MerchantRules("mer_1", own_set, own_m, 3))
@@ -121,13 +135,61 @@ def test_a_merchants_defaults_route_before_the_platforms_rules(kind):
 def test_a_fee_in_a_merchant_set_never_reaches_the_decision(kind):
     own_set = load({"rules": [{"id": "cheap", "when": {"fact": "amount", "gte": 1},
                                "then": {"fee": {"percent": "0", "fixed": 0}}}]})  # loaded as a platform file would be
-    own_m = CompiledRules(own_set, 4) if kind == "engine" else ReferenceRules(own_set, 4)
+    own_m = ReferenceRules(own_set, 4) if kind == "reference" else CompiledRules(own_set, 4)
     try:
         d = decide(facts(), PLATFORM, ReferenceRules(PLATFORM, 7), split_key="k",
                    merchant=MerchantRules("mer_1", own_set, own_m, 4))
     finally:
         own_m.close()
     assert d.fee == 59
+
+
+def test_a_pair_is_one_match_and_only_for_the_sets_it_was_built_for():
+    platform, mine = CompiledRules(PLATFORM, 7), CompiledRules(OWN, 9)
+    both = CompiledRules(paired(PLATFORM, MerchantRules("mer_1", OWN, mine, 9)), 7)
+    try:
+        counted = [Counting(m) for m in (platform, mine, both)]
+        own = MerchantRules("mer_1", OWN, counted[1], 9)
+        pair = Paired(counted[0], own, counted[2])
+        one = decide(facts(amount=10_000), PLATFORM, counted[0], split_key="k", merchant=own, pair=pair)
+        assert [c.calls for c in counted] == [0, 0, 1]
+        two = decide(facts(amount=10_000), PLATFORM, counted[0], split_key="k", merchant=own)
+        assert one == two and [c.calls for c in counted] == [1, 1, 1]
+        # built for another version of the merchant's set (or of the platform's): not used
+        newer = MerchantRules("mer_1", OWN, counted[1], 10)
+        decide(facts(), PLATFORM, counted[0], split_key="k", merchant=newer, pair=pair)
+        decide(facts(), PLATFORM, Counting(platform), split_key="k", merchant=own, pair=pair)
+        assert [c.calls for c in counted] == [2, 3, 1]
+        # a pair that could not be compiled (matcher None): each set is matched on its own
+        decide(facts(), PLATFORM, counted[0], split_key="k", merchant=own, pair=Paired(counted[0], own, None))
+        assert [c.calls for c in counted] == [3, 4, 1]
+    finally:
+        for m in (platform, mine, both):
+            m.close()
+
+
+def test_one_match_of_the_pair_decides_as_two_on_generated_sets():
+    """Both sets generated (bench/rules.py: 100 platform rules, a merchant's 20), 3,000 requests: the
+    pair's one match gives the decision the two matches give, and the reference evaluator too."""
+    from bench.rules import make_merchant_rules, make_requests, make_rules
+
+    platform_set, own_set = load(make_rules(100)), load(make_merchant_rules(20))
+    platform, mine = CompiledRules(platform_set, 1), CompiledRules(own_set, 2)
+    own = MerchantRules("mer_1", own_set, mine, 2)
+    pair = Paired(platform, own, CompiledRules(paired(platform_set, own), 1))
+    reference = MerchantRules("mer_1", own_set, ReferenceRules(own_set, 2), 2)
+    try:
+        routed = 0
+        for i, f in enumerate(make_requests(3000, seed=5)):
+            one = decide(f, platform_set, platform, split_key=str(i), merchant=own, pair=pair)
+            assert one == decide(f, platform_set, platform, split_key=str(i), merchant=own), flatten(f)
+            assert one == decide(f, platform_set, ReferenceRules(platform_set, 1), split_key=str(i),
+                                 merchant=reference)
+            routed += one.outcome == "route" and any("/" in r for r in one.matched_rules)
+        assert routed > 100 and pair.matcher.fallbacks == 0  # the merchant's rules did match, in the engine
+    finally:
+        for m in (platform, mine, pair.matcher):
+            m.close()
 
 
 MERCHANT_FILE = """rules:
