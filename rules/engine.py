@@ -78,7 +78,7 @@ class CompiledRules:
         # only the paths the engine tests: a value only ``matches`` reads (say a 10 KB e-mail) is
         # not parsed by durable-rules on every decision (its cost grows with the value's length)
         tested = {lit[1] for chain in self.plan.chains.values() for lit in chain}
-        self._props = tuple((path, name) for path, name in self.plan.props.items() if path in tested)
+        self._props = tuple((path, f',"{name}":') for path, name in self.plan.props.items() if path in tested)
         self._targets = self.plan.targets
         with ENGINE_LOCK:
             try:
@@ -137,14 +137,13 @@ class CompiledRules:
         """Rule ids matching flat typed ``facts``, by priority desc then file order."""
         global _fallback_total
         parts = ['{"id":"q","sid":"0","_r":1']
-        for path, name in self._props:  # names are p<i>: no escaping needed; values are int or str
+        for path, key in self._props:  # key: ',"p<i>":' (no escaping needed); values are str or int
             value = facts.get(path)
-            if value is None:
-                continue
-            if type(value) is int:
-                parts.append(f',"{name}":{value}')
-            elif type(value) is str:
-                parts.append(f',"{name}":{_encode_str(value)}')
+            kind = type(value)
+            if kind is str:
+                parts.append(key + _encode_str(value))
+            elif kind is int:
+                parts.append(key + str(value))
         parts.append("}")
         text = "".join(parts)
         with ENGINE_LOCK:

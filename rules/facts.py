@@ -51,28 +51,30 @@ def _typed(path: str, value: Any) -> Any:
     return None
 
 
-def flatten(facts: Mapping[str, Any]) -> dict[str, Any]:
-    """Nested or dotted facts → ``{path: int | str}``; wrongly typed values are dropped (missing)."""
-    flat: dict[str, Any] = {}
+def _walk(flat: dict[str, Any], prefix: str, obj: Mapping[str, Any]) -> None:
     numeric = NUMERIC_FACTS
+    for key, value in obj.items():
+        path = prefix + key if type(key) is str else f"{prefix}{key}"
+        kind = type(value)
+        if kind is str:
+            if path not in numeric:
+                flat[path] = value
+        elif kind is int:
+            flat[path] = value if path in numeric else str(value)
+        elif kind is dict or isinstance(value, Mapping):
+            _walk(flat, path + ".", value)
+        else:
+            typed = _typed(path, value)
+            if typed is not None:
+                flat[path] = typed
 
-    def walk(prefix: str, obj: Mapping[str, Any]) -> None:
-        for key, value in obj.items():
-            path = prefix + key if type(key) is str else f"{prefix}{key}"
-            kind = type(value)
-            if kind is str:
-                if path not in numeric:
-                    flat[path] = value
-            elif kind is int:
-                flat[path] = value if path in numeric else str(value)
-            elif kind is dict or isinstance(value, Mapping):
-                walk(path + ".", value)
-            else:
-                typed = _typed(path, value)
-                if typed is not None:
-                    flat[path] = typed
 
-    walk("", facts)
+def flatten(facts: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested or dotted facts → ``{path: int | str}``; wrongly typed values are dropped (missing).
+    (A module-level walk: a nested recursive closure is a reference cycle, garbage for the GC to find
+    on every decision.)"""
+    flat: dict[str, Any] = {}
+    _walk(flat, "", facts)
     return flat
 
 

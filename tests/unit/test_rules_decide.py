@@ -135,3 +135,26 @@ def test_facts_need_amount_and_currency(matcher):
 
     with pytest.raises(InvalidRequest):
         decide({"currency": "USD"}, RS, matcher, split_key="k")
+
+
+def test_a_decision_leaves_no_cyclic_garbage():
+    """Serving processes collect the young generation rarely (app/entrypoints/tuning.py) and the GC's
+    passes are the tail of decision latency: a decision must leave nothing only the GC can free (a
+    nested recursive closure in flatten did: five objects and the facts per decision)."""
+    import gc
+
+    matcher = CompiledRules(RS, 1)
+    bodies = [facts_for("payment", 1000 + i, cur, {"type": "card"}, {"id": f"c{i}", "country": "US"}, "mer_1",
+                        None, {"flag": "x"}, NOW) for i, cur in enumerate(["USD", "EUR", "GBP"] * 100)]
+    try:
+        decide(bodies[0], RS, matcher, split_key="warm")
+        gc.collect()
+        gc.disable()
+        try:
+            for i, f in enumerate(bodies):
+                decide(f, RS, matcher, split_key=str(i))
+            assert gc.collect() == 0
+        finally:
+            gc.enable()
+    finally:
+        matcher.close()
