@@ -22,7 +22,8 @@ from rules.model import Fee, RuleSet, Strategy
 STRATEGY_KEYS = ("strategy", "scores", "strategy_fallback", "exploration")  # a decision's account of its strategy
 
 __all__ = ["STRATEGY_KEYS", "Availability", "Decision", "MerchantRules", "Paired", "Strategist", "decide", "facts_for",
-           "combine_limits", "paired", "split_order", "order_by_strategy", "sources"]
+           "ScoresNeeded", "by_success_rate", "combine_limits", "paired", "split_order", "order_by_strategy", "sources",
+           "with_counts"]
 
 
 class Availability(Protocol):
@@ -51,6 +52,20 @@ class Matcher(Protocol):
 
 
 @dataclass(frozen=True)
+class ScoresNeeded:
+    """What a ``success_rate`` route still has to read before its decision is final: its candidates'
+    outcome counts over the window, for this kind, method and currency (``decide(..., defer_scores=True)``
+    lets the caller read them in the same Redis round trip as the velocity-limit reservation)."""
+
+    strategy: Strategy
+    channels: tuple[str, ...]
+    operation: str
+    currency: str
+    method: str | None
+    rng: random.Random | None
+
+
+@dataclass(frozen=True)
 class Decision:
     """A routing decision; ``to_dict()`` is the contract's ``routing_decision`` object."""
 
@@ -67,6 +82,8 @@ class Decision:
     retry: dict | None = None  # {"on": [codes], "max", "rule"}: soft declines that try the next candidate
     strategy: dict | None = None  # order_by_strategy's account: {strategy, scores?, fallback?, exploration?}
     merchant_ruleset_version: int | None = None  # the merchant's own set decided beside the platform's
+    # decide(..., defer_scores=True): the success-rate counts this decision still waits for (with_counts)
+    scores_needed: ScoresNeeded | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {"object": "routing_decision", "outcome": self.outcome}
@@ -164,6 +181,14 @@ def order_by_strategy(strategy: Strategy, candidates: tuple[str, ...], strategis
         return tuple(sorted(candidates, key=priced.__getitem__)), info  # sorted is stable: ties keep the list
     counts = strategist.outcomes(candidates, window_minutes=strategy.window_minutes, operation=operation,
                                  currency=currency, method=method) if strategist is not None else None
+    return by_success_rate(strategy, candidates, counts, strategist.rng if strategist is not None else None)
+
+
+def by_success_rate(strategy: Strategy, candidates: tuple[str, ...], counts: Mapping[str, tuple[int, int]] | None,
+                    rng: random.Random | None) -> tuple[tuple[str, ...], dict]:
+    """``success_rate``'s order of ``candidates`` from their ``{channel: (succeeded, outcomes)}`` over the
+    window (None: they could not be read), and its account, as ``order_by_strategy`` describes."""
+    info: dict[str, Any] = {"strategy": strategy.name}
     if counts is None:
         info["fallback"] = "redis_unavailable"
         return candidates, info
@@ -173,7 +198,6 @@ def order_by_strategy(strategy: Strategy, candidates: tuple[str, ...], strategis
     scores = {ch: rates.get(ch, average) for ch in candidates}
     info["scores"] = {ch: {"score": None if scores[ch] is None else round(scores[ch], 4),
                            "samples": counts.get(ch, (0, 0))[1]} for ch in candidates}
-    rng = strategist.rng
     if strategy.exploration_percent and rng.random() * 100 < strategy.exploration_percent:
         info["exploration"] = True
         return tuple(rng.sample(candidates, len(candidates))), info
@@ -257,14 +281,17 @@ def sources(ruleset: RuleSet, matched: tuple[str, ...], merchant: MerchantRules 
 
 def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availability: Availability | None = None,
            *, split_key: str, version: int | None = None, strategist: Strategist | None = None,
-           merchant: MerchantRules | None = None, pair: Paired | None = None) -> Decision:
+           merchant: MerchantRules | None = None, pair: Paired | None = None,
+           defer_scores: bool = False) -> Decision:
     """Evaluate every rule and resolve the outcome (contract §3). Never raises for a decline.
     ``strategist``: the inputs of a ``cost`` or ``success_rate`` route (default: ``availability``, if it
     is one). ``merchant``: the operation's merchant's own set: every decline and limit of both sets
     applies (the platform's declines first, the strictest limit wins), route/split/retry come from
     the merchant's set where it has one, the fee only from the platform's. ``pair``: both sets compiled
     as one (``paired``), used when it was built for this ``matcher`` and this ``merchant``: one engine
-    match instead of two, the same answer."""
+    match instead of two, the same answer. ``defer_scores``: a ``success_rate`` route does not read its
+    counts; the decision comes back in the listed order with ``scores_needed``, and ``with_counts``
+    completes it exactly as the read would have (the caller reads them with other Redis work)."""
     flat = flatten(facts)
     amount, currency = flat.get("amount"), flat.get("currency")
     if type(amount) is not int or not isinstance(currency, str):
@@ -316,18 +343,32 @@ def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availab
             candidates.append(channel)
     if not candidates:
         return declined("no_route", None, dropped)
-    strategy = None
+    strategy = needed = None
     if then.route and then.strategy is not None:
         if strategist is None and isinstance(availability, Strategist):
             strategist = availability
         method_ = None if operation == "withdrawal" else method  # a payout's channel methods are pay-in methods
-        ordered_, strategy = order_by_strategy(then.strategy, tuple(candidates), strategist, amount=amount,
-                                               currency=currency, operation=operation, method=method_)
-        candidates = list(ordered_)
+        if defer_scores and then.strategy.name == "success_rate" and strategist is not None:
+            needed = ScoresNeeded(then.strategy, tuple(candidates), operation, currency, method_, strategist.rng)
+            strategy = {"strategy": then.strategy.name}
+        else:
+            ordered_, strategy = order_by_strategy(then.strategy, tuple(candidates), strategist, amount=amount,
+                                                   currency=currency, operation=operation, method=method_)
+            candidates = list(ordered_)
     _, fee_then = _pick(ruleset, matched, "fee")  # what the platform charges: never a merchant's set
     fee = compute_fee(fee_then.fee, amount, currency)
     retry_rule, retry_then = _pick_layered(ruleset, matched, merchant, own, "retry")
     retry = retry_then.retry and {"on": retry_then.retry.on, "max": retry_then.retry.max,
                                   "rule": retry_rule or "defaults"}
     return Decision("route", None, candidates[0], tuple(candidates), tuple(dropped), shown, fee, limits, version,
-                    retry=retry, strategy=strategy, merchant_ruleset_version=merchant_version)
+                    retry=retry, strategy=strategy, merchant_ruleset_version=merchant_version, scores_needed=needed)
+
+
+def with_counts(decision: Decision, counts: Mapping[str, tuple[int, int]] | None) -> Decision:
+    """A decision that waited for its success-rate counts (``scores_needed``) ordered by them (None: they
+    could not be read: the listed order, saying so), as ``decide`` would have; any other unchanged."""
+    needed = decision.scores_needed
+    if needed is None:
+        return decision
+    ordered, info = by_success_rate(needed.strategy, needed.channels, counts, needed.rng)
+    return replace(decision, channel=ordered[0], candidates=ordered, strategy=info, scores_needed=None)

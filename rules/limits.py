@@ -2,6 +2,8 @@
 
 ``reserve`` checks and increments every applicable counter in one Lua script (atomic, so
 concurrent requests never over-reserve); ``release`` gives a reservation back exactly once.
+``prepare`` → ``send`` → ``settle`` are its steps, for a caller that sends the script in a pipeline
+with other commands (the success-rate read of the same decision: one round trip).
 Keys are bucketed per UTC day and expire after two days:
 ``payrouter:limit:<YYYYMMDD>:<amount|count>:<customer|merchant>:<id>[:<currency>]``
 (amounts are counted per currency; counts across currencies). A per-customer limit on a
@@ -66,9 +68,20 @@ def _scope_id(flat: Mapping[str, Any], per: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def reserve(redis, decision_limits: Mapping[str, Any], facts: Mapping[str, Any], amount: int, currency: str,
-            *, now: datetime | None = None) -> Reservation:
-    """Count this operation against every daily limit of the decision; ``LimitExceeded`` if any is over."""
+@dataclass(frozen=True)
+class Pending:
+    """A reservation prepared by ``prepare``: the counters it would take, not yet sent."""
+
+    id: str
+    keys: tuple[str, ...]
+    increments: tuple[int, ...]
+    maxima: tuple[int, ...]
+    rules: tuple[tuple, ...]  # (rule, kind, per, max) of each key, for the refusal's message
+
+
+def prepare(decision_limits: Mapping[str, Any], facts: Mapping[str, Any], amount: int, currency: str,
+            *, now: datetime | None = None) -> Pending:
+    """The daily-limit counters this operation counts against (none: nothing to send)."""
     if type(amount) is not int or amount < 0:
         raise TypeError("amount must be a non-negative int of minor units")
     flat = flatten(facts)
@@ -84,16 +97,35 @@ def reserve(redis, decision_limits: Mapping[str, Any], facts: Mapping[str, Any],
             increments.append(amount if metric == "amount" else 1)
             maxima.append(int(limit["max"]))
             rules.append((limit.get("rule"), kind, limit["per"], limit["max"]))
-    res_id = uuid.uuid4().hex
-    if not keys:
-        return Reservation(res_id, (), ())
-    marker = f"{PREFIX}:reservation:{res_id}"
-    failed = int(redis.eval(_RESERVE, len(keys) + 1, *keys, marker, *increments, *maxima, TTL_SECONDS))
+    return Pending(uuid.uuid4().hex, tuple(keys), tuple(increments), tuple(maxima), tuple(rules))
+
+
+def send(redis, pending: Pending) -> Any:
+    """Run the reservation script on ``redis``, or queue it when ``redis`` is a pipeline (so it shares a
+    round trip with other commands); ``settle`` reads its answer. ``pending`` must have keys."""
+    marker = f"{PREFIX}:reservation:{pending.id}"
+    return redis.eval(_RESERVE, len(pending.keys) + 1, *pending.keys, marker, *pending.increments, *pending.maxima,
+                      TTL_SECONDS)
+
+
+def settle(pending: Pending, answer: Any) -> Reservation:
+    """The reservation from the script's answer; ``LimitExceeded`` if a limit would be exceeded (nothing
+    was taken then). An exception as the answer (a pipeline's) is raised."""
+    if isinstance(answer, BaseException):
+        raise answer
+    failed = int(answer) if pending.keys else 0
     if failed:
-        rule, kind, per, maximum = rules[failed - 1]
+        rule, kind, per, maximum = pending.rules[failed - 1]
         raise LimitExceeded(f"{kind} limit of {maximum} per {per} set by rule {rule!r} would be exceeded",
                             rule=rule, limit=kind)
-    return Reservation(res_id, tuple(keys), tuple(increments))
+    return Reservation(pending.id, pending.keys, pending.increments)
+
+
+def reserve(redis, decision_limits: Mapping[str, Any], facts: Mapping[str, Any], amount: int, currency: str,
+            *, now: datetime | None = None) -> Reservation:
+    """Count this operation against every daily limit of the decision; ``LimitExceeded`` if any is over."""
+    pending = prepare(decision_limits, facts, amount, currency, now=now)
+    return settle(pending, send(redis, pending) if pending.keys else None)
 
 
 def release(redis, reservation: Reservation) -> bool:

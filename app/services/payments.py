@@ -66,15 +66,19 @@ def _resume(session: Session, merchant: Merchant, key: str, kind: str) -> Made |
     return Made(op) if op is not None else None
 
 
-def _reserve(decision, facts: dict, amount: int, currency: str, livemode: bool = False) -> dict | None:
-    from app.adapters.redis_conn import get_redis
+def _reserve(decision, facts: dict, amount: int, currency: str, livemode: bool = False):
+    """The decision completed (a ``success_rate`` route's scores) and its daily limits reserved, both in
+    one Redis round trip (``routing.complete``): (decision, reservation as stored, or None)."""
     from rules import limits
 
-    if not any(k in (decision.limits or {}) for k in ("daily_amount", "daily_count")):
-        return None
+    pending = None
+    if any(k in (decision.limits or {}) for k in ("daily_amount", "daily_count")):
+        pending = limits.prepare(decision.limits, _counted_in_mode(facts, livemode), amount, currency)
+    decision, answer = routing.complete(decision, pending)
+    if pending is None:
+        return decision, None
     try:
-        reservation = limits.reserve(get_redis(), decision.limits, _counted_in_mode(facts, livemode), amount,
-                                     currency)
+        reservation = limits.settle(pending, answer)
     except LimitExceeded as exc:
         exc.extra["decision"] = {**decision.to_dict(), "outcome": "decline", "decline_code": "limit_exceeded"}
         raise
@@ -82,7 +86,7 @@ def _reserve(decision, facts: dict, amount: int, currency: str, livemode: bool =
         raise LimitUnavailable("velocity limits cannot be checked right now; retry later",
                                decision={**decision.to_dict(), "outcome": "decline",
                                          "decline_code": "limit_unavailable"}) from exc
-    return reservation.to_dict() if hasattr(reservation, "to_dict") else reservation
+    return decision, reservation.to_dict()
 
 
 def _counted_in_mode(facts: dict, livemode: bool) -> dict:
@@ -129,11 +133,12 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
     processing with its first channel (run_channels) or before it settles inside the ledger.
     Returns the operation and the decision as a later refusal reports it."""
     facts = routing.facts(kind, merchant, body, amount=amount, currency=currency)
-    if decision is None:
-        decision = routing.decide(kind, merchant, body, amount=amount, currency=currency, split_key=key)
+    if decision is None:  # a success_rate route's scores are read with the limit reservation, in one round trip
+        decision = routing.decide(kind, merchant, body, amount=amount, currency=currency, split_key=key,
+                                  defer_scores=True)
     if routing_view is None:
         routing.refuse_if_declined(decision)
-    reservation = _reserve(decision, facts, amount, currency, merchant.livemode)
+    decision, reservation = _reserve(decision, facts, amount, currency, merchant.livemode)
     payload = decision.to_dict()
     op = Operation(
         id=new_id(OperationKind(kind).id_prefix), merchant_id=merchant.id, livemode=merchant.livemode, kind=kind,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from datetime import datetime, timezone
 
+import redis
+
 from app.adapters import metrics
 from app.adapters.channels_runtime import registry
 from app.domain.errors import InvalidRequest, LimitExceeded, NoRoute, RuleDeclined
@@ -88,14 +90,51 @@ def facts(kind: str, merchant, body: dict, *, amount: int, currency: str, now: d
                      now or datetime.now(timezone.utc))
 
 
-def decide(kind: str, merchant, body: dict, *, amount: int, currency: str, split_key: str, availability=None):
+def decide(kind: str, merchant, body: dict, *, amount: int, currency: str, split_key: str, availability=None,
+           defer_scores: bool = False):
     """The decision for this request under the live rule set (no side effect); by default only
-    channels of the merchant's mode (``merchant.livemode``: the API key's) are candidates."""
+    channels of the merchant's mode (``merchant.livemode``: the API key's) are candidates.
+    ``defer_scores``: a ``success_rate`` route's counts are left for ``complete`` to read."""
     from app.services import rules_runtime as runtime
 
     with metrics.RULES_DECISION.time():
         return runtime.decide(facts(kind, merchant, body, amount=amount, currency=currency),
-                              availability or Availability(merchant.livemode), split_key=split_key)
+                              availability or Availability(merchant.livemode), split_key=split_key,
+                              defer_scores=defer_scores)
+
+
+def complete(decision, reservation=None):
+    """Finish a decision made with ``defer_scores`` and send ``reservation`` (a ``rules.limits.Pending``)
+    in ONE Redis round trip: the success-rate MGET and the limit script in one pipeline (either alone
+    when only one is needed). Returns the completed decision and the script's answer for
+    ``rules.limits.settle`` (None when nothing was sent; a ``RedisError`` instance when Redis could not
+    answer: the scores then fall back to the listed order, ``strategy_fallback: redis_unavailable``)."""
+    from app.adapters.redis_conn import get_redis
+    from rules import decide as decide_mod
+    from rules import limits
+
+    needed = decision.scores_needed
+    send = reservation is not None and bool(reservation.keys)
+    if needed is None and not send:
+        return decision, None
+    keys = None if needed is None else success_rates.window_keys(
+        needed.channels, window_minutes=needed.strategy.window_minutes, kind=needed.operation,
+        method=needed.method, currency=needed.currency)
+    try:
+        pipe = get_redis().pipeline(transaction=False)
+        if keys is not None:
+            pipe.mget(keys)
+        if send:
+            limits.send(pipe, reservation)
+        answers = pipe.execute(raise_on_error=False)
+    except redis.RedisError as exc:
+        return decide_mod.with_counts(decision, None), exc if send else None
+    counts = None
+    if keys is not None:
+        values = answers.pop(0)
+        counts = None if isinstance(values, Exception) else success_rates.tally(
+            needed.channels, needed.strategy.window_minutes, values)
+    return decide_mod.with_counts(decision, counts), answers[0] if send else None
 
 
 def refuse_if_declined(decision) -> None:

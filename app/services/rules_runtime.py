@@ -185,14 +185,14 @@ def pair_for(own: decide_mod.MerchantRules, platform: CompiledRules) -> decide_m
         return pair if pair.matcher is not None else None
 
 
-def decide(facts: dict, availability, *, split_key: str) -> decide_mod.Decision:
+def decide(facts: dict, availability, *, split_key: str, defer_scores: bool = False) -> decide_mod.Decision:
     """The decision under the live platform set and, for a merchant with one, its own live set (one
-    engine match for both: ``pair_for``)."""
+    engine match for both: ``pair_for``). ``defer_scores``: see ``rules.decide.decide``."""
     matcher = current()
     own = merchant_rules((facts.get("merchant") or {}).get("id"))
     pair = pair_for(own, matcher) if own is not None else None
     return decide_mod.decide(facts, matcher.ruleset, matcher, availability, split_key=split_key,
-                             version=matcher.version, merchant=own, pair=pair)
+                             version=matcher.version, merchant=own, pair=pair, defer_scores=defer_scores)
 
 
 def reset() -> None:

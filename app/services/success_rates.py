@@ -4,9 +4,11 @@ currency, how many final outcomes and how many of them succeeded, over a sliding
 Kept in Redis as per-minute bucket counters, so both sides cost the same whatever the traffic: an
 outcome is one pipeline of INCR + EXPIRE on its minute's bucket (two counters: all outcomes and
 succeeded ones), and a decision reads its candidates' buckets of the window with one MGET
-(2 × window_minutes × channels keys, bounded by the rule file, never a scan of history). A bucket
-expires once no window can reach it. Declines and channel faults count as failures: for routing, a
-channel that answers but does not get the money is as bad as one that does not answer.
+(2 × window_minutes × channels keys, bounded by the rule file, never a scan of history); an
+operation with daily limits sends that MGET in one pipeline with its limit reservation
+(``app.services.routing.complete``), so its scores cost no round trip of their own. A bucket expires
+once no window can reach it. Declines and channel faults count as failures: for routing, a channel
+that answers but does not get the money is as bad as one that does not answer.
 
 An outcome counts when the transaction that recorded it commits (a settlement rolled back counts
 nothing). Without Redis (stopped, or marked down by app.adapters.redis_conn) an outcome is not
@@ -64,24 +66,35 @@ def record(outcomes: Iterable[tuple[str, str, str | None, str, bool]], *, now: f
         log.debug("success rates not counted (Redis unavailable): %s", exc)
 
 
-def counts(channels: tuple[str, ...], *, window_minutes: int, kind: str, method: str | None, currency: str,
-           now: float | None = None) -> dict[str, tuple[int, int]] | None:
-    """``{channel: (succeeded, outcomes)}`` over the last ``window_minutes`` minutes (this one
-    included), with one MGET; None when Redis cannot answer."""
+def window_keys(channels: tuple[str, ...], *, window_minutes: int, kind: str, method: str | None, currency: str,
+                now: float | None = None) -> list[str]:
+    """The bucket keys ``counts`` reads (for a caller that sends the MGET in a pipeline of its own)."""
     last = _minute(now)
     minutes = range(last - window_minutes + 1, last + 1)
-    keys = [_key(counter, ch, kind, method, currency, m) for ch in channels for counter in ("ok", "n")
+    return [_key(counter, ch, kind, method, currency, m) for ch in channels for counter in ("ok", "n")
             for m in minutes]
-    try:
-        values = get_redis().mget(keys)
-    except redis.RedisError:
-        return None
-    out, width = {}, len(minutes)
+
+
+def tally(channels: tuple[str, ...], window_minutes: int, values: list) -> dict[str, tuple[int, int]]:
+    """``{channel: (succeeded, outcomes)}`` from the MGET of ``window_keys``."""
+    out, width = {}, window_minutes
     for i, ch in enumerate(channels):
         ok = sum(int(v) for v in values[2 * i * width:(2 * i + 1) * width] if v is not None)
         n = sum(int(v) for v in values[(2 * i + 1) * width:(2 * i + 2) * width] if v is not None)
         out[ch] = (ok, n)
     return out
+
+
+def counts(channels: tuple[str, ...], *, window_minutes: int, kind: str, method: str | None, currency: str,
+           now: float | None = None) -> dict[str, tuple[int, int]] | None:
+    """``{channel: (succeeded, outcomes)}`` over the last ``window_minutes`` minutes (this one
+    included), with one MGET; None when Redis cannot answer."""
+    keys = window_keys(channels, window_minutes=window_minutes, kind=kind, method=method, currency=currency, now=now)
+    try:
+        values = get_redis().mget(keys)
+    except redis.RedisError:
+        return None
+    return tally(channels, window_minutes, values)
 
 
 def record_on_commit(session: Session, channel: str, kind: str, method: str | None, currency: str,

@@ -117,6 +117,56 @@ def test_exploration_sends_a_seeded_share_in_random_order(stack, monkeypatch):
     assert [simulate(api, 1000)["candidates"] for _ in range(40)] == [d["candidates"] for d in decisions]
 
 
+LIMITED = RATE.replace("exploration_percent: %d}", "exploration_percent: %d}\n"
+                                                   "      limits: {daily_count: {per: customer, max: 2}}")
+
+
+def round_trips(monkeypatch) -> list[bytes]:
+    """What the request path sends to Redis, one entry per round trip (a pipeline is one), recorded by
+    wrapping the request client's real connection (app.adapters.redis_conn)."""
+    sent: list[bytes] = []
+    original = redis_conn._Guarded.send_packed_command
+
+    def counting(self, command, *args, **kwargs):
+        chunks = command if isinstance(command, (list, tuple)) else [command]
+        sent.append(b"".join(bytes(chunk) for chunk in chunks))
+        return original(self, command, *args, **kwargs)
+
+    monkeypatch.setattr(redis_conn._Guarded, "send_packed_command", counting)
+    return sent
+
+
+def test_scores_are_read_in_the_round_trip_of_the_limit_reservation(stack, monkeypatch):
+    """A payment whose route is success_rate and whose rules set daily limits: the window's MGET and
+    the reservation script go to the real Redis in ONE round trip, and both take effect."""
+    api = builders.api(stack.client)
+    publish(LIMITED % 0, api)
+    seed("acq_alpha", 4, 6)
+    seed("acq_beta", 9, 1)
+    customer = {"id": builders.unique("cus"), "country": "US"}
+    sent = round_trips(monkeypatch)
+    paid = api.post("/v1/payments", builders.payment_body(1000, customer=customer))
+    assert paid.status_code == 201, paid.get_json()
+    routing_ = paid.get_json()["routing"]
+    assert routing_["channel"] == "acq_beta" and routing_["scores"]["acq_beta"] == {"score": 0.9, "samples": 10}
+    reads = [trip for trip in sent if b"MGET" in trip and b"sr:ok:acq_alpha:payment:card:USD:" in trip]
+    reserves = [trip for trip in sent if b"EVAL" in trip and b"payrouter:limit:" in trip and b"INCRBY" in trip]
+    assert len(reads) == 1 and reserves == reads, (len(reads), len(reserves))
+    # both took effect: the counter of the customer's daily_count, and on the third payment a refusal
+    # that shows the scores read with it
+    assert api.post("/v1/payments", builders.payment_body(1000, customer=customer)).status_code == 201
+    refused = api.post("/v1/payments", builders.payment_body(1000, customer=customer))
+    assert refused.status_code == 402 and refused.get_json()["error"]["code"] == "limit_exceeded"
+    decision = refused.get_json()["error"]["decision"]
+    assert decision["scores"]["acq_alpha"]["samples"] >= 10 and decision["strategy"] == "success_rate"
+    # without daily limits the scores are still one round trip: the MGET alone
+    publish(RATE % 0, api)
+    sent.clear()
+    assert api.post("/v1/payments", builders.payment_body(1000)).status_code == 201
+    reads = [trip for trip in sent if b"MGET" in trip and b"sr:ok:acq_alpha:payment:card:USD:" in trip]
+    assert len(reads) == 1 and not any(b"EVAL" in trip and b"payrouter:limit:" in trip for trip in sent)
+
+
 @pytest.fixture
 def private_redis(clean, configured):
     """A Redis of the test's own, and a client of an app on it."""
@@ -141,6 +191,24 @@ def test_without_redis_success_rate_keeps_the_listed_order_and_says_so(private_r
     assert decision["candidates"] == ["acq_alpha", "acq_beta"], decision
     assert decision["strategy"] == "success_rate" and decision["strategy_fallback"] == "redis_unavailable"
     assert "scores" not in decision
+
+
+def test_without_redis_a_limited_success_rate_payment_is_refused_showing_the_fallback(private_redis):
+    """The round trip that reads the scores and reserves the limits fails as one: the limits refuse
+    (402 limit_unavailable, nothing moves past an unchecked limit) and the decision says why its order
+    is the listed one."""
+    private_redis, client = private_redis
+    seed_default_rules()
+    api = builders.api(client)
+    publish(LIMITED % 0, api)
+    seed("acq_alpha", 0, 20)
+    seed("acq_beta", 20, 0)
+    private_redis.stop()
+    refused = api.post("/v1/payments", builders.payment_body(1000))
+    assert refused.status_code == 402, refused.get_json()
+    error = refused.get_json()["error"]
+    assert error["code"] == "limit_unavailable" and error["decision"]["candidates"] == ["acq_alpha", "acq_beta"]
+    assert error["decision"]["strategy_fallback"] == "redis_unavailable" and "scores" not in error["decision"]
 
 
 def test_replay_of_a_cost_draft_counts_the_channels_it_would_change(stack):

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from rules.decide import decide, facts_for
+from rules.decide import decide, facts_for, with_counts
 from rules.engine import CompiledRules
 from rules.format import load, validate
 from rules.model import Fee
@@ -108,6 +108,34 @@ def test_exploration_share_within_statistical_bounds_over_10000_seeded_decisions
     one, two = Inputs(inputs.counts, seed=5), Inputs(inputs.counts, seed=5)  # a seeded source: the same orders
     assert [decision(matcher, 1000, one).candidates for _ in range(200)] == \
         [decision(matcher, 1000, two).candidates for _ in range(200)]
+
+
+def test_a_deferred_read_completes_as_the_read_in_place_would_have():
+    """``defer_scores``: the decision waits for its counts (read by the caller with other Redis work),
+    and ``with_counts`` gives the decision the read in place gives, exploration's draws included."""
+    matcher = rules({"strategy": "success_rate", "channels": ["acq_alpha", "acq_beta", "flat"],
+                     "exploration_percent": 30, "min_samples": 5})
+    counts = {"acq_alpha": (2, 10), "acq_beta": (9, 10), "flat": (1, 2)}
+    facts = facts_for("payment", 1000, "USD", {"type": "card"}, {"id": "c1"}, "m1", None, {}, NOW)
+    in_place, deferred = Inputs(counts, seed=11), Inputs(counts, seed=11)
+    explored = 0
+    for _ in range(300):
+        waiting = decide(facts, matcher.ruleset, matcher, deferred, split_key="k", defer_scores=True)
+        assert deferred.asked == [] and waiting.scores_needed is not None
+        assert waiting.candidates == ("acq_alpha", "acq_beta", "flat")  # the listed order, until completed
+        need = waiting.scores_needed
+        assert (need.channels, need.strategy.window_minutes, need.operation, need.currency, need.method) == (
+            ("acq_alpha", "acq_beta", "flat"), 15, "payment", "USD", "card")
+        done = with_counts(waiting, counts)
+        assert done == decision(matcher, 1000, in_place) and done.scores_needed is None
+        explored += bool(done.strategy.get("exploration"))
+    assert 40 <= explored <= 140  # both took exploration's draws from their (same) seeded source
+    # unreadable counts: the listed order, saying so; a decision that waits for nothing is unchanged
+    fallback = with_counts(decide(facts, matcher.ruleset, matcher, deferred, split_key="k", defer_scores=True), None)
+    assert fallback.candidates == ("acq_alpha", "acq_beta", "flat")
+    assert fallback.to_dict()["strategy_fallback"] == "redis_unavailable"
+    plain = decide(facts, matcher.ruleset, matcher, None, split_key="k", defer_scores=True)
+    assert plain.scores_needed is None and with_counts(plain, counts) is plain
 
 
 def test_a_strategy_orders_only_the_channels_left_after_drops():
