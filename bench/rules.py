@@ -12,7 +12,9 @@ input, half and half). The API admits at most 320 characters of e-mail and 500 o
 With ``--merchant-rules M`` (0 to skip) each size is measured again with a merchant's own set of M
 generated rules decided beside it (contract §3: both sets matched, then combined): once with both
 sets compiled as one (``rules.decide.paired``, one engine match: what a serving process does) and once
-with each set matched apart (two engine matches: simulate beside a draft, or a pair over the limits).
+with each set matched apart (two engine matches: simulate beside a draft, or a pair over the limits);
+then once more with the merchant's routes as ``success_rate`` routes, their outcome counts given (the
+whole decision's CPU; the Redis read is one round trip shared with the limit reservation).
 """
 from __future__ import annotations
 
@@ -99,13 +101,18 @@ def make_adversarial(n: int, requests: list[dict], size: int = 10_240) -> tuple[
     return data, evil
 
 
-def make_merchant_rules(n: int) -> dict:
-    """A merchant's own set: generated rules of another seed, without fees (only the platform's set has them)."""
+def make_merchant_rules(n: int, strategy: bool = False) -> dict:
+    """A merchant's own set: generated rules of another seed, without fees (only the platform's set has them);
+    with ``strategy`` its routes are ``success_rate`` routes and it has a ``success_rate`` default route."""
     data = make_rules(n, seed=23)
     for rule in data["rules"]:
         rule["then"].pop("fee", None)
         if not rule["then"]:
             rule["then"] = {"limits": {"max_amount": 5_000_000}}
+        if strategy and "route" in rule["then"]:
+            rule["then"]["route"] = {"strategy": "success_rate", "channels": rule["then"]["route"]}
+    if strategy:
+        return {"rules": data["rules"], "defaults": {"route": {"strategy": "success_rate", "channels": CHANNELS}}}
     return {"rules": data["rules"]}
 
 
@@ -114,9 +121,22 @@ class AllUp:
         return None
 
 
-def latencies(ruleset, matcher, reqs, merchant=None, pair=None) -> list[float]:
+class Counted(AllUp):
+    """Every channel up, with fixed success-rate counts (what the one Redis read of a payment returns)."""
+
+    rng = random.Random(5)
+    counts = {"sandbox": (40, 50), "acq_alpha": (90, 100), "acq_beta": (70, 100)}
+
+    def costs(self, channels):
+        return {}
+
+    def outcomes(self, channels, *, window_minutes, operation, currency, method):
+        return self.counts
+
+
+def latencies(ruleset, matcher, reqs, merchant=None, pair=None, avail=None) -> list[float]:
     out = []
-    avail = AllUp()
+    avail = avail or AllUp()
     clock = time.perf_counter_ns
     for i, f in enumerate(reqs):
         t0 = clock()
@@ -183,6 +203,18 @@ def main() -> None:
                 fallbacks = engine.fallbacks + own.matcher.fallbacks + pair.matcher.fallbacks
                 print(f"| {size} + {args.merchant_rules} merchant's | {chains} | {label} | {pct(lat, 50):.1f} "
                       f"| {pct(lat, 99):.1f} | - | - | {fallbacks} |")
+            own.matcher.close()
+            pair.matcher.close()
+            # the merchant routes by success_rate: the whole decision, the counts given (the Redis read is
+            # one round trip shared with the limit reservation, app.services.routing.complete)
+            own_set = load(make_merchant_rules(args.merchant_rules, strategy=True))
+            own = MerchantRules("mer_1", own_set, CompiledRules(own_set, version=2), 2)
+            pair = Paired(engine, own, CompiledRules(paired(ruleset, own), version=size))
+            latencies(ruleset, engine, reqs[:2000], own, pair, Counted())
+            lat = latencies(ruleset, engine, reqs, own, pair, Counted())
+            print(f"| {size} + {args.merchant_rules} merchant's, success_rate routes | {len(pair.matcher.plan.chains)} "
+                  f"| engine, both sets as one | {pct(lat, 50):.1f} | {pct(lat, 99):.1f} | - | - "
+                  f"| {engine.fallbacks + pair.matcher.fallbacks} |")
             own.matcher.close()
             pair.matcher.close()
         engine.close()

@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from rules.decide import decide, facts_for, split_order
+from rules.decide import Decision, decide, facts_for, split_order
 from rules.engine import CompiledRules
 from rules.format import load
 from rules.reference import ReferenceRules
@@ -158,3 +158,18 @@ def test_a_decision_leaves_no_cyclic_garbage():
             gc.enable()
     finally:
         matcher.close()
+
+
+def test_a_decision_is_frozen_and_its_init_takes_every_field_in_order():
+    """Decision writes its fields in one go (rules/decide.py): a field added to the class must be a
+    parameter of its __init__ too, in the same place."""
+    import dataclasses
+    import inspect
+
+    names = [f.name for f in dataclasses.fields(Decision)]
+    assert list(inspect.signature(Decision.__init__).parameters)[1:] == names
+    d = Decision("route", None, "a", ("a",), (), ("r",), 5)
+    assert d.limits == {} and d.scores_needed is None and d == Decision("route", None, "a", ("a",), (), ("r",), 5)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        d.fee = 6
+    assert dataclasses.replace(d, fee=6).fee == 6 and d.fee == 5
