@@ -140,24 +140,36 @@ def test_facts_need_amount_and_currency(matcher):
 def test_a_decision_leaves_no_cyclic_garbage():
     """Serving processes collect the young generation rarely (app/entrypoints/tuning.py) and the GC's
     passes are the tail of decision latency: a decision must leave nothing only the GC can free (a
-    nested recursive closure in flatten did: five objects and the facts per decision)."""
-    import gc
+    nested recursive closure in flatten did: five objects and the facts per decision). Counted in a
+    fresh interpreter: the suite's own threads make garbage of their own meanwhile."""
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    matcher = CompiledRules(RS, 1)
-    bodies = [facts_for("payment", 1000 + i, cur, {"type": "card"}, {"id": f"c{i}", "country": "US"}, "mer_1",
-                        None, {"flag": "x"}, NOW) for i, cur in enumerate(["USD", "EUR", "GBP"] * 100)]
-    try:
-        decide(bodies[0], RS, matcher, split_key="warm")
-        gc.collect()
-        gc.disable()
-        try:
-            for i, f in enumerate(bodies):
-                decide(f, RS, matcher, split_key=str(i))
-            assert gc.collect() == 0
-        finally:
-            gc.enable()
-    finally:
-        matcher.close()
+    script = """
+import gc
+from datetime import datetime, timezone
+from rules.decide import decide, facts_for
+from rules.engine import CompiledRules
+from rules.format import load
+from tests.unit.test_rules_decide import RULES
+rs = load(RULES)
+matcher = CompiledRules(rs, 1)
+now = datetime(2026, 3, 7, 22, 15, tzinfo=timezone.utc)
+bodies = [facts_for("payment", 1000 + i, cur, {"type": "card"}, {"id": f"c{i}", "country": "US"}, "mer_1", None,
+                    {"flag": "x"}, now) for i, cur in enumerate(["USD", "EUR", "GBP"] * 100)]
+decide(bodies[0], rs, matcher, split_key="warm")
+gc.collect()
+gc.disable()
+for i, f in enumerate(bodies):
+    decide(f, rs, matcher, split_key=str(i))
+print(gc.collect())
+"""
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "0", done.stdout
 
 
 def test_a_decision_is_frozen_and_its_init_takes_every_field_in_order():
