@@ -326,7 +326,8 @@ def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availab
         raise InvalidRequest("facts need an integer amount and a currency", param="amount")
     version = version if version is not None else getattr(matcher, "version", None)
     if merchant is None:
-        matched, own, shown = matcher.match(flat), (), None
+        matched = shown = matcher.match(flat)
+        own = ()
     elif pair is not None and pair.matcher is not None and pair.platform is matcher and pair.merchant is merchant:
         both, cut = pair.matcher.match(flat), len(merchant.prefix)
         matched = tuple(rid for rid in both if "/" not in rid)
@@ -338,7 +339,6 @@ def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availab
         shown = matched + tuple(merchant.prefix + rid for rid in own)
     layers = ((merchant.ruleset, own, merchant.prefix),) if merchant is not None else ()
     limits = combine_limits(ruleset, matched, *layers)
-    shown = shown if merchant is not None else matched
     merchant_version = merchant.version if merchant is not None else None
 
     def declined(code: str, rule: str | None, dropped=()) -> Decision:
