@@ -123,6 +123,14 @@ class Config:
     serve_threads: int = setting(
         "PAYROUTER_SERVE_THREADS", "threads per `payrouter serve` worker (requests waiting on a channel or "
         "the database overlap); `--threads` overrides it", 8, parse=_count)
+    rules_merchant_sets: int = setting(
+        "PAYROUTER_RULES_MERCHANT_SETS", "merchants' own rule sets kept compiled per process, the least recently "
+        "used dropped first (each holds an engine handle, about 0.9 MiB at 20 rules; a dropped one is "
+        "compiled again on its merchant's next decision)", 256, parse=_count)
+    rules_paired_sets: int = setting(
+        "PAYROUTER_RULES_PAIRED_SETS", "merchants whose own set is also kept compiled together with the "
+        "platform's, so their decisions take one engine match instead of two (each pair holds a handle as "
+        "big as both sets: about 3.8 MiB at 100 + 20 rules; docs/benchmarks.md)", 64, parse=_count)
     rules_approval: bool = setting(
         "PAYROUTER_RULES_APPROVAL",
         "`1`: publishing a rule set (admin UI or CLI) creates a request that another `pm`/`admin` (not its "

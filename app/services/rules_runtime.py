@@ -9,13 +9,13 @@ either way. A new version is compiled, swapped in, and the old engine handle fre
 
 A merchant's own set (contract §3) is kept the same way, per merchant, in a bounded cache: its live
 version is a field of one Redis hash (the database when the field is missing), re-checked on a
-change notice or after the same intervals; at most MERCHANT_SETS compiled sets stay in a process,
-the least recently used closed first.
+change notice or after the same intervals; at most ``rules_merchant_sets`` (a setting) compiled sets
+stay in a process, the least recently used closed first.
 
-For the PAIRED_SETS merchants a process decided for most recently, the merchant's set is also compiled
-together with the platform's live set (``rules.decide.paired``), once per (platform version, merchant
-version): a decision is then one engine match instead of two. A publish of either set makes a new
-pair on that merchant's next decision; the old one is closed.
+For the ``rules_paired_sets`` (a setting) merchants a process decided for most recently, the
+merchant's set is also compiled together with the platform's live set (``rules.decide.paired``), once
+per (platform version, merchant version): a decision is then one engine match instead of two. A
+publish of either set makes a new pair on that merchant's next decision; the old one is closed.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import redis
 
 from app.adapters import notify
 from app.adapters.db import read_only
+from app.config import get_config
 from app.services import rules_store as store
 from rules import decide as decide_mod
 from rules import format
@@ -36,10 +37,6 @@ from rules.engine import CompiledRules, EngineError, RulesSlot
 
 CHECK_INTERVAL = 0.5
 RELOAD_INTERVAL = 5.0
-MERCHANT_SETS = 256  # compiled merchant sets kept per process (each holds an engine handle)
-# merchant sets also compiled with the platform's as one (each holds a handle as big as both sets:
-# about 3.8 MiB at 100 + 20 rules, docs/benchmarks.md); the others decide with two engine matches
-PAIRED_SETS = 64
 
 log = logging.getLogger("payrouter.rules")
 
@@ -142,7 +139,7 @@ def merchant_rules(merchant: str | None) -> decide_mod.MerchantRules | None:
         own.checked, own.seen = time.monotonic(), notice
         _merchants[merchant] = own
         _merchants.move_to_end(merchant)
-        while len(_merchants) > MERCHANT_SETS:
+        while len(_merchants) > get_config().rules_merchant_sets:
             _, evicted = _merchants.popitem(last=False)
             if evicted.rules is not None:
                 evicted.rules.matcher.close()
@@ -180,7 +177,7 @@ def pair_for(own: decide_mod.MerchantRules, platform: CompiledRules) -> decide_m
             pair = decide_mod.Paired(platform, own, both)
             _pairs[own.merchant] = pair
         _pairs.move_to_end(own.merchant)
-        while len(_pairs) > PAIRED_SETS:
+        while len(_pairs) > get_config().rules_paired_sets:
             _close_pair(_pairs.popitem(last=False)[1])
         return pair if pair.matcher is not None else None
 

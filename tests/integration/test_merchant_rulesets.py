@@ -181,9 +181,10 @@ def test_a_merchants_change_reaches_the_process_without_a_restart(client, live):
         assert datetime.now() < deadline, "the merchant's new set was not used within 2 s"
 
 
-def test_the_process_matches_both_sets_at_once_per_pair_of_versions(client, live, monkeypatch, caplog):
+def test_the_process_matches_both_sets_at_once_per_pair_of_versions(client, clean, live, configured, monkeypatch,
+                                                                     caplog):
     """A decision for a merchant with a set is one engine match over both sets compiled together, built
-    once per (platform version, merchant version), rebuilt after a publish, at most PAIRED_SETS kept;
+    once per (platform version, merchant version), rebuilt after a publish, at most rules_paired_sets kept;
     when the two together exceed the engine's limits each is matched on its own, with the same answers."""
     from rules import compiler
 
@@ -201,8 +202,8 @@ def test_the_process_matches_both_sets_at_once_per_pair_of_versions(client, live
     while simulate(api, builders.payment_body(250_000))["outcome"] != "decline":
         assert datetime.now() < deadline, "the merchant's new version was not used within 2 s"
     assert runtime._pairs[m] is not pair and pair.matcher._handle is None  # the old pair was closed
-    # at most PAIRED_SETS pairs: the least recently used one is closed
-    monkeypatch.setattr(runtime, "PAIRED_SETS", 1)
+    # at most rules_paired_sets pairs (a setting): the least recently used one is closed
+    other.client = configured(clean.with_(rules_paired_sets=1)).test_client()
     publish_own(other.merchant_id)
     newest = runtime._pairs[m]
     assert simulate(other, builders.payment_body(150_000))["candidates"] == ["acq_beta", "acq_alpha"]
