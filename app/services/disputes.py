@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -59,11 +59,12 @@ def malformed(notice: dict) -> str | None:
     return None
 
 
-def verdict(payment: Operation, notice: dict) -> str:
+def verdict(payment: Operation, notice: dict, disputed: int = 0) -> str:
     """Whether a dispute notice about ``payment`` can be applied: only to a payment that succeeded
-    (through a channel), in its currency, of at most what it settled less what was refunded (a
-    refund and a chargeback never take back more than the payment). A payment not final yet (its
-    own callback or status query still to come) is waited for: WAIT."""
+    (through a channel), in its currency, of at most what it settled less what was refunded and
+    ``disputed`` (what its other disputes hold: open or lost; refunds and chargebacks together never
+    take back more than the payment). A payment not final yet (its own callback or status query still
+    to come) is waited for: WAIT."""
     if payment.kind == "payment" and payment.status in OPEN:
         log.info("dispute %s reported for %s, which is still %s: kept until it is final",
                  notice.get("channel_reference"), payment.id, payment.status)
@@ -73,9 +74,10 @@ def verdict(payment: Operation, notice: dict) -> str:
                     payment.id, payment.status, payment.kind)
         return NOT_DISPUTABLE
     settled = payment.amount_captured if payment.amount_captured is not None else payment.amount
-    left = settled - (payment.amount_refunded or 0)  # a refund already gave the rest back
+    left = settled - (payment.amount_refunded or 0) - disputed  # refunds and other disputes took the rest
     if notice.get("currency") != payment.currency or notice["amount"] > left:
-        log.warning("dispute %s of %s %s does not fit payment %s (%s %s left of %s after refunds): set aside",
+        log.warning("dispute %s of %s %s does not fit payment %s (%s %s left of %s after refunds and "
+                    "other disputes): set aside",
                     notice.get("channel_reference"), notice["amount"], notice.get("currency"), payment.id, left,
                     payment.currency, settled)
         return MISMATCH
@@ -90,7 +92,7 @@ def report(session: Session, payment: Operation, notice: dict) -> str:
     dispute, opened = _find(session, payment.channel, notice["channel_reference"]), False
     if dispute is None:
         _lock(session, payment)
-        if (again := verdict(payment, notice)) != APPLY:
+        if (again := verdict(payment, notice, _held_by_disputes(session, payment))) != APPLY:
             return again
         dispute, opened = _open(session, payment, notice)
     closed = notice["status"] in rules.CLOSED and _close(session, payment, dispute, notice["status"])
@@ -104,6 +106,13 @@ def _lock(session: Session, payment: Operation) -> None:
                           .where(Operation.id == payment.id).with_for_update(key_share=True)).one()
     for name, value in zip(("status", "amount_captured", "amount_refunded"), row, strict=True):
         set_committed_value(payment, name, value)
+
+
+def _held_by_disputes(session: Session, payment: Operation) -> int:
+    """What the payment's disputes hold back: open ones and lost ones (a won dispute gave it back).
+    Read under the payment's lock, which every new dispute of it takes first."""
+    return session.scalar(select(func.coalesce(func.sum(Dispute.amount), 0)).where(
+        Dispute.payment_id == payment.id, Dispute.status.in_(rules.BLOCKS_REFUNDS)))
 
 
 def _open(session: Session, payment: Operation, notice: dict) -> tuple[Dispute, bool]:

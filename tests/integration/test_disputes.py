@@ -429,3 +429,33 @@ def test_a_58_authorized_for_manual_capture_is_disputed_once_captured(stack):
     assert events_of(dispute["id"]) == ["dispute.created"]
     refused = api.post("/v1/refunds", builders.refund_body(payment["id"], amount=100))
     assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "payment_disputed"
+
+
+def test_a_second_chargeback_of_a_payment_never_takes_back_more_than_is_left(stack):
+    """Two chargebacks of one payment (another case at the channel): the second fits only what the
+    first left; past that it is set aside as dispute_mismatch, never debited. After the first is won,
+    the whole payment can be disputed again."""
+    api = builders.api(stack.client)
+    payment = paid(api)  # 2058: the sandbox's own chargeback of 2058 arrives
+    first = stack.dispute_of(api, payment["id"])
+    sandbox, at = channel("sandbox"), _payment_reference(payment["id"])
+
+    def chargeback(amount: int) -> str:
+        reference = builders.unique("sbxdp")
+        body, headers = builders.signed_dispute_callback(sandbox, payment["id"], at, reference, "needs_response",
+                                                         amount)
+        assert requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers,
+                             timeout=10).status_code == 200
+        stack.work()
+        return reference
+
+    chargeback(1)  # nothing is left while the first is open
+    disputes = api.get(f"/v1/disputes?payment={payment['id']}").get_json()["data"]
+    assert [d["id"] for d in disputes] == [first["id"]]
+    with unit_of_work() as session:
+        assert session.scalar(select(func.count()).select_from(ChannelCallback).where(
+            ChannelCallback.outcome == "dispute_mismatch")) == 1
+    assert rule(stack, first["id"], "won").status_code == 200
+    closed(stack, api, first["id"], "won")
+    chargeback(2058)  # the first was won: the payment is whole again
+    assert len(api.get(f"/v1/disputes?payment={payment['id']}").get_json()["data"]) == 2
