@@ -156,10 +156,10 @@ def test_import_exits_4_naming_a_live_process_that_does_not_answer_in_time(store
         code, out = cli("channels", "import", gamma_at(tmp_path / "g.yaml", "http://127.0.0.1:1"), "--wait", "1")
         assert code == 4, out
         assert "built by 0 of 1 live processes" in out and "NO ANSWER worker" in out and "after 1 s" in out, out
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 10  # it gave up after --wait 1 (the output says so), not hung
         version = channel_definitions.version(channel_definitions.current())
         os.killpg(worker.pid, signal.SIGCONT)
-        wait_until(lambda: [r.version for r in channel_builds.live()] == [version], timeout=5,
+        wait_until(lambda: [r.version for r in channel_builds.live()] == [version], timeout=15,
                    what="the resumed worker building the new version")
         code, out = cli("channels", "import", tmp_path / "g.yaml", "--wait", "1")  # unchanged: all built now
         assert code == 0 and "built by 1 of 1 live processes" in out, out
