@@ -151,9 +151,9 @@ def pipelined(session: Session):
     import psycopg
 
     try:
-        with driver.pipeline() as pipeline:
-            yield
-            pipeline.sync()  # the answers, so that an error is raised here, inside the try
+        with driver.pipeline():
+            yield  # leaving the pipeline syncs it (one round trip; none more when it ended with a COMMIT's sync),
+            # and an error among the answers is raised there, inside the try
     except psycopg.Error as exc:
         disconnected = connection.dialect.is_disconnect(exc, driver, None)
         if disconnected:

@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sqlalchemy import bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
@@ -101,7 +101,8 @@ def _request(op: Operation, payment: Operation | None, attempt: Attempt, token: 
 
 
 def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None = None, *,
-                 token: str | None = None, retry: Mapping[str, Any] | None = None) -> Made:
+                 token: str | None = None, retry: Mapping[str, Any] | None = None,
+                 write: Callable[[], None] | None = None) -> Made:
     """Call the candidates in order until one answers; commit before each call (the first commit
     also carries a newly written operation, so it is on record with its first attempt before any
     channel hears of it) and after an answer that leaves the operation open. A final outcome is
@@ -112,7 +113,10 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
     ``token``: the card token, handed to the adapter in the request and kept nowhere else.
     ``retry``: the decision's ``{"on": [codes], "max": n}`` (contract §3): a decline with one of
     those codes (a soft decline) is recorded on its attempt and the next candidate is tried, at
-    most ``max`` times; if no later candidate takes the payment, the last soft decline stands."""
+    most ``max`` times; if no later candidate takes the payment, the last soft decline stands.
+    ``write``: the insert of a new operation the caller left unwritten (pending, version 0): it is
+    then inserted as processing with its first channel, the row a pending insert and its first
+    transition would leave, in one statement instead of two."""
     payment = session.get(Operation, op.payment_id) if op.payment_id else None
     candidates = list(op.routing.get("candidates") or [])
     accounts = channel_accounts.for_candidates(session, op, candidates, payment)  # the merchant's own, per channel
@@ -126,9 +130,10 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             continue
         seq += 1
         account_id, sealed = accounts.get(channel_id, (None, None))
-        if not _use_channel(session, op, channel_id, account_id):
+        if not _use_channel(session, op, channel_id, account_id, write):
             session.rollback()
             return Made(op, attempts)
+        write = None
         with pipelined(session):  # the attempt is on record before the channel hears of it
             attempt = _write_attempt(session, op, seq, channel_id, account_id)
             session.commit()
@@ -184,6 +189,8 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
                channel_reference=result.channel_reference, changes=waiting_changes(result))
         return Made(op, attempts)  # the caller commits the outcome with its stored response
+    if write is not None:  # no candidate was called: on record as decided, then failed as below
+        write()
     if op.status == PENDING and not transition(session, op, PROCESSING, routing=op.routing):
         return Made(op, attempts)
     if declined is not None:  # no later candidate took it: the issuer's answer is the outcome
@@ -206,12 +213,19 @@ def _as_it_is_now(session: Session, op: Operation) -> Made:
     return Made(op, attempts_of(session, op))
 
 
-def _use_channel(session: Session, op: Operation, channel_id: str, account_id: str | None = None) -> bool:
+def _use_channel(session: Session, op: Operation, channel_id: str, account_id: str | None = None,
+                 write: Callable[[], None] | None = None) -> bool:
     """Point the operation at the channel about to be called (and the merchant's channel account
-    it is called with); a new operation moves pending → processing in the same statement. If this
-    process dies during the call, a status query follows."""
+    it is called with); a new operation moves pending → processing in the same statement, or, not
+    written yet (``write``), is inserted so (the row that move leaves, version 1). If this process
+    dies during the call, a status query follows."""
     changes = {"channel": channel_id, "routing": {**op.routing, "channel": channel_id},
                "next_query_at": next_query_at(0), "channel_account_id": account_id}
+    if write is not None:
+        for name, value in {"status": PROCESSING, "version": op.version + 1, **changes}.items():
+            setattr(op, name, value)
+        write()
+        return True
     if op.status == PENDING:
         return transition(session, op, PROCESSING, **changes)
     for name, value in changes.items():

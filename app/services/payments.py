@@ -2,7 +2,8 @@
 
 Each create: guard (switches) → routing decision (402 if refused, nothing written) →
 velocity limits reserved → the operation written as pending then processing, with any
-hold, in one transaction → the channel loop (app.services.operations). A create that is
+hold, in one transaction (a payment or top-up: inserted as processing with its first
+channel) → the channel loop (app.services.operations). A create that is
 retried after its process died resumes the operation it already wrote (same
 Idempotency-Key) instead of starting another.
 """
@@ -128,10 +129,11 @@ def _giving_back_limits(op: Operation, decision: dict):
 
 
 def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str, *, amount: int, currency: str,
-           routing_view: dict | None = None, decision=None, **fields) -> tuple[Operation, dict]:
+           routing_view: dict | None = None, decision=None, written: bool = True, **fields) -> tuple[Operation, dict]:
     """Decide, reserve limits and write the operation as pending; not yet committed. It moves to
     processing with its first channel (run_channels) or before it settles inside the ledger.
-    Returns the operation and the decision as a later refusal reports it."""
+    ``written=False``: not written yet, left to ``_insert`` (run_channels inserts it as processing
+    with its first channel). Returns the operation and the decision as a later refusal reports it."""
     facts = routing.facts(kind, merchant, body, amount=amount, currency=currency)
     if decision is None:  # a success_rate route's scores are read with the limit reservation, in one round trip
         decision = routing.decide(kind, merchant, body, amount=amount, currency=currency, split_key=key,
@@ -150,9 +152,15 @@ def _start(session: Session, merchant: Merchant, kind: str, body: dict, key: str
                                   if k in payload},
         request_id=context.current_request_id(), **fields)
     context.set_object_id(op.id)
-    with _giving_back_limits(op, payload):
-        _write(session, op)
+    if written:
+        _insert(session, op, payload)
     return op, payload
+
+
+def _insert(session: Session, op: Operation, decision: dict) -> None:
+    """Write the new operation; a refusal (its reference or key already used) gives its limits back."""
+    with _giving_back_limits(op, decision):
+        _write(session, op)
 
 
 def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
@@ -183,14 +191,15 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
     op, decided = _start(session, merchant, "payment", body, key, amount=body["amount"], currency=body["currency"],
                          decision=decision, routing_view=view, customer=body.get("customer"), payment_method=method,
                          description=body.get("description"), account_id=account.id if account else None,
-                         order_id=body.get("order"),
+                         order_id=body.get("order"), written=account is not None,
                          capture_method="manual" if body.get("capture_method") == "manual" else None)
     if account is not None:
         with _giving_back_limits(op, decided):
             transition(session, op, PROCESSING)
             settle(session, op, SUCCEEDED, attempts=[])  # inside the ledger; 402 if the balance is short
         return Made(op, [])  # committed with the stored response
-    return run_channels(session, op, attempts=[], token=token, retry=decided.get("retry"))
+    return run_channels(session, op, attempts=[], token=token, retry=decided.get("retry"),
+                        write=lambda: _insert(session, op, decided))
 
 
 def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
@@ -203,8 +212,9 @@ def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> 
     account = _account_in(session, merchant, body)
     method, token = without_token(body["payment_method"])
     op, decided = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
-                         payment_method=method, account_id=account.id, customer=account.customer)
-    return run_channels(session, op, attempts=[], token=token, retry=decided.get("retry"))
+                         payment_method=method, account_id=account.id, customer=account.customer, written=False)
+    return run_channels(session, op, attempts=[], token=token, retry=decided.get("retry"),
+                        write=lambda: _insert(session, op, decided))
 
 
 def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str) -> Made:

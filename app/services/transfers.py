@@ -40,11 +40,13 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
     if not add_unique(session, transfer):
         raise Unprocessable("reference is already used by another transfer", param="reference",
                             code="reference_already_used")
+    # The event first, the balances last: the two accounts' rows stay locked from their UPDATEs to the
+    # commit, and only the stored response is written in between (a hot pair waits that much less).
+    events.record(session, merchant_id=merchant.id, livemode=transfer.livemode, type="transfer.succeeded",
+                  object_id=transfer.id, data=representation.transfer(transfer))
     entry = postings.transfer(transfer.amount)
     ledger.post(session, merchant_id=merchant.id, kind=entry.kind, source_id=transfer.id,
                 legs=ledger.legs_of(entry, {Role.SOURCE: source, Role.TARGET: target}.__getitem__))
-    events.record(session, merchant_id=merchant.id, livemode=transfer.livemode, type="transfer.succeeded",
-                  object_id=transfer.id, data=representation.transfer(transfer))
     metrics.settled_on_commit(session, "transfer", transfer.status, None)
     return transfer
 

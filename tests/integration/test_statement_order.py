@@ -1,0 +1,62 @@
+"""What a payment and a transfer send to the database, in order (issue #18: fewer statements, row
+locks held for less time): a new payment's operation is inserted as processing with its first
+channel, the row a pending insert and its first transition left, with no UPDATE before its attempt;
+a transfer moves its accounts' balances last, so only the stored response is written between their
+row locks and the commit."""
+import threading
+
+from sqlalchemy import event
+
+from app.adapters.db import get_engine, unit_of_work
+from app.adapters.models import Operation
+from tests import builders
+
+
+def _sent(send) -> tuple[object, list[tuple[str, object]]]:
+    """``send()``'s answer and the statements (one line each) this thread sent, with their parameters."""
+    me, seen = threading.get_ident(), []
+
+    def record(_conn, _cursor, statement, _parameters, context, _executemany):
+        if threading.get_ident() == me:  # the parameters by name, whatever the driver's paramstyle
+            named = getattr(context, "compiled_parameters", None) or [{}]  # none for SAVEPOINT and the like
+            seen.append((" ".join(statement.split()), named[0]))
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        return send(), seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _index(seen, prefix: str) -> list[int]:
+    return [i for i, (statement, _params) in enumerate(seen) if statement.startswith(prefix)]
+
+
+def test_a_new_payment_is_inserted_as_processing_with_its_first_channel(stack):
+    api = builders.api(stack.client)
+    api.post("/v1/payments", builders.payment_body(2000))  # the merchant's system accounts exist
+    response, seen = _sent(lambda: api.post("/v1/payments", builders.payment_body(2000)))
+    assert response.status_code == 201 and response.get_json()["status"] == "succeeded", response.get_json()
+    (insert,), (attempt,) = _index(seen, "INSERT INTO operations"), _index(seen, "INSERT INTO attempts")
+    assert insert < attempt
+    assert not [i for i in _index(seen, "UPDATE operations") if i < attempt]  # no move to processing: born so
+    params = seen[insert][1]
+    assert params["status"] == "processing" and params["version"] == 1 and params["channel"] == "sandbox"
+    assert params["next_query_at"] is not None
+    with unit_of_work() as session:  # then settled by the one compare-and-set, as before
+        op = session.get(Operation, response.get_json()["id"])
+        assert (op.status, op.version, op.channel, op.routing["channel"]) == ("succeeded", 2, "sandbox", "sandbox")
+
+
+def test_a_transfer_moves_its_balances_last(stack):
+    api = builders.api(stack.client)
+    source, target = api.account(funded=10_000), api.account()
+    body = {"from_account": source["id"], "to_account": target["id"], "amount": 10, "currency": "USD"}
+    response, seen = _sent(lambda: api.post("/v1/transfers", {**body, "reference": builders.unique("tr")}))
+    assert response.status_code == 201, response.get_json()
+    first_lock = min(_index(seen, "UPDATE accounts"))
+    assert max(_index(seen, "INSERT INTO events")) < first_lock
+    kinds = [" ".join(statement.split(" ")[:2]) for statement, _params in seen[first_lock:]]
+    assert kinds[:3] == ["UPDATE accounts", "UPDATE accounts", "UPDATE idempotency_keys"], kinds
+    assert all(kind.startswith("RELEASE") for kind in kinds[3:]), kinds
