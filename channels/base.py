@@ -28,6 +28,13 @@ class ChannelUnavailable(ChannelError):
     code = "channel_unavailable"
 
 
+class RequestNotSent(ChannelUnavailable):
+    """Refused before anything was sent: a request that could not go on the wire as it is (a line
+    break in a header, say; channels.http raises it). Nothing was charged, so failing over is
+    safe, and nothing was learnt about the channel: the router never counts it against the
+    channel's circuit (a merchant's unusable credentials must not open it for every merchant)."""
+
+
 class ChannelTimeout(ChannelError):
     """The channel did not answer in time: the outcome is unknown (never re-route; query later)."""
 
@@ -41,7 +48,9 @@ class OperationNotSupported(ChannelError):
 
 
 class CredentialsRefused(ChannelError):
-    """The PSP refused a merchant account's credentials (``Channel.verify_credentials``)."""
+    """The PSP refused a merchant account's credentials (``Channel.verify_credentials``; raised by a
+    call made for a merchant's account, the router records a failed attempt
+    ``channel_credentials_refused``, as a decline: the merchant's account, not the channel)."""
 
     code = "channel_credentials_refused"
 

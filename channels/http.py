@@ -7,7 +7,8 @@ router acts on (channels.base):
 
 - ``ChannelUnavailable`` (nothing was charged: safe to fail over): no connection could be made
   (refused, unresolvable, connect timeout, TLS handshake or certificate failure); a request
-  refused before sending (a method, target or header that could change the request's framing);
+  refused before sending (a method, target or header that could change the request's framing:
+  ``RequestNotSent``, which the router never counts against the channel's circuit);
   an answer the adapter names as a refusal (HTTP 5xx, and the statuses it passes as
   ``refused``); a read (GET, HEAD) that failed in any other way, as a read charges nothing.
 - ``ChannelTimeout`` (unknown: query it later, never fail over): sent and no answer within the
@@ -37,7 +38,7 @@ from urllib3.exceptions import (
     ReadTimeoutError,
 )
 
-from channels.base import ChannelTimeout, ChannelUnavailable
+from channels.base import ChannelTimeout, ChannelUnavailable, RequestNotSent
 
 READS = frozenset({"GET", "HEAD"})
 MAX_BUFFERED_BODY = 16 * 1024 * 1024  # ``request`` holds an answer in memory; ``stream`` has no cap
@@ -180,7 +181,7 @@ class ChannelHTTP:
         self._pool.close()
 
     def _checked(self, method: str, path: str, params, headers) -> tuple[str, dict[str, str]]:
-        """The request target and the headers, or ``ChannelUnavailable`` (nothing sent) if any part
+        """The request target and the headers, or ``RequestNotSent`` (nothing sent) if any part
         could end a line, cut a string or otherwise change the request: no input adds a header."""
         target = self.prefix + path + (("?" + urlencode(params)) if params else "")
         problem = None
@@ -197,7 +198,7 @@ class ChannelHTTP:
                            "or a character outside Latin-1")  # the value (a credential, say) never echoed
             checked[name] = value
         if problem is not None:
-            raise ChannelUnavailable(f"{self.channel_id}: request refused before sending ({method} {path}): {problem}")
+            raise RequestNotSent(f"{self.channel_id}: request refused before sending ({method} {path}): {problem}")
         return target, checked
 
     def _urlopen(self, method: str, target: str, headers: dict, body: bytes | None,

@@ -111,17 +111,24 @@ def revoked_channel_account(merchant_id: str, api_key: str, channel: str = "sand
     """A channel account as stored when its key was brought (and checked), whose key the PSP no
     longer takes (revoked, or a PSP that forgot it): the row written as the API writes it, as the
     API now refuses a key the PSP does not take. Its id (``mca_…``)."""
+    return stored_channel_account(merchant_id, {"api_key": api_key}, channel, livemode, **fields)
+
+
+def stored_channel_account(merchant_id: str, credentials: dict, channel: str = "sandbox", livemode: bool = False,
+                           **fields) -> str:
+    """A channel account row written as the API writes it, with whatever ``credentials`` (ones the API
+    refuses today, as an account stored before a check was added may hold). Its id (``mca_…``)."""
     from app.adapters import account_channels
     from app.adapters.db import unit_of_work
     from app.adapters.models import ChannelAccount, new_id, utcnow
     from app.services.channel_accounts import credentials_digest
 
-    credentials = {"api_key": api_key}
     with unit_of_work() as session:
         account = ChannelAccount(id=new_id("mca"), merchant_id=merchant_id, livemode=livemode, channel=channel,
                                  credentials_encrypted=account_channels.seal(credentials),
                                  credentials_digest=credentials_digest(credentials), verified=True,
-                                 credential_fields=["api_key"], metadata_={}, created_at=utcnow(), **fields)
+                                 credential_fields=sorted(credentials), metadata_={}, created_at=utcnow(),
+                                 **fields)
         session.add(account)
     return account.id
 

@@ -4,7 +4,9 @@ Outcomes are counted in 10-second buckets over a 60-second window. When at least
 MIN_CALLS calls in the window failed at a rate of FAILURE_RATE or more, the circuit
 opens for COOL_DOWN seconds; then it is half-open: one probe call at a time is let
 through, and a probe that succeeds closes the circuit, one that fails opens it again.
-Faults are ChannelUnavailable and ChannelTimeout; a decline is a healthy answer.
+Faults are ChannelUnavailable and ChannelTimeout; a decline is a healthy answer. A call that said
+nothing about the channel (refused before anything was sent: ``RequestNotSent``, a merchant's
+account that could not make the request) is counted neither way (``release``).
 If Redis cannot be reached the breaker stays closed (it never blocks payments by itself).
 
 An operator may open a circuit by hand (app.services.circuit_overrides, stored in the database): it stays
@@ -216,6 +218,20 @@ def record(channel_id: str, ok: bool, now: float | None = None) -> None:
         log.info("circuit of %s closed after a good probe", channel_id)
     elif changed == "reopened":
         log.warning("circuit of %s opened again: the probe failed", channel_id, extra={"channel": channel_id})
+
+
+def release(channel_id: str) -> None:
+    """A call that said nothing about the channel (nothing was sent): counted neither way. A probe
+    this thread took for it is given back at once, so the next call probes instead of every
+    call waiting out the probe's lease."""
+    view = _view
+    if not view.holds_probe(channel_id):
+        return
+    view.took_probe(channel_id, False)
+    try:
+        get_redis().delete(_keys(channel_id, 0)[1])
+    except redis.RedisError:
+        log.warning("probe of %s not given back: Redis unreachable (its lease runs out)", channel_id)
 
 
 def state(channel_id: str) -> str:

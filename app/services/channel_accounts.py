@@ -13,7 +13,10 @@ Before anything is stored the credentials are checked with the PSP, when the cha
 can (``Channel.verify_credentials``, one cheap authenticated call, made with no transaction
 open): refused → 422 ``channel_credentials_refused``; the PSP unreachable or unsure → 502
 (``channel_unavailable`` / ``channel_timeout``; the Idempotency-Key is released, retry it). An
-adapter that cannot check them has them stored unchecked (``verified: false``). The same
+adapter that cannot check them has them stored unchecked (``verified: false``). A credential
+that holds a character no request can carry as it is (a control character, CR, LF or NUL among
+them, or one beyond U+00FF) is 400 ``parameter_invalid`` before anything is asked or stored: it
+could never be sent, and the PSP's answer would be read as the channel down. The same
 credentials on one channel are one merchant's: another live account holding them is 409
 ``channel_credentials_in_use``, found by a keyed digest (HMAC under the encryption key,
 ``credentials_digest``), never by the plaintext.
@@ -24,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 from datetime import timedelta
 
 from sqlalchemy import bindparam, or_, select
@@ -72,6 +76,13 @@ def credentials_digest(credentials: dict, config: Config | None = None) -> str:
     return hmac.new(key.digest(), canonical, hashlib.sha256).hexdigest()
 
 
+# What a credential may hold: printable Latin-1, the characters an HTTP header carries as they are (CR,
+# LF or NUL would end or cut the header, the request is then refused before sending; other controls
+# and characters beyond U+00FF are refused by servers or changed on the way). A credential is a key
+# or a secret, never text to show: anything else cannot be one.
+_UNSENDABLE = re.compile(r"[^\x20-\x7e\xa0-\xff]")
+
+
 def create(session: Session, merchant_id: str, livemode: bool, body: dict) -> ChannelAccount:
     adapter = _channel_of_mode(body["channel"], livemode)
     credentials = body["credentials"]
@@ -85,6 +96,11 @@ def create(session: Session, merchant_id: str, livemode: bool, body: dict) -> Ch
     for name in sorted(wanted - set(credentials)):
         raise InvalidRequest(f"Missing required param: credentials[{name}]", param=f"credentials[{name}]",
                              code="parameter_missing")
+    for name in sorted(credentials):
+        if _UNSENDABLE.search(credentials[name]):
+            raise InvalidRequest(f"credentials[{name}]: holds a character no request to the channel can carry as it "
+                                 "is (a control character such as CR, LF, NUL or tab, or one beyond U+00FF); the "
+                                 "value is not quoted", param=f"credentials[{name}]", code="parameter_invalid")
     digest = credentials_digest(credentials)
     _refuse_taken(session, merchant_id, livemode, adapter.id, digest)
     session.commit()  # the Idempotency-Key's claim: a retry waits for this request while the PSP is asked

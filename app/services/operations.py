@@ -7,6 +7,13 @@ an attempt that failed, and the next candidate is tried. A decline is final, unl
 decision's ``retry`` names its code (a soft decline): then the next candidate is tried too. A timeout is
 an unknown outcome: never re-routed; the operation stays processing and is settled by
 status queries (app.services.callbacks.query_status) or a late callback.
+
+A merchant's own channel account is that merchant's, not the channel's: a call it could not make
+(its adapter's ``with_credentials`` raised, or its request was refused before sending:
+``RequestNotSent``) fails the attempt ``channel_account_unusable`` and the next candidate is tried
+(nothing was sent); the PSP refusing its credentials (``CredentialsRefused``) is a decline
+``channel_credentials_refused``. Neither counts against the channel's circuit, so one merchant's
+credentials can never open it for every merchant.
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context
 from app.adapters import account_channels, metrics, writebehind
+from app.adapters.account_channels import AccountUnusable
 from app.adapters.channel_answers import AdapterFault, ask, fault_text
 from app.adapters.channels_runtime import callback_url
 from app.adapters.db import execute_all_matched, pipelined
@@ -44,12 +52,15 @@ from app.services import breaker, channel_accounts, events, issues, ledger, orde
 from app.services.transitions import transition, transition_all
 from channels.base import (
     ChannelError,
+    ChannelResult,
     ChannelTimeout,
     ChannelUnavailable,
     ChargeRequest,
+    CredentialsRefused,
     OperationNotSupported,
     PayoutRequest,
     RefundRequest,
+    RequestNotSent,
 )
 
 log = logging.getLogger("payrouter.operations")
@@ -124,6 +135,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
     seq = len(attempts)
     retry_on, retries_left = frozenset((retry or {}).get("on") or ()), (retry or {}).get("max", 0)
     declined = None  # the last soft decline passed on to the next candidate
+    unusable = None  # the message of the last attempt a merchant's own account could not make
     for index, channel_id in enumerate(candidates):
         if not breaker.allow(channel_id):
             _note_drop(op, channel_id, "circuit_open")
@@ -142,6 +154,26 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         started = time.perf_counter()
         try:
             result = ask(account_channels.adapter(channel_id, account_id, sealed), verb, request)
+        except (AccountUnusable, RequestNotSent) as exc:  # nothing was sent: nothing learnt of the channel
+            breaker.release(channel_id)
+            code = "channel_account_unusable" if account_id is not None else "channel_error"
+            _close_attempt(session, attempt, FAILED, code, fault_text(exc))  # not an outcome of the channel
+            session.commit()
+            if account_id is not None:
+                unusable = fault_text(exc)
+            log.warning("channel %s: request for %s not sent (%s); trying the next candidate", channel_id, op.id, code)
+            continue
+        except CredentialsRefused as exc:
+            if account_id is None:  # the platform's own credentials: the channel is unusable for every merchant
+                took = _ms(started)
+                breaker.record(channel_id, ok=False)
+                _close_attempt(session, attempt, FAILED, "channel_error", fault_text(exc), duration_ms=took, op=op)
+                session.commit()
+                log.warning("channel %s refused the platform's credentials for %s; trying the next candidate",
+                            channel_id, op.id)
+                continue
+            # the merchant's credentials: the PSP answered, and the answer is a decline of that account
+            result = ChannelResult(FAILED, None, "channel_credentials_refused", fault_text(exc))
         except ChannelUnavailable as exc:
             took = _ms(started)
             breaker.record(channel_id, ok=False)
@@ -150,6 +182,7 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             log.warning("channel %s unavailable for %s; trying the next candidate", channel_id, op.id)
             continue
         except OperationNotSupported as exc:  # refused before anything was sent
+            breaker.release(channel_id)
             _close_attempt(session, attempt, FAILED, "operation_not_supported", fault_text(exc))
             session.commit()
             continue
@@ -195,6 +228,8 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
         return Made(op, attempts)
     if declined is not None:  # no later candidate took it: the issuer's answer is the outcome
         settle(session, op, FAILED, declined.error_code, declined.error_message, attempts=attempts)
+    elif unusable is not None:  # the merchant's own account could not be used, and no other channel took it
+        settle(session, op, FAILED, "channel_account_unusable", unusable, attempts=attempts)
     else:
         settle(session, op, FAILED, "channel_error", "no candidate channel could be reached", attempts=attempts)
     return Made(op, attempts)
@@ -291,10 +326,14 @@ def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | 
             set_committed_value(attempt, name, value)
 
 
+_NOT_THE_CHANNELS = frozenset({"operation_not_supported", "channel_account_unusable", "channel_credentials_refused"})
+
+
 def _count_outcome(session: Session, op: Operation, channel_id: str, status: str, code: str | None) -> None:
     """An attempt's final outcome, for the success_rate strategy: a decline and a channel fault are
-    failures; what never reached the channel (operation_not_supported) is not an outcome of it."""
-    if status in (SUCCEEDED, FAILED) and code != "operation_not_supported":
+    failures; what never reached the channel (operation_not_supported), and a merchant's own account
+    the PSP refused, are not outcomes of it (one merchant's credentials never lower a channel's rate)."""
+    if status in (SUCCEEDED, FAILED) and code not in _NOT_THE_CHANNELS:
         method = success_rates.method_of(op.kind, op.payment_method)
         success_rates.record_on_commit(session, channel_id, op.kind, method, op.currency, status == SUCCEEDED)
 

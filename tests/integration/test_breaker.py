@@ -87,6 +87,21 @@ def test_the_probe_lease_runs_out_if_the_prober_dies(now):
     assert breaker.allow(CHANNEL, now=now) is True
 
 
+def test_a_probe_that_sent_nothing_is_given_back_and_counts_neither_way(now):
+    """A probe call refused before sending (a merchant's unusable credentials, say) says nothing of
+    the channel: released, the next call probes at once instead of waiting out the lease."""
+    fail(breaker.MIN_CALLS, now)
+    _cool_down_over()
+    assert breaker.allow(CHANNEL, now=now) is True  # the probe
+    breaker.release(CHANNEL)
+    assert breaker.allow(CHANNEL, now=now) is True  # the next call probes (held: refused until the lease ran out)
+    assert breaker.allow(CHANNEL, now=now) is False  # still one probe at a time
+    breaker.record(CHANNEL, ok=True, now=now)
+    assert breaker.state(CHANNEL) == "closed"
+    breaker.release(CHANNEL)  # no probe held: nothing to give back, nothing counted
+    assert breaker.state(CHANNEL) == "closed"
+
+
 def test_redis_unreachable_keeps_the_circuit_closed(now, monkeypatch):
     import redis
     from redis.backoff import NoBackoff

@@ -9,7 +9,14 @@ from dataclasses import replace
 
 import pytest
 
-from channels.base import CallbackEvent, ChannelError, ChannelResult, ChannelTimeout, InvalidCallback
+from channels.base import (
+    CallbackEvent,
+    ChannelError,
+    ChannelResult,
+    ChannelTimeout,
+    ChannelUnavailable,
+    InvalidCallback,
+)
 from channels.sandbox.adapter import SandboxChannel
 from channels.sandbox.client import REFUSED_POST
 from channels.testing import CallbackReceiver, Host
@@ -87,6 +94,16 @@ class TakesAWrongKeyForAnOutage(SandboxChannel):  # one merchant's bad key would
         return account
 
 
+class BlamesTheChannelForTheKey(SandboxChannel):  # nothing sent, yet counted against the channel's circuit
+    def with_credentials(self, credentials):
+        account = super().with_credentials(credentials)
+        if any("\r" in value or "\n" in value for value in credentials.values()):
+            def charge(req):
+                raise ChannelUnavailable(f"channel {self.id}: cannot send that key")
+            account.charge = charge
+        return account
+
+
 @pytest.fixture(scope="module")
 def sandbox_url(tmp_path_factory):
     with sandbox_kit.sandbox(tmp_path_factory) as url:
@@ -109,6 +126,7 @@ def sandbox_url(tmp_path_factory):
      "channel psp_url"),
     (TakesAWrongKeyForAnOutage, "test_a_merchant_account_charges_at_the_psp_and_a_key_it_refuses_is_a_decline",
      "channel psp_url"),
+    (BlamesTheChannelForTheKey, "test_line_breaks_in_a_merchants_credentials_never_reach_the_wire", "wire"),
 ])
 def test_the_kit_fails_an_adapter_that_breaks_the_contract(sandbox_url, adapter, check, needs):
     with Host() as wire, Host(answer=None) as silent, Host(answer=b"") as dropping, CallbackReceiver() as callbacks:
