@@ -8,7 +8,7 @@ report: at once after a build succeeded or failed, else every ``HEARTBEAT_SECOND
 
 A report is one Redis key per process, ``payrouter:channels:build:<host>:<pid>`` (JSON: host, pid,
 role, when it started, the definitions version it runs and when it built it, the stored version it
-last read and, if it could not build that one, the error and when), written with a TTL of
+last read, the stored channels it runs without and why, and when), written with a TTL of
 ``REPORT_TTL_SECONDS``, and its name in the sorted set ``payrouter:channels:builds`` scored by when it
 expires. A process that stops or hangs stops renewing its report and drops out of ``live()`` within
 the TTL, with nothing to clean up (readers trim expired names). Reports are about processes, not
@@ -55,6 +55,7 @@ class Report:
     stored_version: str | None
     error: str | None
     failed_at: float | None
+    unbuilt: tuple[str, ...] = ()  # the stored channels it runs without (``error`` says why)
 
     @property
     def name(self) -> str:
@@ -62,13 +63,13 @@ class Report:
 
     @property
     def stale(self) -> bool:
-        return self.error is not None and self.stored_version != self.version
+        return self.error is not None
 
     def to_dict(self) -> dict:
         return {"host": self.host, "pid": self.pid, "role": self.role, "started_at": self.started_at,
                 "heartbeat_at": self.heartbeat_at, "version": self.version, "built_at": self.built_at,
                 "stored_version": self.stored_version, "error": self.error, "failed_at": self.failed_at,
-                "stale": self.stale}
+                "unbuilt": list(self.unbuilt), "stale": self.stale}
 
 
 def write(report: Report) -> None:
@@ -103,6 +104,7 @@ def live() -> list[Report]:
             continue
         data = json.loads(raw)
         data.pop("stale", None)
+        data["unbuilt"] = tuple(data.get("unbuilt") or ())
         found.append(Report(**data))
     return sorted(found, key=lambda r: (r.role, r.host, r.pid))
 
@@ -122,7 +124,8 @@ class Reporter(threading.Thread):
         state = channels_runtime.state()
         return Report(host=self.host, pid=self.pid, role=self.role, started_at=self.started_at,
                       heartbeat_at=time.time(), version=state.version, built_at=state.built_at,
-                      stored_version=state.stored, error=state.error, failed_at=state.failed_at)
+                      stored_version=state.stored, error=state.error, failed_at=state.failed_at,
+                      unbuilt=state.unbuilt)
 
     def run(self) -> None:
         with scoped(self.config):

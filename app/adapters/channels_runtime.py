@@ -1,16 +1,23 @@
 """This process's channel instances, built from the channel definitions in the database
 (app.adapters.channel_definitions) and rebuilt within about half a second of a change, with no restart.
 
-A rebuild is all or nothing: the new set replaces the old in one assignment, or, when this process
-cannot build a definition (an adapter it cannot import, a ``${VAR}`` or a live channel's secret its
-environment lacks), the old set stays and the reason is logged, counted
-(``payrouter_channels_build_failures``), kept in ``state()`` (which ``/readyz`` and the process's
-build report show, app.adapters.channel_builds) and the build is tried again every
+Every process runs exactly the stored definitions its environment can build, whatever it started
+from (its own boot, a gunicorn master's boot set inherited by a respawned worker, a long run through
+many changes): the channels in use are a function of the stored definitions and this process's
+environment, so processes with the same environment route the same way. A definition this process
+cannot build (an adapter it cannot import, a ``${VAR}`` or a live channel's secret its environment
+lacks) is left out: never an older definition of that channel in its place (the stored one changed or
+removed it for a reason, and a process that starts later could not know the older one), never a
+reason not to start. The channels left out and why are logged, counted
+(``payrouter_channels_build_failures``), kept in ``state()`` (which ``/readyz``, the metrics and
+the process's build report show, app.adapters.channel_builds), and tried again every
 ``RETRY_BUILD_SECONDS`` by the report thread (an adapter package installed meanwhile is found) as
-well as on the next change. A channel whose definition (as
-this process expands it) did not change keeps its instance, and with it its HTTP connections; a
-circuit breaker's state is kept by channel id in Redis (app.services.breaker), so a change to one
-channel leaves the others' circuits as they were.
+well as on the next change. A channel whose definition (as this process expands it) did not change
+keeps its instance, and with it its HTTP connections; a circuit breaker's state is kept by channel id
+in Redis (app.services.breaker), so a change to one channel leaves the others' circuits as they were.
+
+A gunicorn worker forked from a master that built the channels at boot drops what it inherited and
+builds the stored definitions again (``after_fork``): the master's set may be long out of date.
 """
 from __future__ import annotations
 
@@ -46,9 +53,11 @@ RETRY_BUILD_SECONDS = 10.0  # a failed build is tried again this often (besides 
 
 @dataclass(frozen=True)
 class BuildState:
-    """What this process runs and what it last failed to build. ``version`` is the definitions'
-    version the channels in use were built from, ``stored`` the version last read from the
-    database; they differ only while ``error`` says why this process could not build ``stored``."""
+    """What this process runs and what it could not build. ``version`` is the stored definitions'
+    version the channels in use were built from, ``stored`` the version last read from the database
+    (the same once built); ``unbuilt`` the stored channels this process left out of ``version``
+    (``error`` says why, by channel) or, with ``stored`` differing, ``error`` says why the stored
+    version was not read."""
 
     version: str | None = None
     built_at: float | None = None  # epoch seconds
@@ -56,14 +65,26 @@ class BuildState:
     error: str | None = None
     failed_at: float | None = None
     failures: int = 0
+    unbuilt: tuple[str, ...] = ()
 
     @property
     def stale(self) -> bool:
-        return self.error is not None and self.stored != self.version
+        """Not running the whole stored set: channels left out, or the definitions not re-read."""
+        return self.error is not None
+
+    def words(self) -> str:
+        """``/readyz``'s check in words (for the operator: behind the ops token)."""
+        if not self.stale:
+            return "ok"
+        if self.unbuilt:
+            return (f"degraded: runs version {self.version} without {', '.join(self.unbuilt)} "
+                    f"(not built here): {self.error}")
+        return f"stale: runs version {self.version}, could not read version {self.stored}: {self.error}"
 
     def to_dict(self) -> dict:
         return {"version": self.version, "built_at": self.built_at, "stored_version": self.stored,
-                "error": self.error, "failed_at": self.failed_at, "stale": self.stale}
+                "error": self.error, "failed_at": self.failed_at, "unbuilt": list(self.unbuilt),
+                "stale": self.stale}
 
 
 _state = BuildState()
@@ -97,16 +118,24 @@ def specs(found: channel_definitions.Rows | None = None) -> list[ChannelSpec]:
     return channel_definitions.specs(channel_definitions.current() if found is None else found, get_config())
 
 
-def _build(found: channel_definitions.Rows, previous: ChannelRegistry | None) -> ChannelRegistry:
+def _build(found: channel_definitions.Rows, previous: ChannelRegistry | None) -> tuple[ChannelRegistry, dict]:
+    """Every definition of ``found`` this process can build, each on its own (an unchanged one keeps
+    its instance from ``previous``), and why it could not build each other one (by channel id)."""
     from channels.modes import require_live_secrets
 
     config = get_config()
-    wanted = specs(found)
-    require_live_secrets(wanted, config.channel_env)
     stored = StoredChannelSecrets(config)
     kept = {c.id: c for c in previous} if previous is not None else {}
-    return ChannelRegistry([kept[spec.id] if spec.id in kept and kept[spec.id].spec == spec
-                            else build_channel(spec, config.channel_env, stored) for spec in wanted])
+    built, problems = [], {}
+    for cid, definition in found:
+        try:
+            (spec,) = channel_definitions.specs(((cid, definition),), config)
+            require_live_secrets([spec], config.channel_env)
+            built.append(kept[cid] if cid in kept and kept[cid].spec == spec
+                         else build_channel(spec, config.channel_env, stored))
+        except ChannelConfigError as exc:
+            problems[cid] = f"{cid}: " + exc.message.replace("channels[0]", f"channel {cid}")
+    return ChannelRegistry(built), problems
 
 
 def registry() -> ChannelRegistry:
@@ -134,37 +163,36 @@ def registry() -> ChannelRegistry:
 
 
 def _rebuild(found: channel_definitions.Rows, built) -> ChannelRegistry:
-    """Build ``found`` (holding ``_lock``): the new set in use, or (a process already running
-    channels) the old one kept and the failure recorded. Not retried on the request path until the
-    definitions change again; the report thread retries every RETRY_BUILD_SECONDS."""
+    """Build ``found`` (holding ``_lock``) and put it in use: every definition this process can
+    build; the others left out, recorded and logged (once per new reason). Not retried on the request
+    path until the definitions change again; the report thread retries every RETRY_BUILD_SECONDS."""
     global _built
     from app.adapters import metrics
 
     wanted = channel_definitions.version(found)
-    try:
-        fresh = _build(found, built[1] if built is not None else None)
-    except ChannelConfigError as exc:
-        if built is None:
-            raise
-        metrics.CHANNELS_BUILD_FAILURES.inc()
-        old = _state
-        if old.error != exc.message or old.stored != wanted:
-            log.error("channels version %s not built, version %s stays in use: %s", wanted, old.version,
-                      exc.message, extra={"channels_version": wanted})
-        _set_state(replace(old, stored=wanted, error=exc.message, failed_at=time.time(), failures=old.failures + 1))
-        _built = (found, built[1])
-        return built[1]
-    if built is not None:
-        log.info("channels version %s built: %s", wanted, ", ".join(fresh.ids()))
-    _set_state(BuildState(version=wanted, built_at=time.time(), stored=wanted, failures=_state.failures))
+    fresh, problems = _build(found, built[1] if built is not None else None)
     _built = (found, fresh)
+    old = _state
+    if not problems:
+        if built is not None:
+            log.info("channels version %s built: %s", wanted, ", ".join(fresh.ids()))
+        _set_state(BuildState(version=wanted, built_at=time.time(), stored=wanted, failures=old.failures))
+        return fresh
+    metrics.CHANNELS_BUILD_FAILURES.inc()
+    error = "; ".join(problems.values())
+    if old.error != error or old.stored != wanted:
+        log.error("channels version %s built without %s (runs %s): %s", wanted, ", ".join(problems),
+                  ", ".join(fresh.ids()) or "no channel", error, extra={"channels_version": wanted})
+    same = old.version == wanted and old.unbuilt == tuple(problems)
+    _set_state(BuildState(version=wanted, built_at=old.built_at if same else time.time(), stored=wanted,
+                          error=error, failed_at=time.time(), failures=old.failures + 1, unbuilt=tuple(problems)))
     return fresh
 
 
 def retry_failed() -> bool:
-    """Build again the definitions this process last failed to build, if RETRY_BUILD_SECONDS have
-    passed (an adapter package installed since is found: the import system's caches are dropped).
-    True if that built them."""
+    """Build again the definitions this process last could not build whole, if RETRY_BUILD_SECONDS
+    have passed (an adapter package installed since is found: the import system's caches are
+    dropped). True if that built them all."""
     current = _state
     if not current.stale or current.failed_at is None or time.time() - current.failed_at < RETRY_BUILD_SECONDS:
         return False
@@ -173,8 +201,33 @@ def retry_failed() -> bool:
         if built is None or not _state.stale:
             return False
         importlib.invalidate_caches()
-        _rebuild(built[0], built)
+        try:
+            found = channel_definitions.current()
+        except SQLAlchemyError:
+            found = built[0]
+        _rebuild(found, built)
         return not _state.stale
+
+
+def after_fork() -> None:
+    """In a process forked from one that built the channels (a gunicorn worker from its preloading
+    master, at every fork, a respawn included): forget the inherited copy and build the stored
+    definitions now, as a process that just started would (no instance of the master's is kept: its
+    HTTP connections are the master's). When the database does not answer, the inherited set runs,
+    reported stale until the definitions are read."""
+    global _built, _retry_at, _trusted_until
+    with _lock:
+        inherited, _built, _retry_at, _trusted_until = _built, None, 0.0, 0.0
+        channel_definitions.reset()
+    try:
+        registry()
+    except SQLAlchemyError as exc:
+        with _lock:
+            if _built is None and inherited is not None:
+                _built = inherited
+                _set_state(replace(_state, error=f"the definitions were not read since this process started "
+                                   f"(the database: {exc.__class__.__name__}); it runs the set it was forked with",
+                                   stored=None, failed_at=time.time()))
 
 
 def diagnose(found: channel_definitions.Rows | None = None) -> dict[str, str]:
@@ -203,11 +256,20 @@ def diagnose(found: channel_definitions.Rows | None = None) -> dict[str, str]:
 
 def check_live_channels() -> None:
     """Refuse (ChannelConfigError) stored channels with a live channel whose secret is not in its
-    environment variable: called where a process starts (app factory, worker, ``serve``) and
-    before channels are loaded, so no process runs one on a derived or default secret."""
+    environment variable (contract: the server refuses to start instead of running one on a derived
+    or default secret): called where a process starts (app factory, worker, ``serve``) and before
+    channels are loaded. A definition this process cannot read at all (a ``${VAR}`` it lacks) is
+    not a reason to refuse: it is left out of the build, and reported."""
     from channels.modes import require_live_secrets
 
-    require_live_secrets(specs(), get_config().channel_env)
+    config = get_config()
+    readable = []
+    for cid, definition in channel_definitions.current():
+        try:
+            readable.extend(channel_definitions.specs(((cid, definition),), config))
+        except ChannelConfigError:
+            continue
+    require_live_secrets(readable, config.channel_env)
 
 
 def prepare() -> ChannelRegistry:

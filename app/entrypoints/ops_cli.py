@@ -256,14 +256,16 @@ def _print_builds(builds, wait_seconds: float) -> None:
         if outcome.status == "built":
             click.echo(f"  built    {who}")
         elif outcome.status == "failed":
-            click.echo(f"  FAILED   {who}: {report.error} (still runs version {report.version})")
+            without = ", ".join(report.unbuilt) or "?"
+            click.echo(f"  FAILED   {who}: {report.error} (runs the others without {without})")
         elif outcome.status == "gone":
             click.echo(f"  GONE     {who}: stopped reporting (it last ran version {report.version})")
         else:
             click.echo(f"  NO ANSWER {who}: still runs version {report.version} after {wait_seconds:g} s")
     if not builds.confirmed:
-        click.echo("the definitions are stored; processes that failed keep running their previous ones "
-                   "and try again on the next change and every few seconds", err=True)
+        click.echo("the definitions are stored; a process that FAILED runs every stored channel but those it "
+                   "could not build (never an older definition of them), and tries again on the next change "
+                   "and every 10 s", err=True)
 
 
 @click.group("operation")

@@ -94,8 +94,9 @@ def publish(file, reason, confirm, author, merchant):
     pm/admin to approve it on the admin UI's "Rules" page."""
     from app.services import rules_publishing
 
+    source = _read(file)
     try:
-        result = rules_publishing.publish(_read(file), author or getpass.getuser(), reason, confirm_dropped=confirm,
+        result = rules_publishing.publish(source, author or getpass.getuser(), reason, confirm_dropped=confirm,
                                           merchant=merchant)
     except rules_publishing.DropsLiveRules as exc:
         for rule_id in exc.extra.get("dropped", []):
@@ -105,9 +106,33 @@ def publish(file, reason, confirm, author, merchant):
         _fail(exc)
     if result["status"] == "pending":
         click.echo(f"request {result['request']} awaits approval by another pm or admin (admin UI, \"Rules\")")
+    else:
+        owner = f" of {merchant}'s rule set" if merchant else ""
+        click.echo(f"published version {result['version']}{owner}")
+    _warn_channels_not_run(source)
+
+
+UNBUILT_EXIT = 3  # published, but a channel it names is not run by every live process
+
+
+def _warn_channels_not_run(source: str) -> None:
+    """Exit 3 (the rule set is published: nothing to undo) naming each channel the set routes to that
+    a live process runs without (it could not build its stored definition): those processes drop it
+    from routing as ``unknown_channel`` until they can. Redis down: said, exit 0."""
+    from app.services import rules_publishing
+
+    lacking = rules_publishing.channels_not_run(source)
+    if lacking is None:
+        click.echo("note: the processes' channel builds could not be read (Redis): not checked that they run "
+                   "the channels this set names", err=True)
         return
-    owner = f" of {merchant}'s rule set" if merchant else ""
-    click.echo(f"published version {result['version']}{owner}")
+    if not lacking:
+        return
+    for channel_id, processes in lacking.items():
+        click.echo(f"warning: {channel_id} is stored but not run by {len(processes)} live process(es) "
+                   f"({'; '.join(processes)}): they could not build it and drop it from routing as "
+                   "unknown_channel (payrouter channels list, /readyz with the ops token say why)", err=True)
+    raise SystemExit(UNBUILT_EXIT)
 
 
 @rules_group.command("show")

@@ -78,9 +78,7 @@ def serve(load: Callable, host: str, port: int, *, workers: int, threads: int, p
         options["post_fork"] = post_fork
     if worker_exit is not None:
         options["worker_exit"] = worker_exit
-    from app.adapters.metrics_dir import worker_exited
-
-    options["child_exit"] = worker_exited  # a dead worker's live gauges leave /metrics
+    options["child_exit"] = _child_exit
     _Gunicorn(options, load).run()
 
 
@@ -104,9 +102,31 @@ def _post_fork(_server, _worker):
     from app.entrypoints.tuning import GC_THRESHOLDS
 
     gc.set_threshold(*GC_THRESHOLDS)
-    from app.adapters import channel_builds
+    from app.adapters import channel_builds, channels_runtime
+
+    # The master built the channels at boot: a worker forked later (a respawn) builds the stored ones.
+    channels_runtime.after_fork()
 
     channel_builds.start("api")  # this worker's channel build, reported (and kept current) for `channels import`
+
+
+def _child_exit(server, worker):
+    """In the master, once a worker is gone (killed included): its live gauges leave /metrics and its
+    channel build report leaves the live list at once (not after its TTL: `channels import` and
+    `rules publish` stop counting a process that no longer exists)."""
+    from app.adapters.metrics_dir import worker_exited
+
+    worker_exited(server, worker)
+    import socket
+
+    import redis
+
+    from app.adapters import channel_builds
+
+    try:
+        channel_builds.remove(f"{socket.gethostname()}:{worker.pid}")
+    except redis.RedisError:  # Redis down: the report expires by itself
+        pass
 
 
 def _worker_exit(_server, _worker):

@@ -61,8 +61,8 @@ def import_file(path: str | os.PathLike | None, actor: str, *, prune: bool = Fal
 
 @dataclass(frozen=True)
 class Outcome:
-    """One live process and the imported version: ``built``, ``failed`` (``error`` says why; it
-    runs ``report.version``), ``pending`` (no answer yet: still on another version) or ``gone``
+    """One live process and the imported version: ``built``, ``failed`` (it runs the imported
+    version without ``report.unbuilt``: ``error`` says why), ``pending`` (no answer yet: still on another version) or ``gone``
     (it was live when the wait began and stopped reporting)."""
 
     report: channel_builds.Report
@@ -92,10 +92,10 @@ class Builds:
 
 
 def _outcome(report: channel_builds.Report, version: str) -> str:
+    if report.stored_version == version and report.error is not None:
+        return "failed"  # it runs ``version`` without the channels it could not build
     if report.version == version:
         return "built"
-    if report.stored_version == version and report.error is not None:
-        return "failed"
     return "pending"
 
 

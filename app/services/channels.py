@@ -96,14 +96,10 @@ def board(window: timedelta = WINDOW) -> list[dict]:
     because this process cannot build a definition: the CLI's environment may lack what the
     servers' has."""
     from app.adapters import channels_runtime
-    from channels.config import ChannelConfigError
 
     found = channel_definitions.current()
-    try:
-        running = channels_runtime.registry()
-    except ChannelConfigError:  # this process cannot build them all: each is tried on its own below
-        running = None
-    problems = channels_runtime.diagnose(found) if running is None or channels_runtime.state().stale else {}
+    running = channels_runtime.registry()  # every stored channel this process can build
+    problems = channels_runtime.diagnose(found) if channels_runtime.state().stale else {}
     numbers = stats(window)
     switches = {entry["name"]: entry for entry in switchboard.board()}
     changes = channel_definitions.last_changes()
@@ -118,7 +114,7 @@ def board(window: timedelta = WINDOW) -> list[dict]:
                        "enabled": not switch["on"], "switch": switch["words"],
                        "defined_enabled": bool(item.get("enabled", True)), "defined_by": by,
                        "defined_at": when(at) if at else None,
-                       "runs_here": running is not None and cid in running, "build_error": problems.get(cid),
+                       "runs_here": cid in running, "build_error": problems.get(cid),
                        "circuit": {**circuit, "words": circuit_words(circuit)},
                        "window_minutes": int(window.total_seconds() // 60), **numbers.get(cid, EMPTY)})
     return listed
@@ -126,7 +122,7 @@ def board(window: timedelta = WINDOW) -> list[dict]:
 
 def processes() -> dict:
     """The stored definitions' version and each live process's build (app.adapters.channel_builds):
-    the version it runs, whether that is the stored one, and the error that keeps it on an older one.
+    the version it runs, whether that is the whole stored set, and the channels it runs without and why.
     ``unreachable`` says why the reports could not be read (Redis down)."""
     from app.adapters import channel_builds
 
@@ -136,7 +132,7 @@ def processes() -> dict:
     except redis.RedisError as exc:
         return {"stored_version": stored, "processes": [], "unreachable": f"Redis: {exc.__class__.__name__}"}
     return {"stored_version": stored, "unreachable": None,
-            "processes": [{**report.to_dict(), "current": report.version == stored,
+            "processes": [{**report.to_dict(), "current": report.version == stored and not report.stale,
                            "heartbeat": when(_utc(report.heartbeat_at)), "built": when(_utc(report.built_at)),
                            "failed": when(_utc(report.failed_at))} for report in reports]}
 

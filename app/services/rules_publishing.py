@@ -187,3 +187,26 @@ def history(merchant: str | None = None, limit: int = 50) -> list[dict]:
         previous = row["version"]
     out.reverse()
     return out[:limit]
+
+
+def channels_not_run(source: str) -> dict[str, list[str]] | None:
+    """The stored channels ``source`` names that some live process runs without (it could not build
+    them, app.adapters.channels_runtime), each with those processes (``role host pid``): a rule on
+    one is accepted (the channel is stored) but those processes drop it from routing as an unknown
+    channel. None when the processes' build reports cannot be read (Redis)."""
+    import redis
+
+    from app.adapters import channel_builds
+
+    try:
+        reports = channel_builds.live()
+    except redis.RedisError:
+        return None
+    lacking: dict[str, list[str]] = {}
+    for report in reports:
+        for channel_id in report.unbuilt:
+            lacking.setdefault(channel_id, []).append(f"{report.role} {report.host} pid {report.pid}")
+    stored = store.known_channels() or set()
+    # a channel the set names is one without which it no longer validates
+    return {channel_id: who for channel_id, who in sorted(lacking.items())
+            if channel_id in stored and format.validate(source, stored - {channel_id})}

@@ -259,20 +259,33 @@ def test_prune_is_refused_while_a_merchants_own_live_rules_route_to_the_channel(
     assert "acq_gamma" in {cid for cid, _ in channel_definitions.rows()}
 
 
-def test_a_process_that_cannot_build_a_changed_channel_keeps_the_ones_it_runs(stored, tmp_path, monkeypatch):
-    """Another process imported a definition this one cannot expand: it keeps its channels (and says so)."""
+def test_a_process_that_cannot_build_a_changed_channel_runs_the_others_and_never_its_old_definition(
+        stored, tmp_path, monkeypatch):
+    """Another process imported a definition this one cannot expand: it runs every other stored
+    channel, leaves that one out (and says which and why), and does not keep its older definition:
+    a process started later could not have it, and every process must run the same channels."""
+    gamma = {**GAMMA, "config": {"base_url": "http://127.0.0.1:3", "secret_env": "ACQ_GAMMA_SECRET"}}
+    channel_import.import_file(with_channel(tmp_path / "fixed.yaml", "http://127.0.0.1:1", **gamma), "cli:test")
+    channel_definitions.announce()
     before = channels_runtime.registry()
-    path = with_channel(tmp_path / "env.yaml", "${GAMMA_URL}", **GAMMA)
+    assert "acq_gamma" in before
+    gamma["config"] = {**gamma["config"], "base_url": "${GAMMA_URL}"}
     monkeypatch.setenv("GAMMA_URL", "http://127.0.0.1:1")
-    channel_import.import_file(path, "cli:elsewhere")
+    channel_import.import_file(with_channel(tmp_path / "env.yaml", "http://127.0.0.1:1", **gamma), "cli:elsewhere")
     monkeypatch.delenv("GAMMA_URL")
     channel_definitions.announce()
-    assert channels_runtime.registry() is before
+    running = channels_runtime.registry()
+    assert running.ids() == ["sandbox", "acq_alpha", "acq_beta"]
+    assert all(running.get(cid) is before.get(cid) for cid in running.ids())  # unchanged: the same instances
+    state = channels_runtime.state()
+    assert state.stale and state.unbuilt == ("acq_gamma",) and state.version == state.stored
+    assert state.error.startswith("acq_gamma: ") and "GAMMA_URL is not set" in state.error
     monkeypatch.setenv("GAMMA_URL", "http://127.0.0.1:2")
-    channel_import.import_file(with_channel(tmp_path / "env2.yaml", "${GAMMA_URL}", **GAMMA, timeout_ms=500),
+    channel_import.import_file(with_channel(tmp_path / "env2.yaml", "http://127.0.0.1:1", **gamma, timeout_ms=500),
                                "cli:elsewhere")
     channel_definitions.announce()
     assert channels_runtime.registry().get("acq_gamma").spec.config["base_url"] == "http://127.0.0.1:2"
+    assert not channels_runtime.state().stale
 
 
 def test_methods_are_those_the_channels_declare(stored, client, tmp_path):
