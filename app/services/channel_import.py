@@ -62,8 +62,8 @@ def import_file(path: str | os.PathLike | None, actor: str, *, prune: bool = Fal
 @dataclass(frozen=True)
 class Outcome:
     """One live process and the imported version: ``built``, ``failed`` (it runs the imported
-    version without ``report.unbuilt``: ``error`` says why), ``pending`` (no answer yet: still on another version) or ``gone``
-    (it was live when the wait began and stopped reporting)."""
+    version without ``report.unbuilt``: ``error`` says why), ``pending`` (no answer yet: still on
+    another version) or ``gone`` (it was live when the wait began and stopped reporting)."""
 
     report: channel_builds.Report
     status: str
