@@ -37,10 +37,10 @@ WEBHOOK_DELIVERIES = Counter("payrouter_webhook_deliveries", "Webhook delivery a
                              ["outcome"])
 CHANNELS_BUILD_FAILURES = Counter("payrouter_channels_build_failures",
                                   "Failed builds of the stored channel definitions, each try counted "
-                                  "(the process kept the previous ones)")
+                                  "(the process runs the stored channels it could build)")
 CHANNELS_BUILD_STALE = Gauge("payrouter_channels_build_stale",
-                             "1 while this process runs older channel definitions than the stored ones, "
-                             "having failed to build these (per process: pid label in multiprocess mode)",
+                             "1 while this process runs without a stored channel it could not build "
+                             "(per process: pid label in multiprocess mode)",
                              multiprocess_mode="liveall")
 
 if ENGINE_FALLBACKS.inc not in engine.FALLBACK_LISTENERS:

@@ -187,8 +187,9 @@ def channels_list(as_json):
 
 # `channels import` exit codes (docs/operations.md): 0 stored and built by every live process (or
 # --wait 0: stored), 1 refused (nothing stored), 3 stored but at least one live process could not
-# build it (it keeps running the previous definitions), 4 stored but not confirmed in time (a live
-# process did not report the new version within --wait, or Redis did not answer).
+# build all of it (it runs the stored channels it can build, without the others), 4 stored but not
+# confirmed in time (a live process did not report the new version within --wait, or Redis did not
+# answer).
 IMPORT_BUILD_FAILED = 3
 IMPORT_UNCONFIRMED = 4
 
@@ -210,7 +211,7 @@ def channels_import(file, prune, reason, actor, wait_seconds, as_json):
 
     Then waits (--wait) until every live API and worker process reports it built the new version,
     and prints which did and which could not and why. Exit 0: built everywhere; 1: refused, nothing
-    stored; 3: stored, but a process could not build it (it keeps the previous definitions); 4: stored,
+    stored; 3: stored, but a process could not build all of it (it runs the others); 4: stored,
     but not confirmed within --wait."""
     from app import context
     from app.domain.errors import PayRouterError

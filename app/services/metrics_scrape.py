@@ -67,8 +67,8 @@ class Scraped:
                                  "(compare with payrouter_channels_stored_definitions_info)",
                                  labels=["role", "host", "pid", "version"])
         stale = GaugeMetricFamily("payrouter_channels_process_stale",
-                                  "1 per live process that could not build the stored channel definitions "
-                                  "(it runs older ones)", labels=["role", "host", "pid"])
+                                  "1 per live process that could not build a stored channel definition "
+                                  "(it runs the others)", labels=["role", "host", "pid"])
         for report in reports:
             info.add_metric([report.role, report.host, str(report.pid), report.version or ""], 1.0)
             stale.add_metric([report.role, report.host, str(report.pid)], 1.0 if report.stale else 0.0)
