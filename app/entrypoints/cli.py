@@ -206,7 +206,8 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
     for cid in [channel_id] if channel_id else registry().ids():
         try:
             if date:
-                found = recon.each_account(cid, "daily", lambda account, cid=cid: recon.reconcile(cid, date, account))
+                found = recon.each_account(cid, "daily", lambda account, cid=cid: recon.reconcile(cid, date, account),
+                                           date)
             else:
                 found = recon.each_account(cid, "continuous",
                                            lambda account, cid=cid: recon.reconcile_recent(cid, account=account))
@@ -232,7 +233,7 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
                        f"{issue['id']} ({issue['status']})", err=as_json)
     if errors:
         ctx.exit(1)
-    if any(out["open_issues"] for out in shown) or any(issue["status"] == "open" for issue in unread):
+    if any(out["open_issues"] for out in shown) or unread:  # an account unread now: never 0
         ctx.exit(RECONCILE_OPEN_ISSUES)
 
 

@@ -3,7 +3,10 @@
 One row per channel, kind and channel reference (``uq_reconciliation_issues_key``): a later run
 that finds the same discrepancy (the daily run over a day the near-real-time passes already
 compared) points at the same issue instead of opening another, and an issue resolved once is not
-reopened by finding it again. Resolved by:
+reopened by finding it again: a discrepancy found again is the same fact. The exception is a failure
+that recurs (``RECURRING``: ``statement_unavailable``): each time the statement cannot be read is a
+new failure, so it (re)opens its issue, resolved or not, with its newest error (``record``).
+Resolved by:
 
 - an operator, with a note (``payrouter reconcile resolve ISSUE --note``): who, when, note,
   audited; resolving twice, or an unknown issue, is refused; ``--settle succeeded|failed`` also
@@ -37,6 +40,8 @@ PENDING_IN_PAYROUTER = "pending_in_payrouter"
 DUPLICATE_IN_STATEMENT = "duplicate_in_statement"
 MISSING_AT_CHANNEL = "missing_at_channel"
 STATEMENT_UNAVAILABLE = "statement_unavailable"  # a merchant channel account's statement could not be read
+# Kinds that are failures, not discrepancies: found again, the issue is open again with what was found now.
+RECURRING = frozenset({STATEMENT_UNAVAILABLE})
 # Every class a run can find (app.services.reconcile): the filters offer these and refuse others.
 KINDS = ("missing_in_payrouter", MISSING_AT_CHANNEL, PENDING_IN_PAYROUTER, "status_mismatch", "amount_mismatch",
          "fee_mismatch", DUPLICATE_IN_STATEMENT, UNKNOWN_AT_CHANNEL, STATEMENT_UNAVAILABLE)
@@ -48,7 +53,7 @@ def record(session: Session, channel_id: str, found: list[dict], run_id: str | N
     ``INSERT … ON CONFLICT DO NOTHING … RETURNING`` executemany, then the rows of those it left
     out read back by key (an issue found before, or one another pass recorded meanwhile, is that
     row). Each dict gains the issue's ``id`` and ``status`` (``resolved`` if it was found and
-    resolved before)."""
+    resolved before). A ``RECURRING`` issue found again is (re)opened instead (``_recurred``)."""
     new, now, request_id = {}, utcnow(), context.current_request_id()
     for issue in found:
         key = (issue["issue"], issue["channel_reference"])
@@ -62,14 +67,43 @@ def record(session: Session, channel_id: str, found: list[dict], run_id: str | N
         inserted = insert_unique_rows(session, _TABLE, list(new.values()),
                                       returning=(_TABLE.c.kind, _TABLE.c.channel_reference))
         known = {key: (new[key]["id"], OPEN) for key in map(tuple, inserted)}
-        left_out = [{"issue": kind, "channel_reference": ref} for kind, ref in new if (kind, ref) not in known]
+        recurred = [new[key] for key in new if key not in known and key[0] in RECURRING]
+        left_out = [{"issue": kind, "channel_reference": ref} for kind, ref in new
+                    if (kind, ref) not in known and kind not in RECURRING]
         if left_out:
             known.update(_known(session, channel_id, left_out))
+        if recurred:
+            known.update(_recurred(session, channel_id, recurred))
     for issue in found:
         issue["id"], issue["status"] = known[(issue["issue"], issue["channel_reference"])]
     if run_id is not None and found:  # this run found them, whichever run found them first
         insert_unique_rows(session, RUN_ISSUES, [{"run_id": run_id, "issue_id": issue_id}
                                                  for issue_id in sorted({issue["id"] for issue in found})])
+
+
+def _recurred(session: Session, channel_id: str, rows: list[dict]) -> dict[tuple[str, str], tuple[str, str]]:
+    """A ``RECURRING`` failure happened again: its stored issue (locked) is open, with ``ours`` and
+    ``theirs`` of this time; one resolved before keeps who resolved it, when and why in
+    ``theirs.previously_resolved``. A ``daily`` failure stays ``daily`` while it is open (only a
+    run that reads that whole day may close it: app.services.reconcile.statement_unavailable)."""
+    known = {}
+    for row in rows:
+        stored = session.execute(select(ReconciliationIssue).where(
+            ReconciliationIssue.channel == channel_id, ReconciliationIssue.kind == row["kind"],
+            ReconciliationIssue.channel_reference == row["channel_reference"]).with_for_update()).scalar_one()
+        ours, theirs = dict(row["ours"] or {}), dict(row["theirs"] or {})
+        if stored.status == OPEN and (stored.ours or {}).get("mode") == "daily" and "mode" in ours:
+            ours["mode"] = "daily"
+        if stored.status != OPEN:
+            theirs["previously_resolved"] = {"by": stored.resolved_by, "note": stored.resolution_note,
+                                             "at": stored.resolved_at.isoformat() if stored.resolved_at else None}
+            log.warning("reconciliation issue %s (%s %s) happened again: open again", stored.id, stored.kind,
+                        stored.channel_reference)
+        stored.status, stored.ours, stored.theirs = OPEN, ours, theirs
+        stored.resolved_by = stored.resolved_at = stored.resolution_note = None
+        known[(stored.kind, stored.channel_reference)] = (stored.id, OPEN)
+    session.flush()
+    return known
 
 
 def _known(session: Session, channel_id: str, found: list[dict]) -> dict[tuple[str, str], tuple[str, str]]:
@@ -207,12 +241,15 @@ def listed_after_all(session: Session, ids: list[str], run_id: str) -> None:
     _resolve_rows(session, ids, f"reconciliation:{run_id}", "the channel's statement lists it now")
 
 
-def statement_read(session: Session, channel_id: str, references: list[str], run_id: str) -> None:
+def statement_read(session: Session, channel_id: str, references: list[str], run_id: str,
+                   whole_day: bool = True) -> None:
     """Open ``statement_unavailable`` issues of these references (``<account>:<day>``) whose
-    statement ``run_id`` read after all: closed by that run."""
-    ids = list(session.scalars(select(_TABLE.c.id).where(
+    statement ``run_id`` read after all: closed by that run; not ``whole_day`` (a near-real-time
+    pass), only those a pass recorded (a daily run's failure waits for a daily run of its day)."""
+    rows = session.execute(select(_TABLE.c.id, _TABLE.c.ours).where(
         _TABLE.c.channel == channel_id, _TABLE.c.kind == STATEMENT_UNAVAILABLE, _TABLE.c.status == OPEN,
-        _TABLE.c.channel_reference.in_(references))))
+        _TABLE.c.channel_reference.in_(references))).all()
+    ids = [row.id for row in rows if whole_day or (row.ours or {}).get("mode") != "daily"]
     _resolve_rows(session, ids, f"reconciliation:{run_id}", "the account's statement was read")
 
 

@@ -30,8 +30,9 @@ compared with the attempts made with the platform's credentials; each merchant c
 its credentials and compared with the attempts made with them. One account never stops another
 (``each_account``): a merchant account whose statement cannot be read (its credentials refused,
 its PSP failing, a statement its adapter cannot read) is an open ``statement_unavailable`` issue
-of its own (``statement_unavailable``), closed by the first later run that reads that day; the
-platform's statement unreadable is an error of the command, as before, after the other accounts.
+of its own for the day asked for (``statement_unavailable``; open again each time it fails again),
+closed by a later run that reads that day (``_statement_read``); the platform's statement
+unreadable is an error of the command, as before, after the other accounts.
 
 A ``dispute`` line (a chargeback; its reference is the channel's dispute, not the payment) is
 matched against our disputes instead (app.services.disputes): missing, status (``needs_response``,
@@ -94,11 +95,13 @@ def accounts(channel_id: str) -> list[str | None]:
         return [None, *channel_accounts.of_channel(session, channel_id)]
 
 
-def each_account(channel_id: str, mode: str, run_one) -> tuple[list, list[dict], list[tuple[str, Exception]]]:
+def each_account(channel_id: str, mode: str, run_one, day: dt.date | None = None,
+                 ) -> tuple[list, list[dict], list[tuple[str, Exception]]]:
     """``run_one(account)`` (``reconcile`` or ``reconcile_recent`` of one account) for each of the
     channel's ``accounts``, one's failure never stopping the next. Returns the runs (None left out),
-    the issues of the merchant accounts whose statement could not be read (``statement_unavailable``,
-    recorded), and the errors as (name, exception): the platform's statement unreadable, or
+    the issues of the merchant accounts whose statement could not be read (``statement_unavailable``
+    of ``day``, the day a daily run was asked for; None: today, a near-real-time pass; recorded),
+    and the errors as (name, exception): the platform's statement unreadable, or
     anything else that broke. OperationNotSupported (the channel serves no statement) is raised."""
     runs, unread, errors = [], [], []
     for account in accounts(channel_id):
@@ -112,7 +115,7 @@ def each_account(channel_id: str, mode: str, run_one) -> tuple[list, list[dict],
                 errors.append((name, exc))
                 continue
             try:
-                run, issue = statement_unavailable(channel_id, account, mode, exc)
+                run, issue = statement_unavailable(channel_id, account, mode, exc, day)
             except Exception as failed:  # noqa: BLE001 - not even recorded (the database down): an error
                 errors.append((name, failed))
                 continue
@@ -135,8 +138,12 @@ def statement_unavailable(channel_id: str, account: str, mode: str, error: Excep
     """Record that merchant channel account ``account``'s statement of ``day`` (default: today, UTC)
     could not be read (``error``: its credentials refused, its PSP failing, a statement its adapter
     cannot read): an open ``statement_unavailable`` issue (one per account and day, however many
-    passes fail), naming the account and its merchant, whether it is deleted, and the error (its
-    code and message, never a credential). A ``daily`` run is also recorded, naming the issue (no
+    passes fail; one resolved before is open again: app.services.issues.RECURRING), naming the
+    account and its merchant, whether it is deleted, the day, the ``mode`` that failed, and the
+    error (its code and message, never a credential). Closed by a later run that reads that day
+    (``_statement_read``): any run of the account whose window is that day's; a ``daily`` failure
+    only by a daily run of that day (a near-real-time pass compares a window of it, not the whole
+    day). A ``daily`` run is also recorded, naming the issue (no
     line read), so the day's runs say so; a near-real-time pass records the issue alone (its window
     stays where it was: the next pass tries again). Returns (the run or None, the issue)."""
     from app.adapters.models import ChannelAccount
@@ -147,7 +154,8 @@ def statement_unavailable(channel_id: str, account: str, mode: str, error: Excep
     with unit_of_work() as session:
         row = session.get(ChannelAccount, account)
         ours = {"channel_account": account, "merchant": row.merchant_id if row else None,
-                "deleted": bool(row is None or row.deleted_at is not None), "date": day.isoformat()}
+                "deleted": bool(row is None or row.deleted_at is not None), "date": day.isoformat(),
+                "mode": mode}
         issue = {"issue": issue_store.STATEMENT_UNAVAILABLE, "channel_reference": unread_reference(account, day),
                  "ours": ours, "theirs": {"error": code, "message": message}}
         run = None
@@ -485,8 +493,7 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
                                 request_id=context.current_request_id())
         issue_store.listed_after_all(session, _listed_now(session, channel_id, statement.load_ids, account), run.id)
         if account is not None:
-            issue_store.statement_read(session, channel_id, [unread_reference(account, day)
-                                                             for day in sorted(statement.days)], run.id)
+            _statement_read(session, channel_id, account, start, end, mode, run.id)
         session.add(run)
     for op_id in found.to_query:
         try:
@@ -498,6 +505,20 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
             f" account {account}" if account else "", mode, start, end, count, matched, found.count,
             extra={"channel": channel_id, **({"issues": found.sample[:20]} if found.count else {})})
     return run
+
+
+def _statement_read(session, channel_id: str, account: str, start: dt.datetime, end: dt.datetime, mode: str,
+                    run_id: str) -> None:
+    """The account's statement was read and compared for [start, end): the open
+    ``statement_unavailable`` issues of the days that window is on close (a daily run: its day,
+    whatever failed on it; a near-real-time pass: the days its window touches, the failures of
+    passes only; never the earlier days a run only reached back to)."""
+    day, last, references = start.date(), (end - dt.timedelta(microseconds=1)).date(), []
+    while day <= last:
+        references.append(unread_reference(account, day))
+        day += dt.timedelta(days=1)
+    issue_store.statement_read(session, channel_id, references, run_id,
+                               whole_day=mode == "daily")
 
 
 ISSUE_CHUNK = 2000  # disagreeing rows read, worded and stored at a time

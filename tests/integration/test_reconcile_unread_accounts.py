@@ -25,8 +25,33 @@ def _today() -> str:
     return dt.datetime.now(dt.timezone.utc).date().isoformat()
 
 
-def _daily(channel: str = "sandbox"):
-    return CliRunner().invoke(main, ["reconcile", "--channel", channel, "--date", _today(), "--json"])
+def _daily(channel: str = "sandbox", day: str | None = None):
+    return CliRunner().invoke(main, ["reconcile", "--channel", channel, "--date", day or _today(), "--json"])
+
+
+def _unread(account: str) -> list:
+    with unit_of_work() as session:
+        return session.execute(select(ReconciliationIssue.channel_reference, ReconciliationIssue.status,
+                                      ReconciliationIssue.theirs).where(
+            ReconciliationIssue.kind == "statement_unavailable",
+            ReconciliationIssue.channel_reference.like(f"{account}:%"))
+            .order_by(ReconciliationIssue.channel_reference)).all()
+
+
+def _make_good(stack, account: str) -> None:
+    """The account's key taken again at the PSP: its statements read."""
+    with unit_of_work() as session:
+        session.execute(update(ChannelAccount).where(ChannelAccount.id == account).values(
+            credentials_encrypted=account_channels.seal(
+                {"api_key": builders.sandbox_account(stack.sandbox_url)["api_key"]})))
+    account_channels._made.clear()  # the instances kept for the account's old key
+
+
+def _make_bad(account: str) -> None:
+    with unit_of_work() as session:
+        session.execute(update(ChannelAccount).where(ChannelAccount.id == account).values(
+            credentials_encrypted=account_channels.seal({"api_key": FORGED})))
+    account_channels._made.clear()
 
 
 def test_an_account_whose_statement_cannot_be_read_is_an_issue_of_its_own_and_the_others_are_reconciled(stack):
@@ -51,7 +76,7 @@ def test_an_account_whose_statement_cannot_be_read_is_an_issue_of_its_own_and_th
         assert (issue["issue"], issue["channel_reference"], issue["status"]) == (
             "statement_unavailable", f"{unread}:{_today()}", "open")
         assert issue["ours"] == {"channel_account": unread, "merchant": merchant, "deleted": unread == deleted,
-                                 "date": _today()}
+                                 "date": _today(), "mode": "daily"}
         assert issue["theirs"]["error"] == "channel_unavailable" and "401" in issue["theirs"]["message"]
         assert run["summary"]["error"]["code"] == "channel_unavailable"
     assert FORGED not in result.output
@@ -119,3 +144,78 @@ def test_an_unread_account_stops_neither_its_channel_nor_the_others_in_a_pass(st
         assert session.scalar(select(func.count()).select_from(ReconciliationIssue).where(
             ReconciliationIssue.kind == "statement_unavailable",
             ReconciliationIssue.channel_reference.like(f"{revoked}:%"))) == 1
+
+
+def test_a_daily_run_files_an_unread_statement_under_the_day_asked_for_and_a_new_failure_reopens_it(stack):
+    """#14 attack, finding 2: `reconcile --date` of an earlier day whose statement cannot be read is
+    an issue (and a run) of that day, not today's; only a daily run that reads that day closes it
+    (not today's run, not a near-real-time pass); failing again after it was closed (by a run or by
+    an operator) opens it again with the new error, and the command exits 3."""
+    from app.services import issues as issue_store
+    from app.services import reconcile as recon
+
+    merchant = builders.api(stack.client, "Theirs")
+    revoked = builders.revoked_channel_account(merchant.merchant_id, FORGED)
+    earlier = (dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=2)).isoformat()
+
+    result = _daily(day=earlier)
+    assert result.exit_code == 3, result.output
+    [run] = [run for run in json.loads(result.output) if run["channel_account"] == revoked]
+    assert run["date"] == earlier and run["window_start"].startswith(earlier), run
+    [issue] = run["issues"]
+    assert (issue["channel_reference"], issue["status"]) == (f"{revoked}:{earlier}", "open")
+    assert (issue["ours"]["date"], issue["ours"]["mode"]) == (earlier, "daily")
+    assert [ref for ref, _, _ in _unread(revoked)] == [f"{revoked}:{earlier}"]  # nothing filed under today
+
+    # Readable again: today's daily run and a near-real-time pass read other days: it stays open.
+    _make_good(stack, revoked)
+    assert _daily().exit_code == 0
+    assert recon.reconcile_recent("sandbox", account=revoked) is not None
+    assert [(ref, status) for ref, status, _ in _unread(revoked)] == [(f"{revoked}:{earlier}", "open")]
+    assert _daily(day=earlier).exit_code == 0  # the day itself read: closed
+    assert [status for _, status, _ in _unread(revoked)] == ["resolved"]
+
+    # Refused again: the same day's issue is open again, with the new failure; the command says so.
+    _make_bad(revoked)
+    result = _daily(day=earlier)
+    assert result.exit_code == 3, result.output
+    [(ref, status, theirs)] = _unread(revoked)
+    assert (ref, status, theirs["error"]) == (f"{revoked}:{earlier}", "open", "channel_unavailable")
+    assert theirs["previously_resolved"]["by"].startswith("reconciliation:recon_")
+    assert issue_store.listing(kind="statement_unavailable")[0]["channel_reference"] == f"{revoked}:{earlier}"
+
+    # Resolved by an operator, then failing again: open again (a resolution is not a read).
+    [open_issue] = issue_store.listing(kind="statement_unavailable")
+    issue_store.resolve(open_issue["id"], "merchant told", "cli:ops")
+    assert _daily(day=earlier).exit_code == 3
+    assert [status for _, status, _ in _unread(revoked)] == ["open"]
+    assert _unread(revoked)[0].theirs["previously_resolved"]["note"] == "merchant told"
+
+
+def test_a_pass_that_cannot_read_an_account_never_exits_0_even_after_its_issue_was_resolved(stack):
+    """`reconcile --recent` prints an unread account: its issue of today is open again however it was
+    closed before, and the command exits 3 (the open-issues count includes it)."""
+    from app.adapters.redis_conn import get_redis
+    from app.services import issues as issue_store
+    from app.services import reconcile as recon
+
+    merchant = builders.api(stack.client, "Theirs")
+    revoked = builders.revoked_channel_account(merchant.merchant_id, FORGED)
+    result = CliRunner().invoke(main, ["reconcile", "--recent", "--channel", "sandbox", "--json"])
+    assert result.exit_code == 3, result.output
+    [issue] = issue_store.listing(kind="statement_unavailable")
+    assert issue["channel_reference"] == f"{revoked}:{_today()}"
+    issue_store.resolve(issue["id"], "looked at it", "cli:ops")
+
+    get_redis().delete(recon.LEASE_KEY)
+    result = CliRunner().invoke(main, ["reconcile", "--recent", "--channel", "sandbox", "--json"])
+    assert result.exit_code == 3, result.output
+    assert f"Unread: account {revoked}" in result.stderr and f"{issue['id']} (open)" in result.stderr
+    [again] = issue_store.listing(kind="statement_unavailable")
+    assert again["id"] == issue["id"] and again["ours"]["mode"] == "continuous"
+
+    # Its key good again, the next pass reads today: a pass's own failure is closed by a pass.
+    _make_good(stack, revoked)
+    result = CliRunner().invoke(main, ["reconcile", "--recent", "--channel", "sandbox", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [status for _, status, _ in _unread(revoked)] == ["resolved"]
