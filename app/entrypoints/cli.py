@@ -176,8 +176,10 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
 
     Exit status (cron and alerting key on it): 0 clean; 3 open issues found, a merchant channel
     account whose statement could not be read among them (statement_unavailable: the others are
-    still reconciled); 1 an error (a channel's own statement unreadable, a bad channel, the
-    database), said after every other channel and account ran.
+    still reconciled), or, over every channel, a channel reconciled before that no definition here
+    names any more with outcomes not compared (channel_not_reconciled, until resolved); 1 an error
+    (a channel's own statement unreadable, a bad channel, the database), said after every other
+    channel and account ran.
     `reconcile issues` lists the open issues, `reconcile resolve ISSUE --note` resolves one."""
     import datetime as dt
 
@@ -218,6 +220,12 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
         runs += found[0]
         unread += found[1]
         errors += found[2]
+    gone = []
+    if not channel_id:  # channels reconciled before that no definition here names any more: said, not skipped
+        try:
+            gone = [issue for issue in recon.unreconciled_channels() if issue["status"] == "open"]
+        except Exception as exc:  # noqa: BLE001 - the database: an error, after the channels ran
+            errors.append(("channels no longer run", exc))
     if len(errors) == 1 and channel_id and errors[0][0] == channel_id and not runs and not unread:
         exc = errors[0][1]  # the one thing asked for failed: its message, as every command's error
         raise click.ClickException(exc.message if isinstance(exc, PayRouterError) else repr(exc))
@@ -231,9 +239,14 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
             click.echo(f"Unread: account {ours['channel_account']} (merchant "
                        f"{ours['merchant']}): its statement cannot be read: {theirs['message']} — issue "
                        f"{issue['id']} ({issue['status']})", err=as_json)
+    for issue in gone:
+        ours = issue["ours"]
+        click.echo(f"Not reconciled: channel {ours['channel']}: {issue['theirs']['message']}; "
+                   f"{ours['attempts']} attempt(s) recorded since {ours['since']} not compared — issue "
+                   f"{issue['id']} ({issue['status']})", err=True)
     if errors:
         ctx.exit(1)
-    if any(out["open_issues"] for out in shown) or unread:  # an account unread now: never 0
+    if any(out["open_issues"] for out in shown) or unread or gone:  # an account unread now: never 0
         ctx.exit(RECONCILE_OPEN_ISSUES)
 
 

@@ -40,11 +40,14 @@ PENDING_IN_PAYROUTER = "pending_in_payrouter"
 DUPLICATE_IN_STATEMENT = "duplicate_in_statement"
 MISSING_AT_CHANNEL = "missing_at_channel"
 STATEMENT_UNAVAILABLE = "statement_unavailable"  # a merchant channel account's statement could not be read
+# A channel this process cannot build (pruned from the definitions) with outcomes its reconciliation
+# never compared: app.services.reconcile.unreconciled_channels.
+CHANNEL_NOT_RECONCILED = "channel_not_reconciled"
 # Kinds that are failures, not discrepancies: found again, the issue is open again with what was found now.
 RECURRING = frozenset({STATEMENT_UNAVAILABLE})
 # Every class a run can find (app.services.reconcile): the filters offer these and refuse others.
 KINDS = ("missing_in_payrouter", MISSING_AT_CHANNEL, PENDING_IN_PAYROUTER, "status_mismatch", "amount_mismatch",
-         "fee_mismatch", DUPLICATE_IN_STATEMENT, UNKNOWN_AT_CHANNEL, STATEMENT_UNAVAILABLE)
+         "fee_mismatch", DUPLICATE_IN_STATEMENT, UNKNOWN_AT_CHANNEL, STATEMENT_UNAVAILABLE, CHANNEL_NOT_RECONCILED)
 _TABLE = ReconciliationIssue.__table__
 
 

@@ -55,10 +55,10 @@ from decimal import Decimal
 from types import SimpleNamespace
 
 import redis
-from sqlalchemy import and_, case, delete, exists, func, join, literal, or_, select, tuple_
+from sqlalchemy import and_, case, delete, exists, func, join, literal, or_, select, text, tuple_
 
 from app import context
-from app.adapters import account_channels, jobs, staging
+from app.adapters import account_channels, channel_definitions, jobs, staging
 from app.adapters.channel_answers import ask
 from app.adapters.channels_runtime import channel, registry
 from app.adapters.db import read_only, serialize, unit_of_work
@@ -126,6 +126,74 @@ def each_account(channel_id: str, mode: str, run_one, day: dt.date | None = None
         if run is not None:
             runs.append(run)
     return runs, unread, errors
+
+
+# Every channel that has a stored run, one index probe per channel (ix_reconciliation_runs_window):
+# a loose index scan written out, as neither database does it by itself for DISTINCT.
+_RECONCILED_CHANNELS = text("""
+WITH RECURSIVE seen(channel) AS (
+    SELECT MIN(channel) FROM reconciliation_runs
+    UNION ALL
+    SELECT (SELECT MIN(r.channel) FROM reconciliation_runs r WHERE r.channel > seen.channel)
+    FROM seen WHERE seen.channel IS NOT NULL)
+SELECT channel FROM seen WHERE channel IS NOT NULL""")
+
+
+def unreconciled_channels() -> list[dict]:
+    """Channels reconciled before that this process no longer runs (pruned from the definitions,
+    or stored but not buildable here) with outcomes of ours recorded since their reconciliation
+    stopped: their statements cannot be read without a definition, so a pass over "every channel"
+    would skip them without a word. Each is a ``channel_not_reconciled`` issue, one per channel and
+    the point its runs reached (reference ``<channel>:<since>``, the newest end of any of its runs'
+    windows), recorded once (an operator resolves it with a note; re-imported, the channel's passes
+    compare the window from there on). ``ours``: the channel, ``since``, how many attempts were
+    recorded since (``attempts``, of which ``processing``) and with which merchant channel accounts
+    (``accounts``), and whether it is still ``defined`` (stored but not built here). Returns the
+    issues (with ``id`` and ``status``). A channel never reconciled (it serves no statement) is
+    not one: nothing was compared before either."""
+    running = set(registry().ids())
+    with read_only() as session:
+        gone = [cid for cid in session.execute(_RECONCILED_CHANNELS).scalars() if cid not in running]
+    if not gone:
+        return []
+    stored = {cid for cid, _ in channel_definitions.current()}
+    found = []
+    for channel_id in gone:
+        with read_only() as session:
+            since = max(filter(None, (session.scalar(select(func.max(ReconciliationRun.window_end)).where(
+                ReconciliationRun.channel == channel_id, ReconciliationRun.mode == mode))
+                for mode in ("continuous", "daily"))), default=None)
+            if since is None:
+                continue
+            reference = f"{channel_id}:{since.isoformat()}"
+            known = session.execute(select(ReconciliationIssue).where(
+                ReconciliationIssue.channel == channel_id,
+                ReconciliationIssue.kind == issue_store.CHANNEL_NOT_RECONCILED,
+                ReconciliationIssue.channel_reference == reference)).scalar_one_or_none()
+            if known is not None:  # counted when it was recorded: not again every pass
+                found.append(issue_store.view(known))
+                continue
+            counts = session.execute(select(func.count(), func.count().filter(Attempt.status == PROCESSING)).where(
+                Attempt.channel == channel_id, Attempt.updated_at >= since)).one()
+            if not counts[0]:
+                continue
+            used = sorted(session.scalars(select(Attempt.channel_account_id).distinct().where(
+                Attempt.channel == channel_id, Attempt.updated_at >= since,
+                Attempt.channel_account_id.is_not(None))))
+        defined = channel_id in stored
+        issue = {"issue": issue_store.CHANNEL_NOT_RECONCILED, "channel_reference": reference,
+                 "ours": {"channel": channel_id, "since": since.isoformat(), "attempts": counts[0],
+                          "processing": counts[1], "accounts": used, "defined": defined},
+                 "theirs": {"error": "channel_not_built" if defined else "channel_not_defined",
+                            "message": ("stored, but this process cannot build it" if defined else
+                                        "pruned from the channel definitions") + ": its statement cannot be read"}}
+        with unit_of_work() as session:
+            issue_store.record(session, channel_id, [issue])
+        log.warning("reconciliation of %s stopped at %s: %s; %s attempt(s) recorded since are not compared "
+                    "(issue %s)", channel_id, since, issue["theirs"]["message"], counts[0], issue["id"],
+                    extra={"channel": channel_id})
+        found.append(issue)
+    return found
 
 
 def unread_reference(account: str, day: dt.date) -> str:
@@ -375,6 +443,11 @@ def run_continuous() -> dict:
             if any(isinstance(exc, _LeaseLost) for _, exc in errors):
                 log.warning("near-real-time reconciliation lease lost; stopping this pass")
                 break
+        else:
+            try:  # channels with outcomes no pass can compare any more (logged, an issue each)
+                unreconciled_channels()
+            except Exception:  # noqa: BLE001 - the next pass looks again
+                log.exception("near-real-time reconciliation: channels no longer run not looked for")
     finally:
         kept.stop()
         try:
