@@ -3,6 +3,7 @@ SIGSTOP, a PostgreSQL cluster it stops and starts. The shared servers are never 
 outage tests run on PostgreSQL; key revocation across processes runs on either backend."""
 from __future__ import annotations
 
+import logging
 import statistics
 import subprocess
 import sys
@@ -105,7 +106,10 @@ def _timed(send) -> tuple[float, object]:
 
 
 @pytest.mark.postgres
-def test_a_hung_redis_holds_no_request_more_than_half_a_second_longer(redis_stack):
+def test_a_hung_redis_costs_one_request_of_the_process_its_timeout_and_the_others_nothing(redis_stack, caplog):
+    """docs/design.md, Outages: a hung Redis costs one request of a process the client's timeout
+    (0.3 s), the others nothing. Counted, not only timed: the process marks Redis down once and no
+    request touches it again while the prober finds it hung."""
     stack, server = redis_stack
     api = builders.api(stack.client)
     account = api.account(funded=100_000)
@@ -115,6 +119,7 @@ def test_a_hung_redis_holds_no_request_more_than_half_a_second_longer(redis_stac
                                                            "reference": builders.unique("wd")}))[0]]
     usual = statistics.median(normal)
     server.hang()
+    caplog.set_level(logging.WARNING, logger="payrouter.redis")
     seen = []
     deadline = time.monotonic() + 3  # past the breaker's trust (2 s): every cached view asks Redis again
     while time.monotonic() < deadline:
@@ -125,8 +130,12 @@ def test_a_hung_redis_holds_no_request_more_than_half_a_second_longer(redis_stac
                     + ("withdrawal",))
         seen.append(_timed(lambda: api.get(f"/v1/accounts/{account['id']}")) + ("read",))
         time.sleep(0.1)
+    trips = [r for r in caplog.records if r.name == "payrouter.redis" and "marked down" in r.getMessage()]
+    assert len(trips) == 1, [r.getMessage() for r in trips]
+    # That one request paid the 0.3 s timeout: 0.8 s leaves room for a loaded machine's scheduling
+    # (quiet, the slowest is usual + 0.31 s); a second timeout paid would have tripped twice above.
     slowest = max(took for took, _response, _kind in seen)
-    assert slowest < usual + 0.5, (usual, slowest)
+    assert slowest < usual + 0.8, (usual, slowest)
     for _took, response, kind in seen:  # money requests go on; what needs a Redis count refuses
         expected = {"payment": 201, "withdrawal": 402, "read": 200}[kind]
         assert response.status_code == expected, (kind, response.get_json())
