@@ -2,51 +2,109 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Callable
 
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
-from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
+from gunicorn.http.message import Request
+from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import ThreadWorker
 
-# The longest request line (method, URL, version) gunicorn reads: its maximum (it refuses more).
-MAX_REQUEST_LINE = 8190
-# What gunicorn refuses before the app sees a request, answered in the contract's error shape
-# (its own answer is an HTML page).
-_TOO_LARGE = {
-    LimitRequestLine: dict(status=414, reason="URI Too Long", code="uri_too_long",
-                           message=f"the request line (method, URL, version) is longer than {MAX_REQUEST_LINE} bytes"),
-    LimitRequestHeaders: dict(status=431, reason="Request Header Fields Too Large", code="request_headers_too_large",
-                              message="the request's headers are too many or too large"),
-}
+from app.entrypoints import http_refusals
+from app.entrypoints.http_refusals import MAX_REQUEST_LINE
 
 
 class JsonErrorsWorker(ThreadWorker):
-    """gunicorn's threaded worker, whose refusal of a request line or headers beyond its limits is the
-    contract's JSON error (``invalid_request_error``, a fresh ``request_id``: the request's own header
-    was never read) instead of gunicorn's HTML page. Every other error is gunicorn's as before."""
+    """gunicorn's threaded worker, whose refusals of a request it cannot read (a request line or headers
+    beyond its limits or malformed, a framing it will not guess at, a chunked body) are the contract's
+    JSON errors (app/entrypoints/http_refusals.py) instead of gunicorn's HTML page, with the client's
+    X-Request-Id when what was read of the head holds a valid one (else a fresh one); as is any other
+    error gunicorn answers itself (500 ``api_error``)."""
+
+    def handle(self, conn):
+        if not conn.initialized:  # a new connection: its parser keeps what it reads of each head
+            conn.init = lambda: _init_keeping_heads(conn)
+        return super().handle(conn)
+
+    def _keepalive_after(self, conn, keepalive):
+        try:
+            return super()._keepalive_after(conn, keepalive)
+        except http_refusals.ParseError as exc:
+            # The app answered without reading the body, and draining it found it malformed: the answer
+            # is sent, so the connection closes without a second answer to the same request.
+            self.log.warning("Invalid request body from ip=%s after its answer: %s", (conn.client or ("",))[0], exc)
+            return False
 
     def handle_error(self, req, client, addr, exc):
-        refusal = next((answer for cls, answer in _TOO_LARGE.items() if isinstance(exc, cls)), None)
-        if refusal is None:
-            return super().handle_error(req, client, addr, exc)
-        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
+        answer = http_refusals.refusal(exc)
+        if answer is None or answer is http_refusals.INTERNAL:  # a fault of ours, not the client's
+            self.log.exception("Error handling request")
+            answer = http_refusals.INTERNAL
+        else:
+            self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
         try:
-            util.write_nonblock(client, too_large_response(**refusal))
+            util.write_nonblock(client, refusal_response(answer, _client_request_id(req, client, exc)))
         except Exception:  # noqa: BLE001 - the client went away: nothing to answer
             self.log.debug("Failed to send error message.")
 
 
-def too_large_response(status: int, reason: str, code: str, message: str) -> bytes:
+class _HeadKeepingRequest(Request):
+    """gunicorn's request, keeping the first ``HEAD_KEPT`` bytes of its head as they arrive; when the head
+    cannot be read, they travel on the refusal (``head_seen``) for its X-Request-Id."""
+
+    def __init__(self, *args, **kwargs):
+        self.head_seen = bytearray()
+        try:
+            super().__init__(*args, **kwargs)
+        except http_refusals.ParseError as exc:
+            exc.head_seen = bytes(self.head_seen)
+            raise
+
+    def read_into(self, unreader, buf, stop=False):
+        before = len(buf)
+        super().read_into(unreader, buf, stop)
+        room = http_refusals.HEAD_KEPT - len(self.head_seen)
+        if room > 0:
+            self.head_seen += buf[before:before + room]
+
+
+def _init_keeping_heads(conn) -> None:
+    type(conn).init(conn)
+    if type(conn.parser) is RequestParser:  # HTTP/1.x (not h2, not uwsgi)
+        conn.parser.mesg_class = _HeadKeepingRequest
+
+
+def _client_request_id(req, client, exc) -> str | None:
+    """The client's valid X-Request-Id, from the headers gunicorn parsed if it got that far, else from
+    what it read of the head, with what the client already sent beyond it (never waiting for more),
+    all within ``HEAD_KEPT`` bytes; None if there is none."""
+    parsed = req if req is not None else getattr(exc, "req", None)
+    if parsed is not None and getattr(parsed, "headers", None):
+        return http_refusals.request_id_from_headers(parsed.headers)
+    head = bytes(getattr(exc, "head_seen", b""))
+    flags = getattr(socket, "MSG_DONTWAIT", 0)
+    while flags and b"\r\n\r\n" not in head and len(head) < http_refusals.HEAD_KEPT:
+        try:
+            more = client.recv(http_refusals.HEAD_KEPT - len(head), flags)
+        except OSError:  # nothing more has arrived (or the client is gone)
+            break
+        if not more:
+            break
+        head += more
+    return http_refusals.request_id_from_head(head)
+
+
+def refusal_response(answer: http_refusals.Refusal, client_request_id: str | None = None) -> bytes:
     """A whole HTTP/1.1 response refusing a request gunicorn would not read (the connection closes)."""
     from app import context
     from app.entrypoints.api.errors import error_body
 
-    request_id = context.new_request_id()
+    request_id = client_request_id or context.new_request_id()
     with context.bound(request_id):
-        body = json.dumps(error_body("invalid_request_error", code, message)).encode()
-    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-Request-Id: {request_id}\r\n\r\n")
+        body = json.dumps(error_body(answer.kind, answer.code, answer.message)).encode()
+    head = (f"HTTP/1.1 {answer.status} {answer.reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n{context.REQUEST_ID_HEADER}: {request_id}\r\n\r\n")
     return head.encode("latin-1") + body
 
 

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from app import context
 from app.domain import errors as e
+from app.entrypoints import http_refusals
 
 log = logging.getLogger("payrouter.api")
 
@@ -93,6 +94,17 @@ def register(app: Flask) -> None:
         for name, value in error.get_headers():  # a 405's Allow, as HTTP requires
             if name.lower() != "content-type":
                 response.headers[name] = value
+        return response
+
+    @app.errorhandler(http_refusals.ParseError)
+    def _unreadable_body(error):
+        # The server found the body malformed as a route read it (a bad chunk): the client's fault, a 4xx.
+        answer = http_refusals.refusal(error)
+        if answer is None or answer is http_refusals.INTERNAL:
+            return _unexpected(error)
+        log.warning("request body unreadable: %s", error)
+        response = jsonify(error_body(answer.kind, answer.code, answer.message))
+        response.status_code = answer.status
         return response
 
     @app.errorhandler(Exception)
