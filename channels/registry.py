@@ -32,6 +32,9 @@ def _import_path(path: str) -> type:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ChannelConfigError(f"adapter {path!r}: cannot import module {module_name!r}: {exc}") from exc
+    except Exception as exc:  # the module itself fails at import (its code raises): the same channel problem
+        raise ChannelConfigError(f"adapter {path!r}: importing module {module_name!r} failed: "
+                                 f"{exc.__class__.__name__}: {exc}") from exc
     try:
         obj = module
         for part in attr.split("."):
@@ -50,8 +53,9 @@ def resolve_adapter(name: str) -> type[Channel]:
         if found:
             try:
                 cls = next(iter(found)).load()
-            except (ImportError, AttributeError) as exc:
-                raise ChannelConfigError(f"adapter {name!r}: entry point failed to load: {exc}") from exc
+            except Exception as exc:  # ImportError, AttributeError, or whatever the package's code raises
+                raise ChannelConfigError(f"adapter {name!r}: entry point failed to load: "
+                                         f"{exc.__class__.__name__}: {exc}") from exc
         elif name in BUILTIN_ADAPTERS:
             cls = _import_path(BUILTIN_ADAPTERS[name])
         else:
@@ -68,9 +72,18 @@ def resolve_adapter(name: str) -> type[Channel]:
 def build_channel(spec: ChannelSpec, env: Mapping[str, str] | None = None,
                   stored: StoredSecrets | None = None) -> Channel:
     """Instantiate one channel: resolve its adapter class and its secret (``stored``: where a test
-    channel's generated secret is read, see channels.config.resolve_secret)."""
+    channel's generated secret is read, see channels.config.resolve_secret). Whatever the adapter's
+    own code raises while it builds (a ValueError for a value it rejects, a plugin's bug) is a
+    ChannelConfigError naming the channel: that channel cannot be built, the others can."""
     cls = resolve_adapter(spec.adapter)
-    return cls(spec, resolve_secret(spec, env, stored, required=cls.needs_secret))
+    secret = resolve_secret(spec, env, stored, required=cls.needs_secret)
+    try:
+        return cls(spec, secret)
+    except ChannelConfigError:
+        raise
+    except Exception as exc:  # never BaseException: an interrupt or an exit is not a channel's problem
+        raise ChannelConfigError(f"channel {spec.id}: adapter {spec.adapter!r} refused its definition: "
+                                 f"{exc.__class__.__name__}: {exc}") from exc
 
 
 def needs_secret(spec: ChannelSpec) -> bool:

@@ -6,9 +6,10 @@ from (its own boot, a gunicorn master's boot set inherited by a respawned worker
 many changes): the channels in use are a function of the stored definitions and this process's
 environment, so processes with the same environment route the same way. A definition this process
 cannot build (an adapter it cannot import, a ``${VAR}`` or a live channel's secret its environment
-lacks) is left out: never an older definition of that channel in its place (the stored one changed or
-removed it for a reason, and a process that starts later could not know the older one), never a
-reason not to start. The channels left out and why are logged, counted
+lacks, a value the adapter rejects, any exception the adapter's code raises while it builds) is
+left out: never an older definition of that channel in its place (the stored one changed or removed
+it for a reason, and a process that starts later could not know the older one), never a reason not
+to start. The channels left out and why are logged, counted
 (``payrouter_channels_build_failures``), kept in ``state()`` (which ``/readyz``, the metrics and
 the process's build report show, app.adapters.channel_builds), and tried again every
 ``RETRY_BUILD_SECONDS`` by the report thread (an adapter package installed meanwhile is found) as
@@ -133,9 +134,20 @@ def _build(found: channel_definitions.Rows, previous: ChannelRegistry | None) ->
             require_live_secrets([spec], config.channel_env)
             built.append(kept[cid] if cid in kept and kept[cid].spec == spec
                          else build_channel(spec, config.channel_env, stored))
-        except ChannelConfigError as exc:
-            problems[cid] = f"{cid}: " + exc.message.replace("channels[0]", f"channel {cid}")
+        except SQLAlchemyError:  # the database, not this channel: the caller's to handle
+            raise
+        except Exception as exc:  # noqa: BLE001 - one channel's problem, whatever it is, leaves out only that one
+            problems[cid] = f"{cid}: " + _why(exc, cid)
     return ChannelRegistry(built), problems
+
+
+def _why(exc: Exception, cid: str) -> str:
+    """Why channel ``cid`` could not be built, in words (a ChannelConfigError's message, else the
+    exception's class and text: an adapter's own bug is named as such)."""
+    if isinstance(exc, ChannelConfigError):
+        return exc.message.replace("channels[0]", f"channel {cid}")
+    log.warning("channel %s: building it raised %s", cid, exc.__class__.__name__, exc_info=exc)
+    return f"channel {cid}: building it failed: {exc.__class__.__name__}: {exc}"
 
 
 def registry() -> ChannelRegistry:
@@ -249,8 +261,10 @@ def diagnose(found: channel_definitions.Rows | None = None) -> dict[str, str]:
             (spec,) = channel_definitions.specs(((cid, definition),), config)
             require_live_secrets([spec], config.channel_env)
             build_channel(spec, config.channel_env, secret)
-        except ChannelConfigError as exc:
-            problems[cid] = exc.message.replace("channels[0]", f"channel {cid}")
+        except SQLAlchemyError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - as _build: every reason one channel cannot be built
+            problems[cid] = _why(exc, cid)
     return problems
 
 

@@ -365,3 +365,37 @@ def test_a_forked_process_builds_the_stored_definitions_not_those_it_inherited(s
     running = channels_runtime.registry()
     assert running.ids() == ["sandbox", "acq_alpha", "acq_beta", "acq_gamma", "acq_delta"]
     assert all(running.get(cid) is not inherited.get(cid) for cid in inherited.ids())
+
+
+def test_a_channel_whose_adapter_raises_while_it_builds_is_left_out_and_the_others_run(stack, tmp_path):
+    """Attack a14 S1: this process's environment gives acq_beta's ``${VAR}`` a value the adapter
+    rejects with a ValueError (a URL without its scheme), not a ChannelConfigError. Only acq_beta is
+    left out (the reason kept and shown to the operator, /readyz degraded, so `channels import` exits 3
+    for this process); a payment on the untouched sandbox goes through; the app starts, a forked
+    worker builds, and ``channels list``'s diagnosis names it instead of raising."""
+    from tests import builders
+    from tests.integration.conftest import channels_file_with
+
+    path = tmp_path / "beta_from_env.yaml"
+    path.write_text(open(stack.config.channels_file).read())
+    channels_file_with(path, stack.sandbox_url, acq_beta={"base_url": "${H4_BETA_URL:-http://127.0.0.1:1}"})
+    builders.store_channels(path)  # the importing CLI has no H4_BETA_URL: the default builds there
+    channels_runtime.reset()
+    stack.serve(stack.config.with_(channel_env={**os.environ, "H4_BETA_URL": "acq-beta.example.com:443"},
+                                   ops_token=OPS_TOKEN))  # the app factory builds the channels (prepare)
+    assert channels_runtime.registry().ids() == ["sandbox", "acq_alpha"]
+    state = channels_runtime.state()
+    assert state.unbuilt == ("acq_beta",) and "ValueError" in state.error and "not an http(s) URL" in state.error
+
+    api = builders.api(stack.client)
+    paid = api.post("/v1/payments", builders.payment_body(1000))  # the default route: the sandbox
+    assert paid.status_code == 201, paid.get_json()
+    assert paid.get_json()["routing"]["channel"] == "sandbox"
+    ready = stack.client.get("/readyz", headers=OPS).get_json()
+    assert ready["status"] == "degraded" and ready["channels"]["unbuilt"] == ["acq_beta"]
+    assert "without acq_beta" in ready["checks"]["channels"]
+
+    channels_runtime.prepare()  # `serve` / `payrouter worker` at start: no exception
+    channels_runtime.after_fork()  # gunicorn's post_fork (a respawned worker): no exception
+    assert channels_runtime.registry().ids() == ["sandbox", "acq_alpha"]
+    assert list(channels_runtime.diagnose()) == ["acq_beta"]

@@ -136,6 +136,56 @@ def test_bad_adapters_fail_clearly(tmp_path, adapter, message):
         load_channels(path, env={"TP_SECRET": "x"})
 
 
+class RefusingChannel(ThirdPartyChannel):
+    """A plugin whose constructor rejects a value of its definition with a plain ValueError."""
+
+    def __init__(self, spec, secret):
+        raise ValueError(f"not an http(s) URL: {spec.config['base_url']!r}")
+
+
+class InterruptedChannel(ThirdPartyChannel):
+    def __init__(self, spec, secret):
+        raise KeyboardInterrupt
+
+
+def test_an_adapter_constructor_raising_any_exception_is_a_channel_config_error(tmp_path):
+    """Attack a14 S1: a ValueError (or a plugin's bug) while one channel builds is that channel's
+    ChannelConfigError (the runtime then leaves out that channel only); an interrupt is not caught."""
+    path = write(tmp_path, ONE.format(id="tp", adapter=f"{__name__}:RefusingChannel"))
+    with pytest.raises(ChannelConfigError, match=r"channel tp: adapter .*RefusingChannel.* refused its "
+                                                 r"definition: ValueError: not an http\(s\) URL"):
+        load_channels(path, env={"TP_SECRET": "x", "MY_URL": "acq.example.com:443"})
+    path = write(tmp_path, ONE.format(id="tp", adapter=f"{__name__}:InterruptedChannel"))
+    with pytest.raises(KeyboardInterrupt):
+        load_channels(path, env={"TP_SECRET": "x"})
+
+
+def test_the_sandbox_adapter_rejecting_a_url_without_scheme_is_a_channel_config_error(tmp_path):
+    path = write(tmp_path, ONE.format(id="tp", adapter="sandbox"))
+    with pytest.raises(ChannelConfigError, match="channel tp: .*ValueError: .*not an http"):
+        load_channels(path, env={"TP_SECRET": "x", "MY_URL": "acq.example.com:443"})
+
+
+def test_an_entry_point_or_module_whose_code_raises_is_a_channel_config_error(tmp_path, monkeypatch):
+    ep = importlib.metadata.EntryPoint("broken", "broken_payrouter_plugin:Channel", ENTRY_POINT_GROUP)
+    real = importlib.metadata.entry_points
+
+    def fake_entry_points(**selection):
+        if selection.get("group") == ENTRY_POINT_GROUP:
+            return importlib.metadata.EntryPoints([ep]).select(**selection)
+        return real(**selection)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    (tmp_path / "broken_payrouter_plugin.py").write_text('raise RuntimeError("boom")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "broken_payrouter_plugin", raising=False)
+    with pytest.raises(ChannelConfigError, match="adapter 'broken': entry point failed to load: RuntimeError: boom"):
+        resolve_adapter("broken")
+    with pytest.raises(ChannelConfigError, match="importing module 'broken_payrouter_plugin' failed: "
+                                                 "RuntimeError: boom"):
+        resolve_adapter("broken_payrouter_plugin:Channel")
+
+
 @pytest.mark.parametrize("text,message", [
     ("channels: []", r"channels: \[\] should be non-empty"),
     ("channels:\n  - id: a\n    adapter: sandbox\n", "channels\\[0\\]: 'methods' is a required property"),
