@@ -42,6 +42,9 @@ CHANNELS_BUILD_STALE = Gauge("payrouter_channels_build_stale",
                              "1 while this process runs without a stored channel it could not build "
                              "(per process: pid label in multiprocess mode)",
                              multiprocess_mode="liveall")
+QUERIES_PUT_OFF = Counter("payrouter_status_queries_put_off",
+                          "Status queries not asked because this process does not run the operation's channel "
+                          "(not built here, or removed): each put off with backoff", ["channel"])
 
 if ENGINE_FALLBACKS.inc not in engine.FALLBACK_LISTENERS:
     engine.FALLBACK_LISTENERS.append(ENGINE_FALLBACKS.inc)

@@ -45,6 +45,7 @@ from app.services.operations import (
 )
 from app.services.validation import bad_text
 from channels.base import ChannelError, InvalidCallback
+from channels.config import UnknownChannel
 
 log = logging.getLogger("payrouter.callbacks")
 STALE_INBOX = timedelta(seconds=2)
@@ -349,8 +350,11 @@ def query_status(operation_id: str) -> str:
     channel_id, reference, channel_reference = op.channel, op.id, op.channel_reference
     with context.bound(op.request_id, op.merchant_id, op.id):
         try:  # asked with the credentials it was made with (a merchant's channel account, or the platform's)
-            result = ask(account_channels.adapter(channel_id, op.channel_account_id), "query", reference,
-                         channel_reference)
+            adapter = account_channels.adapter(channel_id, op.channel_account_id)
+        except UnknownChannel:
+            return _put_off(operation_id, channel_id)
+        try:
+            result = ask(adapter, "query", reference, channel_reference)
         except ChannelError as exc:
             result = None
             log.warning("status query of %s at %s failed: %s", reference, channel_id, exc)
@@ -384,6 +388,32 @@ def _answered(session, op: Operation, result) -> dict:
     return waiting_changes(result)
 
 
+def put_off_delay(created_at, now) -> timedelta:
+    """How long a status query this process cannot ask (its channel not run here) is put off: as
+    long as the operation is old, between the schedule's first and last delays (backoff without a
+    counter: the schedule's own ``query_count`` counts only the queries asked)."""
+    delays = get_config().status_query_delays
+    age = max((now - created_at).total_seconds(), 0.0)
+    return timedelta(seconds=min(max(age, delays[0]), delays[-1]))
+
+
+def _put_off(operation_id: str, channel_id: str) -> str:
+    """The operation's channel is not run by this process (its definition not buildable here, or
+    removed): nothing asked; the query is put off with backoff (never left due, where the sweep would
+    take it again and again), logged and counted."""
+    now = utcnow()
+    with unit_of_work() as session:
+        op = session.get(Operation, operation_id)
+        if op.status not in OPEN:
+            return "final"
+        op.next_query_at = now + put_off_delay(op.created_at, now)
+        log.warning("status query of %s not asked: channel %s is not run by this process (not built here, or "
+                    "removed); asked again at %s", op.id, channel_id, op.next_query_at.isoformat(timespec="seconds"),
+                    extra={"channel": channel_id})
+    metrics.QUERIES_PUT_OFF.labels(channel_id).inc()
+    return "put_off"
+
+
 def _reschedule(op: Operation) -> None:
     """The next status query; one under review is asked until the schedule ends, then left to a
     callback or an operator (the last delay does not repeat for it)."""
@@ -412,14 +442,19 @@ def _review(session, op: Operation) -> str:
 
 
 def sweep(batch: int = 200) -> dict:
-    """Re-queue stored callbacks not yet applied and status queries that are due."""
+    """Re-queue stored callbacks not yet applied and status queries that are due: the longest due
+    first, of the channels this process runs (an operation of a channel it does not run is left to
+    a process that does; never ``batch`` such operations taken again and again while the others
+    wait)."""
     now = utcnow()
+    runs = registry().ids()
     with unit_of_work() as session:
         callbacks = list(session.scalars(select(ChannelCallback.id).where(
             ChannelCallback.processed_at.is_(None), ChannelCallback.received_at < now - STALE_INBOX).limit(batch)))
         due = list(session.scalars(select(Operation.id).where(
             Operation.status.in_(sorted(OPEN)), Operation.next_query_at.is_not(None),
-            Operation.next_query_at <= now).limit(batch)))
+            Operation.next_query_at <= now, Operation.channel.in_(runs))
+            .order_by(Operation.next_query_at, Operation.id).limit(batch))) if runs else []
     r = get_redis()
     queued = {"callbacks": 0, "queries": 0}
     if callbacks and r.set("payrouter:sweep:drain", "1", ex=SWEEP_LEASE_SECONDS, nx=True):
