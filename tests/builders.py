@@ -158,15 +158,16 @@ def signed_callback(channel, reference: str, status: str, channel_reference: str
 
 
 def recorded_operation(merchant_id: str, amount: int, *, kind: str = "payment", channel: str = "acq_alpha",
-                       fee: int = 0, minutes_ago: int = 1, **fields) -> None:
-    """A succeeded USD card operation as stored ``minutes_ago`` (a recorded workload for replay)."""
+                       fee: int = 0, minutes_ago: int = 1, status: str = "succeeded", **fields) -> None:
+    """A USD card operation (succeeded unless ``status`` says otherwise) as stored ``minutes_ago`` (a
+    recorded workload for replay, a channel's work in flight)."""
     from datetime import datetime, timedelta
 
     from app.adapters.models import Operation, new_id
 
     with unit_of_work() as session:
         session.add(Operation(
-            id=new_id("pay"), merchant_id=merchant_id, kind=kind, status="succeeded", amount=amount, currency="USD",
+            id=new_id("pay"), merchant_id=merchant_id, kind=kind, status=status, amount=amount, currency="USD",
             fee=fee, reference=unique("pay"), idempotency_key=unique("idem"), payment_method=dict(CARD),
             customer={"id": unique("cus"), "country": "US"}, metadata_={}, routing={"ruleset_version": 1},
             channel=channel, created_at=datetime.utcnow() - timedelta(minutes=minutes_ago), **fields))

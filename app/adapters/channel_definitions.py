@@ -50,10 +50,13 @@ def _read(config: Config) -> Rows:
         return read_in(session)
 
 
-def read_in(session: Session) -> Rows:
-    """The stored definitions as ``session`` sees them (an import reads back what it wrote)."""
+def read_in(session: Session, lock: bool = False) -> Rows:
+    """The stored definitions as ``session`` sees them (an import reads back what it wrote);
+    ``lock``: their rows locked until the transaction ends (an import reads what it replaces)."""
+    query = (select(ChannelDefinition).order_by(ChannelDefinition.position, ChannelDefinition.id)
+             .execution_options(populate_existing=True))  # as written by write()'s UPDATE, not as first loaded
     return tuple((row.id, _canonical(row.definition)) for row in session.scalars(
-        select(ChannelDefinition).order_by(ChannelDefinition.position, ChannelDefinition.id)))
+        query.with_for_update() if lock else query))
 
 
 def version(found: Rows) -> str:

@@ -189,38 +189,59 @@ def channels_list(as_json):
 # --wait 0: stored), 1 refused (nothing stored), 3 stored but at least one live process could not
 # build all of it (it runs the stored channels it can build, without the others), 4 stored but not
 # confirmed in time (a live process did not report the new version within --wait, or Redis did not
-# answer).
+# answer), 5 refused: --prune would remove a channel still carrying operations not final or live
+# merchant channel accounts (--force overrides), 6 refused: a channel with live merchant channel
+# accounts moves to another host (--allow-host-change overrides). Refused: nothing stored.
 IMPORT_BUILD_FAILED = 3
 IMPORT_UNCONFIRMED = 4
+IMPORT_PRUNE_REFUSED = 5
+IMPORT_HOST_CHANGE_REFUSED = 6
 
 
 @channels_group.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--prune", is_flag=True, help="remove stored channels the file leaves out (refused while the live "
                                             "rules route to one)")
+@click.option("--force", is_flag=True, help="with --prune: remove channels still carrying operations not final "
+                                            "(processing, requires_action, requires_capture) or live merchant "
+                                            "channel accounts (audited with what they carried)")
+@click.option("--allow-host-change", is_flag=True, help="let a channel with live merchant channel accounts move to "
+                                                        "another host (their credentials go there; audited)")
 @click.option("--reason", default=None, help="why (kept in the audit log)")
 @click.option("--actor", default=None, help="who (default: the OS user)")
 @click.option("--wait", "wait_seconds", type=click.FloatRange(min=0), default=5.0, show_default=True,
               help="seconds to wait for every live process to report it built the new definitions "
                    "(0: do not wait or check)")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
-def channels_import(file, prune, reason, actor, wait_seconds, as_json):
+def channels_import(file, prune, force, allow_host_change, reason, actor, wait_seconds, as_json):
     """Load FILE's channel definitions into the database: new channels added, changed ones replaced,
     obeyed by every running process within 2 s (no restart). Checked first: the schema, every
     ${VAR}, each adapter, a live channel's secret. Others stored are kept unless --prune.
 
     Then waits (--wait) until every live API and worker process reports it built the new version,
-    and prints which did and which could not and why. Exit 0: built everywhere; 1: refused, nothing
-    stored; 3: stored, but a process could not build all of it (it runs the others); 4: stored,
-    but not confirmed within --wait."""
+    and prints which did and which could not and why. A channel whose base_url moves to another
+    host is shown ("host: ID FROM -> TO").
+
+    Exit 0: built everywhere; 1: refused, nothing stored; 3: stored, but a process could not build
+    all of it (it runs the others); 4: stored, but not confirmed within --wait; 5: refused, nothing
+    stored: --prune would remove a channel that still carries payments processing, requires_action
+    or requires_capture (or other operations not final) or live merchant channel accounts (mca_...):
+    settle them, or give --force; 6: refused, nothing stored: a channel with live merchant channel
+    accounts would move to another host (their credentials sent there): give --allow-host-change."""
     from app import context
     from app.domain.errors import PayRouterError
-    from app.services import channel_import
+    from app.services import channel_import, channel_import_checks
 
+    refused = {channel_import_checks.PRUNE_REFUSED: IMPORT_PRUNE_REFUSED,
+               channel_import_checks.HOST_CHANGE_REFUSED: IMPORT_HOST_CHANGE_REFUSED}
     try:
         with context.bound():
-            done = channel_import.import_file(file, _actor(actor), prune=prune, reason=reason)
+            done = channel_import.import_file(file, _actor(actor), prune=prune, reason=reason, force=force,
+                                              allow_host_change=allow_host_change)
     except PayRouterError as exc:
+        if exc.code in refused:
+            click.echo(f"Error: {exc.message}", err=True)
+            raise SystemExit(refused[exc.code]) from None
         raise _fail(exc) from None
     builds = channel_import.wait_for_builds(done["version"], wait_seconds) if wait_seconds > 0 else None
     code = 0
@@ -232,6 +253,12 @@ def channels_import(file, prune, reason, actor, wait_seconds, as_json):
     for word in ("added", "changed", "removed", "unchanged", "kept"):
         if done[word]:
             click.echo(f"{word}: {', '.join(done[word])}")
+    for change in done["host_changes"]:
+        accounts = f" ({change['live_accounts']} live merchant channel account(s))" if change["live_accounts"] else ""
+        click.echo(f"host: {change['channel']} {change['from']} -> {change['to']}{accounts}")
+    for item in done.get("forced", []):
+        click.echo(f"forced: removed {item['channel']} with {item['open_operations']} operation(s) not final "
+                   f"and {item['live_accounts']} live merchant channel account(s)", err=True)
     if done["generated_channel_secrets"]:
         click.echo(f"generated secrets for: {', '.join(done['generated_channel_secrets'])}")
     if done["kept"]:

@@ -24,16 +24,21 @@ from app.adapters.db import read_only, unit_of_work
 from app.config import get_config
 from app.domain.errors import InvalidRequest
 from app.services import audit
+from app.services import channel_import_checks as checks
 from app.services import rules_store as store
-from channels.config import channels_path, parse_channels, read_channels_data
+from channels.config import ChannelConfigError, channels_path, expand_env, parse_channels, read_channels_data
 from channels.modes import require_live_secrets
 from channels.registry import build_channel
 from rules import format
 
 
-def import_file(path: str | os.PathLike | None, actor: str, *, prune: bool = False, reason: str | None = None) -> dict:
+def import_file(path: str | os.PathLike | None, actor: str, *, prune: bool = False, reason: str | None = None,
+                force: bool = False, allow_host_change: bool = False) -> dict:
     """Store the channels of ``path`` (default: the configured file); what was added, changed,
-    left unchanged, removed (``prune``) or kept, and the test channels given a generated secret."""
+    left unchanged, removed (``prune``) or kept, each channel moved to another host, and the test
+    channels given a generated secret. A prune that would strand live work (``force``), or a host
+    change under live merchant accounts (``allow_host_change``), is refused unless allowed
+    (app.services.channel_import_checks): Conflict, nothing stored."""
     config = get_config()
     path = channels_path(path or config.channels_file, config.channel_env)
     data = read_channels_data(path, config.channel_env)
@@ -47,16 +52,32 @@ def import_file(path: str | os.PathLike | None, actor: str, *, prune: bool = Fal
     if prune:
         _refuse_removing_routed(set(listed))
     with unit_of_work() as session:
+        before = dict(channel_definitions.read_in(session, lock=True))
         written = channel_definitions.write(session, list(data["channels"]), actor, prune=prune)
+        stranding = checks.stranded(session, written.removed)
+        moving = checks.host_changes(session, before, dict(channel_definitions.read_in(session)), written.changed,
+                                     lambda definition: _base_url(definition, config))
+        checks.refuse(stranding, moving, force=force, allow_host_change=allow_host_change)
+        plan = {**written.to_dict(), "host_changes": [change.to_dict() for change in moving]}
+        if stranding:  # forced: what it stranded is kept with the audit row
+            plan["forced"] = [item.to_dict() for item in stranding]
         if written.any:
-            before = sorted({*written.unchanged, *written.changed, *written.removed, *written.kept})
             audit.record(session, actor=actor, action="channels.import", target=f"channels:{path.name}"[:200],
-                         before={"channels": before}, after=written.to_dict(), reason=reason)
+                         before={"channels": sorted(before)}, after=plan, reason=reason)
         version = channel_definitions.version(channel_definitions.read_in(session))
     if written.any:
         channel_definitions.announce()
     generated = [spec.id for spec in wanted if spec.id in stored and spec.id not in had_secret]
-    return {"file": str(path), "version": version, **written.to_dict(), "generated_channel_secrets": generated}
+    return {"file": str(path), "version": version, **plan, "generated_channel_secrets": generated}
+
+
+def _base_url(definition: dict, config) -> object:
+    """A definition's ``config.base_url`` as this process expands it (as written if it cannot)."""
+    raw = (definition.get("config") or {}).get("base_url")
+    try:
+        return expand_env(raw, config.channel_env)
+    except ChannelConfigError:
+        return raw
 
 
 @dataclass(frozen=True)

@@ -385,3 +385,63 @@ def test_a_running_sandbox_serves_a_sandbox_channel_added_by_import_without_a_re
     finally:
         sandbox.terminate()
         sandbox.wait(timeout=15)
+
+
+def _audited_import() -> dict:
+    with read_only() as session:
+        return session.scalar(select(AuditLog.after).where(AuditLog.action == "channels.import")
+                              .order_by(AuditLog.id.desc()).limit(1))
+
+
+def test_prune_is_refused_while_the_channel_carries_live_work_unless_forced(stored, tmp_path):
+    """#14: --prune removing acq_gamma while a payment on it is processing, another waits for its
+    capture and a merchant's channel account is live on it: refused with exit 5 naming the channel
+    and the counts, nothing stored; --force removes it, audited with what it stranded."""
+    merchant_id, _ = builders.merchant("Gamma shop")
+    gamma = with_channel(tmp_path / "gamma.yaml", "http://127.0.0.1:1", **GAMMA)
+    assert cli("channels", "import", gamma, "--wait", 0)[0] == 0
+    builders.recorded_operation(merchant_id, 1000, channel="acq_gamma", status="processing")
+    builders.recorded_operation(merchant_id, 2000, channel="acq_gamma", status="requires_capture")
+    builders.recorded_operation(merchant_id, 3000, channel="acq_gamma")  # succeeded: final, not counted
+    builders.stored_channel_account(merchant_id, {"api_key": "k"}, channel="acq_gamma")
+    three = with_channel(tmp_path / "three.yaml", "http://127.0.0.1:1")
+
+    code, out = cli("channels", "import", three, "--prune", "--wait", 0)
+    assert code == 5, out
+    assert ("acq_gamma (1 payment processing, 1 payment requires_capture, 1 live merchant channel account(s))"
+            in out and "--force" in out and "Nothing was stored" in out), out
+    assert "acq_gamma" in {cid for cid, _ in channel_definitions.rows()}
+
+    code, out = cli("channels", "import", three, "--prune", "--force", "--reason", "gamma closed", "--wait", 0)
+    assert code == 0 and "removed: acq_gamma" in out and "forced: removed acq_gamma with 2 operation(s)" in out, out
+    assert "acq_gamma" not in {cid for cid, _ in channel_definitions.rows()}
+    assert _audited_import()["forced"] == [{"channel": "acq_gamma", "operations": {
+        "payment processing": 1, "payment requires_capture": 1}, "open_operations": 2, "live_accounts": 1}]
+
+
+def test_a_host_change_under_live_merchant_accounts_needs_allow_host_change(stored, tmp_path):
+    """#14: an import moving acq_alpha (a merchant's channel account live on it) to another host is
+    refused with exit 6 naming the channel and both hosts; acq_beta (no account) may move, and the
+    output says it did; --allow-host-change moves acq_alpha, audited."""
+    merchant_id, _ = builders.merchant("Alpha shop")
+    builders.stored_channel_account(merchant_id, {"api_key": "k"}, channel="acq_alpha")
+    moved = tmp_path / "moved.yaml"
+    with_channel(moved, "http://127.0.0.1:1")
+    data = yaml.safe_load(moved.read_text())
+    for item in data["channels"]:
+        if item["id"] in ("acq_alpha", "acq_beta"):
+            item["config"]["base_url"] = "https://psp.example:8443/v2"
+    moved.write_text(yaml.safe_dump(data, sort_keys=False))
+
+    code, out = cli("channels", "import", moved, "--wait", 0)
+    assert code == 6, out
+    assert "acq_alpha: http://127.0.0.1:1 -> https://psp.example:8443 (1 live merchant channel account(s)" in out
+    assert "--allow-host-change" in out and "acq_beta" not in out, out
+    assert "127.0.0.1:1" in channel_definitions.items(channel_definitions.rows())[1]["config"]["base_url"]
+
+    code, out = cli("channels", "import", moved, "--allow-host-change", "--wait", 0)
+    assert code == 0, out
+    assert "host: acq_alpha http://127.0.0.1:1 -> https://psp.example:8443 (1 live merchant channel account(s))" in out
+    assert "host: acq_beta http://127.0.0.1:1 -> https://psp.example:8443\n" in out
+    assert {change["channel"]: change["live_accounts"] for change in _audited_import()["host_changes"]} == {
+        "acq_alpha": 1, "acq_beta": 0}
