@@ -17,9 +17,12 @@ adapter that cannot check them has them stored unchecked (``verified: false``). 
 that holds a character no request can carry as it is (a control character, CR, LF or NUL among
 them, or one beyond U+00FF) is 400 ``parameter_invalid`` before anything is asked or stored: it
 could never be sent, and the PSP's answer would be read as the channel down. The same
-credentials on one channel are one merchant's: another live account holding them is 409
-``channel_credentials_in_use``, found by a keyed digest (HMAC under the encryption key,
-``credentials_digest``), never by the plaintext.
+credentials at one PSP are one merchant's: another live account holding them on the channel, or
+another merchant's on any channel of the same PSP (the same ``config.base_url`` origin: a PSP key
+belongs to one merchant account there, whichever channel definition points at it, docs/design.md),
+is 409 ``channel_credentials_in_use``, found by a keyed digest (HMAC under the encryption key,
+``credentials_digest``), never by the plaintext. The same merchant may bring its key on several
+channels of its PSP: it is the same account.
 """
 from __future__ import annotations
 
@@ -30,16 +33,17 @@ import logging
 import re
 from datetime import timedelta
 
-from sqlalchemy import bindparam, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from app import context
 from app.adapters import account_channels, cached, crypto
 from app.adapters.channel_answers import AdapterFault
-from app.adapters.db import after_commit, insert_unique_row
+from app.adapters.db import after_commit, insert_unique_row, serialize
 from app.adapters.models import ChannelAccount, Operation, new_id, utcnow
 from app.config import Config, get_config
 from app.domain.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from app.services.channel_import_checks import origin
 from app.services.listing import ListQuery, Page, page
 from app.services.representation import rfc3339
 from channels.base import ChannelError, CredentialsRefused, OperationNotSupported
@@ -102,9 +106,13 @@ def create(session: Session, merchant_id: str, livemode: bool, body: dict) -> Ch
                                  "is (a control character such as CR, LF, NUL or tab, or one beyond U+00FF); the "
                                  "value is not quoted", param=f"credentials[{name}]", code="parameter_invalid")
     digest = credentials_digest(credentials)
-    _refuse_taken(session, merchant_id, livemode, adapter.id, digest)
+    _refuse_taken(session, merchant_id, livemode, adapter, digest)
     session.commit()  # the Idempotency-Key's claim: a retry waits for this request while the PSP is asked
     verified = _verify(adapter, credentials)
+    # Checked again under the digest's lock (held to the commit): two merchants bringing one key on
+    # two channels of the same PSP at once take turns, and the second sees the first's account.
+    serialize(session, f"channel_credentials:{digest}")
+    _refuse_taken(session, merchant_id, livemode, adapter, digest)
     account = ChannelAccount(id=new_id("mca"), merchant_id=merchant_id, livemode=livemode, channel=adapter.id,
                              credentials_encrypted=account_channels.seal(credentials), credentials_digest=digest,
                              verified=verified, credential_fields=sorted(credentials),
@@ -113,23 +121,43 @@ def create(session: Session, merchant_id: str, livemode: bool, body: dict) -> Ch
     values = {column.key: getattr(account, attr.key) for attr in ChannelAccount.__mapper__.column_attrs
               for column in attr.columns}
     if not insert_unique_row(session, ChannelAccount.__table__, values):  # one created meanwhile
-        _refuse_taken(session, merchant_id, livemode, adapter.id, digest)
+        _refuse_taken(session, merchant_id, livemode, adapter, digest)
         raise Conflict(f"channel {adapter.id} changed meanwhile; try again", code="state_conflict")
     after_commit(session, _announce, account.id)
     return account
 
 
-def _refuse_taken(session: Session, merchant_id: str, livemode: bool, channel_id: str, digest: str) -> None:
+def _refuse_taken(session: Session, merchant_id: str, livemode: bool, adapter, digest: str) -> None:
     """409 if the merchant already has a live account on the channel in this mode, or another live
-    account on the channel holds these credentials (whoever's: which is not said)."""
+    account holds these credentials on the channel, or another merchant's on a channel of the same
+    PSP (whoever's: which is not said)."""
+    channel_id = adapter.id
     live = (ChannelAccount.channel == channel_id, ChannelAccount.deleted_at.is_(None))
     if session.scalar(select(ChannelAccount.id).where(*live, ChannelAccount.merchant_id == merchant_id,
                                                       ChannelAccount.livemode == livemode)):
         raise Conflict(f"this merchant already has a {MODES[livemode]} account on channel {channel_id}; "
                        "delete it to bring other credentials", code="channel_account_exists")
-    if session.scalar(select(ChannelAccount.id).where(*live, ChannelAccount.credentials_digest == digest)):
-        raise Conflict(f"these credentials are already brought by another account on channel {channel_id}",
+    peers = same_psp(adapter)
+    if session.scalar(select(ChannelAccount.id).where(
+            ChannelAccount.deleted_at.is_(None), ChannelAccount.credentials_digest == digest,
+            or_(ChannelAccount.channel == channel_id,
+                and_(ChannelAccount.channel.in_(peers), ChannelAccount.merchant_id != merchant_id))).limit(1)):
+        where = f"channel {channel_id}" + (f" or another channel of its PSP ({', '.join(peers)})" if peers else "")
+        raise Conflict(f"these credentials are already brought by another account on {where}",
                        param="credentials", code="channel_credentials_in_use")
+
+
+def same_psp(adapter) -> list[str]:
+    """The other channels this process runs on the same PSP as ``adapter``: the same origin
+    (scheme, host, port) of ``config.base_url``. A channel without one shares it with none."""
+    from app.adapters.channels_runtime import registry
+
+    mine = origin(adapter.spec.config.get("base_url"))
+    if mine is None:
+        return []
+    channels = registry()
+    return [cid for cid in channels.ids() if cid != adapter.id
+            and origin(channels.get(cid).spec.config.get("base_url")) == mine]
 
 
 def _verify(adapter, credentials: dict) -> bool:

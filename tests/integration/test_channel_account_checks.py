@@ -3,8 +3,9 @@
 - a key the PSP refuses is 422 ``channel_credentials_refused`` and nothing is stored; a PSP that
   cannot answer is 502 and nothing is stored (the Idempotency-Key released: a retry runs again);
   an adapter that cannot check credentials stores them unchecked (``verified: false``);
-- the same credentials on one channel are one live account's: another merchant's is 409
-  ``channel_credentials_in_use``, found by a keyed digest (never the plaintext, nor its bare hash).
+- the same credentials at one PSP are one merchant's: another merchant's, on the channel or on a
+  sibling channel at the same origin, is 409 ``channel_credentials_in_use``, found by a keyed digest
+  (never the plaintext, nor its bare hash); the same merchant may bring them on a sibling channel.
 """
 import datetime as dt
 import hashlib
@@ -75,7 +76,7 @@ def test_an_adapter_that_cannot_check_stores_the_credentials_unchecked(stack, mo
     assert api.get(f"/v1/channel_accounts/{created.get_json()['id']}").get_json()["verified"] is False
 
 
-def test_the_same_credentials_are_one_merchants_on_a_channel(stack):
+def test_the_same_credentials_are_one_merchants_at_one_psp(stack):
     mine, theirs = builders.api(stack.client, "Mine"), builders.api(stack.client, "Theirs")
     key = builders.sandbox_account(stack.sandbox_url)["api_key"]
     account = bring(mine, key).get_json()
@@ -86,12 +87,19 @@ def test_the_same_credentials_are_one_merchants_on_a_channel(stack):
     assert mine.merchant_id not in error["message"] and account["id"] not in error["message"] and key not in \
         error["message"]
     assert theirs.get("/v1/channel_accounts").get_json()["data"] == []
-    assert bring(theirs, key, channel="acq_alpha").status_code == 201  # another channel: another account there
+    # acq_alpha is another channel of the same PSP (the sandbox's origin): the key is still mine there.
+    elsewhere = bring(theirs, key, channel="acq_alpha")
+    assert elsewhere.status_code == 409, elsewhere.get_json()
+    assert elsewhere.get_json()["error"]["code"] == "channel_credentials_in_use"
+    assert bring(mine, key, channel="acq_alpha").status_code == 201  # mine on a sibling channel: the same account
     # Compared by a keyed digest: neither the key nor its bare SHA-256 is stored anywhere.
     stored = database_text()
     assert key not in stored and hashlib.sha256(key.encode()).hexdigest() not in stored
     # Once the holder deletes its account, the credentials may be brought again.
     assert stack.client.delete(f"/v1/channel_accounts/{account['id']}", headers=mine.headers()).status_code == 200
+    assert bring(theirs, key).status_code == 409  # still mine on acq_alpha, at the same PSP
+    sibling = mine.get("/v1/channel_accounts").get_json()["data"][0]["id"]
+    assert stack.client.delete(f"/v1/channel_accounts/{sibling}", headers=mine.headers()).status_code == 200
     assert bring(theirs, key).status_code == 201
 
 
