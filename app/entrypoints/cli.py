@@ -179,7 +179,9 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
     still reconciled), or, over every channel, a channel reconciled before that no definition here
     names any more with outcomes not compared (channel_not_reconciled, until resolved); 1 an error
     (a channel's own statement unreadable, a bad channel, the database), said after every other
-    channel and account ran.
+    channel and account ran. --channel X of a channel this process does not run (pruned from the
+    definitions, or not buildable here): 3 with its open channel_not_reconciled issue named, else
+    1 saying why (not a stored channel, or why it cannot be built here).
     `reconcile issues` lists the open issues, `reconcile resolve ISSUE --note` resolves one."""
     import datetime as dt
 
@@ -202,6 +204,8 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
     from app.adapters.channels_runtime import registry
     from channels.base import OperationNotSupported
 
+    if channel_id and channel_id not in registry().ids():
+        _not_running(ctx, channel_id)
     runs, unread, errors = [], [], []
     # Each channel's platform account, then each merchant channel account on it (recon.each_account):
     # one that fails is said and the others still run.
@@ -248,6 +252,34 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
         ctx.exit(1)
     if any(out["open_issues"] for out in shown) or unread or gone:  # an account unread now: never 0
         ctx.exit(RECONCILE_OPEN_ISSUES)
+
+
+def _not_running(ctx, channel_id: str) -> None:
+    """``reconcile --channel X`` of a channel this process does not run: its statement cannot be
+    read. Reconciled before with outcomes never compared (pruned from the definitions, or stored
+    but not buildable here): its open ``channel_not_reconciled`` issue is said, exit 3, as a pass
+    over every channel says it. Otherwise an error naming why (exit 1): stored but not buildable
+    here, or not a stored channel at all (nothing of it left to compare)."""
+    from app.adapters.channels_runtime import diagnose
+    from app.services import reconcile as recon
+
+    gone = [issue for issue in recon.unreconciled_channels()
+            if issue["ours"]["channel"] == channel_id and issue["status"] == "open"]
+    for issue in gone:
+        ours = issue["ours"]
+        click.echo(f"Not reconciled: channel {channel_id}: {issue['theirs']['message']}; {ours['attempts']} "
+                   f"attempt(s) recorded since {ours['since']} not compared — issue {issue['id']} ({issue['status']}). "
+                   "Compare them with the PSP and `reconcile resolve` it, or import the channel again: its runs "
+                   "then compare them and close it", err=True)
+    if gone:
+        ctx.exit(RECONCILE_OPEN_ISSUES)
+    why = diagnose().get(channel_id)
+    if why is not None:
+        raise click.ClickException(f"channel {channel_id} is stored but this process cannot build it, so its "
+                                   f"statement cannot be read here: {why}")
+    raise click.ClickException(f"no such channel {channel_id}: it is not among the stored channel definitions "
+                               "(`payrouter channels list`; pruned?), and nothing of it is left to compare "
+                               "(no open channel_not_reconciled issue)")
 
 
 # The exit status of a run that found open issues, a merchant channel account's statement that could

@@ -15,7 +15,9 @@ Resolved by:
   status query settles the operation under review, a ``pending_in_payrouter`` issue when the
   operation settles the way the statement said, a ``missing_at_channel`` issue when a later run
   finds the operation on the statement (a statement that came late), a ``statement_unavailable``
-  issue (reference ``<mca_…>:<day>``) when a later run reads that account's statement of that day.
+  issue (reference ``<mca_…>:<day>``) when a later run reads that account's statement of that day;
+  a ``channel_not_reconciled`` issue when the channel runs again (imported again) and its runs have
+  compared every account's statement over what was not reconciled (not by the import itself).
 """
 from __future__ import annotations
 
@@ -254,6 +256,13 @@ def statement_read(session: Session, channel_id: str, references: list[str], run
         _TABLE.c.channel_reference.in_(references))).all()
     ids = [row.id for row in rows if whole_day or (row.ours or {}).get("mode") != "daily"]
     _resolve_rows(session, ids, f"reconciliation:{run_id}", "the account's statement was read")
+
+
+def channel_reconciled(session: Session, ids: list[str], run_id: str) -> None:
+    """``channel_not_reconciled`` issues whose operations ``run_id`` (with the channel's runs before
+    it) compared after all, the channel running again: closed by that run."""
+    _resolve_rows(session, ids, f"reconciliation:{run_id}",
+                  "the channel runs again and its statement was compared over the operations not reconciled")
 
 
 def settled_under_review(session: Session, op: Operation, status: str) -> None:

@@ -568,6 +568,7 @@ def _compare_staged(channel_id: str, adapter, statement: _Statements, start: dt.
         if account is not None:
             _statement_read(session, channel_id, account, start, end, mode, run.id)
         session.add(run)
+        _caught_up(session, channel_id, run.id)
     for op_id in found.to_query:
         try:
             jobs.enqueue(jobs.CORE, "app.services.callbacks.query_status", op_id, job_id=f"query-{op_id}")
@@ -592,6 +593,42 @@ def _statement_read(session, channel_id: str, account: str, start: dt.datetime, 
         day += dt.timedelta(days=1)
     issue_store.statement_read(session, channel_id, references, run_id,
                                whole_day=mode == "daily")
+
+
+def _caught_up(session, channel_id: str, run_id: str) -> None:
+    """The channel runs again (imported again, or built here now): its open ``channel_not_reconciled``
+    issues whose operations are compared now are closed by this run. One is, once the platform's
+    account and each merchant channel account that carried attempts then (``ours.accounts``) has
+    compared everything from ``since`` to when the issue was recorded: a near-real-time pass whose
+    window reaches that point (passes follow on from one another), or daily runs that read each of
+    those days. An import alone closes nothing."""
+    rows = session.execute(select(ReconciliationIssue.id, ReconciliationIssue.ours, ReconciliationIssue.created_at)
+                           .where(ReconciliationIssue.status == issue_store.OPEN,
+                                  ReconciliationIssue.channel == channel_id,
+                                  ReconciliationIssue.kind == issue_store.CHANNEL_NOT_RECONCILED)).all()
+    if not rows:
+        return
+    session.flush()  # this run among those read
+    closed = [row.id for row in rows if all(
+        _compared(session, channel_id, account, dt.datetime.fromisoformat(row.ours["since"]), row.created_at)
+        for account in [None, *row.ours.get("accounts", [])])]
+    issue_store.channel_reconciled(session, closed, run_id)
+
+
+def _compared(session, channel_id: str, account: str | None, since: dt.datetime, until: dt.datetime) -> bool:
+    """Has ``account`` (None: the platform's) of the channel compared its statement from ``since``
+    to ``until``: a near-real-time window ending at ``until`` or later, or a daily run that read
+    each day between (one that could not read its statement does not count)."""
+    runs = (ReconciliationRun.channel == channel_id, _of_account(ReconciliationRun.channel_account, account))
+    end = session.scalar(select(func.max(ReconciliationRun.window_end)).where(
+        *runs, ReconciliationRun.mode == "continuous"))
+    if end is not None and end >= until:
+        return True
+    days = {(since.date() + dt.timedelta(days=n)).isoformat() for n in range((until.date() - since.date()).days + 1)}
+    read = {day for day, summary in session.execute(select(ReconciliationRun.day, ReconciliationRun.summary).where(
+        *runs, ReconciliationRun.mode == "daily", ReconciliationRun.day.in_(sorted(days))))
+        if not (summary or {}).get("error")}
+    return days <= read
 
 
 ISSUE_CHUNK = 2000  # disagreeing rows read, worded and stored at a time
