@@ -114,6 +114,7 @@ class RulesView(SecureView):
             flash(f"Request {result['request']} awaits approval by another pm or admin.", "info")
         else:
             flash(f"Published version {result['version']}: it is live.", "success")
+        _warn_channels_not_run(source)
         return _back()
 
     @expose("/approve", methods=("POST",))
@@ -150,6 +151,18 @@ class RulesView(SecureView):
             return _back()
         flash(f"Rolled back: version {version} is live.", "success")
         return _back()
+
+
+def _warn_channels_not_run(source: str) -> None:
+    """As ``payrouter rules publish`` warns (and exits 3): each channel the set names that a live
+    process runs without (it could not build it), flashed as a warning; the set is published all the
+    same (nothing to undo)."""
+    lacking = rules_publishing.channels_not_run_words(source)
+    if lacking is None:
+        flash("Not checked that the live processes run the channels this set names: their channel builds "
+              "could not be read (Redis).", "warning")
+    for words in lacking or []:
+        flash(f"Warning: {words} (the Channels page says why).", "warning")
 
 
 def _owner() -> str | None:

@@ -210,3 +210,14 @@ def channels_not_run(source: str) -> dict[str, list[str]] | None:
     # a channel the set names is one without which it no longer validates
     return {channel_id: who for channel_id, who in sorted(lacking.items())
             if channel_id in stored and format.validate(source, stored - {channel_id})}
+
+
+def channels_not_run_words(source: str) -> list[str] | None:
+    """``channels_not_run`` in words, one sentence a channel, as the CLI's ``rules publish`` and the
+    console's Rules page say them (None: the build reports could not be read)."""
+    lacking = channels_not_run(source)
+    if lacking is None:
+        return None
+    return [f"{channel_id} is stored but not run by {len(processes)} live process(es) ({'; '.join(processes)}): "
+            "they could not build it and drop it from routing as unknown_channel"
+            for channel_id, processes in lacking.items()]

@@ -195,3 +195,31 @@ def test_approval_by_another_pm(seeded, clean, configured):
     assert other.post("approve", request=str(request)).status_code == 302
     row = rules_publishing.history()[0]
     assert (row["version"], row["actor"], row["approved_by"]) == (2, author.name, other.name)
+
+
+def test_publish_warns_naming_a_channel_a_live_process_runs_without(app, seeded):
+    """#14: as `rules publish` exits 3 with a warning, the console's publish of a set naming
+    acq_beta, which a live API process could not build, is published and flashes that warning
+    naming the channel and the process; once no process lacks it, no warning."""
+    import time
+
+    from app.adapters import channel_builds
+
+    now = time.time()
+    report = channel_builds.Report(host="web-9", pid=4242, role="api", started_at=now, heartbeat_at=now,
+                                   version="v1", built_at=now, stored_version="v1", failed_at=now,
+                                   error="environment variable BETA_URL is not set", unbuilt=("acq_beta",))
+    channel_builds.write(report)
+    console = Console(app, "pm")
+    try:
+        answer = console.post("publish", source=CHEAPER, reason="cheaper")
+        assert answer.status_code == 302
+        text = console.get().get_data(as_text=True)
+        assert "Published version 2" in text
+        assert ("Warning: acq_beta is stored but not run by 1 live process(es) (api web-9 pid 4242): they could "
+                "not build it and drop it from routing as unknown_channel") in text, text
+    finally:
+        channel_builds.remove(report.name)
+    assert console.post("publish", source=LIVE, reason="back").status_code == 302
+    text = console.get().get_data(as_text=True)
+    assert "Published version 3" in text and "not run by" not in text
