@@ -204,7 +204,7 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
     from app.adapters.channels_runtime import registry
     from channels.base import OperationNotSupported
 
-    if channel_id and channel_id not in registry().ids():
+    if channel_id and not recon.runs_here(channel_id):
         _not_running(ctx, channel_id)
     runs, unread, errors = [], [], []
     # Each channel's platform account, then each merchant channel account on it (recon.each_account):

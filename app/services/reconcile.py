@@ -88,6 +88,15 @@ def _adapter(channel_id: str, account: str | None = None):
         raise InvalidRequest(f"no such channel {channel_id}", param="channel") from None
 
 
+def runs_here(channel_id: str) -> bool:
+    """Whether this process runs ``channel_id``: its statement can be read here."""
+    try:
+        channel(channel_id)
+    except KeyError:
+        return False
+    return True
+
+
 def accounts(channel_id: str) -> list[str | None]:
     """Whose statements a channel's reconciliation reads: the platform's (None), then each merchant
     channel account's (app.services.channel_accounts.of_channel)."""
