@@ -4,7 +4,8 @@ channel's mode, switch, circuit and its last 15 minutes, and opening or closing 
 The numbers come from the attempts table, one grouped query for every channel: ``volume`` is
 the calls made (attempts started in the window), ``success_rate`` the share of answered calls
 that succeeded (a decline and a fault count against it; a call still waiting for its answer
-does not count yet), ``p95_ms`` the 95th percentile (nearest rank) of the channel's answer
+does not count yet, nor does one that says nothing of the channel: app.domain.channel_outcomes,
+nothing sent or one merchant's own key refused), ``p95_ms`` the 95th percentile (nearest rank) of the channel's answer
 times (``attempts.duration_ms``).
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import and_, case, func, select
 from app.adapters import channel_definitions
 from app.adapters.db import read_only, unit_of_work
 from app.adapters.models import Attempt, utcnow
+from app.domain.channel_outcomes import NOT_THE_CHANNELS
 from app.domain.errors import InvalidRequest
 from app.services import audit, breaker, circuit_overrides, switchboard
 from app.services.switchboard import required_reason, when
@@ -31,7 +33,9 @@ def _stats_query(since, dialect: str):
     """Per channel: calls, successes, answered calls, the p95 answer time and how many were timed.
     PostgreSQL has the nearest-rank percentile built in (percentile_disc, about 3 times faster than
     ranking); elsewhere (SQLite) the rank comes from a window function."""
-    answered = _A.c.status.in_(("succeeded", "failed", "unknown"))
+    # a call that says nothing of the channel (nothing sent, a merchant's key refused) is not an answer of it
+    silent = and_(_A.c.status == "failed", func.coalesce(_A.c.error_code, "").in_(NOT_THE_CHANNELS))
+    answered = and_(_A.c.status.in_(("succeeded", "failed", "unknown")), ~silent)
     if dialect == "postgresql":
         return select(
             _A.c.channel, func.count().label("volume"),

@@ -1,4 +1,5 @@
-"""The console's "Dashboard": per channel, volume and success rate hour by hour over the last 24 h;
+"""The console's "Dashboard": per channel, volume and success rate hour by hour over the last 24 h
+(the rate leaves out what says nothing of the channel: app.domain.channel_outcomes);
 declines by code; the webhook backlog; open reconciliation issues. Aggregates in SQL over the
 24-hour window of ix_operations_created, and over the small indexed sets of pending deliveries
 and open issues."""
@@ -12,8 +13,12 @@ from sqlalchemy import func, literal_column, select
 from app.adapters.db import read_only
 from app.adapters.models import Operation, ReconciliationIssue, utcnow
 from app.adapters.webhook_models import FAILED, PENDING, SENDING, WebhookDelivery
+from app.domain.channel_outcomes import says_nothing_of_the_channel
 
 HOURS = 24
+# An operation that failed saying nothing of its channel (app.domain.channel_outcomes): in its volume,
+# not in its success rate.
+NOT_THE_CHANNELS_KEY = "not_the_channels"
 
 
 def _hour(session):
@@ -29,10 +34,10 @@ def data(now: datetime | None = None) -> dict:
     hours = [(start + timedelta(hours=i)).strftime("%Y-%m-%d %H") for i in range(HOURS)]
     with read_only() as session:
         hour = _hour(session)
-        rows = session.execute(
-            select(Operation.channel, hour, Operation.status, func.count())
+        rows = [(channel, at, outcome_of(status, code), count) for channel, at, status, code, count in session.execute(
+            select(Operation.channel, hour, Operation.status, Operation.failure_code, func.count())
             .where(Operation.created_at >= start, Operation.channel.is_not(None))
-            .group_by(Operation.channel, hour, Operation.status)).all()
+            .group_by(Operation.channel, hour, Operation.status, Operation.failure_code)).all()]
         declines = session.execute(
             select(Operation.failure_code, func.count())
             .where(Operation.created_at >= start, Operation.status == "failed")
@@ -57,9 +62,15 @@ def data(now: datetime | None = None) -> dict:
             "open_issues": sum(count for _, _, count in issues)}
 
 
+def outcome_of(status: str, failure_code: str | None) -> str:
+    """An operation's status as the channel's success rate reads it."""
+    return NOT_THE_CHANNELS_KEY if says_nothing_of_the_channel(status, failure_code) else status
+
+
 def _channels(rows, hours: list[str]) -> list[dict]:
     """Per channel: per hour the operations created, succeeded and failed, and the 24-h totals
-    (success rate over the final ones: processing ones have no outcome yet)."""
+    (success rate over the final ones: processing ones have no outcome yet, and one that failed
+    saying nothing of the channel, a merchant's own key refused, is not the channel's failure)."""
     counts = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
     for channel, hour, status, count in rows:
         counts[channel][hour][status] += count

@@ -37,6 +37,7 @@ from app.adapters.db import execute_all_matched, pipelined
 from app.adapters.models import Account, Attempt, Operation, new_id, utcnow
 from app.config import get_config
 from app.domain import postings
+from app.domain.channel_outcomes import says_nothing_of_the_channel
 from app.domain.postings import Role
 from app.domain.states import (
     CANCELED,
@@ -199,7 +200,10 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             log.warning("channel %s: %s for %s, outcome unknown, left processing", channel_id, code, op.id)
             return _as_it_is_now(session, op)
         took = _ms(started)
-        breaker.record(channel_id, ok=True)
+        if says_nothing_of_the_channel(result.status, result.error_code):  # the merchant's key refused
+            breaker.release(channel_id)
+        else:  # an answer, a decline included: the channel is up
+            breaker.record(channel_id, ok=True)
         raw = dict(result.raw or {})
         if result.status == PROCESSING:  # what the channel said; a callback may already have settled it
             _record_answer(session, attempt, result.channel_reference, raw, took)
@@ -326,14 +330,11 @@ def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | 
             set_committed_value(attempt, name, value)
 
 
-_NOT_THE_CHANNELS = frozenset({"operation_not_supported", "channel_account_unusable", "channel_credentials_refused"})
-
-
 def _count_outcome(session: Session, op: Operation, channel_id: str, status: str, code: str | None) -> None:
     """An attempt's final outcome, for the success_rate strategy: a decline and a channel fault are
-    failures; what never reached the channel (operation_not_supported), and a merchant's own account
-    the PSP refused, are not outcomes of it (one merchant's credentials never lower a channel's rate)."""
-    if status in (SUCCEEDED, FAILED) and code not in _NOT_THE_CHANNELS:
+    failures; a failure that says nothing of the channel (app.domain.channel_outcomes: nothing sent,
+    a merchant's own credentials refused) is not an outcome of it, as it is nothing to its circuit."""
+    if status in (SUCCEEDED, FAILED) and not says_nothing_of_the_channel(status, code):
         method = success_rates.method_of(op.kind, op.payment_method)
         success_rates.record_on_commit(session, channel_id, op.kind, method, op.currency, status == SUCCEEDED)
 

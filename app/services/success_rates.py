@@ -8,7 +8,9 @@ succeeded ones), and a decision reads its candidates' buckets of the window with
 operation with daily limits sends that MGET in one pipeline with its limit reservation
 (``app.services.routing.complete``), so its scores cost no round trip of their own. A bucket expires
 once no window can reach it. Declines and channel faults count as failures: for routing, a channel
-that answers but does not get the money is as bad as one that does not answer.
+that answers but does not get the money is as bad as one that does not answer. A failure that says
+nothing of the channel (app.domain.channel_outcomes: nothing sent, one merchant's key refused) is not
+counted (app.services.operations decides, with the same list the circuit breaker obeys).
 
 An outcome counts when the transaction that recorded it commits (a settlement rolled back counts
 nothing). Without Redis (stopped, or marked down by app.adapters.redis_conn) an outcome is not

@@ -41,7 +41,12 @@ def _segment(value: str) -> str:
 
 
 def _result(status_code: int, body: dict) -> ChannelResult:
-    """A sandbox answer as a ChannelResult; a refused request (4xx) is a failed result, never a fault."""
+    """A sandbox answer as a ChannelResult; a refused request (4xx) is a failed result, never a fault,
+    except a merchant account's key refused (401, 403: only a client bearing an account's key is
+    answered them, SandboxClient.bearing), which is CredentialsRefused: that merchant's key is wrong,
+    not a decline that says anything of the channel (the router records ``channel_credentials_refused``)."""
+    if status_code in (401, 403):
+        raise CredentialsRefused("the sandbox refused the account's api_key")
     if status_code >= 400:
         error = body.get("error") or {}
         return ChannelResult("failed", None, error.get("code") or "channel_error", error.get("message"), body)

@@ -4,8 +4,9 @@ which sends them and classifies faults. What the sandbox's answers mean:
 - HTTP 5xx, and 401, 403, 404, 429 to a POST → ChannelUnavailable (the request was not
   processed: safe to re-route); 401, 403, 429 to a GET → ChannelUnavailable;
 - but a POST made with a merchant account's key (``bearing``) that the sandbox refuses (401, 403)
-  is answered to the adapter, a decline (``authentication_failed``): that merchant's credentials
-  are wrong, not the channel down, so it neither fails over nor counts against the channel's circuit;
+  is answered to the adapter, which raises CredentialsRefused (the router: a decline
+  ``channel_credentials_refused``): that merchant's credentials are wrong, not the channel down, so
+  it neither fails over nor counts for the channel's circuit or success rate;
 - ``whoami`` (checking a merchant account's key) is answered its 401 or 403: the key refused;
 - a 2xx whose body is not JSON → ChannelTimeout (the outcome is unknown);
 - other 4xx answers are returned to the adapter, which maps them to a failed result.

@@ -5,13 +5,16 @@ over HTTP, the real circuit breaker of app/services/breaker.py):
   ``with_credentials`` raises) sends nothing: its attempt fails ``channel_account_unusable``, the
   next candidate is tried, and the channel's circuit is not charged with it;
 - the PSP refusing the account's credentials (``CredentialsRefused``) is a decline of that
-  account, ``channel_credentials_refused``: final, no failover, the circuit not charged;
+  account, ``channel_credentials_refused``: final, no failover, and nothing of the channel's (its
+  circuit, its success rates: app.domain.channel_outcomes);
 - however many of them one merchant makes, another merchant's payments still go to the channel.
 """
+import time
+
 import pytest
 
-from app.services import breaker
-from channels.base import CredentialsRefused
+from app.adapters.redis_conn import get_redis
+from app.services import breaker, channels, dashboard, success_rates
 from channels.sandbox.adapter import SandboxChannel
 from tests import builders
 from tests.integration.test_channel_accounts import pay
@@ -71,26 +74,50 @@ def test_with_credentials_raising_fails_the_attempt_not_the_request_nor_the_circ
     assert_still_closed_for_others(stack, "sandbox", 2000)
 
 
-def test_the_psp_refusing_a_merchants_credentials_is_that_accounts_decline(stack, monkeypatch):
-    """An adapter that raises CredentialsRefused on a charge: the payment fails at once
-    ``channel_credentials_refused`` (no failover: the merchant's account is wrong, not the channel
-    down), and the channel's circuit is not charged with it."""
-    key = "sbxkey_" + "8" * 32
-    charge = SandboxChannel.charge
-
-    def refusing(self, request):
-        if self.client.secret == key:
-            raise CredentialsRefused(f"channel {self.id} refused the account's api_key")
-        return charge(self, request)
-
-    monkeypatch.setattr(SandboxChannel, "charge", refusing)
+def test_the_psp_refusing_a_merchants_credentials_is_that_accounts_decline_and_nothing_of_the_channels(stack):
+    """The sandbox refusing a merchant's key (401 to a charge made with it: the adapter raises
+    CredentialsRefused): the payment fails at once ``channel_credentials_refused`` (no failover: the
+    merchant's account is wrong, not the channel down), and none of it is the channel's: not its
+    circuit, not the success rates the ``success_rate`` strategy routes by, not the Channels page's
+    nor the Dashboard's. Another merchant's payments still go to the channel, and count."""
     mine = builders.api(stack.client, "Mine")
-    builders.revoked_channel_account(mine.merchant_id, key, channel="acq_alpha")
+    builders.revoked_channel_account(mine.merchant_id, "sbxkey_" + "8" * 32, channel="acq_alpha")
     for _ in range(TIMES):
         refused = pay(mine, ROUTED_TWICE)
         assert (refused["status"], refused["failure_code"]) == ("failed", "channel_credentials_refused"), refused
         assert channels_tried(refused) == [("acq_alpha", "failed", "channel_credentials_refused")]
+    assert success_rate_counts("acq_alpha") == (0, 0)
+    assert channels.stats()["acq_alpha"]["answered"] == 0
+    (alpha,) = [row for row in dashboard.data()["channels"] if row["channel"] == "acq_alpha"]
+    assert (alpha["total"], sum(alpha["failed"]), alpha["total_success_rate"]) == (TIMES, 0, None), alpha
     assert_still_closed_for_others(stack, "acq_alpha", ROUTED_TWICE)
+    assert success_rate_counts("acq_alpha") == (1, 1)  # the channel's own outcomes still count
+    assert channels.stats()["acq_alpha"]["success_rate"] == 1.0
+
+
+def test_a_merchants_refused_key_as_a_half_open_circuits_probe_is_given_back(stack):
+    """The probe of a half-open circuit spent on one merchant's refused key proves nothing of the
+    channel: given back (neither closing nor opening the circuit), so the next call probes."""
+    mine, theirs = builders.api(stack.client, "Mine"), builders.api(stack.client, "Theirs")
+    builders.revoked_channel_account(mine.merchant_id, "sbxkey_" + "9" * 32, channel="acq_alpha")
+    for _ in range(breaker.MIN_CALLS):
+        breaker.record("acq_alpha", ok=False)
+    get_redis().delete("payrouter:breaker:acq_alpha:open")  # its cool-down over: half-open
+    refused = pay(mine, ROUTED_TWICE)
+    assert channels_tried(refused) == [("acq_alpha", "failed", "channel_credentials_refused")]
+    # Given back, not counted a success: the circuit is still judging, and the next call is its probe
+    # at once (not after the probe's lease ran out).
+    assert breaker.allow("acq_alpha", now=time.time()) and breaker.state("acq_alpha") == "half_open"
+    breaker.release("acq_alpha")
+    probed = pay(theirs, ROUTED_TWICE)
+    assert channels_tried(probed) == [("acq_alpha", "succeeded", None)]
+    assert breaker.state("acq_alpha") == "closed"
+
+
+def success_rate_counts(channel: str) -> tuple[int, int]:
+    """(succeeded, outcomes) of the channel's USD card payments, as the success_rate strategy reads them."""
+    counted = success_rates.counts((channel,), window_minutes=15, kind="payment", method="card", currency="USD")
+    return counted[channel]
 
 
 @pytest.mark.parametrize("value", [LINE_BREAK, "sbxkey_x\n", "sbxkey_\x00x", "sbxkey_\tx", "sbxkey_\x7fx",

@@ -120,17 +120,18 @@ def test_an_account_is_stored_encrypted_used_for_its_merchant_and_never_shown(st
 
 def test_a_key_the_sandbox_no_longer_takes_fails_payments_and_nothing_fails_over(stack):
     """A key the sandbox took when it was brought and refuses now (revoked at the PSP): each
-    payment with it fails ``authentication_failed``, final, and the channel stays up."""
+    payment with it fails ``channel_credentials_refused``, final, and the channel stays up."""
     mine, theirs = builders.api(stack.client, "Mine"), builders.api(stack.client, "Theirs")
     made_up = "sbxkey_" + "0" * 32
     builders.revoked_channel_account(mine.merchant_id, made_up)
     # 100000 USD by card routes to [acq_alpha, acq_beta]: the refusal on acq_alpha is final.
     builders.revoked_channel_account(mine.merchant_id, made_up, channel="acq_alpha")
     refused = pay(mine, 100_000)
-    assert refused["status"] == "failed" and refused["failure_code"] == "authentication_failed"
-    assert refused["attempts"] == [{"channel": "acq_alpha", "status": "failed", "error_code": "authentication_failed"}]
+    assert refused["status"] == "failed" and refused["failure_code"] == "channel_credentials_refused"
+    assert refused["attempts"] == [{"channel": "acq_alpha", "status": "failed",
+                                    "error_code": "channel_credentials_refused"}]
     for _ in range(6):  # one merchant's wrong key is not the channel down: its circuit stays closed
-        assert pay(mine)["failure_code"] == "authentication_failed"
+        assert pay(mine)["failure_code"] == "channel_credentials_refused"
     assert pay(theirs)["status"] == "succeeded"
 
     # At the sandbox: an account sees its own operations only; a key it never issued is refused.

@@ -15,6 +15,7 @@ from channels.base import (
     ChannelResult,
     ChannelTimeout,
     ChannelUnavailable,
+    CredentialsRefused,
     InvalidCallback,
 )
 from channels.sandbox.adapter import SandboxChannel
@@ -94,6 +95,20 @@ class TakesAWrongKeyForAnOutage(SandboxChannel):  # one merchant's bad key would
         return account
 
 
+class CallsARefusedKeyADecline(SandboxChannel):  # one merchant's bad key would lower the channel's success rate
+    def with_credentials(self, credentials):
+        account = super().with_credentials(credentials)
+        charge = account.charge
+
+        def declined(req):
+            try:
+                return charge(req)
+            except CredentialsRefused:
+                return ChannelResult("failed", None, "authentication_failed", "the key was refused")
+        account.charge = declined
+        return account
+
+
 class BlamesTheChannelForTheKey(SandboxChannel):  # nothing sent, yet counted against the channel's circuit
     def with_credentials(self, credentials):
         account = super().with_credentials(credentials)
@@ -122,9 +137,11 @@ def sandbox_url(tmp_path_factory):
     (NamesTheDispute, "test_a_chargeback_is_a_signed_dispute_notice_about_the_payment", "channel callbacks psp_url"),
     (LendsItsClient, "test_a_merchant_account_sends_its_credentials_and_the_channel_still_its_own", "wire"),
     (IgnoresTheCredentials, "test_a_merchant_account_sends_its_credentials_and_the_channel_still_its_own", "wire"),
-    (IgnoresTheCredentials, "test_a_merchant_account_charges_at_the_psp_and_a_key_it_refuses_is_a_decline",
+    (IgnoresTheCredentials, "test_a_merchant_account_charges_and_a_key_the_psp_refuses_is_credentials_refused",
      "channel psp_url"),
-    (TakesAWrongKeyForAnOutage, "test_a_merchant_account_charges_at_the_psp_and_a_key_it_refuses_is_a_decline",
+    (TakesAWrongKeyForAnOutage, "test_a_merchant_account_charges_and_a_key_the_psp_refuses_is_credentials_refused",
+     "channel psp_url"),
+    (CallsARefusedKeyADecline, "test_a_merchant_account_charges_and_a_key_the_psp_refuses_is_credentials_refused",
      "channel psp_url"),
     (BlamesTheChannelForTheKey, "test_line_breaks_in_a_merchants_credentials_never_reach_the_wire", "wire"),
 ])
