@@ -193,7 +193,7 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
     if sum(map(bool, (day, recent, listing))) != 1:
         raise click.UsageError("give exactly one of --date, --recent, --list")
     if listing:
-        _show_runs(recon.recent_runs(channel_id, with_issues=only_issues), as_json)
+        _show_runs(recon.recent_runs(channel_id, with_issues=only_issues)[0], as_json)
         return
     if day and not channel_id:
         raise click.UsageError("--date needs --channel")

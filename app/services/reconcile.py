@@ -70,6 +70,7 @@ from app.domain.errors import InvalidRequest, NotFound
 from app.domain.states import FINAL, PROCESSING, SUCCEEDED
 from app.services import channel_accounts
 from app.services import issues as issue_store
+from app.services.search import cursor_after, keyset_page
 from channels.base import ChannelError, OperationNotSupported
 
 log = logging.getLogger("payrouter.reconcile")
@@ -1100,22 +1101,18 @@ def _cell(value):
 
 
 def recent_runs(channel_id: str | None = None, limit: int = 20, with_issues: bool = False,
-                starting_after: str | None = None) -> list[dict]:
-    """The newest runs first; ``with_issues``: only runs that found something; ``starting_after``: a
-    run id, the page after it (the API's cursor)."""
+                starting_after: str | None = None) -> tuple[list[dict], bool]:
+    """The newest runs first, a page of at most ``limit`` (app.services.search.keyset_page, as the
+    console's), and whether more follow; ``with_issues``: only runs that found something;
+    ``starting_after``: a run id, the page after it (the API's cursor)."""
+    query = select(ReconciliationRun)
+    if channel_id:
+        query = query.where(ReconciliationRun.channel == channel_id)
+    if with_issues:
+        query = query.where(ReconciliationRun.issue_count > 0)
     with read_only() as session:
-        query = select(ReconciliationRun).order_by(ReconciliationRun.created_at.desc(), ReconciliationRun.id.desc())
-        if starting_after is not None:
-            last = session.get(ReconciliationRun, starting_after)
-            if last is None:
-                raise InvalidRequest(f"No such reconciliation run: '{starting_after}'", param="starting_after")
-            query = query.where(or_(ReconciliationRun.created_at < last.created_at,
-                                    and_(ReconciliationRun.created_at == last.created_at,
-                                         ReconciliationRun.id < last.id)))
-        if channel_id:
-            query = query.where(ReconciliationRun.channel == channel_id)
-        if with_issues:
-            query = query.where(ReconciliationRun.issue_count > 0)
-        runs = list(session.scalars(query.limit(limit)))
+        after = None if starting_after is None else cursor_after(session, ReconciliationRun, starting_after,
+                                                                 "reconciliation run")
+        runs, cursor = keyset_page(session, query, ReconciliationRun, limit, after)
         statuses = issue_store.statuses([issue["id"] for run in runs for issue in run.issues if "id" in issue])
-        return [summary(run, statuses) for run in runs]
+        return [summary(run, statuses) for run in runs], cursor is not None

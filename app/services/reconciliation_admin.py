@@ -1,26 +1,18 @@
 """Reconciliation for operators (the console's "Reconciliation" page): runs and issues newest first
-(keyset pages), and "Resolve" with a note, which is app.services.issues.resolve (audited there)."""
+(keyset pages: app.services.search.keyset_page), and "Resolve" with a note, which is
+app.services.issues.resolve (audited there)."""
 from __future__ import annotations
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 
 from app.adapters.db import read_only
 from app.adapters.models import ReconciliationIssue, ReconciliationRun
 from app.domain.errors import InvalidRequest
 from app.services import issues
 from app.services.representation import rfc3339
-from app.services.search import decode_cursor, encode_cursor
+from app.services.search import cursor_after, keyset_page
 
 ISSUE_STATUSES = (issues.OPEN, issues.RESOLVED)
-
-
-def _page(session, query, model, limit: int, after: str | None):
-    limit = max(1, min(int(limit), 200))
-    if after:
-        query = query.where(tuple_(model.created_at, model.id) < tuple_(*decode_cursor(after)))
-    rows = list(session.scalars(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
-    cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
-    return rows[:limit], cursor
 
 
 def runs(channel: str | None = None, with_issues: bool = False, limit: int = 50,
@@ -32,7 +24,7 @@ def runs(channel: str | None = None, with_issues: bool = False, limit: int = 50,
     if with_issues:
         query = query.where(ReconciliationRun.issue_count > 0)
     with read_only() as session:
-        rows, cursor = _page(session, query, ReconciliationRun, limit, after)
+        rows, cursor = keyset_page(session, query, ReconciliationRun, limit, after)
         return [{"id": r.id, "channel": r.channel, "channel_account": r.channel_account, "mode": r.mode,
                  "date": r.day,
                  "window_start": rfc3339(r.window_start), "window_end": rfc3339(r.window_end),
@@ -61,11 +53,8 @@ def issue_list(status: str | None = issues.OPEN, channel: str | None = None, lim
         query = query.where(ReconciliationIssue.channel == channel)
     with read_only() as session:
         if starting_after:
-            last = session.get(ReconciliationIssue, starting_after)
-            if last is None:
-                raise InvalidRequest(f"No such reconciliation issue: '{starting_after}'", param="starting_after")
-            after = encode_cursor(last.created_at, last.id)
-        rows, cursor = _page(session, query, ReconciliationIssue, limit, after)
+            after = cursor_after(session, ReconciliationIssue, starting_after, "reconciliation issue")
+        rows, cursor = keyset_page(session, query, ReconciliationIssue, limit, after)
         return [issues.view(issue) for issue in rows], cursor
 
 

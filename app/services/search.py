@@ -79,6 +79,27 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest("not a cursor of this search", param="after") from None
 
 
+def keyset_page(session: Session, query, model, limit: int, after: str | None):
+    """One page of ``query``'s rows of ``model``, newest first (ties on ``created_at`` by id), after the
+    cursor ``after`` (``encode_cursor``), at most ``limit`` (1-200): ``(rows, cursor of the next page or
+    None)``. One ``limit + 1`` read on (created_at, id), never OFFSET."""
+    limit = max(1, min(int(limit), 200))
+    if after:
+        query = query.where(tuple_(model.created_at, model.id) < tuple_(*decode_cursor(after)))
+    rows = list(session.scalars(query.order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)))
+    cursor = encode_cursor(rows[limit - 1].created_at, rows[limit - 1].id) if len(rows) > limit else None
+    return rows[:limit], cursor
+
+
+def cursor_after(session: Session, model, object_id: str, noun: str) -> str:
+    """The ``keyset_page`` cursor just after the object ``object_id`` (an API's ``starting_after``);
+    400 naming ``starting_after`` if there is no such ``noun``."""
+    last = session.get(model, object_id)
+    if last is None:
+        raise InvalidRequest(f"No such {noun}: '{object_id}'", param="starting_after")
+    return encode_cursor(last.created_at, last.id)
+
+
 def search(criteria: Criteria, limit: int = 50, after: str | None = None) -> Results:
     """One page of matching operations and transfers, newest first."""
     criteria = criteria.checked()

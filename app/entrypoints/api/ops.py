@@ -55,9 +55,9 @@ def list_reconciliation_runs():
     issues = request.args.get("issues", "false")
     if issues not in ("true", "false"):
         raise InvalidRequest("issues must be true or false", param="issues")
-    runs = recent_runs(request.args.get("channel") or None, limit + 1, with_issues=issues == "true",
-                       starting_after=request.args.get("starting_after"))
-    return jsonify({"object": "list", "data": runs[:limit], "has_more": len(runs) > limit})
+    runs, has_more = recent_runs(request.args.get("channel") or None, limit, with_issues=issues == "true",
+                                 starting_after=request.args.get("starting_after"))
+    return jsonify({"object": "list", "data": runs, "has_more": has_more})
 
 
 @bp.get("/ops/reconciliation/issues")
