@@ -178,13 +178,24 @@ def private_redis(clean, configured):
     redis_conn.reset()
 
 
-def test_without_redis_success_rate_keeps_the_listed_order_and_says_so(private_redis):
-    private_redis, client = private_redis
-    seed_default_rules()
-    api = builders.api(client)
-    publish(RATE % 0, api)
-    seed("acq_alpha", 0, 20)
-    seed("acq_beta", 20, 0)
+@pytest.fixture
+def rated_on_private_redis(private_redis):
+    """``build(source)``: the default rules, then ``source`` published, on the private Redis, where
+    acq_beta succeeded 20 of 20 times and acq_alpha 0 of 20; gives ``(the private Redis, an api)``."""
+    private, client = private_redis
+
+    def build(source: str):
+        seed_default_rules()
+        api = builders.api(client)
+        publish(source, api)
+        seed("acq_alpha", 0, 20)
+        seed("acq_beta", 20, 0)
+        return private, api
+    return build
+
+
+def test_without_redis_success_rate_keeps_the_listed_order_and_says_so(rated_on_private_redis):
+    private_redis, api = rated_on_private_redis(RATE % 0)
     assert simulate(api, 1000)["candidates"] == ["acq_beta", "acq_alpha"]
     private_redis.stop()
     decision = simulate(api, 1000)
@@ -193,16 +204,11 @@ def test_without_redis_success_rate_keeps_the_listed_order_and_says_so(private_r
     assert "scores" not in decision
 
 
-def test_without_redis_a_limited_success_rate_payment_is_refused_showing_the_fallback(private_redis):
+def test_without_redis_a_limited_success_rate_payment_is_refused_showing_the_fallback(rated_on_private_redis):
     """The round trip that reads the scores and reserves the limits fails as one: the limits refuse
     (402 limit_unavailable, nothing moves past an unchecked limit) and the decision says why its order
     is the listed one."""
-    private_redis, client = private_redis
-    seed_default_rules()
-    api = builders.api(client)
-    publish(LIMITED % 0, api)
-    seed("acq_alpha", 0, 20)
-    seed("acq_beta", 20, 0)
+    private_redis, api = rated_on_private_redis(LIMITED % 0)
     private_redis.stop()
     refused = api.post("/v1/payments", builders.payment_body(1000))
     assert refused.status_code == 402, refused.get_json()
