@@ -56,7 +56,7 @@ def _unnest_insert(table: Table, names: tuple[str, ...]):
     """``INSERT INTO table (names) SELECT unnest(CAST(:a AS type[])), …`` (PostgreSQL): any number
     of rows in one statement of fixed text, one array literal per column, so it is prepared once
     and costs one execution where an executemany costs one per row. The arrays go as text built
-    by ``_array_literal`` (psycopg's list adapter escapes each element with a regular expression:
+    by ``array_literal`` (psycopg's list adapter escapes each element with a regular expression:
     most of this insert's client CPU); JSON goes as text and is cast back. None when a column left
     out has a Python-side default: an INSERT … SELECT would evaluate it once for all the rows."""
     key = (table, names)
@@ -79,7 +79,7 @@ def _unnest_insert(table: Table, names: tuple[str, ...]):
     return statement
 
 
-def _array_literal(values: list) -> str:
+def array_literal(values: list) -> str:
     """A PostgreSQL array literal of ``values`` (every element quoted; None is NULL)."""
     parts = []
     for value in values:
@@ -114,7 +114,7 @@ def _execute_inserts(connection: Connection, table: Table, rows: list[dict]) -> 
         column_type = table.c[name].type
         if isinstance(column_type, JSON):  # None is JSON null, as SQLAlchemy stores it, unless none_as_null
             values = [None if value is None and column_type.none_as_null else json.dumps(value) for value in values]
-        arrays[name] = _array_literal(values)
+        arrays[name] = array_literal(values)
     connection.execute(statement, arrays)
 
 

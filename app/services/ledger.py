@@ -7,7 +7,9 @@ on the account row and moved by one conditional UPDATE per line
 the database applies it atomically under its row lock, so concurrent postings can
 neither lose an update nor overdraw a customer account. Accounts are updated in id
 order so two postings touching the same pair cannot deadlock. PostgreSQL also refuses
-an unbalanced entry at commit (a deferred constraint trigger, migration 0001).
+an unbalanced entry at commit (a deferred constraint trigger, migration 0001). On PostgreSQL,
+outside a batch, the entry, its lines, its queued moves (below) and its first customer account's
+move are one statement (``_post_in_one_statement``); SQLite writes them one statement each.
 
 Hot accounts: a merchant's system accounts (settlement, fee revenue, channel clearing) are
 touched by every one of its payments, so updating their rows in each posting would make all
@@ -27,7 +29,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, event, func, select, update
+from sqlalchemy import bindparam, delete, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -156,6 +158,10 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
         raise UnbalancedEntry(f"entry {kind} does not balance: {dict(totals)}")
 
     request_id, now, entry_id = context.current_request_id(), utcnow(), new_id("je")
+    behind = writebehind.current(session)
+    if behind is None and session.get_bind().dialect.name == "postgresql" and _each_move_once(legs):
+        _post_in_one_statement(session, entry_id, merchant_id, kind, source_id, description, legs, request_id, now)
+        return entry_id
     entry_rows = [{"id": entry_id, "merchant_id": merchant_id, "kind": kind, "source_id": source_id,
                    "description": description, "request_id": request_id, "created_at": now}]
     line_rows = [
@@ -166,7 +172,6 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     # together with the moves that cannot be refused.
     writebehind.insert_rows(session, JournalEntry.__table__, entry_rows)
     writebehind.insert_rows(session, LedgerLine.__table__, line_rows)
-    behind = writebehind.current(session)
     queued: dict[tuple[str, str], int] = defaultdict(int)
     # A refused move below raises, and the caller's transaction rolls all of it back.
     for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
@@ -267,3 +272,104 @@ def _move(session: Session, leg: Leg) -> None:
                                 param="amount")
     for name, value in zip(("available", "pending", "version"), row, strict=True):
         set_committed_value(leg.account, name, value)
+
+
+def _each_move_once(legs: list[Leg]) -> bool:
+    """No customer account is moved twice in one balance by an entry: its moves can then be applied
+    as one row change per account, each checked as the UPDATE of its own would check it."""
+    seen = [(leg.account.id, leg.balance_type) for leg in legs if leg.account.kind != "system"]
+    return len(seen) == len(set(seen))
+
+
+# PostgreSQL: an entry, its lines, its system accounts' queued moves and the move of its first customer
+# account (in id order) in one statement (data-modifying CTEs: all of it happens, or the statement fails,
+# as the separate statements would); each further customer account's move is one more statement, in id
+# order, so two postings on one pair of accounts lock them in the same order and cannot deadlock (one
+# UPDATE of several rows locks them in whatever order its plan reads them; and a row locked by a
+# ``SELECT … FOR UPDATE`` CTE and then updated in the same statement deadlocked under concurrent
+# waiters). An account is moved by all its lines at once, each balance checked as ``_MOVES`` checks it
+# (a customer's debit is refused when short); a row not returned did not hold enough. Arrays go as text
+# (``writebehind.array_literal``), so the text is fixed and prepared once per shape.
+_ONE_ENTRY = ("INSERT INTO journal_entries (id, merchant_id, kind, source_id, description, request_id, created_at) "
+              "VALUES (CAST(:entry_id AS TEXT), CAST(:merchant_id AS TEXT), CAST(:kind AS TEXT), "
+              "CAST(:source_id AS TEXT), CAST(:description AS TEXT), CAST(:request_id AS TEXT), "
+              "CAST(:created_at AS TIMESTAMP))")
+_ONE_LINES = ("INSERT INTO ledger_lines (id, entry_id, account_id, balance_type, amount, currency, request_id, "
+              "created_at) SELECT l.id, CAST(:entry_id AS TEXT), l.account_id, l.balance_type, l.amount, l.currency, "
+              "CAST(:request_id AS TEXT), CAST(:created_at AS TIMESTAMP) FROM unnest(CAST(:line_ids AS TEXT[]), "
+              "CAST(:line_accounts AS TEXT[]), CAST(:line_balances AS TEXT[]), CAST(:line_amounts AS BIGINT[]), "
+              "CAST(:line_currencies AS TEXT[])) AS l(id, account_id, balance_type, amount, currency)")
+_ONE_QUEUED = ("INSERT INTO account_moves (account_id, balance_type, delta, created_at) SELECT q.account_id, "
+               "q.balance_type, q.delta, CAST(:created_at AS TIMESTAMP) FROM unnest(CAST(:queued_accounts AS TEXT[]), "
+               "CAST(:queued_balances AS TEXT[]), CAST(:queued_deltas AS BIGINT[])) AS q(account_id, balance_type, "
+               "delta)")
+_ONE_MOVE = ("UPDATE accounts SET available = available + CAST(:available AS BIGINT), "
+             "pending = pending + CAST(:pending AS BIGINT), version = version + CAST(:moves AS INTEGER) "
+             "WHERE id = CAST(:account_id AS TEXT) "
+             "AND (NOT CAST(:guard_available AS BOOLEAN) OR available + CAST(:available AS BIGINT) >= 0) "
+             "AND (NOT CAST(:guard_pending AS BOOLEAN) OR pending + CAST(:pending AS BIGINT) >= 0) "
+             "RETURNING available, pending, version")
+_one_statements: dict[tuple[bool, bool], object] = {}
+
+
+def _one_statement(queued: bool, moved: bool):
+    """The statement of ``_post_in_one_statement`` for an entry with (or without) queued moves and a
+    customer account's move, built once per shape; ``moved`` alone: a further account's move."""
+    statement = _one_statements.get((queued, moved))
+    if statement is None:
+        parts = [("entry", _ONE_ENTRY), ("lines", _ONE_LINES)] + ([("queued", _ONE_QUEUED)] if queued else [])
+        main = _ONE_MOVE if moved else parts.pop()[1]
+        statement = _one_statements[(queued, moved)] = text(
+            "WITH " + ", ".join(f"{name} AS ({sql})" for name, sql in parts) + " " + main)
+    return statement
+
+
+_ONE_FURTHER_MOVE = text(_ONE_MOVE)
+
+
+def _post_in_one_statement(session: Session, entry_id: str, merchant_id: str, kind: str, source_id: str | None,
+                           description: str | None, legs: list[Leg], request_id: str | None, now) -> None:
+    """``post`` on PostgreSQL outside a batch: what it writes, in one statement (``_one_statement``)
+    and one more per further customer account."""
+    array = writebehind.array_literal
+    queued: dict[tuple[str, str], int] = defaultdict(int)
+    moved: dict[str, dict] = {}  # customer account id → its deltas, which of them are checked, how many lines
+    accounts: dict[str, Account] = {}
+    for leg in legs:
+        if leg.account.kind == "system":
+            queued[(leg.account.id, leg.balance_type)] += leg.amount
+            continue
+        accounts[leg.account.id] = leg.account
+        move = moved.setdefault(leg.account.id, {"account_id": leg.account.id, AVAILABLE: 0, PENDING: 0,
+                                                 "guard_available": False, "guard_pending": False, "moves": 0})
+        move[leg.balance_type] += leg.amount
+        move["moves"] += 1
+        if _guarded(leg):
+            move[f"guard_{leg.balance_type}"] = True
+    queued = {key: delta for key, delta in queued.items() if delta}
+    params = {
+        "entry_id": entry_id, "merchant_id": merchant_id, "kind": kind, "source_id": source_id,
+        "description": description, "request_id": request_id, "created_at": now,
+        "line_ids": array([new_id("ln") for _leg in legs]),
+        "line_accounts": array([leg.account.id for leg in legs]),
+        "line_balances": array([leg.balance_type for leg in legs]),
+        "line_amounts": array([leg.amount for leg in legs]),
+        "line_currencies": array([leg.account.currency for leg in legs]),
+    }
+    if queued:
+        params.update(queued_accounts=array([account_id for account_id, _balance in queued]),
+                      queued_balances=array([balance for _account_id, balance in queued]),
+                      queued_deltas=array(list(queued.values())))
+    ids = sorted(moved)
+    if ids:
+        params.update(moved[ids[0]])
+    connection = session.connection()
+    result = connection.execute(_one_statement(bool(queued), bool(ids)), params)
+    for index, account_id in enumerate(ids):  # the first short account in id order stops the posting
+        row = (result if index == 0 else connection.execute(_ONE_FURTHER_MOVE, moved[account_id])).first()
+        if row is None:
+            balance_type = AVAILABLE if moved[account_id]["guard_available"] else PENDING
+            raise InsufficientFunds(f"account {account_id} does not hold enough {balance_type} balance",
+                                    param="amount")
+        for name, value in zip(("available", "pending", "version"), row, strict=True):
+            set_committed_value(accounts[account_id], name, value)

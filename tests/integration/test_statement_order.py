@@ -5,7 +5,7 @@ a transfer moves its accounts' balances last, so only the stored response is wri
 row locks and the commit."""
 import threading
 
-from sqlalchemy import event
+from sqlalchemy import event, text
 
 from app.adapters.db import get_engine, unit_of_work
 from app.adapters.models import Operation
@@ -55,8 +55,37 @@ def test_a_transfer_moves_its_balances_last(stack):
     body = {"from_account": source["id"], "to_account": target["id"], "amount": 10, "currency": "USD"}
     response, seen = _sent(lambda: api.post("/v1/transfers", {**body, "reference": builders.unique("tr")}))
     assert response.status_code == 201, response.get_json()
-    first_lock = min(_index(seen, "UPDATE accounts"))
+    first_lock = min(i for i, (statement, _params) in enumerate(seen) if "UPDATE accounts" in statement)
     assert max(_index(seen, "INSERT INTO events")) < first_lock
-    kinds = [" ".join(statement.split(" ")[:2]) for statement, _params in seen[first_lock:]]
-    assert kinds[:3] == ["UPDATE accounts", "UPDATE accounts", "UPDATE idempotency_keys"], kinds
+    kinds = ["accounts" if "UPDATE accounts" in statement else " ".join(statement.split(" ")[:2])
+             for statement, _params in seen[first_lock:]]
+    assert kinds[:3] == ["accounts", "accounts", "UPDATE idempotency_keys"], kinds
     assert all(kind.startswith("RELEASE") for kind in kinds[3:]), kinds
+    if get_engine().dialect.name == "postgresql":  # the entry and its lines come with the first account's move
+        assert seen[first_lock][0].startswith("WITH entry AS (INSERT INTO journal_entries")
+        assert "INSERT INTO ledger_lines" in seen[first_lock][0]
+        assert not _index(seen, "INSERT INTO journal_entries") and not _index(seen, "INSERT INTO ledger_lines")
+
+
+def test_a_settled_payment_posts_its_entry_lines_and_queued_moves_in_one_statement(stack):
+    """PostgreSQL: the journal entry, its lines and the system accounts' queued moves are one statement
+    (data-modifying CTEs); SQLite, which has none, writes them one statement each. The ledger is the same."""
+    api = builders.api(stack.client)
+    api.post("/v1/payments", builders.payment_body(2000))  # the merchant's system accounts exist
+    response, seen = _sent(lambda: api.post("/v1/payments", builders.payment_body(2000)))
+    assert response.status_code == 201 and response.get_json()["status"] == "succeeded", response.get_json()
+    ledger = [statement for statement, _params in seen if "journal_entries" in statement
+              or "ledger_lines" in statement or "account_moves" in statement]
+    if get_engine().dialect.name == "postgresql":
+        assert len(ledger) == 1, ledger
+        assert ledger[0].startswith("WITH entry AS (INSERT INTO journal_entries")
+        assert "INSERT INTO ledger_lines" in ledger[0] and "INSERT INTO account_moves" in ledger[0]
+    else:
+        assert [" ".join(statement.split(" ")[:3]) for statement in ledger] == [
+            "INSERT INTO journal_entries", "INSERT INTO ledger_lines", "INSERT INTO account_moves"], ledger
+    with unit_of_work() as session:  # the entry's lines, each under the request's id, balanced
+        lines = session.execute(text(
+            "SELECT l.amount, l.request_id FROM ledger_lines l JOIN journal_entries e ON e.id = l.entry_id "
+            "WHERE e.source_id = :id"), {"id": response.get_json()["id"]}).all()
+    assert len(lines) >= 2 and sum(amount for amount, _request in lines) == 0, lines
+    assert {request for _amount, request in lines} == {response.headers["X-Request-Id"]}, lines
