@@ -50,7 +50,7 @@ from app.domain.states import (
     SUCCEEDED,
 )
 from app.services import breaker, channel_accounts, events, issues, ledger, orders, representation, success_rates
-from app.services.transitions import transition, transition_all
+from app.services.transitions import transition, transition_all, transition_beside
 from channels.base import (
     ChannelError,
     ChannelResult,
@@ -210,21 +210,24 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             op.channel_reference = result.channel_reference
             session.commit()
             return _as_it_is_now(session, op)
+        answered = None  # the attempt and the outcome its answer closes it with, if it does
         if (closed := attempt_status(result.status)) is None:  # the customer's step: still open
             _record_answer(session, attempt, result.channel_reference, raw, took)
         else:
-            _close_attempt(session, attempt, closed, result.error_code, result.error_message,
-                           result.channel_reference, raw, duration_ms=took, op=op)
+            answered = (attempt, (closed, result.error_code, result.error_message, result.channel_reference, raw,
+                                  took))
         if (result.status == FAILED and result.error_code in retry_on and retries_left > 0
                 and index + 1 < len(candidates)):
+            _close_attempt(session, attempt, *answered[1], op=op)
             retries_left -= 1
             declined = result
             session.commit()  # the declined attempt is on record before the next channel hears of it
             log.info("channel %s declined %s with %s, a soft decline: trying the next candidate",
                      channel_id, op.id, result.error_code)
             continue
+        # the attempt closed with the answer and the operation settled by it: one statement on PostgreSQL
         settle(session, op, result.status, result.error_code, result.error_message, attempts=attempts,
-               channel_reference=result.channel_reference, changes=waiting_changes(result))
+               channel_reference=result.channel_reference, changes=waiting_changes(result), answered=answered)
         return Made(op, attempts)  # the caller commits the outcome with its stored response
     if write is not None:  # no candidate was called: on record as decided, then failed as below
         write()
@@ -320,14 +323,37 @@ def _close_attempt(session: Session, attempt: Attempt, status: str, code: str | 
     """``_close_attempts`` of one attempt. One conditional UPDATE tells exactly whether a callback
     or status query closed it meanwhile, and then it keeps that outcome: the object shows the row.
     ``op``: the attempt's operation, whose outcome then counts for success rates if this call closed it."""
-    outcome = (status, code, message, channel_reference, raw, duration_ms)
-    if _close_attempts(session, [(attempt, outcome)]):
-        if op is not None:
-            _count_outcome(session, op, attempt.channel, status, code)
-    else:
-        values = dict(session.connection().execute(_ATTEMPT_READ, {"attempt_id": attempt.id}).mappings().one())
+    values = _outcome_values(status, code, message, channel_reference, raw, duration_ms)
+    closed = execute_all_matched(session.connection(), _ATTEMPT_CLOSE, [{"attempt_id": attempt.id, **values}])
+    _closed_or_read(session, attempt, values, closed, op)
+
+
+def _closed_or_read(session: Session, attempt: Attempt, values: dict, closed: bool, op: Operation | None) -> None:
+    """After an attempt's conditional close: the object shows the values it closed it with (and
+    ``op``'s outcome counts for success rates), or, closed meanwhile by a callback or status
+    query, the row as that left it."""
+    if closed:
         for name, value in values.items():
             set_committed_value(attempt, name, value)
+        if op is not None:
+            _count_outcome(session, op, attempt.channel, values["status"], values["error_code"])
+    else:
+        row = dict(session.connection().execute(_ATTEMPT_READ, {"attempt_id": attempt.id}).mappings().one())
+        for name, value in row.items():
+            set_committed_value(attempt, name, value)
+
+
+_attempt_closes: dict[tuple[str, ...], object] = {}
+
+
+def _attempt_close(names: tuple[str, ...]):
+    """``_ATTEMPT_CLOSE`` setting ``names`` from parameters ``attempt_<name>`` (a statement that can be
+    a CTE beside the transition's compare-and-set), built once per set of columns."""
+    statement = _attempt_closes.get(names)
+    if statement is None:
+        statement = _attempt_closes[names] = _ATTEMPT_CLOSE.values(
+            {name: bindparam(f"attempt_{name}", type_=_ATTEMPTS.c[name].type) for name in names})
+    return statement
 
 
 def _count_outcome(session: Session, op: Operation, channel_id: str, status: str, code: str | None) -> None:
@@ -429,6 +455,10 @@ class Settlement:
     channel_reference: str | None = None
     request_id: str | None = None
     changes: dict | None = None  # other columns the move sets (waiting_changes, a capture's amount and fee)
+    # The attempt whose channel answered with this outcome, and what the answer closes it with
+    # (``_close_attempt``'s arguments after the attempt): closed whether or not the transition wins,
+    # before it, as a separate ``_close_attempt`` would (in the transition's statement: ``transition_beside``).
+    answered: tuple[Attempt, tuple] | None = None
 
 
 class SettlementRace(Exception):
@@ -437,14 +467,15 @@ class SettlementRace(Exception):
 
 def settle(session: Session, op: Operation, status: str, code: str | None = None, message: str | None = None,
            *, attempts: list[Attempt] | None = None, channel_reference: str | None = None,
-           changes: dict | None = None) -> bool:
+           changes: dict | None = None, answered: tuple[Attempt, tuple] | None = None) -> bool:
     """Move a processing operation to its final status, with its postings and event, once:
     ``_settle`` of one, where a race is known exactly. False (and nothing written) if the operation
     changed meanwhile; an attempt that a callback or status query closed meanwhile keeps its outcome.
 
     ``attempts`` (the operation's, already loaded) marks the open attempt on the operation's
     channel with the outcome; that happens only if this call won the transition."""
-    return settle_one(session, Settlement(op, status, code, message, attempts, channel_reference, changes=changes))
+    return settle_one(session, Settlement(op, status, code, message, attempts, channel_reference, changes=changes,
+                                          answered=answered))
 
 
 def settle_one(session: Session, settlement: Settlement) -> bool:
@@ -470,13 +501,23 @@ def _settle(session: Session, settlements: list[Settlement], *, exact: bool) -> 
     the executemanys tell only that something raced, and SettlementRace is raised."""
     moves = [(s.op, s.status, _settle_changes(s.op, s.status, s.code, s.message, s.channel_reference, s.changes))
              for s in settlements]
-    owned = [(s.op, closing) for s in settlements
-             if (closing := _settled_attempt(s.op, s.attempts, s.status, s.code, s.message, s.channel_reference))]
+    owned = [(s.op, closing) for s in settlements if s.answered is None
+             and (closing := _settled_attempt(s.op, s.attempts, s.status, s.code, s.message, s.channel_reference))]
     closes = [closing for _op, closing in owned]
     reviewed = {s.op.id for s in settlements if s.op.review}
     if exact:
         ((op, target, changes),) = moves
-        if not transition(session, op, target, **changes):
+        if settlements[0].answered is not None:
+            attempt, outcome = settlements[0].answered
+            values = _outcome_values(*outcome)
+            won, closed = transition_beside(session, op, target, _attempt_close(tuple(values)),
+                                            {"attempt_id": attempt.id,
+                                             **{f"attempt_{name}": value for name, value in values.items()}},
+                                            **changes)
+            _closed_or_read(session, attempt, values, closed, op)
+            if not won:
+                return False
+        elif not transition(session, op, target, **changes):
             return False
         for attempt, outcome in closes:
             _close_attempt(session, attempt, *outcome, op=op)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, func, literal_column, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -48,6 +48,54 @@ def transition(session: Session, op: Operation, target: str, **changes) -> bool:
     if allowed(op.status, target, op.kind):  # not refused: it lost a race
         session.refresh(op)
     return False
+
+
+def transition_beside(session: Session, op: Operation, target: str, beside, beside_params: dict,
+                      **changes) -> tuple[bool, bool]:
+    """``transition`` of one operation together with ``beside``, a conditional UPDATE of another
+    table that does not depend on the transition's outcome (an attempt closed with the answer that
+    also settles its operation), run first: (the transition won, ``beside`` matched its row). On
+    PostgreSQL both are one statement (data-modifying CTEs, ``beside`` before the compare-and-set);
+    elsewhere two. ``beside``'s SET values are bind parameters of its own names (none starting ``cas_``)."""
+    if not allowed(op.status, target, op.kind):
+        log.info("transition %s -> %s of %s refused: not in the state machine", op.status, target, op.id)
+        return False, session.connection().execute(beside, beside_params).rowcount == 1
+    values, params = _cas(op, target, changes)
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(_cas_beside(beside, tuple(params)), {
+            **beside_params, **{f"cas_set_{k}" if k in _SET_COLUMNS else k: v for k, v in params.items()}}).one()
+        beside_matched, won = row[0] == 1, row[1] == 1
+    else:
+        beside_matched = connection.execute(beside, beside_params).rowcount == 1
+        won = connection.execute(_CAS, params).rowcount == 1
+    if won:
+        _commit_values(op, values)
+    else:
+        log.info("%s lost a race", _described([(op, target, changes)]))
+        session.refresh(op)
+    return won, beside_matched
+
+
+_SET_COLUMNS = frozenset(_TABLE.c.keys())
+_cas_beside_statements: dict[tuple, object] = {}
+
+
+def _cas_beside(beside, names: tuple[str, ...]):
+    """``SELECT (SELECT count(*) FROM beside), (SELECT count(*) FROM cas)`` with both UPDATEs as
+    CTEs (PostgreSQL runs ``beside`` first: the select list is evaluated in order), built once per
+    ``beside`` and set of changed columns; the compare-and-set is ``_CAS`` with its SET values named."""
+    key = (id(beside), names)
+    statement = _cas_beside_statements.get(key)
+    if statement is None:
+        set_values = {name: bindparam(f"cas_set_{name}", type_=_TABLE.c[name].type)
+                      for name in names if name in _SET_COLUMNS}
+        cas = _CAS.values(set_values).returning(literal_column("1")).cte("cas")
+        side = beside.returning(literal_column("1")).cte("beside")
+        statement = _cas_beside_statements[key] = select(
+            select(func.count()).select_from(side).scalar_subquery(),
+            select(func.count()).select_from(cas).scalar_subquery())
+    return statement
 
 
 def transition_all(session: Session, moves: list[tuple[Operation, str, dict]]) -> bool:

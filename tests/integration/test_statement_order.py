@@ -89,3 +89,31 @@ def test_a_settled_payment_posts_its_entry_lines_and_queued_moves_in_one_stateme
             "WHERE e.source_id = :id"), {"id": response.get_json()["id"]}).all()
     assert len(lines) >= 2 and sum(amount for amount, _request in lines) == 0, lines
     assert {request for _amount, request in lines} == {response.headers["X-Request-Id"]}, lines
+
+
+def test_a_payment_closes_its_attempt_and_settles_in_one_statement(stack):
+    """The channel's answer closes the attempt and settles the operation (the compare-and-set):
+    one statement on PostgreSQL (``transition_beside``: two CTEs, the attempt first), two on SQLite;
+    the rows are the same either way."""
+    api = builders.api(stack.client)
+    api.post("/v1/payments", builders.payment_body(2000))
+    response, seen = _sent(lambda: api.post("/v1/payments", builders.payment_body(2000)))
+    payment = response.get_json()
+    assert response.status_code == 201 and payment["status"] == "succeeded", payment
+    closes = [statement for statement, _params in seen if "UPDATE attempts" in statement]
+    settles = [statement for statement, _params in seen if "UPDATE operations" in statement]
+    if get_engine().dialect.name == "postgresql":
+        assert len(closes) == 1 and closes == settles, (closes, settles)
+        assert closes[0].index("UPDATE attempts") < closes[0].index("UPDATE operations")
+    else:
+        assert len(closes) == 1 and len(settles) == 1, (closes, settles)
+        assert seen.index(next(s for s in seen if s[0] == closes[0])) < seen.index(
+            next(s for s in seen if s[0] == settles[0]))
+    (attempt,) = payment["attempts"]
+    assert attempt == {"channel": "sandbox", "status": "succeeded"}, attempt
+    with unit_of_work() as session:
+        op = session.get(Operation, payment["id"])
+        assert (op.status, op.version) == ("succeeded", 2)
+        row = session.execute(text("SELECT status, duration_ms, raw, channel_reference FROM attempts "
+                                   "WHERE operation_id = :id"), {"id": op.id}).one()
+    assert row.status == "succeeded" and row.duration_ms is not None and row.raw and row.channel_reference, row
