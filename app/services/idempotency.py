@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import context
-from app.adapters.db import execute_all_matched, insert_unique_row, request_session, unit_of_work
+from app.adapters.db import execute_all_matched, insert_unique_row, pipelined, request_session, unit_of_work
 from app.adapters.models import IdempotencyKey, utcnow
 from app.config import Config, get_config
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
@@ -167,8 +167,11 @@ def _run_and_store(session: Session, savepoint, merchant_id: str, key: str, exec
         raise
     raw = encode(payload)
     try:
-        _finish(session, merchant_id, key, status, raw)
-        session.commit()
+        # The stored response and the commit in one round trip (PostgreSQL's pipeline: the rows a
+        # transfer moved stay locked only that long); a failure among them comes out of the block.
+        with pipelined(session):
+            _finish(session, merchant_id, key, status, raw)
+            session.commit()
     except BaseException:
         # Nothing after the last part-way commit is kept; a claim committed part-way is unlocked,
         # so a retry takes it over and resumes (a payment: its operation is on record as processing).

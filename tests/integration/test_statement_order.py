@@ -117,3 +117,33 @@ def test_a_payment_closes_its_attempt_and_settles_in_one_statement(stack):
         row = session.execute(text("SELECT status, duration_ms, raw, channel_reference FROM attempts "
                                    "WHERE operation_id = :id"), {"id": op.id}).one()
     assert row.status == "succeeded" and row.duration_ms is not None and row.raw and row.channel_reference, row
+
+
+def test_the_stored_response_goes_with_the_commit(stack):
+    """The stored response, the savepoint's release and the commit are sent together (PostgreSQL's
+    pipeline: one round trip), so a transfer's two rows stay locked that much less after their
+    UPDATEs; SQLite has no pipeline and sends them one by one. Replays answer the stored bytes."""
+    api = builders.api(stack.client)
+    source, target = api.account(funded=10_000), api.account()
+    body = {"from_account": source["id"], "to_account": target["id"], "amount": 10, "currency": "USD",
+            "reference": builders.unique("tr")}
+    key, me, piped = builders.unique("idem"), threading.get_ident(), []
+
+    def record(conn, _cursor, statement, _parameters, _context, _executemany):
+        if threading.get_ident() == me:
+            driver = conn.connection.driver_connection
+            piped.append((" ".join(statement.split()[:2]), getattr(driver, "_pipeline", None) is not None))
+
+    engine = get_engine()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        response = api.post("/v1/transfers", body, key)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert response.status_code == 201, response.get_json()
+    tail = piped[[kind for kind, _piped in piped].index("UPDATE idempotency_keys"):]
+    assert [kind for kind, _piped in tail] == ["UPDATE idempotency_keys", "RELEASE SAVEPOINT"], piped
+    assert all(in_pipeline for _kind, in_pipeline in tail) == (get_engine().dialect.name == "postgresql"), piped
+    replay = api.post("/v1/transfers", body, key)
+    assert replay.status_code == 201 and replay.get_json() == response.get_json()
+    assert replay.headers.get("Idempotent-Replayed") == "true"
