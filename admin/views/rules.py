@@ -138,6 +138,8 @@ class RulesView(SecureView):
             return self._page(status=status)
         version = f" as version {result['version']}" if result.get("version") else ""
         flash(f"Request {number} {done}{version}.", "success")
+        if result.get("source"):  # approved: live now, warned about as a publish is
+            _warn_channels_not_run(result["source"])
         return _back()
 
     @expose("/rollback", methods=("POST",))

@@ -131,7 +131,8 @@ def approve(request_id: int, actor: str) -> dict:
               {"status": APPROVED, "version": version, "author": request.author, "rules": target(merchant)},
               request.reason)
     store.announce(version, merchant=merchant)
-    return {"status": "published", "version": version, "request": request_id, "merchant": merchant}
+    return {"status": "published", "version": version, "request": request_id, "merchant": merchant,
+            "source": request.source}
 
 
 def reject(request_id: int, actor: str, note: str | None = None) -> dict:

@@ -223,3 +223,27 @@ def test_publish_warns_naming_a_channel_a_live_process_runs_without(app, seeded)
     assert console.post("publish", source=LIVE, reason="back").status_code == 302
     text = console.get().get_data(as_text=True)
     assert "Published version 3" in text and "not run by" not in text
+
+
+def test_approving_a_request_warns_naming_a_channel_a_live_process_runs_without(seeded, clean, configured):
+    """#14: an approval makes the set live: the approver sees the same warning a publish gives."""
+    import time
+
+    from app.adapters import channel_builds
+
+    app = configured(clean.with_(rules_approval=True))
+    author, other = Console(app, "pm"), Console(app, "admin")
+    now = time.time()
+    report = channel_builds.Report(host="web-9", pid=4243, role="api", started_at=now, heartbeat_at=now,
+                                   version="v1", built_at=now, stored_version="v1", failed_at=now,
+                                   error="environment variable BETA_URL is not set", unbuilt=("acq_beta",))
+    channel_builds.write(report)
+    try:
+        assert author.post("publish", source=CHEAPER, reason="cheaper").status_code == 302
+        request = rules_publishing.pending()[0]["request"]
+        assert other.post("approve", request=str(request)).status_code == 302
+        text = other.get().get_data(as_text=True)
+        assert f"Request {request} approved and published as version 2" in text
+        assert "Warning: acq_beta is stored but not run by 1 live process(es) (api web-9 pid 4243)" in text, text
+    finally:
+        channel_builds.remove(report.name)
