@@ -216,7 +216,7 @@ def apply(callback_id: str) -> str:
             op = session.get(Operation, row.reference) if row.reference else None
             received, outcome = row.received_at, _apply_row(session, row, op, {op.id: attempts_of(session, op)}
                                                             if op else {})
-        if outcome != disputes.WAIT:  # still in the inbox
+        if outcome not in disputes.WAITING:  # still in the inbox
             metrics.callbacks_applied([received])
         return outcome
     except Exception as exc:  # noqa: BLE001 - recorded on the row below
@@ -262,8 +262,9 @@ def _apply_row(session, row: ChannelCallback, op: Operation | None, attempts: di
 
 def _verdicts(rows: list[ChannelCallback], ops: dict, attempts: dict) -> dict[str, str]:
     """What each callback means, in order: ``unknown_operation`` (no such operation on this
-    channel), ``attempt_mismatch``, a dispute's verdict (app.services.disputes.verdict: applied by
-    ``_apply_disputes``), ``ignored`` (not a final status), ``duplicate`` (the operation
+    channel), ``attempt_mismatch``, a dispute's screen (app.services.disputes.screen: waiting,
+    not disputable, or to be judged and applied by ``_apply_disputes`` once this batch's settlements
+    are written), ``ignored`` (not a final status), ``duplicate`` (the operation
     is final, an earlier callback of the same rows settles it, or the move is not in the state
     machine) or ``applied`` (to be settled; one by one, a lost race still makes it a duplicate)."""
     outcomes: dict[str, str] = {}
@@ -274,8 +275,8 @@ def _verdicts(rows: list[ChannelCallback], ops: dict, attempts: dict) -> dict[st
             outcomes[row.id] = "unknown_operation"
         elif _mismatched(row, attempts.get(op.id, [])):
             outcomes[row.id] = "attempt_mismatch"
-        elif row.dispute is not None:
-            outcomes[row.id] = disputes.verdict(op, row.dispute)
+        elif row.dispute is not None:  # its amount is judged by _apply_disputes, after this batch's settlements
+            outcomes[row.id] = disputes.screen(op, row.dispute)
         elif row.status not in SETTLING:
             outcomes[row.id] = "ignored"
         elif op.status in FINAL or op.id in settling or not allowed(op.status, row.status, op.kind):
@@ -298,14 +299,14 @@ def _apply_disputes(session, rows: list[ChannelCallback], ops: dict, outcomes: d
 
 def _mark(rows: list[ChannelCallback], ops: dict, outcomes: dict, request_ids: dict) -> None:
     """Each callback done with its outcome, and logged in its context. A dispute callback waiting
-    for its payment (``disputes.WAIT``) stays in the inbox, its ``received_at`` moved to when it is
-    due again (``DISPUTE_WAIT``): the drain takes only due rows, and the sweep re-queues a drain for
-    it then, as for any callback left unapplied."""
+    for its payment or its payment's refunds in flight (``disputes.WAITING``) stays in the inbox, its
+    ``received_at`` moved to when it is due again (``DISPUTE_WAIT``): the drain takes only due rows,
+    and the sweep re-queues a drain for it then, as for any callback left unapplied."""
     now = utcnow()
     for row in rows:
         op = ops.get(row.reference)
         with context.bound(request_ids[row.id], op.merchant_id if op else None, row.reference):
-            if outcomes[row.id] == disputes.WAIT:
+            if outcomes[row.id] in disputes.WAITING:
                 row.received_at, row.outcome = now + DISPUTE_WAIT, outcomes[row.id]
             else:
                 row.processed_at, row.outcome = now, outcomes[row.id]

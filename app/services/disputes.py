@@ -37,8 +37,11 @@ from app.services.representation import rfc3339
 log = logging.getLogger("payrouter.disputes")
 
 # A dispute callback's verdicts (app.services.callbacks): to be applied, set aside, or kept in the
-# inbox until its payment is final (WAIT: then applied or set aside).
+# inbox until its payment is final (WAIT) or until refunds of it still in flight end (WAIT_REFUNDS),
+# then applied or set aside.
 APPLY, NOT_DISPUTABLE, MISMATCH, WAIT = "dispute", "not_disputable", "dispute_mismatch", "waiting_payment"
+WAIT_REFUNDS = "waiting_refund"
+WAITING = frozenset({WAIT, WAIT_REFUNDS})
 # The filters a list of disputes takes (the fields a dispute has), and the statuses it may name.
 LIST_FILTERS = ("status", "payment", "reference")
 STATUSES = rules.STATUSES
@@ -59,12 +62,12 @@ def malformed(notice: dict) -> str | None:
     return None
 
 
-def verdict(payment: Operation, notice: dict, disputed: int = 0) -> str:
-    """Whether a dispute notice about ``payment`` can be applied: only to a payment that succeeded
-    (through a channel), in its currency, of at most what it settled less what was refunded and
-    ``disputed`` (what its other disputes hold: open or lost; refunds and chargebacks together never
-    take back more than the payment). A payment not final yet (its own callback or status query still
-    to come) is waited for: WAIT."""
+def screen(payment: Operation, notice: dict) -> str:
+    """What a dispute notice about ``payment`` can be told before its payment's row is locked: WAIT
+    (the payment not final yet: its own callback or status query still to come), NOT_DISPUTABLE
+    (not a payment that succeeded), else APPLY: to be judged by ``report`` under the payment's lock,
+    on what the payment holds then (a drain batch's own settlements included), never on what the
+    batch read before them."""
     if payment.kind == "payment" and payment.status in OPEN:
         log.info("dispute %s reported for %s, which is still %s: kept until it is final",
                  notice.get("channel_reference"), payment.id, payment.status)
@@ -73,8 +76,25 @@ def verdict(payment: Operation, notice: dict, disputed: int = 0) -> str:
         log.warning("dispute %s reported for %s, which is a %s %s: set aside", notice.get("channel_reference"),
                     payment.id, payment.status, payment.kind)
         return NOT_DISPUTABLE
+    return APPLY
+
+
+def verdict(payment: Operation, notice: dict, disputed: int = 0, refunding: int = 0) -> str:
+    """Whether a dispute notice about ``payment`` can be applied (``screen``, then the amount): in its
+    currency, of at most what it settled less what was refunded and ``disputed`` (what its other
+    disputes hold: open or lost; refunds and chargebacks together never take back more than the
+    payment). ``refunding``: what of ``amount_refunded`` is reserved by refunds still in flight, which
+    may yet fail and give it back; a notice that fits only if they fail waits for them (WAIT_REFUNDS),
+    to be judged on the refunds that succeeded; one that fits even if they succeed is applied."""
+    if (screened := screen(payment, notice)) != APPLY:
+        return screened
     settled = payment.amount_captured if payment.amount_captured is not None else payment.amount
     left = settled - (payment.amount_refunded or 0) - disputed  # refunds and other disputes took the rest
+    if notice.get("currency") == payment.currency and left < notice["amount"] <= left + refunding:
+        log.info("dispute %s of %s %s for %s fits only if refunds of it in flight (%s) fail: kept until they "
+                 "end", notice.get("channel_reference"), notice["amount"], notice.get("currency"), payment.id,
+                 refunding)
+        return WAIT_REFUNDS
     if notice.get("currency") != payment.currency or notice["amount"] > left:
         log.warning("dispute %s of %s %s does not fit payment %s (%s %s left of %s after refunds and "
                     "other disputes): set aside",
@@ -85,14 +105,16 @@ def verdict(payment: Operation, notice: dict, disputed: int = 0) -> str:
 
 
 def report(session: Session, payment: Operation, notice: dict) -> str:
-    """Apply a channel's word on a dispute of ``payment`` (checked by ``verdict``): ``applied`` if it
+    """Apply a channel's word on a dispute of ``payment`` (screened by ``screen``): ``applied`` if it
     changed anything, else ``duplicate``. A new dispute is written only on the payment's row locked
-    (``_lock``) and checked again there: a refund takes the same row (app.services.payments), so one
-    committed meanwhile is seen, and a dispute that no longer fits is set aside (``MISMATCH``)."""
+    (``_lock``) and judged there (``verdict``): a refund takes the same row (app.services.payments), so one
+    committed meanwhile is seen, and a dispute that does not fit is set aside (``MISMATCH``) or, if
+    it fits only should refunds in flight fail, kept to be judged again (``WAIT_REFUNDS``)."""
     dispute, opened = _find(session, payment.channel, notice["channel_reference"]), False
     if dispute is None:
         _lock(session, payment)
-        if (again := verdict(payment, notice, _held_by_disputes(session, payment))) != APPLY:
+        again = verdict(payment, notice, _held_by_disputes(session, payment), _refunds_in_flight(session, payment))
+        if again != APPLY:
             return again
         dispute, opened = _open(session, payment, notice)
     closed = notice["status"] in rules.CLOSED and _close(session, payment, dispute, notice["status"])
@@ -113,6 +135,13 @@ def _held_by_disputes(session: Session, payment: Operation) -> int:
     Read under the payment's lock, which every new dispute of it takes first."""
     return session.scalar(select(func.coalesce(func.sum(Dispute.amount), 0)).where(
         Dispute.payment_id == payment.id, Dispute.status.in_(rules.BLOCKS_REFUNDS)))
+
+
+def _refunds_in_flight(session: Session, payment: Operation) -> int:
+    """What the payment's refunds not final yet reserve of its ``amount_refunded`` (a refund's
+    reservation and its failure's release both take the payment's row, locked here)."""
+    return session.scalar(select(func.coalesce(func.sum(Operation.amount), 0)).where(
+        Operation.payment_id == payment.id, Operation.kind == "refund", Operation.status.in_(sorted(OPEN))))
 
 
 def _open(session: Session, payment: Operation, notice: dict) -> tuple[Dispute, bool]:

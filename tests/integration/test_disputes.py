@@ -22,7 +22,7 @@ from app.adapters.models import (
     Operation,
     ReconciliationIssue,
 )
-from app.services import reconcile
+from app.services import callbacks, reconcile
 from tests import builders
 from tests.integration.test_admin_tx_pages import Console
 from tests.integration.test_livemode import _live_key
@@ -459,3 +459,91 @@ def test_a_second_chargeback_of_a_payment_never_takes_back_more_than_is_left(sta
     closed(stack, api, first["id"], "won")
     chargeback(2058)  # the first was won: the payment is whole again
     assert len(api.get(f"/v1/disputes?payment={payment['id']}").get_json()["data"]) == 2
+
+
+def _report_chargeback(stack, payment: dict, amount: int) -> str:
+    """The channel reports a chargeback of ``amount`` of ``payment`` (a new dispute id): the inbox row's id."""
+    body, headers = builders.signed_dispute_callback(channel("sandbox"), payment["id"],
+                                                     _payment_reference(payment["id"]), builders.unique("sbxdp"),
+                                                     "needs_response", amount)
+    answer = requests.post(f"{stack.api_url}/callbacks/sandbox", data=body, headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["id"]
+
+
+def _outcome(callback_id: str) -> tuple[bool, str | None]:
+    with unit_of_work() as session:
+        row = session.get(ChannelCallback, callback_id)
+        return row.processed_at is not None, row.outcome
+
+
+def test_a_chargeback_while_a_refund_is_in_flight_waits_and_is_applied_once_the_refund_failed(stack):
+    """Attack a14 S2: 2,000 paid, a refund of 1,953 still processing (row 53: it fails by callback),
+    the channel reports a chargeback of all 2,000. It fits only if the refund fails, so it waits (not
+    set aside for good); the refund fails and the chargeback is applied: the merchant debited once,
+    no refund possible after it, the ledger balanced."""
+    from tests.conftest import assert_ledger_balanced
+
+    api = builders.api(stack.client)
+    payment = paid(api, 2000)
+    refund = api.post("/v1/refunds", {"payment": payment["id"], "amount": 1953, "reference": builders.unique("re")})
+    assert refund.get_json()["status"] == "processing", refund.get_json()
+    notice = _report_chargeback(stack, payment, 2000)
+    assert callbacks.apply(notice) == "waiting_refund"  # before the refund's own callback
+    assert _outcome(notice) == (False, "waiting_refund")
+    assert stack.settle(api, f"/v1/refunds/{refund.get_json()['id']}")["status"] == "failed"
+    dispute = stack.dispute_of(api, payment["id"])  # the retried notice, once due again
+    assert (dispute["amount"], dispute["status"]) == (2000, "needs_response")
+    assert _outcome(notice) == (True, "applied")
+    assert available(api) == 2000 - payment["fee"] - 2000
+    again = api.post("/v1/refunds", {"payment": payment["id"], "reference": builders.unique("re")})
+    assert again.status_code == 409 and again.get_json()["error"]["code"] == "payment_disputed"
+    assert_ledger_balanced(stack.config)
+
+
+def test_a_chargeback_waiting_for_a_refund_that_succeeds_is_judged_on_it(stack):
+    """A refund of 1,952 in flight (row 52: it succeeds by callback): a chargeback of 2,000 waits,
+    then, the refund succeeded, no longer fits (48 left) and is set aside; one of 48 fits even if the
+    refund succeeds, so it is applied at once."""
+    from tests.conftest import assert_ledger_balanced
+
+    api = builders.api(stack.client)
+    payment = paid(api, 2000)
+    refund = api.post("/v1/refunds", {"payment": payment["id"], "amount": 1952, "reference": builders.unique("re")})
+    assert refund.get_json()["status"] == "processing", refund.get_json()
+    whole, rest = _report_chargeback(stack, payment, 2000), _report_chargeback(stack, payment, 48)
+    assert callbacks.apply(whole) == "waiting_refund"
+    assert callbacks.apply(rest) == "applied"
+    assert stack.settle(api, f"/v1/refunds/{refund.get_json()['id']}")["status"] == "succeeded"
+
+    def judged():
+        stack.work()
+        return _outcome(whole)[0]
+
+    wait_until(judged, timeout=15, what="the waiting chargeback judged")
+    assert _outcome(whole) == (True, "dispute_mismatch")
+    assert [d["amount"] for d in api.get(f"/v1/disputes?payment={payment['id']}").get_json()["data"]] == [48]
+    assert available(api) == 2000 - payment["fee"] - 1952 - 48
+    assert_ledger_balanced(stack.config)
+
+
+def test_a_drain_batch_judges_a_chargeback_after_its_own_settlement_of_a_refund(stack):
+    """The refund's failure callback and the chargeback in one drain batch, in that order: the
+    chargeback is judged on the payment after the refund failed (the batch's own settlement), not on
+    what the batch read before it, so it is applied in that same batch."""
+    api = builders.api(stack.client)
+    payment = paid(api, 2000)
+    refund = api.post("/v1/refunds", {"payment": payment["id"], "amount": 1953,
+                                      "reference": builders.unique("re")}).get_json()
+    assert refund["status"] == "processing", refund
+
+    def refund_callback_stored():
+        with unit_of_work() as session:
+            return session.scalar(select(ChannelCallback.id).where(ChannelCallback.reference == refund["id"]))
+
+    wait_until(refund_callback_stored, timeout=10, what="the refund's failure callback in the inbox")
+    notice = _report_chargeback(stack, payment, 2000)
+    assert callbacks.drain() >= 2  # one batch: the refund's callback first, then the chargeback
+    assert api.get(f"/v1/refunds/{refund['id']}").get_json()["status"] == "failed"
+    assert _outcome(notice) == (True, "applied")
+    assert [d["amount"] for d in api.get(f"/v1/disputes?payment={payment['id']}").get_json()["data"]] == [2000]
