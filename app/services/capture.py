@@ -23,13 +23,14 @@ from sqlalchemy.orm import Session
 from app.adapters.account_channels import adapter as channel_for
 from app.adapters.channel_answers import ask
 from app.adapters.models import Merchant, Operation
-from app.domain.errors import Conflict, Unprocessable
+from app.domain.errors import Conflict, NoRoute, Unprocessable
 from app.domain.money import round_minor
 from app.domain.states import CANCELED, REQUIRES_ACTION, REQUIRES_CAPTURE, SUCCEEDED
 from app.services import routing
 from app.services.operations import Made, attempts_of, next_query_at, settle
 from app.services.payments import get_operation
 from channels.base import CaptureRequest, ChannelResult, VoidRequest
+from channels.config import UnknownChannel
 
 log = logging.getLogger("payrouter.capture")
 
@@ -102,8 +103,16 @@ def _ask(session: Session, op: Operation, verb: str, build) -> ChannelResult:
     call (a read would open a transaction, on SQLite a writing one). Committed before: the
     Idempotency-Key's claim (so a retry waits for this request) and a status query due soon, so
     that a capture or void whose answer is lost (a timeout, this process dying) is learned from the
-    channel. A fault raises: the request answers 502 and its key is released, to be retried as it was."""
-    request, adapter = build(f"{op.id}:{verb}:{op.version}"), channel_for(op.channel, op.channel_account_id)
+    channel. A fault raises: the request answers 502 and its key is released, to be retried as it was.
+    A channel this process does not run (not built here, or removed) is a 402 ``no_route``, as for a
+    refund, before anything is written or sent."""
+    try:
+        adapter = channel_for(op.channel, op.channel_account_id)
+    except UnknownChannel:
+        raise NoRoute(f"the payment's channel {op.channel} cannot {verb} now (unknown_channel)", decision={
+            "outcome": "decline", "decline_code": "no_route", "channel": None, "candidates": [op.channel],
+            "dropped": [{"channel": op.channel, "reason": "unknown_channel"}]}) from None
+    request = build(f"{op.id}:{verb}:{op.version}")
     op.next_query_at = next_query_at(0)
     session.commit()
     return ask(adapter, verb, request)

@@ -119,6 +119,32 @@ def channels_file_with(path, base_url: str, **overrides) -> None:
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
+def run_without(stack: Stack, tmp_path, channel_id: str):
+    """This process (the stack's app and the test's own code) runs every stored channel but
+    ``channel_id``, as a process whose environment lacks the variable its stored ``base_url`` names
+    (``${<CHANNEL>_URL_HERE}``; stored from a CLI that has it, as `channels import` does). Returns
+    a function that makes it a process that has the variable (the channel runs again)."""
+    import os
+
+    variable, path = f"{channel_id.upper()}_URL_HERE", tmp_path / f"{channel_id}_from_env.yaml"
+    with_variable = stack.config.with_(channel_env={**os.environ, variable: stack.sandbox_url})
+    without = stack.config
+    path.write_text(open(stack.config.channels_file).read())
+    channels_file_with(path, stack.sandbox_url, **{channel_id: {"base_url": "${" + variable + "}"}})
+    stack.serve(with_variable)
+    builders.store_channels(path)
+    channels_runtime.reset()  # a process of another environment: it builds the stored definitions afresh
+    stack.serve(without)
+    assert channel_id not in channels_runtime.registry()
+
+    def back() -> None:
+        channels_runtime.reset()
+        stack.serve(with_variable)
+        assert channel_id in channels_runtime.registry()
+
+    return back
+
+
 @pytest.fixture
 def receiver():
     made = []

@@ -8,7 +8,7 @@ import requests
 from sqlalchemy import select
 
 from app.adapters.db import unit_of_work
-from app.adapters.models import Event, JournalEntry, LedgerLine
+from app.adapters.models import Event, JournalEntry, LedgerLine, Operation
 from tests import builders
 from tests.support import wait_until
 
@@ -284,3 +284,29 @@ def test_no_transaction_is_held_while_the_channel_is_asked(stack, monkeypatch, a
     response = api.post(f"/v1/payments/{payment['id']}/{action}", {})
     assert response.status_code == 200, response.get_json()
     assert free == [True]
+
+
+def test_capture_and_cancel_on_a_channel_this_process_does_not_run_are_402_no_route(stack, tmp_path):
+    """Attack a14 M2: the payment's channel is not run by this process (not built here): capture and
+    cancel answer 402 ``no_route`` with the decision, as a refund does, never a 500; nothing is
+    written or sent. The channel back, a capture goes through."""
+    from tests.integration.conftest import run_without
+
+    api = builders.api(stack.client)
+    payment = authorize(api)
+    with unit_of_work() as session:
+        before = session.get(Operation, payment["id"])
+        before = (before.status, before.version, before.next_query_at, before.amount_captured)
+    sandbox_back = run_without(stack, tmp_path, "sandbox")
+    for action, body in (("capture", {"amount": 600}), ("cancel", {})):
+        answer = api.post(f"/v1/payments/{payment['id']}/{action}", body)
+        error = answer.get_json()["error"]
+        assert (answer.status_code, error["code"]) == (402, "no_route"), answer.get_json()
+        assert error["decision"]["dropped"] == [{"channel": "sandbox", "reason": "unknown_channel"}]
+        assert f"channel sandbox cannot {'void' if action == 'cancel' else action}" in error["message"]
+    with unit_of_work() as session:
+        after = session.get(Operation, payment["id"])
+        assert (after.status, after.version, after.next_query_at, after.amount_captured) == before
+    sandbox_back()
+    captured = api.post(f"/v1/payments/{payment['id']}/capture", {"amount": 600})
+    assert captured.status_code == 200 and captured.get_json()["amount_captured"] == 600, captured.get_json()

@@ -5,40 +5,18 @@ queries of every other channel."""
 from __future__ import annotations
 
 import logging
-import os
 import time
 from datetime import timedelta
 
 from rq import Queue, SimpleWorker
 
-from app.adapters import channels_runtime, jobs, metrics
-from app.adapters.channels_runtime import registry
+from app.adapters import jobs, metrics
 from app.adapters.db import unit_of_work
 from app.adapters.models import Operation, utcnow
 from app.adapters.redis_conn import get_redis
 from app.services import callbacks
 from tests import builders
-from tests.integration.conftest import channels_file_with
-
-ALPHA_FROM_ENV = {"base_url": "${H4_ALPHA_URL}"}
-
-
-def run_alpha_only_with_its_variable(stack, tmp_path) -> None:
-    """acq_alpha's stored base_url is ``${H4_ALPHA_URL}``: stored from a CLI that has it, and this
-    process (the test's app and worker) lacks it, so it runs sandbox and acq_beta only."""
-    path = tmp_path / "alpha_from_env.yaml"
-    path.write_text(open(stack.config.channels_file).read())
-    channels_file_with(path, stack.sandbox_url, acq_alpha=ALPHA_FROM_ENV)
-    without = stack.config
-    stack.serve(with_alpha_url(without, stack.sandbox_url))
-    builders.store_channels(path)
-    channels_runtime.reset()  # a process of another environment: builds the stored definitions afresh
-    stack.serve(without)
-    assert registry().ids() == ["sandbox", "acq_beta"]
-
-
-def with_alpha_url(config, url: str):
-    return config.with_(channel_env={**os.environ, "H4_ALPHA_URL": url})
+from tests.integration.conftest import run_without
 
 
 def op(op_id: str) -> Operation:
@@ -60,7 +38,7 @@ def test_operations_of_a_channel_not_run_here_never_starve_the_other_channels_qu
     api = builders.api(stack.client)
     stuck = [api.post("/v1/payments", builders.payment_body(100054)).get_json() for _ in range(3)]
     assert all(p["status"] == "processing" and p["attempts"][0]["channel"] == "acq_alpha" for p in stuck), stuck
-    run_alpha_only_with_its_variable(stack, tmp_path)
+    run_without(stack, tmp_path, "acq_alpha")
     other = api.post("/v1/payments", builders.payment_body(2054)).get_json()  # the sandbox: a query settles it
     assert other["status"] == "processing" and other["attempts"][0]["channel"] == "sandbox"
     time.sleep(1.2)  # every one of them due (status_query_delays 1, 1, 2)
@@ -81,7 +59,7 @@ def test_a_query_this_process_cannot_ask_is_put_off_with_backoff_logged_and_coun
     api = builders.api(stack.client)
     stuck = api.post("/v1/payments", builders.payment_body(100054)).get_json()
     assert stuck["attempts"][0]["channel"] == "acq_alpha"
-    run_alpha_only_with_its_variable(stack, tmp_path)
+    alpha_back = run_without(stack, tmp_path, "acq_alpha")
     before = metrics.QUERIES_PUT_OFF.labels("acq_alpha")._value.get()
     with caplog.at_level(logging.WARNING, logger="payrouter"):
         assert callbacks.query_status(stuck["id"]) == "put_off"
@@ -96,8 +74,7 @@ def test_a_query_this_process_cannot_ask_is_put_off_with_backoff_logged_and_coun
     callbacks.query_status(stuck["id"])
     assert op(stuck["id"]).next_query_at >= utcnow() + timedelta(seconds=1.5)
 
-    channels_runtime.reset()
-    stack.serve(with_alpha_url(stack.config, stack.sandbox_url))  # a process that runs acq_alpha
+    alpha_back()  # a process that runs acq_alpha
     assert callbacks.query_status(stuck["id"]) == "succeeded"
 
 
