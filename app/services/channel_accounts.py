@@ -31,7 +31,7 @@ import hmac
 import json
 import logging
 import re
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 
 from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.orm import Session
@@ -271,11 +271,13 @@ def _announce(_account_ids: list) -> None:
 RECONCILED_AFTER_DELETE = timedelta(days=8)  # past the reconciliation lookback of the operations it carried
 
 
-def of_channel(session: Session, channel_id: str) -> list[str]:
+def of_channel(session: Session, channel_id: str, day: date | None = None) -> list[str]:
     """The ids of the accounts on a channel whose statements reconciliation reads, oldest first:
-    the live ones, and those deleted in the last RECONCILED_AFTER_DELETE (what they carried may
-    still settle)."""
+    the live ones, and those deleted at most RECONCILED_AFTER_DELETE before the day reconciled
+    (``day``, UTC; None: now, a near-real-time pass): what they carried may still settle on it. A
+    re-run of an old day reads the accounts deleted since, whenever it runs."""
+    since = (datetime.combine(day, datetime.min.time()) if day is not None else utcnow()) - RECONCILED_AFTER_DELETE
     return list(session.scalars(select(ChannelAccount.id).where(
         ChannelAccount.channel == channel_id,
-        or_(ChannelAccount.deleted_at.is_(None), ChannelAccount.deleted_at >= utcnow() - RECONCILED_AFTER_DELETE))
+        or_(ChannelAccount.deleted_at.is_(None), ChannelAccount.deleted_at >= since))
         .order_by(ChannelAccount.created_at, ChannelAccount.id)))

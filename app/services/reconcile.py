@@ -98,11 +98,11 @@ def runs_here(channel_id: str) -> bool:
     return True
 
 
-def accounts(channel_id: str) -> list[str | None]:
-    """Whose statements a channel's reconciliation reads: the platform's (None), then each merchant
-    channel account's (app.services.channel_accounts.of_channel)."""
+def accounts(channel_id: str, day: dt.date | None = None) -> list[str | None]:
+    """Whose statements a channel's reconciliation (of ``day``; None: now) reads: the platform's
+    (None), then each merchant channel account's (app.services.channel_accounts.of_channel)."""
     with read_only() as session:
-        return [None, *channel_accounts.of_channel(session, channel_id)]
+        return [None, *channel_accounts.of_channel(session, channel_id, day)]
 
 
 def each_account(channel_id: str, mode: str, run_one, day: dt.date | None = None,
@@ -114,7 +114,7 @@ def each_account(channel_id: str, mode: str, run_one, day: dt.date | None = None
     and the errors as (name, exception): the platform's statement unreadable, or
     anything else that broke. OperationNotSupported (the channel serves no statement) is raised."""
     runs, unread, errors = [], [], []
-    for account in accounts(channel_id):
+    for account in accounts(channel_id, day):
         name = channel_id if account is None else f"{channel_id}/{account}"
         try:
             run = run_one(account)

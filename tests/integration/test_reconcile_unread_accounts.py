@@ -220,3 +220,21 @@ def test_a_pass_that_cannot_read_an_account_never_exits_0_even_after_its_issue_w
     result = CliRunner().invoke(main, ["reconcile", "--recent", "--channel", "sandbox", "--json"])
     assert result.exit_code == 0, result.output
     assert [status for _, status, _ in _unread(revoked)] == ["resolved"]
+
+
+def test_a_re_run_of_an_old_day_reads_the_accounts_deleted_since(stack):
+    """Attack a14 M5: `reconcile --date D` run again long after D still reads the statement of an
+    account deleted after D (what it carried may settle on D); one deleted more than 8 days before D
+    is not read. The cutoff is measured from D, not from when the command runs."""
+    day = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=20)
+    start = dt.datetime.combine(day, dt.time())
+    merchant = builders.api(stack.client, "Gone")
+    after_day = builders.revoked_channel_account(merchant.merchant_id, FORGED + "a",
+                                                 deleted_at=start + dt.timedelta(days=1))
+    builders.revoked_channel_account(merchant.merchant_id, FORGED + "b", deleted_at=start - dt.timedelta(days=9))
+    result = _daily(day=day.isoformat())
+    found = json.loads(result.output)  # one run is printed as an object, several as a list
+    runs = {run["channel_account"]: run for run in (found if isinstance(found, list) else [found])}
+    assert set(runs) == {None, after_day}, result.output
+    [issue] = runs[after_day]["issues"]  # read (here: its key refused), not skipped
+    assert (issue["issue"], issue["channel_reference"]) == ("statement_unavailable", f"{after_day}:{day}")
