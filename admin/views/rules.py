@@ -147,11 +147,12 @@ class RulesView(SecureView):
     def rollback(self):
         version = _id(request.form.get("version"))
         try:
-            rules_publishing.rollback(version, current_actor(), request.form.get("reason"), _owner())
-        except PayRouterError as exc:
+            result = rules_publishing.rollback(version, current_actor(), request.form.get("reason"), _owner())
+        except PayRouterError as exc:  # as a publish of its text: a channel no longer stored is refused
             flash(exc.message, "error")
             return _back()
         flash(f"Rolled back: version {version} is live.", "success")
+        _warn_channels_not_run(result["source"])
         return _back()
 
 

@@ -234,14 +234,17 @@ def history(as_json, with_diff, merchant):
 @click.option("--actor", default=None)
 @_MERCHANT
 def rollback(version, reason, actor, merchant):
-    """Make an earlier VERSION live again (with --merchant, a version of that merchant's set)."""
+    """Make an earlier VERSION live again (with --merchant, a version of that merchant's set), checked
+    as publishing its text: refused naming a channel no longer stored; exit 3 naming a channel a live
+    process runs without."""
     from app.services import rules_publishing
 
     try:
-        rules_publishing.rollback(version, actor or getpass.getuser(), reason, merchant)
+        result = rules_publishing.rollback(version, actor or getpass.getuser(), reason, merchant)
     except PayRouterError as exc:
         _fail(exc)
     click.echo(f"version {version} is live")
+    _warn_channels_not_run(result["source"])
 
 
 COMMANDS = [rules_group]

@@ -160,15 +160,18 @@ def pending(merchant: str | None = None) -> list[dict]:
 
 
 def rollback(version: int, actor: str, reason: str | None, merchant: str | None = None) -> dict:
-    """Make an earlier version of the same owner's live again (the undo: no approval needed), with a reason."""
+    """Make an earlier version of the same owner's live again (the undo: no approval needed), with a
+    reason; checked as a publish of its text (refused if it names a channel no longer stored). The
+    answer carries the version's ``source``, for the warning a publish gives (``channels_not_run``)."""
     merchant = owner(merchant)
     reason = _reason(reason)
     with unit_of_work() as session:
         before = store.live_version(session, merchant)
         store.rollback(session, version, actor, reason, merchant)
+        source = store.source_of(session, version, merchant)
         audit(session, actor, "rules.rollback", target(merchant), {"version": before}, {"version": version}, reason)
     store.announce(version, merchant=merchant)
-    return {"status": "published", "version": version, "merchant": merchant}
+    return {"status": "published", "version": version, "merchant": merchant, "source": source}
 
 
 def history(merchant: str | None = None, limit: int = 50) -> list[dict]:

@@ -247,3 +247,38 @@ def test_approving_a_request_warns_naming_a_channel_a_live_process_runs_without(
         assert "Warning: acq_beta is stored but not run by 1 live process(es) (api web-9 pid 4243)" in text, text
     finally:
         channel_builds.remove(report.name)
+
+
+def test_rollback_warns_or_refuses_as_publish_does(app, seeded):
+    """Attack a14 S3 on the console: rolling back to a version naming a channel a live process runs
+    without is done and flashes publish's warning; to a version naming a channel no longer stored,
+    refused with publish's message, nothing made live."""
+    import time
+
+    from app.adapters import channel_builds
+    from app.adapters.models import ChannelDefinition
+    from app.services import rules_store
+
+    console = Console(app, "pm")
+    assert console.post("publish", source=CHEAPER, reason="cheaper").status_code == 302
+    now = time.time()
+    report = channel_builds.Report(host="web-8", pid=4545, role="api", started_at=now, heartbeat_at=now,
+                                   version="v1", built_at=now, stored_version="v1", failed_at=now,
+                                   error="environment variable BETA_URL is not set", unbuilt=("acq_beta",))
+    channel_builds.write(report)
+    try:
+        assert console.post("rollback", version="1", reason="back").status_code == 302
+        text = console.get().get_data(as_text=True)
+        assert "Rolled back: version 1 is live." in text
+        assert "Warning: acq_beta is stored but not run by 1 live process(es) (api web-8 pid 4545)" in text, text
+    finally:
+        channel_builds.remove(report.name)
+    assert console.post("publish", source=CHEAPER.replace("acq_alpha, acq_beta", "acq_alpha")
+                        .replace("acq_alpha: 70, acq_beta: 30", "acq_alpha: 100"), reason="no beta").status_code == 302
+    with unit_of_work() as session:  # acq_beta removed (what an import --prune does once no live set routes to it)
+        session.delete(session.get(ChannelDefinition, "acq_beta"))
+    assert console.post("rollback", version="1", reason="beta back?").status_code == 302
+    text = console.get().get_data(as_text=True)
+    assert "unknown channel &#39;acq_beta&#39;" in text or "unknown channel 'acq_beta'" in text, text
+    with unit_of_work() as session:
+        assert rules_store.live_version(session) == 3

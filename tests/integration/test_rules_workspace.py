@@ -200,3 +200,57 @@ def test_approval_setting_makes_the_cli_publish_wait(live, draft_file, clean):
     request = rules_publishing.pending()[0]["request"]
     assert rules_publishing.reject(request, "bob", "not now")["status"] == "rejected"
     assert rules_publishing.pending() == []
+
+
+WITHOUT_ALPHA = (LIVE.replace("route: [acq_alpha, acq_beta]", "route: [acq_beta]")
+                 .replace("split: {acq_alpha: 70, acq_beta: 30}", "split: {acq_beta: 100}"))
+
+
+def test_rollback_to_a_version_naming_a_removed_channel_is_refused_as_its_publish_is(live, draft_file, tmp_path):
+    """Attack a14 S3: version 2 drops acq_alpha, `channels import --prune` then removes it (allowed:
+    no live set routes to it). Rolling back to version 1, which routes to it, is refused with the
+    message and exit publishing its text gets, nothing made live; the service refuses it too."""
+    import yaml
+
+    from app.config import get_config
+
+    assert cli("rules", "publish", draft_file(WITHOUT_ALPHA), "--reason", "no alpha", "--yes")[0] == 0
+    channels = yaml.safe_load(open(get_config().channels_file).read())
+    channels["channels"] = [c for c in channels["channels"] if c["id"] != "acq_alpha"]
+    (tmp_path / "no_alpha.yaml").write_text(yaml.safe_dump(channels))
+    code, out = cli("channels", "import", str(tmp_path / "no_alpha.yaml"), "--prune", "--wait", "0")
+    assert code == 0 and "acq_alpha" in out, out
+
+    published = cli("rules", "publish", draft_file(LIVE, "v1.yaml"), "--reason", "v1 again", "--yes")
+    rolled = cli("rules", "rollback", "1", "--reason", "undo")
+    assert published[0] == rolled[0] == 1, (published, rolled)
+    assert "unknown channel 'acq_alpha'" in published[1] and "unknown channel 'acq_alpha'" in rolled[1], rolled
+    assert rolled[1].splitlines()[-1] == published[1].splitlines()[-1]  # "Error: N problem(s)"
+    with pytest.raises(InvalidRequest, match="unknown channel 'acq_alpha'"):
+        rules_publishing.rollback(1, "pm", "undo")
+    assert runtime.version_in_use() == 2
+    assert [r["version"] for r in rules_publishing.history()] == [2, 1]
+
+
+def test_rollback_to_a_version_naming_a_channel_a_live_process_runs_without_exits_3(live, draft_file):
+    """As `rules publish` does: rolled back (the channel is stored), but exit 3 with the same warning
+    naming the channel and the process that drops it from routing."""
+    from app.adapters import channel_builds
+
+    assert cli("rules", "publish", draft_file(WITHOUT_ALPHA), "--reason", "no alpha", "--yes")[0] == 0
+    now = time.time()
+    report = channel_builds.Report(host="worker-7", pid=4343, role="worker", started_at=now, heartbeat_at=now,
+                                   version="v1", built_at=now, stored_version="v1", failed_at=now,
+                                   error="environment variable ALPHA_URL is not set", unbuilt=("acq_alpha",))
+    channel_builds.write(report)
+    try:
+        code, out = cli("rules", "rollback", "1", "--reason", "alpha back")
+        assert code == 3, out
+        assert "version 1 is live" in out, out
+        assert ("warning: acq_alpha is stored but not run by 1 live process(es) (worker worker-7 pid 4343)"
+                in out), out
+        assert in_use_within_2_s(1)
+        code, out = cli("rules", "rollback", "2", "--reason", "no alpha again")  # names no such channel
+        assert code == 0 and "warning" not in out, out
+    finally:
+        channel_builds.remove(report.name)
