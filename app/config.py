@@ -47,6 +47,14 @@ def _count(text: str) -> int:
     return value
 
 
+def _whole(text: str) -> int:
+    """A whole number of at least 0."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} is not a whole number of at least 0")
+    return value
+
+
 def setting(env: str, doc: str, default: Any = None, parse: Callable[[str], Any] = str,
             shown: str | None = None, blank_is_value: bool = False, secret: bool = False) -> Any:
     """A field read from the environment variable ``env``. Unset or empty → ``default``
@@ -126,11 +134,12 @@ class Config:
     rules_merchant_sets: int = setting(
         "PAYROUTER_RULES_MERCHANT_SETS", "merchants' own rule sets kept compiled per process, the least recently "
         "used dropped first (each holds an engine handle, about 0.9 MiB at 20 rules; a dropped one is "
-        "compiled again on its merchant's next decision)", 256, parse=_count)
+        "compiled again on its merchant's next decision); at least `PAYROUTER_RULES_PAIRED_SETS`", 256, parse=_count)
     rules_paired_sets: int = setting(
         "PAYROUTER_RULES_PAIRED_SETS", "merchants whose own set is also kept compiled together with the "
-        "platform's, so their decisions take one engine match instead of two (each pair holds a handle as "
-        "big as both sets: about 3.8 MiB at 100 + 20 rules; docs/benchmarks.md)", 64, parse=_count)
+        "platform's, so their decisions take one engine match instead of two: the busiest, compiled in the "
+        "background (each pair holds a handle as big as both sets: about 4.5 MiB at 100 + 20 rules; "
+        "docs/benchmarks.md); `0`: always two matches", 64, parse=_whole)
     rules_approval: bool = setting(
         "PAYROUTER_RULES_APPROVAL",
         "`1`: publishing a rule set (admin UI or CLI) creates a request that another `pm`/`admin` (not its "
@@ -152,6 +161,14 @@ class Config:
     # looked up in (channels/config.py). The router passes it to channels; from_env keeps the mapping
     # it read (os.environ itself, so a secret exported later is seen, as the channel loaders always did).
     channel_env: Mapping[str, str] = field(default_factory=lambda: os.environ, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.rules_merchant_sets < self.rules_paired_sets:
+            from app.domain.errors import InvalidConfiguration
+
+            raise InvalidConfiguration(
+                f"PAYROUTER_RULES_MERCHANT_SETS={self.rules_merchant_sets} cannot be used: it must be at least "
+                f"PAYROUTER_RULES_PAIRED_SETS={self.rules_paired_sets} (a pair needs its merchant's set compiled)")
 
     @property
     def embedded_redis(self) -> bool:

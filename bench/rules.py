@@ -1,7 +1,7 @@
 """Decision latency and throughput: durable-rules engine vs the Python reference evaluator.
 
     .venv/bin/python bench/rules.py [--requests 20000] [--sizes 10,100,1000] [--adversarial 100,1000]
-                                    [--adversarial-bytes 10240] [--merchant-rules 20]
+                                    [--adversarial-bytes 10240] [--merchant-rules 20] [--merchants 0]
 
 Measures the whole ``rules.decide.decide()`` call (flatten, match, resolve, fee), not only the
 engine, on generated but realistic rule sets; prints a markdown table. Then the adversarial
@@ -15,6 +15,10 @@ sets compiled as one (``rules.decide.paired``, one engine match: what a serving 
 with each set matched apart (two engine matches: simulate beside a draft, or a pair over the limits);
 then once more with the merchant's routes as ``success_rate`` routes, their outcome counts given (the
 whole decision's CPU; the Redis read is one round trip shared with the limit reservation).
+With ``--merchants N`` (0 to skip; needs ``--merchant-rules``) N merchants, each with its own compiled set,
+are decided through the process's own pair cache (``app.services.rules_runtime.pair_for``, at most
+``PAYROUTER_RULES_PAIRED_SETS`` pairs, built in the background), in round robin and in a seeded random
+order, beside the same decisions with each set matched apart; the pairs built while measuring are counted.
 """
 from __future__ import annotations
 
@@ -173,6 +177,8 @@ def main() -> None:
     ap.add_argument("--adversarial", default="100,1000", help="generated rules in the adversarial case (0: skip)")
     ap.add_argument("--adversarial-bytes", type=int, default=10_240, help="length of the adversarial e-mails")
     ap.add_argument("--merchant-rules", type=int, default=20, help="rules in a merchant's own set (0: skip)")
+    ap.add_argument("--merchants", type=int, default=0,
+                    help="merchants decided through the process's pair cache, round robin and random (0: skip)")
     args = ap.parse_args()
     reqs = make_requests(args.requests)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, {args.requests} requests per cell\n")
@@ -217,10 +223,69 @@ def main() -> None:
                   f"| {engine.fallbacks + pair.matcher.fallbacks} |")
             own.matcher.close()
             pair.matcher.close()
+            if args.merchants:
+                many_merchants(ruleset, engine, reqs, args.merchants, args.merchant_rules)
         engine.close()
     for size in (int(s) for s in args.adversarial.split(",")):
         if size:
             adversarial(size, reqs, args.adversarial_bytes)
+
+
+def many_merchants(ruleset, engine, reqs, count: int, rules: int) -> None:
+    """``count`` merchants with their own sets decided through the process's pair cache, as a serving process
+    decides them (rules_runtime.pair_for), round robin then in a seeded random order; beside them, each set
+    matched apart. The pairs compiled while measuring are counted (the builder's, or the decisions' own)."""
+    from app.adapters import metrics
+    from app.config import get_config
+    from app.services import rules_runtime as runtime
+
+    own_set = load(make_merchant_rules(rules))
+    owns = [MerchantRules(f"mer_{i}", own_set, CompiledRules(own_set, version=1), 1) for i in range(count)]
+    runtime.reset()
+    runtime._slot.swap(engine)  # the process's live platform set and merchants' sets: these ones
+    for own in owns:
+        runtime._merchants[own.merchant] = runtime._Own(1, own, time.monotonic(), 0)
+    settle = getattr(runtime, "settle", lambda: True)
+    builds = getattr(metrics, "RULES_PAIR_BUILDS", None)
+    compiled = []
+    real = runtime.CompiledRules
+
+    def counting(ruleset_, *args, **kwargs):
+        compiled.append(1)
+        return real(ruleset_, *args, **kwargs)
+
+    runtime.CompiledRules = counting
+    avail, clock = AllUp(), time.perf_counter_ns
+    orders = {"round robin": [owns[i % count] for i in range(len(reqs))],
+              "random order": [rng.choice(owns) for rng in [random.Random(3)] for _ in range(len(reqs))]}
+    slots = get_config().rules_paired_sets
+    try:
+        for order, who in orders.items():
+            for paired_ in (True, False):
+                for i, f in enumerate(reqs[:4000]):  # warm up: the pairs this order earns are built
+                    own = who[i]
+                    pair = runtime.pair_for(own, engine) if paired_ else None
+                    decide(f, ruleset, engine, avail, split_key=str(i), merchant=own, pair=pair)
+                settle()
+                before, lat = len(compiled), []
+                for i, f in enumerate(reqs):
+                    own = who[i]
+                    t0 = clock()
+                    pair = runtime.pair_for(own, engine) if paired_ else None
+                    decide(f, ruleset, engine, avail, split_key=str(i), merchant=own, pair=pair)
+                    lat.append((clock() - t0) / 1000)
+                settle()
+                label = f"through the pair cache ({slots} slots)" if paired_ else "each set apart"
+                print(f"| {count} merchants' {rules} rules, {order} | - | engine, {label} | {pct(lat, 50):.1f} "
+                      f"| {pct(lat, 99):.1f} | pairs compiled while measuring: {len(compiled) - before} | - | "
+                      f"{engine.fallbacks} |")
+    finally:
+        runtime.CompiledRules = real
+        runtime.reset()  # closes the pairs and the sets installed (the engine too: closing is idempotent)
+        for own in owns:
+            own.matcher.close()
+    if builds is not None:
+        print(f"\n(payrouter_rules_pair_builds_total in this process: {builds._value.get():.0f})\n")
 
 
 def adversarial(size: int, reqs: list[dict], length: int) -> None:

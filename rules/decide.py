@@ -9,16 +9,19 @@ no channel left gives ``no_route``. Daily limits are enforced later by ``rules.l
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 from app.domain.errors import InvalidRequest
+from rules.engine import EngineError
 from rules.facts import facts_for, flatten
 from rules.fees import compute_fee
 from rules.model import Fee, RuleSet, Strategy
 
+log = logging.getLogger("payrouter.rules")
 STRATEGY_KEYS = ("strategy", "scores", "strategy_fallback", "exploration")  # a decision's account of its strategy
 
 __all__ = ["STRATEGY_KEYS", "Availability", "Decision", "MerchantRules", "Paired", "Strategist", "decide", "facts_for",
@@ -260,15 +263,37 @@ def paired(platform: RuleSet, merchant: MerchantRules) -> RuleSet:
     return RuleSet(platform.rules + own, platform.defaults)
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class Paired:
     """A matcher over ``paired(platform, merchant)``, valid only beside that platform ``matcher`` and that
     ``merchant`` object (a new version of either is a new pair). ``matcher`` None: the two could not be
-    compiled as one (the engine's limits), so each is matched on its own."""
+    compiled as one (the engine's limits), so each is matched on its own. ``failed``: why the engine
+    failed on a fact of this pair (error 303: more than 64 conditions matching one fact, which the two
+    sets apart may stay under): from then on each set is matched on its own, logged once."""
 
     platform: Matcher
     merchant: MerchantRules
     matcher: Matcher | None
+    failed: str | None = None
+
+    def match(self, flat: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """Both sets' matches in one engine match (the merchant's ids prefixed), or None: match each set
+        on its own this time (the pair cannot be used, or its handle was closed meanwhile)."""
+        matcher = self.matcher
+        if matcher is None or self.failed is not None:
+            return None
+        try_match = getattr(matcher, "try_match", None)
+        if try_match is None:  # the reference evaluator: it cannot fail
+            return matcher.match(flat)
+        try:
+            return try_match(flat)
+        except EngineError as exc:
+            if self.failed is None:
+                self.failed = str(exc)
+                log.warning("rules of %s (version %s) and the platform's (version %s) matched as one failed: %s; "
+                            "from now on each is matched on its own", self.merchant.merchant, self.merchant.version,
+                            getattr(self.platform, "version", None), exc)
+            return None
 
 
 def _pick(ruleset: RuleSet, matched: tuple[str, ...], attr: str) -> tuple[str | None, Any]:
@@ -328,8 +353,9 @@ def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availab
     if merchant is None:
         matched = shown = matcher.match(flat)
         own = ()
-    elif pair is not None and pair.matcher is not None and pair.platform is matcher and pair.merchant is merchant:
-        both, cut = pair.matcher.match(flat), len(merchant.prefix)
+    elif pair is not None and pair.platform is matcher and pair.merchant is merchant \
+            and (both := pair.match(flat)) is not None:
+        cut = len(merchant.prefix)
         matched = tuple(rid for rid in both if "/" not in rid)
         shown = tuple(rid for rid in both if "/" in rid)  # the merchant's, as the decision names them
         own = tuple(rid[cut:] for rid in shown)

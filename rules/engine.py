@@ -133,9 +133,7 @@ class CompiledRules:
             while message:
                 message = _dre.complete_and_start_action(self._handle, result[2])
 
-    def match(self, facts: Mapping[str, Any]) -> tuple[str, ...]:
-        """Rule ids matching flat typed ``facts``, by priority desc then file order."""
-        global _fallback_total
+    def _fact(self, facts: Mapping[str, Any]) -> str:
         parts = ['{"id":"q","sid":"0","_r":1']
         for path, key in self._props:  # key: ',"p<i>":' (no escaping needed); values are str or int
             value = facts.get(path)
@@ -145,7 +143,23 @@ class CompiledRules:
             elif kind is int:
                 parts.append(key + str(value))
         parts.append("}")
-        text = "".join(parts)
+        return "".join(parts)
+
+    def _ids_of(self, fired: list[str], facts: Mapping[str, Any]) -> tuple[str, ...]:
+        hits = set()
+        targets = self._targets
+        for name in fired:
+            for index, post in targets.get(name, ()):
+                if index not in hits and (not post or _post_ok(post, facts)):
+                    hits.add(index)
+        rank = self._rank
+        ids = self._ids
+        return tuple(ids[i] for i in sorted(hits, key=rank.__getitem__))
+
+    def match(self, facts: Mapping[str, Any]) -> tuple[str, ...]:
+        """Rule ids matching flat typed ``facts``, by priority desc then file order."""
+        global _fallback_total
+        text = self._fact(facts)
         with ENGINE_LOCK:
             if self._handle is None:
                 fired, why = None, "the engine handle is closed"
@@ -162,15 +176,21 @@ class CompiledRules:
             for listener in FALLBACK_LISTENERS:
                 listener()
             return self._reference.match(facts)
-        hits = set()
-        targets = self._targets
-        for name in fired:
-            for index, post in targets.get(name, ()):
-                if index not in hits and (not post or _post_ok(post, facts)):
-                    hits.add(index)
-        rank = self._rank
-        ids = self._ids
-        return tuple(ids[i] for i in sorted(hits, key=rank.__getitem__))
+        return self._ids_of(fired, facts)
+
+    def try_match(self, facts: Mapping[str, Any]) -> tuple[str, ...] | None:
+        """``match`` without the reference evaluator's answer: None when the handle is closed, ``EngineError``
+        when the engine fails on the fact (e.g. error 303); neither is counted as a fallback. For a
+        matcher the caller can replace by other matches (a pair: ``rules.decide.Paired``)."""
+        text = self._fact(facts)
+        with ENGINE_LOCK:
+            if self._handle is None:
+                return None
+            try:
+                fired = self._run(text)
+            except _dre.error as exc:
+                raise EngineError(f"the engine failed on the fact: {exc}") from None
+        return self._ids_of(fired, facts)
 
     def close(self) -> None:
         """Delete the engine handle (idempotent); later ``match`` calls use the reference evaluator."""

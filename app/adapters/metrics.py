@@ -33,6 +33,8 @@ CALLBACK_LAG = Histogram("payrouter_callback_lag_seconds", "From a channel callb
                          buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800))
 ENGINE_FALLBACKS = Counter("payrouter_rules_engine_fallbacks",
                            "Decisions the reference evaluator answered because the rules engine failed on the fact")
+RULES_PAIR_BUILDS = Counter("payrouter_rules_pair_builds",
+                            "Merchant rule sets compiled together with the platform's (pairs), off the request path")
 WEBHOOK_DELIVERIES = Counter("payrouter_webhook_deliveries", "Webhook delivery attempts, by what came of them",
                              ["outcome"])
 CHANNELS_BUILD_FAILURES = Counter("payrouter_channels_build_failures",

@@ -184,30 +184,42 @@ def test_a_merchants_change_reaches_the_process_without_a_restart(client, live):
 def test_the_process_matches_both_sets_at_once_per_pair_of_versions(client, clean, live, configured, monkeypatch,
                                                                      caplog):
     """A decision for a merchant with a set is one engine match over both sets compiled together, built
-    once per (platform version, merchant version), rebuilt after a publish, at most rules_paired_sets kept;
-    when the two together exceed the engine's limits each is matched on its own, with the same answers."""
+    once per (platform version, merchant version) in the background (two matches until it is ready),
+    rebuilt after a publish, at most rules_paired_sets kept (a merchant takes a slot only when it is
+    much busier than the least recently decided holder); when the two together exceed the engine's limits
+    each is matched on its own, with the same answers."""
     from rules import compiler
 
     api, other = builders.api(client), builders.api(client, "Other")
     m = api.merchant_id
     publish_own(m)
-    assert simulate(api, builders.payment_body(150_000))["candidates"] == ["acq_beta", "acq_alpha"]
+    first = simulate(api, builders.payment_body(150_000))  # two matches; the pair is queued
+    assert first["candidates"] == ["acq_beta", "acq_alpha"] and runtime.settle()
     pair = runtime._pairs[m]
     assert pair.matcher is not None and pair.merchant is runtime.merchant_rules(m)
     assert pair.platform is runtime.current() and pair.matcher.version == 1
+    assert simulate(api, builders.payment_body(150_000)) == first  # one match, the same answer
     simulate(api, builders.payment_body(1000))
     assert runtime._pairs[m] is pair  # built once for this pair of versions
     publish_own(m, OWN_V2)
     deadline = datetime.now() + timedelta(seconds=2)
     while simulate(api, builders.payment_body(250_000))["outcome"] != "decline":
         assert datetime.now() < deadline, "the merchant's new version was not used within 2 s"
-    assert runtime._pairs[m] is not pair and pair.matcher._handle is None  # the old pair was closed
-    # at most rules_paired_sets pairs (a setting): the least recently used one is closed
+    assert pair.matcher._handle is None  # the old pair was closed at once
+    assert runtime.settle() and runtime._pairs[m].merchant.version != pair.merchant.version
+    # at most rules_paired_sets pairs (a setting): the other merchant gets the slot only once it is busier
     other.client = configured(clean.with_(rules_paired_sets=1)).test_client()
     publish_own(other.merchant_id)
     newest = runtime._pairs[m]
-    assert simulate(other, builders.payment_body(150_000))["candidates"] == ["acq_beta", "acq_alpha"]
+    for _ in range(2):
+        assert simulate(other, builders.payment_body(150_000))["candidates"] == ["acq_beta", "acq_alpha"]
+    assert runtime.settle() and list(runtime._pairs) == [m] and newest.matcher._handle is not None
+    for _ in range(300):  # over twice as busy as the holder: it takes the slot
+        simulate(other, builders.payment_body(150_000))
+        if runtime.settle() and list(runtime._pairs) == [other.merchant_id]:
+            break
     assert list(runtime._pairs) == [other.merchant_id] and newest.matcher._handle is None
+    assert runtime._pairs[other.merchant_id].matcher is not None
     # both sets together over the engine's limits (each alone within them): two matches, same answers
     before = simulate(api, builders.payment_body(250_000))
     runtime.reset()
@@ -215,6 +227,7 @@ def test_the_process_matches_both_sets_at_once_per_pair_of_versions(client, clea
     monkeypatch.setattr(compiler, "MAX_ENGINE_RULES", limit)
     with caplog.at_level("WARNING", logger="payrouter.rules"):
         assert simulate(api, builders.payment_body(250_000)) == before
+        assert runtime.settle()
     assert runtime._pairs[m].matcher is None and "cannot be compiled as one" in caplog.text
     assert simulate(api, builders.payment_body(150_000))["candidates"] == ["acq_beta", "acq_alpha"]
 

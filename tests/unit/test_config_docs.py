@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from app.config import Config, settings, settings_table
+from app.domain.errors import InvalidConfiguration
 
 ROOT = Path(__file__).resolve().parents[2]
 START = "<!-- settings table: generated from app.config.settings_table() -->\n"
@@ -15,6 +16,7 @@ END = "\n<!-- end of settings table -->"
 
 # A value for each kind of setting, different from every default.
 SAMPLES = {str: "given-value", Path: "/tmp/given", int: "7", float: "0.25", bool: "1", tuple: "1,2,3"}
+SAMPLE_FOR = {"PAYROUTER_RULES_MERCHANT_SETS": "300"}  # at least PAYROUTER_RULES_PAIRED_SETS (64)
 
 # Where the code may still touch os.environ, and why (docs/design.md "Configuration").
 ENV_ALLOWED = {
@@ -52,7 +54,7 @@ def test_every_setting_is_a_row_with_its_default():
 def test_from_env_reads_each_setting(item):
     default = getattr(Config.from_env({}), item.name)
     kind = next((k for k in (bool, Path, int, float, tuple) if isinstance(item.default, k)), str)
-    given = getattr(Config.from_env({item.env: SAMPLES[kind]}), item.name)
+    given = getattr(Config.from_env({item.env: SAMPLE_FOR.get(item.env, SAMPLES[kind])}), item.name)
     assert given != default, f"{item.env} does not change Config.{item.name}"
     assert getattr(Config.from_env({item.env: ""}), item.name) == default or item.blank_is_value
 
@@ -71,6 +73,18 @@ def test_defaults_and_parsing_as_documented():
     keyed = Config.from_env({"PAYROUTER_SECRET_KEY": "k" * 32, "PAYROUTER_PREVIOUS_SECRET_KEY": "p" * 32,
                              "PAYROUTER_OPS_TOKEN": "ops-token-1", "PAYROUTER_METRICS_TOKEN": "scrape-token-1"})
     assert not any(value in repr(keyed) for value in ("k" * 32, "p" * 32, "ops-token-1", "scrape-token-1"))
+
+
+def test_rule_set_caches_pairing_off_and_fewer_merchant_sets_than_pairs_refused():
+    assert Config.from_env({"PAYROUTER_RULES_PAIRED_SETS": "0"}).rules_paired_sets == 0  # always two matches
+    with pytest.raises(InvalidConfiguration, match="PAYROUTER_RULES_PAIRED_SETS='-1' cannot be used"):
+        Config.from_env({"PAYROUTER_RULES_PAIRED_SETS": "-1"})
+    with pytest.raises(InvalidConfiguration, match="PAYROUTER_RULES_MERCHANT_SETS=32 cannot be used: it must be at "
+                                                   "least PAYROUTER_RULES_PAIRED_SETS=64"):
+        Config.from_env({"PAYROUTER_RULES_MERCHANT_SETS": "32"})
+    assert Config.from_env({"PAYROUTER_RULES_MERCHANT_SETS": "32", "PAYROUTER_RULES_PAIRED_SETS": "32"})
+    with pytest.raises(InvalidConfiguration, match="must be at least PAYROUTER_RULES_PAIRED_SETS=9"):
+        Config.from_env({}).with_(rules_merchant_sets=8, rules_paired_sets=9)
 
 
 def test_nothing_else_reads_settings_from_the_environment():

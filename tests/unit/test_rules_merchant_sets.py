@@ -192,6 +192,41 @@ def test_one_match_of_the_pair_decides_as_two_on_generated_sets():
             m.close()
 
 
+def test_a_pair_closed_or_failing_on_a_fact_decides_as_two_matches_without_a_fallback(caplog):
+    """A pair whose handle another thread closed (evicted, replaced) or on which the engine fails (error 303:
+    40 + 40 rules matching one fact, when each set alone stays under 64) answers None: the decision is the
+    two matches' one, no reference evaluator's answer counted as an engine failure; a failure is kept on
+    the pair (every later decision: two matches) and logged once."""
+    from rules.engine import fallback_count
+
+    many = load({"rules": [{"id": f"p{i}", "priority": i, "when": {"fact": "amount", "gte": i + 1},
+                            "then": {"limits": {"max_amount": 10 ** 9 - i}}} for i in range(40)],
+                 "defaults": {"route": ["sandbox"], "fee": {"percent": "1", "fixed": 0}}})
+    mine = load({"rules": [{"id": f"m{i}", "when": {"fact": "amount", "gte": 1000 + i},
+                            "then": {"limits": {"max_amount": 10 ** 8 - i}}} for i in range(40)]})
+    made = [CompiledRules(many, 1), CompiledRules(mine, 2), CompiledRules(PLATFORM, 7), CompiledRules(OWN, 9)]
+    try:
+        big_own = MerchantRules("mer_1", mine, made[1], 2)
+        failing = Paired(made[0], big_own, CompiledRules(paired(many, big_own), 1))
+        made.append(failing.matcher)
+        own = MerchantRules("mer_1", OWN, made[3], 9)
+        closed = Paired(made[2], own, CompiledRules(paired(PLATFORM, own), 7))
+        closed.matcher.close()
+        before = fallback_count()
+        with caplog.at_level("WARNING", logger="payrouter.rules"):
+            for _ in range(3):
+                two = decide(facts(50_000), many, made[0], split_key="k", merchant=big_own)
+                assert decide(facts(50_000), many, made[0], split_key="k", merchant=big_own, pair=failing) == two
+            assert decide(facts(), PLATFORM, made[2], split_key="k", merchant=own, pair=closed) == \
+                decide(facts(), PLATFORM, made[2], split_key="k", merchant=own)
+        assert "303" in failing.failed and closed.failed is None
+        assert fallback_count() == before and failing.matcher.fallbacks == closed.matcher.fallbacks == 0
+        assert len(caplog.records) == 1 and "matched as one failed" in caplog.records[0].getMessage()
+    finally:
+        for m in made:
+            m.close()
+
+
 MERCHANT_FILE = """rules:
   - id: eur-to-old
     when: {fact: currency, eq: EUR}
