@@ -1,7 +1,8 @@
 """Daily limits (``daily_amount`` / ``daily_count`` per customer or merchant) in Redis.
 
 ``reserve`` checks and increments every applicable counter in one Lua script (atomic, so
-concurrent requests never over-reserve); ``release`` gives a reservation back exactly once.
+concurrent requests never over-reserve; run again for the same reservation, it counts nothing);
+``release`` gives a reservation back exactly once.
 ``prepare`` → ``send`` → ``settle`` are its steps, for a caller that sends the script in a pipeline
 with other commands (the success-rate read of the same decision: one round trip).
 Keys are bucketed per UTC day and expire after two days:
@@ -23,8 +24,12 @@ from rules.facts import flatten
 TTL_SECONDS = 2 * 86_400
 PREFIX = "payrouter:limit"
 
+# Idempotent per reservation: a script sent again with the same marker (the client's retry after a reply
+# lost to a dropped connection re-sends it, pipeline and all) counts nothing again and answers 0, as the
+# first run did (a refusal sets no marker, so a re-sent refusal is decided again: still nothing counted).
 _RESERVE = """
 local n = #KEYS - 1
+if redis.call('EXISTS', KEYS[n + 1]) == 1 then return 0 end
 for i = 1, n do
   local current = tonumber(redis.call('GET', KEYS[i]) or '0')
   if current + tonumber(ARGV[i]) > tonumber(ARGV[n + i]) then return i end

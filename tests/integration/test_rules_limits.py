@@ -2,15 +2,17 @@
 database for this xdist worker), flushed around each test, so no other worker or run shares it."""
 from __future__ import annotations
 
+import socket
 import threading
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlparse
 
 import pytest
 import redis as redis_lib
 
 from app.adapters import redis_conn
 from app.domain.errors import LimitExceeded
-from rules.limits import PREFIX, Reservation, release, reserve
+from rules.limits import PREFIX, Reservation, prepare, release, reserve, send, settle
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 LIMITS = {"daily_count": [{"per": "customer", "max": 3, "rule": "cap-count"}],
@@ -97,3 +99,87 @@ def test_parallel_reservations_never_over_reserve(r):
         t.join()
     assert int(r.get(f"{PREFIX}:20260501:amount:customer:c1:USD")) == 0
     assert int(r.get(f"{PREFIX}:20260501:count:customer:c1")) == 0
+
+
+class _ReplyDropper:
+    """A TCP proxy in front of the suite's Redis that closes the first connection carrying an EVAL once
+    Redis has answered it: the answer never reaches the client (a reset connection, a failover)."""
+
+    def __init__(self, upstream_url: str):
+        self.upstream = urlparse(upstream_url)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.dropped = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return self.listener.getsockname()[1]
+
+    def _connect(self) -> socket.socket:
+        if self.upstream.scheme == "unix":
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(self.upstream.path)
+            return upstream
+        return socket.create_connection((self.upstream.hostname, self.upstream.port or 6379))
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server, sent = self._connect(), {"eval": False}
+
+            def up(data: bytes, sent=sent) -> bool:
+                sent["eval"] = sent["eval"] or b"EVAL" in data.upper()
+                return False
+
+            def down(data: bytes, sent=sent) -> bool:
+                if sent["eval"] and not self.dropped:
+                    self.dropped += 1
+                    return True  # Redis ran the script; its answer is thrown away with the connection
+                return False
+
+            threading.Thread(target=self._pump, args=(client, server, up), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, down), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, target: socket.socket, stop) -> None:
+        try:
+            while (data := source.recv(65536)) and not stop(data):
+                target.sendall(data)
+        except OSError:
+            pass
+        for end in (source, target):
+            try:
+                end.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.mark.parametrize("path", ["reserve", "pipeline"])
+def test_a_reservation_whose_answer_is_lost_is_counted_once(r, config, path):
+    """The request client retries once on a dropped connection, sending the script again (a pipeline: all
+    of it): the reservation already made is not counted again, and its release gives everything back."""
+    db = r.connection_pool.connection_kwargs.get("db", 0)
+    proxy = _ReplyDropper(redis_conn.redis_url(config))
+    try:
+        client = redis_conn.get_redis(config.with_(redis_url=f"redis://127.0.0.1:{proxy.port}/{db}"))
+        if path == "reserve":
+            held = reserve(client, LIMITS, FACTS, 100, "USD", now=NOW)
+        else:
+            pending = prepare(LIMITS, FACTS, 100, "USD", now=NOW)
+            pipe = client.pipeline(transaction=False)
+            pipe.get("payrouter:unrelated")
+            send(pipe, pending)
+            held = settle(pending, pipe.execute(raise_on_error=False)[1])
+        assert proxy.dropped == 1  # the first answer was lost: the client sent the script twice
+        count, amount = f"{PREFIX}:20260501:count:customer:c1", f"{PREFIX}:20260501:amount:merchant:m1:USD"
+        assert (int(r.get(count)), int(r.get(amount))) == (1, 100)
+        assert release(r, held) is True
+        assert (int(r.get(count)), int(r.get(amount))) == (0, 0)
+    finally:
+        proxy.close()
