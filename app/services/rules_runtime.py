@@ -167,6 +167,7 @@ _HEAT_WINDOW = 64
 _ADMIT_MARGIN = 2
 _swaps_left = [1]  # slots taken from an admitted merchant in this window so far: at most one
 _queued: OrderedDict[str, tuple[decide_mod.MerchantRules, CompiledRules]] = OrderedDict()
+_building: dict[str, tuple[decide_mod.MerchantRules, CompiledRules]] = {}  # the one being compiled now
 _idle = threading.Condition(_pair_lock)
 _builder: _Builder | None = None
 _generation = [0]  # bumped by reset(): a build started before it is thrown away
@@ -246,6 +247,9 @@ def _want(own: decide_mod.MerchantRules, platform: CompiledRules, slots: int) ->
                 gone, old = _pairs.popitem(last=False)
                 _queued.pop(gone, None)
                 _close_pair(old)
+        building = _building.get(merchant)
+        if building is not None and building[0] is own and building[1] is platform:
+            return  # being compiled right now: asking again would compile it twice
         _queued[merchant] = (own, platform)
         _ensure_builder().wake.set()
 
@@ -274,15 +278,22 @@ class _Builder(threading.Thread):
                     continue
                 merchant, (own, platform) = _queued.popitem(last=False)
                 self.busy, generation = True, _generation[0]
+                _building[merchant] = (own, platform)
             try:
                 self._build(merchant, own, platform, generation)
             except Exception:  # pragma: no cover - never let the thread die: the merchant keeps two matches
                 log.exception("building the pair of %s failed", merchant)
+            finally:
+                with _pair_lock:
+                    _building.pop(merchant, None)
 
     @staticmethod
     def _build(merchant: str, own: decide_mod.MerchantRules, platform: CompiledRules, generation: int) -> None:
         if not _is_live(merchant, own, platform):
             return  # a newer version of either set: its next decision asks again
+        held = _pairs.get(merchant)
+        if held is not None and held.platform is platform and held.merchant is own:
+            return  # built already
         try:
             both = CompiledRules(decide_mod.paired(platform.ruleset, own), platform.version)
         except EngineError as exc:
@@ -337,6 +348,7 @@ def _after_fork_in_child() -> None:
     _idle = threading.Condition(_pair_lock)
     _builder = None
     _queued.clear()
+    _building.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

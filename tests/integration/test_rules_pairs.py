@@ -94,6 +94,32 @@ def test_after_a_platform_publish_no_decision_compiles_a_pair(client, live, monk
         assert simulate(who, builders.payment_body(150_000))["fee"] == 3780
 
 
+def test_decisions_while_a_pair_is_compiled_do_not_compile_it_again(client, live, monkeypatch):
+    """The builder is compiling a merchant's pair while that merchant's decisions keep coming (two matches
+    each): they do not queue the same pair again, so it is compiled once."""
+    threads, started, go = [], threading.Event(), threading.Event()
+
+    class Slow(CompiledRules):
+        def __init__(self, ruleset, *args, **kwargs):
+            if any("/" in rule.id for rule in ruleset.rules):
+                threads.append(threading.current_thread().name)
+                started.set()
+                assert go.wait(30)
+            super().__init__(ruleset, *args, **kwargs)
+
+    monkeypatch.setattr(runtime, "CompiledRules", Slow)
+    api = builders.api(client)
+    publish_own(api.merchant_id)
+    expected = simulate(api, builders.payment_body(150_000))
+    assert started.wait(30)
+    for _ in range(3):
+        assert simulate(api, builders.payment_body(150_000)) == expected
+    go.set()
+    assert runtime.settle() and threads == ["payrouter-rules-pairs"]
+    assert runtime._pairs[api.merchant_id].matcher is not None
+    assert simulate(api, builders.payment_body(150_000)) == expected
+
+
 def test_pairing_off_decides_every_merchant_with_two_matches(client, clean, live, configured, monkeypatch):
     api = builders.api(configured(clean.with_(rules_paired_sets=0)).test_client())
     publish_own(api.merchant_id)
