@@ -139,7 +139,8 @@ class Config:
         "PAYROUTER_RULES_PAIRED_SETS", "merchants whose own set is also kept compiled together with the "
         "platform's, so their decisions take one engine match instead of two: the busiest, compiled in the "
         "background (each pair holds a handle as big as both sets: about 4.5 MiB at 100 + 20 rules; "
-        "docs/benchmarks.md); `0`: always two matches", 64, parse=_whole)
+        "docs/benchmarks.md: one match over a pair is slower than two once more than ~8 merchants "
+        "interleave); `0`: always two matches", 8, parse=_whole)
     rules_approval: bool = setting(
         "PAYROUTER_RULES_APPROVAL",
         "`1`: publishing a rule set (admin UI or CLI) creates a request that another `pm`/`admin` (not its "

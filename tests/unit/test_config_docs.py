@@ -16,7 +16,7 @@ END = "\n<!-- end of settings table -->"
 
 # A value for each kind of setting, different from every default.
 SAMPLES = {str: "given-value", Path: "/tmp/given", int: "7", float: "0.25", bool: "1", tuple: "1,2,3"}
-SAMPLE_FOR = {"PAYROUTER_RULES_MERCHANT_SETS": "300"}  # at least PAYROUTER_RULES_PAIRED_SETS (64)
+SAMPLE_FOR = {"PAYROUTER_RULES_MERCHANT_SETS": "300"}  # at least PAYROUTER_RULES_PAIRED_SETS (8)
 
 # Where the code may still touch os.environ, and why (docs/design.md "Configuration").
 ENV_ALLOWED = {
@@ -79,9 +79,9 @@ def test_rule_set_caches_pairing_off_and_fewer_merchant_sets_than_pairs_refused(
     assert Config.from_env({"PAYROUTER_RULES_PAIRED_SETS": "0"}).rules_paired_sets == 0  # always two matches
     with pytest.raises(InvalidConfiguration, match="PAYROUTER_RULES_PAIRED_SETS='-1' cannot be used"):
         Config.from_env({"PAYROUTER_RULES_PAIRED_SETS": "-1"})
-    with pytest.raises(InvalidConfiguration, match="PAYROUTER_RULES_MERCHANT_SETS=32 cannot be used: it must be at "
-                                                   "least PAYROUTER_RULES_PAIRED_SETS=64"):
-        Config.from_env({"PAYROUTER_RULES_MERCHANT_SETS": "32"})
+    with pytest.raises(InvalidConfiguration, match="PAYROUTER_RULES_MERCHANT_SETS=4 cannot be used: it must be at "
+                                                   "least PAYROUTER_RULES_PAIRED_SETS=8"):
+        Config.from_env({"PAYROUTER_RULES_MERCHANT_SETS": "4"})
     assert Config.from_env({"PAYROUTER_RULES_MERCHANT_SETS": "32", "PAYROUTER_RULES_PAIRED_SETS": "32"})
     with pytest.raises(InvalidConfiguration, match="must be at least PAYROUTER_RULES_PAIRED_SETS=9"):
         Config.from_env({}).with_(rules_merchant_sets=8, rules_paired_sets=9)
