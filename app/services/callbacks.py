@@ -24,14 +24,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context
-from app.adapters import account_channels, jobs, metrics, writebehind
+from app.adapters import account_channels, channel_definitions, jobs, metrics, writebehind
 from app.adapters.channel_answers import ask
 from app.adapters.channels_runtime import channel, registry
 from app.adapters.db import read_only, unit_of_work
 from app.adapters.models import Attempt, ChannelCallback, Operation, new_id, utcnow
 from app.adapters.redis_conn import get_redis
 from app.config import get_config
-from app.domain.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied
+from app.domain.errors import AuthenticationFailed, InvalidRequest, NotFound, PermissionDenied, ServiceUnavailable
 from app.domain.states import CANCELED, FAILED, FINAL, OPEN, PROCESSING, REQUIRES_CAPTURE, SUCCEEDED, allowed
 from app.services import disputes, issues, ledger
 from app.services.operations import (
@@ -65,6 +65,14 @@ SETTLING = frozenset({SUCCEEDED, FAILED, REQUIRES_CAPTURE, CANCELED})
 def receive(channel_id: str, headers: dict, body: bytes) -> str:
     """Verify and store one callback; returns the inbox id (the existing one for a duplicate)."""
     if channel_id not in registry():
+        if any(cid == channel_id for cid, _definition in channel_definitions.current()):
+            # Stored, but this process could not build it: nothing here can verify the signature. A PSP
+            # takes a 404 as final and may never send it again; a 503 it retries (another process, or
+            # this one once the channel builds). The status queries settle it meanwhile.
+            log.warning("callback for %s not taken: channel %s is not run by this process", channel_id,
+                        channel_id, extra={"channel": channel_id})
+            raise ServiceUnavailable(f"channel '{channel_id}' is not run by this server right now; "
+                                     "retry later", code="channel_not_running")
         raise NotFound(f"No such channel: '{channel_id}'")
     try:
         event = channel(channel_id).verify_callback(headers, body)

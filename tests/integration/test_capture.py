@@ -8,7 +8,7 @@ import requests
 from sqlalchemy import select
 
 from app.adapters.db import unit_of_work
-from app.adapters.models import Event, JournalEntry, LedgerLine, Operation
+from app.adapters.models import Attempt, ChannelCallback, Event, JournalEntry, LedgerLine, Operation
 from tests import builders
 from tests.support import wait_until
 
@@ -310,3 +310,27 @@ def test_capture_and_cancel_on_a_channel_this_process_does_not_run_are_402_no_ro
     sandbox_back()
     captured = api.post(f"/v1/payments/{payment['id']}/capture", {"amount": 600})
     assert captured.status_code == 200 and captured.get_json()["amount_captured"] == 600, captured.get_json()
+
+
+def test_a_callback_for_a_stored_channel_this_process_does_not_run_is_503_to_be_sent_again(stack, tmp_path):
+    """Attack a14: a callback reaching a process that could not build its (stored) channel was a 404,
+    which a PSP takes as final. It is a 503 ``channel_not_running`` with Retry-After; nothing is
+    stored; an unknown channel stays 404; the channel back, the same callback is taken."""
+    from tests.integration.conftest import run_without
+
+    api = builders.api(stack.client)
+    payment = authorize(api)
+    with unit_of_work() as session:
+        attempt = session.scalars(select(Attempt).where(Attempt.operation_id == payment["id"])).one()
+    from app.adapters.channels_runtime import channel
+
+    body, headers = builders.signed_callback(channel("sandbox"), payment["id"], "succeeded", attempt.channel_reference)
+    sandbox_back = run_without(stack, tmp_path, "sandbox")
+    answer = stack.client.post("/callbacks/sandbox", data=body, headers=headers)
+    assert answer.status_code == 503 and answer.headers["Retry-After"], answer.get_json()
+    assert answer.get_json()["error"]["code"] == "channel_not_running"
+    assert stack.client.post("/callbacks/nosuch", data=body, headers=headers).status_code == 404
+    with unit_of_work() as session:
+        assert session.query(ChannelCallback).count() == 0
+    sandbox_back()
+    assert stack.client.post("/callbacks/sandbox", data=body, headers=headers).status_code == 200
