@@ -158,19 +158,35 @@ def signed_callback(channel, reference: str, status: str, channel_reference: str
 
 
 def recorded_operation(merchant_id: str, amount: int, *, kind: str = "payment", channel: str = "acq_alpha",
-                       fee: int = 0, minutes_ago: int = 1, status: str = "succeeded", **fields) -> None:
+                       fee: int = 0, minutes_ago: int = 1, status: str = "succeeded", **fields) -> str:
     """A USD card operation (succeeded unless ``status`` says otherwise) as stored ``minutes_ago`` (a
-    recorded workload for replay, a channel's work in flight)."""
+    recorded workload for replay, a channel's work in flight). Its id."""
     from datetime import datetime, timedelta
 
     from app.adapters.models import Operation, new_id
 
+    operation_id = new_id("pay")
     with unit_of_work() as session:
         session.add(Operation(
-            id=new_id("pay"), merchant_id=merchant_id, kind=kind, status=status, amount=amount, currency="USD",
+            id=operation_id, merchant_id=merchant_id, kind=kind, status=status, amount=amount, currency="USD",
             fee=fee, reference=unique("pay"), idempotency_key=unique("idem"), payment_method=dict(CARD),
             customer={"id": unique("cus"), "country": "US"}, metadata_={}, routing={"ruleset_version": 1},
             channel=channel, created_at=datetime.utcnow() - timedelta(minutes=minutes_ago), **fields))
+    return operation_id
+
+
+def recorded_dispute(merchant_id: str, payment_id: str, amount: int, *, channel: str = "acq_alpha",
+                     status: str = "needs_response") -> str:
+    """A dispute of ``payment_id`` as stored when its channel reported it (``needs_response``: open). Its id."""
+    from app.adapters.models import Dispute, new_id, utcnow
+
+    dispute_id = new_id("dp")
+    with unit_of_work() as session:
+        session.add(Dispute(id=dispute_id, merchant_id=merchant_id, payment_id=payment_id, amount=amount,
+                            currency="USD", reason="fraudulent", status=status, channel=channel,
+                            channel_reference=unique("sbxdp"), metadata_={}, created_at=utcnow(),
+                            updated_at=utcnow()))
+    return dispute_id
 
 
 def signed_dispute_callback(channel, reference: str, payment_channel_reference: str, dispute_reference: str,

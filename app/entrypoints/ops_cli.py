@@ -189,8 +189,8 @@ def channels_list(as_json):
 # --wait 0: stored), 1 refused (nothing stored), 3 stored but at least one live process could not
 # build all of it (it runs the stored channels it can build, without the others), 4 stored but not
 # confirmed in time (a live process did not report the new version within --wait, or Redis did not
-# answer), 5 refused: --prune would remove a channel still carrying operations not final or live
-# merchant channel accounts (--force overrides), 6 refused: a channel with live merchant channel
+# answer), 5 refused: --prune would remove a channel still carrying operations not final, open
+# disputes or live merchant channel accounts (--force overrides), 6 refused: a channel with live merchant channel
 # accounts moves to another host (--allow-host-change overrides). Refused: nothing stored.
 IMPORT_BUILD_FAILED = 3
 IMPORT_UNCONFIRMED = 4
@@ -203,8 +203,8 @@ IMPORT_HOST_CHANGE_REFUSED = 6
 @click.option("--prune", is_flag=True, help="remove stored channels the file leaves out (refused while the live "
                                             "rules route to one)")
 @click.option("--force", is_flag=True, help="with --prune: remove channels still carrying operations not final "
-                                            "(processing, requires_action, requires_capture) or live merchant "
-                                            "channel accounts (audited with what they carried)")
+                                            "(processing, requires_action, requires_capture), open disputes or "
+                                            "live merchant channel accounts (audited with what they carried)")
 @click.option("--allow-host-change", is_flag=True, help="let a channel with live merchant channel accounts move to "
                                                         "another host (their credentials go there; audited)")
 @click.option("--reason", default=None, help="why (kept in the audit log)")
@@ -225,7 +225,8 @@ def channels_import(file, prune, force, allow_host_change, reason, actor, wait_s
     Exit 0: built everywhere; 1: refused, nothing stored; 3: stored, but a process could not build
     all of it (it runs the others); 4: stored, but not confirmed within --wait; 5: refused, nothing
     stored: --prune would remove a channel that still carries payments processing, requires_action
-    or requires_capture (or other operations not final) or live merchant channel accounts (mca_...):
+    or requires_capture (or other operations not final), open disputes (needs_response: their
+    ruling comes by the channel's callback) or live merchant channel accounts (mca_...):
     settle them, or give --force; 6: refused, nothing stored: a channel with live merchant channel
     accounts would move to another host (their credentials sent there): give --allow-host-change."""
     from app import context
@@ -257,8 +258,9 @@ def channels_import(file, prune, force, allow_host_change, reason, actor, wait_s
         accounts = f" ({change['live_accounts']} live merchant channel account(s))" if change["live_accounts"] else ""
         click.echo(f"host: {change['channel']} {change['from']} -> {change['to']}{accounts}")
     for item in done.get("forced", []):
-        click.echo(f"forced: removed {item['channel']} with {item['open_operations']} operation(s) not final "
-                   f"and {item['live_accounts']} live merchant channel account(s)", err=True)
+        click.echo(f"forced: removed {item['channel']} with {item['open_operations']} operation(s) not final, "
+                   f"{item['open_disputes']} open dispute(s) and {item['live_accounts']} live merchant channel "
+                   "account(s)", err=True)
     if done["generated_channel_secrets"]:
         click.echo(f"generated secrets for: {', '.join(done['generated_channel_secrets'])}")
     if done["kept"]:

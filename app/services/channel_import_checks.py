@@ -3,9 +3,11 @@ inside the import's transaction, on the rows it locked (app.services.channel_imp
 
 - ``--prune`` removing a channel that still carries operations not final (a payment
   ``processing``, ``requires_action`` or ``requires_capture``, a refund or payout ``processing``)
-  or live merchant channel accounts (``mca_…``): nothing would query, capture, cancel or
-  reconcile them any more, and the merchants' credentials would be orphaned. Refused unless
-  forced (``--force``), and then audited with what it stranded.
+  or open disputes (``needs_response``: the network's ruling comes by the channel's callback) or
+  live merchant channel accounts (``mca_…``): nothing would query, capture, cancel or reconcile
+  those operations any more, a ruling would be answered 404 (a won dispute never reversed), and
+  the merchants' credentials would be orphaned. Refused unless forced (``--force``), and then
+  audited with what it stranded.
 - a changed definition whose ``base_url`` moves to another host (scheme, host or port) while
   merchants' channel accounts are live on it: their stored credentials would be sent to the new
   host. Refused unless confirmed (``--allow-host-change``); every host change is shown and audited.
@@ -19,8 +21,9 @@ from urllib.parse import urlsplit
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.adapters.models import ChannelAccount, Operation
+from app.adapters.models import ChannelAccount, Dispute, Operation
 from app.domain import states
+from app.domain.disputes import NEEDS_RESPONSE
 from app.domain.errors import Conflict
 
 NOT_FINAL = (states.PENDING, *sorted(states.OPEN))
@@ -47,21 +50,25 @@ class Stranded:
 
     channel: str
     operations: dict[str, int] = field(default_factory=dict)  # "payment requires_capture": count
+    disputes: int = 0  # open (needs_response): their ruling comes by this channel's callback
     accounts: int = 0
 
     @property
     def any(self) -> bool:
-        return bool(self.operations or self.accounts)
+        return bool(self.operations or self.disputes or self.accounts)
 
     def words(self) -> str:
         said = [f"{count} {what}" for what, count in sorted(self.operations.items())]
+        if self.disputes:
+            said.append(f"{self.disputes} open dispute(s)")
         if self.accounts:
             said.append(f"{self.accounts} live merchant channel account(s)")
         return f"{self.channel} ({', '.join(said)})"
 
     def to_dict(self) -> dict:
         return {"channel": self.channel, "operations": dict(sorted(self.operations.items())),
-                "open_operations": sum(self.operations.values()), "live_accounts": self.accounts}
+                "open_operations": sum(self.operations.values()), "open_disputes": self.disputes,
+                "live_accounts": self.accounts}
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,9 @@ def stranded(session: Session, removed: list[str]) -> list[Stranded]:
             .where(Operation.status.in_(NOT_FINAL), Operation.channel.in_(removed))
             .group_by(Operation.channel, Operation.kind, Operation.status)):
         found[cid].operations[f"{kind} {status}"] = count
+    for cid, count in session.execute(select(Dispute.channel, func.count()).where(
+            Dispute.status == NEEDS_RESPONSE, Dispute.channel.in_(removed)).group_by(Dispute.channel)):
+        found[cid].disputes = count
     for cid, count in live_accounts(session, removed).items():
         found[cid].accounts = count
     return [item for item in found.values() if item.any]
@@ -127,8 +137,9 @@ def refuse(stranding: list[Stranded], moving: list[HostChange], *, force: bool, 
         code = PRUNE_REFUSED
         problems.append("--prune would remove channel(s) still carrying live work: "
                         + "; ".join(item.words() for item in stranding)
-                        + ". Nothing would query, capture, cancel or reconcile those operations, and the accounts' "
-                          "credentials would be orphaned: settle them (or delete the accounts) first, or give --force "
+                        + ". Nothing would query, capture, cancel or reconcile those operations, a dispute's ruling "
+                          "would be refused (a won dispute never reversed), and the accounts' credentials would be "
+                          "orphaned: settle them (or delete the accounts) first, or give --force "
                           "(audited)")
     risky = [change for change in moving if change.accounts]
     if risky and not allow_host_change:

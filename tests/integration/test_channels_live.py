@@ -416,7 +416,32 @@ def test_prune_is_refused_while_the_channel_carries_live_work_unless_forced(stor
     assert code == 0 and "removed: acq_gamma" in out and "forced: removed acq_gamma with 2 operation(s)" in out, out
     assert "acq_gamma" not in {cid for cid, _ in channel_definitions.rows()}
     assert _audited_import()["forced"] == [{"channel": "acq_gamma", "operations": {
-        "payment processing": 1, "payment requires_capture": 1}, "open_operations": 2, "live_accounts": 1}]
+        "payment processing": 1, "payment requires_capture": 1}, "open_operations": 2, "open_disputes": 0,
+        "live_accounts": 1}]
+
+
+def test_prune_is_refused_while_the_channel_carries_an_open_dispute_unless_forced(stored, tmp_path):
+    """#14 (attack a14 M4): a dispute still needs_response on acq_gamma waits for the network's ruling
+    by acq_gamma's callback, which a pruned channel answers 404 (a won dispute never reversed): the
+    prune is refused with exit 5 naming it, though every payment on the channel is final; a closed
+    dispute does not count; --force removes it, audited with it."""
+    merchant_id, _ = builders.merchant("Gamma shop")
+    gamma = with_channel(tmp_path / "gamma.yaml", "http://127.0.0.1:1", **GAMMA)
+    assert cli("channels", "import", gamma, "--wait", 0)[0] == 0
+    disputed = builders.recorded_operation(merchant_id, 3000, channel="acq_gamma")  # succeeded: final
+    builders.recorded_dispute(merchant_id, disputed, 3000, channel="acq_gamma")
+    builders.recorded_dispute(merchant_id, disputed, 1000, channel="acq_gamma", status="won")  # closed
+    three = with_channel(tmp_path / "three.yaml", "http://127.0.0.1:1")
+
+    code, out = cli("channels", "import", three, "--prune", "--wait", 0)
+    assert code == 5, out
+    assert "acq_gamma (1 open dispute(s))" in out and "won dispute never reversed" in out, out
+    assert "acq_gamma" in {cid for cid, _ in channel_definitions.rows()}
+
+    code, out = cli("channels", "import", three, "--prune", "--force", "--wait", 0)
+    assert code == 0 and "forced: removed acq_gamma with 0 operation(s) not final, 1 open dispute(s)" in out, out
+    assert _audited_import()["forced"] == [{"channel": "acq_gamma", "operations": {}, "open_operations": 0,
+                                            "open_disputes": 1, "live_accounts": 0}]
 
 
 def test_a_host_change_under_live_merchant_accounts_needs_allow_host_change(stored, tmp_path):
