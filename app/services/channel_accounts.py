@@ -16,7 +16,10 @@ open): refused → 422 ``channel_credentials_refused``; the PSP unreachable or u
 adapter that cannot check them has them stored unchecked (``verified: false``). A credential
 that holds a character no request can carry as it is (a control character, CR, LF or NUL among
 them, or one beyond U+00FF) is 400 ``parameter_invalid`` before anything is asked or stored: it
-could never be sent, and the PSP's answer would be read as the channel down. The same
+could never be sent, and the PSP's answer would be read as the channel down. So is one that begins
+or ends with whitespace (a space, U+00A0): a header value is trimmed on the way, so the PSP would
+read the credential without it while the digest below covers it (another merchant's key plus a
+space would pass as other credentials); refused, never trimmed in silence. The same
 credentials at one PSP are one merchant's: another live account holding them on the channel, or
 another merchant's on any channel of the same PSP (the same ``config.base_url`` origin: a PSP key
 belongs to one merchant account there, whichever channel definition points at it, docs/design.md),
@@ -105,6 +108,11 @@ def create(session: Session, merchant_id: str, livemode: bool, body: dict) -> Ch
             raise InvalidRequest(f"credentials[{name}]: holds a character no request to the channel can carry as it "
                                  "is (a control character such as CR, LF, NUL or tab, or one beyond U+00FF); the "
                                  "value is not quoted", param=f"credentials[{name}]", code="parameter_invalid")
+        if credentials[name] != credentials[name].strip():
+            raise InvalidRequest(f"credentials[{name}]: begins or ends with whitespace, which a request to the channel "
+                                 "does not carry (a header value is trimmed), so the PSP would read another "
+                                 "credential; send it without; the value is not quoted",
+                                 param=f"credentials[{name}]", code="parameter_invalid")
     digest = credentials_digest(credentials)
     _refuse_taken(session, merchant_id, livemode, adapter, digest)
     session.commit()  # the Idempotency-Key's claim: a retry waits for this request while the PSP is asked

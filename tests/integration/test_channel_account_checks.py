@@ -124,3 +124,22 @@ def test_two_merchants_bringing_the_same_key_at_once_one_wins(stack):
         with unit_of_work() as session:
             session.execute(update(ChannelAccount).where(ChannelAccount.deleted_at.is_(None))
                             .values(deleted_at=dt.datetime(2026, 1, 1)))
+
+
+def test_a_key_with_whitespace_at_either_end_is_refused_not_taken_for_other_credentials(stack):
+    """#14 (attack a14 M3): a header value is trimmed on the way, so the PSP reads "KEY " as "KEY"
+    while the uniqueness digest covers the exact string: merchant B bringing A's key with a space
+    (or U+00A0) at either end is 400 parameter_invalid naming the field, the value not quoted,
+    nothing asked of the PSP nor stored; never trimmed in silence."""
+    mine, theirs = builders.api(stack.client, "Mine"), builders.api(stack.client, "Theirs")
+    key = builders.sandbox_account(stack.sandbox_url)["api_key"]
+    assert bring(mine, key).status_code == 201
+    for variant in (key + " ", key + "  ", key + "\xa0", " " + key, "\xa0" + key):
+        refused = bring(theirs, variant)
+        assert refused.status_code == 400, (repr(variant), refused.get_json())
+        error = refused.get_json()["error"]
+        assert (error["type"], error["code"], error["param"]) == (
+            "invalid_request_error", "parameter_invalid", "credentials[api_key]"), error
+        assert "whitespace" in error["message"] and key not in refused.get_data(as_text=True)
+    assert theirs.get("/v1/channel_accounts").get_json()["data"] == []
+    assert accounts_stored() == 1
