@@ -138,49 +138,66 @@ def each_account(channel_id: str, mode: str, run_one, day: dt.date | None = None
     return runs, unread, errors
 
 
-# Every channel that has a stored run, one index probe per channel (ix_reconciliation_runs_window):
-# a loose index scan written out, as neither database does it by itself for DISTINCT.
-_RECONCILED_CHANNELS = text("""
+# Every channel that has a stored run, or an attempt, one index probe per channel and table
+# (ix_reconciliation_runs_window, ix_attempts_channel_ref): a loose index scan written out, as
+# neither database does it by itself for DISTINCT.
+def _loose_scan(table: str) -> text:
+    return text(f"""
 WITH RECURSIVE seen(channel) AS (
-    SELECT MIN(channel) FROM reconciliation_runs
+    SELECT MIN(channel) FROM {table}
     UNION ALL
-    SELECT (SELECT MIN(r.channel) FROM reconciliation_runs r WHERE r.channel > seen.channel)
+    SELECT (SELECT MIN(r.channel) FROM {table} r WHERE r.channel > seen.channel)
     FROM seen WHERE seen.channel IS NOT NULL)
 SELECT channel FROM seen WHERE channel IS NOT NULL""")
 
 
+_RECONCILED_CHANNELS, _ATTEMPTED_CHANNELS = _loose_scan("reconciliation_runs"), _loose_scan("attempts")
+
+
 def unreconciled_channels() -> list[dict]:
-    """Channels reconciled before that this process no longer runs (pruned from the definitions,
-    or stored but not buildable here) with outcomes of ours recorded since their reconciliation
-    stopped: their statements cannot be read without a definition, so a pass over "every channel"
-    would skip them without a word. Each is a ``channel_not_reconciled`` issue, one per channel and
-    the point its runs reached (reference ``<channel>:<since>``, the newest end of any of its runs'
-    windows), recorded once (an operator resolves it with a note; re-imported, the channel's passes
-    compare the window from there on). ``ours``: the channel, ``since``, how many attempts were
-    recorded since (``attempts``, of which ``processing``) and with which merchant channel accounts
-    (``accounts``), and whether it is still ``defined`` (stored but not built here). Returns the
-    issues (with ``id`` and ``status``). A channel never reconciled (it serves no statement) is
-    not one: nothing was compared before either."""
+    """Channels with operations that this process does not run (pruned from the definitions, or
+    stored but not buildable here) with outcomes of ours recorded since their reconciliation
+    stopped, or never compared at all (pruned before their first run): their statements cannot be
+    read without a definition, so a pass over "every channel" would skip them without a word. Each
+    is a ``channel_not_reconciled`` issue, one per channel: while one is open it is the channel's
+    issue, found again however far the channel's runs (by other processes) moved on; none open,
+    one is recorded for the point its runs reached (reference ``<channel>:<since>``, the newest end
+    of any of its runs' windows; never reconciled: ``since`` is its first attempt's time), once (an
+    operator resolves it with a note; re-imported, the channel's passes compare the window from
+    there on and close it). ``ours``: the channel, ``since``, whether it was ever ``reconciled``,
+    how many attempts were recorded since (``attempts``, of which ``processing``) and with which
+    merchant channel accounts (``accounts``), and whether it is still ``defined`` (stored but not
+    built here). Returns the issues (with ``id`` and ``status``)."""
     running = set(registry().ids())
     with read_only() as session:
-        gone = [cid for cid in session.execute(_RECONCILED_CHANNELS).scalars() if cid not in running]
+        gone = sorted({*session.execute(_RECONCILED_CHANNELS).scalars(),
+                       *session.execute(_ATTEMPTED_CHANNELS).scalars()} - running)
     if not gone:
         return []
     stored = {cid for cid, _ in channel_definitions.current()}
     found = []
     for channel_id in gone:
         with read_only() as session:
+            of_channel = (ReconciliationIssue.channel == channel_id,
+                          ReconciliationIssue.kind == issue_store.CHANNEL_NOT_RECONCILED)
+            still_open = session.execute(select(ReconciliationIssue).where(
+                *of_channel, ReconciliationIssue.status == issue_store.OPEN)
+                .order_by(ReconciliationIssue.created_at).limit(1)).scalar_one_or_none()
+            if still_open is not None:  # the channel's issue, counted when it was recorded
+                found.append(issue_store.view(still_open))
+                continue
             since = max(filter(None, (session.scalar(select(func.max(ReconciliationRun.window_end)).where(
                 ReconciliationRun.channel == channel_id, ReconciliationRun.mode == mode))
                 for mode in ("continuous", "daily"))), default=None)
-            if since is None:
-                continue
+            reconciled = since is not None
+            if not reconciled:  # never compared: from its first attempt
+                since = session.scalar(select(func.min(Attempt.updated_at)).where(Attempt.channel == channel_id))
+                if since is None:
+                    continue
             reference = f"{channel_id}:{since.isoformat()}"
             known = session.execute(select(ReconciliationIssue).where(
-                ReconciliationIssue.channel == channel_id,
-                ReconciliationIssue.kind == issue_store.CHANNEL_NOT_RECONCILED,
-                ReconciliationIssue.channel_reference == reference)).scalar_one_or_none()
-            if known is not None:  # counted when it was recorded: not again every pass
+                *of_channel, ReconciliationIssue.channel_reference == reference)).scalar_one_or_none()
+            if known is not None:  # resolved: not again every pass
                 found.append(issue_store.view(known))
                 continue
             counts = session.execute(select(func.count(), func.count().filter(Attempt.status == PROCESSING)).where(
@@ -191,13 +208,22 @@ def unreconciled_channels() -> list[dict]:
                 Attempt.channel == channel_id, Attempt.updated_at >= since,
                 Attempt.channel_account_id.is_not(None))))
         defined = channel_id in stored
+        why = "stored, but this process cannot build it" if defined else "pruned from the channel definitions"
+        if not reconciled:
+            why += " before its first reconciliation run"
         issue = {"issue": issue_store.CHANNEL_NOT_RECONCILED, "channel_reference": reference,
-                 "ours": {"channel": channel_id, "since": since.isoformat(), "attempts": counts[0],
-                          "processing": counts[1], "accounts": used, "defined": defined},
+                 "ours": {"channel": channel_id, "since": since.isoformat(), "reconciled": reconciled,
+                          "attempts": counts[0], "processing": counts[1], "accounts": used, "defined": defined},
                  "theirs": {"error": "channel_not_built" if defined else "channel_not_defined",
-                            "message": ("stored, but this process cannot build it" if defined else
-                                        "pruned from the channel definitions") + ": its statement cannot be read"}}
+                            "message": why + ": its statement cannot be read"}}
         with unit_of_work() as session:
+            # Two processes finding the channel at once take turns: the second finds the first's issue.
+            serialize(session, f"channel_not_reconciled:{channel_id}")
+            meanwhile = session.execute(select(ReconciliationIssue).where(
+                *of_channel, ReconciliationIssue.status == issue_store.OPEN).limit(1)).scalar_one_or_none()
+            if meanwhile is not None:
+                found.append(issue_store.view(meanwhile))
+                continue
             issue_store.record(session, channel_id, [issue])
         log.warning("reconciliation of %s stopped at %s: %s; %s attempt(s) recorded since are not compared "
                     "(issue %s)", channel_id, since, issue["theirs"]["message"], counts[0], issue["id"],
@@ -627,12 +653,15 @@ def _caught_up(session, channel_id: str, run_id: str) -> None:
 
 def _compared(session, channel_id: str, account: str | None, since: dt.datetime, until: dt.datetime) -> bool:
     """Has ``account`` (None: the platform's) of the channel compared its statement from ``since``
-    to ``until``: a near-real-time window ending at ``until`` or later, or a daily run that read
+    to ``until``: near-real-time windows from ``since`` or before (passes follow on from one another
+    from the account's first, which looks back only FIRST_WINDOW: a channel never reconciled before
+    is not compared from its first attempt by them) to ``until`` or later, or a daily run that read
     each day between (one that could not read its statement does not count)."""
     runs = (ReconciliationRun.channel == channel_id, _of_account(ReconciliationRun.channel_account, account))
-    end = session.scalar(select(func.max(ReconciliationRun.window_end)).where(
-        *runs, ReconciliationRun.mode == "continuous"))
-    if end is not None and end >= until:
+    first, end = session.execute(select(func.min(ReconciliationRun.window_start),
+                                        func.max(ReconciliationRun.window_end))
+                                 .where(*runs, ReconciliationRun.mode == "continuous")).one()
+    if end is not None and end >= until and first is not None and first <= since:
         return True
     days = {(since.date() + dt.timedelta(days=n)).isoformat() for n in range((until.date() - since.date()).days + 1)}
     read = {day for day, summary in session.execute(select(ReconciliationRun.day, ReconciliationRun.summary).where(
