@@ -42,8 +42,9 @@ PENDING_IN_PAYROUTER = "pending_in_payrouter"
 DUPLICATE_IN_STATEMENT = "duplicate_in_statement"
 MISSING_AT_CHANNEL = "missing_at_channel"
 STATEMENT_UNAVAILABLE = "statement_unavailable"  # a merchant channel account's statement could not be read
-# A channel this process cannot build (pruned from the definitions) with outcomes its reconciliation
-# never compared: app.services.reconcile.unreconciled_channels.
+# A channel this process cannot build (pruned from the definitions, or stored but not buildable here)
+# with outcomes its reconciliation never compared (or none ever: pruned before its first run), one
+# open per channel: app.services.reconcile.unreconciled_channels.
 CHANNEL_NOT_RECONCILED = "channel_not_reconciled"
 # Kinds that are failures, not discrepancies: found again, the issue is open again with what was found now.
 RECURRING = frozenset({STATEMENT_UNAVAILABLE})
