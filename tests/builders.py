@@ -1,6 +1,7 @@
 """Builders for test data: one place that knows how to make a merchant, an account, a body."""
 from __future__ import annotations
 
+import contextlib
 import itertools
 import uuid
 
@@ -204,3 +205,23 @@ def signed_dispute_callback(channel, reference: str, payment_channel_reference: 
                                                        "channel": channel.id, "status": status, "amount": amount,
                                                        "currency": currency, "reason": reason}}).encode()
     return body, {**signed_headers(channel.secret, body), "Content-Type": "application/json"}
+
+
+@contextlib.contextmanager
+def process_running_without(channel_id: str, *, host: str, pid: int, role: str = "api"):
+    """While in the block, a live process (its build report in Redis, as every process writes one)
+    that runs the stored channels but could not build ``channel_id`` (a variable it lacks)."""
+    import time
+
+    from app.adapters import channel_builds
+
+    now = time.time()
+    report = channel_builds.Report(host=host, pid=pid, role=role, started_at=now, heartbeat_at=now,
+                                   version="v1", built_at=now, stored_version="v1", failed_at=now,
+                                   error=f"environment variable {channel_id.split('_')[-1].upper()}_URL is not set",
+                                   unbuilt=(channel_id,))
+    channel_builds.write(report)
+    try:
+        yield report
+    finally:
+        channel_builds.remove(report.name)

@@ -11,6 +11,7 @@ from app.adapters.db import unit_of_work
 from app.adapters.models import AuditLog
 from app.services import admin_users, rules_publishing
 from app.services.rules_store import DEFAULT_RULES
+from tests import builders
 from tests.builders import CARD, unique
 
 PASSWORD = "correct horse battery"
@@ -201,25 +202,14 @@ def test_publish_warns_naming_a_channel_a_live_process_runs_without(app, seeded)
     """#14: as `rules publish` exits 3 with a warning, the console's publish of a set naming
     acq_beta, which a live API process could not build, is published and flashes that warning
     naming the channel and the process; once no process lacks it, no warning."""
-    import time
-
-    from app.adapters import channel_builds
-
-    now = time.time()
-    report = channel_builds.Report(host="web-9", pid=4242, role="api", started_at=now, heartbeat_at=now,
-                                   version="v1", built_at=now, stored_version="v1", failed_at=now,
-                                   error="environment variable BETA_URL is not set", unbuilt=("acq_beta",))
-    channel_builds.write(report)
     console = Console(app, "pm")
-    try:
+    with builders.process_running_without("acq_beta", host="web-9", pid=4242):
         answer = console.post("publish", source=CHEAPER, reason="cheaper")
         assert answer.status_code == 302
         text = console.get().get_data(as_text=True)
         assert "Published version 2" in text
         assert ("Warning: acq_beta is stored but not run by 1 live process(es) (api web-9 pid 4242): they could "
                 "not build it and drop it from routing as unknown_channel") in text, text
-    finally:
-        channel_builds.remove(report.name)
     assert console.post("publish", source=LIVE, reason="back").status_code == 302
     text = console.get().get_data(as_text=True)
     assert "Published version 3" in text and "not run by" not in text
@@ -227,52 +217,31 @@ def test_publish_warns_naming_a_channel_a_live_process_runs_without(app, seeded)
 
 def test_approving_a_request_warns_naming_a_channel_a_live_process_runs_without(seeded, clean, configured):
     """#14: an approval makes the set live: the approver sees the same warning a publish gives."""
-    import time
-
-    from app.adapters import channel_builds
-
     app = configured(clean.with_(rules_approval=True))
     author, other = Console(app, "pm"), Console(app, "admin")
-    now = time.time()
-    report = channel_builds.Report(host="web-9", pid=4243, role="api", started_at=now, heartbeat_at=now,
-                                   version="v1", built_at=now, stored_version="v1", failed_at=now,
-                                   error="environment variable BETA_URL is not set", unbuilt=("acq_beta",))
-    channel_builds.write(report)
-    try:
+    with builders.process_running_without("acq_beta", host="web-9", pid=4243):
         assert author.post("publish", source=CHEAPER, reason="cheaper").status_code == 302
         request = rules_publishing.pending()[0]["request"]
         assert other.post("approve", request=str(request)).status_code == 302
         text = other.get().get_data(as_text=True)
         assert f"Request {request} approved and published as version 2" in text
         assert "Warning: acq_beta is stored but not run by 1 live process(es) (api web-9 pid 4243)" in text, text
-    finally:
-        channel_builds.remove(report.name)
 
 
 def test_rollback_warns_or_refuses_as_publish_does(app, seeded):
     """Attack a14 S3 on the console: rolling back to a version naming a channel a live process runs
     without is done and flashes publish's warning; to a version naming a channel no longer stored,
     refused with publish's message, nothing made live."""
-    import time
-
-    from app.adapters import channel_builds
     from app.adapters.models import ChannelDefinition
     from app.services import rules_store
 
     console = Console(app, "pm")
     assert console.post("publish", source=CHEAPER, reason="cheaper").status_code == 302
-    now = time.time()
-    report = channel_builds.Report(host="web-8", pid=4545, role="api", started_at=now, heartbeat_at=now,
-                                   version="v1", built_at=now, stored_version="v1", failed_at=now,
-                                   error="environment variable BETA_URL is not set", unbuilt=("acq_beta",))
-    channel_builds.write(report)
-    try:
+    with builders.process_running_without("acq_beta", host="web-8", pid=4545):
         assert console.post("rollback", version="1", reason="back").status_code == 302
         text = console.get().get_data(as_text=True)
         assert "Rolled back: version 1 is live." in text
         assert "Warning: acq_beta is stored but not run by 1 live process(es) (api web-8 pid 4545)" in text, text
-    finally:
-        channel_builds.remove(report.name)
     assert console.post("publish", source=CHEAPER.replace("acq_alpha, acq_beta", "acq_alpha")
                         .replace("acq_alpha: 70, acq_beta: 30", "acq_alpha: 100"), reason="no beta").status_code == 302
     with unit_of_work() as session:  # acq_beta removed (what an import --prune does once no live set routes to it)

@@ -235,15 +235,8 @@ def test_rollback_to_a_version_naming_a_removed_channel_is_refused_as_its_publis
 def test_rollback_to_a_version_naming_a_channel_a_live_process_runs_without_exits_3(live, draft_file):
     """As `rules publish` does: rolled back (the channel is stored), but exit 3 with the same warning
     naming the channel and the process that drops it from routing."""
-    from app.adapters import channel_builds
-
     assert cli("rules", "publish", draft_file(WITHOUT_ALPHA), "--reason", "no alpha", "--yes")[0] == 0
-    now = time.time()
-    report = channel_builds.Report(host="worker-7", pid=4343, role="worker", started_at=now, heartbeat_at=now,
-                                   version="v1", built_at=now, stored_version="v1", failed_at=now,
-                                   error="environment variable ALPHA_URL is not set", unbuilt=("acq_alpha",))
-    channel_builds.write(report)
-    try:
+    with builders.process_running_without("acq_alpha", host="worker-7", pid=4343, role="worker"):
         code, out = cli("rules", "rollback", "1", "--reason", "alpha back")
         assert code == 3, out
         assert "version 1 is live" in out, out
@@ -252,5 +245,3 @@ def test_rollback_to_a_version_naming_a_channel_a_live_process_runs_without_exit
         assert in_use_within_2_s(1)
         code, out = cli("rules", "rollback", "2", "--reason", "no alpha again")  # names no such channel
         assert code == 0 and "warning" not in out, out
-    finally:
-        channel_builds.remove(report.name)

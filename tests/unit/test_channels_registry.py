@@ -46,6 +46,18 @@ channels:
 """
 
 
+def installed_entry_point(monkeypatch, ep: importlib.metadata.EntryPoint) -> None:
+    """``ep`` as if an installed package declared it in group payrouter.channels."""
+    real = importlib.metadata.entry_points
+
+    def fake_entry_points(**selection):
+        if selection.get("group") == ENTRY_POINT_GROUP:
+            return importlib.metadata.EntryPoints([ep]).select(**selection)
+        return real(**selection)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+
+
 def generated(spec) -> str:
     """Stands in for the database's generated secrets (app.adapters.channel_secrets)."""
     return f"generated-{spec.id}"
@@ -103,14 +115,7 @@ def test_third_party_entry_point_adds_a_channel(tmp_path, monkeypatch):
     module.AcmeChannel = type("AcmeChannel", (ThirdPartyChannel,), {})
     monkeypatch.setitem(sys.modules, "acme_payrouter_plugin", module)
     ep = importlib.metadata.EntryPoint("acme", "acme_payrouter_plugin:AcmeChannel", ENTRY_POINT_GROUP)
-    real = importlib.metadata.entry_points
-
-    def fake_entry_points(**selection):
-        if selection.get("group") == ENTRY_POINT_GROUP:
-            return importlib.metadata.EntryPoints([ep]).select(**selection)
-        return real(**selection)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    installed_entry_point(monkeypatch, ep)
     path = write(tmp_path, ONE.format(id="acme_one", adapter="acme"))
     registry = load_channels(path, env={"TP_SECRET": "x"})
     assert type(registry.get("acme_one")).__name__ == "AcmeChannel"
@@ -168,14 +173,7 @@ def test_the_sandbox_adapter_rejecting_a_url_without_scheme_is_a_channel_config_
 
 def test_an_entry_point_or_module_whose_code_raises_is_a_channel_config_error(tmp_path, monkeypatch):
     ep = importlib.metadata.EntryPoint("broken", "broken_payrouter_plugin:Channel", ENTRY_POINT_GROUP)
-    real = importlib.metadata.entry_points
-
-    def fake_entry_points(**selection):
-        if selection.get("group") == ENTRY_POINT_GROUP:
-            return importlib.metadata.EntryPoints([ep]).select(**selection)
-        return real(**selection)
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
+    installed_entry_point(monkeypatch, ep)
     (tmp_path / "broken_payrouter_plugin.py").write_text('raise RuntimeError("boom")\n')
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "broken_payrouter_plugin", raising=False)
