@@ -3,7 +3,17 @@
 a first that creates the system accounts and warms the caches), with the totals.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1/payrouter_bench REDIS_URL=redis://127.0.0.1:6379/9 \
-        .venv/bin/python bench/statements.py [--full]
+        .venv/bin/python bench/statements.py [--full] [--cpu N [--callgrind]]
+
+``--cpu N`` adds, over N sequential requests of each: this process's CPU per request, the CPU of
+PostgreSQL's backends serving the bench database (psutil, before and after; pg_stat_activity
+names them), and then, over N more, that CPU per statement: each backend's on-CPU time
+(/proc/<pid>/schedstat, nanoseconds) read whenever a statement is sent on it, the time until the
+next one (or the request's end) counted to the statement sent. So psycopg's BEGIN counts with a
+transaction's first statement and the COMMIT with its last; in a pipelined block (db.pipelined)
+the server runs the statements after they are sent, so the block's last statement carries them.
+PostgreSQL's pg_stat_statements would say the same per statement but needs a server restart
+(shared_preload_libraries); this needs nothing of the server.
 """
 from __future__ import annotations
 
@@ -13,7 +23,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import defaultdict
 
+import psutil
 from common import postgres_bench, setup_merchant, start, stop
 from sqlalchemy import event
 
@@ -53,6 +65,8 @@ def main() -> int:
                 text = " ".join(text.split()) if args.full else text.strip().splitlines()[0][:110]
                 print(f"{'×' + str(n) if n > 1 else '':>4} {text}")
             if args.cpu:
+                backends = _Backends(bench.config.database_url)
+                backends_before = backends.cpu()
                 started = time.process_time()
                 if args.callgrind:
                     subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True,
@@ -67,6 +81,11 @@ def main() -> int:
                                    capture_output=True)
                 print(f"CPU of this process (test client, app, driver): "
                       f"{(time.process_time() - started) * 1000 / args.cpu:.2f} ms per {name}")
+                print(f"CPU of PostgreSQL's backends serving {bench.database}: "
+                      f"{backends.cpu_since(backends_before) * 1000 / args.cpu:.3f} ms per {name}")
+                if not args.callgrind:
+                    _per_statement(get_engine(), args.cpu, name, lambda path=path, body=body: client.post(
+                        path, json=body(), headers=_headers(secret)))
     finally:
         stop(sandbox[0])
     return 0
@@ -89,6 +108,74 @@ def _listed(engine, send) -> list[tuple[int, str]]:
         event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 201, response.get_json()
     return listed
+
+
+class _Backends:
+    """CPU seconds of the PostgreSQL client backends serving one database (this object's own
+    connection left out; so is autovacuum): pg_stat_activity names them, psutil reads their CPU time."""
+
+    def __init__(self, database_url: str):
+        import psycopg
+
+        self.conn = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+    def cpu(self) -> dict[int, float]:
+        pids = [pid for (pid,) in self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND backend_type = 'client backend'")]  # not autovacuum's workers
+        out = {}
+        for pid in pids:
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            out[pid] = times.user + times.system
+        return out
+
+    def cpu_since(self, before: dict[int, float]) -> float:
+        """CPU seconds since ``before`` of the backends alive now (a backend that ended in between
+        is not counted; one that started is counted whole)."""
+        return sum(seconds - before.get(pid, 0.0) for pid, seconds in self.cpu().items())
+
+
+def _on_cpu_ns(pid: int) -> int:
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0])
+
+
+def _per_statement(engine, n: int, name: str, send) -> None:
+    """Backend CPU per statement over ``n`` requests (see the module's docstring), printed."""
+    spent: dict[str, int] = defaultdict(int)
+    counted: dict[str, int] = defaultdict(int)
+    open_: dict[int, tuple[str, int]] = {}  # backend pid -> (statement sent last, its on-CPU ns then)
+
+    def close(pid: int, now: int) -> None:
+        if pid in open_:
+            label, since = open_.pop(pid)
+            spent[label] += now - since
+
+    def sent(conn, _cursor, statement, _parameters, _context, _executemany):
+        pid = conn.connection.driver_connection.info.backend_pid
+        now = _on_cpu_ns(pid)
+        close(pid, now)
+        label = " ".join(statement.split())[:90]
+        counted[label] += 1
+        open_[pid] = (label, now)
+
+    event.listen(engine, "before_cursor_execute", sent)
+    try:
+        for _ in range(n):
+            response = send()
+            assert response.status_code == 201, response.get_json()
+            for pid in list(open_):
+                close(pid, _on_cpu_ns(pid))
+    finally:
+        event.remove(engine, "before_cursor_execute", sent)
+    total = sum(spent.values())
+    print(f"PostgreSQL backend CPU per statement over {n} {name}s (µs per {name}; statements sent per {name}):")
+    for label, ns in sorted(spent.items(), key=lambda item: -item[1]):
+        print(f"  {ns / n / 1000:8.1f}  {counted[label] / n:5.2f}×  {label}")
+    print(f"  {total / n / 1000:8.1f}  total")
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ class JournalEntry(Base):
 
     __tablename__ = "journal_entries"
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"), index=True)
+    # No index of its own: nothing reads entries by merchant, and merchants are never deleted (0027).
+    merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
     kind: Mapped[str] = mapped_column(String(40))
     source_id: Mapped[str | None] = mapped_column(String(40), index=True)
     description: Mapped[str | None] = mapped_column(String(500))
@@ -186,6 +187,10 @@ class Event(Base):
     __table_args__ = (
         UniqueConstraint("object_id", "type", name="uq_events_object_type"),
         Index("ix_events_list", "merchant_id", "livemode", "created_at", "id"),
+        # The relay's queue, in its order: only unrelayed events are in it, so marking one relayed
+        # adds no entry (0027; the predicate written as each backend renders ``relayed.is_(False)``).
+        Index("ix_events_unrelayed", "created_at", "id", postgresql_where=text("relayed IS false"),
+              sqlite_where=text("relayed IS 0")),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
@@ -194,7 +199,7 @@ class Event(Base):
     object_id: Mapped[str] = mapped_column(String(40))
     data: Mapped[dict] = mapped_column(JSON)
     request_id: Mapped[str | None] = mapped_column(String(200))
-    relayed: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    relayed: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -346,7 +351,13 @@ class Operation(Base):
         UniqueConstraint("merchant_id", "idempotency_key", name="uq_operations_idempotency"),
         CheckConstraint("amount_refunded >= 0 AND amount_refunded <= amount", name="ck_operations_refund_bound"),
         Index("ix_operations_list", "merchant_id", "livemode", "kind", "created_at", "id"),
-        Index("ix_operations_due", "status", "next_query_at"),
+        # The status-query sweep's: only operations with a next query (a final status clears it), so
+        # a payment's settlement adds no entry; likewise a refund's payment and an order, which most
+        # rows have none of (0027: every write of a row adds an entry to each index it is in).
+        Index("ix_operations_due", "status", "next_query_at", postgresql_where=text("next_query_at IS NOT NULL"),
+              sqlite_where=text("next_query_at IS NOT NULL")),
+        Index("ix_operations_payment_id", "payment_id", postgresql_where=text("payment_id IS NOT NULL"),
+              sqlite_where=text("payment_id IS NOT NULL")),
         # The admin search, newest first across merchants, and the dashboard (0014_admin_search).
         Index("ix_operations_created", "created_at", "id"),
         Index("ix_operations_status_created", "status", "created_at", "id"),
@@ -359,7 +370,8 @@ class Operation(Base):
         Index("ix_operations_list_channel", "merchant_id", "livemode", "kind", "channel", "created_at", "id"),
         Index("ix_operations_list_customer", "merchant_id", "livemode", "kind", text("(customer ->> 'id')"),
               "created_at", "id"),
-        Index("ix_operations_order", "order_id", "created_at", "id"),
+        Index("ix_operations_order", "order_id", "created_at", "id", postgresql_where=text("order_id IS NOT NULL"),
+              sqlite_where=text("order_id IS NOT NULL")),
     )
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     merchant_id: Mapped[str] = mapped_column(ForeignKey("merchants.id"))
@@ -379,7 +391,7 @@ class Operation(Base):
     payment_method: Mapped[dict | None] = mapped_column(JSON)
     destination: Mapped[dict | None] = mapped_column(JSON)
     account_id: Mapped[str | None] = mapped_column(ForeignKey("accounts.id"))
-    payment_id: Mapped[str | None] = mapped_column(ForeignKey("operations.id"), index=True)  # refunds
+    payment_id: Mapped[str | None] = mapped_column(ForeignKey("operations.id"))  # refunds (ix_operations_payment_id)
     # The order a payment names; a refund's is its payment's (ix_operations_order: an order's payments
     # and refunds). No foreign key: SQLite can drop a column only if no foreign key holds it, and the
     # service writes an order's id only after reading that order (orders are never deleted).

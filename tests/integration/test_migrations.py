@@ -102,3 +102,50 @@ def test_0015_drops_the_unread_source_format_and_a_downgrade_labels_versions_aga
             rows = connection.execute(text("SELECT source, source_format FROM ruleset_versions "
                                            "ORDER BY version")).all()
         assert [tuple(r) for r in rows] == [("rules: []\n", "yaml"), ('{"rules": []}', "json")]
+
+
+def _index_definitions(connection, names: list[str]) -> dict[str, str]:
+    """The SQL that defines each index of ``names`` present (PostgreSQL's pg_indexes, SQLite's
+    sqlite_master), by name."""
+    from sqlalchemy import bindparam, text
+
+    if connection.dialect.name == "postgresql":
+        query = "SELECT indexname, indexdef FROM pg_indexes WHERE indexname IN :names"
+    else:
+        query = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND name IN :names"
+    rows = connection.execute(text(query).bindparams(bindparam("names", expanding=True)), {"names": names})
+    return {name: " ".join(sql.split()) for name, sql in rows}
+
+
+def test_0027_keeps_out_of_four_indexes_the_rows_no_reader_asks_for_and_a_downgrade_puts_them_back(
+        config, tmp_path):
+    """A settled payment (no next query, no refund's payment, no order) and a relayed event have
+    no entry in the partial indexes; the merchant index of journal entries, read by nothing, is
+    gone. A downgrade restores the full indexes; upgrading again is clean."""
+    from alembic import command
+
+    from app.adapters.migrate import alembic_config
+
+    partial = {"ix_operations_due": "next_query_at IS NOT NULL", "ix_operations_payment_id": "payment_id IS NOT NULL",
+               "ix_operations_order": "order_id IS NOT NULL", "ix_events_unrelayed": "relayed IS false"}
+    full = ["ix_operations_due", "ix_operations_payment_id", "ix_operations_order", "ix_events_relayed",
+            "ix_journal_entries_merchant_id"]
+    names = sorted({*partial, *full})
+    with scratch_database(config, tmp_path) as engine:
+        cfg = alembic_config()
+        with engine.begin() as connection:
+            cfg.attributes["connection"] = connection
+            sqlite = connection.dialect.name == "sqlite"
+            for _ in range(2):
+                command.upgrade(cfg, "0027_payment_indexes")
+                upgraded = _index_definitions(connection, names)
+                assert sorted(upgraded) == sorted(partial)
+                for name, predicate in partial.items():
+                    # PostgreSQL prints the predicate back in its own words, SQLite as it was written
+                    expected = f"WHERE {predicate.replace('IS false', 'IS 0')}" if sqlite else \
+                        f"WHERE ({predicate.replace('IS false', 'IS FALSE')})"
+                    assert upgraded[name].endswith(expected), upgraded[name]
+                command.downgrade(cfg, "0026_channel_account_checks")
+                downgraded = _index_definitions(connection, names)
+                assert sorted(downgraded) == sorted(full)
+                assert not any("WHERE" in sql for sql in downgraded.values())
