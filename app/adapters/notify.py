@@ -79,8 +79,7 @@ class Watch:
     def fresh(self, now: float, check_interval: float, reload_interval: float) -> bool:
         """No notice missed, and checked within ``reload_interval`` while this process listens
         (notices then say when it changes), else within ``check_interval`` (it must poll)."""
-        window = reload_interval if healthy() else check_interval
-        return not self.missed() and now - self.checked < window
+        return not self.missed() and recent(now - self.checked, check_interval, reload_interval)
 
     def caught_up(self, notice: int, now: float) -> None:
         self.seen, self.checked = notice, now
@@ -89,12 +88,24 @@ class Watch:
         self.checked = 0.0
 
 
+def recent(age: float, check_interval: float, reload_interval: float) -> bool:
+    """Is a copy checked ``age`` seconds ago still good: younger than ``reload_interval`` while this
+    process listens, than ``check_interval`` while it must poll? Whether it listens (``healthy()``)
+    is asked only when the answer depends on it: most reads come within both intervals."""
+    if age < check_interval and age < reload_interval:
+        return True
+    if age >= check_interval and age >= reload_interval:
+        return False
+    return age < (reload_interval if healthy() else check_interval)
+
+
 def healthy() -> bool:
     """Is this process subscribed right now (to the Redis of the current configuration), and does
     it not take that Redis for hung (app.adapters.redis_conn.Outage: a subscription on a stopped server looks
     alive, but no notice can come through it)? Starts the listener if this process has none."""
-    listener = _ensure_listener()
-    return listener.subscribed.is_set() and listener.url == redis_url() and not redis_conn.is_down()
+    url = redis_url()
+    listener = _ensure_listener(url)
+    return listener.subscribed.is_set() and listener.url == url and not redis_conn.is_down(url=url)
 
 
 def _fire(topics) -> None:
@@ -146,9 +157,9 @@ class _Listener(threading.Thread):
             self.stopped.wait(RETRY_SECONDS)
 
 
-def _ensure_listener() -> _Listener:
+def _ensure_listener(url: str) -> _Listener:
+    """This process's listener to the Redis at ``url`` (the configuration's), started if it has none."""
     global _listener
-    url = redis_url()
     listener = _listener
     if listener is not None and listener.pid == os.getpid() and listener.url == url and listener.is_alive():
         return listener

@@ -167,8 +167,9 @@ class _Guarded:
             raise
 
 
-def outage(config: Config | None = None) -> Outage:
-    url = redis_url(config)
+def outage(config: Config | None = None, url: str | None = None) -> Outage:
+    """The Outage of the Redis at ``url`` (by default the configuration's)."""
+    url = url or redis_url(config)
     found = _outages.get(url)
     if found is not None:
         return found
@@ -178,9 +179,10 @@ def outage(config: Config | None = None) -> Outage:
         return _outages[url]
 
 
-def is_down(config: Config | None = None) -> bool:
-    """Does this process take Redis for down right now (no command would be sent)?"""
-    return outage(config).is_down()
+def is_down(config: Config | None = None, url: str | None = None) -> bool:
+    """Does this process take Redis (by default the configuration's) for down right now (no command
+    would be sent)?"""
+    return outage(config, url).is_down()
 
 
 def get_redis(config: Config | None = None) -> redis.Redis:

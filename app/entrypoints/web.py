@@ -7,10 +7,11 @@ import time
 from flask import Flask, g, request
 
 from app import context
-from app.adapters import logs, metrics
+from app.adapters import logs, metrics, ratelimit
 from app.config import Config, get_config
 from app.entrypoints import app_config
 from app.entrypoints.api import errors
+from app.entrypoints.api.common import authenticate_request
 from app.services import validation
 
 log = logging.getLogger("payrouter.http")
@@ -55,9 +56,6 @@ def _context_hooks(app: Flask) -> None:
                             context.object_id_var.set(None))
         g.started = time.perf_counter()
         if request.path.startswith("/v1/"):  # merchant API; /callbacks and /ops authenticate on their own
-            from app.adapters import ratelimit
-            from app.entrypoints.api.common import authenticate_request
-
             authenticate_request()
             ratelimit.check(g.api_key.id)  # per key (CONTRACT §1): one Redis round trip, or this process's memory
         # Every route's path and query, as parse_json does every body: bad text is a 400, never a 5xx.

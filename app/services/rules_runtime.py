@@ -122,9 +122,9 @@ def merchant_rules(merchant: str | None) -> decide_mod.MerchantRules | None:
     if not merchant:
         return None
     now = time.monotonic()
-    window = RELOAD_INTERVAL if notify.healthy() else CHECK_INTERVAL
     own = _merchants.get(merchant)
-    if own is not None and own.seen == _merchant_watch.notice and now - own.checked < window:
+    if (own is not None and own.seen == _merchant_watch.notice
+            and notify.recent(now - own.checked, CHECK_INTERVAL, RELOAD_INTERVAL)):
         return own.rules
     with _lock:
         notice = _merchant_watch.notice
