@@ -20,6 +20,7 @@ from decimal import Decimal
 from functools import cache
 from urllib.parse import unquote_to_bytes
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -76,6 +77,19 @@ def _validator(name: str) -> Draft202012Validator:
     return Draft202012Validator({**body_schema(name), "$defs": schema["$defs"]})
 
 
+@cache
+def _fast_validator(name: str) -> jsonschema_rs.Draft202012Validator:
+    """The same schema compiled by jsonschema-rs: it says whether a body is valid about a hundred times
+    faster than ``_validator``, which is asked only for a body it refuses, to name the error as it always
+    has. They agree on what is valid (tests/unit/test_validation.py: every pattern of the schema is
+    written so that Python's ``re`` and jsonschema-rs's regex engine read it alike), provided every
+    number of the body is an integer: jsonschema-rs takes a ``Decimal`` like ``100.0`` for an integer,
+    so a body with one goes to ``_validator`` alone."""
+    _validator(name)  # an unknown name: the same KeyError
+    return jsonschema_rs.Draft202012Validator({**body_schema(name), "$defs": api_schema()["$defs"]},
+                                              validate_formats=False)
+
+
 MAX_DEPTH = 32  # nesting of a body: ours go four deep
 INT64 = 2**63 - 1
 _BAD_TEXT = re.compile("[\x00\ud800-\udfff]")  # NUL (no text column takes it) and unpaired surrogates
@@ -126,8 +140,10 @@ def refuse_bad_text(value: str, param: str | None) -> None:
         raise InvalidRequest(f"{param or 'body'}: contains {problem}", param=param, code="parameter_invalid")
 
 
-def _walk(body: object) -> None:
-    """Every key, string and number of a parsed body, without recursion (a deep body cannot overflow)."""
+def _walk(body: object) -> bool:
+    """Every key, string and number of a parsed body, without recursion (a deep body cannot overflow).
+    True if no number in it is a ``Decimal`` (a JSON number with a fraction or an exponent)."""
+    integers_only = True
     stack: list[tuple[object, tuple, int]] = [(body, (), 0)]
     while stack:
         node, path, depth = stack.pop()
@@ -147,10 +163,18 @@ def _walk(body: object) -> None:
                                  "or too many digits", param=param, code="parameter_invalid")
         elif isinstance(node, str):
             refuse_bad_text(node, _param(path))
+        elif isinstance(node, Decimal):
+            integers_only = False
+    return integers_only
 
 
 def parse_json(raw: bytes) -> object:
     """A request body: strict UTF-8, JSON with no NaN or Infinity, every string and number checked."""
+    return _parse_json(raw)[0]
+
+
+def _parse_json(raw: bytes) -> tuple[object, bool]:
+    """``parse_json``'s body, and whether every number in it is an integer."""
     if len(raw) > MAX_BODY:
         raise InvalidRequest("request body is too large", code="body_too_large")
     if not raw.strip():
@@ -163,8 +187,7 @@ def parse_json(raw: bytes) -> object:
         body = json.loads(text, parse_float=_parse_float, parse_int=_parse_int, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise InvalidRequest(f"malformed JSON body: {exc}", code="invalid_json") from None
-    _walk(body)
-    return body
+    return body, _walk(body)
 
 
 def _path_param(name: str) -> str:
@@ -259,12 +282,16 @@ def _depth(error: ValidationError) -> tuple:
     return (rank, -len(error.absolute_path))
 
 
-def validate(name: str, body: object) -> dict:
+def validate(name: str, body: object, *, json_integers: bool = False) -> dict:
+    """``body`` checked against the schema ``name``. ``json_integers``: the caller knows the body holds
+    nothing but what JSON parses to, with every number an integer (``parse_body``): then a valid body
+    is told by ``_fast_validator``, and only one it refuses goes to ``_validator``."""
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object", code="invalid_json")
-    errors = list(_validator(name).iter_errors(body))
-    if errors:
-        raise _to_error(sorted(errors, key=_depth)[0])
+    if not (json_integers and _fast_validator(name).is_valid(body)):
+        errors = list(_validator(name).iter_errors(body))
+        if errors:
+            raise _to_error(sorted(errors, key=_depth)[0])
     _check_method(body.get("payment_method"))
     return body
 
@@ -288,7 +315,8 @@ def _check_method(instrument: object) -> None:
 
 
 def parse_body(raw: bytes, name: str) -> dict:
-    return validate(name, parse_json(raw))
+    body, integers_only = _parse_json(raw)
+    return validate(name, body, json_integers=integers_only)
 
 
 MAX_LIMIT = 100  # lists take limit 1–100, default 10 (contract §1: Lists)

@@ -234,3 +234,44 @@ def test_operation_kinds_and_event_types_are_the_domains():
     assert parse_body(json.dumps(endpoint).encode(), "webhook_endpoint_create")
     error = err(json.dumps({**endpoint, "enabled_events": ["payment.exploded"]}).encode(), "webhook_endpoint_create")
     assert error.param == "enabled_events[0]"
+
+
+def _patterns(node) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["pattern"]} if isinstance(node.get("pattern"), str) else set()
+        return found.union(*(_patterns(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_patterns(value) for value in node))
+    return set()
+
+
+def test_the_fast_validator_accepts_no_string_a_pattern_refuses():
+    """A body jsonschema-rs finds valid is not shown to Python's jsonschema (validation._fast_validator):
+    every pattern must then refuse under jsonschema-rs whatever Python's ``re`` refuses. Every
+    character up to U+3100 (and a few beyond), alone and beside what the patterns look for."""
+    import re
+
+    import jsonschema_rs
+
+    characters = [chr(c) for c in range(0x3100) if not 0xD800 <= c <= 0xDFFF] + ["\ufeff", "\uffff", "\U0001f600"]
+    patterns = _patterns(api_schema())
+    assert len(patterns) >= 9
+    for pattern in patterns:
+        fast = jsonschema_rs.Draft202012Validator({"type": "string", "pattern": pattern})
+        python = re.compile(pattern)
+        accepted_only_fast = [text for c in characters for text in (c, f"a{c}@b", f"a@b{c}", f"tok_{c}", f"AB{c}")
+                              if fast.is_valid(text) and python.search(text) is None]
+        assert accepted_only_fast == [], pattern
+
+
+@pytest.mark.parametrize("email", ["a\x1c@b", "a@b\x1f", "a\x85@b", "a b@c"])
+def test_an_email_with_white_space_as_python_reads_it_is_refused(email):
+    body = {"currency": "USD", "customer": {"id": "c1", "email": email}}
+    error = err(json.dumps(body).encode(), "account_create")
+    assert (error.param, error.code) == ("customer[email]", "parameter_invalid")
+
+
+def test_a_whole_number_written_with_a_fraction_is_refused_where_an_integer_is_wanted():
+    for amount in (b"100.0", b"1e2", b"100.00"):  # parsed as Decimal, which jsonschema-rs would take for an integer
+        raw = b'{"from_account":"acct_a1","to_account":"acct_b2","amount":%s,"currency":"USD","reference":"r"}' % amount
+        assert (err(raw).param, err(raw).code) == ("amount", "parameter_invalid")
