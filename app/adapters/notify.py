@@ -161,7 +161,9 @@ def _ensure_listener(url: str) -> _Listener:
     """This process's listener to the Redis at ``url`` (the configuration's), started if it has none."""
     global _listener
     listener = _listener
-    if listener is not None and listener.pid == os.getpid() and listener.url == url and listener.is_alive():
+    # Subscribed: its thread runs (it clears the flag before it ends); is_alive() only when it is not.
+    if (listener is not None and listener.pid == os.getpid() and listener.url == url
+            and (listener.subscribed.is_set() or listener.is_alive())):
         return listener
     with _lock:
         listener = _listener
