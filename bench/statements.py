@@ -1,6 +1,7 @@
 """The statements one payment and one transfer run on PostgreSQL, listed in order (a
 ``before_cursor_execute`` listener around one request of each through the app's test client, after
-a first that creates the system accounts and warms the caches), with the totals.
+a first that creates the system accounts and warms the caches), with the totals and the round trips
+they took (counted from libpq's trace of the connections the request used, ``tests.wire``).
 
     DATABASE_URL=postgresql://postgres@127.0.0.1/payrouter_bench REDIS_URL=redis://127.0.0.1:6379/9 \
         .venv/bin/python bench/statements.py [--full] [--cpu N [--callgrind]]
@@ -28,6 +29,8 @@ from collections import defaultdict
 import psutil
 from common import postgres_bench, setup_merchant, start, stop
 from sqlalchemy import event
+
+from tests.wire import traced
 
 
 def main() -> int:
@@ -58,9 +61,10 @@ def main() -> int:
         for name, path, body in (("payment", "/v1/payments", payment), ("transfer", "/v1/transfers", transfer)):
             for _ in range(2):
                 client.post(path, json=body(), headers=_headers(secret))
-            listed = _listed(get_engine(), lambda path=path, body=body: client.post(path, json=body(),
-                                                                                    headers=_headers(secret)))
-            print(f"\n## one {name}: {sum(n for n, _ in listed)} statements executed, {len(listed)} driver calls")
+            listed, wire = _listed(get_engine(), lambda path=path, body=body: client.post(path, json=body(),
+                                                                                          headers=_headers(secret)))
+            print(f"\n## one {name}: {sum(n for n, _ in listed)} statements executed, {len(listed)} driver calls, "
+                  f"{wire.round_trips} round trips to PostgreSQL (libpq's trace)")
             for n, text in listed:
                 text = " ".join(text.split()) if args.full else text.strip().splitlines()[0][:110]
                 print(f"{'×' + str(n) if n > 1 else '':>4} {text}")
@@ -95,7 +99,8 @@ def _headers(secret: str) -> dict:
     return {"Authorization": f"Bearer {secret}", "Idempotency-Key": uuid.uuid4().hex}
 
 
-def _listed(engine, send) -> list[tuple[int, str]]:
+def _listed(engine, send):
+    """The statements ``send()`` ran (how many times each, its text) and what it exchanged with PostgreSQL."""
     listed: list[tuple[int, str]] = []
 
     def record(_conn, _cursor, statement, parameters, _context, executemany):
@@ -103,11 +108,11 @@ def _listed(engine, send) -> list[tuple[int, str]]:
 
     event.listen(engine, "before_cursor_execute", record)
     try:
-        response = send()
+        response, wire = traced(engine, send)
     finally:
         event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 201, response.get_json()
-    return listed
+    return listed, wire
 
 
 class _Backends:

@@ -141,25 +141,69 @@ def pipelined(session: Session):
     rowcount is unknown (-1), while reading a statement's rows still waits for them. An error
     comes out when the block ends at the latest, as SQLAlchemy's own error (a lost connection
     invalidated as usual), and fails the transaction as it would have. Pending ORM changes are
-    flushed first, the usual way. Elsewhere (SQLite) the block runs as it is."""
+    flushed first, the usual way. Elsewhere (SQLite) the block runs as it is. The block gets
+    whether its statements are pipelined."""
     session.flush()
     connection = session.connection()
     driver = connection.connection.driver_connection
     if not hasattr(driver, "pipeline"):
-        yield
+        yield False
         return
     import psycopg
 
     try:
         with driver.pipeline():
-            yield  # leaving the pipeline syncs it (one round trip; none more when it ended with a COMMIT's sync),
-            # and an error among the answers is raised there, inside the try
+            yield True  # leaving the pipeline syncs it: one round trip, and an error among the answers is
+            # raised there, inside the try (a commit inside would cost one more: psycopg syncs at a COMMIT
+            # it sends itself, and again when the pipeline ends; committed() sends its COMMIT with the block)
     except psycopg.Error as exc:
         disconnected = connection.dialect.is_disconnect(exc, driver, None)
         if disconnected:
             connection.invalidate(exc)
         raise DBAPIError.instance(None, None, exc, psycopg.Error, connection_invalidated=disconnected,
                                   dialect=connection.dialect) from exc
+
+
+@contextlib.contextmanager
+def committed(session: Session):
+    """``pipelined``, then commit: on PostgreSQL the block's statements, the release of the open
+    savepoints and the COMMIT go in the pipeline and take one round trip together (psycopg's own
+    commit in a pipeline takes two: it syncs at the COMMIT, and again when the pipeline ends). The
+    session's commit then finds the driver's transaction over and sends nothing; its hooks
+    (``before_commit``, after-commit items) run as for any commit, the ``before_commit`` ones before
+    the COMMIT is sent. An error (the COMMIT's included: a deferred constraint) comes out of the block
+    as ``pipelined`` raises it, and nothing was committed. Elsewhere (SQLite): the block, then
+    ``session.commit()``."""
+    with pipelined(session) as together:
+        yield
+        if together:
+            _run_before_commit(session)
+            session.flush()
+            while (savepoint := session.get_nested_transaction()) is not None:
+                savepoint.commit()  # RELEASE SAVEPOINT, queued
+            from psycopg.pq import TransactionStatus
+
+            driver = session.connection().connection.driver_connection
+            if driver.info.transaction_status != TransactionStatus.IDLE:  # (idle: nothing was begun)
+                driver.execute("COMMIT")  # on the driver itself: none of SQLAlchemy's work per statement is needed
+    session.commit()
+
+
+_BEFORE_COMMIT = "payrouter.before_commit"  # Session.info: what runs before each commit of the session
+
+
+def before_commit(session: Session, run: Callable[[Session], None]) -> Callable[[], None]:
+    """Run ``run(session)`` before each commit of ``session`` (``committed`` included, whose COMMIT
+    is sent with the statements before it); returns what stops it."""
+    hooks = session.info.setdefault(_BEFORE_COMMIT, [])
+    hooks.append(run)
+    return lambda: hooks.remove(run)
+
+
+@event.listens_for(Session, "before_commit")
+def _run_before_commit(session: Session) -> None:
+    for run in list(session.info.get(_BEFORE_COMMIT, ())):
+        run(session)
 
 
 _unique_inserts: dict[tuple[str, str], object] = {}

@@ -30,12 +30,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
 
-from sqlalchemy import bindparam, delete, event, tuple_, update
+from sqlalchemy import bindparam, delete, tuple_, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app import context
-from app.adapters.db import execute_all_matched, insert_unique_row, pipelined, request_session, unit_of_work
+from app.adapters.db import (
+    before_commit,
+    committed,
+    execute_all_matched,
+    insert_unique_row,
+    request_session,
+    unit_of_work,
+)
 from app.adapters.models import IdempotencyKey, utcnow
 from app.config import Config, get_config
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
@@ -142,11 +149,11 @@ def _execute(session: Session, merchant_id: str, key: str, execute, error_respon
             session.connection().execute(_RENEW, {"m": merchant_id, "k": key, "until": utcnow() + LEASE})
             claimed = time.monotonic()
 
-    event.listen(session, "before_commit", fresh_lease)
+    stop_renewing = before_commit(session, fresh_lease)
     try:
         return _run_and_store(session, savepoint, merchant_id, key, execute, error_response)
     finally:
-        event.remove(session, "before_commit", fresh_lease)
+        stop_renewing()
 
 
 def _run_and_store(session: Session, savepoint, merchant_id: str, key: str, execute, error_response
@@ -167,11 +174,11 @@ def _run_and_store(session: Session, savepoint, merchant_id: str, key: str, exec
         raise
     raw = encode(payload)
     try:
-        # The stored response and the commit in one round trip (PostgreSQL's pipeline: the rows a
-        # transfer moved stay locked only that long); a failure among them comes out of the block.
-        with pipelined(session):
+        # The stored response, the savepoint's release and the COMMIT in one round trip (PostgreSQL's
+        # pipeline: the rows a transfer moved stay locked only that long); a failure among them comes
+        # out of the block.
+        with committed(session):
             _finish(session, merchant_id, key, status, raw)
-            session.commit()
     except BaseException:
         # Nothing after the last part-way commit is kept; a claim committed part-way is unlocked,
         # so a retry takes it over and resumes (a payment: its operation is on record as processing).

@@ -33,7 +33,7 @@ from app.adapters import account_channels, metrics, writebehind
 from app.adapters.account_channels import AccountUnusable
 from app.adapters.channel_answers import AdapterFault, ask, fault_text
 from app.adapters.channels_runtime import callback_url
-from app.adapters.db import execute_all_matched, pipelined
+from app.adapters.db import committed, execute_all_matched, pipelined
 from app.adapters.models import Account, Attempt, Operation, new_id, utcnow
 from app.config import get_config
 from app.domain import postings
@@ -147,9 +147,8 @@ def run_channels(session: Session, op: Operation, attempts: list[Attempt] | None
             session.rollback()
             return Made(op, attempts)
         write = None
-        with pipelined(session):  # the attempt is on record before the channel hears of it
+        with committed(session):  # the attempt is on record before the channel hears of it (one round trip)
             attempt = _write_attempt(session, op, seq, channel_id, account_id)
-            session.commit()
         attempts.append(attempt)
         verb, request = _request(op, payment, attempt, token)
         started = time.perf_counter()

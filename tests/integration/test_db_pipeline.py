@@ -1,11 +1,13 @@
-"""db.pipelined: statements sent without waiting for each answer still fail their transaction."""
+"""db.pipelined: statements sent without waiting for each answer still fail their transaction;
+db.committed: a block and its COMMIT in one round trip on PostgreSQL."""
 import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from app.adapters.db import pipelined, unit_of_work
-from app.adapters.models import Event, utcnow
+from app.adapters.db import before_commit, committed, get_engine, pipelined, unit_of_work
+from app.adapters.models import Account, Event, JournalEntry, LedgerLine, Merchant, new_id, utcnow
 from tests import builders
+from tests.wire import traced
 
 
 def _event(merchant_id: str, event_id: str, object_id: str) -> dict:
@@ -55,3 +57,87 @@ def test_an_error_surfaces_as_sqlalchemys_when_the_block_ends(clean):
                 session.execute(insert(Event), _event(merchant_id, "evt_one", "obj_b"))  # same id: refused
             session.execute(insert(Event), _event(merchant_id, "evt_after", "obj_c"))
     assert _count() == 0
+
+
+def _on_postgresql() -> bool:
+    return get_engine().dialect.name == "postgresql"
+
+
+def test_committed_sends_the_block_and_its_commit_in_one_round_trip(clean):
+    """On PostgreSQL the block's statements, the savepoint's release and the COMMIT are answered in
+    one round trip (psycopg's own commit inside a pipeline takes two: it syncs at its COMMIT and
+    again when the pipeline ends). SQLite: the block, then the commit. Either way all of it lands."""
+    merchant_id, _ = builders.merchant()
+
+    def work():
+        with unit_of_work() as session:
+            session.execute(insert(Event), _event(merchant_id, "evt_c0", "obj_0"))  # BEGIN, then this
+            session.begin_nested()
+            with committed(session):
+                for i in (1, 2):
+                    session.execute(insert(Event), _event(merchant_id, f"evt_c{i}", f"obj_{i}"))
+            assert not session.in_transaction()
+
+    if _on_postgresql():
+        _, wire = traced(get_engine(), work)
+        assert wire.round_trips == 4, wire.messages  # BEGIN, the first insert, the SAVEPOINT, then the block
+        block = wire.messages[wire.messages.index("F Query \"SAVEPOINT sa_savepoint_1\"") + 3:]
+        assert [m for m in block if m.startswith("F Parse") and '"INSERT' not in m] == [
+            'F Parse "" "RELEASE SAVEPOINT sa_savepoint_1" 0', 'F Parse "" "COMMIT" 0'], block
+        assert block.count("F Sync") == 1, block
+    else:
+        work()
+    assert _count() == 3
+
+
+def test_committed_runs_the_before_commit_hooks_before_its_commit(clean):
+    """What runs before each commit (an idempotency claim's lease renewed) is written in the transaction
+    the block commits, not after it."""
+    merchant_id, _ = builders.merchant()
+    seen = []
+
+    def hook(session):
+        seen.append(session.connection().connection.driver_connection.info.transaction_status.name
+                    if _on_postgresql() else "INTRANS")
+        session.execute(insert(Event), _event(merchant_id, f"evt_hook{len(seen)}", f"obj_hook{len(seen)}"))
+
+    with unit_of_work() as session:
+        session.execute(insert(Event), _event(merchant_id, "evt_h0", "obj_h0"))
+        stop = before_commit(session, hook)
+        with committed(session):
+            session.execute(insert(Event), _event(merchant_id, "evt_h1", "obj_h1"))
+        stop()
+    assert seen and seen[0] != "IDLE", seen  # the first run was inside the transaction
+    with unit_of_work() as session:
+        assert session.get(Event, "evt_hook1") is not None
+
+
+def test_an_error_in_a_committed_block_commits_nothing(clean):
+    merchant_id, _ = builders.merchant()
+    with pytest.raises(IntegrityError):
+        with unit_of_work() as session:
+            session.execute(insert(Event), _event(merchant_id, "evt_first", "obj_a"))
+            with committed(session):
+                session.execute(insert(Event), _event(merchant_id, "evt_second", "obj_b"))
+                session.execute(insert(Event), _event(merchant_id, "evt_first", "obj_c"))  # same id: refused
+    assert _count() == 0
+
+
+@pytest.mark.postgres
+def test_a_commit_refused_in_a_committed_block_is_raised_there(clean):
+    """The COMMIT sent with the block can itself be refused (a deferred constraint: the ledger's balance
+    check): SQLAlchemy's IntegrityError comes out of the block, and nothing was committed."""
+    with unit_of_work() as session:
+        session.add(Merchant(id="mer_c", name="c"))
+        session.flush()
+        session.add(Account(id="acct_c", merchant_id="mer_c", kind="system", currency="USD", metadata_={},
+                            available=0, pending=0, version=0))
+    with pytest.raises(IntegrityError):
+        with unit_of_work() as session:
+            with committed(session):
+                session.add(JournalEntry(id="je_c", merchant_id="mer_c", kind="bad"))
+                session.flush()
+                session.add(LedgerLine(id=new_id("ln"), entry_id="je_c", account_id="acct_c",
+                                       balance_type="available", amount=5, currency="USD"))
+    with unit_of_work() as session:
+        assert session.get(JournalEntry, "je_c") is None

@@ -5,11 +5,13 @@ a transfer moves its accounts' balances last, so only the stored response is wri
 row locks and the commit."""
 import threading
 
+import pytest
 from sqlalchemy import event, text
 
 from app.adapters.db import get_engine, unit_of_work
 from app.adapters.models import Operation
 from tests import builders
+from tests.wire import traced
 
 
 def _sent(send) -> tuple[object, list[tuple[str, object]]]:
@@ -120,9 +122,9 @@ def test_a_payment_closes_its_attempt_and_settles_in_one_statement(stack):
 
 
 def test_the_stored_response_goes_with_the_commit(stack):
-    """The stored response, the savepoint's release and the commit are sent together (PostgreSQL's
-    pipeline: one round trip), so a transfer's two rows stay locked that much less after their
-    UPDATEs; SQLite has no pipeline and sends them one by one. Replays answer the stored bytes."""
+    """The stored response, the savepoint's release and the COMMIT are sent together (PostgreSQL's
+    pipeline, ``db.committed``: one round trip), so a transfer's two rows stay locked that much less
+    after their UPDATEs; SQLite has no pipeline and sends them one by one. Replays answer the stored bytes."""
     api = builders.api(stack.client)
     source, target = api.account(funded=10_000), api.account()
     body = {"from_account": source["id"], "to_account": target["id"], "amount": 10, "currency": "USD",
@@ -142,8 +144,38 @@ def test_the_stored_response_goes_with_the_commit(stack):
         event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 201, response.get_json()
     tail = piped[[kind for kind, _piped in piped].index("UPDATE idempotency_keys"):]
+    postgresql = get_engine().dialect.name == "postgresql"
     assert [kind for kind, _piped in tail] == ["UPDATE idempotency_keys", "RELEASE SAVEPOINT"], piped
-    assert all(in_pipeline for _kind, in_pipeline in tail) == (get_engine().dialect.name == "postgresql"), piped
+    assert all(in_pipeline for _kind, in_pipeline in tail) == postgresql, piped
+    if postgresql:  # and the COMMIT (sent by db.committed on the driver's cursor) in the same round trip
+        _, wire = traced(get_engine(), lambda: api.post("/v1/transfers", {**body, "reference": builders.unique("tr")}))
+        assert wire.messages.count('B CommandComplete "COMMIT"') >= 1 and _lone_syncs(wire.messages) == 0, wire
     replay = api.post("/v1/transfers", body, key)
     assert replay.status_code == 201 and replay.get_json() == response.get_json()
     assert replay.headers.get("Idempotent-Replayed") == "true"
+
+
+def _lone_syncs(messages: list[str]) -> int:
+    """Round trips that carried nothing but a Sync (psycopg ending a pipeline after its own COMMIT's sync)."""
+    lone, batch = 0, []
+    for message in messages:
+        if message.startswith("F "):
+            batch.append(message.split()[1])
+            continue
+        if batch and set(batch) <= {"Sync", "Flush"}:
+            lone += 1
+        batch = []
+    return lone
+
+
+@pytest.mark.postgres
+def test_a_payments_two_commits_each_go_with_the_statements_before_them(stack):
+    """PostgreSQL: the commit before the channel call (the attempt, the savepoint's release, COMMIT) and
+    the final one (the stored response, COMMIT) are each one round trip with what they commit
+    (``db.committed``): no round trip carries a Sync alone."""
+    api = builders.api(stack.client)
+    api.post("/v1/payments", builders.payment_body(2000))
+    response, wire = traced(get_engine(), lambda: api.post("/v1/payments", builders.payment_body(2000)))
+    assert response.status_code == 201 and response.get_json()["status"] == "succeeded", response.get_json()
+    assert wire.messages.count('B CommandComplete "COMMIT"') >= 2, wire.messages  # (an API-key lookup may add one)
+    assert _lone_syncs(wire.messages) == 0, wire.messages
