@@ -121,17 +121,36 @@ def request_session(config: Config | None = None):
                 connection.rollback()
 
 
+_read_only_engines: dict[Engine, Engine] = {}
+
+
+def _read_only_engine(engine: Engine) -> Engine:
+    readonly = _read_only_engines.get(engine)
+    if readonly is None:
+        options = {"payrouter_readonly": True}
+        if engine.dialect.name == "postgresql":
+            options["postgresql_readonly"] = True
+        readonly = _read_only_engines[engine] = engine.execution_options(**options)
+    return readonly
+
+
 @contextlib.contextmanager
 def read_only(config: Config | None = None):
     """A session that only reads: on SQLite it does not wait for (or block) writers, so it can
-    be used while another transaction of the same thread is open."""
-    engine = get_engine(config).execution_options(payrouter_readonly=True)
-    session = Session(bind=engine, expire_on_commit=False)
+    be used while another transaction of the same thread is open; on PostgreSQL its transaction
+    is ``BEGIN READ ONLY`` (a write in it fails; the same round trips as a plain BEGIN).
+
+    It ends with COMMIT, not ROLLBACK: for a transaction that wrote nothing the two are the same
+    to the database, but psycopg drops every statement the connection had prepared after a
+    ROLLBACK (``DEALLOCATE ALL``), and the API-key lookup alone ran one every 50 ms per process:
+    the pooled connections kept losing their prepared statements, so PostgreSQL parsed and planned
+    each payment's statements afresh (docs/benchmarks.md, issue #18 item 5)."""
+    session = Session(bind=_read_only_engine(get_engine(config)), expire_on_commit=False)
     try:
         yield session
+        session.commit()
     finally:
-        session.rollback()
-        session.close()
+        session.close()  # after an exception: rolled back (its transaction may have failed)
 
 
 @contextlib.contextmanager

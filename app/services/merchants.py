@@ -260,9 +260,9 @@ def authenticate(secret: str | None) -> tuple[Merchant, ApiKey]:
         return cached[1], cached[2]
     generation = _auth_generation[0]
     notify.healthy()  # starts this process's listener, so revocations elsewhere reach the cache
-    with read_only() as session:  # a read: no COMMIT round trip (the cache misses every 50 ms)
+    with read_only() as session:  # a read (the cache misses every 50 ms)
         row = session.execute(_KEY_LOOKUP, {"digest": digest}).first()
-        session.expunge_all()  # loaded as they are: the read-only session's rollback would expire them
+        session.expunge_all()  # loaded as they are, kept after the session closes
     if row is None or not hmac.compare_digest(row[0].key_hash, digest) or not is_live(row[0]):
         raise AuthenticationFailed("Invalid API key provided.")
     key, merchant = row
