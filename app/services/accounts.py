@@ -1,7 +1,7 @@
 """Stored-value accounts (wallets) of a merchant's customers."""
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app import context
@@ -39,11 +39,16 @@ def _sees(merchant: Merchant, account: Account | None) -> bool:
             and account.kind == "customer")
 
 
+# Core, then plain detached objects: this runs on every transfer, so the statement and the
+# attribute of each column are made once.
+_BY_IDS = select(Account.__table__).where(Account.__table__.c.id.in_(bindparam("ids", expanding=True)))
+_ATTRIBUTES: list[tuple[str, str]] = []
+
+
 def get_accounts(session: Session, merchant: Merchant, wanted: dict[str, str]) -> list[Account]:
     """Several of the merchant's accounts in one query, in the order asked; ``wanted`` maps the
     request field naming each account to its id."""
-    table = Account.__table__  # Core, then plain detached objects: this runs on every transfer
-    rows = session.connection().execute(select(table).where(table.c.id.in_(list(wanted.values())))).mappings()
+    rows = session.connection().execute(_BY_IDS, {"ids": list(wanted.values())}).mappings()
     found = {row["id"]: _detached(row) for row in rows}
     for param, account_id in wanted.items():
         if not _sees(merchant, found.get(account_id)):
@@ -52,7 +57,9 @@ def get_accounts(session: Session, merchant: Merchant, wanted: dict[str, str]) -
 
 
 def _detached(row) -> Account:
-    return Account(**{prop.key: row[prop.columns[0].name] for prop in Account.__mapper__.column_attrs})
+    if not _ATTRIBUTES:
+        _ATTRIBUTES[:] = [(prop.key, prop.columns[0].name) for prop in Account.__mapper__.column_attrs]
+    return Account(**{key: row[name] for key, name in _ATTRIBUTES})
 
 
 def list_accounts(session: Session, merchant: Merchant, query: ListQuery) -> Page:
