@@ -12,7 +12,9 @@ seconds each process group spent per completed request (psutil, before/after eac
         .venv/bin/python bench/fixed_reference.py [--duration 20] [--rounds 3] [--connections 16]
 
 Scenarios: payments (sandbox answers at once), transfers on one hot pair of accounts, transfers
-spread over 16 pairs.
+spread over 16 pairs; and, asked for by name (``--scenarios payments,payment-shaped``), a second,
+payment-shaped reference (bench/payment_reference_app.py: a payment's rows and PSP call on the bare
+stack, none of PayRouter's code), which says how much of the payments' gap is the work itself.
 """
 from __future__ import annotations
 
@@ -136,6 +138,18 @@ def main() -> int:
                                      ref_env, "/healthz")
         loads = {"reference (8 INSERTs)": (servers["reference"][1], "/ref", json.dumps({"amount": 2000, "k": "%s"}),
                                            "", {"API": servers["reference"][0].pid})}
+        if "payment-shaped" in scenarios:  # a payment's rows and PSP call on the bare stack (payment_reference_app)
+            from app.adapters.channel_secrets import StoredChannelSecrets
+
+            shaped_env = {**ref_env, "SANDBOX_URL": f"http://127.0.0.1:{sandbox_port}", "SANDBOX_CHANNEL": "sandbox",
+                          "SANDBOX_SECRET": StoredChannelSecrets(config).named("sandbox")}
+            servers["payment-shaped"] = start(pinned(API_CPUS, [
+                sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", workers, "--threads", threads,
+                "-b", "127.0.0.1:{port}", "--chdir", str(ROOT / "bench"), "payment_reference_app:app"]),
+                shaped_env, "/healthz")
+            loads["payment-shaped reference (bare stack)"] = (
+                servers["payment-shaped"][1], "/payment", PAYMENT_BODY, "",
+                {"API": servers["payment-shaped"][0].pid, "sandbox": servers["sandbox"][0].pid})
         pr_groups = {"API": servers["payrouter"][0].pid, "sandbox": servers["sandbox"][0].pid}
         base = servers["payrouter"][1]
         if "payments" in scenarios:
@@ -182,6 +196,10 @@ def report(rows: dict[str, list[Run]], args) -> None:
     for name, runs in rows.items():
         if not name.startswith("reference"):
             print(f"ratio {name} / reference (req/s medians): {med([r.rps for r in runs]) / ref:.2f}")
+    shaped = rows.get("payment-shaped reference (bare stack)")
+    if shaped and "payments" in rows:
+        print(f"ratio payments / payment-shaped reference (req/s medians): "
+              f"{med([r.rps for r in rows['payments']]) / med([r.rps for r in shaped]):.2f}")
 
 
 if __name__ == "__main__":
