@@ -205,10 +205,20 @@ def committed(session: Session):
             driver = session.connection().connection.driver_connection
             if driver.info.transaction_status != TransactionStatus.IDLE:  # (idle: nothing was begun)
                 driver.execute("COMMIT")  # on the driver itself: none of SQLAlchemy's work per statement is needed
-    session.commit()
+    if not together:
+        session.commit()
+        return
+    # The hooks ran before the COMMIT: the session's commit, which sends nothing, must not run them
+    # again (a statement of theirs would begin a transaction of its own, after the one committed).
+    session.info[_HOOKS_RAN] = True
+    try:
+        session.commit()
+    finally:
+        session.info.pop(_HOOKS_RAN, None)
 
 
 _BEFORE_COMMIT = "payrouter.before_commit"  # Session.info: what runs before each commit of the session
+_HOOKS_RAN = "payrouter.before_commit_ran"  # Session.info: set while committed()'s COMMIT, already sent, is noted
 
 
 def before_commit(session: Session, run: Callable[[Session], None]) -> Callable[[], None]:
@@ -221,6 +231,8 @@ def before_commit(session: Session, run: Callable[[Session], None]) -> Callable[
 
 @event.listens_for(Session, "before_commit")
 def _run_before_commit(session: Session) -> None:
+    if session.info.get(_HOOKS_RAN):
+        return
     for run in list(session.info.get(_BEFORE_COMMIT, ())):
         run(session)
 

@@ -107,9 +107,31 @@ def test_committed_runs_the_before_commit_hooks_before_its_commit(clean):
         with committed(session):
             session.execute(insert(Event), _event(merchant_id, "evt_h1", "obj_h1"))
         stop()
-    assert seen and seen[0] != "IDLE", seen  # the first run was inside the transaction
+    assert seen and "IDLE" not in seen, seen  # every run inside the transaction: none after its COMMIT
     with unit_of_work() as session:
         assert session.get(Event, "evt_hook1") is not None
+
+
+def test_committed_runs_no_before_commit_hook_after_its_commit(clean):
+    """Releasing a savepoint runs the hooks too (SQLAlchemy's before_commit); the session's commit after
+    the COMMIT sent with the block must not run them again: a statement of theirs would begin (and
+    commit) a transaction of its own, after the one the block committed."""
+    merchant_id, _ = builders.merchant()
+    runs = []
+
+    def hook(session):
+        runs.append(session.connection().connection.driver_connection.info.transaction_status.name
+                    if _on_postgresql() else "INTRANS")
+
+    with unit_of_work() as session:
+        session.execute(insert(Event), _event(merchant_id, "evt_s0", "obj_s0"))
+        session.begin_nested()
+        stop = before_commit(session, hook)
+        with committed(session):
+            session.execute(insert(Event), _event(merchant_id, "evt_s1", "obj_s1"))
+        stop()
+    assert runs and "IDLE" not in runs, runs
+    assert _count() == 2
 
 
 def test_an_error_in_a_committed_block_commits_nothing(clean):
