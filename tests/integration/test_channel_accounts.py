@@ -361,6 +361,12 @@ def test_a_merchants_accounts_are_read_once_then_again_after_each_change(stack, 
     # and the re-read would answer for the notices this test is about.
     monkeypatch.setattr(channel_accounts._copy, "reload_interval", 3600.0)
     assert notify.wait_until_healthy(10)
+    # This process hears its own announcements too, through Redis, a moment after it acted on them: an
+    # echo arriving after the row written below would re-read the copy (as any notice should) and find
+    # it. Counted here, so the test waits for them first (a payment is quicker than an echo under load).
+    heard = []
+    monkeypatch.setitem(notify._callbacks, "channel_accounts",
+                        [*notify._callbacks["channel_accounts"], lambda: heard.append(1)])
     mine = builders.api(stack.client)
     engine = get_engine()
     assert _account_reads(engine, lambda: pay(mine)) == 1
@@ -369,6 +375,10 @@ def test_a_merchants_accounts_are_read_once_then_again_after_each_change(stack, 
     assert account_of(pay(mine)["id"]) == account["id"]
     assert stack.client.delete(f"/v1/channel_accounts/{account['id']}", headers=mine.headers()).status_code == 200
     assert account_of(pay(mine)["id"]) is None
+    deadline = time.monotonic() + 2
+    while len(heard) < 2:  # the create's echo and the delete's
+        assert time.monotonic() < deadline, "this process's own notices did not come back"
+        time.sleep(0.01)
     # Another process brings an account: its row, then its notice; this process obeys the notice.
     other = builders.sandbox_account(stack.sandbox_url)["api_key"]
     with unit_of_work() as session:
