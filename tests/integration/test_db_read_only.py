@@ -62,3 +62,23 @@ def test_a_read_only_session_sees_what_was_committed_and_ends_cleanly(clean):
             session.execute(text("SELECT no_such_column FROM events"))
     with read_only() as session:  # the pool's connection is usable again
         assert session.get(Event, "evt_seen") is not None
+
+
+@pytest.mark.postgres
+def test_a_connection_a_read_only_session_used_writes_again_for_the_next_unit_of_work(clean):
+    """BEGIN READ ONLY is a characteristic of the read-only session's connection, reset when the pool
+    takes it back: the next transaction on the same pooled connection is a writing one."""
+    merchant_id, _ = builders.merchant()
+    engine = get_engine()
+    engine.dispose()  # a pool of one fresh connection: LIFO hands the same one back each time below
+    with read_only() as session:
+        backend = session.execute(text("SELECT pg_backend_pid()")).scalar()
+        assert session.execute(text("SHOW transaction_read_only")).scalar() == "on"
+    with unit_of_work() as session:
+        assert session.execute(text("SELECT pg_backend_pid()")).scalar() == backend  # the same connection
+        assert session.execute(text("SHOW transaction_read_only")).scalar() == "off"
+        session.execute(insert(Event), {"id": "evt_after_read_only", "merchant_id": merchant_id,
+                                        "type": "test.read_only", "object_id": "obj_3", "data": {},
+                                        "relayed": False, "created_at": utcnow()})
+    with unit_of_work() as session:
+        assert session.get(Event, "evt_after_read_only") is not None
