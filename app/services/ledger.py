@@ -172,20 +172,29 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     # together with the moves that cannot be refused.
     writebehind.insert_rows(session, JournalEntry.__table__, entry_rows)
     writebehind.insert_rows(session, LedgerLine.__table__, line_rows)
-    queued: dict[tuple[str, str], int] = defaultdict(int)
     # A refused move below raises, and the caller's transaction rolls all of it back.
     for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
         if leg.account.kind == "system":
-            queued[(leg.account.id, leg.balance_type)] += leg.amount
-        elif behind is not None and not _guarded(leg):
+            continue
+        if behind is not None and not _guarded(leg):
             behind.move(leg.account, leg.balance_type, leg.amount)
         else:
             _move(session, leg)
-    if queued:
+    if queued := _queued_moves(legs):
         writebehind.insert_rows(session, AccountMove.__table__, [
             {"account_id": account_id, "balance_type": balance_type, "delta": delta, "created_at": now}
-            for (account_id, balance_type), delta in queued.items() if delta])
+            for (account_id, balance_type), delta in queued.items()])
     return entry_id
+
+
+def _queued_moves(legs: list[Leg]) -> dict[tuple[str, str], int]:
+    """The system accounts' moves of an entry, netted per (account, balance) in that order, none of
+    zero: queued (``account_moves``), applied later by ``apply_queued_moves``."""
+    queued: dict[tuple[str, str], int] = defaultdict(int)
+    for leg in sorted(legs, key=lambda item: (item.account.id, item.balance_type)):
+        if leg.account.kind == "system":
+            queued[(leg.account.id, leg.balance_type)] += leg.amount
+    return {key: delta for key, delta in queued.items() if delta}
 
 
 def apply_queued_moves(batch: int = 5000) -> int:
@@ -267,11 +276,17 @@ def _move(session: Session, leg: Leg) -> None:
     """One conditional UPDATE (Core: it runs per ledger line, on the hot path)."""
     row = session.connection().execute(_MOVES[(leg.balance_type, _guarded(leg))],
                                        {"account_id": leg.account.id, "delta": leg.amount}).first()
+    _moved(leg.account, leg.balance_type, row)
+
+
+def _moved(account: Account, balance_type: str, row) -> None:
+    """After a conditional move of ``account``: no row returned, it did not hold enough ``balance_type``
+    (402); else the object shows the balances and version the UPDATE returned."""
     if row is None:
-        raise InsufficientFunds(f"account {leg.account.id} does not hold enough {leg.balance_type} balance",
+        raise InsufficientFunds(f"account {account.id} does not hold enough {balance_type} balance",
                                 param="amount")
     for name, value in zip(("available", "pending", "version"), row, strict=True):
-        set_committed_value(leg.account, name, value)
+        set_committed_value(account, name, value)
 
 
 def _each_move_once(legs: list[Leg]) -> bool:
@@ -332,12 +347,11 @@ def _post_in_one_statement(session: Session, entry_id: str, merchant_id: str, ki
     """``post`` on PostgreSQL outside a batch: what it writes, in one statement (``_one_statement``)
     and one more per further customer account."""
     array = writebehind.array_literal
-    queued: dict[tuple[str, str], int] = defaultdict(int)
+    queued = _queued_moves(legs)
     moved: dict[str, dict] = {}  # customer account id → its deltas, which of them are checked, how many lines
     accounts: dict[str, Account] = {}
     for leg in legs:
         if leg.account.kind == "system":
-            queued[(leg.account.id, leg.balance_type)] += leg.amount
             continue
         accounts[leg.account.id] = leg.account
         move = moved.setdefault(leg.account.id, {"account_id": leg.account.id, AVAILABLE: 0, PENDING: 0,
@@ -346,7 +360,6 @@ def _post_in_one_statement(session: Session, entry_id: str, merchant_id: str, ki
         move["moves"] += 1
         if _guarded(leg):
             move[f"guard_{leg.balance_type}"] = True
-    queued = {key: delta for key, delta in queued.items() if delta}
     params = {
         "entry_id": entry_id, "merchant_id": merchant_id, "kind": kind, "source_id": source_id,
         "description": description, "request_id": request_id, "created_at": now,
@@ -367,9 +380,4 @@ def _post_in_one_statement(session: Session, entry_id: str, merchant_id: str, ki
     result = connection.execute(_one_statement(bool(queued), bool(ids)), params)
     for index, account_id in enumerate(ids):  # the first short account in id order stops the posting
         row = (result if index == 0 else connection.execute(_ONE_FURTHER_MOVE, moved[account_id])).first()
-        if row is None:
-            balance_type = AVAILABLE if moved[account_id]["guard_available"] else PENDING
-            raise InsufficientFunds(f"account {account_id} does not hold enough {balance_type} balance",
-                                    param="amount")
-        for name, value in zip(("available", "pending", "version"), row, strict=True):
-            set_committed_value(accounts[account_id], name, value)
+        _moved(accounts[account_id], AVAILABLE if moved[account_id]["guard_available"] else PENDING, row)
