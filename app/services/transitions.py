@@ -56,19 +56,16 @@ def transition_beside(session: Session, op: Operation, target: str, beside, besi
     table that does not depend on the transition's outcome (an attempt closed with the answer that
     also settles its operation), run first: (the transition won, ``beside`` matched its row). On
     PostgreSQL both are one statement (data-modifying CTEs, ``beside`` before the compare-and-set);
-    elsewhere two. ``beside``'s SET values are bind parameters of its own names (none starting ``cas_``)."""
-    if not allowed(op.status, target, op.kind):
-        log.info("transition %s -> %s of %s refused: not in the state machine", op.status, target, op.id)
-        return False, session.connection().execute(beside, beside_params).rowcount == 1
-    values, params = _cas(op, target, changes)
+    elsewhere (and for a move the state machine refuses) ``beside``, then ``transition``. ``beside``'s
+    SET values are bind parameters of its own names (none starting ``cas_``)."""
     connection = session.connection()
-    if connection.dialect.name == "postgresql":
-        row = connection.execute(_cas_beside(beside, tuple(params)), {
-            **beside_params, **{f"cas_set_{k}" if k in _SET_COLUMNS else k: v for k, v in params.items()}}).one()
-        beside_matched, won = row[0] == 1, row[1] == 1
-    else:
+    if connection.dialect.name != "postgresql" or not allowed(op.status, target, op.kind):
         beside_matched = connection.execute(beside, beside_params).rowcount == 1
-        won = connection.execute(_CAS, params).rowcount == 1
+        return transition(session, op, target, **changes), beside_matched
+    values, params = _cas(op, target, changes)
+    row = connection.execute(_cas_beside(beside, tuple(params)), {
+        **beside_params, **{f"cas_set_{k}" if k in _SET_COLUMNS else k: v for k, v in params.items()}}).one()
+    beside_matched, won = row[0] == 1, row[1] == 1
     if won:
         _commit_values(op, values)
     else:
