@@ -276,6 +276,10 @@ class Paired:
     matcher: Matcher | None
     failed: str | None = None
 
+    def serves(self, platform: Matcher, merchant: MerchantRules) -> bool:
+        """Built for exactly this platform matcher and this merchant's set (another version of either: not)."""
+        return self.platform is platform and self.merchant is merchant
+
     def match(self, flat: Mapping[str, Any]) -> tuple[str, ...] | None:
         """Both sets' matches in one engine match (the merchant's ids prefixed), or None: match each set
         on its own this time (the pair cannot be used, or its handle was closed meanwhile)."""
@@ -353,8 +357,7 @@ def decide(facts: Mapping[str, Any], ruleset: RuleSet, matcher: Matcher, availab
     if merchant is None:
         matched = shown = matcher.match(flat)
         own = ()
-    elif pair is not None and pair.platform is matcher and pair.merchant is merchant \
-            and (both := pair.match(flat)) is not None:
+    elif pair is not None and pair.serves(matcher, merchant) and (both := pair.match(flat)) is not None:
         cut = len(merchant.prefix)
         matched = tuple(rid for rid in both if "/" not in rid)
         shown = tuple(rid for rid in both if "/" in rid)  # the merchant's, as the decision names them

@@ -198,7 +198,7 @@ def pair_for(own: decide_mod.MerchantRules, platform: CompiledRules) -> decide_m
     merchant = own.merchant
     _warm(merchant, slots)
     pair = _pairs.get(merchant)
-    if pair is not None and pair.platform is platform and pair.merchant is own \
+    if pair is not None and pair.serves(platform, own) \
             and (pair.failed is None or pair.matcher is None):
         try:
             _pairs.move_to_end(merchant)
@@ -226,7 +226,7 @@ def _want(own: decide_mod.MerchantRules, platform: CompiledRules, slots: int) ->
         if merchant in _pairs:
             _pairs.move_to_end(merchant)
             pair = _pairs[merchant]
-            if pair is not None and pair.platform is platform and pair.merchant is own:
+            if pair is not None and pair.serves(platform, own):
                 if pair.failed is not None and pair.matcher is not None:  # failed on a fact: two matches from now on
                     _pairs[merchant] = decide_mod.Paired(platform, own, None, pair.failed)
                     _close_pair(pair)
@@ -292,7 +292,7 @@ class _Builder(threading.Thread):
         if not _is_live(merchant, own, platform):
             return  # a newer version of either set: its next decision asks again
         held = _pairs.get(merchant)
-        if held is not None and held.platform is platform and held.merchant is own:
+        if held is not None and held.serves(platform, own):
             return  # built already
         try:
             both = CompiledRules(decide_mod.paired(platform.ruleset, own), platform.version)
