@@ -154,6 +154,13 @@ SELECT channel FROM seen WHERE channel IS NOT NULL""")
 _RECONCILED_CHANNELS, _ATTEMPTED_CHANNELS = _loose_scan("reconciliation_runs"), _loose_scan("attempts")
 
 
+def _open_issue(session, of_channel: tuple) -> ReconciliationIssue | None:
+    """The open ``channel_not_reconciled`` issue of a channel (``of_channel``: its conditions), the oldest."""
+    return session.execute(select(ReconciliationIssue)
+                           .where(*of_channel, ReconciliationIssue.status == issue_store.OPEN)
+                           .order_by(ReconciliationIssue.created_at).limit(1)).scalar_one_or_none()
+
+
 def unreconciled_channels() -> list[dict]:
     """Channels with operations that this process does not run (pruned from the definitions, or
     stored but not buildable here) with outcomes of ours recorded since their reconciliation
@@ -180,10 +187,7 @@ def unreconciled_channels() -> list[dict]:
         with read_only() as session:
             of_channel = (ReconciliationIssue.channel == channel_id,
                           ReconciliationIssue.kind == issue_store.CHANNEL_NOT_RECONCILED)
-            still_open = session.execute(select(ReconciliationIssue).where(
-                *of_channel, ReconciliationIssue.status == issue_store.OPEN)
-                .order_by(ReconciliationIssue.created_at).limit(1)).scalar_one_or_none()
-            if still_open is not None:  # the channel's issue, counted when it was recorded
+            if (still_open := _open_issue(session, of_channel)) is not None:  # counted when it was recorded
                 found.append(issue_store.view(still_open))
                 continue
             since = max(filter(None, (session.scalar(select(func.max(ReconciliationRun.window_end)).where(
@@ -219,9 +223,7 @@ def unreconciled_channels() -> list[dict]:
         with unit_of_work() as session:
             # Two processes finding the channel at once take turns: the second finds the first's issue.
             serialize(session, f"channel_not_reconciled:{channel_id}")
-            meanwhile = session.execute(select(ReconciliationIssue).where(
-                *of_channel, ReconciliationIssue.status == issue_store.OPEN).limit(1)).scalar_one_or_none()
-            if meanwhile is not None:
+            if (meanwhile := _open_issue(session, of_channel)) is not None:
                 found.append(issue_store.view(meanwhile))
                 continue
             issue_store.record(session, channel_id, [issue])
