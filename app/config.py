@@ -39,20 +39,18 @@ def _flag(text: str) -> bool:
     return text == "1"
 
 
-def _count(text: str) -> int:
-    """A whole number of at least 1 (processes, threads)."""
-    value = int(text)
-    if value < 1:
-        raise ValueError(f"{text!r} is not a whole number of at least 1")
-    return value
+def _at_least(low: int) -> Callable[[str], int]:
+    """The parse of a whole number of at least ``low``."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise ValueError(f"{text!r} is not a whole number of at least {low}")
+        return value
+    return parse
 
 
-def _whole(text: str) -> int:
-    """A whole number of at least 0."""
-    value = int(text)
-    if value < 0:
-        raise ValueError(f"{text!r} is not a whole number of at least 0")
-    return value
+_count = _at_least(1)  # processes, threads
+_whole = _at_least(0)
 
 
 def setting(env: str, doc: str, default: Any = None, parse: Callable[[str], Any] = str,
