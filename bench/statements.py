@@ -7,9 +7,9 @@ they took (counted from libpq's trace of the connections the request used, ``tes
         .venv/bin/python bench/statements.py [--full] [--cpu N [--callgrind]]
 
 ``--cpu N`` adds, over N sequential requests of each: this process's CPU per request, the CPU of
-PostgreSQL's backends serving the bench database (psutil, before and after; pg_stat_activity
-names them), and then, over N more, that CPU per statement: each backend's on-CPU time
-(/proc/<pid>/schedstat, nanoseconds) read whenever a statement is sent on it, the time until the
+PostgreSQL's backends serving the bench database (psutil, before and after; their process titles
+name the database: fixed_reference.named_cpu), and then, over N more, that CPU per statement: each
+backend's on-CPU time (/proc/<pid>/schedstat, nanoseconds) read whenever a statement is sent on it, the time until the
 next one (or the request's end) counted to the statement sent. So psycopg's BEGIN counts with a
 transaction's first statement and the COMMIT with its last; in a pipelined block (db.pipelined)
 the server runs the statements after they are sent, so the block's last statement carries them.
@@ -26,8 +26,8 @@ import time
 import uuid
 from collections import defaultdict
 
-import psutil
 from common import postgres_bench, setup_merchant, start, stop
+from fixed_reference import named_cpu
 from sqlalchemy import event
 
 from tests.wire import traced
@@ -69,8 +69,8 @@ def main() -> int:
                 text = " ".join(text.split()) if args.full else text.strip().splitlines()[0][:110]
                 print(f"{'×' + str(n) if n > 1 else '':>4} {text}")
             if args.cpu:
-                backends = _Backends(bench.config.database_url)
-                backends_before = backends.cpu()
+                backends = f"postgres:{bench.database}"
+                backends_before = named_cpu(backends)
                 started = time.process_time()
                 if args.callgrind:
                     subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True,
@@ -86,7 +86,7 @@ def main() -> int:
                 print(f"CPU of this process (test client, app, driver): "
                       f"{(time.process_time() - started) * 1000 / args.cpu:.2f} ms per {name}")
                 print(f"CPU of PostgreSQL's backends serving {bench.database}: "
-                      f"{backends.cpu_since(backends_before) * 1000 / args.cpu:.3f} ms per {name}")
+                      f"{(named_cpu(backends) - backends_before) * 1000 / args.cpu:.3f} ms per {name}")
                 if not args.callgrind:
                     _per_statement(get_engine(), args.cpu, name, lambda path=path, body=body: client.post(
                         path, json=body(), headers=_headers(secret)))
@@ -113,34 +113,6 @@ def _listed(engine, send):
         event.remove(engine, "before_cursor_execute", record)
     assert response.status_code == 201, response.get_json()
     return listed, wire
-
-
-class _Backends:
-    """CPU seconds of the PostgreSQL client backends serving one database (this object's own
-    connection left out; so is autovacuum): pg_stat_activity names them, psutil reads their CPU time."""
-
-    def __init__(self, database_url: str):
-        import psycopg
-
-        self.conn = psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
-
-    def cpu(self) -> dict[int, float]:
-        pids = [pid for (pid,) in self.conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
-            "AND backend_type = 'client backend'")]  # not autovacuum's workers
-        out = {}
-        for pid in pids:
-            try:
-                times = psutil.Process(pid).cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            out[pid] = times.user + times.system
-        return out
-
-    def cpu_since(self, before: dict[int, float]) -> float:
-        """CPU seconds since ``before`` of the backends alive now (a backend that ended in between
-        is not counted; one that started is counted whole)."""
-        return sum(seconds - before.get(pid, 0.0) for pid, seconds in self.cpu().items())
 
 
 def _on_cpu_ns(pid: int) -> int:
