@@ -56,6 +56,18 @@ def merchant(name: str = "Shop", category: str | None = "retail", mode: str = "t
     return m.id, issued.secret
 
 
+def bare_system_account(merchant_id: str, account_id: str) -> None:
+    """A merchant row and a USD system account of it at zero, written directly (no key, no system
+    accounts of its own): for tests of what the database itself refuses."""
+    from app.adapters.models import Account, Merchant
+
+    with unit_of_work() as session:
+        session.add(Merchant(id=merchant_id, name=merchant_id))
+        session.flush()
+        session.add(Account(id=account_id, merchant_id=merchant_id, kind="system", currency="USD", metadata_={},
+                            available=0, pending=0, version=0))
+
+
 def api(client, name: str = "Shop", mode: str = "test") -> Api:
     merchant_id, secret = merchant(name, mode=mode)
     return Api(client, secret, merchant_id)

@@ -97,13 +97,9 @@ def test_opposite_transfers_do_not_deadlock(live, client):
 def test_database_refuses_an_unbalanced_entry(clean):
     from sqlalchemy.exc import IntegrityError
 
-    from app.adapters.models import JournalEntry, LedgerLine, Merchant, new_id
+    from app.adapters.models import JournalEntry, LedgerLine, new_id
 
-    with unit_of_work() as session:
-        session.add(Merchant(id="mer_x", name="x"))
-        session.flush()
-        session.add(Account(id="acct_x", merchant_id="mer_x", kind="system", currency="USD", metadata_={},
-                            available=0, pending=0, version=0))
+    builders.bare_system_account("mer_x", "acct_x")
     with pytest.raises(IntegrityError):
         with unit_of_work() as session:
             session.add(JournalEntry(id="je_x", merchant_id="mer_x", kind="bad"))

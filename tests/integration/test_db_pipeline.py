@@ -5,7 +5,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from app.adapters.db import before_commit, committed, get_engine, pipelined, unit_of_work
-from app.adapters.models import Account, Event, JournalEntry, LedgerLine, Merchant, new_id, utcnow
+from app.adapters.models import Event, JournalEntry, LedgerLine, new_id, utcnow
 from tests import builders
 from tests.wire import traced
 
@@ -33,16 +33,18 @@ def test_pipelined_statements_and_commit_land_together(clean):
     assert _count() == 3
 
 
-def test_an_error_in_a_pipelined_statement_fails_the_whole_transaction(clean):
+@pytest.mark.parametrize("block", ["pipelined, then commit inside", "committed"])
+def test_an_error_in_a_pipelined_statement_fails_the_whole_transaction(clean, block):
     merchant_id, _ = builders.merchant()
     with pytest.raises(IntegrityError):
         with unit_of_work() as session:
             session.execute(insert(Event), _event(merchant_id, "evt_first", "obj_a"))
-            with pipelined(session):
+            with (committed if block == "committed" else pipelined)(session):
                 session.execute(insert(Event), _event(merchant_id, "evt_second", "obj_b"))
                 session.execute(insert(Event), _event(merchant_id, "evt_first", "obj_c"))  # same id: refused
                 session.execute(insert(Event), _event(merchant_id, "evt_third", "obj_d"))
-                session.commit()
+                if block != "committed":
+                    session.commit()
     assert _count() == 0  # nothing before, in or after the failed statement was kept
 
 
@@ -134,26 +136,11 @@ def test_committed_runs_no_before_commit_hook_after_its_commit(clean):
     assert _count() == 2
 
 
-def test_an_error_in_a_committed_block_commits_nothing(clean):
-    merchant_id, _ = builders.merchant()
-    with pytest.raises(IntegrityError):
-        with unit_of_work() as session:
-            session.execute(insert(Event), _event(merchant_id, "evt_first", "obj_a"))
-            with committed(session):
-                session.execute(insert(Event), _event(merchant_id, "evt_second", "obj_b"))
-                session.execute(insert(Event), _event(merchant_id, "evt_first", "obj_c"))  # same id: refused
-    assert _count() == 0
-
-
 @pytest.mark.postgres
 def test_a_commit_refused_in_a_committed_block_is_raised_there(clean):
     """The COMMIT sent with the block can itself be refused (a deferred constraint: the ledger's balance
     check): SQLAlchemy's IntegrityError comes out of the block, and nothing was committed."""
-    with unit_of_work() as session:
-        session.add(Merchant(id="mer_c", name="c"))
-        session.flush()
-        session.add(Account(id="acct_c", merchant_id="mer_c", kind="system", currency="USD", metadata_={},
-                            available=0, pending=0, version=0))
+    builders.bare_system_account("mer_c", "acct_c")
     with pytest.raises(IntegrityError):
         with unit_of_work() as session:
             with committed(session):
