@@ -46,6 +46,7 @@ from app.adapters.db import (
 from app.adapters.models import IdempotencyKey, utcnow
 from app.config import Config, get_config
 from app.domain.errors import IdempotencyInFlight, IdempotencyMismatch, InvalidRequest, PayRouterError
+from app.services import ledger
 
 log = logging.getLogger("payrouter.idempotency")
 
@@ -84,6 +85,18 @@ def encode(payload: dict) -> bytes:
 def run(merchant_id: str, key: str, endpoint: str, body: object,
         execute: Callable[[Session], tuple[int, dict]], error_response: Callable[[PayRouterError], tuple[int, dict]]
         ) -> StoredResponse:
+    try:
+        return _run(merchant_id, key, endpoint, body, execute, error_response)
+    except SQLAlchemyError as error:
+        if not ledger.refused_at_commit(error):
+            raise
+    # A customer's balance moved at the COMMIT fell short: nothing was committed (the claim went too),
+    # so the request runs again with its moves made as it goes, and stores the 402 it always did.
+    with ledger.moves_as_they_go():
+        return _run(merchant_id, key, endpoint, body, execute, error_response)
+
+
+def _run(merchant_id: str, key: str, endpoint: str, body: object, execute, error_response) -> StoredResponse:
     digest = request_hash(endpoint, body)
     deadline = time.monotonic() + WAIT_SECONDS
     while True:

@@ -25,8 +25,10 @@ batch, and a customer's moves that cannot be refused (credits) are netted per ac
 """
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, event, func, select, text, update
@@ -36,6 +38,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context
 from app.adapters import writebehind
+from app.adapters.db import before_commit
 from app.adapters.models import Account, AccountMove, JournalEntry, LedgerLine, new_id, utcnow
 from app.domain.errors import InsufficientFunds, PayRouterError
 from app.domain.postings import AVAILABLE, PENDING, Entry, Role
@@ -144,8 +147,15 @@ def legs_of(entry: Entry, account: Callable[[Role], Account | SystemAccount]) ->
 
 
 def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None, legs: list[Leg],
-         description: str | None = None) -> str:
-    """Write one balanced journal entry and move the balances it touches; the entry's id."""
+         description: str | None = None, at_commit: bool = False) -> str:
+    """Write one balanced journal entry and move the balances it touches; the entry's id.
+
+    ``at_commit``: the caller reads no balance after this posting and commits next, so on PostgreSQL
+    its customer accounts' rows may be moved just before the COMMIT (``_send_at_commit``) instead of
+    now: a hot account's row lock is then held from the move to the commit only, not across the rest
+    of the request's round trips and Python. A move refused there fails the COMMIT (the accounts'
+    ``ck_accounts_no_overdraft``); ``refused_at_commit`` tells such an error, and the work is run
+    again with its moves made as they go (``moves_as_they_go``), which answers the 402 it always did."""
     legs = [leg for leg in legs if leg.amount]  # a zero line records nothing
     totals: dict[str, int] = defaultdict(int)
     for leg in legs:
@@ -160,7 +170,8 @@ def post(session: Session, *, merchant_id: str, kind: str, source_id: str | None
     request_id, now, entry_id = context.current_request_id(), utcnow(), new_id("je")
     behind = writebehind.current(session)
     if behind is None and session.get_bind().dialect.name == "postgresql" and _each_move_once(legs):
-        _post_in_one_statement(session, entry_id, merchant_id, kind, source_id, description, legs, request_id, now)
+        _post_in_one_statement(session, entry_id, merchant_id, kind, source_id, description, legs, request_id, now,
+                               at_commit=at_commit and not _AS_THEY_GO.get())
         return entry_id
     entry_rows = [{"id": entry_id, "merchant_id": merchant_id, "kind": kind, "source_id": source_id,
                    "description": description, "request_id": request_id, "created_at": now}]
@@ -343,9 +354,11 @@ _ONE_FURTHER_MOVE = text(_ONE_MOVE)
 
 
 def _post_in_one_statement(session: Session, entry_id: str, merchant_id: str, kind: str, source_id: str | None,
-                           description: str | None, legs: list[Leg], request_id: str | None, now) -> None:
+                           description: str | None, legs: list[Leg], request_id: str | None, now,
+                           at_commit: bool = False) -> None:
     """``post`` on PostgreSQL outside a batch: what it writes, in one statement (``_one_statement``)
-    and one more per further customer account."""
+    and one more per further customer account; ``at_commit``: the entry, its lines and queued moves
+    in one statement, the customer accounts' moves just before the COMMIT."""
     array = writebehind.array_literal
     queued = _queued_moves(legs)
     moved: dict[str, dict] = {}  # customer account id → its deltas, which of them are checked, how many lines
@@ -374,6 +387,10 @@ def _post_in_one_statement(session: Session, entry_id: str, merchant_id: str, ki
                       queued_balances=array([balance for _account_id, balance in queued]),
                       queued_deltas=array(list(queued.values())))
     ids = sorted(moved)
+    if at_commit and ids:
+        session.connection().execute(_one_statement(bool(queued), False), params)
+        _queue_at_commit(session, [moved[account_id] for account_id in ids])
+        return
     if ids:
         params.update(moved[ids[0]])
     connection = session.connection()
@@ -381,3 +398,70 @@ def _post_in_one_statement(session: Session, entry_id: str, merchant_id: str, ki
     for index, account_id in enumerate(ids):  # the first short account in id order stops the posting
         row = (result if index == 0 else connection.execute(_ONE_FURTHER_MOVE, moved[account_id])).first()
         _moved(accounts[account_id], AVAILABLE if moved[account_id]["guard_available"] else PENDING, row)
+
+
+# Customer accounts' moves sent just before the COMMIT (``post(at_commit=True)``): one UPDATE each,
+# unconditional, for the accounts' CHECK refuses a customer's balance below zero, so a short account
+# fails the statement and with it the COMMIT (a conditional UPDATE matching no row would not: its
+# answer, read only after the COMMIT was sent, would come too late). Each move is kept with the
+# (sub)transaction it was queued in, so a savepoint rolled back takes its moves with it.
+_AT_COMMIT = "payrouter.ledger_at_commit"  # Session.info: [(transaction, move params)], in queued order
+_AT_COMMIT_HOOKED = "payrouter.ledger_at_commit_hooked"
+_MOVE_AT_COMMIT = text("UPDATE accounts SET available = available + CAST(:available AS BIGINT), "
+                       "pending = pending + CAST(:pending AS BIGINT), version = version + CAST(:moves AS INTEGER) "
+                       "WHERE id = CAST(:account_id AS TEXT)")
+_NO_OVERDRAFT = "ck_accounts_no_overdraft"
+_AS_THEY_GO: ContextVar[bool] = ContextVar("payrouter_ledger_as_they_go", default=False)
+
+
+def _queue_at_commit(session: Session, moves: list[dict]) -> None:
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(_AT_COMMIT, []).extend((transaction, move) for move in moves)
+    if not session.info.get(_AT_COMMIT_HOOKED):
+        session.info[_AT_COMMIT_HOOKED] = True
+        before_commit(session, _send_at_commit)
+
+
+def _send_at_commit(session: Session) -> None:
+    """The queued moves, in account-id order (two transactions on one pair lock it in the same
+    order): inside ``db.committed`` they go in the COMMIT's round trip."""
+    queued = session.info.pop(_AT_COMMIT, None)
+    if not queued:
+        return
+    connection = session.connection()
+    for move in sorted((move for _transaction, move in queued), key=lambda move: move["account_id"]):
+        connection.execute(_MOVE_AT_COMMIT, move)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_moves_at_commit(session: Session, previous_transaction) -> None:
+    """A rolled-back (sub)transaction takes the moves queued in it, and in those inside it, along."""
+    queued = session.info.get(_AT_COMMIT)
+    if not queued:
+        return
+
+    def inside(transaction) -> bool:
+        while transaction is not None:
+            if transaction is previous_transaction:
+                return True
+            transaction = transaction.parent
+        return False
+
+    session.info[_AT_COMMIT] = [(transaction, move) for transaction, move in queued if not inside(transaction)]
+
+
+def refused_at_commit(error: BaseException) -> bool:
+    """Whether ``error`` is a customer's move refused at the COMMIT (``post(at_commit=True)``)."""
+    diag = getattr(getattr(error, "orig", None), "diag", None)
+    return isinstance(error, IntegrityError) and getattr(diag, "constraint_name", None) == _NO_OVERDRAFT
+
+
+@contextlib.contextmanager
+def moves_as_they_go():
+    """Inside: ``post`` moves balances as it goes even when asked to wait for the commit (work whose
+    move was refused at the COMMIT runs again this way, to answer with the account that fell short)."""
+    token = _AS_THEY_GO.set(True)
+    try:
+        yield
+    finally:
+        _AS_THEY_GO.reset(token)

@@ -40,13 +40,14 @@ def create_transfer(session: Session, merchant: Merchant, body: dict) -> Transfe
     if not add_unique(session, transfer):
         raise Unprocessable("reference is already used by another transfer", param="reference",
                             code="reference_already_used")
-    # The event first, the balances last: the two accounts' rows stay locked from their UPDATEs to the
-    # commit, and only the stored response is written in between (a hot pair waits that much less).
+    # The event first, the balances last, and on PostgreSQL the two accounts' rows moved only in the
+    # COMMIT's round trip (the stored response, the moves, the COMMIT): a hot pair's rows stay locked
+    # for the commit alone, not across this request's further round trips and Python.
     events.record(session, merchant_id=merchant.id, livemode=transfer.livemode, type="transfer.succeeded",
                   object_id=transfer.id, data=representation.transfer(transfer))
     entry = postings.transfer(transfer.amount)
     ledger.post(session, merchant_id=merchant.id, kind=entry.kind, source_id=transfer.id,
-                legs=ledger.legs_of(entry, {Role.SOURCE: source, Role.TARGET: target}.__getitem__))
+                legs=ledger.legs_of(entry, {Role.SOURCE: source, Role.TARGET: target}.__getitem__), at_commit=True)
     metrics.settled_on_commit(session, "transfer", transfer.status, None)
     return transfer
 

@@ -52,6 +52,9 @@ def test_a_new_payment_is_inserted_as_processing_with_its_first_channel(stack):
 
 
 def test_a_transfer_moves_its_balances_last(stack):
+    """SQLite: the two accounts' moves, then the stored response. PostgreSQL: the entry and its lines in
+    one statement, the stored response, then the two moves in account-id order, all in the COMMIT's
+    round trip (``ledger.post(at_commit=True)``, ``db.committed``): the rows stay locked for the commit."""
     api = builders.api(stack.client)
     source, target = api.account(funded=10_000), api.account()
     body = {"from_account": source["id"], "to_account": target["id"], "amount": 10, "currency": "USD"}
@@ -61,12 +64,19 @@ def test_a_transfer_moves_its_balances_last(stack):
     assert max(_index(seen, "INSERT INTO events")) < first_lock
     kinds = ["accounts" if "UPDATE accounts" in statement else " ".join(statement.split(" ")[:2])
              for statement, _params in seen[first_lock:]]
-    assert kinds[:3] == ["accounts", "accounts", "UPDATE idempotency_keys"], kinds
-    assert all(kind.startswith("RELEASE") for kind in kinds[3:]), kinds
-    if get_engine().dialect.name == "postgresql":  # the entry and its lines come with the first account's move
-        assert seen[first_lock][0].startswith("WITH entry AS (INSERT INTO journal_entries")
-        assert "INSERT INTO ledger_lines" in seen[first_lock][0]
-        assert not _index(seen, "INSERT INTO journal_entries") and not _index(seen, "INSERT INTO ledger_lines")
+    if get_engine().dialect.name != "postgresql":
+        assert kinds[:3] == ["accounts", "accounts", "UPDATE idempotency_keys"], kinds
+        assert all(kind.startswith("RELEASE") for kind in kinds[3:]), kinds
+        return
+    assert kinds[:2] == ["accounts", "accounts"], kinds
+    assert all(kind.startswith("RELEASE") for kind in kinds[2:]), kinds
+    moved = [params["account_id"] for statement, params in seen[first_lock:first_lock + 2]]
+    assert moved == sorted([source["id"], target["id"]])
+    (stored,) = _index(seen, "UPDATE idempotency_keys")
+    (entry,) = [i for i, (statement, _params) in enumerate(seen) if statement.startswith("WITH entry AS")]
+    assert entry < stored < first_lock
+    assert "INSERT INTO ledger_lines" in seen[entry][0] and "UPDATE accounts" not in seen[entry][0]
+    assert not _index(seen, "INSERT INTO journal_entries") and not _index(seen, "INSERT INTO ledger_lines")
 
 
 def test_a_settled_payment_posts_its_entry_lines_and_queued_moves_in_one_statement(stack):
@@ -145,7 +155,8 @@ def test_the_stored_response_goes_with_the_commit(stack):
     assert response.status_code == 201, response.get_json()
     tail = piped[[kind for kind, _piped in piped].index("UPDATE idempotency_keys"):]
     postgresql = get_engine().dialect.name == "postgresql"
-    assert [kind for kind, _piped in tail] == ["UPDATE idempotency_keys", "RELEASE SAVEPOINT"], piped
+    moves = ["UPDATE accounts"] * 2 if postgresql else []  # the accounts' moves, sent with the commit
+    assert [kind for kind, _piped in tail] == ["UPDATE idempotency_keys", *moves, "RELEASE SAVEPOINT"], piped
     assert all(in_pipeline for _kind, in_pipeline in tail) == postgresql, piped
     if postgresql:  # and the COMMIT (sent by db.committed on the driver's cursor) in the same round trip
         _, wire = traced(get_engine(), lambda: api.post("/v1/transfers", {**body, "reference": builders.unique("tr")}))

@@ -1,0 +1,109 @@
+"""PostgreSQL: a posting's customer moves made just before the COMMIT (``ledger.post(at_commit=True)``,
+a transfer's): refused there by the accounts' CHECK, undone with a rolled-back savepoint, and a
+refused transfer answering (and storing) the 402 it always did."""
+import pytest
+from sqlalchemy import event, func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.adapters.db import committed, get_engine, unit_of_work
+from app.adapters.models import Account, IdempotencyKey, JournalEntry, Transfer
+from app.services import ledger
+from tests import builders
+
+pytestmark = pytest.mark.postgres
+
+
+def _balances(*ids: str) -> list[int]:
+    with unit_of_work() as session:
+        return [session.get(Account, account_id).available for account_id in ids]
+
+
+def _entries() -> int:
+    with unit_of_work() as session:
+        return session.scalar(select(func.count()).select_from(JournalEntry))
+
+
+def _post(session, api, source: str, target: str, amount: int) -> None:
+    legs = [ledger.Leg(session.get(Account, source), -amount), ledger.Leg(session.get(Account, target), amount)]
+    ledger.post(session, merchant_id=api.merchant_id, kind="transfer", source_id=None, legs=legs, at_commit=True)
+
+
+def _statements(send):
+    seen = []
+
+    def record(_conn, _cursor, statement, _parameters, _context, _executemany):
+        seen.append(" ".join(statement.split()))
+
+    event.listen(get_engine(), "before_cursor_execute", record)
+    try:
+        return send(), seen
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", record)
+
+
+def test_the_moves_wait_for_the_commit_and_go_with_it(client):
+    api = builders.api(client)
+    source, target = api.account(funded=100)["id"], api.account()["id"]
+    with unit_of_work() as session:
+        _post(session, api, source, target, 30)
+        session.flush()
+        assert _balances(source, target) == [100, 0]  # not yet moved (another session sees the rows as they were)
+        with committed(session):
+            pass
+    assert _balances(source, target) == [70, 30]
+    with unit_of_work() as session:  # a plain commit sends them as well
+        _post(session, api, source, target, 70)
+    assert _balances(source, target) == [0, 100]
+
+
+@pytest.mark.parametrize("pipelined", [True, False])
+def test_a_move_refused_at_the_commit_fails_it_and_writes_nothing(client, pipelined):
+    api = builders.api(client)
+    source, target = api.account(funded=100)["id"], api.account()["id"]
+    entries = _entries()
+    with pytest.raises(IntegrityError) as refused:
+        with unit_of_work() as session:
+            _post(session, api, source, target, 101)
+            if pipelined:
+                with committed(session):
+                    pass
+    assert ledger.refused_at_commit(refused.value)
+    assert _balances(source, target) == [100, 0] and _entries() == entries
+
+
+def test_a_rolled_back_savepoint_takes_its_moves_along(client):
+    api = builders.api(client)
+    source, target = api.account(funded=100)["id"], api.account()["id"]
+    with unit_of_work() as session:
+        with pytest.raises(RuntimeError):
+            with session.begin_nested():
+                _post(session, api, source, target, 40)
+                raise RuntimeError("undo")
+        with session.begin_nested():
+            with session.begin_nested():  # released into its parent, which is kept
+                _post(session, api, source, target, 10)
+    assert _balances(source, target) == [90, 10]
+    assert _entries() == 2  # the funding and the kept posting
+
+
+def test_a_transfer_refused_at_the_commit_stores_and_replays_the_402_naming_the_short_account(client):
+    api = builders.api(client)
+    source, target = api.account(funded=100)["id"], api.account()["id"]
+    body, key = api.transfer_body(source, target, 101), builders.unique("idem")
+    response, seen = _statements(lambda: api.post("/v1/transfers", body, key))
+    assert response.status_code == 402, response.get_json()
+    error = response.get_json()["error"]
+    assert (error["code"], error["param"]) == ("insufficient_funds", "amount")
+    assert source in error["message"]
+    # First at the commit (an unconditional move the CHECK refused), then again with the checked move.
+    unconditional = [i for i, s in enumerate(seen) if s.startswith("UPDATE accounts SET") and "AND" not in s]
+    checked = [i for i, s in enumerate(seen) if "UPDATE accounts SET" in s and ">= 0" in s]
+    assert unconditional and checked and unconditional[0] < checked[0], seen
+    with unit_of_work() as session:
+        row = session.get(IdempotencyKey, (api.merchant_id, key))
+        assert (row.status, row.response_status) == ("done", 402)
+        assert session.scalar(select(func.count()).select_from(Transfer)) == 0
+    assert _balances(source, target) == [100, 0]
+    replay = api.post("/v1/transfers", body, key)
+    assert replay.status_code == 402 and replay.get_json() == response.get_json()
+    assert replay.headers.get("Idempotent-Replayed") == "true"
