@@ -230,6 +230,14 @@ def before_commit(session: Session, run: Callable[[Session], None]) -> Callable[
 
 
 @event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    """SQLAlchemy fires ``before_commit`` at a savepoint's release as well: that is no commit (a hook
+    run there sends its statements inside the savepoint, or inside an enclosing one later rolled back,
+    and an error of theirs comes out of the ``begin_nested`` block instead of the commit)."""
+    if not session.in_nested_transaction():
+        _run_before_commit(session)
+
+
 def _run_before_commit(session: Session) -> None:
     if session.info.get(_HOOKS_RAN):
         return

@@ -450,6 +450,14 @@ def _forget_moves_at_commit(session: Session, previous_transaction) -> None:
     session.info[_AT_COMMIT] = [(transaction, move) for transaction, move in queued if not inside(transaction)]
 
 
+@event.listens_for(Session, "after_transaction_end")
+def _drop_moves_at_commit(session: Session, transaction) -> None:
+    """The session's transaction is over (committed: the moves went with it; rolled back, or ended by
+    ``close()``, which fires no rollback event): none of its moves may go with a later transaction."""
+    if transaction.parent is None and not transaction.nested:
+        session.info.pop(_AT_COMMIT, None)
+
+
 def refused_at_commit(error: BaseException) -> bool:
     """Whether ``error`` is a customer's move refused at the COMMIT (``post(at_commit=True)``)."""
     diag = getattr(getattr(error, "orig", None), "diag", None)
