@@ -5,8 +5,8 @@ import pytest
 from sqlalchemy import event, func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.adapters.db import committed, get_engine, unit_of_work
-from app.adapters.models import Account, IdempotencyKey, JournalEntry, Transfer
+from app.adapters.db import committed, get_engine, session_factory, unit_of_work
+from app.adapters.models import Account, IdempotencyKey, JournalEntry, LedgerLine, Transfer
 from app.services import ledger
 from tests import builders
 
@@ -16,6 +16,15 @@ pytestmark = pytest.mark.postgres
 def _balances(*ids: str) -> list[int]:
     with unit_of_work() as session:
         return [session.get(Account, account_id).available for account_id in ids]
+
+
+def _rows_and_lines(*ids: str) -> list[tuple[int, int]]:
+    """(the account row's available, the sum of its available lines) per account."""
+    with unit_of_work() as session:
+        return [(session.get(Account, account_id).available,
+                 session.scalar(select(func.coalesce(func.sum(LedgerLine.amount), 0))
+                                .where(LedgerLine.account_id == account_id, LedgerLine.balance_type == "available")))
+                for account_id in ids]
 
 
 def _entries() -> int:
@@ -107,3 +116,60 @@ def test_a_transfer_refused_at_the_commit_stores_and_replays_the_402_naming_the_
     replay = api.post("/v1/transfers", body, key)
     assert replay.status_code == 402 and replay.get_json() == response.get_json()
     assert replay.headers.get("Idempotent-Replayed") == "true"
+
+
+def test_a_released_savepoint_does_not_send_the_moves_before_the_commit(client):
+    """A savepoint released after the posting is not the commit (SQLAlchemy fires ``before_commit``
+    there too): the moves still wait for it."""
+    api = builders.api(client)
+    source, target = api.account(funded=100)["id"], api.account()["id"]
+    with unit_of_work() as session:
+        _post(session, api, source, target, 30)
+
+        def release():
+            with session.begin_nested():
+                pass
+
+        _, seen = _statements(release)
+        assert not [s for s in seen if s.startswith("UPDATE accounts")], seen
+
+
+def test_a_rolled_back_savepoint_keeps_moves_queued_before_it(client):
+    """Moves queued in the transaction, then a savepoint whose inner savepoint is released and which is
+    rolled back: the posting (its lines) is kept, so its moves are too, and each row matches its lines."""
+    api = builders.api(client)
+    source, target = api.account(funded=100)["id"], api.account()["id"]
+    with unit_of_work() as session:
+        _post(session, api, source, target, 30)
+        with pytest.raises(RuntimeError):
+            with session.begin_nested():
+                with session.begin_nested():
+                    pass
+                raise RuntimeError("undo this savepoint only")
+    assert _rows_and_lines(source, target) == [(70, 70), (30, 30)]
+
+
+def test_a_move_refused_later_does_not_surface_inside_another_savepoint(client):
+    """``ledger.system_account`` reads an IntegrityError out of its savepoint as 'created concurrently':
+    a queued move refused must come out of the commit, not out of that savepoint's release."""
+    api = builders.api(client)
+    source, target = api.account(funded=100)["id"], api.account()["id"]
+    with pytest.raises(IntegrityError) as raised:
+        with unit_of_work() as session:
+            _post(session, api, source, target, 101)
+            ledger.system_account(session, api.merchant_id, "probe", "USD")
+    assert ledger.refused_at_commit(raised.value), repr(raised.value)
+    assert _rows_and_lines(source, target) == [(100, 100), (0, 0)]
+
+
+def test_moves_of_a_closed_session_do_not_go_with_its_next_commit(client):
+    """A Session may be used again after close(), which fires no rollback event: what it queued before
+    is not sent then."""
+    api = builders.api(client)
+    source, target = api.account(funded=100)["id"], api.account()["id"]
+    session = session_factory()()
+    _post(session, api, source, target, 30)
+    session.close()  # its transaction (the entry, the lines) is rolled back by the close
+    session.commit()  # a new transaction, nothing in it
+    session.close()
+    assert _rows_and_lines(source, target) == [(100, 100), (0, 0)]
