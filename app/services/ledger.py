@@ -400,16 +400,15 @@ def _post_in_one_statement(session: Session, entry_id: str, merchant_id: str, ki
         _moved(accounts[account_id], AVAILABLE if moved[account_id]["guard_available"] else PENDING, row)
 
 
-# Customer accounts' moves sent just before the COMMIT (``post(at_commit=True)``): one UPDATE each,
-# unconditional, for the accounts' CHECK refuses a customer's balance below zero, so a short account
-# fails the statement and with it the COMMIT (a conditional UPDATE matching no row would not: its
-# answer, read only after the COMMIT was sent, would come too late). Each move is kept with the
-# (sub)transaction it was queued in, so a savepoint rolled back takes its moves with it.
+# Customer accounts' moves sent just before the COMMIT (``post(at_commit=True)``): one UPDATE each, the
+# further move's statement with its guards off (``_UNGUARDED``), for the accounts' CHECK refuses a
+# customer's balance below zero, so a short account fails the statement and with it the COMMIT (a
+# guarded UPDATE matching no row would not: its answer, read only after the COMMIT was sent, would come
+# too late). Each move is kept with the (sub)transaction it was queued in, so a savepoint rolled back
+# takes its moves with it.
 _AT_COMMIT = "payrouter.ledger_at_commit"  # Session.info: [(transaction, move params)], in queued order
 _AT_COMMIT_HOOKED = "payrouter.ledger_at_commit_hooked"
-_MOVE_AT_COMMIT = text("UPDATE accounts SET available = available + CAST(:available AS BIGINT), "
-                       "pending = pending + CAST(:pending AS BIGINT), version = version + CAST(:moves AS INTEGER) "
-                       "WHERE id = CAST(:account_id AS TEXT)")
+_UNGUARDED = {"guard_available": False, "guard_pending": False}
 _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 _AS_THEY_GO: ContextVar[bool] = ContextVar("payrouter_ledger_as_they_go", default=False)
 
@@ -430,7 +429,7 @@ def _send_at_commit(session: Session) -> None:
         return
     connection = session.connection()
     for move in sorted((move for _transaction, move in queued), key=lambda move: move["account_id"]):
-        connection.execute(_MOVE_AT_COMMIT, move)
+        connection.execute(_ONE_FURTHER_MOVE, {**move, **_UNGUARDED})
 
 
 @event.listens_for(Session, "after_soft_rollback")

@@ -37,11 +37,13 @@ def _post(session, api, source: str, target: str, amount: int) -> None:
     ledger.post(session, merchant_id=api.merchant_id, kind="transfer", source_id=None, legs=legs, at_commit=True)
 
 
-def _statements(send):
+def _statements(send, with_parameters: bool = False):
+    """``send()``'s answer and the statements it sent, one line each (with their parameters if asked)."""
     seen = []
 
-    def record(_conn, _cursor, statement, _parameters, _context, _executemany):
-        seen.append(" ".join(statement.split()))
+    def record(_conn, _cursor, statement, _parameters, context, _executemany):
+        text = " ".join(statement.split())
+        seen.append((text, context.compiled_parameters[0]) if with_parameters else text)
 
     event.listen(get_engine(), "before_cursor_execute", record)
     try:
@@ -99,14 +101,16 @@ def test_a_transfer_refused_at_the_commit_stores_and_replays_the_402_naming_the_
     api = builders.api(client)
     source, target = api.account(funded=100)["id"], api.account()["id"]
     body, key = api.transfer_body(source, target, 101), builders.unique("idem")
-    response, seen = _statements(lambda: api.post("/v1/transfers", body, key))
+    response, seen = _statements(lambda: api.post("/v1/transfers", body, key), with_parameters=True)
     assert response.status_code == 402, response.get_json()
     error = response.get_json()["error"]
     assert (error["code"], error["param"]) == ("insufficient_funds", "amount")
     assert source in error["message"]
-    # First at the commit (an unconditional move the CHECK refused), then again with the checked move.
-    unconditional = [i for i, s in enumerate(seen) if s.startswith("UPDATE accounts SET") and "AND" not in s]
-    checked = [i for i, s in enumerate(seen) if "UPDATE accounts SET" in s and ">= 0" in s]
+    # First at the commit (the source's debit with its guard off, which only the at-commit move sends,
+    # refused by the CHECK), then again with the source's debit guarded.
+    moves = [(i, params) for i, (s, params) in enumerate(seen) if "UPDATE accounts SET" in s]
+    unconditional = [i for i, params in moves if params["account_id"] == source and not params["guard_available"]]
+    checked = [i for i, params in moves if params["account_id"] == source and params["guard_available"]]
     assert unconditional and checked and unconditional[0] < checked[0], seen
     with unit_of_work() as session:
         row = session.get(IdempotencyKey, (api.merchant_id, key))
