@@ -17,7 +17,9 @@ app = Flask(__name__)
 
 
 def setup_table() -> None:
-    with engine.begin() as conn:
+    with engine.begin() as conn:  # each gunicorn worker runs this: one at a time (a fresh database's
+        # concurrent CREATE TABLE IF NOT EXISTS fails in one worker, and gunicorn then stops them all)
+        conn.execute(text("SELECT pg_advisory_xact_lock(4243)"))
         conn.execute(text("CREATE TABLE IF NOT EXISTS reference_rows "
                           "(id TEXT PRIMARY KEY, seq INT NOT NULL, amount BIGINT NOT NULL, body TEXT NOT NULL)"))
 
