@@ -167,8 +167,7 @@ def rollback(version: int, actor: str, reason: str | None, merchant: str | None 
     reason = _reason(reason)
     with unit_of_work() as session:
         before = store.live_version(session, merchant)
-        store.rollback(session, version, actor, reason, merchant)
-        source = store.source_of(session, version, merchant)
+        source = store.rollback(session, version, actor, reason, merchant)
         audit(session, actor, "rules.rollback", target(merchant), {"version": before}, {"version": version}, reason)
     store.announce(version, merchant=merchant)
     return {"status": "published", "version": version, "merchant": merchant, "source": source}

@@ -238,15 +238,12 @@ def _want(own: decide_mod.MerchantRules, platform: CompiledRules, slots: int) ->
             if len(_pairs) >= slots:
                 if not _hotter(merchant):
                     return
-                coldest = next(iter(_pairs))
                 _swaps_left[0] -= 1
-                _queued.pop(coldest, None)
-                _close_pair(_pairs.pop(coldest))
+                while _pairs and len(_pairs) >= slots:  # the coldest out (more than one if the setting was lowered)
+                    gone, old = _pairs.popitem(last=False)
+                    _queued.pop(gone, None)
+                    _close_pair(old)
             _pairs[merchant] = None
-            while len(_pairs) > slots:  # the setting was lowered
-                gone, old = _pairs.popitem(last=False)
-                _queued.pop(gone, None)
-                _close_pair(old)
         building = _building.get(merchant)
         if building is not None and building[0] is own and building[1] is platform:
             return  # being compiled right now: asking again would compile it twice

@@ -105,15 +105,16 @@ def _owned(session: Session, version: int, merchant: str | None) -> RulesetVersi
 
 
 def rollback(session: Session, version: int, actor: str, reason: str | None = None,
-             merchant: str | None = None) -> int:
+             merchant: str | None = None) -> str:
     """Make an earlier version of the same owner live again (recorded as a new publication), checked
     as publishing its text is (``check``): a version naming a channel no longer stored (removed since)
-    is refused, never made live."""
-    check(_owned(session, version, merchant).source, merchant)
+    is refused, never made live. Returns the version's source."""
+    source = _owned(session, version, merchant).source
+    check(source, merchant)
     session.add(RulesetPublication(version=version, action="rollback", actor=actor, reason=reason,
                                    merchant_id=merchant))
     session.flush()
-    return version
+    return source
 
 
 def _of(column, merchant: str | None):
