@@ -176,15 +176,19 @@ def _run_and_store(session: Session, savepoint, merchant_id: str, key: str, exec
     except PayRouterError as error:
         status, payload = error_response(error)
         if status >= 500:
-            _abandon(session, savepoint, merchant_id, key)
+            _abandon(session, not savepoint.is_active, merchant_id, key)
             raise
         if savepoint.is_active:
             savepoint.rollback()  # undo the work, keep the claim
+            committed_part_way = False
         else:
             session.rollback()  # the claim was committed part-way; undo what came after
+            committed_part_way = True
     except BaseException:
-        _abandon(session, savepoint, merchant_id, key)
+        _abandon(session, not savepoint.is_active, merchant_id, key)
         raise
+    else:
+        committed_part_way = not savepoint.is_active
     raw = encode(payload)
     try:
         # The stored response, the savepoint's release and the COMMIT in one round trip (PostgreSQL's
@@ -193,18 +197,17 @@ def _run_and_store(session: Session, savepoint, merchant_id: str, key: str, exec
         with committed(session):
             _finish(session, merchant_id, key, status, raw)
     except BaseException:
-        # Nothing after the last part-way commit is kept; a claim committed part-way is unlocked,
-        # so a retry takes it over and resumes (a payment: its operation is on record as processing).
-        session.rollback()
-        _unlock(merchant_id, key)
+        # Nothing after the last part-way commit is kept (a transfer refused at its COMMIT: nothing at
+        # all, the claim included, so there is nothing to unlock).
+        _abandon(session, committed_part_way, merchant_id, key)
         raise
     return StoredResponse(status, raw, False)
 
 
-def _abandon(session: Session, savepoint, merchant_id: str, key: str) -> None:
-    """After a 5xx: nothing committed → the claim goes with the rollback; committed part-way → the
-    claim stays, unlocked, so a retry with the same body takes it over and resumes the work."""
-    committed_part_way = not savepoint.is_active
+def _abandon(session: Session, committed_part_way: bool, merchant_id: str, key: str) -> None:
+    """After a 5xx or a failed COMMIT: nothing committed → the claim goes with the rollback; committed
+    part-way → the claim stays, unlocked, so a retry with the same body takes it over and resumes the
+    work (a payment: its operation is on record as processing)."""
     session.rollback()
     if committed_part_way:
         _unlock(merchant_id, key)

@@ -112,6 +112,8 @@ def test_a_transfer_refused_at_the_commit_stores_and_replays_the_402_naming_the_
     unconditional = [i for i, params in moves if params["account_id"] == source and not params["guard_available"]]
     checked = [i for i, params in moves if params["account_id"] == source and params["guard_available"]]
     assert unconditional and checked and unconditional[0] < checked[0], seen
+    # The refused COMMIT took the claim with it: no claim left to unlock, and no UPDATE sent for one.
+    assert not [s for s, _params in seen if s.startswith("UPDATE idempotency_keys SET locked_until")], seen
     with unit_of_work() as session:
         row = session.get(IdempotencyKey, (api.merchant_id, key))
         assert (row.status, row.response_status) == ("done", 402)
