@@ -118,6 +118,12 @@ def median(values):
     return statistics.median(values)
 
 
+# One merchant key carries the whole load: a limit it never reaches, so the limiter still runs (and
+# costs what it costs) without refusing (the default 100/s would answer most requests 429). The servers
+# a bench starts get it in their environment; an app a bench serves in its own process, in its config.
+BENCH_RATE_LIMIT = "1000000"
+
+
 def bench_env() -> dict:
     from app.config import get_config
 
@@ -126,9 +132,7 @@ def bench_env() -> dict:
     # The servers run from the repository's root, the bench from wherever it was started: one var dir
     # for all, or each would make its own secret key and could not read the others' stored secrets.
     env.setdefault("PAYROUTER_VAR_DIR", str(get_config().var_dir))
-    # One merchant key carries the whole load: a limit it never reaches, so the limiter still runs (and
-    # costs what it costs) without refusing (the default 100/s would answer most requests 429).
-    env.setdefault("PAYROUTER_RATE_LIMIT", "1000000")
+    env.setdefault("PAYROUTER_RATE_LIMIT", BENCH_RATE_LIMIT)
     return env
 
 
@@ -150,6 +154,7 @@ def postgres_bench() -> PostgresBench | None:
 
     sandbox_port = free_port()
     os.environ["PAYROUTER_SANDBOX_URL"] = f"http://127.0.0.1:{sandbox_port}"
+    os.environ.setdefault("PAYROUTER_RATE_LIMIT", BENCH_RATE_LIMIT)
     config = Config.from_env()
     if not config.database_url.startswith("postgresql") or not config.redis_url:
         print("set DATABASE_URL (PostgreSQL) and REDIS_URL", file=sys.stderr)
