@@ -1,4 +1,4 @@
-"""The "Transactions" page: search operations and transfers (id, reference, customer, status, kind,
+"""The "Transactions" page: search operations and transfers (id, reference, order, customer, status, kind,
 channel, merchant, dates), and an operation's page: its timeline, with "Redeliver" on its webhook
 deliveries (ops)."""
 from __future__ import annotations
@@ -15,7 +15,7 @@ from app.domain.errors import NotFound, PayRouterError
 from app.domain.kinds import OperationKind
 from app.services import search, timeline
 
-FIELDS = ("id", "reference", "customer", "status", "kind", "channel", "merchant")
+FIELDS = ("id", "reference", "order", "customer", "status", "kind", "channel", "merchant")
 
 
 def _day(name: str, shift: int = 0) -> datetime | None:

@@ -1,5 +1,5 @@
 """Transaction search for operators (the console's "Transactions"): operations and transfers of
-every merchant, newest first, by id, reference, customer, status, kind, channel, merchant and date.
+every merchant, newest first, by id, reference, order, customer, status, kind, channel, merchant and date.
 
 Pages are keyset pages on (created_at, id), never OFFSET: page 1,000 costs what page 1 does. Each
 filter is served by an index of 0014_admin_search; the two tables are read separately (each its
@@ -17,19 +17,23 @@ from app.adapters.db import read_only
 from app.adapters.models import Dispute, Operation, Transfer
 from app.domain.errors import InvalidRequest
 from app.domain.kinds import OperationKind
+from app.domain.states import CANCELED, FAILED, PENDING, PROCESSING, REQUIRES_ACTION, REQUIRES_CAPTURE, SUCCEEDED
 from app.services.representation import rfc3339
 
-STATUSES = ("pending", "processing", "succeeded", "failed")
+# A payment's own statuses too: the payments waiting on a customer or a capture are what ops look for.
+STATUSES = (PENDING, PROCESSING, REQUIRES_ACTION, REQUIRES_CAPTURE, SUCCEEDED, FAILED, CANCELED)
 MAX_LIMIT = 200
 
 
 @dataclass(frozen=True)
 class Criteria:
     """What to look for; every field optional, all given fields must match. ``since`` inclusive,
-    ``until`` exclusive (naive UTC). ``customer``: the customer's id as the merchant sent it."""
+    ``until`` exclusive (naive UTC). ``customer``: the customer's id as the merchant sent it; ``order``: an
+    ``ord_…`` id (its payments and refunds; a transfer has none)."""
 
     id: str | None = None
     reference: str | None = None
+    order: str | None = None
     customer: str | None = None
     status: str | None = None
     kind: str | None = None
@@ -109,7 +113,7 @@ def search(criteria: Criteria, limit: int = 50, after: str | None = None) -> Res
         found = []
         if criteria.kind != "transfer":
             found += [_operation_row(op) for op in _operations(session, criteria, limit + 1, cursor)]
-        if criteria.kind in (None, "transfer") and not (criteria.customer or criteria.channel):
+        if criteria.kind in (None, "transfer") and not (criteria.customer or criteria.channel or criteria.order):
             found += [_transfer_row(t) for t in _transfers(session, criteria, limit + 1, cursor)]
     found.sort(key=lambda row: (row["_created"], row["id"]), reverse=True)
     page = found[:limit]
@@ -148,6 +152,8 @@ def _operations(session: Session, criteria: Criteria, limit: int, cursor) -> lis
         query = query.where(Operation.channel == criteria.channel)
     if criteria.customer:
         query = query.where(_CUSTOMER_ID == criteria.customer)
+    if criteria.order:
+        query = query.where(Operation.order_id == criteria.order)
     return list(session.scalars(query))
 
 

@@ -20,13 +20,13 @@ from tests.webhook_support import transfer as make_transfer
 
 def add_operation(merchant: str, *, at: datetime, kind: str = "payment", status: str = "succeeded",
                   channel: str | None = "acq_alpha", customer: str | None = "cus_1", amount: int = 1000,
-                  failure_code: str | None = None, reference: str | None = None) -> str:
+                  failure_code: str | None = None, reference: str | None = None, order: str | None = None) -> str:
     op_id = new_id("pay")
     with unit_of_work() as session:
         session.add(Operation(id=op_id, merchant_id=merchant, kind=kind, status=status, version=0, amount=amount,
                               currency="USD", fee=30, amount_refunded=0, reference=reference or builders.unique(),
                               metadata_={}, customer={"id": customer} if customer else None, routing={},
-                              channel=channel, failure_code=failure_code, query_count=0, created_at=at,
+                              channel=channel, failure_code=failure_code, order_id=order, query_count=0, created_at=at,
                               updated_at=at))
     return op_id
 
@@ -80,6 +80,24 @@ def test_search_filters_and_keyset_pages(client):
         search.search(Criteria(kind="nonsense"))
     with pytest.raises(InvalidRequest):
         search.search(Criteria(), after="not-a-cursor")
+
+
+def test_search_by_a_payment_status_and_by_order(client):
+    """Payments' own statuses (requires_action, requires_capture, canceled) are searchable, and so is an
+    order (contract §5: "search by id, reference, order, …"), which names no transfer."""
+    shop, _ = builders.merchant("Shop")
+    now = utcnow()
+    held = add_operation(shop, at=now - timedelta(minutes=1), status="requires_capture", order="ord_search1")
+    voided = add_operation(shop, at=now - timedelta(minutes=2), status="canceled")
+    step = add_operation(shop, at=now - timedelta(minutes=3), status="requires_action", order="ord_search1")
+    add_operation(shop, at=now - timedelta(minutes=4), order="ord_search2")
+    make_transfer(builders.api(client, "Transfers"))
+    assert ids(search.search(Criteria(status="requires_capture"))) == [held]
+    assert ids(search.search(Criteria(status="canceled"))) == [voided]
+    assert ids(search.search(Criteria(status="requires_action"))) == [step]
+    assert ids(search.search(Criteria(order="ord_search1"))) == [held, step]
+    assert ids(search.search(Criteria(order="ord_search1", status="requires_action"))) == [step]
+    assert ids(search.search(Criteria(order="ord_nothing"))) == []
 
 
 def open_issue(channel: str = "acq_alpha", kind: str = "status_mismatch") -> str:

@@ -54,6 +54,10 @@ def test_search_and_an_operation_page_for_a_viewer(app):
     assert f'data-id="{op}"' in page and "order-43" not in page
     assert f'data-id="{op}"' in viewer.text("/admin/transactions/?customer=cus_9&status=succeeded")
     assert 'id="search-error"' in viewer.text("/admin/transactions/?status=lost")
+    held = add_operation(shop, at=utcnow() - timedelta(minutes=1), status="requires_capture", order="ord_page1")
+    page = viewer.text("/admin/transactions/?order=ord_page1&status=requires_capture")
+    assert f'data-id="{held}"' in page and f'data-id="{op}"' not in page and 'id="search-error"' not in page
+    assert 'name="order" value="ord_page1"' in page and '<option value="requires_capture" selected>' in page
     story = viewer.text(f"/admin/transactions/{op}")
     assert 'id="decision"' in story and 'data-type="decision"' in story and "order-42" in story
     assert viewer.client.get("/admin/transactions/pay_missing").status_code == 404
