@@ -100,6 +100,22 @@ def test_timeout_is_a_failed_attempt(wh_config, configured, receiver):
     assert row["attempts"][0]["status_code"] is None
 
 
+def test_a_refused_connection_is_said_so_not_called_a_timeout(wh_config, configured, receiver):
+    """Nothing listening at the endpoint fails at once: the attempt says the connection was refused
+    (urllib3's NewConnectionError is a ConnectTimeoutError), so the merchant does not look for a slow server."""
+    app = configured(wh_config.with_(webhook_retry_schedule=(0,)))
+    api, gone = builders.api(app.test_client()), receiver()
+    endpoint = create_endpoint(api, gone.url)
+    gone.close()  # its port is closed now: connecting is refused
+    transfer(api)
+    pump()
+    [row] = deliveries_of(api, endpoint["id"])
+    [attempt] = row["attempts"]
+    assert row["status"] == "failed" and attempt["status_code"] is None
+    assert attempt["error"] != "timeout" and "connection refused" in attempt["error"].lower(), attempt
+    assert row["last_error"] == attempt["error"]
+
+
 def test_only_subscribed_live_endpoints_receive(wh_client, receiver):
     api, other = builders.api(wh_client), builders.api(wh_client, "Other")
     everything, payments, deleted, foreign = receiver(), receiver(), receiver(), receiver()

@@ -200,6 +200,11 @@ def _send(claim: Claim) -> Outcome:
         response.release_conn()
         ok = 200 <= response.status < 300
         return Outcome(response.status, _ms(started), None if ok else f"HTTP {response.status}")
+    except urllib3.exceptions.NewConnectionError as exc:  # a ConnectTimeoutError to urllib3, yet no timeout:
+        # refused or unreachable at once, said as such (a merchant told "timeout" looks for a slow server)
+        cause = exc.__cause__ or exc.__context__
+        reason = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(exc).rpartition(": ")[2]
+        return Outcome(None, _ms(started), f"connection failed: {reason}"[:500])
     except urllib3.exceptions.TimeoutError:
         return Outcome(None, _ms(started), "timeout")
     except (urllib3.exceptions.HTTPError, OSError) as exc:
