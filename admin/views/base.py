@@ -62,7 +62,9 @@ def _refuse(roles: tuple[str, ...]):
     if not current_user.is_authenticated:
         back = request.full_path.rstrip("?") if request.method == "GET" else None
         return redirect(url_for("console_login.index", next=back))
-    raise AdminForbidden(f"This needs the role {' or '.join(roles)} (or admin); you are {current_user.role}.")
+    needed = [role for role in roles if role != _roles.ADMIN]
+    named = f"{' or '.join(needed)} (or admin)" if needed else "admin"  # never "admin (or admin)"
+    raise AdminForbidden(f"This needs the role {named}; you are {current_user.role}.")
 
 
 def role_required(*roles: str) -> Callable:

@@ -82,7 +82,11 @@ def test_a_log_in_never_redirects_off_the_console(client):
 
 def test_roles_beyond_them_get_403(app):
     viewer, _, viewer_token = logged_in(app, "viewer")
-    assert viewer.get("/admin/users/").status_code == 403
+    refused = viewer.get("/admin/users/")
+    assert refused.status_code == 403
+    assert "This needs the role admin; you are viewer." in refused.get_data(as_text=True)  # not "admin (or admin)"
+    refused = viewer.post("/admin/rules/publish", data={"csrf_token": viewer_token, "reason": "x"})
+    assert "This needs the role pm (or admin); you are viewer." in refused.get_data(as_text=True)
     assert viewer.post("/admin/users/create", data={"csrf_token": viewer_token, "new-username": "x",
                                                     "new-password": PASSWORD, "new-role": "admin"}).status_code == 403
     assert viewer.post("/admin/rules/publish", data={"csrf_token": viewer_token, "reason": "x"}).status_code == 403
