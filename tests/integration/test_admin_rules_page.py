@@ -57,6 +57,7 @@ def test_every_role_reads_the_live_set_and_history(app, seeded):
     assert 'id="live-version">version 1' in text and "block-sanctioned" in text
     assert 'class="history-row" data-version="1"' in text and "default rules" in text
     assert "formaction" not in text and "Roll back" not in text  # no Publish for a viewer
+    assert len(re.findall(r"<h\d[^>]*>\s*Rules\s*</h\d>", text)) == 1  # the page's title, once
 
 
 @pytest.mark.parametrize("role", ["viewer", "ops"])
