@@ -209,7 +209,7 @@ def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> 
     if body["payment_method"]["type"] == "balance":
         raise InvalidRequest("a top-up pays in from outside: payment_method cannot be balance",
                              param="payment_method[type]")
-    account = _account_in(session, merchant, body)
+    account = account_in(session, merchant, body)
     method, token = without_token(body["payment_method"])
     op, decided = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
                          payment_method=method, account_id=account.id, customer=account.customer, written=False)
@@ -221,7 +221,7 @@ def create_withdrawal(session: Session, merchant: Merchant, body: dict, key: str
     guard("withdrawal")
     if (made := _resume(session, merchant, key, "withdrawal")) is not None:
         return made
-    account = _account_in(session, merchant, body)
+    account = account_in(session, merchant, body)
     facts_body = {**body, "customer": account.customer}
     op, decided = _start(session, merchant, "withdrawal", facts_body, key, amount=body["amount"],
                          currency=body["currency"], destination=body["destination"], account_id=account.id,
@@ -296,7 +296,9 @@ def _ledger_only_view(decision) -> dict:
     return view
 
 
-def _account_in(session: Session, merchant: Merchant, body: dict):
+def account_in(session: Session, merchant: Merchant, body: dict):
+    """The merchant's account ``body["account"]`` of a top-up or withdrawal (404 ``account``; 422
+    ``currency_mismatch`` when it holds another currency than ``body["currency"]``); simulate reads it too."""
     account = get_account(session, merchant, body["account"], param="account")
     if account.currency != body["currency"]:
         raise Unprocessable(f"account {account.id} holds {account.currency}", param="currency",

@@ -31,3 +31,26 @@ def test_kind_and_its_earlier_name(client):
     assert clash.status_code == 400 and clash.get_json()["error"]["param"] == "type"
     missing = api.post("/v1/routing/simulate", {"kind": "withdrawal", "amount": 100, "currency": "USD"})
     assert missing.status_code == 400 and missing.get_json()["error"]["param"] == "destination"
+
+
+def test_a_withdrawal_body_as_sent_names_its_account_and_is_decided_on_the_accounts_customer(client):
+    """The body a withdrawal or top-up is created with names an ``account``, not a customer: simulate takes
+    it (it answered 400 parameter_unknown) and decides on that account's customer, as the operation would."""
+    seed_default_rules()
+    api = builders.api(client)
+    blocked = api.account(customer={"id": "cus_kp", "country": "KP"})
+    body = {"kind": "withdrawal", "account": blocked["id"], "amount": 5000, "currency": "USD",
+            "destination": DESTINATION, "reference": builders.unique("wd")}
+    answer = api.post("/v1/routing/simulate", body)
+    assert answer.status_code == 200, answer.get_json()
+    decision = answer.get_json()
+    assert decision["outcome"] == "decline" and decision["decline_code"] == "country_blocked", decision
+    made = api.post("/v1/withdrawals", {k: v for k, v in body.items() if k != "kind"}).get_json()
+    assert made["error"]["decision"]["decline_code"] == "country_blocked", made  # the same decision
+    topup = {"kind": "topup", "account": api.account()["id"], "amount": 5000, "currency": "USD",
+             "payment_method": {"type": "card", "brand": "visa", "country": "US", "last4": "4242"}}
+    assert api.post("/v1/routing/simulate", topup).get_json()["outcome"] == "route"
+    unknown = api.post("/v1/routing/simulate", {**body, "account": "acct_nothing"})
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["param"] == "account"
+    euros = api.post("/v1/routing/simulate", {**body, "currency": "EUR"})
+    assert euros.status_code == 422 and euros.get_json()["error"]["code"] == "currency_mismatch"

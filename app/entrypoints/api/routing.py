@@ -21,6 +21,7 @@ def simulate():
     if body.get("type") and body.get("kind") and body["type"] != body["kind"]:
         raise InvalidRequest("kind and type name different operation kinds: send kind alone", param="type")
     routing.require_instrument(kind, body)
+    body = routing.as_the_operation_sees_it(g.merchant, body)
     key = request.headers.get("Idempotency-Key") or body.get("reference") or "simulate"
     decision = routing.decide(kind, g.merchant, body, amount=body["amount"], currency=body["currency"],
                               split_key=key, availability=routing.availability_for(kind, body, g.merchant.livemode))
