@@ -193,7 +193,9 @@ def reconcile(ctx, channel_id, day, recent, listing, only_issues, as_json):
     if sum(map(bool, (day, recent, listing))) != 1:
         raise click.UsageError("give exactly one of --date, --recent, --list")
     if listing:
-        _show_runs(recon.recent_runs(channel_id, with_issues=only_issues)[0], as_json)
+        _show_runs(recon.recent_runs(channel_id, with_issues=only_issues)[0], as_json,
+                   empty="No stored runs" + (" with issues" if only_issues else "")
+                   + (f" of channel {channel_id}" if channel_id else "") + ".")
         return
     if day and not channel_id:
         raise click.UsageError("--date needs --channel")
@@ -327,6 +329,9 @@ def reconcile_issues(channel_id, everything, kind, as_json):
     if as_json:
         click.echo(json.dumps(found, indent=2))
         return
+    if not found:
+        click.echo(("No issues" if everything else "No open issues") + (f" of kind {kind}" if kind else "")
+                   + (f" on channel {channel_id}" if channel_id else "") + ".")
     for issue in found:
         click.echo(f"{issue['id']}  {issue['status']:<8} {issue['channel']:<12} {issue['issue']:<22} "
                    f"{issue['channel_reference']}  ours={issue['ours']}  theirs={issue['theirs']}"
@@ -348,10 +353,13 @@ def reconcile_export(run_id):
         raise click.ClickException(exc.message) from None
 
 
-def _show_runs(runs: list[dict], as_json: bool) -> None:
+def _show_runs(runs: list[dict], as_json: bool, empty: str | None = None) -> None:
+    """Runs as text (or JSON); ``empty``: what the text says when there are none."""
     if as_json:
         click.echo(json.dumps(runs if len(runs) != 1 else runs[0], indent=2))
         return
+    if not runs and empty:
+        click.echo(empty)
     for out in runs:
         when = out["date"] if out["mode"] == "daily" else f"{out['window_start']} – {out['window_end']}"
         account = f" account {out['channel_account']}" if out.get("channel_account") else ""

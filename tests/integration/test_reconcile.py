@@ -148,6 +148,13 @@ def test_a_batch_worker_runs_passes_on_its_own(stack):
 
 def test_cli_recent_and_list_and_the_ops_api(stack):
     api = builders.api(stack.client)
+    # Nothing stored yet: the text says so instead of printing nothing.
+    assert CliRunner().invoke(main, ["reconcile", "--list"]).output == "No stored runs.\n"
+    assert CliRunner().invoke(main, ["reconcile", "--list", "--issues", "--channel", "sandbox"]).output == \
+        "No stored runs with issues of channel sandbox.\n"
+    assert CliRunner().invoke(main, ["reconcile", "issues"]).output == "No open issues.\n"
+    assert CliRunner().invoke(main, ["reconcile", "issues", "--all", "--kind", "fee_mismatch"]).output == \
+        "No issues of kind fee_mismatch.\n"
     api.post("/v1/payments", builders.payment_body(2000))
     result = CliRunner().invoke(main, ["reconcile", "--recent", "--channel", "sandbox", "--json"])
     assert result.exit_code == 0, result.output
