@@ -43,7 +43,8 @@ from rules.decide import STRATEGY_KEYS
 def guard(kind: str) -> None:
     """An operation paused by ops answers 503 (read-only mode is refused for every write in app.entrypoints.api)."""
     if switches.is_on(f"operation:{kind}"):
-        raise ServiceUnavailable(f"{kind} operations are paused; retry later.", code="operation_paused")
+        raise ServiceUnavailable(f"{kind} operations are paused; retry later.", code="operation_paused",
+                                 retry_after=switches.RETRY_AFTER_SECONDS)
 
 
 def without_token(method: dict) -> tuple[dict, str | None]:

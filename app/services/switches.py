@@ -24,6 +24,9 @@ from app.services.representation import rfc3339
 log = logging.getLogger("payrouter.switches")
 
 VERSION_KEY = "payrouter:switches:version"
+# What a request refused by a switch (an operation kind paused, read-only mode) answers in Retry-After: an
+# operator turns a switch back in minutes, so a client retrying every second would only add load.
+RETRY_AFTER_SECONDS = 30
 _KINDS = "|".join(OperationKind.values())
 _NAME = re.compile(r"^(webhooks|read_only|channel:[A-Za-z0-9_.-]{1,80}|operation:(%s))$" % _KINDS)
 

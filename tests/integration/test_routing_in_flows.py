@@ -56,10 +56,12 @@ def test_switched_off_channel_is_dropped_and_paused_operation_refused(stack):
     switches.set("operation:payment", True, actor="ops", reason="incident")
     response = api.post("/v1/payments", builders.payment_body(1000))
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "operation_paused"
+    assert response.headers["Retry-After"] == str(switches.RETRY_AFTER_SECONDS) == "30"  # not every second
     switches.set("operation:payment", False, actor="ops")
     switches.set("read_only", True, actor="ops")
     response = api.post("/v1/payments", builders.payment_body(1000))
     assert response.status_code == 503 and response.get_json()["error"]["code"] == "read_only"
+    assert response.headers["Retry-After"] == "30"
     switches.set("read_only", False, actor="ops")
     assert api.post("/v1/payments", builders.payment_body(1000)).status_code == 201
 

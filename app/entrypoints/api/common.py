@@ -32,7 +32,8 @@ def authenticate_request() -> None:
 def refuse_writes_if_read_only() -> None:
     """Read-only mode (an ops switch): every write answers 503; reads keep working."""
     if switches.is_on("read_only"):
-        raise ServiceUnavailable("PayRouter is in read-only mode; retry later.", code="read_only")
+        raise ServiceUnavailable("PayRouter is in read-only mode; retry later.", code="read_only",
+                                 retry_after=switches.RETRY_AFTER_SECONDS)
 
 
 def json_response(status: int, raw: bytes, replayed: bool = False) -> Response:

@@ -71,9 +71,7 @@ def to_response(error: e.PayRouterError):
     status, payload = error_payload(error)
     response = jsonify(payload)
     response.status_code = status
-    if status == 503:
-        response.headers["Retry-After"] = "1"
-    elif status == 429:
+    if status in (429, 503):  # seconds: what the error says (a rate limit's window, a switch), else 1
         response.headers["Retry-After"] = str(error.extra.get("retry_after") or 1)
     return response
 
