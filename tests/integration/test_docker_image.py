@@ -335,7 +335,8 @@ def test_alert_rules_use_metrics_the_app_exports():
             assert metric in exported or base in exported, f"{name}: {metric} is not exported by app/"
     text = " ".join(alerts.values())
     for needed in ("payrouter_http_requests_total", "payrouter_channel_circuit_open", "payrouter_queue_depth",
-                   "payrouter_webhook_backlog", "payrouter_reconciliation_open_issues"):
+                   "payrouter_webhook_backlog", "payrouter_reconciliation_open_issues",
+                   "payrouter_channels_process_stale"):
         assert needed in text
 
 
