@@ -340,6 +340,31 @@ def test_alert_rules_use_metrics_the_app_exports():
         assert needed in text
 
 
+def _dashboard_queries() -> dict[str, str]:
+    dashboard = json.loads((DOCKER / "prometheus" / "grafana-dashboard.json").read_text())
+    assert {"datasource"} <= {v["name"] for v in dashboard["templating"]["list"]}
+    return {f"{panel['title']} {target['refId']}": target["expr"]
+            for panel in dashboard["panels"] for target in panel["targets"]}
+
+
+def test_the_grafana_dashboard_charts_metrics_the_app_exports():
+    queries = _dashboard_queries()
+    exported = _metric_names_in_the_code()
+    for name, expr in queries.items():
+        metrics = re.findall(r"\b(payrouter_[a-z_]+)", expr)
+        assert metrics, f"{name}: no PayRouter metric in {expr}"
+        for metric in metrics:
+            base = re.sub(r"_(total|bucket|sum|count)$", "", metric)
+            assert metric in exported or base in exported, f"{name}: {metric} is not exported by app/"
+    text = " ".join(queries.values())
+    for needed in ("payrouter_http_requests_total", "payrouter_http_request_duration_seconds_bucket",
+                   "payrouter_operations_total", "payrouter_channel_circuit_open", "payrouter_queue_depth",
+                   "payrouter_webhook_deliveries_total", "payrouter_webhook_backlog",
+                   "payrouter_reconciliation_open_issues", "payrouter_callback_lag_seconds_bucket",
+                   "payrouter_rules_engine_fallbacks_total"):
+        assert needed in text
+
+
 def test_promtool_checks_the_scrape_config_and_the_rules(tmp_path):
     promtool = shutil.which("promtool")
     if promtool is None:
@@ -353,6 +378,13 @@ def test_promtool_checks_the_scrape_config_and_the_rules(tmp_path):
     for argv in (["check", "config", str(config)], ["check", "rules", str(tmp_path / "alerts.yml")]):
         done = subprocess.run([promtool, *argv], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
+    # The dashboard's queries, parsed by promtool as recording rules (PromQL syntax).
+    recorded = {"groups": [{"name": "dashboard", "rules": [
+        {"record": f"dashboard:query_{n}", "expr": expr} for n, expr in enumerate(_dashboard_queries().values())]}]}
+    (tmp_path / "dashboard_rules.yml").write_text(yaml.safe_dump(recorded))
+    done = subprocess.run([promtool, "check", "rules", str(tmp_path / "dashboard_rules.yml")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
     tests = DOCKER / "prometheus" / "alerts_test.yml"
     if tests.exists():
         shutil.copy(tests, tmp_path / tests.name)
