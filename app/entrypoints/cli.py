@@ -300,6 +300,11 @@ def reconcile_resolve(issue_id, note, actor, settle, as_json):
     """Resolve reconciliation issue ISSUE_ID (ri_…) with a note; refused if unknown or already resolved."""
     import getpass
 
+    if settle:  # the operation it settles counts in payrouter_operations_total, beside the servers' counts
+        from app.adapters import metrics_dir
+        from app.config import get_config
+
+        metrics_dir.prepare(get_config().var_dir)  # before prometheus_client is imported (app.adapters.metrics)
     from app import context
     from app.domain.errors import PayRouterError
     from app.services import issues

@@ -132,3 +132,38 @@ def test_an_operator_settles_it_by_resolving_its_issue(stack):
     again = CliRunner().invoke(main, ["reconcile", "resolve", issue.id, "--note", "x", "--settle", "succeeded"])
     assert again.exit_code == 1
     assert api.get(f"/v1/withdrawals/{wd['id']}").get_json()["status"] == "failed"
+
+
+def test_an_operation_an_operator_settles_from_the_cli_counts_in_the_metrics(stack, tmp_path):
+    """`payrouter reconcile resolve --settle` is a process of its own: its count goes to the install's
+    metrics directory (var/metrics, as serve's and the workers'), not to its own memory, lost at exit."""
+    import subprocess
+    import sys
+
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    from tests.live import process_env
+
+    api = builders.api(stack.client)
+    account = api.account(funded=10_000)
+    body = {"account": account["id"], "amount": 3052, "currency": "USD",
+            "destination": {"type": "bank_account", "country": "US", "last4": "6789"},
+            "reference": builders.unique("wd")}
+    wd = api.post("/v1/withdrawals", body).get_json()
+    with unit_of_work() as session:
+        reference = session.get(Operation, wd["id"]).channel_reference
+    forget(stack, reference)
+    assert callbacks.query_status(wd["id"]) == "review"
+    [issue] = issues_of(wd["id"])
+    env = process_env(stack.config, PAYROUTER_VAR_DIR=tmp_path, PAYROUTER_SECRET_KEY=stack.config.secret_key,
+                      PAYROUTER_CHANNELS=stack.config.channels_file)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # the CLI finds the directory as serve does: var/metrics
+    done = subprocess.run([sys.executable, "-m", "app", "reconcile", "resolve", issue.id, "--note", "never paid out",
+                           "--settle", "failed"], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert api.get(f"/v1/withdrawals/{wd['id']}").get_json()["status"] == "failed"
+    files = [str(f) for f in (tmp_path / "metrics").glob("*.db")] if (tmp_path / "metrics").is_dir() else []
+    counted = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for metric in MultiProcessCollector.merge(files) for s in metric.samples}
+    assert counted.get(("payrouter_operations_total", (("channel", "sandbox"), ("kind", "withdrawal"),
+                                                        ("status", "failed")))) == 1.0, sorted(counted)
