@@ -129,6 +129,10 @@ class Config:
     serve_threads: int = setting(
         "PAYROUTER_SERVE_THREADS", "threads per `payrouter serve` worker (requests waiting on a channel or "
         "the database overlap); `--threads` overrides it", 8, parse=_count)
+    startup_database_wait: float = setting(
+        "PAYROUTER_STARTUP_DATABASE_WAIT", "seconds `payrouter serve` and `payrouter worker` wait at start for "
+        "an unreachable database (a failover, the database still starting), trying every second, before they "
+        "exit 1 saying so; `0`: try once", 60.0, parse=float, shown="60")
     rules_merchant_sets: int = setting(
         "PAYROUTER_RULES_MERCHANT_SETS", "merchants' own rule sets kept compiled per process, the least recently "
         "used dropped first (each holds an engine handle, about 0.9 MiB at 20 rules; a dropped one is "

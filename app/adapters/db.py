@@ -86,6 +86,32 @@ def get_engine(config: Config | None = None) -> Engine:
         return _engines[url]
 
 
+def wait_for_database(seconds: float, said: Callable[[str], None], config: Config | None = None) -> None:
+    """Return once the database answers ``SELECT 1``, trying every second for up to ``seconds``; each
+    failure is ``said`` (a log line). Raises DatabaseUnreachable, naming the database and the last
+    reason, when it never answered: a process that needs the database to start exits with that one
+    line instead of a traceback, and an orchestrator restarting it does not loop on stack traces."""
+    engine = get_engine(config)
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with engine.connect() as connection:
+                connection.execute(text("SELECT 1"))
+            return
+        except DBAPIError as exc:
+            reason = str(exc.orig or exc).strip().splitlines()[0] if (exc.orig or exc) else repr(exc)
+            where = engine.url.render_as_string(hide_password=True)
+            if time.monotonic() + 1 > deadline:
+                raise DatabaseUnreachable(f"the database {where} is unreachable after {seconds:g} s: {reason}") \
+                    from None
+            said(f"the database {where} is unreachable ({reason}); trying again in 1 s")
+            time.sleep(1)
+
+
+class DatabaseUnreachable(Exception):
+    """The database did not answer within the wait a process's start allows (wait_for_database)."""
+
+
 def session_factory(config: Config | None = None) -> sessionmaker:
     url = (config or get_config()).database_url
     get_engine(config)

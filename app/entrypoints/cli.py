@@ -104,8 +104,19 @@ def serve(host, port, workers, threads):
 
     config = get_config()
     metrics_dir.prepare(config.var_dir, clean=True)  # before prometheus_client is imported (app.adapters.metrics)
+    _wait_for_database(config.startup_database_wait)
     _refuse_live_channels_without_secrets()
     run(host, port, workers=workers or config.serve_workers, threads=threads or config.serve_threads)
+
+
+def _wait_for_database(seconds: float) -> None:
+    """Before a server or worker starts: the database reachable within ``seconds``, else exit 1 saying so."""
+    from app.adapters.db import DatabaseUnreachable, wait_for_database
+
+    try:
+        wait_for_database(seconds, lambda words: click.echo(f"payrouter: {words}", err=True))
+    except DatabaseUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _refuse_live_channels_without_secrets() -> None:
@@ -125,8 +136,10 @@ def _refuse_live_channels_without_secrets() -> None:
 @click.option("--burst", is_flag=True, help="stop when the queues are empty")
 def worker(queues, burst):
     """RQ worker(s) for the given queues (none named: all of them)."""
+    from app.config import get_config
     from app.entrypoints.worker import run_worker
 
+    _wait_for_database(get_config().startup_database_wait)
     run_worker(list(queues), burst=burst)  # refuses to start as serve does
 
 
