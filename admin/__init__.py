@@ -14,6 +14,7 @@ from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 
 from admin.views.base import AdminForbidden
+from app.domain.money import format_money
 
 URL = "/admin"
 SESSION_HOURS = 12
@@ -48,6 +49,8 @@ def init_admin(app: Flask) -> Admin:
     )
     csrf.init_app(app)
     app.register_blueprint(assets)
+    # ``{{ amount | money(currency) }}``: every amount the console shows, in major units (2052 USD → 20.52 USD).
+    app.add_template_filter(format_money, "money")
     _login_manager(app)
 
     @app.before_request

@@ -1,6 +1,7 @@
 """Money is an integer of minor units in an ISO 4217 currency, end to end (see docs/design.md, "Money").
 
-Decimal appears only for percentages; ``round_minor`` is the one rounding function.
+Decimal appears only for percentages; ``round_minor`` is the one rounding function; ``format_money``
+is the one way an amount is written for people (the console), in major units.
 """
 from __future__ import annotations
 
@@ -36,3 +37,25 @@ def percent_of(minor: int, percent: Decimal | str) -> Decimal:
     if isinstance(percent, float) or isinstance(minor, float):
         raise TypeError("no floats where money flows")
     return Decimal(minor) * Decimal(percent) / Decimal(100)
+
+
+def format_money(amount: int | Decimal | None, currency: str | None, signed: bool = False) -> str:
+    """An amount of minor units as people read it, in major units with the currency's code:
+    (2052, "USD") → ``20.52 USD``, (500, "JPY") → ``500 JPY``, (-1234, "KWD") → ``-1.234 KWD``,
+    thousands grouped (``1,500.00 USD``); ``signed`` writes ``+`` before a positive amount.
+
+    A Decimal is an amount not yet rounded (a fee's 61.56 minor units) and is written exactly
+    (``0.6156 USD``): what is charged is ``round_minor`` of it. No amount (None) → ``—``. A currency
+    without a known exponent → the bare minor units and the code: its decimals are not guessed.
+    For display only: the API speaks integers of minor units.
+    """
+    if amount is None:
+        return "\u2014"
+    if isinstance(amount, (bool, float)) or not isinstance(amount, (int, Decimal)):
+        raise TypeError("format_money takes an int (or a Decimal) of minor units")
+    if not is_currency(currency) or (isinstance(amount, Decimal) and not amount.is_finite()):
+        return f"{amount} {currency or ''}".rstrip()
+    exponent = CURRENCY_EXPONENTS[currency]
+    major = Decimal(amount).scaleb(-exponent)
+    places = max(exponent, -major.normalize().as_tuple().exponent)  # a Decimal's extra digits are kept
+    return f"{major:{'+' if signed else ''},.{places}f} {currency}"
