@@ -38,14 +38,20 @@ def fee_to_dict(fee: Fee) -> dict:
     return out
 
 
-def formula(fee: Fee | None, amount: int, currency: str) -> str:
-    """How the fee came about, in words: ``2.9% of 150000 + 30 = 4380; min 50 → 4380``."""
+def formula(fee: Fee | None, amount: int, currency: str, money=None) -> str:
+    """How the fee came about, in words: ``2.9% of 150000 + 30 = 4380; min 50 → 4380 USD``.
+
+    ``money(value, currency)``, when given, writes each amount (an int of minor units, or the exact
+    Decimal before rounding): the console passes ``app.domain.money.format_money``, which makes it
+    ``2.9% of 1,500.00 USD + 0.30 USD = 43.80 USD → 43.80 USD``. Without it the amounts are the
+    bare minor units and the currency is named once, at the end (the CLI's JSON keeps that text)."""
     if fee is None:
         return "no fee"
+    write = (lambda value: money(value, currency)) if money else (lambda value: f"{Decimal(value).normalize():f}")
     raw = percent_of(amount, fee.percent) + Decimal(fee.fixed)
-    text = f"{fee.percent}% of {amount} + {fee.fixed} = {raw.normalize():f}"
+    text = f"{fee.percent}% of {write(amount)} + {write(fee.fixed)} = {write(raw)}"
     if fee.min is not None and raw < fee.min:
-        text += f"; below min {fee.min}"
+        text += f"; below min {write(fee.min)}"
     if fee.max is not None and raw > fee.max:
-        text += f"; above max {fee.max}"
-    return f"{text} → {compute_fee(fee, amount, currency)} {currency}"
+        text += f"; above max {write(fee.max)}"
+    return f"{text} → {write(compute_fee(fee, amount, currency))}" + ("" if money else f" {currency}")

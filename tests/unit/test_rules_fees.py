@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rules.fees import compute_fee
+from app.domain.money import format_money
+from rules.fees import compute_fee, formula
 from rules.model import Fee
 
 percents = st.decimals(min_value=0, max_value=100, places=3, allow_nan=False, allow_infinity=False)
@@ -59,3 +60,16 @@ def test_fee_properties(percent, fixed, amount, low, high):
         exact = min(exact, Decimal(high))
     assert result == int(exact.quantize(Decimal(1), rounding=ROUND_HALF_UP))
     assert abs(Decimal(result) - exact) <= Decimal("0.5")
+
+
+def test_formula_in_minor_units_or_written_for_people():
+    fee = Fee(Decimal("3.0"), 0)
+    assert formula(fee, 2052, "USD") == "3.0% of 2052 + 0 = 61.56 → 62 USD"
+    assert formula(fee, 2052, "USD", money=format_money) == \
+        "3.0% of 20.52 USD + 0.00 USD = 0.6156 USD → 0.62 USD"
+    bounded = Fee(Decimal("2.9"), 30, 50)
+    assert formula(bounded, 100, "USD", money=format_money) == \
+        "2.9% of 1.00 USD + 0.30 USD = 0.329 USD; below min 0.50 USD → 0.50 USD"
+    assert formula(Fee(Decimal("1"), 0, None, 40), 50000, "JPY", money=format_money) == \
+        "1% of 50,000 JPY + 0 JPY = 500 JPY; above max 40 JPY → 40 JPY"
+    assert formula(None, 2052, "USD", money=format_money) == "no fee"
