@@ -3,7 +3,7 @@ and why, the attempts, the callbacks received, the status queries, the ledger li
 and their webhook deliveries, reconciliation issues, a payment's disputes (with their ledger lines
 and events), as one list in time order.
 
-"Why did this payment go to acq_beta and cost 62?": the decision stored on the operation names
+"Why did this payment go to acq_beta and cost 0.62 USD?": the decision stored on the operation names
 the rule-set version, the rules matched, the candidates and the channels dropped with their
 reasons; the version's source then tells which rule chose the route (and its split weights) and
 which set the fee, and the fee's formula. Every read is by an indexed key of the operation.
@@ -31,6 +31,7 @@ from app.adapters.models import (
 )
 from app.adapters.webhook_models import WebhookAttempt, WebhookDelivery
 from app.domain.errors import NotFound
+from app.domain.money import format_money
 from app.services import disputes
 from app.services.representation import operation as operation_view
 from app.services.representation import rfc3339
@@ -114,7 +115,7 @@ def decision(session: Session, op: Operation) -> dict:
         out["route"] = {"order": list(then.route)}
     if why["fee_spec"] is not None:
         out["fee_spec"] = fee_to_dict(why["fee_spec"])
-    out["fee_formula"] = formula(why["fee_spec"], op.amount, op.currency)
+    out["fee_formula"] = formula(why["fee_spec"], op.amount, op.currency, money=format_money)  # for people
     return out
 
 
@@ -214,16 +215,16 @@ def _entries(op: Operation, story: dict) -> list[dict]:
                  + (f" ({a['error_code']})" if a["error_code"] else ""), a) for a in story["attempts"]]
     entries += [(c["_at"], "callback", f"callback from {c['channel']}: {c['status']} → {c['outcome'] or 'pending'}", c)
                 for c in story["callbacks"]]
-    entries += [(line["_at"], "ledger", f"{line['kind']}: {line['amount']:+d} {line['currency']} on {line['account']}"
-                 f" ({line['balance_type']})", line) for line in story["ledger"]]
+    entries += [(line["_at"], "ledger", f"{_line(line)} ({line['balance_type']})", line) for line in story["ledger"]]
     entries += [(e["_at"], "event", f"event {e['type']}", e) for e in story["events"]]
     entries += [(w["_at"], "webhook", f"webhook {w['event_type']} to {w['endpoint']}: {w['status']}"
                  f" after {w['attempt_count']} attempt(s)", w) for w in story["deliveries"]]
-    entries += [(r["_at"], "refund", f"refund {r['id']}: {r['amount']} {r['status']}", r) for r in story["refunds"]]
+    entries += [(r["_at"], "refund", f"refund {r['id']}: {format_money(r['amount'], op.currency)} {r['status']}", r)
+                for r in story["refunds"]]
     entries += [(i["_at"], "issue", f"reconciliation issue {i['issue']}: {i['status']}", i) for i in story["issues"]]
     for x in story["disputes"]:
-        entries.append((x["_at"], "dispute", f"dispute {x['id']} of {x['amount']} {x['currency']} ({x['reason']}) "
-                        "reported by the channel", x))
+        entries.append((x["_at"], "dispute", f"dispute {x['id']} of {format_money(x['amount'], x['currency'])} "
+                        f"({x['reason']}) reported by the channel", x))
         if x["_closed_at"] is not None:
             entries.append((x["_closed_at"], "dispute", f"dispute {x['id']} closed: {x['status']}", x))
     q = story["status_queries"]
@@ -240,13 +241,18 @@ def _entries(op: Operation, story: dict) -> list[dict]:
             for at, kind, text, details in entries]
 
 
+def _line(line: dict) -> str:
+    """A ledger line in words, its amount in major units: ``payment: +20.52 USD on acct_…``."""
+    return f"{line['kind']}: {format_money(line['amount'], line['currency'], signed=True)} on {line['account']}"
+
+
 def _transfer_story(session: Session, transfer: Transfer) -> dict:
     story = {"object": transfer_view(transfer), "merchant": transfer.merchant_id,
              "ledger": _ledger(session, transfer.id)}
     story["events"], story["deliveries"] = _events_and_deliveries(session, transfer.id)
-    entries = [(transfer.created_at, "transfer", f"transfer of {transfer.amount} {transfer.currency}", story["object"])]
-    entries += [(line.pop("_at"), "ledger", f"{line['kind']}: {line['amount']:+d} {line['currency']} on "
-                 f"{line['account']}", line) for line in story["ledger"]]
+    entries = [(transfer.created_at, "transfer", f"transfer of {format_money(transfer.amount, transfer.currency)}",
+                story["object"])]
+    entries += [(line.pop("_at"), "ledger", _line(line), line) for line in story["ledger"]]
     entries += [(e.pop("_at"), "event", f"event {e['type']}", e) for e in story["events"]]
     entries += [(w.pop("_at"), "webhook", f"webhook {w['event_type']} to {w['endpoint']}: {w['status']}", w)
                 for w in story["deliveries"]]

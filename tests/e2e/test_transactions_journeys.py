@@ -44,8 +44,9 @@ def test_search_a_payment_by_reference_and_read_its_timeline(live, page, login, 
     rows.first.get_by_role("link", name=paid["id"]).click()
     expect(page.locator("#operation-title")).to_contain_text(paid["id"])
     expect(page.locator("#decision-route")).to_contain_text("sandbox")
-    expect(page.locator("#decision-fee")).to_contain_text("60 USD")  # 3 % of 2000, by the rule named there
-    expect(page.locator("#decision-fee")).to_contain_text("3.0% of 2000")
+    expect(page.locator("#decision-fee")).to_contain_text("0.60 USD")  # 3 % of 20.00 USD, by the rule named there
+    expect(page.locator("#decision-fee")).to_contain_text("3.0% of 20.00 USD")
+    expect(page.locator("#operation-amount")).to_have_text("20.00 USD")
     timeline = page.locator("#timeline")
     for kind in ("decision", "attempt", "ledger", "event", "webhook"):
         expect(timeline.locator(f"tr.timeline-entry[data-type='{kind}']").first).to_be_visible()

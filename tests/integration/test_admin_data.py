@@ -20,12 +20,13 @@ from tests.webhook_support import transfer as make_transfer
 
 def add_operation(merchant: str, *, at: datetime, kind: str = "payment", status: str = "succeeded",
                   channel: str | None = "acq_alpha", customer: str | None = "cus_1", amount: int = 1000,
-                  failure_code: str | None = None, reference: str | None = None, order: str | None = None) -> str:
+                  failure_code: str | None = None, reference: str | None = None, order: str | None = None,
+                  currency: str = "USD", fee: int = 30, routing: dict | None = None) -> str:
     op_id = new_id("pay")
     with unit_of_work() as session:
         session.add(Operation(id=op_id, merchant_id=merchant, kind=kind, status=status, version=0, amount=amount,
-                              currency="USD", fee=30, amount_refunded=0, reference=reference or builders.unique(),
-                              metadata_={}, customer={"id": customer} if customer else None, routing={},
+                              currency=currency, fee=fee, amount_refunded=0, reference=reference or builders.unique(),
+                              metadata_={}, customer={"id": customer} if customer else None, routing=routing or {},
                               channel=channel, failure_code=failure_code, order_id=order, query_count=0, created_at=at,
                               updated_at=at))
     return op_id

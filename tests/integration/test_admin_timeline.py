@@ -27,13 +27,17 @@ def test_timeline_tells_the_whole_story(stack, receiver):
     story = timeline.timeline(payment["id"])
     decision = story["decision"]
     assert decision["chosen"] == "sandbox" and decision["ruleset_version"] == 1
-    assert decision["fee"] == 62 and "62" in decision["fee_formula"]  # 3 % of 2052, half-up
+    assert decision["fee"] == 62  # 3 % of 2052, half-up; written for people in major units:
+    assert decision["fee_formula"] == "3.0% of 20.52 USD + 0.00 USD = 0.6156 USD → 0.62 USD"
     assert decision["fee_rule"] and decision["route_rule"]
     assert [(a["channel"], a["status"]) for a in story["attempts"]] == [("sandbox", "succeeded")]
     assert [c["outcome"] for c in story["callbacks"]] == ["applied"]
     assert sum(line["amount"] for line in story["ledger"]) == 0 and story["ledger"]
     assert [e["type"] for e in story["events"]] == ["payment.succeeded"]
     assert [(d["event_type"], d["status"]) for d in story["deliveries"]] == [("payment.succeeded", "succeeded")]
+    ledger = [entry["summary"] for entry in story["entries"] if entry["type"] == "ledger"]
+    shown = sorted(line.split(" on ")[0] for line in ledger)  # the clearing account pays the fee and the net
+    assert shown == ["payment: +0.62 USD", "payment: +19.90 USD", "payment: -20.52 USD"], ledger
     kinds = [entry["type"] for entry in story["entries"]]
     assert kinds[0] == "decision" and {"attempt", "callback", "ledger", "event", "webhook"} <= set(kinds)
     assert [e["at"] for e in story["entries"]] == sorted(e["at"] for e in story["entries"])
