@@ -22,6 +22,7 @@ from admin.audit import current_actor
 from admin.views.base import SecureView, role_required, user_can
 from app.domain.errors import NotFound, PayRouterError
 from app.domain.kinds import OperationKind
+from app.domain.money import format_money
 from app.entrypoints.app_config import app_config
 from app.services import rules_publishing, rules_replay, rules_workspace
 
@@ -75,7 +76,7 @@ class RulesView(SecureView):
             elif action == "simulate" and not problems:
                 state["simulation"] = rules_workspace.simulate(
                     source, request.form.get("kind", "payment"), _json_body(request.form.get("body", "")),
-                    (request.form.get("sim_merchant") or "").strip() or None, draft_owner=merchant)
+                    (request.form.get("sim_merchant") or "").strip() or None, draft_owner=merchant, money=format_money)
             elif action == "replay" and not problems:
                 job = rules_replay.start_replay(source, _int(request.form.get("last"), 100), merchant)
                 state["replay_job"] = url_for(".replay_result", job=job)

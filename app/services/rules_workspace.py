@@ -187,9 +187,9 @@ def sides(draft: RuleSet, draft_matcher, draft_owner: str | None, merchant_id: s
                         decide_mod.MerchantRules(draft_owner, draft, draft_matcher, None))
 
 
-def explained(decision, side: Side, amount: int, currency: str) -> dict:
+def explained(decision, side: Side, amount: int, currency: str, money=None) -> dict:
     """The decision (contract's routing_decision) plus why: the rule that routed, the rule that set the
-    fee with its spec and formula, the rule that declined."""
+    fee with its spec and formula (its amounts written by ``money``: rules.fees.formula), the rule that declined."""
     out = decision.to_dict()
     src = decide_mod.sources(side.ruleset, decision.matched_rules, side.merchant)
     spec = src.pop("fee_spec")
@@ -197,17 +197,17 @@ def explained(decision, side: Side, amount: int, currency: str) -> dict:
         "routing_from": src["routing"] if decision.outcome == "route" else None,
         "fee_from": src["fee"] if decision.outcome == "route" else None,
         "fee_spec": fees.fee_to_dict(spec) if spec is not None and decision.outcome == "route" else None,
-        "fee_formula": fees.formula(spec, amount, currency) if decision.outcome == "route" else None,
+        "fee_formula": fees.formula(spec, amount, currency, money) if decision.outcome == "route" else None,
         "declined_by": decision.declined_by,
     }
     return out
 
 
 def simulate(source: str, kind: str, body: dict, merchant_id: str | None = None, livemode: bool = False,
-             draft_owner: str | None = None) -> dict:
+             draft_owner: str | None = None, money=None) -> dict:
     """One body decided under the draft and under the live sets, side by side (no side effect), as an
     operation of ``merchant_id`` (default: the draft's owner, the only merchant a merchant's draft
-    decides for)."""
+    decides for). ``money`` writes the fee formula's amounts (the console's: in major units)."""
     from app.services.validation import validate as validate_body
 
     if kind not in OperationKind.routed():
@@ -230,7 +230,8 @@ def simulate(source: str, kind: str, body: dict, merchant_id: str | None = None,
     try:
         live, draft = sides(ruleset, matcher, draft_owner, merchant.id)
         before, after = live.decide(facts, availability, key), draft.decide(facts, availability, key)
-        shown_draft, shown_live = explained(after, draft, amount, currency), explained(before, live, amount, currency)
+        shown_draft, shown_live = (explained(after, draft, amount, currency, money),
+                                   explained(before, live, amount, currency, money))
     finally:
         matcher.close()
     return {"kind": kind, "merchant": merchant.id, "facts": facts_view(facts), "draft": shown_draft,

@@ -71,7 +71,7 @@ def test_pm_fixes_a_bad_rule_checks_diff_and_replay_publishes_and_rolls_back(liv
     page.locator("#last").fill("5")
     page.get_by_role("button", name="Replay").click()
     expect(page.locator("#replay-summary")).to_contain_text(re.compile(r"fee [1-5], decline 0"))
-    expect(page.locator("#replay .replay-example[data-change='fee']").first).to_contain_text("fee 30")
+    expect(page.locator("#replay .replay-example[data-change='fee']").first).to_contain_text("fee 0.30 USD")
 
     page.get_by_label("Reason", exact=True).fill("cheaper default fee for small merchants")
     clicked = time.monotonic()

@@ -94,7 +94,8 @@ def test_diff_simulate_and_replay_render(app, seeded):
     body = json.dumps({"amount": 1000, "currency": "USD", "payment_method": CARD})
     text = console.post("try", action="simulate", source=CHEAPER, kind="payment", body=body).get_data(as_text=True)
     assert 'id="sim-draft"' in text and 'id="sim-live"' in text
-    assert "1.0% of 1000 + 7 = 17 → 17 USD" in text and "3.0% of 1000 + 0 = 30 → 30 USD" in text
+    assert "1.0% of 10.00 USD + 0.07 USD = 0.17 USD → 0.17 USD" in text  # in major units, as the fee reads
+    assert "3.0% of 10.00 USD + 0.00 USD = 0.30 USD → 0.30 USD" in text
     text = console.post("try", action="replay", source=CHEAPER, last="10").get_data(as_text=True)
     assert 'id="replay-pending"' in text  # its result: test_replay_runs_on_the_batch_queue_…
 
@@ -154,7 +155,8 @@ def test_a_merchants_own_set_on_the_rules_page(app, seeded):
     body = json.dumps({"amount": 1000, "currency": "USD", "payment_method": CARD})
     text = console.post("try", action="simulate", source=own.replace("acq_beta", "acq_alpha"), kind="payment",
                         body=body, merchant=merchant_id).get_data(as_text=True)
-    assert f"{merchant_id}/beta" in text and "3.0% of 1000 + 0 = 30 → 30 USD" in text  # the platform's fee
+    assert f"{merchant_id}/beta" in text
+    assert "3.0% of 10.00 USD + 0.00 USD = 0.30 USD → 0.30 USD" in text  # the platform's fee
     text = console.post("try", action="validate", source=own.replace("then: {route: [acq_beta]}",
                                                                      'then: {fee: {percent: "1", fixed: 0}}'),
                         merchant=merchant_id).get_data(as_text=True)
