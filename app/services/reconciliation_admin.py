@@ -29,7 +29,14 @@ def runs(channel: str | None = None, with_issues: bool = False, limit: int = 50,
                  "date": r.day,
                  "window_start": rfc3339(r.window_start), "window_end": rfc3339(r.window_end),
                  "statement_lines": r.statement_lines, "matched": r.matched, "issue_count": r.issue_count,
-                 "channel_fees": r.channel_fees, "created_at": rfc3339(r.created_at)} for r in rows], cursor
+                 "channel_fees": r.channel_fees, "channel_fees_by_currency": _fees_by_currency(r),
+                 "created_at": rfc3339(r.created_at)} for r in rows], cursor
+
+
+def _fees_by_currency(run: ReconciliationRun) -> dict[str, int]:
+    """The statement's fees per currency, as the run summed them (``channel_fees`` adds currencies up)."""
+    theirs = (run.summary or {}).get("theirs") or {}
+    return {currency: sums["fee"] for currency, sums in sorted(theirs.items()) if sums.get("fee") is not None}
 
 
 def issue_list(status: str | None = issues.OPEN, channel: str | None = None, limit: int = 50,

@@ -81,3 +81,25 @@ def test_a_rules_simulation_shows_the_fee_in_major_units(app, seeded):
     text = simulate(500, "JPY")
     assert '<dd class="col-8 decision-fee">15 JPY</dd>' in text
     assert "3.0% of 500 JPY + 0 JPY = 15 JPY → 15 JPY" in text
+
+
+def test_reconciliation_issues_and_runs_show_major_units(app):
+    from app.adapters.db import unit_of_work
+    from app.adapters.models import ReconciliationRun, new_id
+    from app.services import issues
+
+    found = [{"issue": "amount_mismatch", "channel_reference": builders.unique("ch"),
+              "ours": {"id": "pay_money", "status": "succeeded", "amount": 2052, "currency": "USD"},
+              "theirs": {"operation": "pay_money", "status": "succeeded", "amount": 2050, "currency": "USD",
+                         "fee": 60}}]
+    with unit_of_work() as session:
+        issues.record(session, "acq_alpha", found)
+        session.add(ReconciliationRun(id=new_id("recon"), channel="acq_alpha", day="2026-01-02", mode="daily",
+                                      statement_lines=3, matched=2, issues=[], issue_count=1, channel_fees=75,
+                                      summary={"theirs": {"USD": {"lines": 2, "amount": 4102, "fee": 60},
+                                                          "JPY": {"lines": 1, "amount": 500, "fee": 15}}}))
+    page = Console(app, "viewer").text("/admin/reconciliation/?channel=acq_alpha")
+    row = _row(page, found[0]["id"])
+    assert "succeeded 20.52 USD" in row and "succeeded 20.50 USD, fee 0.60 USD" in row and "2052" not in row
+    fees = page[page.index('class="text-right text-nowrap run-fees"'):]
+    assert fees[:fees.index("</td>")].endswith("<div>15 JPY</div><div>0.60 USD</div>")
