@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from flask import render_template_string
 
-from app.adapters.models import utcnow
+from app.adapters.db import unit_of_work
+from app.adapters.models import Operation, utcnow
 from tests import builders
 from tests.builders import CARD
 from tests.integration.test_admin_data import add_operation
@@ -60,6 +61,9 @@ def test_an_operation_page_shows_its_amount_fee_and_formula_in_major_units(app, 
     assert ">0.62 USD" in fee  # 3.0 % of 20.52 USD is 0.6156 USD, half-up to 0.62 USD as the money type rounds
     assert "3.0% of 20.52 USD + 0.00 USD = 0.6156 USD → 0.62 USD" in fee
     assert "2052" not in fee and "61.56" not in fee
+    with unit_of_work() as session:
+        session.get(Operation, op).amount_refunded = 1000
+    assert '<span id="operation-refunded">10.00 USD</span>' in Console(app, "viewer").text(f"/admin/transactions/{op}")
 
 
 def test_a_rules_simulation_shows_the_fee_in_major_units(app, seeded):
@@ -84,7 +88,6 @@ def test_a_rules_simulation_shows_the_fee_in_major_units(app, seeded):
 
 
 def test_reconciliation_issues_and_runs_show_major_units(app):
-    from app.adapters.db import unit_of_work
     from app.adapters.models import ReconciliationRun, new_id
     from app.services import issues
 
