@@ -156,7 +156,7 @@ def test_a_dispute_won_gives_the_debit_back_and_one_lost_keeps_it(stack, app):
     viewer = Console(app, "viewer")
     story = viewer.text(f"/admin/transactions/{payment['id']}")
     assert story.count('data-type="dispute"') == 2 and f"dispute {won['id']} closed: won" in story
-    assert "dispute_reversal: -2058" in story and "event dispute.closed" in story
+    assert "dispute_reversal: -20.58 USD" in story and "event dispute.closed" in story  # major units
     assert payment["id"] in viewer.text(f"/admin/transactions/{won['id']}")  # a dispute's id: its payment's story
     # The Transactions search box takes a dispute's id and opens its payment's page.
     found = viewer.client.get(f"/admin/transactions/?id=+{won['id']}+")
