@@ -242,16 +242,58 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
     # Locked until this transaction ends: a dispute's insert takes the same row (app.services.disputes),
     # so the refund's "is it disputed?" and the dispute's "what is left after refunds?" are decided one
     # after the other, never both on what the payment had before the other (SQLite: one writer anyway).
-    payment = get_operation(session, merchant, "payment", body["payment"], param="payment", lock=True)
+    payment, amount = refund_terms(session, merchant, body, lock=True)
+    decision, view = refund_decision(merchant, body, payment, amount, key)
+    # Reserve the amount on the payment: parallel refunds can never exceed what was paid.
+    reserved = session.execute(
+        update(Operation).where(Operation.id == payment.id, Operation.amount_refunded + amount
+                                <= func.coalesce(Operation.amount_captured, Operation.amount))
+        .values(amount_refunded=Operation.amount_refunded + amount).execution_options(synchronize_session=False))
+    if reserved.rowcount != 1:
+        raise Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
+                            code="refund_exceeds_payment")
+    op, decided = _start(session, merchant, "refund", {**body, "customer": payment.customer}, key, amount=amount,
+                         currency=payment.currency, decision=decision, routing_view=view,
+                         fee=REFUND_FEE, payment_id=payment.id, reason=body.get("reason"), customer=payment.customer,
+                         account_id=None, order_id=payment.order_id)
+    op.channel = payment.channel
+    if not payment.channel:  # a balance payment is refunded inside the ledger
+        with _giving_back_limits(op, decided):
+            transition(session, op, PROCESSING)
+            settle(session, op, SUCCEEDED, attempts=[])
+        return Made(op, [])  # committed with the stored response
+    return run_channels(session, op, attempts=[])
+
+
+REFUND_FEE = 0  # a refund is charged nothing, whatever fee the rules name
+
+
+def refund_terms(session: Session, merchant: Merchant, body: dict, *, lock: bool = False) -> tuple[Operation, int]:
+    """The payment a refund's body names and the amount it refunds (by default what is left of it), as
+    ``create_refund`` reads them (``lock``: its row locked until the transaction ends); simulate reads them
+    too. 404 ``payment``; 422 ``payment_not_refundable`` unless it succeeded, ``refund_exceeds_payment``
+    beyond what is left; 409 ``payment_disputed``."""
+    payment = get_operation(session, merchant, "payment", body["payment"], param="payment", lock=lock)
     if payment.status != SUCCEEDED:
         raise Unprocessable(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
                             param="payment", code="payment_not_refundable")
     disputes.refuse_refund(session, payment)
     paid = payment.amount if payment.amount_captured is None else payment.amount_captured  # a partial capture
-    amount = body.get("amount", paid - payment.amount_refunded)
+    left = paid - payment.amount_refunded
+    amount = body.get("amount", left)
     if amount <= 0:
         raise Unprocessable("this payment is already fully refunded", param="amount",
                             code="refund_exceeds_payment")
+    if amount > left:  # (create_refund's reservation decides it again, against refunds made meanwhile)
+        raise Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
+                            code="refund_exceeds_payment")
+    return payment, amount
+
+
+def refund_decision(merchant: Merchant, body: dict, payment: Operation, amount: int, key: str) -> tuple:
+    """The rules' decision on refunding ``amount`` of ``payment`` (on its currency, customer and payment
+    method) and the routing the refund shows: its payment's channel, or none inside the ledger. 402 when the
+    rules decline it or that channel cannot refund now (the exception's ``decision`` says so)."""
     decision = routing.decide("refund", merchant, {**body, "customer": payment.customer,
                                                    "payment_method": payment.payment_method},
                               amount=amount, currency=payment.currency, split_key=key,
@@ -267,25 +309,7 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
             raise NoRoute(f"the payment's channel {payment.channel} cannot refund now ({reason})",
                           decision={**decision.to_dict(), "outcome": "decline", "decline_code": "no_route",
                                     "dropped": [{"channel": payment.channel, "reason": reason}]})
-    # Reserve the amount on the payment: parallel refunds can never exceed what was paid.
-    reserved = session.execute(
-        update(Operation).where(Operation.id == payment.id, Operation.amount_refunded + amount
-                                <= func.coalesce(Operation.amount_captured, Operation.amount))
-        .values(amount_refunded=Operation.amount_refunded + amount).execution_options(synchronize_session=False))
-    if reserved.rowcount != 1:
-        raise Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
-                            code="refund_exceeds_payment")
-    op, decided = _start(session, merchant, "refund", {**body, "customer": payment.customer}, key, amount=amount,
-                         currency=payment.currency, decision=decision, routing_view=view,
-                         fee=0, payment_id=payment.id, reason=body.get("reason"), customer=payment.customer,
-                         account_id=None, order_id=payment.order_id)
-    op.channel = payment.channel
-    if not payment.channel:  # a balance payment is refunded inside the ledger
-        with _giving_back_limits(op, decided):
-            transition(session, op, PROCESSING)
-            settle(session, op, SUCCEEDED, attempts=[])
-        return Made(op, [])  # committed with the stored response
-    return run_channels(session, op, attempts=[])
+    return decision, view
 
 
 def _ledger_only_view(decision) -> dict:

@@ -79,20 +79,6 @@ def require_instrument(kind: str, body: dict) -> None:
         raise InvalidRequest(f"Missing required param: {wanted}", param=wanted, code="parameter_missing")
 
 
-def as_the_operation_sees_it(merchant, body: dict) -> dict:
-    """A simulated body as its operation decides on it: a top-up's or withdrawal's ``account`` (404 if the
-    merchant has none such in its mode, 422 ``currency_mismatch`` in another currency) gives its customer,
-    as ``create_topup`` / ``create_withdrawal`` do; a body without one is decided as sent."""
-    if not body.get("account"):
-        return body
-    from app.adapters.db import read_only
-    from app.services.payments import account_in
-
-    with read_only() as session:
-        customer = account_in(session, merchant, body).customer
-    return {**body, "customer": customer}
-
-
 def facts(kind: str, merchant, body: dict, *, amount: int, currency: str, now: datetime | None = None) -> dict:
     from rules.decide import facts_for
 

@@ -54,3 +54,95 @@ def test_a_withdrawal_body_as_sent_names_its_account_and_is_decided_on_the_accou
     assert unknown.status_code == 404 and unknown.get_json()["error"]["param"] == "account"
     euros = api.post("/v1/routing/simulate", {**body, "currency": "EUR"})
     assert euros.status_code == 422 and euros.get_json()["error"]["code"] == "currency_mismatch"
+
+
+REFUND_RULES = """
+rules:
+  - id: big-refunds-of-watched-customers
+    priority: 100
+    when: {all: [{fact: type, eq: refund}, {fact: customer.id, eq: cus_watched}, {fact: amount, gte: 5000}]}
+    then: {decline: refund_review}
+  - id: payments-via-alpha
+    priority: 50
+    when: {all: [{fact: type, eq: payment}]}
+    then: {route: [acq_alpha]}
+defaults: {route: [sandbox], fee: {percent: "1.0", fixed: 0}}
+"""
+
+
+def published(source: str, api) -> None:
+    from app.services import rules_store
+    from tests.support import wait_until
+
+    version = rules_store.publish_and_announce(source, "test", "simulate rules")
+    wait_until(lambda: api.post("/v1/routing/simulate", builders.payment_body(100)).get_json()["ruleset_version"]
+               == version, what="the new rule set in use")
+
+
+def test_a_refund_body_as_sent_is_decided_on_its_payment_as_the_refund_would_be(stack):
+    """A refund's body names its ``payment`` and maybe an ``amount``, never a currency: simulate takes it
+    (400 parameter_unknown before) and decides on what create_refund reads from the payment: its currency,
+    its customer, by default what is left of it, and its channel."""
+    api = builders.api(stack.client)
+    published(REFUND_RULES, api)
+    paid = api.post("/v1/payments", builders.payment_body(8000, customer={"id": "cus_watched"})).get_json()
+    assert paid["status"] == "succeeded" and paid["routing"]["channel"] == "acq_alpha", paid
+    whole = {"kind": "refund", **builders.refund_body(paid["id"])}
+    answer = api.post("/v1/routing/simulate", whole)
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["decline_code"] == "refund_review", answer.get_json()  # 8000 left, the customer's
+    part = {**whole, "amount": 3000, "reason": "requested_by_customer", "metadata": {"ticket": "t1"}}
+    simulated = api.post("/v1/routing/simulate", part).get_json()
+    assert simulated["outcome"] == "route" and simulated["channel"] == "acq_alpha", simulated  # the payment's
+    made = api.post("/v1/refunds", {k: v for k, v in part.items() if k != "kind"}).get_json()
+    assert made["status"] == "succeeded" and made["routing"]["channel"] == "acq_alpha", made
+    assert {k: simulated[k] for k in ("channel", "candidates", "dropped", "matched_rules", "fee")} == {
+        "channel": made["routing"]["channel"], "candidates": made["routing"]["candidates"],
+        "dropped": made["routing"]["dropped"], "matched_rules": made["routing"]["matched_rules"],
+        "fee": made["fee"]}
+    rest = api.post("/v1/routing/simulate", whole).get_json()  # 5000 left: still reviewed
+    refused = api.post("/v1/refunds", builders.refund_body(paid["id"])).get_json()
+    assert rest["decline_code"] == refused["error"]["decision"]["decline_code"] == "refund_review", refused
+    under = api.post("/v1/routing/simulate", {**whole, "amount": 4999}).get_json()
+    assert under["outcome"] == "route", under
+
+
+def test_a_simulated_refund_is_refused_where_the_refund_would_be(client):
+    api = builders.api(client)
+    account = api.account(funded=10_000)
+    balance = {"type": "balance", "account": account["id"]}
+    paid = api.post("/v1/payments", builders.payment_body(2000, payment_method=balance)).get_json()
+    assert paid["status"] == "succeeded", paid
+    body = {"kind": "refund", **builders.refund_body(paid["id"])}
+    inside = api.post("/v1/routing/simulate", body).get_json()
+    assert inside["outcome"] == "route" and inside["channel"] is None and inside["candidates"] == [], inside
+    unknown = api.post("/v1/routing/simulate", {**body, "payment": "pay_nothing"})
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["param"] == "payment", unknown.get_json()
+    other = builders.api(client, name="Other")
+    theirs = other.post("/v1/routing/simulate", body)
+    assert theirs.status_code == 404 and theirs.get_json()["error"]["param"] == "payment", theirs.get_json()
+    over = api.post("/v1/routing/simulate", {**body, "amount": 2001})
+    assert over.status_code == 422 and over.get_json()["error"]["code"] == "refund_exceeds_payment"
+    euros = api.post("/v1/routing/simulate", {**body, "currency": "EUR"})
+    assert euros.status_code == 422 and euros.get_json()["error"]["code"] == "currency_mismatch"
+    missing = api.post("/v1/routing/simulate", {"kind": "refund", "reference": "r"})
+    assert missing.status_code == 400 and missing.get_json()["error"]["code"] == "parameter_missing"
+    assert api.post("/v1/refunds", builders.refund_body(paid["id"])).status_code == 201
+    done = api.post("/v1/routing/simulate", body)
+    assert done.status_code == 422 and done.get_json()["error"]["code"] == "refund_exceeds_payment", done.get_json()
+
+
+def test_a_field_of_another_kinds_body_is_refused_naming_it(client):
+    """The simulate schema is every kind's fields at once; a field the kind's own create body does not take
+    answers 400 parameter_unknown as that create would (a payment's ``payment`` made a 500: no amount)."""
+    api = builders.api(client)
+    paid = {"kind": "payment", "payment": "pay_x", "reference": "r"}
+    answer = api.post("/v1/routing/simulate", paid)
+    assert answer.status_code == 400 and answer.get_json()["error"]["param"] == "payment", answer.get_json()
+    account = {**builders.payment_body(100), "account": api.account()["id"]}  # a payment names no account
+    answer = api.post("/v1/routing/simulate", account)
+    assert answer.status_code == 400 and answer.get_json()["error"]["param"] == "account", answer.get_json()
+    sent_to = {"kind": "withdrawal", "amount": 100, "currency": "USD", "destination": DESTINATION,
+               "payment_method": builders.CARD}
+    answer = api.post("/v1/routing/simulate", sent_to)
+    assert answer.status_code == 400 and answer.get_json()["error"]["param"] == "payment_method", answer.get_json()

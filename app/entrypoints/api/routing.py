@@ -5,7 +5,7 @@ from flask import Blueprint, g, request
 from app.domain.errors import InvalidRequest
 from app.entrypoints.api.common import json_response
 from app.entrypoints.api.openapi import documented
-from app.services import routing
+from app.services import simulation
 from app.services.idempotency import encode
 from app.services.validation import parse_body
 
@@ -20,9 +20,5 @@ def simulate():
     kind = body.get("kind") or body.get("type") or "payment"  # `type`: the name this field had first
     if body.get("type") and body.get("kind") and body["type"] != body["kind"]:
         raise InvalidRequest("kind and type name different operation kinds: send kind alone", param="type")
-    routing.require_instrument(kind, body)
-    body = routing.as_the_operation_sees_it(g.merchant, body)
     key = request.headers.get("Idempotency-Key") or body.get("reference") or "simulate"
-    decision = routing.decide(kind, g.merchant, body, amount=body["amount"], currency=body["currency"],
-                              split_key=key, availability=routing.availability_for(kind, body, g.merchant.livemode))
-    return json_response(200, encode(decision.to_dict()))
+    return json_response(200, encode(simulation.simulate(g.merchant, kind, body, key)))
