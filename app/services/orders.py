@@ -63,18 +63,27 @@ def reserve(session: Session, merchant: Merchant, order_id: str, amount: int, cu
     """Hold ``amount`` of the order for a payment about to be written: 409 ``order_amount_exceeded``
     if its success could pay the order beyond its amount (counting payments still in flight)."""
     order = _locked(session, get_order(session, merchant, order_id, param="order").id)
+    _write(session, order, _reserved(order, amount, currency))
+    return order
+
+
+def payable(session: Session, merchant: Merchant, order_id: str, amount: int, currency: str) -> None:
+    """What ``reserve`` would refuse, without holding anything (a simulated payment naming the order)."""
+    _reserved(get_order(session, merchant, order_id, param="order"), amount, currency)
+
+
+def _reserved(order: Order, amount: int, currency: str):
+    """The order's money once ``amount`` more is held: 422 ``currency_mismatch``, 409 ``order_amount_exceeded``."""
     if currency != order.currency:
         raise Unprocessable(f"order {order.id} is in {order.currency}", param="currency", code="currency_mismatch")
     try:
-        after = _money(order).reserve(amount)
+        return _money(order).reserve(amount)
     except rules.OrderOverpaid:
         money = _money(order)
         held = f", {money.in_flight} held by payments not yet final" if money.in_flight else ""
         raise Conflict(f"order {order.id} can take at most {money.payable} more (amount {order.amount}, "
                        f"paid {money.paid}{held}); this payment's success would pay it beyond its amount",
                        param="amount", code="order_amount_exceeded") from None
-    _write(session, order, after)
-    return order
 
 
 def settled(session: Session, op: Operation, status: str) -> None:

@@ -168,27 +168,15 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
     guard("payment")
     if (made := _resume(session, merchant, key, "payment")) is not None:
         return made
+    account = payment_terms(session, merchant, body, hold_order=True)
     method, token = without_token(body["payment_method"])
-    account = None
-    if method["type"] == "balance":
-        if token is not None:
-            raise InvalidRequest("a balance payment moves money inside the ledger: it takes no token",
-                                 param="payment_method[token]")
-        if body.get("capture_method") == "manual":
-            raise InvalidRequest("a balance payment moves money inside the ledger at once: it cannot be "
-                                 "authorized and captured later", param="capture_method")
-        account = get_account(session, merchant, method["account"], param="payment_method[account]")
-        if account.currency != body["currency"]:
-            raise Unprocessable(f"account {account.id} holds {account.currency}", param="currency",
-                                code="currency_mismatch")
+    if account is not None:
         decision = routing.decide("payment", merchant, body, amount=body["amount"], currency=body["currency"],
                                   split_key=key, availability=routing.LedgerOnly())
         routing.refuse_if_declined(decision)  # a balance payment needs no channel, but obeys the rules
-        view = _ledger_only_view(decision)
+        view = ledger_only_view(decision)
     else:
         decision = view = None
-    if body.get("order"):  # held before anything is written: rolled back with the payment if it is refused
-        orders.reserve(session, merchant, body["order"], body["amount"], body["currency"])
     op, decided = _start(session, merchant, "payment", body, key, amount=body["amount"], currency=body["currency"],
                          decision=decision, routing_view=view, customer=body.get("customer"), payment_method=method,
                          description=body.get("description"), account_id=account.id if account else None,
@@ -203,13 +191,42 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
                         write=lambda: _insert(session, op, decided))
 
 
+def payment_terms(session: Session, merchant: Merchant, body: dict, *, hold_order: bool):
+    """What ``create_payment`` checks of its body before it decides, simulate too: a balance payment takes no
+    token and no manual capture (400) and names an account of the merchant in its currency (404
+    ``payment_method[account]``, 422 ``currency_mismatch``); a named order (404 ``order``, 422
+    ``currency_mismatch``, 409 ``order_amount_exceeded``) is held for the payment (``hold_order``: rolled
+    back with it if it is refused) or only checked. Answers the balance payment's account, else None."""
+    method, account = body["payment_method"], None
+    if method["type"] == "balance":
+        if "token" in method:
+            raise InvalidRequest("a balance payment moves money inside the ledger: it takes no token",
+                                 param="payment_method[token]")
+        if body.get("capture_method") == "manual":
+            raise InvalidRequest("a balance payment moves money inside the ledger at once: it cannot be "
+                                 "authorized and captured later", param="capture_method")
+        account = get_account(session, merchant, method["account"], param="payment_method[account]")
+        if account.currency != body["currency"]:
+            raise Unprocessable(f"account {account.id} holds {account.currency}", param="currency",
+                                code="currency_mismatch")
+    if body.get("order"):
+        (orders.reserve if hold_order else orders.payable)(session, merchant, body["order"], body["amount"],
+                                                           body["currency"])
+    return account
+
+
+def refuse_balance_topup(body: dict) -> None:
+    """A top-up pays in through a channel, never from a balance (400), as created or simulated."""
+    if body["payment_method"]["type"] == "balance":
+        raise InvalidRequest("a top-up pays in from outside: payment_method cannot be balance",
+                             param="payment_method[type]")
+
+
 def create_topup(session: Session, merchant: Merchant, body: dict, key: str) -> Made:
     guard("topup")
     if (made := _resume(session, merchant, key, "topup")) is not None:
         return made
-    if body["payment_method"]["type"] == "balance":
-        raise InvalidRequest("a top-up pays in from outside: payment_method cannot be balance",
-                             param="payment_method[type]")
+    refuse_balance_topup(body)
     account = account_in(session, merchant, body)
     method, token = without_token(body["payment_method"])
     op, decided = _start(session, merchant, "topup", body, key, amount=body["amount"], currency=body["currency"],
@@ -299,7 +316,7 @@ def refund_decision(merchant: Merchant, body: dict, payment: Operation, amount: 
                               amount=amount, currency=payment.currency, split_key=key,
                               availability=routing.LedgerOnly())
     routing.refuse_if_declined(decision)  # refunds follow their payment's channel, but obey the rules
-    view = {**_ledger_only_view(decision), "candidates": [payment.channel] if payment.channel else [],
+    view = {**ledger_only_view(decision), "candidates": [payment.channel] if payment.channel else [],
             "channel": payment.channel}
     if payment.channel:
         reason = routing.Availability(payment.livemode).drop_reason(
@@ -312,7 +329,13 @@ def refund_decision(merchant: Merchant, body: dict, payment: Operation, amount: 
     return decision, view
 
 
-def _ledger_only_view(decision) -> dict:
+def as_shown(decision, view: dict) -> dict:
+    """A decision with the channel, candidates and dropped channels the operation shows in its ``routing``
+    (``view``), as simulate answers it for an operation that reaches no channel by routing."""
+    return {**decision.to_dict(), **{name: view[name] for name in ("candidates", "dropped", "channel")}}
+
+
+def ledger_only_view(decision) -> dict:
     payload = decision.to_dict()
     view = {"ruleset_version": payload["ruleset_version"], "matched_rules": payload["matched_rules"],
             "candidates": [], "dropped": [], "channel": None}

@@ -1,7 +1,8 @@
 """POST /v1/routing/simulate: the decision an operation's create would take on the body it is sent, with
 no side effect. Each kind reads what its create reads, with the create's own functions
-(app.services.payments): a top-up's or withdrawal's account gives its customer; a refund's payment gives
-its currency, its customer, by default what is left of it, and its channel."""
+(app.services.payments): a payment's balance account and order are checked; a top-up's or withdrawal's
+account gives its customer; a refund's payment gives its currency, its customer, by default what is left of
+it, and its channel."""
 from __future__ import annotations
 
 from app.adapters.db import read_only
@@ -20,9 +21,11 @@ def simulate(merchant, kind: str, body: dict, key: str) -> dict:
     routing.require_instrument(kind, body)
     if kind == "refund" and body.get("payment"):
         return _refund(merchant, body, key)
-    body = _as_the_operation_sees_it(merchant, body)
+    body, account = _as_the_operation_sees_it(merchant, kind, body)
     decision = routing.decide(kind, merchant, body, amount=body["amount"], currency=body["currency"],
                               split_key=key, availability=routing.availability_for(kind, body, merchant.livemode))
+    if kind == "payment" and account is not None:  # a balance payment, inside the ledger: no channel
+        return payments.as_shown(decision, payments.ledger_only_view(decision))
     return decision.to_dict()
 
 
@@ -36,15 +39,21 @@ def _refuse_other_kinds_fields(kind: str, body: dict) -> None:
                              param=foreign[0], code="parameter_unknown")
 
 
-def _as_the_operation_sees_it(merchant, body: dict) -> dict:
-    """A top-up's or withdrawal's ``account`` (404 if the merchant has none such in its mode, 422
-    ``currency_mismatch`` in another currency) gives its customer, as ``create_topup`` /
-    ``create_withdrawal`` do; a body without one is decided as sent."""
-    if not body.get("account"):
-        return body
+def _as_the_operation_sees_it(merchant, kind: str, body: dict) -> tuple[dict, object]:
+    """``body`` checked as its create checks it before deciding, and with the customer that create decides on:
+    a payment's balance account and order (``payment_terms``, the order only checked); a top-up's or
+    withdrawal's ``account`` (404, 422 ``currency_mismatch``) gives its customer. A body naming none of
+    these is decided as sent. Answers the body and the account it names (a balance payment's), or None."""
+    if kind == "topup":
+        payments.refuse_balance_topup(body)
+    reads = body.get("account") or body.get("order") or (body.get("payment_method") or {}).get("type") == "balance"
+    if not reads:
+        return body, None
     with read_only() as session:
-        customer = payments.account_in(session, merchant, body).customer
-    return {**body, "customer": customer}
+        if kind == "payment":
+            return body, payments.payment_terms(session, merchant, body, hold_order=False)
+        account = payments.account_in(session, merchant, body)
+    return {**body, "customer": account.customer}, account
 
 
 def _refund(merchant, body: dict, key: str) -> dict:
@@ -60,5 +69,4 @@ def _refund(merchant, body: dict, key: str) -> dict:
         decision, view = payments.refund_decision(merchant, body, payment, amount, key)
     except (RuleDeclined, LimitExceeded, NoRoute) as refused:
         return refused.extra["decision"]
-    shown = {name: view[name] for name in ("candidates", "dropped", "channel")}
-    return {**decision.to_dict(), **shown, "fee": payments.REFUND_FEE}
+    return {**payments.as_shown(decision, view), "fee": payments.REFUND_FEE}

@@ -146,3 +146,44 @@ def test_a_field_of_another_kinds_body_is_refused_naming_it(client):
                "payment_method": builders.CARD}
     answer = api.post("/v1/routing/simulate", sent_to)
     assert answer.status_code == 400 and answer.get_json()["error"]["param"] == "payment_method", answer.get_json()
+
+
+def test_a_payment_body_as_sent_with_its_order_and_capture_method_is_decided_as_the_payment(client):
+    """A payment's body may name its ``order`` and ``capture_method`` (400 parameter_unknown before): simulate
+    takes them, decides as the payment is decided, and refuses what create_payment would refuse."""
+    seed_default_rules()
+    api = builders.api(client)
+    order = api.post("/v1/orders", {"amount": 300_000, "currency": "USD", "reference": builders.unique("ord")})
+    assert order.status_code == 201, order.get_json()
+    body = builders.payment_body(250_000, order=order.get_json()["id"], capture_method="manual",
+                                 description="two chairs", metadata={"campaign": "spring"})
+    answer = api.post("/v1/routing/simulate", {"kind": "payment", **body})
+    assert answer.status_code == 200, answer.get_json()
+    simulated = answer.get_json()
+    assert simulated["outcome"] == "route" and simulated["matched_rules"] == ["big-usd-cards"], simulated
+    blocked = {**body, "customer": {"id": "cus_ir", "country": "IR"}}
+    assert api.post("/v1/routing/simulate", blocked).get_json()["decline_code"] == "country_blocked"
+    made = api.post("/v1/payments", blocked).get_json()  # the same decision (and nothing held of the order)
+    assert made["error"]["decision"]["decline_code"] == "country_blocked", made
+    unknown = api.post("/v1/routing/simulate", {**body, "order": "ord_nothing"})
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["param"] == "order", unknown.get_json()
+    beyond = api.post("/v1/routing/simulate", {**body, "amount": 300_001})
+    assert beyond.status_code == 409 and beyond.get_json()["error"]["code"] == "order_amount_exceeded"
+    account = api.account(funded=10_000)
+    balance = {**builders.payment_body(100, payment_method={"type": "balance", "account": account["id"]}),
+               "capture_method": "manual"}
+    manual = api.post("/v1/routing/simulate", balance)
+    assert manual.status_code == 400 and manual.get_json()["error"]["param"] == "capture_method"
+    assert api.post("/v1/payments", balance).get_json()["error"]["param"] == "capture_method"
+    automatic = {**balance, "capture_method": "automatic"}
+    simulated = api.post("/v1/routing/simulate", automatic).get_json()
+    assert simulated["outcome"] == "route" and simulated["channel"] is None, simulated  # inside the ledger
+    paid = api.post("/v1/payments", automatic).get_json()
+    assert paid["routing"]["channel"] is None and paid["routing"]["candidates"] == simulated["candidates"], paid
+    nowhere = api.post("/v1/routing/simulate", {**balance, "capture_method": "automatic",
+                                                 "payment_method": {"type": "balance", "account": "acct_nothing"}})
+    assert nowhere.status_code == 404 and nowhere.get_json()["error"]["param"] == "payment_method[account]"
+    topup = {"kind": "topup", "account": account["id"], "amount": 100, "currency": "USD",
+             "payment_method": {"type": "balance", "account": account["id"]}, "reference": builders.unique("top")}
+    refused = api.post("/v1/routing/simulate", topup)
+    assert refused.status_code == 400 and refused.get_json()["error"]["param"] == "payment_method[type]"
