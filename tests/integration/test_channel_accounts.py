@@ -385,11 +385,26 @@ def test_a_merchants_accounts_are_read_once_then_again_after_each_change(stack, 
         time.sleep(0.01)
     # Another process brings an account: its row, then its notice; this process obeys the notice.
     other = builders.sandbox_account(stack.sandbox_url)["api_key"]
-    with unit_of_work() as session:
-        session.add(ChannelAccount(id=builders.unique("mca"), merchant_id=mine.merchant_id, livemode=False,
-                                   channel="sandbox", credentials_encrypted=account_channels.seal({"api_key": other}),
-                                   credential_fields=["api_key"], metadata_={}, created_at=utcnow()))
-    assert account_of(pay(mine)["id"]) is None  # no notice yet: the copy holds
+    watch = channel_accounts._copy.watch
+    for _ in range(3):
+        notices = watch.notice
+        row = ChannelAccount(id=builders.unique("mca"), merchant_id=mine.merchant_id, livemode=False,
+                             channel="sandbox", credentials_encrypted=account_channels.seal({"api_key": other}),
+                             credential_fields=["api_key"], metadata_={}, created_at=utcnow())
+        with unit_of_work() as session:
+            session.add(row)
+        chosen = account_of(pay(mine)["id"])
+        if watch.notice == notices:
+            assert chosen is None  # no notice yet: the copy holds
+            break
+        # A notice came meanwhile (a late echo; on a loaded machine the listener re-subscribing after a
+        # stall tells every copy it may have missed one): the copy rightly read again. Take the row
+        # back, have the copy read that, and try the step again.
+        with unit_of_work() as session:
+            session.delete(session.get(ChannelAccount, row.id))
+        channel_accounts._copy.invalidate()
+    else:
+        pytest.fail("a notice came during each of three tries: the copy's holding could not be observed")
     held = channel_accounts._copy.get()
     notify.announce("channel_accounts")
     # Within 2 s the notice drops the copy (the next read is a new one); timed without the payments,
