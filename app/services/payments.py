@@ -168,7 +168,7 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
     guard("payment")
     if (made := _resume(session, merchant, key, "payment")) is not None:
         return made
-    account = payment_terms(session, merchant, body, hold_order=True)
+    account = payment_terms(session, merchant, body)
     method, token = without_token(body["payment_method"])
     if account is not None:
         decision = routing.decide("payment", merchant, body, amount=body["amount"], currency=body["currency"],
@@ -177,6 +177,7 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
         view = ledger_only_view(decision)
     else:
         decision = view = None
+    order_terms(session, merchant, body, hold=True)  # held before anything is written: rolled back with it
     op, decided = _start(session, merchant, "payment", body, key, amount=body["amount"], currency=body["currency"],
                          decision=decision, routing_view=view, customer=body.get("customer"), payment_method=method,
                          description=body.get("description"), account_id=account.id if account else None,
@@ -191,12 +192,11 @@ def create_payment(session: Session, merchant: Merchant, body: dict, key: str) -
                         write=lambda: _insert(session, op, decided))
 
 
-def payment_terms(session: Session, merchant: Merchant, body: dict, *, hold_order: bool):
+def payment_terms(session: Session, merchant: Merchant, body: dict):
     """What ``create_payment`` checks of its body before it decides, simulate too: a balance payment takes no
     token and no manual capture (400) and names an account of the merchant in its currency (404
-    ``payment_method[account]``, 422 ``currency_mismatch``); a named order (404 ``order``, 422
-    ``currency_mismatch``, 409 ``order_amount_exceeded``) is held for the payment (``hold_order``: rolled
-    back with it if it is refused) or only checked. Answers the balance payment's account, else None."""
+    ``payment_method[account]``, 422 ``currency_mismatch``). Answers the balance payment's account, else
+    None. Its order is checked after the decision (``order_terms``): a declined balance payment is 402."""
     method, account = body["payment_method"], None
     if method["type"] == "balance":
         if "token" in method:
@@ -209,10 +209,15 @@ def payment_terms(session: Session, merchant: Merchant, body: dict, *, hold_orde
         if account.currency != body["currency"]:
             raise Unprocessable(f"account {account.id} holds {account.currency}", param="currency",
                                 code="currency_mismatch")
-    if body.get("order"):
-        (orders.reserve if hold_order else orders.payable)(session, merchant, body["order"], body["amount"],
-                                                           body["currency"])
     return account
+
+
+def order_terms(session: Session, merchant: Merchant, body: dict, *, hold: bool) -> None:
+    """A payment's named order (404 ``order``, 422 ``currency_mismatch``, 409 ``order_amount_exceeded``),
+    held for the payment (``hold``: rolled back with it if it is refused) or only checked (simulate)."""
+    if body.get("order"):
+        (orders.reserve if hold else orders.payable)(session, merchant, body["order"], body["amount"],
+                                                     body["currency"])
 
 
 def refuse_balance_topup(body: dict) -> None:
@@ -289,22 +294,28 @@ def refund_terms(session: Session, merchant: Merchant, body: dict, *, lock: bool
     """The payment a refund's body names and the amount it refunds (by default what is left of it), as
     ``create_refund`` reads them (``lock``: its row locked until the transaction ends); simulate reads them
     too. 404 ``payment``; 422 ``payment_not_refundable`` unless it succeeded, ``refund_exceeds_payment``
-    beyond what is left; 409 ``payment_disputed``."""
+    when nothing is left; 409 ``payment_disputed``. An amount beyond what is left is refused after the
+    decision (``refund_fits``), as create_refund's reservation refuses it."""
     payment = get_operation(session, merchant, "payment", body["payment"], param="payment", lock=lock)
     if payment.status != SUCCEEDED:
         raise Unprocessable(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
                             param="payment", code="payment_not_refundable")
     disputes.refuse_refund(session, payment)
     paid = payment.amount if payment.amount_captured is None else payment.amount_captured  # a partial capture
-    left = paid - payment.amount_refunded
-    amount = body.get("amount", left)
+    amount = body.get("amount", paid - payment.amount_refunded)
     if amount <= 0:
         raise Unprocessable("this payment is already fully refunded", param="amount",
                             code="refund_exceeds_payment")
-    if amount > left:  # (create_refund's reservation decides it again, against refunds made meanwhile)
+    return payment, amount
+
+
+def refund_fits(payment: Operation, amount: int) -> None:
+    """422 ``refund_exceeds_payment`` when ``amount`` is more than is left of ``payment``: what
+    ``create_refund``'s reservation refuses, after the decision (a declined refund is 402 first)."""
+    paid = payment.amount if payment.amount_captured is None else payment.amount_captured
+    if payment.amount_refunded + amount > paid:
         raise Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
                             code="refund_exceeds_payment")
-    return payment, amount
 
 
 def refund_decision(merchant: Merchant, body: dict, payment: Operation, amount: int, key: str) -> tuple:

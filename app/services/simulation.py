@@ -25,6 +25,9 @@ def simulate(merchant, kind: str, body: dict, key: str) -> dict:
     decision = routing.decide(kind, merchant, body, amount=body["amount"], currency=body["currency"],
                               split_key=key, availability=routing.availability_for(kind, body, merchant.livemode))
     if kind == "payment" and account is not None:  # a balance payment, inside the ledger: no channel
+        if decision.outcome != "decline" and body.get("order"):  # its order checked after the rules, as created
+            with read_only() as session:
+                payments.order_terms(session, merchant, body, hold=False)
         return payments.as_shown(decision, payments.ledger_only_view(decision))
     return decision.to_dict()
 
@@ -41,7 +44,8 @@ def _refuse_other_kinds_fields(kind: str, body: dict) -> None:
 
 def _as_the_operation_sees_it(merchant, kind: str, body: dict) -> tuple[dict, object]:
     """``body`` checked as its create checks it before deciding, and with the customer that create decides on:
-    a payment's balance account and order (``payment_terms``, the order only checked); a top-up's or
+    a payment's balance account and order (``payment_terms``, ``order_terms`` only checking it: a balance
+    payment's after the decision, as create_payment does); a top-up's or
     withdrawal's ``account`` (404, 422 ``currency_mismatch``) gives its customer. A body naming none of
     these is decided as sent. Answers the body and the account it names (a balance payment's), or None."""
     if kind == "topup":
@@ -51,7 +55,10 @@ def _as_the_operation_sees_it(merchant, kind: str, body: dict) -> tuple[dict, ob
         return body, None
     with read_only() as session:
         if kind == "payment":
-            return body, payments.payment_terms(session, merchant, body, hold_order=False)
+            account = payments.payment_terms(session, merchant, body)
+            if account is None:  # a payment through a channel: its order is held before it is decided
+                payments.order_terms(session, merchant, body, hold=False)
+            return body, account
         account = payments.account_in(session, merchant, body)
     return {**body, "customer": account.customer}, account
 
@@ -69,4 +76,5 @@ def _refund(merchant, body: dict, key: str) -> dict:
         decision, view = payments.refund_decision(merchant, body, payment, amount, key)
     except (RuleDeclined, LimitExceeded, NoRoute) as refused:
         return refused.extra["decision"]
+    payments.refund_fits(payment, amount)  # after the decision, as create_refund's reservation
     return {**payments.as_shown(decision, view), "fee": payments.REFUND_FEE}

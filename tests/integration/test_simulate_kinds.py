@@ -187,3 +187,59 @@ def test_a_payment_body_as_sent_with_its_order_and_capture_method_is_decided_as_
              "payment_method": {"type": "balance", "account": account["id"]}, "reference": builders.unique("top")}
     refused = api.post("/v1/routing/simulate", topup)
     assert refused.status_code == 400 and refused.get_json()["error"]["param"] == "payment_method[type]"
+
+
+BIG_DECLINED = """
+rules:
+  - id: no-big
+    priority: 100
+    when: {all: [{fact: amount, gte: 5000}]}
+    then: {decline: too_big}
+defaults: {route: [sandbox], fee: {percent: "1.0", fixed: 0}}
+"""
+
+
+def test_a_declined_balance_payment_beyond_its_order_is_402_before_the_order_is_read(client):
+    """create_payment decides a balance payment before it holds its order: a payment the rules decline is
+    402 even when its order could not take it (payment_terms held the order first: 409), and simulate
+    answers that decline; a routed one beyond its order is 409 in both."""
+    api = builders.api(client)
+    published(BIG_DECLINED, api)
+    account = api.account(funded=100_000)
+    order = api.post("/v1/orders", {"amount": 6000, "currency": "USD", "reference": builders.unique("ord")})
+    balance = {"type": "balance", "account": account["id"]}
+    body = builders.payment_body(7000, payment_method=balance, order=order.get_json()["id"])
+    made = api.post("/v1/payments", body)
+    assert made.status_code == 402 and made.get_json()["error"]["decision"]["decline_code"] == "too_big", \
+        made.get_json()
+    simulated = api.post("/v1/routing/simulate", {"kind": "payment", **body})
+    assert simulated.status_code == 200 and simulated.get_json()["decline_code"] == "too_big", simulated.get_json()
+    small = builders.payment_body(4000, payment_method=balance, order=order.get_json()["id"])
+    assert api.post("/v1/payments", small).status_code == 201
+    again = {**small, "reference": builders.unique("pay")}
+    over = api.post("/v1/routing/simulate", {"kind": "payment", **again})
+    assert over.status_code == 409 and over.get_json()["error"]["code"] == "order_amount_exceeded", over.get_json()
+    assert api.post("/v1/payments", again).get_json()["error"]["code"] == "order_amount_exceeded"
+
+
+def test_a_declined_refund_beyond_what_is_left_is_402_as_before(client):
+    """create_refund decides before its reservation refuses an amount beyond what is left: a refund the rules
+    decline is 402 whatever its amount (refund_terms refused it first: 422), and simulate answers that decline."""
+    api = builders.api(client)
+    account = api.account(funded=100_000)
+    balance = {"type": "balance", "account": account["id"]}
+    paid = api.post("/v1/payments", builders.payment_body(8000, payment_method=balance)).get_json()
+    assert paid["status"] == "succeeded", paid
+    published(BIG_DECLINED, api)
+    body = builders.refund_body(paid["id"], amount=9000)
+    made = api.post("/v1/refunds", body)
+    assert made.status_code == 402 and made.get_json()["error"]["decision"]["decline_code"] == "too_big", \
+        made.get_json()
+    simulated = api.post("/v1/routing/simulate", {"kind": "refund", **body})
+    assert simulated.status_code == 200 and simulated.get_json()["decline_code"] == "too_big", simulated.get_json()
+    under = {**body, "amount": 4000}
+    assert api.post("/v1/refunds", under).status_code == 201
+    rest = {**builders.refund_body(paid["id"]), "amount": 4001}
+    over = api.post("/v1/routing/simulate", {"kind": "refund", **rest})
+    assert over.status_code == 422 and over.get_json()["error"]["code"] == "refund_exceeds_payment", over.get_json()
+    assert api.post("/v1/refunds", rest).get_json()["error"]["code"] == "refund_exceeds_payment"
