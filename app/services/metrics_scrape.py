@@ -11,20 +11,25 @@ import redis
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from sqlalchemy import func, select
+from sqlalchemy.exc import DBAPIError
 
 log = logging.getLogger("payrouter.metrics")
 
 
 class Scraped:
-    """A prometheus-client collector of the gauges read from Redis and the database at scrape."""
+    """A prometheus-client collector of the gauges read from Redis and the database at scrape. Once a
+    read of the database fails, this scrape asks it nothing more: a database that takes the full
+    connect timeout (5 s) to fail would otherwise cost it once per source, beyond Prometheus's 10 s
+    scrape timeout, and the whole scrape would be lost (with the 5xx it is there to count)."""
 
     def collect(self):
-        yield from self._circuits()
+        scrape = _Scrape()
+        yield from self._circuits(scrape)
         yield from self._queues()
-        yield from self._builds()
-        yield from self._database()
+        yield from self._builds(scrape)
+        yield from self._database(scrape)
 
-    def _circuits(self):
+    def _circuits(self, scrape: "_Scrape"):
         from app.adapters.channels_runtime import registry
         from app.services import breaker
 
@@ -34,6 +39,7 @@ class Scraped:
             for channel_id in registry().ids():
                 family.add_metric([channel_id], 1.0 if breaker.describe(channel_id)["state"] == "open" else 0.0)
         except Exception as exc:  # noqa: BLE001 - the database unreachable: this gauge is left out of this scrape
+            scrape.failed(exc)
             log.warning("metrics: circuits left out: %s", exc)
             return
         yield family
@@ -55,15 +61,16 @@ class Scraped:
             return
         yield family
 
-    def _builds(self):
+    def _builds(self, scrape: "_Scrape"):
         from app.adapters import channel_builds, channel_definitions, redis_conn
 
-        if redis_conn.is_down():
+        if redis_conn.is_down() or scrape.database_failed:
             return
         try:
             reports = channel_builds.live()
             stored = channel_definitions.version(channel_definitions.current())
         except Exception as exc:  # noqa: BLE001 - Redis or the database: these gauges are left out of this scrape
+            scrape.failed(exc)
             log.warning("metrics: channel builds left out: %s", exc)
             return
         info = GaugeMetricFamily("payrouter_channels_definitions_info",
@@ -82,7 +89,7 @@ class Scraped:
         current.add_metric([stored], 1.0)
         yield from (info, stale, current)
 
-    def _database(self):
+    def _database(self, scrape: "_Scrape"):
         from app.adapters.db import read_only
         from app.adapters.models import ChannelCallback, ReconciliationIssue, utcnow
         from app.adapters.webhook_models import PENDING, SENDING, WebhookDelivery
@@ -95,6 +102,9 @@ class Scraped:
         waiting = GaugeMetricFamily("payrouter_callbacks_unapplied", "Channel callbacks received, not applied yet")
         lag = GaugeMetricFamily("payrouter_callback_oldest_unapplied_seconds",
                                 "Age of the oldest channel callback received and not applied yet (0: none)")
+        if scrape.database_failed:
+            log.warning("metrics: database gauges left out: the database failed earlier in this scrape")
+            return
         try:
             with read_only() as session:
                 counts = dict(session.execute(
@@ -119,6 +129,18 @@ class Scraped:
         waiting.add_metric([], callbacks)
         lag.add_metric([], _age(now, first_callback))
         yield from (issues, backlog, oldest, waiting, lag)
+
+
+class _Scrape:
+    """What one scrape learnt so far: whether the database failed it (scrapes may run at once, so it is
+    not the collector's)."""
+
+    def __init__(self) -> None:
+        self.database_failed = False
+
+    def failed(self, exc: Exception) -> None:
+        if isinstance(exc, DBAPIError):
+            self.database_failed = True
 
 
 def _age(now: datetime, since: datetime | None) -> float:
