@@ -57,11 +57,16 @@ class SettlementRow:
 
 
 def parse_day(raw: str | None, param: str = "date") -> date:
-    """A report's day: YYYY-MM-DD (a UTC day), else 400 naming ``param``."""
+    """A report's day: YYYY-MM-DD (a UTC day), else 400 naming ``param``. The report reads up to the
+    next midnight, so the last day of the calendar (9999-12-31, whose end Python cannot represent)
+    is refused as well, instead of overflowing in the query."""
     try:
         if raw is None or len(raw) != 10:
             raise ValueError
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
+        if day == date.max:
+            raise ValueError
+        return day
     except ValueError:
         raise InvalidRequest(f"{param} must be a day as YYYY-MM-DD", param=param,
                              code="parameter_missing" if raw is None else "parameter_invalid") from None

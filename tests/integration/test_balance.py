@@ -258,12 +258,15 @@ def test_settlement_report_totals_equal_the_ledger(stack):
 def test_settlement_report_refuses_bad_input(stack):
     api = builders.api(stack.client)
     for query, code in [("", "parameter_missing"), ("date=2026-13-01", "parameter_invalid"),
-                        ("date=20260101", "parameter_invalid"), ("date=2026-01-01&merchant=x", "parameter_unknown")]:
+                        ("date=20260101", "parameter_invalid"), ("date=2026-01-01&merchant=x", "parameter_unknown"),
+                        ("date=9999-12-31", "parameter_invalid")]:
         response = api.get(f"/v1/reports/settlement?{query}")
         assert response.status_code == 400 and response.get_json()["error"]["code"] == code, query
     runner = CliRunner()
     bad = runner.invoke(main, ["report", "settlement", "--date", "yesterday"])
     assert bad.exit_code == 1 and "--date must be a day as YYYY-MM-DD" in bad.output
+    last = runner.invoke(main, ["report", "settlement", "--date", "9999-12-31"])
+    assert last.exit_code == 1 and "--date must be a day as YYYY-MM-DD" in last.output
     unknown = runner.invoke(main, ["report", "settlement", "--date", "2026-01-01", "--merchant", "mer_nope"])
     assert unknown.exit_code == 1 and "no such merchant mer_nope" in unknown.output
 
