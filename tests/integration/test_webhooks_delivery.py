@@ -89,6 +89,23 @@ def test_never_succeeds_ends_failed_after_the_schedule_then_redelivers(wh_client
     assert [d["status"] for d in deliveries_of(api, endpoint["id"])] == ["succeeded", "failed"]
 
 
+def test_redelivery_to_an_unknown_endpoint_names_the_body_field(wh_client, receiver):
+    """The endpoint is named in the body: its 404 says ``param: endpoint``, as an unknown event (in the
+    path) says ``id``; another merchant's endpoint answers exactly as an unknown one."""
+    api, other, r = builders.api(wh_client), builders.api(wh_client, "Other"), receiver()
+    create_endpoint(api, r.url)
+    foreign = create_endpoint(other, r.url)
+    transfer(api)
+    pump()
+    event = api.get("/v1/events").get_json()["data"][0]
+    for endpoint_id in ("we_nothing", foreign["id"]):
+        response = api.post(f"/v1/events/{event['id']}/redeliver", {"endpoint": endpoint_id})
+        error = response.get_json()["error"]
+        assert response.status_code == 404 and (error["code"], error["param"]) == ("resource_missing", "endpoint")
+    unknown_event = api.post("/v1/events/evt_nothing/redeliver", {"endpoint": "we_nothing"})
+    assert unknown_event.status_code == 404 and unknown_event.get_json()["error"]["param"] == "id"
+
+
 def test_timeout_is_a_failed_attempt(wh_config, configured, receiver):
     app = configured(wh_config.with_(webhook_retry_schedule=(0,), webhook_timeout=0.3))
     api, r = builders.api(app.test_client()), receiver(delay=1.0)

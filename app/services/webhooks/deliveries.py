@@ -74,7 +74,7 @@ def redeliver(session: Session, merchant_id: str, event_id: str, endpoint_id: st
     (not deleted) subscribed to its type."""
     event = get_event(session, merchant_id, event_id, livemode)
     if endpoint_id:
-        targets = [endpoint_service.get_endpoint(session, merchant_id, endpoint_id, livemode)]
+        targets = [endpoint_service.get_endpoint(session, merchant_id, endpoint_id, livemode, param="endpoint")]
     else:
         targets = [e for e in session.scalars(select(WebhookEndpoint).where(
             WebhookEndpoint.merchant_id == merchant_id, WebhookEndpoint.livemode == livemode,

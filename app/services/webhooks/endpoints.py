@@ -154,11 +154,14 @@ def create_endpoint(session: Session, merchant_id: str, body: dict,
     return endpoint, secret
 
 
-def get_endpoint(session: Session, merchant_id: str, endpoint_id: str, livemode: bool = False) -> WebhookEndpoint:
+def get_endpoint(session: Session, merchant_id: str, endpoint_id: str, livemode: bool = False,
+                 param: str = "id") -> WebhookEndpoint:
+    """The merchant's endpoint of this mode, not deleted, else 404 naming ``param`` (the path's
+    ``id``, or the body field that named it)."""
     endpoint = session.get(WebhookEndpoint, endpoint_id)
     if (endpoint is None or endpoint.merchant_id != merchant_id or endpoint.livemode != livemode
             or endpoint.deleted_at is not None):
-        raise NotFound(f"No such webhook endpoint: '{endpoint_id}'", param="id")
+        raise NotFound(f"No such webhook endpoint: '{endpoint_id}'", param=param)
     return endpoint
 
 
