@@ -310,8 +310,8 @@ def _check_method(instrument: object) -> None:
     known = registry().methods()
     if method not in known:
         shown = ", ".join(sorted(BUILTIN_METHODS | known))
-        raise InvalidRequest(f"payment_method.type: {_shown(method)} is not a method any channel takes "
-                             f"(known: {shown})", param="payment_method.type", code="parameter_invalid")
+        raise InvalidRequest(f"payment_method[type]: {_shown(method)} is not a method any channel takes "
+                             f"(known: {shown})", param="payment_method[type]", code="parameter_invalid")
 
 
 def parse_body(raw: bytes, name: str) -> dict:

@@ -121,7 +121,7 @@ def test_a_channel_added_by_channels_import_is_routed_to_by_a_running_server_wit
 
             before = pay()
             assert before.status_code == 400, before.text  # no channel takes upi yet
-            assert before.json()["error"]["param"] == "payment_method.type"
+            assert before.json()["error"]["param"] == "payment_method[type]"
             code, out = cli("rules", "publish", rules, "--reason", "upi", "--yes")
             assert code != 0 and "unknown channel 'acq_gamma'" in out  # refused: no process knows it
 
@@ -292,8 +292,12 @@ def test_methods_are_those_the_channels_declare(stored, client, tmp_path):
     api = builders.api(client)
     refused = api.post("/v1/payments", builders.payment_body(1000, payment_method={"type": "pix"}))
     assert refused.status_code == 400
-    assert refused.get_json()["error"]["param"] == "payment_method.type"
+    assert refused.get_json()["error"]["param"] == "payment_method[type]"
     assert "'pix'" in refused.get_json()["error"]["message"]
+    # named as every nested field is (payment_method[brand], customer[id]), and as a top-up's refusal
+    # of the same field is: a client maps `param` to its form field by one rule
+    wrong_type = api.post("/v1/payments", builders.payment_body(1000, payment_method={"type": 5}))
+    assert wrong_type.get_json()["error"]["param"] == refused.get_json()["error"]["param"]
     channel_import.import_file(with_channel(tmp_path / "pix.yaml", "http://127.0.0.1:1",
                                             **{**GAMMA, "methods": ["pix", "upi"]}), "cli:test")
     channel_definitions.announce()
