@@ -332,8 +332,13 @@ def refuse_unknown(names: Iterable[str], allowed: Collection[str]) -> None:
 
 def query_params(args, allowed: Collection[str], *, default_limit: int | None = None) -> int | None:
     """The one check of a query string: no parameter but ``allowed`` (and ``limit`` when the query takes
-    one: ``default_limit`` given), and ``limit`` an integer from 1 to MAX_LIMIT. Answers the limit."""
+    one: ``default_limit`` given), none given twice, and ``limit`` an integer from 1 to MAX_LIMIT.
+    Answers the limit."""
     refuse_unknown(args, {*allowed, "limit"} if default_limit is not None else allowed)
+    values = getattr(args, "getlist", lambda name: [args[name]])  # a request's MultiDict, or a plain dict
+    for name in sorted(args):  # each takes one value: a second one would be dropped unseen (status=a&status=b)
+        if len(values(name)) > 1:
+            raise InvalidRequest(f"{name} is given more than once; it takes one value", param=name)
     if default_limit is None:
         return None
     raw = args.get("limit", str(default_limit))

@@ -225,6 +225,11 @@ def test_accounts_transfers_and_events_filters(client):
     ("/v1/payments", "ending_before=not-an-id", "ending_before", "parameter_invalid"),
     ("/v1/payments", "ending_before=pay_nosuch", "ending_before", "resource_missing"),
     ("/v1/payments", "starting_after=pay_a&ending_before=pay_b", "ending_before", "parameter_invalid"),
+    # one value each: a repeated one is refused, never read as its first value with the rest dropped
+    ("/v1/payments", "status=succeeded&status=failed", "status", "parameter_invalid"),
+    ("/v1/payments", "limit=10&limit=20", "limit", "parameter_invalid"),
+    ("/v1/refunds", "payment=pay_a&payment=pay_b", "payment", "parameter_invalid"),
+    ("/v1/balance_transactions", "type=payment&type=refund", "type", "parameter_invalid"),
 ])
 def test_bad_list_queries_are_400_naming_the_parameter(client, path, query, param, code):
     api = builders.api(client)
