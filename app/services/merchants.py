@@ -177,8 +177,9 @@ def _refuse_last(session: Session, merchant: MerchantScope, key: ApiKey, action:
         ApiKey.merchant_id == merchant.id, ApiKey.mode == key.mode, ApiKey.id != key.id, ApiKey.revoked_at.is_(None)))
         if is_live(k, now)]
     if is_live(key, now) and not others:
-        raise Conflict(f"{key.id} is the last live {key.mode} key of this merchant: {action} would lock the merchant "
-                       f"out of {key.mode} mode. Create a new key first (POST /v1/api_keys) or roll this one.",
+        raise Conflict(f"{key.id} is the last active {key.mode}-mode key of this merchant: {action} would lock "
+                       f"the merchant out of {key.mode} mode. Create a new key first (POST /v1/api_keys) or roll "
+                       "this one.",
                        code="last_api_key", param="id")
 
 

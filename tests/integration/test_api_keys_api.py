@@ -82,7 +82,7 @@ def test_the_last_live_key_cannot_be_revoked(client):
     assert response.status_code == 409, response.get_json()
     error = response.get_json()["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "last_api_key"
-    assert "last live test key" in error["message"] and "POST /v1/api_keys" in error["message"]
+    assert "last active test-mode key" in error["message"] and "POST /v1/api_keys" in error["message"]
     assert api.get("/v1/accounts").status_code == 200
     # an expired key does not count as live: the only live key is still the last one
     from app.services.merchants import issue_key
