@@ -13,6 +13,7 @@ import redis as redis_lib
 from app.adapters import redis_conn
 from app.domain.errors import LimitExceeded
 from rules.limits import PREFIX, Reservation, prepare, release, reserve, send, settle
+from tests.tcp_proxy import TcpProxy
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=timezone.utc)
 LIMITS = {"daily_count": [{"per": "customer", "max": 3, "rule": "cap-count"}],
@@ -101,19 +102,13 @@ def test_parallel_reservations_never_over_reserve(r):
     assert int(r.get(f"{PREFIX}:20260501:count:customer:c1")) == 0
 
 
-class _ReplyDropper:
+class _ReplyDropper(TcpProxy):
     """A TCP proxy in front of the suite's Redis that closes the first connection carrying an EVAL once
     Redis has answered it: the answer never reaches the client (a reset connection, a failover)."""
 
     def __init__(self, upstream_url: str):
-        self.upstream = urlparse(upstream_url)
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.dropped = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def port(self) -> int:
-        return self.listener.getsockname()[1]
+        self.upstream, self.dropped = urlparse(upstream_url), 0
+        super().__init__(self._connect, watch=self._watch)
 
     def _connect(self) -> socket.socket:
         if self.upstream.scheme == "unix":
@@ -122,42 +117,20 @@ class _ReplyDropper:
             return upstream
         return socket.create_connection((self.upstream.hostname, self.upstream.port or 6379))
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server, sent = self._connect(), {"eval": False}
+    def _watch(self):
+        sent = {"eval": False}
 
-            def up(data: bytes, sent=sent) -> bool:
-                sent["eval"] = sent["eval"] or b"EVAL" in data.upper()
-                return False
+        def up(data: bytes) -> bool:
+            sent["eval"] = sent["eval"] or b"EVAL" in data.upper()
+            return False
 
-            def down(data: bytes, sent=sent) -> bool:
-                if sent["eval"] and not self.dropped:
-                    self.dropped += 1
-                    return True  # Redis ran the script; its answer is thrown away with the connection
-                return False
+        def down(data: bytes) -> bool:
+            if sent["eval"] and not self.dropped:
+                self.dropped += 1
+                return True  # Redis ran the script; its answer is thrown away with the connection
+            return False
 
-            threading.Thread(target=self._pump, args=(client, server, up), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, down), daemon=True).start()
-
-    @staticmethod
-    def _pump(source: socket.socket, target: socket.socket, stop) -> None:
-        try:
-            while (data := source.recv(65536)) and not stop(data):
-                target.sendall(data)
-        except OSError:
-            pass
-        for end in (source, target):
-            try:
-                end.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.listener.close()
+        return up, down
 
 
 @pytest.mark.parametrize("path", ["reserve", "pipeline"])
