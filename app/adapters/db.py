@@ -269,6 +269,8 @@ def _run_before_commit(session: Session) -> None:
         return
     for run in list(session.info.get(_BEFORE_COMMIT, ())):
         run(session)
+    for run, items in _batches(session.info.pop(_JUST_BEFORE_COMMIT, None) or ()).items():
+        run(session, items)
 
 
 _unique_inserts: dict[tuple[str, str], object] = {}
@@ -359,6 +361,8 @@ def execute_all_matched(connection, statement, parameter_sets: list[dict]) -> bo
 
 
 _AFTER_COMMIT = "payrouter.after_commit"  # Session.info: (transaction, run, item) waiting for the commit
+_JUST_BEFORE_COMMIT = "payrouter.just_before_commit"  # Session.info: (transaction, run, item) sent with it
+_QUEUES = (_AFTER_COMMIT, _JUST_BEFORE_COMMIT)
 
 
 def after_commit(session: Session, run: Callable[[list], None], item) -> None:
@@ -368,11 +372,31 @@ def after_commit(session: Session, run: Callable[[list], None], item) -> None:
     transaction, in order (one Redis round trip a commit for a consumer that counts there).
     ``run`` is a module-level function (items are grouped by it); what it raises reaches the
     caller of ``commit()``, after the commit."""
+    _queue(session, _AFTER_COMMIT, run, item)
+
+
+def just_before_commit(session: Session, run: Callable[[Session, list], None], item) -> None:
+    """Hand ``item`` to ``run(session, items)`` just before the transaction open now commits, after the
+    ``before_commit`` hooks (inside ``committed``: in the COMMIT's round trip), its statements part of
+    that transaction; dropped, grouped and ordered as ``after_commit``'s items are. What ``run`` raises,
+    or a statement of its refused at the COMMIT, fails the commit: nothing is committed."""
+    _queue(session, _JUST_BEFORE_COMMIT, run, item)
+
+
+def _queue(session: Session, queue: str, run: Callable, item) -> None:
     current = session.get_nested_transaction() or session.get_transaction()
     if current is None:  # nothing begun yet: begin, so that a rollback from here drops the item
         session.connection()
         current = session.get_transaction()
-    session.info.setdefault(_AFTER_COMMIT, []).append((current, run, item))
+    session.info.setdefault(queue, []).append((current, run, item))
+
+
+def _batches(pending) -> dict[Callable, list]:
+    """Queued items grouped by what they are handed to, each group in the order queued."""
+    batches: dict[Callable, list] = {}
+    for _transaction, run, item in pending:
+        batches.setdefault(run, []).append(item)
+    return batches
 
 
 def _within(transaction, ancestor) -> bool:
@@ -390,25 +414,26 @@ def _run_committed(session: Session) -> None:
     if not pending or session.in_nested_transaction():
         return
     session.info[_AFTER_COMMIT] = []
-    batches: dict[Callable[[list], None], list] = {}
-    for _transaction, run, item in pending:
-        batches.setdefault(run, []).append(item)
-    for run, items in batches.items():
+    for run, items in _batches(pending).items():
         run(items)
 
 
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_rolled_back(session: Session, previous_transaction) -> None:
-    pending = session.info.get(_AFTER_COMMIT)
-    if pending:
-        session.info[_AFTER_COMMIT] = [p for p in pending if not _within(p[0], previous_transaction)]
+    """A rolled-back (sub)transaction takes the items queued in it, and in those inside it, along."""
+    for queue in _QUEUES:
+        pending = session.info.get(queue)
+        if pending:
+            session.info[queue] = [p for p in pending if not _within(p[0], previous_transaction)]
 
 
 @event.listens_for(Session, "after_transaction_end")
 def _drop_uncommitted(session: Session, transaction) -> None:
     # The outermost transaction ended without a commit running them (closed, failed): nothing runs.
-    if transaction.parent is None and session.info.get(_AFTER_COMMIT):
-        session.info[_AFTER_COMMIT] = []
+    if transaction.parent is None:
+        for queue in _QUEUES:
+            if session.info.get(queue):
+                session.info[queue] = []
 
 
 def dispose_all() -> None:

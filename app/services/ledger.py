@@ -38,7 +38,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from app import context
 from app.adapters import writebehind
-from app.adapters.db import before_commit
+from app.adapters.db import just_before_commit
 from app.adapters.models import Account, AccountMove, JournalEntry, LedgerLine, new_id, utcnow
 from app.domain.errors import InsufficientFunds, PayRouterError
 from app.domain.postings import AVAILABLE, PENDING, Entry, Role
@@ -404,57 +404,24 @@ def _post_in_one_statement(session: Session, entry_id: str, merchant_id: str, ki
 # further move's statement with its guards off (``_UNGUARDED``), for the accounts' CHECK refuses a
 # customer's balance below zero, so a short account fails the statement and with it the COMMIT (a
 # guarded UPDATE matching no row would not: its answer, read only after the COMMIT was sent, would come
-# too late). Each move is kept with the (sub)transaction it was queued in, so a savepoint rolled back
-# takes its moves with it.
-_AT_COMMIT = "payrouter.ledger_at_commit"  # Session.info: [(transaction, move params)], in queued order
-_AT_COMMIT_HOOKED = "payrouter.ledger_at_commit_hooked"
+# too late). Queued with ``db.just_before_commit``, each with the (sub)transaction it was queued in, so a
+# savepoint rolled back takes its moves with it.
 _UNGUARDED = {"guard_available": False, "guard_pending": False}
 _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 _AS_THEY_GO: ContextVar[bool] = ContextVar("payrouter_ledger_as_they_go", default=False)
 
 
 def _queue_at_commit(session: Session, moves: list[dict]) -> None:
-    transaction = session.get_nested_transaction() or session.get_transaction()
-    session.info.setdefault(_AT_COMMIT, []).extend((transaction, move) for move in moves)
-    if not session.info.get(_AT_COMMIT_HOOKED):
-        session.info[_AT_COMMIT_HOOKED] = True
-        before_commit(session, _send_at_commit)
+    for move in moves:
+        just_before_commit(session, _send_at_commit, move)
 
 
-def _send_at_commit(session: Session) -> None:
+def _send_at_commit(session: Session, moves: list[dict]) -> None:
     """The queued moves, in account-id order (two transactions on one pair lock it in the same
     order): inside ``db.committed`` they go in the COMMIT's round trip."""
-    queued = session.info.pop(_AT_COMMIT, None)
-    if not queued:
-        return
     connection = session.connection()
-    for move in sorted((move for _transaction, move in queued), key=lambda move: move["account_id"]):
+    for move in sorted(moves, key=lambda move: move["account_id"]):
         connection.execute(_ONE_FURTHER_MOVE, {**move, **_UNGUARDED})
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_moves_at_commit(session: Session, previous_transaction) -> None:
-    """A rolled-back (sub)transaction takes the moves queued in it, and in those inside it, along."""
-    queued = session.info.get(_AT_COMMIT)
-    if not queued:
-        return
-
-    def inside(transaction) -> bool:
-        while transaction is not None:
-            if transaction is previous_transaction:
-                return True
-            transaction = transaction.parent
-        return False
-
-    session.info[_AT_COMMIT] = [(transaction, move) for transaction, move in queued if not inside(transaction)]
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _drop_moves_at_commit(session: Session, transaction) -> None:
-    """The session's transaction is over (committed: the moves went with it; rolled back, or ended by
-    ``close()``, which fires no rollback event): none of its moves may go with a later transaction."""
-    if transaction.parent is None and not transaction.nested:
-        session.info.pop(_AT_COMMIT, None)
 
 
 def refused_at_commit(error: BaseException) -> bool:
