@@ -272,8 +272,7 @@ def create_refund(session: Session, merchant: Merchant, body: dict, key: str) ->
                                 <= func.coalesce(Operation.amount_captured, Operation.amount))
         .values(amount_refunded=Operation.amount_refunded + amount).execution_options(synchronize_session=False))
     if reserved.rowcount != 1:
-        raise Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
-                            code="refund_exceeds_payment")
+        raise _beyond_what_was_paid(payment)
     op, decided = _start(session, merchant, "refund", {**body, "customer": payment.customer}, key, amount=amount,
                          currency=payment.currency, decision=decision, routing_view=view,
                          fee=REFUND_FEE, payment_id=payment.id, reason=body.get("reason"), customer=payment.customer,
@@ -301,8 +300,7 @@ def refund_terms(session: Session, merchant: Merchant, body: dict, *, lock: bool
         raise Unprocessable(f"payment {payment.id} is {payment.status}; only a succeeded payment is refundable",
                             param="payment", code="payment_not_refundable")
     disputes.refuse_refund(session, payment)
-    paid = payment.amount if payment.amount_captured is None else payment.amount_captured  # a partial capture
-    amount = body.get("amount", paid - payment.amount_refunded)
+    amount = body.get("amount", orders.paid_amount(payment) - payment.amount_refunded)  # a partial capture too
     if amount <= 0:
         raise Unprocessable("this payment is already fully refunded", param="amount",
                             code="refund_exceeds_payment")
@@ -312,10 +310,13 @@ def refund_terms(session: Session, merchant: Merchant, body: dict, *, lock: bool
 def refund_fits(payment: Operation, amount: int) -> None:
     """422 ``refund_exceeds_payment`` when ``amount`` is more than is left of ``payment``: what
     ``create_refund``'s reservation refuses, after the decision (a declined refund is 402 first)."""
-    paid = payment.amount if payment.amount_captured is None else payment.amount_captured
-    if payment.amount_refunded + amount > paid:
-        raise Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
-                            code="refund_exceeds_payment")
+    if payment.amount_refunded + amount > orders.paid_amount(payment):
+        raise _beyond_what_was_paid(payment)
+
+
+def _beyond_what_was_paid(payment: Operation) -> Unprocessable:
+    return Unprocessable(f"refunds of {payment.id} would exceed the amount paid", param="amount",
+                         code="refund_exceeds_payment")
 
 
 def refund_decision(merchant: Merchant, body: dict, payment: Operation, amount: int, key: str) -> tuple:
