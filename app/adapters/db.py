@@ -92,6 +92,7 @@ def wait_for_database(seconds: float, said: Callable[[str], None], config: Confi
     reason, when it never answered: a process that needs the database to start exits with that one
     line instead of a traceback, and an orchestrator restarting it does not loop on stack traces."""
     engine = get_engine(config)
+    where = engine.url.render_as_string(hide_password=True)
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -99,13 +100,14 @@ def wait_for_database(seconds: float, said: Callable[[str], None], config: Confi
                 connection.execute(text("SELECT 1"))
             return
         except DBAPIError as exc:
-            reason = str(exc.orig or exc).strip().splitlines()[0] if (exc.orig or exc) else repr(exc)
-            where = engine.url.render_as_string(hide_password=True)
-            if time.monotonic() + 1 > deadline:
+            reason = (str(exc.orig or exc).strip().splitlines() or [type(exc.orig or exc).__name__])[0]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:  # the last try was made at the deadline (0 s: the only one)
                 raise DatabaseUnreachable(f"the database {where} is unreachable after {seconds:g} s: {reason}") \
                     from None
-            said(f"the database {where} is unreachable ({reason}); trying again in 1 s")
-            time.sleep(1)
+            pause = min(1.0, remaining)
+            said(f"the database {where} is unreachable ({reason}); trying again in {round(pause, 1):g} s")
+            time.sleep(pause)
 
 
 class DatabaseUnreachable(Exception):
