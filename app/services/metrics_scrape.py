@@ -90,6 +90,9 @@ class Scraped:
         yield from (info, stale, current)
 
     def _database(self, scrape: "_Scrape"):
+        if scrape.database_failed:
+            log.warning("metrics: database gauges left out: the database failed earlier in this scrape")
+            return
         from app.adapters.db import read_only
         from app.adapters.models import ChannelCallback, ReconciliationIssue, utcnow
         from app.adapters.webhook_models import PENDING, SENDING, WebhookDelivery
@@ -102,9 +105,6 @@ class Scraped:
         waiting = GaugeMetricFamily("payrouter_callbacks_unapplied", "Channel callbacks received, not applied yet")
         lag = GaugeMetricFamily("payrouter_callback_oldest_unapplied_seconds",
                                 "Age of the oldest channel callback received and not applied yet (0: none)")
-        if scrape.database_failed:
-            log.warning("metrics: database gauges left out: the database failed earlier in this scrape")
-            return
         try:
             with read_only() as session:
                 counts = dict(session.execute(
